@@ -1,0 +1,139 @@
+// Package annals defines the event store at the heart of Annals: the events it records, the
+// guarantees it gives, and the [Store] interface every backend implements.
+//
+// The model: services append immutable events to streams. Each stream is an ordered sequence
+// numbered by revision (0, 1, 2, …); all streams together form the global log, numbered by
+// position (1, 2, 3, …) in commit order. Appends are atomic, checked against an
+// [ExpectedRevision] for optimistic concurrency, idempotent by event ID, and durable when they
+// return. Reads are iterators; subscriptions catch up from storage and then follow the log live,
+// with no gap and no duplicate.
+//
+// This package holds only the domain types and uses only the standard library. The backends
+// live in their own packages: memstore (in memory, the reference behaviour), filestore (the
+// embedded durable store, the default). The conformance suite in storetest defines what every
+// backend must do.
+//
+// # System streams
+//
+// Stream ids starting with "$" are reserved. Users may read them but not append to them. Each
+// stream's metadata, soft deletion and tombstone are recorded as events of the system stream
+// [MetaStream](stream) ("$meta-" + stream), so that the log alone describes the whole store.
+// These system events appear in [Store.ReadAll] and [Store.SubscribeAll] like any other event;
+// a [Filter] on categories or event types leaves them out.
+package annals
+
+import (
+	"context"
+	"iter"
+)
+
+// Store is an event store. Every method is safe for concurrent use.
+//
+// Methods that take a context stop waiting when it is done and return its error; an append that
+// was already handed to storage may still be written (its outcome is then unknown to the caller,
+// and retrying it with the same event IDs is safe, see [Store.Append]).
+//
+// After Close, every method returns an error that matches [ErrClosed].
+type Store interface {
+	// Append atomically appends events to the end of stream, provided the stream is in the state
+	// expected: all of them are written, with contiguous revisions and positions, or none is.
+	// When Append returns without error the events are durable (on disk, or the backend's
+	// equivalent) and visible to every read and subscription.
+	//
+	// Events with a zero ID get a fresh one. Repeating an append whose event IDs were already
+	// written at the place the expected revision names returns the first result and writes
+	// nothing; see [ExpectedRevision] for where each expectation looks.
+	//
+	// Errors: [ErrInvalidArgument] for a bad stream id (including a reserved "$" name), no events,
+	// an empty type, a duplicate ID in one append or an invalid expected revision; [ErrTooLarge]
+	// for an event or an append over the limits; [ErrWrongExpectedVersion] (a
+	// [*WrongExpectedVersionError] carrying the actual revision) when the stream is not in the
+	// expected state; [ErrStreamDeleted] when the stream was tombstoned. A failed append leaves
+	// the store exactly as it was.
+	Append(ctx context.Context, stream string, expected ExpectedRevision, events ...Event) (AppendResult, error)
+
+	// ReadStream reads the events of one stream, forwards from revision 0 when opts is nil. The
+	// stream's metadata (maxCount, maxAge, truncateBefore) and soft deletion hide the events
+	// they cover. The sequence yields one error and stops on failure: [ErrStreamNotFound] when
+	// the stream does not exist or was soft-deleted, [ErrStreamDeleted] when it was tombstoned,
+	// [ErrInvalidArgument] for a bad stream id or options, or ctx's error.
+	ReadStream(ctx context.Context, stream string, opts *ReadOptions) iter.Seq2[RecordedEvent, error]
+
+	// ReadAll reads the global log in position order, forwards from the first position when opts
+	// is nil. It includes system events and the events of deleted streams (the log is never
+	// rewritten); opts.Filter narrows it. Stream metadata does not apply to ReadAll.
+	ReadAll(ctx context.Context, opts *ReadOptions) iter.Seq2[RecordedEvent, error]
+
+	// SubscribeStream delivers the events of one stream from opts.From (revision, inclusive):
+	// first those already stored, then each new one as it is appended, in revision order, with
+	// no gap and no duplicate. It never ends by itself: it runs until ctx is done (yielding ctx's
+	// error), the consumer stops, the store is closed ([ErrClosed]) or the stream is tombstoned
+	// ([ErrStreamDeleted]). The stream need not exist yet. A slow consumer never blocks writers:
+	// events wait in storage, not in memory.
+	SubscribeStream(ctx context.Context, stream string, opts *SubscribeOptions) iter.Seq2[RecordedEvent, error]
+
+	// SubscribeAll is [Store.SubscribeStream] for the global log: it delivers events from
+	// opts.From (position, inclusive) that match opts.Filter, in position order, with no gap and
+	// no duplicate even while many writers commit concurrently.
+	SubscribeAll(ctx context.Context, opts *SubscribeOptions) iter.Seq2[RecordedEvent, error]
+
+	// GetMetadata returns the metadata of stream and the expected revision to pass to
+	// [Store.SetMetadata] to change it safely ([NoStream] when none was ever set, in which case
+	// the metadata is the zero value). It returns [ErrStreamDeleted] for a tombstoned stream.
+	GetMetadata(ctx context.Context, stream string) (StreamMetadata, ExpectedRevision, error)
+
+	// SetMetadata records new metadata for stream as an event of [MetaStream](stream). expected
+	// is checked against that metadata stream, not the stream itself. The stream need not exist.
+	// Errors are those of [Store.Append], plus [ErrInvalidArgument] for invalid metadata.
+	SetMetadata(ctx context.Context, stream string, expected ExpectedRevision, meta StreamMetadata) (AppendResult, error)
+
+	// Delete soft-deletes stream: it then reads as not found and is left out of
+	// [Store.ListStreams], but appending to it again re-creates it and continues its revision
+	// numbers (and only the new events are read). expected is checked against the stream. It
+	// returns the position of the system event that records the deletion, and
+	// [ErrStreamNotFound] when the stream does not exist or is already deleted.
+	Delete(ctx context.Context, stream string, expected ExpectedRevision) (uint64, error)
+
+	// Tombstone deletes stream for good: every later append, read, subscription or metadata
+	// change on it returns [ErrStreamDeleted]. A stream that never existed may be tombstoned to
+	// reserve its name. It returns the position of the system event that records it.
+	Tombstone(ctx context.Context, stream string, expected ExpectedRevision) (uint64, error)
+
+	// ListStreams yields the user streams that exist (not deleted, not tombstoned), in
+	// byte-wise order of their ids.
+	ListStreams(ctx context.Context, opts *ListOptions) iter.Seq2[StreamInfo, error]
+
+	// Close stops the store: running subscriptions end with [ErrClosed], files are closed. It is
+	// safe to call more than once. Appends already acknowledged stay durable.
+	Close() error
+}
+
+// AppendResult is what a successful append returns.
+type AppendResult struct {
+	// Revision is the revision of the last event written. Pass Exact(Revision) as the expected
+	// revision of the next append to the same stream.
+	Revision uint64
+	// Position is the position of the last event written in the global log; a reader that waits
+	// for this position reads its own writes.
+	Position uint64
+}
+
+// StreamInfo describes a stream in [Store.ListStreams].
+type StreamInfo struct {
+	Stream string
+	// Revision is the revision of the stream's last event.
+	Revision uint64
+	// Count is the number of events of the stream since it was last created (a soft-deleted and
+	// re-created stream counts from the re-creation). Metadata limits do not reduce it.
+	Count uint64
+}
+
+// ListOptions narrows [Store.ListStreams]. The zero value lists every stream.
+type ListOptions struct {
+	// Prefix keeps only the streams whose id starts with it.
+	Prefix string
+	// After, when not empty, starts the listing after this stream id (for paging).
+	After string
+	// Limit stops after that many streams; 0 means no limit.
+	Limit int
+}

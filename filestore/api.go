@@ -1,0 +1,72 @@
+package filestore
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"slices"
+
+	"github.com/annalsdb/annals"
+)
+
+var _ annals.Store = (*Store)(nil)
+
+// Append implements [annals.Store.Append]. Besides the errors documented there, it returns an
+// error matching [annals.ErrTooLarge] for an append whose encoding would not fit in one log
+// segment (only possible with many tiny events near the append limit), and one matching
+// [annals.ErrClosed] after a storage failure.
+func (s *Store) Append(ctx context.Context, stream string, expected annals.ExpectedRevision, events ...annals.Event) (annals.AppendResult, error) {
+	events = slices.Clone(events)
+	if err := s.opts.Limits.ValidateAppend(stream, expected, events); err != nil {
+		return annals.AppendResult{}, err
+	}
+	size := 0
+	for i := range events {
+		size += recordSize(stream, &events[i])
+	}
+	if int64(size+groupHeaderSize) > s.opts.SegmentSize {
+		return annals.AppendResult{}, fmt.Errorf("%w: append to %q encodes to %d bytes, more than a log segment holds (%d)", annals.ErrTooLarge, stream, size, s.opts.SegmentSize)
+	}
+	return s.submit(ctx, &request{kind: kindAppend, stream: stream, expected: expected, events: events, size: size})
+}
+
+// SetMetadata implements [annals.Store.SetMetadata].
+func (s *Store) SetMetadata(ctx context.Context, stream string, expected annals.ExpectedRevision, meta annals.StreamMetadata) (annals.AppendResult, error) {
+	if err := annals.ValidateUserStreamID(stream); err != nil {
+		return annals.AppendResult{}, err
+	}
+	if err := expected.Validate(); err != nil {
+		return annals.AppendResult{}, err
+	}
+	if err := meta.Validate(); err != nil {
+		return annals.AppendResult{}, err
+	}
+	data, err := json.Marshal(meta)
+	if err != nil {
+		return annals.AppendResult{}, fmt.Errorf("%w: stream metadata: %v", annals.ErrInvalidArgument, err)
+	}
+	ev := annals.Event{ID: annals.NewUUID(), Type: annals.MetadataEventType, ContentType: annals.ContentTypeJSON, Data: data}
+	size := recordSize(annals.MetaStream(stream), &ev)
+	return s.submit(ctx, &request{kind: kindSetMetadata, stream: stream, expected: expected, events: []annals.Event{ev}, size: size})
+}
+
+// Delete implements [annals.Store.Delete].
+func (s *Store) Delete(ctx context.Context, stream string, expected annals.ExpectedRevision) (uint64, error) {
+	return s.deleteStream(ctx, kindDelete, stream, expected)
+}
+
+// Tombstone implements [annals.Store.Tombstone].
+func (s *Store) Tombstone(ctx context.Context, stream string, expected annals.ExpectedRevision) (uint64, error) {
+	return s.deleteStream(ctx, kindTombstone, stream, expected)
+}
+
+func (s *Store) deleteStream(ctx context.Context, kind reqKind, stream string, expected annals.ExpectedRevision) (uint64, error) {
+	if err := annals.ValidateUserStreamID(stream); err != nil {
+		return 0, err
+	}
+	if err := expected.Validate(); err != nil {
+		return 0, err
+	}
+	res, err := s.submit(ctx, &request{kind: kind, stream: stream, expected: expected, size: 512 + 2*len(stream)})
+	return res.Position, err
+}

@@ -1,0 +1,713 @@
+package filestore
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"os"
+	"path/filepath"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/annalsdb/annals"
+)
+
+// The write pipeline has three stages, each one goroutine, so that the CPU work of the next
+// group overlaps the fdatasync of the current one:
+//
+//	sequencer: takes requests, checks expectations, assigns revisions, positions and time,
+//	           encodes a group and writes it to the log (page cache)
+//	syncer:    fdatasyncs, once for all the groups written since the last sync
+//	indexer:   stores index entries (Pebble, unsynced), publishes the new head, answers
+//
+// An append is answered only after its group is synced and indexed. A storage failure in any
+// stage stops the store (see Store.fail): the in-memory state then runs ahead of the disk, and
+// only a reopen, which recovers from the log, can make them agree again.
+
+type reqKind uint8
+
+const (
+	kindAppend reqKind = iota
+	kindSetMetadata
+	kindDelete
+	kindTombstone
+)
+
+type request struct {
+	kind     reqKind
+	stream   string
+	expected annals.ExpectedRevision
+	events   []annals.Event // the events of an append, or the $metadata event
+	size     int            // encoded size of the events
+	done     chan reply
+}
+
+type reply struct {
+	res annals.AppendResult
+	err error
+}
+
+func (r *request) answer(res annals.AppendResult, err error) { r.done <- reply{res, err} }
+
+// submit hands r to the sequencer and waits for its answer.
+func (s *Store) submit(ctx context.Context, r *request) (annals.AppendResult, error) {
+	if err := s.failed(); err != nil {
+		return annals.AppendResult{}, err
+	}
+	r.done = make(chan reply, 1)
+	select {
+	case s.reqs <- r:
+	case <-s.closing:
+		return annals.AppendResult{}, annals.ErrClosed
+	case <-ctx.Done():
+		return annals.AppendResult{}, ctx.Err()
+	}
+	select {
+	case rep := <-r.done:
+		return rep.res, rep.err
+	case <-ctx.Done():
+		return annals.AppendResult{}, ctx.Err()
+	case <-s.stopped:
+		select {
+		case rep := <-r.done:
+			return rep.res, rep.err
+		default:
+			return annals.AppendResult{}, annals.ErrClosed
+		}
+	}
+}
+
+// group is what one write puts in the log.
+type group struct {
+	seg     *segment
+	off     uint64 // log offset of the group
+	buf     []byte
+	count   uint32
+	lastPos uint64
+	acks    []ack
+}
+
+type ack struct {
+	r   *request
+	res annals.AppendResult
+}
+
+func (g *group) end() uint64 { return g.off + uint64(len(g.buf)) }
+
+// streamState is what the sequencer knows of a stream.
+type streamState struct {
+	next       uint64 // the revision the next event gets
+	base       uint64 // first revision of the current incarnation; the stream exists iff next > base
+	tombstoned bool
+	lastID     annals.UUID // id of the event at next-1
+	lastPos    uint64      // position of the last event written to the stream or its meta stream
+	// pending holds the ids and positions of the stream's last events that may not be indexed
+	// yet: those at revisions next-len(pending) … next-1.
+	pending []idPos
+}
+
+type idPos struct {
+	id  annals.UUID
+	pos uint64
+}
+
+func (st *streamState) exists() bool { return st.next > st.base }
+
+func (st *streamState) actual() annals.ExpectedRevision {
+	if !st.exists() {
+		return annals.NoStream
+	}
+	return annals.Exact(st.next - 1)
+}
+
+// sequencer is the first stage; its fields belong to its goroutine.
+type sequencer struct {
+	s         *Store
+	cache     map[string]*streamState
+	nextPos   uint64
+	lastNanos int64
+	cur       *segment
+	writeOff  atomic.Uint64 // log offset of the next write (read by the zeroer)
+	written   atomic.Uint64 // bytes written since open (read by the zeroer)
+	carry     *request      // a request that did not fit the last group
+	toSync    chan *group
+	synced    chan struct{} // a signal from the syncer after each sync
+}
+
+const maxGroupBytes = 1 << 20
+
+func (q *sequencer) init(s *Store, mark watermark) {
+	q.s = s
+	q.cache = make(map[string]*streamState)
+	q.nextPos = mark.nextPos
+	q.lastNanos = mark.lastNanos
+	segs := *s.segs.Load()
+	q.cur = segs[len(segs)-1]
+	q.writeOff.Store(max(mark.end, q.cur.base))
+	q.toSync = make(chan *group, 16)
+	q.synced = make(chan struct{}, 1)
+	s.zero.init(q.cur, int64(q.writeOff.Load()-q.cur.base))
+}
+
+func (s *Store) start() {
+	toIndex := make(chan []*group, 16)
+	s.wg.Add(4)
+	go func() { defer s.wg.Done(); s.seq.run() }()
+	go func() { defer s.wg.Done(); s.syncLoop(s.seq.toSync, toIndex) }()
+	go func() { defer s.wg.Done(); s.indexLoop(toIndex) }()
+	go func() { defer s.wg.Done(); s.zero.run(s) }()
+}
+
+func (q *sequencer) run() {
+	defer close(q.toSync)
+	for {
+		r := q.carry
+		q.carry = nil
+		if r == nil {
+			select {
+			case r = <-q.s.reqs:
+			case <-q.s.closing:
+				q.refuseQueued()
+				return
+			}
+		}
+		g, err := q.newGroup(r.size)
+		if err != nil {
+			r.answer(annals.AppendResult{}, err)
+			continue
+		}
+		q.add(g, r)
+	fill:
+		for len(g.buf) < maxGroupBytes {
+			select {
+			case r := <-q.s.reqs:
+				if g.end()+uint64(r.size) > q.cur.end() {
+					q.carry = r
+					break fill
+				}
+				q.add(g, r)
+			default:
+				break fill
+			}
+		}
+		q.flush(g)
+	}
+}
+
+// refuseQueued answers the requests still queued at Close.
+func (q *sequencer) refuseQueued() {
+	for {
+		select {
+		case r := <-q.s.reqs:
+			r.answer(annals.AppendResult{}, annals.ErrClosed)
+		default:
+			return
+		}
+	}
+}
+
+// newGroup starts a group in the current segment, or in a new one when need bytes do not fit.
+func (q *sequencer) newGroup(need int) (*group, error) {
+	if err := q.s.failed(); err != nil {
+		return nil, err
+	}
+	off := q.writeOff.Load()
+	if off+uint64(groupHeaderSize+need) > q.cur.end() {
+		if err := q.rotate(); err != nil {
+			return nil, q.s.fail(err)
+		}
+		off = q.writeOff.Load()
+	}
+	if now := time.Now().UnixNano(); now > q.lastNanos {
+		q.lastNanos = now
+	}
+	return &group{seg: q.cur, off: off, buf: make([]byte, groupHeaderSize, 4096)}, nil
+}
+
+// rotate waits until the current segment is synced entirely, then starts a new one. Only the
+// last segment can therefore hold a torn tail.
+func (q *sequencer) rotate() error {
+	for q.s.durable.Load() < q.writeOff.Load() {
+		if err := q.s.failed(); err != nil {
+			return err
+		}
+		<-q.synced
+	}
+	seg, err := q.s.createSegment(q.cur.end())
+	if err != nil {
+		return err
+	}
+	q.cur = seg
+	q.writeOff.Store(seg.base)
+	q.s.zero.switchTo(seg)
+	return nil
+}
+
+// add decides r and, unless it fails or repeats an earlier append, adds its events to g.
+func (q *sequencer) add(g *group, r *request) {
+	if err := q.s.failed(); err != nil {
+		r.answer(annals.AppendResult{}, err)
+		return
+	}
+	res, err := q.decide(g, r)
+	if err != nil {
+		r.answer(annals.AppendResult{}, err)
+		return
+	}
+	g.acks = append(g.acks, ack{r: r, res: res})
+}
+
+// decide checks r against the stream's state and writes its events into g. A repeated append
+// writes nothing and returns the first result; it is answered with g all the same, so never
+// before the original is durable.
+func (q *sequencer) decide(g *group, r *request) (annals.AppendResult, error) {
+	st, err := q.state(r.stream)
+	if err != nil {
+		return annals.AppendResult{}, err
+	}
+	if st.tombstoned {
+		return annals.AppendResult{}, fmt.Errorf("%w: stream %q was tombstoned", annals.ErrStreamDeleted, r.stream)
+	}
+	conflict := func() error {
+		return &annals.WrongExpectedVersionError{Stream: r.stream, Expected: r.expected, Actual: st.actual()}
+	}
+	ok := expectationHolds(st, r.expected)
+	switch r.kind {
+	case kindAppend:
+		if res, repeat, err := q.repeated(st, r); err != nil || repeat {
+			return res, err
+		}
+		if !ok {
+			return annals.AppendResult{}, conflict()
+		}
+		return q.write(g, r.stream, st, r.events), nil
+	case kindSetMetadata:
+		meta := annals.MetaStream(r.stream)
+		mst, err := q.state(meta)
+		if err != nil {
+			return annals.AppendResult{}, err
+		}
+		if !expectationHolds(mst, r.expected) {
+			return annals.AppendResult{}, &annals.WrongExpectedVersionError{Stream: meta, Expected: r.expected, Actual: mst.actual()}
+		}
+		res := q.write(g, meta, mst, r.events)
+		st.lastPos = res.Position
+		return res, nil
+	case kindDelete, kindTombstone:
+		if !ok {
+			return annals.AppendResult{}, conflict()
+		}
+		meta := annals.MetaStream(r.stream)
+		mst, err := q.state(meta)
+		if err != nil {
+			return annals.AppendResult{}, err
+		}
+		var ev annals.Event
+		if r.kind == kindDelete {
+			if !st.exists() {
+				return annals.AppendResult{}, fmt.Errorf("%w: %q", annals.ErrStreamNotFound, r.stream)
+			}
+			data, _ := json.Marshal(deletedData{Revision: st.next - 1})
+			ev = annals.Event{ID: annals.NewUUID(), Type: annals.DeletedEventType, ContentType: annals.ContentTypeJSON, Data: data}
+			st.base = st.next
+		} else {
+			ev = annals.Event{ID: annals.NewUUID(), Type: annals.TombstoneEventType, ContentType: annals.ContentTypeJSON, Data: []byte("{}")}
+			st.tombstoned = true
+		}
+		res := q.write(g, meta, mst, []annals.Event{ev})
+		st.lastPos = res.Position
+		return res, nil
+	}
+	panic("filestore: unknown request kind")
+}
+
+func expectationHolds(st *streamState, e annals.ExpectedRevision) bool {
+	switch e {
+	case annals.Any:
+		return true
+	case annals.NoStream:
+		return !st.exists()
+	case annals.StreamExists:
+		return st.exists()
+	}
+	r, _ := e.Revision()
+	return st.exists() && st.next-1 == r
+}
+
+// repeated reports whether r repeats an append already written at the place its expectation
+// names (see annals.ExpectedRevision), and if so returns that append's result.
+func (q *sequencer) repeated(st *streamState, r *request) (annals.AppendResult, bool, error) {
+	n := uint64(len(r.events))
+	var from uint64
+	switch r.expected {
+	case annals.Any, annals.StreamExists:
+		if st.next-st.base < n || st.lastID != r.events[n-1].ID {
+			return annals.AppendResult{}, false, nil
+		}
+		from = st.next - n
+	case annals.NoStream:
+		if !st.exists() {
+			return annals.AppendResult{}, false, nil
+		}
+		from = st.base
+	default:
+		rev, _ := r.expected.Revision()
+		if rev+1 < st.base || st.next == 0 || rev >= st.next-1 {
+			return annals.AppendResult{}, false, nil
+		}
+		from = rev + 1
+	}
+	if from+n > st.next {
+		return annals.AppendResult{}, false, nil
+	}
+	ids, err := q.idsAt(st, r.stream, from, n)
+	if err != nil {
+		return annals.AppendResult{}, false, err
+	}
+	for i, e := range r.events {
+		if ids[i].id != e.ID {
+			return annals.AppendResult{}, false, nil
+		}
+	}
+	return annals.AppendResult{Revision: from + n - 1, Position: ids[n-1].pos}, true, nil
+}
+
+// idsAt returns the ids and positions of the stream's events at revisions from … from+n-1,
+// which exist.
+func (q *sequencer) idsAt(st *streamState, stream string, from, n uint64) ([]idPos, error) {
+	out := make([]idPos, 0, n)
+	firstPending := st.next - uint64(len(st.pending))
+	if from < firstPending {
+		err := q.s.scanStream(stream, from, min(from+n, firstPending), func(rec *rawRecord) bool {
+			out = append(out, idPos{rec.id, rec.pos})
+			return true
+		})
+		if err != nil {
+			return nil, err
+		}
+	}
+	for rev := max(from, firstPending); rev < from+n; rev++ {
+		out = append(out, st.pending[rev-firstPending])
+	}
+	if uint64(len(out)) != n {
+		return nil, fmt.Errorf("%w: stream %q: index lacks revisions %d to %d", annals.ErrCorrupt, stream, from, from+n-1)
+	}
+	return out, nil
+}
+
+// write encodes events as the next ones of stream into g.
+func (q *sequencer) write(g *group, stream string, st *streamState, events []annals.Event) annals.AppendResult {
+	q.prunePending(st)
+	for i := range events {
+		e := &events[i]
+		g.buf = appendRecord(g.buf, q.nextPos, st.next, q.lastNanos, stream, e)
+		st.pending = append(st.pending, idPos{e.ID, q.nextPos})
+		st.lastID = e.ID
+		st.lastPos = q.nextPos
+		g.lastPos = q.nextPos
+		st.next++
+		q.nextPos++
+		g.count++
+	}
+	return annals.AppendResult{Revision: st.next - 1, Position: q.nextPos - 1}
+}
+
+// prunePending forgets the pending events that are now indexed.
+func (q *sequencer) prunePending(st *streamState) {
+	visible := q.s.head.Load().pos
+	i := 0
+	for i < len(st.pending) && st.pending[i].pos <= visible {
+		i++
+	}
+	if i > 0 {
+		st.pending = append(st.pending[:0], st.pending[i:]...)
+	}
+}
+
+// state returns the sequencer's state of stream, loading it from the index on first use.
+func (q *sequencer) state(stream string) (*streamState, error) {
+	if st, ok := q.cache[stream]; ok {
+		return st, nil
+	}
+	if len(q.cache) >= q.s.opts.CachedStreams {
+		q.evict()
+	}
+	stored, err := getStreamState(q.s.db, stream)
+	if err != nil {
+		return nil, fmt.Errorf("read stream state: %w", err)
+	}
+	st := &streamState{base: stored.base, tombstoned: stored.tombstoned}
+	last, found, err := q.s.lastRun(stream)
+	if err != nil {
+		return nil, err
+	}
+	if found {
+		st.next = last.firstRev + uint64(last.count)
+		st.lastPos = last.firstPos + uint64(last.count) - 1
+		if err := q.s.scanStream(stream, st.next-1, st.next, func(rec *rawRecord) bool {
+			st.lastID = rec.id
+			return true
+		}); err != nil {
+			return nil, err
+		}
+	}
+	q.cache[stream] = st
+	return st, nil
+}
+
+// evict drops about half of the cached states whose events are all indexed.
+func (q *sequencer) evict() {
+	visible := q.s.head.Load().pos
+	target := len(q.cache) / 2
+	for name, st := range q.cache {
+		if len(q.cache) <= target {
+			return
+		}
+		if st.lastPos <= visible {
+			delete(q.cache, name)
+		}
+	}
+}
+
+// flush writes g to the log and passes it on to the syncer.
+func (q *sequencer) flush(g *group) {
+	if g.count > 0 {
+		putGroupHeader(g.buf, groupHeader{
+			bodyLen:  uint32(len(g.buf) - groupHeaderSize),
+			count:    g.count,
+			synced:   q.s.durable.Load(),
+			firstPos: g.lastPos - uint64(g.count) + 1,
+		})
+		if err := q.s.zero.write(g.seg, g.buf, int64(g.off-g.seg.base)); err != nil {
+			err = q.s.fail(fmt.Errorf("write %s: %w", g.seg.path, err))
+			for _, a := range g.acks {
+				a.r.answer(annals.AppendResult{}, err)
+			}
+			return
+		}
+		q.writeOff.Store(g.end())
+		q.written.Add(uint64(len(g.buf)))
+		q.s.zero.poke()
+	} else {
+		g.buf = g.buf[:0]
+	}
+	q.toSync <- g
+}
+
+// syncLoop is the second stage.
+func (s *Store) syncLoop(in <-chan *group, out chan<- []*group) {
+	defer close(out)
+	for g := range in {
+		batch := []*group{g}
+	more:
+		for {
+			select {
+			case g, ok := <-in:
+				if !ok {
+					break more
+				}
+				batch = append(batch, g)
+			default:
+				break more
+			}
+		}
+		err := s.failed()
+		if err == nil {
+			var done *segment
+			for _, g := range batch {
+				if g.count == 0 || g.seg == done {
+					continue
+				}
+				if err = s.datasync(g.seg); err != nil {
+					break
+				}
+				done = g.seg
+			}
+		}
+		if err == nil {
+			for _, g := range batch {
+				if g.count > 0 {
+					s.durable.Store(g.end())
+				}
+			}
+		}
+		select {
+		case s.seq.synced <- struct{}{}:
+		default:
+		}
+		if err != nil {
+			for _, g := range batch {
+				for _, a := range g.acks {
+					a.r.answer(annals.AppendResult{}, err)
+				}
+			}
+			continue
+		}
+		out <- batch
+	}
+}
+
+// indexLoop is the third stage.
+func (s *Store) indexLoop(in <-chan []*group) {
+	h := s.head.Load()
+	ix := newIndexBuilder(s.db, watermark{nextPos: h.pos + 1, end: h.end})
+	for batch := range in {
+		err := s.failed()
+		if err == nil {
+			for _, g := range batch {
+				if g.count > 0 {
+					if ierr := ix.addGroup(g.buf, g.off); ierr != nil {
+						err = ierr
+						break
+					}
+				}
+			}
+			if err == nil {
+				err = ix.commit()
+			}
+			if err != nil {
+				err = s.fail(err)
+			}
+		}
+		if err == nil {
+			old := s.head.Load()
+			s.head.Store(&head{pos: ix.mark.nextPos - 1, end: ix.mark.end, changed: make(chan struct{})})
+			close(old.changed)
+		}
+		for _, g := range batch {
+			for _, a := range g.acks {
+				a.r.answer(a.res, err)
+			}
+		}
+	}
+}
+
+// createSegment creates an empty (sparse) segment file at log offset base, syncs it and its
+// directory, and adds it to the list.
+func (s *Store) createSegment(base uint64) (*segment, error) {
+	path := filepath.Join(s.logDir, segmentName(base))
+	f, err := s.fs.OpenFile(path, os.O_CREATE|os.O_EXCL|os.O_RDWR, 0o644)
+	if err != nil {
+		return nil, fmt.Errorf("create segment: %w", err)
+	}
+	if err := f.Truncate(s.opts.SegmentSize); err == nil {
+		err = f.Datasync()
+	}
+	if err != nil {
+		f.Close()
+		os.Remove(path)
+		return nil, fmt.Errorf("create segment %s: %w", path, err)
+	}
+	if err := s.fs.SyncDir(s.logDir); err != nil {
+		f.Close()
+		return nil, fmt.Errorf("create segment %s: sync directory: %w", path, err)
+	}
+	seg := &segment{base: base, size: s.opts.SegmentSize, path: path, f: f}
+	if err := seg.mmap(); err != nil {
+		f.Close()
+		return nil, err
+	}
+	old := *s.segs.Load()
+	segs := append(old[:len(old):len(old)], seg)
+	s.segs.Store(&segs)
+	return seg, nil
+}
+
+// zeroer keeps the part of the current segment just ahead of the writer filled with written
+// zeros, so that the fdatasync after a write finds no block allocation to flush (which doubles
+// its cost on ext4). It is an optimisation only: a failure stops it, not the store.
+type zeroer struct {
+	mu   sync.Mutex // held while a chunk of zeros is written, and by writes past upTo
+	seg  *segment   // guarded by mu
+	upTo atomic.Int64
+	wake chan struct{}
+}
+
+func (z *zeroer) init(seg *segment, upTo int64) {
+	z.seg = seg
+	z.upTo.Store(upTo)
+	z.wake = make(chan struct{}, 1)
+}
+
+func (z *zeroer) switchTo(seg *segment) {
+	z.mu.Lock()
+	z.seg = seg
+	z.upTo.Store(0)
+	z.mu.Unlock()
+}
+
+func (z *zeroer) poke() {
+	select {
+	case z.wake <- struct{}{}:
+	default:
+	}
+}
+
+// write writes b at off of seg; the zeroer never writes where data may be.
+func (z *zeroer) write(seg *segment, b []byte, off int64) error {
+	end := off + int64(len(b))
+	if end <= z.upTo.Load() {
+		_, err := seg.f.WriteAt(b, off)
+		return err
+	}
+	z.mu.Lock()
+	defer z.mu.Unlock()
+	_, err := seg.f.WriteAt(b, off)
+	if err == nil && z.seg == seg && z.upTo.Load() < end {
+		z.upTo.Store(end)
+	}
+	return err
+}
+
+func (z *zeroer) run(s *Store) {
+	zeros := make([]byte, 1<<20)
+	for {
+		select {
+		case <-z.wake:
+		case <-s.closing:
+			return
+		}
+		q := &s.seq
+		ahead := int64(min(max(q.written.Load(), 256<<10), 16<<20))
+		var seg *segment
+		for {
+			z.mu.Lock()
+			seg = z.seg
+			from := z.upTo.Load()
+			target := min(seg.size, int64(q.writeOff.Load()-seg.base)+ahead)
+			if from >= target {
+				z.mu.Unlock()
+				break
+			}
+			n := min(int64(len(zeros)), target-from)
+			_, err := seg.f.WriteAt(zeros[:n], from)
+			if err == nil {
+				z.upTo.Store(from + n)
+			}
+			z.mu.Unlock()
+			if err != nil {
+				s.log.Warn("annals: could not pre-fill the log with zeros; appends may be slower", "err", err)
+				return
+			}
+		}
+		if err := s.datasync(seg); err != nil {
+			return
+		}
+	}
+}
+
+// datasync syncs seg. Syncs are serialised and a failure stops the store at once: the kernel
+// reports a write-back error to one fdatasync only, so a failure seen by the zeroer must stop
+// the syncer from acknowledging writes whose data may be lost.
+func (s *Store) datasync(seg *segment) error {
+	s.syncMu.Lock()
+	defer s.syncMu.Unlock()
+	if err := s.failed(); err != nil {
+		return err
+	}
+	if err := seg.f.Datasync(); err != nil {
+		return s.fail(fmt.Errorf("fdatasync %s: %w", seg.path, err))
+	}
+	return nil
+}

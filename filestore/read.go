@@ -1,0 +1,894 @@
+package filestore
+
+import (
+	"context"
+	"encoding/binary"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"iter"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/annalsdb/annals"
+	"github.com/cockroachdb/pebble/v2"
+)
+
+// Reads run in batches: each batch holds the read lock (so that Close cannot unmap the log
+// under it), copies up to readBatch events out of the log, and releases the lock before the
+// events are yielded. A consumer may therefore take as long as it likes, or call Close.
+const readBatch = 256
+
+// recordAt decodes the record at log offset off.
+func (s *Store) recordAt(off uint64) (rawRecord, error) {
+	seg := s.segs.Load().find(off)
+	if seg == nil {
+		return rawRecord{}, fmt.Errorf("%w: log offset %d is in no segment (rebuild the index: delete the index directory)", annals.ErrCorrupt, off)
+	}
+	rec, err := decodeRecord(seg.data[off-seg.base:])
+	if err != nil {
+		return rec, fmt.Errorf("%w: %s offset %d: %v", annals.ErrCorrupt, seg.path, off-seg.base, err)
+	}
+	return rec, nil
+}
+
+// walkRun decodes the count consecutive records starting at log offset off, calling fn for
+// each until it returns false.
+func (s *Store) walkRun(off uint64, count uint32, fn func(*rawRecord) bool) error {
+	for range count {
+		rec, err := s.recordAt(off)
+		if err != nil {
+			return err
+		}
+		if !fn(&rec) {
+			return nil
+		}
+		off += uint64(rec.size)
+	}
+	return nil
+}
+
+// streamRun is an s entry: a run of a stream's events.
+type streamRun struct {
+	firstRev uint64
+	run
+}
+
+func parseStreamRun(it *pebble.Iterator) (streamRun, error) {
+	k := it.Key()
+	r, err := decodeRun(it.Value())
+	return streamRun{firstRev: binary.BigEndian.Uint64(k[len(k)-8:]), run: r}, err
+}
+
+// lastRun returns the stream's last run in the index.
+func (s *Store) lastRun(stream string) (streamRun, bool, error) {
+	lo, hi := nameBounds(prefixStream, stream)
+	it, err := s.db.NewIter(&pebble.IterOptions{LowerBound: lo, UpperBound: hi})
+	if err != nil {
+		return streamRun{}, false, err
+	}
+	defer it.Close()
+	if !it.Last() {
+		return streamRun{}, false, it.Error()
+	}
+	r, err := parseStreamRun(it)
+	return r, err == nil, err
+}
+
+// scanStream calls fn for the stream's records with revisions from … to-1 in order, until fn
+// returns false. It takes no lock and applies no visibility bound.
+func (s *Store) scanStream(stream string, from, to uint64, fn func(*rawRecord) bool) error {
+	lo, hi := nameBounds(prefixStream, stream)
+	it, err := s.db.NewIter(&pebble.IterOptions{LowerBound: lo, UpperBound: hi})
+	if err != nil {
+		return err
+	}
+	defer it.Close()
+	valid := it.SeekLT(nameKey(prefixStream, stream, from+1))
+	if !valid {
+		valid = it.First()
+	}
+	for ; valid; valid = it.Next() {
+		r, err := parseStreamRun(it)
+		if err != nil {
+			return err
+		}
+		if r.firstRev >= to {
+			break
+		}
+		more := true
+		rev := r.firstRev
+		if err := s.walkRun(r.offset, r.count, func(rec *rawRecord) bool {
+			if rec.rev != rev {
+				more = false
+				return false
+			}
+			rev++
+			if rec.rev < from {
+				return true
+			}
+			if rec.rev >= to {
+				more = false
+				return false
+			}
+			more = fn(rec)
+			return more
+		}); err != nil {
+			return err
+		}
+		if rev != r.firstRev+uint64(r.count) && more {
+			return fmt.Errorf("%w: stream %q: index and log disagree at revision %d", annals.ErrCorrupt, stream, rev)
+		}
+		if !more {
+			break
+		}
+	}
+	return it.Error()
+}
+
+// streamView is what a read needs to know about a stream, as of one head.
+type streamView struct {
+	next  uint64 // the revision after the last visible one
+	state streamIndexState
+	meta  annals.StreamMetadata
+	// metaRev is the revision of the last event of the meta stream, metaExists whether it has one.
+	metaRev    uint64
+	metaExists bool
+}
+
+func (v *streamView) exists() bool { return v.next > v.state.base }
+
+// lowest returns the first revision that reads may return.
+func (v *streamView) lowest() uint64 {
+	lo := max(v.state.base, v.meta.TruncateBefore)
+	if v.meta.MaxCount > 0 && v.next > v.meta.MaxCount {
+		lo = max(lo, v.next-v.meta.MaxCount)
+	}
+	return lo
+}
+
+// view reads the stream's state as of head h. The caller holds the read lock.
+func (s *Store) view(stream string, h *head) (streamView, error) {
+	var v streamView
+	var err error
+	if v.state, err = getStreamState(s.db, stream); err != nil {
+		return v, err
+	}
+	if v.next, err = s.visibleNext(stream, h); err != nil {
+		return v, err
+	}
+	if v.state.metaOffset != 0 {
+		rec, err := s.recordAt(v.state.metaOffset)
+		if err != nil {
+			return v, err
+		}
+		if err := json.Unmarshal(rec.data, &v.meta); err != nil {
+			return v, fmt.Errorf("%w: metadata of stream %q at log offset %d: %v", annals.ErrCorrupt, stream, v.state.metaOffset, err)
+		}
+	}
+	metaNext, err := s.visibleNext(annals.MetaStream(stream), h)
+	if err != nil {
+		return v, err
+	}
+	if metaNext > 0 {
+		v.metaRev, v.metaExists = metaNext-1, true
+	}
+	return v, nil
+}
+
+// visibleNext returns the revision after the stream's last event visible at h.
+func (s *Store) visibleNext(stream string, h *head) (uint64, error) {
+	lo, hi := nameBounds(prefixStream, stream)
+	it, err := s.db.NewIter(&pebble.IterOptions{LowerBound: lo, UpperBound: hi})
+	if err != nil {
+		return 0, err
+	}
+	defer it.Close()
+	for valid := it.Last(); valid; valid = it.Prev() {
+		r, err := parseStreamRun(it)
+		if err != nil {
+			return 0, err
+		}
+		if r.firstPos <= h.pos {
+			return r.firstRev + uint64(r.count), nil
+		}
+	}
+	return 0, it.Error()
+}
+
+// streamFilter is what a stream read keeps, beyond the revision range.
+type streamFilter struct {
+	asOf   time.Time
+	minAge time.Time // events recorded before it are too old (MaxAge)
+	filter *annals.Filter
+}
+
+func (f *streamFilter) keep(rec *rawRecord) bool {
+	if !f.asOf.IsZero() && rec.nanos > f.asOf.UnixNano() {
+		return false
+	}
+	if !f.minAge.IsZero() && rec.nanos < f.minAge.UnixNano() {
+		return false
+	}
+	return f.filter == nil || f.filter.Match(string(rec.stream), string(rec.typ))
+}
+
+// ReadStream implements [annals.Store.ReadStream].
+func (s *Store) ReadStream(ctx context.Context, stream string, opts *annals.ReadOptions) iter.Seq2[annals.RecordedEvent, error] {
+	o := optionsOrZero(opts)
+	return func(yield func(annals.RecordedEvent, error) bool) {
+		if err := validateRead(stream, &o); err != nil {
+			yield(annals.RecordedEvent{}, err)
+			return
+		}
+		if err := s.readLock(); err != nil {
+			yield(annals.RecordedEvent{}, err)
+			return
+		}
+		v, err := s.view(stream, s.head.Load())
+		s.readUnlock()
+		if err == nil {
+			err = viewError(stream, &v)
+		}
+		if err != nil {
+			yield(annals.RecordedEvent{}, err)
+			return
+		}
+		lo, hi := v.lowest(), v.next
+		if o.Until > 0 {
+			hi = min(hi, o.Until)
+		}
+		f := streamFilter{asOf: o.AsOf, filter: o.Filter}
+		if v.meta.MaxAge > 0 {
+			f.minAge = time.Now().Add(-v.meta.MaxAge)
+		}
+		left := o.Limit
+		in := interner{}
+		var batch []annals.RecordedEvent
+		if !o.Backwards {
+			for from := max(o.From, lo); from < hi; {
+				if batch, from, err = s.streamBatch(ctx, stream, from, hi, &f, in, batch[:0]); err != nil {
+					yield(annals.RecordedEvent{}, err)
+					return
+				}
+				if !yieldAll(batch, &left, yield) {
+					return
+				}
+			}
+			return
+		}
+		if hi == 0 || lo >= hi {
+			return
+		}
+		for from := min(o.From, hi-1); ; {
+			var done bool
+			if batch, from, done, err = s.streamBatchBack(ctx, stream, from, lo, &f, in, batch[:0]); err != nil {
+				yield(annals.RecordedEvent{}, err)
+				return
+			}
+			if !yieldAll(batch, &left, yield) || done {
+				return
+			}
+		}
+	}
+}
+
+func optionsOrZero(opts *annals.ReadOptions) annals.ReadOptions {
+	if opts == nil {
+		return annals.ReadOptions{}
+	}
+	return *opts
+}
+
+func validateRead(stream string, o *annals.ReadOptions) error {
+	if err := annals.ValidateStreamID(stream); err != nil {
+		return err
+	}
+	if o.Limit < 0 {
+		return fmt.Errorf("%w: negative read limit %d", annals.ErrInvalidArgument, o.Limit)
+	}
+	return o.Filter.Validate()
+}
+
+func viewError(stream string, v *streamView) error {
+	if v.state.tombstoned {
+		return fmt.Errorf("%w: %q", annals.ErrStreamDeleted, stream)
+	}
+	if !v.exists() {
+		return fmt.Errorf("%w: %q", annals.ErrStreamNotFound, stream)
+	}
+	return nil
+}
+
+// yieldAll yields the batch, counting down the limit (0 = none); false means stop.
+func yieldAll(batch []annals.RecordedEvent, left *int, yield func(annals.RecordedEvent, error) bool) bool {
+	for _, ev := range batch {
+		if !yield(ev, nil) {
+			return false
+		}
+		if *left > 0 {
+			if *left--; *left == 0 {
+				return false
+			}
+		}
+	}
+	return true
+}
+
+// streamBatch reads forwards from revision from, below hi, up to readBatch events, and returns
+// them with the revision to continue from (hi when done).
+func (s *Store) streamBatch(ctx context.Context, stream string, from, hi uint64, f *streamFilter, in interner, out []annals.RecordedEvent) ([]annals.RecordedEvent, uint64, error) {
+	if err := ctx.Err(); err != nil {
+		return out, from, err
+	}
+	if err := s.readLock(); err != nil {
+		return out, from, err
+	}
+	defer s.readUnlock()
+	next := hi
+	scanned := 0
+	err := s.scanStream(stream, from, hi, func(rec *rawRecord) bool {
+		if scanned == readBatch*4 || len(out) == readBatch {
+			next = rec.rev
+			return false
+		}
+		scanned++
+		if f.keep(rec) {
+			out = append(out, rec.event(in))
+		}
+		return true
+	})
+	return out, next, err
+}
+
+// streamBatchBack reads backwards from revision from down to lo, up to about readBatch events
+// (a whole index run at a time), and returns the revision to continue from and whether it is
+// done.
+func (s *Store) streamBatchBack(ctx context.Context, stream string, from, lo uint64, f *streamFilter, in interner, out []annals.RecordedEvent) ([]annals.RecordedEvent, uint64, bool, error) {
+	if err := ctx.Err(); err != nil {
+		return out, from, true, err
+	}
+	if err := s.readLock(); err != nil {
+		return out, from, true, err
+	}
+	defer s.readUnlock()
+	lower, upper := nameBounds(prefixStream, stream)
+	it, err := s.db.NewIter(&pebble.IterOptions{LowerBound: lower, UpperBound: upper})
+	if err != nil {
+		return out, from, true, err
+	}
+	defer it.Close()
+	var run []annals.RecordedEvent
+	for valid := it.SeekLT(nameKey(prefixStream, stream, from+1)); valid; valid = it.Prev() {
+		r, err := parseStreamRun(it)
+		if err != nil {
+			return out, from, true, err
+		}
+		run = run[:0]
+		if err := s.walkRun(r.offset, r.count, func(rec *rawRecord) bool {
+			if rec.rev >= lo && rec.rev <= from && f.keep(rec) {
+				run = append(run, rec.event(in))
+			}
+			return rec.rev < from
+		}); err != nil {
+			return out, from, true, err
+		}
+		slices.Reverse(run)
+		out = append(out, run...)
+		if r.firstRev <= lo || r.firstRev == 0 {
+			return out, 0, true, nil
+		}
+		from = r.firstRev - 1
+		if len(out) >= readBatch {
+			return out, from, false, nil
+		}
+	}
+	return out, from, true, it.Error()
+}
+
+// ReadAll implements [annals.Store.ReadAll].
+func (s *Store) ReadAll(ctx context.Context, opts *annals.ReadOptions) iter.Seq2[annals.RecordedEvent, error] {
+	o := optionsOrZero(opts)
+	return func(yield func(annals.RecordedEvent, error) bool) {
+		if o.Limit < 0 {
+			yield(annals.RecordedEvent{}, fmt.Errorf("%w: negative read limit %d", annals.ErrInvalidArgument, o.Limit))
+			return
+		}
+		if err := o.Filter.Validate(); err != nil {
+			yield(annals.RecordedEvent{}, err)
+			return
+		}
+		hi := s.head.Load().pos + 1
+		if o.Until > 0 {
+			hi = min(hi, o.Until)
+		}
+		f := streamFilter{asOf: o.AsOf, filter: o.Filter}
+		left := o.Limit
+		in := interner{}
+		var batch []annals.RecordedEvent
+		var err error
+		if !o.Backwards {
+			for from := max(o.From, 1); from < hi; {
+				if batch, from, err = s.allBatch(ctx, from, hi, &f, in, batch[:0]); err != nil {
+					yield(annals.RecordedEvent{}, err)
+					return
+				}
+				if !yieldAll(batch, &left, yield) {
+					return
+				}
+			}
+			return
+		}
+		for from := min(o.From, hi-1); from >= 1; {
+			if batch, from, err = s.allBatchBack(ctx, from, &f, in, batch[:0]); err != nil {
+				yield(annals.RecordedEvent{}, err)
+				return
+			}
+			if !yieldAll(batch, &left, yield) {
+				return
+			}
+		}
+	}
+}
+
+// indexFor returns the index that serves a filter (categories or types) and the names to look
+// up, or ok false when the log must be scanned.
+func indexFor(f *annals.Filter) (prefix byte, names []string, ok bool) {
+	switch {
+	case f == nil || len(f.StreamPrefixes) > 0:
+		return 0, nil, false
+	case len(f.Categories) > 0:
+		return prefixCategory, f.Categories, true
+	case len(f.EventTypes) > 0:
+		return prefixType, f.EventTypes, true
+	}
+	return 0, nil, false
+}
+
+// allBatch reads the log forwards from position from, below hi, and returns up to about
+// readBatch events with the position to continue from (hi when done).
+func (s *Store) allBatch(ctx context.Context, from, hi uint64, f *streamFilter, in interner, out []annals.RecordedEvent) ([]annals.RecordedEvent, uint64, error) {
+	if err := ctx.Err(); err != nil {
+		return out, from, err
+	}
+	if err := s.readLock(); err != nil {
+		return out, from, err
+	}
+	defer s.readUnlock()
+	if prefix, names, ok := indexFor(f.filter); ok {
+		return s.indexBatch(prefix, names, from, hi, f, in, out)
+	}
+	it, err := s.db.NewIter(&pebble.IterOptions{LowerBound: []byte{prefixGroup}, UpperBound: []byte{prefixGroup + 1}})
+	if err != nil {
+		return out, from, err
+	}
+	defer it.Close()
+	valid := it.SeekLT(groupKey(from + 1))
+	if !valid {
+		valid = it.First()
+	}
+	next := from
+	scanned := 0
+	for ; valid && next < hi && scanned < readBatch*16 && len(out) < readBatch; valid = it.Next() {
+		off := binary.LittleEndian.Uint64(it.Value())
+		var stop bool
+		err := s.walkGroup(off, func(rec *rawRecord) bool {
+			if rec.pos < next {
+				return true
+			}
+			if rec.pos >= hi || (!f.asOf.IsZero() && rec.nanos > f.asOf.UnixNano()) {
+				stop = true
+				return false
+			}
+			next = rec.pos + 1
+			scanned++
+			if f.keep(rec) {
+				out = append(out, rec.event(in))
+			}
+			return true
+		})
+		if err != nil {
+			return out, next, err
+		}
+		if stop {
+			return out, hi, nil
+		}
+	}
+	if !valid {
+		if err := it.Error(); err != nil {
+			return out, next, err
+		}
+		if next < hi {
+			return out, next, fmt.Errorf("%w: positions %d to %d are missing from the group index (rebuild the index: delete the index directory)", annals.ErrCorrupt, next, hi-1)
+		}
+	}
+	return out, next, nil
+}
+
+// walkGroup decodes the records of the group at log offset off.
+func (s *Store) walkGroup(off uint64, fn func(*rawRecord) bool) error {
+	seg := s.segs.Load().find(off)
+	if seg == nil {
+		return fmt.Errorf("%w: log offset %d is in no segment", annals.ErrCorrupt, off)
+	}
+	h, ok := parseGroupHeader(seg.data[off-seg.base:])
+	if !ok {
+		return fmt.Errorf("%w: %s offset %d: bad group header", annals.ErrCorrupt, seg.path, off-seg.base)
+	}
+	return s.walkRun(off+groupHeaderSize, h.count, fn)
+}
+
+// allBatchBack reads the log backwards from position from, a group at a time, and returns the
+// position to continue from (0 when done).
+func (s *Store) allBatchBack(ctx context.Context, from uint64, f *streamFilter, in interner, out []annals.RecordedEvent) ([]annals.RecordedEvent, uint64, error) {
+	if err := ctx.Err(); err != nil {
+		return out, 0, err
+	}
+	if err := s.readLock(); err != nil {
+		return out, 0, err
+	}
+	defer s.readUnlock()
+	if prefix, names, ok := indexFor(f.filter); ok {
+		return s.indexBatchBack(prefix, names, from, f, in, out)
+	}
+	it, err := s.db.NewIter(&pebble.IterOptions{LowerBound: []byte{prefixGroup}, UpperBound: []byte{prefixGroup + 1}})
+	if err != nil {
+		return out, 0, err
+	}
+	defer it.Close()
+	var group []annals.RecordedEvent
+	for valid := it.SeekLT(groupKey(from + 1)); valid; valid = it.Prev() {
+		first := binary.BigEndian.Uint64(it.Key()[1:])
+		group = group[:0]
+		if err := s.walkGroup(binary.LittleEndian.Uint64(it.Value()), func(rec *rawRecord) bool {
+			if rec.pos <= from && f.keep(rec) {
+				group = append(group, rec.event(in))
+			}
+			return rec.pos < from
+		}); err != nil {
+			return out, 0, err
+		}
+		slices.Reverse(group)
+		out = append(out, group...)
+		from = first - 1
+		if len(out) >= readBatch {
+			return out, from, nil
+		}
+	}
+	return out, 0, it.Error()
+}
+
+// indexBatch reads forwards through the category or type index, merging the runs of the given
+// names in position order.
+func (s *Store) indexBatch(prefix byte, names []string, from, hi uint64, f *streamFilter, in interner, out []annals.RecordedEvent) ([]annals.RecordedEvent, uint64, error) {
+	var found []rawRecord
+	for _, name := range names {
+		lo, up := nameBounds(prefix, name)
+		it, err := s.db.NewIter(&pebble.IterOptions{LowerBound: lo, UpperBound: up})
+		if err != nil {
+			return out, from, err
+		}
+		valid := it.SeekLT(nameKey(prefix, name, from+1))
+		if !valid {
+			valid = it.First()
+		}
+		n := 0
+		for ; valid && n < readBatch; valid = it.Next() {
+			r, err := decodeRun(it.Value())
+			if err != nil {
+				it.Close()
+				return out, from, err
+			}
+			if r.firstPos >= hi {
+				break
+			}
+			err = s.walkRun(r.offset, r.count, func(rec *rawRecord) bool {
+				if rec.pos >= from && rec.pos < hi {
+					found = append(found, *rec)
+					n++
+				}
+				return rec.pos < hi
+			})
+			if err != nil {
+				it.Close()
+				return out, from, err
+			}
+		}
+		if err := errors.Join(it.Error(), it.Close()); err != nil {
+			return out, from, err
+		}
+	}
+	slices.SortFunc(found, func(a, b rawRecord) int { return cmpUint(a.pos, b.pos) })
+	found = slices.CompactFunc(found, func(a, b rawRecord) bool { return a.pos == b.pos })
+	next := hi
+	if len(found) > readBatch {
+		found = found[:readBatch]
+		next = found[len(found)-1].pos + 1
+	}
+	for i := range found {
+		rec := &found[i]
+		if !f.asOf.IsZero() && rec.nanos > f.asOf.UnixNano() {
+			return out, hi, nil
+		}
+		if f.keep(rec) {
+			out = append(out, rec.event(in))
+		}
+	}
+	return out, next, nil
+}
+
+// indexBatchBack is indexBatch backwards from position from; it returns the position to
+// continue from, 0 when done.
+func (s *Store) indexBatchBack(prefix byte, names []string, from uint64, f *streamFilter, in interner, out []annals.RecordedEvent) ([]annals.RecordedEvent, uint64, error) {
+	var found []rawRecord
+	for _, name := range names {
+		lo, up := nameBounds(prefix, name)
+		it, err := s.db.NewIter(&pebble.IterOptions{LowerBound: lo, UpperBound: up})
+		if err != nil {
+			return out, 0, err
+		}
+		n := 0
+		for valid := it.SeekLT(nameKey(prefix, name, from+1)); valid && n < readBatch; valid = it.Prev() {
+			r, err := decodeRun(it.Value())
+			if err != nil {
+				it.Close()
+				return out, 0, err
+			}
+			err = s.walkRun(r.offset, r.count, func(rec *rawRecord) bool {
+				if rec.pos <= from {
+					found = append(found, *rec)
+					n++
+				}
+				return rec.pos < from
+			})
+			if err != nil {
+				it.Close()
+				return out, 0, err
+			}
+		}
+		if err := errors.Join(it.Error(), it.Close()); err != nil {
+			return out, 0, err
+		}
+	}
+	slices.SortFunc(found, func(a, b rawRecord) int { return cmpUint(b.pos, a.pos) })
+	found = slices.CompactFunc(found, func(a, b rawRecord) bool { return a.pos == b.pos })
+	next := uint64(0)
+	if len(found) > readBatch {
+		found = found[:readBatch]
+		next = found[len(found)-1].pos - 1
+	}
+	for i := range found {
+		if f.keep(&found[i]) {
+			out = append(out, found[i].event(in))
+		}
+	}
+	return out, next, nil
+}
+
+func cmpUint(a, b uint64) int {
+	switch {
+	case a < b:
+		return -1
+	case a > b:
+		return 1
+	}
+	return 0
+}
+
+// SubscribeAll implements [annals.Store.SubscribeAll].
+func (s *Store) SubscribeAll(ctx context.Context, opts *annals.SubscribeOptions) iter.Seq2[annals.RecordedEvent, error] {
+	var o annals.SubscribeOptions
+	if opts != nil {
+		o = *opts
+	}
+	return func(yield func(annals.RecordedEvent, error) bool) {
+		if err := o.Filter.Validate(); err != nil {
+			yield(annals.RecordedEvent{}, err)
+			return
+		}
+		from := max(o.From, 1)
+		if o.From == annals.End {
+			from = s.head.Load().pos + 1
+		}
+		f := streamFilter{filter: o.Filter}
+		in := interner{}
+		var batch []annals.RecordedEvent
+		var err error
+		for {
+			h := s.head.Load()
+			for from <= h.pos {
+				if batch, from, err = s.allBatch(ctx, from, h.pos+1, &f, in, batch[:0]); err != nil {
+					yield(annals.RecordedEvent{}, err)
+					return
+				}
+				for _, ev := range batch {
+					if !yield(ev, nil) {
+						return
+					}
+				}
+			}
+			if err := s.wait(ctx, h); err != nil {
+				yield(annals.RecordedEvent{}, err)
+				return
+			}
+		}
+	}
+}
+
+// wait blocks until a head newer than h is published, ctx is done or the store closes.
+func (s *Store) wait(ctx context.Context, h *head) error {
+	select {
+	case <-h.changed:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	case <-s.closing:
+		return annals.ErrClosed
+	}
+}
+
+// SubscribeStream implements [annals.Store.SubscribeStream].
+func (s *Store) SubscribeStream(ctx context.Context, stream string, opts *annals.SubscribeOptions) iter.Seq2[annals.RecordedEvent, error] {
+	var o annals.SubscribeOptions
+	if opts != nil {
+		o = *opts
+	}
+	return func(yield func(annals.RecordedEvent, error) bool) {
+		if err := validateRead(stream, &annals.ReadOptions{Filter: o.Filter}); err != nil {
+			yield(annals.RecordedEvent{}, err)
+			return
+		}
+		from := o.From
+		in := interner{}
+		var batch []annals.RecordedEvent
+		for {
+			if err := s.readLock(); err != nil {
+				yield(annals.RecordedEvent{}, err)
+				return
+			}
+			h := s.head.Load()
+			v, err := s.view(stream, h)
+			s.readUnlock()
+			if err == nil && v.state.tombstoned {
+				err = fmt.Errorf("%w: %q", annals.ErrStreamDeleted, stream)
+			}
+			if err != nil {
+				yield(annals.RecordedEvent{}, err)
+				return
+			}
+			if from == annals.End {
+				from = v.next
+			}
+			f := streamFilter{filter: o.Filter}
+			if v.meta.MaxAge > 0 {
+				f.minAge = time.Now().Add(-v.meta.MaxAge)
+			}
+			for from = max(from, v.lowest()); from < v.next; {
+				if batch, from, err = s.streamBatch(ctx, stream, from, v.next, &f, in, batch[:0]); err != nil {
+					yield(annals.RecordedEvent{}, err)
+					return
+				}
+				for _, ev := range batch {
+					if !yield(ev, nil) {
+						return
+					}
+				}
+			}
+			if err := s.wait(ctx, h); err != nil {
+				yield(annals.RecordedEvent{}, err)
+				return
+			}
+		}
+	}
+}
+
+// GetMetadata implements [annals.Store.GetMetadata].
+func (s *Store) GetMetadata(ctx context.Context, stream string) (annals.StreamMetadata, annals.ExpectedRevision, error) {
+	if err := annals.ValidateStreamID(stream); err != nil {
+		return annals.StreamMetadata{}, 0, err
+	}
+	if err := ctx.Err(); err != nil {
+		return annals.StreamMetadata{}, 0, err
+	}
+	if err := s.readLock(); err != nil {
+		return annals.StreamMetadata{}, 0, err
+	}
+	v, err := s.view(stream, s.head.Load())
+	s.readUnlock()
+	if err != nil {
+		return annals.StreamMetadata{}, 0, err
+	}
+	if v.state.tombstoned {
+		return annals.StreamMetadata{}, 0, fmt.Errorf("%w: %q", annals.ErrStreamDeleted, stream)
+	}
+	if !v.metaExists {
+		return v.meta, annals.NoStream, nil
+	}
+	return v.meta, annals.Exact(v.metaRev), nil
+}
+
+// ListStreams implements [annals.Store.ListStreams].
+func (s *Store) ListStreams(ctx context.Context, opts *annals.ListOptions) iter.Seq2[annals.StreamInfo, error] {
+	var o annals.ListOptions
+	if opts != nil {
+		o = *opts
+	}
+	return func(yield func(annals.StreamInfo, error) bool) {
+		if o.Limit < 0 {
+			yield(annals.StreamInfo{}, fmt.Errorf("%w: negative list limit %d", annals.ErrInvalidArgument, o.Limit))
+			return
+		}
+		after := o.After
+		left := o.Limit
+		for {
+			batch, more, err := s.listBatch(ctx, o.Prefix, after)
+			if err != nil {
+				yield(annals.StreamInfo{}, err)
+				return
+			}
+			for _, info := range batch {
+				if !yield(info, nil) {
+					return
+				}
+				if left > 0 {
+					if left--; left == 0 {
+						return
+					}
+				}
+				after = info.Stream
+			}
+			if !more {
+				return
+			}
+		}
+	}
+}
+
+// listBatch lists up to readBatch existing user streams after the stream id after.
+func (s *Store) listBatch(ctx context.Context, prefix, after string) ([]annals.StreamInfo, bool, error) {
+	if err := ctx.Err(); err != nil {
+		return nil, false, err
+	}
+	if err := s.readLock(); err != nil {
+		return nil, false, err
+	}
+	defer s.readUnlock()
+	h := s.head.Load()
+	it, err := s.db.NewIter(&pebble.IterOptions{LowerBound: stateKey(prefix), UpperBound: []byte{prefixState + 1}})
+	if err != nil {
+		return nil, false, err
+	}
+	defer it.Close()
+	valid := it.First()
+	if after != "" {
+		valid = it.SeekGE(append(stateKey(after), 0))
+	}
+	var out []annals.StreamInfo
+	for ; valid; valid = it.Next() {
+		stream := string(it.Key()[1:])
+		if !strings.HasPrefix(stream, prefix) {
+			return out, false, nil
+		}
+		if strings.HasPrefix(stream, "$") {
+			continue
+		}
+		st, err := decodeStreamIndexState(it.Value())
+		if err != nil {
+			return out, false, err
+		}
+		next, err := s.visibleNext(stream, h)
+		if err != nil {
+			return out, false, err
+		}
+		if st.tombstoned || next <= st.base {
+			continue
+		}
+		out = append(out, annals.StreamInfo{Stream: stream, Revision: next - 1, Count: next - st.base})
+		if len(out) == readBatch {
+			return out, true, nil
+		}
+	}
+	return out, false, it.Error()
+}
+

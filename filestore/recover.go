@@ -1,0 +1,133 @@
+package filestore
+
+import (
+	"bytes"
+	"encoding/binary"
+	"fmt"
+
+	"github.com/annalsdb/annals"
+)
+
+// recover brings the index up to date with the log: it indexes every group after the index's
+// watermark, and repairs a torn tail in the last segment. It returns the new watermark.
+//
+// Only the last segment can hold a torn tail: the writer syncs a segment completely before it
+// writes to the next. Within the last segment, an invalid group at offset X is a torn tail when
+// no valid group after it claims (in its "synced" field) that data beyond X had been synced;
+// otherwise acknowledged data is damaged and recover returns annals.ErrCorrupt.
+func (s *Store) recover() (watermark, error) {
+	mark, found, err := readWatermark(s.db)
+	if err != nil {
+		return mark, fmt.Errorf("read index watermark: %w", err)
+	}
+	segs := *s.segs.Load()
+	if !found {
+		mark = watermark{nextPos: 1, end: segs[0].base}
+	}
+	ix := newIndexBuilder(s.db, mark)
+	pending := 0
+	for i, seg := range segs {
+		if seg.end() <= ix.mark.end {
+			continue
+		}
+		if seg.base > ix.mark.end {
+			// The previous segment ended in zeros; the log continues here.
+			ix.mark.end = seg.base
+		}
+		last := i == len(segs)-1
+		for off := ix.mark.end - seg.base; off < uint64(seg.size); off = ix.mark.end - seg.base {
+			rest := seg.data[off:]
+			g, err := validGroup(rest, seg.base+off)
+			if err == nil && g == nil {
+				break // zeros: the end of this segment's data
+			}
+			if err == nil {
+				err = ix.addGroup(g, seg.base+off)
+			}
+			if err != nil {
+				if !last {
+					return mark, fmt.Errorf("segment %s offset %d: %w", seg.path, off, err)
+				}
+				if err := s.repairTail(seg, off, err); err != nil {
+					return mark, err
+				}
+				break
+			}
+			if pending += int(groupCount(g)); pending >= 64<<10 {
+				if err := ix.commit(); err != nil {
+					return mark, err
+				}
+				pending = 0
+			}
+		}
+	}
+	if err := ix.commit(); err != nil {
+		return mark, err
+	}
+	return ix.mark, nil
+}
+
+func groupCount(g []byte) uint32 { return binary.LittleEndian.Uint32(g[12:]) }
+
+// validGroup returns the group at the start of b, nil when b holds only zeros (no more groups),
+// or an error matching annals.ErrCorrupt.
+func validGroup(b []byte, off uint64) ([]byte, error) {
+	h, ok := parseGroupHeader(b)
+	if !ok {
+		if allZero(b) {
+			return nil, nil
+		}
+		return nil, fmt.Errorf("%w: no valid group header at log offset %d", annals.ErrCorrupt, off)
+	}
+	n := groupHeaderSize + int(h.bodyLen)
+	if n > len(b) {
+		return nil, fmt.Errorf("%w: group at log offset %d runs past the end of its segment", annals.ErrCorrupt, off)
+	}
+	return b[:n], nil
+}
+
+func allZero(b []byte) bool {
+	var zeros [4096]byte
+	for len(b) > 0 {
+		n := min(len(b), len(zeros))
+		if !bytes.Equal(b[:n], zeros[:n]) {
+			return false
+		}
+		b = b[n:]
+	}
+	return true
+}
+
+// repairTail handles an invalid group at offset off of the last segment (cause says why): a
+// torn tail is zeroed out and synced, damage to synced data is reported.
+func (s *Store) repairTail(seg *segment, off uint64, cause error) error {
+	magic := binary.LittleEndian.AppendUint32(nil, groupMagic)
+	lastNonZero := off
+	for at := off + 1; at < uint64(seg.size); {
+		i := bytes.Index(seg.data[at:], magic)
+		if i < 0 {
+			break
+		}
+		at += uint64(i)
+		if h, ok := parseGroupHeader(seg.data[at:]); ok && h.synced > seg.base+off {
+			return fmt.Errorf("segment %s offset %d: %w (a later group shows it had been synced)", seg.path, off, cause)
+		}
+		at++
+	}
+	for i := len(seg.data) - 1; i >= int(off); i-- {
+		if seg.data[i] != 0 {
+			lastNonZero = uint64(i)
+			break
+		}
+	}
+	zeros := make([]byte, lastNonZero-off+1)
+	if _, err := seg.f.WriteAt(zeros, int64(off)); err != nil {
+		return fmt.Errorf("repair torn tail of %s: %w", seg.path, err)
+	}
+	if err := seg.f.Datasync(); err != nil {
+		return fmt.Errorf("repair torn tail of %s: sync: %w", seg.path, err)
+	}
+	s.log.Warn("annals: repaired a torn tail left by a crash (those writes were never acknowledged)",
+		"segment", seg.path, "offset", off, "bytes", len(zeros), "cause", cause.Error())
+	return nil
+}

@@ -1,0 +1,259 @@
+package filestore
+
+import (
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"sync"
+	"sync/atomic"
+
+	"github.com/annalsdb/annals"
+	"github.com/cockroachdb/pebble/v2"
+	"golang.org/x/sys/unix"
+)
+
+// DefaultSegmentSize is the size of a log segment file when Options.SegmentSize is 0.
+const DefaultSegmentSize = 128 << 20
+
+// Options configure [Open]. A nil *Options means all defaults.
+type Options struct {
+	// Limits bounds event and append sizes; zero fields take the defaults of [annals.Limits].
+	Limits annals.Limits
+	// SegmentSize is the size of each log segment file, created zero-filled in advance; default
+	// [DefaultSegmentSize] (128 MiB). It must be at least twice Limits.MaxAppendSize plus 1 MiB,
+	// and applies to segments created from now on.
+	SegmentSize int64
+	// FS is the file system the log is written through; nil means the operating system's.
+	FS FS
+	// Logger receives notices such as a torn tail repaired on open; nil means slog.Default().
+	Logger *slog.Logger
+	// CachedStreams bounds how many stream states the writer keeps in memory; default 100,000.
+	// Streams beyond it are looked up in the index when next written.
+	CachedStreams int
+}
+
+// Store is the embedded durable store. It implements [annals.Store]; see the package
+// documentation for how it works. All methods are safe for concurrent use.
+type Store struct {
+	dir     string
+	logDir  string
+	opts    Options
+	fs      FS
+	log     *slog.Logger
+	db      *pebble.DB
+	lockf   *os.File
+	segs    atomic.Pointer[segmentList]
+	head    atomic.Pointer[head]
+	durable atomic.Uint64 // log offset up to which the log is synced
+
+	reqs    chan *request
+	closing chan struct{} // closed by Close: stop taking requests
+	stopped chan struct{} // closed when the pipeline has stopped
+	failure atomic.Pointer[error]
+	wg      sync.WaitGroup
+
+	// readers hold mu for reading while they touch the memory maps or the index; Close takes
+	// it for writing before unmapping.
+	mu     sync.RWMutex
+	closed bool // guarded by mu
+
+	seq    sequencer  // owned by the sequencer goroutine
+	zero   zeroer     // pre-fills the log ahead of the writer
+	syncMu sync.Mutex // serialises fdatasync of segments; see datasync
+}
+
+// head is the latest visible state of the log: every event up to pos is durable, indexed and
+// may be read. A new head replaces it after each group, closing changed.
+type head struct {
+	pos     uint64 // last visible position; 0 when the log is empty
+	end     uint64 // log offset just past the last visible group
+	changed chan struct{}
+}
+
+// Open opens the data directory dir, creating it if needed, and recovers from a crash if the
+// last process stopped without Close: it truncates a torn tail (a partly written group that
+// was never acknowledged) and re-indexes the groups the index had not yet stored.
+//
+// It returns an error matching [annals.ErrCorrupt] when acknowledged data is damaged, and an
+// error when another process holds the directory.
+func Open(dir string, opts *Options) (*Store, error) {
+	o := Options{}
+	if opts != nil {
+		o = *opts
+	}
+	o.Limits = o.Limits.WithDefaults()
+	if o.SegmentSize == 0 {
+		o.SegmentSize = DefaultSegmentSize
+	}
+	if min := 2*int64(o.Limits.MaxAppendSize) + 1<<20; o.SegmentSize < min {
+		return nil, fmt.Errorf("%w: segment size %d is below %d (twice the append limit plus 1 MiB)", annals.ErrInvalidArgument, o.SegmentSize, min)
+	}
+	if o.FS == nil {
+		o.FS = OSFS{}
+	}
+	if o.Logger == nil {
+		o.Logger = slog.Default()
+	}
+	if o.CachedStreams <= 0 {
+		o.CachedStreams = 100_000
+	}
+	s := &Store{
+		dir:     dir,
+		logDir:  filepath.Join(dir, "log"),
+		opts:    o,
+		fs:      o.FS,
+		log:     o.Logger,
+		reqs:    make(chan *request, 1024),
+		closing: make(chan struct{}),
+		stopped: make(chan struct{}),
+	}
+	if err := s.open(); err != nil {
+		s.release()
+		return nil, err
+	}
+	s.start()
+	return s, nil
+}
+
+func (s *Store) open() error {
+	if err := os.MkdirAll(s.logDir, 0o755); err != nil {
+		return fmt.Errorf("create data directory: %w", err)
+	}
+	lockf, err := lockDir(s.dir)
+	if err != nil {
+		return err
+	}
+	s.lockf = lockf
+	db, err := pebble.Open(filepath.Join(s.dir, "index"), &pebble.Options{
+		DisableWAL:   true,
+		MemTableSize: 64 << 20,
+		Logger:       quietLogger{},
+	})
+	if err != nil {
+		return fmt.Errorf("open index: %w", err)
+	}
+	s.db = db
+	bases, err := listSegments(s.logDir)
+	if err != nil {
+		return fmt.Errorf("list log segments: %w", err)
+	}
+	var segs segmentList
+	for _, base := range bases {
+		seg, err := openSegment(s.fs, s.logDir, base)
+		if err != nil {
+			s.segs.Store(&segs)
+			return fmt.Errorf("open log segment: %w", err)
+		}
+		segs = append(segs, seg)
+	}
+	s.segs.Store(&segs)
+	if len(segs) == 0 {
+		if _, err := s.createSegment(0); err != nil {
+			return err
+		}
+	}
+	mark, err := s.recover()
+	if err != nil {
+		return err
+	}
+	s.head.Store(&head{pos: mark.nextPos - 1, end: mark.end, changed: make(chan struct{})})
+	s.durable.Store(mark.end)
+	s.seq.init(s, mark)
+	return nil
+}
+
+// lockDir takes an exclusive lock on dir, so that two processes never write one store.
+func lockDir(dir string) (*os.File, error) {
+	f, err := os.OpenFile(filepath.Join(dir, "LOCK"), os.O_CREATE|os.O_RDWR, 0o644)
+	if err != nil {
+		return nil, fmt.Errorf("lock data directory: %w", err)
+	}
+	if err := unix.Flock(int(f.Fd()), unix.LOCK_EX|unix.LOCK_NB); err != nil {
+		f.Close()
+		if errors.Is(err, unix.EWOULDBLOCK) {
+			return nil, fmt.Errorf("data directory %s is in use by another process (stop it, or use another --data directory)", dir)
+		}
+		return nil, fmt.Errorf("lock data directory: %w", err)
+	}
+	return f, nil
+}
+
+// Close stops the store. Appends in progress finish (and are durable) or fail with
+// [annals.ErrClosed]; subscriptions end with [annals.ErrClosed]. The index is flushed so that
+// the next Open need not re-index. Close is safe to call more than once.
+func (s *Store) Close() error {
+	s.mu.Lock()
+	if s.closed {
+		s.mu.Unlock()
+		return nil
+	}
+	s.closed = true
+	close(s.closing)
+	s.mu.Unlock()
+	s.wg.Wait()
+	close(s.stopped)
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	var err error
+	if s.failure.Load() == nil {
+		err = s.db.Flush()
+	}
+	return errors.Join(err, s.release())
+}
+
+// release closes whatever open or Close left open.
+func (s *Store) release() error {
+	var errs []error
+	if s.db != nil {
+		errs = append(errs, s.db.Close())
+		s.db = nil
+	}
+	if segs := s.segs.Load(); segs != nil {
+		for _, seg := range *segs {
+			errs = append(errs, seg.close())
+		}
+		s.segs.Store(&segmentList{})
+	}
+	if s.lockf != nil {
+		errs = append(errs, s.lockf.Close())
+		s.lockf = nil
+	}
+	return errors.Join(errs...)
+}
+
+// fail stops the store after a storage failure: every later append gets an error, and the
+// next Open recovers from the log.
+func (s *Store) fail(err error) error {
+	err = fmt.Errorf("%w: stopped after a storage failure (reopen the store to recover): %v", annals.ErrClosed, err)
+	s.failure.CompareAndSwap(nil, &err)
+	return *s.failure.Load()
+}
+
+func (s *Store) failed() error {
+	if p := s.failure.Load(); p != nil {
+		return *p
+	}
+	return nil
+}
+
+// readLock takes the read lock that keeps the maps and the index open; it fails after Close.
+func (s *Store) readLock() error {
+	s.mu.RLock()
+	if s.closed {
+		s.mu.RUnlock()
+		return annals.ErrClosed
+	}
+	return nil
+}
+
+func (s *Store) readUnlock() { s.mu.RUnlock() }
+
+type quietLogger struct{}
+
+func (quietLogger) Infof(string, ...any)  {}
+func (quietLogger) Errorf(string, ...any) {}
+func (quietLogger) Fatalf(format string, args ...any) {
+	panic(fmt.Sprintf("pebble: "+format, args...))
+}
