@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -13,17 +14,21 @@ import (
 	"github.com/annalsdb/annals"
 )
 
-// The write pipeline has three stages, each one goroutine, so that the CPU work of the next
-// group overlaps the fdatasync of the current one:
+// The write pipeline:
 //
-//	sequencer: takes requests, checks expectations, assigns revisions, positions and time,
-//	           encodes a group and writes it to the log (page cache)
-//	syncer:    fdatasyncs, once for all the groups written since the last sync
-//	indexer:   stores index entries (Pebble, unsynced), publishes the new head, answers
+//	sequencer: one goroutine takes requests, checks expectations, assigns revisions, positions
+//	           and time, encodes a group of appends and writes it to the log (page cache)
+//	syncers:   syncWorkers goroutines fdatasync the log; several syncs may be in flight, so a
+//	           group written while one sync runs starts its own at once. A completed sync makes
+//	           everything written before it began durable: the groups up to there are answered
+//	           (in order) and passed on
+//	indexer:   one goroutine stores their index entries (Pebble, unsynced) and publishes the
+//	           new head, which wakes subscribers
 //
-// An append is answered only after its group is synced and indexed. A storage failure in any
-// stage stops the store (see Store.fail): the in-memory state then runs ahead of the disk, and
-// only a reopen, which recovers from the log, can make them agree again.
+// An append is answered once its group is durable; reads first wait until the index has caught
+// up with every answered append (Store.visibleHead), so a caller always reads its own writes.
+// A storage failure in any stage stops the store (see Store.fail): the in-memory state then runs
+// ahead of the disk, and only a reopen, which recovers from the log, can make them agree again.
 
 type reqKind uint8
 
@@ -145,22 +150,21 @@ func (q *sequencer) init(s *Store, mark watermark) {
 	segs := *s.segs.Load()
 	q.cur = segs[len(segs)-1]
 	q.writeOff.Store(max(mark.end, q.cur.base))
-	q.toSync = make(chan *group, 16)
-	q.synced = make(chan struct{}, 1)
 	s.zero.init(q.cur, int64(q.writeOff.Load()-q.cur.base))
 }
 
 func (s *Store) start() {
-	toIndex := make(chan []*group, 16)
-	s.wg.Add(4)
+	s.wg.Add(3 + syncWorkers)
 	go func() { defer s.wg.Done(); s.seq.run() }()
-	go func() { defer s.wg.Done(); s.syncLoop(s.seq.toSync, toIndex) }()
-	go func() { defer s.wg.Done(); s.indexLoop(toIndex) }()
+	for i := range syncWorkers {
+		go func() { defer s.wg.Done(); s.syncWorker(i) }()
+	}
+	go func() { defer s.wg.Done(); s.indexLoop(s.syncq.toIndex) }()
 	go func() { defer s.wg.Done(); s.zero.run(s) }()
 }
 
 func (q *sequencer) run() {
-	defer close(q.toSync)
+	defer q.s.closeQueue()
 	for {
 		r := q.carry
 		q.carry = nil
@@ -222,17 +226,15 @@ func (q *sequencer) newGroup(need int) (*group, error) {
 	if now := time.Now().UnixNano(); now > q.lastNanos {
 		q.lastNanos = now
 	}
-	return &group{seg: q.cur, off: off, buf: make([]byte, groupHeaderSize, 4096)}, nil
+	buf := make([]byte, groupHeaderSize, max(4096, groupHeaderSize+need))
+	return &group{seg: q.cur, off: off, buf: buf}, nil
 }
 
 // rotate waits until the current segment is synced entirely, then starts a new one. Only the
 // last segment can therefore hold a torn tail.
 func (q *sequencer) rotate() error {
-	for q.s.durable.Load() < q.writeOff.Load() {
-		if err := q.s.failed(); err != nil {
-			return err
-		}
-		<-q.synced
+	if err := q.s.waitDurable(q.writeOff.Load()); err != nil {
+		return err
 	}
 	seg, err := q.s.createSegment(q.cur.end())
 	if err != nil {
@@ -492,93 +494,186 @@ func (q *sequencer) flush(g *group) {
 	} else {
 		g.buf = g.buf[:0]
 	}
-	q.toSync <- g
+	q.s.pushGroup(g)
 }
 
-// syncLoop is the second stage.
-func (s *Store) syncLoop(in <-chan *group, out chan<- []*group) {
-	defer close(out)
-	for g := range in {
-		batch := []*group{g}
-	more:
-		for {
-			select {
-			case g, ok := <-in:
-				if !ok {
-					break more
-				}
-				batch = append(batch, g)
-			default:
-				break more
+// syncWorkers is how many fdatasyncs may be in flight at once. Two concurrent syncs overlap
+// well on the disks measured (docs/BENCHMARKS.md); more add little.
+const syncWorkers = 2
+
+// syncQueue hands written groups from the sequencer to the sync workers and on, in order.
+type syncQueue struct {
+	mu      sync.Mutex
+	cond    sync.Cond
+	queue   []*group // written, not yet passed on, in log order
+	written uint64   // log offset after the last group written
+	started uint64   // the largest log offset a sync has been started for
+	durable uint64   // log offset up to which the log is synced
+	lastPos uint64   // position of the last event of the groups passed on
+	closed  bool     // the sequencer has stopped
+	running int      // sync workers still running
+	toIndex chan []*group
+}
+
+func (q *syncQueue) init(durable, lastPos uint64) {
+	q.cond.L = &q.mu
+	q.written, q.started, q.durable, q.lastPos = durable, durable, durable, lastPos
+	q.running = syncWorkers
+	q.toIndex = make(chan []*group, 64)
+}
+
+// push adds a written group (or an empty one that only carries answers).
+func (s *Store) pushGroup(g *group) {
+	q := &s.syncq
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	q.queue = append(q.queue, g)
+	if g.count > 0 {
+		q.written = g.end()
+	}
+	s.passOnLocked()
+	q.cond.Broadcast()
+}
+
+// closeQueue tells the sync workers that no more groups will come.
+func (s *Store) closeQueue() {
+	q := &s.syncq
+	q.mu.Lock()
+	q.closed = true
+	q.cond.Broadcast()
+	q.mu.Unlock()
+}
+
+// waitDurable blocks until the log is synced up to off, or the store has failed.
+func (s *Store) waitDurable(off uint64) error {
+	q := &s.syncq
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	for q.durable < off {
+		if err := s.failed(); err != nil {
+			return err
+		}
+		q.cond.Wait()
+	}
+	return nil
+}
+
+func (s *Store) syncWorker(who int) {
+	q := &s.syncq
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	for {
+		for !q.closed && q.written <= q.started {
+			q.cond.Wait()
+		}
+		if q.written <= q.started {
+			if q.running--; q.running == 0 {
+				s.passOnLocked()
+				close(q.toIndex)
 			}
+			return
 		}
-		err := s.failed()
-		if err == nil {
-			var done *segment
-			for _, g := range batch {
-				if g.count == 0 || g.seg == done {
-					continue
-				}
-				if err = s.datasync(g.seg); err != nil {
-					break
-				}
-				done = g.seg
-			}
+		target := q.written
+		q.started = target
+		seg := q.queue[len(q.queue)-1].seg
+		q.mu.Unlock()
+		err := s.datasync(seg, who)
+		q.mu.Lock()
+		if err == nil && target > q.durable {
+			q.durable = target
+			s.durable.Store(target)
 		}
-		if err == nil {
-			for _, g := range batch {
-				if g.count > 0 {
-					s.durable.Store(g.end())
-				}
-			}
-		}
-		select {
-		case s.seq.synced <- struct{}{}:
-		default:
-		}
-		if err != nil {
-			for _, g := range batch {
-				for _, a := range g.acks {
-					a.r.answer(annals.AppendResult{}, err)
-				}
-			}
-			continue
-		}
-		out <- batch
+		s.passOnLocked()
+		q.cond.Broadcast()
 	}
 }
 
-// indexLoop is the third stage.
+// passOnLocked answers the groups at the front of the queue that are durable, in order, and
+// hands them to the indexer; after a failure it answers them all with the error.
+func (s *Store) passOnLocked() {
+	q := &s.syncq
+	failure := s.failed()
+	i := 0
+	for i < len(q.queue) && (failure != nil || q.queue[i].end() <= q.durable) {
+		i++
+	}
+	if i == 0 {
+		return
+	}
+	ready := slices.Clone(q.queue[:i])
+	q.queue = append(q.queue[:0], q.queue[i:]...)
+	for _, g := range ready {
+		if g.count > 0 {
+			q.lastPos = g.lastPos
+		}
+	}
+	s.acked.Store(q.lastPos)
+	for _, g := range ready {
+		for _, a := range g.acks {
+			a.r.answer(a.res, failure)
+		}
+	}
+	if failure == nil {
+		q.toIndex <- ready
+	}
+}
+
+// indexLoop is the last stage.
 func (s *Store) indexLoop(in <-chan []*group) {
 	h := s.head.Load()
 	ix := newIndexBuilder(s.db, watermark{nextPos: h.pos + 1, end: h.end})
 	for batch := range in {
-		err := s.failed()
-		if err == nil {
-			for _, g := range batch {
-				if g.count > 0 {
-					if ierr := ix.addGroup(g.buf, g.off); ierr != nil {
-						err = ierr
-						break
-					}
+		// Take whatever else is waiting: one larger Pebble batch costs less than several.
+	more:
+		for {
+			select {
+			case b, ok := <-in:
+				if !ok {
+					break more
+				}
+				batch = append(batch, b...)
+			default:
+				break more
+			}
+		}
+		if s.failed() != nil {
+			continue
+		}
+		var err error
+		for _, g := range batch {
+			if g.count > 0 {
+				if err = ix.addGroup(g.buf, g.off); err != nil {
+					break
 				}
 			}
-			if err == nil {
-				err = ix.commit()
-			}
-			if err != nil {
-				err = s.fail(err)
-			}
 		}
 		if err == nil {
-			old := s.head.Load()
-			s.head.Store(&head{pos: ix.mark.nextPos - 1, end: ix.mark.end, changed: make(chan struct{})})
-			close(old.changed)
+			err = ix.commit()
 		}
-		for _, g := range batch {
-			for _, a := range g.acks {
-				a.r.answer(a.res, err)
-			}
+		if err != nil {
+			s.fail(err)
+			continue
+		}
+		old := s.head.Load()
+		s.head.Store(&head{pos: ix.mark.nextPos - 1, end: ix.mark.end, changed: make(chan struct{})})
+		close(old.changed)
+	}
+}
+
+// visibleHead returns a head that includes every append answered so far, waiting (briefly:
+// the indexer runs right behind the syncs) for the indexer to catch up.
+func (s *Store) visibleHead(ctx context.Context) (*head, error) {
+	target := s.acked.Load()
+	for {
+		h := s.head.Load()
+		if h.pos >= target {
+			return h, nil
+		}
+		if err := s.failed(); err != nil {
+			return nil, err
+		}
+		if err := s.wait(ctx, h); err != nil {
+			return nil, err
 		}
 	}
 }
@@ -637,6 +732,12 @@ func (z *zeroer) switchTo(seg *segment) {
 	z.mu.Unlock()
 }
 
+func (z *zeroer) current() *segment {
+	z.mu.Lock()
+	defer z.mu.Unlock()
+	return z.seg
+}
+
 func (z *zeroer) poke() {
 	select {
 	case z.wake <- struct{}{}:
@@ -670,6 +771,10 @@ func (z *zeroer) run(s *Store) {
 		}
 		q := &s.seq
 		ahead := int64(min(max(q.written.Load(), 256<<10), 16<<20))
+		// Zero in large steps: start only when less than half the distance is left.
+		if z.upTo.Load()-int64(q.writeOff.Load()-z.current().base) > ahead/2 {
+			continue
+		}
 		var seg *segment
 		for {
 			z.mu.Lock()
@@ -691,23 +796,23 @@ func (z *zeroer) run(s *Store) {
 				return
 			}
 		}
-		if err := s.datasync(seg); err != nil {
+		if err := s.datasync(seg, syncWorkers); err != nil {
 			return
 		}
 	}
 }
 
-// datasync syncs seg. Syncs are serialised and a failure stops the store at once: the kernel
-// reports a write-back error to one fdatasync only, so a failure seen by the zeroer must stop
-// the syncer from acknowledging writes whose data may be lost.
-func (s *Store) datasync(seg *segment) error {
-	s.syncMu.Lock()
-	defer s.syncMu.Unlock()
-	if err := s.failed(); err != nil {
-		return err
+// datasync syncs seg through the descriptor of syncer who (0 … syncWorkers-1 for the sync
+// workers, syncWorkers for the zeroer); a failure stops the store. Each syncer has its own
+// descriptor because the kernel reports a write-back error once per open file description: a
+// shared one would let one sync swallow the error and another report success for lost data.
+func (s *Store) datasync(seg *segment, who int) error {
+	f, err := seg.syncFile(s.fs, who)
+	if err == nil {
+		err = f.Datasync()
 	}
-	if err := seg.f.Datasync(); err != nil {
+	if err != nil {
 		return s.fail(fmt.Errorf("fdatasync %s: %w", seg.path, err))
 	}
-	return nil
+	return s.failed()
 }

@@ -222,11 +222,16 @@ func (s *Store) ReadStream(ctx context.Context, stream string, opts *annals.Read
 			yield(annals.RecordedEvent{}, err)
 			return
 		}
+		h, err := s.visibleHead(ctx)
+		if err != nil {
+			yield(annals.RecordedEvent{}, err)
+			return
+		}
 		if err := s.readLock(); err != nil {
 			yield(annals.RecordedEvent{}, err)
 			return
 		}
-		v, err := s.view(stream, s.head.Load())
+		v, err := s.view(stream, h)
 		s.readUnlock()
 		if err == nil {
 			err = viewError(stream, &v)
@@ -399,7 +404,12 @@ func (s *Store) ReadAll(ctx context.Context, opts *annals.ReadOptions) iter.Seq2
 			yield(annals.RecordedEvent{}, err)
 			return
 		}
-		hi := s.head.Load().pos + 1
+		h, err := s.visibleHead(ctx)
+		if err != nil {
+			yield(annals.RecordedEvent{}, err)
+			return
+		}
+		hi := h.pos + 1
 		if o.Until > 0 {
 			hi = min(hi, o.Until)
 		}
@@ -407,7 +417,6 @@ func (s *Store) ReadAll(ctx context.Context, opts *annals.ReadOptions) iter.Seq2
 		left := o.Limit
 		in := interner{}
 		var batch []annals.RecordedEvent
-		var err error
 		if !o.Backwards {
 			for from := max(o.From, 1); from < hi; {
 				if batch, from, err = s.allBatch(ctx, from, hi, &f, in, batch[:0]); err != nil {
@@ -687,14 +696,18 @@ func (s *Store) SubscribeAll(ctx context.Context, opts *annals.SubscribeOptions)
 			yield(annals.RecordedEvent{}, err)
 			return
 		}
+		h, err := s.visibleHead(ctx)
+		if err != nil {
+			yield(annals.RecordedEvent{}, err)
+			return
+		}
 		from := max(o.From, 1)
 		if o.From == annals.End {
-			from = s.head.Load().pos + 1
+			from = h.pos + 1
 		}
 		f := streamFilter{filter: o.Filter}
 		in := interner{}
 		var batch []annals.RecordedEvent
-		var err error
 		for {
 			h := s.head.Load()
 			for from <= h.pos {
@@ -736,6 +749,10 @@ func (s *Store) SubscribeStream(ctx context.Context, stream string, opts *annals
 	}
 	return func(yield func(annals.RecordedEvent, error) bool) {
 		if err := validateRead(stream, &annals.ReadOptions{Filter: o.Filter}); err != nil {
+			yield(annals.RecordedEvent{}, err)
+			return
+		}
+		if _, err := s.visibleHead(ctx); err != nil {
 			yield(annals.RecordedEvent{}, err)
 			return
 		}
@@ -791,10 +808,14 @@ func (s *Store) GetMetadata(ctx context.Context, stream string) (annals.StreamMe
 	if err := ctx.Err(); err != nil {
 		return annals.StreamMetadata{}, 0, err
 	}
+	h, err := s.visibleHead(ctx)
+	if err != nil {
+		return annals.StreamMetadata{}, 0, err
+	}
 	if err := s.readLock(); err != nil {
 		return annals.StreamMetadata{}, 0, err
 	}
-	v, err := s.view(stream, s.head.Load())
+	v, err := s.view(stream, h)
 	s.readUnlock()
 	if err != nil {
 		return annals.StreamMetadata{}, 0, err
@@ -817,6 +838,10 @@ func (s *Store) ListStreams(ctx context.Context, opts *annals.ListOptions) iter.
 	return func(yield func(annals.StreamInfo, error) bool) {
 		if o.Limit < 0 {
 			yield(annals.StreamInfo{}, fmt.Errorf("%w: negative list limit %d", annals.ErrInvalidArgument, o.Limit))
+			return
+		}
+		if _, err := s.visibleHead(ctx); err != nil {
+			yield(annals.StreamInfo{}, err)
 			return
 		}
 		after := o.After
@@ -891,4 +916,3 @@ func (s *Store) listBatch(ctx context.Context, prefix, after string) ([]annals.S
 	}
 	return out, false, it.Error()
 }
-

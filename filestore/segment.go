@@ -8,6 +8,7 @@ import (
 	"sort"
 	"strconv"
 	"strings"
+	"sync"
 
 	"github.com/annalsdb/annals"
 	"golang.org/x/sys/unix"
@@ -20,8 +21,28 @@ type segment struct {
 	base uint64 // log offset of the segment's first byte
 	size int64
 	path string
-	f    File   // open read-write; written only by the sequencer
+	f    File   // open read-write; written only by the sequencer and the zeroer
 	data []byte // read-only map of the whole file
+
+	syncMu  sync.Mutex
+	syncers []File // one descriptor per syncer, opened on first use; see Store.datasync
+}
+
+// syncFile returns syncer who's own descriptor of the segment.
+func (s *segment) syncFile(fsys FS, who int) (File, error) {
+	s.syncMu.Lock()
+	defer s.syncMu.Unlock()
+	for len(s.syncers) <= who {
+		s.syncers = append(s.syncers, nil)
+	}
+	if s.syncers[who] == nil {
+		f, err := fsys.OpenFile(s.path, os.O_RDWR, 0)
+		if err != nil {
+			return nil, err
+		}
+		s.syncers[who] = f
+	}
+	return s.syncers[who], nil
 }
 
 const segmentExt = ".log"
@@ -96,6 +117,13 @@ func (s *segment) close() error {
 	}
 	if cerr := s.f.Close(); err == nil {
 		err = cerr
+	}
+	for _, f := range s.syncers {
+		if f != nil {
+			if cerr := f.Close(); err == nil {
+				err = cerr
+			}
+		}
 	}
 	return err
 }

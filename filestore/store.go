@@ -59,9 +59,10 @@ type Store struct {
 	mu     sync.RWMutex
 	closed bool // guarded by mu
 
-	seq    sequencer  // owned by the sequencer goroutine
-	zero   zeroer     // pre-fills the log ahead of the writer
-	syncMu sync.Mutex // serialises fdatasync of segments; see datasync
+	seq   sequencer     // owned by the sequencer goroutine
+	syncq syncQueue     // between the sequencer, the sync workers and the indexer
+	zero  zeroer        // pre-fills the log ahead of the writer
+	acked atomic.Uint64 // the last position of the appends answered
 }
 
 // head is the latest visible state of the log: every event up to pos is durable, indexed and
@@ -161,6 +162,10 @@ func (s *Store) open() error {
 	s.head.Store(&head{pos: mark.nextPos - 1, end: mark.end, changed: make(chan struct{})})
 	s.durable.Store(mark.end)
 	s.seq.init(s, mark)
+	s.syncq.init(mark.end, mark.nextPos-1)
+	s.acked.Store(mark.nextPos - 1)
+	s.syncq.init(mark.end, mark.nextPos-1)
+	s.acked.Store(mark.nextPos - 1)
 	return nil
 }
 
