@@ -602,12 +602,14 @@ func (s *Store) passOnLocked() {
 	}
 	ready := slices.Clone(q.queue[:i])
 	q.queue = append(q.queue[:0], q.queue[i:]...)
-	for _, g := range ready {
-		if g.count > 0 {
-			q.lastPos = g.lastPos
+	if failure == nil {
+		for _, g := range ready {
+			if g.count > 0 {
+				q.lastPos = g.lastPos
+			}
 		}
+		s.acked.Store(q.lastPos)
 	}
-	s.acked.Store(q.lastPos)
 	for _, g := range ready {
 		for _, a := range g.acks {
 			a.r.answer(a.res, failure)
@@ -636,9 +638,11 @@ func (s *Store) indexLoop(in <-chan []*group) {
 				break more
 			}
 		}
-		if s.failed() != nil {
+		if s.indexStopped.Load() {
 			continue
 		}
+		// Groups that reached here are durable and answered: they are indexed even when a
+		// later failure has stopped the store, so that reads still see them.
 		var err error
 		for _, g := range batch {
 			if g.count > 0 {
@@ -652,6 +656,7 @@ func (s *Store) indexLoop(in <-chan []*group) {
 		}
 		if err != nil {
 			s.fail(err)
+			s.indexStopped.Store(true)
 			continue
 		}
 		old := s.head.Load()
@@ -669,8 +674,8 @@ func (s *Store) visibleHead(ctx context.Context) (*head, error) {
 		if h.pos >= target {
 			return h, nil
 		}
-		if err := s.failed(); err != nil {
-			return nil, err
+		if s.indexStopped.Load() {
+			return nil, s.failed()
 		}
 		if err := s.wait(ctx, h); err != nil {
 			return nil, err

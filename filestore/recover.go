@@ -101,19 +101,10 @@ func allZero(b []byte) bool {
 // repairTail handles an invalid group at offset off of the last segment (cause says why): a
 // torn tail is zeroed out and synced, damage to synced data is reported.
 func (s *Store) repairTail(seg *segment, off uint64, cause error) error {
-	magic := binary.LittleEndian.AppendUint32(nil, groupMagic)
-	lastNonZero := off
-	for at := off + 1; at < uint64(seg.size); {
-		i := bytes.Index(seg.data[at:], magic)
-		if i < 0 {
-			break
-		}
-		at += uint64(i)
-		if h, ok := parseGroupHeader(seg.data[at:]); ok && h.synced > seg.base+off {
-			return fmt.Errorf("segment %s offset %d: %w (a later group shows it had been synced)", seg.path, off, cause)
-		}
-		at++
+	if syncedLater(seg, off) {
+		return fmt.Errorf("segment %s offset %d: %w (a later group shows it had been synced)", seg.path, off, cause)
 	}
+	lastNonZero := off
 	for i := len(seg.data) - 1; i >= int(off); i-- {
 		if seg.data[i] != 0 {
 			lastNonZero = uint64(i)

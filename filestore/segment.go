@@ -1,6 +1,8 @@
 package filestore
 
 import (
+	"bytes"
+	"encoding/binary"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -49,8 +51,7 @@ const segmentExt = ".log"
 
 func segmentName(base uint64) string { return fmt.Sprintf("%020d%s", base, segmentExt) }
 
-// listSegments returns the bases of the segments in dir, in order, and removes the leftovers
-// of a segment that was being prepared when the process stopped.
+// listSegments returns the bases of the segments in dir, in order.
 func listSegments(dir string) ([]uint64, error) {
 	entries, err := os.ReadDir(dir)
 	if err != nil {
@@ -59,12 +60,6 @@ func listSegments(dir string) ([]uint64, error) {
 	var bases []uint64
 	for _, e := range entries {
 		name := e.Name()
-		if strings.HasSuffix(name, ".tmp") {
-			if err := os.Remove(filepath.Join(dir, name)); err != nil {
-				return nil, err
-			}
-			continue
-		}
 		if !strings.HasSuffix(name, segmentExt) {
 			continue
 		}
@@ -78,14 +73,15 @@ func listSegments(dir string) ([]uint64, error) {
 	return bases, nil
 }
 
-// openSegment opens and maps an existing segment file.
-func openSegment(fsys FS, dir string, base uint64) (*segment, error) {
+// openSegment opens an existing segment file (flag: os.O_RDWR, or os.O_RDONLY for Check) and
+// maps it.
+func openSegment(fsys FS, dir string, base uint64, flag int) (*segment, error) {
 	path := filepath.Join(dir, segmentName(base))
 	fi, err := os.Stat(path)
 	if err != nil {
 		return nil, err
 	}
-	f, err := fsys.OpenFile(path, os.O_RDWR, 0)
+	f, err := fsys.OpenFile(path, flag, 0)
 	if err != nil {
 		return nil, err
 	}
@@ -142,4 +138,22 @@ func (l segmentList) find(off uint64) *segment {
 		return nil
 	}
 	return l[i]
+}
+
+// syncedLater reports whether a valid group after offset off of seg shows, by its synced field,
+// that data beyond off had been synced: an invalid group at off is then damage, not a torn
+// tail.
+func syncedLater(seg *segment, off uint64) bool {
+	magic := binary.LittleEndian.AppendUint32(nil, groupMagic)
+	for at := off + 1; at < uint64(len(seg.data)); at++ {
+		i := bytes.Index(seg.data[at:], magic)
+		if i < 0 {
+			return false
+		}
+		at += uint64(i)
+		if h, ok := parseGroupHeader(seg.data[at:]); ok && h.synced > seg.base+off {
+			return true
+		}
+	}
+	return false
 }

@@ -63,6 +63,8 @@ type Store struct {
 	syncq syncQueue     // between the sequencer, the sync workers and the indexer
 	zero  zeroer        // pre-fills the log ahead of the writer
 	acked atomic.Uint64 // the last position of the appends answered
+	// indexStopped is set when the indexer has failed; reads can then not catch up.
+	indexStopped atomic.Bool
 }
 
 // head is the latest visible state of the log: every event up to pos is durable, indexed and
@@ -142,7 +144,7 @@ func (s *Store) open() error {
 	}
 	var segs segmentList
 	for _, base := range bases {
-		seg, err := openSegment(s.fs, s.logDir, base)
+		seg, err := openSegment(s.fs, s.logDir, base, os.O_RDWR)
 		if err != nil {
 			s.segs.Store(&segs)
 			return fmt.Errorf("open log segment: %w", err)
