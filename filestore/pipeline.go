@@ -497,9 +497,10 @@ func (q *sequencer) flush(g *group) {
 	q.s.pushGroup(g)
 }
 
-// syncWorkers is how many fdatasyncs may be in flight at once. Two concurrent syncs overlap
-// well on the disks measured (docs/BENCHMARKS.md); more add little.
-const syncWorkers = 2
+// syncWorkers is how many fdatasyncs may be in flight at once. On the machines measured
+// (docs/BENCHMARKS.md) a second concurrent sync made each sync slower and covered fewer
+// appends, so one it is; the pipeline still overlaps the next group's write with the sync.
+const syncWorkers = 1
 
 // syncQueue hands written groups from the sequencer to the sync workers and on, in order.
 type syncQueue struct {
