@@ -1,0 +1,193 @@
+package annals_test
+
+import (
+	"errors"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/annalsdb/annals"
+)
+
+func TestUUIDRoundTrip(t *testing.T) {
+	seen := map[annals.UUID]bool{}
+	for range 100 {
+		u := annals.NewUUID()
+		if u.IsZero() || seen[u] {
+			t.Fatalf("NewUUID gave %s, zero or repeated", u)
+		}
+		seen[u] = true
+		if got := u[6] >> 4; got != 7 {
+			t.Fatalf("version %d, want 7", got)
+		}
+		back, err := annals.ParseUUID(u.String())
+		if err != nil || back != u {
+			t.Fatalf("ParseUUID(%s) = %s, %v", u, back, err)
+		}
+	}
+}
+
+func TestParseUUIDRejects(t *testing.T) {
+	for _, s := range []string{"", "not-a-uuid", "0190f2b4-5c1e-7a3b-9d2e-4f5a6b7c8d9", "0190f2b4x5c1e-7a3b-9d2e-4f5a6b7c8d9e", "0190f2b4-5c1e-7a3b-9d2e-4f5a6b7c8d9g"} {
+		if _, err := annals.ParseUUID(s); !errors.Is(err, annals.ErrInvalidArgument) {
+			t.Errorf("ParseUUID(%q): got %v, want ErrInvalidArgument", s, err)
+		}
+	}
+}
+
+func TestExpectedRevision(t *testing.T) {
+	for _, tc := range []struct {
+		in   string
+		want annals.ExpectedRevision
+	}{
+		{"any", annals.Any}, {"no-stream", annals.NoStream}, {"exists", annals.StreamExists}, {"0", annals.Exact(0)}, {"42", annals.Exact(42)},
+	} {
+		got, err := annals.ParseExpectedRevision(tc.in)
+		if err != nil || got != tc.want || got.String() != tc.in {
+			t.Errorf("ParseExpectedRevision(%q) = %v, %v; want %v", tc.in, got, err, tc.want)
+		}
+	}
+	for _, bad := range []string{"", "-1", "latest", "9223372036854775808"} {
+		if _, err := annals.ParseExpectedRevision(bad); !errors.Is(err, annals.ErrInvalidArgument) {
+			t.Errorf("ParseExpectedRevision(%q): got %v, want ErrInvalidArgument", bad, err)
+		}
+	}
+	if err := annals.Exact(1 << 63).Validate(); !errors.Is(err, annals.ErrInvalidArgument) {
+		t.Errorf("Exact(1<<63).Validate() = %v, want ErrInvalidArgument", err)
+	}
+	if err := annals.ExpectedRevision(-4).Validate(); !errors.Is(err, annals.ErrInvalidArgument) {
+		t.Errorf("ExpectedRevision(-4).Validate() = %v, want ErrInvalidArgument", err)
+	}
+}
+
+func TestValidateAppend(t *testing.T) {
+	var l annals.Limits
+	ok := []annals.Event{{Type: "ItemAdded", Data: []byte(`{}`)}}
+	dup := annals.NewUUID()
+	for _, tc := range []struct {
+		name   string
+		stream string
+		events []annals.Event
+		want   error
+	}{
+		{"ok", "cart-1", ok, nil},
+		{"empty stream", "", ok, annals.ErrInvalidArgument},
+		{"long stream", strings.Repeat("x", 257), ok, annals.ErrInvalidArgument},
+		{"control character", "cart\n1", ok, annals.ErrInvalidArgument},
+		{"invalid UTF-8", "cart-\xff", ok, annals.ErrInvalidArgument},
+		{"reserved", "$meta-cart-1", ok, annals.ErrInvalidArgument},
+		{"$all", "$all", ok, annals.ErrInvalidArgument},
+		{"no events", "cart-1", nil, annals.ErrInvalidArgument},
+		{"empty type", "cart-1", []annals.Event{{}}, annals.ErrInvalidArgument},
+		{"duplicate id", "cart-1", []annals.Event{{ID: dup, Type: "A"}, {ID: dup, Type: "B"}}, annals.ErrInvalidArgument},
+		{"event too large", "cart-1", []annals.Event{{Type: "A", Data: make([]byte, 1<<20)}}, annals.ErrTooLarge},
+		{"append too large", "cart-1", make17Events(), annals.ErrTooLarge},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			err := l.ValidateAppend(tc.stream, annals.Any, tc.events)
+			if !errors.Is(err, tc.want) || (tc.want == nil) != (err == nil) {
+				t.Fatalf("got %v, want %v", err, tc.want)
+			}
+		})
+	}
+	events := []annals.Event{{Type: "A"}}
+	if err := l.ValidateAppend("cart-1", annals.Any, events); err != nil {
+		t.Fatal(err)
+	}
+	if events[0].ID.IsZero() || events[0].ContentType != annals.ContentTypeJSON {
+		t.Fatalf("ValidateAppend left id %s and content type %q; want them filled in", events[0].ID, events[0].ContentType)
+	}
+}
+
+func make17Events() []annals.Event {
+	out := make([]annals.Event, 17)
+	for i := range out {
+		out[i] = annals.Event{Type: "A", Data: make([]byte, 1<<20-100)}
+	}
+	return out
+}
+
+func TestFilterMatch(t *testing.T) {
+	for _, tc := range []struct {
+		f           *annals.Filter
+		stream, typ string
+		want        bool
+	}{
+		{nil, "$meta-x", "$metadata", true},
+		{&annals.Filter{Categories: []string{"cart"}}, "cart-1", "A", true},
+		{&annals.Filter{Categories: []string{"cart"}}, "$meta-cart-1", "$metadata", false},
+		{&annals.Filter{Categories: []string{"cart"}}, "cartography-1", "A", false},
+		{&annals.Filter{StreamPrefixes: []string{"cart"}}, "cartography-1", "A", true},
+		{&annals.Filter{EventTypes: []string{"A"}}, "x", "B", false},
+		{&annals.Filter{Categories: []string{"cart"}, EventTypes: []string{"A"}}, "cart-1", "A", true},
+		{&annals.Filter{Categories: []string{"cart"}, EventTypes: []string{"A"}}, "cart-1", "B", false},
+	} {
+		if got := tc.f.Match(tc.stream, tc.typ); got != tc.want {
+			t.Errorf("%+v.Match(%q, %q) = %v, want %v", tc.f, tc.stream, tc.typ, got, tc.want)
+		}
+	}
+}
+
+func TestStreamMetadataJSON(t *testing.T) {
+	m := annals.StreamMetadata{MaxCount: 5, MaxAge: 36 * time.Hour, TruncateBefore: 2, Custom: []byte(`{"owner":"shop"}`)}
+	b, err := m.MarshalJSON()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(string(b), `"maxAge":"36h0m0s"`) {
+		t.Fatalf("marshal: %s lacks maxAge as a duration", b)
+	}
+	var back annals.StreamMetadata
+	if err := back.UnmarshalJSON(b); err != nil {
+		t.Fatal(err)
+	}
+	if back.MaxCount != 5 || back.MaxAge != m.MaxAge || back.TruncateBefore != 2 || string(back.Custom) != `{"owner":"shop"}` {
+		t.Fatalf("round trip: got %+v", back)
+	}
+	for _, bad := range []string{`{"maxAge":"soon"}`, `{"maxAge":"-1h"}`, `[`} {
+		if err := back.UnmarshalJSON([]byte(bad)); !errors.Is(err, annals.ErrInvalidArgument) {
+			t.Errorf("UnmarshalJSON(%s): got %v, want ErrInvalidArgument", bad, err)
+		}
+	}
+}
+
+func FuzzParseUUID(f *testing.F) {
+	f.Add("0190f2b4-5c1e-7a3b-9d2e-4f5a6b7c8d9e")
+	f.Add("")
+	f.Fuzz(func(t *testing.T, s string) {
+		u, err := annals.ParseUUID(s)
+		if err == nil && !strings.EqualFold(u.String(), s) {
+			t.Fatalf("ParseUUID(%q) = %s", s, u)
+		}
+	})
+}
+
+func FuzzParseExpectedRevision(f *testing.F) {
+	for _, s := range []string{"any", "no-stream", "exists", "7", "-3"} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, s string) {
+		e, err := annals.ParseExpectedRevision(s)
+		if err == nil && e.Validate() != nil {
+			t.Fatalf("ParseExpectedRevision(%q) = %d, which does not validate", s, e)
+		}
+	})
+}
+
+func FuzzStreamMetadataJSON(f *testing.F) {
+	f.Add(`{"maxCount":3,"maxAge":"1h","custom":{"a":1}}`)
+	f.Fuzz(func(t *testing.T, s string) {
+		var m annals.StreamMetadata
+		if err := m.UnmarshalJSON([]byte(s)); err != nil {
+			return
+		}
+		b, err := m.MarshalJSON()
+		if err != nil {
+			t.Fatalf("marshal of accepted %q: %v", s, err)
+		}
+		var back annals.StreamMetadata
+		if err := back.UnmarshalJSON(b); err != nil {
+			t.Fatalf("re-read of %s: %v", b, err)
+		}
+	})
+}

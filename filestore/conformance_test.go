@@ -1,0 +1,22 @@
+package filestore
+
+import (
+	"testing"
+
+	"github.com/annalsdb/annals"
+	"github.com/annalsdb/annals/storetest"
+)
+
+func openTestStore(t *testing.T) annals.Store {
+	t.Helper()
+	s, err := Open(t.TempDir(), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { s.Close() })
+	return s
+}
+
+func TestConformance(t *testing.T) { storetest.Run(t, openTestStore) }
+
+func TestRandomizedAgainstMemstore(t *testing.T) { storetest.RunRandomized(t, openTestStore) }
