@@ -20,31 +20,25 @@ import (
 // events are yielded. A consumer may therefore take as long as it likes, or call Close.
 const readBatch = 256
 
-// recordAt decodes the record at log offset off.
-func (s *Store) recordAt(off uint64) (rawRecord, error) {
+// walkRun decodes the count consecutive records starting at log offset off, calling fn for
+// each until it returns false. A run never crosses a segment.
+func (s *Store) walkRun(off uint64, count uint32, fn func(*rawRecord) bool) error {
 	seg := s.segs.Load().find(off)
 	if seg == nil {
-		return rawRecord{}, fmt.Errorf("%w: log offset %d is in no segment (rebuild the index: delete the index directory)", annals.ErrCorrupt, off)
+		return fmt.Errorf("%w: log offset %d is in no segment (rebuild the index: delete the index directory)", annals.ErrCorrupt, off)
 	}
-	rec, err := decodeRecord(seg.data[off-seg.base:])
-	if err != nil {
-		return rec, fmt.Errorf("%w: %s offset %d: %v", annals.ErrCorrupt, seg.path, off-seg.base, err)
-	}
-	return rec, nil
-}
-
-// walkRun decodes the count consecutive records starting at log offset off, calling fn for
-// each until it returns false.
-func (s *Store) walkRun(off uint64, count uint32, fn func(*rawRecord) bool) error {
-	for range count {
-		rec, err := s.recordAt(off)
+	for at := off - seg.base; count > 0; count-- {
+		if at >= uint64(len(seg.data)) {
+			return fmt.Errorf("%w: %s: a run of records passes the end of the segment", annals.ErrCorrupt, seg.path)
+		}
+		rec, err := decodeRecord(seg.data[at:])
 		if err != nil {
-			return err
+			return fmt.Errorf("%w: %s offset %d: %v", annals.ErrCorrupt, seg.path, at, err)
 		}
 		if !fn(&rec) {
 			return nil
 		}
-		off += uint64(rec.size)
+		at += uint64(rec.size)
 	}
 	return nil
 }
@@ -159,12 +153,15 @@ func (s *Store) view(stream string, h *head) (streamView, error) {
 		return v, err
 	}
 	if v.state.metaOffset != 0 {
-		rec, err := s.recordAt(v.state.metaOffset)
-		if err != nil {
+		var jerr error
+		if err := s.walkRun(v.state.metaOffset, 1, func(rec *rawRecord) bool {
+			jerr = json.Unmarshal(rec.data, &v.meta)
+			return true
+		}); err != nil {
 			return v, err
 		}
-		if err := json.Unmarshal(rec.data, &v.meta); err != nil {
-			return v, fmt.Errorf("%w: metadata of stream %q at log offset %d: %v", annals.ErrCorrupt, stream, v.state.metaOffset, err)
+		if jerr != nil {
+			return v, fmt.Errorf("%w: metadata of stream %q at log offset %d: %v", annals.ErrCorrupt, stream, v.state.metaOffset, jerr)
 		}
 	}
 	metaNext, err := s.visibleNext(annals.MetaStream(stream), h)
@@ -249,11 +246,11 @@ func (s *Store) ReadStream(ctx context.Context, stream string, opts *annals.Read
 			f.minAge = time.Now().Add(-v.meta.MaxAge)
 		}
 		left := o.Limit
-		in := interner{}
+		c := newCopier()
 		var batch []annals.RecordedEvent
 		if !o.Backwards {
 			for from := max(o.From, lo); from < hi; {
-				if batch, from, err = s.streamBatch(ctx, stream, from, hi, &f, in, batch[:0]); err != nil {
+				if batch, from, err = s.streamBatch(ctx, stream, from, hi, &f, c, batch[:0]); err != nil {
 					yield(annals.RecordedEvent{}, err)
 					return
 				}
@@ -268,7 +265,7 @@ func (s *Store) ReadStream(ctx context.Context, stream string, opts *annals.Read
 		}
 		for from := min(o.From, hi-1); ; {
 			var done bool
-			if batch, from, done, err = s.streamBatchBack(ctx, stream, from, lo, &f, in, batch[:0]); err != nil {
+			if batch, from, done, err = s.streamBatchBack(ctx, stream, from, lo, &f, c, batch[:0]); err != nil {
 				yield(annals.RecordedEvent{}, err)
 				return
 			}
@@ -323,7 +320,7 @@ func yieldAll(batch []annals.RecordedEvent, left *int, yield func(annals.Recorde
 
 // streamBatch reads forwards from revision from, below hi, up to readBatch events, and returns
 // them with the revision to continue from (hi when done).
-func (s *Store) streamBatch(ctx context.Context, stream string, from, hi uint64, f *streamFilter, in interner, out []annals.RecordedEvent) ([]annals.RecordedEvent, uint64, error) {
+func (s *Store) streamBatch(ctx context.Context, stream string, from, hi uint64, f *streamFilter, c *copier, out []annals.RecordedEvent) ([]annals.RecordedEvent, uint64, error) {
 	if err := ctx.Err(); err != nil {
 		return out, from, err
 	}
@@ -340,7 +337,7 @@ func (s *Store) streamBatch(ctx context.Context, stream string, from, hi uint64,
 		}
 		scanned++
 		if f.keep(rec) {
-			out = append(out, rec.event(in))
+			out = append(out, c.event(rec))
 		}
 		return true
 	})
@@ -350,7 +347,7 @@ func (s *Store) streamBatch(ctx context.Context, stream string, from, hi uint64,
 // streamBatchBack reads backwards from revision from down to lo, up to about readBatch events
 // (a whole index run at a time), and returns the revision to continue from and whether it is
 // done.
-func (s *Store) streamBatchBack(ctx context.Context, stream string, from, lo uint64, f *streamFilter, in interner, out []annals.RecordedEvent) ([]annals.RecordedEvent, uint64, bool, error) {
+func (s *Store) streamBatchBack(ctx context.Context, stream string, from, lo uint64, f *streamFilter, c *copier, out []annals.RecordedEvent) ([]annals.RecordedEvent, uint64, bool, error) {
 	if err := ctx.Err(); err != nil {
 		return out, from, true, err
 	}
@@ -373,7 +370,7 @@ func (s *Store) streamBatchBack(ctx context.Context, stream string, from, lo uin
 		run = run[:0]
 		if err := s.walkRun(r.offset, r.count, func(rec *rawRecord) bool {
 			if rec.rev >= lo && rec.rev <= from && f.keep(rec) {
-				run = append(run, rec.event(in))
+				run = append(run, c.event(rec))
 			}
 			return rec.rev < from
 		}); err != nil {
@@ -415,11 +412,11 @@ func (s *Store) ReadAll(ctx context.Context, opts *annals.ReadOptions) iter.Seq2
 		}
 		f := streamFilter{asOf: o.AsOf, filter: o.Filter}
 		left := o.Limit
-		in := interner{}
+		c := newCopier()
 		var batch []annals.RecordedEvent
 		if !o.Backwards {
 			for from := max(o.From, 1); from < hi; {
-				if batch, from, err = s.allBatch(ctx, from, hi, &f, in, batch[:0]); err != nil {
+				if batch, from, err = s.allBatch(ctx, from, hi, &f, c, batch[:0]); err != nil {
 					yield(annals.RecordedEvent{}, err)
 					return
 				}
@@ -430,7 +427,7 @@ func (s *Store) ReadAll(ctx context.Context, opts *annals.ReadOptions) iter.Seq2
 			return
 		}
 		for from := min(o.From, hi-1); from >= 1; {
-			if batch, from, err = s.allBatchBack(ctx, from, &f, in, batch[:0]); err != nil {
+			if batch, from, err = s.allBatchBack(ctx, from, &f, c, batch[:0]); err != nil {
 				yield(annals.RecordedEvent{}, err)
 				return
 			}
@@ -457,7 +454,7 @@ func indexFor(f *annals.Filter) (prefix byte, names []string, ok bool) {
 
 // allBatch reads the log forwards from position from, below hi, and returns up to about
 // readBatch events with the position to continue from (hi when done).
-func (s *Store) allBatch(ctx context.Context, from, hi uint64, f *streamFilter, in interner, out []annals.RecordedEvent) ([]annals.RecordedEvent, uint64, error) {
+func (s *Store) allBatch(ctx context.Context, from, hi uint64, f *streamFilter, c *copier, out []annals.RecordedEvent) ([]annals.RecordedEvent, uint64, error) {
 	if err := ctx.Err(); err != nil {
 		return out, from, err
 	}
@@ -466,7 +463,7 @@ func (s *Store) allBatch(ctx context.Context, from, hi uint64, f *streamFilter, 
 	}
 	defer s.readUnlock()
 	if prefix, names, ok := indexFor(f.filter); ok {
-		return s.indexBatch(prefix, names, from, hi, f, in, out)
+		return s.indexBatch(prefix, names, from, hi, f, c, out)
 	}
 	it, err := s.db.NewIter(&pebble.IterOptions{LowerBound: []byte{prefixGroup}, UpperBound: []byte{prefixGroup + 1}})
 	if err != nil {
@@ -493,7 +490,7 @@ func (s *Store) allBatch(ctx context.Context, from, hi uint64, f *streamFilter, 
 			next = rec.pos + 1
 			scanned++
 			if f.keep(rec) {
-				out = append(out, rec.event(in))
+				out = append(out, c.event(rec))
 			}
 			return true
 		})
@@ -530,7 +527,7 @@ func (s *Store) walkGroup(off uint64, fn func(*rawRecord) bool) error {
 
 // allBatchBack reads the log backwards from position from, a group at a time, and returns the
 // position to continue from (0 when done).
-func (s *Store) allBatchBack(ctx context.Context, from uint64, f *streamFilter, in interner, out []annals.RecordedEvent) ([]annals.RecordedEvent, uint64, error) {
+func (s *Store) allBatchBack(ctx context.Context, from uint64, f *streamFilter, c *copier, out []annals.RecordedEvent) ([]annals.RecordedEvent, uint64, error) {
 	if err := ctx.Err(); err != nil {
 		return out, 0, err
 	}
@@ -539,7 +536,7 @@ func (s *Store) allBatchBack(ctx context.Context, from uint64, f *streamFilter, 
 	}
 	defer s.readUnlock()
 	if prefix, names, ok := indexFor(f.filter); ok {
-		return s.indexBatchBack(prefix, names, from, f, in, out)
+		return s.indexBatchBack(prefix, names, from, f, c, out)
 	}
 	it, err := s.db.NewIter(&pebble.IterOptions{LowerBound: []byte{prefixGroup}, UpperBound: []byte{prefixGroup + 1}})
 	if err != nil {
@@ -552,7 +549,7 @@ func (s *Store) allBatchBack(ctx context.Context, from uint64, f *streamFilter, 
 		group = group[:0]
 		if err := s.walkGroup(binary.LittleEndian.Uint64(it.Value()), func(rec *rawRecord) bool {
 			if rec.pos <= from && f.keep(rec) {
-				group = append(group, rec.event(in))
+				group = append(group, c.event(rec))
 			}
 			return rec.pos < from
 		}); err != nil {
@@ -570,7 +567,7 @@ func (s *Store) allBatchBack(ctx context.Context, from uint64, f *streamFilter, 
 
 // indexBatch reads forwards through the category or type index, merging the runs of the given
 // names in position order.
-func (s *Store) indexBatch(prefix byte, names []string, from, hi uint64, f *streamFilter, in interner, out []annals.RecordedEvent) ([]annals.RecordedEvent, uint64, error) {
+func (s *Store) indexBatch(prefix byte, names []string, from, hi uint64, f *streamFilter, c *copier, out []annals.RecordedEvent) ([]annals.RecordedEvent, uint64, error) {
 	var found []rawRecord
 	for _, name := range names {
 		lo, up := nameBounds(prefix, name)
@@ -621,7 +618,7 @@ func (s *Store) indexBatch(prefix byte, names []string, from, hi uint64, f *stre
 			return out, hi, nil
 		}
 		if f.keep(rec) {
-			out = append(out, rec.event(in))
+			out = append(out, c.event(rec))
 		}
 	}
 	return out, next, nil
@@ -629,7 +626,7 @@ func (s *Store) indexBatch(prefix byte, names []string, from, hi uint64, f *stre
 
 // indexBatchBack is indexBatch backwards from position from; it returns the position to
 // continue from, 0 when done.
-func (s *Store) indexBatchBack(prefix byte, names []string, from uint64, f *streamFilter, in interner, out []annals.RecordedEvent) ([]annals.RecordedEvent, uint64, error) {
+func (s *Store) indexBatchBack(prefix byte, names []string, from uint64, f *streamFilter, c *copier, out []annals.RecordedEvent) ([]annals.RecordedEvent, uint64, error) {
 	var found []rawRecord
 	for _, name := range names {
 		lo, up := nameBounds(prefix, name)
@@ -669,7 +666,7 @@ func (s *Store) indexBatchBack(prefix byte, names []string, from uint64, f *stre
 	}
 	for i := range found {
 		if f.keep(&found[i]) {
-			out = append(out, found[i].event(in))
+			out = append(out, c.event(&found[i]))
 		}
 	}
 	return out, next, nil
@@ -706,12 +703,12 @@ func (s *Store) SubscribeAll(ctx context.Context, opts *annals.SubscribeOptions)
 			from = h.pos + 1
 		}
 		f := streamFilter{filter: o.Filter}
-		in := interner{}
+		c := newCopier()
 		var batch []annals.RecordedEvent
 		for {
 			h := s.head.Load()
 			for from <= h.pos {
-				if batch, from, err = s.allBatch(ctx, from, h.pos+1, &f, in, batch[:0]); err != nil {
+				if batch, from, err = s.allBatch(ctx, from, h.pos+1, &f, c, batch[:0]); err != nil {
 					yield(annals.RecordedEvent{}, err)
 					return
 				}
@@ -757,7 +754,7 @@ func (s *Store) SubscribeStream(ctx context.Context, stream string, opts *annals
 			return
 		}
 		from := o.From
-		in := interner{}
+		c := newCopier()
 		var batch []annals.RecordedEvent
 		for {
 			if err := s.readLock(); err != nil {
@@ -782,7 +779,7 @@ func (s *Store) SubscribeStream(ctx context.Context, stream string, opts *annals
 				f.minAge = time.Now().Add(-v.meta.MaxAge)
 			}
 			for from = max(from, v.lowest()); from < v.next; {
-				if batch, from, err = s.streamBatch(ctx, stream, from, v.next, &f, in, batch[:0]); err != nil {
+				if batch, from, err = s.streamBatch(ctx, stream, from, v.next, &f, c, batch[:0]); err != nil {
 					yield(annals.RecordedEvent{}, err)
 					return
 				}

@@ -178,44 +178,62 @@ func cut32(p []byte) (field, rest []byte, ok bool) {
 	return p[4 : 4+n], p[4+n:], true
 }
 
-// interner turns repeated byte strings (stream ids, types) into shared strings, so that a long
-// read allocates each distinct name once. It holds at most 4096 names.
-type interner map[string]string
+// copier copies records out of the log into RecordedEvents for one read. It shares the
+// strings of repeated names (stream ids, types; at most 4096 kept) and carves data out of
+// 64 KiB slabs, so that a long read allocates little per event.
+type copier struct {
+	names map[string]string
+	// the last stream, type and content type returned, checked before the map
+	lastStream, lastType, lastContentType string
+	slab                                  []byte
+}
 
-func (in interner) get(b []byte) string {
-	if s, ok := in[string(b)]; ok {
-		return s
+func newCopier() *copier { return &copier{names: map[string]string{}} }
+
+// name returns b as a string, shared with earlier calls; last is the field's last name.
+func (c *copier) name(b []byte, last *string) string {
+	if *last == string(b) {
+		return *last
 	}
-	if len(in) >= 4096 {
-		clear(in)
+	s, ok := c.names[string(b)]
+	if !ok {
+		if len(c.names) >= 4096 {
+			clear(c.names)
+		}
+		s = string(b)
+		c.names[s] = s
 	}
-	s := string(b)
-	in[s] = s
+	*last = s
 	return s
 }
 
-// event copies r out of the log into a RecordedEvent.
-func (r *rawRecord) event(in interner) annals.RecordedEvent {
-	var buf []byte
-	if n := len(r.data) + len(r.meta); n > 0 {
-		buf = make([]byte, n)
-		copy(buf, r.data)
-		copy(buf[len(r.data):], r.meta)
+// bytes returns a copy of b (nil when empty) carved from the current slab.
+func (c *copier) bytes(b []byte) []byte {
+	if len(b) == 0 {
+		return nil
 	}
-	ev := annals.RecordedEvent{
+	if len(b) > 4096 {
+		return append([]byte(nil), b...)
+	}
+	if len(c.slab)+len(b) > cap(c.slab) {
+		c.slab = make([]byte, 0, 64<<10)
+	}
+	start := len(c.slab)
+	c.slab = append(c.slab, b...)
+	return c.slab[start:len(c.slab):len(c.slab)]
+}
+
+// event copies r out of the log.
+func (c *copier) event(r *rawRecord) annals.RecordedEvent {
+	return annals.RecordedEvent{
 		ID:          r.id,
-		Stream:      in.get(r.stream),
-		Type:        in.get(r.typ),
-		ContentType: in.get(r.contentType),
+		Stream:      c.name(r.stream, &c.lastStream),
+		Type:        c.name(r.typ, &c.lastType),
+		ContentType: c.name(r.contentType, &c.lastContentType),
+		Data:        c.bytes(r.data),
+		Metadata:    c.bytes(r.meta),
 		Revision:    r.rev,
 		Position:    r.pos,
 		Time:        time.Unix(0, r.nanos).UTC(),
 	}
-	if len(r.data) > 0 {
-		ev.Data = buf[:len(r.data):len(r.data)]
-	}
-	if len(r.meta) > 0 {
-		ev.Metadata = buf[len(r.data):]
-	}
-	return ev
 }
