@@ -66,10 +66,14 @@ type Store interface {
 
 	// SubscribeStream delivers the events of one stream from opts.From (revision, inclusive):
 	// first those already stored, then each new one as it is appended, in revision order, with
-	// no gap and no duplicate. It never ends by itself: it runs until ctx is done (yielding ctx's
-	// error), the consumer stops, the store is closed ([ErrClosed]) or the stream is tombstoned
-	// ([ErrStreamDeleted]). The stream need not exist yet. A slow consumer never blocks writers:
-	// events wait in storage, not in memory.
+	// no gap and no duplicate. The stream's soft deletion and metadata (maxCount, maxAge,
+	// truncateBefore) move the starting point past the events they hide when the subscription
+	// starts; from there on every event is delivered. It never ends by itself: it runs until
+	// ctx is done (yielding ctx's error), the consumer stops, the store is closed ([ErrClosed])
+	// or the stream is tombstoned (every event written before the tombstone is delivered, then
+	// [ErrStreamDeleted]; subscribing to a tombstoned stream fails at once). The stream need
+	// not exist yet. A slow consumer never blocks writers: events wait in storage, not in
+	// memory.
 	SubscribeStream(ctx context.Context, stream string, opts *SubscribeOptions) iter.Seq2[RecordedEvent, error]
 
 	// SubscribeAll is [Store.SubscribeStream] for the global log: it delivers events from
@@ -83,14 +87,16 @@ type Store interface {
 	GetMetadata(ctx context.Context, stream string) (StreamMetadata, ExpectedRevision, error)
 
 	// SetMetadata records new metadata for stream as an event of [MetaStream](stream). expected
-	// is checked against that metadata stream, not the stream itself. The stream need not exist.
-	// Errors are those of [Store.Append], plus [ErrInvalidArgument] for invalid metadata.
+	// is checked against that metadata stream, not the stream itself (a conflict names the
+	// metadata stream). The stream need not exist. Errors are those of [Store.Append], plus
+	// [ErrInvalidArgument] for invalid metadata.
 	SetMetadata(ctx context.Context, stream string, expected ExpectedRevision, meta StreamMetadata) (AppendResult, error)
 
 	// Delete soft-deletes stream: it then reads as not found and is left out of
 	// [Store.ListStreams], but appending to it again re-creates it and continues its revision
-	// numbers (and only the new events are read). expected is checked against the stream. It
-	// returns the position of the system event that records the deletion, and
+	// numbers (and only the new events are read). It returns the position of the system event
+	// that records the deletion. The checks, in order: [ErrStreamDeleted] for a tombstoned
+	// stream, then expected against the stream ([ErrWrongExpectedVersion]), then
 	// [ErrStreamNotFound] when the stream does not exist or is already deleted.
 	Delete(ctx context.Context, stream string, expected ExpectedRevision) (uint64, error)
 

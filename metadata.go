@@ -18,7 +18,9 @@ const (
 
 // MetaStream returns the name of the system stream that records the metadata, soft deletion
 // and tombstone of stream.
-func MetaStream(stream string) string { return "$meta-" + stream }
+func MetaStream(stream string) string { return metaPrefix + stream }
+
+const metaPrefix = "$meta-"
 
 // StreamMetadata limits what reads of a stream return and carries free-form settings. Reads
 // honour MaxCount, MaxAge and TruncateBefore by leaving out the events they cover; the events

@@ -13,7 +13,9 @@ const End = ^uint64(0)
 
 // ReadOptions shape a read. The zero value (and a nil *ReadOptions) reads everything forwards.
 type ReadOptions struct {
-	// Backwards reads from From towards the start. Set From to [End] to start at the last event.
+	// Backwards reads from From towards the start. Set From to [End] to start at the last
+	// event: left at 0, a backwards read returns only revision 0 of a stream, and nothing of
+	// $all.
 	Backwards bool
 	// From is the first revision (stream) or position ($all) to read, inclusive. Forwards, 0 is
 	// the start; backwards, [End] is the end.
@@ -24,7 +26,8 @@ type ReadOptions struct {
 	// position ($all) below it are read. To read a stream as of revision r, set Until to r+1.
 	Until uint64
 	// AsOf, when not zero, reads the store as it was at that moment: only events recorded at or
-	// before AsOf.
+	// before AsOf. Until and AsOf narrow what a read returns; they never bring back events that
+	// a stream's metadata or soft deletion hides now.
 	AsOf time.Time
 	// Filter keeps only the matching events; nil keeps all.
 	Filter *Filter

@@ -20,6 +20,7 @@ import (
 //     while nothing else was appended to the stream since. Use exact revisions where retries
 //     must be safe under contention.
 //
+// Only the stream's current incarnation counts: events hidden by a soft delete never match.
 // For Exact and NoStream, when the expectation fails and some but not all of the IDs match at
 // that place, the append fails with [ErrWrongExpectedVersion]. For Any and StreamExists an
 // append that is not a repeat of the stream's last events (all IDs, in order) is written.

@@ -41,13 +41,13 @@ func (l Limits) WithDefaults() Limits {
 }
 
 // ValidateStreamID checks the rules every stream id follows: not empty, at most
-// [MaxStreamIDLength] bytes of valid UTF-8, no control characters, and not [AllStream]. It
-// returns an error matching [ErrInvalidArgument].
+// [MaxStreamIDLength] bytes of valid UTF-8 (plus the "$meta-" of a [MetaStream]), no control
+// characters, and not [AllStream]. It returns an error matching [ErrInvalidArgument].
 func ValidateStreamID(stream string) error {
 	switch {
 	case stream == "":
 		return fmt.Errorf("%w: empty stream id", ErrInvalidArgument)
-	case len(stream) > MaxStreamIDLength:
+	case len(stream) > MaxStreamIDLength && !(strings.HasPrefix(stream, metaPrefix) && len(stream) <= len(metaPrefix)+MaxStreamIDLength):
 		return fmt.Errorf("%w: stream id of %d bytes is longer than %d", ErrInvalidArgument, len(stream), MaxStreamIDLength)
 	case stream == AllStream:
 		return fmt.Errorf("%w: %s is the global log, not a stream (use ReadAll or SubscribeAll)", ErrInvalidArgument, AllStream)

@@ -60,6 +60,9 @@ func (s *Store) submit(ctx context.Context, r *request) (annals.AppendResult, er
 	if err := s.failed(); err != nil {
 		return annals.AppendResult{}, err
 	}
+	if err := ctx.Err(); err != nil {
+		return annals.AppendResult{}, err
+	}
 	r.done = make(chan reply, 1)
 	select {
 	case s.reqs <- r:
@@ -583,6 +586,7 @@ func (s *Store) syncWorker(who int) {
 		if err == nil && target > q.durable {
 			q.durable = target
 			s.durable.Store(target)
+			s.mark.set(target)
 		}
 		s.passOnLocked()
 		q.cond.Broadcast()

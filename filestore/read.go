@@ -569,6 +569,8 @@ func (s *Store) allBatchBack(ctx context.Context, from uint64, f *streamFilter, 
 // names in position order.
 func (s *Store) indexBatch(prefix byte, names []string, from, hi uint64, f *streamFilter, c *copier, out []annals.RecordedEvent) ([]annals.RecordedEvent, uint64, error) {
 	var found []rawRecord
+	// frontier is the last position up to which every name's matches were collected.
+	frontier := hi - 1
 	for _, name := range names {
 		lo, up := nameBounds(prefix, name)
 		it, err := s.db.NewIter(&pebble.IterOptions{LowerBound: lo, UpperBound: up})
@@ -580,13 +582,17 @@ func (s *Store) indexBatch(prefix byte, names []string, from, hi uint64, f *stre
 			valid = it.First()
 		}
 		n := 0
-		for ; valid && n < readBatch; valid = it.Next() {
+		for ; valid; valid = it.Next() {
 			r, err := decodeRun(it.Value())
 			if err != nil {
 				it.Close()
 				return out, from, err
 			}
 			if r.firstPos >= hi {
+				break
+			}
+			if n >= readBatch {
+				frontier = min(frontier, r.firstPos-1) // this name has more from here on
 				break
 			}
 			err = s.walkRun(r.offset, r.count, func(rec *rawRecord) bool {
@@ -607,13 +613,11 @@ func (s *Store) indexBatch(prefix byte, names []string, from, hi uint64, f *stre
 	}
 	slices.SortFunc(found, func(a, b rawRecord) int { return cmpUint(a.pos, b.pos) })
 	found = slices.CompactFunc(found, func(a, b rawRecord) bool { return a.pos == b.pos })
-	next := hi
-	if len(found) > readBatch {
-		found = found[:readBatch]
-		next = found[len(found)-1].pos + 1
-	}
 	for i := range found {
 		rec := &found[i]
+		if rec.pos > frontier {
+			break
+		}
 		if !f.asOf.IsZero() && rec.nanos > f.asOf.UnixNano() {
 			return out, hi, nil
 		}
@@ -621,13 +625,15 @@ func (s *Store) indexBatch(prefix byte, names []string, from, hi uint64, f *stre
 			out = append(out, c.event(rec))
 		}
 	}
-	return out, next, nil
+	return out, frontier + 1, nil
 }
 
 // indexBatchBack is indexBatch backwards from position from; it returns the position to
 // continue from, 0 when done.
 func (s *Store) indexBatchBack(prefix byte, names []string, from uint64, f *streamFilter, c *copier, out []annals.RecordedEvent) ([]annals.RecordedEvent, uint64, error) {
 	var found []rawRecord
+	// frontier is the first position down to which every name's matches were collected.
+	frontier := uint64(1)
 	for _, name := range names {
 		lo, up := nameBounds(prefix, name)
 		it, err := s.db.NewIter(&pebble.IterOptions{LowerBound: lo, UpperBound: up})
@@ -635,11 +641,15 @@ func (s *Store) indexBatchBack(prefix byte, names []string, from uint64, f *stre
 			return out, 0, err
 		}
 		n := 0
-		for valid := it.SeekLT(nameKey(prefix, name, from+1)); valid && n < readBatch; valid = it.Prev() {
+		for valid := it.SeekLT(nameKey(prefix, name, from+1)); valid; valid = it.Prev() {
 			r, err := decodeRun(it.Value())
 			if err != nil {
 				it.Close()
 				return out, 0, err
+			}
+			if n >= readBatch {
+				frontier = max(frontier, r.firstPos+uint64(r.count)) // more below here
+				break
 			}
 			err = s.walkRun(r.offset, r.count, func(rec *rawRecord) bool {
 				if rec.pos <= from {
@@ -659,17 +669,15 @@ func (s *Store) indexBatchBack(prefix byte, names []string, from uint64, f *stre
 	}
 	slices.SortFunc(found, func(a, b rawRecord) int { return cmpUint(b.pos, a.pos) })
 	found = slices.CompactFunc(found, func(a, b rawRecord) bool { return a.pos == b.pos })
-	next := uint64(0)
-	if len(found) > readBatch {
-		found = found[:readBatch]
-		next = found[len(found)-1].pos - 1
-	}
 	for i := range found {
+		if found[i].pos < frontier {
+			break
+		}
 		if f.keep(&found[i]) {
 			out = append(out, c.event(&found[i]))
 		}
 	}
-	return out, next, nil
+	return out, frontier - 1, nil
 }
 
 func cmpUint(a, b uint64) int {
@@ -756,7 +764,7 @@ func (s *Store) SubscribeStream(ctx context.Context, stream string, opts *annals
 		from := o.From
 		c := newCopier()
 		var batch []annals.RecordedEvent
-		for {
+		for first := true; ; first = false {
 			if err := s.readLock(); err != nil {
 				yield(annals.RecordedEvent{}, err)
 				return
@@ -764,21 +772,26 @@ func (s *Store) SubscribeStream(ctx context.Context, stream string, opts *annals
 			h := s.head.Load()
 			v, err := s.view(stream, h)
 			s.readUnlock()
-			if err == nil && v.state.tombstoned {
+			if err == nil && first && v.state.tombstoned {
 				err = fmt.Errorf("%w: %q", annals.ErrStreamDeleted, stream)
 			}
 			if err != nil {
 				yield(annals.RecordedEvent{}, err)
 				return
 			}
-			if from == annals.End {
-				from = v.next
-			}
 			f := streamFilter{filter: o.Filter}
-			if v.meta.MaxAge > 0 {
-				f.minAge = time.Now().Add(-v.meta.MaxAge)
+			if first {
+				// Soft deletion and metadata choose where the subscription starts; from
+				// there on it delivers every event.
+				if from == annals.End {
+					from = v.next
+				}
+				from = max(from, v.lowest())
+				if v.meta.MaxAge > 0 {
+					f.minAge = time.Now().Add(-v.meta.MaxAge)
+				}
 			}
-			for from = max(from, v.lowest()); from < v.next; {
+			for from < v.next {
 				if batch, from, err = s.streamBatch(ctx, stream, from, v.next, &f, c, batch[:0]); err != nil {
 					yield(annals.RecordedEvent{}, err)
 					return
@@ -788,6 +801,10 @@ func (s *Store) SubscribeStream(ctx context.Context, stream string, opts *annals
 						return
 					}
 				}
+			}
+			if v.state.tombstoned {
+				yield(annals.RecordedEvent{}, fmt.Errorf("%w: %q was tombstoned", annals.ErrStreamDeleted, stream))
+				return
 			}
 			if err := s.wait(ctx, h); err != nil {
 				yield(annals.RecordedEvent{}, err)

@@ -47,6 +47,7 @@ type Store struct {
 	segs    atomic.Pointer[segmentList]
 	head    atomic.Pointer[head]
 	durable atomic.Uint64 // log offset up to which the log is synced
+	mark    *durableMark  // publishes durable to other processes (see Follow)
 
 	reqs    chan *request
 	closing chan struct{} // closed by Close: stop taking requests
@@ -163,6 +164,10 @@ func (s *Store) open() error {
 	}
 	s.head.Store(&head{pos: mark.nextPos - 1, end: mark.end, changed: make(chan struct{})})
 	s.durable.Store(mark.end)
+	if s.mark, err = openDurableMark(s.logDir); err != nil {
+		return err
+	}
+	s.mark.set(mark.end)
 	s.seq.init(s, mark)
 	s.syncq.init(mark.end, mark.nextPos-1)
 	s.acked.Store(mark.nextPos - 1)
@@ -222,6 +227,10 @@ func (s *Store) release() error {
 			errs = append(errs, seg.close())
 		}
 		s.segs.Store(&segmentList{})
+	}
+	if s.mark != nil {
+		errs = append(errs, s.mark.close())
+		s.mark = nil
 	}
 	if s.lockf != nil {
 		errs = append(errs, s.lockf.Close())
