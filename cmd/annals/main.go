@@ -93,9 +93,8 @@ func (m *Main) newRootCmd() *cobra.Command {
 		Use:   "annals",
 		Short: "Annals event store: append, read, follow, export and import events",
 		Long: `annals works on the embedded event store in a data directory (--data, default
-./annals-data, or $ANNALS_DATA). Only one process may open a data directory at a time: while
-"annals tail" runs, other annals commands on the same directory fail with "in use by another
-process".
+./annals-data, or $ANNALS_DATA). One process at a time may open a data directory; "annals
+tail" reads the log without opening it, so it can follow what other annals commands append.
 
 The global log is named $all; quote it in the shell ('$all'). read and tail work on $all
 when no stream is given.

@@ -268,9 +268,21 @@ func waitFor(t *testing.T, what string, cond func() bool) {
 	}
 }
 
+// TestTail runs tail both ways: on the embedded store each Run opens the directory itself and
+// tail follows the log without opening it (as with separate processes); on a shared store
+// tail subscribes.
 func TestTail(t *testing.T) {
+	for _, mode := range []struct {
+		name   string
+		newEnv func(*testing.T) *env
+	}{{"separate opens", newEnv}, {"one shared store", newSharedEnv}} {
+		t.Run(mode.name, func(t *testing.T) { testTail(t, mode.newEnv) })
+	}
+}
+
+func testTail(t *testing.T, makeEnv func(*testing.T) *env) {
 	t.Run("live until cancelled", func(t *testing.T) {
-		e := newSharedEnv(t)
+		e := makeEnv(t)
 		e.ok("", "append", "cart-1", "Before")
 		ctx, cancel := context.WithCancel(context.Background())
 		defer cancel()
@@ -319,7 +331,7 @@ func TestTail(t *testing.T) {
 	})
 
 	t.Run("from the start, stops at --limit", func(t *testing.T) {
-		e := newSharedEnv(t)
+		e := makeEnv(t)
 		e.ok("", "append", "cart-1", "A")
 		e.ok("", "append", "cart-2", "X")
 		e.ok("", "append", "cart-1", "B")

@@ -6,6 +6,7 @@ import (
 	"iter"
 
 	"github.com/annalsdb/annals"
+	"github.com/annalsdb/annals/filestore"
 	"github.com/spf13/cobra"
 )
 
@@ -147,7 +148,8 @@ revision (stream) or position ($all) N instead, printing the stored events first
 following live, with no gap and no duplicate. The stream need not exist yet. Filters and
 output as for read (see 'annals read --help').
 
-While tail runs it holds the data directory: other annals processes cannot open it.
+tail reads the log directly and takes no lock, so other annals commands can append to the
+same data directory while it runs (unlike metadata and soft deletes, it shows every event).
 
 ` + formatHelp,
 		Example: `  annals tail '$all' --category cart
@@ -163,13 +165,7 @@ While tail runs it holds the data directory: other annals processes cannot open 
 				opts.From = f.from
 			}
 			ctx := cmd.Context()
-			return m.withStore(true, func(s annals.Store) error {
-				var seq iter.Seq2[annals.RecordedEvent, error]
-				if stream == annals.AllStream {
-					seq = s.SubscribeAll(ctx, opts)
-				} else {
-					seq = s.SubscribeStream(ctx, stream, opts)
-				}
+			follow := func(seq iter.Seq2[annals.RecordedEvent, error]) error {
 				p := newPrinter(m.Stdout, f.jsonOut)
 				n := 0
 				for ev, err := range seq {
@@ -190,6 +186,24 @@ While tail runs it holds the data directory: other annals processes cannot open 
 					}
 				}
 				return p.flush()
+			}
+			if m.Open == nil {
+				// The embedded store: follow its log without opening it, so that other annals
+				// processes (append, read) can use the directory meanwhile.
+				if err := m.checkDataDir(); err != nil {
+					return err
+				}
+				fo := &filestore.FollowOptions{From: opts.From, Filter: filter}
+				if stream != annals.AllStream {
+					fo.Stream = stream
+				}
+				return follow(filestore.Follow(ctx, m.dataDir, fo))
+			}
+			return m.withStore(true, func(s annals.Store) error {
+				if stream == annals.AllStream {
+					return follow(s.SubscribeAll(ctx, opts))
+				}
+				return follow(s.SubscribeStream(ctx, stream, opts))
 			})
 		},
 	}
