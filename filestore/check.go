@@ -150,6 +150,10 @@ func checkIndex(ctx context.Context, dir string, segs segmentList, rep *CheckRep
 	if err != nil {
 		return err
 	}
+	if mark.nextPos-1 > rep.LastPosition && rep.TornTail != "" {
+		// What looked like a torn tail had been indexed, so it had been synced.
+		return fmt.Errorf("%w: %s (the index covers it, so it had been synced)", annals.ErrCorrupt, rep.TornTail)
+	}
 	if mark.nextPos-1 > rep.LastPosition {
 		return fmt.Errorf("%w: the index covers positions up to %d but the log ends at %d", annals.ErrCorrupt, mark.nextPos-1, rep.LastPosition)
 	}

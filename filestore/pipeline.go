@@ -14,16 +14,15 @@ import (
 	"github.com/annalsdb/annals"
 )
 
-// The write pipeline:
+// The write pipeline, three goroutines:
 //
-//	sequencer: one goroutine takes requests, checks expectations, assigns revisions, positions
-//	           and time, encodes a group of appends and writes it to the log (page cache)
-//	syncers:   syncWorkers goroutines fdatasync the log; several syncs may be in flight, so a
-//	           group written while one sync runs starts its own at once. A completed sync makes
-//	           everything written before it began durable: the groups up to there are answered
-//	           (in order) and passed on
-//	indexer:   one goroutine stores their index entries (Pebble, unsynced) and publishes the
-//	           new head, which wakes subscribers
+//	sequencer: takes requests, checks expectations, assigns revisions, positions and time,
+//	           and encodes a group of the appends waiting, which it queues for the syncer
+//	syncer:    writes every queued group with one write and makes them durable with one
+//	           fdatasync (group commit), then answers their appends, in order, and passes the
+//	           groups on; meanwhile the sequencer is already encoding the next groups
+//	indexer:   stores their index entries (Pebble, unsynced) and publishes the new head,
+//	           which wakes subscribers
 //
 // An append is answered once its group is durable; reads first wait until the index has caught
 // up with every answered append (Store.visibleHead), so a caller always reads its own writes.
@@ -157,11 +156,9 @@ func (q *sequencer) init(s *Store, mark watermark) {
 }
 
 func (s *Store) start() {
-	s.wg.Add(3 + syncWorkers)
+	s.wg.Add(4)
 	go func() { defer s.wg.Done(); s.seq.run() }()
-	for i := range syncWorkers {
-		go func() { defer s.wg.Done(); s.syncWorker(i) }()
-	}
+	go func() { defer s.wg.Done(); s.syncLoop() }()
 	go func() { defer s.wg.Done(); s.indexLoop(s.syncq.toIndex) }()
 	go func() { defer s.wg.Done(); s.zero.run(s) }()
 }
@@ -484,56 +481,54 @@ func (q *sequencer) flush(g *group) {
 			synced:   q.s.durable.Load(),
 			firstPos: g.lastPos - uint64(g.count) + 1,
 		})
-		if err := q.s.zero.write(g.seg, g.buf, int64(g.off-g.seg.base)); err != nil {
-			err = q.s.fail(fmt.Errorf("write %s: %w", g.seg.path, err))
-			for _, a := range g.acks {
-				a.r.answer(annals.AppendResult{}, err)
-			}
-			return
-		}
 		q.writeOff.Store(g.end())
 		q.written.Add(uint64(len(g.buf)))
-		q.s.zero.poke()
 	} else {
 		g.buf = g.buf[:0]
 	}
 	q.s.pushGroup(g)
 }
 
-// syncWorkers is how many fdatasyncs may be in flight at once. On the machines measured
-// (docs/BENCHMARKS.md) a second concurrent sync made each sync slower and covered fewer
-// appends, so one it is; the pipeline still overlaps the next group's write with the sync.
-const syncWorkers = 1
-
-// syncQueue hands written groups from the sequencer to the sync workers and on, in order.
+// syncQueue hands groups from the sequencer to the syncer, and on to the indexer, in order.
 type syncQueue struct {
 	mu      sync.Mutex
 	cond    sync.Cond
-	queue   []*group // written, not yet passed on, in log order
-	written uint64   // log offset after the last group written
-	started uint64   // the largest log offset a sync has been started for
+	queue   []*group // groups not yet passed on, in log order
+	pending []byte   // the bytes of the queued groups not yet written
+	seg     *segment // the segment pending goes to
+	pendOff uint64   // the log offset of pending
+	written uint64   // log offset after the last group written to the file
+	queued  uint64   // log offset after the last group queued
 	durable uint64   // log offset up to which the log is synced
 	lastPos uint64   // position of the last event of the groups passed on
-	closed  bool     // the sequencer has stopped
-	running int      // sync workers still running
-	toIndex chan []*group
+	// queuedReqs counts the requests in the groups queued; startedReqs is its value when the
+	// last sync started, and lastCovered how many requests that sync covered.
+	queuedReqs, startedReqs, lastCovered uint64
+	closed                               bool // the sequencer has stopped
+	toIndex                              chan []*group
 }
 
 func (q *syncQueue) init(durable, lastPos uint64) {
 	q.cond.L = &q.mu
-	q.written, q.started, q.durable, q.lastPos = durable, durable, durable, lastPos
-	q.running = syncWorkers
+	q.written, q.queued, q.durable, q.lastPos = durable, durable, durable, lastPos
 	q.toIndex = make(chan []*group, 64)
 }
 
-// push adds a written group (or an empty one that only carries answers).
+// pushGroup queues a group (or an empty one that only carries answers) for the syncer.
 func (s *Store) pushGroup(g *group) {
 	q := &s.syncq
 	q.mu.Lock()
 	defer q.mu.Unlock()
 	q.queue = append(q.queue, g)
 	if g.count > 0 {
-		q.written = g.end()
+		if len(q.pending) == 0 {
+			// A new segment is only begun once everything before it is durable, so pending
+			// never spans two segments.
+			q.seg, q.pendOff = g.seg, g.off
+		}
+		q.pending = append(q.pending, g.buf...)
+		q.queued = g.end()
+		q.queuedReqs += uint64(len(g.acks))
 	}
 	s.passOnLocked()
 	q.cond.Broadcast()
@@ -562,34 +557,72 @@ func (s *Store) waitDurable(off uint64) error {
 	return nil
 }
 
-func (s *Store) syncWorker(who int) {
+// syncLoop is the syncer: it writes the queued groups with one write and syncs them with one
+// fdatasync, while the sequencer goes on queueing the next ones. A completed sync makes every
+// group queued before it durable; those are answered at once.
+func (s *Store) syncLoop() {
 	q := &s.syncq
 	q.mu.Lock()
 	defer q.mu.Unlock()
+	var spare []byte
 	for {
-		for !q.closed && q.written <= q.started {
+		for !q.closed && q.queued <= q.written {
 			q.cond.Wait()
 		}
-		if q.written <= q.started {
-			if q.running--; q.running == 0 {
-				s.passOnLocked()
-				close(q.toIndex)
-			}
+		if q.queued <= q.written {
+			s.passOnLocked()
+			close(q.toIndex)
 			return
 		}
-		target := q.written
-		q.started = target
-		seg := q.queue[len(q.queue)-1].seg
+		q.gatherLocked()
+		buf, seg, off := q.pending, q.seg, q.pendOff
+		q.pending, spare = spare[:0], nil
+		target := q.queued
+		q.lastCovered = q.queuedReqs - q.startedReqs
+		q.startedReqs = q.queuedReqs
 		q.mu.Unlock()
-		err := s.datasync(seg, who)
+		err := s.zero.write(seg, buf, int64(off-seg.base))
+		if err != nil {
+			err = s.fail(fmt.Errorf("write %s: %w", seg.path, err))
+		} else {
+			s.zero.poke()
+			err = s.datasync(seg, 0)
+		}
 		q.mu.Lock()
-		if err == nil && target > q.durable {
+		spare = buf
+		q.written = target
+		if err == nil {
 			q.durable = target
 			s.durable.Store(target)
 			s.mark.set(target)
 		}
 		s.passOnLocked()
 		q.cond.Broadcast()
+	}
+}
+
+// maxGather bounds how long a sync waits for more appends; see gatherLocked.
+const maxGather = 200 * time.Microsecond
+
+// gatherLocked waits, briefly, until as many appends are waiting to be synced as the last sync
+// covered. The writers that sync answered usually send their next append within tens of
+// microseconds; a sync that waits for them covers them all, where one that starts at once
+// leaves most of them to the sync after (PostgreSQL's commit_delay, made adaptive). A lone
+// writer never waits: one append is all the last sync covered.
+func (q *syncQueue) gatherLocked() {
+	want := q.lastCovered
+	if want <= 1 || q.closed || q.queuedReqs-q.startedReqs >= want {
+		return
+	}
+	deadline := time.Now().Add(maxGather)
+	t := time.AfterFunc(maxGather, func() {
+		q.mu.Lock()
+		q.cond.Broadcast()
+		q.mu.Unlock()
+	})
+	defer t.Stop()
+	for !q.closed && q.queuedReqs-q.startedReqs < want && time.Now().Before(deadline) {
+		q.cond.Wait()
 	}
 }
 
@@ -806,16 +839,16 @@ func (z *zeroer) run(s *Store) {
 				return
 			}
 		}
-		if err := s.datasync(seg, syncWorkers); err != nil {
+		if err := s.datasync(seg, 1); err != nil {
 			return
 		}
 	}
 }
 
-// datasync syncs seg through the descriptor of syncer who (0 … syncWorkers-1 for the sync
-// workers, syncWorkers for the zeroer); a failure stops the store. Each syncer has its own
-// descriptor because the kernel reports a write-back error once per open file description: a
-// shared one would let one sync swallow the error and another report success for lost data.
+// datasync syncs seg through the descriptor of who (0 for the syncer, 1 for the zeroer); a
+// failure stops the store. Each has its own descriptor because the kernel reports a write-back
+// error once per open file description: a shared one would let the zeroer's sync swallow an
+// error and the syncer's report success for lost data.
 func (s *Store) datasync(seg *segment, who int) error {
 	f, err := seg.syncFile(s.fs, who)
 	if err == nil {
