@@ -325,16 +325,7 @@ func (q *sequencer) decide(g *group, r *request) (annals.AppendResult, error) {
 }
 
 func expectationHolds(st *streamState, e annals.ExpectedRevision) bool {
-	switch e {
-	case annals.Any:
-		return true
-	case annals.NoStream:
-		return !st.exists()
-	case annals.StreamExists:
-		return st.exists()
-	}
-	r, _ := e.Revision()
-	return st.exists() && st.next-1 == r
+	return e.Satisfied(st.exists(), st.next-1)
 }
 
 // repeated reports whether r repeats an append already written at the place its expectation

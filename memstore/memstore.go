@@ -100,16 +100,7 @@ func (st *streamState) actual() annals.ExpectedRevision {
 
 // holds reports whether the stream is in the state e expects.
 func (st *streamState) holds(e annals.ExpectedRevision) bool {
-	switch e {
-	case annals.Any:
-		return true
-	case annals.NoStream:
-		return !st.exists()
-	case annals.StreamExists:
-		return st.exists()
-	}
-	r, _ := e.Revision()
-	return st.exists() && st.next()-1 == r
+	return e.Satisfied(st.exists(), st.next()-1)
 }
 
 // New returns an empty store. A nil opts means the defaults.
