@@ -82,18 +82,24 @@ func checkLog(ctx context.Context, segs segmentList, rep *CheckReport) error {
 			if err := ctx.Err(); err != nil {
 				return err
 			}
-			g, err := validGroup(seg.data[off:], seg.base+uint64(off))
+			at := seg.base + uint64(off)
+			g, err := validGroup(seg.data[off:], at)
 			if err == nil && g == nil {
 				break
 			}
+			var recs []rawRecord
 			if err == nil {
-				err = checkGroup(g, seg, off, next, &nextPos, &lastNanos)
+				_, recs, err = decodeGroup(g, at)
 			}
 			if err != nil {
+				// The bytes are bad: a torn tail if nothing after shows them synced.
 				if i == len(segs)-1 && !syncedLater(seg, uint64(off)) {
 					rep.TornTail = fmt.Sprintf("%s offset %d: %v", seg.path, off, err)
 					break
 				}
+				return fmt.Errorf("segment %s offset %d: %w", seg.path, off, err)
+			}
+			if err := checkRecords(recs, next, &nextPos, &lastNanos); err != nil {
 				return fmt.Errorf("segment %s offset %d: %w", seg.path, off, err)
 			}
 			rep.Bytes += int64(len(g))
@@ -106,18 +112,11 @@ func checkLog(ctx context.Context, segs segmentList, rep *CheckReport) error {
 	return nil
 }
 
-func checkGroup(g []byte, seg *segment, off int, next map[string]uint64, nextPos *uint64, lastNanos *int64) error {
-	h, _ := parseGroupHeader(g)
-	if h.count > 0 && h.firstPos != *nextPos {
-		return fmt.Errorf("%w: group starts at position %d, want %d", annals.ErrCorrupt, h.firstPos, *nextPos)
-	}
-	body := g[groupHeaderSize:]
-	at := 0
-	for j := uint32(0); j < h.count; j++ {
-		rec, err := decodeRecord(body[at:])
-		if err != nil {
-			return fmt.Errorf("%w: record %d: %v", annals.ErrCorrupt, j, err)
-		}
+// checkRecords checks that a group's records continue the log: positions without a gap, each
+// stream's revisions without a gap, times that never decrease.
+func checkRecords(recs []rawRecord, next map[string]uint64, nextPos *uint64, lastNanos *int64) error {
+	for j := range recs {
+		rec := &recs[j]
 		stream := string(rec.stream)
 		switch {
 		case rec.pos != *nextPos:
@@ -130,7 +129,6 @@ func checkGroup(g []byte, seg *segment, off int, next map[string]uint64, nextPos
 		next[stream] = rec.rev + 1
 		*nextPos++
 		*lastNanos = rec.nanos
-		at += rec.size
 	}
 	return nil
 }

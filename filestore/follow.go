@@ -181,16 +181,9 @@ func (fl *follower) nextGroup() ([]rawRecord, error) {
 			fl.off = fl.seg.end()
 			continue
 		}
-		h, _ := parseGroupHeader(g)
-		recs := make([]rawRecord, 0, h.count)
-		at := groupHeaderSize
-		for range h.count {
-			rec, err := decodeRecord(g[at:])
-			if err != nil {
-				return nil, fmt.Errorf("%w: %s offset %d: %v", annals.ErrCorrupt, fl.seg.path, local+uint64(at), err)
-			}
-			recs = append(recs, rec)
-			at += rec.size
+		_, recs, err := decodeGroup(g, fl.off)
+		if err != nil {
+			return nil, fmt.Errorf("%s: %w", fl.seg.path, err)
 		}
 		fl.off += uint64(len(g))
 		return recs, nil

@@ -85,29 +85,32 @@ func decodeRun(b []byte) (run, error) {
 
 // streamIndexState is the stored state of a stream beyond its events.
 type streamIndexState struct {
-	base       uint64 // first revision of the current incarnation (after a soft delete)
-	tombstoned bool
-	metaOffset uint64 // log offset of the latest $metadata record; 0 for none
+	base         uint64 // first revision of the current incarnation (after a soft delete)
+	tombstonePos uint64 // position of the $tombstone event; 0 for none
+	metaOffset   uint64 // log offset of the latest $metadata record; 0 for none
+}
+
+// tombstonedAt reports whether the stream is tombstoned as of position pos.
+func (s streamIndexState) tombstonedAt(pos uint64) bool {
+	return s.tombstonePos != 0 && s.tombstonePos <= pos
 }
 
 func (s streamIndexState) encode() []byte {
-	b := make([]byte, 17)
+	b := make([]byte, 24)
 	binary.LittleEndian.PutUint64(b, s.base)
-	if s.tombstoned {
-		b[8] = 1
-	}
-	binary.LittleEndian.PutUint64(b[9:], s.metaOffset)
+	binary.LittleEndian.PutUint64(b[8:], s.tombstonePos)
+	binary.LittleEndian.PutUint64(b[16:], s.metaOffset)
 	return b
 }
 
 func decodeStreamIndexState(b []byte) (streamIndexState, error) {
-	if len(b) != 17 {
-		return streamIndexState{}, fmt.Errorf("%w: stream state of %d bytes, want 17 (rebuild the index: delete the index directory)", annals.ErrCorrupt, len(b))
+	if len(b) != 24 {
+		return streamIndexState{}, fmt.Errorf("%w: stream state of %d bytes, want 24 (rebuild the index: delete the index directory)", annals.ErrCorrupt, len(b))
 	}
 	return streamIndexState{
-		base:       binary.LittleEndian.Uint64(b),
-		tombstoned: b[8] == 1,
-		metaOffset: binary.LittleEndian.Uint64(b[9:]),
+		base:         binary.LittleEndian.Uint64(b),
+		tombstonePos: binary.LittleEndian.Uint64(b[8:]),
+		metaOffset:   binary.LittleEndian.Uint64(b[16:]),
 	}, nil
 }
 
@@ -178,47 +181,38 @@ func (ix *indexBuilder) state(stream string) (streamIndexState, error) {
 	return getStreamState(ix.db, stream)
 }
 
-// addGroup indexes the group whose bytes are g, at log offset off. The group must be valid and
-// its first position must be the next one expected.
-func (ix *indexBuilder) addGroup(g []byte, off uint64) error {
-	h, ok := parseGroupHeader(g)
-	if !ok {
-		return fmt.Errorf("%w: bad group header at log offset %d", annals.ErrCorrupt, off)
-	}
-	if h.count == 0 {
-		ix.mark.end = off + uint64(groupHeaderSize) + uint64(h.bodyLen)
+// addGroup indexes a group decoded by decodeGroup, at log offset off. Its first position must
+// be the next one expected. An error leaves the builder unusable: the caller must not commit.
+func (ix *indexBuilder) addGroup(h groupHeader, recs []rawRecord, off uint64) error {
+	end := off + uint64(groupHeaderSize) + uint64(h.bodyLen)
+	if len(recs) == 0 {
+		ix.mark.end = end
 		return nil
 	}
-	if h.firstPos != ix.mark.nextPos {
-		return fmt.Errorf("%w: group at log offset %d starts at position %d, want %d", annals.ErrCorrupt, off, h.firstPos, ix.mark.nextPos)
+	for i := range recs {
+		if want := ix.mark.nextPos + uint64(i); recs[i].pos != want {
+			return fmt.Errorf("%w: record %d of the group at log offset %d has position %d, want %d", annals.ErrCorrupt, i, off, recs[i].pos, want)
+		}
 	}
 	ix.batch.Set(groupKey(h.firstPos), binary.LittleEndian.AppendUint64(nil, off), nil)
-	body := g[groupHeaderSize : groupHeaderSize+int(h.bodyLen)]
 	streams, cats, types := runBuilder{prefix: prefixStream}, runBuilder{prefix: prefixCategory}, runBuilder{prefix: prefixType}
-	at := 0
-	for i := uint32(0); i < h.count; i++ {
-		recOff := off + uint64(groupHeaderSize+at)
-		rec, err := decodeRecord(body[at:])
-		if err != nil {
-			return fmt.Errorf("%w: record %d of the group at log offset %d: %v", annals.ErrCorrupt, i, off, err)
-		}
-		if rec.pos != ix.mark.nextPos {
-			return fmt.Errorf("%w: record at log offset %d has position %d, want %d", annals.ErrCorrupt, recOff, rec.pos, ix.mark.nextPos)
-		}
-		streams.add(ix.batch, rec.stream, &rec, recOff)
-		cats.add(ix.batch, []byte(annals.Category(string(rec.stream))), &rec, recOff)
-		types.add(ix.batch, rec.typ, &rec, recOff)
-		if err := ix.trackState(&rec, recOff); err != nil {
+	recOff := off + groupHeaderSize
+	for i := range recs {
+		rec := &recs[i]
+		streams.add(ix.batch, rec.stream, rec, recOff)
+		cats.add(ix.batch, []byte(annals.Category(string(rec.stream))), rec, recOff)
+		types.add(ix.batch, rec.typ, rec, recOff)
+		if err := ix.trackState(rec, recOff); err != nil {
 			return err
 		}
-		at += rec.size
+		recOff += uint64(rec.size)
 		ix.mark.nextPos++
 		ix.mark.lastNanos = rec.nanos
 	}
 	streams.flush(ix.batch)
 	cats.flush(ix.batch)
 	types.flush(ix.batch)
-	ix.mark.end = off + uint64(groupHeaderSize) + uint64(h.bodyLen)
+	ix.mark.end = end
 	return nil
 }
 
@@ -284,7 +278,7 @@ func (ix *indexBuilder) trackState(rec *rawRecord, off uint64) error {
 		}
 		st.base = d.Revision + 1
 	case annals.TombstoneEventType:
-		st.tombstoned = true
+		st.tombstonePos = rec.pos
 	}
 	ix.states[target] = st
 	return nil

@@ -176,6 +176,10 @@ func (q *sequencer) run() {
 				return
 			}
 		}
+		if len(q.cache) >= q.s.opts.CachedStreams {
+			// Only between groups: a request being decided holds states that must stay.
+			q.evict()
+		}
 		g, err := q.newGroup(r.size)
 		if err != nil {
 			r.answer(annals.AppendResult{}, err)
@@ -423,14 +427,11 @@ func (q *sequencer) state(stream string) (*streamState, error) {
 	if st, ok := q.cache[stream]; ok {
 		return st, nil
 	}
-	if len(q.cache) >= q.s.opts.CachedStreams {
-		q.evict()
-	}
 	stored, err := getStreamState(q.s.db, stream)
 	if err != nil {
 		return nil, fmt.Errorf("read stream state: %w", err)
 	}
-	st := &streamState{base: stored.base, tombstoned: stored.tombstoned}
+	st := &streamState{base: stored.base, tombstoned: stored.tombstonePos != 0}
 	last, found, err := q.s.lastRun(stream)
 	if err != nil {
 		return nil, err
@@ -572,10 +573,13 @@ func (s *Store) syncLoop() {
 		q.lastCovered = q.queuedReqs - q.startedReqs
 		q.startedReqs = q.queuedReqs
 		q.mu.Unlock()
-		err := s.zero.write(seg, buf, int64(off-seg.base))
-		if err != nil {
-			err = s.fail(fmt.Errorf("write %s: %w", seg.path, err))
-		} else {
+		err := s.failed() // after a failure, write nothing more
+		if err == nil {
+			if werr := s.zero.write(seg, buf, int64(off-seg.base)); werr != nil {
+				err = s.fail(fmt.Errorf("write %s: %w", seg.path, werr))
+			}
+		}
+		if err == nil {
 			s.zero.poke()
 			err = s.datasync(seg, 0)
 		}
@@ -623,7 +627,9 @@ func (s *Store) passOnLocked() {
 	q := &s.syncq
 	failure := s.failed()
 	i := 0
-	for i < len(q.queue) && (failure != nil || q.queue[i].end() <= q.durable) {
+	// An empty group only carries the answers to repeated appends, whose originals are in
+	// earlier groups: it may pass as soon as they have.
+	for i < len(q.queue) && (failure != nil || q.queue[i].count == 0 || q.queue[i].end() <= q.durable) {
 		i++
 	}
 	if i == 0 {
@@ -631,21 +637,27 @@ func (s *Store) passOnLocked() {
 	}
 	ready := slices.Clone(q.queue[:i])
 	q.queue = append(q.queue[:0], q.queue[i:]...)
-	if failure == nil {
-		for _, g := range ready {
-			if g.count > 0 {
-				q.lastPos = g.lastPos
-			}
-		}
-		s.acked.Store(q.lastPos)
-	}
 	for _, g := range ready {
-		for _, a := range g.acks {
-			a.r.answer(a.res, failure)
+		if g.count > 0 && g.end() <= q.durable {
+			q.lastPos = g.lastPos
 		}
 	}
-	if failure == nil {
-		q.toIndex <- ready
+	s.acked.Store(q.lastPos)
+	var durable []*group
+	for _, g := range ready {
+		err := failure
+		if g.count > 0 && g.end() <= q.durable {
+			err = nil // it made it to disk before the failure
+		}
+		for _, a := range g.acks {
+			a.r.answer(a.res, err)
+		}
+		if err == nil {
+			durable = append(durable, g)
+		}
+	}
+	if len(durable) > 0 {
+		q.toIndex <- durable
 	}
 }
 
@@ -674,10 +686,16 @@ func (s *Store) indexLoop(in <-chan []*group) {
 		// later failure has stopped the store, so that reads still see them.
 		var err error
 		for _, g := range batch {
-			if g.count > 0 {
-				if err = ix.addGroup(g.buf, g.off); err != nil {
-					break
-				}
+			if g.count == 0 {
+				continue
+			}
+			var h groupHeader
+			var recs []rawRecord
+			if h, recs, err = decodeGroup(g.buf, g.off); err == nil {
+				err = ix.addGroup(h, recs, g.off)
+			}
+			if err != nil {
+				break
 			}
 		}
 		if err == nil {
@@ -735,6 +753,10 @@ func (s *Store) createSegment(base uint64) (*segment, error) {
 	seg := &segment{base: base, size: s.opts.SegmentSize, path: path, f: f}
 	if err := seg.mmap(); err != nil {
 		f.Close()
+		return nil, err
+	}
+	if err := seg.openSyncers(s.fs); err != nil {
+		seg.close()
 		return nil, err
 	}
 	old := *s.segs.Load()
@@ -841,11 +863,7 @@ func (z *zeroer) run(s *Store) {
 // error once per open file description: a shared one would let the zeroer's sync swallow an
 // error and the syncer's report success for lost data.
 func (s *Store) datasync(seg *segment, who int) error {
-	f, err := seg.syncFile(s.fs, who)
-	if err == nil {
-		err = f.Datasync()
-	}
-	if err != nil {
+	if err := seg.syncers[who].Datasync(); err != nil {
 		return s.fail(fmt.Errorf("fdatasync %s: %w", seg.path, err))
 	}
 	return s.failed()

@@ -93,9 +93,10 @@ func (s *Store) scanStream(stream string, from, to uint64, fn func(*rawRecord) b
 		}
 		more := true
 		rev := r.firstRev
+		var mismatch bool
 		if err := s.walkRun(r.offset, r.count, func(rec *rawRecord) bool {
-			if rec.rev != rev {
-				more = false
+			if rec.rev != rev || string(rec.stream) != stream {
+				mismatch = true
 				return false
 			}
 			rev++
@@ -111,8 +112,8 @@ func (s *Store) scanStream(stream string, from, to uint64, fn func(*rawRecord) b
 		}); err != nil {
 			return err
 		}
-		if rev != r.firstRev+uint64(r.count) && more {
-			return fmt.Errorf("%w: stream %q: index and log disagree at revision %d", annals.ErrCorrupt, stream, rev)
+		if mismatch {
+			return fmt.Errorf("%w: stream %q: index and log disagree at revision %d (rebuild the index: delete the index directory)", annals.ErrCorrupt, stream, rev)
 		}
 		if !more {
 			break
@@ -123,9 +124,10 @@ func (s *Store) scanStream(stream string, from, to uint64, fn func(*rawRecord) b
 
 // streamView is what a read needs to know about a stream, as of one head.
 type streamView struct {
-	next  uint64 // the revision after the last visible one
-	state streamIndexState
-	meta  annals.StreamMetadata
+	next       uint64 // the revision after the last visible one
+	state      streamIndexState
+	tombstoned bool // as of the head the view was taken at
+	meta       annals.StreamMetadata
 	// metaRev is the revision of the last event of the meta stream, metaExists whether it has one.
 	metaRev    uint64
 	metaExists bool
@@ -149,6 +151,7 @@ func (s *Store) view(stream string, h *head) (streamView, error) {
 	if v.state, err = getStreamState(s.db, stream); err != nil {
 		return v, err
 	}
+	v.tombstoned = v.state.tombstonedAt(h.pos)
 	if v.next, err = s.visibleNext(stream, h); err != nil {
 		return v, err
 	}
@@ -294,7 +297,7 @@ func validateRead(stream string, o *annals.ReadOptions) error {
 }
 
 func viewError(stream string, v *streamView) error {
-	if v.state.tombstoned {
+	if v.tombstoned {
 		return fmt.Errorf("%w: %q", annals.ErrStreamDeleted, stream)
 	}
 	if !v.exists() {
@@ -734,8 +737,13 @@ func (s *Store) SubscribeAll(ctx context.Context, opts *annals.SubscribeOptions)
 	}
 }
 
-// wait blocks until a head newer than h is published, ctx is done or the store closes.
+// wait blocks until a head newer than h is published, ctx is done, the store closes, or it
+// has failed and h holds every append answered before.
 func (s *Store) wait(ctx context.Context, h *head) error {
+	failed := s.failedCh
+	if h.pos < s.acked.Load() {
+		failed = nil // deliver what was answered before a failure first
+	}
 	select {
 	case <-h.changed:
 		return nil
@@ -743,6 +751,8 @@ func (s *Store) wait(ctx context.Context, h *head) error {
 		return ctx.Err()
 	case <-s.closing:
 		return annals.ErrClosed
+	case <-failed:
+		return s.failed()
 	}
 }
 
@@ -772,7 +782,7 @@ func (s *Store) SubscribeStream(ctx context.Context, stream string, opts *annals
 			h := s.head.Load()
 			v, err := s.view(stream, h)
 			s.readUnlock()
-			if err == nil && first && v.state.tombstoned {
+			if err == nil && first && v.tombstoned {
 				err = fmt.Errorf("%w: %q", annals.ErrStreamDeleted, stream)
 			}
 			if err != nil {
@@ -802,7 +812,7 @@ func (s *Store) SubscribeStream(ctx context.Context, stream string, opts *annals
 					}
 				}
 			}
-			if v.state.tombstoned {
+			if v.tombstoned {
 				yield(annals.RecordedEvent{}, fmt.Errorf("%w: %q was tombstoned", annals.ErrStreamDeleted, stream))
 				return
 			}
@@ -834,7 +844,7 @@ func (s *Store) GetMetadata(ctx context.Context, stream string) (annals.StreamMe
 	if err != nil {
 		return annals.StreamMetadata{}, 0, err
 	}
-	if v.state.tombstoned {
+	if v.tombstoned {
 		return annals.StreamMetadata{}, 0, fmt.Errorf("%w: %q", annals.ErrStreamDeleted, stream)
 	}
 	if !v.metaExists {
@@ -920,7 +930,7 @@ func (s *Store) listBatch(ctx context.Context, prefix, after string) ([]annals.S
 		if err != nil {
 			return out, false, err
 		}
-		if st.tombstoned || next <= st.base {
+		if st.tombstonedAt(h.pos) || next <= st.base {
 			continue
 		}
 		out = append(out, annals.StreamInfo{Stream: stream, Revision: next - 1, Count: next - st.base})

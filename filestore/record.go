@@ -71,6 +71,27 @@ func parseGroupHeader(b []byte) (h groupHeader, ok bool) {
 	}, true
 }
 
+// decodeGroup decodes the records of the group g (from validGroup), checking every checksum.
+// Its errors are about the bytes (a torn write or damage) and match annals.ErrCorrupt; whether
+// the records' positions are the expected ones is the caller's business.
+func decodeGroup(g []byte, off uint64) (groupHeader, []rawRecord, error) {
+	h, _ := parseGroupHeader(g)
+	recs := make([]rawRecord, 0, h.count)
+	at := groupHeaderSize
+	for i := range h.count {
+		rec, err := decodeRecord(g[at:])
+		if err != nil {
+			return h, nil, fmt.Errorf("%w: record %d of the group at log offset %d: %v", annals.ErrCorrupt, i, off, err)
+		}
+		recs = append(recs, rec)
+		at += rec.size
+	}
+	if len(recs) > 0 && recs[0].pos != h.firstPos {
+		return h, nil, fmt.Errorf("%w: the group at log offset %d says it starts at position %d, its first record has %d", annals.ErrCorrupt, off, h.firstPos, recs[0].pos)
+	}
+	return h, recs, nil
+}
+
 // recordSize is the encoded size of an event record.
 func recordSize(stream string, e *annals.Event) int {
 	return recordHeader + fixedPayload + len(stream) + len(e.Type) + len(e.ContentType) + len(e.Data) + len(e.Metadata)

@@ -2,7 +2,6 @@ package filestore
 
 import (
 	"bytes"
-	"encoding/binary"
 	"fmt"
 
 	"github.com/annalsdb/annals"
@@ -24,6 +23,9 @@ func (s *Store) recover() (watermark, error) {
 	if !found {
 		mark = watermark{nextPos: 1, end: segs[0].base}
 	}
+	if last := segs[len(segs)-1]; mark.end > last.end() {
+		return mark, fmt.Errorf("%w: the index covers the log up to offset %d, but the log ends at %d (a segment is missing?)", annals.ErrCorrupt, mark.end, last.end())
+	}
 	ix := newIndexBuilder(s.db, mark)
 	pending := 0
 	for i, seg := range segs {
@@ -36,15 +38,18 @@ func (s *Store) recover() (watermark, error) {
 		}
 		last := i == len(segs)-1
 		for off := ix.mark.end - seg.base; off < uint64(seg.size); off = ix.mark.end - seg.base {
-			rest := seg.data[off:]
-			g, err := validGroup(rest, seg.base+off)
+			at := seg.base + off
+			g, err := validGroup(seg.data[off:], at)
 			if err == nil && g == nil {
 				break // zeros: the end of this segment's data
 			}
+			var h groupHeader
+			var recs []rawRecord
 			if err == nil {
-				err = ix.addGroup(g, seg.base+off)
+				h, recs, err = decodeGroup(g, at)
 			}
 			if err != nil {
+				// The bytes are bad: a torn tail, or damage.
 				if !last {
 					return mark, fmt.Errorf("segment %s offset %d: %w", seg.path, off, err)
 				}
@@ -53,7 +58,10 @@ func (s *Store) recover() (watermark, error) {
 				}
 				break
 			}
-			if pending += int(groupCount(g)); pending >= 64<<10 {
+			if err := ix.addGroup(h, recs, at); err != nil {
+				return mark, fmt.Errorf("segment %s offset %d: %w", seg.path, off, err)
+			}
+			if pending += len(recs); pending >= 64<<10 {
 				if err := ix.commit(); err != nil {
 					return mark, err
 				}
@@ -66,8 +74,6 @@ func (s *Store) recover() (watermark, error) {
 	}
 	return ix.mark, nil
 }
-
-func groupCount(g []byte) uint32 { return binary.LittleEndian.Uint32(g[12:]) }
 
 // validGroup returns the group at the start of b, nil when b holds only zeros (no more groups),
 // or an error matching annals.ErrCorrupt.

@@ -10,7 +10,6 @@ import (
 	"sort"
 	"strconv"
 	"strings"
-	"sync"
 
 	"github.com/annalsdb/annals"
 	"golang.org/x/sys/unix"
@@ -26,25 +25,7 @@ type segment struct {
 	f    File   // open read-write; written only by the sequencer and the zeroer
 	data []byte // read-only map of the whole file
 
-	syncMu  sync.Mutex
-	syncers []File // one descriptor per syncer, opened on first use; see Store.datasync
-}
-
-// syncFile returns syncer who's own descriptor of the segment.
-func (s *segment) syncFile(fsys FS, who int) (File, error) {
-	s.syncMu.Lock()
-	defer s.syncMu.Unlock()
-	for len(s.syncers) <= who {
-		s.syncers = append(s.syncers, nil)
-	}
-	if s.syncers[who] == nil {
-		f, err := fsys.OpenFile(s.path, os.O_RDWR, 0)
-		if err != nil {
-			return nil, err
-		}
-		s.syncers[who] = f
-	}
-	return s.syncers[who], nil
+	syncers [2]File // the syncer's and the zeroer's own descriptors; see Store.datasync
 }
 
 const segmentExt = ".log"
@@ -90,7 +71,26 @@ func openSegment(fsys FS, dir string, base uint64, flag int) (*segment, error) {
 		f.Close()
 		return nil, err
 	}
+	if flag&os.O_RDWR != 0 {
+		if err := s.openSyncers(fsys); err != nil {
+			s.close()
+			return nil, err
+		}
+	}
 	return s, nil
+}
+
+// openSyncers opens the descriptors Store.datasync uses, up front: a descriptor opened after
+// a write-back error would not report it.
+func (s *segment) openSyncers(fsys FS) error {
+	for who := range 2 {
+		f, err := fsys.OpenFile(s.path, os.O_RDWR, 0)
+		if err != nil {
+			return fmt.Errorf("open segment %s: %w", s.path, err)
+		}
+		s.syncers[who] = f
+	}
+	return nil
 }
 
 func (s *segment) mmap() error {

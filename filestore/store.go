@@ -49,11 +49,13 @@ type Store struct {
 	durable atomic.Uint64 // log offset up to which the log is synced
 	mark    *durableMark  // publishes durable to other processes (see Follow)
 
-	reqs    chan *request
-	closing chan struct{} // closed by Close: stop taking requests
-	stopped chan struct{} // closed when the pipeline has stopped
-	failure atomic.Pointer[error]
-	wg      sync.WaitGroup
+	reqs     chan *request
+	closing  chan struct{} // closed by Close: stop taking requests
+	stopped  chan struct{} // closed when the pipeline has stopped
+	failure  atomic.Pointer[error]
+	failedCh chan struct{} // closed on the first failure
+	released chan struct{} // closed when Close has released everything
+	wg       sync.WaitGroup
 
 	// readers hold mu for reading while they touch the memory maps or the index; Close takes
 	// it for writing before unmapping.
@@ -104,14 +106,16 @@ func Open(dir string, opts *Options) (*Store, error) {
 		o.CachedStreams = 100_000
 	}
 	s := &Store{
-		dir:     dir,
-		logDir:  filepath.Join(dir, "log"),
-		opts:    o,
-		fs:      o.FS,
-		log:     o.Logger,
-		reqs:    make(chan *request, 1024),
-		closing: make(chan struct{}),
-		stopped: make(chan struct{}),
+		dir:      dir,
+		logDir:   filepath.Join(dir, "log"),
+		opts:     o,
+		fs:       o.FS,
+		log:      o.Logger,
+		reqs:     make(chan *request, 1024),
+		closing:  make(chan struct{}),
+		stopped:  make(chan struct{}),
+		failedCh: make(chan struct{}),
+		released: make(chan struct{}),
 	}
 	if err := s.open(); err != nil {
 		s.release()
@@ -143,6 +147,19 @@ func (s *Store) open() error {
 	if err != nil {
 		return fmt.Errorf("list log segments: %w", err)
 	}
+	if n := len(bases); n > 0 {
+		// A crash while a segment was being created can leave it empty; it holds nothing.
+		path := filepath.Join(s.logDir, segmentName(bases[n-1]))
+		if fi, err := os.Stat(path); err == nil && fi.Size() == 0 {
+			if err := os.Remove(path); err != nil {
+				return fmt.Errorf("remove empty segment: %w", err)
+			}
+			if err := s.fs.SyncDir(s.logDir); err != nil {
+				return fmt.Errorf("remove empty segment: %w", err)
+			}
+			bases = bases[:n-1]
+		}
+	}
 	var segs segmentList
 	for _, base := range bases {
 		seg, err := openSegment(s.fs, s.logDir, base, os.O_RDWR)
@@ -171,8 +188,6 @@ func (s *Store) open() error {
 	s.seq.init(s, mark)
 	s.syncq.init(mark.end, mark.nextPos-1)
 	s.acked.Store(mark.nextPos - 1)
-	s.syncq.init(mark.end, mark.nextPos-1)
-	s.acked.Store(mark.nextPos - 1)
 	return nil
 }
 
@@ -199,6 +214,7 @@ func (s *Store) Close() error {
 	s.mu.Lock()
 	if s.closed {
 		s.mu.Unlock()
+		<-s.released // a concurrent Close is finishing
 		return nil
 	}
 	s.closed = true
@@ -208,6 +224,7 @@ func (s *Store) Close() error {
 	close(s.stopped)
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	defer close(s.released)
 	var err error
 	if s.failure.Load() == nil {
 		err = s.db.Flush()
@@ -243,7 +260,9 @@ func (s *Store) release() error {
 // next Open recovers from the log.
 func (s *Store) fail(err error) error {
 	err = fmt.Errorf("%w: stopped after a storage failure (reopen the store to recover): %v", annals.ErrClosed, err)
-	s.failure.CompareAndSwap(nil, &err)
+	if s.failure.CompareAndSwap(nil, &err) {
+		close(s.failedCh)
+	}
 	return *s.failure.Load()
 }
 
