@@ -428,7 +428,7 @@ func TestErrors(t *testing.T) {
 		{"import with a gap", `{"id":"0190f2b4-5c1e-7a3b-9d2e-4f5a6b7c8d9e","stream":"cart-1","type":"A","revision":5}`, []string{"import"}, 1,
 			`conflict: the file puts revision 5 of stream "cart-1" after revision 1 here`},
 		{"malformed import line", `{"id":`, []string{"import"}, 1, "stdin: line 1: not a JSON event object: unexpected end of JSON"},
-		{"bench", "", []string{"bench"}, 1, "not built yet"},
+		{"bench unknown workload", "", []string{"bench", "--only", "nope"}, 2, "unknown workload"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
