@@ -137,9 +137,11 @@ type sequencer struct {
 	cur       *segment
 	writeOff  atomic.Uint64 // log offset of the next write (read by the zeroer)
 	written   atomic.Uint64 // bytes written since open (read by the zeroer)
-	carry     *request      // a request that did not fit the last group
-	toSync    chan *group
-	synced    chan struct{} // a signal from the syncer after each sync
+	// pendingIDs counts the entries of the cached states' pending lists.
+	pendingIDs int
+	carry      *request // a request that did not fit the last group
+	toSync     chan *group
+	synced     chan struct{} // a signal from the syncer after each sync
 }
 
 const maxGroupBytes = 1 << 20
@@ -176,9 +178,14 @@ func (q *sequencer) run() {
 				return
 			}
 		}
+		// Only between groups: a request being decided holds states that must stay.
 		if len(q.cache) >= q.s.opts.CachedStreams {
-			// Only between groups: a request being decided holds states that must stay.
 			q.evict()
+		}
+		if q.pendingIDs > maxPendingIDs {
+			for _, st := range q.cache {
+				q.prunePending(st)
+			}
 		}
 		g, err := q.newGroup(r.size)
 		if err != nil {
@@ -400,6 +407,7 @@ func (q *sequencer) write(g *group, stream string, st *streamState, events []ann
 		e := &events[i]
 		g.buf = appendRecord(g.buf, q.nextPos, st.next, q.lastNanos, stream, e)
 		st.pending = append(st.pending, idPos{e.ID, q.nextPos})
+		q.pendingIDs++
 		st.lastID = e.ID
 		st.lastPos = q.nextPos
 		g.lastPos = q.nextPos
@@ -417,9 +425,12 @@ func (q *sequencer) prunePending(st *streamState) {
 	for i < len(st.pending) && st.pending[i].pos <= visible {
 		i++
 	}
-	if i > 0 {
+	if i == len(st.pending) {
+		st.pending = nil // let a large append's ids go
+	} else if i > 0 {
 		st.pending = append(st.pending[:0], st.pending[i:]...)
 	}
+	q.pendingIDs -= i
 }
 
 // state returns the sequencer's state of stream, loading it from the index on first use.
@@ -459,10 +470,15 @@ func (q *sequencer) evict() {
 			return
 		}
 		if st.lastPos <= visible {
+			q.pendingIDs -= len(st.pending)
 			delete(q.cache, name)
 		}
 	}
 }
+
+// maxPendingIDs bounds the ids of indexed events that cached states may keep before the
+// sequencer sweeps them all (a state is otherwise pruned only when its stream is written).
+const maxPendingIDs = 1 << 16
 
 // flush writes g to the log and passes it on to the syncer.
 func (q *sequencer) flush(g *group) {
