@@ -70,6 +70,8 @@ func TestAppendRead(t *testing.T) {
 			"4  note-7@0  Noted  TIME  \"hello <world>\"\n"},
 		{"$all by prefix from", []string{"read", "$all", "--prefix", "cart-,order-", "--from", "3"}, false,
 			"3  cart-1@2  ItemRemoved  TIME  {}\n"},
+		{"read --until", []string{"read", "cart-1", "--until", "1"}, false,
+			"1  cart-1@0  ItemAdded  TIME  {\"sku\":\"A1\"}\n"},
 		{"no argument is $all", []string{"read", "--from", "3"}, false, "" +
 			"3  cart-1@2  ItemRemoved  TIME  {}\n" +
 			"4  note-7@0  Noted  TIME  \"hello <world>\"\n"},
@@ -79,6 +81,22 @@ func TestAppendRead(t *testing.T) {
 		if got != s.want {
 			t.Errorf("%s: annals %s:\ngot:\n%s\nwant:\n%s", s.name, strings.Join(s.args, " "), got, s.want)
 		}
+	}
+
+	// --as-of the time of cart-1's second event reads the stream as it was then.
+	var secondAt time.Time
+	e.withStore(func(s annals.Store) {
+		for ev, err := range s.ReadStream(context.Background(), "cart-1", &annals.ReadOptions{From: 1, Limit: 1}) {
+			if err != nil {
+				t.Fatal(err)
+			}
+			secondAt = ev.Time
+		}
+	})
+	args := []string{"read", "cart-1", "--as-of", secondAt.Format(time.RFC3339Nano)}
+	want := "1  cart-1@0  ItemAdded  TIME  {\"sku\":\"A1\"}\n2  cart-1@1  ItemAdded  TIME  {\"sku\":\"B2\"}\n"
+	if got := normalize(e.ok("", args...), true); got != want {
+		t.Errorf("annals %s:\ngot:\n%s\nwant:\n%s", strings.Join(args, " "), got, want)
 	}
 }
 
@@ -390,6 +408,7 @@ func TestErrors(t *testing.T) {
 		{"unknown command", "", []string{"raed"}, 2, `unknown command "raed" (did you mean "read"?`},
 		{"bad flag value", "", []string{"read", "cart-1", "--from", "ten"}, 2, `invalid argument "ten" for "--from"`},
 		{"negative limit", "", []string{"read", "cart-1", "--limit", "-1"}, 2, "--limit -1"},
+		{"bad --as-of", "", []string{"read", "cart-1", "--as-of", "yesterday"}, 2, `--as-of "yesterday": want an RFC 3339 time`},
 		{"no arguments", "", []string{"append"}, 2, "missing arguments: want STREAM TYPE [DATA], or STREAM - (see 'annals append --help')"},
 		{"missing TYPE", "", []string{"append", "cart-1"}, 2, "missing arguments"},
 		{"too many arguments", "", []string{"read", "a", "b"}, 2, "too many arguments"},

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"iter"
+	"time"
 
 	"github.com/annalsdb/annals"
 	"github.com/annalsdb/annals/filestore"
@@ -76,7 +77,9 @@ func streamError(stream string, err error) error {
 
 const readLong = `Read the events of STREAM, or of the global log $all (the default; quote it in the shell:
 '$all'), in order: forwards from the start, or backwards from the end with --backwards.
---from is a revision for a stream and a position for $all, inclusive. $all includes the
+--from is a revision for a stream and a position for $all, inclusive. --until and --as-of
+read the past: only the events below a revision (position for $all), or those recorded by a
+moment. $all includes the
 system events (those of the $meta-… streams). --category, --type and --prefix filter $all;
 each may be repeated or take a comma-separated list. An event passes when its stream matches
 one of the prefixes or categories (if any are given) and its type is one of the types (if
@@ -92,6 +95,8 @@ func (m *Main) newReadCmd() *cobra.Command {
 	var (
 		f         readFlags
 		backwards bool
+		until     uint64
+		asOf      string
 	)
 	cmd := &cobra.Command{
 		Use:   "read [STREAM|$all]",
@@ -99,14 +104,22 @@ func (m *Main) newReadCmd() *cobra.Command {
 		Long:  readLong + formatHelp,
 		Example: `  annals read cart-42
   annals read '$all' --type ItemAdded --limit 10
-  annals read cart-42 --backwards --limit 1 --json`,
+  annals read cart-42 --backwards --limit 1 --json
+  annals read cart-42 --as-of 2026-12-01T08:00:00Z`,
 		Args: argsBetween(0, 1, "[STREAM|$all]"),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			stream, filter, err := f.target(cmd, args)
 			if err != nil {
 				return err
 			}
-			opts := &annals.ReadOptions{Backwards: backwards, From: f.from, Limit: f.limit, Filter: filter}
+			opts := &annals.ReadOptions{Backwards: backwards, From: f.from, Limit: f.limit, Until: until, Filter: filter}
+			if asOf != "" {
+				t, err := time.Parse(time.RFC3339Nano, asOf)
+				if err != nil {
+					return usageErrorf(cmd, "--as-of %q: want an RFC 3339 time such as 2026-12-01T08:00:00Z", asOf)
+				}
+				opts.AsOf = t
+			}
 			if backwards && !cmd.Flags().Changed("from") {
 				opts.From = annals.End
 			}
@@ -133,6 +146,8 @@ func (m *Main) newReadCmd() *cobra.Command {
 	f.register(cmd, "first revision (stream) or position ($all) to read, inclusive (default: the start, or the end with --backwards)",
 		"stop after this many events (0: no limit)")
 	cmd.Flags().BoolVar(&backwards, "backwards", false, "read from --from (default: the end) towards the start")
+	cmd.Flags().Uint64Var(&until, "until", 0, "read only events below this revision (stream) or position ($all): the stream as of revision N is --until N+1")
+	cmd.Flags().StringVar(&asOf, "as-of", "", "read the store as it was at this moment (RFC 3339): only events recorded at or before it")
 	return cmd
 }
 
