@@ -1,0 +1,168 @@
+package projection
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"strconv"
+
+	"github.com/annalsdb/annals"
+)
+
+// CheckpointStreamPrefix starts the names of the streams [Checkpoints] appends to: generation
+// g of projection p keeps its checkpoints in CheckpointStreamPrefix+p+"@"+g, and the active
+// generation in CheckpointStreamPrefix+p. A [Runner] never hands the events of these streams
+// to a handler (so that projections do not feed on each other's checkpoints).
+const CheckpointStreamPrefix = "annals.projection-"
+
+// Event types of the checkpoint streams.
+const (
+	CheckpointEventType = "ProjectionCheckpoint"
+	ActivatedEventType  = "ProjectionActivated"
+)
+
+// CheckpointsOptions configure [NewCheckpoints]. The zero value (and nil) means the defaults.
+type CheckpointsOptions[Tx any] struct {
+	// Tx returns the value handlers get for a batch of generation gen of name (a client, a
+	// directory, …); nil gives them Tx's zero value.
+	Tx func(name string, gen uint64) Tx
+	// Drop removes the read model of generation gen of name; Reset and Activate call it. Nil
+	// means there is nothing to drop.
+	Drop func(ctx context.Context, name string, gen uint64) error
+}
+
+// Checkpoints is a [Store] for read models that live outside it (a cache, files, a search
+// index): it keeps only the checkpoints, as events appended to streams of the event store
+// itself, and lets the handlers write their read model directly. The read model's changes and
+// the checkpoint are not one transaction, so the guarantee is at-least-once: after a crash
+// the events since the last checkpoint are applied again, and handlers must be idempotent
+// (an upsert keyed by the event, a "last position applied" stored with each row, …).
+//
+// Checkpoints are appended to the streams named by [CheckpointStreamPrefix]; the runner does
+// not apply their events, and does not write a checkpoint for a batch made only of them.
+//
+// All methods are safe for concurrent use. Errors are the event store's, wrapped.
+type Checkpoints[Tx any] struct {
+	events annals.Store
+	opts   CheckpointsOptions[Tx]
+}
+
+type checkpointData struct {
+	Checkpoint uint64 `json:"checkpoint"`
+}
+
+type activatedData struct {
+	Generation uint64 `json:"generation"`
+}
+
+// NewCheckpoints returns a Checkpoints over the event store events.
+func NewCheckpoints[Tx any](events annals.Store, opts *CheckpointsOptions[Tx]) *Checkpoints[Tx] {
+	c := &Checkpoints[Tx]{events: events}
+	if opts != nil {
+		c.opts = *opts
+	}
+	return c
+}
+
+func (c *Checkpoints[Tx]) genStream(name string, gen uint64) string {
+	return CheckpointStreamPrefix + name + "@" + strconv.FormatUint(gen, 10)
+}
+
+// last returns the last event of stream, if any.
+func (c *Checkpoints[Tx]) last(ctx context.Context, stream string) (annals.RecordedEvent, bool, error) {
+	for ev, err := range c.events.ReadStream(ctx, stream, &annals.ReadOptions{Backwards: true, From: annals.End, Limit: 1}) {
+		if err != nil {
+			if isNotFound(err) {
+				return annals.RecordedEvent{}, false, nil
+			}
+			return annals.RecordedEvent{}, false, fmt.Errorf("read %s: %w", stream, err)
+		}
+		return ev, true, nil
+	}
+	return annals.RecordedEvent{}, false, nil
+}
+
+// Generation implements [Store.Generation].
+func (c *Checkpoints[Tx]) Generation(ctx context.Context, name string) (uint64, error) {
+	ev, ok, err := c.last(ctx, CheckpointStreamPrefix+name)
+	if err != nil || !ok {
+		return 0, err
+	}
+	var d activatedData
+	if err := json.Unmarshal(ev.Data, &d); err != nil {
+		return 0, fmt.Errorf("%w: %s event %d: %v", annals.ErrCorrupt, ev.Stream, ev.Revision, err)
+	}
+	return d.Generation, nil
+}
+
+// Checkpoint implements [Store.Checkpoint].
+func (c *Checkpoints[Tx]) Checkpoint(ctx context.Context, name string, gen uint64) (uint64, error) {
+	stream := c.genStream(name, gen)
+	ev, ok, err := c.last(ctx, stream)
+	if err != nil || !ok {
+		return 0, err
+	}
+	var d checkpointData
+	if err := json.Unmarshal(ev.Data, &d); err != nil {
+		return 0, fmt.Errorf("%w: %s event %d: %v", annals.ErrCorrupt, ev.Stream, ev.Revision, err)
+	}
+	return d.Checkpoint, nil
+}
+
+// Update implements [Store.Update]: fn runs, then the checkpoint is appended (durable when
+// Update returns, as every append). A failed fn appends nothing, but what it wrote stays.
+func (c *Checkpoints[Tx]) Update(ctx context.Context, name string, gen uint64, checkpoint uint64, fn func(Tx) error) error {
+	var tx Tx
+	if c.opts.Tx != nil {
+		tx = c.opts.Tx(name, gen)
+	}
+	if err := fn(tx); err != nil {
+		return err
+	}
+	return c.write(ctx, c.genStream(name, gen), checkpoint)
+}
+
+func (c *Checkpoints[Tx]) write(ctx context.Context, stream string, checkpoint uint64) error {
+	data, _ := json.Marshal(checkpointData{Checkpoint: checkpoint})
+	_, err := c.events.Append(ctx, stream, annals.Any, annals.Event{Type: CheckpointEventType, Data: data})
+	if err != nil {
+		return fmt.Errorf("append checkpoint to %s: %w", stream, err)
+	}
+	return nil
+}
+
+// Reset implements [Store.Reset]: it calls Drop, then records checkpoint 0.
+func (c *Checkpoints[Tx]) Reset(ctx context.Context, name string, gen uint64) error {
+	if c.opts.Drop != nil {
+		if err := c.opts.Drop(ctx, name, gen); err != nil {
+			return fmt.Errorf("drop generation %d of %q: %w", gen, name, err)
+		}
+	}
+	stream := c.genStream(name, gen)
+	if _, ok, err := c.last(ctx, stream); err != nil || !ok {
+		return err
+	}
+	return c.write(ctx, stream, 0)
+}
+
+// Activate implements [Store.Activate]: it records gen as the active generation, then drops
+// the previously active one (Drop, and its checkpoint back to 0). Unlike the other Stores the
+// two steps are not atomic: a crash between them leaves the old read model for Drop to
+// remove by hand.
+func (c *Checkpoints[Tx]) Activate(ctx context.Context, name string, gen uint64) error {
+	old, err := c.Generation(ctx, name)
+	if err != nil {
+		return err
+	}
+	data, _ := json.Marshal(activatedData{Generation: gen})
+	if _, err := c.events.Append(ctx, CheckpointStreamPrefix+name, annals.Any, annals.Event{Type: ActivatedEventType, Data: data}); err != nil {
+		return fmt.Errorf("append activation of %q: %w", name, err)
+	}
+	if old != gen {
+		return c.Reset(ctx, name, old)
+	}
+	return nil
+}
+
+func isNotFound(err error) bool { return errors.Is(err, annals.ErrStreamNotFound) }

@@ -1,0 +1,171 @@
+package projection_test
+
+import (
+	"context"
+	"fmt"
+	"maps"
+	"strconv"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/annalsdb/annals"
+	"github.com/annalsdb/annals/filestore"
+	"github.com/annalsdb/annals/memstore"
+	"github.com/annalsdb/annals/projection"
+)
+
+// forEachStore runs fn on memstore and on filestore: the toolkit must behave alike on both.
+func forEachStore(t *testing.T, fn func(t *testing.T, s annals.Store)) {
+	t.Run("memstore", func(t *testing.T) {
+		s := memstore.New(nil)
+		t.Cleanup(func() { s.Close() })
+		fn(t, s)
+	})
+	t.Run("filestore", func(t *testing.T) {
+		s, err := filestore.Open(t.TempDir(), nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { s.Close() })
+		fn(t, s)
+	})
+}
+
+// counts is a read model that double-counts any event applied twice.
+type counts struct {
+	per   map[string]int
+	total int
+	last  uint64 // position of the last event applied
+}
+
+func newCounts() *counts { return &counts{per: map[string]int{}} }
+
+// cloneCounts is counts with a Clone method, for Memory's atomic updates.
+type cloneCounts struct{ counts }
+
+func (c *cloneCounts) Clone() *cloneCounts {
+	return &cloneCounts{counts{per: maps.Clone(c.per), total: c.total, last: c.last}}
+}
+
+func countHandler(_ context.Context, c *counts, ev annals.RecordedEvent) error {
+	c.per[ev.Stream]++
+	c.total++
+	c.last = ev.Position
+	return nil
+}
+
+// appendN appends n events of type typ round-robin over streams and returns the last position.
+func appendN(t testing.TB, s annals.Store, streams []string, typ string, n int) uint64 {
+	t.Helper()
+	var last uint64
+	for i := range n {
+		res, err := s.Append(context.Background(), streams[i%len(streams)], annals.Any,
+			annals.Event{Type: typ, Data: []byte(`{"i":` + strconv.Itoa(i) + `}`)})
+		if err != nil {
+			t.Fatalf("append: %v", err)
+		}
+		last = res.Position
+	}
+	return last
+}
+
+// appendBatches appends n events in appends of up to 100 events each.
+func appendBatches(t testing.TB, s annals.Store, streams []string, typ string, n int) uint64 {
+	t.Helper()
+	var last uint64
+	for i := 0; i < n; {
+		k := min(100, n-i)
+		evs := make([]annals.Event, k)
+		for j := range evs {
+			evs[j] = annals.Event{Type: typ, Data: []byte(`{}`)}
+		}
+		res, err := s.Append(context.Background(), streams[(i/100)%len(streams)], annals.Any, evs...)
+		if err != nil {
+			t.Fatalf("append: %v", err)
+		}
+		last = res.Position
+		i += k
+	}
+	return last
+}
+
+// expected folds the log the way countHandler does, in one pass: the oracle.
+func expected(t testing.TB, s annals.Store, f *annals.Filter) *counts {
+	t.Helper()
+	c := newCounts()
+	for ev, err := range s.ReadAll(context.Background(), &annals.ReadOptions{Filter: f}) {
+		if err != nil {
+			t.Fatal(err)
+		}
+		countHandler(context.Background(), c, ev)
+	}
+	return c
+}
+
+// start runs r in the background until the test ends; the returned stop cancels it and
+// returns Run's error.
+func start[Tx any](t *testing.T, r *projection.Runner[Tx]) (stop func() error) {
+	t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- r.Run(ctx) }()
+	var once sync.Once
+	var err error
+	stop = func() error {
+		once.Do(func() {
+			cancel()
+			err = <-done
+		})
+		return err
+	}
+	t.Cleanup(func() { stop() })
+	return stop
+}
+
+func waitCtx(t testing.TB) context.Context {
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	t.Cleanup(cancel)
+	return ctx
+}
+
+// waitState waits until the runner's status satisfies ok, with a deadline.
+func waitState[Tx any](t *testing.T, r *projection.Runner[Tx], what string, ok func(projection.Status) bool) projection.Status {
+	t.Helper()
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		st, err := r.Status(context.Background())
+		if err != nil {
+			t.Fatal(err)
+		}
+		if ok(st) {
+			return st
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("waiting for %s: status %+v", what, st)
+		}
+		time.Sleep(time.Millisecond)
+	}
+}
+
+func readCounts(m *projection.Memory[*counts], name string) (c counts, cp uint64) {
+	m.Read(name, func(model *counts, checkpoint uint64) {
+		c = counts{per: maps.Clone(model.per), total: model.total, last: model.last}
+		cp = checkpoint
+	})
+	return c, cp
+}
+
+func streams(prefix string, n int) []string {
+	out := make([]string, n)
+	for i := range out {
+		out[i] = fmt.Sprintf("%s-%d", prefix, i)
+	}
+	return out
+}
+
+func newMem(t *testing.T) annals.Store {
+	s := memstore.New(nil)
+	t.Cleanup(func() { s.Close() })
+	return s
+}

@@ -1,0 +1,100 @@
+package projection
+
+import (
+	"context"
+	"errors"
+	"fmt"
+
+	"github.com/annalsdb/annals"
+)
+
+// Projection turns events into a read model. Tx is the transaction type of the [Store] that
+// holds the read model: a handler writes the read model through the Tx it is given, so that
+// its changes commit together with the checkpoint.
+type Projection[Tx any] struct {
+	// Name identifies the projection in its Store (checkpoint, generations); it must not be
+	// empty nor contain a NUL byte. Two runners must never run the same name on one Store at
+	// the same time.
+	Name string
+	// Filter selects the events the projection sees; nil sees every event of the log,
+	// including system events ($meta- streams).
+	Filter *annals.Filter
+	// Handle applies one event to the read model. It runs on the runner's goroutine, one event
+	// at a time, in log order. An error stops the projection at that event (see [Runner]); the
+	// transaction it ran in is not committed. Handle must not keep tx after it returns.
+	Handle func(ctx context.Context, tx Tx, ev annals.RecordedEvent) error
+}
+
+// Store holds read models and their checkpoints. A checkpoint is the position of the last
+// event a read model reflects (0: none yet).
+//
+// # Generations
+//
+// Each projection name has numbered generations, each a read model with its own checkpoint,
+// kept apart from the others (a namespace in the Store). One generation is active: the one
+// queries read and [Runner.Run] updates. A projection that was never activated is at
+// generation 0. [Runner.Rebuild] builds generation active+1 beside the active one while the
+// active one keeps serving, then calls Activate, which switches queries to it and drops the
+// old one in one step.
+//
+// Implementations say in their documentation whether Update is atomic (exactly-once effect)
+// and what is durable when it returns. The methods must be safe for concurrent use.
+type Store[Tx any] interface {
+	// Generation returns the active generation of name (0 when none was ever activated).
+	Generation(ctx context.Context, name string) (uint64, error)
+	// Checkpoint returns the checkpoint of generation gen of name, 0 when it has none.
+	Checkpoint(ctx context.Context, name string, gen uint64) (uint64, error)
+	// Update runs fn on generation gen of name and sets its checkpoint, in one transaction:
+	// when fn returns an error, neither its changes nor the checkpoint are kept (unless the
+	// implementation documents otherwise), and Update returns that error.
+	Update(ctx context.Context, name string, gen uint64, checkpoint uint64, fn func(Tx) error) error
+	// Reset drops the read model and the checkpoint of generation gen of name.
+	Reset(ctx context.Context, name string, gen uint64) error
+	// Activate makes gen the active generation of name and drops every other generation of
+	// name, in one step: a query sees either the old generation or the new one.
+	Activate(ctx context.Context, name string, gen uint64) error
+}
+
+// Errors of the package. Check them with errors.Is.
+var (
+	// ErrFailed: the projection stopped at an event its handler failed on; the error is a
+	// [*HandlerError] naming the event.
+	ErrFailed = errors.New("projection: failed")
+	// ErrNotFailed: Retry or Skip was called while the projection was not failed.
+	ErrNotFailed = errors.New("projection: not failed")
+	// ErrBusy: Run or Rebuild was called while another call of the same was running.
+	ErrBusy = errors.New("projection: already running")
+	// ErrInvalid: a projection or options that cannot work (empty name, nil handler, …).
+	ErrInvalid = errors.New("projection: invalid")
+)
+
+// HandlerError is the error of a handler on one event. It matches [ErrFailed].
+type HandlerError struct {
+	Projection string
+	// Event is the event the handler failed on.
+	Event annals.RecordedEvent
+	Err   error
+}
+
+func (e *HandlerError) Error() string {
+	return fmt.Sprintf("projection %q: handler failed on event %d (%s %s@%d): %v",
+		e.Projection, e.Event.Position, e.Event.Type, e.Event.Stream, e.Event.Revision, e.Err)
+}
+
+// Unwrap returns the handler's error.
+func (e *HandlerError) Unwrap() error { return e.Err }
+
+// Is makes errors.Is(err, ErrFailed) true.
+func (e *HandlerError) Is(target error) bool { return target == ErrFailed }
+
+func validateName(name string) error {
+	if name == "" {
+		return fmt.Errorf("%w: empty projection name", ErrInvalid)
+	}
+	for i := 0; i < len(name); i++ {
+		if name[i] == 0 {
+			return fmt.Errorf("%w: projection name %q holds a NUL byte", ErrInvalid, name)
+		}
+	}
+	return nil
+}

@@ -1,0 +1,650 @@
+package projection
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/annalsdb/annals"
+)
+
+// DefaultMaxBatch is the default of [RunnerOptions.MaxBatch].
+const DefaultMaxBatch = 1024
+
+// RunnerOptions tune a [Runner]. The zero value (and nil) means the defaults.
+type RunnerOptions struct {
+	// MaxBatch bounds how many events one Update applies; default [DefaultMaxBatch]. While
+	// catching up, batches are full; live, each batch holds what arrived since the last one
+	// (often one event), so an event is applied as soon as it is delivered. The reader keeps at
+	// most MaxBatch events waiting besides the batch being applied.
+	MaxBatch int
+}
+
+// State is what a [Runner] is doing.
+type State int
+
+const (
+	// StateStopped: Run is not running.
+	StateStopped State = iota
+	// StateCatchingUp: Run is applying events that were already in the log when it started.
+	StateCatchingUp
+	// StateLive: Run has applied every matching event that was in the log when it started and
+	// follows new ones as they are appended.
+	StateLive
+	// StateFailed: a handler failed; Run waits for [Runner.Retry] or [Runner.Skip].
+	StateFailed
+	// StateRebuilding is the state in the Status that [Runner.Rebuild] reports about the
+	// generation it builds.
+	StateRebuilding
+)
+
+func (s State) String() string {
+	switch s {
+	case StateStopped:
+		return "stopped"
+	case StateCatchingUp:
+		return "catching-up"
+	case StateLive:
+		return "live"
+	case StateFailed:
+		return "failed"
+	case StateRebuilding:
+		return "rebuilding"
+	}
+	return fmt.Sprintf("State(%d)", int(s))
+}
+
+// Status describes a projection at one moment.
+type Status struct {
+	Name string
+	// Generation is the active generation (for a Rebuild's progress, the one being built).
+	Generation uint64
+	State      State
+	// Position is the checkpoint: the position of the last event the read model reflects.
+	// With a filter it moves only on matching events.
+	Position uint64
+	// Head is the position of the last event in the log.
+	Head uint64
+	// LagEvents is Head - Position when an event the projection still has to apply lies after
+	// Position, else 0 (the read model is up to date). It counts positions, matching or not.
+	LagEvents uint64
+	// LagSeconds is how long the oldest event the projection still has to apply has been in
+	// the log, 0 when there is none.
+	LagSeconds float64
+	// LastError is the error that stopped the projection: a [*HandlerError] while it is
+	// failed, or the error Run returned. Nil after Retry or Skip.
+	LastError error
+	// FailedEvent is the event the handler failed on, nil unless the projection is failed.
+	FailedEvent *annals.RecordedEvent
+	// Rebuilding reports a [Runner.Rebuild] in progress.
+	Rebuilding bool
+}
+
+// Runner keeps the read model of one projection up to date: it subscribes to the log
+// ($all, with the projection's filter) from the stored checkpoint + 1, applies the events in
+// batches (each batch one [Store.Update]: the handler calls and the checkpoint in one
+// transaction), then follows the log live. All methods are safe for concurrent use.
+//
+// A handler error stops this projection, not the process: Run parks in [StateFailed] with the
+// failing event recorded (see [Status]) and the checkpoint just before it, keeps serving
+// queries from the read model as it was, and waits for the operator's choice: [Runner.Retry]
+// calls the handler on that event again, [Runner.Skip] moves past it without applying it.
+// Errors of the event store or of the target Store end Run instead (it returns them).
+//
+// To find the failing event of a batch exactly, a runner whose batch failed applies the events
+// of that batch again one per transaction before it reports the failure; handlers must
+// therefore tolerate being called again for an event whose transaction was rolled back (which
+// a handler that only writes through its Tx does).
+type Runner[Tx any] struct {
+	events annals.Store
+	target Store[Tx]
+	p      Projection[Tx]
+	max    int
+
+	// applyMu serialises the commits to target and the switch of generations. Lock order:
+	// applyMu, then mu.
+	applyMu sync.Mutex
+	mu      struct {
+		sync.Mutex
+		loaded              bool
+		gen, checkpoint     uint64
+		state               State
+		running, rebuilding bool
+		liveAt              uint64 // the last matching position in the log when Run started
+		lastErr             error
+		failed              *HandlerError
+		skip                uint64        // position to apply without calling the handler
+		isolateUntil        uint64        // apply events up to here one per transaction
+		changed             chan struct{} // closed and replaced at every change
+		resume              chan struct{} // closed to wake a Run parked on a failure
+	}
+}
+
+var errRestart = errors.New("restart the subscription")
+
+// NewRunner returns a runner of p over the log of events, keeping its read model in target.
+// It returns an error matching [ErrInvalid] for an empty or NUL-holding name, a nil handler,
+// or an invalid filter. It does not start anything: call [Runner.Run].
+func NewRunner[Tx any](events annals.Store, target Store[Tx], p Projection[Tx], opts *RunnerOptions) (*Runner[Tx], error) {
+	if err := validateName(p.Name); err != nil {
+		return nil, err
+	}
+	if p.Handle == nil {
+		return nil, fmt.Errorf("%w: projection %q has no handler", ErrInvalid, p.Name)
+	}
+	if err := p.Filter.Validate(); err != nil {
+		return nil, fmt.Errorf("%w: projection %q: %v", ErrInvalid, p.Name, err)
+	}
+	if events == nil || target == nil {
+		return nil, fmt.Errorf("%w: projection %q: nil event store or target store", ErrInvalid, p.Name)
+	}
+	r := &Runner[Tx]{events: events, target: target, p: p, max: DefaultMaxBatch}
+	if opts != nil && opts.MaxBatch > 0 {
+		r.max = opts.MaxBatch
+	}
+	r.mu.changed = make(chan struct{})
+	return r, nil
+}
+
+// Name returns the projection's name.
+func (r *Runner[Tx]) Name() string { return r.p.Name }
+
+// Run applies events until ctx is done, then returns ctx's error. It first catches up from the
+// checkpoint in full batches, then follows the log live. A handler error parks it (see
+// [Runner]); an error of the event store or the target Store makes it return that error
+// (recorded as Status.LastError); it may be called again afterwards. It returns an error
+// matching [ErrBusy] if Run is already running.
+func (r *Runner[Tx]) Run(ctx context.Context) error {
+	r.mu.Lock()
+	if r.mu.running {
+		r.mu.Unlock()
+		return fmt.Errorf("%w: projection %q: Run", ErrBusy, r.p.Name)
+	}
+	r.mu.running = true
+	r.mu.lastErr = nil
+	r.mu.Unlock()
+	err := r.run(ctx)
+	r.mu.Lock()
+	r.mu.running = false
+	r.mu.state = StateStopped
+	if err != nil && ctx.Err() == nil {
+		r.mu.lastErr = err
+	}
+	r.notifyLocked()
+	r.mu.Unlock()
+	return err
+}
+
+func (r *Runner[Tx]) run(ctx context.Context) error {
+	if err := r.load(ctx); err != nil {
+		return err
+	}
+	for {
+		r.mu.Lock()
+		failed := r.mu.failed
+		r.mu.Unlock()
+		if failed != nil {
+			if err := r.park(ctx); err != nil {
+				return err
+			}
+			continue
+		}
+		err := r.follow(ctx)
+		if ctx.Err() != nil {
+			return ctx.Err()
+		}
+		if he, ok := errors.AsType[*HandlerError](err); ok {
+			r.mu.Lock()
+			r.mu.failed = he
+			r.mu.lastErr = he
+			r.mu.Unlock()
+			continue
+		}
+		if !errors.Is(err, errRestart) {
+			return fmt.Errorf("projection %q: %w", r.p.Name, err)
+		}
+	}
+}
+
+// park waits, in StateFailed, for Retry, Skip or a rebuild that fixes the failure.
+func (r *Runner[Tx]) park(ctx context.Context) error {
+	r.mu.Lock()
+	if r.mu.failed == nil {
+		r.mu.Unlock()
+		return nil
+	}
+	resume := make(chan struct{})
+	r.mu.resume = resume
+	r.mu.state = StateFailed
+	r.notifyLocked()
+	r.mu.Unlock()
+	select {
+	case <-resume:
+		return nil
+	case <-ctx.Done():
+		r.mu.Lock()
+		r.mu.resume = nil
+		r.mu.Unlock()
+		return ctx.Err()
+	}
+}
+
+// follow subscribes from the checkpoint + 1 and applies batches until an error.
+func (r *Runner[Tx]) follow(ctx context.Context) error {
+	liveAt, err := r.lastMatching(ctx)
+	if err != nil {
+		return err
+	}
+	r.mu.Lock()
+	cp := r.mu.checkpoint
+	r.mu.liveAt = liveAt
+	r.mu.state = StateCatchingUp
+	if cp >= liveAt {
+		r.mu.state = StateLive
+	}
+	r.notifyLocked()
+	r.mu.Unlock()
+	f := startFeed(ctx, r.events, cp+1, r.p.Filter, r.max)
+	defer f.close()
+	var buf []annals.RecordedEvent
+	for {
+		batch, err := f.next(ctx, buf)
+		if err != nil {
+			return fmt.Errorf("subscribe to the log: %w", err)
+		}
+		if err := r.applyLive(ctx, batch); err != nil {
+			return err
+		}
+		buf = batch
+	}
+}
+
+// applyLive applies batch to the active generation.
+func (r *Runner[Tx]) applyLive(ctx context.Context, batch []annals.RecordedEvent) error {
+	r.applyMu.Lock()
+	defer r.applyMu.Unlock()
+	r.mu.Lock()
+	gen, cp, skip, iso := r.mu.gen, r.mu.checkpoint, r.mu.skip, r.mu.isolateUntil
+	r.mu.Unlock()
+	// After a switch of generations the new one may already hold some of these events.
+	i := 0
+	for i < len(batch) && batch[i].Position <= cp {
+		i++
+	}
+	batch = batch[i:]
+	for len(batch) > 0 {
+		n := len(batch)
+		if batch[0].Position <= iso {
+			n = 1
+		}
+		chunk := batch[:n]
+		last := chunk[n-1].Position
+		if err := r.commit(ctx, gen, chunk, skip); err != nil {
+			he, ok := errors.AsType[*HandlerError](err)
+			if !ok {
+				return fmt.Errorf("update read model: %w", err)
+			}
+			// The store may have kept part of the chunk (see Memory): ask it where it is.
+			cp, cerr := r.target.Checkpoint(ctx, r.p.Name, gen)
+			if cerr != nil {
+				return fmt.Errorf("read checkpoint after a failed update: %w", cerr)
+			}
+			r.mu.Lock()
+			defer r.mu.Unlock()
+			r.mu.checkpoint = cp
+			r.notifyLocked()
+			if n == 1 {
+				return he
+			}
+			r.mu.isolateUntil = last
+			return errRestart
+		}
+		r.mu.Lock()
+		r.mu.checkpoint = last
+		if skip != 0 && skip <= last {
+			r.mu.skip, skip = 0, 0
+		}
+		if iso != 0 && iso <= last {
+			r.mu.isolateUntil, iso = 0, 0
+		}
+		if last >= r.mu.liveAt && r.mu.state == StateCatchingUp {
+			r.mu.state = StateLive
+		}
+		r.notifyLocked()
+		r.mu.Unlock()
+		batch = batch[n:]
+	}
+	return nil
+}
+
+// commit applies chunk to generation gen in one Update, leaving out the event at position
+// skip.
+// A chunk made only of events of checkpoint streams is not committed at all: the checkpoint
+// moves in memory only (a restart applies them again, which costs nothing), so that runners
+// over a [Checkpoints] store do not feed on each other's checkpoints.
+func (r *Runner[Tx]) commit(ctx context.Context, gen uint64, chunk []annals.RecordedEvent, skip uint64) error {
+	needed := false
+	for i := range chunk {
+		if chunk[i].Position == skip || !ignored(&chunk[i]) {
+			needed = true
+			break
+		}
+	}
+	if !needed {
+		return nil
+	}
+	return r.target.Update(ctx, r.p.Name, gen, chunk[len(chunk)-1].Position, func(tx Tx) error {
+		for i := range chunk {
+			if chunk[i].Position == skip || ignored(&chunk[i]) {
+				continue
+			}
+			if err := r.p.Handle(ctx, tx, chunk[i]); err != nil {
+				return &HandlerError{Projection: r.p.Name, Event: chunk[i], Err: err}
+			}
+		}
+		return nil
+	})
+}
+
+// Retry resumes a failed projection at the event its handler failed on, calling the handler
+// again. It returns an error matching [ErrNotFailed] when the projection is not failed. When
+// Run is not running, the next Run retries.
+func (r *Runner[Tx]) Retry() error { return r.resolve(false) }
+
+// Skip resumes a failed projection after the event its handler failed on, without applying
+// it: the checkpoint moves past it with the next batch committed (until then a restart of the
+// process forgets the skip and fails again on the event). It returns an error matching
+// [ErrNotFailed] when the projection is not failed.
+func (r *Runner[Tx]) Skip() error { return r.resolve(true) }
+
+func (r *Runner[Tx]) resolve(skip bool) error {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.mu.failed == nil {
+		return fmt.Errorf("%w: projection %q", ErrNotFailed, r.p.Name)
+	}
+	if skip {
+		r.mu.skip = r.mu.failed.Event.Position
+	}
+	r.clearFailureLocked()
+	return nil
+}
+
+func (r *Runner[Tx]) clearFailureLocked() {
+	r.mu.failed = nil
+	r.mu.lastErr = nil
+	if r.mu.resume != nil {
+		close(r.mu.resume)
+		r.mu.resume = nil
+		r.mu.state = StateCatchingUp
+	}
+	r.notifyLocked()
+}
+
+func (r *Runner[Tx]) notifyLocked() {
+	close(r.mu.changed)
+	r.mu.changed = make(chan struct{})
+}
+
+// load reads the active generation and its checkpoint from the target, once.
+func (r *Runner[Tx]) load(ctx context.Context) error {
+	r.mu.Lock()
+	loaded := r.mu.loaded
+	r.mu.Unlock()
+	if loaded {
+		return nil
+	}
+	r.applyMu.Lock()
+	defer r.applyMu.Unlock()
+	gen, err := r.target.Generation(ctx, r.p.Name)
+	if err != nil {
+		return fmt.Errorf("projection %q: read generation: %w", r.p.Name, err)
+	}
+	cp, err := r.target.Checkpoint(ctx, r.p.Name, gen)
+	if err != nil {
+		return fmt.Errorf("projection %q: read checkpoint: %w", r.p.Name, err)
+	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if !r.mu.loaded {
+		r.mu.loaded, r.mu.gen, r.mu.checkpoint = true, gen, cp
+	}
+	return nil
+}
+
+// lastMatching returns the position of the last event of the log that passes the filter, 0
+// when none does.
+func (r *Runner[Tx]) lastMatching(ctx context.Context) (uint64, error) {
+	for ev, err := range r.events.ReadAll(ctx, &annals.ReadOptions{Backwards: true, From: annals.End, Limit: 1, Filter: r.p.Filter}) {
+		if err != nil {
+			return 0, fmt.Errorf("read the head of the log: %w", err)
+		}
+		return ev.Position, nil
+	}
+	return 0, nil
+}
+
+// firstMatching returns the first event after position after and before until (0: no bound)
+// that passes the filter.
+func (r *Runner[Tx]) firstMatching(ctx context.Context, after, until uint64) (annals.RecordedEvent, bool, error) {
+	for ev, err := range r.events.ReadAll(ctx, &annals.ReadOptions{From: after + 1, Until: until, Limit: 1, Filter: r.p.Filter}) {
+		if err != nil {
+			return annals.RecordedEvent{}, false, fmt.Errorf("read the log: %w", err)
+		}
+		return ev, true, nil
+	}
+	return annals.RecordedEvent{}, false, nil
+}
+
+// Status reports the projection's state, checkpoint and lag; it reads the head of the log
+// from the event store, and returns that read's error or ctx's.
+func (r *Runner[Tx]) Status(ctx context.Context) (Status, error) {
+	if err := r.load(ctx); err != nil {
+		return Status{}, err
+	}
+	r.mu.Lock()
+	st := Status{Name: r.p.Name, Generation: r.mu.gen, State: r.mu.state, Position: r.mu.checkpoint,
+		LastError: r.mu.lastErr, Rebuilding: r.mu.rebuilding}
+	if r.mu.failed != nil {
+		ev := r.mu.failed.Event
+		st.FailedEvent = &ev
+	}
+	r.mu.Unlock()
+	for ev, err := range r.events.ReadAll(ctx, &annals.ReadOptions{Backwards: true, From: annals.End, Limit: 1}) {
+		if err != nil {
+			return st, fmt.Errorf("projection %q: read the head of the log: %w", r.p.Name, err)
+		}
+		st.Head = ev.Position
+	}
+	if st.Head > st.Position {
+		ev, ok, err := r.firstMatching(ctx, st.Position, 0)
+		if err != nil {
+			return st, fmt.Errorf("projection %q: %w", r.p.Name, err)
+		}
+		if ok {
+			st.LagEvents = st.Head - st.Position
+			st.LagSeconds = max(0, time.Since(ev.Time).Seconds())
+		}
+	}
+	return st, nil
+}
+
+// WaitFor returns once the read model reflects every event up to position: when the
+// checkpoint has reached it, or when no event the projection would apply lies between the
+// checkpoint and position (with a filter the checkpoint moves only on matching events). It
+// waits on the runner's progress, not by polling, and returns ctx's error when ctx is done
+// first, or the [*HandlerError] (matching [ErrFailed]) when the projection is failed on an
+// event at or before position. Position is meant to come from an append's result: for a
+// position not yet written, WaitFor returns as soon as the events written so far are applied.
+func (r *Runner[Tx]) WaitFor(ctx context.Context, position uint64) error {
+	if err := r.load(ctx); err != nil {
+		return err
+	}
+	var nextMatch uint64 // a matching event at or before position, known not applied yet
+	for {
+		r.mu.Lock()
+		cp, changed, failed := r.mu.checkpoint, r.mu.changed, r.mu.failed
+		r.mu.Unlock()
+		if cp >= position {
+			return nil
+		}
+		if failed != nil && failed.Event.Position <= position {
+			return failed
+		}
+		if r.p.Filter != nil && cp >= nextMatch {
+			ev, ok, err := r.firstMatching(ctx, cp, position+1)
+			if err != nil {
+				return fmt.Errorf("projection %q: %w", r.p.Name, err)
+			}
+			if !ok {
+				return nil
+			}
+			nextMatch = ev.Position
+		}
+		select {
+		case <-changed:
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}
+}
+
+// Rebuild replays the whole log into a new generation of the read model while the active one
+// keeps serving queries and Run keeps it up to date. Once the new generation has caught up
+// with the active one, Rebuild switches to it atomically ([Store.Activate]: queries read the
+// new generation, the old one is dropped) and Run continues on it. progress, when not nil, is
+// called after every batch with the new generation's status, on Rebuild's goroutine.
+//
+// Rebuild returns when the switch is done, or with an error, after which the active
+// generation is unchanged and the partial new one is dropped: a [*HandlerError] when a handler
+// fails, ctx's error, or the stores' errors. It returns an error matching [ErrBusy] if a
+// rebuild is already running. Run need not be running: the rebuild then switches once it has
+// applied the log as it was when it started.
+func (r *Runner[Tx]) Rebuild(ctx context.Context, progress func(Status)) error {
+	r.mu.Lock()
+	if r.mu.rebuilding {
+		r.mu.Unlock()
+		return fmt.Errorf("%w: projection %q: Rebuild", ErrBusy, r.p.Name)
+	}
+	r.mu.rebuilding = true
+	r.notifyLocked()
+	r.mu.Unlock()
+	defer func() {
+		r.mu.Lock()
+		r.mu.rebuilding = false
+		r.notifyLocked()
+		r.mu.Unlock()
+	}()
+	if err := r.load(ctx); err != nil {
+		return err
+	}
+	r.mu.Lock()
+	gen := r.mu.gen + 1
+	r.mu.Unlock()
+	err := r.rebuild(ctx, gen, progress)
+	if err != nil {
+		// Leave nothing of the failed generation behind (a crash may still do; the next
+		// rebuild resets it first).
+		if rerr := r.target.Reset(context.WithoutCancel(ctx), r.p.Name, gen); rerr != nil {
+			err = errors.Join(err, fmt.Errorf("drop the unfinished generation: %w", rerr))
+		}
+		return fmt.Errorf("projection %q: rebuild generation %d: %w", r.p.Name, gen, err)
+	}
+	return nil
+}
+
+func (r *Runner[Tx]) rebuild(ctx context.Context, gen uint64, progress func(Status)) error {
+	if err := r.target.Reset(ctx, r.p.Name, gen); err != nil {
+		return fmt.Errorf("reset: %w", err)
+	}
+	head, err := r.lastMatching(ctx)
+	if err != nil {
+		return err
+	}
+	var cp uint64
+	report := func(state State) {
+		if progress != nil {
+			h := max(head, cp)
+			progress(Status{Name: r.p.Name, Generation: gen, State: state, Position: cp, Head: h, LagEvents: h - cp, Rebuilding: state == StateRebuilding})
+		}
+	}
+	report(StateRebuilding)
+	if head > 0 {
+		f := startFeed(ctx, r.events, 1, r.p.Filter, r.max)
+		var buf []annals.RecordedEvent
+		for cp < head {
+			batch, err := f.next(ctx, buf)
+			if err != nil {
+				f.close()
+				return fmt.Errorf("subscribe to the log: %w", err)
+			}
+			if err := r.commit(ctx, gen, batch, 0); err != nil {
+				f.close()
+				return err
+			}
+			cp = batch[len(batch)-1].Position
+			report(StateRebuilding)
+			buf = batch
+		}
+		f.close()
+	}
+	// Switch: hold off the live applier, apply what it applied since, activate.
+	r.applyMu.Lock()
+	defer r.applyMu.Unlock()
+	r.mu.Lock()
+	liveCp := r.mu.checkpoint
+	r.mu.Unlock()
+	if liveCp > cp {
+		batch := make([]annals.RecordedEvent, 0, r.max)
+		flush := func() error {
+			if len(batch) == 0 {
+				return nil
+			}
+			if err := r.commit(ctx, gen, batch, 0); err != nil {
+				return err
+			}
+			cp = batch[len(batch)-1].Position
+			batch = batch[:0]
+			return nil
+		}
+		for ev, err := range r.events.ReadAll(ctx, &annals.ReadOptions{From: cp + 1, Until: liveCp + 1, Filter: r.p.Filter}) {
+			if err != nil {
+				return fmt.Errorf("read the log: %w", err)
+			}
+			if batch = append(batch, ev); len(batch) == r.max {
+				if err := flush(); err != nil {
+					return err
+				}
+			}
+		}
+		if err := flush(); err != nil {
+			return err
+		}
+	}
+	if err := r.target.Activate(ctx, r.p.Name, gen); err != nil {
+		return fmt.Errorf("activate: %w", err)
+	}
+	r.mu.Lock()
+	r.mu.gen, r.mu.checkpoint = gen, cp
+	if r.mu.skip != 0 && r.mu.skip <= cp {
+		r.mu.skip = 0
+	}
+	if r.mu.isolateUntil <= cp {
+		r.mu.isolateUntil = 0
+	}
+	if r.mu.failed != nil && r.mu.failed.Event.Position <= cp {
+		r.clearFailureLocked()
+	}
+	r.notifyLocked()
+	r.mu.Unlock()
+	report(StateLive)
+	return nil
+}
+
+// ignored reports an event of a checkpoint stream, which runners never hand to handlers.
+func ignored(ev *annals.RecordedEvent) bool {
+	return strings.HasPrefix(ev.Stream, CheckpointStreamPrefix)
+}
