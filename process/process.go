@@ -1,0 +1,186 @@
+// Package process runs process managers (sagas): long-running processes that react to events
+// by sending commands, remember what they have seen, compensate when a command is refused, and
+// act when a deadline passes with nothing happening (a stock reservation that expires).
+//
+// # The model
+//
+// A [Manager] is a set of pure functions over a state S, one state per process instance:
+//
+//   - Instance says which instance an event belongs to (an order id, say), or that the
+//     manager ignores it.
+//   - React decides, from the instance's state and one [Input], what to do: commands to send,
+//     deadlines to set or cancel. Evolve folds the input into the state.
+//
+// An input is an event from the log, a deadline that came due, or the refusal of a command
+// the instance sent (so that React can compensate).
+//
+// # Durability and exactly-once effects
+//
+// Each instance keeps its own journal, the stream "<Name>-<instance>" (category Name): every
+// input it handled and every deadline it set, cancelled or saw fire. Its state is the fold of
+// that journal, so it is event-sourced and survives restarts. A [Runner] handles one input at
+// a time:
+//
+//  1. it loads the instance's journal and skips the input if the journal already holds it
+//     (deduplication: an event delivered twice is handled once);
+//  2. it asks React what to do and sends the commands, each with an idempotency key derived
+//     from the input and the command's place among the input's commands;
+//  3. it appends the input, the deadlines and the refusals to the journal in one atomic
+//     append with the journal's expected revision.
+//
+// A crash between 2 and 3 makes the input come again after a restart; React decides the same
+// commands from the same state, and their idempotency keys make the command handlers answer
+// the repeats with their first results (package decider does), so every command takes effect
+// once. The runner's checkpoint in the log (see [RunnerOptions]) only saves work on restart:
+// correctness comes from the journal.
+//
+// Deadlines are durable: they are journal events. On start the runner reads the journals of
+// all instances (the category Name) to find the pending ones, and it fires each once it is
+// due, as an input recorded in the journal like any other. A deadline's time is derived from
+// the input that set it (the event's recorded time plus a delay), never from the clock at
+// replay, so replays decide the same.
+//
+// One runner per manager may run at a time (across processes): two would each send the
+// commands (harmlessly, through the idempotency keys) but conflict on the journals.
+package process
+
+import (
+	"context"
+	"crypto/sha1"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"strings"
+	"time"
+
+	"github.com/annalsdb/annals"
+)
+
+// Manager describes a process manager. Every function must be pure: the same state and input
+// give the same result, whenever and however often it is called.
+type Manager[S any] struct {
+	// Name names the manager. Its instances' journals are the streams "<Name>-<instance>",
+	// and Name must not contain "-" (it is their category) or start with "$".
+	Name string
+	// Filter selects the events of the log the manager reacts to; nil means all of them. The
+	// manager's own journals are always left out.
+	Filter *annals.Filter
+	// Instance returns the instance an event belongs to, or false when the manager ignores it.
+	Instance func(ev annals.RecordedEvent) (string, bool)
+	// Initial returns the state of an instance that has handled nothing yet.
+	Initial func() S
+	// React returns what the instance does about in, given its state before in.
+	React func(state S, in Input) []Action
+	// Evolve returns the state after in.
+	Evolve func(state S, in Input) S
+}
+
+// Input is what an instance reacts to: exactly one of Event, Deadline and Refusal is set.
+type Input struct {
+	// Event is an event of the log.
+	Event *annals.RecordedEvent `json:"event,omitempty"`
+	// Deadline is a deadline the instance set that came due.
+	Deadline *Deadline `json:"deadline,omitempty"`
+	// Refusal is a command the instance sent that was refused.
+	Refusal *Refusal `json:"refusal,omitempty"`
+}
+
+// Deadline is a deadline that came due.
+type Deadline struct {
+	Name string    `json:"name"`
+	At   time.Time `json:"at"`
+	// CorrelationID and CausationID come from the event whose input set the deadline; the
+	// commands sent when it comes due carry them.
+	CorrelationID string `json:"correlationId,omitempty"`
+	CausationID   string `json:"causationId,omitempty"`
+}
+
+// Refusal says that a command was refused, and why.
+type Refusal struct {
+	Stream string `json:"stream"`
+	// Command is the command as it was sent, encoded as JSON, and Type its Go type's name
+	// (for messages; decode Command to act on it).
+	Type    string          `json:"type"`
+	Command json.RawMessage `json:"command"`
+	Error   string          `json:"error"`
+}
+
+// Action is something an instance does: a [Send], a [SetDeadline] or a [CancelDeadline].
+type Action interface{ isAction() }
+
+// Send sends Command to the stream Stream through the runner's [Sender].
+type Send struct {
+	Stream  string
+	Command any
+}
+
+// SetDeadline makes the deadline Name come due After the input that sets it (the event's
+// recorded time, or the time of the deadline or refusal being handled). Setting a deadline
+// that is pending moves it.
+type SetDeadline struct {
+	Name  string
+	After time.Duration
+}
+
+// CancelDeadline cancels the pending deadline Name; cancelling one that is not pending does
+// nothing.
+type CancelDeadline struct{ Name string }
+
+func (Send) isAction()           {}
+func (SetDeadline) isAction()    {}
+func (CancelDeadline) isAction() {}
+
+// Command is a command as the runner hands it to a [Sender].
+type Command struct {
+	Stream  string
+	Command any
+	// IdempotencyKey is the same each time the same input makes the same command: pass it to
+	// the command handler so that a repeat is answered with the first result.
+	IdempotencyKey string
+	// CorrelationID and CausationID, for the events the command causes: the correlation of
+	// the event that led to the command (or that event's id when it has none), and that
+	// event's id. For a deadline, that event is the one whose input set the deadline.
+	CorrelationID, CausationID string
+}
+
+// Sender sends commands to their handlers. It returns an error for a command refused (a
+// domain rule, a failed validation) or not handled (an unreachable store); the runner's
+// [RunnerOptions].IsRefusal tells which.
+type Sender func(ctx context.Context, cmd Command) error
+
+// Errors of this package.
+var (
+	// ErrInvalidManager: a Manager with an empty or invalid Name or a nil function.
+	ErrInvalidManager = errors.New("process: invalid manager")
+	// ErrCorrupt: an instance's journal holds an event that does not decode.
+	ErrCorrupt = errors.New("process: journal corrupt")
+)
+
+func (m *Manager[S]) validate() error {
+	switch {
+	case m.Name == "" || m.Name[0] == '$':
+		return fmt.Errorf("%w: name %q: want a non-empty name not starting with $", ErrInvalidManager, m.Name)
+	case strings.Contains(m.Name, "-"):
+		return fmt.Errorf("%w: name %q must not contain \"-\" (it is the category of the journals)", ErrInvalidManager, m.Name)
+	case m.Instance == nil || m.Initial == nil || m.React == nil || m.Evolve == nil:
+		return fmt.Errorf("%w: %q: Instance, Initial, React and Evolve are all required", ErrInvalidManager, m.Name)
+	}
+	return m.Filter.Validate()
+}
+
+// Journal returns the stream of the manager's instance id.
+func (m *Manager[S]) Journal(id string) string { return m.Name + "-" + id }
+
+// derivedID returns a UUID (version 5 form) derived from the parts, so that the same input
+// always gets the same journal event id and command key.
+func derivedID(parts ...string) annals.UUID {
+	h := sha1.New()
+	for _, p := range parts {
+		fmt.Fprintf(h, "%d:%s;", len(p), p)
+	}
+	var u annals.UUID
+	copy(u[:], h.Sum(nil))
+	u[6] = u[6]&0x0f | 0x50
+	u[8] = u[8]&0x3f | 0x80
+	return u
+}

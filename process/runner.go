@@ -1,0 +1,544 @@
+package process
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"iter"
+	"maps"
+	"reflect"
+	"slices"
+	"strconv"
+	"sync"
+	"time"
+
+	"github.com/annalsdb/annals"
+)
+
+// StepEventType is the type of the events of a journal: one per input handled.
+const StepEventType = "ProcessStep"
+
+// maxChain bounds how many refusals one input may lead to, so that a React that answers every
+// refusal with another refused command cannot loop for ever.
+const maxChain = 32
+
+// RunnerOptions configure a [Runner]. The zero value (and nil) gives the defaults.
+type RunnerOptions struct {
+	// IsRefusal tells a command refused (a domain rule or a validation: React gets it as a
+	// [Refusal] input) from one not handled (the store is unreachable: Run stops and returns
+	// the error, and the input is handled again when the runner runs again). The default
+	// counts every error as a refusal except context errors and those matching
+	// [annals.ErrClosed] or [annals.ErrCorrupt].
+	IsRefusal func(error) bool
+	// Now is the clock deadlines are compared with; nil means time.Now.
+	Now func() time.Time
+	// From, when not 0, is the position of the log to follow from instead of the one after
+	// the last event the journals record (to replay events after widening Filter, say).
+	// Events already journaled are recognised and skipped.
+	From uint64
+}
+
+// Runner runs one [Manager]: it follows the log, hands each event to its instance, sends the
+// commands React returns and fires deadlines when they are due. Make one with [NewRunner] and
+// call [Runner.Run]. Its methods are safe for concurrent use.
+type Runner[S any] struct {
+	store annals.Store
+	m     Manager[S]
+	send  Sender
+	opts  RunnerOptions
+
+	mu struct {
+		sync.Mutex
+		instances map[string]*instance[S] // a cache: what is missing is loaded from the journal
+		pending   map[pendingKey]Deadline
+		position  uint64 // the last event of the log handled
+		running   bool
+	}
+}
+
+type instance[S any] struct {
+	id       string
+	state    S
+	revision annals.ExpectedRevision // of the journal: NoStream or Exact
+	handled  map[annals.UUID]bool    // the ids of the journal's events
+	pending  map[string]Deadline     // by name
+}
+
+// step is the data of a journal event.
+type step struct {
+	Input     Input      `json:"input"`
+	Set       []Deadline `json:"set,omitempty"`
+	Cancelled []string   `json:"cancelled,omitempty"`
+}
+
+// NewRunner returns a runner of m that sends commands with send. It returns an error matching
+// [ErrInvalidManager] for an invalid manager.
+func NewRunner[S any](store annals.Store, m Manager[S], send Sender, opts *RunnerOptions) (*Runner[S], error) {
+	if err := m.validate(); err != nil {
+		return nil, err
+	}
+	if send == nil {
+		return nil, fmt.Errorf("%w: %q: no Sender", ErrInvalidManager, m.Name)
+	}
+	r := &Runner[S]{store: store, m: m, send: send}
+	if opts != nil {
+		r.opts = *opts
+	}
+	if r.opts.IsRefusal == nil {
+		r.opts.IsRefusal = defaultIsRefusal
+	}
+	if r.opts.Now == nil {
+		r.opts.Now = time.Now
+	}
+	return r, nil
+}
+
+func defaultIsRefusal(err error) bool {
+	return !errors.Is(err, context.Canceled) && !errors.Is(err, context.DeadlineExceeded) &&
+		!errors.Is(err, annals.ErrClosed) && !errors.Is(err, annals.ErrCorrupt)
+}
+
+// Run follows the log from where the manager's journals say it left off, handling each event
+// and each deadline as it comes due, until ctx is done (it then returns ctx's error) or an
+// input cannot be handled (a command not handled, the store failing: it returns that error,
+// and running again resumes with that input). Only one Run may be in progress at a time.
+func (r *Runner[S]) Run(ctx context.Context) error {
+	r.mu.Lock()
+	if r.mu.running {
+		r.mu.Unlock()
+		return fmt.Errorf("process: %q is already running", r.m.Name)
+	}
+	r.mu.running = true
+	r.mu.instances = make(map[string]*instance[S])
+	r.mu.Unlock()
+	defer func() {
+		r.mu.Lock()
+		r.mu.running = false
+		r.mu.Unlock()
+	}()
+
+	if err := r.recover(ctx); err != nil {
+		return err
+	}
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	events := make(chan annals.RecordedEvent)
+	failed := make(chan error, 1)
+	var wg sync.WaitGroup
+	defer wg.Wait()
+	defer cancel() // runs before wg.Wait: stop the reader, then wait for it
+	r.mu.Lock()
+	from := r.mu.position + 1
+	r.mu.Unlock()
+	if r.opts.From != 0 {
+		from = r.opts.From
+	}
+	wg.Go(func() {
+		for ev, err := range r.store.SubscribeAll(ctx, &annals.SubscribeOptions{From: from, Filter: r.m.Filter}) {
+			if err != nil {
+				failed <- err
+				return
+			}
+			select {
+			case events <- ev:
+			case <-ctx.Done():
+				return
+			}
+		}
+	})
+
+	timer := time.NewTimer(time.Hour)
+	defer timer.Stop()
+	for {
+		if err := r.fireDue(ctx); err != nil {
+			return err
+		}
+		timer.Reset(r.untilNextDeadline())
+		select {
+		case ev := <-events:
+			if err := r.handleEvent(ctx, ev); err != nil {
+				return err
+			}
+		case <-timer.C:
+		case err := <-failed:
+			return err
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}
+}
+
+// recover reads every journal of the manager to find where it left off in the log and which
+// deadlines are pending.
+func (r *Runner[S]) recover(ctx context.Context) error {
+	var position uint64
+	pending := make(map[pendingKey]Deadline)
+	for ev, err := range r.store.ReadAll(ctx, &annals.ReadOptions{Filter: &annals.Filter{Categories: []string{r.m.Name}}}) {
+		if err != nil {
+			return fmt.Errorf("process %q: read the journals: %w", r.m.Name, err)
+		}
+		st, err := decodeStep(ev)
+		if err != nil {
+			return err
+		}
+		id := ev.Stream[len(r.m.Name)+1:]
+		if e := st.Input.Event; e != nil {
+			position = max(position, e.Position)
+		}
+		applyDeadlines(st, func(name string, d Deadline, set bool) {
+			if set {
+				pending[pendingKey{id, name}] = d
+			} else {
+				delete(pending, pendingKey{id, name})
+			}
+		})
+	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.mu.position, r.mu.pending = position, pending
+	return nil
+}
+
+// applyDeadlines calls fn for each change a step makes to the pending deadlines, in order: the
+// deadline it fired goes, then those it cancelled go and those it set come.
+func applyDeadlines(st step, fn func(name string, d Deadline, set bool)) {
+	if d := st.Input.Deadline; d != nil {
+		fn(d.Name, *d, false)
+	}
+	for _, name := range st.Cancelled {
+		fn(name, Deadline{}, false)
+	}
+	for _, d := range st.Set {
+		fn(d.Name, d, true)
+	}
+}
+
+// pendingKey names a pending deadline among those of all instances.
+type pendingKey struct{ instance, name string }
+
+func decodeStep(ev annals.RecordedEvent) (step, error) {
+	var st step
+	if ev.Type != StepEventType {
+		return st, fmt.Errorf("%w: %s@%d has type %q, want %q", ErrCorrupt, ev.Stream, ev.Revision, ev.Type, StepEventType)
+	}
+	if err := json.Unmarshal(ev.Data, &st); err != nil {
+		return st, fmt.Errorf("%w: %s@%d: %v", ErrCorrupt, ev.Stream, ev.Revision, err)
+	}
+	if n := btoi(st.Input.Event != nil) + btoi(st.Input.Deadline != nil) + btoi(st.Input.Refusal != nil); n != 1 {
+		return st, fmt.Errorf("%w: %s@%d: an input with %d parts", ErrCorrupt, ev.Stream, ev.Revision, n)
+	}
+	return st, nil
+}
+
+func btoi(b bool) int {
+	if b {
+		return 1
+	}
+	return 0
+}
+
+func (r *Runner[S]) handleEvent(ctx context.Context, ev annals.RecordedEvent) error {
+	defer func() {
+		r.mu.Lock()
+		r.mu.position = max(r.mu.position, ev.Position)
+		r.mu.Unlock()
+	}()
+	if annals.Category(ev.Stream) == r.m.Name {
+		return nil // the manager's own journals
+	}
+	id, ok := r.m.Instance(ev)
+	if !ok {
+		return nil
+	}
+	return r.handle(ctx, id, Input{Event: &ev}, "event:"+ev.ID.String())
+}
+
+// fireDue handles the deadlines that are due, earliest first.
+func (r *Runner[S]) fireDue(ctx context.Context) error {
+	for {
+		now := r.opts.Now()
+		r.mu.Lock()
+		var due *pendingKey
+		var dueAt Deadline
+		for k, d := range r.mu.pending {
+			if !d.At.After(now) && (due == nil || d.At.Before(dueAt.At)) {
+				due, dueAt = &k, d
+			}
+		}
+		r.mu.Unlock()
+		if due == nil {
+			return nil
+		}
+		id := due.instance
+		key := "deadline:" + dueAt.Name + "@" + dueAt.At.UTC().Format(time.RFC3339Nano)
+		if err := r.handle(ctx, id, Input{Deadline: &dueAt}, key); err != nil {
+			return err
+		}
+	}
+}
+
+// untilNextDeadline returns how long until the earliest pending deadline (an hour at most).
+func (r *Runner[S]) untilNextDeadline() time.Duration {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	wait := time.Hour
+	now := r.opts.Now()
+	for _, d := range r.mu.pending {
+		wait = min(wait, max(d.At.Sub(now), 0))
+	}
+	return wait
+}
+
+// handle handles one input of instance id and the refusals it leads to, and journals them in
+// one append. key identifies the input among all the instance has handled.
+func (r *Runner[S]) handle(ctx context.Context, id string, root Input, key string) error {
+	inst, err := r.instance(ctx, id)
+	if err != nil {
+		return err
+	}
+	journal := r.m.Journal(id)
+	if inst.handled[derivedID(journal, key)] {
+		// Handled already (an event delivered again). A deadline handled already is no longer
+		// pending; forget it here too.
+		if d := root.Deadline; d != nil {
+			r.mu.Lock()
+			delete(r.mu.pending, pendingKey{id, d.Name})
+			r.mu.Unlock()
+		}
+		return nil
+	}
+	q0 := queued{in: root, key: key, base: inputTime(root)}
+	if e := root.Event; e != nil {
+		q0.correlation, q0.causation = correlationOf(*e), e.ID.String()
+	} else if d := root.Deadline; d != nil {
+		q0.correlation, q0.causation = d.CorrelationID, d.CausationID
+	}
+	queue := []queued{q0}
+	state := inst.state
+	pending := maps.Clone(inst.pending)
+	var events []annals.Event
+	for len(queue) > 0 {
+		if len(events) == maxChain {
+			return fmt.Errorf("process %q, instance %q: input %s led to more than %d refusals in a row", r.m.Name, id, key, maxChain)
+		}
+		q := queue[0]
+		queue = queue[1:]
+		st := step{Input: q.in}
+		if d := q.in.Deadline; d != nil {
+			delete(pending, d.Name)
+		}
+		for i, a := range r.m.React(state, q.in) {
+			switch a := a.(type) {
+			case Send:
+				cmd := r.command(journal, q, i, a)
+				err := r.send(ctx, cmd)
+				if err == nil {
+					continue
+				}
+				if !r.opts.IsRefusal(err) {
+					return fmt.Errorf("process %q, instance %q: send %T to %s: %w", r.m.Name, id, a.Command, a.Stream, err)
+				}
+				refusal, err := newRefusal(a, err)
+				if err != nil {
+					return fmt.Errorf("process %q, instance %q: %w", r.m.Name, id, err)
+				}
+				queue = append(queue, queued{in: Input{Refusal: refusal}, key: q.key + "/refusal:" + strconv.Itoa(i), base: q.base, correlation: q.correlation, causation: q.causation})
+			case SetDeadline:
+				d := Deadline{Name: a.Name, At: q.base.Add(a.After).UTC(), CorrelationID: q.correlation, CausationID: q.causation}
+				st.Set = append(st.Set, d)
+				pending[a.Name] = d
+			case CancelDeadline:
+				st.Cancelled = append(st.Cancelled, a.Name)
+				delete(pending, a.Name)
+			default:
+				return fmt.Errorf("%w: %q: React returned a %T, not an Action of this package", ErrInvalidManager, r.m.Name, a)
+			}
+		}
+		state = r.m.Evolve(state, q.in)
+		data, err := json.Marshal(st)
+		if err != nil {
+			return fmt.Errorf("process %q, instance %q: encode the journal step: %w", r.m.Name, id, err)
+		}
+		events = append(events, annals.Event{ID: derivedID(journal, q.key), Type: StepEventType, Data: data})
+	}
+	res, err := r.store.Append(ctx, journal, inst.revision, events...)
+	if err != nil {
+		r.forget(id) // reload from the journal next time
+		return fmt.Errorf("process %q, instance %q: journal: %w", r.m.Name, id, err)
+	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	inst.state, inst.revision, inst.pending = state, annals.Exact(res.Revision), pending
+	for _, e := range events {
+		inst.handled[e.ID] = true
+	}
+	for name := range inst.pending {
+		delete(r.mu.pending, pendingKey{id, name})
+	}
+	if d := root.Deadline; d != nil {
+		delete(r.mu.pending, pendingKey{id, d.Name})
+	}
+	for name, d := range pending {
+		r.mu.pending[pendingKey{id, name}] = d
+	}
+	return nil
+}
+
+// queued is an input waiting in [Runner.handle].
+type queued struct {
+	in   Input
+	key  string    // identifies the input among those of its instance
+	base time.Time // what the deadlines it sets count from
+	// correlation and causation come from the event that led to the input.
+	correlation, causation string
+}
+
+// command returns the i-th command that q makes the instance send.
+func (r *Runner[S]) command(journal string, q queued, i int, a Send) Command {
+	return Command{
+		Stream:         a.Stream,
+		Command:        a.Command,
+		IdempotencyKey: derivedID(journal, q.key, "send:"+strconv.Itoa(i)).String(),
+		CorrelationID:  q.correlation,
+		CausationID:    q.causation,
+	}
+}
+
+// correlationOf returns the correlation id in ev's metadata, or ev's id when it has none.
+func correlationOf(ev annals.RecordedEvent) string {
+	var md struct {
+		CorrelationID string `json:"correlationId"`
+	}
+	if json.Unmarshal(ev.Metadata, &md) == nil && md.CorrelationID != "" {
+		return md.CorrelationID
+	}
+	return ev.ID.String()
+}
+
+func newRefusal(a Send, cause error) (*Refusal, error) {
+	b, err := json.Marshal(a.Command)
+	if err != nil {
+		return nil, fmt.Errorf("encode the refused command %T: %w", a.Command, err)
+	}
+	return &Refusal{Stream: a.Stream, Type: reflect.TypeOf(a.Command).String(), Command: b, Error: cause.Error()}, nil
+}
+
+// inputTime is the time the deadlines an input sets count from.
+func inputTime(in Input) time.Time {
+	switch {
+	case in.Event != nil:
+		return in.Event.Time
+	case in.Deadline != nil:
+		return in.Deadline.At
+	}
+	return time.Time{}
+}
+
+// instance returns the cached instance id, or loads it from its journal.
+func (r *Runner[S]) instance(ctx context.Context, id string) (*instance[S], error) {
+	r.mu.Lock()
+	inst := r.mu.instances[id]
+	r.mu.Unlock()
+	if inst != nil {
+		return inst, nil
+	}
+	inst = &instance[S]{id: id, state: r.m.Initial(), revision: annals.NoStream, handled: map[annals.UUID]bool{}, pending: map[string]Deadline{}}
+	for ev, err := range r.store.ReadStream(ctx, r.m.Journal(id), nil) {
+		if errors.Is(err, annals.ErrStreamNotFound) {
+			break
+		}
+		if err != nil {
+			return nil, fmt.Errorf("process %q: load instance %q: %w", r.m.Name, id, err)
+		}
+		st, err := decodeStep(ev)
+		if err != nil {
+			return nil, err
+		}
+		inst.state = r.m.Evolve(inst.state, st.Input)
+		inst.revision = annals.Exact(ev.Revision)
+		inst.handled[ev.ID] = true
+		applyDeadlines(st, func(name string, d Deadline, set bool) {
+			if set {
+				inst.pending[name] = d
+			} else {
+				delete(inst.pending, name)
+			}
+		})
+	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if len(r.mu.instances) >= maxCached {
+		clear(r.mu.instances) // a cache: dropped instances are loaded again when needed
+	}
+	r.mu.instances[id] = inst
+	return inst, nil
+}
+
+// maxCached bounds the instances a runner keeps in memory.
+const maxCached = 10_000
+
+func (r *Runner[S]) forget(id string) {
+	r.mu.Lock()
+	delete(r.mu.instances, id)
+	r.mu.Unlock()
+}
+
+// State returns the state of instance id as its journal records it.
+func (r *Runner[S]) State(ctx context.Context, id string) (S, error) {
+	inst, err := r.load(ctx, id)
+	if err != nil {
+		var zero S
+		return zero, err
+	}
+	return inst.state, nil
+}
+
+// load reads instance id from its journal, bypassing the cache.
+func (r *Runner[S]) load(ctx context.Context, id string) (*instance[S], error) {
+	fresh := &Runner[S]{store: r.store, m: r.m}
+	fresh.mu.instances = map[string]*instance[S]{}
+	return fresh.instance(ctx, id)
+}
+
+// Status is what a runner has done so far.
+type Status struct {
+	// Position is the last event of the log the runner has handled.
+	Position uint64
+	// Pending are the deadlines waiting to come due, earliest first.
+	Pending []PendingDeadline
+}
+
+// PendingDeadline is a deadline of an instance that has not come due yet.
+type PendingDeadline struct {
+	Instance string
+	Deadline
+}
+
+// Status returns what the runner has done so far (as of the last Run).
+func (r *Runner[S]) Status() Status {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	st := Status{Position: r.mu.position}
+	for k, d := range r.mu.pending {
+		st.Pending = append(st.Pending, PendingDeadline{Instance: k.instance, Deadline: d})
+	}
+	slices.SortFunc(st.Pending, func(a, b PendingDeadline) int { return a.At.Compare(b.At) })
+	return st
+}
+
+// Journal yields the inputs instance id has handled, in order.
+func (r *Runner[S]) Journal(ctx context.Context, id string) iter.Seq2[Input, error] {
+	return func(yield func(Input, error) bool) {
+		for ev, err := range r.store.ReadStream(ctx, r.m.Journal(id), nil) {
+			if err != nil {
+				yield(Input{}, err)
+				return
+			}
+			st, err := decodeStep(ev)
+			if !yield(st.Input, err) || err != nil {
+				return
+			}
+		}
+	}
+}
