@@ -247,3 +247,14 @@ func TestProjectionRebuildWhileQueried(t *testing.T) {
 		}
 	})
 }
+
+func lastPos(t testing.TB, s annals.Store) uint64 {
+	t.Helper()
+	for ev, err := range s.ReadAll(context.Background(), &annals.ReadOptions{Backwards: true, From: annals.End, Limit: 1}) {
+		if err != nil {
+			t.Fatal(err)
+		}
+		return ev.Position
+	}
+	return 0
+}
