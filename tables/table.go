@@ -66,7 +66,9 @@ func (t *Table[T]) Put(tx *Tx, key string, v T) error {
 	if err != nil {
 		return fmt.Errorf("tables: %s: encode row %q: %w", t.name, key, err)
 	}
-	return tx.b.Set(append(t.rowPrefix(tx.prefix), key...), data, nil)
+	k := append(t.rowPrefix(tx.prefix), key...)
+	tx.writes[string(k)] = txWrite{value: data}
+	return tx.b.Set(k, data, nil)
 }
 
 // Delete removes row key in tx (nothing happens if it does not exist). Errors: [ErrInvalid].
@@ -74,7 +76,9 @@ func (t *Table[T]) Delete(tx *Tx, key string) error {
 	if err := t.check(tx); err != nil {
 		return err
 	}
-	return tx.b.Delete(append(t.rowPrefix(tx.prefix), key...), nil)
+	k := append(t.rowPrefix(tx.prefix), key...)
+	tx.writes[string(k)] = txWrite{deleted: true}
+	return tx.b.Delete(k, nil)
 }
 
 // Read returns row key as tx sees it (with the writes of tx), and whether it exists.
@@ -84,7 +88,19 @@ func (t *Table[T]) Read(tx *Tx, key string) (T, bool, error) {
 	if err := t.check(tx); err != nil {
 		return v, false, err
 	}
-	return t.get(tx.b, append(t.rowPrefix(tx.prefix), key...), key)
+	k := append(t.rowPrefix(tx.prefix), key...)
+	if w, ok := tx.writes[string(k)]; ok {
+		if w.deleted {
+			return v, false, nil
+		}
+		if err := json.Unmarshal(w.value, &v); err != nil {
+			return v, false, fmt.Errorf("%w: %s row %q: %v", ErrCorrupt, t.name, key, err)
+		}
+		return v, true, nil
+	}
+	// Not written by tx: what is committed (one runner writes a generation, so nobody
+	// changes it meanwhile).
+	return t.get(tx.db.pdb, k, key)
 }
 
 func (t *Table[T]) get(r pebble.Reader, k []byte, key string) (T, bool, error) {

@@ -210,9 +210,9 @@ func (db *DB) Update(ctx context.Context, name string, gen uint64, checkpoint ui
 		return err
 	}
 	defer db.mu.RUnlock()
-	b := db.pdb.NewIndexedBatch()
+	b := db.pdb.NewBatch()
 	defer b.Close()
-	tx := &Tx{db: db, b: b, name: name, gen: gen, prefix: genPrefix(name, gen)}
+	tx := &Tx{db: db, b: b, name: name, gen: gen, prefix: genPrefix(name, gen), writes: map[string]txWrite{}}
 	err := fn(tx)
 	tx.b = nil // a Tx kept past fn fails instead of writing into a closed batch
 	if err != nil {
@@ -287,6 +287,15 @@ type Tx struct {
 	name   string
 	gen    uint64
 	prefix []byte
+	// writes holds what the Tx wrote, by Pebble key, for Read: the batch itself is not indexed
+	// (cheaper to build), and a key written again in one batch (a running total) is read
+	// from here rather than from Pebble.
+	writes map[string]txWrite
+}
+
+type txWrite struct {
+	value   []byte
+	deleted bool
 }
 
 // Projection returns the name of the projection the Tx writes.
