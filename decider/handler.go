@@ -1,0 +1,402 @@
+package decider
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"iter"
+	"time"
+
+	"github.com/annalsdb/annals"
+	"github.com/annalsdb/annals/codec"
+)
+
+// Handler handles the commands of one [Decider] on the streams of a store: it loads a stream
+// (latest snapshot + the events after it), folds, decides and appends with the exact expected
+// revision, retrying on conflict. It only uses [annals.Store], so it works on every backend.
+// A Handler is safe for concurrent use; commands on different streams do not wait for each
+// other, and concurrent commands on one stream are serialized by the store's expected-revision
+// check (the losers decide again).
+//
+// What a Handler keeps in memory (the state cache) is only an optimisation: several handlers,
+// in one process or many, may serve the same streams.
+//
+// Soft deletion: a stream that no longer exists loads as Initial(), but a stream soft-deleted
+// and re-created is folded from its snapshot or cached state as if it had not been deleted;
+// delete its snapshot stream too, or use a new stream id.
+type Handler[S, C, E any] struct {
+	store       annals.Store
+	reg         *codec.Registry
+	d           Decider[S, C, E]
+	validate    func(C) error
+	maxRetries  int
+	window      int
+	skipUnknown bool
+	onError     func(error)
+	cache       *stateCache[S]
+	snaps       *SnapshotPolicy // nil: none; Store set
+}
+
+// NewHandler returns a handler for d over store, decoding events with reg. It returns an error
+// matching [annals.ErrInvalidArgument] when store, reg or a function of d is nil, or when
+// opts.Snapshots has no Version or neither Every nor MaxBytes.
+func NewHandler[S, C, E any](store annals.Store, reg *codec.Registry, d Decider[S, C, E], opts *Options[C]) (*Handler[S, C, E], error) {
+	if store == nil || reg == nil {
+		return nil, fmt.Errorf("%w: decider: nil store or registry", annals.ErrInvalidArgument)
+	}
+	if d.Initial == nil || d.Decide == nil || d.Evolve == nil {
+		return nil, fmt.Errorf("%w: decider: Initial, Decide and Evolve must all be set", annals.ErrInvalidArgument)
+	}
+	var o Options[C]
+	if opts != nil {
+		o = *opts
+	}
+	h := &Handler[S, C, E]{
+		store: store, reg: reg, d: d,
+		validate:    o.Validate,
+		maxRetries:  o.MaxRetries,
+		window:      o.IdempotencyWindow,
+		skipUnknown: o.SkipUnknownTypes,
+		onError:     o.OnError,
+		cache:       newStateCache[S](o.CacheSize),
+	}
+	switch {
+	case h.maxRetries == 0:
+		h.maxRetries = DefaultMaxRetries
+	case h.maxRetries < 0:
+		h.maxRetries = 0
+	}
+	if h.window <= 0 {
+		h.window = DefaultIdempotencyWindow
+	}
+	if h.onError == nil {
+		h.onError = defaultOnError
+	}
+	if o.Snapshots != nil {
+		p := *o.Snapshots
+		if p.Version == "" {
+			return nil, fmt.Errorf("%w: decider: snapshot policy without a Version", annals.ErrInvalidArgument)
+		}
+		if p.Every == 0 && p.MaxBytes <= 0 {
+			return nil, fmt.Errorf("%w: decider: snapshot policy with neither Every nor MaxBytes", annals.ErrInvalidArgument)
+		}
+		if p.Store == nil {
+			p.Store = NewStreamSnapshots(store, nil)
+		}
+		h.snaps = &p
+	}
+	return h, nil
+}
+
+// Handle validates cmd, loads stream, decides and appends the events decided, and returns
+// what was written. The events' metadata carries opts' correlation id (a fresh one when empty),
+// causation id, idempotency key and extra fields. When the append returns the events are as
+// durable as the store's appends.
+//
+// Errors: [ErrInvalidCommand] (wrapping Validate's error) before anything is read; Decide's
+// error unchanged (nothing written); [ErrTooManyConflicts] after [Options].MaxRetries retries
+// (nothing written by the last attempt); errors matching [codec.ErrUnknownType] or
+// [codec.ErrDecode] for stored events that do not decode, or [codec.ErrUnknownType] /
+// [codec.ErrEncode] for decided events that do not encode; and the store's errors (an append
+// that failed otherwise than by a conflict may or may not have been written, as with
+// [annals.Store.Append]).
+//
+// A command that decides no events appends nothing and returns Written false. With an
+// idempotency key already handled on the stream it decides nothing and returns the first
+// result with Duplicate set.
+func (h *Handler[S, C, E]) Handle(ctx context.Context, stream string, cmd C, opts *CommandOptions) (Result[E], error) {
+	if h.validate != nil {
+		if err := h.validate(cmd); err != nil {
+			return Result[E]{}, fmt.Errorf("%w: %w", ErrInvalidCommand, err)
+		}
+	}
+	var co CommandOptions
+	if opts != nil {
+		co = *opts
+	}
+	if co.CorrelationID == "" {
+		co.CorrelationID = annals.NewUUID().String()
+	}
+	md := codec.Metadata{CorrelationID: co.CorrelationID, CausationID: co.CausationID, IdempotencyKey: co.IdempotencyKey, Extra: co.Extra}
+
+	agg := h.cache.take(stream)
+	read := agg == nil // a cached state is used as is; a conflict brings it up to date
+	if agg == nil {
+		agg = h.fromSnapshot(ctx, stream, SnapshotQuery{})
+	}
+	var conflict error
+	for attempt := 1; ; attempt++ {
+		if read {
+			if err := h.catchUp(ctx, agg, 0, time.Time{}); err != nil {
+				return Result[E]{}, err
+			}
+		}
+		if conflict != nil {
+			if err := h.awaitConflict(ctx, agg, conflict); err != nil {
+				return Result[E]{}, err
+			}
+		}
+		read = true
+		if co.IdempotencyKey != "" {
+			if rec, ok := agg.keys.get(co.IdempotencyKey); ok {
+				h.cache.put(agg)
+				return h.duplicate(ctx, stream, rec)
+			}
+		}
+		events, err := h.d.Decide(agg.state, cmd)
+		if err != nil {
+			h.cache.put(agg)
+			return Result[E]{}, err
+		}
+		if len(events) == 0 {
+			h.cache.put(agg)
+			return Result[E]{Stream: stream, Revision: agg.revision, Position: agg.position}, nil
+		}
+		encoded := make([]annals.Event, len(events))
+		size := 0
+		for i, e := range events {
+			if encoded[i], err = h.reg.Encode(e, md); err != nil {
+				h.cache.put(agg)
+				return Result[E]{}, fmt.Errorf("decider: %q: event %d decided: %w", stream, i, err)
+			}
+			size += len(encoded[i].Data) + len(encoded[i].Metadata)
+		}
+		expected := annals.NoStream
+		if agg.exists {
+			expected = annals.Exact(agg.revision)
+		}
+		ar, err := h.store.Append(ctx, stream, expected, encoded...)
+		if errors.Is(err, annals.ErrWrongExpectedVersion) {
+			if attempt > h.maxRetries {
+				return Result[E]{}, &ConflictError{Stream: stream, Attempts: attempt, Last: err}
+			}
+			conflict = err
+			continue
+		}
+		if err != nil {
+			return Result[E]{}, err
+		}
+		for _, e := range events {
+			agg.state = h.d.Evolve(agg.state, e)
+		}
+		first := ar.Revision + 1 - uint64(len(events))
+		agg.exists, agg.revision, agg.next, agg.position = true, ar.Revision, ar.Revision+1, ar.Position
+		if co.IdempotencyKey != "" {
+			agg.keys.record(co.IdempotencyKey, first, ar.Revision, ar.Position)
+		}
+		agg.sinceSnap += uint64(len(events))
+		agg.sinceBytes += size
+		h.maybeSnapshot(ctx, agg)
+		h.cache.put(agg)
+		return Result[E]{Stream: stream, Revision: ar.Revision, Position: ar.Position, Events: events, Written: true}, nil
+	}
+}
+
+// duplicate returns the result of the command that first used rec's key, reading its events
+// back.
+func (h *Handler[S, C, E]) duplicate(ctx context.Context, stream string, rec IdempotencyRecord) (Result[E], error) {
+	res := Result[E]{Stream: stream, Revision: rec.Last, Position: rec.Position, Duplicate: true}
+	for ev, err := range h.store.ReadStream(ctx, stream, &annals.ReadOptions{From: rec.First, Until: rec.Last + 1}) {
+		if err != nil {
+			if errors.Is(err, annals.ErrStreamNotFound) {
+				break
+			}
+			return Result[E]{}, err
+		}
+		e, _, err := codec.Decode[E](h.reg, ev)
+		if err != nil {
+			if h.skipUnknown && errors.Is(err, codec.ErrUnknownType) {
+				continue
+			}
+			return Result[E]{}, err
+		}
+		res.Events = append(res.Events, e)
+	}
+	return res, nil
+}
+
+// LoadOptions choose the moment [Handler.Load] loads a stream at. The zero value (and nil)
+// loads the current state.
+type LoadOptions struct {
+	// Until, when not 0, folds only the events with a revision below it: the state as of
+	// revision Until-1.
+	Until uint64
+	// AsOf, when not zero, folds only the events recorded at or before it.
+	AsOf time.Time
+}
+
+// Load returns the state of stream, as of opts' revision or time. Snapshots are used when
+// they are not past that point; the state cache is not used. A stream that does not exist (or
+// had no event by then) gives Initial() with Exists false and no error. Errors: those of
+// reading the store and of decoding its events (see [Handler.Handle]).
+func (h *Handler[S, C, E]) Load(ctx context.Context, stream string, opts *LoadOptions) (State[S], error) {
+	var o LoadOptions
+	if opts != nil {
+		o = *opts
+	}
+	agg := h.fromSnapshot(ctx, stream, SnapshotQuery{Until: o.Until, AsOf: o.AsOf})
+	if err := h.catchUp(ctx, agg, o.Until, o.AsOf); err != nil {
+		return State[S]{}, err
+	}
+	return State[S]{Value: agg.state, Revision: agg.revision, Position: agg.position, Exists: agg.exists}, nil
+}
+
+// History yields each event of stream from the start with the state after it, without
+// snapshots: the stream's state history. It yields one error and stops on failure:
+// [annals.ErrStreamNotFound] when the stream does not exist, and the errors of
+// [Handler.Load]. With [Options].SkipUnknownTypes, events that do not decode as an E are
+// reported and left out.
+func (h *Handler[S, C, E]) History(ctx context.Context, stream string) iter.Seq2[Step[S, E], error] {
+	return func(yield func(Step[S, E], error) bool) {
+		state := h.d.Initial()
+		for rec, err := range h.store.ReadStream(ctx, stream, nil) {
+			if err != nil {
+				yield(Step[S, E]{}, err)
+				return
+			}
+			e, md, err := codec.Decode[E](h.reg, rec)
+			if err != nil {
+				if h.skipUnknown && errors.Is(err, codec.ErrUnknownType) {
+					h.onError(fmt.Errorf("decider: history of %q: skipped event %d: %w", stream, rec.Revision, err))
+					continue
+				}
+				yield(Step[S, E]{}, fmt.Errorf("decider: history of %q: %w", stream, err))
+				return
+			}
+			state = h.d.Evolve(state, e)
+			if !yield(Step[S, E]{Event: rec, Decoded: e, Metadata: md, State: state}, nil) {
+				return
+			}
+		}
+	}
+}
+
+func (h *Handler[S, C, E]) newAggregate(stream string) *aggregate[S] {
+	return &aggregate[S]{stream: stream, state: h.d.Initial(), keys: newKeyWindow(h.window, nil)}
+}
+
+// fromSnapshot returns the aggregate of the latest usable snapshot that q admits, or a fresh
+// one. A snapshot that fails to load or decode is reported and ignored; one of another
+// version is ignored.
+func (h *Handler[S, C, E]) fromSnapshot(ctx context.Context, stream string, q SnapshotQuery) *aggregate[S] {
+	agg := h.newAggregate(stream)
+	if h.snaps == nil {
+		return agg
+	}
+	snap, ok, err := h.snaps.Store.Load(ctx, stream, q)
+	if err != nil {
+		h.onError(fmt.Errorf("decider: load snapshot of %q: %w", stream, err))
+		return agg
+	}
+	if !ok || snap.Version != h.snaps.Version {
+		return agg
+	}
+	if snap.ContentType != h.reg.Codec().ContentType() && !(snap.ContentType == "" && h.reg.Codec().ContentType() == annals.ContentTypeJSON) {
+		h.onError(fmt.Errorf("decider: snapshot of %q at revision %d has content type %q, not the codec's", stream, snap.Revision, snap.ContentType))
+		return agg
+	}
+	state := h.d.Initial()
+	if err := h.reg.Codec().Unmarshal(snap.State, &state); err != nil {
+		h.onError(fmt.Errorf("decider: snapshot of %q at revision %d does not decode (change SnapshotPolicy.Version when the state changes shape): %w", stream, snap.Revision, err))
+		return agg
+	}
+	agg.state, agg.exists = state, true
+	agg.revision, agg.next, agg.position = snap.Revision, snap.Revision+1, snap.Position
+	agg.keys = newKeyWindow(h.window, snap.Keys)
+	return agg
+}
+
+// catchUp folds into agg the events of its stream from agg.next on (below until and at or
+// before asOf, when set).
+func (h *Handler[S, C, E]) catchUp(ctx context.Context, agg *aggregate[S], until uint64, asOf time.Time) error {
+	if until != 0 && agg.next >= until {
+		return nil
+	}
+	for rec, err := range h.store.ReadStream(ctx, agg.stream, &annals.ReadOptions{From: agg.next, Until: until, AsOf: asOf}) {
+		if err != nil {
+			if errors.Is(err, annals.ErrStreamNotFound) {
+				if agg.exists { // deleted since the snapshot or cached state
+					*agg = *h.newAggregate(agg.stream)
+				}
+				return nil
+			}
+			return fmt.Errorf("decider: load %q: %w", agg.stream, err)
+		}
+		if err := h.apply(agg, rec); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// apply folds rec into agg.
+func (h *Handler[S, C, E]) apply(agg *aggregate[S], rec annals.RecordedEvent) error {
+	e, md, err := codec.Decode[E](h.reg, rec)
+	switch {
+	case err == nil:
+		agg.state = h.d.Evolve(agg.state, e)
+		if md.IdempotencyKey != "" {
+			agg.keys.record(md.IdempotencyKey, rec.Revision, rec.Revision, rec.Position)
+		}
+	case h.skipUnknown && errors.Is(err, codec.ErrUnknownType):
+		h.onError(fmt.Errorf("decider: load %q: skipped event %d: %w", agg.stream, rec.Revision, err))
+	default:
+		return fmt.Errorf("decider: load %q: %w", agg.stream, err)
+	}
+	agg.exists, agg.revision, agg.next, agg.position = true, rec.Revision, rec.Revision+1, rec.Position
+	agg.sinceSnap++
+	agg.sinceBytes += len(rec.Data) + len(rec.Metadata)
+	return nil
+}
+
+// awaitConflict makes sure agg has folded the revision that conflict reported. A store may
+// refuse an append because of another one that is not yet readable (it is still being made
+// durable); then it waits for it with a subscription, bounded by ctx.
+func (h *Handler[S, C, E]) awaitConflict(ctx context.Context, agg *aggregate[S], conflict error) error {
+	we, ok := errors.AsType[*annals.WrongExpectedVersionError](conflict)
+	if !ok {
+		return nil
+	}
+	target, ok := we.Actual.Revision()
+	if !ok || (agg.exists && agg.revision >= target) {
+		return nil
+	}
+	sctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	for rec, err := range h.store.SubscribeStream(sctx, agg.stream, &annals.SubscribeOptions{From: agg.next}) {
+		if err != nil {
+			return fmt.Errorf("decider: load %q after a conflict: %w", agg.stream, err)
+		}
+		if err := h.apply(agg, rec); err != nil {
+			return err
+		}
+		if rec.Revision >= target {
+			return nil
+		}
+	}
+	return nil
+}
+
+// maybeSnapshot saves a snapshot of agg when the policy says so. A failure is reported, not
+// returned: the command has been written.
+func (h *Handler[S, C, E]) maybeSnapshot(ctx context.Context, agg *aggregate[S]) {
+	p := h.snaps
+	if p == nil || !(p.Every > 0 && agg.sinceSnap >= p.Every || p.MaxBytes > 0 && agg.sinceBytes >= p.MaxBytes) {
+		return
+	}
+	c := h.reg.Codec()
+	state, err := c.Marshal(agg.state)
+	if err != nil {
+		h.onError(fmt.Errorf("decider: snapshot of %q at revision %d: %w", agg.stream, agg.revision, err))
+		return
+	}
+	err = p.Store.Save(context.WithoutCancel(ctx), Snapshot{
+		Stream: agg.stream, Version: p.Version, Revision: agg.revision, Position: agg.position,
+		ContentType: c.ContentType(), State: state, Keys: agg.keys.records(),
+	})
+	if err != nil {
+		h.onError(fmt.Errorf("decider: snapshot of %q at revision %d: %w", agg.stream, agg.revision, err))
+		return
+	}
+	agg.sinceSnap, agg.sinceBytes = 0, 0
+}
