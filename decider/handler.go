@@ -120,13 +120,14 @@ func (h *Handler[S, C, E]) Handle(ctx context.Context, stream string, cmd C, opt
 	md := codec.Metadata{CorrelationID: co.CorrelationID, CausationID: co.CausationID, IdempotencyKey: co.IdempotencyKey, Extra: co.Extra}
 
 	agg := h.cache.take(stream)
-	read := agg == nil // a cached state is used as is; a conflict brings it up to date
+	// A cached state is used as is (verified false): the append's expected revision checks it.
+	verified := agg == nil
 	if agg == nil {
 		agg = h.fromSnapshot(ctx, stream, SnapshotQuery{})
 	}
 	var conflict error
 	for attempt := 1; ; attempt++ {
-		if read {
+		if verified {
 			if err := h.catchUp(ctx, agg, 0, time.Time{}); err != nil {
 				return Result[E]{}, err
 			}
@@ -136,7 +137,6 @@ func (h *Handler[S, C, E]) Handle(ctx context.Context, stream string, cmd C, opt
 				return Result[E]{}, err
 			}
 		}
-		read = true
 		if co.IdempotencyKey != "" {
 			if rec, ok := agg.keys.get(co.IdempotencyKey); ok {
 				h.cache.put(agg)
@@ -144,6 +144,19 @@ func (h *Handler[S, C, E]) Handle(ctx context.Context, stream string, cmd C, opt
 			}
 		}
 		events, err := h.d.Decide(agg.state, cmd)
+		if (err != nil || len(events) == 0) && !verified {
+			// A cached state may be stale: a refusal or a no-op must be decided on the
+			// stream as it is. Read what is new and decide again if there is anything.
+			next := agg.next
+			if err := h.catchUp(ctx, agg, 0, time.Time{}); err != nil {
+				return Result[E]{}, err
+			}
+			verified = true
+			if agg.next != next {
+				attempt--
+				continue
+			}
+		}
 		if err != nil {
 			h.cache.put(agg)
 			return Result[E]{}, err
@@ -167,6 +180,7 @@ func (h *Handler[S, C, E]) Handle(ctx context.Context, stream string, cmd C, opt
 		}
 		ar, err := h.store.Append(ctx, stream, expected, encoded...)
 		if errors.Is(err, annals.ErrWrongExpectedVersion) {
+			verified = true
 			if attempt > h.maxRetries {
 				return Result[E]{}, &ConflictError{Stream: stream, Attempts: attempt, Last: err}
 			}
