@@ -1,0 +1,51 @@
+package query
+
+import (
+	"context"
+	"slices"
+	"strings"
+
+	"github.com/annalsdb/annals/projection"
+)
+
+// FromMemory returns a [Source] over the active generation of projection name in m: rows
+// returns the model's rows by id (it runs under m's read lock and must not change the model).
+// A Scan copies the matching rows out under the lock, then calls fn without it.
+func FromMemory[M, V any](m *projection.Memory[M], name string, rows func(M) map[string]V) Source[V] {
+	return memorySource[M, V]{m: m, name: name, rows: rows}
+}
+
+type memorySource[M, V any] struct {
+	m    *projection.Memory[M]
+	name string
+	rows func(M) map[string]V
+}
+
+func (s memorySource[M, V]) Get(ctx context.Context, key string) (v V, ok bool, err error) {
+	if err := ctx.Err(); err != nil {
+		return v, false, err
+	}
+	s.m.Read(s.name, func(model M, _ uint64) { v, ok = s.rows(model)[key] })
+	return v, ok, nil
+}
+
+func (s memorySource[M, V]) Scan(ctx context.Context, prefix, after string, fn func(key string, v V) bool) error {
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	var items []Item[V]
+	s.m.Read(s.name, func(model M, _ uint64) {
+		for k, v := range s.rows(model) {
+			if strings.HasPrefix(k, prefix) && (after == "" || k > after) {
+				items = append(items, Item[V]{k, v})
+			}
+		}
+	})
+	slices.SortFunc(items, func(a, b Item[V]) int { return strings.Compare(a.ID, b.ID) })
+	for _, it := range items {
+		if !fn(it.ID, it.Value) {
+			break
+		}
+	}
+	return nil
+}
