@@ -124,6 +124,22 @@ func ParseMetadata(b []byte) (Metadata, error) {
 	if len(bytes.TrimSpace(b)) == 0 {
 		return m, nil
 	}
+	// Common case first: only known fields, decoded into a struct without a map.
+	var known struct {
+		SchemaVersion  *int   `json:"$schemaVersion"`
+		CorrelationID  string `json:"$correlationId"`
+		CausationID    string `json:"$causationId"`
+		IdempotencyKey string `json:"$idempotencyKey"`
+	}
+	dec := json.NewDecoder(bytes.NewReader(b))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(&known); err == nil && !dec.More() && (known.SchemaVersion == nil || *known.SchemaVersion >= 1) && exactKeys(b) {
+		if known.SchemaVersion != nil {
+			m.SchemaVersion = *known.SchemaVersion
+		}
+		m.CorrelationID, m.CausationID, m.IdempotencyKey = known.CorrelationID, known.CausationID, known.IdempotencyKey
+		return m, nil
+	}
 	var fields map[string]json.RawMessage
 	if err := json.Unmarshal(b, &fields); err != nil {
 		return Metadata{}, fmt.Errorf("%w: metadata: %v", ErrDecode, err)
@@ -160,6 +176,15 @@ func ParseMetadata(b []byte) (Metadata, error) {
 		}
 	}
 	return m, nil
+}
+
+// exactKeys reports whether the known field names appear in b only spelled exactly (encoding/json
+// matches struct fields case-insensitively, and a null is not a string): otherwise the general
+// path decides.
+func exactKeys(b []byte) bool {
+	return !bytes.Contains(b, []byte("null")) && bytes.Count(b, []byte(`"$`)) == bytes.Count(b, []byte(`"$schemaVersion"`))+
+		bytes.Count(b, []byte(`"$correlationId"`))+bytes.Count(b, []byte(`"$causationId"`))+bytes.Count(b, []byte(`"$idempotencyKey"`)) &&
+		!bytes.Contains(b, []byte(`\`))
 }
 
 func unmarshalString(v json.RawMessage, s *string) error {
