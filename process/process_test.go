@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/annalsdb/annals"
+	"github.com/annalsdb/annals/codec"
 	"github.com/annalsdb/annals/filestore"
 	"github.com/annalsdb/annals/memstore"
 	"github.com/annalsdb/annals/process"
@@ -155,7 +156,11 @@ func (h *handlers) send(ctx context.Context, cmd process.Command) error {
 	default:
 		return fmt.Errorf("unknown command %T", c)
 	}
-	ev.Metadata = fmt.Appendf(nil, `{"correlationId":%q,"causationId":%q}`, cmd.CorrelationID, cmd.CausationID)
+	md, err := codec.Metadata{CorrelationID: cmd.CorrelationID, CausationID: cmd.CausationID}.Marshal()
+	if err != nil {
+		return err
+	}
+	ev.Metadata = md
 	if _, err := h.store.Append(ctx, cmd.Stream, annals.Any, ev); err != nil {
 		return err
 	}
@@ -268,8 +273,10 @@ func TestReactAndCompensate(t *testing.T) {
 				rejected = ev
 			}
 		}
-		var md struct{ CorrelationID, CausationID string }
-		json.Unmarshal(rejected.Metadata, &md)
+		md, err := codec.ParseMetadata(rejected.Metadata)
+		if err != nil {
+			t.Fatal(err)
+		}
 		if md.CorrelationID != placed.ID.String() || md.CausationID != placed.ID.String() {
 			t.Errorf("rejection metadata %s: want correlation and causation %s", rejected.Metadata, placed.ID)
 		}

@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/annalsdb/annals"
+	"github.com/annalsdb/annals/codec"
 )
 
 // StepEventType is the type of the events of a journal: one per input handled.
@@ -52,7 +53,8 @@ type Runner[S any] struct {
 		sync.Mutex
 		instances map[string]*instance[S] // a cache: what is missing is loaded from the journal
 		pending   map[pendingKey]Deadline
-		position  uint64 // the last event of the log handled
+		position  uint64        // the last event of the log handled
+		progress  chan struct{} // closed when position moves
 		running   bool
 	}
 }
@@ -195,9 +197,63 @@ func (r *Runner[S]) recover(ctx context.Context) error {
 		})
 	}
 	r.mu.Lock()
-	defer r.mu.Unlock()
-	r.mu.position, r.mu.pending = position, pending
+	r.mu.pending, r.mu.position = pending, position
+	r.mu.Unlock()
 	return nil
+}
+
+// advance records that the runner has handled the log up to position.
+func (r *Runner[S]) advance(position uint64) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if position > r.mu.position {
+		r.mu.position = position
+		if r.mu.progress != nil {
+			close(r.mu.progress)
+			r.mu.progress = nil
+		}
+	}
+}
+
+// WaitFor returns once the runner has handled every event up to position that the manager
+// follows (at once when none lies beyond what it has handled), or with ctx's error. Use it
+// to wait for the commands an event makes.
+func (r *Runner[S]) WaitFor(ctx context.Context, position uint64) error {
+	for {
+		r.mu.Lock()
+		at := r.mu.position
+		if r.mu.progress == nil {
+			r.mu.progress = make(chan struct{})
+		}
+		progress := r.mu.progress
+		r.mu.Unlock()
+		if at >= position {
+			return nil
+		}
+		pending, err := r.follows(ctx, at+1, position+1)
+		if err != nil || !pending {
+			return err
+		}
+		select {
+		case <-progress:
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}
+}
+
+// follows reports whether the log holds an event the manager follows with a position from
+// from to until-1.
+func (r *Runner[S]) follows(ctx context.Context, from, until uint64) (bool, error) {
+	for ev, err := range r.store.ReadAll(ctx, &annals.ReadOptions{From: from, Until: until, Filter: r.m.Filter}) {
+		if err != nil {
+			return false, err
+		}
+		if annals.Category(ev.Stream) != r.m.Name {
+			return true, nil
+		}
+	}
+	return false, nil
 }
 
 // applyDeadlines calls fn for each change a step makes to the pending deadlines, in order: the
@@ -239,19 +295,13 @@ func btoi(b bool) int {
 }
 
 func (r *Runner[S]) handleEvent(ctx context.Context, ev annals.RecordedEvent) error {
-	defer func() {
-		r.mu.Lock()
-		r.mu.position = max(r.mu.position, ev.Position)
-		r.mu.Unlock()
-	}()
-	if annals.Category(ev.Stream) == r.m.Name {
-		return nil // the manager's own journals
+	if id, ok := r.m.Instance(ev); ok && annals.Category(ev.Stream) != r.m.Name {
+		if err := r.handle(ctx, id, Input{Event: &ev}, "event:"+ev.ID.String()); err != nil {
+			return err
+		}
 	}
-	id, ok := r.m.Instance(ev)
-	if !ok {
-		return nil
-	}
-	return r.handle(ctx, id, Input{Event: &ev}, "event:"+ev.ID.String())
+	r.advance(ev.Position)
+	return nil
 }
 
 // fireDue handles the deadlines that are due, earliest first.
@@ -310,7 +360,8 @@ func (r *Runner[S]) handle(ctx context.Context, id string, root Input, key strin
 	}
 	q0 := queued{in: root, key: key, base: inputTime(root)}
 	if e := root.Event; e != nil {
-		q0.correlation, q0.causation = correlationOf(*e), e.ID.String()
+		md := codec.CausedBy(*e)
+		q0.correlation, q0.causation = md.CorrelationID, md.CausationID
 	} else if d := root.Deadline; d != nil {
 		q0.correlation, q0.causation = d.CorrelationID, d.CausationID
 	}
@@ -403,17 +454,6 @@ func (r *Runner[S]) command(journal string, q queued, i int, a Send) Command {
 		CorrelationID:  q.correlation,
 		CausationID:    q.causation,
 	}
-}
-
-// correlationOf returns the correlation id in ev's metadata, or ev's id when it has none.
-func correlationOf(ev annals.RecordedEvent) string {
-	var md struct {
-		CorrelationID string `json:"correlationId"`
-	}
-	if json.Unmarshal(ev.Metadata, &md) == nil && md.CorrelationID != "" {
-		return md.CorrelationID
-	}
-	return ev.ID.String()
 }
 
 func newRefusal(a Send, cause error) (*Refusal, error) {
