@@ -1,0 +1,110 @@
+package pgstore_test
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"os"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/annalsdb/annals"
+	"github.com/annalsdb/annals/pgstore"
+	"github.com/annalsdb/annals/storetest"
+	"github.com/jackc/pgx/v5"
+)
+
+const defaultTestDatabase = "postgres://postgres@127.0.0.1:5432/test?sslmode=disable"
+
+var (
+	reachOnce sync.Once
+	reachErr  error
+)
+
+// testDatabase returns the connection string of the test database, from ANNALS_TEST_POSTGRES
+// or the default. When the database cannot be reached it skips the test, or fails it when
+// ANNALS_REQUIRE_POSTGRES=1.
+func testDatabase(t testing.TB) string {
+	t.Helper()
+	url := os.Getenv("ANNALS_TEST_POSTGRES")
+	if url == "" {
+		url = defaultTestDatabase
+	}
+	reachOnce.Do(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		conn, err := pgx.Connect(ctx, url)
+		if err == nil {
+			err = conn.Ping(ctx)
+			conn.Close(ctx)
+		}
+		reachErr = err
+	})
+	if reachErr != nil {
+		msg := "PostgreSQL at ANNALS_TEST_POSTGRES (default " + defaultTestDatabase + ") is not reachable: " + reachErr.Error()
+		if os.Getenv("ANNALS_REQUIRE_POSTGRES") == "1" {
+			t.Fatal(msg + " (ANNALS_REQUIRE_POSTGRES=1: not skipping)")
+		}
+		t.Skip(msg + "; set ANNALS_TEST_POSTGRES to run these tests")
+	}
+	return url
+}
+
+// newSchema returns a fresh schema name and drops the schema when the test ends (after the
+// stores opened on it are closed, since cleanups run last-registered first).
+func newSchema(t testing.TB) string {
+	t.Helper()
+	url := testDatabase(t)
+	b := make([]byte, 6)
+	rand.Read(b)
+	schema := "test_" + hex.EncodeToString(b)
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		defer cancel()
+		conn, err := pgx.Connect(ctx, url)
+		if err != nil {
+			t.Errorf("drop schema %s: %v", schema, err)
+			return
+		}
+		defer conn.Close(ctx)
+		if _, err := conn.Exec(ctx, "DROP SCHEMA IF EXISTS "+pgx.Identifier{schema}.Sanitize()+" CASCADE"); err != nil {
+			t.Errorf("drop schema %s: %v", schema, err)
+		}
+	})
+	return schema
+}
+
+// openStore opens a store in a fresh schema; opts may be nil. The store is closed and its
+// schema dropped when the test ends.
+func openStore(t testing.TB, opts *pgstore.Options) *pgstore.Store {
+	t.Helper()
+	var o pgstore.Options
+	if opts != nil {
+		o = *opts
+	}
+	o.Schema = newSchema(t)
+	if o.MaxConns == 0 {
+		o.MaxConns = 6
+	}
+	s, err := pgstore.Open(t.Context(), testDatabase(t), &o)
+	if err != nil {
+		t.Fatalf("Open: %v", err)
+	}
+	t.Cleanup(func() { s.Close() })
+	return s
+}
+
+func open(t *testing.T) annals.Store { return openStore(t, nil) }
+
+func TestConformance(t *testing.T) { storetest.Run(t, open) }
+
+func TestRandomizedAgainstMemstore(t *testing.T) { storetest.RunRandomized(t, open) }
+
+// TestConformanceUnbatched runs the suite with one append per transaction and small pages, so
+// that reads cross many page boundaries.
+func TestConformanceSmallPages(t *testing.T) {
+	storetest.Run(t, func(t *testing.T) annals.Store {
+		return openStore(t, &pgstore.Options{MaxBatch: 1, Writers: 1, ReadBatch: 7})
+	})
+}

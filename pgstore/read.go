@@ -1,0 +1,455 @@
+package pgstore
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"iter"
+	"math"
+	"slices"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/annalsdb/annals"
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgtype"
+)
+
+// pageBytes bounds the event bytes one page of a read holds in memory (a page also stops at
+// Options.ReadBatch events).
+const pageBytes = 8 << 20
+
+var (
+	noLowerTime = pgtype.Timestamptz{InfinityModifier: pgtype.NegativeInfinity, Valid: true}
+	noUpperTime = pgtype.Timestamptz{InfinityModifier: pgtype.Infinity, Valid: true}
+)
+
+// scanEvents reads rows of [eventColumns] into events, up to pageBytes. It reports whether it
+// stopped early because of that bound, so that a short page does not look like the end.
+func scanEvents(rows pgx.Rows) (evs []annals.RecordedEvent, cut bool, err error) {
+	defer rows.Close()
+	var pos, rev int64
+	var id pgtype.UUID
+	var tm time.Time
+	size := 0
+	// Streams and types repeat from event to event: share their strings within a page.
+	names := map[string]string{}
+	var stream, typ, ct []byte
+	for rows.Next() {
+		var e annals.RecordedEvent
+		if err := rows.Scan(&pos, &stream, &rev, &id, &typ, &ct, &e.Data, &e.Metadata, &tm); err != nil {
+			return nil, false, err
+		}
+		e.Position, e.Revision, e.ID, e.Time = uint64(pos), uint64(rev), id.Bytes, tm.UTC()
+		e.Stream, e.Type, e.ContentType = intern(names, stream), intern(names, typ), intern(names, ct)
+		evs = append(evs, e)
+		if size += len(e.Data) + len(e.Metadata); size >= pageBytes {
+			return evs, true, nil
+		}
+	}
+	return evs, false, rows.Err()
+}
+
+func intern(names map[string]string, b []byte) string {
+	if s, ok := names[string(b)]; ok {
+		return s
+	}
+	s := string(b)
+	names[s] = s
+	return s
+}
+
+func readOptions(opts *annals.ReadOptions) (annals.ReadOptions, error) {
+	var o annals.ReadOptions
+	if opts != nil {
+		o = *opts
+	}
+	if o.Limit < 0 {
+		return o, fmt.Errorf("%w: negative read limit %d", annals.ErrInvalidArgument, o.Limit)
+	}
+	return o, o.Filter.Validate()
+}
+
+// asOfBound returns the upper time bound of a read as of t: times are stored in microseconds,
+// so an event is recorded at or before t exactly when its time is at or before t truncated.
+func asOfBound(t time.Time) pgtype.Timestamptz {
+	if t.IsZero() {
+		return noUpperTime
+	}
+	return pgtype.Timestamptz{Time: t.Truncate(time.Microsecond), Valid: true}
+}
+
+// streamView is what a read of a stream needs to know of it when it starts.
+type streamView struct {
+	found, tombstoned bool
+	next, base        uint64
+	// lo is the first revision the stream's soft deletion and metadata leave visible.
+	lo uint64
+	// after hides events recorded at or before it (the stream's maxAge); -infinity for none.
+	after pgtype.Timestamptz
+}
+
+// viewStream reads the state of stream and applies its metadata, as of now.
+func (s *Store) viewStream(ctx context.Context, stream string) (streamView, error) {
+	v := streamView{after: noLowerTime}
+	var next, base int64
+	var data []byte
+	var now time.Time
+	err := s.pool.QueryRow(ctx, s.sql.streamState, stream, annals.MetaStream(stream)).Scan(&next, &base, &v.tombstoned, &data, &now)
+	if err == pgx.ErrNoRows {
+		return v, nil
+	}
+	if err != nil {
+		return v, err
+	}
+	v.found, v.next, v.base = true, uint64(next), uint64(base)
+	var meta annals.StreamMetadata
+	if data != nil {
+		if err := json.Unmarshal(data, &meta); err != nil {
+			return v, fmt.Errorf("%w: metadata of stream %q does not decode: %v", annals.ErrCorrupt, stream, err)
+		}
+	}
+	v.lo = max(v.base, meta.TruncateBefore)
+	if meta.MaxCount > 0 && v.next > meta.MaxCount {
+		v.lo = max(v.lo, v.next-meta.MaxCount)
+	}
+	v.lo = min(v.lo, v.next)
+	if meta.MaxAge > 0 {
+		v.after = pgtype.Timestamptz{Time: now.Add(-meta.MaxAge), Valid: true}
+	}
+	return v, nil
+}
+
+// ReadStream implements [annals.Store.ReadStream]. It reads the stream as it is when the
+// iteration starts (events appended later are not read), a page of Options.ReadBatch events
+// per query; no connection is held while the consumer runs.
+func (s *Store) ReadStream(ctx context.Context, stream string, opts *annals.ReadOptions) iter.Seq2[annals.RecordedEvent, error] {
+	return func(yield func(annals.RecordedEvent, error) bool) {
+		if err := annals.ValidateStreamID(stream); err != nil {
+			yield(annals.RecordedEvent{}, err)
+			return
+		}
+		o, err := readOptions(opts)
+		if err != nil {
+			yield(annals.RecordedEvent{}, err)
+			return
+		}
+		if err := s.begin(ctx); err != nil {
+			yield(annals.RecordedEvent{}, err)
+			return
+		}
+		v, err := s.viewStream(ctx, stream)
+		switch {
+		case err != nil:
+			err = s.fail(ctx, "read "+strconv.Quote(stream), err)
+		case v.tombstoned:
+			err = fmt.Errorf("read %q: %w", stream, annals.ErrStreamDeleted)
+		case !v.exists():
+			err = fmt.Errorf("read %q: %w", stream, annals.ErrStreamNotFound)
+		}
+		if err != nil {
+			yield(annals.RecordedEvent{}, err)
+			return
+		}
+		hi := v.next // exclusive
+		if o.Until > 0 {
+			hi = min(hi, o.Until)
+		}
+		if hi <= v.lo {
+			return
+		}
+		var cur uint64
+		if o.Backwards {
+			cur = min(o.From, hi-1)
+			if cur < v.lo {
+				return
+			}
+		} else {
+			cur = max(o.From, v.lo)
+		}
+		before := asOfBound(o.AsOf)
+		n := 0
+		for {
+			var rows pgx.Rows
+			var err error
+			if o.Backwards {
+				rows, err = s.pool.Query(ctx, s.sql.streamPageBwd, stream, int64(cur), int64(v.lo), v.after, before, s.opts.ReadBatch)
+			} else {
+				if cur >= hi {
+					return
+				}
+				rows, err = s.pool.Query(ctx, s.sql.streamPageFwd, stream, int64(cur), int64(hi), v.after, before, s.opts.ReadBatch)
+			}
+			var page []annals.RecordedEvent
+			cut := false
+			if err == nil {
+				page, cut, err = scanEvents(rows)
+			}
+			if err != nil {
+				yield(annals.RecordedEvent{}, s.fail(ctx, "read "+strconv.Quote(stream), err))
+				return
+			}
+			for _, e := range page {
+				if err := ctx.Err(); err != nil {
+					yield(annals.RecordedEvent{}, err)
+					return
+				}
+				if !o.Filter.Match(e.Stream, e.Type) {
+					continue
+				}
+				if !yield(e, nil) {
+					return
+				}
+				if n++; o.Limit > 0 && n == o.Limit {
+					return
+				}
+			}
+			if len(page) < s.opts.ReadBatch && !cut {
+				return
+			}
+			last := page[len(page)-1].Revision
+			if o.Backwards {
+				if last == 0 || last-1 < v.lo {
+					return
+				}
+				cur = last - 1
+			} else {
+				cur = last + 1
+			}
+		}
+	}
+}
+
+func (v *streamView) exists() bool { return v.found && v.next > v.base }
+
+// allQuery builds the query of one page of $all: events from position cur (inclusive)
+// towards hi (exclusive, forwards) or 1 (backwards) that f and asOf keep, at most limit. A
+// filter on categories or on event types (without stream prefixes) becomes one index range
+// scan per category or type, merged by position; stream prefixes scan the log in order.
+func (s *Store) allQuery(f *annals.Filter, backwards bool, cur, hi uint64, asOf time.Time, limit int) (string, []any) {
+	args := []any{int64(cur), int64(hi), limit}
+	arg := func(v any) string {
+		args = append(args, v)
+		return "$" + strconv.Itoa(len(args))
+	}
+	order, cond := "position", "position >= $1 AND position < $2"
+	if backwards {
+		order, cond = "position DESC", "position <= $1 AND position >= $2"
+		args[1] = int64(1)
+	}
+	if !asOf.IsZero() {
+		cond += " AND time <= " + arg(asOfBound(asOf))
+	}
+	branch := func(where string) string {
+		return "SELECT " + eventColumns + " FROM " + s.schema + ".events WHERE " + where + " ORDER BY " + order + " LIMIT $3"
+	}
+	union := func(column string, values []string, extra string) string {
+		var parts []string
+		values = slices.Compact(slices.Sorted(slices.Values(values))) // a value twice would yield its events twice
+		for _, v := range values {
+			parts = append(parts, "("+branch(column+" = "+arg(v)+" AND "+cond+extra)+")")
+		}
+		if len(parts) == 1 {
+			return parts[0]
+		}
+		return "SELECT * FROM (" + strings.Join(parts, " UNION ALL ") + ") u ORDER BY " + order + " LIMIT $3"
+	}
+	switch {
+	case f == nil || (len(f.StreamPrefixes) == 0 && len(f.Categories) == 0 && len(f.EventTypes) == 0):
+		return branch(cond), args
+	case len(f.StreamPrefixes) == 0 && len(f.Categories) > 0:
+		extra := ""
+		if len(f.EventTypes) > 0 {
+			extra = " AND type = ANY(" + arg(f.EventTypes) + "::text[])"
+		}
+		return union("category", f.Categories, extra), args
+	case len(f.StreamPrefixes) == 0:
+		return union("type", f.EventTypes, ""), args
+	}
+	var or []string
+	for _, p := range f.StreamPrefixes {
+		or = append(or, "starts_with(stream, "+arg(p)+"::text)")
+	}
+	if len(f.Categories) > 0 {
+		or = append(or, "category = ANY("+arg(f.Categories)+"::text[])")
+	}
+	where := cond + " AND (" + strings.Join(or, " OR ") + ")"
+	if len(f.EventTypes) > 0 {
+		where += " AND type = ANY(" + arg(f.EventTypes) + "::text[])"
+	}
+	return branch(where), args
+}
+
+// ReadAll implements [annals.Store.ReadAll]. It reads the log as it is when the iteration
+// starts (up to the head it sees then), a page of Options.ReadBatch events per query; no
+// connection is held while the consumer runs.
+func (s *Store) ReadAll(ctx context.Context, opts *annals.ReadOptions) iter.Seq2[annals.RecordedEvent, error] {
+	return func(yield func(annals.RecordedEvent, error) bool) {
+		o, err := readOptions(opts)
+		if err != nil {
+			yield(annals.RecordedEvent{}, err)
+			return
+		}
+		if err := s.begin(ctx); err != nil {
+			yield(annals.RecordedEvent{}, err)
+			return
+		}
+		head, err := s.readHead(ctx)
+		if err != nil {
+			yield(annals.RecordedEvent{}, s.fail(ctx, "read $all", err))
+			return
+		}
+		hi := head + 1
+		if o.Until > 0 {
+			hi = min(hi, o.Until)
+		}
+		if hi <= 1 {
+			return
+		}
+		cur := max(o.From, 1)
+		if o.Backwards {
+			cur = min(o.From, hi-1)
+			if cur < 1 {
+				return
+			}
+		} else if cur >= hi {
+			return
+		}
+		n := 0
+		for {
+			limit := s.opts.ReadBatch
+			if o.Limit > 0 {
+				limit = min(limit, o.Limit-n)
+			}
+			query, args := s.allQuery(o.Filter, o.Backwards, cur, hi, o.AsOf, limit)
+			rows, err := s.pool.Query(ctx, query, args...)
+			var page []annals.RecordedEvent
+			cut := false
+			if err == nil {
+				page, cut, err = scanEvents(rows)
+			}
+			if err != nil {
+				yield(annals.RecordedEvent{}, s.fail(ctx, "read $all", err))
+				return
+			}
+			for _, e := range page {
+				if err := ctx.Err(); err != nil {
+					yield(annals.RecordedEvent{}, err)
+					return
+				}
+				if !yield(e, nil) {
+					return
+				}
+				n++
+			}
+			if (len(page) < limit && !cut) || (o.Limit > 0 && n >= o.Limit) {
+				return
+			}
+			last := page[len(page)-1].Position
+			if o.Backwards {
+				if last <= 1 {
+					return
+				}
+				cur = last - 1
+			} else {
+				if cur = last + 1; cur >= hi {
+					return
+				}
+			}
+		}
+	}
+}
+
+// GetMetadata implements [annals.Store.GetMetadata]. stream may be a system stream (whose
+// metadata is never set).
+func (s *Store) GetMetadata(ctx context.Context, stream string) (annals.StreamMetadata, annals.ExpectedRevision, error) {
+	var meta annals.StreamMetadata
+	if err := annals.ValidateStreamID(stream); err != nil {
+		return meta, annals.NoStream, err
+	}
+	if err := s.begin(ctx); err != nil {
+		return meta, annals.NoStream, err
+	}
+	var tombstoned *bool
+	var data []byte
+	var metaNext *int64
+	err := s.pool.QueryRow(ctx, s.sql.getMetadata, stream, annals.MetaStream(stream)).Scan(&tombstoned, &data, &metaNext)
+	if err != nil {
+		return meta, annals.NoStream, s.fail(ctx, "get metadata of "+strconv.Quote(stream), err)
+	}
+	if tombstoned != nil && *tombstoned {
+		return meta, annals.NoStream, fmt.Errorf("get metadata of %q: %w", stream, annals.ErrStreamDeleted)
+	}
+	if data != nil {
+		if err := json.Unmarshal(data, &meta); err != nil {
+			return meta, annals.NoStream, fmt.Errorf("%w: metadata of stream %q does not decode: %v", annals.ErrCorrupt, stream, err)
+		}
+	}
+	if metaNext == nil || *metaNext == 0 {
+		return meta, annals.NoStream, nil
+	}
+	return meta, annals.Exact(uint64(*metaNext) - 1), nil
+}
+
+// listUpper is above every stream id: 65 times the highest code point, 260 bytes, is more than
+// any id can hold after a common prefix.
+var listUpper = strings.Repeat("\U0010FFFF", 65)
+
+// ListStreams implements [annals.Store.ListStreams]. It reads the streams a page of
+// Options.ReadBatch at a time; each page is consistent, and a listing that spans pages may
+// include a stream created after it started.
+func (s *Store) ListStreams(ctx context.Context, opts *annals.ListOptions) iter.Seq2[annals.StreamInfo, error] {
+	return func(yield func(annals.StreamInfo, error) bool) {
+		var o annals.ListOptions
+		if opts != nil {
+			o = *opts
+		}
+		if o.Limit < 0 {
+			yield(annals.StreamInfo{}, fmt.Errorf("%w: negative list limit %d", annals.ErrInvalidArgument, o.Limit))
+			return
+		}
+		if err := s.begin(ctx); err != nil {
+			yield(annals.StreamInfo{}, err)
+			return
+		}
+		after, n := o.After, 0
+		for {
+			limit := s.opts.ReadBatch
+			if o.Limit > 0 {
+				limit = min(limit, o.Limit-n)
+			}
+			rows, err := s.pool.Query(ctx, s.sql.list, after, o.Prefix, o.Prefix+listUpper, limit)
+			var page []annals.StreamInfo
+			if err == nil {
+				var name string
+				var next, base int64
+				_, err = pgx.ForEachRow(rows, []any{&name, &next, &base}, func() error {
+					page = append(page, annals.StreamInfo{Stream: name, Revision: uint64(next) - 1, Count: uint64(next - base)})
+					return nil
+				})
+			}
+			if err != nil {
+				yield(annals.StreamInfo{}, s.fail(ctx, "list streams", err))
+				return
+			}
+			for _, info := range page {
+				if err := ctx.Err(); err != nil {
+					yield(annals.StreamInfo{}, err)
+					return
+				}
+				if !yield(info, nil) {
+					return
+				}
+				n++
+			}
+			if len(page) < limit || (o.Limit > 0 && n >= o.Limit) {
+				return
+			}
+			after = page[len(page)-1].Stream
+		}
+	}
+}
+
+// maxPosition is the exclusive upper bound of reads that have none.
+const maxPosition = math.MaxInt64

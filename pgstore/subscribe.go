@@ -1,0 +1,198 @@
+package pgstore
+
+import (
+	"context"
+	"fmt"
+	"iter"
+	"strconv"
+	"time"
+
+	"github.com/annalsdb/annals"
+	"github.com/jackc/pgx/v5"
+)
+
+func subscribeOptions(opts *annals.SubscribeOptions) (annals.SubscribeOptions, error) {
+	var o annals.SubscribeOptions
+	if opts != nil {
+		o = *opts
+	}
+	return o, o.Filter.Validate()
+}
+
+// wait blocks until changed is closed, ctx is done or the store closes, and returns the
+// error that ends the subscription in the last two cases.
+func (s *Store) wait(ctx context.Context, changed <-chan struct{}) error {
+	select {
+	case <-changed:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	case <-s.closed:
+		return annals.ErrClosed
+	}
+}
+
+// SubscribeAll implements [annals.Store.SubscribeAll].
+//
+// It reads the log in pages from storage, so that a slow consumer costs one page of memory and
+// never holds up writers. Between pages it waits for the head of the log to pass what it has
+// seen (the store learns that from its own commits, from NOTIFY, and from one poll per
+// Options.PollInterval); an idle subscription runs no query. It never skips an event: every
+// committed position is below the head, and positions commit in order (see the package doc),
+// so a page that ends below the head it saw has seen everything up to that head.
+func (s *Store) SubscribeAll(ctx context.Context, opts *annals.SubscribeOptions) iter.Seq2[annals.RecordedEvent, error] {
+	return func(yield func(annals.RecordedEvent, error) bool) {
+		o, err := subscribeOptions(opts)
+		if err != nil {
+			yield(annals.RecordedEvent{}, err)
+			return
+		}
+		if err := s.begin(ctx); err != nil {
+			yield(annals.RecordedEvent{}, err)
+			return
+		}
+		from := max(o.From, 1)
+		if o.From == annals.End {
+			head, err := s.readHead(ctx)
+			if err != nil {
+				yield(annals.RecordedEvent{}, s.fail(ctx, "subscribe to $all", err))
+				return
+			}
+			from = head + 1
+		}
+		var seen uint64
+		more := true
+		for {
+			known, changed := s.watch()
+			if more || known > seen {
+				if err := s.begin(ctx); err != nil {
+					yield(annals.RecordedEvent{}, err)
+					return
+				}
+				query, args := s.allQuery(o.Filter, false, from, maxPosition, time.Time{}, s.opts.ReadBatch)
+				var page []annals.RecordedEvent
+				var head int64
+				cut := false
+				b := &pgx.Batch{}
+				b.Queue(s.sql.head).QueryRow(func(row pgx.Row) error { return row.Scan(&head) })
+				b.Queue(query, args...).Query(func(rows pgx.Rows) (err error) {
+					page, cut, err = scanEvents(rows)
+					return err
+				})
+				if err := s.pool.SendBatch(ctx, b).Close(); err != nil {
+					yield(annals.RecordedEvent{}, s.fail(ctx, "subscribe to $all", err))
+					return
+				}
+				for _, e := range page {
+					if err := ctx.Err(); err != nil {
+						yield(annals.RecordedEvent{}, err)
+						return
+					}
+					if !yield(e, nil) {
+						return
+					}
+					from = e.Position + 1
+				}
+				if more = cut || len(page) == s.opts.ReadBatch; more {
+					continue
+				}
+				// The page was read after the head: it holds every match up to the head.
+				from = max(from, uint64(head)+1)
+				seen = uint64(head)
+				s.advance(seen, false)
+			}
+			if err := s.wait(ctx, changed); err != nil {
+				yield(annals.RecordedEvent{}, err)
+				return
+			}
+		}
+	}
+}
+
+// SubscribeStream implements [annals.Store.SubscribeStream], as [Store.SubscribeAll] does
+// for the log. The stream's soft deletion and metadata choose where it starts, once; from then
+// on it delivers every event of the stream. When the stream is tombstoned it delivers the
+// events written before the tombstone, then ends with [annals.ErrStreamDeleted].
+func (s *Store) SubscribeStream(ctx context.Context, stream string, opts *annals.SubscribeOptions) iter.Seq2[annals.RecordedEvent, error] {
+	return func(yield func(annals.RecordedEvent, error) bool) {
+		if err := annals.ValidateStreamID(stream); err != nil {
+			yield(annals.RecordedEvent{}, err)
+			return
+		}
+		o, err := subscribeOptions(opts)
+		if err != nil {
+			yield(annals.RecordedEvent{}, err)
+			return
+		}
+		if err := s.begin(ctx); err != nil {
+			yield(annals.RecordedEvent{}, err)
+			return
+		}
+		op := "subscribe to " + strconv.Quote(stream)
+		v, err := s.viewStream(ctx, stream)
+		if err != nil {
+			yield(annals.RecordedEvent{}, s.fail(ctx, op, err))
+			return
+		}
+		if v.tombstoned {
+			yield(annals.RecordedEvent{}, fmt.Errorf("subscribe to %q: %w", stream, annals.ErrStreamDeleted))
+			return
+		}
+		from := o.From
+		if from == annals.End {
+			from = v.next
+		}
+		from = max(from, v.lo)
+		var seen uint64
+		more := true
+		for {
+			known, changed := s.watch()
+			if more || known > seen {
+				if err := s.begin(ctx); err != nil {
+					yield(annals.RecordedEvent{}, err)
+					return
+				}
+				var page []annals.RecordedEvent
+				var head int64
+				var tombstoned, cut bool
+				// In this order, each statement with a later snapshot: once the stream shows
+				// its tombstone, the page read after it holds all the stream's events.
+				b := &pgx.Batch{}
+				b.Queue(s.sql.head).QueryRow(func(row pgx.Row) error { return row.Scan(&head) })
+				b.Queue(s.sql.streamTombstoned, stream).QueryRow(func(row pgx.Row) error { return row.Scan(&tombstoned) })
+				b.Queue(s.sql.streamPageFwd, stream, int64(from), int64(maxPosition), noLowerTime, noUpperTime, s.opts.ReadBatch).
+					Query(func(rows pgx.Rows) (err error) {
+						page, cut, err = scanEvents(rows)
+						return err
+					})
+				if err := s.pool.SendBatch(ctx, b).Close(); err != nil {
+					yield(annals.RecordedEvent{}, s.fail(ctx, op, err))
+					return
+				}
+				for _, e := range page {
+					if err := ctx.Err(); err != nil {
+						yield(annals.RecordedEvent{}, err)
+						return
+					}
+					from = e.Revision + 1
+					if o.Filter.Match(e.Stream, e.Type) && !yield(e, nil) {
+						return
+					}
+				}
+				if more = cut || len(page) == s.opts.ReadBatch; more {
+					continue
+				}
+				if tombstoned {
+					yield(annals.RecordedEvent{}, fmt.Errorf("subscription to %q: %w", stream, annals.ErrStreamDeleted))
+					return
+				}
+				seen = uint64(head)
+				s.advance(seen, false)
+			}
+			if err := s.wait(ctx, changed); err != nil {
+				yield(annals.RecordedEvent{}, err)
+				return
+			}
+		}
+	}
+}
