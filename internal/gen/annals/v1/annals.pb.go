@@ -815,7 +815,7 @@ func (x *ReadAllResponse) GetEvents() []*RecordedEvent {
 
 type SubscribeRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
-	// Stream to follow, or "$all" (or empty) for the global log.
+	// Stream to follow, or "$all" for the global log.
 	Stream string `protobuf:"bytes,1,opt,name=stream,proto3" json:"stream,omitempty"`
 	// From is the first revision (stream) or position ($all) to deliver, inclusive. To resume
 	// after the last event handled, pass its revision or position + 1.

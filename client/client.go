@@ -1,0 +1,641 @@
+// Package client is an [annals.Store] over the network: it talks to an Annals server (the
+// server package, `annals serve`) with the EventStoreService of proto/annals/v1, so that the
+// whole toolkit runs unchanged against a remote store, and the conformance suite runs against
+// the server through it.
+//
+// The client speaks gRPC over HTTP/2: unencrypted HTTP/2 with prior knowledge (h2c) for
+// http:// URLs, TLS with ALPN for https:// ones. gRPC is binary protobuf with many concurrent
+// calls on one connection, and its server streams carry reads and subscriptions without
+// buffering them whole.
+//
+// # Errors
+//
+// The server's errors map back to the store's: errors.Is(err, annals.ErrWrongExpectedVersion)
+// works across the network, and the error is an [*annals.WrongExpectedVersionError] with the
+// actual revision; likewise [annals.ErrStreamNotFound], [annals.ErrStreamDeleted],
+// [annals.ErrInvalidArgument], [annals.ErrTooLarge] and [annals.ErrClosed] (the server's store
+// is closed). After [Client.Close] every method returns an error matching [annals.ErrClosed].
+// A canceled or expired context gives the context's error. Anything else (the server cannot be
+// reached, authentication failed) is a *connect.Error, wrapped.
+//
+// # Subscriptions
+//
+// A subscription that loses the server (a restart, a network failure, the server shutting
+// down) reconnects with backoff and resumes after the last event it delivered: no gap and no
+// duplicate, as if it had never been cut. It gives up, with the last error, when no
+// reconnection succeeds within [Options.ReconnectTimeout].
+//
+// Appends are not retried by the client: an append whose answer was lost may or may not have
+// been written, and repeating it with the same event IDs is safe (see [annals.Store.Append]).
+package client
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"iter"
+	"math/rand/v2"
+	"net"
+	"net/http"
+	"net/url"
+	"strings"
+	"sync"
+	"time"
+	"unicode/utf8"
+
+	"connectrpc.com/connect"
+	"github.com/annalsdb/annals"
+	annalsv1 "github.com/annalsdb/annals/internal/gen/annals/v1"
+	"github.com/annalsdb/annals/internal/gen/annals/v1/annalsv1connect"
+	"github.com/annalsdb/annals/internal/wire"
+)
+
+var _ annals.Store = (*Client)(nil)
+
+// DefaultReconnectTimeout is the default of [Options.ReconnectTimeout].
+const DefaultReconnectTimeout = time.Minute
+
+// Options configure a [Client]. A nil *Options means all defaults.
+type Options struct {
+	// HTTPClient sends the requests. It must speak HTTP/2 (gRPC needs it). nil means a client
+	// of the package's own, which uses unencrypted HTTP/2 for http:// URLs and TLS for
+	// https:// ones, and pings an idle connection every 15 seconds to notice a dead server.
+	HTTPClient *http.Client
+	// Token, when not empty, is sent as "Authorization: Bearer <Token>" with every request.
+	Token string
+	// ReconnectTimeout is how long a subscription that lost the server keeps trying to
+	// reconnect (with backoff from 50 ms to 2 s) before it ends with the last error. 0 means
+	// [DefaultReconnectTimeout]; a negative value ends the subscription at the first failure.
+	ReconnectTimeout time.Duration
+	// ClientOptions are passed to the Connect client after the package's own (gRPC protocol,
+	// the token), e.g. connect.WithSendGzip.
+	ClientOptions []connect.ClientOption
+}
+
+// Client is a remote [annals.Store]. It is safe for concurrent use; one Client multiplexes
+// every call on its HTTP/2 connection.
+type Client struct {
+	rpc       annalsv1connect.EventStoreServiceClient
+	transport *http.Transport // ours to close, nil when the caller gave the HTTPClient
+	reconnect time.Duration
+
+	// life ends with Close; every call's context is canceled with it.
+	life  context.Context
+	close context.CancelFunc
+	once  sync.Once
+}
+
+// Open returns a client of the server at baseURL (e.g. "http://localhost:2113"), after
+// checking with one ServerInfo call, bounded by ctx, that the server answers. It returns an
+// error for a URL that is not http:// or https://, or when that call fails.
+func Open(ctx context.Context, baseURL string, opts *Options) (*Client, error) {
+	var o Options
+	if opts != nil {
+		o = *opts
+	}
+	u, err := url.Parse(baseURL)
+	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+		return nil, fmt.Errorf("annals client: server URL %q: want http://host:port or https://host:port", baseURL)
+	}
+	c := &Client{reconnect: o.ReconnectTimeout}
+	if c.reconnect == 0 {
+		c.reconnect = DefaultReconnectTimeout
+	}
+	hc := o.HTTPClient
+	if hc == nil {
+		c.transport = newTransport()
+		hc = &http.Client{Transport: c.transport}
+	}
+	copts := []connect.ClientOption{connect.WithGRPC()}
+	if o.Token != "" {
+		copts = append(copts, connect.WithInterceptors(bearer("Bearer "+o.Token)))
+	}
+	copts = append(copts, o.ClientOptions...)
+	c.rpc = annalsv1connect.NewEventStoreServiceClient(hc, strings.TrimSuffix(baseURL, "/"), copts...)
+	c.life, c.close = context.WithCancel(context.Background())
+	if _, err := c.Info(ctx); err != nil {
+		c.Close()
+		return nil, fmt.Errorf("annals client: open %s: %w", baseURL, err)
+	}
+	return c, nil
+}
+
+// newTransport returns an HTTP/2-only transport: h2c for http://, TLS (ALPN h2) for https://.
+func newTransport() *http.Transport {
+	var p http.Protocols
+	p.SetHTTP2(true)
+	p.SetUnencryptedHTTP2(true)
+	return &http.Transport{
+		Protocols:           &p,
+		DialContext:         (&net.Dialer{Timeout: 10 * time.Second, KeepAlive: 30 * time.Second}).DialContext,
+		TLSHandshakeTimeout: 10 * time.Second,
+		HTTP2:               &http.HTTP2Config{SendPingTimeout: 15 * time.Second, PingTimeout: 15 * time.Second},
+	}
+}
+
+// bearer sets the Authorization header on every request.
+type bearer string
+
+func (b bearer) WrapUnary(next connect.UnaryFunc) connect.UnaryFunc {
+	return func(ctx context.Context, req connect.AnyRequest) (connect.AnyResponse, error) {
+		req.Header().Set("Authorization", string(b))
+		return next(ctx, req)
+	}
+}
+
+func (b bearer) WrapStreamingClient(next connect.StreamingClientFunc) connect.StreamingClientFunc {
+	return func(ctx context.Context, spec connect.Spec) connect.StreamingClientConn {
+		conn := next(ctx, spec)
+		conn.RequestHeader().Set("Authorization", string(b))
+		return conn
+	}
+}
+
+func (b bearer) WrapStreamingHandler(next connect.StreamingHandlerFunc) connect.StreamingHandlerFunc {
+	return next
+}
+
+// Close ends every running subscription and read (with an error matching
+// [annals.ErrClosed]) and closes the client's idle connections. Later calls return an error
+// matching [annals.ErrClosed]. It is safe to call more than once; the server and its store are
+// not affected.
+func (c *Client) Close() error {
+	c.once.Do(func() {
+		c.close()
+		if c.transport != nil {
+			c.transport.CloseIdleConnections()
+		}
+	})
+	return nil
+}
+
+var errClosed = fmt.Errorf("annals client: %w", annals.ErrClosed)
+
+// checkText returns an error matching [annals.ErrInvalidArgument] when one of the strings is
+// not valid UTF-8: protobuf cannot carry it, and the store would refuse it anyway.
+func checkText(what string, ss ...string) error {
+	for _, s := range ss {
+		if !utf8.ValidString(s) {
+			return fmt.Errorf("%w: %s %q is not valid UTF-8", annals.ErrInvalidArgument, what, s)
+		}
+	}
+	return nil
+}
+
+func checkFilter(f *annals.Filter) error {
+	if f == nil {
+		return nil
+	}
+	if err := checkText("filter stream prefix", f.StreamPrefixes...); err != nil {
+		return err
+	}
+	if err := checkText("filter category", f.Categories...); err != nil {
+		return err
+	}
+	return checkText("filter event type", f.EventTypes...)
+}
+
+// begin starts a call: it returns a context that ends with ctx or with Close, and the function
+// that releases it; or the error to return at once when the client is closed or ctx is done.
+func (c *Client) begin(ctx context.Context) (context.Context, func(), error) {
+	if c.life.Err() != nil {
+		return nil, nil, errClosed
+	}
+	if err := ctx.Err(); err != nil {
+		return nil, nil, err
+	}
+	cctx, cancel := context.WithCancel(ctx)
+	stop := context.AfterFunc(c.life, cancel)
+	return cctx, func() { stop(); cancel() }, nil
+}
+
+// fail returns the error a call made with ctx returns for err: the client's closing first,
+// then ctx's own end, then the server's answer.
+func (c *Client) fail(ctx context.Context, err error) error {
+	if c.life.Err() != nil {
+		return errClosed
+	}
+	if ctx.Err() != nil {
+		return ctx.Err()
+	}
+	return fromConnect(err)
+}
+
+// Append implements [annals.Store.Append] with one Append call. The result carries the
+// position, for read-your-writes.
+func (c *Client) Append(ctx context.Context, stream string, expected annals.ExpectedRevision, events ...annals.Event) (annals.AppendResult, error) {
+	cctx, done, err := c.begin(ctx)
+	if err != nil {
+		return annals.AppendResult{}, err
+	}
+	defer done()
+	if err := checkText("stream id", stream); err != nil {
+		return annals.AppendResult{}, err
+	}
+	for i := range events {
+		if err := checkText("event type", events[i].Type); err != nil {
+			return annals.AppendResult{}, fmt.Errorf("event %d of the append to %q: %w", i, stream, err)
+		}
+		if err := checkText("content type", events[i].ContentType); err != nil {
+			return annals.AppendResult{}, fmt.Errorf("event %d of the append to %q: %w", i, stream, err)
+		}
+	}
+	req := &annalsv1.AppendRequest{Stream: stream, Expected: wire.ExpectedToProto(expected), Events: make([]*annalsv1.Event, len(events))}
+	for i := range events {
+		req.Events[i] = wire.EventToProto(&events[i])
+	}
+	res, err := c.rpc.Append(cctx, connect.NewRequest(req))
+	if err != nil {
+		return annals.AppendResult{}, c.fail(ctx, err)
+	}
+	return annals.AppendResult{Revision: res.Msg.Revision, Position: res.Msg.Position}, nil
+}
+
+// readRequest holds the fields that ReadStreamRequest and ReadAllRequest share.
+func readFields(opts *annals.ReadOptions) (o annals.ReadOptions, limit uint64) {
+	if opts != nil {
+		o = *opts
+	}
+	if o.Limit < 0 {
+		// Sent as is, a negative limit would wrap; the server refuses this one instead.
+		return o, 1 << 63
+	}
+	return o, uint64(o.Limit)
+}
+
+// ReadStream implements [annals.Store.ReadStream] with one server-streaming call: events come
+// in batches, so that a long read is not held in memory on either side.
+func (c *Client) ReadStream(ctx context.Context, stream string, opts *annals.ReadOptions) iter.Seq2[annals.RecordedEvent, error] {
+	return func(yield func(annals.RecordedEvent, error) bool) {
+		o, limit := readFields(opts)
+		if err := errors.Join(checkText("stream id", stream), checkFilter(o.Filter)); err != nil {
+			yield(annals.RecordedEvent{}, err)
+			return
+		}
+		req := &annalsv1.ReadStreamRequest{
+			Stream: stream, From: o.From, Backwards: o.Backwards, Limit: limit, Until: o.Until,
+			AsOf: wire.TimeToProto(o.AsOf), Filter: wire.FilterToProto(o.Filter),
+		}
+		c.read(ctx, yield, func(ctx context.Context) (eventStream, error) {
+			st, err := c.rpc.ReadStream(ctx, connect.NewRequest(req))
+			return eventStreamOf(st, (*annalsv1.ReadStreamResponse).GetEvents), err
+		})
+	}
+}
+
+// ReadAll implements [annals.Store.ReadAll] like [Client.ReadStream].
+func (c *Client) ReadAll(ctx context.Context, opts *annals.ReadOptions) iter.Seq2[annals.RecordedEvent, error] {
+	return func(yield func(annals.RecordedEvent, error) bool) {
+		o, limit := readFields(opts)
+		if err := checkFilter(o.Filter); err != nil {
+			yield(annals.RecordedEvent{}, err)
+			return
+		}
+		req := &annalsv1.ReadAllRequest{
+			From: o.From, Backwards: o.Backwards, Limit: limit, Until: o.Until,
+			AsOf: wire.TimeToProto(o.AsOf), Filter: wire.FilterToProto(o.Filter),
+		}
+		c.read(ctx, yield, func(ctx context.Context) (eventStream, error) {
+			st, err := c.rpc.ReadAll(ctx, connect.NewRequest(req))
+			return eventStreamOf(st, (*annalsv1.ReadAllResponse).GetEvents), err
+		})
+	}
+}
+
+// eventStream is a server stream of batches of events, whatever its message type.
+type eventStream interface {
+	Receive() bool
+	events() []*annalsv1.RecordedEvent
+	Err() error
+	Close() error
+}
+
+type typedStream[T any] struct {
+	*connect.ServerStreamForClient[T]
+	get func(*T) []*annalsv1.RecordedEvent
+}
+
+func (s typedStream[T]) events() []*annalsv1.RecordedEvent { return s.get(s.Msg()) }
+
+func eventStreamOf[T any](st *connect.ServerStreamForClient[T], get func(*T) []*annalsv1.RecordedEvent) eventStream {
+	if st == nil {
+		return nil
+	}
+	return typedStream[T]{st, get}
+}
+
+// read runs one read: it opens the stream with open and yields its events, then its error.
+func (c *Client) read(ctx context.Context, yield func(annals.RecordedEvent, error) bool, open func(context.Context) (eventStream, error)) {
+	cctx, done, err := c.begin(ctx)
+	if err != nil {
+		yield(annals.RecordedEvent{}, err)
+		return
+	}
+	defer done()
+	st, err := open(cctx)
+	if err != nil {
+		yield(annals.RecordedEvent{}, c.fail(ctx, err))
+		return
+	}
+	defer st.Close()
+	for st.Receive() {
+		for _, m := range st.events() {
+			if cctx.Err() != nil {
+				yield(annals.RecordedEvent{}, c.fail(ctx, cctx.Err()))
+				return
+			}
+			e, err := wire.RecordedFromProto(m)
+			if err != nil {
+				yield(annals.RecordedEvent{}, fmt.Errorf("annals client: %w", err))
+				return
+			}
+			if !yield(e, nil) {
+				return
+			}
+		}
+	}
+	if err := st.Err(); err != nil {
+		yield(annals.RecordedEvent{}, c.fail(ctx, err))
+	}
+}
+
+// SubscribeStream implements [annals.Store.SubscribeStream] with a Subscribe call that
+// reconnects after losing the server and resumes after the last revision delivered.
+func (c *Client) SubscribeStream(ctx context.Context, stream string, opts *annals.SubscribeOptions) iter.Seq2[annals.RecordedEvent, error] {
+	if stream == annals.AllStream {
+		// On the wire "$all" names the global log; as a stream id it is refused.
+		return func(yield func(annals.RecordedEvent, error) bool) {
+			yield(annals.RecordedEvent{}, annals.ValidateStreamID(stream))
+		}
+	}
+	return c.subscribe(ctx, stream, opts)
+}
+
+// SubscribeAll implements [annals.Store.SubscribeAll] like [Client.SubscribeStream], resuming
+// after the last position delivered.
+func (c *Client) SubscribeAll(ctx context.Context, opts *annals.SubscribeOptions) iter.Seq2[annals.RecordedEvent, error] {
+	return c.subscribe(ctx, annals.AllStream, opts)
+}
+
+// Backoff between reconnection attempts of a subscription.
+const (
+	minBackoff = 50 * time.Millisecond
+	maxBackoff = 2 * time.Second
+)
+
+func (c *Client) subscribe(ctx context.Context, stream string, opts *annals.SubscribeOptions) iter.Seq2[annals.RecordedEvent, error] {
+	var o annals.SubscribeOptions
+	if opts != nil {
+		o = *opts
+	}
+	all := stream == annals.AllStream
+	return func(yield func(annals.RecordedEvent, error) bool) {
+		cctx, done, err := c.begin(ctx)
+		if err != nil {
+			yield(annals.RecordedEvent{}, err)
+			return
+		}
+		defer done()
+		if err := errors.Join(checkText("stream id", stream), checkFilter(o.Filter)); err != nil {
+			yield(annals.RecordedEvent{}, err)
+			return
+		}
+		next, fromEnd := o.From, o.From == annals.End
+		backoff := minBackoff
+		var giveUp time.Time // when reconnecting stops; zero while connected
+		for {
+			req := &annalsv1.SubscribeRequest{Stream: stream, From: next, FromEnd: fromEnd, Filter: wire.FilterToProto(o.Filter)}
+			if fromEnd {
+				req.From = 0
+			}
+			connected := false
+			st, err := c.rpc.Subscribe(cctx, connect.NewRequest(req))
+			if err == nil {
+				for st.Receive() {
+					switch m := st.Msg().Content.(type) {
+					case *annalsv1.SubscribeResponse_Started:
+						if fromEnd {
+							next, fromEnd = m.Started.GetFrom(), false
+						}
+						connected, giveUp, backoff = true, time.Time{}, minBackoff
+					case *annalsv1.SubscribeResponse_Events:
+						for _, pm := range m.Events.GetEvents() {
+							if cctx.Err() != nil {
+								break
+							}
+							e, err := wire.RecordedFromProto(pm)
+							if err != nil {
+								st.Close()
+								yield(annals.RecordedEvent{}, fmt.Errorf("annals client: %w", err))
+								return
+							}
+							if all {
+								next = e.Position + 1
+							} else {
+								next = e.Revision + 1
+							}
+							if !yield(e, nil) {
+								st.Close()
+								return
+							}
+						}
+					}
+				}
+				if err = st.Err(); err == nil {
+					err = connect.NewError(connect.CodeUnavailable, errors.New("the server ended the subscription"))
+				}
+				st.Close()
+			}
+			if c.life.Err() != nil || ctx.Err() != nil {
+				yield(annals.RecordedEvent{}, c.fail(ctx, err))
+				return
+			}
+			if !retryable(err) || c.reconnect < 0 {
+				yield(annals.RecordedEvent{}, c.fail(ctx, err))
+				return
+			}
+			now := time.Now()
+			if connected || giveUp.IsZero() {
+				giveUp = now.Add(c.reconnect)
+			}
+			if now.After(giveUp) {
+				yield(annals.RecordedEvent{}, fmt.Errorf("annals client: subscription could not reconnect within %v: %w", c.reconnect, fromConnect(err)))
+				return
+			}
+			wait := backoff/2 + rand.N(backoff/2+1)
+			backoff = min(2*backoff, maxBackoff)
+			timer := time.NewTimer(wait)
+			select {
+			case <-timer.C:
+			case <-cctx.Done():
+				timer.Stop()
+			}
+		}
+	}
+}
+
+// retryable reports whether a subscription that failed with err should reconnect: the server
+// could not be reached or went away (no ErrorDetail, a transport code), or it said it is
+// shutting down or its store is closed (a restart in progress).
+func retryable(err error) bool {
+	ce, ok := errors.AsType[*connect.Error](err)
+	if !ok {
+		return true // not even a Connect error: the transport failed
+	}
+	if d := detailOf(ce); d != nil {
+		return d.Reason == wire.ReasonShuttingDown || d.Reason == wire.ReasonClosed
+	}
+	switch ce.Code() {
+	case connect.CodeUnavailable, connect.CodeUnknown, connect.CodeInternal, connect.CodeCanceled,
+		connect.CodeDeadlineExceeded, connect.CodeAborted:
+		return true
+	}
+	return false
+}
+
+// GetMetadata implements [annals.Store.GetMetadata].
+func (c *Client) GetMetadata(ctx context.Context, stream string) (annals.StreamMetadata, annals.ExpectedRevision, error) {
+	cctx, done, err := c.begin(ctx)
+	if err != nil {
+		return annals.StreamMetadata{}, 0, err
+	}
+	defer done()
+	if err := checkText("stream id", stream); err != nil {
+		return annals.StreamMetadata{}, 0, err
+	}
+	res, err := c.rpc.GetMetadata(cctx, connect.NewRequest(&annalsv1.GetMetadataRequest{Stream: stream}))
+	if err != nil {
+		return annals.StreamMetadata{}, 0, c.fail(ctx, err)
+	}
+	meta, err := wire.MetadataFromProto(res.Msg.GetMetadata())
+	if err != nil {
+		return annals.StreamMetadata{}, 0, fmt.Errorf("annals client: metadata from the server: %w", err)
+	}
+	return meta, wire.ExpectedFromProto(res.Msg.GetExpected()), nil
+}
+
+// SetMetadata implements [annals.Store.SetMetadata].
+func (c *Client) SetMetadata(ctx context.Context, stream string, expected annals.ExpectedRevision, meta annals.StreamMetadata) (annals.AppendResult, error) {
+	cctx, done, err := c.begin(ctx)
+	if err != nil {
+		return annals.AppendResult{}, err
+	}
+	defer done()
+	if err := checkText("stream id", stream); err != nil {
+		return annals.AppendResult{}, err
+	}
+	req := &annalsv1.SetMetadataRequest{Stream: stream, Expected: wire.ExpectedToProto(expected), Metadata: wire.MetadataToProto(&meta)}
+	res, err := c.rpc.SetMetadata(cctx, connect.NewRequest(req))
+	if err != nil {
+		return annals.AppendResult{}, c.fail(ctx, err)
+	}
+	return annals.AppendResult{Revision: res.Msg.Revision, Position: res.Msg.Position}, nil
+}
+
+// Delete implements [annals.Store.Delete].
+func (c *Client) Delete(ctx context.Context, stream string, expected annals.ExpectedRevision) (uint64, error) {
+	cctx, done, err := c.begin(ctx)
+	if err != nil {
+		return 0, err
+	}
+	defer done()
+	if err := checkText("stream id", stream); err != nil {
+		return 0, err
+	}
+	res, err := c.rpc.Delete(cctx, connect.NewRequest(&annalsv1.DeleteRequest{Stream: stream, Expected: wire.ExpectedToProto(expected)}))
+	if err != nil {
+		return 0, c.fail(ctx, err)
+	}
+	return res.Msg.Position, nil
+}
+
+// Tombstone implements [annals.Store.Tombstone].
+func (c *Client) Tombstone(ctx context.Context, stream string, expected annals.ExpectedRevision) (uint64, error) {
+	cctx, done, err := c.begin(ctx)
+	if err != nil {
+		return 0, err
+	}
+	defer done()
+	if err := checkText("stream id", stream); err != nil {
+		return 0, err
+	}
+	res, err := c.rpc.Tombstone(cctx, connect.NewRequest(&annalsv1.TombstoneRequest{Stream: stream, Expected: wire.ExpectedToProto(expected)}))
+	if err != nil {
+		return 0, c.fail(ctx, err)
+	}
+	return res.Msg.Position, nil
+}
+
+// ListStreams implements [annals.Store.ListStreams] with one server-streaming call.
+func (c *Client) ListStreams(ctx context.Context, opts *annals.ListOptions) iter.Seq2[annals.StreamInfo, error] {
+	return func(yield func(annals.StreamInfo, error) bool) {
+		var o annals.ListOptions
+		if opts != nil {
+			o = *opts
+		}
+		limit := uint64(o.Limit)
+		if o.Limit < 0 {
+			limit = 1 << 63 // refused by the server, as the store refuses a negative limit
+		}
+		cctx, done, err := c.begin(ctx)
+		if err != nil {
+			yield(annals.StreamInfo{}, err)
+			return
+		}
+		defer done()
+		if err := checkText("stream prefix", o.Prefix, o.After); err != nil {
+			yield(annals.StreamInfo{}, err)
+			return
+		}
+		st, err := c.rpc.ListStreams(cctx, connect.NewRequest(&annalsv1.ListStreamsRequest{Prefix: o.Prefix, After: o.After, Limit: limit}))
+		if err != nil {
+			yield(annals.StreamInfo{}, c.fail(ctx, err))
+			return
+		}
+		defer st.Close()
+		for st.Receive() {
+			for _, m := range st.Msg().GetStreams() {
+				if cctx.Err() != nil {
+					yield(annals.StreamInfo{}, c.fail(ctx, cctx.Err()))
+					return
+				}
+				if !yield(annals.StreamInfo{Stream: m.GetStream(), Revision: m.GetRevision(), Count: m.GetCount()}, nil) {
+					return
+				}
+			}
+		}
+		if err := st.Err(); err != nil {
+			yield(annals.StreamInfo{}, c.fail(ctx, err))
+		}
+	}
+}
+
+// ServerInfo describes the server, as [Client.Info] returns it.
+type ServerInfo struct {
+	Version string
+	Backend string
+	// HeadPosition is the position of the last event in the log, 0 when it is empty.
+	HeadPosition uint64
+	StartTime    time.Time
+	// Subscriptions is the number of subscriptions running on the server.
+	Subscriptions uint64
+}
+
+// Info returns what the server says of itself and the head of its log.
+func (c *Client) Info(ctx context.Context) (ServerInfo, error) {
+	cctx, done, err := c.begin(ctx)
+	if err != nil {
+		return ServerInfo{}, err
+	}
+	defer done()
+	res, err := c.rpc.ServerInfo(cctx, connect.NewRequest(&annalsv1.ServerInfoRequest{}))
+	if err != nil {
+		return ServerInfo{}, c.fail(ctx, err)
+	}
+	m := res.Msg
+	info := ServerInfo{Version: m.Version, Backend: m.Backend, HeadPosition: m.HeadPosition, Subscriptions: m.Subscriptions}
+	if m.StartTime != nil {
+		info.StartTime = m.StartTime.AsTime()
+	}
+	return info, nil
+}

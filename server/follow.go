@@ -1,0 +1,199 @@
+package server
+
+import (
+	"context"
+	"errors"
+	"iter"
+	"sync"
+	"time"
+
+	"github.com/annalsdb/annals"
+)
+
+// Batch bounds: a batch of a read or subscription is sent when it holds maxBatchEvents events
+// or maxBatchBytes bytes of event data, whichever comes first (and a subscription sends what
+// it has as soon as no more is waiting).
+const (
+	maxBatchEvents = 512
+	maxBatchBytes  = 1 << 20
+)
+
+func eventBytes(e *annals.RecordedEvent) int {
+	return len(e.Data) + len(e.Metadata) + len(e.Type) + len(e.Stream) + 64
+}
+
+// target is what a subscription follows.
+type target struct {
+	all    bool
+	stream string // when not all
+	from   uint64
+	end    bool // from the end: from is ignored
+	filter *annals.Filter
+}
+
+// prepare checks a subscription before it starts, so that bad input and a tombstoned stream
+// are refused before anything is sent, and returns where it starts: from, or for a
+// subscription from the end the revision or position after the last event, so that a client
+// that reconnects before any event arrived loses nothing.
+func (s *Server) prepare(ctx context.Context, t target) (uint64, error) {
+	if t.from == annals.End {
+		t.end = true
+	}
+	if err := t.filter.Validate(); err != nil {
+		return 0, err
+	}
+	if t.all {
+		if !t.end {
+			return t.from, nil
+		}
+		for e, err := range s.store.ReadAll(ctx, &annals.ReadOptions{Backwards: true, From: annals.End, Limit: 1}) {
+			if err != nil {
+				return 0, err
+			}
+			return e.Position + 1, nil
+		}
+		return 0, nil
+	}
+	for e, err := range s.store.ReadStream(ctx, t.stream, &annals.ReadOptions{Backwards: true, From: annals.End, Limit: 1}) {
+		switch {
+		case errors.Is(err, annals.ErrStreamNotFound):
+			// Not written yet, or soft-deleted: from 0 the store starts past what is hidden.
+		case err != nil:
+			return 0, err
+		case t.end:
+			return e.Revision + 1, nil
+		}
+		break
+	}
+	if t.end {
+		return 0, nil
+	}
+	return t.from, nil
+}
+
+// follow runs a subscription of t from the given start: it reads the store's subscription in
+// a goroutine that hands events over through a channel of Options.SubscriptionBuffer, and
+// calls send with each batch of what is waiting, so that live events go out one by one as
+// they come and a catch-up goes out in large batches. keepAlive, when not nil, is called after
+// every Options.KeepAlive without events. follow returns when ctx ends (its error), when send
+// fails (that error), or with the store's error after sending every event before it; when the
+// server is closing it returns [ErrShuttingDown]. The goroutine has ended when follow returns.
+func (s *Server) follow(ctx context.Context, t target, from uint64, send func([]annals.RecordedEvent) error, keepAlive func() error) (err error) {
+	ctx, cancel := context.WithCancel(ctx)
+	opts := &annals.SubscribeOptions{From: from, Filter: t.filter}
+	var seq iter.Seq2[annals.RecordedEvent, error]
+	if t.all {
+		seq = s.store.SubscribeAll(ctx, opts)
+	} else {
+		seq = s.store.SubscribeStream(ctx, t.stream, opts)
+	}
+	type item struct {
+		e   annals.RecordedEvent
+		err error
+	}
+	ch := make(chan item, s.opts.SubscriptionBuffer)
+	var wg sync.WaitGroup
+	wg.Go(func() {
+		defer close(ch)
+		for e, err := range seq {
+			select {
+			case ch <- item{e, err}:
+			case <-ctx.Done():
+				return
+			}
+			if err != nil {
+				return
+			}
+		}
+	})
+	defer func() {
+		cancel()
+		wg.Wait()
+		if s.closing.Err() != nil && err != nil {
+			err = ErrShuttingDown
+		}
+	}()
+
+	var tick <-chan time.Time
+	if keepAlive != nil {
+		ticker := time.NewTicker(s.opts.KeepAlive)
+		defer ticker.Stop()
+		tick = ticker.C
+	}
+	batch := make([]annals.RecordedEvent, 0, 64)
+	for {
+		var it item
+		var ok bool
+		select {
+		case it, ok = <-ch:
+		case <-tick:
+			if err := keepAlive(); err != nil {
+				return err
+			}
+			continue
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+		batch = batch[:0]
+		size := 0
+		var end error
+		for {
+			if !ok {
+				if end = ctx.Err(); end == nil {
+					end = errors.New("subscription ended without an error")
+				}
+				break
+			}
+			if it.err != nil {
+				end = it.err
+				break
+			}
+			batch = append(batch, it.e)
+			if size += eventBytes(&it.e); len(batch) >= maxBatchEvents || size >= maxBatchBytes {
+				break
+			}
+			select {
+			case it, ok = <-ch:
+				continue
+			default:
+			}
+			break
+		}
+		if len(batch) > 0 {
+			if err := send(batch); err != nil {
+				return err
+			}
+		}
+		if end != nil {
+			return end
+		}
+	}
+}
+
+// sendRead reads seq to its end and calls send with batches of its events; it returns the
+// read's error after sending the events before it, or send's error.
+func sendRead(seq iter.Seq2[annals.RecordedEvent, error], send func([]annals.RecordedEvent) error) error {
+	batch := make([]annals.RecordedEvent, 0, 64)
+	size := 0
+	for e, err := range seq {
+		if err != nil {
+			if len(batch) > 0 {
+				if serr := send(batch); serr != nil {
+					return serr
+				}
+			}
+			return err
+		}
+		batch = append(batch, e)
+		if size += eventBytes(&e); len(batch) >= maxBatchEvents || size >= maxBatchBytes {
+			if err := send(batch); err != nil {
+				return err
+			}
+			batch, size = batch[:0], 0
+		}
+	}
+	if len(batch) > 0 {
+		return send(batch)
+	}
+	return nil
+}

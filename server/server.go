@@ -1,0 +1,255 @@
+// Package server serves an [annals.Store] over the network: the EventStoreService of
+// proto/annals/v1 through Connect, so that one set of handlers answers gRPC, gRPC-Web and the
+// Connect protocol (plain HTTP/JSON), and Server-Sent Events for browsers that follow a stream
+// or $all.
+//
+// A [Server] is built over any store with [New]; [Server.Handler] returns its http.Handler.
+// The server does not listen by itself: run the handler in an http.Server, with unencrypted
+// HTTP/2 enabled (http.Protocols.SetUnencryptedHTTP2) for gRPC without TLS. [Server.Close]
+// ends the running subscriptions (clients reconnect elsewhere); it does not close the store.
+//
+// # Errors
+//
+// Every error a request gets goes through one table (errors.go): a conflict is Aborted (HTTP
+// 409) with the actual revision in an ErrorDetail, a missing stream NotFound, a tombstoned
+// stream FailedPrecondition, bad input InvalidArgument, a closed store Unavailable; anything
+// else is Internal with a generic message, and the full error goes to the log. Connect itself
+// answers malformed messages (InvalidArgument), unknown methods (404), wrong content types
+// (415) and bodies over [Options.MaxRequestBytes] (ResourceExhausted).
+//
+// # Extending
+//
+// Authentication goes in front of the handler as ordinary middleware (it puts the caller in
+// the request's context); authorization goes in [Options.Authorize], which the server calls
+// with the operation and the stream before touching the store, on every endpoint, SSE
+// included. Metrics and tracing fit [Options.Interceptors] (every RPC) and middleware around
+// [Server.Handler] (every HTTP request). More routes (metrics, health, a console) go on the
+// same mux through [Server.Register].
+package server
+
+import (
+	"context"
+	"log/slog"
+	"net/http"
+	"runtime/debug"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"connectrpc.com/connect"
+	"github.com/annalsdb/annals"
+	"github.com/annalsdb/annals/internal/gen/annals/v1/annalsv1connect"
+)
+
+// DefaultMaxRequestBytes is the default of [Options.MaxRequestBytes]: twice the store's
+// default append limit, enough for a 16 MiB append of small events in protobuf or in JSON
+// (base64 data), so that the store, not the transport, reports an append over its limit.
+const DefaultMaxRequestBytes = 2 * annals.DefaultMaxAppendSize
+
+// DefaultSubscriptionBuffer is the default of [Options.SubscriptionBuffer].
+const DefaultSubscriptionBuffer = 256
+
+// Options configure a [Server]. A nil *Options means all defaults.
+type Options struct {
+	// Logger gets the full text of internal errors (the client gets a generic message); nil
+	// means slog.Default().
+	Logger *slog.Logger
+	// MaxRequestBytes bounds the size of one request message (after decompression); a larger
+	// one is refused with ResourceExhausted. 0 means [DefaultMaxRequestBytes].
+	MaxRequestBytes int
+	// SubscriptionBuffer bounds the events each subscription holds between the store and the
+	// network; a subscriber that reads slower than that leaves the rest in storage (the
+	// store's own guarantee), so a slow reader costs at most this many events of memory.
+	// 0 means [DefaultSubscriptionBuffer].
+	SubscriptionBuffer int
+	// Authorize, when set, is called before every operation with what it is about to do. An
+	// error stops the request: wrap [ErrUnauthenticated] or [ErrPermissionDenied], or return a
+	// *connect.Error with the code of your choice. It must be safe for concurrent use.
+	Authorize func(ctx context.Context, a Access) error
+	// Interceptors wrap every RPC of the Connect service, in order (the first is outermost).
+	Interceptors []connect.Interceptor
+	// HandlerOptions are passed to the Connect handler after the server's own (read limit,
+	// interceptors), e.g. connect.WithCompression.
+	HandlerOptions []connect.HandlerOption
+	// Backend names the store in ServerInfo, e.g. "filestore"; empty means "unknown".
+	Backend string
+	// Version is reported by ServerInfo; empty means the main module's version.
+	Version string
+	// KeepAlive is the interval of the comments that keep idle SSE connections open through
+	// proxies; 0 means 15 seconds.
+	KeepAlive time.Duration
+}
+
+// Op is a kind of access, as [Options.Authorize] sees it.
+type Op string
+
+// The kinds of access. They match the lists of an [annals.ACL], plus OpAdmin for what concerns
+// the whole server.
+const (
+	OpRead      Op = "read"
+	OpWrite     Op = "write"
+	OpDelete    Op = "delete"
+	OpMetaRead  Op = "metaRead"
+	OpMetaWrite Op = "metaWrite"
+	OpAdmin     Op = "admin"
+)
+
+// Access describes an operation the server is about to perform.
+type Access struct {
+	Op Op
+	// Procedure is the RPC ("/annals.v1.EventStoreService/Append") or, for SSE, the route
+	// ("GET /v1/sse/all").
+	Procedure string
+	// Stream is the stream the operation is about; "" for the global log ($all), a listing of
+	// streams, or the server's info.
+	Stream string
+	// Prefix is the prefix a listing of streams asked for ("" for all streams).
+	Prefix string
+	// Filter narrows a read or subscription of $all; nil for everything.
+	Filter *annals.Filter
+}
+
+// Server serves one store. Its methods are safe for concurrent use.
+type Server struct {
+	store   annals.Store
+	log     *slog.Logger
+	opts    Options
+	started time.Time
+
+	// closing is canceled by Close; every subscription's context derives from it.
+	closing context.Context
+	close   context.CancelFunc
+
+	// subs counts the running subscriptions; Close waits for them. Add is called only under
+	// mu while not closed, so that it never races with Close's Wait.
+	subs sync.WaitGroup
+	// subscriptions is the number of running subscriptions, for ServerInfo.
+	subscriptions atomic.Int64
+
+	mu struct {
+		sync.Mutex
+		closed bool
+	}
+}
+
+// New returns a server for store. The server does not own the store: closing the server
+// leaves it open.
+func New(store annals.Store, opts *Options) *Server {
+	var o Options
+	if opts != nil {
+		o = *opts
+	}
+	if o.Logger == nil {
+		o.Logger = slog.Default()
+	}
+	if o.MaxRequestBytes <= 0 {
+		o.MaxRequestBytes = DefaultMaxRequestBytes
+	}
+	if o.SubscriptionBuffer <= 0 {
+		o.SubscriptionBuffer = DefaultSubscriptionBuffer
+	}
+	if o.Backend == "" {
+		o.Backend = "unknown"
+	}
+	if o.Version == "" {
+		o.Version = "devel"
+		if bi, ok := debug.ReadBuildInfo(); ok && bi.Main.Version != "" {
+			o.Version = bi.Main.Version
+		}
+	}
+	if o.KeepAlive <= 0 {
+		o.KeepAlive = 15 * time.Second
+	}
+	s := &Server{store: store, log: o.Logger, opts: o, started: time.Now().UTC()}
+	s.closing, s.close = context.WithCancel(context.Background())
+	return s
+}
+
+// Register adds the server's routes to mux: the Connect service under
+// /annals.v1.EventStoreService/ and the SSE endpoints under /v1/sse/.
+func (s *Server) Register(mux *http.ServeMux) {
+	handlerOpts := []connect.HandlerOption{
+		connect.WithReadMaxBytes(s.opts.MaxRequestBytes),
+		connect.WithInterceptors(s.opts.Interceptors...),
+	}
+	handlerOpts = append(handlerOpts, s.opts.HandlerOptions...)
+	path, h := annalsv1connect.NewEventStoreServiceHandler(&service{s: s}, handlerOpts...)
+	mux.Handle(path, h)
+	mux.HandleFunc(sseStreamRoute, s.serveSSEStream)
+	mux.HandleFunc(sseAllRoute, s.serveSSEAll)
+}
+
+// Handler returns an http.Handler that serves only the server's routes (see
+// [Server.Register]).
+func (s *Server) Handler() http.Handler {
+	mux := http.NewServeMux()
+	s.Register(mux)
+	return mux
+}
+
+// Close ends every running subscription (gRPC/Connect ones with Unavailable and reason
+// SHUTTING_DOWN, which the Go client answers by reconnecting; SSE ones by closing the
+// response) and refuses new ones, then waits for them to end. Other requests are not affected:
+// stop the http.Server with Shutdown to let them finish. Close does not close the store and is
+// safe to call more than once.
+func (s *Server) Close() error {
+	s.mu.Lock()
+	s.mu.closed = true
+	s.mu.Unlock()
+	s.close()
+	s.subs.Wait()
+	return nil
+}
+
+// beginSubscription registers a subscription with the server. It returns a context that ends
+// with ctx or when the server closes, and the function to call when the subscription ends; or
+// [ErrShuttingDown] once Close was called.
+func (s *Server) beginSubscription(ctx context.Context) (context.Context, func(), error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.mu.closed {
+		return nil, nil, ErrShuttingDown
+	}
+	s.subs.Add(1)
+	s.subscriptions.Add(1)
+	ctx, cancel := context.WithCancel(ctx)
+	stop := context.AfterFunc(s.closing, cancel)
+	return ctx, func() {
+		stop()
+		cancel()
+		s.subscriptions.Add(-1)
+		s.subs.Done()
+	}, nil
+}
+
+// authorize calls Options.Authorize, if any.
+func (s *Server) authorize(ctx context.Context, a Access) error {
+	if s.opts.Authorize == nil {
+		return nil
+	}
+	return s.opts.Authorize(ctx, a)
+}
+
+// Info describes the server and the state of its store, as ServerInfo reports it.
+type Info struct {
+	Version string
+	Backend string
+	// HeadPosition is the position of the last event in the log, 0 when it is empty.
+	HeadPosition uint64
+	StartTime    time.Time
+	// Subscriptions is the number of subscriptions (Subscribe and SSE) running now.
+	Subscriptions int64
+}
+
+// Info returns what ServerInfo reports. It returns the store's error when the head of the log
+// cannot be read.
+func (s *Server) Info(ctx context.Context) (Info, error) {
+	info := Info{Version: s.opts.Version, Backend: s.opts.Backend, StartTime: s.started, Subscriptions: s.subscriptions.Load()}
+	for e, err := range s.store.ReadAll(ctx, &annals.ReadOptions{Backwards: true, From: annals.End, Limit: 1}) {
+		if err != nil {
+			return Info{}, err
+		}
+		info.HeadPosition = e.Position
+	}
+	return info, nil
+}

@@ -1,0 +1,241 @@
+package server
+
+import (
+	"context"
+	"fmt"
+	"iter"
+
+	"connectrpc.com/connect"
+	"github.com/annalsdb/annals"
+	annalsv1 "github.com/annalsdb/annals/internal/gen/annals/v1"
+	"github.com/annalsdb/annals/internal/gen/annals/v1/annalsv1connect"
+	"github.com/annalsdb/annals/internal/wire"
+	"google.golang.org/protobuf/types/known/timestamppb"
+)
+
+// service implements the Connect handler of EventStoreService over the server's store.
+type service struct {
+	s *Server
+}
+
+var _ annalsv1connect.EventStoreServiceHandler = (*service)(nil)
+
+func (v *service) Append(ctx context.Context, req *connect.Request[annalsv1.AppendRequest]) (*connect.Response[annalsv1.AppendResponse], error) {
+	m, proc := req.Msg, req.Spec().Procedure
+	if err := v.s.authorize(ctx, Access{Op: OpWrite, Procedure: proc, Stream: m.Stream}); err != nil {
+		return nil, v.s.toConnect(ctx, proc, err)
+	}
+	events := make([]annals.Event, len(m.Events))
+	for i, pe := range m.Events {
+		e, err := wire.EventFromProto(pe)
+		if err != nil {
+			return nil, v.s.toConnect(ctx, proc, fmt.Errorf("event %d of the append to %q: %w", i, m.Stream, err))
+		}
+		events[i] = e
+	}
+	res, err := v.s.store.Append(ctx, m.Stream, wire.ExpectedFromProto(m.Expected), events...)
+	if err != nil {
+		return nil, v.s.toConnect(ctx, proc, err)
+	}
+	return connect.NewResponse(&annalsv1.AppendResponse{Revision: res.Revision, Position: res.Position}), nil
+}
+
+// readOptions converts the fields shared by ReadStreamRequest and ReadAllRequest.
+func readOptions(from uint64, fromEnd, backwards bool, limit, until uint64, asOf *timestamppb.Timestamp, f *annalsv1.Filter) (*annals.ReadOptions, error) {
+	n, err := wire.LimitFromProto(limit)
+	if err != nil {
+		return nil, err
+	}
+	t, err := wire.TimeFromProto(asOf)
+	if err != nil {
+		return nil, err
+	}
+	o := &annals.ReadOptions{Backwards: backwards, From: from, Limit: n, Until: until, AsOf: t, Filter: wire.FilterFromProto(f)}
+	if fromEnd {
+		o.From = annals.End
+	}
+	return o, nil
+}
+
+// sendEvents sends the events of a read in batches through send, which builds the response
+// message of the method.
+func (v *service) sendEvents(ctx context.Context, proc string, seq iter.Seq2[annals.RecordedEvent, error], send func([]*annalsv1.RecordedEvent) error) error {
+	var msgs []*annalsv1.RecordedEvent
+	err := sendRead(seq, func(batch []annals.RecordedEvent) error {
+		msgs = toProtoBatch(msgs[:0], batch)
+		return send(msgs)
+	})
+	if err != nil {
+		return v.s.toConnect(ctx, proc, err)
+	}
+	return nil
+}
+
+func toProtoBatch(dst []*annalsv1.RecordedEvent, batch []annals.RecordedEvent) []*annalsv1.RecordedEvent {
+	for i := range batch {
+		dst = append(dst, wire.RecordedToProto(&batch[i]))
+	}
+	return dst
+}
+
+func (v *service) ReadStream(ctx context.Context, req *connect.Request[annalsv1.ReadStreamRequest], stream *connect.ServerStream[annalsv1.ReadStreamResponse]) error {
+	m, proc := req.Msg, req.Spec().Procedure
+	if err := v.s.authorize(ctx, Access{Op: OpRead, Procedure: proc, Stream: m.Stream}); err != nil {
+		return v.s.toConnect(ctx, proc, err)
+	}
+	opts, err := readOptions(m.From, m.FromEnd, m.Backwards, m.Limit, m.Until, m.AsOf, m.Filter)
+	if err != nil {
+		return v.s.toConnect(ctx, proc, err)
+	}
+	return v.sendEvents(ctx, proc, v.s.store.ReadStream(ctx, m.Stream, opts), func(evs []*annalsv1.RecordedEvent) error {
+		return stream.Send(&annalsv1.ReadStreamResponse{Events: evs})
+	})
+}
+
+func (v *service) ReadAll(ctx context.Context, req *connect.Request[annalsv1.ReadAllRequest], stream *connect.ServerStream[annalsv1.ReadAllResponse]) error {
+	m, proc := req.Msg, req.Spec().Procedure
+	opts, err := readOptions(m.From, m.FromEnd, m.Backwards, m.Limit, m.Until, m.AsOf, m.Filter)
+	if err != nil {
+		return v.s.toConnect(ctx, proc, err)
+	}
+	if err := v.s.authorize(ctx, Access{Op: OpRead, Procedure: proc, Filter: opts.Filter}); err != nil {
+		return v.s.toConnect(ctx, proc, err)
+	}
+	return v.sendEvents(ctx, proc, v.s.store.ReadAll(ctx, opts), func(evs []*annalsv1.RecordedEvent) error {
+		return stream.Send(&annalsv1.ReadAllResponse{Events: evs})
+	})
+}
+
+func (v *service) Subscribe(ctx context.Context, req *connect.Request[annalsv1.SubscribeRequest], stream *connect.ServerStream[annalsv1.SubscribeResponse]) error {
+	m, proc := req.Msg, req.Spec().Procedure
+	t := target{stream: m.Stream, from: m.From, end: m.FromEnd, filter: wire.FilterFromProto(m.Filter)}
+	if t.stream == annals.AllStream {
+		t.all, t.stream = true, ""
+	}
+	if err := v.s.authorize(ctx, Access{Op: OpRead, Procedure: proc, Stream: t.stream, Filter: t.filter}); err != nil {
+		return v.s.toConnect(ctx, proc, err)
+	}
+	sctx, done, err := v.s.beginSubscription(ctx)
+	if err != nil {
+		return v.s.toConnect(ctx, proc, err)
+	}
+	defer done()
+	ctx = sctx
+	from, err := v.s.prepare(ctx, t)
+	if err != nil {
+		return v.s.toConnect(ctx, proc, err)
+	}
+	started := &annalsv1.SubscribeResponse{Content: &annalsv1.SubscribeResponse_Started{Started: &annalsv1.SubscriptionStarted{From: from}}}
+	if err := stream.Send(started); err != nil {
+		return err
+	}
+	var msgs []*annalsv1.RecordedEvent
+	err = v.s.follow(ctx, t, from, func(batch []annals.RecordedEvent) error {
+		msgs = toProtoBatch(msgs[:0], batch)
+		return stream.Send(&annalsv1.SubscribeResponse{Content: &annalsv1.SubscribeResponse_Events{Events: &annalsv1.EventBatch{Events: msgs}}})
+	}, nil)
+	return v.s.toConnect(ctx, proc, err)
+}
+
+func (v *service) Delete(ctx context.Context, req *connect.Request[annalsv1.DeleteRequest]) (*connect.Response[annalsv1.DeleteResponse], error) {
+	m, proc := req.Msg, req.Spec().Procedure
+	if err := v.s.authorize(ctx, Access{Op: OpDelete, Procedure: proc, Stream: m.Stream}); err != nil {
+		return nil, v.s.toConnect(ctx, proc, err)
+	}
+	pos, err := v.s.store.Delete(ctx, m.Stream, wire.ExpectedFromProto(m.Expected))
+	if err != nil {
+		return nil, v.s.toConnect(ctx, proc, err)
+	}
+	return connect.NewResponse(&annalsv1.DeleteResponse{Position: pos}), nil
+}
+
+func (v *service) Tombstone(ctx context.Context, req *connect.Request[annalsv1.TombstoneRequest]) (*connect.Response[annalsv1.TombstoneResponse], error) {
+	m, proc := req.Msg, req.Spec().Procedure
+	if err := v.s.authorize(ctx, Access{Op: OpDelete, Procedure: proc, Stream: m.Stream}); err != nil {
+		return nil, v.s.toConnect(ctx, proc, err)
+	}
+	pos, err := v.s.store.Tombstone(ctx, m.Stream, wire.ExpectedFromProto(m.Expected))
+	if err != nil {
+		return nil, v.s.toConnect(ctx, proc, err)
+	}
+	return connect.NewResponse(&annalsv1.TombstoneResponse{Position: pos}), nil
+}
+
+func (v *service) GetMetadata(ctx context.Context, req *connect.Request[annalsv1.GetMetadataRequest]) (*connect.Response[annalsv1.GetMetadataResponse], error) {
+	m, proc := req.Msg, req.Spec().Procedure
+	if err := v.s.authorize(ctx, Access{Op: OpMetaRead, Procedure: proc, Stream: m.Stream}); err != nil {
+		return nil, v.s.toConnect(ctx, proc, err)
+	}
+	meta, exp, err := v.s.store.GetMetadata(ctx, m.Stream)
+	if err != nil {
+		return nil, v.s.toConnect(ctx, proc, err)
+	}
+	return connect.NewResponse(&annalsv1.GetMetadataResponse{Metadata: wire.MetadataToProto(&meta), Expected: wire.ExpectedToProto(exp)}), nil
+}
+
+func (v *service) SetMetadata(ctx context.Context, req *connect.Request[annalsv1.SetMetadataRequest]) (*connect.Response[annalsv1.SetMetadataResponse], error) {
+	m, proc := req.Msg, req.Spec().Procedure
+	if err := v.s.authorize(ctx, Access{Op: OpMetaWrite, Procedure: proc, Stream: m.Stream}); err != nil {
+		return nil, v.s.toConnect(ctx, proc, err)
+	}
+	meta, err := wire.MetadataFromProto(m.Metadata)
+	if err != nil {
+		return nil, v.s.toConnect(ctx, proc, err)
+	}
+	res, err := v.s.store.SetMetadata(ctx, m.Stream, wire.ExpectedFromProto(m.Expected), meta)
+	if err != nil {
+		return nil, v.s.toConnect(ctx, proc, err)
+	}
+	return connect.NewResponse(&annalsv1.SetMetadataResponse{Revision: res.Revision, Position: res.Position}), nil
+}
+
+// listBatch is the number of streams in one ListStreamsResponse.
+const listBatch = 1000
+
+func (v *service) ListStreams(ctx context.Context, req *connect.Request[annalsv1.ListStreamsRequest], stream *connect.ServerStream[annalsv1.ListStreamsResponse]) error {
+	m, proc := req.Msg, req.Spec().Procedure
+	if err := v.s.authorize(ctx, Access{Op: OpRead, Procedure: proc, Prefix: m.Prefix}); err != nil {
+		return v.s.toConnect(ctx, proc, err)
+	}
+	limit, err := wire.LimitFromProto(m.Limit)
+	if err != nil {
+		return v.s.toConnect(ctx, proc, err)
+	}
+	var batch []*annalsv1.StreamInfo
+	for info, err := range v.s.store.ListStreams(ctx, &annals.ListOptions{Prefix: m.Prefix, After: m.After, Limit: limit}) {
+		if err != nil {
+			if len(batch) > 0 {
+				if serr := stream.Send(&annalsv1.ListStreamsResponse{Streams: batch}); serr != nil {
+					return serr
+				}
+			}
+			return v.s.toConnect(ctx, proc, err)
+		}
+		batch = append(batch, &annalsv1.StreamInfo{Stream: info.Stream, Revision: info.Revision, Count: info.Count})
+		if len(batch) == listBatch {
+			if err := stream.Send(&annalsv1.ListStreamsResponse{Streams: batch}); err != nil {
+				return err
+			}
+			batch = nil
+		}
+	}
+	if len(batch) > 0 {
+		return stream.Send(&annalsv1.ListStreamsResponse{Streams: batch})
+	}
+	return nil
+}
+
+func (v *service) ServerInfo(ctx context.Context, req *connect.Request[annalsv1.ServerInfoRequest]) (*connect.Response[annalsv1.ServerInfoResponse], error) {
+	proc := req.Spec().Procedure
+	if err := v.s.authorize(ctx, Access{Op: OpRead, Procedure: proc}); err != nil {
+		return nil, v.s.toConnect(ctx, proc, err)
+	}
+	info, err := v.s.Info(ctx)
+	if err != nil {
+		return nil, v.s.toConnect(ctx, proc, err)
+	}
+	return connect.NewResponse(&annalsv1.ServerInfoResponse{
+		Version: info.Version, Backend: info.Backend, HeadPosition: info.HeadPosition,
+		StartTime: timestamppb.New(info.StartTime), Subscriptions: uint64(info.Subscriptions),
+	}), nil
+}
