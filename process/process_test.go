@@ -452,3 +452,39 @@ func TestInvalidManager(t *testing.T) {
 		}
 	}
 }
+
+// TestWaitFor waits for a position before the runner has started: the wait ends once the
+// runner, resuming from its journals, has handled everything up to it.
+func TestWaitFor(t *testing.T) {
+	forEachStore(t, func(t *testing.T, s annals.Store) {
+		h := &handlers{store: s, seen: map[string]bool{}}
+		r := newRunner(t, s, h, time.Hour)
+		stop := start(t, r)
+		append1(t, s, "order-1", "Placed", `{"SKU":"apple"}`)
+		waitUntil(t, "the reservation", func() bool { return len(types(t, s, "stock-apple")) == 1 })
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		if err := r.WaitFor(ctx, lastPosition(t, s)); err != nil {
+			t.Fatal(err)
+		}
+		stop()
+
+		r2 := newRunner(t, s, h, time.Hour)
+		done := make(chan error, 1)
+		go func() { done <- r2.WaitFor(ctx, lastPosition(t, s)) }()
+		start(t, r2)
+		if err := <-done; err != nil {
+			t.Errorf("WaitFor on a restarted runner: %v", err)
+		}
+		if err := r2.WaitFor(ctx, 0); err != nil {
+			t.Errorf("WaitFor(0): %v", err)
+		}
+		short, cancelShort := context.WithTimeout(context.Background(), 50*time.Millisecond)
+		defer cancelShort()
+		append1(t, s, "order-2", "Placed", `{"SKU":"pear"}`)
+		stopped := newRunner(t, s, h, time.Hour) // never run: it cannot reach the new event
+		if err := stopped.WaitFor(short, lastPosition(t, s)); !errors.Is(err, context.DeadlineExceeded) {
+			t.Errorf("WaitFor on a runner that does not run: %v, want context.DeadlineExceeded", err)
+		}
+	})
+}

@@ -197,8 +197,9 @@ func (r *Runner[S]) recover(ctx context.Context) error {
 		})
 	}
 	r.mu.Lock()
-	r.mu.pending, r.mu.position = pending, position
-	r.mu.Unlock()
+	defer r.mu.Unlock()
+	r.mu.pending = pending
+	r.setPositionLocked(position)
 	return nil
 }
 
@@ -207,11 +208,16 @@ func (r *Runner[S]) advance(position uint64) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	if position > r.mu.position {
-		r.mu.position = position
-		if r.mu.progress != nil {
-			close(r.mu.progress)
-			r.mu.progress = nil
-		}
+		r.setPositionLocked(position)
+	}
+}
+
+// setPositionLocked sets the position and wakes the calls of WaitFor.
+func (r *Runner[S]) setPositionLocked(position uint64) {
+	r.mu.position = position
+	if r.mu.progress != nil {
+		close(r.mu.progress)
+		r.mu.progress = nil
 	}
 }
 

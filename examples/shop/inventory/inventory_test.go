@@ -1,0 +1,39 @@
+package inventory_test
+
+import (
+	"testing"
+
+	"github.com/annalsdb/annals/examples/shop/inventory"
+	"github.com/annalsdb/annals/testkit"
+)
+
+func TestReserve(t *testing.T) {
+	ten := inventory.Restocked{Qty: 10}
+	testkit.Given(t, inventory.Decider, ten).When(inventory.Reserve{Order: "a", Qty: 4}).Then(inventory.Reserved{Order: "a", Qty: 4})
+	testkit.Given(t, inventory.Decider, ten, inventory.Reserved{Order: "a", Qty: 8}).
+		When(inventory.Reserve{Order: "b", Qty: 3}).ThenError(inventory.ErrInsufficientStock)
+	testkit.Given(t, inventory.Decider, ten, inventory.Reserved{Order: "a", Qty: 8}).
+		When(inventory.Reserve{Order: "a", Qty: 8}).Then() // reserving again for the same order
+	testkit.Given(t, inventory.Decider).When(inventory.Reserve{Order: "a", Qty: 1}).ThenError(inventory.ErrInsufficientStock)
+}
+
+func TestReleaseAndShip(t *testing.T) {
+	given := []any{inventory.Restocked{Qty: 10}, inventory.Reserved{Order: "a", Qty: 4}}
+	testkit.Given(t, inventory.Decider, given...).When(inventory.Release{Order: "a", Reason: "x"}).
+		Then(inventory.Released{Order: "a", Qty: 4, Reason: "x"})
+	testkit.Given(t, inventory.Decider, given...).When(inventory.Release{Order: "b"}).Then()
+	testkit.Given(t, inventory.Decider, given...).When(inventory.Ship{Order: "a"}).Then(inventory.Shipped{Order: "a", Qty: 4})
+	testkit.Given(t, inventory.Decider, given...).When(inventory.Ship{Order: "a"}).
+		ThenState(inventory.State{OnHand: 6, Reserved: map[string]int{}})
+	testkit.Given(t, inventory.Decider, given...).When(inventory.Release{Order: "a"}).
+		ThenState(inventory.State{OnHand: 10, Reserved: map[string]int{}})
+}
+
+func TestValidate(t *testing.T) {
+	for _, c := range []inventory.Command{inventory.Restock{Qty: 0}, inventory.Reserve{Order: "", Qty: 1},
+		inventory.Reserve{Order: "a", Qty: 0}, inventory.Release{}, inventory.Ship{}} {
+		if err := inventory.Validate(c); err == nil {
+			t.Errorf("Validate(%#v) = nil, want an error", c)
+		}
+	}
+}
