@@ -168,8 +168,10 @@ func Open(ctx context.Context, connString string, opts *Options) (*Store, error)
 		s.writers.Add(1)
 		go s.writer()
 	}
+	lcfg := cfg.ConnConfig.Copy()
+	lcfg.RuntimeParams["application_name"] = params["application_name"] + " listener"
 	s.listener.Add(1)
-	go s.listen(cfg.ConnConfig.Copy())
+	go s.listen(lcfg)
 	return s, nil
 }
 
