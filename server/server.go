@@ -166,7 +166,8 @@ func New(store annals.Store, opts *Options) *Server {
 }
 
 // Register adds the server's routes to mux: the Connect service under
-// /annals.v1.EventStoreService/ and the SSE endpoints under /v1/sse/.
+// /annals.v1.EventStoreService/, the SSE endpoints GET /v1/sse/streams/{stream} and
+// GET /v1/sse/all, and the plain JSON reads GET /v1/streams/{stream} and GET /v1/all.
 func (s *Server) Register(mux *http.ServeMux) {
 	handlerOpts := []connect.HandlerOption{
 		connect.WithReadMaxBytes(s.opts.MaxRequestBytes),
@@ -177,6 +178,8 @@ func (s *Server) Register(mux *http.ServeMux) {
 	mux.Handle(path, h)
 	mux.HandleFunc(sseStreamRoute, s.serveSSEStream)
 	mux.HandleFunc(sseAllRoute, s.serveSSEAll)
+	mux.HandleFunc(restStreamRoute, s.serveRESTStream)
+	mux.HandleFunc(restAllRoute, s.serveRESTAll)
 }
 
 // Handler returns an http.Handler that serves only the server's routes (see

@@ -59,9 +59,11 @@ func newSSEEvent(e *annals.RecordedEvent) SSEEvent {
 	return v
 }
 
-// sseError is the JSON body of an SSE endpoint's error, before the stream starts (with the
-// table's HTTP status) or as the data of the last message ("event: annals.error") after.
-type sseError struct {
+// ErrorBody is the JSON body of an error of the server's own HTTP routes (SSE, JSON reads),
+// sent with the table's HTTP status; an SSE stream that fails after it started sends it as
+// the data of its last message, "event: annals.error". Code is the Connect code ("not_found"),
+// Reason the ErrorDetail reason ("STREAM_NOT_FOUND").
+type ErrorBody struct {
 	Code    string `json:"code"`
 	Reason  string `json:"reason,omitempty"`
 	Message string `json:"message"`
@@ -87,28 +89,28 @@ func (s *Server) serveSSE(w http.ResponseWriter, r *http.Request, t target, rout
 		t.filter = &f
 	}
 	if err := sseFrom(&t, q.Get("from"), r.Header.Get("Last-Event-ID")); err != nil {
-		s.writeSSEError(w, r, route, err)
+		s.writeHTTPError(w, r, route, err)
 		return
 	}
 	if err := s.authorize(ctx, Access{Op: OpRead, Procedure: route, Stream: t.stream, Filter: t.filter}); err != nil {
-		s.writeSSEError(w, r, route, err)
+		s.writeHTTPError(w, r, route, err)
 		return
 	}
 	if !t.all {
 		if err := annals.ValidateStreamID(t.stream); err != nil {
-			s.writeSSEError(w, r, route, err)
+			s.writeHTTPError(w, r, route, err)
 			return
 		}
 	}
 	sctx, done, err := s.beginSubscription(ctx)
 	if err != nil {
-		s.writeSSEError(w, r, route, err)
+		s.writeHTTPError(w, r, route, err)
 		return
 	}
 	defer done()
 	from, err := s.prepare(sctx, t)
 	if err != nil {
-		s.writeSSEError(w, r, route, err)
+		s.writeHTTPError(w, r, route, err)
 		return
 	}
 
@@ -152,7 +154,7 @@ func (s *Server) serveSSE(w http.ResponseWriter, r *http.Request, t target, rout
 	if err == nil || ctx.Err() != nil || errors.Is(err, ErrShuttingDown) {
 		return // the client left, or the server is closing: the browser reconnects
 	}
-	body := s.sseErrorBody(r, route, err)
+	body := s.errorBodyOf(r, route, err)
 	b, _ := json.Marshal(body)
 	fmt.Fprintf(&buf, "event: annals.error\ndata: %s\n\n", b)
 	_ = flush()
@@ -189,20 +191,20 @@ func sseFrom(t *target, from, lastID string) error {
 	return nil
 }
 
-func (s *Server) sseErrorBody(r *http.Request, route string, err error) sseError {
+func (s *Server) errorBodyOf(r *http.Request, route string, err error) ErrorBody {
 	row := lookup(err)
 	msg := err.Error()
 	if row.internal {
 		msg = s.logInternal(r.Context(), route, err)
 	}
-	return sseError{Code: row.code.String(), Reason: row.reason, Message: msg}
+	return ErrorBody{Code: row.code.String(), Reason: row.reason, Message: msg}
 }
 
-// writeSSEError answers an SSE request that cannot start with the table's HTTP status and a
-// JSON body.
-func (s *Server) writeSSEError(w http.ResponseWriter, r *http.Request, route string, err error) {
+// writeHTTPError answers a request of the server's own HTTP routes (SSE, JSON reads) that
+// failed before anything was sent: the table's HTTP status and a JSON body.
+func (s *Server) writeHTTPError(w http.ResponseWriter, r *http.Request, route string, err error) {
 	row := lookup(err)
-	body := s.sseErrorBody(r, route, err)
+	body := s.errorBodyOf(r, route, err)
 	w.Header().Set("Content-Type", "application/json")
 	w.WriteHeader(row.status)
 	_ = json.NewEncoder(w).Encode(body)
