@@ -203,7 +203,9 @@ func TestResumeAfterRestart(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	all := collect(t, func(ctx context.Context) func(func(annals.RecordedEvent, error) bool) { return sub.SubscribeAll(ctx, nil) })
+	all := collect(t, func(ctx context.Context) func(func(annals.RecordedEvent, error) bool) {
+		return sub.SubscribeAll(ctx, nil)
+	})
 	one := collect(t, func(ctx context.Context) func(func(annals.RecordedEvent, error) bool) {
 		return sub.SubscribeStream(ctx, "s-1", &annals.SubscribeOptions{From: 2})
 	})
@@ -280,8 +282,12 @@ func TestResumeAfterKill(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	all := collect(t, func(ctx context.Context) func(func(annals.RecordedEvent, error) bool) { return c.SubscribeAll(ctx, nil) })
-	one := collect(t, func(ctx context.Context) func(func(annals.RecordedEvent, error) bool) { return c.SubscribeStream(ctx, "k-1", nil) })
+	all := collect(t, func(ctx context.Context) func(func(annals.RecordedEvent, error) bool) {
+		return c.SubscribeAll(ctx, nil)
+	})
+	one := collect(t, func(ctx context.Context) func(func(annals.RecordedEvent, error) bool) {
+		return c.SubscribeStream(ctx, "k-1", nil)
+	})
 	all.waitCount(t, "$all before the kill", 40)
 	one.waitCount(t, "k-1 before the kill", 12)
 
@@ -317,7 +323,9 @@ func TestReconnectGivesUp(t *testing.T) {
 	if _, err := c.Append(t.Context(), "g-1", annals.Any, newEvents(1, "E")...); err != nil {
 		t.Fatal(err)
 	}
-	sub := collect(t, func(ctx context.Context) func(func(annals.RecordedEvent, error) bool) { return c.SubscribeAll(ctx, nil) })
+	sub := collect(t, func(ctx context.Context) func(func(annals.RecordedEvent, error) bool) {
+		return c.SubscribeAll(ctx, nil)
+	})
 	sub.waitCount(t, "before the stop", 1)
 	srv.Close()
 	hs.Close()
@@ -330,4 +338,3 @@ func TestReconnectGivesUp(t *testing.T) {
 		t.Errorf("subscription ended with %v, want the error of its failed reconnection", sub.err)
 	}
 }
-

@@ -540,4 +540,3 @@ func TestLargeRead(t *testing.T) {
 		t.Errorf("ReadAll: %d messages up to position %d, %v; want 2500 events in several messages", msgs, next-1, st.Err())
 	}
 }
-
