@@ -67,8 +67,11 @@ type Options struct {
 	// reconnect (with backoff from 50 ms to 2 s) before it ends with the last error. 0 means
 	// [DefaultReconnectTimeout]; a negative value ends the subscription at the first failure.
 	ReconnectTimeout time.Duration
+	// Gzip compresses requests and asks for compressed responses. Off by default: on a fast
+	// network gzip costs more CPU than it saves time (it cut loopback reads of $all by half).
+	Gzip bool
 	// ClientOptions are passed to the Connect client after the package's own (gRPC protocol,
-	// the token), e.g. connect.WithSendGzip.
+	// compression, the token).
 	ClientOptions []connect.ClientOption
 }
 
@@ -107,6 +110,11 @@ func Open(ctx context.Context, baseURL string, opts *Options) (*Client, error) {
 		hc = &http.Client{Transport: c.transport}
 	}
 	copts := []connect.ClientOption{connect.WithGRPC()}
+	if o.Gzip {
+		copts = append(copts, connect.WithSendGzip())
+	} else {
+		copts = append(copts, connect.WithAcceptCompression("gzip", nil, nil))
+	}
 	if o.Token != "" {
 		copts = append(copts, connect.WithInterceptors(bearer("Bearer "+o.Token)))
 	}
