@@ -307,14 +307,21 @@ func (s *Store) transact(reqs []*request) ([]outcome, uint64, error) {
 		return nil, 0, err
 	}
 	defer conn.Release()
-	tx, err := conn.Begin(ctx)
-	if err != nil {
-		return nil, 0, err
+	if len(reqs) == 1 {
+		o, head, ok, err := s.fastAppend(ctx, conn.Conn(), reqs[0], true)
+		if err != nil {
+			conn.Exec(ctx, "ROLLBACK") // on failure Release drops the connection
+			return nil, 0, err
+		}
+		if ok {
+			return []outcome{o}, head, nil
+		}
 	}
-	outs, head, committed, err := s.writeBatch(ctx, tx, reqs, true)
+	outs, head, committed, err := s.writeBatch(ctx, conn.Conn(), reqs, true)
 	if err != nil || !committed {
 		// Nothing to keep: the batch wrote no event (the empty stream rows it created go too).
-		if rerr := tx.Rollback(ctx); err == nil {
+		// A connection that cannot roll back is closed, and Release drops it.
+		if _, rerr := conn.Exec(ctx, "ROLLBACK"); err == nil {
 			err = rerr
 		}
 		return outs, 0, err
@@ -322,12 +329,70 @@ func (s *Store) transact(reqs []*request) ([]outcome, uint64, error) {
 	return outs, head, nil
 }
 
-// writeBatch runs reqs within tx: it locks the rows of their streams, decides each request,
-// and writes the events of those that succeed, with the log's head updated last. With commit
-// set and events to write, it sends COMMIT in the same round trip as the writes and reports
-// committed; otherwise the caller ends tx. It returns an error only for a database failure,
-// after which tx is aborted and the outcomes are void.
-func (s *Store) writeBatch(ctx context.Context, tx pgx.Tx, reqs []*request, commit bool) (outs []outcome, head uint64, committed bool, err error) {
+// fastAppend tries to write r, when it is an append, with one statement that checks the
+// expectation in SQL (see queries.fast), in one round trip with BEGIN and, with own, COMMIT.
+// It reports ok when it wrote r; when it did not (the check needs more than SQL there knows, or
+// failed), nothing was written and writeBatch must decide r.
+func (s *Store) fastAppend(ctx context.Context, q querier, r *request, own bool) (o outcome, head uint64, ok bool, err error) {
+	if r.kind != opAppend || r.expected == annals.NoStream {
+		return o, 0, false, nil
+	}
+	n := len(r.events)
+	ids := make([]pgtype.UUID, n)
+	types, cts := make([]string, n), make([]string, n)
+	data, meta := make([][]byte, n), make([][]byte, n)
+	for i := range r.events {
+		e := &r.events[i]
+		ids[i] = pgtype.UUID{Bytes: e.ID, Valid: true}
+		types[i], cts[i], data[i], meta[i] = e.Type, e.ContentType, nonNil(e.Data), nonNil(e.Metadata)
+	}
+	var rev0, base int64
+	b := &pgx.Batch{}
+	if own {
+		b.Queue("BEGIN")
+	}
+	b.Queue(s.sql.fast, int64(n), r.stream, ids[n-1], ids, types, cts, data, meta, int64(r.expected), annals.Category(r.stream)).
+		Query(func(rows pgx.Rows) error {
+			_, err := pgx.ForEachRow(rows, []any{&rev0, &base}, func() error {
+				ok = true
+				return nil
+			})
+			return err
+		})
+	b.Queue(s.sql.notify, s.channelName)
+	if own {
+		b.Queue("COMMIT").Exec(func(tag pgconn.CommandTag) error {
+			if tag.String() != "COMMIT" {
+				return fmt.Errorf("commit: the transaction was rolled back (%s)", tag)
+			}
+			return nil
+		})
+	}
+	if err := q.SendBatch(ctx, b).Close(); err != nil {
+		return o, 0, false, err
+	}
+	if !ok {
+		return o, 0, false, nil
+	}
+	last := uint64(base) + uint64(n)
+	return outcome{res: annals.AppendResult{Revision: uint64(rev0) + uint64(n) - 1, Position: last}, last: -1}, last, true, nil
+}
+
+// querier is a connection or a transaction.
+type querier interface {
+	SendBatch(ctx context.Context, b *pgx.Batch) pgx.BatchResults
+	Query(ctx context.Context, sql string, args ...any) (pgx.Rows, error)
+}
+
+// writeBatch runs reqs in a transaction on q: it locks the rows of their streams, decides each
+// request, and writes the events of those that succeed, with the log's head updated last.
+//
+// With own set, q is a connection outside any transaction: writeBatch sends BEGIN in the same
+// round trip as the locks and, when there are events to write, COMMIT in the same round trip
+// as the writes, and reports committed; otherwise the caller must roll back. Without own, q is
+// the caller's transaction, which the caller ends. It returns an error only for a database
+// failure, after which the transaction is aborted and the outcomes are void.
+func (s *Store) writeBatch(ctx context.Context, tx querier, reqs []*request, own bool) (outs []outcome, head uint64, committed bool, err error) {
 	var keys []string
 	for _, r := range reqs {
 		keys = append(keys, r.keys()...)
@@ -338,6 +403,9 @@ func (s *Store) writeBatch(ctx context.Context, tx pgx.Tx, reqs []*request, comm
 	states := make(map[string]*streamRow, len(keys))
 	created := map[string]bool{}
 	b := &pgx.Batch{}
+	if own {
+		b.Queue("BEGIN")
+	}
 	b.Queue(s.sql.ensure, keys).Query(func(rows pgx.Rows) error {
 		var name string
 		_, err := pgx.ForEachRow(rows, []any{&name}, func() error {
@@ -393,7 +461,7 @@ func (s *Store) writeBatch(ctx context.Context, tx pgx.Tx, reqs []*request, comm
 		}
 	}
 	if len(pend) == 0 {
-		if len(unused) > 0 && !commit {
+		if len(unused) > 0 && !own {
 			b.Queue(s.sql.deleteUnused, unused)
 			err = tx.SendBatch(ctx, b).Close()
 		}
@@ -420,7 +488,7 @@ func (s *Store) writeBatch(ctx context.Context, tx pgx.Tx, reqs []*request, comm
 		return row.Scan(&base)
 	})
 	b.Queue(s.sql.notify, s.channelName)
-	if commit {
+	if own {
 		b.Queue("COMMIT").Exec(func(tag pgconn.CommandTag) error {
 			if tag.String() != "COMMIT" {
 				return fmt.Errorf("commit: the transaction was rolled back (%s)", tag)
@@ -436,7 +504,7 @@ func (s *Store) writeBatch(ctx context.Context, tx pgx.Tx, reqs []*request, comm
 			o.res.Position = uint64(base) + uint64(o.last) + 1
 		}
 	}
-	return outs, uint64(base) + uint64(n), commit, nil
+	return outs, uint64(base) + uint64(n), own, nil
 }
 
 func nonNil(b []byte) []byte {
@@ -448,7 +516,7 @@ func nonNil(b []byte) []byte {
 
 // decide checks request r against the locked rows and, when it is to be written, adds its
 // events to pend and changes the rows. The order of the checks is memstore's.
-func (s *Store) decide(ctx context.Context, tx pgx.Tx, r *request, states map[string]*streamRow, pend *[]pendingEvent) (outcome, error) {
+func (s *Store) decide(ctx context.Context, tx querier, r *request, states map[string]*streamRow, pend *[]pendingEvent) (outcome, error) {
 	st := states[r.stream]
 	fail := func(err error) (outcome, error) { return outcome{err: err, last: -1}, nil }
 	if st.tombstoned {
@@ -519,7 +587,7 @@ func (s *Store) decide(ctx context.Context, tx pgx.Tx, r *request, states map[st
 // is a repeat and it returns the first append's result. It reads the events only when the
 // cheap checks (the row's counts and the ID of its last event) leave a repeat possible, which
 // for Exact and NoStream is only when the expectation fails.
-func (s *Store) repeated(ctx context.Context, tx pgx.Tx, stream string, st *streamRow, expected annals.ExpectedRevision, events []annals.Event) (annals.AppendResult, bool, error) {
+func (s *Store) repeated(ctx context.Context, tx querier, stream string, st *streamRow, expected annals.ExpectedRevision, events []annals.Event) (annals.AppendResult, bool, error) {
 	n := uint64(len(events))
 	var from uint64
 	switch expected {

@@ -4,9 +4,9 @@ import "strings"
 
 // queries holds the store's fixed SQL, with the schema filled in.
 type queries struct {
-	head, ensure, lock, ids, update, deleteUnused, insert, notify string
-	streamState, streamTombstoned, streamPageFwd, streamPageBwd   string
-	getMetadata, list                                             string
+	head, ensure, lock, ids, update, deleteUnused, insert, notify, fast string
+	streamState, streamTombstoned, streamPageFwd, streamPageBwd         string
+	getMetadata, list                                                   string
 }
 
 // eventColumns are the columns scanEvents reads, in its order.
@@ -43,6 +43,26 @@ func newQueries(schema string) queries {
 			)
 			SELECT base FROM head`,
 		notify: `SELECT pg_notify($1, position::text) FROM S.log_head`,
+		// fast is an append of one request whose check SQL can make: the stream exists, is
+		// not tombstoned, its last event is not the append's last (no retry), and $9 is Any
+		// (-1), StreamExists (-3) or the exact last revision. It returns no row, and writes
+		// nothing, when the check does not pass.
+		fast: `WITH st AS (
+				UPDATE S.streams SET next_revision = next_revision + $1, last_id = $3
+				WHERE stream = $2 AND NOT tombstoned AND next_revision > base AND last_id IS DISTINCT FROM $3
+					AND ($9::int8 IN (-1, -3) OR next_revision - 1 = $9)
+				RETURNING next_revision - $1 AS rev0
+			), head AS (
+				UPDATE S.log_head SET position = position + $1, time = greatest(time, clock_timestamp())
+				WHERE EXISTS (SELECT FROM st)
+				RETURNING position - $1 AS base, time
+			), ins AS (
+				INSERT INTO S.events (position, stream, revision, id, type, category, content_type, data, metadata, time)
+				SELECT head.base + u.ord, $2, st.rev0 + u.ord - 1, u.id, u.type, $10, u.content_type, u.data, u.metadata, head.time
+				FROM st, head, unnest($4::uuid[], $5::text[], $6::text[], $7::bytea[], $8::bytea[])
+					WITH ORDINALITY AS u(id, type, content_type, data, metadata, ord)
+			)
+			SELECT st.rev0, head.base FROM st, head`,
 
 		streamState: `SELECT s.next_revision, s.base, s.tombstoned, e.data, clock_timestamp()
 			FROM S.streams s LEFT JOIN S.events e ON e.stream = $2 AND e.revision = s.meta_revision
@@ -62,7 +82,7 @@ func newQueries(schema string) queries {
 				AND NOT starts_with(stream, '$') AND next_revision > base AND NOT tombstoned
 			ORDER BY stream LIMIT $4`,
 	}
-	for _, p := range []*string{&q.head, &q.ensure, &q.lock, &q.ids, &q.update, &q.deleteUnused, &q.insert, &q.notify,
+	for _, p := range []*string{&q.head, &q.ensure, &q.lock, &q.ids, &q.update, &q.deleteUnused, &q.insert, &q.notify, &q.fast,
 		&q.streamState, &q.streamTombstoned, &q.streamPageFwd, &q.streamPageBwd, &q.getMetadata, &q.list} {
 		*p = r.Replace(*p)
 	}
