@@ -13,25 +13,8 @@ import (
 
 	"github.com/annalsdb/annals"
 	"github.com/annalsdb/annals/codec"
-	"github.com/annalsdb/annals/filestore"
-	"github.com/annalsdb/annals/memstore"
+	"github.com/annalsdb/annals/internal/teststores"
 )
-
-func forEachStore(t *testing.T, f func(t *testing.T, s annals.Store)) {
-	t.Run("memstore", func(t *testing.T) {
-		s := memstore.New(nil)
-		t.Cleanup(func() { s.Close() })
-		f(t, s)
-	})
-	t.Run("filestore", func(t *testing.T) {
-		s, err := filestore.Open(t.TempDir(), nil)
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { s.Close() })
-		f(t, s)
-	})
-}
 
 // The shapes of one event type through three schema versions.
 type nameV3 struct {
@@ -77,7 +60,7 @@ func nameRegistry(t *testing.T) *codec.Registry {
 }
 
 func TestUpcasterChainThroughStores(t *testing.T) {
-	forEachStore(t, func(t *testing.T, s annals.Store) {
+	teststores.Each(t, func(t *testing.T, s annals.Store) {
 		ctx := context.Background()
 		reg := nameRegistry(t)
 		cur, err := reg.Encode(nameV3{First: "Ada", Last: "Lovelace", Title: "Countess"}, codec.Metadata{CorrelationID: "c1"})
@@ -264,7 +247,7 @@ func (upperCodec) Unmarshal(b []byte, v any) error {
 }
 
 func TestPluggableCodec(t *testing.T) {
-	forEachStore(t, func(t *testing.T, s annals.Store) {
+	teststores.Each(t, func(t *testing.T, s annals.Store) {
 		ctx := context.Background()
 		reg := codec.New(&codec.Options{Codec: upperCodec{}})
 		if err := codec.Register[ItemAdded](reg, "ItemAdded", nil); err != nil {
@@ -332,7 +315,7 @@ func TestMetadataRoundTrip(t *testing.T) {
 }
 
 func TestCausedBy(t *testing.T) {
-	forEachStore(t, func(t *testing.T, s annals.Store) {
+	teststores.Each(t, func(t *testing.T, s annals.Store) {
 		ctx := context.Background()
 		reg := codec.New(nil)
 		if err := codec.Register[ItemAdded](reg, "ItemAdded", nil); err != nil {

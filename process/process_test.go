@@ -13,28 +13,11 @@ import (
 
 	"github.com/annalsdb/annals"
 	"github.com/annalsdb/annals/codec"
-	"github.com/annalsdb/annals/filestore"
+	"github.com/annalsdb/annals/internal/teststores"
 	"github.com/annalsdb/annals/memstore"
 	"github.com/annalsdb/annals/process"
 	"github.com/google/go-cmp/cmp"
 )
-
-// forEachStore runs fn on memstore and on filestore.
-func forEachStore(t *testing.T, fn func(t *testing.T, s annals.Store)) {
-	t.Run("memstore", func(t *testing.T) {
-		s := memstore.New(nil)
-		t.Cleanup(func() { s.Close() })
-		fn(t, s)
-	})
-	t.Run("filestore", func(t *testing.T) {
-		s, err := filestore.Open(t.TempDir(), nil)
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { s.Close() })
-		fn(t, s)
-	})
-}
 
 // The test domain: an order ("order-<id>": Placed, Paid) needs its items reserved
 // ("stock-<sku>": Reserved, by commands); a refused reservation rejects the order, and an
@@ -229,7 +212,7 @@ func newRunner(t *testing.T, s annals.Store, h *handlers, window time.Duration) 
 }
 
 func TestReactAndCompensate(t *testing.T) {
-	forEachStore(t, func(t *testing.T, s annals.Store) {
+	teststores.Each(t, func(t *testing.T, s annals.Store) {
 		h := &handlers{store: s, seen: map[string]bool{}}
 		r := newRunner(t, s, h, time.Hour)
 		start(t, r)
@@ -284,7 +267,7 @@ func TestReactAndCompensate(t *testing.T) {
 }
 
 func TestDeadlines(t *testing.T) {
-	forEachStore(t, func(t *testing.T, s annals.Store) {
+	teststores.Each(t, func(t *testing.T, s annals.Store) {
 		h := &handlers{store: s, seen: map[string]bool{}}
 		const window = time.Second
 		r := newRunner(t, s, h, window)
@@ -306,7 +289,7 @@ func TestDeadlines(t *testing.T) {
 // TestDeadlineSurvivesRestart stops the runner while a deadline is pending and starts a new one
 // after it is due: the new runner fires it, once.
 func TestDeadlineSurvivesRestart(t *testing.T) {
-	forEachStore(t, func(t *testing.T, s annals.Store) {
+	teststores.Each(t, func(t *testing.T, s annals.Store) {
 		h := &handlers{store: s, seen: map[string]bool{}}
 		const window = 200 * time.Millisecond
 		r := newRunner(t, s, h, window)
@@ -360,7 +343,7 @@ func lastPosition(t *testing.T, s annals.Store) uint64 {
 // same idempotency key, so each takes effect once; and an event delivered again is not
 // handled twice.
 func TestResendAfterFailure(t *testing.T) {
-	forEachStore(t, func(t *testing.T, s annals.Store) {
+	teststores.Each(t, func(t *testing.T, s annals.Store) {
 		mgr := orderManager(time.Hour)
 		react := mgr.React
 		mgr.React = func(st orderState, in process.Input) []process.Action {
@@ -456,7 +439,7 @@ func TestInvalidManager(t *testing.T) {
 // TestWaitFor waits for a position before the runner has started: the wait ends once the
 // runner, resuming from its journals, has handled everything up to it.
 func TestWaitFor(t *testing.T) {
-	forEachStore(t, func(t *testing.T, s annals.Store) {
+	teststores.Each(t, func(t *testing.T, s annals.Store) {
 		h := &handlers{store: s, seen: map[string]bool{}}
 		r := newRunner(t, s, h, time.Hour)
 		stop := start(t, r)

@@ -7,6 +7,7 @@ import (
 	"testing"
 
 	"github.com/annalsdb/annals"
+	"github.com/annalsdb/annals/internal/teststores"
 	"github.com/annalsdb/annals/projection"
 )
 
@@ -29,7 +30,7 @@ type extTx struct {
 }
 
 func TestCheckpointsAtLeastOnce(t *testing.T) {
-	forEachStore(t, func(t *testing.T, s annals.Store) {
+	teststores.Each(t, func(t *testing.T, s annals.Store) {
 		ext := &external{seen: map[uint64]map[annals.UUID]bool{}}
 		newStore := func() *projection.Checkpoints[extTx] {
 			return projection.NewCheckpoints(s, &projection.CheckpointsOptions[extTx]{
@@ -101,7 +102,7 @@ func TestCheckpointsAtLeastOnce(t *testing.T) {
 
 // Two runners over Checkpoints and no filter must not feed on each other's checkpoints.
 func TestCheckpointsDoNotFeedEachOther(t *testing.T) {
-	forEachStore(t, func(t *testing.T, s annals.Store) {
+	teststores.Each(t, func(t *testing.T, s annals.Store) {
 		var runners []*projection.Runner[struct{}]
 		for _, name := range []string{"a", "b"} {
 			r, err := projection.NewRunner(s, projection.NewCheckpoints[struct{}](s, nil), projection.Projection[struct{}]{

@@ -10,27 +10,9 @@ import (
 	"time"
 
 	"github.com/annalsdb/annals"
-	"github.com/annalsdb/annals/filestore"
 	"github.com/annalsdb/annals/memstore"
 	"github.com/annalsdb/annals/projection"
 )
-
-// forEachStore runs fn on memstore and on filestore: the toolkit must behave alike on both.
-func forEachStore(t *testing.T, fn func(t *testing.T, s annals.Store)) {
-	t.Run("memstore", func(t *testing.T) {
-		s := memstore.New(nil)
-		t.Cleanup(func() { s.Close() })
-		fn(t, s)
-	})
-	t.Run("filestore", func(t *testing.T) {
-		s, err := filestore.Open(t.TempDir(), nil)
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { s.Close() })
-		fn(t, s)
-	})
-}
 
 // counts is a read model that double-counts any event applied twice.
 type counts struct {

@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/annalsdb/annals"
+	"github.com/annalsdb/annals/internal/teststores"
 	"github.com/annalsdb/annals/projection"
 	"github.com/google/go-cmp/cmp"
 )
@@ -33,7 +34,7 @@ func compareCounts(t *testing.T, got counts, want *counts) {
 }
 
 func TestCatchUpThenLive(t *testing.T) {
-	forEachStore(t, func(t *testing.T, s annals.Store) {
+	teststores.Each(t, func(t *testing.T, s annals.Store) {
 		appendBatches(t, s, streams("cart", 7), "Added", 3000)
 		appendN(t, s, streams("user", 3), "Seen", 50)
 		m := projection.NewMemory(newCounts)
@@ -67,7 +68,7 @@ func TestCatchUpThenLive(t *testing.T) {
 }
 
 func TestWaitForWithFilter(t *testing.T) {
-	forEachStore(t, func(t *testing.T, s annals.Store) {
+	teststores.Each(t, func(t *testing.T, s annals.Store) {
 		m := projection.NewMemory(newCounts)
 		r := newCountRunner(t, s, m, cartFilter, nil)
 		ctx := waitCtx(t)
@@ -99,7 +100,7 @@ func TestWaitForWithFilter(t *testing.T) {
 }
 
 func TestCancelAndRestartExactlyOnce(t *testing.T) {
-	forEachStore(t, func(t *testing.T, s annals.Store) {
+	teststores.Each(t, func(t *testing.T, s annals.Store) {
 		m := projection.NewMemory(newCounts)
 		ss := streams("cart", 5)
 		appendBatches(t, s, ss, "Added", 2000)
@@ -162,7 +163,7 @@ func (f *failing) handlePlain(ctx context.Context, c *counts, ev annals.Recorded
 }
 
 func TestFailureRetrySkip(t *testing.T) {
-	forEachStore(t, func(t *testing.T, s annals.Store) {
+	teststores.Each(t, func(t *testing.T, s annals.Store) {
 		for _, choice := range []string{"retry", "skip"} {
 			t.Run(choice, func(t *testing.T) {
 				stream := "cart-" + choice
@@ -233,7 +234,7 @@ func TestFailureRetrySkip(t *testing.T) {
 
 // Without a Clone method, Memory keeps the part of a failed batch before the failing event.
 func TestFailureWithoutCloneKeepsEarlierEvents(t *testing.T) {
-	forEachStore(t, func(t *testing.T, s annals.Store) {
+	teststores.Each(t, func(t *testing.T, s annals.Store) {
 		h := &failing{}
 		h.fail.Store(true)
 		m := projection.NewMemory(newCounts)
@@ -262,7 +263,7 @@ func TestFailureWithoutCloneKeepsEarlierEvents(t *testing.T) {
 }
 
 func TestStatusLag(t *testing.T) {
-	forEachStore(t, func(t *testing.T, s annals.Store) {
+	teststores.Each(t, func(t *testing.T, s annals.Store) {
 		m := projection.NewMemory(newCounts)
 		r := newCountRunner(t, s, m, cartFilter, nil)
 		first := appendN(t, s, []string{"cart-1"}, "Added", 1)
@@ -299,7 +300,7 @@ func TestStatusLag(t *testing.T) {
 }
 
 func TestRebuildWhileLive(t *testing.T) {
-	forEachStore(t, func(t *testing.T, s annals.Store) {
+	teststores.Each(t, func(t *testing.T, s annals.Store) {
 		m := projection.NewMemory(newCounts)
 		ss := streams("cart", 4)
 		appendBatches(t, s, ss, "Added", 5000)
@@ -394,7 +395,7 @@ func TestRebuildWhileLive(t *testing.T) {
 }
 
 func TestRebuildFailureKeepsActive(t *testing.T) {
-	forEachStore(t, func(t *testing.T, s annals.Store) {
+	teststores.Each(t, func(t *testing.T, s annals.Store) {
 		h := &failing{}
 		m := projection.NewMemory(func() *cloneCounts { return &cloneCounts{counts: *newCounts()} })
 		r, err := projection.NewRunner(s, m, projection.Projection[*cloneCounts]{Name: "p", Handle: h.handle}, nil)

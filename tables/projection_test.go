@@ -9,28 +9,11 @@ import (
 	"time"
 
 	"github.com/annalsdb/annals"
-	"github.com/annalsdb/annals/filestore"
-	"github.com/annalsdb/annals/memstore"
+	"github.com/annalsdb/annals/internal/teststores"
 	"github.com/annalsdb/annals/projection"
 	"github.com/annalsdb/annals/tables"
 	"github.com/google/go-cmp/cmp"
 )
-
-func forEachStore(t *testing.T, fn func(t *testing.T, s annals.Store)) {
-	t.Run("memstore", func(t *testing.T) {
-		s := memstore.New(nil)
-		t.Cleanup(func() { s.Close() })
-		fn(t, s)
-	})
-	t.Run("filestore", func(t *testing.T) {
-		s, err := filestore.Open(t.TempDir(), nil)
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { s.Close() })
-		fn(t, s)
-	})
-}
 
 // counter is a read model that a replayed event would double-count: one row per stream with
 // the number of its events, and one "total" row.
@@ -142,7 +125,7 @@ func runInBackground(t *testing.T, r *projection.Runner[*tables.Tx]) func() erro
 }
 
 func TestProjectionCancelAndRestart(t *testing.T) {
-	forEachStore(t, func(t *testing.T, s annals.Store) {
+	teststores.Each(t, func(t *testing.T, s annals.Store) {
 		db := openDB(t, t.TempDir())
 		c := newCounter(t, db)
 		appendEvents(t, s, 3000, 7)
@@ -184,7 +167,7 @@ func TestProjectionCancelAndRestart(t *testing.T) {
 }
 
 func TestProjectionRebuildWhileQueried(t *testing.T) {
-	forEachStore(t, func(t *testing.T, s annals.Store) {
+	teststores.Each(t, func(t *testing.T, s annals.Store) {
 		db := openDB(t, t.TempDir())
 		c := newCounter(t, db)
 		appendEvents(t, s, 4000, 5)
