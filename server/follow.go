@@ -29,6 +29,8 @@ type target struct {
 	from   uint64
 	end    bool // from the end: from is ignored
 	filter *annals.Filter
+	// protocol and peer describe the subscriber in [Server.Stats].
+	protocol, peer string
 }
 
 // prepare checks a subscription before it starts, so that bad input and a tombstoned stream
@@ -91,6 +93,8 @@ func (s *Server) follow(ctx context.Context, t target, from uint64, send func([]
 		e   annals.RecordedEvent
 		err error
 	}
+	rs := s.stats.track(t, from)
+	defer s.stats.untrack(rs)
 	ch := make(chan item, s.opts.SubscriptionBuffer)
 	var wg sync.WaitGroup
 	wg.Go(func() {
@@ -163,6 +167,8 @@ func (s *Server) follow(ctx context.Context, t target, from uint64, send func([]
 			if err := send(batch); err != nil {
 				return err
 			}
+			rs.sent(batch)
+			s.stats.add(cEventsDelivered, len(batch))
 		}
 		if end != nil {
 			return end

@@ -89,6 +89,7 @@ func (s *Server) serveREST(w http.ResponseWriter, r *http.Request, t target, rou
 	}
 	page := Page{Events: []SSEEvent{}}
 	var last uint64
+	s.stats.add(cReads, 1)
 	for e, err := range seq {
 		if err != nil {
 			s.writeHTTPError(w, r, route, err)
@@ -100,6 +101,7 @@ func (s *Server) serveREST(w http.ResponseWriter, r *http.Request, t target, rou
 			last = e.Revision
 		}
 	}
+	s.stats.add(cEventsRead, len(page.Events))
 	if len(page.Events) == opts.Limit {
 		switch {
 		case !opts.Backwards:

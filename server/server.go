@@ -78,6 +78,10 @@ type Options struct {
 	// KeepAlive is the interval of the comments that keep idle SSE connections open through
 	// proxies; 0 means 15 seconds.
 	KeepAlive time.Duration
+	// Projections, when set, reports the application's projections for GET /v1/projections
+	// (the web console shows them); see [ProjectionStatus]. An error is answered through the
+	// error table. It must be safe for concurrent use.
+	Projections func(ctx context.Context) ([]ProjectionStatus, error)
 }
 
 // Op is a kind of access, as [Options.Authorize] sees it.
@@ -130,6 +134,9 @@ type Server struct {
 		sync.Mutex
 		closed bool
 	}
+
+	// stats counts appends, reads and deliveries, and lists the running subscriptions.
+	stats stats
 }
 
 // New returns a server for store. The server does not own the store: closing the server
@@ -167,7 +174,9 @@ func New(store annals.Store, opts *Options) *Server {
 
 // Register adds the server's routes to mux: the Connect service under
 // /annals.v1.EventStoreService/, the SSE endpoints GET /v1/sse/streams/{stream} and
-// GET /v1/sse/all, and the plain JSON reads GET /v1/streams/{stream} and GET /v1/all.
+// GET /v1/sse/all, the plain JSON reads GET /v1/streams/{stream} and GET /v1/all, the listing
+// GET /v1/streams, and the status routes GET /v1/stats ([Stats]; [OpAdmin]) and
+// GET /v1/projections ([Projections]; [OpRead]).
 func (s *Server) Register(mux *http.ServeMux) {
 	handlerOpts := []connect.HandlerOption{
 		connect.WithReadMaxBytes(s.opts.MaxRequestBytes),
@@ -180,6 +189,9 @@ func (s *Server) Register(mux *http.ServeMux) {
 	mux.HandleFunc(sseAllRoute, s.serveSSEAll)
 	mux.HandleFunc(restStreamRoute, s.serveRESTStream)
 	mux.HandleFunc(restAllRoute, s.serveRESTAll)
+	mux.HandleFunc(listRoute, s.serveList)
+	mux.HandleFunc(statsRoute, s.serveStats)
+	mux.HandleFunc(projectionsRoute, s.serveProjections)
 }
 
 // Handler returns an http.Handler that serves only the server's routes (see

@@ -37,6 +37,8 @@ func (v *service) Append(ctx context.Context, req *connect.Request[annalsv1.Appe
 	if err != nil {
 		return nil, v.s.toConnect(ctx, proc, err)
 	}
+	v.s.stats.add(cAppends, 1)
+	v.s.stats.add(cEventsAppended, len(events))
 	return connect.NewResponse(&annalsv1.AppendResponse{Revision: res.Revision, Position: res.Position}), nil
 }
 
@@ -61,7 +63,9 @@ func readOptions(from uint64, fromEnd, backwards bool, limit, until uint64, asOf
 // message of the method.
 func (v *service) sendEvents(ctx context.Context, proc string, seq iter.Seq2[annals.RecordedEvent, error], send func([]*annalsv1.RecordedEvent) error) error {
 	var msgs []*annalsv1.RecordedEvent
+	v.s.stats.add(cReads, 1)
 	err := sendRead(seq, func(batch []annals.RecordedEvent) error {
+		v.s.stats.add(cEventsRead, len(batch))
 		msgs = toProtoBatch(msgs[:0], batch)
 		return send(msgs)
 	})
@@ -108,7 +112,7 @@ func (v *service) ReadAll(ctx context.Context, req *connect.Request[annalsv1.Rea
 
 func (v *service) Subscribe(ctx context.Context, req *connect.Request[annalsv1.SubscribeRequest], stream *connect.ServerStream[annalsv1.SubscribeResponse]) error {
 	m, proc := req.Msg, req.Spec().Procedure
-	t := target{stream: m.Stream, from: m.From, end: m.FromEnd, filter: wire.FilterFromProto(m.Filter)}
+	t := target{stream: m.Stream, from: m.From, end: m.FromEnd, filter: wire.FilterFromProto(m.Filter), protocol: req.Peer().Protocol, peer: req.Peer().Addr}
 	if t.stream == annals.AllStream {
 		t.all, t.stream = true, ""
 	}

@@ -84,6 +84,7 @@ func (s *Server) serveSSEAll(w http.ResponseWriter, r *http.Request) {
 // browser where the subscription starts, so that its reconnection loses nothing.
 func (s *Server) serveSSE(w http.ResponseWriter, r *http.Request, t target, route string) {
 	ctx := r.Context()
+	t.protocol, t.peer = "sse", r.RemoteAddr
 	q := r.URL.Query()
 	if f := (annals.Filter{StreamPrefixes: q["prefix"], Categories: q["category"], EventTypes: q["type"]}); len(f.StreamPrefixes)+len(f.Categories)+len(f.EventTypes) > 0 {
 		t.filter = &f
