@@ -27,13 +27,11 @@ func (s *Store) walkRun(off uint64, count uint32, fn func(*rawRecord) bool) erro
 	if seg == nil {
 		return fmt.Errorf("%w: log offset %d is in no segment (rebuild the index: delete the index directory)", annals.ErrCorrupt, off)
 	}
+	var rec rawRecord // passed to fn, it lives on the heap: one for the run, not one per record
 	for at := off - seg.base; count > 0; count-- {
-		if at >= uint64(len(seg.data)) {
-			return fmt.Errorf("%w: %s: a run of records passes the end of the segment", annals.ErrCorrupt, seg.path)
-		}
-		rec, err := decodeRecord(seg.data[at:])
-		if err != nil {
-			return fmt.Errorf("%w: %s offset %d: %v", annals.ErrCorrupt, seg.path, at, err)
+		var err error
+		if rec, err = decodeAt(seg, at); err != nil {
+			return err
 		}
 		if !fn(&rec) {
 			return nil
@@ -41,6 +39,18 @@ func (s *Store) walkRun(off uint64, count uint32, fn func(*rawRecord) bool) erro
 		at += uint64(rec.size)
 	}
 	return nil
+}
+
+// decodeAt decodes the record at offset at of seg, checking its checksum.
+func decodeAt(seg *segment, at uint64) (rawRecord, error) {
+	if at >= uint64(len(seg.data)) {
+		return rawRecord{}, fmt.Errorf("%w: %s: a run of records passes the end of the segment", annals.ErrCorrupt, seg.path)
+	}
+	rec, err := decodeRecord(seg.data[at:])
+	if err != nil {
+		return rec, fmt.Errorf("%w: %s offset %d: %v", annals.ErrCorrupt, seg.path, at, err)
+	}
+	return rec, nil
 }
 
 // streamRun is an s entry: a run of a stream's events.
@@ -83,6 +93,8 @@ func (s *Store) scanStream(stream string, from, to uint64, fn func(*rawRecord) b
 	if !valid {
 		valid = it.First()
 	}
+	segs := s.segs.Load()
+	var rec rawRecord // passed to fn, it lives on the heap: one for the scan, not one per record
 	for ; valid; valid = it.Next() {
 		r, err := parseStreamRun(it)
 		if err != nil {
@@ -91,32 +103,25 @@ func (s *Store) scanStream(stream string, from, to uint64, fn func(*rawRecord) b
 		if r.firstRev >= to {
 			break
 		}
-		more := true
-		rev := r.firstRev
-		var mismatch bool
-		if err := s.walkRun(r.offset, r.count, func(rec *rawRecord) bool {
+		seg := segs.find(r.offset)
+		if seg == nil {
+			return fmt.Errorf("%w: log offset %d is in no segment (rebuild the index: delete the index directory)", annals.ErrCorrupt, r.offset)
+		}
+		at := r.offset - seg.base
+		for rev := r.firstRev; rev < r.firstRev+uint64(r.count); rev++ {
+			if rec, err = decodeAt(seg, at); err != nil {
+				return err
+			}
 			if rec.rev != rev || string(rec.stream) != stream {
-				mismatch = true
-				return false
+				return fmt.Errorf("%w: stream %q: index and log disagree at revision %d (rebuild the index: delete the index directory)", annals.ErrCorrupt, stream, rev)
 			}
-			rev++
-			if rec.rev < from {
-				return true
+			at += uint64(rec.size)
+			if rev < from {
+				continue
 			}
-			if rec.rev >= to {
-				more = false
-				return false
+			if rev >= to || !fn(&rec) {
+				return nil
 			}
-			more = fn(rec)
-			return more
-		}); err != nil {
-			return err
-		}
-		if mismatch {
-			return fmt.Errorf("%w: stream %q: index and log disagree at revision %d (rebuild the index: delete the index directory)", annals.ErrCorrupt, stream, rev)
-		}
-		if !more {
-			break
 		}
 	}
 	return it.Error()
@@ -128,7 +133,8 @@ type streamView struct {
 	state      streamIndexState
 	tombstoned bool // as of the head the view was taken at
 	meta       annals.StreamMetadata
-	// metaRev is the revision of the last event of the meta stream, metaExists whether it has one.
+	// metaRev is the revision of the last event of the meta stream, metaExists whether it has one
+	// (left zero unless view was asked for them).
 	metaRev    uint64
 	metaExists bool
 }
@@ -144,8 +150,9 @@ func (v *streamView) lowest() uint64 {
 	return lo
 }
 
-// view reads the stream's state as of head h. The caller holds the read lock.
-func (s *Store) view(stream string, h *head) (streamView, error) {
+// view reads the stream's state as of head h, with metaRev and metaExists only if withMetaRev
+// (GetMetadata needs them; they cost another index lookup). The caller holds the read lock.
+func (s *Store) view(stream string, h *head, withMetaRev bool) (streamView, error) {
 	var v streamView
 	var err error
 	if v.state, err = getStreamState(s.db, stream); err != nil {
@@ -166,6 +173,9 @@ func (s *Store) view(stream string, h *head) (streamView, error) {
 		if jerr != nil {
 			return v, fmt.Errorf("%w: metadata of stream %q at log offset %d: %v", annals.ErrCorrupt, stream, v.state.metaOffset, jerr)
 		}
+	}
+	if !withMetaRev {
+		return v, nil
 	}
 	metaNext, err := s.visibleNext(annals.MetaStream(stream), h)
 	if err != nil {
@@ -231,7 +241,7 @@ func (s *Store) ReadStream(ctx context.Context, stream string, opts *annals.Read
 			yield(annals.RecordedEvent{}, err)
 			return
 		}
-		v, err := s.view(stream, h)
+		v, err := s.view(stream, h, false)
 		s.readUnlock()
 		if err == nil {
 			err = viewError(stream, &v)
@@ -251,6 +261,9 @@ func (s *Store) ReadStream(ctx context.Context, stream string, opts *annals.Read
 		left := o.Limit
 		c := newCopier()
 		var batch []annals.RecordedEvent
+		if hi > lo {
+			batch = make([]annals.RecordedEvent, 0, batchCap(hi-lo, o.Limit))
+		}
 		if !o.Backwards {
 			for from := max(o.From, lo); from < hi; {
 				if batch, from, err = s.streamBatch(ctx, stream, from, hi, &f, c, batch[:0]); err != nil {
@@ -306,6 +319,16 @@ func viewError(stream string, v *streamView) error {
 	return nil
 }
 
+// batchCap is the capacity to give the batches of a read of at most n events, limit (0 =
+// none) of which it returns: the batches hold readBatch events, and a little more where a
+// run or group goes on.
+func batchCap(n uint64, limit int) int {
+	if limit > 0 {
+		n = min(n, uint64(limit))
+	}
+	return int(min(n, readBatch+readBatch/4))
+}
+
 // yieldAll yields the batch, counting down the limit (0 = none); false means stop.
 func yieldAll(batch []annals.RecordedEvent, left *int, yield func(annals.RecordedEvent, error) bool) bool {
 	for _, ev := range batch {
@@ -331,20 +354,103 @@ func (s *Store) streamBatch(ctx context.Context, stream string, from, hi uint64,
 		return out, from, err
 	}
 	defer s.readUnlock()
-	next := hi
+	lower, upper := nameBounds(prefixStream, stream)
+	it, err := s.db.NewIter(&pebble.IterOptions{LowerBound: lower, UpperBound: upper})
+	if err != nil {
+		return out, from, err
+	}
+	defer it.Close()
+	valid := it.SeekLT(nameKey(prefixStream, stream, from+1))
+	if !valid {
+		valid = it.First()
+	}
+	segs := s.segs.Load()
+	var runs [64]streamRun
 	scanned := 0
-	err := s.scanStream(stream, from, hi, func(rec *rawRecord) bool {
-		if scanned == readBatch*4 || len(out) == readBatch {
-			next = rec.rev
-			return false
+	for valid {
+		// Gather the next runs, enough for the batch, and touch their first records all at
+		// once: a stream's records lie all over the log, and fetching them one by one as they
+		// are decoded would wait for memory once per event instead of once per gathering.
+		// (At least one run: when the batch is full, the next record in range says where the
+		// next batch starts.)
+		k, covered, need := 0, uint64(0), uint64(max(readBatch-len(out), 1))
+		for ; valid && k < len(runs) && covered < need; valid = it.Next() {
+			r, err := parseStreamRun(it)
+			if err != nil {
+				return out, from, err
+			}
+			if r.firstRev >= hi {
+				valid = false
+				break
+			}
+			runs[k] = r
+			k++
+			if end := r.firstRev + uint64(r.count); end > from {
+				covered += end - max(r.firstRev, from)
+			}
 		}
-		scanned++
-		if f.keep(rec) {
-			out = append(out, c.event(rec))
+		c.touch(segs, runs[:k])
+		for i := range runs[:k] {
+			r := &runs[i]
+			seg := segs.find(r.offset)
+			if seg == nil {
+				return out, from, fmt.Errorf("%w: log offset %d is in no segment (rebuild the index: delete the index directory)", annals.ErrCorrupt, r.offset)
+			}
+			at := r.offset - seg.base
+			for rev := r.firstRev; rev < r.firstRev+uint64(r.count); rev++ {
+				rec, err := decodeAt(seg, at)
+				if err != nil {
+					return out, from, err
+				}
+				if rec.rev != rev || string(rec.stream) != stream {
+					return out, from, fmt.Errorf("%w: stream %q: index and log disagree at revision %d (rebuild the index: delete the index directory)", annals.ErrCorrupt, stream, rev)
+				}
+				at += uint64(rec.size)
+				if rev < from {
+					continue
+				}
+				if rev >= hi {
+					return out, hi, nil
+				}
+				if scanned == readBatch*4 || len(out) == readBatch {
+					return out, rev, nil
+				}
+				scanned++
+				if f.keep(&rec) {
+					out = append(out, c.event(&rec))
+				}
+			}
 		}
-		return true
-	})
-	return out, next, err
+	}
+	if err := it.Error(); err != nil {
+		return out, from, err
+	}
+	return out, hi, nil
+}
+
+// touch reads the first records of the runs, with no read depending on another, so that the
+// processor fetches them from memory (and walks the page tables) all at once rather than one
+// at a time as the records are decoded: first a byte of each, then, now that their lengths
+// are at hand, a byte of each further cache line of each.
+func (c *copier) touch(segs *segmentList, runs []streamRun) {
+	var x byte
+	for i := range runs {
+		if seg := segs.find(runs[i].offset); seg != nil && runs[i].offset-seg.base < uint64(len(seg.data)) {
+			x += seg.data[runs[i].offset-seg.base]
+		}
+	}
+	for i := range runs {
+		seg := segs.find(runs[i].offset)
+		if seg == nil || runs[i].offset-seg.base+recordHeader > uint64(len(seg.data)) {
+			continue
+		}
+		rec := seg.data[runs[i].offset-seg.base:]
+		n := min(recordHeader+uint64(binary.LittleEndian.Uint32(rec)), uint64(len(rec)))
+		for at := uint64(64); at < n; at += 64 {
+			x += rec[at]
+		}
+	}
+	c.touched += x
 }
 
 // streamBatchBack reads backwards from revision from down to lo, up to about readBatch events
@@ -416,10 +522,11 @@ func (s *Store) ReadAll(ctx context.Context, opts *annals.ReadOptions) iter.Seq2
 		f := streamFilter{asOf: o.AsOf, filter: o.Filter}
 		left := o.Limit
 		c := newCopier()
-		var batch []annals.RecordedEvent
+		batch := make([]annals.RecordedEvent, 0, batchCap(hi, o.Limit))
 		if !o.Backwards {
+			var cur logCursor
 			for from := max(o.From, 1); from < hi; {
-				if batch, from, err = s.allBatch(ctx, from, hi, &f, c, batch[:0]); err != nil {
+				if batch, from, err = s.allBatch(ctx, from, hi, &cur, &f, c, batch[:0]); err != nil {
 					yield(annals.RecordedEvent{}, err)
 					return
 				}
@@ -455,9 +562,18 @@ func indexFor(f *annals.Filter) (prefix byte, names []string, ok bool) {
 	return 0, nil, false
 }
 
+// logCursor is where a forward read of the log left off: the group that follows the last one
+// it read starts at log offset off, if that group is in the same segment, and at position pos.
+// It lets the next batch go on without an index lookup.
+type logCursor struct {
+	pos, off uint64
+}
+
 // allBatch reads the log forwards from position from, below hi, and returns up to about
-// readBatch events with the position to continue from (hi when done).
-func (s *Store) allBatch(ctx context.Context, from, hi uint64, f *streamFilter, c *copier, out []annals.RecordedEvent) ([]annals.RecordedEvent, uint64, error) {
+// readBatch events with the position to continue from (hi when done). It follows the log
+// from group to group, from where cur says the last batch left off, and looks a group up in
+// the index only where it cannot (at the start of a read and of each segment).
+func (s *Store) allBatch(ctx context.Context, from, hi uint64, cur *logCursor, f *streamFilter, c *copier, out []annals.RecordedEvent) ([]annals.RecordedEvent, uint64, error) {
 	if err := ctx.Err(); err != nil {
 		return out, from, err
 	}
@@ -468,51 +584,105 @@ func (s *Store) allBatch(ctx context.Context, from, hi uint64, f *streamFilter, 
 	if prefix, names, ok := indexFor(f.filter); ok {
 		return s.indexBatch(prefix, names, from, hi, f, c, out)
 	}
-	it, err := s.db.NewIter(&pebble.IterOptions{LowerBound: []byte{prefixGroup}, UpperBound: []byte{prefixGroup + 1}})
-	if err != nil {
-		return out, from, err
-	}
-	defer it.Close()
-	valid := it.SeekLT(groupKey(from + 1))
-	if !valid {
-		valid = it.First()
-	}
+	var it *pebble.Iterator // opened on first use
+	defer func() {
+		if it != nil {
+			it.Close()
+		}
+	}()
+	segs := s.segs.Load()
 	next := from
 	scanned := 0
-	for ; valid && next < hi && scanned < readBatch*16 && len(out) < readBatch; valid = it.Next() {
-		off := binary.LittleEndian.Uint64(it.Value())
-		var stop bool
-		err := s.walkGroup(off, func(rec *rawRecord) bool {
+	for next < hi && scanned < readBatch*16 && len(out) < readBatch {
+		// Position next is visible, so the group that holds it is durable: if a valid group
+		// header that says so is where the last group ended, that is it.
+		off := cur.off
+		var seg *segment
+		var h groupHeader
+		var body []byte
+		ok := false
+		if cur.pos == next {
+			seg, h, body, ok = groupAt(segs, off)
+			ok = ok && h.count > 0 && h.firstPos == next
+		}
+		if !ok {
+			var err error
+			if off, err = s.findGroup(&it, next, hi); err != nil {
+				return out, next, err
+			}
+			if seg, h, body, ok = groupAt(segs, off); !ok {
+				return out, next, fmt.Errorf("%w: log offset %d: no valid group there, where the index says position %d is (rebuild the index: delete the index directory)", annals.ErrCorrupt, off, next)
+			}
+			if h.firstPos+uint64(h.count) <= next {
+				return out, next, fmt.Errorf("%w: positions %d to %d are missing from the group index (rebuild the index: delete the index directory)", annals.ErrCorrupt, next, hi-1)
+			}
+		}
+		cur.pos, cur.off = h.firstPos+uint64(h.count), off+groupHeaderSize+uint64(len(body))
+		at := off - seg.base + groupHeaderSize
+		end := at + uint64(len(body))
+		for range h.count {
+			rec, err := decodeRecord(seg.data[at:end])
+			if err != nil {
+				return out, next, fmt.Errorf("%w: %s offset %d: %v", annals.ErrCorrupt, seg.path, at, err)
+			}
+			at += uint64(rec.size)
 			if rec.pos < next {
-				return true
+				continue
 			}
 			if rec.pos >= hi || (!f.asOf.IsZero() && rec.nanos > f.asOf.UnixNano()) {
-				stop = true
-				return false
+				return out, hi, nil
 			}
 			next = rec.pos + 1
 			scanned++
-			if f.keep(rec) {
-				out = append(out, c.event(rec))
+			if f.keep(&rec) {
+				out = append(out, c.event(&rec))
 			}
-			return true
-		})
-		if err != nil {
-			return out, next, err
-		}
-		if stop {
-			return out, hi, nil
-		}
-	}
-	if !valid {
-		if err := it.Error(); err != nil {
-			return out, next, err
-		}
-		if next < hi {
-			return out, next, fmt.Errorf("%w: positions %d to %d are missing from the group index (rebuild the index: delete the index directory)", annals.ErrCorrupt, next, hi-1)
 		}
 	}
 	return out, next, nil
+}
+
+// groupAt returns the segment, header and body (the records) of the group at log offset off;
+// ok is false when there is no valid group header there, or the body passes the segment's end.
+func groupAt(segs *segmentList, off uint64) (seg *segment, h groupHeader, body []byte, ok bool) {
+	if seg = segs.find(off); seg == nil {
+		return nil, h, nil, false
+	}
+	local := off - seg.base
+	if h, ok = parseGroupHeader(seg.data[local:]); !ok {
+		return seg, h, nil, false
+	}
+	start := local + groupHeaderSize
+	if uint64(h.bodyLen) > uint64(len(seg.data))-start {
+		return seg, h, nil, false
+	}
+	return seg, h, seg.data[start : start+uint64(h.bodyLen)], true
+}
+
+// findGroup returns the log offset of the group that holds position pos (below hi), from the
+// group index, opening *it on first use.
+func (s *Store) findGroup(it **pebble.Iterator, pos, hi uint64) (uint64, error) {
+	if *it == nil {
+		var err error
+		if *it, err = s.db.NewIter(&pebble.IterOptions{LowerBound: []byte{prefixGroup}, UpperBound: []byte{prefixGroup + 1}}); err != nil {
+			return 0, err
+		}
+	}
+	valid := (*it).SeekLT(groupKey(pos + 1))
+	if !valid {
+		valid = (*it).First()
+	}
+	if !valid {
+		if err := (*it).Error(); err != nil {
+			return 0, err
+		}
+		return 0, fmt.Errorf("%w: positions %d to %d are missing from the group index (rebuild the index: delete the index directory)", annals.ErrCorrupt, pos, hi-1)
+	}
+	v := (*it).Value()
+	if len(v) != 8 {
+		return 0, fmt.Errorf("%w: group index entry of %d bytes, want 8 (rebuild the index: delete the index directory)", annals.ErrCorrupt, len(v))
+	}
+	return binary.LittleEndian.Uint64(v), nil
 }
 
 // walkGroup decodes the records of the group at log offset off.
@@ -716,10 +886,11 @@ func (s *Store) SubscribeAll(ctx context.Context, opts *annals.SubscribeOptions)
 		f := streamFilter{filter: o.Filter}
 		c := newCopier()
 		var batch []annals.RecordedEvent
+		var cur logCursor
 		for {
 			h := s.head.Load()
 			for from <= h.pos {
-				if batch, from, err = s.allBatch(ctx, from, h.pos+1, &f, c, batch[:0]); err != nil {
+				if batch, from, err = s.allBatch(ctx, from, h.pos+1, &cur, &f, c, batch[:0]); err != nil {
 					yield(annals.RecordedEvent{}, err)
 					return
 				}
@@ -780,7 +951,7 @@ func (s *Store) SubscribeStream(ctx context.Context, stream string, opts *annals
 				return
 			}
 			h := s.head.Load()
-			v, err := s.view(stream, h)
+			v, err := s.view(stream, h, false)
 			s.readUnlock()
 			if err == nil && first && v.tombstoned {
 				err = fmt.Errorf("%w: %q", annals.ErrStreamDeleted, stream)
@@ -839,7 +1010,7 @@ func (s *Store) GetMetadata(ctx context.Context, stream string) (annals.StreamMe
 	if err := s.readLock(); err != nil {
 		return annals.StreamMetadata{}, 0, err
 	}
-	v, err := s.view(stream, h)
+	v, err := s.view(stream, h, true)
 	s.readUnlock()
 	if err != nil {
 		return annals.StreamMetadata{}, 0, err

@@ -139,6 +139,10 @@ type errBadRecord string
 func (e errBadRecord) Error() string { return string(e) }
 
 // decodeRecord decodes the record at the start of b, checking its checksum.
+//
+// It returns the record by value: the read loops keep it in a variable on their stack, where
+// storing its fields needs no GC write barriers (a pointer to it passed through a callback
+// would instead move it to the heap, and cost an allocation per event).
 func decodeRecord(b []byte) (rawRecord, error) {
 	var r rawRecord
 	if len(b) < recordHeader {
@@ -204,17 +208,33 @@ func cut32(p []byte) (field, rest []byte, ok bool) {
 // 64 KiB slabs, so that a long read allocates little per event.
 type copier struct {
 	names map[string]string
-	// the last stream, type and content type returned, checked before the map
-	lastStream, lastType, lastContentType string
-	slab                                  []byte
+	// the last few streams, types and content types returned, checked before the map
+	streams, types, contentTypes recentNames
+	slab                         []byte
+	touched                      byte // the sum of what touch read, so that its reads are kept
+}
+
+// recentNames are the last few names of one field that a copier returned. A read of $all
+// alternates between a few event types and between the streams of interleaved appends, so a
+// handful of them serve most events without hashing.
+type recentNames struct {
+	names [4]string
+	last  int // the index of the name returned last, checked first
+	next  int // the index the next new name goes to
 }
 
 func newCopier() *copier { return &copier{names: map[string]string{}} }
 
-// name returns b as a string, shared with earlier calls; last is the field's last name.
-func (c *copier) name(b []byte, last *string) string {
-	if *last == string(b) {
-		return *last
+// name returns b as a string, shared with earlier calls; r holds the field's recent names.
+func (c *copier) name(b []byte, r *recentNames) string {
+	if r.names[r.last] == string(b) {
+		return r.names[r.last]
+	}
+	for i := range r.names {
+		if r.names[i] == string(b) {
+			r.last = i
+			return r.names[i]
+		}
 	}
 	s, ok := c.names[string(b)]
 	if !ok {
@@ -224,7 +244,8 @@ func (c *copier) name(b []byte, last *string) string {
 		s = string(b)
 		c.names[s] = s
 	}
-	*last = s
+	r.names[r.next] = s
+	r.last, r.next = r.next, (r.next+1)%len(r.names)
 	return s
 }
 
@@ -248,9 +269,9 @@ func (c *copier) bytes(b []byte) []byte {
 func (c *copier) event(r *rawRecord) annals.RecordedEvent {
 	return annals.RecordedEvent{
 		ID:          r.id,
-		Stream:      c.name(r.stream, &c.lastStream),
-		Type:        c.name(r.typ, &c.lastType),
-		ContentType: c.name(r.contentType, &c.lastContentType),
+		Stream:      c.name(r.stream, &c.streams),
+		Type:        c.name(r.typ, &c.types),
+		ContentType: c.name(r.contentType, &c.contentTypes),
 		Data:        c.bytes(r.data),
 		Metadata:    c.bytes(r.meta),
 		Revision:    r.rev,

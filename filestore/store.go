@@ -17,6 +17,13 @@ import (
 // DefaultSegmentSize is the size of a log segment file when Options.SegmentSize is 0.
 const DefaultSegmentSize = 128 << 20
 
+// The index's memory: Pebble's memtable size, and the room its block cache keeps for index
+// blocks beyond the memtables.
+const (
+	memTableSize   = 64 << 20
+	blockCacheSize = 64 << 20
+)
+
 // Options configure [Open]. A nil *Options means all defaults.
 type Options struct {
 	// Limits bounds event and append sizes; zero fields take the defaults of [annals.Limits].
@@ -136,8 +143,12 @@ func (s *Store) open() error {
 	s.lockf = lockf
 	db, err := pebble.Open(filepath.Join(s.dir, "index"), &pebble.Options{
 		DisableWAL:   true,
-		MemTableSize: 64 << 20,
-		Logger:       quietLogger{},
+		MemTableSize: memTableSize,
+		// Pebble counts its memtables (the one being filled and any being flushed) against
+		// the block cache's size: with less than that, no index block stays cached, and every
+		// index lookup reads, checks and decompresses its blocks again.
+		CacheSize: 2*memTableSize + blockCacheSize,
+		Logger:    quietLogger{},
 	})
 	if err != nil {
 		return fmt.Errorf("open index: %w", err)
