@@ -2,7 +2,9 @@ package pgstore_test
 
 import (
 	"fmt"
+	"os"
 	"slices"
+	"strconv"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -212,7 +214,7 @@ func populate(b *testing.B, s *pgstore.Store, table string, events int) {
 // full reads of each.
 func BenchmarkReadAll(b *testing.B) {
 	const events = 200_000
-	s := openStore(b, nil)
+	s := openStore(b, &pgstore.Options{ReadBatch: benchReadBatch()})
 	table := rawTable(b, s)
 	populate(b, s, table, events)
 	ctx := b.Context()
@@ -263,7 +265,7 @@ func BenchmarkReadAll(b *testing.B) {
 // BenchmarkReadStream1000: read a 1,000-event stream whole, in a store of 100,000 events.
 // b.N is the number of reads.
 func BenchmarkReadStream1000(b *testing.B) {
-	s := openStore(b, nil)
+	s := openStore(b, &pgstore.Options{ReadBatch: benchReadBatch()})
 	populate(b, s, rawTable(b, s), 100_000)
 	ctx := b.Context()
 	lat := make([]time.Duration, 0, b.N)
@@ -286,4 +288,11 @@ func BenchmarkReadStream1000(b *testing.B) {
 	slices.Sort(lat)
 	b.ReportMetric(quantile(lat, 0.5), "p50-ms")
 	b.ReportMetric(quantile(lat, 0.99), "p99-ms")
+}
+
+// benchReadBatch is Options.ReadBatch for the read benchmarks: ANNALS_READ_BATCH, or the
+// default.
+func benchReadBatch() int {
+	n, _ := strconv.Atoi(os.Getenv("ANNALS_READ_BATCH"))
+	return n
 }

@@ -48,7 +48,7 @@ type Options struct {
 	// MaxBatch is the most appends the store commits in one transaction; default 128. 1 turns
 	// batching off.
 	MaxBatch int
-	// ReadBatch is how many events a read or subscription fetches per query; default 512.
+	// ReadBatch is how many events a read or subscription fetches per query; default 1024.
 	ReadBatch int
 }
 
@@ -95,7 +95,7 @@ func (o *Options) withDefaults() (Options, error) {
 		v.MaxBatch = 128
 	}
 	if v.ReadBatch <= 0 {
-		v.ReadBatch = 512
+		v.ReadBatch = 1024
 	}
 	return v, nil
 }

@@ -16,9 +16,14 @@ import (
 	"github.com/jackc/pgx/v5/pgtype"
 )
 
-// pageBytes bounds the event bytes one page of a read holds in memory (a page also stops at
-// Options.ReadBatch events).
-const pageBytes = 8 << 20
+// pageBytes bounds the event bytes one page of a read holds in memory. A read's first page
+// has at most Options.ReadBatch events; each full page doubles the next one, up to
+// maxPageFactor times ReadBatch, so that long reads pay few round trips and short ones fetch
+// little.
+const (
+	pageBytes     = 8 << 20
+	maxPageFactor = 16
+)
 
 var (
 	noLowerTime = pgtype.Timestamptz{InfinityModifier: pgtype.NegativeInfinity, Valid: true}
@@ -29,6 +34,7 @@ var (
 // stopped early because of that bound, so that a short page does not look like the end.
 func scanEvents(rows pgx.Rows) (evs []annals.RecordedEvent, cut bool, err error) {
 	defer rows.Close()
+	evs = make([]annals.RecordedEvent, 0, 64)
 	var pos, rev int64
 	var id pgtype.UUID
 	var tm time.Time
@@ -90,40 +96,53 @@ type streamView struct {
 	after pgtype.Timestamptz
 }
 
-// viewStream reads the state of stream and applies its metadata, as of now.
-func (s *Store) viewStream(ctx context.Context, stream string) (streamView, error) {
-	v := streamView{after: noLowerTime}
-	var next, base int64
-	var data []byte
-	var now time.Time
-	err := s.pool.QueryRow(ctx, s.sql.streamState, stream, annals.MetaStream(stream)).Scan(&next, &base, &v.tombstoned, &data, &now)
-	if err == pgx.ErrNoRows {
-		return v, nil
-	}
-	if err != nil {
-		return v, err
-	}
-	v.found, v.next, v.base = true, uint64(next), uint64(base)
-	var meta annals.StreamMetadata
-	if data != nil {
-		if err := json.Unmarshal(data, &meta); err != nil {
-			return v, fmt.Errorf("%w: metadata of stream %q does not decode: %v", annals.ErrCorrupt, stream, err)
+// queueView queues the read of the state of stream into b, to fill v, with the stream's
+// metadata applied as of now.
+func (s *Store) queueView(b *pgx.Batch, stream string, v *streamView) {
+	v.after = noLowerTime
+	b.Queue(s.sql.streamState, stream, annals.MetaStream(stream)).Query(func(rows pgx.Rows) error {
+		var next, base int64
+		var data []byte
+		var now time.Time
+		for rows.Next() {
+			if err := rows.Scan(&next, &base, &v.tombstoned, &data, &now); err != nil {
+				return err
+			}
+			v.found = true
 		}
-	}
-	v.lo = max(v.base, meta.TruncateBefore)
-	if meta.MaxCount > 0 && v.next > meta.MaxCount {
-		v.lo = max(v.lo, v.next-meta.MaxCount)
-	}
-	v.lo = min(v.lo, v.next)
-	if meta.MaxAge > 0 {
-		v.after = pgtype.Timestamptz{Time: now.Add(-meta.MaxAge), Valid: true}
-	}
-	return v, nil
+		if err := rows.Err(); err != nil || !v.found {
+			return err
+		}
+		v.next, v.base = uint64(next), uint64(base)
+		var meta annals.StreamMetadata
+		if data != nil {
+			if err := json.Unmarshal(data, &meta); err != nil {
+				return fmt.Errorf("%w: metadata of stream %q does not decode: %v", annals.ErrCorrupt, stream, err)
+			}
+		}
+		v.lo = max(v.base, meta.TruncateBefore)
+		if meta.MaxCount > 0 && v.next > meta.MaxCount {
+			v.lo = max(v.lo, v.next-meta.MaxCount)
+		}
+		v.lo = min(v.lo, v.next)
+		if meta.MaxAge > 0 {
+			v.after = pgtype.Timestamptz{Time: now.Add(-meta.MaxAge), Valid: true}
+		}
+		return nil
+	})
+}
+
+// viewStream reads the state of stream (see queueView).
+func (s *Store) viewStream(ctx context.Context, stream string) (streamView, error) {
+	var v streamView
+	b := &pgx.Batch{}
+	s.queueView(b, stream, &v)
+	return v, s.pool.SendBatch(ctx, b).Close()
 }
 
 // ReadStream implements [annals.Store.ReadStream]. It reads the stream as it is when the
-// iteration starts (events appended later are not read), a page of Options.ReadBatch events
-// per query; no connection is held while the consumer runs.
+// iteration starts (events appended later are not read), in pages (see pageBytes) fetched
+// one ahead of the consumer; no connection is held while the consumer runs.
 func (s *Store) ReadStream(ctx context.Context, stream string, opts *annals.ReadOptions) iter.Seq2[annals.RecordedEvent, error] {
 	return func(yield func(annals.RecordedEvent, error) bool) {
 		if err := annals.ValidateStreamID(stream); err != nil {
@@ -139,10 +158,26 @@ func (s *Store) ReadStream(ctx context.Context, stream string, opts *annals.Read
 			yield(annals.RecordedEvent{}, err)
 			return
 		}
-		v, err := s.viewStream(ctx, stream)
+		op := "read " + strconv.Quote(stream)
+		before := asOfBound(o.AsOf)
+		// One round trip for the stream's state and, optimistically, its first page: the
+		// page is read after the state, and what the state hides is filtered out below.
+		var v streamView
+		var first []annals.RecordedEvent
+		var firstCut bool
+		b := &pgx.Batch{}
+		s.queueView(b, stream, &v)
+		if o.Backwards {
+			b.Queue(s.sql.streamPageBwd, stream, int64(min(o.From, maxPosition)), int64(0), noLowerTime, before, s.opts.ReadBatch).
+				Query(func(rows pgx.Rows) (err error) { first, firstCut, err = scanEvents(rows); return err })
+		} else {
+			b.Queue(s.sql.streamPageFwd, stream, int64(min(o.From, maxPosition)), int64(maxPosition), noLowerTime, before, s.opts.ReadBatch).
+				Query(func(rows pgx.Rows) (err error) { first, firstCut, err = scanEvents(rows); return err })
+		}
+		err = s.pool.SendBatch(ctx, b).Close()
 		switch {
 		case err != nil:
-			err = s.fail(ctx, "read "+strconv.Quote(stream), err)
+			err = s.fail(ctx, op, err)
 		case v.tombstoned:
 			err = fmt.Errorf("read %q: %w", stream, annals.ErrStreamDeleted)
 		case !v.exists():
@@ -159,65 +194,71 @@ func (s *Store) ReadStream(ctx context.Context, stream string, opts *annals.Read
 		if hi <= v.lo {
 			return
 		}
+		visible := func(e *annals.RecordedEvent) bool {
+			return e.Revision >= v.lo && e.Revision < hi && (v.after.InfinityModifier == pgtype.NegativeInfinity || e.Time.After(v.after.Time))
+		}
+		// Where the pages after the first go on, and whether there are any.
 		var cur uint64
+		more := len(first) == s.opts.ReadBatch || firstCut
 		if o.Backwards {
 			cur = min(o.From, hi-1)
-			if cur < v.lo {
-				return
+			if len(first) > 0 {
+				last := first[len(first)-1].Revision
+				more = more && last > v.lo
+				cur = min(cur, last-1)
 			}
+			more = more && cur >= v.lo
 		} else {
 			cur = max(o.From, v.lo)
+			if len(first) > 0 {
+				cur = max(cur, first[len(first)-1].Revision+1)
+			}
+			more = more && cur < hi
 		}
-		before := asOfBound(o.AsOf)
-		n := 0
-		for {
+		size := 2 * s.opts.ReadBatch
+		fetch := func(ctx context.Context) ([]annals.RecordedEvent, bool, error) {
+			if first != nil || !more {
+				evs, m := first, more
+				first, more = nil, true
+				return evs, m, nil
+			}
 			var rows pgx.Rows
 			var err error
+			limit := size
+			size = min(2*size, maxPageFactor*s.opts.ReadBatch)
 			if o.Backwards {
-				rows, err = s.pool.Query(ctx, s.sql.streamPageBwd, stream, int64(cur), int64(v.lo), v.after, before, s.opts.ReadBatch)
+				rows, err = s.pool.Query(ctx, s.sql.streamPageBwd, stream, int64(cur), int64(v.lo), v.after, before, limit)
 			} else {
-				if cur >= hi {
-					return
-				}
-				rows, err = s.pool.Query(ctx, s.sql.streamPageFwd, stream, int64(cur), int64(hi), v.after, before, s.opts.ReadBatch)
-			}
-			var page []annals.RecordedEvent
-			cut := false
-			if err == nil {
-				page, cut, err = scanEvents(rows)
+				rows, err = s.pool.Query(ctx, s.sql.streamPageFwd, stream, int64(cur), int64(hi), v.after, before, limit)
 			}
 			if err != nil {
-				yield(annals.RecordedEvent{}, s.fail(ctx, "read "+strconv.Quote(stream), err))
-				return
+				return nil, false, err
 			}
-			for _, e := range page {
-				if err := ctx.Err(); err != nil {
-					yield(annals.RecordedEvent{}, err)
-					return
-				}
-				if !o.Filter.Match(e.Stream, e.Type) {
-					continue
-				}
-				if !yield(e, nil) {
-					return
-				}
-				if n++; o.Limit > 0 && n == o.Limit {
-					return
+			evs, cut, err := scanEvents(rows)
+			m := len(evs) == limit || cut
+			if m {
+				last := evs[len(evs)-1].Revision
+				if o.Backwards {
+					m = last > v.lo
+					cur = last - 1
+				} else {
+					cur = last + 1
+					m = cur < hi
 				}
 			}
-			if len(page) < s.opts.ReadBatch && !cut {
-				return
-			}
-			last := page[len(page)-1].Revision
-			if o.Backwards {
-				if last == 0 || last-1 < v.lo {
-					return
-				}
-				cur = last - 1
-			} else {
-				cur = last + 1
-			}
+			return evs, m, err
 		}
+		n := 0
+		s.drain(ctx, op, fetch, func(e annals.RecordedEvent) bool {
+			if !visible(&e) || !o.Filter.Match(e.Stream, e.Type) {
+				return true
+			}
+			if !yield(e, nil) {
+				return false
+			}
+			n++
+			return o.Limit == 0 || n < o.Limit
+		}, yield)
 	}
 }
 
@@ -282,8 +323,8 @@ func (s *Store) allQuery(f *annals.Filter, backwards bool, cur, hi uint64, asOf 
 }
 
 // ReadAll implements [annals.Store.ReadAll]. It reads the log as it is when the iteration
-// starts (up to the head it sees then), a page of Options.ReadBatch events per query; no
-// connection is held while the consumer runs.
+// starts (up to the head it sees then), in pages (see pageBytes) fetched one ahead of the
+// consumer; no connection is held while the consumer runs.
 func (s *Store) ReadAll(ctx context.Context, opts *annals.ReadOptions) iter.Seq2[annals.RecordedEvent, error] {
 	return func(yield func(annals.RecordedEvent, error) bool) {
 		o, err := readOptions(opts)
@@ -316,48 +357,33 @@ func (s *Store) ReadAll(ctx context.Context, opts *annals.ReadOptions) iter.Seq2
 		} else if cur >= hi {
 			return
 		}
-		n := 0
-		for {
-			limit := s.opts.ReadBatch
+		fetched, size := 0, s.opts.ReadBatch
+		fetch := func(ctx context.Context) ([]annals.RecordedEvent, bool, error) {
+			limit := size
+			size = min(2*size, maxPageFactor*s.opts.ReadBatch)
 			if o.Limit > 0 {
-				limit = min(limit, o.Limit-n)
+				limit = min(limit, o.Limit-fetched)
 			}
 			query, args := s.allQuery(o.Filter, o.Backwards, cur, hi, o.AsOf, limit)
 			rows, err := s.pool.Query(ctx, query, args...)
-			var page []annals.RecordedEvent
-			cut := false
-			if err == nil {
-				page, cut, err = scanEvents(rows)
-			}
 			if err != nil {
-				yield(annals.RecordedEvent{}, s.fail(ctx, "read $all", err))
-				return
+				return nil, false, err
 			}
-			for _, e := range page {
-				if err := ctx.Err(); err != nil {
-					yield(annals.RecordedEvent{}, err)
-					return
-				}
-				if !yield(e, nil) {
-					return
-				}
-				n++
-			}
-			if (len(page) < limit && !cut) || (o.Limit > 0 && n >= o.Limit) {
-				return
-			}
-			last := page[len(page)-1].Position
-			if o.Backwards {
-				if last <= 1 {
-					return
-				}
-				cur = last - 1
-			} else {
-				if cur = last + 1; cur >= hi {
-					return
+			evs, cut, err := scanEvents(rows)
+			fetched += len(evs)
+			more := (len(evs) == limit || cut) && (o.Limit == 0 || fetched < o.Limit)
+			if more {
+				last := evs[len(evs)-1].Position
+				if o.Backwards {
+					more, cur = last > 1, last-1
+				} else {
+					cur = last + 1
+					more = cur < hi
 				}
 			}
+			return evs, more, err
 		}
+		s.drain(ctx, "read $all", fetch, func(e annals.RecordedEvent) bool { return yield(e, nil) }, yield)
 	}
 }
 

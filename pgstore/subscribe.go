@@ -61,43 +61,45 @@ func (s *Store) SubscribeAll(ctx context.Context, opts *annals.SubscribeOptions)
 			from = head + 1
 		}
 		var seen uint64
-		more := true
+		first := true
 		for {
 			known, changed := s.watch()
-			if more || known > seen {
+			if first || known > seen {
+				first = false
 				if err := s.begin(ctx); err != nil {
 					yield(annals.RecordedEvent{}, err)
 					return
 				}
-				query, args := s.allQuery(o.Filter, false, from, maxPosition, time.Time{}, s.opts.ReadBatch)
-				var page []annals.RecordedEvent
 				var head int64
-				cut := false
-				b := &pgx.Batch{}
-				b.Queue(s.sql.head).QueryRow(func(row pgx.Row) error { return row.Scan(&head) })
-				b.Queue(query, args...).Query(func(rows pgx.Rows) (err error) {
-					page, cut, err = scanEvents(rows)
-					return err
-				})
-				if err := s.pool.SendBatch(ctx, b).Close(); err != nil {
-					yield(annals.RecordedEvent{}, s.fail(ctx, "subscribe to $all", err))
+				size := s.opts.ReadBatch
+				fetch := func(ctx context.Context) ([]annals.RecordedEvent, bool, error) {
+					limit := size
+					size = min(2*size, maxPageFactor*s.opts.ReadBatch)
+					query, args := s.allQuery(o.Filter, false, from, maxPosition, time.Time{}, limit)
+					var evs []annals.RecordedEvent
+					cut := false
+					b := &pgx.Batch{}
+					b.Queue(s.sql.head).QueryRow(func(row pgx.Row) error { return row.Scan(&head) })
+					b.Queue(query, args...).Query(func(rows pgx.Rows) (err error) {
+						evs, cut, err = scanEvents(rows)
+						return err
+					})
+					if err := s.pool.SendBatch(ctx, b).Close(); err != nil {
+						return nil, false, err
+					}
+					if len(evs) > 0 {
+						from = evs[len(evs)-1].Position + 1
+					}
+					more := cut || len(evs) == limit
+					if !more {
+						// The page was read after the head: it holds every match up to the head.
+						from = max(from, uint64(head)+1)
+					}
+					return evs, more, nil
+				}
+				if !s.drain(ctx, "subscribe to $all", fetch, func(e annals.RecordedEvent) bool { return yield(e, nil) }, yield) {
 					return
 				}
-				for _, e := range page {
-					if err := ctx.Err(); err != nil {
-						yield(annals.RecordedEvent{}, err)
-						return
-					}
-					if !yield(e, nil) {
-						return
-					}
-					from = e.Position + 1
-				}
-				if more = cut || len(page) == s.opts.ReadBatch; more {
-					continue
-				}
-				// The page was read after the head: it holds every match up to the head.
-				from = max(from, uint64(head)+1)
 				seen = uint64(head)
 				s.advance(seen, false)
 			}
@@ -144,43 +146,44 @@ func (s *Store) SubscribeStream(ctx context.Context, stream string, opts *annals
 		}
 		from = max(from, v.lo)
 		var seen uint64
-		more := true
+		first := true
 		for {
 			known, changed := s.watch()
-			if more || known > seen {
+			if first || known > seen {
+				first = false
 				if err := s.begin(ctx); err != nil {
 					yield(annals.RecordedEvent{}, err)
 					return
 				}
-				var page []annals.RecordedEvent
 				var head int64
-				var tombstoned, cut bool
-				// In this order, each statement with a later snapshot: once the stream shows
-				// its tombstone, the page read after it holds all the stream's events.
-				b := &pgx.Batch{}
-				b.Queue(s.sql.head).QueryRow(func(row pgx.Row) error { return row.Scan(&head) })
-				b.Queue(s.sql.streamTombstoned, stream).QueryRow(func(row pgx.Row) error { return row.Scan(&tombstoned) })
-				b.Queue(s.sql.streamPageFwd, stream, int64(from), int64(maxPosition), noLowerTime, noUpperTime, s.opts.ReadBatch).
-					Query(func(rows pgx.Rows) (err error) {
-						page, cut, err = scanEvents(rows)
-						return err
-					})
-				if err := s.pool.SendBatch(ctx, b).Close(); err != nil {
-					yield(annals.RecordedEvent{}, s.fail(ctx, op, err))
+				var tombstoned bool
+				size := s.opts.ReadBatch
+				fetch := func(ctx context.Context) ([]annals.RecordedEvent, bool, error) {
+					limit := size
+					size = min(2*size, maxPageFactor*s.opts.ReadBatch)
+					var evs []annals.RecordedEvent
+					cut := false
+					// In this order, each statement with a later snapshot: once the stream
+					// shows its tombstone, the page read after it holds all its events.
+					b := &pgx.Batch{}
+					b.Queue(s.sql.head).QueryRow(func(row pgx.Row) error { return row.Scan(&head) })
+					b.Queue(s.sql.streamTombstoned, stream).QueryRow(func(row pgx.Row) error { return row.Scan(&tombstoned) })
+					b.Queue(s.sql.streamPageFwd, stream, int64(from), int64(maxPosition), noLowerTime, noUpperTime, limit).
+						Query(func(rows pgx.Rows) (err error) {
+							evs, cut, err = scanEvents(rows)
+							return err
+						})
+					if err := s.pool.SendBatch(ctx, b).Close(); err != nil {
+						return nil, false, err
+					}
+					if len(evs) > 0 {
+						from = evs[len(evs)-1].Revision + 1
+					}
+					return evs, cut || len(evs) == limit, nil
+				}
+				emit := func(e annals.RecordedEvent) bool { return !o.Filter.Match(e.Stream, e.Type) || yield(e, nil) }
+				if !s.drain(ctx, op, fetch, emit, yield) {
 					return
-				}
-				for _, e := range page {
-					if err := ctx.Err(); err != nil {
-						yield(annals.RecordedEvent{}, err)
-						return
-					}
-					from = e.Revision + 1
-					if o.Filter.Match(e.Stream, e.Type) && !yield(e, nil) {
-						return
-					}
-				}
-				if more = cut || len(page) == s.opts.ReadBatch; more {
-					continue
 				}
 				if tombstoned {
 					yield(annals.RecordedEvent{}, fmt.Errorf("subscription to %q: %w", stream, annals.ErrStreamDeleted))
