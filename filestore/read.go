@@ -266,7 +266,7 @@ func (s *Store) ReadStream(ctx context.Context, stream string, opts *annals.Read
 		}
 		if !o.Backwards {
 			for from := max(o.From, lo); from < hi; {
-				if batch, from, err = s.streamBatch(ctx, stream, from, hi, &f, c, batch[:0]); err != nil {
+				if batch, from, err = s.streamBatch(ctx, stream, from, hi, batchWant(left), &f, c, batch[:0]); err != nil {
 					yield(annals.RecordedEvent{}, err)
 					return
 				}
@@ -281,7 +281,7 @@ func (s *Store) ReadStream(ctx context.Context, stream string, opts *annals.Read
 		}
 		for from := min(o.From, hi-1); ; {
 			var done bool
-			if batch, from, done, err = s.streamBatchBack(ctx, stream, from, lo, &f, c, batch[:0]); err != nil {
+			if batch, from, done, err = s.streamBatchBack(ctx, stream, from, lo, batchWant(left), &f, c, batch[:0]); err != nil {
 				yield(annals.RecordedEvent{}, err)
 				return
 			}
@@ -329,6 +329,15 @@ func batchCap(n uint64, limit int) int {
 	return int(min(n, readBatch+readBatch/4))
 }
 
+// batchWant is how many events the next batch of a read should hold, left (0 = no limit) of
+// which the read still returns: a read of the last event reads one, not a whole batch.
+func batchWant(left int) int {
+	if left > 0 {
+		return min(left, readBatch)
+	}
+	return readBatch
+}
+
 // yieldAll yields the batch, counting down the limit (0 = none); false means stop.
 func yieldAll(batch []annals.RecordedEvent, left *int, yield func(annals.RecordedEvent, error) bool) bool {
 	for _, ev := range batch {
@@ -344,9 +353,9 @@ func yieldAll(batch []annals.RecordedEvent, left *int, yield func(annals.Recorde
 	return true
 }
 
-// streamBatch reads forwards from revision from, below hi, up to readBatch events, and returns
-// them with the revision to continue from (hi when done).
-func (s *Store) streamBatch(ctx context.Context, stream string, from, hi uint64, f *streamFilter, c *copier, out []annals.RecordedEvent) ([]annals.RecordedEvent, uint64, error) {
+// streamBatch reads forwards from revision from, below hi, up to want (at most readBatch)
+// events, and returns them with the revision to continue from (hi when done).
+func (s *Store) streamBatch(ctx context.Context, stream string, from, hi uint64, want int, f *streamFilter, c *copier, out []annals.RecordedEvent) ([]annals.RecordedEvent, uint64, error) {
 	if err := ctx.Err(); err != nil {
 		return out, from, err
 	}
@@ -373,7 +382,7 @@ func (s *Store) streamBatch(ctx context.Context, stream string, from, hi uint64,
 		// are decoded would wait for memory once per event instead of once per gathering.
 		// (At least one run: when the batch is full, the next record in range says where the
 		// next batch starts.)
-		k, covered, need := 0, uint64(0), uint64(max(readBatch-len(out), 1))
+		k, covered, need := 0, uint64(0), uint64(max(want-len(out), 1))
 		for ; valid && k < len(runs) && covered < need; valid = it.Next() {
 			r, err := parseStreamRun(it)
 			if err != nil {
@@ -412,7 +421,7 @@ func (s *Store) streamBatch(ctx context.Context, stream string, from, hi uint64,
 				if rev >= hi {
 					return out, hi, nil
 				}
-				if scanned == readBatch*4 || len(out) == readBatch {
+				if scanned == readBatch*4 || len(out) >= want {
 					return out, rev, nil
 				}
 				scanned++
@@ -453,10 +462,10 @@ func (c *copier) touch(segs *segmentList, runs []streamRun) {
 	c.touched += x
 }
 
-// streamBatchBack reads backwards from revision from down to lo, up to about readBatch events
+// streamBatchBack reads backwards from revision from down to lo, up to about want events
 // (a whole index run at a time), and returns the revision to continue from and whether it is
 // done.
-func (s *Store) streamBatchBack(ctx context.Context, stream string, from, lo uint64, f *streamFilter, c *copier, out []annals.RecordedEvent) ([]annals.RecordedEvent, uint64, bool, error) {
+func (s *Store) streamBatchBack(ctx context.Context, stream string, from, lo uint64, want int, f *streamFilter, c *copier, out []annals.RecordedEvent) ([]annals.RecordedEvent, uint64, bool, error) {
 	if err := ctx.Err(); err != nil {
 		return out, from, true, err
 	}
@@ -491,7 +500,7 @@ func (s *Store) streamBatchBack(ctx context.Context, stream string, from, lo uin
 			return out, 0, true, nil
 		}
 		from = r.firstRev - 1
-		if len(out) >= readBatch {
+		if len(out) >= want {
 			return out, from, false, nil
 		}
 	}
@@ -973,7 +982,7 @@ func (s *Store) SubscribeStream(ctx context.Context, stream string, opts *annals
 				}
 			}
 			for from < v.next {
-				if batch, from, err = s.streamBatch(ctx, stream, from, v.next, &f, c, batch[:0]); err != nil {
+				if batch, from, err = s.streamBatch(ctx, stream, from, v.next, readBatch, &f, c, batch[:0]); err != nil {
 					yield(annals.RecordedEvent{}, err)
 					return
 				}
