@@ -60,8 +60,8 @@ type SubscriptionStatus struct {
 	// Peer is the client's address as the server sees it.
 	Peer string `json:"peer"`
 	// Stream is the stream followed, or "$all".
-	Stream string         `json:"stream"`
-	Filter *annals.Filter `json:"filter,omitempty"`
+	Stream string  `json:"stream"`
+	Filter *Filter `json:"filter,omitempty"`
 	// Started is when the subscription started, From where (revision or position).
 	Started time.Time `json:"started"`
 	From    uint64    `json:"from"`
@@ -77,6 +77,20 @@ type SubscriptionStatus struct {
 	// the stream's last. LagSeconds is how long the first of those events has been stored.
 	LagEvents  uint64  `json:"lagEvents"`
 	LagSeconds float64 `json:"lagSeconds"`
+}
+
+// Filter is the JSON of an [annals.Filter].
+type Filter struct {
+	StreamPrefixes []string `json:"streamPrefixes,omitempty"`
+	Categories     []string `json:"categories,omitempty"`
+	EventTypes     []string `json:"eventTypes,omitempty"`
+}
+
+func newFilter(f *annals.Filter) *Filter {
+	if f == nil {
+		return nil
+	}
+	return &Filter{StreamPrefixes: f.StreamPrefixes, Categories: f.Categories, EventTypes: f.EventTypes}
 }
 
 // Stats is what GET /v1/stats answers.
@@ -308,7 +322,7 @@ func (s *Server) Stats(ctx context.Context) (Stats, error) {
 	out.Subscriptions = make([]SubscriptionStatus, 0, len(subs))
 	for _, rs := range subs {
 		ss := SubscriptionStatus{
-			ID: rs.id, Protocol: rs.t.protocol, Peer: rs.t.peer, Stream: rs.t.stream, Filter: rs.t.filter,
+			ID: rs.id, Protocol: rs.t.protocol, Peer: rs.t.peer, Stream: rs.t.stream, Filter: newFilter(rs.t.filter),
 			Started: rs.started, From: rs.from, Next: rs.next.Load(), Delivered: rs.delivered.Load(), LastPosition: rs.lastPos.Load(),
 		}
 		if rs.t.all {
