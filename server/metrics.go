@@ -1,0 +1,321 @@
+package server
+
+import (
+	"context"
+	"io/fs"
+	"net/http"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"time"
+
+	"connectrpc.com/connect"
+	annalsv1 "github.com/annalsdb/annals/internal/gen/annals/v1"
+	"github.com/annalsdb/annals/internal/gen/annals/v1/annalsv1connect"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"google.golang.org/protobuf/reflect/protoreflect"
+)
+
+// MetricsOptions configure [NewMetrics]. A nil *MetricsOptions means all defaults.
+type MetricsOptions struct {
+	// DataDir, when set, is the store's directory, whose size annals_storage_bytes reports.
+	DataDir string
+}
+
+// Metrics collects the server's Prometheus metrics in a registry of its own (with the Go
+// runtime's and the process's collectors):
+//
+//   - annals_appends_total{code}, annals_appended_events_total, annals_appended_bytes_total
+//     (data and metadata of the events of successful appends), annals_append_duration_seconds
+//     (histogram, every append);
+//   - annals_rpcs_total{procedure,code}, annals_rpc_duration_seconds{procedure} (unary RPCs;
+//     for streams, until the stream ends);
+//   - annals_reads_total{kind,api} (kind stream or all; api grpc or json) and
+//     annals_read_events_total (events sent by ReadStream and ReadAll);
+//   - annals_http_requests_total{route,code}, annals_http_in_flight_requests;
+//   - with [Metrics.Watch], from [Server.Stats] at each scrape: annals_head_position,
+//     annals_subscriptions (running, every kind), annals_subscription_lag_events and
+//     annals_subscription_lag_seconds (the largest lag among the listed subscriptions, as
+//     [SubscriptionStatus] defines it);
+//   - with [MetricsOptions.DataDir]: annals_storage_bytes.
+//
+// Feed it with [Metrics.Interceptor] (in [Options.Interceptors]) and [Metrics.Middleware]
+// (around the server's routes); serve it with [Metrics.Handler]. Its methods are safe for
+// concurrent use.
+type Metrics struct {
+	reg *prometheus.Registry
+
+	appends       *prometheus.CounterVec
+	appendEvents  prometheus.Counter
+	appendBytes   prometheus.Counter
+	appendLatency prometheus.Histogram
+	rpcs          *prometheus.CounterVec
+	rpcLatency    *prometheus.HistogramVec
+	reads         *prometheus.CounterVec
+	readEvents    prometheus.Counter
+	httpRequests  *prometheus.CounterVec
+	inFlight      prometheus.Gauge
+}
+
+// NewMetrics returns metrics in a new registry.
+func NewMetrics(opts *MetricsOptions) *Metrics {
+	var o MetricsOptions
+	if opts != nil {
+		o = *opts
+	}
+	m := &Metrics{reg: prometheus.NewRegistry()}
+	f := func(c prometheus.Collector) { m.reg.MustRegister(c) }
+	m.appends = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "annals_appends_total", Help: "Appends, by result code (ok or the error's code)."}, []string{"code"})
+	m.appendEvents = prometheus.NewCounter(prometheus.CounterOpts{Name: "annals_appended_events_total", Help: "Events written by successful appends."})
+	m.appendBytes = prometheus.NewCounter(prometheus.CounterOpts{Name: "annals_appended_bytes_total", Help: "Bytes of data and metadata of the events written by successful appends."})
+	m.appendLatency = prometheus.NewHistogram(prometheus.HistogramOpts{
+		Name: "annals_append_duration_seconds", Help: "Time to answer an append (durable when it succeeds).",
+		Buckets: []float64{.0005, .001, .002, .005, .01, .02, .05, .1, .2, .5, 1, 2, 5},
+	})
+	m.rpcs = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "annals_rpcs_total", Help: "RPCs of the EventStoreService, by procedure and result code."}, []string{"procedure", "code"})
+	m.rpcLatency = prometheus.NewHistogramVec(prometheus.HistogramOpts{Name: "annals_rpc_duration_seconds", Help: "Duration of RPCs (streams: until they end).", Buckets: prometheus.DefBuckets}, []string{"procedure"})
+	m.reads = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "annals_reads_total", Help: "Reads, by kind (stream or all) and API (grpc: ReadStream and ReadAll; json: the GET routes)."}, []string{"kind", "api"})
+	m.readEvents = prometheus.NewCounter(prometheus.CounterOpts{Name: "annals_read_events_total", Help: "Events sent by ReadStream and ReadAll."})
+	m.httpRequests = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "annals_http_requests_total", Help: "HTTP requests, by route and status."}, []string{"route", "code"})
+	m.inFlight = prometheus.NewGauge(prometheus.GaugeOpts{Name: "annals_http_in_flight_requests", Help: "HTTP requests being served now (subscriptions included)."})
+	for _, c := range []prometheus.Collector{m.appends, m.appendEvents, m.appendBytes, m.appendLatency, m.rpcs, m.rpcLatency, m.reads, m.readEvents, m.httpRequests, m.inFlight,
+		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{})} {
+		f(c)
+	}
+	m.appends.WithLabelValues("ok")
+	if o.DataDir != "" {
+		dir := o.DataDir
+		f(prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "annals_storage_bytes", Help: "Size of the files in the data directory."}, func() float64 {
+			return float64(dirSize(dir))
+		}))
+	}
+	return m
+}
+
+// dirSize is the total size of the regular files under dir (what it can read of them).
+func dirSize(dir string) int64 {
+	var n int64
+	_ = filepath.WalkDir(dir, func(_ string, d fs.DirEntry, err error) error {
+		if err == nil && d.Type().IsRegular() {
+			if fi, err := d.Info(); err == nil {
+				n += fi.Size()
+			}
+		}
+		return nil
+	})
+	return n
+}
+
+// Registry returns the registry the metrics are in, to add more.
+func (m *Metrics) Registry() *prometheus.Registry { return m.reg }
+
+// Handler serves the metrics in the Prometheus text format.
+func (m *Metrics) Handler() http.Handler {
+	return promhttp.HandlerFor(m.reg, promhttp.HandlerOpts{Registry: m.reg})
+}
+
+// Watch adds the gauges read from s at every scrape: the head of the log, the running
+// subscriptions, and their lag. Call it once.
+func (m *Metrics) Watch(s *Server) {
+	m.reg.MustRegister(&serverCollector{m: m, s: s})
+}
+
+var (
+	headDesc       = prometheus.NewDesc("annals_head_position", "Position of the last event of the log.", nil, nil)
+	subsDesc       = prometheus.NewDesc("annals_subscriptions", "Running subscriptions (gRPC/Connect and SSE).", nil, nil)
+	lagDesc        = prometheus.NewDesc("annals_subscription_lag_events", "The largest lag, in events, of the running subscriptions (the oldest listed by Stats).", nil, nil)
+	lagSecondsDesc = prometheus.NewDesc("annals_subscription_lag_seconds", "The largest lag, in seconds, of the running subscriptions (the oldest listed by Stats).", nil, nil)
+)
+
+type serverCollector struct {
+	m *Metrics
+	s *Server
+}
+
+func (c *serverCollector) Describe(ch chan<- *prometheus.Desc) {
+	ch <- headDesc
+	ch <- subsDesc
+	ch <- lagDesc
+	ch <- lagSecondsDesc
+}
+
+func (c *serverCollector) Collect(ch chan<- prometheus.Metric) {
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	st, err := c.s.Stats(ctx)
+	if err != nil {
+		ch <- prometheus.NewInvalidMetric(headDesc, err)
+		return
+	}
+	var lag uint64
+	var lagSeconds float64
+	for _, sub := range st.Subscriptions {
+		lag = max(lag, sub.LagEvents)
+		lagSeconds = max(lagSeconds, sub.LagSeconds)
+	}
+	ch <- prometheus.MustNewConstMetric(headDesc, prometheus.GaugeValue, float64(st.HeadPosition))
+	ch <- prometheus.MustNewConstMetric(subsDesc, prometheus.GaugeValue, float64(st.SubscriptionCount))
+	ch <- prometheus.MustNewConstMetric(lagDesc, prometheus.GaugeValue, float64(lag))
+	ch <- prometheus.MustNewConstMetric(lagSecondsDesc, prometheus.GaugeValue, lagSeconds)
+}
+
+// codeLabel is "ok" for nil, else the error's Connect code.
+func codeLabel(err error) string {
+	if err == nil {
+		return "ok"
+	}
+	return connect.CodeOf(err).String()
+}
+
+// Interceptor returns the Connect interceptor that counts and times the RPCs, appends and
+// reads.
+func (m *Metrics) Interceptor() connect.Interceptor { return metricsInterceptor{m} }
+
+type metricsInterceptor struct{ m *Metrics }
+
+func (i metricsInterceptor) WrapUnary(next connect.UnaryFunc) connect.UnaryFunc {
+	return func(ctx context.Context, req connect.AnyRequest) (connect.AnyResponse, error) {
+		start := time.Now()
+		res, err := next(ctx, req)
+		d := time.Since(start).Seconds()
+		proc := req.Spec().Procedure
+		i.m.rpcs.WithLabelValues(proc, codeLabel(err)).Inc()
+		i.m.rpcLatency.WithLabelValues(proc).Observe(d)
+		if proc == annalsv1connect.EventStoreServiceAppendProcedure {
+			i.m.appends.WithLabelValues(codeLabel(err)).Inc()
+			i.m.appendLatency.Observe(d)
+			if a, ok := req.Any().(*annalsv1.AppendRequest); ok && err == nil {
+				n := 0
+				for _, e := range a.Events {
+					n += len(e.Data) + len(e.Metadata)
+				}
+				i.m.appendEvents.Add(float64(len(a.Events)))
+				i.m.appendBytes.Add(float64(n))
+			}
+		}
+		return res, err
+	}
+}
+
+func (i metricsInterceptor) WrapStreamingClient(next connect.StreamingClientFunc) connect.StreamingClientFunc {
+	return next
+}
+
+func (i metricsInterceptor) WrapStreamingHandler(next connect.StreamingHandlerFunc) connect.StreamingHandlerFunc {
+	return func(ctx context.Context, conn connect.StreamingHandlerConn) error {
+		start := time.Now()
+		proc := conn.Spec().Procedure
+		mc := &metricsConn{StreamingHandlerConn: conn, m: i.m}
+		switch proc {
+		case annalsv1connect.EventStoreServiceReadStreamProcedure:
+			i.m.reads.WithLabelValues("stream", "grpc").Inc()
+		case annalsv1connect.EventStoreServiceReadAllProcedure:
+			i.m.reads.WithLabelValues("all", "grpc").Inc()
+		}
+		err := next(ctx, mc)
+		i.m.rpcs.WithLabelValues(proc, codeLabel(err)).Inc()
+		i.m.rpcLatency.WithLabelValues(proc).Observe(time.Since(start).Seconds())
+		return err
+	}
+}
+
+// metricsConn counts the events a read sends.
+type metricsConn struct {
+	connect.StreamingHandlerConn
+	m *Metrics
+}
+
+func (c *metricsConn) Send(msg any) error {
+	switch r := msg.(type) {
+	case *annalsv1.ReadStreamResponse:
+		c.m.readEvents.Add(float64(len(r.Events)))
+	case *annalsv1.ReadAllResponse:
+		c.m.readEvents.Add(float64(len(r.Events)))
+	}
+	return c.StreamingHandlerConn.Send(msg)
+}
+
+// routeOf names the route of a request for the labels of annals_http_requests_total, from a
+// fixed set (so that a client cannot make up labels).
+func routeOf(r *http.Request) string {
+	p := r.URL.Path
+	switch {
+	case strings.HasPrefix(p, "/"+annalsv1connect.EventStoreServiceName+"/"):
+		name := strings.TrimPrefix(p, "/"+annalsv1connect.EventStoreServiceName+"/")
+		if annalsv1.File_annals_v1_annals_proto.Services().ByName("EventStoreService").Methods().ByName(protoreflect.Name(name)) != nil {
+			return name
+		}
+		return "unknown_method"
+	case strings.HasPrefix(p, "/v1/sse/streams/"):
+		return "sse_stream"
+	case p == "/v1/sse/all":
+		return "sse_all"
+	case strings.HasPrefix(p, "/v1/streams/"):
+		return "json_stream"
+	case p == "/v1/all":
+		return "json_all"
+	case p == "/v1/streams":
+		return "json_list"
+	case p == "/v1/login", p == "/v1/stats", p == "/v1/projections":
+		return strings.TrimPrefix(p, "/v1/")
+	case p == "/metrics", p == "/healthz", p == "/readyz":
+		return strings.TrimPrefix(p, "/")
+	case strings.HasPrefix(p, "/v1/"):
+		return "v1_other"
+	case p == "/", strings.HasPrefix(p, "/console/"):
+		return "console"
+	}
+	return "other"
+}
+
+// Middleware returns a handler that counts the requests to next by route and status.
+func (m *Metrics) Middleware(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		m.inFlight.Inc()
+		defer m.inFlight.Dec()
+		route := routeOf(r)
+		rw := &statusWriter{ResponseWriter: w}
+		switch route {
+		case "json_stream":
+			m.reads.WithLabelValues("stream", "json").Inc()
+		case "json_all":
+			m.reads.WithLabelValues("all", "json").Inc()
+		}
+		next.ServeHTTP(rw, r)
+		status := rw.status
+		if status == 0 {
+			status = http.StatusOK
+		}
+		m.httpRequests.WithLabelValues(route, strconv.Itoa(status)).Inc()
+	})
+}
+
+// statusWriter records the status of a response.
+type statusWriter struct {
+	http.ResponseWriter
+	status int
+}
+
+func (w *statusWriter) WriteHeader(code int) {
+	if w.status == 0 {
+		w.status = code
+	}
+	w.ResponseWriter.WriteHeader(code)
+}
+
+func (w *statusWriter) Write(b []byte) (int, error) {
+	if w.status == 0 {
+		w.status = http.StatusOK
+	}
+	return w.ResponseWriter.Write(b)
+}
+
+// Unwrap lets http.ResponseController reach the connection's Flush and deadlines.
+func (w *statusWriter) Unwrap() http.ResponseWriter { return w.ResponseWriter }
+
+// Flush flushes the response, for handlers that use http.Flusher directly.
+func (w *statusWriter) Flush() {
+	_ = http.NewResponseController(w.ResponseWriter).Flush()
+}
