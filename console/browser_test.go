@@ -7,17 +7,20 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"log/slog"
 	"net/http"
 	"net/http/httptest"
 	"os"
 	"path/filepath"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/chromedp/cdproto/runtime"
 	"github.com/chromedp/chromedp"
+	"golang.org/x/crypto/bcrypt"
 
 	"github.com/annalsdb/annals"
 	"github.com/annalsdb/annals/console"
@@ -28,8 +31,9 @@ import (
 // chromium is Debian's Chromium, which .ci/run installs.
 const chromium = "/usr/bin/chromium"
 
-// browserTimeout bounds each browser test, start of Chromium included.
-const browserTimeout = 25 * time.Second
+// browserTimeout bounds each browser test, start of Chromium included; the tests take a few
+// seconds, the bound is for a machine loaded by other tests.
+const browserTimeout = 60 * time.Second
 
 // site is a server over a memstore with the console mounted beside the API, on a loopback
 // port.
@@ -39,7 +43,7 @@ type site struct {
 	url   string
 }
 
-func newSite(t *testing.T, opts *server.Options, wrap func(http.Handler) http.Handler) *site {
+func newSite(t *testing.T, opts *server.Options, wrap func(*http.ServeMux) http.Handler) *site {
 	t.Helper()
 	store := memstore.New(nil)
 	t.Cleanup(func() { store.Close() })
@@ -374,139 +378,104 @@ func TestConsole(t *testing.T) {
 	})
 }
 
-// tokenAuth stands in for the server's authentication with its contract: POST /v1/login
-// {"username","password"} answers {"token","expiresAt"}; every request then sends
-// "Authorization: Bearer <token>", except the SSE routes, which take ?access_token=<token>
-// (EventSource cannot set headers). The middleware only authenticates (it puts the user in
-// the request's context, and refuses a bad token); Options.Authorize decides, as in the
-// server: no user is 401, a reader asking for an admin route 403.
-type tokenAuth struct {
-	users map[string]authUser // by name
+// authSite is a site with the server's authentication on, wired as a server with auth is:
+// the login endpoint and the console public, every API route behind [server.Auth.Middleware]
+// and [server.Auth.Authorize]. ada is an admin, bob may read every stream. Its clock can be
+// moved, to expire tokens; it counts how the credentials of the requests came.
+type authSite struct {
+	*site
+	auth *server.Auth
+	skew atomic.Int64 // nanoseconds added to the clock
 
 	mu struct {
 		sync.Mutex
-		tokens map[string]string // token → user name
-		// how the credentials of the accepted requests came
 		bearer, sseQuery, otherQuery int
 	}
 }
 
-type authUser struct {
-	password string
-	admin    bool
-}
+var passwords = map[string]string{"ada": "lovelace", "bob": "builder"}
 
-type userKey struct{}
-
-func newTokenAuth() *tokenAuth {
-	a := &tokenAuth{users: map[string]authUser{"ada": {"lovelace", true}, "bob": {"builder", false}}}
-	a.mu.tokens = map[string]string{}
+func newAuthSite(t *testing.T) *authSite {
+	t.Helper()
+	a := &authSite{}
+	var users []server.User
+	for _, name := range []string{"ada", "bob"} {
+		h, err := bcrypt.GenerateFromPassword([]byte(passwords[name]), bcrypt.MinCost)
+		if err != nil {
+			t.Fatal(err)
+		}
+		role := "admin"
+		if name == "bob" {
+			role = "reader"
+		}
+		users = append(users, server.User{Name: name, PasswordHash: string(h), Roles: []string{role}})
+	}
+	auth, err := server.NewAuth(&server.AuthOptions{
+		Users:  users,
+		Roles:  map[string][]server.Grant{"reader": {{Op: server.OpRead}, {Op: server.OpMetaRead}}},
+		Now:    func() time.Time { return time.Now().Add(time.Duration(a.skew.Load())) },
+		Logger: slog.New(slog.DiscardHandler),
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	a.auth = auth
+	a.site = newSite(t, &server.Options{Authorize: auth.Authorize}, func(mux *http.ServeMux) http.Handler {
+		root := http.NewServeMux()
+		auth.Register(root)
+		root.Handle("/", mux) // the console
+		protected := auth.Middleware(mux)
+		root.Handle("/annals.v1.EventStoreService/", protected)
+		root.Handle("/v1/", protected)
+		return a.count(root)
+	})
 	return a
 }
 
-func (a *tokenAuth) wrap(next http.Handler) http.Handler {
+// count records how each request carries its credentials.
+func (a *authSite) count(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if r.Method == "POST" && r.URL.Path == "/v1/login" {
-			a.login(w, r)
-			return
-		}
-		tok, bearer := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer ")
-		query := r.URL.Query().Get("access_token")
 		sse := r.Method == "GET" && strings.HasPrefix(r.URL.Path, "/v1/sse/")
-		if !bearer && sse {
-			tok = query
-		}
-		if tok == "" {
-			next.ServeHTTP(w, r) // anonymous: Authorize refuses what needs a user
-			return
-		}
+		query := r.URL.Query().Has("access_token")
 		a.mu.Lock()
-		user, ok := a.mu.tokens[tok]
 		switch {
-		case !ok:
-		case bearer:
+		case r.Header.Get("Authorization") != "":
 			a.mu.bearer++
-		case sse:
+		case query && sse:
 			a.mu.sseQuery++
-		}
-		if query != "" && !sse {
+		case query:
 			a.mu.otherQuery++
 		}
 		a.mu.Unlock()
-		if !ok {
-			w.Header().Set("Content-Type", "application/json")
-			w.WriteHeader(http.StatusUnauthorized)
-			fmt.Fprint(w, `{"code":"unauthenticated","message":"token expired or revoked"}`)
-			return
-		}
-		next.ServeHTTP(w, r.WithContext(context.WithValue(r.Context(), userKey{}, user)))
+		next.ServeHTTP(w, r)
 	})
 }
 
-func (a *tokenAuth) login(w http.ResponseWriter, r *http.Request) {
-	var req struct{ Username, Password string }
-	if err := json.NewDecoder(r.Body).Decode(&req); err != nil {
-		http.Error(w, err.Error(), http.StatusBadRequest)
-		return
-	}
-	w.Header().Set("Content-Type", "application/json")
-	u, ok := a.users[req.Username]
-	if !ok || u.password != req.Password {
-		w.WriteHeader(http.StatusUnauthorized)
-		fmt.Fprint(w, `{"code":"unauthenticated","message":"wrong username or password"}`)
-		return
-	}
-	tok := fmt.Sprintf("tok-%s-%d", req.Username, time.Now().UnixNano())
-	a.mu.Lock()
-	a.mu.tokens[tok] = req.Username
-	a.mu.Unlock()
-	_ = json.NewEncoder(w).Encode(map[string]any{"token": tok, "expiresAt": time.Now().Add(time.Hour).UTC()})
-}
-
-func (a *tokenAuth) authorize(ctx context.Context, acc server.Access) error {
-	name, _ := ctx.Value(userKey{}).(string)
-	switch {
-	case name == "":
-		return server.ErrUnauthenticated
-	case acc.Op == server.OpAdmin && !a.users[name].admin:
-		return fmt.Errorf("%w: %s is not an admin", server.ErrPermissionDenied, name)
-	}
-	return nil
-}
-
-// revokeAll forgets every token, as a server restart or an expiry does.
-func (a *tokenAuth) revokeAll() {
-	a.mu.Lock()
-	defer a.mu.Unlock()
-	clear(a.mu.tokens)
-}
-
 // token logs in as user from Go, for appends through the API.
-func (a *tokenAuth) token(t *testing.T, s *site, user string) string {
+func (a *authSite) token(t *testing.T, user string) string {
 	t.Helper()
-	b, _ := json.Marshal(map[string]string{"username": user, "password": a.users[user].password})
-	res, err := http.Post(s.url+"/v1/login", "application/json", bytes.NewReader(b))
+	b, _ := json.Marshal(map[string]string{"username": user, "password": passwords[user]})
+	res, err := http.Post(a.url+"/v1/login", "application/json", bytes.NewReader(b))
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer res.Body.Close()
-	var v struct{ Token string }
+	var v server.LoginResponse
 	if err := json.NewDecoder(res.Body).Decode(&v); err != nil || v.Token == "" {
 		t.Fatalf("login as %s: %d %v", user, res.StatusCode, err)
 	}
 	return v.Token
 }
 
-// TestConsoleLogin drives the console with authentication on: a 401 shows the login form, a
-// wrong password is refused, a reader sees the streams but not the admin's stats, the admin
-// sees them, the live tail sends the token as ?access_token=, and a revoked token sends the
-// user back to the login form, from a fetch and from an event stream.
+// TestConsoleLogin drives the console with the server's authentication on: a 401 shows the
+// login form, a wrong password is refused, a reader sees the streams but not the admin's
+// stats, the admin sees them, the live tail sends the token as ?access_token=, and an
+// expired token sends the user back to the login form, from an event stream too.
 func TestConsoleLogin(t *testing.T) {
-	auth := newTokenAuth()
-	s := newSite(t, &server.Options{Authorize: auth.authorize}, auth.wrap)
+	s := newAuthSite(t)
 	dir := artifacts(t)
 	ctx := browser(t)
-	admin := auth.token(t, s, "ada")
+	admin := s.token(t, "ada")
 	s.appendJSON(t, admin, "cart-1", "CartOpened", `{"customer":"ada"}`, "")
 
 	login := func(user, password string) {
@@ -535,6 +504,9 @@ func TestConsoleLogin(t *testing.T) {
 	run(t, ctx, "log out", chromedp.Click(chromedp.CSS(`#logout`)), chromedp.WaitVisible(chromedp.CSS(`#login-form`)))
 	login("ada", "lovelace")
 	run(t, ctx, "see the stats as ada", chromedp.WaitVisible(chromedp.CSS(`#head-position`)))
+	if got := text(t, ctx, "#whoami"); got != "ada" {
+		t.Errorf("logged in as %q, want ada", got)
+	}
 
 	run(t, ctx, "open the tail", chromedp.Navigate(s.url+"/#/tail"), chromedp.WaitVisible(chromedp.CSS(`#tail-state.live`)))
 	s.appendJSON(t, admin, "cart-2", "ItemAdded", `{"sku":"pen"}`, "")
@@ -542,18 +514,18 @@ func TestConsoleLogin(t *testing.T) {
 	screenshot(t, ctx, dir, "tail")
 
 	// The token expires: the next event stream is refused, and the console asks again.
-	auth.revokeAll()
-	run(t, ctx, "reopen the tail with a dead token", chromedp.Navigate(s.url+"/#/tail?type=ItemAdded"), chromedp.WaitVisible(chromedp.CSS(`#login-form`)))
+	s.skew.Store(int64(2 * server.DefaultTokenTTL))
+	run(t, ctx, "reopen the tail with an expired token", chromedp.Navigate(s.url+"/#/tail?type=ItemAdded"), chromedp.WaitVisible(chromedp.CSS(`#login-form`)))
 	if tok := eval[*string](t, ctx, `sessionStorage.getItem("annals.token")`); tok != nil {
-		t.Errorf("the dead token is still kept: %q", *tok)
+		t.Errorf("the expired token is still kept: %q", *tok)
 	}
 	login("ada", "lovelace")
 	run(t, ctx, "back at the tail", chromedp.WaitVisible(chromedp.CSS(`#tail-state.live`)))
 
-	auth.mu.Lock()
-	defer auth.mu.Unlock()
-	if auth.mu.bearer == 0 || auth.mu.sseQuery == 0 || auth.mu.otherQuery != 0 {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.mu.bearer == 0 || s.mu.sseQuery == 0 || s.mu.otherQuery != 0 {
 		t.Errorf("credentials came as bearer %d times, in the SSE query %d, in another query %d; want the header and the SSE query only",
-			auth.mu.bearer, auth.mu.sseQuery, auth.mu.otherQuery)
+			s.mu.bearer, s.mu.sseQuery, s.mu.otherQuery)
 	}
 }

@@ -3,6 +3,7 @@
 
 const TOKEN = "annals.token";
 const EXPIRES = "annals.tokenExpires";
+const USER = "annals.user";
 
 // APIError is a failed request: the HTTP status and the server's error body
 // ({"code","reason","message"} on the server's routes, {"code","message"} on Connect's).
@@ -29,6 +30,12 @@ export function token() {
 export function forget() {
   sessionStorage.removeItem(TOKEN);
   sessionStorage.removeItem(EXPIRES);
+  sessionStorage.removeItem(USER);
+}
+
+// user returns the name this tab logged in with, or null.
+export function user() {
+  return token() ? sessionStorage.getItem(USER) : null;
 }
 
 // unauthorized tells the app that the server wants credentials (it shows the login form).
@@ -94,6 +101,7 @@ export async function login(username, password) {
   }
   if (!res.ok || !body || !body.token) throw new APIError(res.status, body, text.trim());
   sessionStorage.setItem(TOKEN, body.token);
+  sessionStorage.setItem(USER, body.username || username);
   if (body.expiresAt) sessionStorage.setItem(EXPIRES, body.expiresAt);
   else sessionStorage.removeItem(EXPIRES);
 }

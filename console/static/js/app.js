@@ -7,7 +7,7 @@
 //
 // Each view's render returns a function that stops what it started (timers, event streams).
 
-import { token, forget } from "./api.js";
+import { token, user, forget } from "./api.js";
 import * as overview from "./overview.js";
 import * as streams from "./streams.js";
 import * as tail from "./tail.js";
@@ -16,6 +16,7 @@ import * as loginView from "./login.js";
 const cfg = JSON.parse(document.querySelector('meta[name="annals-config"]').content);
 const main = document.getElementById("main");
 const logout = document.getElementById("logout");
+const whoami = document.getElementById("whoami");
 
 let stop = () => {};
 let loggingIn = false;
@@ -31,6 +32,7 @@ function route() {
   stop = () => {};
   loggingIn = false;
   logout.hidden = !token();
+  whoami.textContent = user() || "";
   const { path, params } = parse();
   let name = "overview";
   if (path === "/streams") {
@@ -56,6 +58,7 @@ window.addEventListener("annals:unauthorized", () => {
   stop = () => {};
   loggingIn = true;
   logout.hidden = true;
+  whoami.textContent = "";
   document.title = "Log in · " + cfg.title;
   loginView.render(main, route);
 });
