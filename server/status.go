@@ -293,8 +293,8 @@ func (st *stats) untrack(rs *runningSub) {
 	delete(st.mu.subs, rs.id)
 }
 
-// running returns the number of running subscriptions and the oldest max of them.
-func (st *stats) running(max int) (int, []*runningSub) {
+// running returns the number of running subscriptions and the oldest limit of them.
+func (st *stats) running(limit int) (int, []*runningSub) {
 	st.mu.Lock()
 	subs := make([]*runningSub, 0, len(st.mu.subs))
 	for _, rs := range st.mu.subs {
@@ -302,7 +302,7 @@ func (st *stats) running(max int) (int, []*runningSub) {
 	}
 	st.mu.Unlock()
 	slices.SortFunc(subs, func(a, b *runningSub) int { return cmp.Compare(a.id, b.id) })
-	return len(subs), subs[:min(len(subs), max)]
+	return len(subs), subs[:min(len(subs), limit)]
 }
 
 // Stats returns the server's counters, their per-second rates over the last [RateWindow]
