@@ -104,7 +104,7 @@ log; with --json as {"stream":..,"events":..,"revision":..,"position":..}.
 					return usageErrorf(cmd, "--id: %s", trimSentinels(err.Error()))
 				}
 			}
-			return m.withStore(false, func(s annals.Store) error {
+			return m.withStore(cmd.Context(), false, func(s annals.Store) error {
 				res, err := s.Append(cmd.Context(), stream, exp, ev)
 				if err != nil {
 					return err
@@ -184,7 +184,7 @@ func (m *Main) appendLines(cmd *cobra.Command, stream string, expected annals.Ex
 	if len(events) == 0 {
 		return errors.New(`no events on stdin (want one JSON object per line, e.g. {"type":"ItemAdded","data":{"sku":"A1"}})`)
 	}
-	return m.withStore(false, func(s annals.Store) error {
+	return m.withStore(cmd.Context(), false, func(s annals.Store) error {
 		var res annals.AppendResult
 		written := 0
 		for len(events) > 0 {

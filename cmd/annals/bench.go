@@ -82,6 +82,9 @@ The baselines always run. The exit status is 0 whether targets are met or not.`,
 				return usageErrorf(cmd, "%s", strings.TrimPrefix(err.Error(), "bench: "))
 			}
 
+			if err := m.localOnly(cmd); err != nil {
+				return err
+			}
 			parent := dir
 			if parent == "" {
 				if m.dataDir == "" {

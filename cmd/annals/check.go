@@ -24,6 +24,9 @@ never acknowledged) is not damage: it is reported, and the next command that ope
 removes it. Events not yet indexed (after a crash) are indexed by the next open.`,
 		Args: argsBetween(0, 0, "no arguments"),
 		RunE: func(cmd *cobra.Command, args []string) error {
+			if err := m.localOnly(cmd); err != nil {
+				return err
+			}
 			if err := m.checkDataDir(); err != nil {
 				return err
 			}

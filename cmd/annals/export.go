@@ -37,7 +37,7 @@ when the events go to stdout.
   annals export | gzip > backup.jsonl.gz`,
 		Args: argsBetween(0, 0, "no arguments (pass the file with --out)"),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			return m.withStore(true, func(s annals.Store) error {
+			return m.withStore(cmd.Context(), true, func(s annals.Store) error {
 				return m.export(cmd.Context(), s, out)
 			})
 		},
@@ -222,7 +222,7 @@ func (m *Main) importEvents(ctx context.Context, in string) error {
 			}
 		}
 	}
-	return m.withStore(false, func(s annals.Store) error {
+	return m.withStore(ctx, false, func(s annals.Store) error {
 		head, err := lastPosition(ctx, s)
 		if err != nil {
 			return err

@@ -134,7 +134,7 @@ func (e *env) ok(stdin string, args ...string) string {
 func (e *env) withStore(fn func(annals.Store)) {
 	e.t.Helper()
 	m := &Main{Open: e.open, dataDir: e.dir}
-	if err := m.withStore(false, func(s annals.Store) error { fn(s); return nil }); err != nil {
+	if err := m.withStore(context.Background(), false, func(s annals.Store) error { fn(s); return nil }); err != nil {
 		e.t.Fatal(err)
 	}
 }

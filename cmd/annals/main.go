@@ -54,6 +54,10 @@ type Main struct {
 
 	// dataDir is the value of the global --data flag.
 	dataDir string
+	// remote holds the global flags that point the commands at a server instead.
+	remote struct {
+		server, token, tlsCA string
+	}
 }
 
 // defaultDataDir is where the data lives when neither --data nor ANNALS_DATA says otherwise.
@@ -95,6 +99,10 @@ func (m *Main) newRootCmd() *cobra.Command {
 		Long: `annals works on the embedded event store in a data directory (--data, default
 ./annals-data, or $ANNALS_DATA). One process at a time may open a data directory; "annals
 tail" reads the log without opening it, so it can follow what other annals commands append.
+"annals serve" serves a data directory over the network; with --server URL (or
+$ANNALS_SERVER) append, read, tail, streams, export and import work against such a server
+instead, with --token (or $ANNALS_TOKEN) when it asks for credentials. check, bench and
+serve work on a data directory only.
 
 The global log is named $all; quote it in the shell ('$all'). read and tail work on $all
 when no stream is given.
@@ -124,6 +132,9 @@ flag, missing or malformed argument). Errors are one line on stderr, starting "a
 		def = v
 	}
 	root.PersistentFlags().StringVar(&m.dataDir, "data", def, "data directory of the store (env ANNALS_DATA)")
+	root.PersistentFlags().StringVar(&m.remote.server, "server", m.getenv("ANNALS_SERVER"), "work against the server at this URL (http://host:2113 or https://…) instead of --data (env ANNALS_SERVER)")
+	root.PersistentFlags().StringVar(&m.remote.token, "token", m.getenv("ANNALS_TOKEN"), "with --server: bearer token (a login token or an API token; env ANNALS_TOKEN)")
+	root.PersistentFlags().StringVar(&m.remote.tlsCA, "tls-ca", m.getenv("ANNALS_TLS_CA"), "with an https --server: trust the certificates signed by this PEM file too, e.g. the one of 'annals serve --dev' (env ANNALS_TLS_CA)")
 	root.SetFlagErrorFunc(func(cmd *cobra.Command, err error) error {
 		return usageErrorf(cmd, "%s", strings.Replace(err.Error(), "unknown flag: ", "unknown flag ", 1))
 	})
@@ -136,6 +147,8 @@ flag, missing or malformed argument). Errors are one line on stderr, starting "a
 		m.newImportCmd(),
 		m.newCheckCmd(),
 		newBenchCmd(m),
+		m.newServeCmd(),
+		m.newPasswdCmd(),
 	)
 	return root
 }
@@ -222,7 +235,10 @@ func trimSentinels(msg string) string {
 
 // openStore opens the store in the --data directory. When mustExist is true (commands that
 // only read), a missing directory is an error rather than a new, empty store.
-func (m *Main) openStore(mustExist bool) (annals.Store, error) {
+func (m *Main) openStore(ctx context.Context, mustExist bool) (annals.Store, error) {
+	if m.remote.server != "" {
+		return m.openRemote(ctx)
+	}
 	dir := m.dataDir
 	if dir == "" {
 		return nil, usageError{msg: "empty --data directory (pass --data DIR)"}
@@ -266,10 +282,10 @@ func (m *Main) checkDataDir() error {
 	return nil
 }
 
-// withStore opens the store, runs fn and closes the store, returning fn's error or else
+// withStore opens the store (or, with --server, a client of the server), runs fn and closes the store, returning fn's error or else
 // Close's.
-func (m *Main) withStore(mustExist bool, fn func(annals.Store) error) (err error) {
-	s, err := m.openStore(mustExist)
+func (m *Main) withStore(ctx context.Context, mustExist bool, fn func(annals.Store) error) (err error) {
+	s, err := m.openStore(ctx, mustExist)
 	if err != nil {
 		return err
 	}

@@ -123,7 +123,7 @@ func (m *Main) newReadCmd() *cobra.Command {
 			if backwards && !cmd.Flags().Changed("from") {
 				opts.From = annals.End
 			}
-			return m.withStore(true, func(s annals.Store) error {
+			return m.withStore(cmd.Context(), true, func(s annals.Store) error {
 				var seq iter.Seq2[annals.RecordedEvent, error]
 				if stream == annals.AllStream {
 					seq = s.ReadAll(cmd.Context(), opts)
@@ -202,7 +202,7 @@ same data directory while it runs (unlike metadata and soft deletes, it shows ev
 				}
 				return p.flush()
 			}
-			if m.Open == nil {
+			if m.Open == nil && m.remote.server == "" {
 				// The embedded store: follow its log without opening it, so that other annals
 				// processes (append, read) can use the directory meanwhile.
 				if err := m.checkDataDir(); err != nil {
@@ -214,7 +214,7 @@ same data directory while it runs (unlike metadata and soft deletes, it shows ev
 				}
 				return follow(filestore.Follow(ctx, m.dataDir, fo))
 			}
-			return m.withStore(true, func(s annals.Store) error {
+			return m.withStore(cmd.Context(), true, func(s annals.Store) error {
 				if stream == annals.AllStream {
 					return follow(s.SubscribeAll(ctx, opts))
 				}

@@ -27,7 +27,7 @@ created, if it was soft-deleted and written again). With --json, one object per 
 			if limit < 0 {
 				return usageErrorf(cmd, "--limit %d: want 0 (no limit) or more", limit)
 			}
-			return m.withStore(true, func(s annals.Store) error {
+			return m.withStore(cmd.Context(), true, func(s annals.Store) error {
 				var tw *tabwriter.Writer
 				n := 0
 				for info, err := range s.ListStreams(cmd.Context(), &annals.ListOptions{Prefix: prefix, Limit: limit}) {

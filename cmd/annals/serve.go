@@ -1,0 +1,477 @@
+package main
+
+import (
+	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/tls"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"encoding/pem"
+	"fmt"
+	"io"
+	"log/slog"
+	"math/big"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"sync/atomic"
+	"time"
+
+	"connectrpc.com/connect"
+	"github.com/annalsdb/annals/console"
+	"github.com/annalsdb/annals/internal/gen/annals/v1/annalsv1connect"
+	"github.com/annalsdb/annals/server"
+	"github.com/spf13/cobra"
+)
+
+// serveConfig is the configuration of "annals serve", one field per flag.
+type serveConfig struct {
+	listen     string
+	authFile   string
+	tokenKey   string
+	tokenTTL   time.Duration
+	tlsCert    string
+	tlsKey     string
+	dev        bool
+	logFormat  string
+	logLevel   string
+	maxRequest int
+	maxHeader  int
+	maxStreams uint32
+	timeouts   struct {
+		readHeader, read, write, idle, shutdown time.Duration
+	}
+}
+
+// Defaults of "annals serve".
+const (
+	defaultPort        = "2113"
+	defaultMaxStreams  = 250
+	defaultMaxHeader   = 64 << 10
+	devCertDir         = "dev-tls"
+	servingLogMessage  = "serving"
+	shutdownLogMessage = "stopped"
+)
+
+func (m *Main) newServeCmd() *cobra.Command {
+	var (
+		c          serveConfig
+		configPath string
+	)
+	cmd := &cobra.Command{
+		Use:   "serve",
+		Short: "Serve the store in the data directory over the network (API, SSE, console, metrics)",
+		Long: `Serve the embedded store in the data directory (--data, default ./annals-data) on --listen
+(default :2113): the gRPC / gRPC-Web / Connect API (plain JSON POSTs for the unary methods),
+Server-Sent Events (GET /v1/sse/...), JSON reads (GET /v1/streams/..., /v1/all), status
+(GET /v1/stats, /v1/projections), Prometheus metrics (GET /metrics), health (GET /healthz:
+the process runs; GET /readyz: the store answers) and the web console (GET /).
+
+Without --auth nobody is asked for credentials, so the server listens on localhost only
+(127.0.0.1:2113) unless --listen says otherwise, and says so when it starts.
+
+With --auth FILE (YAML: roles, users with bcrypt password hashes, static API tokens; see
+docs/server.md), every request but /healthz, /readyz, POST /v1/login and the console's own
+files needs "Authorization: Bearer <token>" (on GET /v1/sse/... also ?access_token=<token>):
+a token from POST /v1/login {"username","password"}, signed with --token-key and valid for
+--token-ttl, or a static token of the file. What a caller may do is decided by its roles and
+the streams' ACLs.
+
+TLS: --tls-cert and --tls-key (PEM files), or --dev for a self-signed certificate of
+localhost kept in DATA/dev-tls (the start-up log says how to trust it). Without TLS, gRPC
+runs over unencrypted HTTP/2 (h2c).
+
+Every setting is a flag, an environment variable (ANNALS_ and the flag's name in capitals,
+- as _: --tls-cert is ANNALS_TLS_CERT) or a key of the YAML config file (--config or
+ANNALS_CONFIG; the flag's name: "tls-cert: /etc/annals/cert.pem"); a flag beats the
+environment, which beats the file. The effective configuration is logged at start-up, with
+secrets masked.
+
+SIGINT or SIGTERM stops the server gracefully: it stops accepting, ends the subscriptions
+(clients reconnect to the next server), lets in-flight requests finish (at most
+--shutdown-timeout), then closes the store: every acknowledged append is on disk.`,
+		Example: `  annals serve
+  annals serve --data /var/lib/annals --auth /etc/annals/auth.yaml --tls-cert cert.pem --tls-key key.pem
+  annals serve --dev --log-format json`,
+		Args: argsBetween(0, 0, "no arguments"),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			if cmd.Flags().Changed("server") {
+				return usageErrorf(cmd, "serve serves the --data directory; --server does not apply")
+			}
+			m.remote.server = "" // $ANNALS_SERVER is for the other commands
+			source, err := m.applyConfig(cmd, configPath)
+			if err != nil {
+				return err
+			}
+			return m.serve(cmd, &c, source)
+		},
+	}
+	f := cmd.Flags()
+	f.StringVar(&configPath, "config", "", "YAML config file: a key per flag, e.g. listen: \":2113\" (env ANNALS_CONFIG)")
+	f.StringVar(&c.listen, "listen", "", "address to listen on (default :"+defaultPort+" with --auth, 127.0.0.1:"+defaultPort+" without)")
+	f.StringVar(&c.authFile, "auth", "", "auth file (YAML): roles, users and API tokens; without it there is no authentication")
+	f.StringVar(&c.tokenKey, "token-key", "", "secret of at least 32 bytes that signs login tokens (default: random at each start, so tokens die with the process)")
+	f.DurationVar(&c.tokenTTL, "token-ttl", server.DefaultTokenTTL, "how long a login token is valid")
+	f.StringVar(&c.tlsCert, "tls-cert", "", "TLS certificate (PEM; with --tls-key)")
+	f.StringVar(&c.tlsKey, "tls-key", "", "TLS private key (PEM; with --tls-cert)")
+	f.BoolVar(&c.dev, "dev", false, "TLS with a self-signed certificate for localhost, made once in DATA/"+devCertDir)
+	f.StringVar(&c.logFormat, "log-format", "text", "log format: text or json")
+	f.StringVar(&c.logLevel, "log-level", "info", "log level: debug, info, warn or error")
+	f.IntVar(&c.maxRequest, "max-request-bytes", server.DefaultMaxRequestBytes, "largest request message, in bytes")
+	f.IntVar(&c.maxHeader, "max-header-bytes", defaultMaxHeader, "largest request header, in bytes")
+	f.Uint32Var(&c.maxStreams, "max-streams", defaultMaxStreams, "concurrent requests (HTTP/2 streams) per connection")
+	f.DurationVar(&c.timeouts.readHeader, "read-header-timeout", 10*time.Second, "time to read a request's header")
+	f.DurationVar(&c.timeouts.read, "read-timeout", 30*time.Second, "time to read a whole request")
+	f.DurationVar(&c.timeouts.write, "write-timeout", 60*time.Second, "time to answer a request (not for subscriptions and streaming reads)")
+	f.DurationVar(&c.timeouts.idle, "idle-timeout", 2*time.Minute, "time an idle connection is kept open")
+	f.DurationVar(&c.timeouts.shutdown, "shutdown-timeout", 30*time.Second, "time in-flight requests get to finish at shutdown")
+	return cmd
+}
+
+// secretFlags are masked in the logged configuration.
+var secretFlags = []string{"token-key"}
+
+// newLogger returns the logger of the flags, writing to w.
+func newLogger(w io.Writer, format, level string) (*slog.Logger, error) {
+	var lv slog.Level
+	if err := lv.UnmarshalText([]byte(level)); err != nil {
+		return nil, usageError{msg: fmt.Sprintf("--log-level %q: want debug, info, warn or error", level)}
+	}
+	opts := &slog.HandlerOptions{Level: lv}
+	switch format {
+	case "text":
+		return slog.New(slog.NewTextHandler(w, opts)), nil
+	case "json":
+		return slog.New(slog.NewJSONHandler(w, opts)), nil
+	}
+	return nil, usageError{msg: fmt.Sprintf("--log-format %q: want text or json", format)}
+}
+
+// serve runs the server until cmd's context ends.
+func (m *Main) serve(cmd *cobra.Command, c *serveConfig, source map[string]string) (err error) {
+	log, err := newLogger(m.Stderr, c.logFormat, c.logLevel)
+	if err != nil {
+		return err
+	}
+	switch {
+	case (c.tlsCert == "") != (c.tlsKey == ""):
+		return usageErrorf(cmd, "--tls-cert and --tls-key go together")
+	case c.dev && c.tlsCert != "":
+		return usageErrorf(cmd, "--dev makes its own certificate: leave out --tls-cert and --tls-key")
+	case c.tokenKey != "" && len(c.tokenKey) < 32:
+		return usageErrorf(cmd, "--token-key: want at least 32 bytes, got %d", len(c.tokenKey))
+	case c.maxStreams == 0:
+		return usageErrorf(cmd, "--max-streams: want at least 1")
+	}
+	if c.listen == "" {
+		c.listen = ":" + defaultPort
+		if c.authFile == "" {
+			c.listen = "127.0.0.1:" + defaultPort
+		}
+	}
+	if m.dataDir == "" {
+		return usageError{msg: "empty --data directory (pass --data DIR)"}
+	}
+
+	attrs := []any{}
+	for _, f := range configFlags(cmd) {
+		v := f.Value.String()
+		if slices.Contains(secretFlags, f.Name) && v != "" {
+			v = "***"
+		}
+		attrs = append(attrs, slog.Group(f.Name, slog.String("value", v), slog.String("from", source[f.Name])))
+	}
+	attrs = append(attrs, slog.String("effective-listen", c.listen))
+	log.Info("configuration", attrs...)
+
+	var tlsConf *tls.Config
+	if c.tlsCert != "" || c.dev {
+		certFile, keyFile := c.tlsCert, c.tlsKey
+		if c.dev {
+			dir := filepath.Join(m.dataDir, devCertDir)
+			if certFile, keyFile, err = devCertificate(dir); err != nil {
+				return err
+			}
+			log.Warn("development TLS: a self-signed certificate for localhost, 127.0.0.1 and ::1; trust it to connect",
+				slog.String("cert", certFile),
+				slog.String("curl", "curl --cacert "+certFile+" https://localhost:"+portOf(c.listen)+"/healthz"),
+				slog.String("annals", "annals --server https://localhost:"+portOf(c.listen)+" --tls-ca "+certFile+" streams"))
+		}
+		cert, err := tls.LoadX509KeyPair(certFile, keyFile)
+		if err != nil {
+			return fmt.Errorf("TLS certificate: %w", err)
+		}
+		tlsConf = &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12}
+	}
+
+	if err := os.MkdirAll(m.dataDir, 0o755); err != nil {
+		return fmt.Errorf("data directory: %w", err)
+	}
+	store, err := m.openStore(cmd.Context(), false)
+	if err != nil {
+		return err
+	}
+	defer func() {
+		if cerr := store.Close(); cerr != nil && err == nil {
+			err = fmt.Errorf("close store: %w", cerr)
+		}
+	}()
+
+	var auth *server.Auth
+	if c.authFile != "" {
+		opts, err := readAuthFile(c.authFile)
+		if err != nil {
+			return err
+		}
+		opts.Store, opts.Logger, opts.TokenTTL = store, log, c.tokenTTL
+		if c.tokenKey != "" {
+			opts.SigningKey = []byte(c.tokenKey)
+		}
+		if auth, err = server.NewAuth(opts); err != nil {
+			return fmt.Errorf("%s: %w", c.authFile, err)
+		}
+	}
+
+	backend := "filestore"
+	if m.Open != nil {
+		backend = "custom"
+	}
+	metrics := server.NewMetrics(&server.MetricsOptions{DataDir: m.dataDir})
+	sopts := &server.Options{
+		Logger:          log,
+		MaxRequestBytes: c.maxRequest,
+		Interceptors:    []connect.Interceptor{metrics.Interceptor()},
+		Backend:         backend,
+	}
+	if auth != nil {
+		sopts.Authorize = auth.Authorize
+	}
+	srv := server.New(store, sopts)
+	metrics.Watch(srv)
+
+	var ready atomic.Bool
+	handler := routes(srv, auth, metrics, &ready)
+
+	ln, err := net.Listen("tcp", c.listen)
+	if err != nil {
+		return fmt.Errorf("listen: %w", err)
+	}
+	var protocols http.Protocols
+	protocols.SetHTTP1(true)
+	protocols.SetHTTP2(true)
+	if tlsConf == nil {
+		protocols.SetUnencryptedHTTP2(true) // gRPC without TLS
+	}
+	hs := &http.Server{
+		Handler:           handler,
+		Protocols:         &protocols,
+		TLSConfig:         tlsConf,
+		ReadHeaderTimeout: c.timeouts.readHeader,
+		ReadTimeout:       c.timeouts.read,
+		WriteTimeout:      c.timeouts.write,
+		IdleTimeout:       c.timeouts.idle,
+		MaxHeaderBytes:    c.maxHeader,
+		HTTP2: &http.HTTP2Config{
+			MaxConcurrentStreams: int(c.maxStreams),
+			SendPingTimeout:      30 * time.Second,
+			PingTimeout:          15 * time.Second,
+		},
+		ErrorLog: slog.NewLogLogger(log.Handler(), slog.LevelWarn),
+	}
+	scheme := "http"
+	if tlsConf != nil {
+		scheme = "https"
+	}
+	served := make(chan error, 1)
+	go func() {
+		if tlsConf != nil {
+			served <- hs.ServeTLS(ln, "", "")
+		} else {
+			served <- hs.Serve(ln)
+		}
+	}()
+	ready.Store(true)
+	url := scheme + "://" + ln.Addr().String()
+	log.Info(servingLogMessage, slog.String("url", url), slog.String("data", m.dataDir), slog.Bool("auth", auth != nil), slog.Bool("tls", tlsConf != nil))
+	if auth == nil {
+		host, _, _ := net.SplitHostPort(ln.Addr().String())
+		if ip := net.ParseIP(host); ip != nil && ip.IsLoopback() {
+			log.Warn("no authentication configured (--auth): listening on localhost only; pass --auth FILE to serve other machines", slog.String("url", url))
+		} else {
+			log.Warn("no authentication configured (--auth) and listening beyond localhost: anyone who reaches "+ln.Addr().String()+" can read and write every stream", slog.String("url", url))
+		}
+	}
+
+	ctx := cmd.Context()
+	select {
+	case err := <-served:
+		return fmt.Errorf("serve: %w", err)
+	case <-ctx.Done():
+	}
+	log.Info("shutting down: no new connections; ending subscriptions; waiting for in-flight requests", slog.Duration("timeout", c.timeouts.shutdown))
+	ready.Store(false)
+	sctx, cancel := context.WithTimeout(context.Background(), c.timeouts.shutdown)
+	defer cancel()
+	shut := make(chan error, 1)
+	go func() { shut <- hs.Shutdown(sctx) }()
+	srv.Close()
+	if err := <-shut; err != nil {
+		log.Warn("in-flight requests did not finish in time: closing their connections", slog.Any("error", err))
+		hs.Close()
+	}
+	<-served
+	log.Info(shutdownLogMessage, slog.String("url", url))
+	return nil
+}
+
+// portOf returns the port of a listen address.
+func portOf(addr string) string {
+	_, port, err := net.SplitHostPort(addr)
+	if err != nil {
+		return defaultPort
+	}
+	return port
+}
+
+// routes returns the server's handler: the public routes (health, login, the console's own
+// files) and, behind the auth middleware when auth is on, everything else: the API, SSE,
+// JSON reads, status and metrics. Paths that match no route are behind it too, so that no
+// endpoint added later slips past authentication.
+func routes(srv *server.Server, auth *server.Auth, metrics *server.Metrics, ready *atomic.Bool) http.Handler {
+	api := http.NewServeMux()
+	srv.Register(api)
+	var metricsHandler http.Handler = metrics.Handler()
+	if auth != nil {
+		metricsHandler = auth.Require(server.OpMetrics, metricsHandler)
+	}
+	api.Handle("GET /metrics", metricsHandler)
+	var protected http.Handler = api
+	if auth != nil {
+		protected = auth.Middleware(api)
+	}
+
+	mux := http.NewServeMux()
+	for _, p := range []string{"/", "/" + annalsv1connect.EventStoreServiceName + "/", "/v1/", "/metrics"} {
+		mux.Handle(p, protected)
+	}
+	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+		io.WriteString(w, "ok\n")
+	})
+	mux.HandleFunc("GET /readyz", func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+		if !ready.Load() {
+			w.WriteHeader(http.StatusServiceUnavailable)
+			io.WriteString(w, "shutting down\n")
+			return
+		}
+		ctx, cancel := context.WithTimeout(r.Context(), 2*time.Second)
+		defer cancel()
+		if _, err := srv.Info(ctx); err != nil {
+			w.WriteHeader(http.StatusServiceUnavailable)
+			fmt.Fprintf(w, "store: %v\n", err)
+			return
+		}
+		io.WriteString(w, "ok\n")
+	})
+	if auth != nil {
+		auth.Register(mux)
+	}
+	mountConsole(mux)
+	return metrics.Middleware(deadlines(mux))
+}
+
+// mountConsole serves the web console, which is public: its page and files hold no data; the
+// data comes from the API, with the token the console's login got.
+func mountConsole(mux *http.ServeMux) {
+	h := console.Handler(nil)
+	mux.Handle("GET /{$}", h)
+	mux.Handle("GET "+console.AssetPrefix, h)
+}
+
+// streamingProcedures are the RPCs that may run longer than the write timeout.
+var streamingProcedures = []string{
+	annalsv1connect.EventStoreServiceSubscribeProcedure,
+	annalsv1connect.EventStoreServiceReadStreamProcedure,
+	annalsv1connect.EventStoreServiceReadAllProcedure,
+	annalsv1connect.EventStoreServiceListStreamsProcedure,
+}
+
+// deadlines lifts the http.Server's write timeout for subscriptions and streaming reads,
+// which last as long as the client wants; over HTTP/1 it lifts the read timeout of SSE
+// requests too (a GET, whose body is empty), since Go's HTTP/1 server cancels a request
+// whose connection passes its read deadline.
+func deadlines(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		p := r.URL.Path
+		sse := strings.HasPrefix(p, "/v1/sse/")
+		if sse || slices.Contains(streamingProcedures, p) {
+			rc := http.NewResponseController(w)
+			_ = rc.SetWriteDeadline(time.Time{})
+			if sse || r.ProtoMajor == 1 {
+				_ = rc.SetReadDeadline(time.Time{})
+			}
+		}
+		next.ServeHTTP(w, r)
+	})
+}
+
+// devCertificate returns the files of the development certificate in dir, made on first use:
+// ECDSA P-256, self-signed, for localhost, 127.0.0.1 and ::1, valid for a year. An expired
+// one is made anew.
+func devCertificate(dir string) (certFile, keyFile string, err error) {
+	certFile, keyFile = filepath.Join(dir, "cert.pem"), filepath.Join(dir, "key.pem")
+	if b, err := os.ReadFile(certFile); err == nil {
+		if blk, _ := pem.Decode(b); blk != nil {
+			if c, err := x509.ParseCertificate(blk.Bytes); err == nil && time.Now().Add(24*time.Hour).Before(c.NotAfter) {
+				if _, err := os.Stat(keyFile); err == nil {
+					return certFile, keyFile, nil
+				}
+			}
+		}
+	}
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		return "", "", fmt.Errorf("dev certificate: %w", err)
+	}
+	serial, err := rand.Int(rand.Reader, new(big.Int).Lsh(big.NewInt(1), 128))
+	if err != nil {
+		return "", "", fmt.Errorf("dev certificate: %w", err)
+	}
+	now := time.Now()
+	tmpl := &x509.Certificate{
+		SerialNumber:          serial,
+		Subject:               pkix.Name{Organization: []string{"Annals development"}, CommonName: "localhost"},
+		NotBefore:             now.Add(-time.Hour),
+		NotAfter:              now.AddDate(1, 0, 0),
+		KeyUsage:              x509.KeyUsageDigitalSignature | x509.KeyUsageCertSign,
+		ExtKeyUsage:           []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
+		BasicConstraintsValid: true,
+		IsCA:                  true,
+		DNSNames:              []string{"localhost"},
+		IPAddresses:           []net.IP{net.IPv4(127, 0, 0, 1), net.IPv6loopback},
+	}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
+	if err != nil {
+		return "", "", fmt.Errorf("dev certificate: %w", err)
+	}
+	kb, err := x509.MarshalPKCS8PrivateKey(key)
+	if err != nil {
+		return "", "", fmt.Errorf("dev certificate: %w", err)
+	}
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return "", "", fmt.Errorf("dev certificate: %w", err)
+	}
+	if err := os.WriteFile(keyFile, pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: kb}), 0o600); err != nil {
+		return "", "", fmt.Errorf("dev certificate: %w", err)
+	}
+	if err := os.WriteFile(certFile, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), 0o644); err != nil {
+		return "", "", fmt.Errorf("dev certificate: %w", err)
+	}
+	return certFile, keyFile, nil
+}
