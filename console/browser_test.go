@@ -257,6 +257,8 @@ func wantContains(t *testing.T, what, got string, wants ...string) {
 // metadata; the stream list searches by prefix with counts; the overview charts the rates and
 // lists the subscriptions and projections.
 func TestConsole(t *testing.T) {
+	ctx := browser(t)
+	dir := artifacts(t)
 	s := newSite(t, &server.Options{Backend: "memstore", Projections: func(context.Context) ([]server.ProjectionStatus, error) {
 		return []server.ProjectionStatus{
 			{Name: "cart-view", State: "live", Generation: 1, Position: 4, Head: 4},
@@ -264,8 +266,6 @@ func TestConsole(t *testing.T) {
 				FailedEvent: &server.EventRef{Stream: "cart-42", Type: "ItemAdded", Revision: 0, Position: 3}},
 		}, nil
 	}}, nil)
-	dir := artifacts(t)
-	ctx := browser(t)
 	s.appendJSON(t, "", "cart-1", "CartOpened", `{"customer":"ada"}`, "")
 	s.appendJSON(t, "", "cart-1", "ItemAdded", `{"sku":"ink","qty":1}`, "")
 
@@ -472,9 +472,9 @@ func (a *authSite) token(t *testing.T, user string) string {
 // stats, the admin sees them, the live tail sends the token as ?access_token=, and an
 // expired token sends the user back to the login form, from an event stream too.
 func TestConsoleLogin(t *testing.T) {
-	s := newAuthSite(t)
-	dir := artifacts(t)
 	ctx := browser(t)
+	dir := artifacts(t)
+	s := newAuthSite(t)
 	admin := s.token(t, "ada")
 	s.appendJSON(t, admin, "cart-1", "CartOpened", `{"customer":"ada"}`, "")
 
