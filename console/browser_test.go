@@ -352,7 +352,14 @@ func TestConsole(t *testing.T) {
 		if got := text(t, ctx, "#stream-id"); got != "shop/order 7?" {
 			t.Errorf("stream page of the odd id: got %q", got)
 		}
-		run(t, ctx, "open a stream that does not exist", chromedp.Navigate(s.url+"/#/stream/nobody-1"), chromedp.WaitVisible(chromedp.CSS(`#events .empty`)))
+		// A stream that does not exist yet shows its first event when it comes.
+		run(t, ctx, "open a stream that does not exist",
+			chromedp.Navigate(s.url+"/#/stream/nobody-1"),
+			chromedp.WaitVisible(chromedp.CSS(`#events .empty`)),
+			chromedp.WaitVisible(chromedp.CSS(`#live-state.live`)))
+		s.appendJSON(t, "", "nobody-1", "Born", `{"at":"now"}`, "")
+		run(t, ctx, "see its first event", chromedp.WaitVisible(chromedp.CSS(`#events article.event[data-revision="0"]`)), chromedp.WaitNotPresent(chromedp.CSS(`#events .empty`)))
+		waitJS(t, ctx, "its summary", `document.getElementById("stream-summary").textContent === "1 event · last revision 0"`)
 	})
 
 	t.Run("Overview", func(t *testing.T) {
@@ -368,10 +375,10 @@ func TestConsole(t *testing.T) {
 			chromedp.WaitVisible(chromedp.CSS(`#charts svg.chart polyline[data-series="events appended"]`)),
 			chromedp.WaitVisible(chromedp.CSS(`#projections tr[data-name="mailer"]`)),
 			chromedp.WaitVisible(chromedp.CSS(`#subscriptions tbody tr`)))
-		// The per-second series have each append once its second is over: 2 + 1 + 2 + 1 + 25 + 1.
-		waitJS(t, ctx, "the appends in the chart", `document.querySelector('li[data-series="events appended"]')?.dataset.total === "32"`)
+		// The per-second series have each append once its second is over: 2 + 1 + 2 + 1 + 25 + 1 + 1.
+		waitJS(t, ctx, "the appends in the chart", `document.querySelector('li[data-series="events appended"]')?.dataset.total === "33"`)
 		waitJS(t, ctx, "the deliveries in the chart", `Number(document.querySelector('li[data-series="events delivered"]')?.dataset.total) > 0`)
-		wantContains(t, "head", text(t, ctx, "#head-position"), "33")
+		wantContains(t, "head", text(t, ctx, "#head-position"), "34")
 		wantContains(t, "subscriptions", text(t, ctx, "#subscriptions"), "sse", "$all", "category cart")
 		wantContains(t, "projections", text(t, ctx, "#projections"), "cart-view", "live", "mailer", "failed", "smtp: connection refused", "cart-42")
 		screenshot(t, ctx, dir, "overview")

@@ -125,7 +125,7 @@ export function renderStream(main, params, _cfg, stream) {
 
   function setSummary() {
     if (!info) replace(summary, "No events.");
-    else replace(summary, `${fmtNumber(info.count)} events · last revision ${fmtNumber(info.revision)}`);
+    else replace(summary, `${fmtNumber(info.count)} event${info.count === 1 ? "" : "s"} · last revision ${fmtNumber(info.revision)}`);
   }
   get("/v1/streams", { prefix: stream, limit: 1 }).then(
     (l) => {
