@@ -55,6 +55,7 @@ func readAuthFile(path string) (*server.AuthOptions, error) {
 	}
 	opts := &server.AuthOptions{Roles: make(map[string][]server.Grant, len(f.Roles))}
 	for name, grants := range f.Roles {
+		opts.Roles[name] = []server.Grant{}
 		for _, g := range grants {
 			gr, err := server.ParseGrant(g)
 			if err != nil {
