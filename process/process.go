@@ -30,15 +30,23 @@
 //
 // A crash between 2 and 3 makes the input come again after a restart; React decides the same
 // commands from the same state, and their idempotency keys make the command handlers answer
-// the repeats with their first results (package decider does), so every command takes effect
-// once. The runner's checkpoint in the log (see [RunnerOptions]) only saves work on restart:
-// correctness comes from the journal.
+// the repeats with their first results (package decider does, while the key is among the
+// target stream's last [decider.Options].IdempotencyWindow keys, 128 by default), so every
+// command takes effect once. There is no separate checkpoint: on start, a runner reads all the
+// journals of its manager (the category Name) to learn the last event handled and the pending
+// deadlines, so starting costs in proportion to the manager's whole journal.
 //
 // Deadlines are durable: they are journal events. On start the runner reads the journals of
 // all instances (the category Name) to find the pending ones, and it fires each once it is
 // due, as an input recorded in the journal like any other. A deadline's time is derived from
 // the input that set it (the event's recorded time plus a delay), never from the clock at
-// replay, so replays decide the same.
+// replay, and it comes due only after every followed event recorded at or before that time,
+// so that a runner restarted late decides as one that never stopped: a payment recorded before
+// the deadline counts.
+//
+// Refusals: a [Sender] marks a command refused by the domain with [Refused] (or the runner's
+// [RunnerOptions].IsRefusal says which errors are refusals); any other error stops the runner,
+// which handles the input again when it runs again.
 //
 // One runner per manager may run at a time (across processes): two would each send the
 // commands (harmlessly, through the idempotency keys) but conflict on the journals.
@@ -144,8 +152,8 @@ type Command struct {
 }
 
 // Sender sends commands to their handlers. It returns an error for a command refused (a
-// domain rule, a failed validation) or not handled (an unreachable store); the runner's
-// [RunnerOptions].IsRefusal tells which.
+// domain rule, a failed validation: wrap it with [Refused]) or not handled (an unreachable
+// store); the runner's [RunnerOptions].IsRefusal tells which.
 type Sender func(ctx context.Context, cmd Command) error
 
 // Errors of this package.
@@ -154,7 +162,27 @@ var (
 	ErrInvalidManager = errors.New("process: invalid manager")
 	// ErrCorrupt: an instance's journal holds an event that does not decode.
 	ErrCorrupt = errors.New("process: journal corrupt")
+	// ErrBusy: [Runner.Run] was called while another Run of the same runner is in progress.
+	ErrBusy = errors.New("process: already running")
+	// ErrRefused marks a command refused by the domain (see [Refused]).
+	ErrRefused = errors.New("process: command refused")
 )
+
+// Refused marks err, the error of a command refused by the domain (a rule, a validation), as a
+// refusal: the runner hands it to React as a [Refusal] input instead of stopping. The result
+// has err's message and matches both [ErrRefused] and err.
+func Refused(err error) error {
+	if err == nil {
+		return nil
+	}
+	return refusedError{err}
+}
+
+type refusedError struct{ err error }
+
+func (e refusedError) Error() string        { return e.err.Error() }
+func (e refusedError) Unwrap() error        { return e.err }
+func (e refusedError) Is(target error) bool { return target == ErrRefused }
 
 func (m *Manager[S]) validate() error {
 	switch {

@@ -129,7 +129,7 @@ func (h *handlers) send(ctx context.Context, cmd process.Command) error {
 	switch c := cmd.Command.(type) {
 	case reserve:
 		if c.SKU == "none" {
-			return errNoStock
+			return process.Refused(errNoStock)
 		}
 		ev = annals.Event{Type: "Reserved", Data: fmt.Appendf(nil, `{"Order":%q}`, c.Order)}
 	case reject:
@@ -276,6 +276,11 @@ func TestDeadlines(t *testing.T) {
 		append1(t, s, "order-late", "Placed", `{"SKU":"pear"}`)
 		waitUntil(t, "two payment deadlines", func() bool { return len(r.Status().Pending) == 2 })
 		append1(t, s, "order-paid", "Paid", `{}`)
+		// The payment cancels its order's deadline at once.
+		waitUntil(t, "the paid order's deadline cancelled", func() bool {
+			p := r.Status().Pending
+			return len(p) == 1 && p[0].Instance == "late"
+		})
 		waitUntil(t, "the late order cancelled", func() bool { return slices.Equal(types(t, s, "order-late"), []string{"Placed", "Cancelled"}) })
 		// The paid order's deadline was cancelled: once the late one has fired (both were due
 		// at about the same time), none is pending, and the paid order was not cancelled.
@@ -468,6 +473,84 @@ func TestWaitFor(t *testing.T) {
 		stopped := newRunner(t, s, h, time.Hour) // never run: it cannot reach the new event
 		if err := stopped.WaitFor(short, lastPosition(t, s)); !errors.Is(err, context.DeadlineExceeded) {
 			t.Errorf("WaitFor on a runner that does not run: %v, want context.DeadlineExceeded", err)
+		}
+	})
+}
+
+// TestDeadlineAfterLateRestart stops the runner while a deadline is pending, records the
+// payment before the deadline, and starts a runner only after the deadline: the payment counts,
+// as it would have for a runner that never stopped.
+func TestDeadlineAfterLateRestart(t *testing.T) {
+	teststores.Each(t, func(t *testing.T, s annals.Store) {
+		h := &handlers{store: s, seen: map[string]bool{}}
+		const window = 300 * time.Millisecond
+		r := newRunner(t, s, h, window)
+		stop := start(t, r)
+		append1(t, s, "order-1", "Placed", `{"SKU":"apple"}`)
+		waitUntil(t, "the payment deadline", func() bool { return len(r.Status().Pending) == 1 })
+		due := r.Status().Pending[0].At
+		stop()
+		append1(t, s, "order-1", "Paid", `{}`)
+		waitUntil(t, "the deadline to pass", func() bool { return time.Now().After(due) })
+
+		r2 := newRunner(t, s, h, window)
+		start(t, r2)
+		waitUntil(t, "the runner to catch up", func() bool { return r2.Status().Position >= lastPosition(t, s) })
+		waitUntil(t, "no deadline pending", func() bool { return len(r2.Status().Pending) == 0 })
+		if got := types(t, s, "order-1"); !slices.Equal(got, []string{"Placed", "Paid"}) {
+			t.Errorf("order-1: got %q, want Placed, Paid (paid before the deadline)", got)
+		}
+	})
+}
+
+// TestDeadlineOrder: a deadline set and cancelled by one input is not pending, live or after a
+// restart (the journal keeps the order of React's actions); and a Send of a nil command is
+// refused cleanly rather than a panic.
+func TestDeadlineOrder(t *testing.T) {
+	teststores.Each(t, func(t *testing.T, s annals.Store) {
+		m := orderManager(time.Hour)
+		m.React = func(_ orderState, in process.Input) []process.Action {
+			if in.Event == nil {
+				return nil
+			}
+			switch in.Event.Type {
+			case "Placed":
+				return []process.Action{process.SetDeadline{Name: "x", After: time.Hour}, process.CancelDeadline{Name: "x"},
+					process.SetDeadline{Name: "y", After: time.Hour}}
+			case "Nil":
+				return []process.Action{process.Send{Stream: "order-1"}}
+			}
+			return nil
+		}
+		send := func(context.Context, process.Command) error { return process.Refused(errors.New("no command")) }
+		r, err := process.NewRunner(s, m, send, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		stop := start(t, r)
+		append1(t, s, "order-1", "Placed", `{}`)
+		append1(t, s, "order-1", "Nil", `{}`)
+		waitUntil(t, "the runner to catch up", func() bool { return r.Status().Position >= lastPosition(t, s) })
+		if err := stop(); !errors.Is(err, context.Canceled) {
+			t.Fatalf("Run: %v", err)
+		}
+		names := func(st process.Status) (out []string) {
+			for _, p := range st.Pending {
+				out = append(out, p.Name)
+			}
+			return out
+		}
+		if got := names(r.Status()); !slices.Equal(got, []string{"y"}) {
+			t.Errorf("pending live: %q, want [y]", got)
+		}
+		r2, err := process.NewRunner(s, m, send, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		start(t, r2)
+		waitUntil(t, "the restarted runner's deadlines", func() bool { return len(r2.Status().Pending) > 0 })
+		if got := names(r2.Status()); !slices.Equal(got, []string{"y"}) {
+			t.Errorf("pending after a restart: %q, want [y]", got)
 		}
 	})
 }

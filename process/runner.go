@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"iter"
 	"maps"
-	"reflect"
 	"slices"
 	"strconv"
 	"sync"
@@ -27,10 +26,11 @@ const maxChain = 32
 // RunnerOptions configure a [Runner]. The zero value (and nil) gives the defaults.
 type RunnerOptions struct {
 	// IsRefusal tells a command refused (a domain rule or a validation: React gets it as a
-	// [Refusal] input) from one not handled (the store is unreachable: Run stops and returns
-	// the error, and the input is handled again when the runner runs again). The default
-	// counts every error as a refusal except context errors and those matching
-	// [annals.ErrClosed] or [annals.ErrCorrupt].
+	// [Refusal] input, to compensate) from one not handled (a store unreachable, too many
+	// conflicts: Run stops and returns the error, and the input is handled again when the
+	// runner runs again). The default counts as refusals only the errors that match
+	// [ErrRefused] (see [Refused]): a failure the runner cannot tell from a refusal stops it
+	// rather than compensating for good. List the domain's errors here instead.
 	IsRefusal func(error) bool
 	// Now is the clock deadlines are compared with; nil means time.Now.
 	Now func() time.Time
@@ -67,11 +67,17 @@ type instance[S any] struct {
 	pending  map[string]Deadline     // by name
 }
 
-// step is the data of a journal event.
+// step is the data of a journal event: the input handled and the changes it made to the
+// instance's deadlines, in the order React returned them.
 type step struct {
-	Input     Input      `json:"input"`
-	Set       []Deadline `json:"set,omitempty"`
-	Cancelled []string   `json:"cancelled,omitempty"`
+	Input     Input            `json:"input"`
+	Deadlines []deadlineChange `json:"deadlines,omitempty"`
+}
+
+// deadlineChange is one of Set and Cancel.
+type deadlineChange struct {
+	Set    *Deadline `json:"set,omitempty"`
+	Cancel string    `json:"cancel,omitempty"`
 }
 
 // NewRunner returns a runner of m that sends commands with send. It returns an error matching
@@ -96,20 +102,18 @@ func NewRunner[S any](store annals.Store, m Manager[S], send Sender, opts *Runne
 	return r, nil
 }
 
-func defaultIsRefusal(err error) bool {
-	return !errors.Is(err, context.Canceled) && !errors.Is(err, context.DeadlineExceeded) &&
-		!errors.Is(err, annals.ErrClosed) && !errors.Is(err, annals.ErrCorrupt)
-}
+func defaultIsRefusal(err error) bool { return errors.Is(err, ErrRefused) }
 
 // Run follows the log from where the manager's journals say it left off, handling each event
 // and each deadline as it comes due, until ctx is done (it then returns ctx's error) or an
 // input cannot be handled (a command not handled, the store failing: it returns that error,
-// and running again resumes with that input). Only one Run may be in progress at a time.
+// and running again resumes with that input). Only one Run may be in progress at a time: a
+// second returns an error matching [ErrBusy].
 func (r *Runner[S]) Run(ctx context.Context) error {
 	r.mu.Lock()
 	if r.mu.running {
 		r.mu.Unlock()
-		return fmt.Errorf("process: %q is already running", r.m.Name)
+		return fmt.Errorf("%w: %q", ErrBusy, r.m.Name)
 	}
 	r.mu.running = true
 	r.mu.instances = make(map[string]*instance[S])
@@ -153,16 +157,23 @@ func (r *Runner[S]) Run(ctx context.Context) error {
 	timer := time.NewTimer(time.Hour)
 	defer timer.Stop()
 	for {
-		if err := r.fireDue(ctx); err != nil {
+		held, err := r.fireDue(ctx)
+		if err != nil {
 			return err
 		}
-		timer.Reset(r.untilNextDeadline())
+		// A deadline held back waits for the events recorded before it: take those first.
+		wake := timer.C
+		if held {
+			wake = nil
+		} else {
+			timer.Reset(r.untilNextDeadline())
+		}
 		select {
 		case ev := <-events:
 			if err := r.handleEvent(ctx, ev); err != nil {
 				return err
 			}
-		case <-timer.C:
+		case <-wake:
 		case err := <-failed:
 			return err
 		case <-ctx.Done():
@@ -251,28 +262,22 @@ func (r *Runner[S]) WaitFor(ctx context.Context, position uint64) error {
 // follows reports whether the log holds an event the manager follows with a position from
 // from to until-1.
 func (r *Runner[S]) follows(ctx context.Context, from, until uint64) (bool, error) {
-	for ev, err := range r.store.ReadAll(ctx, &annals.ReadOptions{From: from, Until: until, Filter: r.m.Filter}) {
-		if err != nil {
-			return false, err
-		}
-		if annals.Category(ev.Stream) != r.m.Name {
-			return true, nil
-		}
-	}
-	return false, nil
+	ev, ok, err := r.nextFollowed(ctx, from)
+	return ok && ev.Position < until, err
 }
 
 // applyDeadlines calls fn for each change a step makes to the pending deadlines, in order: the
-// deadline it fired goes, then those it cancelled go and those it set come.
+// deadline it fired goes, then those it set come and those it cancelled go, as React ordered.
 func applyDeadlines(st step, fn func(name string, d Deadline, set bool)) {
 	if d := st.Input.Deadline; d != nil {
 		fn(d.Name, *d, false)
 	}
-	for _, name := range st.Cancelled {
-		fn(name, Deadline{}, false)
-	}
-	for _, d := range st.Set {
-		fn(d.Name, d, true)
+	for _, c := range st.Deadlines {
+		if c.Set != nil {
+			fn(c.Set.Name, *c.Set, true)
+		} else {
+			fn(c.Cancel, Deadline{}, false)
+		}
 	}
 }
 
@@ -310,8 +315,11 @@ func (r *Runner[S]) handleEvent(ctx context.Context, ev annals.RecordedEvent) er
 	return nil
 }
 
-// fireDue handles the deadlines that are due, earliest first.
-func (r *Runner[S]) fireDue(ctx context.Context) error {
+// fireDue handles the deadlines that are due, earliest first. A deadline comes due only after
+// every event the manager follows that was recorded at or before its time (the order of the
+// log, not of the runner's arrival: a runner restarted late still sees the payment that came
+// before the deadline); held reports a due deadline waiting for such events.
+func (r *Runner[S]) fireDue(ctx context.Context) (held bool, err error) {
 	for {
 		now := r.opts.Now()
 		r.mu.Lock()
@@ -322,16 +330,37 @@ func (r *Runner[S]) fireDue(ctx context.Context) error {
 				due, dueAt = &k, d
 			}
 		}
+		position := r.mu.position
 		r.mu.Unlock()
 		if due == nil {
-			return nil
+			return false, nil
 		}
-		id := due.instance
+		next, ok, err := r.nextFollowed(ctx, position+1)
+		if err != nil {
+			return false, err
+		}
+		if ok && !next.Time.After(dueAt.At) {
+			return true, nil
+		}
 		key := "deadline:" + dueAt.Name + "@" + dueAt.At.UTC().Format(time.RFC3339Nano)
-		if err := r.handle(ctx, id, Input{Deadline: &dueAt}, key); err != nil {
-			return err
+		if err := r.handle(ctx, due.instance, Input{Deadline: &dueAt}, key); err != nil {
+			return false, err
 		}
 	}
+}
+
+// nextFollowed returns the first event from position from on that the manager follows (not
+// one of its journals), if there is one.
+func (r *Runner[S]) nextFollowed(ctx context.Context, from uint64) (annals.RecordedEvent, bool, error) {
+	for ev, err := range r.store.ReadAll(ctx, &annals.ReadOptions{From: from, Filter: r.m.Filter}) {
+		if err != nil {
+			return annals.RecordedEvent{}, false, err
+		}
+		if annals.Category(ev.Stream) != r.m.Name {
+			return ev, true, nil
+		}
+	}
+	return annals.RecordedEvent{}, false, nil
 }
 
 // untilNextDeadline returns how long until the earliest pending deadline (an hour at most).
@@ -354,15 +383,19 @@ func (r *Runner[S]) handle(ctx context.Context, id string, root Input, key strin
 		return err
 	}
 	journal := r.m.Journal(id)
-	if inst.handled[derivedID(journal, key)] {
-		// Handled already (an event delivered again). A deadline handled already is no longer
-		// pending; forget it here too.
-		if d := root.Deadline; d != nil {
+	if d := root.Deadline; d != nil {
+		if p, ok := inst.pending[d.Name]; !ok || !p.At.Equal(d.At) {
+			// Not pending for the instance (cancelled, moved, or fired already): forget it.
 			r.mu.Lock()
-			delete(r.mu.pending, pendingKey{id, d.Name})
+			if p, ok := r.mu.pending[pendingKey{id, d.Name}]; ok && p.At.Equal(d.At) {
+				delete(r.mu.pending, pendingKey{id, d.Name})
+			}
 			r.mu.Unlock()
+			return nil
 		}
-		return nil
+	}
+	if inst.handled[derivedID(journal, key)] {
+		return nil // handled already: an event delivered again
 	}
 	q0 := queued{in: root, key: key, base: inputTime(root)}
 	if e := root.Event; e != nil {
@@ -403,10 +436,10 @@ func (r *Runner[S]) handle(ctx context.Context, id string, root Input, key strin
 				queue = append(queue, queued{in: Input{Refusal: refusal}, key: q.key + "/refusal:" + strconv.Itoa(i), base: q.base, correlation: q.correlation, causation: q.causation})
 			case SetDeadline:
 				d := Deadline{Name: a.Name, At: q.base.Add(a.After).UTC(), CorrelationID: q.correlation, CausationID: q.causation}
-				st.Set = append(st.Set, d)
+				st.Deadlines = append(st.Deadlines, deadlineChange{Set: &d})
 				pending[a.Name] = d
 			case CancelDeadline:
-				st.Cancelled = append(st.Cancelled, a.Name)
+				st.Deadlines = append(st.Deadlines, deadlineChange{Cancel: a.Name})
 				delete(pending, a.Name)
 			default:
 				return fmt.Errorf("%w: %q: React returned a %T, not an Action of this package", ErrInvalidManager, r.m.Name, a)
@@ -426,18 +459,16 @@ func (r *Runner[S]) handle(ctx context.Context, id string, root Input, key strin
 	}
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	inst.state, inst.revision, inst.pending = state, annals.Exact(res.Revision), pending
-	for _, e := range events {
-		inst.handled[e.ID] = true
-	}
+	// The instance's deadlines are now pending: drop those it had, add those it has.
 	for name := range inst.pending {
 		delete(r.mu.pending, pendingKey{id, name})
 	}
-	if d := root.Deadline; d != nil {
-		delete(r.mu.pending, pendingKey{id, d.Name})
-	}
 	for name, d := range pending {
 		r.mu.pending[pendingKey{id, name}] = d
+	}
+	inst.state, inst.revision, inst.pending = state, annals.Exact(res.Revision), pending
+	for _, e := range events {
+		inst.handled[e.ID] = true
 	}
 	return nil
 }
@@ -467,7 +498,7 @@ func newRefusal(a Send, cause error) (*Refusal, error) {
 	if err != nil {
 		return nil, fmt.Errorf("encode the refused command %T: %w", a.Command, err)
 	}
-	return &Refusal{Stream: a.Stream, Type: reflect.TypeOf(a.Command).String(), Command: b, Error: cause.Error()}, nil
+	return &Refusal{Stream: a.Stream, Type: fmt.Sprintf("%T", a.Command), Command: b, Error: cause.Error()}, nil
 }
 
 // inputTime is the time the deadlines an input sets count from.
