@@ -15,7 +15,7 @@ func TestScenario(t *testing.T) {
 	defer cancel()
 	dir := t.TempDir()
 	var out bytes.Buffer
-	if err := run(ctx, []string{"--data", dir, "--payment-window", "1s"}, &out); err != nil {
+	if err := run(ctx, []string{"--data", dir, "--payment-window", "3s"}, &out); err != nil {
 		t.Fatalf("shop: %v\n%s", err, out.String())
 	}
 	got := out.String()
