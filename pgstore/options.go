@@ -2,6 +2,7 @@ package pgstore
 
 import (
 	"fmt"
+	"strings"
 	"time"
 
 	"github.com/annalsdb/annals"
@@ -14,7 +15,8 @@ const DefaultSchema = "annals"
 type Options struct {
 	// Schema is the PostgreSQL schema that holds the store's tables (created when missing), so
 	// that several stores can share a database; default [DefaultSchema] ("annals"). At most 48
-	// bytes.
+	// bytes, without a '$': the schemas of the store's projection generations are named
+	// Schema$<n>_<generation> (see [Projections]).
 	Schema string
 
 	// Limits bounds event and append sizes; zero fields take the defaults of [annals.Limits]
@@ -62,6 +64,9 @@ func (o *Options) withDefaults() (Options, error) {
 	}
 	if len(v.Schema) > 48 {
 		return v, fmt.Errorf("%w: pgstore schema name %q is longer than 48 bytes", annals.ErrInvalidArgument, v.Schema)
+	}
+	if strings.Contains(v.Schema, "$") {
+		return v, fmt.Errorf("%w: pgstore schema name %q holds a '$', which names the schemas of projection generations", annals.ErrInvalidArgument, v.Schema)
 	}
 	if err := annals.ValidateStreamID(v.Schema); err != nil {
 		return v, fmt.Errorf("%w: pgstore schema name %q: want printable UTF-8", annals.ErrInvalidArgument, v.Schema)

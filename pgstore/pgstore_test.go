@@ -51,8 +51,9 @@ func testDatabase(t testing.TB) string {
 	return url
 }
 
-// newSchema returns a fresh schema name and drops the schema when the test ends (after the
-// stores opened on it are closed, since cleanups run last-registered first).
+// newSchema returns a fresh schema name and drops the schema (and those of its projections'
+// generations) when the test ends, after the stores opened on it are closed, since cleanups
+// run last-registered first.
 func newSchema(t testing.TB) string {
 	t.Helper()
 	url := testDatabase(t)
@@ -62,13 +63,7 @@ func newSchema(t testing.TB) string {
 	t.Cleanup(func() {
 		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 		defer cancel()
-		conn, err := pgx.Connect(ctx, url)
-		if err != nil {
-			t.Errorf("drop schema %s: %v", schema, err)
-			return
-		}
-		defer conn.Close(ctx)
-		if _, err := conn.Exec(ctx, "DROP SCHEMA IF EXISTS "+pgx.Identifier{schema}.Sanitize()+" CASCADE"); err != nil {
+		if err := pgstore.Drop(ctx, url, schema); err != nil {
 			t.Errorf("drop schema %s: %v", schema, err)
 		}
 	})

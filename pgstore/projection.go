@@ -8,14 +8,19 @@ import (
 	"github.com/jackc/pgx/v5"
 )
 
-// Checkpoint returns the position that projection name last recorded with [Store.Project],
-// and false when it never did.
+// activeGen is the SQL of the active generation of projection $1 (0 when none was activated).
+func (s *Store) activeGen() string {
+	return "coalesce((SELECT active FROM " + s.schema + ".projections WHERE name = $1), 0)"
+}
+
+// Checkpoint returns the position that projection name last recorded with [Store.Project]
+// (in its active generation, see [Projections]), and false when it never did.
 func (s *Store) Checkpoint(ctx context.Context, name string) (uint64, bool, error) {
 	if err := s.begin(ctx); err != nil {
 		return 0, false, err
 	}
 	var pos int64
-	err := s.pool.QueryRow(ctx, "SELECT position FROM "+s.schema+".checkpoints WHERE name = $1", name).Scan(&pos)
+	err := s.pool.QueryRow(ctx, "SELECT position FROM "+s.schema+".checkpoints WHERE name = $1 AND generation = "+s.activeGen(), name).Scan(&pos)
 	if errors.Is(err, pgx.ErrNoRows) {
 		return 0, false, nil
 	}
@@ -24,6 +29,9 @@ func (s *Store) Checkpoint(ctx context.Context, name string) (uint64, bool, erro
 	}
 	return uint64(pos), true, nil
 }
+
+// errRedelivered makes checkpointTx roll back without an error: Project's event was applied.
+var errRedelivered = errors.New("already applied")
 
 // Project runs apply in a transaction that also records position as the checkpoint of
 // projection name, so that a read model kept in the same database changes exactly when the
@@ -35,6 +43,10 @@ func (s *Store) Checkpoint(ctx context.Context, name string) (uint64, bool, erro
 // returns false: that event was applied before (a redelivery after a restart). Otherwise it
 // returns true once the transaction committed. An error from apply rolls everything back and
 // is returned as is; database errors are wrapped.
+//
+// Project writes the checkpoint of the active generation of name: it is the one-generation
+// form of [Projections], which the toolkit's projection runner uses. Do not use both for one
+// projection name.
 func (s *Store) Project(ctx context.Context, name string, position uint64, apply func(ctx context.Context, tx pgx.Tx) error) (bool, error) {
 	if err := s.begin(ctx); err != nil {
 		return false, err
@@ -42,28 +54,65 @@ func (s *Store) Project(ctx context.Context, name string, position uint64, apply
 	if name == "" || position == 0 {
 		return false, fmt.Errorf("pgstore: project: want a projection name and a position > 0, got %q and %d", name, position)
 	}
-	tx, err := s.pool.Begin(ctx)
-	if err != nil {
-		return false, s.fail(ctx, "project "+name, err)
-	}
-	defer tx.Rollback(ctx)
-	var cur int64
-	err = tx.QueryRow(ctx, `INSERT INTO `+s.schema+`.checkpoints AS c (name, position, updated) VALUES ($1, 0, now())
-		ON CONFLICT (name) DO UPDATE SET name = c.name RETURNING position`, name).Scan(&cur)
-	if err != nil {
-		return false, s.fail(ctx, "project "+name+": lock the checkpoint", err)
-	}
-	if uint64(cur) >= position {
+	err := s.checkpointTx(ctx, name, -1, func(tx pgx.Tx, cur uint64, _ bool) (uint64, error) {
+		if cur >= position {
+			return 0, errRedelivered
+		}
+		return position, apply(ctx, tx)
+	})
+	if errors.Is(err, errRedelivered) {
 		return false, nil
 	}
-	if err := apply(ctx, tx); err != nil {
-		return false, err
+	return err == nil, err
+}
+
+// checkpointTx runs fn in a transaction that holds the checkpoint row of generation gen of
+// name (the active generation when gen < 0) locked, creating the row at position 0 when it is
+// missing (created tells fn). When fn returns a position > 0 it becomes the checkpoint, and the
+// transaction commits; when fn fails, it rolls back and fn's error is returned as is. Database
+// errors are wrapped.
+func (s *Store) checkpointTx(ctx context.Context, name string, gen int64, fn func(tx pgx.Tx, cur uint64, created bool) (uint64, error)) error {
+	genSQL := "$2::bigint"
+	if gen < 0 {
+		genSQL = s.activeGen()
 	}
-	if _, err := tx.Exec(ctx, "UPDATE "+s.schema+".checkpoints SET position = $2, updated = now() WHERE name = $1", name, int64(position)); err != nil {
-		return false, s.fail(ctx, "project "+name+": record the checkpoint", err)
+	tx, err := s.pool.Begin(ctx)
+	if err != nil {
+		return s.fail(ctx, "project "+name, err)
+	}
+	defer tx.Rollback(ctx)
+	// Insert the row if it is missing (waiting for a concurrent insert to end), then lock it:
+	// the second statement's snapshot sees the row whoever inserted it.
+	b := &pgx.Batch{}
+	var created bool
+	var cur, g int64
+	insert := "INSERT INTO " + s.schema + ".checkpoints (name, generation, position, updated) VALUES ($1, " + genSQL + ", 0, now()) ON CONFLICT DO NOTHING RETURNING true"
+	lock := "SELECT position, generation FROM " + s.schema + ".checkpoints WHERE name = $1 AND generation = " + genSQL + " FOR UPDATE"
+	args := []any{name}
+	if gen >= 0 {
+		args = append(args, gen)
+	}
+	b.Queue(insert, args...).Query(func(rows pgx.Rows) error {
+		for rows.Next() {
+			created = true
+		}
+		return rows.Err()
+	})
+	b.Queue(lock, args...).QueryRow(func(row pgx.Row) error { return row.Scan(&cur, &g) })
+	if err := tx.SendBatch(ctx, b).Close(); err != nil {
+		return s.fail(ctx, "project "+name+": lock the checkpoint", err)
+	}
+	next, err := fn(tx, uint64(cur), created)
+	if err != nil {
+		return err
+	}
+	if next > 0 {
+		if _, err := tx.Exec(ctx, "UPDATE "+s.schema+".checkpoints SET position = $3, updated = now() WHERE name = $1 AND generation = $2", name, g, int64(next)); err != nil {
+			return s.fail(ctx, "project "+name+": record the checkpoint", err)
+		}
 	}
 	if err := tx.Commit(ctx); err != nil {
-		return false, s.fail(ctx, "project "+name+": commit", err)
+		return s.fail(ctx, "project "+name+": commit", err)
 	}
-	return true, nil
+	return nil
 }
