@@ -169,10 +169,7 @@ func (m *Main) serve(cmd *cobra.Command, c *serveConfig, source map[string]strin
 		return usageErrorf(cmd, "--max-streams: want at least 1")
 	}
 	if c.listen == "" {
-		c.listen = ":" + defaultPort
-		if c.authFile == "" {
-			c.listen = "127.0.0.1:" + defaultPort
-		}
+		c.listen = defaultListen(c.authFile)
 	}
 	if m.dataDir == "" {
 		return usageError{msg: "empty --data directory (pass --data DIR)"}
@@ -297,7 +294,6 @@ func (m *Main) serve(cmd *cobra.Command, c *serveConfig, source map[string]strin
 	}()
 	ready.Store(true)
 	url := scheme + "://" + ln.Addr().String()
-	log.Info(servingLogMessage, slog.String("url", url), slog.String("data", m.dataDir), slog.Bool("auth", auth != nil), slog.Bool("tls", tlsConf != nil))
 	if auth == nil {
 		host, _, _ := net.SplitHostPort(ln.Addr().String())
 		if ip := net.ParseIP(host); ip != nil && ip.IsLoopback() {
@@ -307,6 +303,7 @@ func (m *Main) serve(cmd *cobra.Command, c *serveConfig, source map[string]strin
 		}
 	}
 
+	log.Info(servingLogMessage, slog.String("url", url), slog.String("data", m.dataDir), slog.Bool("auth", auth != nil), slog.Bool("tls", tlsConf != nil))
 	ctx := cmd.Context()
 	select {
 	case err := <-served:
@@ -327,6 +324,15 @@ func (m *Main) serve(cmd *cobra.Command, c *serveConfig, source map[string]strin
 	<-served
 	log.Info(shutdownLogMessage, slog.String("url", url))
 	return nil
+}
+
+// defaultListen is the address to listen on when --listen is not set: every interface with
+// auth, localhost only without.
+func defaultListen(authFile string) string {
+	if authFile == "" {
+		return "127.0.0.1:" + defaultPort
+	}
+	return ":" + defaultPort
 }
 
 // portOf returns the port of a listen address.

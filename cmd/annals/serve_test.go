@@ -439,7 +439,7 @@ func TestServeKill9(t *testing.T) {
 	clients := dialClients(t, p.url, 4)
 	go func() {
 		done <- runLoad(clients, stop, func(n int) {
-			if n >= 300 {
+			if n >= 1000 {
 				once.Do(func() { close(reached) })
 			}
 		})
@@ -449,7 +449,7 @@ func TestServeKill9(t *testing.T) {
 	case <-time.After(60 * time.Second):
 		close(stop)
 		<-done
-		t.Fatal("the load did not reach 300 appends within 60s")
+		t.Fatal("the load did not reach 1000 appends within 60s")
 	}
 	p.kill9() // mid-load: the clients' next appends fail
 	close(stop)
