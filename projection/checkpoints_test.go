@@ -68,9 +68,11 @@ func TestCheckpointsAtLeastOnce(t *testing.T) {
 		}
 		stop()
 		// The checkpoint is in the event store: a new store value (a restarted process) finds it.
+		// It may lie past head: a batch that ends with the runner's own checkpoint events
+		// (appended while it caught up, never applied) is committed up to its last event.
 		cp, err := newStore().Checkpoint(context.Background(), "ext", 0)
-		if err != nil || cp != head {
-			t.Fatalf("stored checkpoint %d, %v; want %d", cp, err, head)
+		if last := lastPosition(t, s); err != nil || cp < head || cp > last {
+			t.Fatalf("stored checkpoint %d, %v; want %d to %d", cp, err, head, last)
 		}
 		more := appendN(t, s, streams("order", 3), "Placed", 20)
 		r2, _ := projection.NewRunner(s, newStore(), p, nil)
