@@ -490,9 +490,29 @@ func TestServeGracefulShutdown(t *testing.T) {
 		<-done
 		t.Fatal("the load did not reach 200 appends within 60s")
 	}
+	// A subscription open at the stop ends with Unavailable / SHUTTING_DOWN (with no
+	// reconnection allowed, the client reports it).
+	sub := dialServer(t, p.url, "", &client.Options{ReconnectTimeout: -1})
+	subErr := make(chan error, 1)
+	go func() {
+		for _, err := range sub.SubscribeAll(context.Background(), &annals.SubscribeOptions{From: annals.End}) {
+			if err != nil {
+				subErr <- err
+				return
+			}
+		}
+		subErr <- nil
+	}()
+	waitFor(t, "the subscription to run", func() bool {
+		st, err := sub.Info(context.Background())
+		return err == nil && st.Subscriptions > 0
+	})
 	p.stop() // fails the test unless the process exits with status 0
 	close(stop)
 	res := <-done
+	if err := <-subErr; connect.CodeOf(err) != connect.CodeUnavailable || !strings.Contains(err.Error(), "shutting down") {
+		t.Errorf("subscription at shutdown ended with %v, want Unavailable: shutting down", err)
+	}
 	logs := p.logs.String()
 	for _, want := range []string{"shutting down", `"msg":"` + shutdownLogMessage + `"`} {
 		if !strings.Contains(logs, want) {
