@@ -677,3 +677,53 @@ func TestRemoteCommands(t *testing.T) {
 		t.Errorf("ANNALS_SERVER: %v, %q", err, m.Stdout.(*syncBuffer).String())
 	}
 }
+
+// TestServeLongSubscriptions: subscriptions (gRPC and SSE over HTTP/1) outlive the read and
+// write timeouts, which still apply to ordinary requests.
+func TestServeLongSubscriptions(t *testing.T) {
+	p := startServer(t, t.TempDir(), nil, "--read-timeout", "300ms", "--write-timeout", "300ms")
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	c := dialServer(t, p.url, "", &client.Options{ReconnectTimeout: -1})
+	got := make(chan string, 2)
+	go func() {
+		for e, err := range c.SubscribeStream(ctx, "long-1", &annals.SubscribeOptions{From: 0}) {
+			if err != nil {
+				got <- "grpc: " + err.Error()
+				return
+			}
+			got <- "grpc " + e.Type
+			return
+		}
+	}()
+	req, _ := http.NewRequestWithContext(ctx, "GET", p.url+"/v1/sse/streams/long-1?from=0", nil)
+	res, err := http.DefaultClient.Do(req) // HTTP/1.1
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer res.Body.Close()
+	go func() {
+		sc := bufio.NewScanner(res.Body)
+		for sc.Scan() {
+			if strings.HasPrefix(sc.Text(), "data: ") {
+				got <- "sse " + sc.Text()
+				return
+			}
+		}
+		got <- fmt.Sprintf("sse ended: %v", sc.Err())
+	}()
+	waitFor(t, "both subscriptions", func() bool {
+		st, err := c.Info(ctx)
+		return err == nil && st.Subscriptions == 2
+	})
+	// Outlive both timeouts several times over, then append.
+	<-time.After(time.Second)
+	if _, err := c.Append(ctx, "long-1", annals.Any, annals.Event{Type: "Late"}); err != nil {
+		t.Fatalf("append after the subscriptions outlived the timeouts: %v", err)
+	}
+	for range 2 {
+		if g := <-got; !strings.Contains(g, "Late") {
+			t.Errorf("a subscription past the timeouts: %s", g)
+		}
+	}
+}
