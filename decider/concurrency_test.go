@@ -160,10 +160,15 @@ func TestConcurrentCommands(t *testing.T) {
 				if diff := cmp.Diff(want, got.Value); diff != "" || got.Revision != uint64(len(stored)-1) {
 					t.Errorf("%s: handler %d loads revision %d (want %d), state (-fold +load):\n%s", stream, i, got.Revision, len(stored)-1, diff)
 				}
-				// A command through each handler (cached ones included) sees the latest state.
-				res, err := h.Handle(ctx, stream, Nothing{}, nil)
+				// A command through each handler (cached ones included) sees the latest state,
+				// and the state it holds in memory is the fold.
+				var held cart
+				res, err := h.Handle(ctx, stream, Peek{Into: &held}, nil)
 				if err != nil || res.Revision != uint64(len(stored)-1) {
 					t.Errorf("%s: handler %d decides on revision %d, want %d (%v)", stream, i, res.Revision, len(stored)-1, err)
+				}
+				if diff := cmp.Diff(want, held); diff != "" {
+					t.Errorf("%s: handler %d decides on a state that is not the fold (-fold +held):\n%s", stream, i, diff)
 				}
 			}
 		}

@@ -77,7 +77,7 @@ type Options[C any] struct {
 	// recently used out first), so that a command on a hot stream appends without reading
 	// first; 0 means no cache. A cached state is never trusted: the append's exact expected
 	// revision catches a stale one, which is then brought up to date and the command decided
-	// again.
+	// again; that first conflict of a cached state does not count against MaxRetries.
 	CacheSize int
 	// IdempotencyWindow is how many idempotency keys per stream are remembered (see
 	// [CommandOptions].IdempotencyKey); 0 means [DefaultIdempotencyWindow].

@@ -97,9 +97,17 @@ func NewHandler[S, C, E any](store annals.Store, reg *codec.Registry, d Decider[
 // error unchanged (nothing written); [ErrTooManyConflicts] after [Options].MaxRetries retries
 // (nothing written by the last attempt); errors matching [codec.ErrUnknownType] or
 // [codec.ErrDecode] for stored events that do not decode, or [codec.ErrUnknownType] /
-// [codec.ErrEncode] for decided events that do not encode; and the store's errors (an append
+// [codec.ErrEncode] / [codec.ErrDecode] for decided events that do not encode, or do not
+// decode back as an E (nothing written); and the store's errors (an append
 // that failed otherwise than by a conflict may or may not have been written, as with
 // [annals.Store.Append]).
+//
+// The state kept afterwards (state cache, snapshots) is folded from the decided events as
+// stored, encoded and decoded again, so it is the state a fresh load folds even where the codec
+// loses something (a field tagged json:"-", a pointer event).
+//
+// Events of the stream that its metadata hides (truncateBefore, maxAge) are not folded; a
+// conflict with them moves the handler past them, and the command is decided again.
 //
 // A command that decides no events appends nothing and returns Written false. With an
 // idempotency key already handled on the stream it decides nothing and returns the first
@@ -121,19 +129,23 @@ func (h *Handler[S, C, E]) Handle(ctx context.Context, stream string, cmd C, opt
 
 	agg := h.cache.take(stream)
 	// A cached state is used as is (verified false): the append's expected revision checks it.
+	// Its first conflict only says that it was stale, and costs no retry.
 	verified := agg == nil
 	if agg == nil {
 		agg = h.fromSnapshot(ctx, stream, SnapshotQuery{})
 	}
 	var conflict error
-	for attempt := 1; ; attempt++ {
+	attempts, retries := 0, 0
+	for {
+		missing := false
 		if verified {
-			if err := h.catchUp(ctx, agg, 0, time.Time{}); err != nil {
+			var err error
+			if missing, err = h.catchUp(ctx, agg, 0, time.Time{}); err != nil {
 				return Result[E]{}, err
 			}
 		}
 		if conflict != nil {
-			if err := h.awaitConflict(ctx, agg, conflict); err != nil {
+			if err := h.awaitConflict(ctx, agg, conflict, missing); err != nil {
 				return Result[E]{}, err
 			}
 		}
@@ -148,12 +160,11 @@ func (h *Handler[S, C, E]) Handle(ctx context.Context, stream string, cmd C, opt
 			// A cached state may be stale: a refusal or a no-op must be decided on the
 			// stream as it is. Read what is new and decide again if there is anything.
 			next := agg.next
-			if err := h.catchUp(ctx, agg, 0, time.Time{}); err != nil {
+			if _, err := h.catchUp(ctx, agg, 0, time.Time{}); err != nil {
 				return Result[E]{}, err
 			}
 			verified = true
 			if agg.next != next {
-				attempt--
 				continue
 			}
 		}
@@ -165,33 +176,37 @@ func (h *Handler[S, C, E]) Handle(ctx context.Context, stream string, cmd C, opt
 			h.cache.put(agg)
 			return Result[E]{Stream: stream, Revision: agg.revision, Position: agg.position}, nil
 		}
-		encoded := make([]annals.Event, len(events))
-		size := 0
-		for i, e := range events {
-			if encoded[i], err = h.reg.Encode(e, md); err != nil {
-				h.cache.put(agg)
-				return Result[E]{}, fmt.Errorf("decider: %q: event %d decided: %w", stream, i, err)
-			}
-			size += len(encoded[i].Data) + len(encoded[i].Metadata)
+		encoded, stored, err := h.encode(stream, events, md)
+		if err != nil {
+			h.cache.put(agg)
+			return Result[E]{}, err
 		}
 		expected := annals.NoStream
 		if agg.exists {
 			expected = annals.Exact(agg.revision)
 		}
+		attempts++
 		ar, err := h.store.Append(ctx, stream, expected, encoded...)
 		if errors.Is(err, annals.ErrWrongExpectedVersion) {
-			verified = true
-			if attempt > h.maxRetries {
-				return Result[E]{}, &ConflictError{Stream: stream, Attempts: attempt, Last: err}
+			if verified {
+				if retries >= h.maxRetries {
+					return Result[E]{}, &ConflictError{Stream: stream, Attempts: attempts, Last: err}
+				}
+				retries++
 			}
+			verified = true
 			conflict = err
 			continue
 		}
 		if err != nil {
 			return Result[E]{}, err
 		}
-		for _, e := range events {
+		// Fold what was stored, decoded as every later load decodes it, not the values Decide
+		// returned: the two differ where encoding loses something.
+		size := 0
+		for i, e := range stored {
 			agg.state = h.d.Evolve(agg.state, e)
+			size += len(encoded[i].Data) + len(encoded[i].Metadata)
 		}
 		first := ar.Revision + 1 - uint64(len(events))
 		agg.exists, agg.revision, agg.next, agg.position = true, ar.Revision, ar.Revision+1, ar.Position
@@ -204,6 +219,27 @@ func (h *Handler[S, C, E]) Handle(ctx context.Context, stream string, cmd C, opt
 		h.cache.put(agg)
 		return Result[E]{Stream: stream, Revision: ar.Revision, Position: ar.Position, Events: events, Written: true}, nil
 	}
+}
+
+// encode returns the events to append for the decided events, and each of them decoded again
+// as a load of the stream will decode it. An event that does not encode, or does not decode
+// back as an E (Decide returned a pointer to a type whose value is not an E, say), is an
+// error: nothing is written that the handler could not read.
+func (h *Handler[S, C, E]) encode(stream string, events []E, md codec.Metadata) ([]annals.Event, []E, error) {
+	encoded := make([]annals.Event, len(events))
+	stored := make([]E, len(events))
+	for i, e := range events {
+		var err error
+		if encoded[i], err = h.reg.Encode(e, md); err != nil {
+			return nil, nil, fmt.Errorf("decider: %q: event %d decided: %w", stream, i, err)
+		}
+		ev := encoded[i]
+		rec := annals.RecordedEvent{Stream: stream, Type: ev.Type, ContentType: ev.ContentType, Data: ev.Data, Metadata: ev.Metadata}
+		if stored[i], _, err = codec.Decode[E](h.reg, rec); err != nil {
+			return nil, nil, fmt.Errorf("decider: %q: event %d decided (%T) does not decode back: %w", stream, i, e, err)
+		}
+	}
+	return encoded, stored, nil
 }
 
 // duplicate returns the result of the command that first used rec's key, reading its events
@@ -249,7 +285,7 @@ func (h *Handler[S, C, E]) Load(ctx context.Context, stream string, opts *LoadOp
 		o = *opts
 	}
 	agg := h.fromSnapshot(ctx, stream, SnapshotQuery{Until: o.Until, AsOf: o.AsOf})
-	if err := h.catchUp(ctx, agg, o.Until, o.AsOf); err != nil {
+	if _, err := h.catchUp(ctx, agg, o.Until, o.AsOf); err != nil {
 		return State[S]{}, err
 	}
 	return State[S]{Value: agg.state, Revision: agg.revision, Position: agg.position, Exists: agg.exists}, nil
@@ -321,10 +357,11 @@ func (h *Handler[S, C, E]) fromSnapshot(ctx context.Context, stream string, q Sn
 }
 
 // catchUp folds into agg the events of its stream from agg.next on (below until and at or
-// before asOf, when set).
-func (h *Handler[S, C, E]) catchUp(ctx context.Context, agg *aggregate[S], until uint64, asOf time.Time) error {
+// before asOf, when set). missing reports that the stream does not exist (or was soft-deleted):
+// agg is then a fresh aggregate.
+func (h *Handler[S, C, E]) catchUp(ctx context.Context, agg *aggregate[S], until uint64, asOf time.Time) (missing bool, err error) {
 	if until != 0 && agg.next >= until {
-		return nil
+		return false, nil
 	}
 	for rec, err := range h.store.ReadStream(ctx, agg.stream, &annals.ReadOptions{From: agg.next, Until: until, AsOf: asOf}) {
 		if err != nil {
@@ -332,15 +369,15 @@ func (h *Handler[S, C, E]) catchUp(ctx context.Context, agg *aggregate[S], until
 				if agg.exists { // deleted since the snapshot or cached state
 					*agg = *h.newAggregate(agg.stream)
 				}
-				return nil
+				return true, nil
 			}
-			return fmt.Errorf("decider: load %q: %w", agg.stream, err)
+			return false, fmt.Errorf("decider: load %q: %w", agg.stream, err)
 		}
 		if err := h.apply(agg, rec); err != nil {
-			return err
+			return false, err
 		}
 	}
-	return nil
+	return false, nil
 }
 
 // apply folds rec into agg.
@@ -363,36 +400,115 @@ func (h *Handler[S, C, E]) apply(agg *aggregate[S], rec annals.RecordedEvent) er
 	return nil
 }
 
-// awaitConflict makes sure agg has folded the revision that conflict reported. A store may
-// refuse an append because of another one that is not yet readable (it is still being made
-// durable); then it waits for it with a subscription, bounded by ctx.
-func (h *Handler[S, C, E]) awaitConflict(ctx context.Context, agg *aggregate[S], conflict error) error {
+// Bounds of one wait in awaitConflict for an event that is not yet readable; each wait that
+// ends without it doubles the next, and the stream's state is checked again in between.
+const (
+	minConflictWait = 10 * time.Millisecond
+	maxConflictWait = time.Second
+)
+
+// awaitConflict brings agg up to the revision that conflict reported, after catchUp has read
+// what the stream shows (missing: the stream does not exist now, so there is nothing to wait
+// for: the next append expects NoStream).
+//
+// The events up to that revision that a read does not return are either hidden (by the
+// stream's metadata: truncateBefore, maxAge) and never will be, or not yet readable (a store
+// may refuse an append because of another one that it is still making durable). Hidden ones
+// are not part of the stream's fold: agg moves past them, and the command is decided again on
+// what it has. Events not yet readable are waited for with a subscription, in bounded waits
+// that each end with a new look at the stream (deleted meanwhile?) and at its metadata, and
+// all bounded by ctx.
+func (h *Handler[S, C, E]) awaitConflict(ctx context.Context, agg *aggregate[S], conflict error, missing bool) error {
 	we, ok := errors.AsType[*annals.WrongExpectedVersionError](conflict)
-	if !ok {
+	if !ok || missing {
 		return nil
 	}
 	target, ok := we.Actual.Revision()
-	if !ok || (agg.exists && agg.revision >= target) {
+	if !ok || agg.exists && agg.revision >= target {
 		return nil
 	}
-	sctx, cancel := context.WithCancel(ctx)
-	defer cancel()
-	for rec, err := range h.store.SubscribeStream(sctx, agg.stream, &annals.SubscribeOptions{From: agg.next}) {
+	for wait := minConflictWait; ; wait = min(2*wait, maxConflictWait) {
+		hidden, err := h.hidden(ctx, agg, target)
 		if err != nil {
 			return fmt.Errorf("decider: load %q after a conflict: %w", agg.stream, err)
 		}
-		if err := h.apply(agg, rec); err != nil {
-			return err
-		}
-		if rec.Revision >= target {
+		if hidden {
+			// It may have become readable since catchUp: a read now returns it unless hidden.
+			missing, err := h.catchUp(ctx, agg, 0, time.Time{})
+			if err != nil || missing || agg.exists && agg.revision >= target {
+				return err
+			}
+			// Position stays that of the last event folded: the hidden ones are not.
+			agg.exists, agg.revision, agg.next = true, target, target+1
 			return nil
 		}
+		if done, err := h.follow(ctx, agg, target, wait); err != nil || done {
+			return err
+		}
+		missing, err := h.catchUp(ctx, agg, 0, time.Time{})
+		if err != nil || missing || agg.exists && agg.revision >= target {
+			return err
+		}
 	}
-	return nil
+}
+
+// hidden reports whether the stream's metadata hides its event at revision target from reads,
+// so that it will never be folded, provided a read of the stream after the call does not
+// return it. truncateBefore says so by itself; with maxAge, the event is hidden when the log
+// already holds it (ReadAll does not apply stream metadata): readable, and yet not read.
+// maxCount never hides the last event.
+func (h *Handler[S, C, E]) hidden(ctx context.Context, agg *aggregate[S], target uint64) (bool, error) {
+	meta, _, err := h.store.GetMetadata(ctx, agg.stream)
+	if err != nil {
+		return false, fmt.Errorf("read metadata: %w", err)
+	}
+	if meta.TruncateBefore > target {
+		return true, nil
+	}
+	if meta.MaxAge <= 0 {
+		return false, nil
+	}
+	// The last event of the stream in the log, scanning back no further than agg's.
+	f := &annals.Filter{Categories: []string{annals.Category(agg.stream)}}
+	for rec, err := range h.store.ReadAll(ctx, &annals.ReadOptions{Backwards: true, From: annals.End, Filter: f}) {
+		if err != nil {
+			return false, fmt.Errorf("read the log: %w", err)
+		}
+		if agg.exists && rec.Position <= agg.position {
+			return false, nil
+		}
+		if rec.Stream == agg.stream {
+			return rec.Revision >= target, nil
+		}
+	}
+	return false, nil
+}
+
+// follow folds into agg the events its subscription to the stream delivers, until the one at
+// revision target (done) or for at most wait (not done, no error).
+func (h *Handler[S, C, E]) follow(ctx context.Context, agg *aggregate[S], target uint64, wait time.Duration) (done bool, err error) {
+	sctx, cancel := context.WithTimeout(ctx, wait)
+	defer cancel()
+	for rec, err := range h.store.SubscribeStream(sctx, agg.stream, &annals.SubscribeOptions{From: agg.next}) {
+		if err != nil {
+			if ctx.Err() == nil && sctx.Err() != nil {
+				return false, nil
+			}
+			return false, fmt.Errorf("decider: load %q after a conflict: %w", agg.stream, err)
+		}
+		if err := h.apply(agg, rec); err != nil {
+			return false, err
+		}
+		if rec.Revision >= target {
+			return true, nil
+		}
+	}
+	return false, nil
 }
 
 // maybeSnapshot saves a snapshot of agg when the policy says so. A failure is reported, not
-// returned: the command has been written.
+// returned: the command has been written. The save outlives ctx's cancellation but not
+// the policy's SaveTimeout.
 func (h *Handler[S, C, E]) maybeSnapshot(ctx context.Context, agg *aggregate[S]) {
 	p := h.snaps
 	if p == nil || !(p.Every > 0 && agg.sinceSnap >= p.Every || p.MaxBytes > 0 && agg.sinceBytes >= p.MaxBytes) {
@@ -404,7 +520,13 @@ func (h *Handler[S, C, E]) maybeSnapshot(ctx context.Context, agg *aggregate[S])
 		h.onError(fmt.Errorf("decider: snapshot of %q at revision %d: %w", agg.stream, agg.revision, err))
 		return
 	}
-	err = p.Store.Save(context.WithoutCancel(ctx), Snapshot{
+	timeout := p.SaveTimeout
+	if timeout <= 0 {
+		timeout = DefaultSnapshotSaveTimeout
+	}
+	sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), timeout)
+	defer cancel()
+	err = p.Store.Save(sctx, Snapshot{
 		Stream: agg.stream, Version: p.Version, Revision: agg.revision, Position: agg.position,
 		ContentType: c.ContentType(), State: state, Keys: agg.keys.records(),
 	})

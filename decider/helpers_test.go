@@ -46,11 +46,34 @@ type RemoveItem struct{ SKU string }
 type Checkout struct{}
 type Nothing struct{} // decides no events
 
+// Peek decides nothing and copies the state it was decided on into *Into: what a handler
+// holds for the stream (its cached state, when it has one).
+type Peek struct{ Into *cart }
+
+// AddPointer decides a *ItemAdded: Encode takes it, but it decodes as an ItemAdded, which
+// evolveCart treats otherwise.
+type AddPointer struct{ SKU string }
+
+// Count adds an item named after the number of events the decision saw.
+type Count struct{}
+
+// Wrap decides a *Gift, which encodes but decodes as a Gift, not a cartEvent.
+type Wrap struct{}
+
+// Gift is a cartEvent only through its pointer.
+type Gift struct{}
+
+func (*Gift) isCartEvent() {}
+
 func (AddItem) isCartCmd()    {}
 func (AddMany) isCartCmd()    {}
 func (RemoveItem) isCartCmd() {}
 func (Checkout) isCartCmd()   {}
 func (Nothing) isCartCmd()    {}
+func (Peek) isCartCmd()       {}
+func (AddPointer) isCartCmd() {}
+func (Wrap) isCartCmd()       {}
+func (Count) isCartCmd()      {}
 
 type cart struct {
 	Items  map[string]int `json:"items"`
@@ -66,6 +89,10 @@ var (
 func newCart() cart { return cart{Items: map[string]int{}} }
 
 func decideCart(s cart, c cartCmd) ([]cartEvent, error) {
+	if p, ok := c.(Peek); ok {
+		*p.Into = cart{Items: maps.Clone(s.Items), Events: s.Events, Closed: s.Closed}
+		return nil, nil
+	}
 	if s.Closed {
 		return nil, errClosed
 	}
@@ -87,6 +114,12 @@ func decideCart(s cart, c cartCmd) ([]cartEvent, error) {
 		return []cartEvent{CheckedOut{}}, nil
 	case Nothing:
 		return nil, nil
+	case AddPointer:
+		return []cartEvent{&ItemAdded{SKU: c.SKU, Qty: 1}}, nil
+	case Wrap:
+		return []cartEvent{&Gift{}}, nil
+	case Count:
+		return []cartEvent{ItemAdded{SKU: fmt.Sprintf("seen-%d", s.Events), Qty: 1}}, nil
 	}
 	return nil, fmt.Errorf("unknown command %T", c)
 }
@@ -125,6 +158,7 @@ func newRegistry(t testing.TB) *codec.Registry {
 		codec.Register[ItemAdded](reg, "ItemAdded", nil),
 		codec.Register[ItemRemoved](reg, "ItemRemoved", nil),
 		codec.Register[CheckedOut](reg, "CheckedOut", nil),
+		codec.Register[Gift](reg, "Gift", nil),
 	} {
 		if err != nil {
 			t.Fatal(err)

@@ -26,7 +26,16 @@ type SnapshotPolicy struct {
 	Version string
 	// Store keeps the snapshots; nil means [NewStreamSnapshots](the handler's store, nil).
 	Store SnapshotStore
+	// SaveTimeout bounds each save. A save runs after the command was written, before
+	// [Handler.Handle] returns, and is not cancelled with the command's context (the caller
+	// giving up must not lose a snapshot that is nearly saved), so this bound is what stops a
+	// save that hangs: Handle then returns at most SaveTimeout after the write, and the
+	// failed save is reported to [Options].OnError. 0 means [DefaultSnapshotSaveTimeout].
+	SaveTimeout time.Duration
 }
+
+// DefaultSnapshotSaveTimeout is the default of [SnapshotPolicy].SaveTimeout.
+const DefaultSnapshotSaveTimeout = 10 * time.Second
 
 // Snapshot is a stream's state after its event at Revision, encoded with the registry's
 // codec.
