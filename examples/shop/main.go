@@ -5,12 +5,16 @@
 //	go run ./examples/shop                    # in a temporary directory, removed afterwards
 //	go run ./examples/shop --data shop-data   # keep the store (read it with annals read --data shop-data)
 //	go run ./examples/shop history cart-alice --data shop-data
+//	go run ./examples/shop --postgres postgres://localhost/shop   # events and read models in PostgreSQL
+//	go run ./examples/shop --postgres URL --schema shop           # keep them in schema shop
 //
 // docs/tutorial.md walks through it.
 package main
 
 import (
 	"context"
+	"crypto/rand"
+	"encoding/hex"
 	"errors"
 	"flag"
 	"fmt"
@@ -20,8 +24,10 @@ import (
 	"path/filepath"
 	"time"
 
+	"github.com/annalsdb/annals"
 	"github.com/annalsdb/annals/examples/shop/app"
 	"github.com/annalsdb/annals/filestore"
+	"github.com/annalsdb/annals/pgstore"
 	"github.com/annalsdb/annals/tables"
 )
 
@@ -37,40 +43,71 @@ func main() {
 func run(ctx context.Context, args []string, out io.Writer) error {
 	fs := flag.NewFlagSet("shop", flag.ContinueOnError)
 	data := fs.String("data", "", "data directory of the store (default: a temporary directory, removed afterwards)")
+	pgURL := fs.String("postgres", "", "run on PostgreSQL at this URL: the events and the read models in one database")
+	pgSchema := fs.String("schema", "", "with --postgres: the store's schema (default: a new one, dropped afterwards)")
 	window := fs.Duration("payment-window", time.Second, "how long a confirmed order waits for its payment")
 	history := ""
 	if len(args) > 0 && args[0] == "history" {
 		if len(args) < 2 {
-			return errors.New("usage: shop history CART-STREAM [--data DIR]")
+			return errors.New("usage: shop history CART-STREAM [--data DIR | --postgres URL --schema NAME]")
 		}
 		history, args = args[1], args[2:]
 	}
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
-	if history != "" && *data == "" {
-		return errors.New("history needs --data DIR: the store of an earlier run kept with --data")
+	if *pgURL != "" && *data != "" {
+		return errors.New("--data and --postgres: choose one store")
 	}
-	dir := *data
-	if dir == "" {
-		tmp, err := os.MkdirTemp("", "shop-")
+	if *pgURL == "" && *pgSchema != "" {
+		return errors.New("--schema needs --postgres URL")
+	}
+	if history != "" && *data == "" && *pgSchema == "" {
+		return errors.New("history needs --data DIR or --postgres URL --schema NAME: the store of an earlier run")
+	}
+	var store annals.Store
+	var db *tables.DB
+	var pg *pgstore.Store
+	if *pgURL != "" {
+		schema := *pgSchema
+		if schema == "" {
+			b := make([]byte, 4)
+			rand.Read(b)
+			schema = "shop_" + hex.EncodeToString(b)
+			defer func() {
+				if err := pgstore.Drop(context.WithoutCancel(ctx), *pgURL, schema); err != nil {
+					fmt.Fprintln(os.Stderr, "shop:", err)
+				}
+			}()
+		}
+		s, err := pgstore.Open(ctx, *pgURL, &pgstore.Options{Schema: schema})
 		if err != nil {
 			return err
 		}
-		defer os.RemoveAll(tmp)
-		dir = tmp
+		defer s.Close()
+		store, pg = s, s
+	} else {
+		dir := *data
+		if dir == "" {
+			tmp, err := os.MkdirTemp("", "shop-")
+			if err != nil {
+				return err
+			}
+			defer os.RemoveAll(tmp)
+			dir = tmp
+		}
+		s, err := filestore.Open(dir, nil)
+		if err != nil {
+			return err
+		}
+		defer s.Close()
+		if db, err = tables.Open(filepath.Join(dir, "tables"), nil); err != nil {
+			return err
+		}
+		defer db.Close()
+		store = s
 	}
-	store, err := filestore.Open(dir, nil)
-	if err != nil {
-		return err
-	}
-	defer store.Close()
-	db, err := tables.Open(filepath.Join(dir, "tables"), nil)
-	if err != nil {
-		return err
-	}
-	defer db.Close()
-	a, err := app.New(store, db, &app.Options{PaymentWindow: *window})
+	a, err := app.New(store, db, &app.Options{PaymentWindow: *window, Postgres: pg})
 	if err != nil {
 		return err
 	}

@@ -224,12 +224,12 @@ func stockLevels(s *script) {
 
 func messages(s *script) {
 	s.title("Messages to customers (the notifier's outbox)")
-	for row, err := range s.a.Notifier.Outbox(s.ctx) {
+	for m, err := range s.a.Notifier.Outbox(s.ctx) {
 		if err != nil {
 			s.check(err)
 			return
 		}
-		fmt.Fprintf(s.out, "  to %-6s %s\n", row.Value.Cart, row.Value.Text)
+		fmt.Fprintf(s.out, "  to %-6s %s\n", m.Cart, m.Text)
 	}
 }
 

@@ -1,6 +1,7 @@
 // Package app wires the shop together: the event store, the codec registry, the command
 // handlers of the cart and the inventory, the cart read model and the notifier (projections
-// into the embedded store's side tables) and the order process. Each part is its own package
+// into the embedded store's side tables, or into the PostgreSQL database that holds the
+// events) and the order process. Each part is its own package
 // and knows the others only through their events and commands; this package is the one place
 // that knows them all.
 package app
@@ -9,6 +10,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"iter"
 	"sync"
 	"time"
 
@@ -20,6 +22,7 @@ import (
 	"github.com/annalsdb/annals/examples/shop/inventory"
 	"github.com/annalsdb/annals/examples/shop/notifier"
 	"github.com/annalsdb/annals/examples/shop/order"
+	"github.com/annalsdb/annals/pgstore"
 	"github.com/annalsdb/annals/process"
 	"github.com/annalsdb/annals/projection"
 	"github.com/annalsdb/annals/query"
@@ -30,6 +33,35 @@ import (
 type Options struct {
 	// PaymentWindow is how long a confirmed order waits for its payment; default 15 minutes.
 	PaymentWindow time.Duration
+	// Postgres, when not nil, keeps the read models in the PostgreSQL database of this store
+	// (pgstore.Projections: each projection's rows and checkpoint in one transaction) instead
+	// of the side tables, which New's db then may be nil. The event store is typically this
+	// store too, so that events and read models live in one database.
+	Postgres *pgstore.Store
+}
+
+// Runner is a projection's runner, whatever store holds its read model:
+// *projection.Runner[*tables.Tx] or *projection.Runner[*pgstore.ProjectionTx].
+type Runner interface {
+	Name() string
+	Run(ctx context.Context) error
+	WaitFor(ctx context.Context, position uint64) error
+	Status(ctx context.Context) (projection.Status, error)
+	Rebuild(ctx context.Context, progress func(projection.Status)) error
+	Retry() error
+	Skip() error
+}
+
+// Outbox is the notifier's outbox, whatever store holds it: *notifier.Notifier or
+// *notifier.Postgres.
+type Outbox interface {
+	Outbox(ctx context.Context) iter.Seq2[notifier.Message, error]
+}
+
+// cartSource is the cart view, whatever store holds it: *cartview.View or
+// *cartview.PostgresView.
+type cartSource interface {
+	Queries(w query.Waiter) *query.Handler[cartview.CartView]
 }
 
 // App is the running shop. Use the handlers for commands and the queries for reads; Start runs
@@ -41,13 +73,14 @@ type App struct {
 	Carts     *decider.Handler[cart.State, cart.Command, cart.Event]
 	Inventory *decider.Handler[inventory.State, inventory.Command, inventory.Event]
 
-	CartView *cartview.View
-	Notifier *notifier.Notifier
+	Notifier Outbox
 	Orders   *process.Runner[order.State]
 
 	// CartViewRunner and NotifierRunner run the projections; wait on them for your writes.
-	CartViewRunner *projection.Runner[*tables.Tx]
-	NotifierRunner *projection.Runner[*tables.Tx]
+	CartViewRunner Runner
+	NotifierRunner Runner
+
+	cartView cartSource
 
 	wg     sync.WaitGroup
 	cancel context.CancelFunc
@@ -57,12 +90,18 @@ type App struct {
 	}
 }
 
-// New wires the shop over store, with its read models in db. The caller keeps store and db
-// and closes them after [App.Stop].
+// New wires the shop over store, with its read models in db (or in opts.Postgres). The caller
+// keeps the stores and closes them after [App.Stop].
 func New(store annals.Store, db *tables.DB, opts *Options) (*App, error) {
 	o := Options{PaymentWindow: 15 * time.Minute}
-	if opts != nil && opts.PaymentWindow > 0 {
-		o.PaymentWindow = opts.PaymentWindow
+	if opts != nil {
+		o.Postgres = opts.Postgres
+		if opts.PaymentWindow > 0 {
+			o.PaymentWindow = opts.PaymentWindow
+		}
+	}
+	if db == nil && o.Postgres == nil {
+		return nil, errors.New("app: no store for the read models: want side tables or Options.Postgres")
 	}
 	reg := codec.New(nil)
 	if err := errors.Join(cart.Register(reg), inventory.Register(reg)); err != nil {
@@ -79,16 +118,12 @@ func New(store annals.Store, db *tables.DB, opts *Options) (*App, error) {
 		Validate: inventory.Validate, CacheSize: 1000}); err != nil {
 		return nil, err
 	}
-	if a.CartView, err = cartview.New(db, reg); err != nil {
-		return nil, err
+	if o.Postgres != nil {
+		err = a.readModelsIn(o.Postgres)
+	} else {
+		err = a.readModelsInTables(db)
 	}
-	if a.Notifier, err = notifier.New(db, reg); err != nil {
-		return nil, err
-	}
-	if a.CartViewRunner, err = projection.NewRunner(store, db, a.CartView.Projection(), nil); err != nil {
-		return nil, err
-	}
-	if a.NotifierRunner, err = projection.NewRunner(store, db, a.Notifier.Projection(), nil); err != nil {
+	if err != nil {
 		return nil, err
 	}
 	handlers := order.Handlers{Cart: a.Carts, Inventory: a.Inventory}
@@ -99,9 +134,40 @@ func New(store annals.Store, db *tables.DB, opts *Options) (*App, error) {
 	return a, nil
 }
 
+// readModelsInTables sets up the cart view and the notifier in the side tables db.
+func (a *App) readModelsInTables(db *tables.DB) error {
+	view, err := cartview.New(db, a.Registry)
+	if err != nil {
+		return err
+	}
+	n, err := notifier.New(db, a.Registry)
+	if err != nil {
+		return err
+	}
+	a.cartView, a.Notifier = view, n
+	if a.CartViewRunner, err = projection.NewRunner(a.Store, db, view.Projection(), nil); err != nil {
+		return err
+	}
+	a.NotifierRunner, err = projection.NewRunner(a.Store, db, n.Projection(), nil)
+	return err
+}
+
+// readModelsIn sets up the cart view and the notifier in the PostgreSQL database of pg.
+func (a *App) readModelsIn(pg *pgstore.Store) error {
+	view := cartview.NewPostgres(pg, a.Registry)
+	n := notifier.NewPostgres(pg, a.Registry)
+	a.cartView, a.Notifier = view, n
+	var err error
+	if a.CartViewRunner, err = projection.NewRunner(a.Store, view.Store(), view.Projection(), nil); err != nil {
+		return err
+	}
+	a.NotifierRunner, err = projection.NewRunner(a.Store, n.Store(), n.Projection(), nil)
+	return err
+}
+
 // Carts' queries: read-your-writes through the cart view's runner.
 func (a *App) CartQueries() *query.Handler[cartview.CartView] {
-	return a.CartView.Queries(a.CartViewRunner)
+	return a.cartView.Queries(a.CartViewRunner)
 }
 
 // Start runs the projections and the order process until [App.Stop].
@@ -139,7 +205,7 @@ func (a *App) Settle(ctx context.Context) error {
 		if err != nil {
 			return err
 		}
-		for _, r := range []*projection.Runner[*tables.Tx]{a.CartViewRunner, a.NotifierRunner} {
+		for _, r := range []Runner{a.CartViewRunner, a.NotifierRunner} {
 			if err := r.WaitFor(ctx, head); err != nil {
 				return fmt.Errorf("settle: %s: %w", r.Name(), err)
 			}

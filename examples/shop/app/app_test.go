@@ -16,7 +16,9 @@ import (
 	"github.com/annalsdb/annals/examples/shop/cartview"
 	"github.com/annalsdb/annals/examples/shop/inventory"
 	"github.com/annalsdb/annals/filestore"
+	"github.com/annalsdb/annals/internal/teststores"
 	"github.com/annalsdb/annals/memstore"
+	"github.com/annalsdb/annals/pgstore"
 	"github.com/annalsdb/annals/query"
 	"github.com/annalsdb/annals/tables"
 )
@@ -25,22 +27,29 @@ type env struct {
 	t     *testing.T
 	store annals.Store
 	db    *tables.DB
+	pg    *pgstore.Store // the read models' database, when not db
 }
 
-// forEachStore runs fn with the shop's event store on memstore and on filestore (the read
-// models are in tables either way).
+// forEachStore runs fn with the shop's event store on memstore and on filestore, with the read
+// models in tables, and on pgstore, with the read models in the same PostgreSQL database.
 func forEachStore(t *testing.T, fn func(t *testing.T, e *env)) {
-	for _, name := range []string{"memstore", "filestore"} {
+	for _, name := range []string{"memstore", "filestore", "pgstore"} {
 		t.Run(name, func(t *testing.T) {
 			e := &env{t: t}
-			if name == "memstore" {
+			switch name {
+			case "memstore":
 				e.store = memstore.New(nil)
-			} else {
+			case "filestore":
 				s, err := filestore.Open(t.TempDir(), nil)
 				if err != nil {
 					t.Fatal(err)
 				}
 				e.store = s
+			case "pgstore":
+				e.pg = teststores.Postgres(t, nil)
+				e.store = e.pg
+				fn(t, e)
+				return
 			}
 			t.Cleanup(func() { e.store.Close() })
 			db, err := tables.Open(filepath.Join(t.TempDir(), "tables"), nil)
@@ -55,7 +64,7 @@ func forEachStore(t *testing.T, fn func(t *testing.T, e *env)) {
 }
 
 func (e *env) app(window time.Duration) *app.App {
-	a, err := app.New(e.store, e.db, &app.Options{PaymentWindow: window})
+	a, err := app.New(e.store, e.db, &app.Options{PaymentWindow: window, Postgres: e.pg})
 	if err != nil {
 		e.t.Fatal(err)
 	}
@@ -231,11 +240,11 @@ func TestRestart(t *testing.T) {
 			t.Errorf("apples available: %d, want 80 (20 reserved once each)", got.Available())
 		}
 		var texts []string
-		for row, err := range a.Notifier.Outbox(ctx(t)) {
+		for m, err := range a.Notifier.Outbox(ctx(t)) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			texts = append(texts, row.Value.Cart+": "+row.Value.Text)
+			texts = append(texts, m.Cart+": "+m.Text)
 		}
 		if len(texts) != 40 {
 			t.Errorf("%d messages, want 40 (placed and confirmed, for each of 20 carts):\n%q", len(texts), texts)

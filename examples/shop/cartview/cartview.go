@@ -1,8 +1,9 @@
 // Package cartview is the shop's cart read model: one row per cart with its lines, total and
 // status, kept up to date from the cart events by a projection, and answered by typed
-// queries. The projection writes its rows and its checkpoint in one transaction of the
-// embedded store's side tables (package tables), so every event counts exactly once, across
-// crashes and restarts.
+// queries. The projection writes its rows and its checkpoint in one transaction, of the
+// embedded store's side tables (package tables, [View]) or of the PostgreSQL database that
+// also holds the events ([PostgresView]), so every event counts exactly once, across crashes
+// and restarts.
 package cartview
 
 import (

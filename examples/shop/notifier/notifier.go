@@ -1,8 +1,9 @@
 // Package notifier tells customers what became of their orders. It reacts to the order events
 // of the carts by writing a message into its outbox, a table of the embedded store's side
-// tables written in the same transaction as its checkpoint: each event makes exactly one
-// message, however often the notifier is stopped and restarted. A mailer would send the
-// outbox's messages and delete them; the example prints them.
+// tables ([Notifier]) or of the PostgreSQL database ([Postgres]) written in the same
+// transaction as its checkpoint: each event makes exactly one message, however often the
+// notifier is stopped and restarted. A mailer would send the outbox's messages and delete
+// them; the example prints them.
 package notifier
 
 import (
@@ -45,26 +46,34 @@ func New(db *tables.DB, reg *codec.Registry) (*Notifier, error) {
 
 // Projection returns the projection that fills the outbox.
 func (n *Notifier) Projection() projection.Projection[*tables.Tx] {
-	return projection.Projection[*tables.Tx]{
-		Name: Name,
-		Filter: &annals.Filter{Categories: []string{"cart"}, EventTypes: []string{
-			cart.TypeOrderPlaced, cart.TypeOrderConfirmed, cart.TypeOrderRejected, cart.TypeOrderCancelled, cart.TypeOrderPaid}},
-		Handle: n.handle,
-	}
+	return projection.Projection[*tables.Tx]{Name: Name, Filter: filter, Handle: n.handle}
 }
 
+// filter selects the events that make messages.
+var filter = &annals.Filter{Categories: []string{"cart"}, EventTypes: []string{
+	cart.TypeOrderPlaced, cart.TypeOrderConfirmed, cart.TypeOrderRejected, cart.TypeOrderCancelled, cart.TypeOrderPaid}}
+
 func (n *Notifier) handle(_ context.Context, tx *tables.Tx, ev annals.RecordedEvent) error {
+	m, ok, err := message(n.reg, ev)
+	if err != nil || !ok {
+		return err
+	}
+	// Keys in position order, so that the outbox lists messages in the order of the events.
+	return n.outbox.Put(tx, fmt.Sprintf("%020d", ev.Position), m)
+}
+
+// message returns the message ev makes, and false for none.
+func message(reg *codec.Registry, ev annals.RecordedEvent) (Message, bool, error) {
 	id, _ := cart.ID(ev.Stream)
-	e, _, err := codec.Decode[cart.Event](n.reg, ev)
+	e, _, err := codec.Decode[cart.Event](reg, ev)
 	if err != nil {
-		return fmt.Errorf("notifier: %w", err)
+		return Message{}, false, fmt.Errorf("notifier: %w", err)
 	}
 	text := Text(e)
 	if text == "" {
-		return nil
+		return Message{}, false, nil
 	}
-	// Keys in position order, so that the outbox lists messages in the order of the events.
-	return n.outbox.Put(tx, fmt.Sprintf("%020d", ev.Position), Message{Cart: id, Text: text, Position: ev.Position})
+	return Message{Cart: id, Text: text, Position: ev.Position}, true, nil
 }
 
 // Text returns the message an event makes, or "" for none.
@@ -87,6 +96,12 @@ func Text(e cart.Event) string {
 func money(cents int64) string { return fmt.Sprintf("$%d.%02d", cents/100, cents%100) }
 
 // Outbox yields the messages waiting to be sent, oldest first.
-func (n *Notifier) Outbox(ctx context.Context) iter.Seq2[tables.Row[Message], error] {
-	return n.outbox.List(ctx, nil)
+func (n *Notifier) Outbox(ctx context.Context) iter.Seq2[Message, error] {
+	return func(yield func(Message, error) bool) {
+		for row, err := range n.outbox.List(ctx, nil) {
+			if !yield(row.Value, err) || err != nil {
+				return
+			}
+		}
+	}
 }
