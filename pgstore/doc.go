@@ -28,4 +28,13 @@
 // when the head passed what they have seen, and otherwise run no query. The listener also
 // reads the head every Options.PollInterval, so that a lost notification delays a
 // subscription by at most that.
+//
+// # Projections in the same database
+//
+// [Projections] is the toolkit's projection.Store on PostgreSQL: a handler writes its read
+// model through the [ProjectionTx] of the runner's batch, which commits with the checkpoint
+// (exactly-once effect). Each generation of a read model is a schema of its own, created with
+// its checkpoint row and dropped with it, so that a rebuild runs beside the live generation and
+// Activate switches queries in one transaction. [Store.Project] is the one-generation form for
+// code that does without the runner.
 package pgstore
