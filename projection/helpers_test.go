@@ -38,18 +38,28 @@ func countHandler(_ context.Context, c *counts, ev annals.RecordedEvent) error {
 }
 
 // appendN appends n events of type typ round-robin over streams and returns the last position.
+// It fails the test at once: call it from the test's goroutine only (others: tryAppendN).
 func appendN(t testing.TB, s annals.Store, streams []string, typ string, n int) uint64 {
 	t.Helper()
+	last, err := tryAppendN(s, streams, typ, n)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return last
+}
+
+// tryAppendN is appendN returning its error, for goroutines other than the test's.
+func tryAppendN(s annals.Store, streams []string, typ string, n int) (uint64, error) {
 	var last uint64
 	for i := range n {
 		res, err := s.Append(context.Background(), streams[i%len(streams)], annals.Any,
 			annals.Event{Type: typ, Data: []byte(`{"i":` + strconv.Itoa(i) + `}`)})
 		if err != nil {
-			t.Fatalf("append: %v", err)
+			return 0, fmt.Errorf("append: %w", err)
 		}
 		last = res.Position
 	}
-	return last
+	return last, nil
 }
 
 // appendBatches appends n events in appends of up to 100 events each.

@@ -19,8 +19,12 @@ type Projection[Tx any] struct {
 	// Filter selects the events the projection sees; nil sees every event of the log,
 	// including system events ($meta- streams).
 	Filter *annals.Filter
-	// Handle applies one event to the read model. It runs on the runner's goroutine, one event
-	// at a time, in log order. An error stops the projection at that event (see [Runner]); the
+	// Handle applies one event to the read model. For one generation of the read model it is
+	// called one event at a time, in log order. During a [Runner.Rebuild] it is also called
+	// for the generation being built, on Rebuild's goroutine, while Run's goroutine calls it
+	// for the active one: calls for the two generations run concurrently. The tx tells them
+	// apart (each Tx belongs to one generation); whatever Handle shares beyond its tx must be
+	// safe for concurrent use. An error stops the projection at that event (see [Runner]); the
 	// transaction it ran in is not committed. Handle must not keep tx after it returns.
 	Handle func(ctx context.Context, tx Tx, ev annals.RecordedEvent) error
 }

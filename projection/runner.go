@@ -155,8 +155,10 @@ func (r *Runner[Tx]) Name() string { return r.p.Name }
 // Run applies events until ctx is done, then returns ctx's error. It first catches up from the
 // checkpoint in full batches, then follows the log live. A handler error parks it (see
 // [Runner]); an error of the event store or the target Store makes it return that error
-// (recorded as Status.LastError); it may be called again afterwards. It returns an error
-// matching [ErrBusy] if Run is already running.
+// (recorded as Status.LastError); it may be called again afterwards, and then starts from the
+// generation and checkpoint the target holds (read again whenever Run returns), not from
+// what the runner had applied. It returns an error matching [ErrBusy] if Run is already
+// running.
 func (r *Runner[Tx]) Run(ctx context.Context) error {
 	r.mu.Lock()
 	if r.mu.running {
@@ -170,6 +172,10 @@ func (r *Runner[Tx]) Run(ctx context.Context) error {
 	r.mu.Lock()
 	r.mu.running = false
 	r.mu.state = StateStopped
+	// What the target holds may differ from what this runner last knew: an Update that
+	// failed may have committed anyway, or (Memory) dropped the generation. The next call
+	// reads the generation and the checkpoint again.
+	r.mu.loaded = false
 	if err != nil && ctx.Err() == nil {
 		r.mu.lastErr = err
 	}
@@ -389,7 +395,8 @@ func (r *Runner[Tx]) notifyLocked() {
 	r.mu.changed = make(chan struct{})
 }
 
-// load reads the active generation and its checkpoint from the target, once.
+// load reads the active generation and its checkpoint from the target, unless they are
+// loaded: once, and again after Run returns.
 func (r *Runner[Tx]) load(ctx context.Context) error {
 	r.mu.Lock()
 	loaded := r.mu.loaded
@@ -418,7 +425,13 @@ func (r *Runner[Tx]) load(ctx context.Context) error {
 // lastMatching returns the position of the last event of the log that passes the filter, 0
 // when none does.
 func (r *Runner[Tx]) lastMatching(ctx context.Context) (uint64, error) {
-	for ev, err := range r.events.ReadAll(ctx, &annals.ReadOptions{Backwards: true, From: annals.End, Limit: 1, Filter: r.p.Filter}) {
+	return head(ctx, r.events, r.p.Filter)
+}
+
+// head returns the position of the last event of the log that passes f (nil: any), 0 when
+// none does.
+func head(ctx context.Context, events annals.Store, f *annals.Filter) (uint64, error) {
+	for ev, err := range events.ReadAll(ctx, &annals.ReadOptions{Backwards: true, From: annals.End, Limit: 1, Filter: f}) {
 		if err != nil {
 			return 0, fmt.Errorf("read the head of the log: %w", err)
 		}
@@ -453,12 +466,11 @@ func (r *Runner[Tx]) Status(ctx context.Context) (Status, error) {
 		st.FailedEvent = &ev
 	}
 	r.mu.Unlock()
-	for ev, err := range r.events.ReadAll(ctx, &annals.ReadOptions{Backwards: true, From: annals.End, Limit: 1}) {
-		if err != nil {
-			return st, fmt.Errorf("projection %q: read the head of the log: %w", r.p.Name, err)
-		}
-		st.Head = ev.Position
+	h, err := head(ctx, r.events, nil)
+	if err != nil {
+		return st, fmt.Errorf("projection %q: %w", r.p.Name, err)
 	}
+	st.Head = h
 	if st.Head > st.Position {
 		ev, ok, err := r.firstMatching(ctx, st.Position, 0)
 		if err != nil {
@@ -560,22 +572,22 @@ func (r *Runner[Tx]) rebuild(ctx context.Context, gen uint64, progress func(Stat
 	if err := r.target.Reset(ctx, r.p.Name, gen); err != nil {
 		return fmt.Errorf("reset: %w", err)
 	}
-	head, err := r.lastMatching(ctx)
+	last, err := r.lastMatching(ctx)
 	if err != nil {
 		return err
 	}
 	var cp uint64
 	report := func(state State) {
 		if progress != nil {
-			h := max(head, cp)
+			h := max(last, cp)
 			progress(Status{Name: r.p.Name, Generation: gen, State: state, Position: cp, Head: h, LagEvents: h - cp, Rebuilding: state == StateRebuilding})
 		}
 	}
 	report(StateRebuilding)
-	if head > 0 {
+	if last > 0 {
 		f := startFeed(ctx, r.events, 1, r.p.Filter, r.max)
 		var buf []annals.RecordedEvent
-		for cp < head {
+		for cp < last {
 			batch, err := f.next(ctx, buf)
 			if err != nil {
 				f.close()
@@ -644,7 +656,11 @@ func (r *Runner[Tx]) rebuild(ctx context.Context, gen uint64, progress func(Stat
 	return nil
 }
 
-// ignored reports an event of a checkpoint stream, which runners never hand to handlers.
+// ignored reports an event of a checkpoint stream or of its metadata stream, which runners
+// never hand to handlers.
 func ignored(ev *annals.RecordedEvent) bool {
-	return strings.HasPrefix(ev.Stream, CheckpointStreamPrefix)
+	return strings.HasPrefix(ev.Stream, CheckpointStreamPrefix) || strings.HasPrefix(ev.Stream, checkpointMetaPrefix)
 }
+
+// checkpointMetaPrefix starts the names of the metadata streams of checkpoint streams.
+var checkpointMetaPrefix = annals.MetaStream(CheckpointStreamPrefix)

@@ -107,6 +107,8 @@ func TestCancelAndRestartExactlyOnce(t *testing.T) {
 		// Writers keep appending while the runner is cancelled and restarted several times.
 		var wg sync.WaitGroup
 		stopWriting := make(chan struct{})
+		stopWriters := sync.OnceFunc(func() { close(stopWriting); wg.Wait() })
+		t.Cleanup(stopWriters) // also when the test fails early
 		wg.Go(func() {
 			for {
 				select {
@@ -114,7 +116,10 @@ func TestCancelAndRestartExactlyOnce(t *testing.T) {
 					return
 				default:
 				}
-				appendN(t, s, ss, "Added", 10)
+				if _, err := tryAppendN(s, ss, "Added", 10); err != nil {
+					t.Error(err)
+					return
+				}
 			}
 		})
 		for round := range 6 {
@@ -127,8 +132,7 @@ func TestCancelAndRestartExactlyOnce(t *testing.T) {
 				t.Fatalf("round %d: Run returned %v, want context.Canceled", round, err)
 			}
 		}
-		close(stopWriting)
-		wg.Wait()
+		stopWriters()
 		r := newCountRunner(t, s, m, nil, nil)
 		start(t, r)
 		head := appendN(t, s, ss, "Added", 1)
@@ -321,7 +325,11 @@ func TestRebuildWhileLive(t *testing.T) {
 					return
 				default:
 				}
-				pos := appendN(t, s, ss, "Added", 1)
+				pos, err := tryAppendN(s, ss, "Added", 1)
+				if err != nil {
+					t.Error(err)
+					return
+				}
 				lastWrite.Store(pos)
 				if err := r.WaitFor(ctx, pos); err != nil {
 					t.Errorf("WaitFor during rebuild: %v", err)
@@ -464,5 +472,65 @@ func TestRunEndsOnStoreError(t *testing.T) {
 	st, _ := r.Status(context.Background())
 	if st.State != projection.StateStopped || !errors.Is(st.LastError, annals.ErrClosed) {
 		t.Fatalf("status %+v", st)
+	}
+}
+
+var errInjected = errors.New("injected store failure")
+
+// flakyStore fails its failAt-th Update (counting from 1) in one of two ways that leave the
+// target elsewhere than the runner thinks: "committed" keeps the Update and returns an error
+// all the same (a commit whose answer was lost); "dropped" makes fn fail with an error that is
+// not a handler's, on which Memory (without Clone) drops the generation.
+type flakyStore struct {
+	projection.Store[*counts]
+	mode   string
+	failAt int32
+	calls  atomic.Int32
+}
+
+func (f *flakyStore) Update(ctx context.Context, name string, gen, checkpoint uint64, fn func(*counts) error) error {
+	if f.calls.Add(1) != f.failAt {
+		return f.Store.Update(ctx, name, gen, checkpoint, fn)
+	}
+	if f.mode == "committed" {
+		if err := f.Store.Update(ctx, name, gen, checkpoint, fn); err != nil {
+			return err
+		}
+		return errInjected
+	}
+	return f.Store.Update(ctx, name, gen, checkpoint, func(c *counts) error {
+		if err := fn(c); err != nil {
+			return err
+		}
+		return errInjected
+	})
+}
+
+// After Run returns on a store error, the next Run starts from what the target holds: a batch
+// committed despite the error is not applied again, a dropped generation is replayed.
+func TestRunRereadsCheckpointAfterStoreError(t *testing.T) {
+	for _, mode := range []string{"committed", "dropped"} {
+		t.Run(mode, func(t *testing.T) {
+			s := newMem(t)
+			head := appendBatches(t, s, streams("cart", 3), "Added", 300)
+			m := projection.NewMemory(newCounts)
+			fs := &flakyStore{Store: m, mode: mode, failAt: 3}
+			r, err := projection.NewRunner(s, fs, projection.Projection[*counts]{Name: "counts", Handle: countHandler}, &projection.RunnerOptions{MaxBatch: 50})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if err := r.Run(waitCtx(t)); !errors.Is(err, errInjected) {
+				t.Fatalf("Run: %v, want the injected failure", err)
+			}
+			start(t, r) // the same runner again
+			if err := r.WaitFor(waitCtx(t), head); err != nil {
+				t.Fatal(err)
+			}
+			got, cp := readCounts(m, "counts")
+			compareCounts(t, got, expected(t, s, nil))
+			if cp != head {
+				t.Fatalf("checkpoint %d, want %d", cp, head)
+			}
+		})
 	}
 }
