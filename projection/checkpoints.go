@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"strconv"
+	"sync"
 
 	"github.com/annalsdb/annals"
 )
@@ -40,12 +41,17 @@ type CheckpointsOptions[Tx any] struct {
 // (an upsert keyed by the event, a "last position applied" stored with each row, …).
 //
 // Checkpoints are appended to the streams named by [CheckpointStreamPrefix]; the runner does
-// not apply their events, and does not write a checkpoint for a batch made only of them.
+// not apply their events (nor those of their metadata streams), and does not write a
+// checkpoint for a batch made only of them. Each of these streams gets the metadata maxCount 1
+// before Checkpoints first writes to it (once per Checkpoints value and stream; the
+// other metadata fields are kept), so that it reads as its latest event only and a read of
+// it costs one event however many batches were committed; the log keeps every event.
 //
 // All methods are safe for concurrent use. Errors are the event store's, wrapped.
 type Checkpoints[Tx any] struct {
-	events annals.Store
-	opts   CheckpointsOptions[Tx]
+	events  annals.Store
+	opts    CheckpointsOptions[Tx]
+	bounded sync.Map // stream name → struct{}: its metadata is known to hold maxCount 1
 }
 
 type checkpointData struct {
@@ -125,10 +131,43 @@ func (c *Checkpoints[Tx]) Update(ctx context.Context, name string, gen uint64, c
 
 func (c *Checkpoints[Tx]) write(ctx context.Context, stream string, checkpoint uint64) error {
 	data, _ := json.Marshal(checkpointData{Checkpoint: checkpoint})
-	_, err := c.events.Append(ctx, stream, annals.Any, annals.Event{Type: CheckpointEventType, Data: data})
-	if err != nil {
-		return fmt.Errorf("append checkpoint to %s: %w", stream, err)
+	return c.append(ctx, stream, annals.Event{Type: CheckpointEventType, Data: data})
+}
+
+// append appends ev to the checkpoint stream, bounding the stream first.
+func (c *Checkpoints[Tx]) append(ctx context.Context, stream string, ev annals.Event) error {
+	if err := c.bound(ctx, stream); err != nil {
+		return err
 	}
+	if _, err := c.events.Append(ctx, stream, annals.Any, ev); err != nil {
+		return fmt.Errorf("append to %s: %w", stream, err)
+	}
+	return nil
+}
+
+// bound makes sure the metadata of stream holds maxCount 1, once per stream.
+func (c *Checkpoints[Tx]) bound(ctx context.Context, stream string) error {
+	if _, ok := c.bounded.Load(stream); ok {
+		return nil
+	}
+	for {
+		meta, expected, err := c.events.GetMetadata(ctx, stream)
+		if err != nil {
+			return fmt.Errorf("read metadata of %s: %w", stream, err)
+		}
+		if meta.MaxCount == 1 {
+			break
+		}
+		meta.MaxCount = 1
+		_, err = c.events.SetMetadata(ctx, stream, expected, meta)
+		if err == nil {
+			break
+		}
+		if !errors.Is(err, annals.ErrWrongExpectedVersion) { // else changed meanwhile: look again
+			return fmt.Errorf("set maxCount 1 on %s: %w", stream, err)
+		}
+	}
+	c.bounded.Store(stream, struct{}{})
 	return nil
 }
 
@@ -156,8 +195,8 @@ func (c *Checkpoints[Tx]) Activate(ctx context.Context, name string, gen uint64)
 		return err
 	}
 	data, _ := json.Marshal(activatedData{Generation: gen})
-	if _, err := c.events.Append(ctx, CheckpointStreamPrefix+name, annals.Any, annals.Event{Type: ActivatedEventType, Data: data}); err != nil {
-		return fmt.Errorf("append activation of %q: %w", name, err)
+	if err := c.append(ctx, CheckpointStreamPrefix+name, annals.Event{Type: ActivatedEventType, Data: data}); err != nil {
+		return fmt.Errorf("activation of %q: %w", name, err)
 	}
 	if old != gen {
 		return c.Reset(ctx, name, old)
