@@ -85,6 +85,9 @@ The baselines always run. The exit status is 0 whether targets are met or not.`,
 			if err := m.localOnly(cmd); err != nil {
 				return err
 			}
+			if m.postgres.url != "" {
+				return usageErrorf(cmd, "bench measures the embedded store; for PostgreSQL run go test -bench . ./pgstore (leave out --postgres, and unset ANNALS_POSTGRES)")
+			}
 			parent := dir
 			if parent == "" {
 				if m.dataDir == "" {

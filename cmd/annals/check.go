@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"errors"
 	"fmt"
 
@@ -13,7 +14,8 @@ func (m *Main) newCheckCmd() *cobra.Command {
 	return &cobra.Command{
 		Use:   "check",
 		Short: "Check the data directory for damage",
-		Long: `Check the embedded store in the data directory without changing it: every record's
+		Long: `Check the embedded store in the data directory without changing it (with --postgres, the
+PostgreSQL store: positions, revisions, times and each stream's row, in one snapshot): every record's
 checksum, that positions run 1, 2, 3, … and each stream's revisions 0, 1, 2, …, that times
 never decrease, and that every index entry points at the events it claims. The directory
 must not be open in another process.
@@ -26,6 +28,9 @@ removes it. Events not yet indexed (after a crash) are indexed by the next open.
 		RunE: func(cmd *cobra.Command, args []string) error {
 			if err := m.localOnly(cmd); err != nil {
 				return err
+			}
+			if m.postgres.url != "" {
+				return m.checkPostgres(cmd.Context())
 			}
 			if err := m.checkDataDir(); err != nil {
 				return err
@@ -45,6 +50,25 @@ removes it. Events not yet indexed (after a crash) are indexed by the next open.
 			return err
 		},
 	}
+}
+
+// checkPostgres checks the PostgreSQL store of --postgres.
+func (m *Main) checkPostgres(ctx context.Context) error {
+	s, err := m.openPostgres(ctx)
+	if err != nil {
+		return err
+	}
+	defer s.Close()
+	rep, err := s.Check(ctx)
+	if err != nil {
+		if errors.Is(err, annals.ErrCorrupt) {
+			return fmt.Errorf("%w (restore the database from a backup, or import an export into a new schema)", err)
+		}
+		return fmt.Errorf("check schema %s: %w", m.postgres.schema, err)
+	}
+	_, err = fmt.Fprintf(m.Stdout, "ok: %s in %s (system streams included), last position %d; schema %s at version %d\n",
+		plural(int(rep.Events), "event"), plural(rep.Streams, "stream"), rep.LastPosition, rep.Schema, rep.SchemaVersion)
+	return err
 }
 
 func checkSummary(dir string, rep filestore.CheckReport) string {

@@ -19,6 +19,7 @@ import (
 
 	"github.com/annalsdb/annals"
 	"github.com/annalsdb/annals/filestore"
+	"github.com/annalsdb/annals/pgstore"
 	"github.com/spf13/cobra"
 )
 
@@ -57,6 +58,10 @@ type Main struct {
 	// remote holds the global flags that point the commands at a server instead.
 	remote struct {
 		server, token, tlsCA string
+	}
+	// postgres holds the global flags that point the commands at a PostgreSQL store instead.
+	postgres struct {
+		url, schema string
 	}
 }
 
@@ -101,8 +106,11 @@ func (m *Main) newRootCmd() *cobra.Command {
 tail" reads the log without opening it, so it can follow what other annals commands append.
 "annals serve" serves a data directory over the network; with --server URL (or
 $ANNALS_SERVER) append, read, tail, streams, export and import work against such a server
-instead, with --token (or $ANNALS_TOKEN) when it asks for credentials. check, bench and
-serve work on a data directory only.
+instead, with --token (or $ANNALS_TOKEN) when it asks for credentials. With --postgres URL
+(or $ANNALS_POSTGRES) every command but bench works on a PostgreSQL store instead of the
+data directory (its tables in --postgres-schema, created on first use), serve included.
+check and serve work on a data directory or PostgreSQL, not through --server; bench on a
+data directory only.
 
 The global log is named $all; quote it in the shell ('$all'). read and tail work on $all
 when no stream is given.
@@ -135,6 +143,12 @@ flag, missing or malformed argument). Errors are one line on stderr, starting "a
 	root.PersistentFlags().StringVar(&m.remote.server, "server", m.getenv("ANNALS_SERVER"), "work against the server at this URL (http://host:2113 or https://…) instead of --data (env ANNALS_SERVER)")
 	root.PersistentFlags().StringVar(&m.remote.token, "token", m.getenv("ANNALS_TOKEN"), "with --server: bearer token (a login token or an API token; env ANNALS_TOKEN)")
 	root.PersistentFlags().StringVar(&m.remote.tlsCA, "tls-ca", m.getenv("ANNALS_TLS_CA"), "with an https --server: trust the certificates signed by this PEM file too, e.g. the one of 'annals serve --dev' (env ANNALS_TLS_CA)")
+	root.PersistentFlags().StringVar(&m.postgres.url, "postgres", m.getenv("ANNALS_POSTGRES"), "use the PostgreSQL store at this URL (postgres://user@host:5432/db) instead of --data (env ANNALS_POSTGRES)")
+	pgSchema := m.getenv("ANNALS_POSTGRES_SCHEMA")
+	if pgSchema == "" {
+		pgSchema = "annals"
+	}
+	root.PersistentFlags().StringVar(&m.postgres.schema, "postgres-schema", pgSchema, "with --postgres: the schema that holds the store (env ANNALS_POSTGRES_SCHEMA)")
 	root.SetFlagErrorFunc(func(cmd *cobra.Command, err error) error {
 		return usageErrorf(cmd, "%s", strings.Replace(err.Error(), "unknown flag: ", "unknown flag ", 1))
 	})
@@ -236,8 +250,13 @@ func trimSentinels(msg string) string {
 // openStore opens the store in the --data directory. When mustExist is true (commands that
 // only read), a missing directory is an error rather than a new, empty store.
 func (m *Main) openStore(ctx context.Context, mustExist bool) (annals.Store, error) {
-	if m.remote.server != "" {
+	switch {
+	case m.remote.server != "" && m.postgres.url != "":
+		return nil, usageError{msg: "--server and --postgres both name the store: pass one of them (and check ANNALS_SERVER and ANNALS_POSTGRES)"}
+	case m.remote.server != "":
 		return m.openRemote(ctx)
+	case m.postgres.url != "":
+		return m.openPostgres(ctx)
 	}
 	dir := m.dataDir
 	if dir == "" {
@@ -256,6 +275,11 @@ func (m *Main) openStore(ctx context.Context, mustExist bool) (annals.Store, err
 		return nil, err
 	}
 	return s, nil
+}
+
+// openPostgres opens the PostgreSQL store of --postgres and --postgres-schema.
+func (m *Main) openPostgres(ctx context.Context) (*pgstore.Store, error) {
+	return pgstore.Open(ctx, m.postgres.url, &pgstore.Options{Schema: m.postgres.schema})
 }
 
 // checkDataDir returns an error unless the --data directory exists (and, for the default

@@ -202,7 +202,7 @@ same data directory while it runs (unlike metadata and soft deletes, it shows ev
 				}
 				return p.flush()
 			}
-			if m.Open == nil && m.remote.server == "" {
+			if m.Open == nil && m.remote.server == "" && m.postgres.url == "" {
 				// The embedded store: follow its log without opening it, so that other annals
 				// processes (append, read) can use the directory meanwhile.
 				if err := m.checkDataDir(); err != nil {

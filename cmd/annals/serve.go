@@ -171,7 +171,7 @@ func (m *Main) serve(cmd *cobra.Command, c *serveConfig, source map[string]strin
 	if c.listen == "" {
 		c.listen = defaultListen(c.authFile)
 	}
-	if m.dataDir == "" {
+	if m.dataDir == "" && (m.postgres.url == "" || c.dev) {
 		return usageError{msg: "empty --data directory (pass --data DIR)"}
 	}
 
@@ -206,8 +206,10 @@ func (m *Main) serve(cmd *cobra.Command, c *serveConfig, source map[string]strin
 		tlsConf = &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12}
 	}
 
-	if err := os.MkdirAll(m.dataDir, 0o755); err != nil {
-		return fmt.Errorf("data directory: %w", err)
+	if m.postgres.url == "" {
+		if err := os.MkdirAll(m.dataDir, 0o755); err != nil {
+			return fmt.Errorf("data directory: %w", err)
+		}
 	}
 	store, err := m.openStore(cmd.Context(), false)
 	if err != nil {
@@ -234,11 +236,14 @@ func (m *Main) serve(cmd *cobra.Command, c *serveConfig, source map[string]strin
 		}
 	}
 
-	backend := "filestore"
-	if m.Open != nil {
+	backend, dataDir := "filestore", m.dataDir
+	switch {
+	case m.postgres.url != "":
+		backend, dataDir = "pgstore", ""
+	case m.Open != nil:
 		backend = "custom"
 	}
-	metrics := server.NewMetrics(&server.MetricsOptions{DataDir: m.dataDir})
+	metrics := server.NewMetrics(&server.MetricsOptions{DataDir: dataDir})
 	sopts := &server.Options{
 		Logger:          log,
 		MaxRequestBytes: c.maxRequest,
@@ -303,7 +308,7 @@ func (m *Main) serve(cmd *cobra.Command, c *serveConfig, source map[string]strin
 		}
 	}
 
-	log.Info(servingLogMessage, slog.String("url", url), slog.String("data", m.dataDir), slog.Bool("auth", auth != nil), slog.Bool("tls", tlsConf != nil))
+	log.Info(servingLogMessage, slog.String("url", url), slog.String("data", m.dataDir), slog.String("backend", backend), slog.Bool("auth", auth != nil), slog.Bool("tls", tlsConf != nil))
 	ctx := cmd.Context()
 	select {
 	case err := <-served:
