@@ -50,7 +50,10 @@ func TestProjectionCrashChild(t *testing.T) {
 	}
 	go func() { // live writes while the runner catches up
 		for {
-			appendEvents(t, s, 10, 7)
+			if _, err := tryAppendEvents(s, 10, 7); err != nil {
+				fmt.Println("error", err)
+				os.Exit(3)
+			}
 		}
 	}()
 	go func() {

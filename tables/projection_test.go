@@ -87,8 +87,20 @@ func singlePass(t testing.TB, s annals.Store) map[string]int {
 	return out
 }
 
+// appendEvents appends n events over streams accounts (and some other events) and returns the
+// last position. It fails the test at once: call it from the test's goroutine only (others:
+// tryAppendEvents).
 func appendEvents(t testing.TB, s annals.Store, n, streams int) uint64 {
 	t.Helper()
+	last, err := tryAppendEvents(s, n, streams)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return last
+}
+
+// tryAppendEvents is appendEvents returning its error, for goroutines other than the test's.
+func tryAppendEvents(s annals.Store, n, streams int) (uint64, error) {
 	var last uint64
 	for i := 0; i < n; {
 		k := min(50, n-i)
@@ -102,12 +114,12 @@ func appendEvents(t testing.TB, s annals.Store, n, streams int) uint64 {
 		}
 		res, err := s.Append(context.Background(), stream, annals.Any, evs...)
 		if err != nil {
-			t.Fatal(err)
+			return 0, fmt.Errorf("append: %w", err)
 		}
 		last = res.Position
 		i += k
 	}
-	return last
+	return last, nil
 }
 
 func runInBackground(t *testing.T, r *projection.Runner[*tables.Tx]) func() error {
@@ -187,7 +199,12 @@ func TestProjectionRebuildWhileQueried(t *testing.T) {
 					return
 				default:
 				}
-				if err := r.WaitFor(ctx, appendEvents(t, s, 5, 5)); err != nil {
+				pos, err := tryAppendEvents(s, 5, 5)
+				if err != nil {
+					t.Error(err)
+					return
+				}
+				if err := r.WaitFor(ctx, pos); err != nil {
 					t.Errorf("WaitFor: %v", err)
 					return
 				}

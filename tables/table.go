@@ -148,9 +148,11 @@ type ListOptions[T any] struct {
 }
 
 // List yields the rows of the active generation in key order, as of when it started (a
-// consistent snapshot). The sequence yields one error and stops on failure: [ErrClosed],
-// [ErrCorrupt], ctx's, Pebble's. The DB is held open during the loop: do not call Close or
-// Activate from its body.
+// consistent snapshot, of the generation active then, even if Activate switches meanwhile).
+// The sequence yields one error and stops on failure: [ErrClosed], [ErrCorrupt], ctx's,
+// Pebble's. The loop holds no lock: its body may call the DB and its tables (Get, List,
+// Activate, …), and a slow consumer delays nothing but Close, which waits for the loop to end
+// (so the body must not call Close).
 func (t *Table[T]) List(ctx context.Context, opts *ListOptions[T]) iter.Seq2[Row[T], error] {
 	var o ListOptions[T]
 	if opts != nil {
@@ -176,27 +178,19 @@ func (t *Table[T]) List(ctx context.Context, opts *ListOptions[T]) iter.Seq2[Row
 }
 
 // Scan calls fn with the rows of the active generation whose key starts with prefix and
-// comes after after (when not empty), in key order, until fn returns false. It is what the
-// query package reads. Errors: [ErrClosed], [ErrCorrupt], ctx's, Pebble's. Do not call Close or
-// Activate from fn.
+// comes after after (when not empty), in key order, until fn returns false; it reads a
+// consistent snapshot taken when it started (as [Table.List]). It is what the query package
+// reads. fn holds no lock and may call the DB, but not Close. Errors: [ErrClosed],
+// [ErrCorrupt], ctx's, Pebble's.
 func (t *Table[T]) Scan(ctx context.Context, prefix, after string, fn func(key string, v T) bool) error {
 	if err := ctx.Err(); err != nil {
 		return err
 	}
-	if err := t.db.readLock(); err != nil {
+	base, it, err := t.iter(ctx, prefix)
+	if err != nil {
 		return err
 	}
-	defer t.db.mu.RUnlock()
-	base := t.rowPrefix(genPrefix(t.projection, t.db.mu.active[t.projection]))
-	lower := append(base[:len(base):len(base)], prefix...)
-	upper := prefixEnd(lower)
-	if upper == nil {
-		_, upper = genBounds(t.projection, t.db.mu.active[t.projection])
-	}
-	it, err := t.db.pdb.NewIterWithContext(ctx, &pebble.IterOptions{LowerBound: lower, UpperBound: upper})
-	if err != nil {
-		return fmt.Errorf("tables: %s: list: %w", t.name, err)
-	}
+	defer t.db.inflight.Done()
 	var ok bool
 	if after != "" {
 		start := append(base[:len(base):len(base)], after...)
@@ -226,6 +220,30 @@ func (t *Table[T]) Scan(ctx context.Context, prefix, after string, fn func(key s
 		return fmt.Errorf("tables: %s: list: %w", t.name, err)
 	}
 	return nil
+}
+
+// iter returns the row prefix of the active generation and an iterator over its rows that
+// start with prefix, registered in db.inflight (the caller closes it, then calls Done). The
+// generation is read and the iterator (Pebble's consistent view) made under db.mu, which is
+// released before the rows are read.
+func (t *Table[T]) iter(ctx context.Context, prefix string) ([]byte, *pebble.Iterator, error) {
+	if err := t.db.readLock(); err != nil {
+		return nil, nil, err
+	}
+	defer t.db.mu.RUnlock()
+	gen := t.db.mu.active[t.projection]
+	base := t.rowPrefix(genPrefix(t.projection, gen))
+	lower := append(base[:len(base):len(base)], prefix...)
+	upper := prefixEnd(lower)
+	if upper == nil {
+		_, upper = genBounds(t.projection, gen)
+	}
+	it, err := t.db.pdb.NewIterWithContext(ctx, &pebble.IterOptions{LowerBound: lower, UpperBound: upper})
+	if err != nil {
+		return nil, nil, fmt.Errorf("tables: %s: list: %w", t.name, err)
+	}
+	t.db.inflight.Add(1)
+	return base, it, nil
 }
 
 // prefixEnd returns the smallest key greater than every key starting with p, nil if none.

@@ -48,14 +48,18 @@ type Options struct {
 // return errors matching [ErrClosed].
 type DB struct {
 	pdb *pebble.DB
-	// mu guards closing and the active generations. Update and reads hold it shared, Activate
-	// and Close exclusively, so that a read sees one generation throughout and Close waits for
-	// commits in flight.
+	// mu guards closing and the active generations; it is never held across a caller's
+	// callback (Update's fn, Scan's fn, a List loop body). A read takes the active generation
+	// and a Pebble iterator (a consistent view) under it, and an Update registers in inflight,
+	// then releases it: Activate and Close (exclusive) wait only for those short steps, and
+	// callbacks may call the DB's methods. Close then waits for inflight before it closes
+	// Pebble.
 	mu struct {
 		sync.RWMutex
 		closed bool
 		active map[string]uint64
 	}
+	inflight sync.WaitGroup // Updates and iterations under way, registered under mu while open
 }
 
 // Open opens (creating it if needed) the database in directory dir. It returns Pebble's error,
@@ -98,14 +102,18 @@ func Open(dir string, opts *Options) (*DB, error) {
 	return db, nil
 }
 
-// Close closes the database, after the commits in flight. It is safe to call more than once.
+// Close closes the database, after the Updates and the Scan and List loops in progress end
+// (so it must not be called from their callbacks; it would wait for itself). Calls that start
+// afterwards return [ErrClosed]. It is safe to call more than once.
 func (db *DB) Close() error {
 	db.mu.Lock()
-	defer db.mu.Unlock()
 	if db.mu.closed {
+		db.mu.Unlock()
 		return nil
 	}
 	db.mu.closed = true
+	db.mu.Unlock()
+	db.inflight.Wait()
 	if err := db.pdb.Close(); err != nil {
 		return fmt.Errorf("tables: close: %w", err)
 	}
@@ -158,6 +166,17 @@ func (db *DB) readLock() error {
 	return nil
 }
 
+// begin registers a call that uses Pebble without holding mu (Close waits for it); end it
+// with db.inflight.Done.
+func (db *DB) begin() error {
+	if err := db.readLock(); err != nil {
+		return err
+	}
+	db.inflight.Add(1)
+	db.mu.RUnlock()
+	return nil
+}
+
 // Generation implements projection.Store: the active generation of projection name, 0 when
 // none was activated. Errors: [ErrInvalid], [ErrClosed].
 func (db *DB) Generation(ctx context.Context, name string) (uint64, error) {
@@ -198,7 +217,9 @@ func (db *DB) Checkpoint(ctx context.Context, name string, gen uint64) (uint64, 
 // Update implements projection.Store: fn writes rows of generation gen of name through its
 // [*Tx], and the rows and the checkpoint are committed in one Pebble batch, synced: durable
 // when Update returns nil. When fn returns an error nothing is written and Update returns it.
-// Errors besides fn's: [ErrInvalid], [ErrClosed], ctx's (before the commit), Pebble's.
+// fn holds no lock of the DB: it may read tables and the DB, and a slow fn delays no other
+// call but Close. Errors besides fn's: [ErrInvalid], [ErrClosed], ctx's (before the commit),
+// Pebble's.
 func (db *DB) Update(ctx context.Context, name string, gen uint64, checkpoint uint64, fn func(*Tx) error) error {
 	if err := validName("projection", name); err != nil {
 		return err
@@ -206,10 +227,10 @@ func (db *DB) Update(ctx context.Context, name string, gen uint64, checkpoint ui
 	if err := ctx.Err(); err != nil {
 		return err
 	}
-	if err := db.readLock(); err != nil {
+	if err := db.begin(); err != nil {
 		return err
 	}
-	defer db.mu.RUnlock()
+	defer db.inflight.Done()
 	b := db.pdb.NewBatch()
 	defer b.Close()
 	tx := &Tx{db: db, b: b, name: name, gen: gen, prefix: genPrefix(name, gen), writes: map[string]txWrite{}}
