@@ -11,6 +11,13 @@ import (
 // FromMemory returns a [Source] over the active generation of projection name in m: rows
 // returns the model's rows by id (it runs under m's read lock and must not change the model).
 // A Scan copies the matching rows out under the lock, then calls fn without it.
+//
+// The copies are shallow: Get and Scan hand out the V values themselves, so when V is or holds
+// a pointer, a slice or a map, the caller shares it with the model. The projection's handler
+// must then not change such a value in place (it would race with queries that hold it, and
+// change what they returned): either the handler stores a new value for the row (copy, then
+// modify), or M has a Clone method that copies those values too, so that [projection.Memory]
+// applies each update to a clone and never changes a model queries have read.
 func FromMemory[M, V any](m *projection.Memory[M], name string, rows func(M) map[string]V) Source[V] {
 	return memorySource[M, V]{m: m, name: name, rows: rows}
 }
