@@ -32,7 +32,9 @@
 // "snapshot-"+stream, read backwards with limit 1, so loading costs one read plus the events
 // since the snapshot. Snapshots are tagged with the policy's Version; one of another version
 // is ignored, so that a changed state shape is folded afresh instead of mis-loaded. Saving a
-// snapshot never fails a command: errors go to [Options].OnError.
+// snapshot never fails a command: errors go to [Options].OnError, and a save that hangs is
+// cut off after [SnapshotPolicy].SaveTimeout. The state saved (and cached) is folded from the
+// events as stored, decoded again, so it is what a fresh load folds.
 //
 // # State cache
 //
