@@ -117,7 +117,7 @@ func settle(t *testing.T, a *app.App) {
 // payment window expires.
 func TestOrders(t *testing.T) {
 	forEachStore(t, func(t *testing.T, e *env) {
-		a := e.app(time.Second)
+		a := e.app(3 * time.Second) // long enough for alice to pay on a loaded machine
 		do(t, a.Inventory, inventory.Stream("apple"), inventory.Command(inventory.Restock{Qty: 10}))
 		do(t, a.Inventory, inventory.Stream("pear"), inventory.Command(inventory.Restock{Qty: 1}))
 
