@@ -15,6 +15,7 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"testing"
 	"time"
 
@@ -33,9 +34,10 @@ import (
 //
 // Metrics: events/s, p50-ms and p99-ms (append latency, or delivery latency for the fan-out:
 // from the append's acknowledgement to the subscriber's receipt, 0 when the event arrived
-// first; p99-from-send-ms counts from the start of the append instead), and rss-MiB, the resident
+// first; p99-from-send-ms counts from the start of the append instead), rss-MiB, the resident
 // memory of the test process (server and clients together) after the run, from
-// /proc/self/status.
+// /proc/self/status, and cpu-us/event, the CPU time (user and system) the test process spent
+// per event during the run: on a shared machine it drifts less than the throughput.
 var benchStore = flag.String("annals.store", "filestore", "store behind the benchmarks' server: filestore or memstore")
 
 const benchEventSize = 200
@@ -113,6 +115,22 @@ func rssMiB() float64 {
 	return 0
 }
 
+// cpuTime returns the CPU time (user and system) the process has used so far.
+func cpuTime() time.Duration {
+	var ru syscall.Rusage
+	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
+		return 0
+	}
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
+}
+
+// reportCPU reports the CPU time used since cpu0 per event.
+func reportCPU(b *testing.B, cpu0 time.Duration, events int64) {
+	if events > 0 {
+		b.ReportMetric(float64((cpuTime()-cpu0).Microseconds())/float64(events), "cpu-us/event")
+	}
+}
+
 func percentile(d []time.Duration, p float64) float64 {
 	if len(d) == 0 {
 		return 0
@@ -129,7 +147,7 @@ func runAppends(b *testing.B, stores []annals.Store, batch int) {
 	lat := make([][]time.Duration, len(stores))
 	var wg sync.WaitGroup
 	b.ResetTimer()
-	start := time.Now()
+	start, cpu0 := time.Now(), cpuTime()
 	for w, s := range stores {
 		wg.Go(func() {
 			stream := fmt.Sprintf("bench-%d-%d", w, time.Now().UnixNano())
@@ -146,6 +164,7 @@ func runAppends(b *testing.B, stores []annals.Store, batch int) {
 	}
 	wg.Wait()
 	elapsed := time.Since(start)
+	reportCPU(b, cpu0, appends*int64(batch))
 	b.StopTimer()
 	all := slices.Concat(lat...)
 	b.ReportMetric(float64(appends)*float64(batch)/elapsed.Seconds(), "events/s")
@@ -236,7 +255,7 @@ func BenchmarkFanout(b *testing.B) {
 			acks[res.Position-head-1].Store(time.Now().UnixNano())
 			ready.Wait()
 			b.ResetTimer()
-			start := time.Now()
+			start, cpu0 := time.Now(), cpuTime()
 			var next atomic.Int64
 			next.Store(1)
 			var wg sync.WaitGroup
@@ -257,6 +276,7 @@ func BenchmarkFanout(b *testing.B) {
 			wg.Wait()
 			done.Wait()
 			elapsed := time.Since(start)
+			reportCPU(b, cpu0, int64(n))
 			b.StopTimer()
 			var lat, fromSend []time.Duration
 			for i := range recv {
@@ -297,7 +317,7 @@ func BenchmarkReadAll(b *testing.B) {
 		b.Run(map[bool]string{false: "embedded", true: "network"}[network], func(b *testing.B) {
 			s := env.stores(b, network, 1)[0]
 			b.ResetTimer()
-			start := time.Now()
+			start, cpu0 := time.Now(), cpuTime()
 			total := 0
 			for range b.N {
 				n := 0
@@ -313,6 +333,7 @@ func BenchmarkReadAll(b *testing.B) {
 				total += n
 			}
 			elapsed := time.Since(start)
+			reportCPU(b, cpu0, int64(total))
 			b.StopTimer()
 			b.ReportMetric(float64(total)/elapsed.Seconds(), "events/s")
 			b.ReportMetric(rssMiB(), "rss-MiB")

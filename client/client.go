@@ -3,10 +3,13 @@
 // whole toolkit runs unchanged against a remote store, and the conformance suite runs against
 // the server through it.
 //
-// The client speaks gRPC over HTTP/2: unencrypted HTTP/2 with prior knowledge (h2c) for
-// http:// URLs, TLS with ALPN for https:// ones. gRPC is binary protobuf with many concurrent
-// calls on one connection, and its server streams carry reads and subscriptions without
-// buffering them whole.
+// The client speaks binary protobuf over HTTP/2: unencrypted HTTP/2 with prior knowledge (h2c)
+// for http:// URLs, TLS with ALPN for https:// ones, many concurrent calls on one connection.
+// Reads, subscriptions and listings are gRPC server streams, which carry them without
+// buffering them whole; the unary calls (appends, metadata, deletes, info) use the Connect
+// protocol, whose answer is one HTTP/2 HEADERS and one DATA frame, where gRPC sends a third,
+// its trailers, and frames the message in an envelope. The events of reads and subscriptions
+// are decoded straight from the wire into annals.RecordedEvents.
 //
 // # Errors
 //
@@ -70,17 +73,22 @@ type Options struct {
 	// Gzip compresses requests and asks for compressed responses. Off by default: on a fast
 	// network gzip costs more CPU than it saves time (it cut loopback reads of $all by half).
 	Gzip bool
-	// ClientOptions are passed to the Connect client after the package's own (gRPC protocol,
-	// compression, the token).
+	// ClientOptions are passed to the Connect clients after the package's own (protocol,
+	// codec, compression, the token).
 	ClientOptions []connect.ClientOption
 }
 
 // Client is a remote [annals.Store]. It is safe for concurrent use; one Client multiplexes
 // every call on its HTTP/2 connection.
 type Client struct {
-	rpc       annalsv1connect.EventStoreServiceClient
-	transport *http.Transport // ours to close, nil when the caller gave the HTTPClient
-	reconnect time.Duration
+	rpc   annalsv1connect.EventStoreServiceClient // gRPC: ListStreams
+	unary annalsv1connect.EventStoreServiceClient // the Connect protocol: the unary methods
+	// The reads and subscriptions, with the codec that decodes their events.
+	readStream *connect.Client[annalsv1.ReadStreamRequest, readBatch]
+	readAll    *connect.Client[annalsv1.ReadAllRequest, readBatch]
+	sub        *connect.Client[annalsv1.SubscribeRequest, subscribeMessage]
+	transport  *http.Transport // ours to close, nil when the caller gave the HTTPClient
+	reconnect  time.Duration
 
 	// life ends with Close; every call's context is canceled with it.
 	life  context.Context
@@ -109,7 +117,7 @@ func Open(ctx context.Context, baseURL string, opts *Options) (*Client, error) {
 		c.transport = newTransport()
 		hc = &http.Client{Transport: c.transport}
 	}
-	copts := []connect.ClientOption{connect.WithGRPC()}
+	var copts []connect.ClientOption
 	if o.Gzip {
 		copts = append(copts, connect.WithSendGzip())
 	} else {
@@ -119,7 +127,14 @@ func Open(ctx context.Context, baseURL string, opts *Options) (*Client, error) {
 		copts = append(copts, connect.WithInterceptors(bearer("Bearer "+o.Token)))
 	}
 	copts = append(copts, o.ClientOptions...)
-	c.rpc = annalsv1connect.NewEventStoreServiceClient(hc, strings.TrimSuffix(baseURL, "/"), copts...)
+	base := strings.TrimSuffix(baseURL, "/")
+	grpc := append([]connect.ClientOption{connect.WithGRPC()}, copts...)
+	c.rpc = annalsv1connect.NewEventStoreServiceClient(hc, base, grpc...)
+	c.unary = annalsv1connect.NewEventStoreServiceClient(hc, base, copts...)
+	events := append([]connect.ClientOption{connect.WithGRPC(), connect.WithCodec(codec{})}, copts...)
+	c.readStream = connect.NewClient[annalsv1.ReadStreamRequest, readBatch](hc, base+annalsv1connect.EventStoreServiceReadStreamProcedure, events...)
+	c.readAll = connect.NewClient[annalsv1.ReadAllRequest, readBatch](hc, base+annalsv1connect.EventStoreServiceReadAllProcedure, events...)
+	c.sub = connect.NewClient[annalsv1.SubscribeRequest, subscribeMessage](hc, base+annalsv1connect.EventStoreServiceSubscribeProcedure, events...)
 	c.life, c.close = context.WithCancel(context.Background())
 	if _, err := c.Info(ctx); err != nil {
 		c.Close()
@@ -252,7 +267,7 @@ func (c *Client) Append(ctx context.Context, stream string, expected annals.Expe
 	for i := range events {
 		req.Events[i] = wire.EventToProto(&events[i])
 	}
-	res, err := c.rpc.Append(cctx, connect.NewRequest(req))
+	res, err := c.unary.Append(cctx, connect.NewRequest(req))
 	if err != nil {
 		return annals.AppendResult{}, c.fail(ctx, err)
 	}
@@ -284,9 +299,8 @@ func (c *Client) ReadStream(ctx context.Context, stream string, opts *annals.Rea
 			Stream: stream, From: o.From, Backwards: o.Backwards, Limit: limit, Until: o.Until,
 			AsOf: wire.TimeToProto(o.AsOf), Filter: wire.FilterToProto(o.Filter),
 		}
-		c.read(ctx, yield, func(ctx context.Context) (eventStream, error) {
-			st, err := c.rpc.ReadStream(ctx, connect.NewRequest(req))
-			return eventStreamOf(st, (*annalsv1.ReadStreamResponse).GetEvents), err
+		c.read(ctx, yield, func(ctx context.Context) (*connect.ServerStreamForClient[readBatch], error) {
+			return c.readStream.CallServerStream(ctx, connect.NewRequest(req))
 		})
 	}
 }
@@ -303,37 +317,14 @@ func (c *Client) ReadAll(ctx context.Context, opts *annals.ReadOptions) iter.Seq
 			From: o.From, Backwards: o.Backwards, Limit: limit, Until: o.Until,
 			AsOf: wire.TimeToProto(o.AsOf), Filter: wire.FilterToProto(o.Filter),
 		}
-		c.read(ctx, yield, func(ctx context.Context) (eventStream, error) {
-			st, err := c.rpc.ReadAll(ctx, connect.NewRequest(req))
-			return eventStreamOf(st, (*annalsv1.ReadAllResponse).GetEvents), err
+		c.read(ctx, yield, func(ctx context.Context) (*connect.ServerStreamForClient[readBatch], error) {
+			return c.readAll.CallServerStream(ctx, connect.NewRequest(req))
 		})
 	}
 }
 
-// eventStream is a server stream of batches of events, whatever its message type.
-type eventStream interface {
-	Receive() bool
-	events() []*annalsv1.RecordedEvent
-	Err() error
-	Close() error
-}
-
-type typedStream[T any] struct {
-	*connect.ServerStreamForClient[T]
-	get func(*T) []*annalsv1.RecordedEvent
-}
-
-func (s typedStream[T]) events() []*annalsv1.RecordedEvent { return s.get(s.Msg()) }
-
-func eventStreamOf[T any](st *connect.ServerStreamForClient[T], get func(*T) []*annalsv1.RecordedEvent) eventStream {
-	if st == nil {
-		return nil
-	}
-	return typedStream[T]{st, get}
-}
-
 // read runs one read: it opens the stream with open and yields its events, then its error.
-func (c *Client) read(ctx context.Context, yield func(annals.RecordedEvent, error) bool, open func(context.Context) (eventStream, error)) {
+func (c *Client) read(ctx context.Context, yield func(annals.RecordedEvent, error) bool, open func(context.Context) (*connect.ServerStreamForClient[readBatch], error)) {
 	cctx, done, err := c.begin(ctx)
 	if err != nil {
 		yield(annals.RecordedEvent{}, err)
@@ -347,20 +338,17 @@ func (c *Client) read(ctx context.Context, yield func(annals.RecordedEvent, erro
 	}
 	defer st.Close()
 	for st.Receive() {
-		for _, m := range st.events() {
+		batch := st.Msg().events
+		for _, e := range batch {
 			if cctx.Err() != nil {
 				yield(annals.RecordedEvent{}, c.fail(ctx, cctx.Err()))
-				return
-			}
-			e, err := wire.RecordedFromProto(m)
-			if err != nil {
-				yield(annals.RecordedEvent{}, fmt.Errorf("annals client: %w", err))
 				return
 			}
 			if !yield(e, nil) {
 				return
 			}
 		}
+		putEvents(batch)
 	}
 	if err := st.Err(); err != nil {
 		yield(annals.RecordedEvent{}, c.fail(ctx, err))
@@ -417,37 +405,31 @@ func (c *Client) subscribe(ctx context.Context, stream string, opts *annals.Subs
 				req.From = 0
 			}
 			connected := false
-			st, err := c.rpc.Subscribe(cctx, connect.NewRequest(req))
+			st, err := c.sub.CallServerStream(cctx, connect.NewRequest(req))
 			if err == nil {
 				for st.Receive() {
-					switch m := st.Msg().Content.(type) {
-					case *annalsv1.SubscribeResponse_Started:
+					m := st.Msg()
+					if m.started {
 						if fromEnd {
-							next, fromEnd = m.Started.GetFrom(), false
+							next, fromEnd = m.from, false
 						}
 						connected, giveUp, backoff = true, time.Time{}, minBackoff
-					case *annalsv1.SubscribeResponse_Events:
-						for _, pm := range m.Events.GetEvents() {
-							if cctx.Err() != nil {
-								break
-							}
-							e, err := wire.RecordedFromProto(pm)
-							if err != nil {
-								st.Close()
-								yield(annals.RecordedEvent{}, fmt.Errorf("annals client: %w", err))
-								return
-							}
-							if all {
-								next = e.Position + 1
-							} else {
-								next = e.Revision + 1
-							}
-							if !yield(e, nil) {
-								st.Close()
-								return
-							}
+					}
+					for _, e := range m.events {
+						if cctx.Err() != nil {
+							break
+						}
+						if all {
+							next = e.Position + 1
+						} else {
+							next = e.Revision + 1
+						}
+						if !yield(e, nil) {
+							st.Close()
+							return
 						}
 					}
+					putEvents(m.events)
 				}
 				if err = st.Err(); err == nil {
 					err = connect.NewError(connect.CodeUnavailable, errors.New("the server ended the subscription"))
@@ -511,7 +493,7 @@ func (c *Client) GetMetadata(ctx context.Context, stream string) (annals.StreamM
 	if err := checkText("stream id", stream); err != nil {
 		return annals.StreamMetadata{}, 0, err
 	}
-	res, err := c.rpc.GetMetadata(cctx, connect.NewRequest(&annalsv1.GetMetadataRequest{Stream: stream}))
+	res, err := c.unary.GetMetadata(cctx, connect.NewRequest(&annalsv1.GetMetadataRequest{Stream: stream}))
 	if err != nil {
 		return annals.StreamMetadata{}, 0, c.fail(ctx, err)
 	}
@@ -533,7 +515,7 @@ func (c *Client) SetMetadata(ctx context.Context, stream string, expected annals
 		return annals.AppendResult{}, err
 	}
 	req := &annalsv1.SetMetadataRequest{Stream: stream, Expected: wire.ExpectedToProto(expected), Metadata: wire.MetadataToProto(&meta)}
-	res, err := c.rpc.SetMetadata(cctx, connect.NewRequest(req))
+	res, err := c.unary.SetMetadata(cctx, connect.NewRequest(req))
 	if err != nil {
 		return annals.AppendResult{}, c.fail(ctx, err)
 	}
@@ -550,7 +532,7 @@ func (c *Client) Delete(ctx context.Context, stream string, expected annals.Expe
 	if err := checkText("stream id", stream); err != nil {
 		return 0, err
 	}
-	res, err := c.rpc.Delete(cctx, connect.NewRequest(&annalsv1.DeleteRequest{Stream: stream, Expected: wire.ExpectedToProto(expected)}))
+	res, err := c.unary.Delete(cctx, connect.NewRequest(&annalsv1.DeleteRequest{Stream: stream, Expected: wire.ExpectedToProto(expected)}))
 	if err != nil {
 		return 0, c.fail(ctx, err)
 	}
@@ -567,7 +549,7 @@ func (c *Client) Tombstone(ctx context.Context, stream string, expected annals.E
 	if err := checkText("stream id", stream); err != nil {
 		return 0, err
 	}
-	res, err := c.rpc.Tombstone(cctx, connect.NewRequest(&annalsv1.TombstoneRequest{Stream: stream, Expected: wire.ExpectedToProto(expected)}))
+	res, err := c.unary.Tombstone(cctx, connect.NewRequest(&annalsv1.TombstoneRequest{Stream: stream, Expected: wire.ExpectedToProto(expected)}))
 	if err != nil {
 		return 0, c.fail(ctx, err)
 	}
@@ -636,7 +618,7 @@ func (c *Client) Info(ctx context.Context) (ServerInfo, error) {
 		return ServerInfo{}, err
 	}
 	defer done()
-	res, err := c.rpc.ServerInfo(cctx, connect.NewRequest(&annalsv1.ServerInfoRequest{}))
+	res, err := c.unary.ServerInfo(cctx, connect.NewRequest(&annalsv1.ServerInfoRequest{}))
 	if err != nil {
 		return ServerInfo{}, c.fail(ctx, err)
 	}

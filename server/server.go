@@ -67,6 +67,8 @@ type Options struct {
 	// *connect.Error with the code of your choice. It must be safe for concurrent use.
 	Authorize func(ctx context.Context, a Access) error
 	// Interceptors wrap every RPC of the Connect service, in order (the first is outermost).
+	// A streaming interceptor must not keep a message after its Send returns: reads and
+	// subscriptions reuse their messages for the next batch.
 	Interceptors []connect.Interceptor
 	// HandlerOptions are passed to the Connect handler after the server's own (read limit,
 	// interceptors), e.g. connect.WithCompression.

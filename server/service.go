@@ -62,12 +62,11 @@ func readOptions(from uint64, fromEnd, backwards bool, limit, until uint64, asOf
 // sendEvents sends the events of a read in batches through send, which builds the response
 // message of the method.
 func (v *service) sendEvents(ctx context.Context, proc string, seq iter.Seq2[annals.RecordedEvent, error], send func([]*annalsv1.RecordedEvent) error) error {
-	var msgs []*annalsv1.RecordedEvent
+	var msgs protoBatch
 	v.s.stats.add(cReads, 1)
 	err := sendRead(seq, func(batch []annals.RecordedEvent) error {
 		v.s.stats.add(cEventsRead, len(batch))
-		msgs = toProtoBatch(msgs[:0], batch)
-		return send(msgs)
+		return send(msgs.of(batch))
 	})
 	if err != nil {
 		return v.s.toConnect(ctx, proc, err)
@@ -75,11 +74,28 @@ func (v *service) sendEvents(ctx context.Context, proc string, seq iter.Seq2[ann
 	return nil
 }
 
-func toProtoBatch(dst []*annalsv1.RecordedEvent, batch []annals.RecordedEvent) []*annalsv1.RecordedEvent {
-	for i := range batch {
-		dst = append(dst, wire.RecordedToProto(&batch[i]))
+// protoBatch converts batches of events to their messages, reusing the messages of the
+// previous batch: Send has marshaled a message when it returns (an interceptor must not keep
+// it), so a read or subscription allocates its messages once, not once per event.
+type protoBatch struct {
+	msgs []*annalsv1.RecordedEvent
+	used int // the messages of the last batch
+}
+
+func (p *protoBatch) of(batch []annals.RecordedEvent) []*annalsv1.RecordedEvent {
+	for len(p.msgs) < len(batch) {
+		p.msgs = append(p.msgs, &annalsv1.RecordedEvent{})
 	}
-	return dst
+	for i := range batch {
+		wire.SetRecorded(p.msgs[i], &batch[i])
+	}
+	// A subscription's large catch-up batch is followed by small live ones: let go of the
+	// data of the messages this batch does not use.
+	for _, m := range p.msgs[len(batch):max(len(batch), p.used)] {
+		m.Id, m.Stream, m.Type, m.ContentType, m.Data, m.Metadata = "", "", "", "", nil, nil
+	}
+	p.used = len(batch)
+	return p.msgs[:len(batch)]
 }
 
 func (v *service) ReadStream(ctx context.Context, req *connect.Request[annalsv1.ReadStreamRequest], stream *connect.ServerStream[annalsv1.ReadStreamResponse]) error {
@@ -133,10 +149,9 @@ func (v *service) Subscribe(ctx context.Context, req *connect.Request[annalsv1.S
 	if err := stream.Send(started); err != nil {
 		return err
 	}
-	var msgs []*annalsv1.RecordedEvent
+	var msgs protoBatch
 	err = v.s.follow(ctx, t, from, func(batch []annals.RecordedEvent) error {
-		msgs = toProtoBatch(msgs[:0], batch)
-		return stream.Send(&annalsv1.SubscribeResponse{Content: &annalsv1.SubscribeResponse_Events{Events: &annalsv1.EventBatch{Events: msgs}}})
+		return stream.Send(&annalsv1.SubscribeResponse{Content: &annalsv1.SubscribeResponse_Events{Events: &annalsv1.EventBatch{Events: msgs.of(batch)}}})
 	}, nil)
 	return v.s.toConnect(ctx, proc, err)
 }
