@@ -68,7 +68,7 @@ func newBenchEnv(b *testing.B) *benchEnv {
 	}
 	srv := server.New(st, &server.Options{Logger: slog.New(slog.NewTextHandler(io.Discard, nil)), Backend: *benchStore})
 	hs := &http.Server{Handler: srv.Handler(), Protocols: h2c()}
-	go hs.Serve(ln)
+	go hs.Serve(server.BufferedListener(ln)) // as annals serve does
 	b.Cleanup(func() {
 		srv.Close()
 		hs.Close()

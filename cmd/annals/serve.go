@@ -259,10 +259,11 @@ func (m *Main) serve(cmd *cobra.Command, c *serveConfig, source map[string]strin
 	var ready atomic.Bool
 	handler := routes(srv, auth, metrics, &ready)
 
-	ln, err := net.Listen("tcp", c.listen)
+	raw, err := net.Listen("tcp", c.listen)
 	if err != nil {
 		return fmt.Errorf("listen: %w", err)
 	}
+	ln := server.BufferedListener(raw)
 	var protocols http.Protocols
 	protocols.SetHTTP1(true)
 	protocols.SetHTTP2(true)
