@@ -4,51 +4,21 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/hex"
-	"os"
-	"sync"
 	"testing"
 	"time"
 
 	"github.com/annalsdb/annals"
+	"github.com/annalsdb/annals/internal/teststores"
 	"github.com/annalsdb/annals/pgstore"
 	"github.com/annalsdb/annals/storetest"
-	"github.com/jackc/pgx/v5"
 )
 
-const defaultTestDatabase = "postgres://postgres@127.0.0.1:5432/test?sslmode=disable"
-
-var (
-	reachOnce sync.Once
-	reachErr  error
-)
-
-// testDatabase returns the connection string of the test database, from ANNALS_TEST_POSTGRES
-// or the default. When the database cannot be reached it skips the test, or fails it when
-// ANNALS_REQUIRE_POSTGRES=1.
+// testDatabase returns the connection string of the test database (see
+// teststores.PostgresURL): it skips the test when the database cannot be reached, or fails it
+// when ANNALS_REQUIRE_POSTGRES=1.
 func testDatabase(t testing.TB) string {
 	t.Helper()
-	url := os.Getenv("ANNALS_TEST_POSTGRES")
-	if url == "" {
-		url = defaultTestDatabase
-	}
-	reachOnce.Do(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-		defer cancel()
-		conn, err := pgx.Connect(ctx, url)
-		if err == nil {
-			err = conn.Ping(ctx)
-			conn.Close(ctx)
-		}
-		reachErr = err
-	})
-	if reachErr != nil {
-		msg := "PostgreSQL at ANNALS_TEST_POSTGRES (default " + defaultTestDatabase + ") is not reachable: " + reachErr.Error()
-		if os.Getenv("ANNALS_REQUIRE_POSTGRES") == "1" {
-			t.Fatal(msg + " (ANNALS_REQUIRE_POSTGRES=1: not skipping)")
-		}
-		t.Skip(msg + "; set ANNALS_TEST_POSTGRES to run these tests")
-	}
-	return url
+	return teststores.PostgresURL(t)
 }
 
 // newSchema returns a fresh schema name and drops the schema (and those of its projections'
