@@ -14,8 +14,8 @@ import (
 	"github.com/annalsdb/annals/internal/wire"
 )
 
-// Errors for the hooks that others plug into the server ([Options.Authorize], middleware that
-// calls [Server.WriteError]). Wrap them with detail; the error table maps them to codes.
+// Errors for the hooks that others plug into the server ([Options.Authorize], and middleware
+// such as [Auth.Middleware]). Wrap them with detail; the error table maps them to codes.
 var (
 	// ErrUnauthenticated: the request carries no valid credentials (Unauthenticated, 401).
 	ErrUnauthenticated = errors.New("annals server: unauthenticated")
