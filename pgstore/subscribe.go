@@ -81,7 +81,7 @@ func (s *Store) SubscribeAll(ctx context.Context, opts *annals.SubscribeOptions)
 					b := &pgx.Batch{}
 					b.Queue(s.sql.head).QueryRow(func(row pgx.Row) error { return row.Scan(&head) })
 					b.Queue(query, args...).Query(func(rows pgx.Rows) (err error) {
-						evs, cut, err = scanEvents(rows)
+						evs, cut, err = scanEvents(rows, smallPage)
 						return err
 					})
 					if err := s.pool.SendBatch(ctx, b).Close(); err != nil {
@@ -170,7 +170,7 @@ func (s *Store) SubscribeStream(ctx context.Context, stream string, opts *annals
 					b.Queue(s.sql.streamTombstoned, stream).QueryRow(func(row pgx.Row) error { return row.Scan(&tombstoned) })
 					b.Queue(s.sql.streamPageFwd, stream, int64(from), int64(maxPosition), noLowerTime, noUpperTime, limit).
 						Query(func(rows pgx.Rows) (err error) {
-							evs, cut, err = scanEvents(rows)
+							evs, cut, err = scanEvents(rows, smallPage)
 							return err
 						})
 					if err := s.pool.SendBatch(ctx, b).Close(); err != nil {
