@@ -257,7 +257,7 @@ func (m *Main) serve(cmd *cobra.Command, c *serveConfig, source map[string]strin
 	metrics.Watch(srv)
 
 	var ready atomic.Bool
-	handler := routes(srv, auth, metrics, &ready)
+	handler := routes(srv, auth, metrics, &ready, log)
 
 	raw, err := net.Listen("tcp", c.listen)
 	if err != nil {
@@ -354,7 +354,7 @@ func portOf(addr string) string {
 // files) and, behind the auth middleware when auth is on, everything else: the API, SSE,
 // JSON reads, status and metrics. Paths that match no route are behind it too, so that no
 // endpoint added later slips past authentication.
-func routes(srv *server.Server, auth *server.Auth, metrics *server.Metrics, ready *atomic.Bool) http.Handler {
+func routes(srv *server.Server, auth *server.Auth, metrics *server.Metrics, ready *atomic.Bool, log *slog.Logger) http.Handler {
 	api := http.NewServeMux()
 	srv.Register(api)
 	var metricsHandler http.Handler = metrics.Handler()
@@ -385,8 +385,9 @@ func routes(srv *server.Server, auth *server.Auth, metrics *server.Metrics, read
 		ctx, cancel := context.WithTimeout(r.Context(), 2*time.Second)
 		defer cancel()
 		if _, err := srv.Info(ctx); err != nil {
+			log.Warn("readyz: the store does not answer", "err", err)
 			w.WriteHeader(http.StatusServiceUnavailable)
-			fmt.Fprintf(w, "store: %v\n", err)
+			io.WriteString(w, "store unavailable\n")
 			return
 		}
 		io.WriteString(w, "ok\n")
@@ -415,9 +416,11 @@ var streamingProcedures = []string{
 }
 
 // deadlines lifts the http.Server's write timeout for subscriptions and streaming reads,
-// which last as long as the client wants; over HTTP/1 it lifts the read timeout of SSE
-// requests too (a GET, whose body is empty), since Go's HTTP/1 server cancels a request
-// whose connection passes its read deadline.
+// which last as long as the client wants; over HTTP/1 it lifts their read timeout too, since
+// Go's HTTP/1 server cancels a request whose connection passes its read deadline. The read
+// timeout is lifted only once the request's body has been read whole (at once for a GET
+// without a body), so that a client cannot hold a connection open for ever by sending its
+// request slowly, or a body that nobody reads (a request refused by auth).
 func deadlines(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		p := r.URL.Path
@@ -426,11 +429,36 @@ func deadlines(next http.Handler) http.Handler {
 			rc := http.NewResponseController(w)
 			_ = rc.SetWriteDeadline(time.Time{})
 			if sse || r.ProtoMajor == 1 {
-				_ = rc.SetReadDeadline(time.Time{})
+				lift := func() { _ = rc.SetReadDeadline(time.Time{}) }
+				if r.ContentLength == 0 && len(r.TransferEncoding) == 0 {
+					lift()
+				} else {
+					r.Body = &liftOnRead{ReadCloser: r.Body, left: r.ContentLength, lift: lift}
+				}
 			}
 		}
 		next.ServeHTTP(w, r)
 	})
+}
+
+// liftOnRead calls lift once its body has been read whole: left bytes (-1: unknown, until EOF).
+type liftOnRead struct {
+	io.ReadCloser
+	left int64
+	lift func()
+	done bool
+}
+
+func (b *liftOnRead) Read(p []byte) (int, error) {
+	n, err := b.ReadCloser.Read(p)
+	if b.left > 0 {
+		b.left -= int64(n)
+	}
+	if !b.done && (b.left == 0 || err == io.EOF) {
+		b.done = true
+		b.lift()
+	}
+	return n, err
 }
 
 // devCertificate returns the files of the development certificate in dir, made on first use:

@@ -6,8 +6,10 @@ import (
 	"crypto/tls"
 	"crypto/x509"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -724,6 +726,40 @@ func TestServeLongSubscriptions(t *testing.T) {
 	for range 2 {
 		if g := <-got; !strings.Contains(g, "Late") {
 			t.Errorf("a subscription past the timeouts: %s", g)
+		}
+	}
+}
+
+// TestServeSlowRequestBody: a request to a long-running route whose body never ends (sent
+// slowly, or not read because auth refuses it) is answered once the read timeout passes, with
+// or without auth, instead of holding its connection and goroutine for ever.
+func TestServeSlowRequestBody(t *testing.T) {
+	auth := writeTestAuth(t)
+	for _, args := range [][]string{nil, {"--auth", auth.file}} {
+		p := startServer(t, t.TempDir(), nil, append([]string{"--read-timeout", "300ms"}, args...)...)
+		for _, path := range []string{"/annals.v1.EventStoreService/ReadAll", "/v1/sse/all"} {
+			method := "POST"
+			if strings.HasPrefix(path, "/v1/sse/") {
+				method = "GET"
+			}
+			conn, err := net.Dial("tcp", strings.TrimPrefix(p.url, "http://"))
+			if err != nil {
+				t.Fatal(err)
+			}
+			fmt.Fprintf(conn, "%s %s HTTP/1.1\r\nHost: x\r\nContent-Type: application/connect+json\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello", method, path)
+			conn.SetReadDeadline(time.Now().Add(20 * time.Second))
+			start := time.Now()
+			res, err := http.ReadResponse(bufio.NewReader(conn), nil)
+			if err == nil {
+				_, err = io.Copy(io.Discard, res.Body) // the whole answer, or the connection closed
+				res.Body.Close()
+			}
+			conn.Close()
+			if err != nil && !errors.Is(err, io.ErrUnexpectedEOF) {
+				t.Errorf("%v %s %s: no answer: %v", args, method, path, err)
+			} else if d := time.Since(start); d > 10*time.Second {
+				t.Errorf("%v %s %s: answered only after %v", args, method, path, d)
+			}
 		}
 	}
 }
