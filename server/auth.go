@@ -488,9 +488,18 @@ func (p *principal) has(op Op) bool {
 // prefix (a stream id is its own prefix).
 func (p *principal) canStream(op Op, prefix string) bool {
 	for _, g := range p.grants {
-		if g.Op == OpAdmin || ((g.Op == op || g.Op == OpAllStreams) && strings.HasPrefix(prefix, g.Prefix)) {
+		if g.Op == OpAdmin || ((g.Op == op || g.Op == OpAllStreams && isStreamOp(op)) && strings.HasPrefix(prefix, g.Prefix)) {
 			return true
 		}
+	}
+	return false
+}
+
+// isStreamOp reports whether op is one of the operations on streams that "*" grants.
+func isStreamOp(op Op) bool {
+	switch op {
+	case OpRead, OpWrite, OpDelete, OpMetaRead, OpMetaWrite:
+		return true
 	}
 	return false
 }
@@ -511,9 +520,12 @@ func (p *principal) inACL(list []string) bool {
 //
 //   - no caller: [ErrUnauthenticated];
 //   - a caller with [OpAdmin] may do everything; any caller may ask for ServerInfo;
-//   - an operation on a stream: when the stream's metadata has an ACL list for the operation,
-//     it decides alone (an entry names a role, a user or token name, or "$all"); otherwise a
-//     grant for the operation whose prefix starts the stream id;
+//   - an operation on a stream: a grant for the operation whose prefix starts the stream id
+//     and, when the stream's metadata has an ACL list for the operation, an entry of that list
+//     naming the caller (one of its roles, its user or token name, or "$all"). A stream ACL
+//     only narrows what the grants allow, never widens it: otherwise whoever may set a
+//     stream's metadata (metaWrite) could grant everyone, themselves included, every other
+//     operation on it;
 //   - a listing of streams: a read grant whose prefix starts the listing's prefix;
 //   - a read or subscription of $all: read grants that cover the filter: each of its stream
 //     prefixes and categories must start with a granted prefix; without such a filter (all
@@ -534,18 +546,15 @@ func (a *Auth) Authorize(ctx context.Context, acc Access) error {
 		return fmt.Errorf("%w: %s %q may not %s %s", ErrPermissionDenied, p.Kind, p.Name, acc.Op, what)
 	}
 	if acc.Stream != "" {
+		if !p.canStream(acc.Op, acc.Stream) {
+			return denied(fmt.Sprintf("stream %q", acc.Stream))
+		}
 		if list, ok, err := a.acl(ctx, acc.Stream, acc.Op); err != nil {
 			return err
-		} else if ok {
-			if p.inACL(list) {
-				return nil
-			}
+		} else if ok && !p.inACL(list) {
 			return denied(fmt.Sprintf("stream %q (its ACL allows %s)", acc.Stream, strings.Join(list, ", ")))
 		}
-		if p.canStream(acc.Op, acc.Stream) {
-			return nil
-		}
-		return denied(fmt.Sprintf("stream %q", acc.Stream))
+		return nil
 	}
 	if acc.Op != OpRead {
 		return denied("the server")

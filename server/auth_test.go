@@ -80,11 +80,12 @@ func TestAuthorize(t *testing.T) {
 		Roles: map[string][]Grant{
 			"cart":    mustGrants(t, "read:cart-", "write:cart-", "metaRead:cart-"),
 			"all":     mustGrants(t, "*:"),
-			"auditor": nil,
+			"auditor": mustGrants(t, "read:secret-"),
 		},
 		Tokens: []APIToken{
 			{Name: "bob", SHA256: HashToken("bob"), Roles: []string{"cart"}},
-			{Name: "carol", SHA256: HashToken("carol")},
+			{Name: "carol", SHA256: HashToken("carol"), Roles: []string{"auditor"}},
+			{Name: "dave", SHA256: HashToken("dave")},
 			{Name: "ops", SHA256: HashToken("ops"), Roles: []string{"all"}},
 			{Name: "root", SHA256: HashToken("root"), Roles: []string{AdminRole}},
 		},
@@ -125,13 +126,17 @@ func TestAuthorize(t *testing.T) {
 		{"ops", stream(OpDelete, "anything"), nil},
 		{"ops", all(nil), nil},
 		{"ops", Access{Op: OpAdmin}, ErrPermissionDenied},
-		// The ACL of secret-1 decides alone for read and write: carol by name, nobody for
-		// write (only "nobody"), ops's grants do not count; admin still passes.
+		// The ACL of secret-1 narrows the grants for read and write: carol (a grant, and named)
+		// may read; ops (a grant, not named) may not, nor write (only "nobody"); dave (no
+		// grant) may not whatever an ACL says; admin still passes.
 		{"carol", stream(OpRead, "secret-1"), nil},
 		{"ops", stream(OpRead, "secret-1"), ErrPermissionDenied},
 		{"ops", stream(OpWrite, "secret-1"), ErrPermissionDenied},
 		{"ops", stream(OpDelete, "secret-1"), nil}, // no delete list: the grants decide
-		{"carol", stream(OpRead, "secret-2"), ErrPermissionDenied},
+		{"carol", stream(OpRead, "secret-2"), nil}, // no ACL: the grant decides
+		{"carol", stream(OpRead, "other-1"), ErrPermissionDenied},
+		{"dave", stream(OpRead, "secret-1"), ErrPermissionDenied}, // no grant: an ACL never widens
+		{"ops", Access{Op: OpMetrics}, ErrPermissionDenied},       // "*" grants stream operations only
 		{"root", stream(OpWrite, "secret-1"), nil},
 		{"root", Access{Op: OpAdmin}, nil},
 	}

@@ -213,8 +213,9 @@ func TestServeAuth(t *testing.T) {
 		}
 	}
 
-	// A stream ACL decides alone where it is set: bob (read:cart-) may not read cart-2, the
-	// auditor (no grant at all) may.
+	// A stream ACL narrows the grants where it is set: bob (read:cart-, not in cart-2's ACL)
+	// may not read cart-2; the auditor (in the ACL, but no grant at all) may not either: an
+	// ACL never widens what the grants allow.
 	if _, err := admin.Append(ctx, "cart-2", annals.Any, annals.Event{Type: "ItemAdded"}); err != nil {
 		t.Fatal(err)
 	}
@@ -233,8 +234,14 @@ func TestServeAuth(t *testing.T) {
 	if err := readStream(bob, "cart-2"); connect.CodeOf(err) != connect.CodePermissionDenied {
 		t.Errorf("bob reads cart-2 (ACL read: auditor): %v, want PermissionDenied", err)
 	}
-	if err := readStream(auditor, "cart-2"); err != nil {
-		t.Errorf("the auditor reads cart-2: %v", err)
+	if err := readStream(auditor, "cart-2"); connect.CodeOf(err) != connect.CodePermissionDenied {
+		t.Errorf("the auditor reads cart-2 (in the ACL, no grant): %v, want PermissionDenied", err)
+	}
+	if _, err := admin.SetMetadata(ctx, "cart-2", annals.Any, annals.StreamMetadata{ACL: &annals.ACL{Read: []string{"auditor", "cart"}}}); err != nil {
+		t.Fatal(err)
+	}
+	if err := readStream(bob, "cart-2"); err != nil {
+		t.Errorf("bob reads cart-2 (a grant, and his role in the ACL): %v", err)
 	}
 	if err := readStream(auditor, "cart-1"); connect.CodeOf(err) != connect.CodePermissionDenied {
 		t.Errorf("the auditor reads cart-1 (no ACL, no grant): %v, want PermissionDenied", err)
