@@ -210,7 +210,12 @@ func NewAuth(opts *AuthOptions) (*Auth, error) {
 		logins: make(chan struct{}, max(2, runtime.GOMAXPROCS(0))),
 		errw:   connect.NewErrorWriter(),
 	}
-	names := make(map[string]string)
+	// Users, tokens and roles share one namespace: an ACL entry names any of them, and a user
+	// named like a role would match every entry meant for the role.
+	names := map[string]string{AdminRole: "role"}
+	for r := range o.Roles {
+		names[r] = "role"
+	}
 	for _, u := range o.Users {
 		if u.Name == "" {
 			return nil, bad("a user has no name")

@@ -50,14 +50,16 @@ func TestNewAuthRefuses(t *testing.T) {
 	hash, _ := bcrypt.GenerateFromPassword([]byte("pw"), bcrypt.MinCost)
 	good := User{Name: "u", PasswordHash: string(hash)}
 	for name, o := range map[string]AuthOptions{
-		"user without a name":  {Users: []User{{PasswordHash: string(hash)}}},
-		"same name twice":      {Users: []User{good}, Tokens: []APIToken{{Name: "u", SHA256: HashToken("t")}}},
-		"hash not bcrypt":      {Users: []User{{Name: "u", PasswordHash: "plain"}}},
-		"token hash not hex":   {Tokens: []APIToken{{Name: "t", SHA256: "xyz"}}},
-		"token hash too short": {Tokens: []APIToken{{Name: "t", SHA256: "abcd"}}},
-		"undefined role":       {Users: []User{{Name: "u", PasswordHash: string(hash), Roles: []string{"nope"}}}},
-		"short signing key":    {SigningKey: []byte("short")},
-		"bad grant":            {Roles: map[string][]Grant{"r": {{Op: "fly"}}}},
+		"user without a name":     {Users: []User{{PasswordHash: string(hash)}}},
+		"same name twice":         {Users: []User{good}, Tokens: []APIToken{{Name: "u", SHA256: HashToken("t")}}},
+		"hash not bcrypt":         {Users: []User{{Name: "u", PasswordHash: "plain"}}},
+		"token hash not hex":      {Tokens: []APIToken{{Name: "t", SHA256: "xyz"}}},
+		"token hash too short":    {Tokens: []APIToken{{Name: "t", SHA256: "abcd"}}},
+		"undefined role":          {Users: []User{{Name: "u", PasswordHash: string(hash), Roles: []string{"nope"}}}},
+		"short signing key":       {SigningKey: []byte("short")},
+		"bad grant":               {Roles: map[string][]Grant{"r": {{Op: "fly"}}}},
+		"token named like a role": {Roles: map[string][]Grant{"finance": nil}, Tokens: []APIToken{{Name: "finance", SHA256: HashToken("t")}}},
+		"token named admin":       {Tokens: []APIToken{{Name: AdminRole, SHA256: HashToken("t")}}},
 	} {
 		if _, err := NewAuth(&o); !errors.Is(err, annals.ErrInvalidArgument) {
 			t.Errorf("%s: %v, want ErrInvalidArgument", name, err)
