@@ -98,7 +98,13 @@ func TestStatsCounts(t *testing.T) {
 		sse.nextEvent(t)
 	}
 
-	st := f.stats(t)
+	// The server counts a delivery once its write returns, which may be just after the client
+	// has the event: wait for the count rather than read it at once.
+	var st server.Stats
+	eventually(t, "the deliveries counted", func() bool {
+		st = f.stats(t)
+		return st.Totals.EventsDelivered == 3 && len(st.Subscriptions) == 1 && st.Subscriptions[0].Delivered == 3
+	})
 	want := server.Counts{Appends: 2, EventsAppended: 3, Reads: 2, EventsRead: 6, EventsDelivered: 3}
 	if diff := cmp.Diff(want, st.Totals); diff != "" {
 		t.Errorf("totals (-want +got):\n%s", diff)
