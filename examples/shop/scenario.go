@@ -16,6 +16,7 @@ import (
 	"github.com/annalsdb/annals/examples/shop/cart"
 	"github.com/annalsdb/annals/examples/shop/cartview"
 	"github.com/annalsdb/annals/examples/shop/inventory"
+	"github.com/annalsdb/annals/examples/shop/order"
 	"github.com/annalsdb/annals/query"
 )
 
@@ -110,7 +111,7 @@ func (s *script) stock(sku string, cmd inventory.Command, what string) {
 
 func (s *script) report(what string, written, duplicate bool, position uint64, events int, err error) {
 	switch {
-	case isDomainError(err):
+	case order.IsRefusal(err):
 		fmt.Fprintf(s.out, "  %s: refused: %v\n", what, err)
 	case err != nil:
 		s.check(fmt.Errorf("%s: %w", what, err))
@@ -121,12 +122,6 @@ func (s *script) report(what string, written, duplicate bool, position uint64, e
 	default:
 		fmt.Fprintf(s.out, "  %s: nothing to do\n", what)
 	}
-}
-
-func isDomainError(err error) bool {
-	return err != nil && (errors.Is(err, decider.ErrInvalidCommand) || errors.Is(err, cart.ErrNotOpen) ||
-		errors.Is(err, cart.ErrEmpty) || errors.Is(err, cart.ErrWrongStatus) || errors.Is(err, cart.ErrNotInCart) ||
-		errors.Is(err, cart.ErrWrongAmount))
 }
 
 // settle waits until the read models and the order process have caught up with everything.
