@@ -9,17 +9,44 @@
 // with no gap and no duplicate.
 //
 // This package holds only the domain types and uses only the standard library. The backends
-// live in their own packages: memstore (in memory, the reference behaviour), filestore (the
-// embedded durable store, the default). The conformance suite in storetest defines what every
-// backend must do.
+// live in their own packages: memstore (in memory, the reference behaviour and the oracle of
+// randomized tests), filestore (the embedded durable store on Pebble, the default) and pgstore
+// (PostgreSQL). The server package serves any of them over gRPC and HTTP/JSON, and the client
+// package is a [Store] that talks to a server, so that code written against [Store] runs
+// unchanged in process or over the network. The conformance suite in storetest defines what
+// every one of them must do; the rules they share (input validation, the order of checks, where
+// a repeated append is recognised, what metadata hides) are written once, for all of them.
+//
+// # The order of checks
+//
+// Every operation checks its input first (stream id, options, filter, expected revision,
+// events, metadata and sizes: [ErrInvalidArgument], [ErrTooLarge]), then its context (a
+// cancelled context gives its error, never a state of the store such as "not found"), then
+// that the store is open ([ErrClosed]), and only then the state of the stream: a tombstone
+// ([ErrStreamDeleted]), for an append a repeat of an earlier one, the expectation
+// ([ErrWrongExpectedVersion]), and for Delete and reads whether the stream exists
+// ([ErrStreamNotFound]). So oversized metadata is [ErrTooLarge] even on a tombstoned stream.
+//
+// # Visibility
+//
+// A stream's soft deletion and its metadata hide its oldest events from reads: the visible
+// events are those from the highest of the revision after the last soft delete,
+// truncateBefore and (with maxCount) the stream's end minus maxCount, and (with maxAge)
+// recorded strictly after now minus maxAge. A bound beyond the end of the stream hides every
+// event but none yet to come: a subscription to a stream with truncateBefore 100 and two
+// events starts at revision 2 and delivers it when it is appended (a subscription applies the
+// visibility once, when it starts, and from there on delivers every event of the stream).
 //
 // # System streams
 //
 // Stream ids starting with "$" are reserved. Users may read them but not append to them. Each
 // stream's metadata, soft deletion and tombstone are recorded as events of the system stream
 // [MetaStream](stream) ("$meta-" + stream), so that the log alone describes the whole store.
-// These system events appear in [Store.ReadAll] and [Store.SubscribeAll] like any other event;
-// a [Filter] on categories or event types leaves them out.
+// These system events appear in [Store.ReadAll] and [Store.SubscribeAll] like any other event,
+// and a [Filter] applies to them as to any other: their stream's category is "$meta" and their
+// types are [MetadataEventType], [DeletedEventType] and [TombstoneEventType]. A filter on user
+// categories or user event types therefore leaves them out, and one that names a system type
+// (EventTypes: ["$deleted"]) or a "$" prefix keeps them.
 package annals
 
 import (
@@ -81,29 +108,34 @@ type Store interface {
 	// no duplicate even while many writers commit concurrently.
 	SubscribeAll(ctx context.Context, opts *SubscribeOptions) iter.Seq2[RecordedEvent, error]
 
-	// GetMetadata returns the metadata of stream and the expected revision to pass to
-	// [Store.SetMetadata] to change it safely ([NoStream] when none was ever set, in which case
-	// the metadata is the zero value). It returns [ErrStreamDeleted] for a tombstoned stream.
+	// GetMetadata returns the metadata of stream (the zero value when none was ever set) and
+	// the expected revision to pass to [Store.SetMetadata] to change it safely: the revision of
+	// the last event of [MetaStream](stream), or [NoStream] when it has none. That stream also
+	// records soft deletes, so after a Delete of a stream whose metadata was never set it is
+	// Exact(0), not NoStream. It returns [ErrStreamDeleted] for a tombstoned stream.
 	GetMetadata(ctx context.Context, stream string) (StreamMetadata, ExpectedRevision, error)
 
 	// SetMetadata records new metadata for stream as an event of [MetaStream](stream). expected
 	// is checked against that metadata stream, not the stream itself (a conflict names the
 	// metadata stream). The stream need not exist. Errors are those of [Store.Append], plus
-	// [ErrInvalidArgument] for invalid metadata.
+	// [ErrInvalidArgument] for invalid metadata and [ErrTooLarge] when the event that records it
+	// is over the event size limit (checked before the stream's state, see the package doc).
 	SetMetadata(ctx context.Context, stream string, expected ExpectedRevision, meta StreamMetadata) (AppendResult, error)
 
 	// Delete soft-deletes stream: it then reads as not found and is left out of
 	// [Store.ListStreams], but appending to it again re-creates it and continues its revision
-	// numbers (and only the new events are read). It returns the position of the system event
-	// that records the deletion. The checks, in order: [ErrStreamDeleted] for a tombstoned
-	// stream, then expected against the stream ([ErrWrongExpectedVersion]), then
+	// numbers (and only the new events are read). It returns where the system event that
+	// records the deletion was written. The checks, in order: [ErrStreamDeleted] for a
+	// tombstoned stream, then expected against the stream ([ErrWrongExpectedVersion]), then
 	// [ErrStreamNotFound] when the stream does not exist or is already deleted.
-	Delete(ctx context.Context, stream string, expected ExpectedRevision) (uint64, error)
+	Delete(ctx context.Context, stream string, expected ExpectedRevision) (DeleteResult, error)
 
 	// Tombstone deletes stream for good: every later append, read, subscription or metadata
 	// change on it returns [ErrStreamDeleted]. A stream that never existed may be tombstoned to
-	// reserve its name. It returns the position of the system event that records it.
-	Tombstone(ctx context.Context, stream string, expected ExpectedRevision) (uint64, error)
+	// reserve its name. It returns where the system event that records it was written. The
+	// checks, in order: [ErrStreamDeleted] when it already is, then expected against the
+	// stream ([ErrWrongExpectedVersion]).
+	Tombstone(ctx context.Context, stream string, expected ExpectedRevision) (DeleteResult, error)
 
 	// ListStreams yields the user streams that exist (not deleted, not tombstoned), in
 	// byte-wise order of their ids.
@@ -121,6 +153,14 @@ type AppendResult struct {
 	Revision uint64
 	// Position is the position of the last event written in the global log; a reader that waits
 	// for this position reads its own writes.
+	Position uint64
+}
+
+// DeleteResult is what a successful [Store.Delete] or [Store.Tombstone] returns.
+type DeleteResult struct {
+	// Position is the position in the global log of the system event ([DeletedEventType] or
+	// [TombstoneEventType], in [MetaStream](stream)) that records the deletion; a reader that
+	// waits for this position sees the stream deleted.
 	Position uint64
 }
 

@@ -78,17 +78,62 @@ func (f *Filter) Match(stream, eventType string) bool {
 }
 
 // Validate returns an error matching [ErrInvalidArgument] when a prefix, category or type is
-// empty.
+// empty, is not valid UTF-8 or holds a control character (no stream id or event type does).
+// Every backend applies it to the filters it is given.
 func (f *Filter) Validate() error {
 	if f == nil {
 		return nil
 	}
-	for _, list := range [][]string{f.StreamPrefixes, f.Categories, f.EventTypes} {
-		if slices.Contains(list, "") {
-			return fmt.Errorf("%w: filter holds an empty stream prefix, category or event type", ErrInvalidArgument)
+	for _, list := range []struct {
+		what   string
+		values []string
+	}{{"stream prefix", f.StreamPrefixes}, {"category", f.Categories}, {"event type", f.EventTypes}} {
+		for _, v := range list.values {
+			if v == "" {
+				return fmt.Errorf("%w: filter holds an empty %s", ErrInvalidArgument, list.what)
+			}
+			if err := validateText("filter "+list.what, v); err != nil {
+				return err
+			}
 		}
 	}
 	return nil
+}
+
+// Validate returns an error matching [ErrInvalidArgument] for a negative Limit or an invalid
+// Filter (see [Filter.Validate]). Any Limit up to the largest int is valid.
+func (o *ReadOptions) Validate() error {
+	if o == nil {
+		return nil
+	}
+	if o.Limit < 0 {
+		return fmt.Errorf("%w: negative read limit %d", ErrInvalidArgument, o.Limit)
+	}
+	return o.Filter.Validate()
+}
+
+// Validate returns an error matching [ErrInvalidArgument] for an invalid Filter (see
+// [Filter.Validate]).
+func (o *SubscribeOptions) Validate() error {
+	if o == nil {
+		return nil
+	}
+	return o.Filter.Validate()
+}
+
+// Validate returns an error matching [ErrInvalidArgument] for a negative Limit, or a Prefix or
+// After that is not valid UTF-8 or holds a control character (no stream id does).
+func (o *ListOptions) Validate() error {
+	if o == nil {
+		return nil
+	}
+	if o.Limit < 0 {
+		return fmt.Errorf("%w: negative list limit %d", ErrInvalidArgument, o.Limit)
+	}
+	if err := validateText("list prefix", o.Prefix); err != nil {
+		return err
+	}
+	return validateText("list start (After)", o.After)
 }
 
 // Category returns the category of a stream: the part before its first "-" ("cart-42" →

@@ -61,22 +61,6 @@ func (e ExpectedRevision) Validate() error {
 	return fmt.Errorf("%w: expected revision %d is not a revision (>= 0), Any, NoStream or StreamExists", ErrInvalidArgument, int64(e))
 }
 
-// Satisfied reports whether a stream meets the expectation: exists says whether it exists
-// (a soft-deleted stream does not), last is its last revision (ignored when it does not
-// exist). Backends use it so that every one decides alike.
-func (e ExpectedRevision) Satisfied(exists bool, last uint64) bool {
-	switch e {
-	case Any:
-		return true
-	case NoStream:
-		return !exists
-	case StreamExists:
-		return exists
-	}
-	r, ok := e.Revision()
-	return ok && exists && last == r
-}
-
 // String returns "any", "no-stream", "exists" or the revision number, the forms that
 // [ParseExpectedRevision] reads.
 func (e ExpectedRevision) String() string {

@@ -37,10 +37,12 @@ import (
 	"errors"
 	"fmt"
 	"iter"
+	"math"
 	"math/rand/v2"
 	"net"
 	"net/http"
 	"net/url"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -50,6 +52,7 @@ import (
 	"github.com/annalsdb/annals"
 	annalsv1 "github.com/annalsdb/annals/internal/gen/annals/v1"
 	"github.com/annalsdb/annals/internal/gen/annals/v1/annalsv1connect"
+	"github.com/annalsdb/annals/internal/rules"
 	"github.com/annalsdb/annals/internal/wire"
 )
 
@@ -192,6 +195,9 @@ func (c *Client) Close() error {
 	return nil
 }
 
+// noLimits is what the client checks appends against: the size limits are the server's.
+var noLimits = annals.Limits{MaxEventSize: math.MaxInt, MaxAppendSize: math.MaxInt}
+
 var errClosed = fmt.Errorf("annals client: %w", annals.ErrClosed)
 
 // checkText returns an error matching [annals.ErrInvalidArgument] when one of the strings is
@@ -247,6 +253,10 @@ func (c *Client) fail(ctx context.Context, err error) error {
 // Append implements [annals.Store.Append] with one Append call. The result carries the
 // position, for read-your-writes.
 func (c *Client) Append(ctx context.Context, stream string, expected annals.ExpectedRevision, events ...annals.Event) (annals.AppendResult, error) {
+	// The input first, as every store checks it (the sizes are the server's to check).
+	if err := rules.ValidateAppend(noLimits, stream, expected, slices.Clone(events)); err != nil {
+		return annals.AppendResult{}, err
+	}
 	cctx, done, err := c.begin(ctx)
 	if err != nil {
 		return annals.AppendResult{}, err
@@ -291,6 +301,10 @@ func readFields(opts *annals.ReadOptions) (o annals.ReadOptions, limit uint64) {
 func (c *Client) ReadStream(ctx context.Context, stream string, opts *annals.ReadOptions) iter.Seq2[annals.RecordedEvent, error] {
 	return func(yield func(annals.RecordedEvent, error) bool) {
 		o, limit := readFields(opts)
+		if _, err := rules.StreamReadOptions(stream, opts); err != nil {
+			yield(annals.RecordedEvent{}, err)
+			return
+		}
 		if err := errors.Join(checkText("stream id", stream), checkFilter(o.Filter)); err != nil {
 			yield(annals.RecordedEvent{}, err)
 			return
@@ -309,7 +323,7 @@ func (c *Client) ReadStream(ctx context.Context, stream string, opts *annals.Rea
 func (c *Client) ReadAll(ctx context.Context, opts *annals.ReadOptions) iter.Seq2[annals.RecordedEvent, error] {
 	return func(yield func(annals.RecordedEvent, error) bool) {
 		o, limit := readFields(opts)
-		if err := checkFilter(o.Filter); err != nil {
+		if _, err := rules.ReadOptions(opts); err != nil {
 			yield(annals.RecordedEvent{}, err)
 			return
 		}
@@ -386,6 +400,16 @@ func (c *Client) subscribe(ctx context.Context, stream string, opts *annals.Subs
 	}
 	all := stream == annals.AllStream
 	return func(yield func(annals.RecordedEvent, error) bool) {
+		var err error
+		if all {
+			_, err = rules.SubscribeOptions(opts)
+		} else {
+			_, err = rules.StreamSubscribeOptions(stream, opts)
+		}
+		if err != nil {
+			yield(annals.RecordedEvent{}, err)
+			return
+		}
 		cctx, done, err := c.begin(ctx)
 		if err != nil {
 			yield(annals.RecordedEvent{}, err)
@@ -485,6 +509,9 @@ func retryable(err error) bool {
 
 // GetMetadata implements [annals.Store.GetMetadata].
 func (c *Client) GetMetadata(ctx context.Context, stream string) (annals.StreamMetadata, annals.ExpectedRevision, error) {
+	if err := annals.ValidateStreamID(stream); err != nil {
+		return annals.StreamMetadata{}, 0, err
+	}
 	cctx, done, err := c.begin(ctx)
 	if err != nil {
 		return annals.StreamMetadata{}, 0, err
@@ -506,6 +533,9 @@ func (c *Client) GetMetadata(ctx context.Context, stream string) (annals.StreamM
 
 // SetMetadata implements [annals.Store.SetMetadata].
 func (c *Client) SetMetadata(ctx context.Context, stream string, expected annals.ExpectedRevision, meta annals.StreamMetadata) (annals.AppendResult, error) {
+	if _, err := rules.MetadataEvent(noLimits, stream, expected, meta); err != nil {
+		return annals.AppendResult{}, err
+	}
 	cctx, done, err := c.begin(ctx)
 	if err != nil {
 		return annals.AppendResult{}, err
@@ -523,37 +553,43 @@ func (c *Client) SetMetadata(ctx context.Context, stream string, expected annals
 }
 
 // Delete implements [annals.Store.Delete].
-func (c *Client) Delete(ctx context.Context, stream string, expected annals.ExpectedRevision) (uint64, error) {
+func (c *Client) Delete(ctx context.Context, stream string, expected annals.ExpectedRevision) (annals.DeleteResult, error) {
+	if err := rules.ValidateDelete(stream, expected); err != nil {
+		return annals.DeleteResult{}, err
+	}
 	cctx, done, err := c.begin(ctx)
 	if err != nil {
-		return 0, err
+		return annals.DeleteResult{}, err
 	}
 	defer done()
 	if err := checkText("stream id", stream); err != nil {
-		return 0, err
+		return annals.DeleteResult{}, err
 	}
 	res, err := c.unary.Delete(cctx, connect.NewRequest(&annalsv1.DeleteRequest{Stream: stream, Expected: wire.ExpectedToProto(expected)}))
 	if err != nil {
-		return 0, c.fail(ctx, err)
+		return annals.DeleteResult{}, c.fail(ctx, err)
 	}
-	return res.Msg.Position, nil
+	return annals.DeleteResult{Position: res.Msg.Position}, nil
 }
 
 // Tombstone implements [annals.Store.Tombstone].
-func (c *Client) Tombstone(ctx context.Context, stream string, expected annals.ExpectedRevision) (uint64, error) {
+func (c *Client) Tombstone(ctx context.Context, stream string, expected annals.ExpectedRevision) (annals.DeleteResult, error) {
+	if err := rules.ValidateDelete(stream, expected); err != nil {
+		return annals.DeleteResult{}, err
+	}
 	cctx, done, err := c.begin(ctx)
 	if err != nil {
-		return 0, err
+		return annals.DeleteResult{}, err
 	}
 	defer done()
 	if err := checkText("stream id", stream); err != nil {
-		return 0, err
+		return annals.DeleteResult{}, err
 	}
 	res, err := c.unary.Tombstone(cctx, connect.NewRequest(&annalsv1.TombstoneRequest{Stream: stream, Expected: wire.ExpectedToProto(expected)}))
 	if err != nil {
-		return 0, c.fail(ctx, err)
+		return annals.DeleteResult{}, c.fail(ctx, err)
 	}
-	return res.Msg.Position, nil
+	return annals.DeleteResult{Position: res.Msg.Position}, nil
 }
 
 // ListStreams implements [annals.Store.ListStreams] with one server-streaming call.
@@ -563,10 +599,11 @@ func (c *Client) ListStreams(ctx context.Context, opts *annals.ListOptions) iter
 		if opts != nil {
 			o = *opts
 		}
-		limit := uint64(o.Limit)
-		if o.Limit < 0 {
-			limit = 1 << 63 // refused by the server, as the store refuses a negative limit
+		if _, err := rules.ListOptions(opts); err != nil {
+			yield(annals.StreamInfo{}, err)
+			return
 		}
+		limit := uint64(o.Limit)
 		cctx, done, err := c.begin(ctx)
 		if err != nil {
 			yield(annals.StreamInfo{}, err)

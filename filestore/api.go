@@ -2,11 +2,11 @@ package filestore
 
 import (
 	"context"
-	"encoding/json"
 	"fmt"
 	"slices"
 
 	"github.com/annalsdb/annals"
+	"github.com/annalsdb/annals/internal/rules"
 )
 
 var _ annals.Store = (*Store)(nil)
@@ -17,7 +17,7 @@ var _ annals.Store = (*Store)(nil)
 // [annals.ErrClosed] after a storage failure.
 func (s *Store) Append(ctx context.Context, stream string, expected annals.ExpectedRevision, events ...annals.Event) (annals.AppendResult, error) {
 	events = slices.Clone(events)
-	if err := s.opts.Limits.ValidateAppend(stream, expected, events); err != nil {
+	if err := rules.ValidateAppend(s.opts.Limits, stream, expected, events); err != nil {
 		return annals.AppendResult{}, err
 	}
 	size := 0
@@ -32,41 +32,31 @@ func (s *Store) Append(ctx context.Context, stream string, expected annals.Expec
 
 // SetMetadata implements [annals.Store.SetMetadata].
 func (s *Store) SetMetadata(ctx context.Context, stream string, expected annals.ExpectedRevision, meta annals.StreamMetadata) (annals.AppendResult, error) {
-	if err := annals.ValidateUserStreamID(stream); err != nil {
-		return annals.AppendResult{}, err
-	}
-	if err := expected.Validate(); err != nil {
-		return annals.AppendResult{}, err
-	}
-	if err := meta.Validate(); err != nil {
-		return annals.AppendResult{}, err
-	}
-	data, err := json.Marshal(meta)
+	ev, err := rules.MetadataEvent(s.opts.Limits, stream, expected, meta)
 	if err != nil {
-		return annals.AppendResult{}, fmt.Errorf("%w: stream metadata: %v", annals.ErrInvalidArgument, err)
+		return annals.AppendResult{}, err
 	}
-	ev := annals.Event{ID: annals.NewUUID(), Type: annals.MetadataEventType, ContentType: annals.ContentTypeJSON, Data: data}
 	size := recordSize(annals.MetaStream(stream), &ev)
 	return s.submit(ctx, &request{kind: kindSetMetadata, stream: stream, expected: expected, events: []annals.Event{ev}, size: size})
 }
 
 // Delete implements [annals.Store.Delete].
-func (s *Store) Delete(ctx context.Context, stream string, expected annals.ExpectedRevision) (uint64, error) {
+func (s *Store) Delete(ctx context.Context, stream string, expected annals.ExpectedRevision) (annals.DeleteResult, error) {
 	return s.deleteStream(ctx, kindDelete, stream, expected)
 }
 
 // Tombstone implements [annals.Store.Tombstone].
-func (s *Store) Tombstone(ctx context.Context, stream string, expected annals.ExpectedRevision) (uint64, error) {
+func (s *Store) Tombstone(ctx context.Context, stream string, expected annals.ExpectedRevision) (annals.DeleteResult, error) {
 	return s.deleteStream(ctx, kindTombstone, stream, expected)
 }
 
-func (s *Store) deleteStream(ctx context.Context, kind reqKind, stream string, expected annals.ExpectedRevision) (uint64, error) {
-	if err := annals.ValidateUserStreamID(stream); err != nil {
-		return 0, err
-	}
-	if err := expected.Validate(); err != nil {
-		return 0, err
+func (s *Store) deleteStream(ctx context.Context, kind reqKind, stream string, expected annals.ExpectedRevision) (annals.DeleteResult, error) {
+	if err := rules.ValidateDelete(stream, expected); err != nil {
+		return annals.DeleteResult{}, err
 	}
 	res, err := s.submit(ctx, &request{kind: kind, stream: stream, expected: expected, size: 512 + 2*len(stream)})
-	return res.Position, err
+	if err != nil {
+		return annals.DeleteResult{}, err
+	}
+	return annals.DeleteResult{Position: res.Position}, nil
 }

@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/annalsdb/annals"
+	"github.com/annalsdb/annals/internal/rules"
 )
 
 // The write pipeline, three goroutines:
@@ -120,13 +121,6 @@ type idPos struct {
 }
 
 func (st *streamState) exists() bool { return st.next > st.base }
-
-func (st *streamState) actual() annals.ExpectedRevision {
-	if !st.exists() {
-		return annals.NoStream
-	}
-	return annals.Exact(st.next - 1)
-}
 
 // sequencer is the first stage; its fields belong to its goroutine.
 type sequencer struct {
@@ -271,110 +265,67 @@ func (q *sequencer) add(g *group, r *request) {
 	g.acks = append(g.acks, ack{r: r, res: res})
 }
 
-// decide checks r against the stream's state and writes its events into g. A repeated append
-// writes nothing and returns the first result; it is answered with g all the same, so never
-// before the original is durable.
+// decide checks r against the stream's state, with the shared rules (package rules), and
+// writes its events into g. A repeated append writes nothing and returns the first result; it
+// is answered with g all the same, so never before the original is durable.
 func (q *sequencer) decide(g *group, r *request) (annals.AppendResult, error) {
 	st, err := q.state(r.stream)
 	if err != nil {
 		return annals.AppendResult{}, err
 	}
-	if st.tombstoned {
-		return annals.AppendResult{}, fmt.Errorf("%w: stream %q was tombstoned", annals.ErrStreamDeleted, r.stream)
-	}
-	conflict := func() error {
-		return &annals.WrongExpectedVersionError{Stream: r.stream, Expected: r.expected, Actual: st.actual()}
-	}
-	ok := expectationHolds(st, r.expected)
-	switch r.kind {
-	case kindAppend:
-		if res, repeat, err := q.repeated(st, r); err != nil || repeat {
+	rs := st.rule(r.stream)
+	if r.kind == kindAppend {
+		stored := func(from uint64, n int) ([]annals.UUID, []uint64, error) {
+			found, err := q.idsAt(st, r.stream, from, uint64(n))
+			ids, positions := make([]annals.UUID, len(found)), make([]uint64, len(found))
+			for i, f := range found {
+				ids[i], positions[i] = f.id, f.pos
+			}
+			return ids, positions, err
+		}
+		res, write, err := rules.Append(&rs, r.expected, r.events, stored)
+		if !write {
 			return res, err
 		}
-		if !ok {
-			return annals.AppendResult{}, conflict()
-		}
 		return q.write(g, r.stream, st, r.events), nil
-	case kindSetMetadata:
-		meta := annals.MetaStream(r.stream)
-		mst, err := q.state(meta)
-		if err != nil {
-			return annals.AppendResult{}, err
-		}
-		if !expectationHolds(mst, r.expected) {
-			return annals.AppendResult{}, &annals.WrongExpectedVersionError{Stream: meta, Expected: r.expected, Actual: mst.actual()}
-		}
-		res := q.write(g, meta, mst, r.events)
-		st.lastPos = res.Position
-		return res, nil
-	case kindDelete, kindTombstone:
-		if !ok {
-			return annals.AppendResult{}, conflict()
-		}
-		meta := annals.MetaStream(r.stream)
-		mst, err := q.state(meta)
-		if err != nil {
-			return annals.AppendResult{}, err
-		}
-		var ev annals.Event
-		if r.kind == kindDelete {
-			if !st.exists() {
-				return annals.AppendResult{}, fmt.Errorf("%w: %q", annals.ErrStreamNotFound, r.stream)
-			}
-			data, _ := json.Marshal(deletedData{Revision: st.next - 1})
-			ev = annals.Event{ID: annals.NewUUID(), Type: annals.DeletedEventType, ContentType: annals.ContentTypeJSON, Data: data}
-			st.base = st.next
-		} else {
-			ev = annals.Event{ID: annals.NewUUID(), Type: annals.TombstoneEventType, ContentType: annals.ContentTypeJSON, Data: []byte("{}")}
-			st.tombstoned = true
-		}
-		res := q.write(g, meta, mst, []annals.Event{ev})
-		st.lastPos = res.Position
-		return res, nil
 	}
-	panic("filestore: unknown request kind")
-}
-
-func expectationHolds(st *streamState, e annals.ExpectedRevision) bool {
-	return e.Satisfied(st.exists(), st.next-1)
-}
-
-// repeated reports whether r repeats an append already written at the place its expectation
-// names (see annals.ExpectedRevision), and if so returns that append's result.
-func (q *sequencer) repeated(st *streamState, r *request) (annals.AppendResult, bool, error) {
-	n := uint64(len(r.events))
-	var from uint64
-	switch r.expected {
-	case annals.Any, annals.StreamExists:
-		if st.next-st.base < n || st.lastID != r.events[n-1].ID {
-			return annals.AppendResult{}, false, nil
-		}
-		from = st.next - n
-	case annals.NoStream:
-		if !st.exists() {
-			return annals.AppendResult{}, false, nil
-		}
-		from = st.base
-	default:
-		rev, _ := r.expected.Revision()
-		if rev+1 < st.base || st.next == 0 || rev >= st.next-1 {
-			return annals.AppendResult{}, false, nil
-		}
-		from = rev + 1
-	}
-	if from+n > st.next {
-		return annals.AppendResult{}, false, nil
-	}
-	ids, err := q.idsAt(st, r.stream, from, n)
+	meta := annals.MetaStream(r.stream)
+	mst, err := q.state(meta)
 	if err != nil {
-		return annals.AppendResult{}, false, err
+		return annals.AppendResult{}, err
 	}
-	for i, e := range r.events {
-		if ids[i].id != e.ID {
-			return annals.AppendResult{}, false, nil
+	var ev annals.Event
+	switch r.kind {
+	case kindSetMetadata:
+		mrs := mst.rule(meta)
+		if err := rules.SetMetadata(&rs, &mrs, r.expected); err != nil {
+			return annals.AppendResult{}, err
 		}
+		ev = r.events[0]
+	case kindDelete:
+		if err := rules.Delete(&rs, r.expected); err != nil {
+			return annals.AppendResult{}, err
+		}
+		data, _ := json.Marshal(deletedData{Revision: st.next - 1})
+		ev = annals.Event{ID: annals.NewUUID(), Type: annals.DeletedEventType, ContentType: annals.ContentTypeJSON, Data: data}
+		st.base = st.next
+	case kindTombstone:
+		if err := rules.Tombstone(&rs, r.expected); err != nil {
+			return annals.AppendResult{}, err
+		}
+		ev = annals.Event{ID: annals.NewUUID(), Type: annals.TombstoneEventType, ContentType: annals.ContentTypeJSON, Data: []byte("{}")}
+		st.tombstoned = true
+	default:
+		panic("filestore: unknown request kind")
 	}
-	return annals.AppendResult{Revision: from + n - 1, Position: ids[n-1].pos}, true, nil
+	res := q.write(g, meta, mst, []annals.Event{ev})
+	st.lastPos = res.Position
+	return res, nil
+}
+
+// rule is the state of the stream named name as the shared rules see it.
+func (st *streamState) rule(name string) rules.Stream {
+	return rules.Stream{Name: name, Next: st.next, Base: st.base, Tombstoned: st.tombstoned, LastID: st.lastID}
 }
 
 // idsAt returns the ids and positions of the stream's events at revisions from … from+n-1,

@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/annalsdb/annals"
+	"github.com/annalsdb/annals/internal/rules"
 	"github.com/cockroachdb/pebble/v2"
 )
 
@@ -139,15 +140,23 @@ type streamView struct {
 	metaExists bool
 }
 
-func (v *streamView) exists() bool { return v.next > v.state.base }
+// rule is the stream's state as the shared rules see it.
+func (v *streamView) rule(stream string) rules.Stream {
+	return rules.Stream{Name: stream, Next: v.next, Base: v.state.base, Tombstoned: v.tombstoned}
+}
 
-// lowest returns the first revision that reads may return.
+// lowest returns the first revision that reads may return, before maxAge
+// ([rules.VisibleFrom]).
 func (v *streamView) lowest() uint64 {
-	lo := max(v.state.base, v.meta.TruncateBefore)
-	if v.meta.MaxCount > 0 && v.next > v.meta.MaxCount {
-		lo = max(lo, v.next-v.meta.MaxCount)
-	}
-	return lo
+	rs := v.rule("")
+	return rules.VisibleFrom(&rs, &v.meta)
+}
+
+// ageCutoff returns the time at or before which maxAge hides events, as of now
+// ([rules.AgeCutoff]), or the zero time.
+func (v *streamView) ageCutoff() time.Time {
+	cutoff, _ := rules.AgeCutoff(&v.meta, time.Now())
+	return cutoff
 }
 
 // view reads the stream's state as of head h, with metaRev and metaExists only if withMetaRev
@@ -210,7 +219,7 @@ func (s *Store) visibleNext(stream string, h *head) (uint64, error) {
 // streamFilter is what a stream read keeps, beyond the revision range.
 type streamFilter struct {
 	asOf   time.Time
-	minAge time.Time // events recorded before it are too old (MaxAge)
+	cutoff time.Time // events recorded at or before it are too old (MaxAge, [rules.Young])
 	filter *annals.Filter
 }
 
@@ -218,7 +227,7 @@ func (f *streamFilter) keep(rec *rawRecord) bool {
 	if !f.asOf.IsZero() && rec.nanos > f.asOf.UnixNano() {
 		return false
 	}
-	if !f.minAge.IsZero() && rec.nanos < f.minAge.UnixNano() {
+	if !f.cutoff.IsZero() && rec.nanos <= f.cutoff.UnixNano() {
 		return false
 	}
 	return f.filter == nil || f.filter.Match(string(rec.stream), string(rec.typ))
@@ -226,9 +235,12 @@ func (f *streamFilter) keep(rec *rawRecord) bool {
 
 // ReadStream implements [annals.Store.ReadStream].
 func (s *Store) ReadStream(ctx context.Context, stream string, opts *annals.ReadOptions) iter.Seq2[annals.RecordedEvent, error] {
-	o := optionsOrZero(opts)
 	return func(yield func(annals.RecordedEvent, error) bool) {
-		if err := validateRead(stream, &o); err != nil {
+		o, err := rules.StreamReadOptions(stream, opts)
+		if err == nil {
+			err = ctx.Err()
+		}
+		if err != nil {
 			yield(annals.RecordedEvent{}, err)
 			return
 		}
@@ -244,7 +256,8 @@ func (s *Store) ReadStream(ctx context.Context, stream string, opts *annals.Read
 		v, err := s.view(stream, h, false)
 		s.readUnlock()
 		if err == nil {
-			err = viewError(stream, &v)
+			rs := v.rule(stream)
+			err = rules.Readable(&rs, "read")
 		}
 		if err != nil {
 			yield(annals.RecordedEvent{}, err)
@@ -254,10 +267,7 @@ func (s *Store) ReadStream(ctx context.Context, stream string, opts *annals.Read
 		if o.Until > 0 {
 			hi = min(hi, o.Until)
 		}
-		f := streamFilter{asOf: o.AsOf, filter: o.Filter}
-		if v.meta.MaxAge > 0 {
-			f.minAge = time.Now().Add(-v.meta.MaxAge)
-		}
+		f := streamFilter{asOf: o.AsOf, filter: o.Filter, cutoff: v.ageCutoff()}
 		left := o.Limit
 		c := newCopier()
 		var batch []annals.RecordedEvent
@@ -290,33 +300,6 @@ func (s *Store) ReadStream(ctx context.Context, stream string, opts *annals.Read
 			}
 		}
 	}
-}
-
-func optionsOrZero(opts *annals.ReadOptions) annals.ReadOptions {
-	if opts == nil {
-		return annals.ReadOptions{}
-	}
-	return *opts
-}
-
-func validateRead(stream string, o *annals.ReadOptions) error {
-	if err := annals.ValidateStreamID(stream); err != nil {
-		return err
-	}
-	if o.Limit < 0 {
-		return fmt.Errorf("%w: negative read limit %d", annals.ErrInvalidArgument, o.Limit)
-	}
-	return o.Filter.Validate()
-}
-
-func viewError(stream string, v *streamView) error {
-	if v.tombstoned {
-		return fmt.Errorf("%w: %q", annals.ErrStreamDeleted, stream)
-	}
-	if !v.exists() {
-		return fmt.Errorf("%w: %q", annals.ErrStreamNotFound, stream)
-	}
-	return nil
 }
 
 // batchCap is the capacity to give the batches of a read of at most n events, limit (0 =
@@ -509,13 +492,12 @@ func (s *Store) streamBatchBack(ctx context.Context, stream string, from, lo uin
 
 // ReadAll implements [annals.Store.ReadAll].
 func (s *Store) ReadAll(ctx context.Context, opts *annals.ReadOptions) iter.Seq2[annals.RecordedEvent, error] {
-	o := optionsOrZero(opts)
 	return func(yield func(annals.RecordedEvent, error) bool) {
-		if o.Limit < 0 {
-			yield(annals.RecordedEvent{}, fmt.Errorf("%w: negative read limit %d", annals.ErrInvalidArgument, o.Limit))
-			return
+		o, err := rules.ReadOptions(opts)
+		if err == nil {
+			err = ctx.Err()
 		}
-		if err := o.Filter.Validate(); err != nil {
+		if err != nil {
 			yield(annals.RecordedEvent{}, err)
 			return
 		}
@@ -874,12 +856,12 @@ func cmpUint(a, b uint64) int {
 
 // SubscribeAll implements [annals.Store.SubscribeAll].
 func (s *Store) SubscribeAll(ctx context.Context, opts *annals.SubscribeOptions) iter.Seq2[annals.RecordedEvent, error] {
-	var o annals.SubscribeOptions
-	if opts != nil {
-		o = *opts
-	}
 	return func(yield func(annals.RecordedEvent, error) bool) {
-		if err := o.Filter.Validate(); err != nil {
+		o, err := rules.SubscribeOptions(opts)
+		if err == nil {
+			err = ctx.Err()
+		}
+		if err != nil {
 			yield(annals.RecordedEvent{}, err)
 			return
 		}
@@ -938,12 +920,12 @@ func (s *Store) wait(ctx context.Context, h *head) error {
 
 // SubscribeStream implements [annals.Store.SubscribeStream].
 func (s *Store) SubscribeStream(ctx context.Context, stream string, opts *annals.SubscribeOptions) iter.Seq2[annals.RecordedEvent, error] {
-	var o annals.SubscribeOptions
-	if opts != nil {
-		o = *opts
-	}
 	return func(yield func(annals.RecordedEvent, error) bool) {
-		if err := validateRead(stream, &annals.ReadOptions{Filter: o.Filter}); err != nil {
+		o, err := rules.StreamSubscribeOptions(stream, opts)
+		if err == nil {
+			err = ctx.Err()
+		}
+		if err != nil {
 			yield(annals.RecordedEvent{}, err)
 			return
 		}
@@ -962,8 +944,9 @@ func (s *Store) SubscribeStream(ctx context.Context, stream string, opts *annals
 			h := s.head.Load()
 			v, err := s.view(stream, h, false)
 			s.readUnlock()
-			if err == nil && first && v.tombstoned {
-				err = fmt.Errorf("%w: %q", annals.ErrStreamDeleted, stream)
+			rs := v.rule(stream)
+			if err == nil && first {
+				err = rs.Tombstone("subscribe to")
 			}
 			if err != nil {
 				yield(annals.RecordedEvent{}, err)
@@ -973,13 +956,8 @@ func (s *Store) SubscribeStream(ctx context.Context, stream string, opts *annals
 			if first {
 				// Soft deletion and metadata choose where the subscription starts; from
 				// there on it delivers every event.
-				if from == annals.End {
-					from = v.next
-				}
-				from = max(from, v.lowest())
-				if v.meta.MaxAge > 0 {
-					f.minAge = time.Now().Add(-v.meta.MaxAge)
-				}
+				from = rules.SubscribeStart(&rs, &v.meta, from)
+				f.cutoff = v.ageCutoff()
 			}
 			for from < v.next {
 				if batch, from, err = s.streamBatch(ctx, stream, from, v.next, readBatch, &f, c, batch[:0]); err != nil {
@@ -1024,24 +1002,26 @@ func (s *Store) GetMetadata(ctx context.Context, stream string) (annals.StreamMe
 	if err != nil {
 		return annals.StreamMetadata{}, 0, err
 	}
-	if v.tombstoned {
-		return annals.StreamMetadata{}, 0, fmt.Errorf("%w: %q", annals.ErrStreamDeleted, stream)
+	rs := v.rule(stream)
+	if err := rs.Tombstone("get metadata of"); err != nil {
+		return annals.StreamMetadata{}, 0, err
 	}
-	if !v.metaExists {
-		return v.meta, annals.NoStream, nil
+	mrs := rules.Stream{Name: annals.MetaStream(stream)}
+	if v.metaExists {
+		mrs.Next = v.metaRev + 1
 	}
-	return v.meta, annals.Exact(v.metaRev), nil
+	return v.meta, rules.MetadataRevision(&mrs), nil
 }
 
 // ListStreams implements [annals.Store.ListStreams].
 func (s *Store) ListStreams(ctx context.Context, opts *annals.ListOptions) iter.Seq2[annals.StreamInfo, error] {
-	var o annals.ListOptions
-	if opts != nil {
-		o = *opts
-	}
 	return func(yield func(annals.StreamInfo, error) bool) {
-		if o.Limit < 0 {
-			yield(annals.StreamInfo{}, fmt.Errorf("%w: negative list limit %d", annals.ErrInvalidArgument, o.Limit))
+		o, err := rules.ListOptions(opts)
+		if err == nil {
+			err = ctx.Err()
+		}
+		if err != nil {
+			yield(annals.StreamInfo{}, err)
 			return
 		}
 		if _, err := s.visibleHead(ctx); err != nil {

@@ -102,7 +102,7 @@ func TestTombstoneSurvivesStateEviction(t *testing.T) {
 			if err != nil {
 				t.Error(err)
 			}
-			done <- p
+			done <- p.Position
 		}()
 		time.Sleep(3 * time.Millisecond)
 		res, err := s.Append(ctx, x, annals.Any, annals.Event{Type: "After"})

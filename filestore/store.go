@@ -10,6 +10,7 @@ import (
 	"sync/atomic"
 
 	"github.com/annalsdb/annals"
+	"github.com/annalsdb/annals/internal/rules"
 	"github.com/cockroachdb/pebble/v2"
 	"golang.org/x/sys/unix"
 )
@@ -96,7 +97,7 @@ func Open(dir string, opts *Options) (*Store, error) {
 	if opts != nil {
 		o = *opts
 	}
-	o.Limits = o.Limits.WithDefaults()
+	o.Limits = rules.Limits(o.Limits)
 	if o.SegmentSize == 0 {
 		o.SegmentSize = DefaultSegmentSize
 	}

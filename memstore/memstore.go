@@ -6,24 +6,13 @@
 // the events live as long as the Store value. Use it in tests and examples, or wherever an
 // event store that forgets everything on exit is what you want.
 //
-// # Decisions the annals documentation leaves open
+// # Shared rules
 //
-//   - Idempotency checks look only at the events of the stream's current incarnation (those
-//     since its last soft delete), like the expectations themselves: the events of a
-//     soft-deleted incarnation are gone for every purpose but [annals.Store.ReadAll].
-//   - [annals.Store.Delete] and [annals.Store.Tombstone] check, in order: a tombstone
-//     ([annals.ErrStreamDeleted]), the expectation against the stream
-//     ([annals.ErrWrongExpectedVersion]), and for Delete whether the stream exists
-//     ([annals.ErrStreamNotFound]).
-//   - A conflict in [annals.Store.SetMetadata] names the metadata stream in its
-//     [annals.WrongExpectedVersionError].
-//   - A stream subscription applies the stream's visibility (soft deletion, truncateBefore,
-//     maxCount, maxAge) once, to choose where it starts; from then on it delivers every event of
-//     the stream in revision order, whatever later metadata says. When the stream is tombstoned
-//     it first delivers the events written before the tombstone, then ends with
-//     [annals.ErrStreamDeleted]. A subscription on a stream already tombstoned ends at once.
-//   - [annals.ReadOptions] AsOf and Until narrow what the stream's current visibility leaves;
-//     they do not bring back what metadata or a soft delete hides now.
+// The decisions every backend shares (input validation, the order of checks, where a repeated
+// append is recognised, what metadata and soft deletion hide, where a stream subscription
+// starts) are made by the functions of internal/rules, which memstore, filestore and pgstore
+// all call; the annals package documentation states them. What is left to memstore:
+//
 //   - A stream read's MaxAge keeps the events recorded after now-MaxAge, where now is taken when
 //     the iteration starts.
 //   - Reads and subscriptions check ctx before each event.
@@ -42,6 +31,7 @@ import (
 	"time"
 
 	"github.com/annalsdb/annals"
+	"github.com/annalsdb/annals/internal/rules"
 )
 
 var _ annals.Store = (*Store)(nil)
@@ -90,17 +80,9 @@ func (st *streamState) next() uint64 { return uint64(len(st.positions)) }
 
 func (st *streamState) exists() bool { return st.next() > st.base }
 
-// actual is the state of the stream as a WrongExpectedVersionError reports it.
-func (st *streamState) actual() annals.ExpectedRevision {
-	if !st.exists() {
-		return annals.NoStream
-	}
-	return annals.Exact(st.next() - 1)
-}
-
-// holds reports whether the stream is in the state e expects.
-func (st *streamState) holds(e annals.ExpectedRevision) bool {
-	return e.Satisfied(st.exists(), st.next()-1)
+// rule is the state of the stream named name as the shared rules see it.
+func (st *streamState) rule(name string) rules.Stream {
+	return rules.Stream{Name: name, Next: st.next(), Base: st.base, Tombstoned: st.tombstoned}
 }
 
 // New returns an empty store. A nil opts means the defaults.
@@ -109,7 +91,7 @@ func New(opts *Options) *Store {
 	if opts != nil {
 		o = *opts
 	}
-	s := &Store{limits: o.Limits.WithDefaults()}
+	s := &Store{limits: rules.Limits(o.Limits)}
 	s.mu.streams = make(map[string]*streamState)
 	s.mu.changed = make(chan struct{})
 	return s
@@ -155,7 +137,7 @@ func (s *Store) streamLocked(stream string) *streamState {
 // checked once, before anything is done.
 func (s *Store) Append(ctx context.Context, stream string, expected annals.ExpectedRevision, events ...annals.Event) (annals.AppendResult, error) {
 	events = slices.Clone(events)
-	if err := s.limits.ValidateAppend(stream, expected, events); err != nil {
+	if err := rules.ValidateAppend(s.limits, stream, expected, events); err != nil {
 		return annals.AppendResult{}, err
 	}
 	for i := range events {
@@ -167,55 +149,19 @@ func (s *Store) Append(ctx context.Context, stream string, expected annals.Expec
 	}
 	defer s.mu.Unlock()
 	st := s.streamLocked(stream)
-	if st.tombstoned {
-		return annals.AppendResult{}, fmt.Errorf("append to %q: %w", stream, annals.ErrStreamDeleted)
+	rs := st.rule(stream)
+	stored := func(from uint64, n int) ([]annals.UUID, []uint64, error) {
+		ids := make([]annals.UUID, n)
+		for i := range ids {
+			ids[i] = s.mu.log[st.positions[from+uint64(i)]-1].ID
+		}
+		return ids, st.positions[from : from+uint64(n)], nil
 	}
-	if res, repeat := s.repeatedLocked(st, expected, events); repeat {
-		return res, nil
-	}
-	if !st.holds(expected) {
-		return annals.AppendResult{}, &annals.WrongExpectedVersionError{Stream: stream, Expected: expected, Actual: st.actual()}
+	res, write, err := rules.Append(&rs, expected, events, stored)
+	if !write {
+		return res, err
 	}
 	return s.writeLocked(stream, st, events), nil
-}
-
-// repeatedLocked looks for the IDs of events, in order, at the place expected names (see
-// [annals.ExpectedRevision]) within the stream's current incarnation: the revisions after r for
-// Exact(r), the first ones of the incarnation for NoStream, the last ones for Any and
-// StreamExists. When all are there, the append is a repeat and it returns the first append's
-// result.
-func (s *Store) repeatedLocked(st *streamState, expected annals.ExpectedRevision, events []annals.Event) (annals.AppendResult, bool) {
-	n := uint64(len(events))
-	next := st.next()
-	var from uint64
-	switch expected {
-	case annals.Any, annals.StreamExists:
-		if next-st.base < n {
-			return annals.AppendResult{}, false
-		}
-		from = next - n
-	case annals.NoStream:
-		if !st.exists() {
-			return annals.AppendResult{}, false
-		}
-		from = st.base
-	default:
-		r, _ := expected.Revision()
-		if r+1 < st.base || r+1 >= next {
-			return annals.AppendResult{}, false
-		}
-		from = r + 1
-	}
-	if from+n > next {
-		return annals.AppendResult{}, false
-	}
-	for i := range n {
-		if s.mu.log[st.positions[from+i]-1].ID != events[i].ID {
-			return annals.AppendResult{}, false
-		}
-	}
-	last := from + n - 1
-	return annals.AppendResult{Revision: last, Position: st.positions[last]}, true
 }
 
 // writeLocked appends events to stream, which is in state st, and wakes the subscriptions.
@@ -256,34 +202,21 @@ func (s *Store) writeSystemLocked(stream, eventType string, data []byte) annals.
 
 // SetMetadata implements [annals.Store.SetMetadata]. A conflict names the metadata stream.
 func (s *Store) SetMetadata(ctx context.Context, stream string, expected annals.ExpectedRevision, meta annals.StreamMetadata) (annals.AppendResult, error) {
-	if err := annals.ValidateUserStreamID(stream); err != nil {
-		return annals.AppendResult{}, err
-	}
-	if err := meta.Validate(); err != nil {
-		return annals.AppendResult{}, err
-	}
-	data, err := json.Marshal(meta)
+	ev, err := rules.MetadataEvent(s.limits, stream, expected, meta)
 	if err != nil {
-		return annals.AppendResult{}, fmt.Errorf("%w: stream metadata of %q: %v", annals.ErrInvalidArgument, stream, err)
-	}
-	metaStream := annals.MetaStream(stream)
-	ev := []annals.Event{{Type: annals.MetadataEventType, ContentType: annals.ContentTypeJSON, Data: data}}
-	if err := s.limits.ValidateEvents(metaStream, expected, ev); err != nil {
 		return annals.AppendResult{}, err
 	}
 	if err := s.begin(ctx); err != nil {
 		return annals.AppendResult{}, err
 	}
 	defer s.mu.Unlock()
-	st := s.streamLocked(stream)
-	if st.tombstoned {
-		return annals.AppendResult{}, fmt.Errorf("set metadata of %q: %w", stream, annals.ErrStreamDeleted)
+	metaStream := annals.MetaStream(stream)
+	st, mst := s.streamLocked(stream), s.streamLocked(metaStream)
+	rs, mrs := st.rule(stream), mst.rule(metaStream)
+	if err := rules.SetMetadata(&rs, &mrs, expected); err != nil {
+		return annals.AppendResult{}, err
 	}
-	mst := s.streamLocked(metaStream)
-	if !mst.holds(expected) {
-		return annals.AppendResult{}, &annals.WrongExpectedVersionError{Stream: metaStream, Expected: expected, Actual: mst.actual()}
-	}
-	res := s.writeSystemLocked(stream, annals.MetadataEventType, data)
+	res := s.writeLocked(metaStream, mst, []annals.Event{ev})
 	st.metaPos = res.Position
 	s.mu.streams[stream] = st
 	return res, nil
@@ -301,15 +234,14 @@ func (s *Store) GetMetadata(ctx context.Context, stream string) (annals.StreamMe
 	}
 	defer s.mu.Unlock()
 	st := s.streamLocked(stream)
-	if st.tombstoned {
-		return meta, annals.NoStream, fmt.Errorf("get metadata of %q: %w", stream, annals.ErrStreamDeleted)
+	rs := st.rule(stream)
+	if err := rs.Tombstone("get metadata of"); err != nil {
+		return meta, annals.NoStream, err
 	}
 	meta = s.metadataLocked(st)
-	mst := s.streamLocked(annals.MetaStream(stream))
-	if mst.next() == 0 {
-		return meta, annals.NoStream, nil
-	}
-	return meta, annals.Exact(mst.next() - 1), nil
+	metaStream := annals.MetaStream(stream)
+	mrs := s.streamLocked(metaStream).rule(metaStream)
+	return meta, rules.MetadataRevision(&mrs), nil
 }
 
 // metadataLocked decodes the stream's last metadata (a fresh copy), or returns the zero value.
@@ -324,27 +256,19 @@ func (s *Store) metadataLocked(st *streamState) annals.StreamMetadata {
 	return meta
 }
 
-// Delete implements [annals.Store.Delete]. It checks, in order: a tombstone, the expectation,
-// whether the stream exists.
-func (s *Store) Delete(ctx context.Context, stream string, expected annals.ExpectedRevision) (uint64, error) {
-	if err := annals.ValidateUserStreamID(stream); err != nil {
-		return 0, err
-	}
-	if err := expected.Validate(); err != nil {
-		return 0, err
+// Delete implements [annals.Store.Delete], with the checks of [rules.Delete].
+func (s *Store) Delete(ctx context.Context, stream string, expected annals.ExpectedRevision) (annals.DeleteResult, error) {
+	if err := rules.ValidateDelete(stream, expected); err != nil {
+		return annals.DeleteResult{}, err
 	}
 	if err := s.begin(ctx); err != nil {
-		return 0, err
+		return annals.DeleteResult{}, err
 	}
 	defer s.mu.Unlock()
 	st := s.streamLocked(stream)
-	switch {
-	case st.tombstoned:
-		return 0, fmt.Errorf("delete %q: %w", stream, annals.ErrStreamDeleted)
-	case !st.holds(expected):
-		return 0, &annals.WrongExpectedVersionError{Stream: stream, Expected: expected, Actual: st.actual()}
-	case !st.exists():
-		return 0, fmt.Errorf("delete %q: %w", stream, annals.ErrStreamNotFound)
+	rs := st.rule(stream)
+	if err := rules.Delete(&rs, expected); err != nil {
+		return annals.DeleteResult{}, err
 	}
 	data, err := json.Marshal(struct {
 		Revision uint64 `json:"revision"`
@@ -354,52 +278,42 @@ func (s *Store) Delete(ctx context.Context, stream string, expected annals.Expec
 	}
 	res := s.writeSystemLocked(stream, annals.DeletedEventType, data)
 	st.base = st.next()
-	return res.Position, nil
+	return annals.DeleteResult{Position: res.Position}, nil
 }
 
-// Tombstone implements [annals.Store.Tombstone]. It checks a tombstone first, then the
-// expectation against the stream.
-func (s *Store) Tombstone(ctx context.Context, stream string, expected annals.ExpectedRevision) (uint64, error) {
-	if err := annals.ValidateUserStreamID(stream); err != nil {
-		return 0, err
-	}
-	if err := expected.Validate(); err != nil {
-		return 0, err
+// Tombstone implements [annals.Store.Tombstone], with the checks of [rules.Tombstone].
+func (s *Store) Tombstone(ctx context.Context, stream string, expected annals.ExpectedRevision) (annals.DeleteResult, error) {
+	if err := rules.ValidateDelete(stream, expected); err != nil {
+		return annals.DeleteResult{}, err
 	}
 	if err := s.begin(ctx); err != nil {
-		return 0, err
+		return annals.DeleteResult{}, err
 	}
 	defer s.mu.Unlock()
 	st := s.streamLocked(stream)
-	switch {
-	case st.tombstoned:
-		return 0, fmt.Errorf("tombstone %q: %w", stream, annals.ErrStreamDeleted)
-	case !st.holds(expected):
-		return 0, &annals.WrongExpectedVersionError{Stream: stream, Expected: expected, Actual: st.actual()}
+	rs := st.rule(stream)
+	if err := rules.Tombstone(&rs, expected); err != nil {
+		return annals.DeleteResult{}, err
 	}
 	res := s.writeSystemLocked(stream, annals.TombstoneEventType, []byte("{}"))
 	st.tombstoned = true
 	s.mu.streams[stream] = st
-	return res.Position, nil
+	return annals.DeleteResult{Position: res.Position}, nil
 }
 
 // visibleFromLocked returns the first revision of st that a read may return at the time now,
-// according to its soft deletion and metadata. Since Time never decreases along the log, the
-// events that maxAge hides come before all the others.
+// according to its soft deletion and metadata ([rules.VisibleFrom], then maxAge). Since Time
+// never decreases along the log, the events that maxAge hides come before all the others.
 func (s *Store) visibleFromLocked(st *streamState, now time.Time) uint64 {
 	meta := s.metadataLocked(st)
-	next := st.next()
-	lo := max(st.base, meta.TruncateBefore)
-	if meta.MaxCount > 0 && next > meta.MaxCount {
-		lo = max(lo, next-meta.MaxCount)
-	}
-	if meta.MaxAge > 0 {
-		oldest := now.Add(-meta.MaxAge)
-		for lo < next && !s.mu.log[st.positions[lo]-1].Time.After(oldest) {
+	rs := st.rule("")
+	lo := rules.VisibleFrom(&rs, &meta)
+	if cutoff, ok := rules.AgeCutoff(&meta, now); ok {
+		for lo < rs.Next && !rules.Young(s.mu.log[st.positions[lo]-1].Time, cutoff) {
 			lo++
 		}
 	}
-	return min(lo, next)
+	return lo
 }
 
 // cloneEvent returns ev with its own copies of Data and Metadata, so that callers cannot change
@@ -408,17 +322,6 @@ func cloneEvent(ev annals.RecordedEvent) annals.RecordedEvent {
 	ev.Data = bytes.Clone(ev.Data)
 	ev.Metadata = bytes.Clone(ev.Metadata)
 	return ev
-}
-
-func readOptions(opts *annals.ReadOptions) (annals.ReadOptions, error) {
-	var o annals.ReadOptions
-	if opts != nil {
-		o = *opts
-	}
-	if o.Limit < 0 {
-		return o, fmt.Errorf("%w: negative read limit %d", annals.ErrInvalidArgument, o.Limit)
-	}
-	return o, o.Filter.Validate()
 }
 
 // keep reports whether a read with options o returns ev (apart from the range of revisions or
@@ -478,11 +381,7 @@ func span(lo, hi, from uint64, backwards bool) iter.Seq[uint64] {
 // iteration starts; events appended later are not read.
 func (s *Store) ReadStream(ctx context.Context, stream string, opts *annals.ReadOptions) iter.Seq2[annals.RecordedEvent, error] {
 	return func(yield func(annals.RecordedEvent, error) bool) {
-		if err := annals.ValidateStreamID(stream); err != nil {
-			yield(annals.RecordedEvent{}, err)
-			return
-		}
-		o, err := readOptions(opts)
+		o, err := rules.StreamReadOptions(stream, opts)
 		if err != nil {
 			yield(annals.RecordedEvent{}, err)
 			return
@@ -493,12 +392,8 @@ func (s *Store) ReadStream(ctx context.Context, stream string, opts *annals.Read
 		}
 		st := s.streamLocked(stream)
 		lo := s.visibleFromLocked(st, time.Now())
-		switch {
-		case st.tombstoned:
-			err = fmt.Errorf("read %q: %w", stream, annals.ErrStreamDeleted)
-		case !st.exists():
-			err = fmt.Errorf("read %q: %w", stream, annals.ErrStreamNotFound)
-		}
+		rs := st.rule(stream)
+		err = rules.Readable(&rs, "read")
 		log, positions := s.mu.log, st.positions
 		s.mu.Unlock()
 		if err != nil {
@@ -524,7 +419,7 @@ func (s *Store) ReadStream(ctx context.Context, stream string, opts *annals.Read
 // starts; events appended later are not read.
 func (s *Store) ReadAll(ctx context.Context, opts *annals.ReadOptions) iter.Seq2[annals.RecordedEvent, error] {
 	return func(yield func(annals.RecordedEvent, error) bool) {
-		o, err := readOptions(opts)
+		o, err := rules.ReadOptions(opts)
 		if err != nil {
 			yield(annals.RecordedEvent{}, err)
 			return
@@ -551,14 +446,6 @@ func (s *Store) ReadAll(ctx context.Context, opts *annals.ReadOptions) iter.Seq2
 	}
 }
 
-func subscribeOptions(opts *annals.SubscribeOptions) (annals.SubscribeOptions, error) {
-	var o annals.SubscribeOptions
-	if opts != nil {
-		o = *opts
-	}
-	return o, o.Filter.Validate()
-}
-
 // wait blocks until changed is closed or ctx is done, and returns ctx's error in the latter
 // case.
 func wait(ctx context.Context, changed <-chan struct{}) error {
@@ -574,7 +461,7 @@ func wait(ctx context.Context, changed <-chan struct{}) error {
 // holds no events of its own, so a slow consumer costs no memory.
 func (s *Store) SubscribeAll(ctx context.Context, opts *annals.SubscribeOptions) iter.Seq2[annals.RecordedEvent, error] {
 	return func(yield func(annals.RecordedEvent, error) bool) {
-		o, err := subscribeOptions(opts)
+		o, err := rules.SubscribeOptions(opts)
 		if err != nil {
 			yield(annals.RecordedEvent{}, err)
 			return
@@ -615,11 +502,7 @@ func (s *Store) SubscribeAll(ctx context.Context, opts *annals.SubscribeOptions)
 // before the tombstone and then ends with [annals.ErrStreamDeleted].
 func (s *Store) SubscribeStream(ctx context.Context, stream string, opts *annals.SubscribeOptions) iter.Seq2[annals.RecordedEvent, error] {
 	return func(yield func(annals.RecordedEvent, error) bool) {
-		if err := annals.ValidateStreamID(stream); err != nil {
-			yield(annals.RecordedEvent{}, err)
-			return
-		}
-		o, err := subscribeOptions(opts)
+		o, err := rules.StreamSubscribeOptions(stream, opts)
 		if err != nil {
 			yield(annals.RecordedEvent{}, err)
 			return
@@ -632,16 +515,15 @@ func (s *Store) SubscribeStream(ctx context.Context, stream string, opts *annals
 			}
 			st := s.streamLocked(stream)
 			if first {
-				if st.tombstoned {
+				rs := st.rule(stream)
+				if err := rs.Tombstone("subscribe to"); err != nil {
 					s.mu.Unlock()
-					yield(annals.RecordedEvent{}, fmt.Errorf("subscribe to %q: %w", stream, annals.ErrStreamDeleted))
+					yield(annals.RecordedEvent{}, err)
 					return
 				}
-				lo := s.visibleFromLocked(st, time.Now())
-				if from == annals.End {
-					from = st.next()
-				}
-				from = max(from, lo)
+				// The age cutoff, applied here once, moves the start past what maxAge hides.
+				meta := s.metadataLocked(st)
+				from = max(rules.SubscribeStart(&rs, &meta, from), s.visibleFromLocked(st, time.Now()))
 			}
 			log, positions, tombstoned, changed := s.mu.log, st.positions, st.tombstoned, s.mu.changed
 			s.mu.Unlock()
@@ -672,12 +554,9 @@ func (s *Store) SubscribeStream(ctx context.Context, stream string, opts *annals
 // iteration starts.
 func (s *Store) ListStreams(ctx context.Context, opts *annals.ListOptions) iter.Seq2[annals.StreamInfo, error] {
 	return func(yield func(annals.StreamInfo, error) bool) {
-		var o annals.ListOptions
-		if opts != nil {
-			o = *opts
-		}
-		if o.Limit < 0 {
-			yield(annals.StreamInfo{}, fmt.Errorf("%w: negative list limit %d", annals.ErrInvalidArgument, o.Limit))
+		o, err := rules.ListOptions(opts)
+		if err != nil {
+			yield(annals.StreamInfo{}, err)
 			return
 		}
 		if err := s.begin(ctx); err != nil {

@@ -2,12 +2,12 @@ package pgstore
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"slices"
 
 	"github.com/annalsdb/annals"
+	"github.com/annalsdb/annals/internal/rules"
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgtype"
@@ -63,17 +63,13 @@ type streamRow struct {
 	dirty      bool // the batch changed it
 }
 
-func (st *streamRow) exists() bool { return st.next > st.base }
-
-func (st *streamRow) actual() annals.ExpectedRevision {
-	if !st.exists() {
-		return annals.NoStream
+// rule is the state of the stream named name as the shared rules see it.
+func (st *streamRow) rule(name string) rules.Stream {
+	rs := rules.Stream{Name: name, Next: st.next, Base: st.base, Tombstoned: st.tombstoned}
+	if st.lastID.Valid {
+		rs.LastID = st.lastID.Bytes
 	}
-	return annals.Exact(st.next - 1)
-}
-
-func (st *streamRow) holds(e annals.ExpectedRevision) bool {
-	return e.Satisfied(st.exists(), st.next-1)
+	return rs
 }
 
 // pendingEvent is an event a batch writes.
@@ -95,7 +91,7 @@ type outcome struct {
 // Options.MaxBatch in one transaction; the call returns once that transaction committed.
 func (s *Store) Append(ctx context.Context, stream string, expected annals.ExpectedRevision, events ...annals.Event) (annals.AppendResult, error) {
 	events = slices.Clone(events)
-	if err := s.opts.Limits.ValidateAppend(stream, expected, events); err != nil {
+	if err := rules.ValidateAppend(s.opts.Limits, stream, expected, events); err != nil {
 		return annals.AppendResult{}, err
 	}
 	return s.submit(ctx, &request{kind: opAppend, stream: stream, expected: expected, events: events})
@@ -111,7 +107,7 @@ func (s *Store) Append(ctx context.Context, stream string, expected annals.Expec
 // COMMITTED isolation level (PostgreSQL's default). A database error leaves tx aborted.
 func (s *Store) AppendTx(ctx context.Context, tx pgx.Tx, stream string, expected annals.ExpectedRevision, events ...annals.Event) (annals.AppendResult, error) {
 	events = slices.Clone(events)
-	if err := s.opts.Limits.ValidateAppend(stream, expected, events); err != nil {
+	if err := rules.ValidateAppend(s.opts.Limits, stream, expected, events); err != nil {
 		return annals.AppendResult{}, err
 	}
 	if err := s.begin(ctx); err != nil {
@@ -127,45 +123,32 @@ func (s *Store) AppendTx(ctx context.Context, tx pgx.Tx, stream string, expected
 
 // SetMetadata implements [annals.Store.SetMetadata]. A conflict names the metadata stream.
 func (s *Store) SetMetadata(ctx context.Context, stream string, expected annals.ExpectedRevision, meta annals.StreamMetadata) (annals.AppendResult, error) {
-	if err := annals.ValidateUserStreamID(stream); err != nil {
-		return annals.AppendResult{}, err
-	}
-	if err := meta.Validate(); err != nil {
-		return annals.AppendResult{}, err
-	}
-	data, err := json.Marshal(meta)
+	ev, err := rules.MetadataEvent(s.opts.Limits, stream, expected, meta)
 	if err != nil {
-		return annals.AppendResult{}, fmt.Errorf("%w: stream metadata of %q: %v", annals.ErrInvalidArgument, stream, err)
-	}
-	ev := []annals.Event{{Type: annals.MetadataEventType, ContentType: annals.ContentTypeJSON, Data: data}}
-	if err := s.opts.Limits.ValidateEvents(annals.MetaStream(stream), expected, ev); err != nil {
 		return annals.AppendResult{}, err
 	}
-	return s.submit(ctx, &request{kind: opMetadata, stream: stream, expected: expected, events: ev})
+	return s.submit(ctx, &request{kind: opMetadata, stream: stream, expected: expected, events: []annals.Event{ev}})
 }
 
-// Delete implements [annals.Store.Delete]. It checks, in order: a tombstone, the expectation,
-// whether the stream exists.
-func (s *Store) Delete(ctx context.Context, stream string, expected annals.ExpectedRevision) (uint64, error) {
-	res, err := s.systemOp(ctx, opDelete, stream, expected)
-	return res.Position, err
+// Delete implements [annals.Store.Delete], with the checks of [rules.Delete].
+func (s *Store) Delete(ctx context.Context, stream string, expected annals.ExpectedRevision) (annals.DeleteResult, error) {
+	return s.systemOp(ctx, opDelete, stream, expected)
 }
 
-// Tombstone implements [annals.Store.Tombstone]. It checks a tombstone first, then the
-// expectation against the stream.
-func (s *Store) Tombstone(ctx context.Context, stream string, expected annals.ExpectedRevision) (uint64, error) {
-	res, err := s.systemOp(ctx, opTombstone, stream, expected)
-	return res.Position, err
+// Tombstone implements [annals.Store.Tombstone], with the checks of [rules.Tombstone].
+func (s *Store) Tombstone(ctx context.Context, stream string, expected annals.ExpectedRevision) (annals.DeleteResult, error) {
+	return s.systemOp(ctx, opTombstone, stream, expected)
 }
 
-func (s *Store) systemOp(ctx context.Context, kind opKind, stream string, expected annals.ExpectedRevision) (annals.AppendResult, error) {
-	if err := annals.ValidateUserStreamID(stream); err != nil {
-		return annals.AppendResult{}, err
+func (s *Store) systemOp(ctx context.Context, kind opKind, stream string, expected annals.ExpectedRevision) (annals.DeleteResult, error) {
+	if err := rules.ValidateDelete(stream, expected); err != nil {
+		return annals.DeleteResult{}, err
 	}
-	if err := expected.Validate(); err != nil {
-		return annals.AppendResult{}, err
+	res, err := s.submit(ctx, &request{kind: kind, stream: stream, expected: expected})
+	if err != nil {
+		return annals.DeleteResult{}, err
 	}
-	return s.submit(ctx, &request{kind: kind, stream: stream, expected: expected})
+	return annals.DeleteResult{Position: res.Position}, nil
 }
 
 // submit queues r for a writer and waits for its result, or for ctx.
@@ -514,22 +497,27 @@ func nonNil(b []byte) []byte {
 	return b
 }
 
-// decide checks request r against the locked rows and, when it is to be written, adds its
-// events to pend and changes the rows. The order of the checks is memstore's.
+// decide checks request r against the locked rows, with the shared rules (package rules),
+// and when it is to be written, adds its events to pend and changes the rows.
 func (s *Store) decide(ctx context.Context, tx querier, r *request, states map[string]*streamRow, pend *[]pendingEvent) (outcome, error) {
 	st := states[r.stream]
+	rs := st.rule(r.stream)
 	fail := func(err error) (outcome, error) { return outcome{err: err, last: -1}, nil }
-	if st.tombstoned {
-		op := map[opKind]string{opAppend: "append to", opMetadata: "set metadata of", opDelete: "delete", opTombstone: "tombstone"}[r.kind]
-		return fail(fmt.Errorf("%s %q: %w", op, r.stream, annals.ErrStreamDeleted))
-	}
 	if r.kind == opAppend {
-		res, repeat, err := s.repeated(ctx, tx, r.stream, st, r.expected, r.events)
-		if err != nil || repeat {
-			return outcome{res: res, last: -1}, err
-		}
-		if !st.holds(r.expected) {
-			return fail(&annals.WrongExpectedVersionError{Stream: r.stream, Expected: r.expected, Actual: st.actual()})
+		// A database error fails the whole batch; a refusal fails only this request.
+		var dbErr error
+		res, write, err := rules.Append(&rs, r.expected, r.events, func(from uint64, n int) ([]annals.UUID, []uint64, error) {
+			ids, positions, err := s.storedIDs(ctx, tx, r.stream, from, n)
+			dbErr = err
+			return ids, positions, err
+		})
+		switch {
+		case dbErr != nil:
+			return outcome{last: -1}, dbErr
+		case err != nil:
+			return fail(err)
+		case !write:
+			return outcome{res: res, last: -1}, nil
 		}
 		for i := range r.events {
 			*pend = append(*pend, pendingEvent{stream: r.stream, revision: st.next, event: &r.events[i]})
@@ -545,22 +533,20 @@ func (s *Store) decide(ctx context.Context, tx querier, r *request, states map[s
 	var data []byte
 	switch r.kind {
 	case opMetadata:
-		if !mst.holds(r.expected) {
-			return fail(&annals.WrongExpectedVersionError{Stream: metaStream, Expected: r.expected, Actual: mst.actual()})
+		mrs := mst.rule(metaStream)
+		if err := rules.SetMetadata(&rs, &mrs, r.expected); err != nil {
+			return fail(err)
 		}
 		st.metaRev = int64(mst.next)
 	case opDelete:
-		switch {
-		case !st.holds(r.expected):
-			return fail(&annals.WrongExpectedVersionError{Stream: r.stream, Expected: r.expected, Actual: st.actual()})
-		case !st.exists():
-			return fail(fmt.Errorf("delete %q: %w", r.stream, annals.ErrStreamNotFound))
+		if err := rules.Delete(&rs, r.expected); err != nil {
+			return fail(err)
 		}
 		data = fmt.Appendf(nil, `{"revision":%d}`, st.next-1)
 		st.base = st.next
 	case opTombstone:
-		if !st.holds(r.expected) {
-			return fail(&annals.WrongExpectedVersionError{Stream: r.stream, Expected: r.expected, Actual: st.actual()})
+		if err := rules.Tombstone(&rs, r.expected); err != nil {
+			return fail(err)
 		}
 		data = []byte("{}")
 		st.tombstoned = true
@@ -582,52 +568,23 @@ func (s *Store) decide(ctx context.Context, tx querier, r *request, states map[s
 	return outcome{res: annals.AppendResult{Revision: mst.next - 1}, last: len(*pend) - 1}, nil
 }
 
-// repeated looks for the IDs of events, in order, at the place expected names within the
-// stream's current incarnation (see [annals.ExpectedRevision]). When all are there, the append
-// is a repeat and it returns the first append's result. It reads the events only when the
-// cheap checks (the row's counts and the ID of its last event) leave a repeat possible, which
-// for Exact and NoStream is only when the expectation fails.
-func (s *Store) repeated(ctx context.Context, tx querier, stream string, st *streamRow, expected annals.ExpectedRevision, events []annals.Event) (annals.AppendResult, bool, error) {
-	n := uint64(len(events))
-	var from uint64
-	switch expected {
-	case annals.Any, annals.StreamExists:
-		if st.next-st.base < n || !st.lastID.Valid || annals.UUID(st.lastID.Bytes) != events[n-1].ID {
-			return annals.AppendResult{}, false, nil
-		}
-		from = st.next - n
-	case annals.NoStream:
-		if !st.exists() {
-			return annals.AppendResult{}, false, nil
-		}
-		from = st.base
-	default:
-		r, _ := expected.Revision()
-		if r+1 < st.base || r+1 >= st.next {
-			return annals.AppendResult{}, false, nil
-		}
-		from = r + 1
-	}
-	if from+n > st.next {
-		return annals.AppendResult{}, false, nil
-	}
-	rows, err := tx.Query(ctx, s.sql.ids, stream, int64(from), int64(from+n))
+// storedIDs returns the IDs and positions of the stream's events at revisions from … from+n-1
+// (fewer when some are missing).
+func (s *Store) storedIDs(ctx context.Context, tx querier, stream string, from uint64, n int) ([]annals.UUID, []uint64, error) {
+	rows, err := tx.Query(ctx, s.sql.ids, stream, int64(from), int64(from+uint64(n)))
 	if err != nil {
-		return annals.AppendResult{}, false, err
+		return nil, nil, err
 	}
+	ids, positions := make([]annals.UUID, 0, n), make([]uint64, 0, n)
 	var rev, pos int64
 	var id pgtype.UUID
-	i := 0
-	match := true
 	_, err = pgx.ForEachRow(rows, []any{&rev, &id, &pos}, func() error {
-		if i >= len(events) || annals.UUID(id.Bytes) != events[i].ID || uint64(rev) != from+uint64(i) {
-			match = false
+		if uint64(rev) != from+uint64(len(ids)) {
+			return fmt.Errorf("%w: stream %q: revision %d where %d was expected", annals.ErrCorrupt, stream, rev, from+uint64(len(ids)))
 		}
-		i++
+		ids = append(ids, id.Bytes)
+		positions = append(positions, uint64(pos))
 		return nil
 	})
-	if err != nil || !match || i != len(events) {
-		return annals.AppendResult{}, false, err
-	}
-	return annals.AppendResult{Revision: uint64(rev), Position: uint64(pos)}, true, nil
+	return ids, positions, err
 }

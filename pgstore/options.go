@@ -6,6 +6,7 @@ import (
 	"time"
 
 	"github.com/annalsdb/annals"
+	"github.com/annalsdb/annals/internal/rules"
 )
 
 // DefaultSchema is the schema a store uses when [Options].Schema is empty.
@@ -71,7 +72,7 @@ func (o *Options) withDefaults() (Options, error) {
 	if err := annals.ValidateStreamID(v.Schema); err != nil {
 		return v, fmt.Errorf("%w: pgstore schema name %q: want printable UTF-8", annals.ErrInvalidArgument, v.Schema)
 	}
-	v.Limits = v.Limits.WithDefaults()
+	v.Limits = rules.Limits(v.Limits)
 	if v.MaxConns <= 0 {
 		v.MaxConns = 10
 	}

@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/annalsdb/annals"
+	"github.com/annalsdb/annals/internal/rules"
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgtype"
@@ -146,17 +147,6 @@ func decodeEvent(v [][]byte, e *annals.RecordedEvent) bool {
 	return true
 }
 
-func readOptions(opts *annals.ReadOptions) (annals.ReadOptions, error) {
-	var o annals.ReadOptions
-	if opts != nil {
-		o = *opts
-	}
-	if o.Limit < 0 {
-		return o, fmt.Errorf("%w: negative read limit %d", annals.ErrInvalidArgument, o.Limit)
-	}
-	return o, o.Filter.Validate()
-}
-
 // asOfBound returns the upper time bound of a read as of t: times are stored in microseconds,
 // so an event is recorded at or before t exactly when its time is at or before t truncated.
 func asOfBound(t time.Time) pgtype.Timestamptz {
@@ -170,6 +160,7 @@ func asOfBound(t time.Time) pgtype.Timestamptz {
 type streamView struct {
 	found, tombstoned bool
 	next, base        uint64
+	meta              annals.StreamMetadata
 	// lo is the first revision the stream's soft deletion and metadata leave visible.
 	lo uint64
 	// after hides events recorded at or before it (the stream's maxAge); -infinity for none.
@@ -194,19 +185,15 @@ func (s *Store) queueView(b *pgx.Batch, stream string, v *streamView) {
 			return err
 		}
 		v.next, v.base = uint64(next), uint64(base)
-		var meta annals.StreamMetadata
 		if data != nil {
-			if err := json.Unmarshal(data, &meta); err != nil {
-				return fmt.Errorf("%w: metadata of stream %q does not decode: %v", annals.ErrCorrupt, stream, err)
+			if err := json.Unmarshal(data, &v.meta); err != nil {
+				return fmt.Errorf("%w: metadata of stream %q does not decode: %w", annals.ErrCorrupt, stream, err)
 			}
 		}
-		v.lo = max(v.base, meta.TruncateBefore)
-		if meta.MaxCount > 0 && v.next > meta.MaxCount {
-			v.lo = max(v.lo, v.next-meta.MaxCount)
-		}
-		v.lo = min(v.lo, v.next)
-		if meta.MaxAge > 0 {
-			v.after = pgtype.Timestamptz{Time: now.Add(-meta.MaxAge), Valid: true}
+		rs := v.rule(stream)
+		v.lo = rules.VisibleFrom(&rs, &v.meta)
+		if cutoff, ok := rules.AgeCutoff(&v.meta, now); ok {
+			v.after = pgtype.Timestamptz{Time: cutoff, Valid: true}
 		}
 		return nil
 	})
@@ -225,11 +212,7 @@ func (s *Store) viewStream(ctx context.Context, stream string) (streamView, erro
 // one ahead of the consumer; no connection is held while the consumer runs.
 func (s *Store) ReadStream(ctx context.Context, stream string, opts *annals.ReadOptions) iter.Seq2[annals.RecordedEvent, error] {
 	return func(yield func(annals.RecordedEvent, error) bool) {
-		if err := annals.ValidateStreamID(stream); err != nil {
-			yield(annals.RecordedEvent{}, err)
-			return
-		}
-		o, err := readOptions(opts)
+		o, err := rules.StreamReadOptions(stream, opts)
 		if err != nil {
 			yield(annals.RecordedEvent{}, err)
 			return
@@ -255,13 +238,11 @@ func (s *Store) ReadStream(ctx context.Context, stream string, opts *annals.Read
 				Query(func(rows pgx.Rows) (err error) { first, firstCut, err = scanEvents(rows, smallPage); return err })
 		}
 		err = s.pool.SendBatch(ctx, b).Close()
-		switch {
-		case err != nil:
+		if err != nil {
 			err = s.fail(ctx, op, err)
-		case v.tombstoned:
-			err = fmt.Errorf("read %q: %w", stream, annals.ErrStreamDeleted)
-		case !v.exists():
-			err = fmt.Errorf("read %q: %w", stream, annals.ErrStreamNotFound)
+		} else {
+			rs := v.rule(stream)
+			err = rules.Readable(&rs, "read")
 		}
 		if err != nil {
 			yield(annals.RecordedEvent{}, err)
@@ -346,7 +327,10 @@ func (s *Store) ReadStream(ctx context.Context, stream string, opts *annals.Read
 	}
 }
 
-func (v *streamView) exists() bool { return v.found && v.next > v.base }
+// rule is the stream's state as the shared rules see it.
+func (v *streamView) rule(stream string) rules.Stream {
+	return rules.Stream{Name: stream, Next: v.next, Base: v.base, Tombstoned: v.tombstoned}
+}
 
 // allQuery builds the query of one page of $all: events from position cur (inclusive)
 // towards hi (exclusive, forwards) or 1 (backwards) that f and asOf keep, at most limit. A
@@ -411,7 +395,7 @@ func (s *Store) allQuery(f *annals.Filter, backwards bool, cur, hi uint64, asOf 
 // consumer; no connection is held while the consumer runs.
 func (s *Store) ReadAll(ctx context.Context, opts *annals.ReadOptions) iter.Seq2[annals.RecordedEvent, error] {
 	return func(yield func(annals.RecordedEvent, error) bool) {
-		o, err := readOptions(opts)
+		o, err := rules.ReadOptions(opts)
 		if err != nil {
 			yield(annals.RecordedEvent{}, err)
 			return
@@ -498,18 +482,20 @@ func (s *Store) GetMetadata(ctx context.Context, stream string) (annals.StreamMe
 	if err != nil {
 		return meta, annals.NoStream, s.fail(ctx, "get metadata of "+strconv.Quote(stream), err)
 	}
-	if tombstoned != nil && *tombstoned {
-		return meta, annals.NoStream, fmt.Errorf("get metadata of %q: %w", stream, annals.ErrStreamDeleted)
+	rs := rules.Stream{Name: stream, Tombstoned: tombstoned != nil && *tombstoned}
+	if err := rs.Tombstone("get metadata of"); err != nil {
+		return meta, annals.NoStream, err
 	}
 	if data != nil {
 		if err := json.Unmarshal(data, &meta); err != nil {
-			return meta, annals.NoStream, fmt.Errorf("%w: metadata of stream %q does not decode: %v", annals.ErrCorrupt, stream, err)
+			return meta, annals.NoStream, fmt.Errorf("%w: metadata of stream %q does not decode: %w", annals.ErrCorrupt, stream, err)
 		}
 	}
-	if metaNext == nil || *metaNext == 0 {
-		return meta, annals.NoStream, nil
+	mrs := rules.Stream{Name: annals.MetaStream(stream)}
+	if metaNext != nil {
+		mrs.Next = uint64(*metaNext)
 	}
-	return meta, annals.Exact(uint64(*metaNext) - 1), nil
+	return meta, rules.MetadataRevision(&mrs), nil
 }
 
 // listUpper is above every stream id: 65 times the highest code point, 260 bytes, is more than
@@ -521,12 +507,9 @@ var listUpper = strings.Repeat("\U0010FFFF", 65)
 // include a stream created after it started.
 func (s *Store) ListStreams(ctx context.Context, opts *annals.ListOptions) iter.Seq2[annals.StreamInfo, error] {
 	return func(yield func(annals.StreamInfo, error) bool) {
-		var o annals.ListOptions
-		if opts != nil {
-			o = *opts
-		}
-		if o.Limit < 0 {
-			yield(annals.StreamInfo{}, fmt.Errorf("%w: negative list limit %d", annals.ErrInvalidArgument, o.Limit))
+		o, err := rules.ListOptions(opts)
+		if err != nil {
+			yield(annals.StreamInfo{}, err)
 			return
 		}
 		if err := s.begin(ctx); err != nil {

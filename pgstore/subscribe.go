@@ -8,16 +8,9 @@ import (
 	"time"
 
 	"github.com/annalsdb/annals"
+	"github.com/annalsdb/annals/internal/rules"
 	"github.com/jackc/pgx/v5"
 )
-
-func subscribeOptions(opts *annals.SubscribeOptions) (annals.SubscribeOptions, error) {
-	var o annals.SubscribeOptions
-	if opts != nil {
-		o = *opts
-	}
-	return o, o.Filter.Validate()
-}
 
 // wait blocks until changed is closed, ctx is done or the store closes, and returns the
 // error that ends the subscription in the last two cases.
@@ -42,7 +35,7 @@ func (s *Store) wait(ctx context.Context, changed <-chan struct{}) error {
 // so a page that ends below the head it saw has seen everything up to that head.
 func (s *Store) SubscribeAll(ctx context.Context, opts *annals.SubscribeOptions) iter.Seq2[annals.RecordedEvent, error] {
 	return func(yield func(annals.RecordedEvent, error) bool) {
-		o, err := subscribeOptions(opts)
+		o, err := rules.SubscribeOptions(opts)
 		if err != nil {
 			yield(annals.RecordedEvent{}, err)
 			return
@@ -117,11 +110,7 @@ func (s *Store) SubscribeAll(ctx context.Context, opts *annals.SubscribeOptions)
 // events written before the tombstone, then ends with [annals.ErrStreamDeleted].
 func (s *Store) SubscribeStream(ctx context.Context, stream string, opts *annals.SubscribeOptions) iter.Seq2[annals.RecordedEvent, error] {
 	return func(yield func(annals.RecordedEvent, error) bool) {
-		if err := annals.ValidateStreamID(stream); err != nil {
-			yield(annals.RecordedEvent{}, err)
-			return
-		}
-		o, err := subscribeOptions(opts)
+		o, err := rules.StreamSubscribeOptions(stream, opts)
 		if err != nil {
 			yield(annals.RecordedEvent{}, err)
 			return
@@ -136,15 +125,14 @@ func (s *Store) SubscribeStream(ctx context.Context, stream string, opts *annals
 			yield(annals.RecordedEvent{}, s.fail(ctx, op, err))
 			return
 		}
-		if v.tombstoned {
-			yield(annals.RecordedEvent{}, fmt.Errorf("subscribe to %q: %w", stream, annals.ErrStreamDeleted))
+		rs := v.rule(stream)
+		if err := rs.Tombstone("subscribe to"); err != nil {
+			yield(annals.RecordedEvent{}, err)
 			return
 		}
-		from := o.From
-		if from == annals.End {
-			from = v.next
-		}
-		from = max(from, v.lo)
+		// The stream's soft deletion and metadata choose where it starts, once; the pages
+		// leave out what maxAge hides as of now (v.after), which no later event is.
+		from := rules.SubscribeStart(&rs, &v.meta, o.From)
 		var seen uint64
 		first := true
 		for {
@@ -168,7 +156,7 @@ func (s *Store) SubscribeStream(ctx context.Context, stream string, opts *annals
 					b := &pgx.Batch{}
 					b.Queue(s.sql.head).QueryRow(func(row pgx.Row) error { return row.Scan(&head) })
 					b.Queue(s.sql.streamTombstoned, stream).QueryRow(func(row pgx.Row) error { return row.Scan(&tombstoned) })
-					b.Queue(s.sql.streamPageFwd, stream, int64(from), int64(maxPosition), noLowerTime, noUpperTime, limit).
+					b.Queue(s.sql.streamPageFwd, stream, int64(from), int64(maxPosition), v.after, noUpperTime, limit).
 						Query(func(rows pgx.Rows) (err error) {
 							evs, cut, err = scanEvents(rows, smallPage)
 							return err

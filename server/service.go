@@ -161,11 +161,11 @@ func (v *service) Delete(ctx context.Context, req *connect.Request[annalsv1.Dele
 	if err := v.s.authorize(ctx, Access{Op: OpDelete, Procedure: proc, Stream: m.Stream}); err != nil {
 		return nil, v.s.toConnect(ctx, proc, err)
 	}
-	pos, err := v.s.store.Delete(ctx, m.Stream, wire.ExpectedFromProto(m.Expected))
+	res, err := v.s.store.Delete(ctx, m.Stream, wire.ExpectedFromProto(m.Expected))
 	if err != nil {
 		return nil, v.s.toConnect(ctx, proc, err)
 	}
-	return connect.NewResponse(&annalsv1.DeleteResponse{Position: pos}), nil
+	return connect.NewResponse(&annalsv1.DeleteResponse{Position: res.Position}), nil
 }
 
 func (v *service) Tombstone(ctx context.Context, req *connect.Request[annalsv1.TombstoneRequest]) (*connect.Response[annalsv1.TombstoneResponse], error) {
@@ -173,11 +173,11 @@ func (v *service) Tombstone(ctx context.Context, req *connect.Request[annalsv1.T
 	if err := v.s.authorize(ctx, Access{Op: OpDelete, Procedure: proc, Stream: m.Stream}); err != nil {
 		return nil, v.s.toConnect(ctx, proc, err)
 	}
-	pos, err := v.s.store.Tombstone(ctx, m.Stream, wire.ExpectedFromProto(m.Expected))
+	res, err := v.s.store.Tombstone(ctx, m.Stream, wire.ExpectedFromProto(m.Expected))
 	if err != nil {
 		return nil, v.s.toConnect(ctx, proc, err)
 	}
-	return connect.NewResponse(&annalsv1.TombstoneResponse{Position: pos}), nil
+	return connect.NewResponse(&annalsv1.TombstoneResponse{Position: res.Position}), nil
 }
 
 func (v *service) GetMetadata(ctx context.Context, req *connect.Request[annalsv1.GetMetadataRequest]) (*connect.Response[annalsv1.GetMetadataResponse], error) {

@@ -187,9 +187,13 @@ func testExpectedRevision(t *testing.T, open func(t *testing.T) annals.Store) {
 							res, err = s.Append(t.Context(), stream, e, newEvent("Next"))
 							pos = res.Position
 						case "Delete":
-							pos, err = s.Delete(t.Context(), stream, e)
+							var d annals.DeleteResult
+							d, err = s.Delete(t.Context(), stream, e)
+							pos = d.Position
 						case "Tombstone":
-							pos, err = s.Tombstone(t.Context(), stream, e)
+							var d annals.DeleteResult
+							d, err = s.Tombstone(t.Context(), stream, e)
+							pos = d.Position
 						}
 						switch {
 						case st.tombstoned:

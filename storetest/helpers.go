@@ -103,20 +103,20 @@ func mustSetMetadata(t testing.TB, s annals.Store, stream string, expected annal
 
 func mustDelete(t testing.TB, s annals.Store, stream string, expected annals.ExpectedRevision) uint64 {
 	t.Helper()
-	pos, err := s.Delete(t.Context(), stream, expected)
+	res, err := s.Delete(t.Context(), stream, expected)
 	if err != nil {
 		t.Fatalf("Delete(%q, %v): %v", stream, expected, err)
 	}
-	return pos
+	return res.Position
 }
 
 func mustTombstone(t testing.TB, s annals.Store, stream string, expected annals.ExpectedRevision) uint64 {
 	t.Helper()
-	pos, err := s.Tombstone(t.Context(), stream, expected)
+	res, err := s.Tombstone(t.Context(), stream, expected)
 	if err != nil {
 		t.Fatalf("Tombstone(%q, %v): %v", stream, expected, err)
 	}
-	return pos
+	return res.Position
 }
 
 // collect ranges over seq to its end and returns what it yielded before its first error, and

@@ -707,11 +707,11 @@ func (r *randomRun) delete() {
 	stream := r.stream()
 	e := r.expected(stream)
 	o := r.do(fmt.Sprintf("Delete(%q, %v)", stream, e), func(s annals.Store) outcome {
-		pos, err := s.Delete(r.t.Context(), stream, e)
+		res, err := s.Delete(r.t.Context(), stream, e)
 		if err != nil {
 			return outcome{Err: classify(err)}
 		}
-		return outcome{Pos: pos}
+		return outcome{Pos: res.Position}
 	})
 	if o.Err == "" {
 		r.known[stream] = annals.NoStream
@@ -723,11 +723,11 @@ func (r *randomRun) tombstone() {
 	stream := r.stream()
 	e := r.expected(stream)
 	o := r.do(fmt.Sprintf("Tombstone(%q, %v)", stream, e), func(s annals.Store) outcome {
-		pos, err := s.Tombstone(r.t.Context(), stream, e)
+		res, err := s.Tombstone(r.t.Context(), stream, e)
 		if err != nil {
 			return outcome{Err: classify(err)}
 		}
-		return outcome{Pos: pos}
+		return outcome{Pos: res.Position}
 	})
 	if o.Err == "" {
 		r.lastPos = max(r.lastPos, o.Pos)

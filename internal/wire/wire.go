@@ -167,10 +167,11 @@ func TimeFromProto(ts *timestamppb.Timestamp) (time.Time, error) {
 }
 
 // LimitFromProto returns a read or list limit as an int. It returns an error matching
-// [annals.ErrInvalidArgument] for one that does not fit.
+// [annals.ErrInvalidArgument] for one that does not fit (a negative limit, sent as a number
+// above the largest int).
 func LimitFromProto(n uint64) (int, error) {
-	if n > math.MaxInt32 {
-		return 0, fmt.Errorf("%w: limit %d is over %d", annals.ErrInvalidArgument, n, math.MaxInt32)
+	if n > math.MaxInt {
+		return 0, fmt.Errorf("%w: limit %d is over %d", annals.ErrInvalidArgument, n, math.MaxInt)
 	}
 	return int(n), nil
 }

@@ -1,0 +1,190 @@
+package rules
+
+import (
+	"encoding/json"
+	"fmt"
+	"strings"
+	"unicode"
+	"unicode/utf8"
+
+	"github.com/annalsdb/annals"
+)
+
+// Limits returns l with its zero (or negative) fields set to their defaults:
+// [annals.DefaultMaxEventSize] and [annals.DefaultMaxAppendSize].
+func Limits(l annals.Limits) annals.Limits {
+	if l.MaxEventSize <= 0 {
+		l.MaxEventSize = annals.DefaultMaxEventSize
+	}
+	if l.MaxAppendSize <= 0 {
+		l.MaxAppendSize = annals.DefaultMaxAppendSize
+	}
+	return l
+}
+
+// maxNameLength bounds event types and content types, in bytes.
+const maxNameLength = 256
+
+// ValidateAppend checks an append to a user stream before it reaches storage: the stream id
+// ([annals.ValidateUserStreamID]), then [ValidateEvents]. Backends pass a copy of the caller's
+// slice, which it changes (see ValidateEvents).
+func ValidateAppend(l annals.Limits, stream string, expected annals.ExpectedRevision, events []annals.Event) error {
+	if err := annals.ValidateUserStreamID(stream); err != nil {
+		return err
+	}
+	return ValidateEvents(l, stream, expected, events)
+}
+
+// ValidateEvents checks the expectation, that there is at least one event, each event's type
+// (not empty, at most 256 bytes of text) and content type (at most 256 bytes of text), that no
+// ID is there twice, and the size limits of l (zero fields mean the defaults). In place, events
+// with a zero ID get a fresh one and an empty content type becomes [annals.ContentTypeJSON].
+// Errors match [annals.ErrInvalidArgument] (and [annals.ErrTooLarge] for sizes) and say which
+// event is at fault.
+func ValidateEvents(l annals.Limits, stream string, expected annals.ExpectedRevision, events []annals.Event) error {
+	l = Limits(l)
+	if err := expected.Validate(); err != nil {
+		return err
+	}
+	if len(events) == 0 {
+		return fmt.Errorf("%w: append to %q has no events", annals.ErrInvalidArgument, stream)
+	}
+	total := 0
+	for i := range events {
+		e := &events[i]
+		if e.ContentType == "" {
+			e.ContentType = annals.ContentTypeJSON
+		}
+		switch {
+		case e.Type == "":
+			return fmt.Errorf("%w: event %d of the append to %q has an empty type", annals.ErrInvalidArgument, i, stream)
+		case len(e.Type) > maxNameLength:
+			return fmt.Errorf("%w: event %d of the append to %q: type of %d bytes is longer than %d", annals.ErrInvalidArgument, i, stream, len(e.Type), maxNameLength)
+		case len(e.ContentType) > maxNameLength:
+			return fmt.Errorf("%w: event %d of the append to %q: content type of %d bytes is longer than %d", annals.ErrInvalidArgument, i, stream, len(e.ContentType), maxNameLength)
+		}
+		if err := text("event type", e.Type); err != nil {
+			return fmt.Errorf("event %d of the append to %q: %w", i, stream, err)
+		}
+		if err := text("content type", e.ContentType); err != nil {
+			return fmt.Errorf("event %d of the append to %q: %w", i, stream, err)
+		}
+		size := e.Size()
+		if size > l.MaxEventSize {
+			return fmt.Errorf("%w: event %d of the append to %q is %d bytes, over the limit of %d", annals.ErrTooLarge, i, stream, size, l.MaxEventSize)
+		}
+		total += size
+		if e.ID.IsZero() {
+			e.ID = annals.NewUUID()
+		}
+	}
+	if total > l.MaxAppendSize {
+		return fmt.Errorf("%w: append to %q is %d bytes, over the limit of %d", annals.ErrTooLarge, stream, total, l.MaxAppendSize)
+	}
+	if len(events) > 1 {
+		seen := make(map[annals.UUID]struct{}, len(events))
+		for i := range events {
+			if _, dup := seen[events[i].ID]; dup {
+				return fmt.Errorf("%w: event %d of the append to %q repeats id %s", annals.ErrInvalidArgument, i, stream, events[i].ID)
+			}
+			seen[events[i].ID] = struct{}{}
+		}
+	}
+	return nil
+}
+
+// text is the rule of [annals.ValidateStreamID] for the other names the store keeps as text
+// (event and content types): valid UTF-8, no control characters.
+func text(what, s string) error {
+	if !utf8.ValidString(s) {
+		return fmt.Errorf("%w: %s %q is not valid UTF-8", annals.ErrInvalidArgument, what, s)
+	}
+	if i := strings.IndexFunc(s, unicode.IsControl); i >= 0 {
+		return fmt.Errorf("%w: %s %q has a control character at byte %d", annals.ErrInvalidArgument, what, s, i)
+	}
+	return nil
+}
+
+// MetadataEvent checks a SetMetadata call and returns the [annals.MetadataEventType] event
+// that records it in [annals.MetaStream](stream), with a fresh ID. It checks the stream id
+// (a user stream), the expectation, the metadata ([annals.StreamMetadata.Validate]) and the
+// event against the limits of l, like any append: metadata whose event is over
+// l.MaxEventSize is [annals.ErrTooLarge], whatever the state of the stream (see the order of
+// checks in the package doc).
+func MetadataEvent(l annals.Limits, stream string, expected annals.ExpectedRevision, meta annals.StreamMetadata) (annals.Event, error) {
+	if err := annals.ValidateUserStreamID(stream); err != nil {
+		return annals.Event{}, err
+	}
+	if err := expected.Validate(); err != nil {
+		return annals.Event{}, err
+	}
+	if err := meta.Validate(); err != nil {
+		return annals.Event{}, err
+	}
+	data, err := json.Marshal(meta)
+	if err != nil {
+		return annals.Event{}, fmt.Errorf("%w: stream metadata of %q: %w", annals.ErrInvalidArgument, stream, err)
+	}
+	ev := []annals.Event{{ID: annals.NewUUID(), Type: annals.MetadataEventType, ContentType: annals.ContentTypeJSON, Data: data}}
+	if err := ValidateEvents(l, annals.MetaStream(stream), expected, ev); err != nil {
+		return annals.Event{}, fmt.Errorf("stream metadata of %q: %w", stream, err)
+	}
+	return ev[0], nil
+}
+
+// ValidateDelete checks the input of Delete and Tombstone: a user stream id and a valid
+// expectation.
+func ValidateDelete(stream string, expected annals.ExpectedRevision) error {
+	if err := annals.ValidateUserStreamID(stream); err != nil {
+		return err
+	}
+	return expected.Validate()
+}
+
+// ReadOptions checks the options of a read of $all ([annals.ReadOptions.Validate]) and
+// returns a copy (the zero value for nil).
+func ReadOptions(opts *annals.ReadOptions) (annals.ReadOptions, error) {
+	var o annals.ReadOptions
+	if opts != nil {
+		o = *opts
+	}
+	return o, o.Validate()
+}
+
+// StreamReadOptions is [ReadOptions] for a read of one stream: it checks the stream id
+// ([annals.ValidateStreamID]; system streams may be read) first.
+func StreamReadOptions(stream string, opts *annals.ReadOptions) (annals.ReadOptions, error) {
+	if err := annals.ValidateStreamID(stream); err != nil {
+		return annals.ReadOptions{}, err
+	}
+	return ReadOptions(opts)
+}
+
+// SubscribeOptions checks the options of a subscription to $all
+// ([annals.SubscribeOptions.Validate]) and returns a copy (the zero value for nil).
+func SubscribeOptions(opts *annals.SubscribeOptions) (annals.SubscribeOptions, error) {
+	var o annals.SubscribeOptions
+	if opts != nil {
+		o = *opts
+	}
+	return o, o.Validate()
+}
+
+// StreamSubscribeOptions is [SubscribeOptions] for a subscription to one stream: it checks
+// the stream id ([annals.ValidateStreamID]) first.
+func StreamSubscribeOptions(stream string, opts *annals.SubscribeOptions) (annals.SubscribeOptions, error) {
+	if err := annals.ValidateStreamID(stream); err != nil {
+		return annals.SubscribeOptions{}, err
+	}
+	return SubscribeOptions(opts)
+}
+
+// ListOptions checks the options of a listing ([annals.ListOptions.Validate]) and returns a
+// copy (the zero value for nil).
+func ListOptions(opts *annals.ListOptions) (annals.ListOptions, error) {
+	var o annals.ListOptions
+	if opts != nil {
+		o = *opts
+	}
+	return o, o.Validate()
+}
