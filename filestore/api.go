@@ -43,7 +43,7 @@ func (s *Store) SetMetadata(ctx context.Context, stream string, expected annals.
 	}
 	data, err := json.Marshal(meta)
 	if err != nil {
-		return annals.AppendResult{}, fmt.Errorf("%w: stream metadata: %v", annals.ErrInvalidArgument, err)
+		return annals.AppendResult{}, fmt.Errorf("%w: stream metadata: %w", annals.ErrInvalidArgument, err)
 	}
 	ev := annals.Event{ID: annals.NewUUID(), Type: annals.MetadataEventType, ContentType: annals.ContentTypeJSON, Data: data}
 	size := recordSize(annals.MetaStream(stream), &ev)

@@ -761,17 +761,21 @@ func (s *Store) createSegment(base uint64) (*segment, error) {
 	if err != nil {
 		return nil, fmt.Errorf("create segment: %w", err)
 	}
-	if err := f.Truncate(s.opts.SegmentSize); err == nil {
+	err = f.Truncate(s.opts.SegmentSize)
+	if err == nil {
 		err = f.Datasync()
 	}
-	if err != nil {
-		f.Close()
-		os.Remove(path)
-		return nil, fmt.Errorf("create segment %s: %w", path, err)
+	if err == nil {
+		err = s.fs.SyncDir(s.logDir)
 	}
-	if err := s.fs.SyncDir(s.logDir); err != nil {
+	if err != nil {
+		// A segment shorter than its size must not stay: mapping it and reading past its end
+		// would raise SIGBUS. An empty one left by a crash here is removed by the next Open.
 		f.Close()
-		return nil, fmt.Errorf("create segment %s: sync directory: %w", path, err)
+		if rerr := s.fs.Remove(path); rerr == nil {
+			s.fs.SyncDir(s.logDir)
+		}
+		return nil, fmt.Errorf("create segment %s: %w", path, err)
 	}
 	seg := &segment{base: base, size: s.opts.SegmentSize, path: path, f: f}
 	if err := seg.mmap(); err != nil {
