@@ -5,6 +5,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"log/slog"
 	"os"
 	"path/filepath"
 
@@ -39,7 +40,7 @@ func Check(ctx context.Context, dir string) (CheckReport, error) {
 	if _, err := os.Stat(filepath.Join(dir, "log")); err != nil {
 		return rep, fmt.Errorf("no data directory at %s: %w", dir, err)
 	}
-	lockf, err := lockDir(dir)
+	lockf, err := lockDir(OSFS{}, dir)
 	if err != nil {
 		return rep, err
 	}
@@ -77,13 +78,15 @@ func checkLog(ctx context.Context, segs segmentList, rep *CheckReport) error {
 	next := map[string]uint64{}
 	nextPos := uint64(1)
 	var lastNanos int64
+	var buf []byte
 	for i, seg := range segs {
-		for off := 0; off < len(seg.data); {
+		for off := int64(0); off < seg.size; {
 			if err := ctx.Err(); err != nil {
 				return err
 			}
 			at := seg.base + uint64(off)
-			g, err := validGroup(seg.data[off:], at)
+			// Read with pread, not through the map: see scanData.
+			g, err := seg.readGroup(off, &buf)
 			if err == nil && g == nil {
 				break
 			}
@@ -93,9 +96,15 @@ func checkLog(ctx context.Context, segs segmentList, rep *CheckReport) error {
 			}
 			if err != nil {
 				// The bytes are bad: a torn tail if nothing after shows them synced.
-				if i == len(segs)-1 && !syncedLater(seg, uint64(off)) {
-					rep.TornTail = fmt.Sprintf("%s offset %d: %v", seg.path, off, err)
-					break
+				if i == len(segs)-1 {
+					later, serr := syncedLater(seg, uint64(off))
+					if serr != nil {
+						return serr
+					}
+					if !later {
+						rep.TornTail = fmt.Sprintf("%s offset %d: %v", seg.path, off, err)
+						break
+					}
 				}
 				return fmt.Errorf("segment %s offset %d: %w", seg.path, off, err)
 			}
@@ -103,7 +112,7 @@ func checkLog(ctx context.Context, segs segmentList, rep *CheckReport) error {
 				return fmt.Errorf("segment %s offset %d: %w", seg.path, off, err)
 			}
 			rep.Bytes += int64(len(g))
-			off += len(g)
+			off += int64(len(g))
 		}
 	}
 	rep.Events = nextPos - 1
@@ -139,7 +148,7 @@ func checkIndex(ctx context.Context, dir string, segs segmentList, rep *CheckRep
 	if _, err := os.Stat(indexDir); err != nil {
 		return nil // no index yet: the next Open builds it
 	}
-	db, err := pebble.Open(indexDir, &pebble.Options{ReadOnly: true, Logger: quietLogger{}})
+	db, err := pebble.Open(indexDir, &pebble.Options{ReadOnly: true, Logger: pebbleLogger{log: slog.Default()}})
 	if err != nil {
 		return fmt.Errorf("open index: %w", err)
 	}
@@ -188,7 +197,7 @@ func checkIndex(ctx context.Context, dir string, segs segmentList, rep *CheckRep
 			}
 		}
 		if err != nil {
-			return fmt.Errorf("%w: index entry %q: %v", annals.ErrCorrupt, k, err)
+			return fmt.Errorf("%w: index entry %q: %w", annals.ErrCorrupt, k, err)
 		}
 	}
 	if err := it.Error(); err != nil {

@@ -3,9 +3,11 @@ package filestore
 import (
 	"context"
 	"errors"
+	iofs "io/fs"
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"syscall"
 	"testing"
@@ -13,39 +15,304 @@ import (
 	"github.com/annalsdb/annals"
 )
 
-// faultFS is the operating system's file system with switches that make every later write or
-// sync fail, as a full disk or a failing device would.
+// faultFS is the operating system's file system with switches that make an operation fail, as
+// a full disk or a failing device would, and a model of a power cut: it remembers what was
+// written since the last sync of each file and which entries were created since the last sync
+// of their directory, and cut puts every file back as a power cut would leave it.
+//
+// The model covers what the store writes through FS. The index is written by Pebble through
+// its own file system and syncs what it needs; it is derived from the log and rebuilt from it.
+// log/DURABLE is written through a memory map and never synced: it only tells followers how
+// far to read, and Open rewrites it.
 type faultFS struct {
 	OSFS
 	failWrites atomic.Bool // WriteAt returns ENOSPC
 	failSyncs  atomic.Bool // Datasync returns EIO
+
+	mu     sync.Mutex
+	root   string               // the tree the power cut model covers
+	before map[string]bool      // the entries under root when the model began
+	synced map[string]bool      // entries present when their directory was last synced
+	faults map[string]faultRule // by operation: see fail
+	calls  map[string]int       // operations done, by name
+	files  map[string]*fileUndo // unsynced writes, by path
+	frozen bool                 // after cut: nothing more reaches the disk
+}
+
+// faultRule makes an operation fail with err once it has been done after times.
+type faultRule struct {
+	after int
+	err   error
+}
+
+// fileUndo restores a file to its state at its last sync.
+type fileUndo struct {
+	synced bool    // the file's size at its last sync is known
+	size   int64   // its size then
+	undo   []chunk // the bytes writes since then overwrote, oldest first
+}
+
+type chunk struct {
+	off  int64
+	data []byte
+}
+
+// newFaultFS returns a faultFS whose power cut model covers the tree under root (which the
+// test creates and syncs itself).
+func newFaultFS(t *testing.T, root string) *faultFS {
+	fs := &faultFS{root: filepath.Clean(root), before: map[string]bool{}, synced: map[string]bool{},
+		faults: map[string]faultRule{}, calls: map[string]int{}, files: map[string]*fileUndo{}}
+	err := filepath.WalkDir(fs.root, func(path string, _ iofs.DirEntry, err error) error {
+		fs.before[path] = true
+		return err
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return fs
+}
+
+// fail makes every call of op after the first after ones fail with err. The operations are
+// open, create, mkdir, remove, syncdir, write, truncate and datasync.
+func (fs *faultFS) fail(op string, after int, err error) {
+	fs.mu.Lock()
+	defer fs.mu.Unlock()
+	fs.faults[op] = faultRule{after: after, err: err}
+}
+
+// heal removes every fault.
+func (fs *faultFS) heal() {
+	fs.mu.Lock()
+	defer fs.mu.Unlock()
+	clear(fs.faults)
+	fs.failWrites.Store(false)
+	fs.failSyncs.Store(false)
+}
+
+func (fs *faultFS) count(op string) int {
+	fs.mu.Lock()
+	defer fs.mu.Unlock()
+	return fs.calls[op]
+}
+
+// check counts a call of op and returns its injected error, if any.
+func (fs *faultFS) check(op string) error {
+	fs.mu.Lock()
+	defer fs.mu.Unlock()
+	if fs.frozen {
+		return syscall.EIO
+	}
+	fs.calls[op]++
+	if r, ok := fs.faults[op]; ok && fs.calls[op] > r.after {
+		return r.err
+	}
+	return nil
 }
 
 func (fs *faultFS) OpenFile(name string, flag int, perm os.FileMode) (File, error) {
+	op := "open"
+	_, statErr := os.Lstat(name)
+	isNew := flag&os.O_CREATE != 0 && statErr != nil
+	if isNew {
+		op = "create"
+	}
+	if err := fs.check(op); err != nil {
+		return nil, &os.PathError{Op: op, Path: name, Err: err}
+	}
 	f, err := fs.OSFS.OpenFile(name, flag, perm)
 	if err != nil {
 		return nil, err
 	}
-	return &faultFile{File: f, fs: fs}, nil
+	fs.mu.Lock()
+	if fs.files[name] == nil {
+		fs.files[name] = &fileUndo{}
+	}
+	fs.mu.Unlock()
+	return &faultFile{File: f, fs: fs, name: name}, nil
+}
+
+func (fs *faultFS) Mkdir(name string, perm os.FileMode) error {
+	if err := fs.check("mkdir"); err != nil {
+		return &os.PathError{Op: "mkdir", Path: name, Err: err}
+	}
+	return fs.OSFS.Mkdir(name, perm)
+}
+
+func (fs *faultFS) Remove(name string) error {
+	if err := fs.check("remove"); err != nil {
+		return &os.PathError{Op: "remove", Path: name, Err: err}
+	}
+	if err := fs.OSFS.Remove(name); err != nil {
+		return err
+	}
+	fs.mu.Lock()
+	delete(fs.files, name)
+	fs.mu.Unlock()
+	return nil
+}
+
+func (fs *faultFS) SyncDir(dir string) error {
+	if err := fs.check("syncdir"); err != nil {
+		return err
+	}
+	if err := fs.OSFS.SyncDir(dir); err != nil {
+		return err
+	}
+	entries, err := os.ReadDir(dir)
+	if err != nil {
+		return err
+	}
+	fs.mu.Lock()
+	for _, e := range entries {
+		fs.synced[filepath.Join(filepath.Clean(dir), e.Name())] = true
+	}
+	fs.mu.Unlock()
+	return nil
+}
+
+// cut stops everything from reaching the disk, as a power cut does: every later operation
+// fails with EIO and changes nothing. Call crash once the store is closed.
+func (fs *faultFS) cut() {
+	fs.mu.Lock()
+	defer fs.mu.Unlock()
+	fs.frozen = true
+}
+
+// crash puts the files back as the cut left them on disk: unsynced writes undone, entries
+// created under root and never synced in their directory gone (with everything under them).
+// Pebble's index directory is left as it is: Pebble syncs it through its own file system.
+func (fs *faultFS) crash(t *testing.T) {
+	t.Helper()
+	fs.mu.Lock()
+	defer fs.mu.Unlock()
+	for name, u := range fs.files {
+		if len(u.undo) == 0 && !u.synced {
+			continue
+		}
+		f, err := os.OpenFile(name, os.O_RDWR, 0)
+		if err != nil {
+			if os.IsNotExist(err) {
+				continue
+			}
+			t.Fatal(err)
+		}
+		for i := len(u.undo) - 1; i >= 0; i-- {
+			if _, err := f.WriteAt(u.undo[i].data, u.undo[i].off); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if u.synced {
+			if err := f.Truncate(u.size); err != nil {
+				t.Fatal(err)
+			}
+		}
+		f.Close()
+	}
+	var lost []string
+	err := filepath.WalkDir(fs.root, func(path string, d iofs.DirEntry, err error) error {
+		if err != nil {
+			return err
+		}
+		if fs.before[path] || fs.synced[path] {
+			if d.IsDir() && d.Name() == "index" {
+				return filepath.SkipDir
+			}
+			return nil
+		}
+		lost = append(lost, path)
+		if d.IsDir() {
+			return filepath.SkipDir
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, path := range lost {
+		t.Logf("power cut: %s was never synced in its directory: gone", path)
+		if err := os.RemoveAll(path); err != nil {
+			t.Fatal(err)
+		}
+	}
 }
 
 type faultFile struct {
 	File
-	fs *faultFS
+	fs   *faultFS
+	name string
+}
+
+// remember saves what a write of n bytes at off (or a truncation to off, n < 0) changes, so
+// that crash can undo it.
+func (f *faultFile) remember(off int64, n int) error {
+	fs := f.fs
+	fs.mu.Lock()
+	defer fs.mu.Unlock()
+	u := fs.files[f.name]
+	fi, err := os.Stat(f.name)
+	if err != nil {
+		return err
+	}
+	if !u.synced && len(u.undo) == 0 {
+		// The first change since the file was opened: its size now is the synced one as far
+		// as this model knows (a file is synced whole when created, see createSegment).
+		u.synced, u.size = true, fi.Size()
+	}
+	end := fi.Size()
+	if n >= 0 {
+		end = min(end, off+int64(n))
+	}
+	if off < end {
+		old := make([]byte, end-off)
+		if _, err := f.File.ReadAt(old, off); err != nil {
+			return err
+		}
+		u.undo = append(u.undo, chunk{off, old})
+	}
+	return nil
 }
 
 func (f *faultFile) WriteAt(p []byte, off int64) (int, error) {
 	if f.fs.failWrites.Load() {
 		return 0, syscall.ENOSPC
 	}
+	if err := f.fs.check("write"); err != nil {
+		return 0, err
+	}
+	if err := f.remember(off, len(p)); err != nil {
+		return 0, err
+	}
 	return f.File.WriteAt(p, off)
+}
+
+func (f *faultFile) Truncate(size int64) error {
+	if err := f.fs.check("truncate"); err != nil {
+		return err
+	}
+	if err := f.remember(size, -1); err != nil {
+		return err
+	}
+	return f.File.Truncate(size)
 }
 
 func (f *faultFile) Datasync() error {
 	if f.fs.failSyncs.Load() {
 		return syscall.EIO
 	}
-	return f.File.Datasync()
+	if err := f.fs.check("datasync"); err != nil {
+		return err
+	}
+	if err := f.File.Datasync(); err != nil {
+		return err
+	}
+	f.fs.mu.Lock()
+	defer f.fs.mu.Unlock()
+	fi, err := os.Stat(f.name)
+	if err != nil {
+		return err
+	}
+	*f.fs.files[f.name] = fileUndo{synced: true, size: fi.Size()}
+	return nil
 }
 
 func appendN(t *testing.T, s annals.Store, stream string, n int) []annals.AppendResult {
@@ -112,7 +379,7 @@ func TestInjectedFaults(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			dir := t.TempDir()
-			fs := &faultFS{}
+			fs := newFaultFS(t, dir)
 			s, err := Open(dir, &Options{FS: fs})
 			if err != nil {
 				t.Fatal(err)

@@ -2,6 +2,7 @@ package filestore
 
 import (
 	"context"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"iter"
@@ -23,15 +24,18 @@ const durableFile = "DURABLE"
 // durableMark is the writer's side of log/DURABLE.
 type durableMark struct {
 	data []byte
-	f    *os.File
+	f    File
 }
 
-func openDurableMark(logDir string) (*durableMark, error) {
-	f, err := os.OpenFile(filepath.Join(logDir, durableFile), os.O_CREATE|os.O_RDWR, 0o644)
+// openDurableMark opens log/DURABLE and sets it to off. It writes the word with pwrite
+// before mapping it, so that the page the map writes to is allocated: a write through a map
+// to a page the file system cannot allocate (a full disk, or tmpfs) raises SIGBUS.
+func openDurableMark(fsys FS, logDir string, off uint64) (*durableMark, error) {
+	f, err := createFile(fsys, filepath.Join(logDir, durableFile), os.O_RDWR, 0o644)
 	if err != nil {
 		return nil, fmt.Errorf("open %s: %w", durableFile, err)
 	}
-	if err := f.Truncate(8); err != nil {
+	if _, err := f.WriteAt(binary.NativeEndian.AppendUint64(nil, off), 0); err != nil {
 		f.Close()
 		return nil, fmt.Errorf("open %s: %w", durableFile, err)
 	}
@@ -137,6 +141,7 @@ type follower struct {
 	markf  *os.File
 	seg    *segment
 	off    uint64 // log offset of the next group
+	buf    []byte // the last group read; its records are yielded before the next is read
 }
 
 func openFollower(logDir string) (*follower, error) {
@@ -173,7 +178,7 @@ func (fl *follower) nextGroup() ([]rawRecord, error) {
 			}
 		}
 		local := fl.off - fl.seg.base
-		g, err := validGroup(fl.seg.data[local:], fl.off)
+		g, err := fl.seg.readGroup(int64(local), &fl.buf)
 		if err != nil {
 			return nil, fmt.Errorf("%s: %w", fl.seg.path, err)
 		}

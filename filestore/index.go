@@ -274,7 +274,7 @@ func (ix *indexBuilder) trackState(rec *rawRecord, off uint64) error {
 	case annals.DeletedEventType:
 		var d deletedData
 		if err := json.Unmarshal(rec.data, &d); err != nil {
-			return fmt.Errorf("%w: $deleted event at log offset %d: %v", annals.ErrCorrupt, off, err)
+			return fmt.Errorf("%w: $deleted event at log offset %d: %w", annals.ErrCorrupt, off, err)
 		}
 		st.base = d.Revision + 1
 	case annals.TombstoneEventType:

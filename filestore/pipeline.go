@@ -96,9 +96,13 @@ type group struct {
 	acks    []ack
 }
 
+// ack is the answer a request gets once its group has passed: a result, or a refusal
+// (conflict, stream not found or deleted) decided against the state the groups before it
+// leave, which must be durable before the refusal reports it.
 type ack struct {
 	r   *request
 	res annals.AppendResult
+	err error
 }
 
 func (g *group) end() uint64 { return g.off + uint64(len(g.buf)) }
@@ -251,23 +255,23 @@ func (q *sequencer) rotate() error {
 	return nil
 }
 
-// add decides r and, unless it fails or repeats an earlier append, adds its events to g.
+// add decides r and, unless it is refused or repeats an earlier append, adds its events to g.
+// Its answer, whether a result or a refusal, waits for g: the state it was decided against
+// may come from groups still in flight, and no answer may reveal a write that a crash could
+// still take back.
 func (q *sequencer) add(g *group, r *request) {
 	if err := q.s.failed(); err != nil {
 		r.answer(annals.AppendResult{}, err)
 		return
 	}
 	res, err := q.decide(g, r)
-	if err != nil {
-		r.answer(annals.AppendResult{}, err)
-		return
-	}
-	g.acks = append(g.acks, ack{r: r, res: res})
+	g.acks = append(g.acks, ack{r: r, res: res, err: err})
 }
 
 // decide checks r against the stream's state, with the shared rules (package rules), and
-// writes its events into g. A repeated append writes nothing and returns the first result; it
-// is answered with g all the same, so never before the original is durable.
+// writes its events into g. A repeated append writes nothing and returns the first result, and
+// a refused one returns its error; both are answered with g all the same, so never before the
+// state they report is durable.
 func (q *sequencer) decide(g *group, r *request) (annals.AppendResult, error) {
 	st, err := q.state(r.stream)
 	if err != nil {
@@ -594,7 +598,7 @@ func (s *Store) passOnLocked() {
 	q := &s.syncq
 	failure := s.failed()
 	i := 0
-	// An empty group only carries the answers to repeated appends, whose originals are in
+	// An empty group only carries the answers to repeated or refused appends, decided against
 	// earlier groups: it may pass as soon as they have.
 	for i < len(q.queue) && (failure != nil || q.queue[i].count == 0 || q.queue[i].end() <= q.durable) {
 		i++
@@ -617,7 +621,11 @@ func (s *Store) passOnLocked() {
 			err = nil // it made it to disk before the failure
 		}
 		for _, a := range g.acks {
-			a.r.answer(a.res, err)
+			if err != nil {
+				a.r.answer(annals.AppendResult{}, err)
+			} else {
+				a.r.answer(a.res, a.err)
+			}
 		}
 		if err == nil {
 			durable = append(durable, g)
@@ -705,17 +713,21 @@ func (s *Store) createSegment(base uint64) (*segment, error) {
 	if err != nil {
 		return nil, fmt.Errorf("create segment: %w", err)
 	}
-	if err := f.Truncate(s.opts.SegmentSize); err == nil {
+	err = f.Truncate(s.opts.SegmentSize)
+	if err == nil {
 		err = f.Datasync()
 	}
-	if err != nil {
-		f.Close()
-		os.Remove(path)
-		return nil, fmt.Errorf("create segment %s: %w", path, err)
+	if err == nil {
+		err = s.fs.SyncDir(s.logDir)
 	}
-	if err := s.fs.SyncDir(s.logDir); err != nil {
+	if err != nil {
+		// A segment shorter than its size must not stay: mapping it and reading past its end
+		// would raise SIGBUS. An empty one left by a crash here is removed by the next Open.
 		f.Close()
-		return nil, fmt.Errorf("create segment %s: sync directory: %w", path, err)
+		if rerr := s.fs.Remove(path); rerr == nil {
+			s.fs.SyncDir(s.logDir)
+		}
+		return nil, fmt.Errorf("create segment %s: %w", path, err)
 	}
 	seg := &segment{base: base, size: s.opts.SegmentSize, path: path, f: f}
 	if err := seg.mmap(); err != nil {

@@ -81,7 +81,7 @@ func decodeGroup(g []byte, off uint64) (groupHeader, []rawRecord, error) {
 	for i := range h.count {
 		rec, err := decodeRecord(g[at:])
 		if err != nil {
-			return h, nil, fmt.Errorf("%w: record %d of the group at log offset %d: %v", annals.ErrCorrupt, i, off, err)
+			return h, nil, fmt.Errorf("%w: record %d of the group at log offset %d: %w", annals.ErrCorrupt, i, off, err)
 		}
 		recs = append(recs, rec)
 		at += rec.size

@@ -1,7 +1,6 @@
 package filestore
 
 import (
-	"bytes"
 	"fmt"
 
 	"github.com/annalsdb/annals"
@@ -28,6 +27,7 @@ func (s *Store) recover() (watermark, error) {
 	}
 	ix := newIndexBuilder(s.db, mark)
 	pending := 0
+	var buf []byte
 	for i, seg := range segs {
 		if seg.end() <= ix.mark.end {
 			continue
@@ -39,7 +39,8 @@ func (s *Store) recover() (watermark, error) {
 		last := i == len(segs)-1
 		for off := ix.mark.end - seg.base; off < uint64(seg.size); off = ix.mark.end - seg.base {
 			at := seg.base + off
-			g, err := validGroup(seg.data[off:], at)
+			// Read with pread, not through the map: see scanData.
+			g, err := seg.readGroup(int64(off), &buf)
 			if err == nil && g == nil {
 				break // zeros: the end of this segment's data
 			}
@@ -75,49 +76,21 @@ func (s *Store) recover() (watermark, error) {
 	return ix.mark, nil
 }
 
-// validGroup returns the group at the start of b, nil when b holds only zeros (no more groups),
-// or an error matching annals.ErrCorrupt.
-func validGroup(b []byte, off uint64) ([]byte, error) {
-	h, ok := parseGroupHeader(b)
-	if !ok {
-		if allZero(b) {
-			return nil, nil
-		}
-		return nil, fmt.Errorf("%w: no valid group header at log offset %d", annals.ErrCorrupt, off)
-	}
-	n := groupHeaderSize + int(h.bodyLen)
-	if n > len(b) {
-		return nil, fmt.Errorf("%w: group at log offset %d runs past the end of its segment", annals.ErrCorrupt, off)
-	}
-	return b[:n], nil
-}
-
-func allZero(b []byte) bool {
-	var zeros [4096]byte
-	for len(b) > 0 {
-		n := min(len(b), len(zeros))
-		if !bytes.Equal(b[:n], zeros[:n]) {
-			return false
-		}
-		b = b[n:]
-	}
-	return true
-}
-
 // repairTail handles an invalid group at offset off of the last segment (cause says why): a
 // torn tail is zeroed out and synced, damage to synced data is reported.
 func (s *Store) repairTail(seg *segment, off uint64, cause error) error {
-	if syncedLater(seg, off) {
+	later, err := syncedLater(seg, off)
+	if err != nil {
+		return err
+	}
+	if later {
 		return fmt.Errorf("segment %s offset %d: %w (a later group shows it had been synced)", seg.path, off, cause)
 	}
-	lastNonZero := off
-	for i := len(seg.data) - 1; i >= int(off); i-- {
-		if seg.data[i] != 0 {
-			lastNonZero = uint64(i)
-			break
-		}
+	last, err := seg.lastNonZero(int64(off))
+	if err != nil {
+		return err
 	}
-	zeros := make([]byte, lastNonZero-off+1)
+	zeros := make([]byte, max(last+1-int64(off), 1))
 	if _, err := seg.f.WriteAt(zeros, int64(off)); err != nil {
 		return fmt.Errorf("repair torn tail of %s: %w", seg.path, err)
 	}

@@ -3,7 +3,9 @@ package filestore
 import (
 	"bytes"
 	"encoding/binary"
+	"errors"
 	"fmt"
+	"io"
 	"os"
 	"path/filepath"
 	"slices"
@@ -140,20 +142,151 @@ func (l segmentList) find(off uint64) *segment {
 	return l[i]
 }
 
+// The store reads a segment through its map only where groups have been written. Beyond the
+// written end a segment is sparse, and on tmpfs a fault on a page of a hole allocates it (and
+// raises SIGBUS when the file system is full), so recovery and Check read what may lie beyond
+// it with pread, and skip holes with SEEK_DATA.
+
+// scanChunk is how much of a segment scanData reads at once.
+const scanChunk = 1 << 20
+
+// scanData calls fn with the segment's bytes from local offset from to its end, in chunks read
+// with pread, skipping holes (which read as zeros). A chunk is followed by groupHeaderSize bytes
+// of the next, so that a group header that straddles two chunks is whole in one of them. fn
+// returns false to stop.
+func (s *segment) scanData(from int64, fn func(off int64, b []byte) bool) error {
+	buf := make([]byte, scanChunk+groupHeaderSize)
+	fd := int(s.f.Fd())
+	for off := from; off < s.size; {
+		data, err := unix.Seek(fd, off, unix.SEEK_DATA)
+		if errors.Is(err, unix.ENXIO) {
+			return nil // nothing but a hole up to the end
+		}
+		if err != nil {
+			return fmt.Errorf("read %s: %w", s.path, err)
+		}
+		hole, err := unix.Seek(fd, data, unix.SEEK_HOLE)
+		if err != nil {
+			return fmt.Errorf("read %s: %w", s.path, err)
+		}
+		hole = min(hole, s.size)
+		for ; data < hole; data += scanChunk {
+			n, err := s.f.ReadAt(buf[:min(int64(len(buf)), s.size-data)], data)
+			if err != nil && !errors.Is(err, io.EOF) {
+				return fmt.Errorf("read %s: %w", s.path, err)
+			}
+			if !fn(data, buf[:n]) {
+				return nil
+			}
+		}
+		off = max(hole, off+1)
+	}
+	return nil
+}
+
+// zeroFrom reports whether the segment holds only zeros from local offset off to its end.
+func (s *segment) zeroFrom(off int64) (bool, error) {
+	zero := true
+	err := s.scanData(off, func(_ int64, b []byte) bool {
+		zero = allZero(b)
+		return zero
+	})
+	return zero, err
+}
+
+// lastNonZero returns the local offset of the segment's last byte that is not zero at or after
+// off, or -1.
+func (s *segment) lastNonZero(off int64) (int64, error) {
+	last := int64(-1)
+	err := s.scanData(off, func(at int64, b []byte) bool {
+		for j := len(b) - 1; j >= 0; j-- {
+			if b[j] != 0 {
+				last = max(last, at+int64(j))
+				break
+			}
+		}
+		return true
+	})
+	return last, err
+}
+
+// readGroup reads the group at local offset off with pread into *buf (grown as needed) and
+// returns it; nil when the segment holds only zeros from off (no more groups), or an error
+// matching annals.ErrCorrupt for bytes that are no valid group.
+func (s *segment) readGroup(off int64, buf *[]byte) ([]byte, error) {
+	at := s.base + uint64(off)
+	if off+groupHeaderSize > s.size {
+		if zero, err := s.zeroFrom(off); err != nil || zero {
+			return nil, err
+		}
+		return nil, fmt.Errorf("%w: group at log offset %d runs past the end of its segment", annals.ErrCorrupt, at)
+	}
+	if cap(*buf) < groupHeaderSize {
+		*buf = make([]byte, 64<<10)
+	}
+	hb := (*buf)[:groupHeaderSize]
+	if _, err := s.f.ReadAt(hb, off); err != nil {
+		return nil, fmt.Errorf("read %s: %w", s.path, err)
+	}
+	h, ok := parseGroupHeader(hb)
+	if !ok {
+		if zero, err := s.zeroFrom(off); err != nil || zero {
+			return nil, err
+		}
+		return nil, fmt.Errorf("%w: no valid group header at log offset %d", annals.ErrCorrupt, at)
+	}
+	n := int64(groupHeaderSize) + int64(h.bodyLen)
+	if n > s.size-off {
+		return nil, fmt.Errorf("%w: group at log offset %d runs past the end of its segment", annals.ErrCorrupt, at)
+	}
+	if int64(cap(*buf)) < n {
+		*buf = make([]byte, n)
+	}
+	g := (*buf)[:n]
+	if _, err := s.f.ReadAt(g[groupHeaderSize:], off+groupHeaderSize); err != nil {
+		return nil, fmt.Errorf("read %s: %w", s.path, err)
+	}
+	copy(g, hb)
+	return g, nil
+}
+
 // syncedLater reports whether a valid group after offset off of seg shows, by its synced field,
 // that data beyond off had been synced: an invalid group at off is then damage, not a torn
 // tail.
-func syncedLater(seg *segment, off uint64) bool {
+func syncedLater(seg *segment, off uint64) (bool, error) {
 	magic := binary.LittleEndian.AppendUint32(nil, groupMagic)
-	for at := off + 1; at < uint64(len(seg.data)); at++ {
-		i := bytes.Index(seg.data[at:], magic)
-		if i < 0 {
+	found := false
+	err := seg.scanData(int64(off)+1, func(at int64, b []byte) bool {
+		// A header that starts in the last groupHeaderSize bytes is seen whole in the next chunk.
+		limit := max(len(b)-groupHeaderSize, 0)
+		if len(b) < scanChunk {
+			limit = len(b)
+		}
+		for i := 0; i < limit; {
+			j := bytes.Index(b[i:], magic)
+			if j < 0 || i+j >= limit {
+				break
+			}
+			i += j
+			if h, ok := parseGroupHeader(b[i:]); ok && at+int64(i) > int64(off) && h.synced > seg.base+off {
+				found = true
+				return false
+			}
+			i++
+		}
+		return true
+	})
+	return found, err
+}
+
+func allZero(b []byte) bool {
+	var zeros [4096]byte
+	for len(b) > 0 {
+		n := min(len(b), len(zeros))
+		if !bytes.Equal(b[:n], zeros[:n]) {
 			return false
 		}
-		at += uint64(i)
-		if h, ok := parseGroupHeader(seg.data[at:]); ok && h.synced > seg.base+off {
-			return true
-		}
+		b = b[n:]
 	}
-	return false
+	return true
 }

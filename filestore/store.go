@@ -8,6 +8,7 @@ import (
 	"path/filepath"
 	"sync"
 	"sync/atomic"
+	"syscall"
 
 	"github.com/annalsdb/annals"
 	"github.com/annalsdb/annals/internal/rules"
@@ -51,7 +52,7 @@ type Store struct {
 	fs      FS
 	log     *slog.Logger
 	db      *pebble.DB
-	lockf   *os.File
+	lockf   File
 	segs    atomic.Pointer[segmentList]
 	head    atomic.Pointer[head]
 	durable atomic.Uint64 // log offset up to which the log is synced
@@ -76,6 +77,9 @@ type Store struct {
 	acked atomic.Uint64 // the last position of the appends answered
 	// indexStopped is set when the indexer has failed; reads can then not catch up.
 	indexStopped atomic.Bool
+	// indexSpace holds the error of a flush or compaction of the index that failed for lack
+	// of space, until one succeeds (see Ready).
+	indexSpace atomic.Pointer[error]
 }
 
 // head is the latest visible state of the log: every event up to pos is durable, indexed and
@@ -134,10 +138,10 @@ func Open(dir string, opts *Options) (*Store, error) {
 }
 
 func (s *Store) open() error {
-	if err := os.MkdirAll(s.logDir, 0o755); err != nil {
+	if err := mkdirAll(s.fs, s.logDir, 0o755); err != nil {
 		return fmt.Errorf("create data directory: %w", err)
 	}
-	lockf, err := lockDir(s.dir)
+	lockf, err := lockDir(s.fs, s.dir)
 	if err != nil {
 		return err
 	}
@@ -148,8 +152,9 @@ func (s *Store) open() error {
 		// Pebble counts its memtables (the one being filled and any being flushed) against
 		// the block cache's size: with less than that, no index block stays cached, and every
 		// index lookup reads, checks and decompresses its blocks again.
-		CacheSize: 2*memTableSize + blockCacheSize,
-		Logger:    quietLogger{},
+		CacheSize:     2*memTableSize + blockCacheSize,
+		Logger:        pebbleLogger{s.log, s},
+		EventListener: s.indexEvents(),
 	})
 	if err != nil {
 		return fmt.Errorf("open index: %w", err)
@@ -163,7 +168,7 @@ func (s *Store) open() error {
 		// A crash while a segment was being created can leave it empty; it holds nothing.
 		path := filepath.Join(s.logDir, segmentName(bases[n-1]))
 		if fi, err := os.Stat(path); err == nil && fi.Size() == 0 {
-			if err := os.Remove(path); err != nil {
+			if err := s.fs.Remove(path); err != nil {
 				return fmt.Errorf("remove empty segment: %w", err)
 			}
 			if err := s.fs.SyncDir(s.logDir); err != nil {
@@ -193,10 +198,9 @@ func (s *Store) open() error {
 	}
 	s.head.Store(&head{pos: mark.nextPos - 1, end: mark.end, changed: make(chan struct{})})
 	s.durable.Store(mark.end)
-	if s.mark, err = openDurableMark(s.logDir); err != nil {
+	if s.mark, err = openDurableMark(s.fs, s.logDir, mark.end); err != nil {
 		return err
 	}
-	s.mark.set(mark.end)
 	s.seq.init(s, mark)
 	s.syncq.init(mark.end, mark.nextPos-1)
 	s.acked.Store(mark.nextPos - 1)
@@ -204,8 +208,8 @@ func (s *Store) open() error {
 }
 
 // lockDir takes an exclusive lock on dir, so that two processes never write one store.
-func lockDir(dir string) (*os.File, error) {
-	f, err := os.OpenFile(filepath.Join(dir, "LOCK"), os.O_CREATE|os.O_RDWR, 0o644)
+func lockDir(fsys FS, dir string) (File, error) {
+	f, err := createFile(fsys, filepath.Join(dir, "LOCK"), os.O_RDWR, 0o644)
 	if err != nil {
 		return nil, fmt.Errorf("lock data directory: %w", err)
 	}
@@ -269,9 +273,10 @@ func (s *Store) release() error {
 }
 
 // fail stops the store after a storage failure: every later append gets an error, and the
-// next Open recovers from the log.
+// next Open recovers from the log. The error matches both annals.ErrClosed and err's cause
+// (such as syscall.ENOSPC).
 func (s *Store) fail(err error) error {
-	err = fmt.Errorf("%w: stopped after a storage failure (reopen the store to recover): %v", annals.ErrClosed, err)
+	err = fmt.Errorf("%w: stopped after a storage failure (reopen the store to recover): %w", annals.ErrClosed, err)
 	if s.failure.CompareAndSwap(nil, &err) {
 		close(s.failedCh)
 	}
@@ -297,10 +302,87 @@ func (s *Store) readLock() error {
 
 func (s *Store) readUnlock() { s.mu.RUnlock() }
 
-type quietLogger struct{}
-
-func (quietLogger) Infof(string, ...any)  {}
-func (quietLogger) Errorf(string, ...any) {}
-func (quietLogger) Fatalf(format string, args ...any) {
-	panic(fmt.Sprintf("pebble: "+format, args...))
+// Ready returns nil when the store can accept appends, and otherwise an error that says why,
+// wrapping the cause (errors.Is(err, syscall.ENOSPC) for a full disk): after a storage
+// failure (a failed write or sync, which stops the store until it is reopened), after Close,
+// or while the index cannot be flushed for lack of space. It is cheap and safe for concurrent
+// use; a server reports it as readiness.
+func (s *Store) Ready() error {
+	if err := s.failed(); err != nil {
+		return err
+	}
+	select {
+	case <-s.closing:
+		return annals.ErrClosed
+	default:
+	}
+	if p := s.indexSpace.Load(); p != nil {
+		return fmt.Errorf("index cannot be written: %w", *p)
+	}
+	return nil
 }
+
+// indexEvents returns the listener of Pebble's events: its background errors go to the log,
+// and one caused by a full disk makes Ready report it until a flush or compaction succeeds.
+func (s *Store) indexEvents() *pebble.EventListener {
+	cleared := func() { s.indexSpace.Store(nil) }
+	return &pebble.EventListener{
+		BackgroundError: func(err error) {
+			s.log.Error("annals: index background error", "err", err)
+			if errors.Is(err, syscall.ENOSPC) || errors.Is(err, syscall.EDQUOT) {
+				s.indexSpace.Store(&err)
+			}
+		},
+		FlushEnd: func(info pebble.FlushInfo) {
+			if info.Err == nil {
+				cleared()
+			}
+		},
+		CompactionEnd: func(info pebble.CompactionInfo) {
+			if info.Err == nil {
+				cleared()
+			}
+		},
+	}
+}
+
+// pebbleLogger passes Pebble's messages to the store's logger. Pebble calls Fatalf for a
+// failure it cannot recover from (a MANIFEST it could not write, as on a full disk) and
+// returns the error all the same; the store then stops instead of the process, and the next
+// Open recovers, the log being the record.
+type pebbleLogger struct {
+	log *slog.Logger
+	s   *Store // nil when there is no store to stop (Check)
+}
+
+func (l pebbleLogger) Infof(format string, args ...any) {
+	l.log.Debug("annals: index: " + fmt.Sprintf(format, args...))
+}
+
+func (l pebbleLogger) Errorf(format string, args ...any) {
+	l.log.Error("annals: index: " + fmt.Sprintf(format, args...))
+}
+
+func (l pebbleLogger) Fatalf(format string, args ...any) {
+	err := pebbleError{msg: fmt.Sprintf(format, args...)}
+	for _, a := range args {
+		if cause, ok := a.(error); ok {
+			err.cause = cause
+			break
+		}
+	}
+	l.log.Error("annals: index failure", "err", err)
+	if l.s != nil {
+		l.s.fail(err)
+	}
+}
+
+// pebbleError is a failure Pebble reported through Fatalf; it wraps the error among its
+// arguments, so that errors.Is finds a cause such as syscall.ENOSPC.
+type pebbleError struct {
+	msg   string
+	cause error
+}
+
+func (e pebbleError) Error() string { return "index: " + e.msg }
+func (e pebbleError) Unwrap() error { return e.cause }
