@@ -184,6 +184,7 @@ func (s *Server) Register(mux *http.ServeMux) {
 		connect.WithReadMaxBytes(s.opts.MaxRequestBytes),
 		connect.WithInterceptors(s.opts.Interceptors...),
 	}
+	handlerOpts = append(handlerOpts, jsonCodecs...)
 	handlerOpts = append(handlerOpts, s.opts.HandlerOptions...)
 	path, h := annalsv1connect.NewEventStoreServiceHandler(&service{s: s}, handlerOpts...)
 	mux.Handle(path, h)
