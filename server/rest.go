@@ -87,6 +87,16 @@ func (s *Server) serveREST(w http.ResponseWriter, r *http.Request, t target, rou
 		}
 		opts.Limit = n
 	}
+	if !t.all {
+		if err := annals.ValidateStreamID(t.stream); err != nil {
+			s.writeHTTPError(w, r, route, err)
+			return
+		}
+	}
+	if err := opts.Filter.Validate(); err != nil {
+		s.writeHTTPError(w, r, route, err)
+		return
+	}
 	if err := s.authorize(ctx, Access{Op: OpRead, Procedure: route, Stream: t.stream, Filter: opts.Filter}); err != nil {
 		s.writeHTTPError(w, r, route, err)
 		return

@@ -98,15 +98,13 @@ func (s *Server) serveSSE(w http.ResponseWriter, r *http.Request, t target, rout
 		s.writeHTTPError(w, r, route, err)
 		return
 	}
-	if err := s.authorize(ctx, Access{Op: OpRead, Procedure: route, Stream: t.stream, Filter: t.filter}); err != nil {
+	if err := t.validate(); err != nil {
 		s.writeHTTPError(w, r, route, err)
 		return
 	}
-	if !t.all {
-		if err := annals.ValidateStreamID(t.stream); err != nil {
-			s.writeHTTPError(w, r, route, err)
-			return
-		}
+	if err := s.authorize(ctx, Access{Op: OpRead, Procedure: route, Stream: t.stream, Filter: t.filter}); err != nil {
+		s.writeHTTPError(w, r, route, err)
+		return
 	}
 	sctx, done, err := s.beginSubscription(ctx)
 	if err != nil {

@@ -2,15 +2,19 @@ package server_test
 
 import (
 	"bytes"
+	"context"
 	"encoding/binary"
 	"encoding/json"
 	"io"
 	"net/http"
 	"net/http/httptest"
 	"strings"
+	"sync"
 	"testing"
 
+	"connectrpc.com/connect"
 	"github.com/annalsdb/annals"
+	annalsv1 "github.com/annalsdb/annals/internal/gen/annals/v1"
 	"github.com/annalsdb/annals/server"
 )
 
@@ -128,5 +132,70 @@ func TestLoginUnknownField(t *testing.T) {
 	json.NewDecoder(res.Body).Decode(&e)
 	if res.StatusCode != http.StatusBadRequest || !strings.Contains(e.Message, `"pasword"`) {
 		t.Errorf("login with an unknown field: got %d %+v, want 400 naming \"pasword\"", res.StatusCode, e)
+	}
+}
+
+// TestValidateBeforeAuthorize checks that bad input is refused as such before authorization:
+// the hook denies everything and sees none of these requests.
+func TestValidateBeforeAuthorize(t *testing.T) {
+	var mu sync.Mutex
+	var seen []server.Access
+	f := newFixture(t, nil, &server.Options{Authorize: func(ctx context.Context, a server.Access) error {
+		mu.Lock()
+		defer mu.Unlock()
+		seen = append(seen, a)
+		return server.ErrPermissionDenied
+	}})
+	rpc := f.rpc()
+	ctx := t.Context()
+	check := func(what string, err error) {
+		t.Helper()
+		if got := connect.CodeOf(err); got != connect.CodeInvalidArgument {
+			t.Errorf("%s: got %v, want invalid_argument", what, err)
+		}
+	}
+	recv := func(st interface {
+		Receive() bool
+		Err() error
+		Close() error
+	}, err error) error {
+		if err != nil {
+			return err
+		}
+		defer st.Close()
+		for st.Receive() {
+		}
+		return st.Err()
+	}
+	check("Subscribe with an empty stream", recv(rpc.Subscribe(ctx, connect.NewRequest(&annalsv1.SubscribeRequest{}))))
+	check("Subscribe with an empty filter prefix", recv(rpc.Subscribe(ctx, connect.NewRequest(&annalsv1.SubscribeRequest{Stream: "$all", Filter: &annalsv1.Filter{StreamPrefixes: []string{""}}}))))
+	check("ReadStream of an empty stream", recv(rpc.ReadStream(ctx, connect.NewRequest(&annalsv1.ReadStreamRequest{}))))
+	check("ReadAll with an empty category", recv(rpc.ReadAll(ctx, connect.NewRequest(&annalsv1.ReadAllRequest{Filter: &annalsv1.Filter{Categories: []string{""}}}))))
+	_, err := rpc.Append(ctx, connect.NewRequest(&annalsv1.AppendRequest{Events: []*annalsv1.Event{{Type: "E"}}}))
+	check("Append to an empty stream", err)
+	_, err = rpc.Append(ctx, connect.NewRequest(&annalsv1.AppendRequest{Stream: "a-1", Events: []*annalsv1.Event{{Type: "E", Id: "nope"}}}))
+	check("Append with a bad event id", err)
+	_, err = rpc.Delete(ctx, connect.NewRequest(&annalsv1.DeleteRequest{Stream: "a\x01"}))
+	check("Delete of a stream with a control character", err)
+	_, err = rpc.Tombstone(ctx, connect.NewRequest(&annalsv1.TombstoneRequest{}))
+	check("Tombstone of an empty stream", err)
+	_, err = rpc.GetMetadata(ctx, connect.NewRequest(&annalsv1.GetMetadataRequest{}))
+	check("GetMetadata of an empty stream", err)
+	_, err = rpc.SetMetadata(ctx, connect.NewRequest(&annalsv1.SetMetadataRequest{Stream: "a-1", Metadata: &annalsv1.StreamMetadata{CustomJson: "{nope"}}))
+	check("SetMetadata with bad JSON", err)
+	for _, path := range []string{"/v1/streams/?prefix=", "/v1/all?prefix=", "/v1/sse/streams/", "/v1/sse/all?type=", "/v1/streams?limit=0"} {
+		res, err := http.Get(f.url + path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		res.Body.Close()
+		if res.StatusCode != http.StatusBadRequest {
+			t.Errorf("GET %s: got %d, want 400", path, res.StatusCode)
+		}
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	if len(seen) > 0 {
+		t.Errorf("Authorize saw requests with bad input: %v", seen)
 	}
 }
