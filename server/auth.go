@@ -464,8 +464,12 @@ func (a *Auth) serveLogin(w http.ResponseWriter, r *http.Request) {
 	var req LoginRequest
 	dec := json.NewDecoder(http.MaxBytesReader(w, r.Body, 4<<10))
 	dec.DisallowUnknownFields()
-	if err := dec.Decode(&req); err != nil || req.Username == "" {
-		a.writeError(w, r, fmt.Errorf(`%w: want a JSON body {"username":..,"password":..}`, annals.ErrInvalidArgument))
+	if err := dec.Decode(&req); err != nil {
+		a.writeError(w, r, fmt.Errorf(`%w: want a JSON body {"username":..,"password":..}: %w`, annals.ErrInvalidArgument, err))
+		return
+	}
+	if req.Username == "" {
+		a.writeError(w, r, fmt.Errorf(`%w: want a JSON body {"username":..,"password":..} with a username`, annals.ErrInvalidArgument))
 		return
 	}
 	token, exp, err := a.Login(r.Context(), req.Username, req.Password)

@@ -33,6 +33,16 @@ type target struct {
 	protocol, peer string
 }
 
+// validate checks the input of a subscription: the stream id (unless $all) and the filter.
+func (t *target) validate() error {
+	if !t.all {
+		if err := annals.ValidateStreamID(t.stream); err != nil {
+			return err
+		}
+	}
+	return t.filter.Validate()
+}
+
 // prepare checks a subscription before it starts, so that bad input and a tombstoned stream
 // are refused before anything is sent, and returns where it starts: from, or for a
 // subscription from the end the revision or position after the last event, so that a client

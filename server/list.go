@@ -33,6 +33,10 @@ type StreamEntry struct {
 func (s *Server) serveList(w http.ResponseWriter, r *http.Request) {
 	ctx := r.Context()
 	q := r.URL.Query()
+	if err := checkQuery(q, "prefix", "after", "limit"); err != nil {
+		s.writeHTTPError(w, r, listRoute, err)
+		return
+	}
 	opts := &annals.ListOptions{Prefix: q.Get("prefix"), After: q.Get("after"), Limit: defaultPageSize}
 	if v := q.Get("limit"); v != "" {
 		n, err := strconv.Atoi(v)

@@ -3,8 +3,12 @@ package server
 import (
 	"encoding/json"
 	"fmt"
+	"maps"
 	"net/http"
+	"net/url"
+	"slices"
 	"strconv"
+	"strings"
 
 	"github.com/annalsdb/annals"
 )
@@ -43,6 +47,10 @@ func (s *Server) serveRESTAll(w http.ResponseWriter, r *http.Request) {
 func (s *Server) serveREST(w http.ResponseWriter, r *http.Request, t target, route string) {
 	ctx := r.Context()
 	q := r.URL.Query()
+	if err := checkQuery(q, "from", "backwards", "limit", "prefix", "category", "type"); err != nil {
+		s.writeHTTPError(w, r, route, err)
+		return
+	}
 	opts := &annals.ReadOptions{Limit: defaultPageSize}
 	if f := (annals.Filter{StreamPrefixes: q["prefix"], Categories: q["category"], EventTypes: q["type"]}); len(f.StreamPrefixes)+len(f.Categories)+len(f.EventTypes) > 0 {
 		opts.Filter = &f
@@ -79,6 +87,16 @@ func (s *Server) serveREST(w http.ResponseWriter, r *http.Request, t target, rou
 		}
 		opts.Limit = n
 	}
+	if !t.all {
+		if err := annals.ValidateStreamID(t.stream); err != nil {
+			s.writeHTTPError(w, r, route, err)
+			return
+		}
+	}
+	if err := opts.Filter.Validate(); err != nil {
+		s.writeHTTPError(w, r, route, err)
+		return
+	}
 	if err := s.authorize(ctx, Access{Op: OpRead, Procedure: route, Stream: t.stream, Filter: opts.Filter}); err != nil {
 		s.writeHTTPError(w, r, route, err)
 		return
@@ -114,4 +132,15 @@ func (s *Server) serveREST(w http.ResponseWriter, r *http.Request, t target, rou
 	}
 	w.Header().Set("Content-Type", "application/json")
 	_ = json.NewEncoder(w).Encode(page)
+}
+
+// checkQuery returns an error matching [annals.ErrInvalidArgument] that names the first
+// parameter of q not in known: a misspelt parameter ("limt") is refused, not ignored.
+func checkQuery(q url.Values, known ...string) error {
+	for _, k := range slices.Sorted(maps.Keys(q)) {
+		if !slices.Contains(known, k) {
+			return fmt.Errorf("%w: unknown query parameter %q (want %s)", annals.ErrInvalidArgument, k, strings.Join(known, ", "))
+		}
+	}
+	return nil
 }

@@ -22,7 +22,9 @@
 // Authentication goes in front of the handler as ordinary middleware (it puts the caller in
 // the request's context); authorization goes in [Options.Authorize], which the server calls
 // with the operation and the stream before touching the store, on every endpoint, SSE
-// included. Metrics and tracing fit [Options.Interceptors] (every RPC) and middleware around
+// included. Every endpoint checks its input first (stream ids, expectations, filters, limits,
+// query parameters), then authorizes, then calls the store: bad input is InvalidArgument
+// whoever asks, and the hook sees only well-formed requests. Metrics and tracing fit [Options.Interceptors] (every RPC) and middleware around
 // [Server.Handler] (every HTTP request). More routes (metrics, health, a console) go on the
 // same mux through [Server.Register].
 package server
@@ -62,7 +64,8 @@ type Options struct {
 	// store's own guarantee), so a slow reader costs at most this many events of memory.
 	// 0 means [DefaultSubscriptionBuffer].
 	SubscriptionBuffer int
-	// Authorize, when set, is called before every operation with what it is about to do. An
+	// Authorize, when set, is called before every operation with what it is about to do, once
+	// the request's input is known to be well formed. An
 	// error stops the request: wrap [ErrUnauthenticated] or [ErrPermissionDenied], or return a
 	// *connect.Error with the code of your choice. It must be safe for concurrent use.
 	Authorize func(ctx context.Context, a Access) error
@@ -184,6 +187,7 @@ func (s *Server) Register(mux *http.ServeMux) {
 		connect.WithReadMaxBytes(s.opts.MaxRequestBytes),
 		connect.WithInterceptors(s.opts.Interceptors...),
 	}
+	handlerOpts = append(handlerOpts, jsonCodecs...)
 	handlerOpts = append(handlerOpts, s.opts.HandlerOptions...)
 	path, h := annalsv1connect.NewEventStoreServiceHandler(&service{s: s}, handlerOpts...)
 	mux.Handle(path, h)

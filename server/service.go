@@ -22,7 +22,8 @@ var _ annalsv1connect.EventStoreServiceHandler = (*service)(nil)
 
 func (v *service) Append(ctx context.Context, req *connect.Request[annalsv1.AppendRequest]) (*connect.Response[annalsv1.AppendResponse], error) {
 	m, proc := req.Msg, req.Spec().Procedure
-	if err := v.s.authorize(ctx, Access{Op: OpWrite, Procedure: proc, Stream: m.Stream}); err != nil {
+	expected := wire.ExpectedFromProto(m.Expected)
+	if err := checkWrite(m.Stream, expected); err != nil {
 		return nil, v.s.toConnect(ctx, proc, err)
 	}
 	events := make([]annals.Event, len(m.Events))
@@ -33,7 +34,10 @@ func (v *service) Append(ctx context.Context, req *connect.Request[annalsv1.Appe
 		}
 		events[i] = e
 	}
-	res, err := v.s.store.Append(ctx, m.Stream, wire.ExpectedFromProto(m.Expected), events...)
+	if err := v.s.authorize(ctx, Access{Op: OpWrite, Procedure: proc, Stream: m.Stream}); err != nil {
+		return nil, v.s.toConnect(ctx, proc, err)
+	}
+	res, err := v.s.store.Append(ctx, m.Stream, expected, events...)
 	if err != nil {
 		return nil, v.s.toConnect(ctx, proc, err)
 	}
@@ -56,7 +60,7 @@ func readOptions(from uint64, fromEnd, backwards bool, limit, until uint64, asOf
 	if fromEnd {
 		o.From = annals.End
 	}
-	return o, nil
+	return o, o.Filter.Validate()
 }
 
 // sendEvents sends the events of a read in batches through send, which builds the response
@@ -100,11 +104,14 @@ func (p *protoBatch) of(batch []annals.RecordedEvent) []*annalsv1.RecordedEvent 
 
 func (v *service) ReadStream(ctx context.Context, req *connect.Request[annalsv1.ReadStreamRequest], stream *connect.ServerStream[annalsv1.ReadStreamResponse]) error {
 	m, proc := req.Msg, req.Spec().Procedure
-	if err := v.s.authorize(ctx, Access{Op: OpRead, Procedure: proc, Stream: m.Stream}); err != nil {
+	if err := annals.ValidateStreamID(m.Stream); err != nil {
 		return v.s.toConnect(ctx, proc, err)
 	}
 	opts, err := readOptions(m.From, m.FromEnd, m.Backwards, m.Limit, m.Until, m.AsOf, m.Filter)
 	if err != nil {
+		return v.s.toConnect(ctx, proc, err)
+	}
+	if err := v.s.authorize(ctx, Access{Op: OpRead, Procedure: proc, Stream: m.Stream}); err != nil {
 		return v.s.toConnect(ctx, proc, err)
 	}
 	return v.sendEvents(ctx, proc, v.s.store.ReadStream(ctx, m.Stream, opts), func(evs []*annalsv1.RecordedEvent) error {
@@ -132,6 +139,9 @@ func (v *service) Subscribe(ctx context.Context, req *connect.Request[annalsv1.S
 	if t.stream == annals.AllStream {
 		t.all, t.stream = true, ""
 	}
+	if err := t.validate(); err != nil {
+		return v.s.toConnect(ctx, proc, err)
+	}
 	if err := v.s.authorize(ctx, Access{Op: OpRead, Procedure: proc, Stream: t.stream, Filter: t.filter}); err != nil {
 		return v.s.toConnect(ctx, proc, err)
 	}
@@ -158,10 +168,14 @@ func (v *service) Subscribe(ctx context.Context, req *connect.Request[annalsv1.S
 
 func (v *service) Delete(ctx context.Context, req *connect.Request[annalsv1.DeleteRequest]) (*connect.Response[annalsv1.DeleteResponse], error) {
 	m, proc := req.Msg, req.Spec().Procedure
+	expected := wire.ExpectedFromProto(m.Expected)
+	if err := checkWrite(m.Stream, expected); err != nil {
+		return nil, v.s.toConnect(ctx, proc, err)
+	}
 	if err := v.s.authorize(ctx, Access{Op: OpDelete, Procedure: proc, Stream: m.Stream}); err != nil {
 		return nil, v.s.toConnect(ctx, proc, err)
 	}
-	res, err := v.s.store.Delete(ctx, m.Stream, wire.ExpectedFromProto(m.Expected))
+	res, err := v.s.store.Delete(ctx, m.Stream, expected)
 	if err != nil {
 		return nil, v.s.toConnect(ctx, proc, err)
 	}
@@ -170,10 +184,14 @@ func (v *service) Delete(ctx context.Context, req *connect.Request[annalsv1.Dele
 
 func (v *service) Tombstone(ctx context.Context, req *connect.Request[annalsv1.TombstoneRequest]) (*connect.Response[annalsv1.TombstoneResponse], error) {
 	m, proc := req.Msg, req.Spec().Procedure
+	expected := wire.ExpectedFromProto(m.Expected)
+	if err := checkWrite(m.Stream, expected); err != nil {
+		return nil, v.s.toConnect(ctx, proc, err)
+	}
 	if err := v.s.authorize(ctx, Access{Op: OpDelete, Procedure: proc, Stream: m.Stream}); err != nil {
 		return nil, v.s.toConnect(ctx, proc, err)
 	}
-	res, err := v.s.store.Tombstone(ctx, m.Stream, wire.ExpectedFromProto(m.Expected))
+	res, err := v.s.store.Tombstone(ctx, m.Stream, expected)
 	if err != nil {
 		return nil, v.s.toConnect(ctx, proc, err)
 	}
@@ -182,6 +200,9 @@ func (v *service) Tombstone(ctx context.Context, req *connect.Request[annalsv1.T
 
 func (v *service) GetMetadata(ctx context.Context, req *connect.Request[annalsv1.GetMetadataRequest]) (*connect.Response[annalsv1.GetMetadataResponse], error) {
 	m, proc := req.Msg, req.Spec().Procedure
+	if err := annals.ValidateStreamID(m.Stream); err != nil {
+		return nil, v.s.toConnect(ctx, proc, err)
+	}
 	if err := v.s.authorize(ctx, Access{Op: OpMetaRead, Procedure: proc, Stream: m.Stream}); err != nil {
 		return nil, v.s.toConnect(ctx, proc, err)
 	}
@@ -194,14 +215,21 @@ func (v *service) GetMetadata(ctx context.Context, req *connect.Request[annalsv1
 
 func (v *service) SetMetadata(ctx context.Context, req *connect.Request[annalsv1.SetMetadataRequest]) (*connect.Response[annalsv1.SetMetadataResponse], error) {
 	m, proc := req.Msg, req.Spec().Procedure
-	if err := v.s.authorize(ctx, Access{Op: OpMetaWrite, Procedure: proc, Stream: m.Stream}); err != nil {
+	expected := wire.ExpectedFromProto(m.Expected)
+	if err := checkWrite(m.Stream, expected); err != nil {
 		return nil, v.s.toConnect(ctx, proc, err)
 	}
 	meta, err := wire.MetadataFromProto(m.Metadata)
+	if err == nil {
+		err = meta.Validate()
+	}
 	if err != nil {
 		return nil, v.s.toConnect(ctx, proc, err)
 	}
-	res, err := v.s.store.SetMetadata(ctx, m.Stream, wire.ExpectedFromProto(m.Expected), meta)
+	if err := v.s.authorize(ctx, Access{Op: OpMetaWrite, Procedure: proc, Stream: m.Stream}); err != nil {
+		return nil, v.s.toConnect(ctx, proc, err)
+	}
+	res, err := v.s.store.SetMetadata(ctx, m.Stream, expected, meta)
 	if err != nil {
 		return nil, v.s.toConnect(ctx, proc, err)
 	}
@@ -213,11 +241,11 @@ const listBatch = 1000
 
 func (v *service) ListStreams(ctx context.Context, req *connect.Request[annalsv1.ListStreamsRequest], stream *connect.ServerStream[annalsv1.ListStreamsResponse]) error {
 	m, proc := req.Msg, req.Spec().Procedure
-	if err := v.s.authorize(ctx, Access{Op: OpRead, Procedure: proc, Prefix: m.Prefix}); err != nil {
-		return v.s.toConnect(ctx, proc, err)
-	}
 	limit, err := wire.LimitFromProto(m.Limit)
 	if err != nil {
+		return v.s.toConnect(ctx, proc, err)
+	}
+	if err := v.s.authorize(ctx, Access{Op: OpRead, Procedure: proc, Prefix: m.Prefix}); err != nil {
 		return v.s.toConnect(ctx, proc, err)
 	}
 	var batch []*annalsv1.StreamInfo
@@ -257,4 +285,14 @@ func (v *service) ServerInfo(ctx context.Context, req *connect.Request[annalsv1.
 		Version: info.Version, Backend: info.Backend, HeadPosition: info.HeadPosition,
 		StartTime: timestamppb.New(info.StartTime), Subscriptions: uint64(info.Subscriptions),
 	}), nil
+}
+
+// checkWrite checks the input every write shares before the request is authorized: a stream
+// users may write (not empty, not a "$" system stream; [annals.ValidateUserStreamID]) and a
+// valid expectation. The store checks the rest of the request.
+func checkWrite(stream string, expected annals.ExpectedRevision) error {
+	if err := annals.ValidateUserStreamID(stream); err != nil {
+		return err
+	}
+	return expected.Validate()
 }

@@ -86,6 +86,11 @@ func (s *Server) serveSSE(w http.ResponseWriter, r *http.Request, t target, rout
 	ctx := r.Context()
 	t.protocol, t.peer = "sse", r.RemoteAddr
 	q := r.URL.Query()
+	// access_token is the SSE routes' credential; Auth.Middleware removes it when auth is on.
+	if err := checkQuery(q, "from", "prefix", "category", "type", "access_token"); err != nil {
+		s.writeHTTPError(w, r, route, err)
+		return
+	}
 	if f := (annals.Filter{StreamPrefixes: q["prefix"], Categories: q["category"], EventTypes: q["type"]}); len(f.StreamPrefixes)+len(f.Categories)+len(f.EventTypes) > 0 {
 		t.filter = &f
 	}
@@ -93,15 +98,13 @@ func (s *Server) serveSSE(w http.ResponseWriter, r *http.Request, t target, rout
 		s.writeHTTPError(w, r, route, err)
 		return
 	}
-	if err := s.authorize(ctx, Access{Op: OpRead, Procedure: route, Stream: t.stream, Filter: t.filter}); err != nil {
+	if err := t.validate(); err != nil {
 		s.writeHTTPError(w, r, route, err)
 		return
 	}
-	if !t.all {
-		if err := annals.ValidateStreamID(t.stream); err != nil {
-			s.writeHTTPError(w, r, route, err)
-			return
-		}
+	if err := s.authorize(ctx, Access{Op: OpRead, Procedure: route, Stream: t.stream, Filter: t.filter}); err != nil {
+		s.writeHTTPError(w, r, route, err)
+		return
 	}
 	sctx, done, err := s.beginSubscription(ctx)
 	if err != nil {

@@ -1,0 +1,46 @@
+package server
+
+import (
+	"errors"
+	"fmt"
+
+	"connectrpc.com/connect"
+	"google.golang.org/protobuf/encoding/protojson"
+	"google.golang.org/protobuf/proto"
+)
+
+// strictJSON is the server's JSON codec: Connect's own, but a field the API does not know is
+// an error (Connect's discards it), so that a typo such as "revison" in an expectation or
+// "dat" in an event is refused with InvalidArgument naming the field instead of turning off
+// the check or dropping the data. Connect answers a decoding error with InvalidArgument.
+type strictJSON struct {
+	name string
+}
+
+// jsonCodecs are the codecs that replace Connect's JSON ones: it registers the same codec
+// under both names a client may use.
+var jsonCodecs = []connect.HandlerOption{
+	connect.WithCodec(strictJSON{name: "json"}),
+	connect.WithCodec(strictJSON{name: "json; charset=utf-8"}),
+}
+
+func (c strictJSON) Name() string { return c.name }
+
+func (strictJSON) Marshal(m any) ([]byte, error) {
+	pm, ok := m.(proto.Message)
+	if !ok {
+		return nil, fmt.Errorf("annals server: cannot marshal %T", m)
+	}
+	return protojson.MarshalOptions{}.Marshal(pm)
+}
+
+func (strictJSON) Unmarshal(b []byte, m any) error {
+	pm, ok := m.(proto.Message)
+	if !ok {
+		return fmt.Errorf("annals server: cannot unmarshal into %T", m)
+	}
+	if len(b) == 0 {
+		return errors.New("empty body: want a JSON object")
+	}
+	return protojson.UnmarshalOptions{DiscardUnknown: false}.Unmarshal(b, pm)
+}

@@ -1,0 +1,201 @@
+package server_test
+
+import (
+	"bytes"
+	"context"
+	"encoding/binary"
+	"encoding/json"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"sync"
+	"testing"
+
+	"connectrpc.com/connect"
+	"github.com/annalsdb/annals"
+	annalsv1 "github.com/annalsdb/annals/internal/gen/annals/v1"
+	"github.com/annalsdb/annals/server"
+)
+
+// logEvents returns the number of events in the store's log.
+func logEvents(t *testing.T, s annals.Store) int {
+	t.Helper()
+	n := 0
+	for _, err := range s.ReadAll(t.Context(), nil) {
+		if err != nil {
+			t.Fatal(err)
+		}
+		n++
+	}
+	return n
+}
+
+// TestUnknownJSONFields checks that every JSON request with a field the API does not know is
+// refused with invalid_argument naming the field, over real HTTP, and that nothing is written.
+func TestUnknownJSONFields(t *testing.T) {
+	f := newFixture(t, nil, nil)
+	mustAppend(t, f.store, "order-9", 1)
+	before := logEvents(t, f.store)
+
+	for _, tt := range []struct {
+		name, method, body, field string
+	}{
+		{"ExpectedTypo", "Append", `{"stream":"order-9","expected":{"revison":"7"},"events":[{"type":"E"}]}`, "revison"},
+		{"EventField", "Append", `{"stream":"order-9","events":[{"type":"E","dat":"e30="}]}`, "dat"},
+		{"TopLevel", "Append", `{"stream":"order-9","events":[{"type":"E"}],"expectd":{"any":{}}}`, "expectd"},
+		{"MetadataField", "SetMetadata", `{"stream":"order-9","metadata":{"maxCont":"5"}}`, "maxCont"},
+		{"ACLField", "SetMetadata", `{"stream":"order-9","metadata":{"acl":{"reed":["$all"]}}}`, "reed"},
+		{"Delete", "Delete", `{"stream":"order-9","expeted":{"revision":"0"}}`, "expeted"},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			for _, ct := range []string{"application/json", "application/json; charset=utf-8"} {
+				status, v := f.post(t, tt.method, ct, tt.body)
+				msg, _ := v["message"].(string)
+				if status != http.StatusBadRequest || v["code"] != "invalid_argument" || !strings.Contains(msg, `"`+tt.field+`"`) {
+					t.Errorf("%s (%s): got %d %v, want 400 invalid_argument naming %q", tt.method, ct, status, v, tt.field)
+				}
+			}
+		})
+	}
+
+	t.Run("Streaming", func(t *testing.T) {
+		msg := []byte(`{"stream":"order-9","limt":"5"}`)
+		var body bytes.Buffer
+		body.WriteByte(0)
+		binary.Write(&body, binary.BigEndian, uint32(len(msg)))
+		body.Write(msg)
+		res, err := http.Post(f.url+"/annals.v1.EventStoreService/ReadStream", "application/connect+json", &body)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer res.Body.Close()
+		b, _ := io.ReadAll(res.Body)
+		// The answer is enveloped: the end-of-stream message (flag 2) carries the error.
+		var end struct {
+			Error struct{ Code, Message string }
+		}
+		for len(b) >= 5 {
+			n := binary.BigEndian.Uint32(b[1:5])
+			if b[0]&2 != 0 {
+				json.Unmarshal(b[5:5+n], &end)
+			}
+			b = b[5+n:]
+		}
+		if end.Error.Code != "invalid_argument" || !strings.Contains(end.Error.Message, `"limt"`) {
+			t.Errorf("ReadStream with an unknown field: got %+v, want invalid_argument naming \"limt\"", end.Error)
+		}
+	})
+
+	t.Run("QueryParameters", func(t *testing.T) {
+		for _, tt := range []struct{ path, param string }{
+			{"/v1/streams/order-9?limt=5", "limt"},
+			{"/v1/all?categroy=order", "categroy"},
+			{"/v1/streams?prefx=order", "prefx"},
+			{"/v1/sse/streams/order-9?form=0", "form"},
+			{"/v1/sse/all?tpye=E", "tpye"},
+		} {
+			res, err := http.Get(f.url + tt.path)
+			if err != nil {
+				t.Fatal(err)
+			}
+			var e server.ErrorBody
+			json.NewDecoder(res.Body).Decode(&e)
+			res.Body.Close()
+			if res.StatusCode != http.StatusBadRequest || e.Code != "invalid_argument" || !strings.Contains(e.Message, `"`+tt.param+`"`) {
+				t.Errorf("GET %s: got %d %+v, want 400 invalid_argument naming %q", tt.path, res.StatusCode, e, tt.param)
+			}
+		}
+	})
+
+	if n := logEvents(t, f.store); n != before {
+		t.Errorf("log after the refused requests: %d events, want %d", n, before)
+	}
+}
+
+// TestLoginUnknownField checks that POST /v1/login refuses a field it does not know, naming it.
+func TestLoginUnknownField(t *testing.T) {
+	a, err := server.NewAuth(nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	mux := http.NewServeMux()
+	a.Register(mux)
+	hs := httptest.NewServer(mux)
+	defer hs.Close()
+	res, err := http.Post(hs.URL+"/v1/login", "application/json", strings.NewReader(`{"username":"alice","pasword":"x"}`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer res.Body.Close()
+	var e server.ErrorBody
+	json.NewDecoder(res.Body).Decode(&e)
+	if res.StatusCode != http.StatusBadRequest || !strings.Contains(e.Message, `"pasword"`) {
+		t.Errorf("login with an unknown field: got %d %+v, want 400 naming \"pasword\"", res.StatusCode, e)
+	}
+}
+
+// TestValidateBeforeAuthorize checks that bad input is refused as such before authorization:
+// the hook denies everything and sees none of these requests.
+func TestValidateBeforeAuthorize(t *testing.T) {
+	var mu sync.Mutex
+	var seen []server.Access
+	f := newFixture(t, nil, &server.Options{Authorize: func(ctx context.Context, a server.Access) error {
+		mu.Lock()
+		defer mu.Unlock()
+		seen = append(seen, a)
+		return server.ErrPermissionDenied
+	}})
+	rpc := f.rpc()
+	ctx := t.Context()
+	check := func(what string, err error) {
+		t.Helper()
+		if got := connect.CodeOf(err); got != connect.CodeInvalidArgument {
+			t.Errorf("%s: got %v, want invalid_argument", what, err)
+		}
+	}
+	recv := func(st interface {
+		Receive() bool
+		Err() error
+		Close() error
+	}, err error) error {
+		if err != nil {
+			return err
+		}
+		defer st.Close()
+		for st.Receive() {
+		}
+		return st.Err()
+	}
+	check("Subscribe with an empty stream", recv(rpc.Subscribe(ctx, connect.NewRequest(&annalsv1.SubscribeRequest{}))))
+	check("Subscribe with an empty filter prefix", recv(rpc.Subscribe(ctx, connect.NewRequest(&annalsv1.SubscribeRequest{Stream: "$all", Filter: &annalsv1.Filter{StreamPrefixes: []string{""}}}))))
+	check("ReadStream of an empty stream", recv(rpc.ReadStream(ctx, connect.NewRequest(&annalsv1.ReadStreamRequest{}))))
+	check("ReadAll with an empty category", recv(rpc.ReadAll(ctx, connect.NewRequest(&annalsv1.ReadAllRequest{Filter: &annalsv1.Filter{Categories: []string{""}}}))))
+	_, err := rpc.Append(ctx, connect.NewRequest(&annalsv1.AppendRequest{Events: []*annalsv1.Event{{Type: "E"}}}))
+	check("Append to an empty stream", err)
+	_, err = rpc.Append(ctx, connect.NewRequest(&annalsv1.AppendRequest{Stream: "a-1", Events: []*annalsv1.Event{{Type: "E", Id: "nope"}}}))
+	check("Append with a bad event id", err)
+	_, err = rpc.Delete(ctx, connect.NewRequest(&annalsv1.DeleteRequest{Stream: "a\x01"}))
+	check("Delete of a stream with a control character", err)
+	_, err = rpc.Tombstone(ctx, connect.NewRequest(&annalsv1.TombstoneRequest{}))
+	check("Tombstone of an empty stream", err)
+	_, err = rpc.GetMetadata(ctx, connect.NewRequest(&annalsv1.GetMetadataRequest{}))
+	check("GetMetadata of an empty stream", err)
+	_, err = rpc.SetMetadata(ctx, connect.NewRequest(&annalsv1.SetMetadataRequest{Stream: "a-1", Metadata: &annalsv1.StreamMetadata{CustomJson: "{nope"}}))
+	check("SetMetadata with bad JSON", err)
+	for _, path := range []string{"/v1/streams/?prefix=", "/v1/all?prefix=", "/v1/sse/streams/", "/v1/sse/all?type=", "/v1/streams?limit=0"} {
+		res, err := http.Get(f.url + path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		res.Body.Close()
+		if res.StatusCode != http.StatusBadRequest {
+			t.Errorf("GET %s: got %d, want 400", path, res.StatusCode)
+		}
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	if len(seen) > 0 {
+		t.Errorf("Authorize saw requests with bad input: %v", seen)
+	}
+}
