@@ -15,6 +15,7 @@ import (
 	"github.com/annalsdb/annals"
 	"github.com/annalsdb/annals/codec"
 	"github.com/annalsdb/annals/decider"
+	"github.com/annalsdb/annals/internal/testwait"
 	"github.com/annalsdb/annals/memstore"
 )
 
@@ -93,13 +94,9 @@ func TestHiddenEventsDoNotHang(t *testing.T) {
 // waitHidden waits until reads of stream return none of its events.
 func waitHidden(t *testing.T, s annals.Store, stream string) {
 	t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
-	for len(storedEvents(t, s, stream)) > 0 {
-		if time.Now().After(deadline) {
-			t.Fatalf("the events of %s are still visible", stream)
-		}
-		time.Sleep(time.Millisecond)
-	}
+	testwait.Until(t, "the events of "+stream+" to be hidden", func() bool {
+		return len(storedEvents(t, s, stream)) == 0
+	})
 }
 
 // storedEventsAll returns every event of stream in the log, hidden or not.

@@ -130,6 +130,8 @@ func TestCrashRecovery(t *testing.T) {
 				t.Fatalf("round %d: child acknowledged nothing in 30s", round)
 			}
 		}
+		// Kill the child at a random moment after its first acknowledgement: a chosen crash
+		// point, not a wait.
 		time.Sleep(time.Duration(rng.IntN(150)) * time.Millisecond)
 		if err := cmd.Process.Signal(syscall.SIGKILL); err != nil {
 			t.Fatal(err)

@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/annalsdb/annals"
+	"github.com/annalsdb/annals/internal/testwait"
 	"github.com/annalsdb/annals/pgstore"
 	"github.com/annalsdb/annals/projection"
 	"github.com/google/go-cmp/cmp"
@@ -150,18 +151,6 @@ func waitCtx(t *testing.T) context.Context {
 	return ctx
 }
 
-// waitUntil polls cond (a read of the database) until it holds or the deadline passes.
-func waitUntil(t *testing.T, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(30 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(time.Millisecond)
-	}
-}
-
 // TestProjectionsCancelAndRestart cancels a runner mid-stream again and again (its context
 // ends in the middle of a transaction): the read model equals a single pass over the log.
 func TestProjectionsCancelAndRestart(t *testing.T) {
@@ -175,7 +164,7 @@ func TestProjectionsCancelAndRestart(t *testing.T) {
 			t.Fatal(err)
 		}
 		stop := runInBackground(t, r)
-		waitUntil(t, fmt.Sprintf("progress in round %d", round), func() bool {
+		testwait.Until(t, fmt.Sprintf("progress in round %d", round), func() bool {
 			cp, _ := c.p.Checkpoint(context.Background(), "counter", 0)
 			return cp > cp0
 		})
@@ -301,7 +290,7 @@ func TestProjectionsFailureRetrySkip(t *testing.T) {
 			r := c.runner(t, nil)
 			runInBackground(t, r)
 			var st projection.Status
-			waitUntil(t, "failed", func() bool {
+			testwait.Until(t, "failed", func() bool {
 				st, err = r.Status(context.Background())
 				return err == nil && st.State == projection.StateFailed
 			})

@@ -14,6 +14,7 @@ import (
 	"github.com/annalsdb/annals"
 	"github.com/annalsdb/annals/codec"
 	"github.com/annalsdb/annals/internal/teststores"
+	"github.com/annalsdb/annals/internal/testwait"
 	"github.com/annalsdb/annals/memstore"
 	"github.com/annalsdb/annals/process"
 	"github.com/google/go-cmp/cmp"
@@ -176,17 +177,6 @@ func types(t *testing.T, s annals.Store, stream string) []string {
 	return got
 }
 
-func waitUntil(t *testing.T, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(time.Millisecond)
-	}
-}
-
 // start runs r until the test ends or stop is called; stop returns Run's error.
 func start[S any](t *testing.T, r *process.Runner[S]) (stop func() error) {
 	ctx, cancel := context.WithCancel(context.Background())
@@ -218,9 +208,9 @@ func TestReactAndCompensate(t *testing.T) {
 		start(t, r)
 		append1(t, s, "order-1", "Placed", `{"SKU":"apple"}`)
 		append1(t, s, "order-2", "Placed", `{"SKU":"none"}`)
-		waitUntil(t, "the reservation of order 1", func() bool { return slices.Equal(types(t, s, "stock-apple"), []string{"Reserved"}) })
-		waitUntil(t, "the rejection of order 2", func() bool { return slices.Equal(types(t, s, "order-2"), []string{"Placed", "Rejected"}) })
-		waitUntil(t, "the runner to catch up", func() bool { return r.Status().Position >= lastPosition(t, s) })
+		testwait.Until(t, "the reservation of order 1", func() bool { return slices.Equal(types(t, s, "stock-apple"), []string{"Reserved"}) })
+		testwait.Until(t, "the rejection of order 2", func() bool { return slices.Equal(types(t, s, "order-2"), []string{"Placed", "Rejected"}) })
+		testwait.Until(t, "the runner to catch up", func() bool { return r.Status().Position >= lastPosition(t, s) })
 
 		st, err := r.State(context.Background(), "2")
 		if err != nil {
@@ -274,17 +264,17 @@ func TestDeadlines(t *testing.T) {
 		start(t, r)
 		append1(t, s, "order-paid", "Placed", `{"SKU":"apple"}`)
 		append1(t, s, "order-late", "Placed", `{"SKU":"pear"}`)
-		waitUntil(t, "two payment deadlines", func() bool { return len(r.Status().Pending) == 2 })
+		testwait.Until(t, "two payment deadlines", func() bool { return len(r.Status().Pending) == 2 })
 		append1(t, s, "order-paid", "Paid", `{}`)
 		// The payment cancels its order's deadline at once.
-		waitUntil(t, "the paid order's deadline cancelled", func() bool {
+		testwait.Until(t, "the paid order's deadline cancelled", func() bool {
 			p := r.Status().Pending
 			return len(p) == 1 && p[0].Instance == "late"
 		})
-		waitUntil(t, "the late order cancelled", func() bool { return slices.Equal(types(t, s, "order-late"), []string{"Placed", "Cancelled"}) })
+		testwait.Until(t, "the late order cancelled", func() bool { return slices.Equal(types(t, s, "order-late"), []string{"Placed", "Cancelled"}) })
 		// The paid order's deadline was cancelled: once the late one has fired (both were due
 		// at about the same time), none is pending, and the paid order was not cancelled.
-		waitUntil(t, "no deadline pending", func() bool { return len(r.Status().Pending) == 0 })
+		testwait.Until(t, "no deadline pending", func() bool { return len(r.Status().Pending) == 0 })
 		if got := types(t, s, "order-paid"); !slices.Equal(got, []string{"Placed", "Paid"}) {
 			t.Errorf("paid order: got %q, want Placed, Paid", got)
 		}
@@ -300,17 +290,17 @@ func TestDeadlineSurvivesRestart(t *testing.T) {
 		r := newRunner(t, s, h, window)
 		stop := start(t, r)
 		append1(t, s, "order-1", "Placed", `{"SKU":"apple"}`)
-		waitUntil(t, "the payment deadline", func() bool { return len(r.Status().Pending) == 1 })
+		testwait.Until(t, "the payment deadline", func() bool { return len(r.Status().Pending) == 1 })
 		due := r.Status().Pending[0].At
 		if err := stop(); !errors.Is(err, context.Canceled) {
 			t.Fatalf("Run after cancel: got %v, want context.Canceled", err)
 		}
-		waitUntil(t, "the deadline to pass", func() bool { return time.Now().After(due) })
+		testwait.Until(t, "the deadline to pass", func() bool { return time.Now().After(due) })
 
 		r2 := newRunner(t, s, h, window)
 		stop2 := start(t, r2)
-		waitUntil(t, "the order cancelled", func() bool { return slices.Equal(types(t, s, "order-1"), []string{"Placed", "Cancelled"}) })
-		waitUntil(t, "no deadline pending", func() bool { return len(r2.Status().Pending) == 0 })
+		testwait.Until(t, "the order cancelled", func() bool { return slices.Equal(types(t, s, "order-1"), []string{"Placed", "Cancelled"}) })
+		testwait.Until(t, "no deadline pending", func() bool { return len(r2.Status().Pending) == 0 })
 		stop2()
 
 		// A third runner finds nothing left to do: no command is sent again.
@@ -320,7 +310,7 @@ func TestDeadlineSurvivesRestart(t *testing.T) {
 		r3 := newRunner(t, s, h, window)
 		stop3 := start(t, r3)
 		append1(t, s, "order-marker", "Paid", `{}`) // handled after everything before it
-		waitUntil(t, "the marker", func() bool { return r3.Status().Position >= lastPosition(t, s) })
+		testwait.Until(t, "the marker", func() bool { return r3.Status().Position >= lastPosition(t, s) })
 		stop3()
 		h.mu.Lock()
 		defer h.mu.Unlock()
@@ -381,8 +371,8 @@ func TestResendAfterFailure(t *testing.T) {
 			t.Fatalf("journal after the failure: %q, want none", got)
 		}
 		stop := start(t, r)
-		waitUntil(t, "the order handled", func() bool { return slices.Equal(types(t, s, "order-1"), []string{"Placed", "Cancelled"}) })
-		waitUntil(t, "the runner to catch up", func() bool { return r.Status().Position >= lastPosition(t, s) })
+		testwait.Until(t, "the order handled", func() bool { return slices.Equal(types(t, s, "order-1"), []string{"Placed", "Cancelled"}) })
+		testwait.Until(t, "the runner to catch up", func() bool { return r.Status().Position >= lastPosition(t, s) })
 		stop()
 		steps := len(types(t, s, "orderflow-1"))
 		if got, want := types(t, s, "stock-apple"), []string{"Reserved"}; !slices.Equal(got, want) {
@@ -405,7 +395,7 @@ func TestResendAfterFailure(t *testing.T) {
 			t.Fatal(err)
 		}
 		stop2 := start(t, r2)
-		waitUntil(t, "the replay to catch up", func() bool { return r2.Status().Position >= lastPosition(t, s) })
+		testwait.Until(t, "the replay to catch up", func() bool { return r2.Status().Position >= lastPosition(t, s) })
 		stop2()
 		h.mu.Lock()
 		defer h.mu.Unlock()
@@ -449,7 +439,7 @@ func TestWaitFor(t *testing.T) {
 		r := newRunner(t, s, h, time.Hour)
 		stop := start(t, r)
 		append1(t, s, "order-1", "Placed", `{"SKU":"apple"}`)
-		waitUntil(t, "the reservation", func() bool { return len(types(t, s, "stock-apple")) == 1 })
+		testwait.Until(t, "the reservation", func() bool { return len(types(t, s, "stock-apple")) == 1 })
 		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 		defer cancel()
 		if err := r.WaitFor(ctx, lastPosition(t, s)); err != nil {
@@ -487,16 +477,16 @@ func TestDeadlineAfterLateRestart(t *testing.T) {
 		r := newRunner(t, s, h, window)
 		stop := start(t, r)
 		append1(t, s, "order-1", "Placed", `{"SKU":"apple"}`)
-		waitUntil(t, "the payment deadline", func() bool { return len(r.Status().Pending) == 1 })
+		testwait.Until(t, "the payment deadline", func() bool { return len(r.Status().Pending) == 1 })
 		due := r.Status().Pending[0].At
 		stop()
 		append1(t, s, "order-1", "Paid", `{}`)
-		waitUntil(t, "the deadline to pass", func() bool { return time.Now().After(due) })
+		testwait.Until(t, "the deadline to pass", func() bool { return time.Now().After(due) })
 
 		r2 := newRunner(t, s, h, window)
 		start(t, r2)
-		waitUntil(t, "the runner to catch up", func() bool { return r2.Status().Position >= lastPosition(t, s) })
-		waitUntil(t, "no deadline pending", func() bool { return len(r2.Status().Pending) == 0 })
+		testwait.Until(t, "the runner to catch up", func() bool { return r2.Status().Position >= lastPosition(t, s) })
+		testwait.Until(t, "no deadline pending", func() bool { return len(r2.Status().Pending) == 0 })
 		if got := types(t, s, "order-1"); !slices.Equal(got, []string{"Placed", "Paid"}) {
 			t.Errorf("order-1: got %q, want Placed, Paid (paid before the deadline)", got)
 		}
@@ -530,7 +520,7 @@ func TestDeadlineOrder(t *testing.T) {
 		stop := start(t, r)
 		append1(t, s, "order-1", "Placed", `{}`)
 		append1(t, s, "order-1", "Nil", `{}`)
-		waitUntil(t, "the runner to catch up", func() bool { return r.Status().Position >= lastPosition(t, s) })
+		testwait.Until(t, "the runner to catch up", func() bool { return r.Status().Position >= lastPosition(t, s) })
 		if err := stop(); !errors.Is(err, context.Canceled) {
 			t.Fatalf("Run: %v", err)
 		}
@@ -548,7 +538,7 @@ func TestDeadlineOrder(t *testing.T) {
 			t.Fatal(err)
 		}
 		start(t, r2)
-		waitUntil(t, "the restarted runner's deadlines", func() bool { return len(r2.Status().Pending) > 0 })
+		testwait.Until(t, "the restarted runner's deadlines", func() bool { return len(r2.Status().Pending) > 0 })
 		if got := names(r2.Status()); !slices.Equal(got, []string{"y"}) {
 			t.Errorf("pending after a restart: %q, want [y]", got)
 		}

@@ -7,9 +7,9 @@ import (
 	"strconv"
 	"sync"
 	"testing"
-	"time"
 
 	"github.com/annalsdb/annals"
+	"github.com/annalsdb/annals/internal/testwait"
 	"github.com/annalsdb/annals/memstore"
 	"github.com/annalsdb/annals/projection"
 )
@@ -116,28 +116,24 @@ func start[Tx any](t *testing.T, r *projection.Runner[Tx]) (stop func() error) {
 }
 
 func waitCtx(t testing.TB) context.Context {
-	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
-	t.Cleanup(cancel)
-	return ctx
+	return testwait.Context(t)
 }
 
 // waitState waits until the runner's status satisfies ok, with a deadline.
 func waitState[Tx any](t *testing.T, r *projection.Runner[Tx], what string, ok func(projection.Status) bool) projection.Status {
 	t.Helper()
-	deadline := time.Now().Add(20 * time.Second)
-	for {
-		st, err := r.Status(context.Background())
-		if err != nil {
+	var st projection.Status
+	testwait.UntilNil(t, what, func() error {
+		var err error
+		if st, err = r.Status(context.Background()); err != nil {
 			t.Fatal(err)
 		}
-		if ok(st) {
-			return st
+		if !ok(st) {
+			return fmt.Errorf("status %+v", st)
 		}
-		if time.Now().After(deadline) {
-			t.Fatalf("waiting for %s: status %+v", what, st)
-		}
-		time.Sleep(time.Millisecond)
-	}
+		return nil
+	})
+	return st
 }
 
 func readCounts(m *projection.Memory[*counts], name string) (c counts, cp uint64) {

@@ -21,6 +21,7 @@ import (
 	"github.com/annalsdb/annals"
 	annalsv1 "github.com/annalsdb/annals/internal/gen/annals/v1"
 	"github.com/annalsdb/annals/internal/gen/annals/v1/annalsv1connect"
+	"github.com/annalsdb/annals/internal/testwait"
 	"github.com/annalsdb/annals/memstore"
 	"github.com/annalsdb/annals/server"
 )
@@ -330,19 +331,6 @@ func TestAuthorize(t *testing.T) {
 	}
 }
 
-// eventually waits until cond holds, or fails the test after waitTimeout. It polls, for
-// conditions with nothing to wait on (a count of the server's).
-func eventually(t *testing.T, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(waitTimeout)
-	for delay := time.Millisecond; !cond(); delay = min(2*delay, 50*time.Millisecond) {
-		if time.Now().After(deadline) {
-			t.Fatalf("%s: not true within %v", what, waitTimeout)
-		}
-		time.Sleep(delay)
-	}
-}
-
 func subscriptions(t *testing.T, f *fixture) uint64 {
 	info, err := f.srv.Info(t.Context())
 	if err != nil {
@@ -378,7 +366,7 @@ func TestDisconnectFreesSubscription(t *testing.T) {
 	if line, err := bufio.NewReader(conn).ReadString('\n'); err != nil || !strings.Contains(line, "200") {
 		t.Fatalf("SSE: got %q, %v", line, err)
 	}
-	eventually(t, "6 subscriptions running", func() bool { return subscriptions(t, f) == 6 })
+	testwait.Until(t, "6 subscriptions running", func() bool { return subscriptions(t, f) == 6 })
 	cancel()
 	conn.Close()
 	for _, st := range streams {
@@ -386,7 +374,7 @@ func TestDisconnectFreesSubscription(t *testing.T) {
 		}
 		st.Close()
 	}
-	eventually(t, "no subscription running after the clients left", func() bool { return subscriptions(t, f) == 0 })
+	testwait.Until(t, "no subscription running after the clients left", func() bool { return subscriptions(t, f) == 0 })
 }
 
 // TestSlowSubscriberDoesNotBlockWriters subscribes and then reads nothing while writers append

@@ -17,6 +17,7 @@ import (
 	"connectrpc.com/connect"
 	"github.com/annalsdb/annals"
 	annalsv1 "github.com/annalsdb/annals/internal/gen/annals/v1"
+	"github.com/annalsdb/annals/internal/testwait"
 	"github.com/annalsdb/annals/memstore"
 	"github.com/annalsdb/annals/server"
 	"github.com/google/go-cmp/cmp"
@@ -101,7 +102,7 @@ func TestStatsCounts(t *testing.T) {
 	// The server counts a delivery once its write returns, which may be just after the client
 	// has the event: wait for the count rather than read it at once.
 	var st server.Stats
-	eventually(t, "the deliveries counted", func() bool {
+	testwait.Until(t, "the deliveries counted", func() bool {
 		st = f.stats(t)
 		return st.Totals.EventsDelivered == 3 && len(st.Subscriptions) == 1 && st.Subscriptions[0].Delivered == 3
 	})
@@ -127,7 +128,7 @@ func TestStatsCounts(t *testing.T) {
 	}
 
 	// The series count what happened once its second is over.
-	eventually(t, "the appends in the per-second series", func() bool {
+	testwait.Until(t, "the appends in the per-second series", func() bool {
 		r := f.stats(t).Rates
 		return sum(r.Appends) == 2 && sum(r.EventsAppended) == 3 && sum(r.Reads) == 2 && sum(r.EventsRead) == 6 && sum(r.EventsDelivered) == 3
 	})
@@ -186,7 +187,7 @@ func TestStatsLag(t *testing.T) {
 		return m
 	}
 	var subs map[string]server.SubscriptionStatus
-	eventually(t, "both subscriptions listed", func() bool {
+	testwait.Until(t, "both subscriptions listed", func() bool {
 		subs = byStream(f.stats(t))
 		return len(subs) == 2
 	})
@@ -208,7 +209,7 @@ func TestStatsLag(t *testing.T) {
 		sse.nextEvent(t)
 	}
 	mustAppend(t, f.store, "other-1", 3)
-	eventually(t, "both subscriptions caught up", func() bool {
+	testwait.Until(t, "both subscriptions caught up", func() bool {
 		subs := byStream(f.stats(t))
 		s, a := subs["lag-1"], subs["$all"]
 		return s.Next == 5 && s.Delivered == 5 && s.LagEvents == 0 && s.LastPosition == 5 &&
@@ -216,7 +217,7 @@ func TestStatsLag(t *testing.T) {
 	})
 
 	cancel()
-	eventually(t, "the ended subscription unlisted", func() bool {
+	testwait.Until(t, "the ended subscription unlisted", func() bool {
 		_, ok := byStream(f.stats(t))["lag-1"]
 		return !ok
 	})

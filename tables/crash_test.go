@@ -60,7 +60,7 @@ func TestProjectionCrashChild(t *testing.T) {
 		for {
 			cp, _ := db.Checkpoint(context.Background(), "counter", 0)
 			fmt.Println("checkpoint", cp)
-			time.Sleep(2 * time.Millisecond)
+			time.Sleep(2 * time.Millisecond) // the child's report rate; the test waits on the reports
 		}
 	}()
 	err = r.Run(context.Background())
@@ -123,6 +123,7 @@ func TestProjectionSurvivesSIGKILL(t *testing.T) {
 				t.Fatalf("round %d: child made no progress in 60s", round)
 			}
 		}
+		// Kill the child at a random moment after its progress: a chosen crash point, not a wait.
 		time.Sleep(time.Duration(rng.IntN(40)) * time.Millisecond)
 		if err := cmd.Process.Signal(syscall.SIGKILL); err != nil {
 			t.Fatal(err)

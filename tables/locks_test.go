@@ -6,6 +6,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/annalsdb/annals/internal/testwait"
 	"github.com/annalsdb/annals/tables"
 )
 
@@ -157,22 +158,11 @@ func TestCloseWaitsForLoops(t *testing.T) {
 		}
 		if n++; n == 1 {
 			go func() { closed <- db.Close() }()
-			// Wait, with a deadline, until Close has begun: new calls are refused.
-			refused := make(chan struct{})
-			go func() {
-				defer close(refused)
-				for {
-					if _, err := db.Generation(ctx, "p"); err != nil {
-						return
-					}
-					time.Sleep(time.Millisecond)
-				}
-			}()
-			select {
-			case <-refused:
-			case <-time.After(10 * time.Second):
-				t.Fatal("Close did not begin while a List loop ran")
-			}
+			// Wait until Close has begun: new calls are refused.
+			testwait.Until(t, "Close to begin while a List loop runs", func() bool {
+				_, err := db.Generation(ctx, "p")
+				return err != nil
+			})
 		}
 	}
 	if n != 3 {

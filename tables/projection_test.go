@@ -10,6 +10,7 @@ import (
 
 	"github.com/annalsdb/annals"
 	"github.com/annalsdb/annals/internal/teststores"
+	"github.com/annalsdb/annals/internal/testwait"
 	"github.com/annalsdb/annals/projection"
 	"github.com/annalsdb/annals/tables"
 	"github.com/google/go-cmp/cmp"
@@ -148,17 +149,10 @@ func TestProjectionCancelAndRestart(t *testing.T) {
 			}
 			cp0, _ := db.Checkpoint(context.Background(), "counter", 0)
 			stop := runInBackground(t, r)
-			deadline := time.Now().Add(20 * time.Second)
-			for {
+			testwait.Until(t, fmt.Sprintf("round %d: progress", round), func() bool {
 				cp, _ := db.Checkpoint(context.Background(), "counter", 0)
-				if cp > cp0 {
-					break
-				}
-				if time.Now().After(deadline) {
-					t.Fatalf("round %d: no progress", round)
-				}
-				time.Sleep(time.Millisecond)
-			}
+				return cp > cp0
+			})
 			if err := stop(); !errors.Is(err, context.Canceled) {
 				t.Fatalf("round %d: Run: %v", round, err)
 			}

@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/annalsdb/annals"
+	"github.com/annalsdb/annals/internal/testwait"
 	"github.com/google/go-cmp/cmp"
 )
 
@@ -274,18 +275,6 @@ func TestStreams(t *testing.T) {
 	}
 }
 
-// waitFor polls cond until it holds or the deadline passes.
-func waitFor(t *testing.T, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(20 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("gave up waiting for %s", what)
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
-}
-
 // TestTail runs tail both ways: on the embedded store each Run opens the directory itself and
 // tail follows the log without opening it (as with separate processes); on a shared store
 // tail subscribes.
@@ -310,7 +299,7 @@ func testTail(t *testing.T, makeEnv func(*testing.T) *env) {
 
 		// tail starts at the end, at a moment the test cannot see: append until an event shows.
 		n := 0
-		waitFor(t, "tail to print an event", func() bool {
+		testwait.Until(t, "tail to print an event", func() bool {
 			e.ok("", "append", "cart-1", "Live", fmt.Sprintf(`{"n":%d}`, n))
 			n++
 			return out.String() != ""
@@ -358,7 +347,7 @@ func testTail(t *testing.T, makeEnv func(*testing.T) *env) {
 		go func() {
 			done <- e.runTo(context.Background(), out, &syncBuffer{}, "", "tail", "cart-1", "--from", "0", "--limit", "3")
 		}()
-		waitFor(t, "tail to print the stored events", func() bool { return len(lines(out.String())) == 2 })
+		testwait.Until(t, "tail to print the stored events", func() bool { return len(lines(out.String())) == 2 })
 		e.ok("", "append", "cart-1", "C")
 		var r result
 		select {

@@ -22,6 +22,7 @@ import (
 	"connectrpc.com/connect"
 	"github.com/annalsdb/annals"
 	"github.com/annalsdb/annals/client"
+	"github.com/annalsdb/annals/internal/testwait"
 	"github.com/annalsdb/annals/server"
 	"github.com/annalsdb/annals/storetest"
 )
@@ -271,7 +272,7 @@ func TestServeAuth(t *testing.T) {
 	// An expired token is refused.
 	p = startServer(t, data, nil, "--auth", auth.file, "--token-ttl", "1s")
 	short := login(t, p.url, "bob", auth.passwords["bob"])
-	waitFor(t, "the 1s token to expire", func() bool {
+	testwait.Until(t, "the 1s token to expire", func() bool {
 		status, body, _ := httpDo(t, hc, "GET", p.url+"/v1/streams/cart-1", short, "")
 		return status == http.StatusUnauthorized && strings.Contains(body, "expired")
 	})
@@ -512,7 +513,7 @@ func TestServeGracefulShutdown(t *testing.T) {
 		}
 		subErr <- nil
 	}()
-	waitFor(t, "the subscription to run", func() bool {
+	testwait.Until(t, "the subscription to run", func() bool {
 		st, err := sub.Info(context.Background())
 		return err == nil && st.Subscriptions > 0
 	})
@@ -561,7 +562,7 @@ read-timeout: 11s
 	errc := make(chan error, 1)
 	go func() { errc <- m.Run(ctx) }()
 	var conf0 map[string]json.RawMessage
-	waitFor(t, "the server to serve", func() bool {
+	testwait.Until(t, "the server to serve", func() bool {
 		for l := range strings.Lines(stderr.String()) {
 			var rec map[string]json.RawMessage
 			if json.Unmarshal([]byte(l), &rec) == nil && string(rec["msg"]) == `"configuration"` {
@@ -653,7 +654,7 @@ func TestRemoteCommands(t *testing.T) {
 	go func() {
 		tailDone <- e.runTo(ctx, &tailOut, &syncBuffer{}, "", on(src, "tail", "live-1", "--limit", "1")...)
 	}()
-	waitFor(t, "the tail's subscription", func() bool {
+	testwait.Until(t, "the tail's subscription", func() bool {
 		st, err := dialServer(t, src.url, "", nil).Info(ctx)
 		return err == nil && st.Subscriptions > 0
 	})
@@ -721,17 +722,18 @@ func TestServeLongSubscriptions(t *testing.T) {
 		}
 		got <- fmt.Sprintf("sse ended: %v", sc.Err())
 	}()
-	waitFor(t, "both subscriptions", func() bool {
+	testwait.Until(t, "both subscriptions", func() bool {
 		st, err := c.Info(ctx)
 		return err == nil && st.Subscriptions == 2
 	})
-	// Outlive both timeouts several times over, then append.
-	<-time.After(time.Second)
+	// Let time pass beyond both timeouts (the feature under test is clock-based), then append
+	// and wait for both deliveries.
+	time.Sleep(time.Second)
 	if _, err := c.Append(ctx, "long-1", annals.Any, annals.Event{Type: "Late"}); err != nil {
 		t.Fatalf("append after the subscriptions outlived the timeouts: %v", err)
 	}
 	for range 2 {
-		if g := <-got; !strings.Contains(g, "Late") {
+		if g := testwait.Recv(t, "a delivery past the timeouts", got); !strings.Contains(g, "Late") {
 			t.Errorf("a subscription past the timeouts: %s", g)
 		}
 	}

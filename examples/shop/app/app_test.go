@@ -17,6 +17,7 @@ import (
 	"github.com/annalsdb/annals/examples/shop/inventory"
 	"github.com/annalsdb/annals/filestore"
 	"github.com/annalsdb/annals/internal/teststores"
+	"github.com/annalsdb/annals/internal/testwait"
 	"github.com/annalsdb/annals/memstore"
 	"github.com/annalsdb/annals/pgstore"
 	"github.com/annalsdb/annals/query"
@@ -157,7 +158,7 @@ func TestOrders(t *testing.T) {
 		if got := stock(t, a, "apple"); got.Reserved["carol"] != 3 {
 			t.Errorf("apple stock with carol's order confirmed: %+v", got)
 		}
-		waitFor(t, "carol's order cancelled", func() bool {
+		testwait.Until(t, "carol's order cancelled", func() bool {
 			settle(t, a)
 			return view(t, a, "carol", 0).Status == cart.Cancelled
 		})
@@ -192,17 +193,6 @@ func checkCorrelation(t *testing.T, a *app.App, id string) {
 	}
 	if corr == "" {
 		t.Errorf("cart %q has no OrderPlaced", id)
-	}
-}
-
-func waitFor(t *testing.T, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(20 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(5 * time.Millisecond)
 	}
 }
 
