@@ -66,6 +66,26 @@ func TestConformance(t *testing.T) { storetest.Run(t, open) }
 
 func TestRandomizedAgainstMemstore(t *testing.T) { storetest.RunRandomized(t, open) }
 
+// TestRandomizedReopen runs the randomized test with reopens of the store on its schema in the
+// sequence.
+func TestRandomizedReopen(t *testing.T) {
+	schema := newSchema(t)
+	openOn := func(t *testing.T) annals.Store {
+		s, err := pgstore.Open(t.Context(), testDatabase(t), &pgstore.Options{Schema: schema, MaxConns: 6})
+		if err != nil {
+			t.Fatalf("Open: %v", err)
+		}
+		t.Cleanup(func() { s.Close() })
+		return s
+	}
+	storetest.RunRandomizedWith(t, openOn, &storetest.RandomOptions{Reopen: func(t *testing.T, s annals.Store) annals.Store {
+		if err := s.Close(); err != nil {
+			t.Fatalf("close before reopening: %v", err)
+		}
+		return openOn(t)
+	}})
+}
+
 // TestConformanceUnbatched runs the suite with one append per transaction and small pages, so
 // that reads cross many page boundaries.
 func TestConformanceSmallPages(t *testing.T) {

@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"math"
 	"math/rand/v2"
 	"os"
 	"slices"
@@ -43,6 +44,24 @@ const DefaultRandomOps = 1500
 //
 // replays a run. ANNALS_RANDOM_OPS sets the number of operations (default [DefaultRandomOps]).
 func RunRandomized(t *testing.T, open func(t *testing.T) annals.Store) {
+	RunRandomizedWith(t, open, nil)
+}
+
+// RandomOptions adds to what [RunRandomizedWith] does. The zero value (and nil) adds nothing.
+type RandomOptions struct {
+	// Reopen, when set, closes s, the store under test, and returns a store open on the same
+	// data, as after a restart; it may also rebuild derived state (filestore rebuilds its index
+	// from the log when the index directory is gone). The run calls it now and then between
+	// operations, and goes on with the store it returns.
+	Reopen func(t *testing.T, s annals.Store) annals.Store
+}
+
+// RunRandomizedWith is [RunRandomized] with the additions of opts (nil means none).
+func RunRandomizedWith(t *testing.T, open func(t *testing.T) annals.Store, opts *RandomOptions) {
+	var ro RandomOptions
+	if opts != nil {
+		ro = *opts
+	}
 	seed := time.Now().UnixNano()
 	if v := os.Getenv("ANNALS_SEED"); v != "" {
 		n, err := strconv.ParseInt(v, 10, 64)
@@ -71,6 +90,7 @@ func RunRandomized(t *testing.T, open func(t *testing.T) annals.Store) {
 		store:   open(t),
 		streams: []string{"acct-1", "acct-2", "cart-1", "cart-2", "cart", "order-1", "order-2", "x"},
 		known:   map[string]annals.ExpectedRevision{},
+		reopen:  ro.Reopen,
 	}
 	for i := range ops {
 		r.op = i
@@ -96,7 +116,30 @@ type randomRun struct {
 	known   map[string]annals.ExpectedRevision // the last actual state seen of each stream
 	history []appendCall                       // recent appends, to retry
 	lastPos uint64                             // the last position of the log, as the oracle says
+
+	reopen func(t *testing.T, s annals.Store) annals.Store // see RandomOptions.Reopen
+	// tinyAge is set once some stream's metadata has a maxAge of [tinyAge]: from then on, reads
+	// wait until lastWrite is older than that, so that maxAge hides the same events in every
+	// store whatever their clocks' resolution.
+	tinyAge   bool
+	lastWrite time.Time
 }
+
+// tinyAge is a maxAge that hides every event of a stream once a little time has passed (see
+// randomRun.settle); 24h hides none during a run. Both keep the results deterministic.
+const tinyAge = time.Microsecond
+
+// settle waits, when some metadata has a tiny maxAge, until every event written so far is old
+// enough for it to hide in every store: a clock instant is the condition waited for.
+func (r *randomRun) settle() {
+	if !r.tinyAge {
+		return
+	}
+	time.Sleep(time.Until(r.lastWrite.Add(2 * time.Millisecond)))
+}
+
+// wrote records that a write returned: events written before now may be hidden by tinyAge.
+func (r *randomRun) wrote() { r.lastWrite = time.Now() }
 
 type appendCall struct {
 	stream   string
@@ -382,12 +425,23 @@ func (r *randomRun) metadata() annals.StreamMetadata {
 	}
 	if r.chance(40) {
 		m.TruncateBefore = uint64(r.rng.IntN(8))
+		if r.chance(30) {
+			m.TruncateBefore = uint64(30 + r.rng.IntN(100)) // beyond the end of the stream
+		}
 	}
 	if r.chance(20) {
-		m.MaxAge = 24 * time.Hour // never hides anything during a run: the results stay deterministic
+		// Either hides nothing during a run, or everything written before the read (see
+		// settle): the results stay deterministic.
+		m.MaxAge = pick(r, 24*time.Hour, tinyAge)
 	}
 	if r.chance(30) {
 		m.Custom = fmt.Appendf(nil, `{"owner":"team-%d","tags":["a","b"]}`, r.rng.IntN(5))
+	}
+	if r.chance(4) {
+		// Near the event size limit, on either side of it: the event that records the metadata
+		// holds the type, the content type and the JSON around the custom value too.
+		n := annals.DefaultMaxEventSize - 200 + r.rng.IntN(400)
+		m.Custom = json.RawMessage(`"` + strings.Repeat("m", n) + `"`)
 	}
 	if r.chance(15) {
 		m.ACL = &annals.ACL{Read: []string{"r"}, Write: []string{pick(r, "w", "admin")}}
@@ -418,9 +472,21 @@ func (r *randomRun) step() {
 		r.delete()
 	case n < 92:
 		r.tombstone()
+	case n < 96:
+		r.subscribeLive()
+	case n < 97 && r.reopen != nil:
+		r.reopenStore()
 	default:
 		r.listStreams()
 	}
+}
+
+// reopenStore closes the store under test and goes on with the one Reopen returns, then
+// checks that it holds what it held.
+func (r *randomRun) reopenStore() {
+	r.recent = append(r.recent, fmt.Sprintf("%d: reopen the store", r.op))
+	r.store = r.reopen(r.t, r.store)
+	r.compareState()
 }
 
 func (r *randomRun) appendCall(c appendCall) {
@@ -429,6 +495,7 @@ func (r *randomRun) appendCall(c appendCall) {
 		res, err := s.Append(r.t.Context(), c.stream, c.expected, slices.Clone(c.events)...)
 		return outcome{Err: classify(err), Result: res}
 	})
+	r.wrote()
 	switch {
 	case o.Err == "":
 		r.known[c.stream] = annals.Exact(o.Result.Revision)
@@ -488,7 +555,48 @@ func (r *randomRun) retry() {
 func (r *randomRun) badInput() {
 	good := r.events()
 	var c appendCall
-	switch r.rng.IntN(9) {
+	switch r.rng.IntN(12) {
+	case 9:
+		// Text that no stream id or event type can be, in a filter or a listing.
+		bad := pick(r, "\xff", "cart-\xc3", "a\x00", "a\nb")
+		f := pick(r, &annals.Filter{StreamPrefixes: []string{bad}}, &annals.Filter{Categories: []string{bad}}, &annals.Filter{EventTypes: []string{bad}})
+		switch r.rng.IntN(3) {
+		case 0:
+			r.do(fmt.Sprintf("ReadAll(bad filter %+v)", *f), func(s annals.Store) outcome {
+				return collectOutcome(s.ReadAll(r.t.Context(), &annals.ReadOptions{Filter: f}), 0)
+			})
+		case 1:
+			r.do(fmt.Sprintf("SubscribeAll(bad filter %+v)", *f), func(s annals.Store) outcome {
+				ctx, cancel := context.WithTimeout(r.t.Context(), waitTimeout)
+				defer cancel()
+				return collectOutcome(s.SubscribeAll(ctx, &annals.SubscribeOptions{Filter: f}), 1)
+			})
+		default:
+			opts := pick(r, &annals.ListOptions{Prefix: bad}, &annals.ListOptions{After: bad})
+			r.do(fmt.Sprintf("ListStreams(bad %+v)", *opts), func(s annals.Store) outcome {
+				infos, err := collect(r.t, s.ListStreams(r.t.Context(), opts))
+				return outcome{Err: classify(err), Infos: infos}
+			})
+		}
+		return
+	case 10, 11:
+		// A cancelled context: the context's error, never the store's state; bad input first.
+		ctx, cancel := context.WithCancel(r.t.Context())
+		cancel()
+		stream, limit := pick(r, r.stream(), ""), pick(r, 0, -1)
+		r.do(fmt.Sprintf("cancelled ReadStream(%q), ReadAll(limit %d), GetMetadata, Delete", stream, limit), func(s annals.Store) outcome {
+			var errs []string
+			_, err := collect(r.t, s.ReadStream(ctx, stream, nil))
+			errs = append(errs, classify(err))
+			_, err = collect(r.t, s.ReadAll(ctx, &annals.ReadOptions{Limit: limit}))
+			errs = append(errs, classify(err))
+			_, _, err = s.GetMetadata(ctx, stream)
+			errs = append(errs, classify(err))
+			_, err = s.Delete(ctx, stream, annals.Any)
+			errs = append(errs, classify(err))
+			return outcome{Err: strings.Join(errs, "; ")}
+		})
+		return
 	case 0:
 		c = appendCall{stream: pick(r, "", annals.AllStream, "$x", annals.MetaStream("cart-1"), "a\x00", "\xff", strings.Repeat("z", 257)), expected: annals.Any, events: good}
 	case 1:
@@ -546,6 +654,9 @@ func (r *randomRun) readOptions(n uint64) *annals.ReadOptions {
 	}
 	if r.chance(50) {
 		o.Limit = 1 + r.rng.IntN(5)
+		if r.chance(5) {
+			o.Limit = pick(r, math.MaxInt32+1, math.MaxInt)
+		}
 	}
 	if r.chance(25) {
 		o.Until = uint64(1 + r.rng.IntN(int(n)+3))
@@ -572,6 +683,7 @@ func asOf(ctx context.Context, s annals.Store, pos uint64, opts *annals.ReadOpti
 }
 
 func (r *randomRun) readStream() {
+	r.settle()
 	stream := r.stream()
 	if r.chance(10) {
 		stream = annals.MetaStream(stream)
@@ -620,6 +732,7 @@ func (r *randomRun) readAll() {
 // subscribe takes, from a subscription, as many events as the oracle has stored for it (so
 // that it does not wait for live events), and compares them.
 func (r *randomRun) subscribe() {
+	r.settle()
 	ctx := r.t.Context()
 	filter := r.filter()
 	if r.chance(50) {
@@ -671,6 +784,11 @@ func (r *randomRun) subscribe() {
 
 func (r *randomRun) setMetadata() {
 	stream := r.stream()
+	r.setMetadataOn(stream, r.metadataExpected(stream), r.metadata())
+}
+
+// metadataExpected returns a random expectation for a SetMetadata of stream.
+func (r *randomRun) metadataExpected(stream string) annals.ExpectedRevision {
 	var e annals.ExpectedRevision
 	switch r.rng.IntN(5) {
 	case 0, 1:
@@ -682,13 +800,19 @@ func (r *randomRun) setMetadata() {
 	default:
 		e = annals.Exact(uint64(r.rng.IntN(4)))
 	}
-	meta := r.metadata()
+	return e
+}
+
+// setMetadataOn sets meta on stream with expectation e, on both stores.
+func (r *randomRun) setMetadataOn(stream string, e annals.ExpectedRevision, meta annals.StreamMetadata) {
 	o := r.do(fmt.Sprintf("SetMetadata(%q, %v, %s)", stream, e, describe(meta)), func(s annals.Store) outcome {
 		res, err := s.SetMetadata(r.t.Context(), stream, e, meta)
 		return outcome{Err: classify(err), Result: res}
 	})
+	r.wrote()
 	if o.Err == "" {
 		r.lastPos = max(r.lastPos, o.Result.Position)
+		r.tinyAge = r.tinyAge || meta.MaxAge == tinyAge
 	}
 }
 
@@ -713,6 +837,7 @@ func (r *randomRun) delete() {
 		}
 		return outcome{Pos: res.Position}
 	})
+	r.wrote()
 	if o.Err == "" {
 		r.known[stream] = annals.NoStream
 		r.lastPos = max(r.lastPos, o.Pos)
@@ -729,6 +854,7 @@ func (r *randomRun) tombstone() {
 		}
 		return outcome{Pos: res.Position}
 	})
+	r.wrote()
 	if o.Err == "" {
 		r.lastPos = max(r.lastPos, o.Pos)
 	}
@@ -749,6 +875,7 @@ func (r *randomRun) listStreams() {
 // compareState compares everything both stores hold: the log, the streams, each stream's
 // events and metadata. It also checks the store's times.
 func (r *randomRun) compareState() {
+	r.settle()
 	ctx := r.t.Context()
 	r.do("ReadAll(nil) and check times", func(s annals.Store) outcome {
 		o := collectOutcome(s.ReadAll(ctx, nil), 0)
@@ -775,4 +902,120 @@ func (r *randomRun) compareState() {
 			return outcome{Meta: meta, Exp: e}
 		})
 	}
+}
+
+// subscribeLive starts a subscription to a stream on both stores, then appends to the stream,
+// one event at a time, until both delivered the last event appended, and checks what each
+// delivered. When a subscription starts cannot be observed, so its first event may be any from
+// where memstore starts before the appends (the stream's soft deletion and metadata choose it:
+// truncateBefore beyond the end, maxCount, maxAge) up to the last one appended; from there on
+// it must deliver every event of the stream, as the oracle recorded them.
+func (r *randomRun) subscribeLive() {
+	r.settle()
+	ctx := r.t.Context()
+	stream := r.stream()
+	if r.chance(60) {
+		// What the subscription's start depends on.
+		meta := pick(r, annals.StreamMetadata{TruncateBefore: uint64(30 + r.rng.IntN(100))},
+			annals.StreamMetadata{MaxCount: uint64(1 + r.rng.IntN(3))}, annals.StreamMetadata{MaxAge: tinyAge},
+			r.metadata())
+		r.setMetadataOn(stream, annals.Any, meta)
+		r.settle()
+	}
+	from := pick(r, 0, annals.End, uint64(r.rng.IntN(12)))
+	opts := &annals.SubscribeOptions{From: from}
+	desc := fmt.Sprintf("SubscribeStream(%q, %s) then appends", stream, describe(opts))
+	if _, _, err := r.oracle.GetMetadata(ctx, stream); errors.Is(err, annals.ErrStreamDeleted) {
+		r.do(desc+" to a tombstoned stream", func(s annals.Store) outcome {
+			ctx, cancel := context.WithTimeout(ctx, waitTimeout)
+			defer cancel()
+			return collectOutcome(s.SubscribeStream(ctx, stream, opts), 1)
+		})
+		return
+	}
+	earliest := r.oracleStart(stream, from)
+	stores := []annals.Store{r.oracle, r.store}
+	subs := make([]*collector, len(stores))
+	for i, s := range stores {
+		subs[i] = subscribe(r.t, func(ctx contextT) eventSeq { return s.SubscribeStream(ctx, stream, opts) })
+	}
+	defer func() {
+		for _, c := range subs {
+			c.stop()
+		}
+	}()
+	// Appends until the stream reaches earliest (a subscription from beyond the end waits for
+	// it), then until both delivered the last one, or maxAppends more.
+	const maxAppends = 10
+	var last uint64
+	for i := 0; ; {
+		r.appendCall(appendCall{stream: stream, expected: annals.Any, events: r.events()[:1]})
+		rev, ok := r.known[stream].Revision()
+		if !ok {
+			r.fail("%s: append with Any failed", desc)
+		}
+		last = rev
+		if last < earliest {
+			continue
+		}
+		i++
+		all := true
+		for _, c := range subs {
+			all = c.waitFor(time.Second, func(evs []annals.RecordedEvent, _ error, ended bool) bool {
+				return ended || (len(evs) > 0 && evs[len(evs)-1].Revision >= last)
+			}) && all
+		}
+		if all || i == maxAppends {
+			break
+		}
+	}
+	var want []annals.RecordedEvent
+	for e, err := range r.oracle.ReadAll(ctx, &annals.ReadOptions{Filter: &annals.Filter{StreamPrefixes: []string{stream}}}) {
+		if err != nil {
+			r.fail("memstore ReadAll: %v", err)
+		}
+		if e.Stream == stream {
+			want = append(want, e)
+		}
+	}
+	for i, c := range subs {
+		name := []string{"memstore", "store"}[i]
+		evs, err, _ := c.state()
+		if err != nil {
+			r.fail("%s: %s's subscription ended with %v", desc, name, err)
+		}
+		if len(evs) == 0 || evs[len(evs)-1].Revision != last {
+			r.fail("%s: after appending up to revision %d, %s's subscription delivered revisions %v (it should start at %d at the earliest, and deliver every event from there)", desc, last, name, revisions(evs), earliest)
+		}
+		first := evs[0].Revision
+		if first < earliest {
+			r.fail("%s: %s's subscription started at revision %d, which the stream's visibility hides (memstore starts at %d)", desc, name, first, earliest)
+		}
+		if got, wantEvs := normalize(evs), normalize(want[first:last+1]); !sameEvents(wantEvs, got) {
+			r.fail("%s: %s's subscription delivered, from revision %d:\n%s", desc, name, first, diffEvents(wantEvs, got))
+		}
+	}
+}
+
+// oracleStart returns where memstore starts a subscription to stream from revision from now.
+func (r *randomRun) oracleStart(stream string, from uint64) uint64 {
+	ctx := r.t.Context()
+	var next uint64
+	for e, err := range r.oracle.ReadAll(ctx, &annals.ReadOptions{Filter: &annals.Filter{StreamPrefixes: []string{stream}}}) {
+		if err != nil {
+			r.fail("memstore ReadAll: %v", err)
+		}
+		if e.Stream == stream {
+			next = e.Revision + 1
+		}
+	}
+	if from == annals.End {
+		return next
+	}
+	for e, err := range r.oracle.ReadStream(ctx, stream, &annals.ReadOptions{From: from, Limit: 1}) {
+		if err == nil {
+			return e.Revision
+		}
+	}
+	return max(from, next)
 }
