@@ -31,6 +31,7 @@ package server
 
 import (
 	"context"
+	"fmt"
 	"log/slog"
 	"net/http"
 	"runtime/debug"
@@ -295,4 +296,20 @@ func (s *Server) Info(ctx context.Context) (Info, error) {
 		info.HeadPosition = e.Position
 	}
 	return info, nil
+}
+
+// Ready returns nil when the server can do its work: the store answers a read of the head of
+// the log within ctx and, when it has a Ready method (interface{ Ready() error }; filestore's
+// reports a disk too full to append), that method returns nil. The error says why not, for
+// the log: a readiness probe shows none of it.
+func (s *Server) Ready(ctx context.Context) error {
+	if _, err := s.Info(ctx); err != nil {
+		return fmt.Errorf("the store does not answer: %w", err)
+	}
+	if r, ok := s.store.(interface{ Ready() error }); ok {
+		if err := r.Ready(); err != nil {
+			return fmt.Errorf("the store is not ready: %w", err)
+		}
+	}
+	return nil
 }

@@ -6,6 +6,7 @@ import (
 	"context"
 	"encoding/binary"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"net"
@@ -250,5 +251,37 @@ func TestStalledBodyAndEncoding(t *testing.T) {
 	}
 	if n := logEvents(t, store); n != 0 {
 		t.Errorf("log after the refused requests: %d events, want 0", n)
+	}
+}
+
+// notReadyStore is a store whose Ready method reports err (a full disk, say).
+type notReadyStore struct {
+	annals.Store
+	err error
+}
+
+func (s notReadyStore) Ready() error { return s.err }
+
+// TestReady checks that Server.Ready reports a store's own Ready error, and nil for a store
+// that is ready or has no Ready method.
+func TestReady(t *testing.T) {
+	mem := memstore.New(nil)
+	defer mem.Close()
+	full := errors.New("no space left on device")
+	for _, tt := range []struct {
+		name  string
+		store annals.Store
+		want  error
+	}{
+		{"NoReadyMethod", mem, nil},
+		{"Ready", notReadyStore{mem, nil}, nil},
+		{"DiskFull", notReadyStore{mem, full}, full},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			err := server.New(tt.store, nil).Ready(t.Context())
+			if (tt.want == nil) != (err == nil) || (tt.want != nil && !errors.Is(err, tt.want)) {
+				t.Errorf("Ready: got %v, want %v", err, tt.want)
+			}
+		})
 	}
 }
