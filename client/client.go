@@ -37,10 +37,12 @@ import (
 	"errors"
 	"fmt"
 	"iter"
+	"math"
 	"math/rand/v2"
 	"net"
 	"net/http"
 	"net/url"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -205,6 +207,24 @@ func checkText(what string, ss ...string) error {
 	return nil
 }
 
+// checkWrite is the store's check of a write's stream and expectation (see [Client.begin]).
+func checkWrite(stream string, expected annals.ExpectedRevision) error {
+	if err := annals.ValidateUserStreamID(stream); err != nil {
+		return err
+	}
+	return expected.Validate()
+}
+
+// checkBoth returns a check that runs a, then b.
+func checkBoth(a, b func() error) func() error {
+	return func() error {
+		if err := a(); err != nil {
+			return err
+		}
+		return b()
+	}
+}
+
 func checkFilter(f *annals.Filter) error {
 	if f == nil {
 		return nil
@@ -220,12 +240,23 @@ func checkFilter(f *annals.Filter) error {
 
 // begin starts a call: it returns a context that ends with ctx or with Close, and the function
 // that releases it; or the error to return at once when the client is closed or ctx is done.
-func (c *Client) begin(ctx context.Context) (context.Context, func(), error) {
-	if c.life.Err() != nil {
-		return nil, nil, errClosed
-	}
-	if err := ctx.Err(); err != nil {
-		return nil, nil, err
+//
+// Errors come in the order of the in-process stores: bad input first, then the store's closing
+// and ctx's end. The server checks the input of every call with the store's own rules before
+// anything else, so a call that reaches it gets the same input errors; check runs those rules
+// in the client only when the call cannot reach the server (closed, or ctx done), which keeps
+// them off the path of every call. check may be nil.
+func (c *Client) begin(ctx context.Context, check func() error) (context.Context, func(), error) {
+	if c.life.Err() != nil || ctx.Err() != nil {
+		if check != nil {
+			if err := check(); err != nil {
+				return nil, nil, err
+			}
+		}
+		if c.life.Err() != nil {
+			return nil, nil, errClosed
+		}
+		return nil, nil, ctx.Err()
 	}
 	cctx, cancel := context.WithCancel(ctx)
 	stop := context.AfterFunc(c.life, cancel)
@@ -247,11 +278,6 @@ func (c *Client) fail(ctx context.Context, err error) error {
 // Append implements [annals.Store.Append] with one Append call. The result carries the
 // position, for read-your-writes.
 func (c *Client) Append(ctx context.Context, stream string, expected annals.ExpectedRevision, events ...annals.Event) (annals.AppendResult, error) {
-	cctx, done, err := c.begin(ctx)
-	if err != nil {
-		return annals.AppendResult{}, err
-	}
-	defer done()
 	if err := checkText("stream id", stream); err != nil {
 		return annals.AppendResult{}, err
 	}
@@ -263,6 +289,15 @@ func (c *Client) Append(ctx context.Context, stream string, expected annals.Expe
 			return annals.AppendResult{}, fmt.Errorf("event %d of the append to %q: %w", i, stream, err)
 		}
 	}
+	cctx, done, err := c.begin(ctx, func() error {
+		// The store's rules but its size limits, which are the server's to set; on a copy,
+		// since they fill in ids and content types.
+		return unlimited.ValidateAppend(stream, expected, slices.Clone(events))
+	})
+	if err != nil {
+		return annals.AppendResult{}, err
+	}
+	defer done()
 	req := &annalsv1.AppendRequest{Stream: stream, Expected: wire.ExpectedToProto(expected), Events: make([]*annalsv1.Event, len(events))}
 	for i := range events {
 		req.Events[i] = wire.EventToProto(&events[i])
@@ -274,32 +309,44 @@ func (c *Client) Append(ctx context.Context, stream string, expected annals.Expe
 	return annals.AppendResult{Revision: res.Msg.Revision, Position: res.Msg.Position}, nil
 }
 
-// readRequest holds the fields that ReadStreamRequest and ReadAllRequest share.
-func readFields(opts *annals.ReadOptions) (o annals.ReadOptions, limit uint64) {
+// unlimited are the limits of the appends the client checks itself: none on sizes, which are
+// the server's store's to set.
+var unlimited = annals.Limits{MaxEventSize: math.MaxInt, MaxAppendSize: math.MaxInt}
+
+// readFields returns the fields that ReadStreamRequest and ReadAllRequest share, and the check
+// of the store's rules on them (see [Client.begin]).
+func readFields(opts *annals.ReadOptions) (o annals.ReadOptions, limit uint64, check func() error) {
 	if opts != nil {
 		o = *opts
 	}
+	check = func() error {
+		if o.Limit < 0 {
+			return fmt.Errorf("%w: negative read limit %d", annals.ErrInvalidArgument, o.Limit)
+		}
+		return o.Filter.Validate()
+	}
 	if o.Limit < 0 {
 		// Sent as is, a negative limit would wrap; the server refuses this one instead.
-		return o, 1 << 63
+		return o, 1 << 63, check
 	}
-	return o, uint64(o.Limit)
+	return o, uint64(o.Limit), check
 }
 
 // ReadStream implements [annals.Store.ReadStream] with one server-streaming call: events come
 // in batches, so that a long read is not held in memory on either side.
 func (c *Client) ReadStream(ctx context.Context, stream string, opts *annals.ReadOptions) iter.Seq2[annals.RecordedEvent, error] {
 	return func(yield func(annals.RecordedEvent, error) bool) {
-		o, limit := readFields(opts)
+		o, limit, check := readFields(opts)
 		if err := errors.Join(checkText("stream id", stream), checkFilter(o.Filter)); err != nil {
 			yield(annals.RecordedEvent{}, err)
 			return
 		}
+		check = checkBoth(func() error { return annals.ValidateStreamID(stream) }, check)
 		req := &annalsv1.ReadStreamRequest{
 			Stream: stream, From: o.From, Backwards: o.Backwards, Limit: limit, Until: o.Until,
 			AsOf: wire.TimeToProto(o.AsOf), Filter: wire.FilterToProto(o.Filter),
 		}
-		c.read(ctx, yield, func(ctx context.Context) (*connect.ServerStreamForClient[readBatch], error) {
+		c.read(ctx, check, yield, func(ctx context.Context) (*connect.ServerStreamForClient[readBatch], error) {
 			return c.readStream.CallServerStream(ctx, connect.NewRequest(req))
 		})
 	}
@@ -308,7 +355,7 @@ func (c *Client) ReadStream(ctx context.Context, stream string, opts *annals.Rea
 // ReadAll implements [annals.Store.ReadAll] like [Client.ReadStream].
 func (c *Client) ReadAll(ctx context.Context, opts *annals.ReadOptions) iter.Seq2[annals.RecordedEvent, error] {
 	return func(yield func(annals.RecordedEvent, error) bool) {
-		o, limit := readFields(opts)
+		o, limit, check := readFields(opts)
 		if err := checkFilter(o.Filter); err != nil {
 			yield(annals.RecordedEvent{}, err)
 			return
@@ -317,15 +364,16 @@ func (c *Client) ReadAll(ctx context.Context, opts *annals.ReadOptions) iter.Seq
 			From: o.From, Backwards: o.Backwards, Limit: limit, Until: o.Until,
 			AsOf: wire.TimeToProto(o.AsOf), Filter: wire.FilterToProto(o.Filter),
 		}
-		c.read(ctx, yield, func(ctx context.Context) (*connect.ServerStreamForClient[readBatch], error) {
+		c.read(ctx, check, yield, func(ctx context.Context) (*connect.ServerStreamForClient[readBatch], error) {
 			return c.readAll.CallServerStream(ctx, connect.NewRequest(req))
 		})
 	}
 }
 
 // read runs one read: it opens the stream with open and yields its events, then its error.
-func (c *Client) read(ctx context.Context, yield func(annals.RecordedEvent, error) bool, open func(context.Context) (*connect.ServerStreamForClient[readBatch], error)) {
-	cctx, done, err := c.begin(ctx)
+// check is the input check of [Client.begin].
+func (c *Client) read(ctx context.Context, check func() error, yield func(annals.RecordedEvent, error) bool, open func(context.Context) (*connect.ServerStreamForClient[readBatch], error)) {
+	cctx, done, err := c.begin(ctx, check)
 	if err != nil {
 		yield(annals.RecordedEvent{}, err)
 		return
@@ -386,16 +434,23 @@ func (c *Client) subscribe(ctx context.Context, stream string, opts *annals.Subs
 	}
 	all := stream == annals.AllStream
 	return func(yield func(annals.RecordedEvent, error) bool) {
-		cctx, done, err := c.begin(ctx)
+		if err := errors.Join(checkText("stream id", stream), checkFilter(o.Filter)); err != nil {
+			yield(annals.RecordedEvent{}, err)
+			return
+		}
+		cctx, done, err := c.begin(ctx, func() error {
+			if !all {
+				if err := annals.ValidateStreamID(stream); err != nil {
+					return err
+				}
+			}
+			return o.Filter.Validate()
+		})
 		if err != nil {
 			yield(annals.RecordedEvent{}, err)
 			return
 		}
 		defer done()
-		if err := errors.Join(checkText("stream id", stream), checkFilter(o.Filter)); err != nil {
-			yield(annals.RecordedEvent{}, err)
-			return
-		}
 		next, fromEnd := o.From, o.From == annals.End
 		backoff := minBackoff
 		var giveUp time.Time // when reconnecting stops; zero while connected
@@ -485,14 +540,14 @@ func retryable(err error) bool {
 
 // GetMetadata implements [annals.Store.GetMetadata].
 func (c *Client) GetMetadata(ctx context.Context, stream string) (annals.StreamMetadata, annals.ExpectedRevision, error) {
-	cctx, done, err := c.begin(ctx)
+	if err := checkText("stream id", stream); err != nil {
+		return annals.StreamMetadata{}, 0, err
+	}
+	cctx, done, err := c.begin(ctx, func() error { return annals.ValidateStreamID(stream) })
 	if err != nil {
 		return annals.StreamMetadata{}, 0, err
 	}
 	defer done()
-	if err := checkText("stream id", stream); err != nil {
-		return annals.StreamMetadata{}, 0, err
-	}
 	res, err := c.unary.GetMetadata(cctx, connect.NewRequest(&annalsv1.GetMetadataRequest{Stream: stream}))
 	if err != nil {
 		return annals.StreamMetadata{}, 0, c.fail(ctx, err)
@@ -506,14 +561,19 @@ func (c *Client) GetMetadata(ctx context.Context, stream string) (annals.StreamM
 
 // SetMetadata implements [annals.Store.SetMetadata].
 func (c *Client) SetMetadata(ctx context.Context, stream string, expected annals.ExpectedRevision, meta annals.StreamMetadata) (annals.AppendResult, error) {
-	cctx, done, err := c.begin(ctx)
+	if err := checkText("stream id", stream); err != nil {
+		return annals.AppendResult{}, err
+	}
+	cctx, done, err := c.begin(ctx, func() error {
+		if err := checkWrite(stream, expected); err != nil {
+			return err
+		}
+		return meta.Validate()
+	})
 	if err != nil {
 		return annals.AppendResult{}, err
 	}
 	defer done()
-	if err := checkText("stream id", stream); err != nil {
-		return annals.AppendResult{}, err
-	}
 	req := &annalsv1.SetMetadataRequest{Stream: stream, Expected: wire.ExpectedToProto(expected), Metadata: wire.MetadataToProto(&meta)}
 	res, err := c.unary.SetMetadata(cctx, connect.NewRequest(req))
 	if err != nil {
@@ -524,14 +584,14 @@ func (c *Client) SetMetadata(ctx context.Context, stream string, expected annals
 
 // Delete implements [annals.Store.Delete].
 func (c *Client) Delete(ctx context.Context, stream string, expected annals.ExpectedRevision) (uint64, error) {
-	cctx, done, err := c.begin(ctx)
+	if err := checkText("stream id", stream); err != nil {
+		return 0, err
+	}
+	cctx, done, err := c.begin(ctx, func() error { return checkWrite(stream, expected) })
 	if err != nil {
 		return 0, err
 	}
 	defer done()
-	if err := checkText("stream id", stream); err != nil {
-		return 0, err
-	}
 	res, err := c.unary.Delete(cctx, connect.NewRequest(&annalsv1.DeleteRequest{Stream: stream, Expected: wire.ExpectedToProto(expected)}))
 	if err != nil {
 		return 0, c.fail(ctx, err)
@@ -541,14 +601,14 @@ func (c *Client) Delete(ctx context.Context, stream string, expected annals.Expe
 
 // Tombstone implements [annals.Store.Tombstone].
 func (c *Client) Tombstone(ctx context.Context, stream string, expected annals.ExpectedRevision) (uint64, error) {
-	cctx, done, err := c.begin(ctx)
+	if err := checkText("stream id", stream); err != nil {
+		return 0, err
+	}
+	cctx, done, err := c.begin(ctx, func() error { return checkWrite(stream, expected) })
 	if err != nil {
 		return 0, err
 	}
 	defer done()
-	if err := checkText("stream id", stream); err != nil {
-		return 0, err
-	}
 	res, err := c.unary.Tombstone(cctx, connect.NewRequest(&annalsv1.TombstoneRequest{Stream: stream, Expected: wire.ExpectedToProto(expected)}))
 	if err != nil {
 		return 0, c.fail(ctx, err)
@@ -567,16 +627,21 @@ func (c *Client) ListStreams(ctx context.Context, opts *annals.ListOptions) iter
 		if o.Limit < 0 {
 			limit = 1 << 63 // refused by the server, as the store refuses a negative limit
 		}
-		cctx, done, err := c.begin(ctx)
+		if err := checkText("stream prefix", o.Prefix, o.After); err != nil {
+			yield(annals.StreamInfo{}, err)
+			return
+		}
+		cctx, done, err := c.begin(ctx, func() error {
+			if o.Limit < 0 {
+				return fmt.Errorf("%w: negative list limit %d", annals.ErrInvalidArgument, o.Limit)
+			}
+			return nil
+		})
 		if err != nil {
 			yield(annals.StreamInfo{}, err)
 			return
 		}
 		defer done()
-		if err := checkText("stream prefix", o.Prefix, o.After); err != nil {
-			yield(annals.StreamInfo{}, err)
-			return
-		}
 		st, err := c.rpc.ListStreams(cctx, connect.NewRequest(&annalsv1.ListStreamsRequest{Prefix: o.Prefix, After: o.After, Limit: limit}))
 		if err != nil {
 			yield(annals.StreamInfo{}, c.fail(ctx, err))
@@ -613,7 +678,7 @@ type ServerInfo struct {
 
 // Info returns what the server says of itself and the head of its log.
 func (c *Client) Info(ctx context.Context) (ServerInfo, error) {
-	cctx, done, err := c.begin(ctx)
+	cctx, done, err := c.begin(ctx, nil)
 	if err != nil {
 		return ServerInfo{}, err
 	}

@@ -166,11 +166,12 @@ func TimeFromProto(ts *timestamppb.Timestamp) (time.Time, error) {
 	return ts.AsTime(), nil
 }
 
-// LimitFromProto returns a read or list limit as an int. It returns an error matching
-// [annals.ErrInvalidArgument] for one that does not fit.
+// LimitFromProto returns a read or list limit as an int: any limit the stores take (any
+// non-negative int). It returns an error matching [annals.ErrInvalidArgument] for one over
+// math.MaxInt, which is what a negative int becomes on the wire.
 func LimitFromProto(n uint64) (int, error) {
-	if n > math.MaxInt32 {
-		return 0, fmt.Errorf("%w: limit %d is over %d", annals.ErrInvalidArgument, n, math.MaxInt32)
+	if n > math.MaxInt {
+		return 0, fmt.Errorf("%w: limit %d is over %d", annals.ErrInvalidArgument, n, math.MaxInt)
 	}
 	return int(n), nil
 }
