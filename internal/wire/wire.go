@@ -161,7 +161,7 @@ func TimeFromProto(ts *timestamppb.Timestamp) (time.Time, error) {
 		return time.Time{}, nil
 	}
 	if err := ts.CheckValid(); err != nil {
-		return time.Time{}, fmt.Errorf("%w: %v", annals.ErrInvalidArgument, err)
+		return time.Time{}, fmt.Errorf("%w: %w", annals.ErrInvalidArgument, err)
 	}
 	return ts.AsTime(), nil
 }
@@ -197,7 +197,7 @@ func MetadataFromProto(p *annalsv1.StreamMetadata) (annals.StreamMetadata, error
 	}
 	if d := p.GetMaxAge(); d != nil {
 		if err := d.CheckValid(); err != nil {
-			return annals.StreamMetadata{}, fmt.Errorf("%w: stream metadata: maxAge: %v", annals.ErrInvalidArgument, err)
+			return annals.StreamMetadata{}, fmt.Errorf("%w: stream metadata: maxAge: %w", annals.ErrInvalidArgument, err)
 		}
 		m.MaxAge = d.AsDuration()
 	}
