@@ -147,7 +147,12 @@ func TestBudgetRefusesBeyondWait(t *testing.T) {
 			t.Errorf("append beyond the budget: got %d %v, want 429 resource_exhausted naming max-request-bytes-in-flight", status, v)
 		}
 	}
-	if n, size := s.budget.inFlight.Load(), s.budget.size; n > size {
-		t.Errorf("budget: %d bytes in flight, over its size %d", n, size)
+	st, err := s.Stats(t.Context())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st.RequestBytesInFlight < 4*(900<<10) || st.RequestBytesInFlight > st.RequestBytesBudget || st.RequestBytesBudget != s.budget.size {
+		t.Errorf("Stats while four appends wait in the store: %d request bytes in flight of %d, want four appends' worth within the budget of %d",
+			st.RequestBytesInFlight, st.RequestBytesBudget, s.budget.size)
 	}
 }
