@@ -18,8 +18,10 @@
 // actual revision; likewise [annals.ErrStreamNotFound], [annals.ErrStreamDeleted],
 // [annals.ErrInvalidArgument], [annals.ErrTooLarge] and [annals.ErrClosed] (the server's store
 // is closed). After [Client.Close] every method returns an error matching [annals.ErrClosed].
-// A canceled or expired context gives the context's error. Anything else (the server cannot be
-// reached, authentication failed) is a *connect.Error, wrapped.
+// A canceled or expired context gives the context's error. Bad input comes first, as in the
+// in-process stores: it is [annals.ErrInvalidArgument] even with a canceled context or a
+// closed client. Anything else (the server cannot be reached, authentication failed) is a
+// *connect.Error, wrapped.
 //
 // # Subscriptions
 //

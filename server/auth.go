@@ -183,7 +183,7 @@ func NewAuth(opts *AuthOptions) (*Auth, error) {
 	for name, gs := range o.Roles {
 		for _, g := range gs {
 			if _, err := ParseGrant(g.String()); err != nil {
-				return nil, bad("role %q: %v", name, err)
+				return nil, bad("role %q: %w", name, err)
 			}
 		}
 		roles[name] = gs
@@ -225,7 +225,7 @@ func NewAuth(opts *AuthOptions) (*Auth, error) {
 		}
 		names[u.Name] = "user"
 		if _, err := bcrypt.Cost([]byte(u.PasswordHash)); err != nil {
-			return nil, bad("user %q: passwordHash is not a bcrypt hash (make one with 'annals passwd'): %v", u.Name, err)
+			return nil, bad("user %q: passwordHash is not a bcrypt hash (make one with 'annals passwd'): %w", u.Name, err)
 		}
 		gs, err := resolve(fmt.Sprintf("user %q", u.Name), u.Roles)
 		if err != nil {

@@ -38,7 +38,8 @@ type MetricsOptions struct {
 //   - with [Metrics.Watch], from [Server.Stats] at each scrape: annals_head_position,
 //     annals_subscriptions (running, every kind), annals_subscription_lag_events and
 //     annals_subscription_lag_seconds (the largest lag among the listed subscriptions, as
-//     [SubscriptionStatus] defines it);
+//     [SubscriptionStatus] defines it), annals_request_bytes_in_flight (the bytes of request
+//     bodies held now, under [Options.MaxRequestBytesInFlight]);
 //   - with [MetricsOptions.DataDir]: annals_storage_bytes.
 //
 // Feed it with [Metrics.Interceptor] (in [Options.Interceptors]) and [Metrics.Middleware]
@@ -117,7 +118,7 @@ func (m *Metrics) Handler() http.Handler {
 }
 
 // Watch adds the gauges read from s at every scrape: the head of the log, the running
-// subscriptions, and their lag. Call it once.
+// subscriptions, their lag, and the request bytes in flight. Call it once.
 func (m *Metrics) Watch(s *Server) {
 	m.reg.MustRegister(&serverCollector{m: m, s: s})
 }
@@ -127,6 +128,7 @@ var (
 	subsDesc       = prometheus.NewDesc("annals_subscriptions", "Running subscriptions (gRPC/Connect and SSE).", nil, nil)
 	lagDesc        = prometheus.NewDesc("annals_subscription_lag_events", "The largest lag, in events, of the running subscriptions (the oldest listed by Stats).", nil, nil)
 	lagSecondsDesc = prometheus.NewDesc("annals_subscription_lag_seconds", "The largest lag, in seconds, of the running subscriptions (the oldest listed by Stats).", nil, nil)
+	inFlightDesc   = prometheus.NewDesc("annals_request_bytes_in_flight", "Bytes of request bodies held by the requests being served (bounded by max-request-bytes-in-flight).", nil, nil)
 )
 
 type serverCollector struct {
@@ -139,6 +141,7 @@ func (c *serverCollector) Describe(ch chan<- *prometheus.Desc) {
 	ch <- subsDesc
 	ch <- lagDesc
 	ch <- lagSecondsDesc
+	ch <- inFlightDesc
 }
 
 func (c *serverCollector) Collect(ch chan<- prometheus.Metric) {
@@ -159,6 +162,7 @@ func (c *serverCollector) Collect(ch chan<- prometheus.Metric) {
 	ch <- prometheus.MustNewConstMetric(subsDesc, prometheus.GaugeValue, float64(st.SubscriptionCount))
 	ch <- prometheus.MustNewConstMetric(lagDesc, prometheus.GaugeValue, float64(lag))
 	ch <- prometheus.MustNewConstMetric(lagSecondsDesc, prometheus.GaugeValue, lagSeconds)
+	ch <- prometheus.MustNewConstMetric(inFlightDesc, prometheus.GaugeValue, float64(st.RequestBytesInFlight))
 }
 
 // codeLabel is "ok" for nil, else the error's Connect code.

@@ -31,6 +31,7 @@ package server
 
 import (
 	"context"
+	"fmt"
 	"log/slog"
 	"net/http"
 	"runtime/debug"
@@ -59,6 +60,19 @@ type Options struct {
 	// MaxRequestBytes bounds the size of one request message (after decompression); a larger
 	// one is refused with ResourceExhausted. 0 means [DefaultMaxRequestBytes].
 	MaxRequestBytes int
+	// MaxRequestBytesInFlight bounds the bytes of request bodies the server holds at once,
+	// across all requests of the Connect API, so that many large requests at once cannot
+	// exhaust memory: a request takes its declared size (Content-Length, at most
+	// MaxRequestBytes) before its body is read, or each chunk as it is read when it declares
+	// none, and gives it back when it has been answered. A request that finds no room waits up
+	// to RequestBudgetWait, then fails with ResourceExhausted (HTTP 429). The decoded message
+	// and the store's copy come on top, so the memory requests cost is a small multiple of
+	// this. 0 means [DefaultMaxRequestBytesInFlight]; a value below MaxRequestBytes is raised
+	// to it.
+	MaxRequestBytesInFlight int64
+	// RequestBudgetWait is how long a request waits for room under MaxRequestBytesInFlight;
+	// 0 means [DefaultRequestBudgetWait].
+	RequestBudgetWait time.Duration
 	// SubscriptionBuffer bounds the events each subscription holds between the store and the
 	// network; a subscriber that reads slower than that leaves the rest in storage (the
 	// store's own guarantee), so a slow reader costs at most this many events of memory.
@@ -142,6 +156,8 @@ type Server struct {
 
 	// stats counts appends, reads and deliveries, and lists the running subscriptions.
 	stats stats
+	// budget bounds the request bodies in flight.
+	budget *budget
 }
 
 // New returns a server for store. The server does not own the store: closing the server
@@ -156,6 +172,12 @@ func New(store annals.Store, opts *Options) *Server {
 	}
 	if o.MaxRequestBytes <= 0 {
 		o.MaxRequestBytes = DefaultMaxRequestBytes
+	}
+	if o.MaxRequestBytesInFlight <= 0 {
+		o.MaxRequestBytesInFlight = DefaultMaxRequestBytesInFlight
+	}
+	if o.RequestBudgetWait <= 0 {
+		o.RequestBudgetWait = DefaultRequestBudgetWait
 	}
 	if o.SubscriptionBuffer <= 0 {
 		o.SubscriptionBuffer = DefaultSubscriptionBuffer
@@ -173,6 +195,7 @@ func New(store annals.Store, opts *Options) *Server {
 		o.KeepAlive = 15 * time.Second
 	}
 	s := &Server{store: store, log: o.Logger, opts: o, started: time.Now().UTC()}
+	s.budget = newBudget(o.MaxRequestBytesInFlight, o.RequestBudgetWait, o.MaxRequestBytes)
 	s.closing, s.close = context.WithCancel(context.Background())
 	return s
 }
@@ -190,7 +213,7 @@ func (s *Server) Register(mux *http.ServeMux) {
 	handlerOpts = append(handlerOpts, jsonCodecs...)
 	handlerOpts = append(handlerOpts, s.opts.HandlerOptions...)
 	path, h := annalsv1connect.NewEventStoreServiceHandler(&service{s: s}, handlerOpts...)
-	mux.Handle(path, h)
+	mux.Handle(path, s.guard(h))
 	mux.HandleFunc(sseStreamRoute, s.serveSSEStream)
 	mux.HandleFunc(sseAllRoute, s.serveSSEAll)
 	mux.HandleFunc(restStreamRoute, s.serveRESTStream)
@@ -273,4 +296,20 @@ func (s *Server) Info(ctx context.Context) (Info, error) {
 		info.HeadPosition = e.Position
 	}
 	return info, nil
+}
+
+// Ready returns nil when the server can do its work: the store answers a read of the head of
+// the log within ctx and, when it has a Ready method (interface{ Ready() error }; filestore's
+// reports a disk too full to append), that method returns nil. The error says why not, for
+// the log: a readiness probe shows none of it.
+func (s *Server) Ready(ctx context.Context) error {
+	if _, err := s.Info(ctx); err != nil {
+		return fmt.Errorf("the store does not answer: %w", err)
+	}
+	if r, ok := s.store.(interface{ Ready() error }); ok {
+		if err := r.Ready(); err != nil {
+			return fmt.Errorf("the store is not ready: %w", err)
+		}
+	}
+	return nil
 }

@@ -108,6 +108,10 @@ type Stats struct {
 	// oldest [MaxListedSubscriptions] of them.
 	SubscriptionCount int                  `json:"subscriptionCount"`
 	Subscriptions     []SubscriptionStatus `json:"subscriptions"`
+	// RequestBytesInFlight is the request-body bytes that the requests being served hold, of
+	// RequestBytesBudget ([Options.MaxRequestBytesInFlight]).
+	RequestBytesInFlight int64 `json:"requestBytesInFlight"`
+	RequestBytesBudget   int64 `json:"requestBytesBudget"`
 }
 
 // ProjectionStatus describes a projection of the application, as GET /v1/projections reports
@@ -317,6 +321,7 @@ func (s *Server) Stats(ctx context.Context) (Stats, error) {
 	now := time.Now()
 	out := Stats{Time: now.UTC(), Version: info.Version, Backend: info.Backend, StartTime: info.StartTime, HeadPosition: info.HeadPosition}
 	out.Totals, out.Rates = s.stats.counts(now)
+	out.RequestBytesInFlight, out.RequestBytesBudget = s.budget.inFlight.Load(), s.budget.size
 	n, subs := s.stats.running(MaxListedSubscriptions)
 	out.SubscriptionCount = n
 	out.Subscriptions = make([]SubscriptionStatus, 0, len(subs))

@@ -1,20 +1,26 @@
 package server_test
 
 import (
+	"bufio"
 	"bytes"
 	"context"
 	"encoding/binary"
 	"encoding/json"
+	"errors"
+	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"strings"
 	"sync"
 	"testing"
+	"time"
 
 	"connectrpc.com/connect"
 	"github.com/annalsdb/annals"
 	annalsv1 "github.com/annalsdb/annals/internal/gen/annals/v1"
+	"github.com/annalsdb/annals/memstore"
 	"github.com/annalsdb/annals/server"
 )
 
@@ -197,5 +203,85 @@ func TestValidateBeforeAuthorize(t *testing.T) {
 	defer mu.Unlock()
 	if len(seen) > 0 {
 		t.Errorf("Authorize saw requests with bad input: %v", seen)
+	}
+}
+
+// rawPost sends a raw HTTP/1.1 request on a new connection and returns the answer.
+func rawPost(t *testing.T, addr, request string) *http.Response {
+	t.Helper()
+	c, err := net.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close() })
+	c.SetDeadline(time.Now().Add(waitTimeout))
+	if _, err := io.WriteString(c, request); err != nil {
+		t.Fatal(err)
+	}
+	res, err := http.ReadResponse(bufio.NewReader(c), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { res.Body.Close() })
+	return res
+}
+
+// TestStalledBodyAndEncoding checks the HTTP status of two refusals: a body that stalls past
+// the read timeout is 408 (not 504), a Content-Encoding the server cannot decode is 415 (not
+// 501); and that neither writes anything.
+func TestStalledBodyAndEncoding(t *testing.T) {
+	store := memstore.New(nil)
+	defer store.Close()
+	srv := server.New(store, nil)
+	hs := httptest.NewUnstartedServer(srv.Handler())
+	hs.Config.ReadTimeout = 200 * time.Millisecond
+	hs.Start()
+	defer hs.Close()
+	addr := hs.Listener.Addr().String()
+
+	res := rawPost(t, addr, "POST /annals.v1.EventStoreService/Append HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\r\n{\"stream\":")
+	if res.StatusCode != http.StatusRequestTimeout {
+		t.Errorf("stalled body: got status %d, want 408", res.StatusCode)
+	}
+
+	body := `{"stream":"a-1","events":[{"type":"E"}]}`
+	res = rawPost(t, addr, fmt.Sprintf("POST /annals.v1.EventStoreService/Append HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Encoding: br\r\nContent-Length: %d\r\n\r\n%s", len(body), body))
+	if res.StatusCode != http.StatusUnsupportedMediaType {
+		t.Errorf("Content-Encoding br: got status %d, want 415", res.StatusCode)
+	}
+	if n := logEvents(t, store); n != 0 {
+		t.Errorf("log after the refused requests: %d events, want 0", n)
+	}
+}
+
+// notReadyStore is a store whose Ready method reports err (a full disk, say).
+type notReadyStore struct {
+	annals.Store
+	err error
+}
+
+func (s notReadyStore) Ready() error { return s.err }
+
+// TestReady checks that Server.Ready reports a store's own Ready error, and nil for a store
+// that is ready or has no Ready method.
+func TestReady(t *testing.T) {
+	mem := memstore.New(nil)
+	defer mem.Close()
+	full := errors.New("no space left on device")
+	for _, tt := range []struct {
+		name  string
+		store annals.Store
+		want  error
+	}{
+		{"NoReadyMethod", mem, nil},
+		{"Ready", notReadyStore{mem, nil}, nil},
+		{"DiskFull", notReadyStore{mem, full}, full},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			err := server.New(tt.store, nil).Ready(t.Context())
+			if (tt.want == nil) != (err == nil) || (tt.want != nil && !errors.Is(err, tt.want)) {
+				t.Errorf("Ready: got %v, want %v", err, tt.want)
+			}
+		})
 	}
 }

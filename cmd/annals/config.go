@@ -92,12 +92,12 @@ func (m *Main) applyConfig(cmd *cobra.Command, configPath string) (map[string]st
 			source[f.Name] = "env" // already the flag's default
 		case m.getenv(env) != "":
 			if err := f.Value.Set(m.getenv(env)); err != nil {
-				return nil, usageError{msg: fmt.Sprintf("$%s=%q: %v", env, m.getenv(env), err)}
+				return nil, usageError{msg: fmt.Sprintf("$%s=%q: %v", env, m.getenv(env), err), err: err}
 			}
 			source[f.Name] = "env"
 		case file[f.Name] != "":
 			if err := f.Value.Set(file[f.Name]); err != nil {
-				return nil, usageError{msg: fmt.Sprintf("config file %s: %s %q: %v", configPath, f.Name, file[f.Name], err)}
+				return nil, usageError{msg: fmt.Sprintf("config file %s: %s %q: %v", configPath, f.Name, file[f.Name], err), err: err}
 			}
 			source[f.Name] = "file"
 		default:

@@ -181,7 +181,7 @@ func decodeBase64(field string, raw json.RawMessage) ([]byte, error) {
 	}
 	b, err := base64.StdEncoding.DecodeString(s)
 	if err != nil {
-		return nil, fmt.Errorf("%q is not valid base64: %v", field, err)
+		return nil, fmt.Errorf("%q is not valid base64: %w", field, err)
 	}
 	return b, nil
 }

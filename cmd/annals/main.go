@@ -168,9 +168,14 @@ flag, missing or malformed argument). Errors are one line on stderr, starting "a
 }
 
 // usageError is a mistake in how the command was called: exit status 2.
-type usageError struct{ msg string }
+type usageError struct {
+	msg string
+	err error // the cause, if any
+}
 
 func (e usageError) Error() string { return e.msg }
+
+func (e usageError) Unwrap() error { return e.err }
 
 // usageErrorf returns a usage error whose message ends with a pointer to cmd's help.
 func usageErrorf(cmd *cobra.Command, format string, args ...any) error {

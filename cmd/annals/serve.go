@@ -18,15 +18,18 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"strconv"
 	"strings"
 	"sync/atomic"
 	"time"
 
 	"connectrpc.com/connect"
+	"github.com/annalsdb/annals"
 	"github.com/annalsdb/annals/console"
 	"github.com/annalsdb/annals/internal/gen/annals/v1/annalsv1connect"
 	"github.com/annalsdb/annals/server"
 	"github.com/spf13/cobra"
+	"github.com/spf13/pflag"
 )
 
 // serveConfig is the configuration of "annals serve", one field per flag.
@@ -41,9 +44,11 @@ type serveConfig struct {
 	logFormat  string
 	logLevel   string
 	maxRequest int
-	maxHeader  int
-	maxStreams uint32
-	timeouts   struct {
+	// maxInFlight is the budget of request bytes in flight; 0 until parse sets the default.
+	maxInFlight int64
+	maxHeader   int
+	maxStreams  uint32
+	timeouts    struct {
 		readHeader, read, write, idle, shutdown time.Duration
 	}
 }
@@ -58,11 +63,34 @@ const (
 	shutdownLogMessage = "stopped"
 )
 
+// serveCommand is "annals serve", in the steps of its life: parse reads and checks the
+// configuration, open opens the store and binds the listener, run serves until its context
+// ends and shuts down gracefully, close releases what open took. Each step but close returns
+// at its first error; close is always called once open was.
+type serveCommand struct {
+	m          *Main
+	config     serveConfig
+	configPath string
+
+	// Set by parse.
+	log *slog.Logger
+
+	// Set by open.
+	tlsConf *tls.Config
+	store   annals.Store
+	auth    *server.Auth
+	backend string
+	srv     *server.Server
+	ln      net.Listener
+	hs      *http.Server
+	// ready is what /readyz reports on top of the store: false once shutdown began.
+	ready atomic.Bool
+	// serving is set by run once the http.Server owns the listener.
+	serving bool
+}
+
 func (m *Main) newServeCmd() *cobra.Command {
-	var (
-		c          serveConfig
-		configPath string
-	)
+	c := &serveCommand{m: m}
 	cmd := &cobra.Command{
 		Use:   "serve",
 		Short: "Serve the store in the data directory over the network (API, SSE, console, metrics)",
@@ -70,7 +98,7 @@ func (m *Main) newServeCmd() *cobra.Command {
 (default :2113): the gRPC / gRPC-Web / Connect API (plain JSON POSTs for the unary methods),
 Server-Sent Events (GET /v1/sse/...), JSON reads (GET /v1/streams/..., /v1/all), status
 (GET /v1/stats, /v1/projections), Prometheus metrics (GET /metrics), health (GET /healthz:
-the process runs; GET /readyz: the store answers) and the web console (GET /).
+the process runs; GET /readyz: the store answers and can write) and the web console (GET /).
 
 Without --auth nobody is asked for credentials, so the server listens on localhost only
 (127.0.0.1:2113) unless --listen says otherwise, and says so when it starts.
@@ -100,37 +128,35 @@ SIGINT or SIGTERM stops the server gracefully: it stops accepting, ends the subs
   annals serve --dev --log-format json`,
 		Args: argsBetween(0, 0, "no arguments"),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			if cmd.Flags().Changed("server") {
-				return usageErrorf(cmd, "serve serves the --data directory; --server does not apply")
-			}
-			m.remote.server = "" // $ANNALS_SERVER is for the other commands
-			source, err := m.applyConfig(cmd, configPath)
-			if err != nil {
-				return err
-			}
-			return m.serve(cmd, &c, source)
+			return c.execute(cmd)
 		},
 	}
-	f := cmd.Flags()
-	f.StringVar(&configPath, "config", "", "YAML config file: a key per flag, e.g. listen: \":2113\" (env ANNALS_CONFIG)")
-	f.StringVar(&c.listen, "listen", "", "address to listen on (default :"+defaultPort+" with --auth, 127.0.0.1:"+defaultPort+" without)")
-	f.StringVar(&c.authFile, "auth", "", "auth file (YAML): roles, users and API tokens; without it there is no authentication")
-	f.StringVar(&c.tokenKey, "token-key", "", "secret of at least 32 bytes that signs login tokens (default: random at each start, so tokens die with the process)")
-	f.DurationVar(&c.tokenTTL, "token-ttl", server.DefaultTokenTTL, "how long a login token is valid")
-	f.StringVar(&c.tlsCert, "tls-cert", "", "TLS certificate (PEM; with --tls-key)")
-	f.StringVar(&c.tlsKey, "tls-key", "", "TLS private key (PEM; with --tls-cert)")
-	f.BoolVar(&c.dev, "dev", false, "TLS with a self-signed certificate for localhost, made once in DATA/"+devCertDir)
-	f.StringVar(&c.logFormat, "log-format", "text", "log format: text or json")
-	f.StringVar(&c.logLevel, "log-level", "info", "log level: debug, info, warn or error")
-	f.IntVar(&c.maxRequest, "max-request-bytes", server.DefaultMaxRequestBytes, "largest request message, in bytes")
-	f.IntVar(&c.maxHeader, "max-header-bytes", defaultMaxHeader, "largest request header, in bytes")
-	f.Uint32Var(&c.maxStreams, "max-streams", defaultMaxStreams, "concurrent requests (HTTP/2 streams) per connection")
-	f.DurationVar(&c.timeouts.readHeader, "read-header-timeout", 10*time.Second, "time to read a request's header")
-	f.DurationVar(&c.timeouts.read, "read-timeout", 30*time.Second, "time to read a whole request")
-	f.DurationVar(&c.timeouts.write, "write-timeout", 60*time.Second, "time to answer a request (not for subscriptions and streaming reads)")
-	f.DurationVar(&c.timeouts.idle, "idle-timeout", 2*time.Minute, "time an idle connection is kept open")
-	f.DurationVar(&c.timeouts.shutdown, "shutdown-timeout", 30*time.Second, "time in-flight requests get to finish at shutdown")
+	c.flags(cmd.Flags())
 	return cmd
+}
+
+// flags defines the flags of the command, one per field of its configuration.
+func (c *serveCommand) flags(f *pflag.FlagSet) {
+	conf := &c.config
+	f.StringVar(&c.configPath, "config", "", "YAML config file: a key per flag, e.g. listen: \":2113\" (env ANNALS_CONFIG)")
+	f.StringVar(&conf.listen, "listen", "", "address to listen on (default :"+defaultPort+" with --auth, 127.0.0.1:"+defaultPort+" without)")
+	f.StringVar(&conf.authFile, "auth", "", "auth file (YAML): roles, users and API tokens; without it there is no authentication")
+	f.StringVar(&conf.tokenKey, "token-key", "", "secret of at least 32 bytes that signs login tokens (default: random at each start, so tokens die with the process)")
+	f.DurationVar(&conf.tokenTTL, "token-ttl", server.DefaultTokenTTL, "how long a login token is valid")
+	f.StringVar(&conf.tlsCert, "tls-cert", "", "TLS certificate (PEM; with --tls-key)")
+	f.StringVar(&conf.tlsKey, "tls-key", "", "TLS private key (PEM; with --tls-cert)")
+	f.BoolVar(&conf.dev, "dev", false, "TLS with a self-signed certificate for localhost, made once in DATA/"+devCertDir)
+	f.StringVar(&conf.logFormat, "log-format", "text", "log format: text or json")
+	f.StringVar(&conf.logLevel, "log-level", "info", "log level: debug, info, warn or error")
+	f.IntVar(&conf.maxRequest, "max-request-bytes", server.DefaultMaxRequestBytes, "largest request message, in bytes")
+	f.Int64Var(&conf.maxInFlight, "max-request-bytes-in-flight", 0, "request bytes all requests may hold at once; beyond it requests wait, then get 429 (default: an eighth of the memory of the machine or its cgroup, at least twice --max-request-bytes)")
+	f.IntVar(&conf.maxHeader, "max-header-bytes", defaultMaxHeader, "largest request header, in bytes")
+	f.Uint32Var(&conf.maxStreams, "max-streams", defaultMaxStreams, "concurrent requests (HTTP/2 streams) per connection")
+	f.DurationVar(&conf.timeouts.readHeader, "read-header-timeout", 10*time.Second, "time to read a request's header")
+	f.DurationVar(&conf.timeouts.read, "read-timeout", 30*time.Second, "time to read a whole request")
+	f.DurationVar(&conf.timeouts.write, "write-timeout", 60*time.Second, "time to answer a request (not for subscriptions and streaming reads)")
+	f.DurationVar(&conf.timeouts.idle, "idle-timeout", 2*time.Minute, "time an idle connection is kept open")
+	f.DurationVar(&conf.timeouts.shutdown, "shutdown-timeout", 30*time.Second, "time in-flight requests get to finish at shutdown")
 }
 
 // secretFlags are masked in the logged configuration.
@@ -152,26 +178,56 @@ func newLogger(w io.Writer, format, level string) (*slog.Logger, error) {
 	return nil, usageError{msg: fmt.Sprintf("--log-format %q: want text or json", format)}
 }
 
-// serve runs the server until cmd's context ends.
-func (m *Main) serve(cmd *cobra.Command, c *serveConfig, source map[string]string) (err error) {
-	log, err := newLogger(m.Stderr, c.logFormat, c.logLevel)
+// execute runs the steps of the command: parse, open, run, and close once open was called.
+func (c *serveCommand) execute(cmd *cobra.Command) (err error) {
+	if err := c.parse(cmd); err != nil {
+		return err
+	}
+	defer func() {
+		if cerr := c.close(); cerr != nil && err == nil {
+			err = cerr
+		}
+	}()
+	if err := c.open(cmd.Context()); err != nil {
+		return err
+	}
+	return c.run(cmd.Context())
+}
+
+// parse reads the configuration (flags, environment, config file), checks it, fills in the
+// defaults that depend on other settings, and logs it.
+func (c *serveCommand) parse(cmd *cobra.Command) error {
+	m, conf := c.m, &c.config
+	if cmd.Flags().Changed("server") {
+		return usageErrorf(cmd, "serve serves the --data directory; --server does not apply")
+	}
+	m.remote.server = "" // $ANNALS_SERVER is for the other commands
+	source, err := m.applyConfig(cmd, c.configPath)
 	if err != nil {
 		return err
 	}
+	if c.log, err = newLogger(m.Stderr, conf.logFormat, conf.logLevel); err != nil {
+		return err
+	}
 	switch {
-	case (c.tlsCert == "") != (c.tlsKey == ""):
+	case (conf.tlsCert == "") != (conf.tlsKey == ""):
 		return usageErrorf(cmd, "--tls-cert and --tls-key go together")
-	case c.dev && c.tlsCert != "":
+	case conf.dev && conf.tlsCert != "":
 		return usageErrorf(cmd, "--dev makes its own certificate: leave out --tls-cert and --tls-key")
-	case c.tokenKey != "" && len(c.tokenKey) < 32:
-		return usageErrorf(cmd, "--token-key: want at least 32 bytes, got %d", len(c.tokenKey))
-	case c.maxStreams == 0:
+	case conf.tokenKey != "" && len(conf.tokenKey) < 32:
+		return usageErrorf(cmd, "--token-key: want at least 32 bytes, got %d", len(conf.tokenKey))
+	case conf.maxStreams == 0:
 		return usageErrorf(cmd, "--max-streams: want at least 1")
+	case conf.maxInFlight < 0:
+		return usageErrorf(cmd, "--max-request-bytes-in-flight: want a positive number of bytes, or 0 for the default")
 	}
-	if c.listen == "" {
-		c.listen = defaultListen(c.authFile)
+	if conf.listen == "" {
+		conf.listen = defaultListen(conf.authFile)
 	}
-	if m.dataDir == "" && (m.postgres.url == "" || c.dev) {
+	if conf.maxInFlight == 0 {
+		conf.maxInFlight = defaultMaxInFlight(conf.maxRequest)
+	}
+	if m.dataDir == "" && (m.postgres.url == "" || conf.dev) {
 		return usageError{msg: "empty --data directory (pass --data DIR)"}
 	}
 
@@ -183,153 +239,221 @@ func (m *Main) serve(cmd *cobra.Command, c *serveConfig, source map[string]strin
 		}
 		attrs = append(attrs, slog.Group(f.Name, slog.String("value", v), slog.String("from", source[f.Name])))
 	}
-	attrs = append(attrs, slog.String("effective-listen", c.listen))
-	log.Info("configuration", attrs...)
+	attrs = append(attrs, slog.String("effective-listen", conf.listen))
+	c.log.Info("configuration", attrs...)
+	return nil
+}
 
-	var tlsConf *tls.Config
-	if c.tlsCert != "" || c.dev {
-		certFile, keyFile := c.tlsCert, c.tlsKey
-		if c.dev {
-			dir := filepath.Join(m.dataDir, devCertDir)
-			if certFile, keyFile, err = devCertificate(dir); err != nil {
-				return err
-			}
-			log.Warn("development TLS: a self-signed certificate for localhost, 127.0.0.1 and ::1; trust it to connect",
-				slog.String("cert", certFile),
-				slog.String("curl", "curl --cacert "+certFile+" https://localhost:"+portOf(c.listen)+"/healthz"),
-				slog.String("annals", "annals --server https://localhost:"+portOf(c.listen)+" --tls-ca "+certFile+" streams"))
-		}
-		cert, err := tls.LoadX509KeyPair(certFile, keyFile)
-		if err != nil {
-			return fmt.Errorf("TLS certificate: %w", err)
-		}
-		tlsConf = &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12}
+// open makes the TLS configuration, opens the store, the auth and the server over it, and
+// binds the listener.
+func (c *serveCommand) open(ctx context.Context) (err error) {
+	m, conf := c.m, &c.config
+	if c.tlsConf, err = c.tlsConfig(); err != nil {
+		return err
 	}
-
 	if m.postgres.url == "" {
 		if err := os.MkdirAll(m.dataDir, 0o755); err != nil {
 			return fmt.Errorf("data directory: %w", err)
 		}
 	}
-	store, err := m.openStore(cmd.Context(), false)
-	if err != nil {
+	if c.store, err = m.openStore(ctx, false); err != nil {
 		return err
 	}
-	defer func() {
-		if cerr := store.Close(); cerr != nil && err == nil {
-			err = fmt.Errorf("close store: %w", cerr)
-		}
-	}()
-
-	var auth *server.Auth
-	if c.authFile != "" {
-		opts, err := readAuthFile(c.authFile)
+	if conf.authFile != "" {
+		opts, err := readAuthFile(conf.authFile)
 		if err != nil {
 			return err
 		}
-		opts.Store, opts.Logger, opts.TokenTTL = store, log, c.tokenTTL
-		if c.tokenKey != "" {
-			opts.SigningKey = []byte(c.tokenKey)
+		opts.Store, opts.Logger, opts.TokenTTL = c.store, c.log, conf.tokenTTL
+		if conf.tokenKey != "" {
+			opts.SigningKey = []byte(conf.tokenKey)
 		}
-		if auth, err = server.NewAuth(opts); err != nil {
-			return fmt.Errorf("%s: %w", c.authFile, err)
+		if c.auth, err = server.NewAuth(opts); err != nil {
+			return fmt.Errorf("%s: %w", conf.authFile, err)
 		}
 	}
 
-	backend, dataDir := "filestore", m.dataDir
+	c.backend = "filestore"
+	dataDir := m.dataDir
 	switch {
 	case m.postgres.url != "":
-		backend, dataDir = "pgstore", ""
+		c.backend, dataDir = "pgstore", ""
 	case m.Open != nil:
-		backend = "custom"
+		c.backend = "custom"
 	}
 	metrics := server.NewMetrics(&server.MetricsOptions{DataDir: dataDir})
 	sopts := &server.Options{
-		Logger:          log,
-		MaxRequestBytes: c.maxRequest,
-		Interceptors:    []connect.Interceptor{metrics.Interceptor()},
-		Backend:         backend,
+		Logger:                  c.log,
+		MaxRequestBytes:         conf.maxRequest,
+		MaxRequestBytesInFlight: conf.maxInFlight,
+		Interceptors:            []connect.Interceptor{metrics.Interceptor()},
+		Backend:                 c.backend,
 	}
-	if auth != nil {
-		sopts.Authorize = auth.Authorize
+	if c.auth != nil {
+		sopts.Authorize = c.auth.Authorize
 	}
-	srv := server.New(store, sopts)
-	metrics.Watch(srv)
+	c.srv = server.New(c.store, sopts)
+	metrics.Watch(c.srv)
 
-	var ready atomic.Bool
-	handler := routes(srv, auth, metrics, &ready, log)
-
-	raw, err := net.Listen("tcp", c.listen)
+	raw, err := net.Listen("tcp", conf.listen)
 	if err != nil {
 		return fmt.Errorf("listen: %w", err)
 	}
-	ln := server.BufferedListener(raw)
+	c.ln = server.BufferedListener(raw)
 	var protocols http.Protocols
 	protocols.SetHTTP1(true)
 	protocols.SetHTTP2(true)
-	if tlsConf == nil {
+	if c.tlsConf == nil {
 		protocols.SetUnencryptedHTTP2(true) // gRPC without TLS
 	}
-	hs := &http.Server{
-		Handler:           handler,
+	c.hs = &http.Server{
+		Handler:           routes(c.srv, c.auth, metrics, &c.ready, c.log),
 		Protocols:         &protocols,
-		TLSConfig:         tlsConf,
-		ReadHeaderTimeout: c.timeouts.readHeader,
-		ReadTimeout:       c.timeouts.read,
-		WriteTimeout:      c.timeouts.write,
-		IdleTimeout:       c.timeouts.idle,
-		MaxHeaderBytes:    c.maxHeader,
+		TLSConfig:         c.tlsConf,
+		ReadHeaderTimeout: conf.timeouts.readHeader,
+		ReadTimeout:       conf.timeouts.read,
+		WriteTimeout:      conf.timeouts.write,
+		IdleTimeout:       conf.timeouts.idle,
+		MaxHeaderBytes:    conf.maxHeader,
 		HTTP2: &http.HTTP2Config{
-			MaxConcurrentStreams: int(c.maxStreams),
+			MaxConcurrentStreams: int(conf.maxStreams),
 			SendPingTimeout:      30 * time.Second,
 			PingTimeout:          15 * time.Second,
 		},
-		ErrorLog: slog.NewLogLogger(log.Handler(), slog.LevelWarn),
+		ErrorLog: slog.NewLogLogger(c.log.Handler(), slog.LevelWarn),
 	}
-	scheme := "http"
-	if tlsConf != nil {
-		scheme = "https"
+	return nil
+}
+
+// tlsConfig returns the TLS configuration of the flags, nil for none; with --dev it makes
+// the development certificate on first use.
+func (c *serveCommand) tlsConfig() (*tls.Config, error) {
+	conf := &c.config
+	if conf.tlsCert == "" && !conf.dev {
+		return nil, nil
 	}
+	certFile, keyFile := conf.tlsCert, conf.tlsKey
+	if conf.dev {
+		var err error
+		dir := filepath.Join(c.m.dataDir, devCertDir)
+		if certFile, keyFile, err = devCertificate(dir); err != nil {
+			return nil, err
+		}
+		c.log.Warn("development TLS: a self-signed certificate for localhost, 127.0.0.1 and ::1; trust it to connect",
+			slog.String("cert", certFile),
+			slog.String("curl", "curl --cacert "+certFile+" https://localhost:"+portOf(conf.listen)+"/healthz"),
+			slog.String("annals", "annals --server https://localhost:"+portOf(conf.listen)+" --tls-ca "+certFile+" streams"))
+	}
+	cert, err := tls.LoadX509KeyPair(certFile, keyFile)
+	if err != nil {
+		return nil, fmt.Errorf("TLS certificate: %w", err)
+	}
+	return &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12}, nil
+}
+
+// run serves until ctx ends, then shuts down: /readyz turns 503, the listener closes, the
+// subscriptions end, in-flight requests get the shutdown timeout to finish.
+func (c *serveCommand) run(ctx context.Context) error {
 	served := make(chan error, 1)
+	c.serving = true
 	go func() {
-		if tlsConf != nil {
-			served <- hs.ServeTLS(ln, "", "")
+		if c.tlsConf != nil {
+			served <- c.hs.ServeTLS(c.ln, "", "")
 		} else {
-			served <- hs.Serve(ln)
+			served <- c.hs.Serve(c.ln)
 		}
 	}()
-	ready.Store(true)
-	url := scheme + "://" + ln.Addr().String()
-	if auth == nil {
-		host, _, _ := net.SplitHostPort(ln.Addr().String())
+	c.ready.Store(true)
+	url := c.url()
+	if c.auth == nil {
+		host, _, _ := net.SplitHostPort(c.ln.Addr().String())
 		if ip := net.ParseIP(host); ip != nil && ip.IsLoopback() {
-			log.Warn("no authentication configured (--auth): listening on localhost only; pass --auth FILE to serve other machines", slog.String("url", url))
+			c.log.Warn("no authentication configured (--auth): listening on localhost only; pass --auth FILE to serve other machines", slog.String("url", url))
 		} else {
-			log.Warn("no authentication configured (--auth) and listening beyond localhost: anyone who reaches "+ln.Addr().String()+" can read and write every stream", slog.String("url", url))
+			c.log.Warn("no authentication configured (--auth) and listening beyond localhost: anyone who reaches "+c.ln.Addr().String()+" can read and write every stream", slog.String("url", url))
 		}
 	}
+	c.log.Info(servingLogMessage, slog.String("url", url), slog.String("data", c.m.dataDir), slog.String("backend", c.backend), slog.Bool("auth", c.auth != nil), slog.Bool("tls", c.tlsConf != nil))
 
-	log.Info(servingLogMessage, slog.String("url", url), slog.String("data", m.dataDir), slog.String("backend", backend), slog.Bool("auth", auth != nil), slog.Bool("tls", tlsConf != nil))
-	ctx := cmd.Context()
 	select {
 	case err := <-served:
 		return fmt.Errorf("serve: %w", err)
 	case <-ctx.Done():
 	}
-	log.Info("shutting down: no new connections; ending subscriptions; waiting for in-flight requests", slog.Duration("timeout", c.timeouts.shutdown))
-	ready.Store(false)
-	sctx, cancel := context.WithTimeout(context.Background(), c.timeouts.shutdown)
+	timeout := c.config.timeouts.shutdown
+	c.log.Info("shutting down: no new connections; ending subscriptions; waiting for in-flight requests", slog.Duration("timeout", timeout))
+	c.ready.Store(false)
+	sctx, cancel := context.WithTimeout(context.Background(), timeout)
 	defer cancel()
 	shut := make(chan error, 1)
-	go func() { shut <- hs.Shutdown(sctx) }()
-	srv.Close()
+	go func() { shut <- c.hs.Shutdown(sctx) }()
+	c.srv.Close()
 	if err := <-shut; err != nil {
-		log.Warn("in-flight requests did not finish in time: closing their connections", slog.Any("error", err))
-		hs.Close()
+		c.log.Warn("in-flight requests did not finish in time: closing their connections", slog.Any("error", err))
+		c.hs.Close()
 	}
 	<-served
-	log.Info(shutdownLogMessage, slog.String("url", url))
+	c.log.Info(shutdownLogMessage, slog.String("url", url))
 	return nil
+}
+
+// url is the address the server serves, for the log.
+func (c *serveCommand) url() string {
+	scheme := "http"
+	if c.tlsConf != nil {
+		scheme = "https"
+	}
+	return scheme + "://" + c.ln.Addr().String()
+}
+
+// close closes the listener when run never served it (the http.Server closes it otherwise),
+// then the store.
+func (c *serveCommand) close() error {
+	if c.ln != nil && !c.serving {
+		c.ln.Close()
+	}
+	if c.store == nil {
+		return nil
+	}
+	if err := c.store.Close(); err != nil {
+		return fmt.Errorf("close store: %w", err)
+	}
+	return nil
+}
+
+// defaultMaxInFlight is the default of --max-request-bytes-in-flight: an eighth of the memory
+// of the machine (or of its cgroup, when that is less), at least twice the largest request;
+// the server package's default when the memory is unknown. Requests cost a small multiple of
+// their body bytes (the decoded message, the store's copy), so an eighth keeps them well
+// within memory.
+func defaultMaxInFlight(maxRequest int) int64 {
+	mem := memoryLimit()
+	if mem <= 0 {
+		return max(server.DefaultMaxRequestBytesInFlight, 2*int64(maxRequest))
+	}
+	return max(mem/8, 2*int64(maxRequest))
+}
+
+// memoryLimit returns the memory available to the process in bytes: the smaller of the
+// machine's (MemTotal of /proc/meminfo) and its cgroup's limit (cgroup v2 memory.max); 0 when
+// neither is known (not Linux).
+func memoryLimit() int64 {
+	var mem int64
+	if b, err := os.ReadFile("/proc/meminfo"); err == nil {
+		for l := range strings.Lines(string(b)) {
+			if rest, ok := strings.CutPrefix(l, "MemTotal:"); ok {
+				if kb, err := strconv.ParseInt(strings.TrimSuffix(strings.TrimSpace(rest), " kB"), 10, 64); err == nil {
+					mem = kb << 10
+				}
+			}
+		}
+	}
+	if b, err := os.ReadFile("/sys/fs/cgroup/memory.max"); err == nil {
+		if n, err := strconv.ParseInt(strings.TrimSpace(string(b)), 10, 64); err == nil && n > 0 && (mem == 0 || n < mem) {
+			mem = n
+		}
+	}
+	return mem
 }
 
 // defaultListen is the address to listen on when --listen is not set: every interface with
@@ -384,10 +508,10 @@ func routes(srv *server.Server, auth *server.Auth, metrics *server.Metrics, read
 		}
 		ctx, cancel := context.WithTimeout(r.Context(), 2*time.Second)
 		defer cancel()
-		if _, err := srv.Info(ctx); err != nil {
-			log.Warn("readyz: the store does not answer", "err", err)
+		if err := srv.Ready(ctx); err != nil {
+			log.Warn("readyz: not ready", "err", err)
 			w.WriteHeader(http.StatusServiceUnavailable)
-			io.WriteString(w, "store unavailable\n")
+			io.WriteString(w, "not ready\n")
 			return
 		}
 		io.WriteString(w, "ok\n")

@@ -544,6 +544,7 @@ log-level: warn
 max-streams: 7
 token-ttl: 5m
 read-timeout: 11s
+max-request-bytes-in-flight: 100000000
 `), 0o600)
 	env := map[string]string{
 		"ANNALS_CONFIG":       conf,
@@ -591,6 +592,8 @@ read-timeout: 11s
 		"read-timeout":  `{"value":"12s","from":"env"}`,
 		"token-ttl":     `{"value":"5m0s","from":"file"}`,
 		"write-timeout": `{"value":"1m0s","from":"default"}`,
+
+		"max-request-bytes-in-flight": `{"value":"100000000","from":"file"}`,
 	}
 	for k, v := range want {
 		if got := string(conf0[k]); got != v {

@@ -161,14 +161,14 @@ func TimeFromProto(ts *timestamppb.Timestamp) (time.Time, error) {
 		return time.Time{}, nil
 	}
 	if err := ts.CheckValid(); err != nil {
-		return time.Time{}, fmt.Errorf("%w: %v", annals.ErrInvalidArgument, err)
+		return time.Time{}, fmt.Errorf("%w: %w", annals.ErrInvalidArgument, err)
 	}
 	return ts.AsTime(), nil
 }
 
-// LimitFromProto returns a read or list limit as an int. It returns an error matching
-// [annals.ErrInvalidArgument] for one that does not fit (a negative limit, sent as a number
-// above the largest int).
+// LimitFromProto returns a read or list limit as an int: any limit the stores take (any
+// non-negative int). It returns an error matching [annals.ErrInvalidArgument] for one over
+// math.MaxInt, which is what a negative int becomes on the wire.
 func LimitFromProto(n uint64) (int, error) {
 	if n > math.MaxInt {
 		return 0, fmt.Errorf("%w: limit %d is over %d", annals.ErrInvalidArgument, n, math.MaxInt)
@@ -197,7 +197,7 @@ func MetadataFromProto(p *annalsv1.StreamMetadata) (annals.StreamMetadata, error
 	}
 	if d := p.GetMaxAge(); d != nil {
 		if err := d.CheckValid(); err != nil {
-			return annals.StreamMetadata{}, fmt.Errorf("%w: stream metadata: maxAge: %v", annals.ErrInvalidArgument, err)
+			return annals.StreamMetadata{}, fmt.Errorf("%w: stream metadata: maxAge: %w", annals.ErrInvalidArgument, err)
 		}
 		m.MaxAge = d.AsDuration()
 	}

@@ -92,7 +92,9 @@ func TestTimeAndLimit(t *testing.T) {
 	if _, err := LimitFromProto(1 << 63); !errors.Is(err, annals.ErrInvalidArgument) {
 		t.Errorf("limit 2^63: got %v, want ErrInvalidArgument", err)
 	}
-	if n, err := LimitFromProto(7); n != 7 || err != nil {
-		t.Errorf("limit 7: got %d, %v", n, err)
+	for _, want := range []int{7, math.MaxInt32 + 1, math.MaxInt} {
+		if n, err := LimitFromProto(uint64(want)); n != want || err != nil {
+			t.Errorf("limit %d: got %d, %v", want, n, err)
+		}
 	}
 }

@@ -1,0 +1,184 @@
+package server
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"sync/atomic"
+	"time"
+
+	"connectrpc.com/connect"
+	"golang.org/x/sync/semaphore"
+)
+
+// DefaultMaxRequestBytesInFlight is the default of [Options.MaxRequestBytesInFlight]: eight
+// requests of [DefaultMaxRequestBytes].
+const DefaultMaxRequestBytesInFlight = 8 * DefaultMaxRequestBytes
+
+// DefaultRequestBudgetWait is the default of [Options.RequestBudgetWait].
+const DefaultRequestBudgetWait = 10 * time.Second
+
+// requestSlack is what a request body may carry beyond [Options.MaxRequestBytes]: the
+// envelope of a streaming protocol's message. No request holds more of the budget than
+// MaxRequestBytes plus this.
+const requestSlack = 1 << 10
+
+// budget bounds the bytes of request bodies that the server holds at once, across every
+// request: a request takes its declared size (Content-Length) before its body is read, or,
+// when it declares none, each chunk as it reads it; it gives everything back when its handler
+// returns. A request that finds no room waits up to the budget's wait, then fails with
+// ResourceExhausted. Its methods are safe for concurrent use.
+type budget struct {
+	sem  *semaphore.Weighted
+	size int64
+	wait time.Duration
+	// perRequest bounds what one request takes: the largest body the server accepts.
+	perRequest int64
+	// inFlight is the budget's own accounting of the bytes taken now, peak the most ever.
+	inFlight atomic.Int64
+	peak     atomic.Int64
+}
+
+func newBudget(size int64, wait time.Duration, maxRequest int) *budget {
+	per := int64(maxRequest) + requestSlack
+	size = max(size, per) // a request of the largest size must fit
+	return &budget{sem: semaphore.NewWeighted(size), size: size, wait: wait, perRequest: per}
+}
+
+// errBusy is the error of a request that found no room in the budget within its wait.
+func (b *budget) errBusy(n int64) error {
+	return connect.NewError(connect.CodeResourceExhausted, fmt.Errorf(
+		"server busy: no room for %d more bytes of request body within %v (max-request-bytes-in-flight is %d bytes across all requests); retry later",
+		n, b.wait, b.size))
+}
+
+// acquire takes n bytes of the budget, waiting up to the budget's wait. It returns ctx's
+// error when ctx ends first, or a ResourceExhausted *connect.Error when the wait runs out.
+func (b *budget) acquire(ctx context.Context, n int64) error {
+	if n <= 0 {
+		return nil
+	}
+	if !b.sem.TryAcquire(n) {
+		wctx, cancel := context.WithTimeout(ctx, b.wait)
+		err := b.sem.Acquire(wctx, n)
+		cancel()
+		switch {
+		case err == nil:
+		case ctx.Err() != nil:
+			return ctx.Err()
+		default:
+			return b.errBusy(n)
+		}
+	}
+	now := b.inFlight.Add(n)
+	for p := b.peak.Load(); now > p && !b.peak.CompareAndSwap(p, now); p = b.peak.Load() {
+	}
+	return nil
+}
+
+// release gives back n bytes.
+func (b *budget) release(n int64) {
+	if n > 0 {
+		b.inFlight.Add(-n)
+		b.sem.Release(n)
+	}
+}
+
+// guard wraps the Connect handler: it holds each request's body within the server's
+// [budget], and gives two failures the HTTP status that fits them where Connect's protocol has
+// none: a body that stalls past the http.Server's read timeout is 408 Request Timeout (Connect
+// says DeadlineExceeded, 504), and a Content-Encoding the server cannot decode is 415
+// Unsupported Media Type (Connect says Unimplemented, 501). The Connect code in the body is
+// unchanged; gRPC answers, whose HTTP status is always 200, are unchanged.
+func (s *Server) guard(next http.Handler) http.Handler {
+	errw := connect.NewErrorWriter()
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		ctx := r.Context()
+		b := &body{ReadCloser: r.Body, budget: s.budget, ctx: ctx}
+		if r.ContentLength >= 0 {
+			n := min(r.ContentLength, s.budget.perRequest)
+			if err := s.budget.acquire(ctx, n); err != nil {
+				if ce, ok := errors.AsType[*connect.Error](err); ok {
+					_ = errw.Write(w, r, ce)
+				}
+				return
+			}
+			b.held = n
+		} else {
+			b.metered = true
+		}
+		defer func() { s.budget.release(b.held) }()
+		r.Body = b
+		next.ServeHTTP(&answerWriter{ResponseWriter: w, body: b, encoded: r.Header.Get("Content-Encoding") != ""}, r)
+	})
+}
+
+// body is a request body under the server's budget. Only the handler's goroutine reads it.
+type body struct {
+	io.ReadCloser
+	budget *budget
+	ctx    context.Context
+	// metered: the request declared no size, so each chunk read is taken from the budget.
+	metered bool
+	held    int64
+	// stalled: a read failed at the connection's read deadline.
+	stalled bool
+}
+
+func (b *body) Read(p []byte) (int, error) {
+	n, err := b.ReadCloser.Read(p)
+	if err != nil && isTimeout(err) {
+		b.stalled = true
+		err = connect.NewError(connect.CodeDeadlineExceeded, fmt.Errorf("request body not received in time (the server's read timeout): %w", err))
+	}
+	if b.metered && n > 0 {
+		take := min(int64(n), b.budget.perRequest-b.held)
+		if aerr := b.budget.acquire(b.ctx, take); aerr != nil {
+			return 0, aerr
+		}
+		b.held += take
+	}
+	return n, err
+}
+
+// isTimeout reports whether err is a read that reached its deadline.
+func isTimeout(err error) bool {
+	if errors.Is(err, os.ErrDeadlineExceeded) {
+		return true
+	}
+	ne, ok := errors.AsType[net.Error](err)
+	return ok && ne.Timeout()
+}
+
+// answerWriter rewrites the HTTP status of the answers that [Server.guard] describes.
+type answerWriter struct {
+	http.ResponseWriter
+	body    *body
+	encoded bool // the request has a Content-Encoding
+}
+
+func (w *answerWriter) WriteHeader(code int) {
+	switch {
+	case code == http.StatusGatewayTimeout && w.body.stalled:
+		code = http.StatusRequestTimeout
+	case code == http.StatusNotImplemented && w.encoded:
+		// Connect answers Unimplemented before the handler runs only for a compression it
+		// does not support; every method of the service is implemented.
+		code = http.StatusUnsupportedMediaType
+	}
+	w.ResponseWriter.WriteHeader(code)
+}
+
+// Flush lets Connect stream its answers through the writer.
+func (w *answerWriter) Flush() {
+	if f, ok := w.ResponseWriter.(http.Flusher); ok {
+		f.Flush()
+	}
+}
+
+// Unwrap lets http.ResponseController reach the connection's deadlines.
+func (w *answerWriter) Unwrap() http.ResponseWriter { return w.ResponseWriter }

@@ -1,0 +1,158 @@
+package server
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/annalsdb/annals"
+	"github.com/annalsdb/annals/memstore"
+)
+
+// gatedAppends holds every append until gate is closed, and counts the appends inside it.
+type gatedAppends struct {
+	annals.Store
+	gate         chan struct{}
+	inside, most atomic.Int64
+}
+
+func (g *gatedAppends) Append(ctx context.Context, stream string, expected annals.ExpectedRevision, events ...annals.Event) (annals.AppendResult, error) {
+	n := g.inside.Add(1)
+	defer g.inside.Add(-1)
+	for m := g.most.Load(); n > m && !g.most.CompareAndSwap(m, n); m = g.most.Load() {
+	}
+	select {
+	case <-g.gate:
+	case <-ctx.Done():
+		return annals.AppendResult{}, ctx.Err()
+	}
+	return g.Store.Append(ctx, stream, expected, events...)
+}
+
+// budgetFixture serves a gated memstore with a budget for four requests of maxRequest bytes.
+func budgetFixture(t *testing.T, wait time.Duration) (*Server, *gatedAppends, string) {
+	t.Helper()
+	const maxRequest = 1 << 20
+	g := &gatedAppends{Store: memstore.New(nil), gate: make(chan struct{})}
+	t.Cleanup(func() { g.Store.Close() })
+	s := New(g, &Options{MaxRequestBytes: maxRequest, MaxRequestBytesInFlight: 4 * (maxRequest + requestSlack), RequestBudgetWait: wait})
+	hs := httptest.NewServer(s.Handler())
+	t.Cleanup(func() {
+		s.Close()
+		hs.Close()
+	})
+	return s, g, hs.URL
+}
+
+// largeAppend is the JSON of an append of about 900 KiB to stream.
+func largeAppend(stream string) []byte {
+	return fmt.Appendf(nil, `{"stream":%q,"events":[{"type":"E","data":"%s"}]}`, stream, strings.Repeat("QUFB", 900<<10/4))
+}
+
+func postAppend(url string, body io.Reader) (int, map[string]any, error) {
+	hc := &http.Client{Timeout: 15 * time.Second}
+	res, err := hc.Post(url+"/annals.v1.EventStoreService/Append", "application/json", body)
+	if err != nil {
+		return 0, nil, err
+	}
+	defer res.Body.Close()
+	var v map[string]any
+	err = json.NewDecoder(res.Body).Decode(&v)
+	return res.StatusCode, v, err
+}
+
+func waitFor(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(15 * time.Second)
+	for delay := time.Millisecond; !cond(); delay = min(2*delay, 50*time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("%s: not true within 15s", what)
+		}
+		time.Sleep(delay)
+	}
+}
+
+// TestBudgetBoundsConcurrentBodies sends ten large appends at once, half with a declared
+// size and half chunked, to a server whose budget holds four: the budget's own accounting
+// never goes over it, no more than four appends reach the store at once, and every request
+// succeeds once the earlier ones are answered.
+func TestBudgetBoundsConcurrentBodies(t *testing.T) {
+	s, g, url := budgetFixture(t, time.Minute)
+	var wg sync.WaitGroup
+	errs := make(chan error, 10)
+	for i := range 10 {
+		wg.Go(func() {
+			var body io.Reader = bytes.NewReader(largeAppend(fmt.Sprintf("big-%d", i)))
+			if i%2 == 1 {
+				body = io.MultiReader(body) // no Content-Length: sent chunked
+			}
+			status, v, err := postAppend(url, body)
+			if err == nil && status != http.StatusOK {
+				err = fmt.Errorf("append %d: got %d %v, want 200", i, status, v)
+			}
+			errs <- err
+		})
+	}
+	waitFor(t, "four appends inside the store", func() bool { return g.inside.Load() == 4 })
+	close(g.gate)
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		if err != nil {
+			t.Error(err)
+		}
+	}
+	if peak := s.budget.peak.Load(); peak > s.budget.size || peak < 3*(900<<10) {
+		t.Errorf("budget peak: %d bytes, want between three appends and the budget of %d", peak, s.budget.size)
+	}
+	if most := g.most.Load(); most > 4 {
+		t.Errorf("%d appends in the store at once, want at most the 4 the budget holds", most)
+	}
+	if n := s.budget.inFlight.Load(); n != 0 {
+		t.Errorf("budget after every request: %d bytes in flight, want 0", n)
+	}
+}
+
+// TestBudgetRefusesBeyondWait checks that a request that finds no room within the budget's
+// wait gets 429 resource_exhausted with a message that says why.
+func TestBudgetRefusesBeyondWait(t *testing.T) {
+	s, g, url := budgetFixture(t, 50*time.Millisecond)
+	var wg sync.WaitGroup
+	defer wg.Wait()
+	defer close(g.gate)
+	for i := range 4 {
+		wg.Go(func() {
+			if status, v, err := postAppend(url, bytes.NewReader(largeAppend(fmt.Sprintf("big-%d", i)))); err != nil || status != http.StatusOK {
+				t.Errorf("append %d once the gate opens: got %d %v %v, want 200", i, status, v, err)
+			}
+		})
+	}
+	waitFor(t, "four appends inside the store", func() bool { return g.inside.Load() == 4 })
+	for _, body := range []io.Reader{bytes.NewReader(largeAppend("late-1")), io.MultiReader(bytes.NewReader(largeAppend("late-2")))} {
+		status, v, err := postAppend(url, body)
+		if err != nil {
+			t.Fatal(err)
+		}
+		msg, _ := v["message"].(string)
+		if status != http.StatusTooManyRequests || v["code"] != "resource_exhausted" || !strings.Contains(msg, "max-request-bytes-in-flight") {
+			t.Errorf("append beyond the budget: got %d %v, want 429 resource_exhausted naming max-request-bytes-in-flight", status, v)
+		}
+	}
+	st, err := s.Stats(t.Context())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st.RequestBytesInFlight < 4*(900<<10) || st.RequestBytesInFlight > st.RequestBytesBudget || st.RequestBytesBudget != s.budget.size {
+		t.Errorf("Stats while four appends wait in the store: %d request bytes in flight of %d, want four appends' worth within the budget of %d",
+			st.RequestBytesInFlight, st.RequestBytesBudget, s.budget.size)
+	}
+}
