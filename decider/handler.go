@@ -11,9 +11,18 @@ import (
 	"github.com/annalsdb/annals/codec"
 )
 
+// EventStore is what a [Handler] uses of an event store: it reads and follows streams, appends,
+// and reads stream metadata to tell the events that metadata hides from those not yet readable
+// after a conflict. Every [annals.Store] is one.
+type EventStore interface {
+	annals.ReadAppendSubscriber
+	annals.MetadataReader
+}
+
 // Handler handles the commands of one [Decider] on the streams of a store: it loads a stream
 // (latest snapshot + the events after it), folds, decides and appends with the exact expected
-// revision, retrying on conflict. It only uses [annals.Store], so it works on every backend.
+// revision, retrying on conflict. It only uses an [EventStore], which every [annals.Store]
+// is, so it works on every backend.
 // A Handler is safe for concurrent use; commands on different streams do not wait for each
 // other, and concurrent commands on one stream are serialized by the store's expected-revision
 // check (the losers decide again).
@@ -25,7 +34,7 @@ import (
 // and re-created is folded from its snapshot or cached state as if it had not been deleted;
 // delete its snapshot stream too, or use a new stream id.
 type Handler[S, C, E any] struct {
-	store       annals.Store
+	store       EventStore
 	reg         *codec.Registry
 	d           Decider[S, C, E]
 	validate    func(C) error
@@ -40,7 +49,7 @@ type Handler[S, C, E any] struct {
 // NewHandler returns a handler for d over store, decoding events with reg. It returns an error
 // matching [annals.ErrInvalidArgument] when store, reg or a function of d is nil, or when
 // opts.Snapshots has no Version or neither Every nor MaxBytes.
-func NewHandler[S, C, E any](store annals.Store, reg *codec.Registry, d Decider[S, C, E], opts *Options[C]) (*Handler[S, C, E], error) {
+func NewHandler[S, C, E any](store EventStore, reg *codec.Registry, d Decider[S, C, E], opts *Options[C]) (*Handler[S, C, E], error) {
 	if store == nil || reg == nil {
 		return nil, fmt.Errorf("%w: decider: nil store or registry", annals.ErrInvalidArgument)
 	}

@@ -44,7 +44,7 @@ type RunnerOptions struct {
 // commands React returns and fires deadlines when they are due. Make one with [NewRunner] and
 // call [Runner.Run]. Its methods are safe for concurrent use.
 type Runner[S any] struct {
-	store annals.Store
+	store annals.ReadAppendSubscriber
 	m     Manager[S]
 	send  Sender
 	opts  RunnerOptions
@@ -82,7 +82,7 @@ type deadlineChange struct {
 
 // NewRunner returns a runner of m that sends commands with send. It returns an error matching
 // [ErrInvalidManager] for an invalid manager.
-func NewRunner[S any](store annals.Store, m Manager[S], send Sender, opts *RunnerOptions) (*Runner[S], error) {
+func NewRunner[S any](store annals.ReadAppendSubscriber, m Manager[S], send Sender, opts *RunnerOptions) (*Runner[S], error) {
 	if err := m.validate(); err != nil {
 		return nil, err
 	}
