@@ -163,7 +163,7 @@ func (s *StreamSnapshots) Load(ctx context.Context, stream string, q SnapshotQue
 		}
 		var md snapshotMeta
 		if err := json.Unmarshal(rec.Metadata, &md); err != nil {
-			return Snapshot{}, false, fmt.Errorf("%w: snapshot %s@%d: %v", annals.ErrCorrupt, rec.Stream, rec.Revision, err)
+			return Snapshot{}, false, fmt.Errorf("%w: snapshot %s@%d: %w", annals.ErrCorrupt, rec.Stream, rec.Revision, err)
 		}
 		if q.Until != 0 && md.Revision >= q.Until {
 			continue

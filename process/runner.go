@@ -293,7 +293,7 @@ func decodeStep(ev annals.RecordedEvent) (step, error) {
 		return st, fmt.Errorf("%w: %s@%d has type %q, want %q", ErrCorrupt, ev.Stream, ev.Revision, ev.Type, StepEventType)
 	}
 	if err := json.Unmarshal(ev.Data, &st); err != nil {
-		return st, fmt.Errorf("%w: %s@%d: %v", ErrCorrupt, ev.Stream, ev.Revision, err)
+		return st, fmt.Errorf("%w: %s@%d: %w", ErrCorrupt, ev.Stream, ev.Revision, err)
 	}
 	if n := btoi(st.Input.Event != nil) + btoi(st.Input.Deadline != nil) + btoi(st.Input.Refusal != nil); n != 1 {
 		return st, fmt.Errorf("%w: %s@%d: an input with %d parts", ErrCorrupt, ev.Stream, ev.Revision, n)

@@ -105,7 +105,7 @@ func (c *Checkpoints[Tx]) Generation(ctx context.Context, name string) (uint64, 
 	}
 	var d activatedData
 	if err := json.Unmarshal(ev.Data, &d); err != nil {
-		return 0, fmt.Errorf("%w: %s event %d: %v", annals.ErrCorrupt, ev.Stream, ev.Revision, err)
+		return 0, fmt.Errorf("%w: %s event %d: %w", annals.ErrCorrupt, ev.Stream, ev.Revision, err)
 	}
 	return d.Generation, nil
 }
@@ -119,7 +119,7 @@ func (c *Checkpoints[Tx]) Checkpoint(ctx context.Context, name string, gen uint6
 	}
 	var d checkpointData
 	if err := json.Unmarshal(ev.Data, &d); err != nil {
-		return 0, fmt.Errorf("%w: %s event %d: %v", annals.ErrCorrupt, ev.Stream, ev.Revision, err)
+		return 0, fmt.Errorf("%w: %s event %d: %w", annals.ErrCorrupt, ev.Stream, ev.Revision, err)
 	}
 	return d.Checkpoint, nil
 }

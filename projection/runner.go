@@ -136,7 +136,7 @@ func NewRunner[Tx any](events annals.ReadSubscriber, target Store[Tx], p Project
 		return nil, fmt.Errorf("%w: projection %q has no handler", ErrInvalid, p.Name)
 	}
 	if err := p.Filter.Validate(); err != nil {
-		return nil, fmt.Errorf("%w: projection %q: %v", ErrInvalid, p.Name, err)
+		return nil, fmt.Errorf("%w: projection %q: %w", ErrInvalid, p.Name, err)
 	}
 	if events == nil || target == nil {
 		return nil, fmt.Errorf("%w: projection %q: nil event store or target store", ErrInvalid, p.Name)
