@@ -234,7 +234,7 @@ func (r *Registry) Encode(v any, md Metadata) (annals.Event, error) {
 	}
 	data, err := r.codec.Marshal(v)
 	if err != nil {
-		return annals.Event{}, fmt.Errorf("%w: %q: %v", ErrEncode, e.name, err)
+		return annals.Event{}, fmt.Errorf("%w: %q: %w", ErrEncode, e.name, err)
 	}
 	md.SchemaVersion = e.version
 	meta, err := md.Marshal()
@@ -278,12 +278,12 @@ func (r *Registry) Decode(ev annals.RecordedEvent) (any, Metadata, error) {
 			return nil, Metadata{}, fmt.Errorf("%w: %s@%d: %q has no upcaster from schema version %d", ErrDecode, ev.Stream, ev.Revision, ev.Type, ver)
 		}
 		if data, err = up(data); err != nil {
-			return nil, Metadata{}, fmt.Errorf("%w: %s@%d: %q upcaster from version %d: %v", ErrDecode, ev.Stream, ev.Revision, ev.Type, ver, err)
+			return nil, Metadata{}, fmt.Errorf("%w: %s@%d: %q upcaster from version %d: %w", ErrDecode, ev.Stream, ev.Revision, ev.Type, ver, err)
 		}
 	}
 	v, err := e.decode(r.codec, data)
 	if err != nil {
-		return nil, Metadata{}, fmt.Errorf("%w: %s@%d: %q: %v", ErrDecode, ev.Stream, ev.Revision, ev.Type, err)
+		return nil, Metadata{}, fmt.Errorf("%w: %s@%d: %q: %w", ErrDecode, ev.Stream, ev.Revision, ev.Type, err)
 	}
 	return v, md, nil
 }

@@ -97,6 +97,8 @@ func TestUpcasterChainThroughStores(t *testing.T) {
 	})
 }
 
+var errBoom = errors.New("boom")
+
 func TestDecodeErrors(t *testing.T) {
 	reg := nameRegistry(t)
 	if err := codec.Register[ItemAdded](reg, "ItemAdded", nil); err != nil {
@@ -104,7 +106,7 @@ func TestDecodeErrors(t *testing.T) {
 	}
 	failing := codec.New(nil)
 	if err := codec.Register[ItemAdded](failing, "ItemAdded", &codec.TypeOptions{Version: 2, Upcasters: []codec.Upcaster{
-		{From: 1, Up: func([]byte) ([]byte, error) { return nil, errors.New("boom") }},
+		{From: 1, Up: func([]byte) ([]byte, error) { return nil, errBoom }},
 	}}); err != nil {
 		t.Fatal(err)
 	}
@@ -131,8 +133,23 @@ func TestDecodeErrors(t *testing.T) {
 		})
 	}
 
+	// The cause is wrapped beside the sentinel: a caller can match the upcaster's error or the
+	// codec's own.
+	_, _, err := failing.Decode(annals.RecordedEvent{Type: "ItemAdded", Data: []byte(`{}`)})
+	if !errors.Is(err, errBoom) {
+		t.Errorf("Decode with a failing upcaster: got %v, want it to wrap the upcaster's error", err)
+	}
+	_, _, err = reg.Decode(annals.RecordedEvent{Type: "ItemAdded", Data: []byte(`{"qty":"x"}`)})
+	if _, ok := errors.AsType[*json.UnmarshalTypeError](err); !ok {
+		t.Errorf("Decode of a bad body: got %v, want it to wrap the *json.UnmarshalTypeError", err)
+	}
+	_, _, err = reg.Decode(annals.RecordedEvent{Type: "ItemAdded", Data: []byte(`{}`), Metadata: []byte(`[1]`)})
+	if _, ok := errors.AsType[*json.UnmarshalTypeError](err); !ok {
+		t.Errorf("Decode of bad metadata: got %v, want it to wrap the *json.UnmarshalTypeError", err)
+	}
+
 	// An unknown type carries its name, so a caller may report what it skipped.
-	_, _, err := reg.Decode(annals.RecordedEvent{Type: "Nope"})
+	_, _, err = reg.Decode(annals.RecordedEvent{Type: "Nope"})
 	if ute, ok := errors.AsType[*codec.UnknownTypeError](err); !ok || ute.Type != "Nope" {
 		t.Errorf("Decode unknown: got %#v, want *UnknownTypeError{Type: \"Nope\"}", err)
 	}

@@ -92,7 +92,7 @@ func (m Metadata) Marshal() ([]byte, error) {
 			b = append(b, ':')
 			var c bytes.Buffer
 			if err := json.Compact(&c, v); err != nil {
-				return nil, fmt.Errorf("%w: metadata: extra field %q: %v", ErrEncode, k, err)
+				return nil, fmt.Errorf("%w: metadata: extra field %q: %w", ErrEncode, k, err)
 			}
 			b = append(b, c.Bytes()...)
 		}
@@ -136,7 +136,7 @@ func parseGeneral(b []byte) (Metadata, error) {
 	var m Metadata
 	var fields map[string]json.RawMessage
 	if err := json.Unmarshal(b, &fields); err != nil {
-		return Metadata{}, fmt.Errorf("%w: metadata: %v", ErrDecode, err)
+		return Metadata{}, fmt.Errorf("%w: metadata: %w", ErrDecode, err)
 	}
 	if fields == nil {
 		return Metadata{}, fmt.Errorf("%w: metadata: not a JSON object", ErrDecode)
@@ -166,7 +166,7 @@ func parseGeneral(b []byte) (Metadata, error) {
 			}
 		}
 		if err != nil {
-			return Metadata{}, fmt.Errorf("%w: metadata: field %q: %v", ErrDecode, k, err)
+			return Metadata{}, fmt.Errorf("%w: metadata: field %q: %w", ErrDecode, k, err)
 		}
 	}
 	return m, nil

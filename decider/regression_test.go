@@ -42,11 +42,10 @@ func appendRaw(t *testing.T, s annals.Store, stream string, skus ...string) anna
 	return res
 }
 
-// boundedCtx bounds a call that used to hang: it fails with a deadline instead.
+// boundedCtx bounds a call that could hang: it then fails with a deadline instead of hanging
+// the test.
 func boundedCtx(t *testing.T) context.Context {
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-	t.Cleanup(cancel)
-	return ctx
+	return testwait.Context(t)
 }
 
 // A stream whose events its metadata hides folds as empty; the append expecting NoStream

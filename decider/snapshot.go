@@ -103,12 +103,12 @@ type StreamSnapshotsOptions struct {
 // metadata (maxCount) if need be, which leaves temporal loads fewer snapshots to start from.
 // It is safe for concurrent use; a saved snapshot is durable as the store's appends are.
 type StreamSnapshots struct {
-	store  annals.Store
+	store  annals.ReadAppender
 	prefix string
 }
 
 // NewStreamSnapshots returns the snapshot store kept in store.
-func NewStreamSnapshots(store annals.Store, opts *StreamSnapshotsOptions) *StreamSnapshots {
+func NewStreamSnapshots(store annals.ReadAppender, opts *StreamSnapshotsOptions) *StreamSnapshots {
 	s := &StreamSnapshots{store: store, prefix: DefaultSnapshotPrefix}
 	if opts != nil && opts.Prefix != "" {
 		s.prefix = opts.Prefix
@@ -163,7 +163,7 @@ func (s *StreamSnapshots) Load(ctx context.Context, stream string, q SnapshotQue
 		}
 		var md snapshotMeta
 		if err := json.Unmarshal(rec.Metadata, &md); err != nil {
-			return Snapshot{}, false, fmt.Errorf("%w: snapshot %s@%d: %v", annals.ErrCorrupt, rec.Stream, rec.Revision, err)
+			return Snapshot{}, false, fmt.Errorf("%w: snapshot %s@%d: %w", annals.ErrCorrupt, rec.Stream, rec.Revision, err)
 		}
 		if q.Until != 0 && md.Revision >= q.Until {
 			continue

@@ -440,8 +440,7 @@ func TestWaitFor(t *testing.T) {
 		stop := start(t, r)
 		append1(t, s, "order-1", "Placed", `{"SKU":"apple"}`)
 		testwait.Until(t, "the reservation", func() bool { return len(types(t, s, "stock-apple")) == 1 })
-		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-		defer cancel()
+		ctx := testwait.Context(t)
 		if err := r.WaitFor(ctx, lastPosition(t, s)); err != nil {
 			t.Fatal(err)
 		}

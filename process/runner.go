@@ -44,7 +44,7 @@ type RunnerOptions struct {
 // commands React returns and fires deadlines when they are due. Make one with [NewRunner] and
 // call [Runner.Run]. Its methods are safe for concurrent use.
 type Runner[S any] struct {
-	store annals.Store
+	store annals.ReadAppendSubscriber
 	m     Manager[S]
 	send  Sender
 	opts  RunnerOptions
@@ -82,7 +82,7 @@ type deadlineChange struct {
 
 // NewRunner returns a runner of m that sends commands with send. It returns an error matching
 // [ErrInvalidManager] for an invalid manager.
-func NewRunner[S any](store annals.Store, m Manager[S], send Sender, opts *RunnerOptions) (*Runner[S], error) {
+func NewRunner[S any](store annals.ReadAppendSubscriber, m Manager[S], send Sender, opts *RunnerOptions) (*Runner[S], error) {
 	if err := m.validate(); err != nil {
 		return nil, err
 	}
@@ -293,7 +293,7 @@ func decodeStep(ev annals.RecordedEvent) (step, error) {
 		return st, fmt.Errorf("%w: %s@%d has type %q, want %q", ErrCorrupt, ev.Stream, ev.Revision, ev.Type, StepEventType)
 	}
 	if err := json.Unmarshal(ev.Data, &st); err != nil {
-		return st, fmt.Errorf("%w: %s@%d: %v", ErrCorrupt, ev.Stream, ev.Revision, err)
+		return st, fmt.Errorf("%w: %s@%d: %w", ErrCorrupt, ev.Stream, ev.Revision, err)
 	}
 	if n := btoi(st.Input.Event != nil) + btoi(st.Input.Deadline != nil) + btoi(st.Input.Refusal != nil); n != 1 {
 		return st, fmt.Errorf("%w: %s@%d: an input with %d parts", ErrCorrupt, ev.Stream, ev.Revision, n)

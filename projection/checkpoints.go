@@ -49,7 +49,7 @@ type CheckpointsOptions[Tx any] struct {
 //
 // All methods are safe for concurrent use. Errors are the event store's, wrapped.
 type Checkpoints[Tx any] struct {
-	events  annals.Store
+	events  CheckpointStore
 	opts    CheckpointsOptions[Tx]
 	bounded sync.Map // stream name → struct{}: its metadata is known to hold maxCount 1
 }
@@ -62,8 +62,16 @@ type activatedData struct {
 	Generation uint64 `json:"generation"`
 }
 
+// CheckpointStore is what [Checkpoints] uses of an event store: it reads and appends its
+// checkpoint streams, and bounds them with stream metadata. Every [annals.Store] is one.
+type CheckpointStore interface {
+	annals.ReadAppender
+	annals.MetadataReader
+	annals.MetadataWriter
+}
+
 // NewCheckpoints returns a Checkpoints over the event store events.
-func NewCheckpoints[Tx any](events annals.Store, opts *CheckpointsOptions[Tx]) *Checkpoints[Tx] {
+func NewCheckpoints[Tx any](events CheckpointStore, opts *CheckpointsOptions[Tx]) *Checkpoints[Tx] {
 	c := &Checkpoints[Tx]{events: events}
 	if opts != nil {
 		c.opts = *opts
@@ -97,7 +105,7 @@ func (c *Checkpoints[Tx]) Generation(ctx context.Context, name string) (uint64, 
 	}
 	var d activatedData
 	if err := json.Unmarshal(ev.Data, &d); err != nil {
-		return 0, fmt.Errorf("%w: %s event %d: %v", annals.ErrCorrupt, ev.Stream, ev.Revision, err)
+		return 0, fmt.Errorf("%w: %s event %d: %w", annals.ErrCorrupt, ev.Stream, ev.Revision, err)
 	}
 	return d.Generation, nil
 }
@@ -111,7 +119,7 @@ func (c *Checkpoints[Tx]) Checkpoint(ctx context.Context, name string, gen uint6
 	}
 	var d checkpointData
 	if err := json.Unmarshal(ev.Data, &d); err != nil {
-		return 0, fmt.Errorf("%w: %s event %d: %v", annals.ErrCorrupt, ev.Stream, ev.Revision, err)
+		return 0, fmt.Errorf("%w: %s event %d: %w", annals.ErrCorrupt, ev.Stream, ev.Revision, err)
 	}
 	return d.Checkpoint, nil
 }

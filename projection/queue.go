@@ -26,7 +26,7 @@ type feed struct {
 
 // startFeed subscribes to the log from position from with filter and starts the reader. The
 // caller owns the reader: it must call close, which stops it and waits for it.
-func startFeed(ctx context.Context, events annals.Store, from uint64, filter *annals.Filter, max int) *feed {
+func startFeed(ctx context.Context, events annals.Subscriber, from uint64, filter *annals.Filter, max int) *feed {
 	ctx, stop := context.WithCancel(ctx)
 	f := &feed{max: max, ready: make(chan struct{}, 1), space: make(chan struct{}, 1), stop: stop, done: make(chan struct{})}
 	f.mu.evs = make([]annals.RecordedEvent, 0, max)
@@ -34,7 +34,7 @@ func startFeed(ctx context.Context, events annals.Store, from uint64, filter *an
 	return f
 }
 
-func (f *feed) read(ctx context.Context, events annals.Store, opts *annals.SubscribeOptions) {
+func (f *feed) read(ctx context.Context, events annals.Subscriber, opts *annals.SubscribeOptions) {
 	defer close(f.done)
 	for ev, err := range events.SubscribeAll(ctx, opts) {
 		if err != nil {

@@ -99,7 +99,7 @@ type Status struct {
 // therefore tolerate being called again for an event whose transaction was rolled back (which
 // a handler that only writes through its Tx does).
 type Runner[Tx any] struct {
-	events annals.Store
+	events annals.ReadSubscriber
 	target Store[Tx]
 	p      Projection[Tx]
 	max    int
@@ -128,7 +128,7 @@ var errRestart = errors.New("restart the subscription")
 // NewRunner returns a runner of p over the log of events, keeping its read model in target.
 // It returns an error matching [ErrInvalid] for an empty or NUL-holding name, a nil handler,
 // or an invalid filter. It does not start anything: call [Runner.Run].
-func NewRunner[Tx any](events annals.Store, target Store[Tx], p Projection[Tx], opts *RunnerOptions) (*Runner[Tx], error) {
+func NewRunner[Tx any](events annals.ReadSubscriber, target Store[Tx], p Projection[Tx], opts *RunnerOptions) (*Runner[Tx], error) {
 	if err := validateName(p.Name); err != nil {
 		return nil, err
 	}
@@ -136,7 +136,7 @@ func NewRunner[Tx any](events annals.Store, target Store[Tx], p Projection[Tx], 
 		return nil, fmt.Errorf("%w: projection %q has no handler", ErrInvalid, p.Name)
 	}
 	if err := p.Filter.Validate(); err != nil {
-		return nil, fmt.Errorf("%w: projection %q: %v", ErrInvalid, p.Name, err)
+		return nil, fmt.Errorf("%w: projection %q: %w", ErrInvalid, p.Name, err)
 	}
 	if events == nil || target == nil {
 		return nil, fmt.Errorf("%w: projection %q: nil event store or target store", ErrInvalid, p.Name)
@@ -430,7 +430,7 @@ func (r *Runner[Tx]) lastMatching(ctx context.Context) (uint64, error) {
 
 // head returns the position of the last event of the log that passes f (nil: any), 0 when
 // none does.
-func head(ctx context.Context, events annals.Store, f *annals.Filter) (uint64, error) {
+func head(ctx context.Context, events annals.Reader, f *annals.Filter) (uint64, error) {
 	for ev, err := range events.ReadAll(ctx, &annals.ReadOptions{Backwards: true, From: annals.End, Limit: 1, Filter: f}) {
 		if err != nil {
 			return 0, fmt.Errorf("read the head of the log: %w", err)

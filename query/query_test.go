@@ -11,6 +11,7 @@ import (
 
 	"github.com/annalsdb/annals"
 	"github.com/annalsdb/annals/filestore"
+	"github.com/annalsdb/annals/internal/testwait"
 	"github.com/annalsdb/annals/memstore"
 	"github.com/annalsdb/annals/projection"
 	"github.com/annalsdb/annals/query"
@@ -136,9 +137,7 @@ func add(t *testing.T, s annals.Store, stream string, price int) uint64 {
 }
 
 func ctxT(t *testing.T) context.Context {
-	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
-	t.Cleanup(cancel)
-	return ctx
+	return testwait.Context(t)
 }
 
 func TestReadYourWrites(t *testing.T) {

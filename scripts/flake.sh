@@ -26,7 +26,7 @@ while getopts "n:l:r:t:h" opt; do
 	l) loaders=$OPTARG ;;
 	r) run_re=$OPTARG ;;
 	t) timeout=$OPTARG ;;
-	h) sed -n '2,17p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+	h) sed -n '2,16p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
 	*) exit 2 ;;
 	esac
 done

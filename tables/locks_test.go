@@ -11,10 +11,10 @@ import (
 )
 
 // The DB's lock is not held across callbacks: while a List loop body, a Scan fn or an Update
-// fn runs, an Activate completes (it used to wait for the callback, and every later reader
-// behind it), and the callback can then read the DB (a nested read behind a waiting Activate
-// used to deadlock). A List started before the Activate keeps reading the generation it
-// started on.
+// fn runs, an Activate completes without waiting for the callback (nor does any reader that
+// comes after the Activate wait), and the callback can then read the DB without deadlocking
+// behind a waiting Activate. A List started before the Activate keeps reading the generation
+// it started on.
 func TestCallbacksHoldNoLock(t *testing.T) {
 	ctx := context.Background()
 	db := openDB(t, t.TempDir())

@@ -94,7 +94,7 @@ func (t *Table[T]) Read(tx *Tx, key string) (T, bool, error) {
 			return v, false, nil
 		}
 		if err := json.Unmarshal(w.value, &v); err != nil {
-			return v, false, fmt.Errorf("%w: %s row %q: %v", ErrCorrupt, t.name, key, err)
+			return v, false, fmt.Errorf("%w: %s row %q: %w", ErrCorrupt, t.name, key, err)
 		}
 		return v, true, nil
 	}
@@ -114,7 +114,7 @@ func (t *Table[T]) get(r pebble.Reader, k []byte, key string) (T, bool, error) {
 	}
 	defer closer.Close()
 	if err := json.Unmarshal(data, &v); err != nil {
-		return v, false, fmt.Errorf("%w: %s row %q: %v", ErrCorrupt, t.name, key, err)
+		return v, false, fmt.Errorf("%w: %s row %q: %w", ErrCorrupt, t.name, key, err)
 	}
 	return v, true, nil
 }
@@ -210,7 +210,7 @@ func (t *Table[T]) Scan(ctx context.Context, prefix, after string, fn func(key s
 		var v T
 		if err := json.Unmarshal(it.Value(), &v); err != nil {
 			it.Close()
-			return fmt.Errorf("%w: %s row %q: %v", ErrCorrupt, t.name, key, err)
+			return fmt.Errorf("%w: %s row %q: %w", ErrCorrupt, t.name, key, err)
 		}
 		if !fn(key, v) {
 			break

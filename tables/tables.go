@@ -23,6 +23,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"log/slog"
 	"sync"
 
 	"github.com/cockroachdb/pebble/v2"
@@ -42,6 +43,9 @@ var (
 type Options struct {
 	// CacheSize is the size in bytes of Pebble's block cache; 0 means Pebble's default (8 MiB).
 	CacheSize int64
+	// Logger receives the errors Pebble meets in the background (a failed flush or
+	// compaction), which no call returns; nil means slog.Default().
+	Logger *slog.Logger
 }
 
 // DB is a side-tables database. All methods are safe for concurrent use; after Close they
@@ -69,7 +73,11 @@ func Open(dir string, opts *Options) (*DB, error) {
 	if opts != nil {
 		o = *opts
 	}
-	po := &pebble.Options{Logger: quietLogger{}}
+	log := o.Logger
+	if log == nil {
+		log = slog.Default()
+	}
+	po := &pebble.Options{Logger: pebbleLogger{log}}
 	if o.CacheSize > 0 {
 		c := pebble.NewCache(o.CacheSize)
 		defer c.Unref()
@@ -325,10 +333,15 @@ func (tx *Tx) Projection() string { return tx.name }
 // Generation returns the generation the Tx writes.
 func (tx *Tx) Generation() uint64 { return tx.gen }
 
-type quietLogger struct{}
+// pebbleLogger passes Pebble's errors to a slog.Logger and drops its notices.
+type pebbleLogger struct{ log *slog.Logger }
 
-func (quietLogger) Infof(string, ...any)  {}
-func (quietLogger) Errorf(string, ...any) {}
-func (quietLogger) Fatalf(format string, args ...any) {
+func (pebbleLogger) Infof(string, ...any) {}
+
+func (l pebbleLogger) Errorf(format string, args ...any) {
+	l.log.Error("tables: pebble: " + fmt.Sprintf(format, args...))
+}
+
+func (pebbleLogger) Fatalf(format string, args ...any) {
 	panic(fmt.Sprintf("pebble: "+format, args...))
 }

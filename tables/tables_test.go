@@ -2,6 +2,7 @@ package tables_test
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"path/filepath"
@@ -219,8 +220,12 @@ func TestMisuseAndClosed(t *testing.T) {
 	// A row that does not decode as T.
 	asString := mustTable[string](t, db, "q", "t")
 	db.Update(ctx, "q", 0, 1, func(tx *tables.Tx) error { return other.Put(tx, "k", 5) })
-	if _, _, err := asString.Get(ctx, "k"); !errors.Is(err, tables.ErrCorrupt) {
+	_, _, err = asString.Get(ctx, "k")
+	if !errors.Is(err, tables.ErrCorrupt) {
 		t.Fatalf("Get of a row of another type: %v", err)
+	}
+	if _, ok := errors.AsType[*json.UnmarshalTypeError](err); !ok {
+		t.Errorf("Get of a row of another type: %v, want it to wrap the decoder's error", err)
 	}
 	db.Close()
 	if err := db.Close(); err != nil {

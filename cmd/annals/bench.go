@@ -10,7 +10,7 @@ import (
 	"time"
 
 	"github.com/annalsdb/annals"
-	"github.com/annalsdb/annals/bench"
+	"github.com/annalsdb/annals/internal/bench"
 	"github.com/annalsdb/annals/filestore"
 	"github.com/schollz/progressbar/v3"
 	"github.com/spf13/cobra"

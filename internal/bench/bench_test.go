@@ -21,8 +21,8 @@ import (
 // target) and on memstore (the in-memory reference, for comparison), and report beside each
 // figure the raw fdatasync rate measured by the same process on the same disk:
 //
-//	go test -run '^$' -bench . ./bench
-//	go test -run '^$' -bench 'Append/filestore' -annals.dir /mnt/disk ./bench
+//	go test -run '^$' -bench . ./internal/bench
+//	go test -run '^$' -bench 'Append/filestore' -annals.dir /mnt/disk ./internal/bench
 //
 // Growth compares two store sizes and is measured by "annals bench" only.
 

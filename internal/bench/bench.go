@@ -6,7 +6,7 @@
 // [Run] runs the workloads named in [Workloads] and returns a [Report]; [Report.WriteText]
 // prints one aligned line per result (workload, figure, baseline, target, PASS or MISS) and the
 // report marshals to JSON. The command "annals bench" and the Go benchmarks of this package
-// (go test -bench . ./bench) are built on it.
+// (go test -bench . ./internal/bench) are built on it.
 //
 // # What is measured
 //
