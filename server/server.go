@@ -14,8 +14,12 @@
 // 409) with the actual revision in an ErrorDetail, a missing stream NotFound, a tombstoned
 // stream FailedPrecondition, bad input InvalidArgument, a closed store Unavailable; anything
 // else is Internal with a generic message, and the full error goes to the log. Connect itself
-// answers malformed messages (InvalidArgument), unknown methods (404), wrong content types
-// (415) and bodies over [Options.MaxRequestBytes] (ResourceExhausted).
+// answers malformed messages and fields the API does not know (InvalidArgument, naming the
+// field: the server's JSON codec is strict), unknown methods (404), wrong content types (415)
+// and bodies over [Options.MaxRequestBytes] (ResourceExhausted). A request that finds no room
+// under [Options.MaxRequestBytesInFlight] is ResourceExhausted (429); a body that stalls past
+// the http.Server's read timeout is DeadlineExceeded with HTTP status 408, and a
+// Content-Encoding the server cannot decode is Unimplemented with HTTP status 415.
 //
 // # Extending
 //
