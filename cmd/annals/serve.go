@@ -149,7 +149,7 @@ func (c *serveCommand) flags(f *pflag.FlagSet) {
 	f.StringVar(&conf.logFormat, "log-format", "text", "log format: text or json")
 	f.StringVar(&conf.logLevel, "log-level", "info", "log level: debug, info, warn or error")
 	f.IntVar(&conf.maxRequest, "max-request-bytes", server.DefaultMaxRequestBytes, "largest request message, in bytes")
-	f.Int64Var(&conf.maxInFlight, "max-request-bytes-in-flight", 0, "request bytes all requests may hold at once; beyond it requests wait, then get 429 (default: a sixteenth of the memory of the machine or its cgroup, at least twice --max-request-bytes)")
+	f.Int64Var(&conf.maxInFlight, "max-request-bytes-in-flight", 0, "request bytes all requests may hold at once; beyond it requests wait (HTTP/1 only), then get 429 (default: a sixteenth of the memory of the machine or its cgroup, at least twice --max-request-bytes)")
 	f.IntVar(&conf.maxHeader, "max-header-bytes", defaultMaxHeader, "largest request header, in bytes")
 	f.Uint32Var(&conf.maxStreams, "max-streams", defaultMaxStreams, "concurrent requests (HTTP/2 streams) per connection")
 	f.DurationVar(&conf.timeouts.readHeader, "read-header-timeout", 10*time.Second, "time to read a request's header")
