@@ -2,12 +2,14 @@ package server
 
 import (
 	"context"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"io"
 	"net"
 	"net/http"
 	"os"
+	"strings"
 	"sync/atomic"
 	"time"
 
@@ -28,10 +30,16 @@ const DefaultRequestBudgetWait = 10 * time.Second
 const requestSlack = 1 << 10
 
 // budget bounds the bytes of request bodies that the server holds at once, across every
-// request: a request takes its declared size (Content-Length) before its body is read, or,
-// when it declares none, each chunk as it reads it; it gives everything back when its handler
-// returns. A request that finds no room waits up to the budget's wait, then fails with
-// ResourceExhausted. Its methods are safe for concurrent use.
+// request: a request takes its declared size before its body is read: its Content-Length, or
+// when it has none (gRPC, chunked bodies) the size in the envelope of its message (gRPC and
+// Connect's streaming protocol), or else each chunk as it reads it; it gives everything back
+// when its handler returns. A request that waits for room holds nothing, or at most the
+// envelope's five bytes, so requests waiting for one another cannot hold the budget between
+// them. A request over HTTP/1 that finds no room waits up to the budget's wait, then fails with
+// ResourceExhausted; one over HTTP/2 fails at once: while it waited, the body its client had
+// already sent would sit unread in its connection's flow-control window, which every request
+// of the connection shares (Go's HTTP/2 server returns window only as handlers read), and
+// stall the requests that the budget let in. Its methods are safe for concurrent use.
 type budget struct {
 	sem  *semaphore.Weighted
 	size int64
@@ -50,19 +58,23 @@ func newBudget(size int64, wait time.Duration, maxRequest int) *budget {
 }
 
 // errBusy is the error of a request that found no room in the budget within its wait.
-func (b *budget) errBusy(n int64) error {
+func (b *budget) errBusy(n int64, wait time.Duration) error {
 	return connect.NewError(connect.CodeResourceExhausted, fmt.Errorf(
 		"server busy: no room for %d more bytes of request body within %v (max-request-bytes-in-flight is %d bytes across all requests); retry later",
-		n, b.wait, b.size))
+		n, wait, b.size))
 }
 
-// acquire takes n bytes of the budget, waiting up to the budget's wait. It returns ctx's
-// error when ctx ends first, or a ResourceExhausted *connect.Error when the wait runs out.
-func (b *budget) acquire(ctx context.Context, n int64) error {
+// acquire takes n bytes of the budget, waiting up to the budget's wait when wait is true. It
+// returns ctx's error when ctx ends first, or a ResourceExhausted *connect.Error when there is
+// no room in time.
+func (b *budget) acquire(ctx context.Context, n int64, wait bool) error {
 	if n <= 0 {
 		return nil
 	}
 	if !b.sem.TryAcquire(n) {
+		if !wait {
+			return b.errBusy(n, 0)
+		}
 		wctx, cancel := context.WithTimeout(ctx, b.wait)
 		err := b.sem.Acquire(wctx, n)
 		cancel()
@@ -71,7 +83,7 @@ func (b *budget) acquire(ctx context.Context, n int64) error {
 		case ctx.Err() != nil:
 			return ctx.Err()
 		default:
-			return b.errBusy(n)
+			return b.errBusy(n, b.wait)
 		}
 	}
 	now := b.inFlight.Add(n)
@@ -98,10 +110,10 @@ func (s *Server) guard(next http.Handler) http.Handler {
 	errw := connect.NewErrorWriter()
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		ctx := r.Context()
-		b := &body{ReadCloser: r.Body, budget: s.budget, ctx: ctx}
+		b := &body{ReadCloser: r.Body, budget: s.budget, ctx: ctx, enveloped: enveloped(r.Header.Get("Content-Type")), wait: r.ProtoMajor < 2}
 		if r.ContentLength >= 0 {
 			n := min(r.ContentLength, s.budget.perRequest)
-			if err := s.budget.acquire(ctx, n); err != nil {
+			if err := s.budget.acquire(ctx, n, b.wait); err != nil {
 				if ce, ok := errors.AsType[*connect.Error](err); ok {
 					_ = errw.Write(w, r, ce)
 				}
@@ -117,14 +129,31 @@ func (s *Server) guard(next http.Handler) http.Handler {
 	})
 }
 
+// enveloped reports whether a request of this content type frames its messages in envelopes
+// (a flags byte and a 4-byte big-endian length): gRPC, gRPC-Web and Connect's streaming
+// protocol.
+func enveloped(contentType string) bool {
+	if strings.HasPrefix(contentType, "application/grpc-web-text") {
+		return false // base64: the envelope's bytes are not readable as they come
+	}
+	return strings.HasPrefix(contentType, "application/grpc") || strings.HasPrefix(contentType, "application/connect+")
+}
+
 // body is a request body under the server's budget. Only the handler's goroutine reads it.
 type body struct {
 	io.ReadCloser
 	budget *budget
 	ctx    context.Context
-	// metered: the request declared no size, so each chunk read is taken from the budget.
-	metered bool
-	held    int64
+	// metered: the request declared no Content-Length, so the budget is taken as the body
+	// is read: up to the bytes read, or the size the envelope declares when it is larger.
+	metered   bool
+	enveloped bool
+	// wait: the request may wait for room (HTTP/1; see [budget]).
+	wait     bool
+	read     int64
+	declared int64
+	prefix   [5]byte // the first envelope's, while fewer than five bytes were read
+	held     int64
 	// stalled: a read failed at the connection's read deadline.
 	stalled bool
 }
@@ -136,11 +165,24 @@ func (b *body) Read(p []byte) (int, error) {
 		err = connect.NewError(connect.CodeDeadlineExceeded, fmt.Errorf("request body not received in time (the server's read timeout): %w", err))
 	}
 	if b.metered && n > 0 {
-		take := min(int64(n), b.budget.perRequest-b.held)
-		if aerr := b.budget.acquire(b.ctx, take); aerr != nil {
-			return 0, aerr
+		if b.enveloped && b.read < 5 {
+			k := copy(b.prefix[b.read:], p[:n])
+			if b.read+int64(k) == 5 {
+				b.declared = 5 + int64(binary.BigEndian.Uint32(b.prefix[1:]))
+			}
 		}
-		b.held += take
+		b.read += int64(n)
+		need := b.read
+		if b.enveloped && b.read < 5 {
+			need = 0 // the envelope's size comes with its fifth byte
+		}
+		need = min(max(need, b.declared), b.budget.perRequest)
+		if need > b.held {
+			if aerr := b.budget.acquire(b.ctx, need-b.held, b.wait); aerr != nil {
+				return 0, aerr
+			}
+			b.held = need
+		}
 	}
 	return n, err
 }

@@ -14,7 +14,10 @@ import (
 	"testing"
 	"time"
 
+	"connectrpc.com/connect"
 	"github.com/annalsdb/annals"
+	annalsv1 "github.com/annalsdb/annals/internal/gen/annals/v1"
+	"github.com/annalsdb/annals/internal/gen/annals/v1/annalsv1connect"
 	"github.com/annalsdb/annals/memstore"
 )
 
@@ -45,7 +48,12 @@ func budgetFixture(t *testing.T, wait time.Duration) (*Server, *gatedAppends, st
 	g := &gatedAppends{Store: memstore.New(nil), gate: make(chan struct{})}
 	t.Cleanup(func() { g.Store.Close() })
 	s := New(g, &Options{MaxRequestBytes: maxRequest, MaxRequestBytesInFlight: 4 * (maxRequest + requestSlack), RequestBudgetWait: wait})
-	hs := httptest.NewServer(s.Handler())
+	hs := httptest.NewUnstartedServer(s.Handler())
+	var protocols http.Protocols
+	protocols.SetHTTP1(true)
+	protocols.SetUnencryptedHTTP2(true)
+	hs.Config.Protocols = &protocols
+	hs.Start()
 	t.Cleanup(func() {
 		s.Close()
 		hs.Close()
@@ -154,5 +162,47 @@ func TestBudgetRefusesBeyondWait(t *testing.T) {
 	if st.RequestBytesInFlight < 4*(900<<10) || st.RequestBytesInFlight > st.RequestBytesBudget || st.RequestBytesBudget != s.budget.size {
 		t.Errorf("Stats while four appends wait in the store: %d request bytes in flight of %d, want four appends' worth within the budget of %d",
 			st.RequestBytesInFlight, st.RequestBytesBudget, s.budget.size)
+	}
+}
+
+// TestBudgetHTTP2 sends ten large appends at once over gRPC on one HTTP/2 connection. Their
+// bodies declare no Content-Length but the size of their message in its envelope, which each
+// takes before it reads the rest; the four that fit reach the store, the six others are
+// refused at once with ResourceExhausted (waiting would stall the connection's flow control
+// for the four), and the four succeed.
+func TestBudgetHTTP2(t *testing.T) {
+	s, g, url := budgetFixture(t, time.Minute)
+	var protocols http.Protocols
+	protocols.SetUnencryptedHTTP2(true)
+	hc := &http.Client{Transport: &http.Transport{Protocols: &protocols}}
+	rpc := annalsv1connect.NewEventStoreServiceClient(hc, url, connect.WithGRPC())
+	data := bytes.Repeat([]byte("a"), 900<<10)
+	var wg sync.WaitGroup
+	errs := make(chan error, 10)
+	for i := range 10 {
+		wg.Go(func() {
+			_, err := rpc.Append(t.Context(), connect.NewRequest(&annalsv1.AppendRequest{
+				Stream: fmt.Sprintf("big-%d", i), Events: []*annalsv1.Event{{Type: "E", Data: data}},
+			}))
+			errs <- err
+		})
+	}
+	for range 6 {
+		err := <-errs
+		if connect.CodeOf(err) != connect.CodeResourceExhausted || !strings.Contains(err.Error(), "max-request-bytes-in-flight") {
+			t.Errorf("append beyond the budget: got %v, want resource_exhausted naming max-request-bytes-in-flight", err)
+		}
+	}
+	waitFor(t, "four appends inside the store", func() bool { return g.inside.Load() == 4 })
+	close(g.gate)
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		if err != nil {
+			t.Errorf("append within the budget: %v", err)
+		}
+	}
+	if peak := s.budget.peak.Load(); peak > s.budget.size || peak < 4*(900<<10) {
+		t.Errorf("budget peak: %d bytes, want four appends' worth within the budget of %d", peak, s.budget.size)
 	}
 }

@@ -26,12 +26,15 @@ var jsonCodecs = []connect.HandlerOption{
 
 func (c strictJSON) Name() string { return c.name }
 
-func (strictJSON) Marshal(m any) ([]byte, error) {
+func (c strictJSON) Marshal(m any) ([]byte, error) { return c.MarshalAppend(nil, m) }
+
+// MarshalAppend lets Connect marshal answers into its pooled buffers, as its own codec does.
+func (strictJSON) MarshalAppend(dst []byte, m any) ([]byte, error) {
 	pm, ok := m.(proto.Message)
 	if !ok {
 		return nil, fmt.Errorf("annals server: cannot marshal %T", m)
 	}
-	return protojson.MarshalOptions{}.Marshal(pm)
+	return protojson.MarshalOptions{}.MarshalAppend(dst, pm)
 }
 
 func (strictJSON) Unmarshal(b []byte, m any) error {

@@ -14,8 +14,12 @@
 // 409) with the actual revision in an ErrorDetail, a missing stream NotFound, a tombstoned
 // stream FailedPrecondition, bad input InvalidArgument, a closed store Unavailable; anything
 // else is Internal with a generic message, and the full error goes to the log. Connect itself
-// answers malformed messages (InvalidArgument), unknown methods (404), wrong content types
-// (415) and bodies over [Options.MaxRequestBytes] (ResourceExhausted).
+// answers malformed messages and fields the API does not know (InvalidArgument, naming the
+// field: the server's JSON codec is strict), unknown methods (404), wrong content types (415)
+// and bodies over [Options.MaxRequestBytes] (ResourceExhausted). A request that finds no room
+// under [Options.MaxRequestBytesInFlight] is ResourceExhausted (429); a body that stalls past
+// the http.Server's read timeout is DeadlineExceeded with HTTP status 408, and a
+// Content-Encoding the server cannot decode is Unimplemented with HTTP status 415.
 //
 // # Extending
 //
@@ -62,10 +66,12 @@ type Options struct {
 	MaxRequestBytes int
 	// MaxRequestBytesInFlight bounds the bytes of request bodies the server holds at once,
 	// across all requests of the Connect API, so that many large requests at once cannot
-	// exhaust memory: a request takes its declared size (Content-Length, at most
-	// MaxRequestBytes) before its body is read, or each chunk as it is read when it declares
-	// none, and gives it back when it has been answered. A request that finds no room waits up
-	// to RequestBudgetWait, then fails with ResourceExhausted (HTTP 429). The decoded message
+	// exhaust memory: a request takes its declared size (Content-Length, or the size in its
+	// message's envelope; at most MaxRequestBytes) before its body is read, or each chunk as
+	// it is read when it declares none, and gives it back when it has been answered. A request
+	// that finds no room waits up to RequestBudgetWait over HTTP/1, or not at all over HTTP/2
+	// (its unread body would stall the other requests of its connection), then fails with
+	// ResourceExhausted (HTTP 429). The decoded message
 	// and the store's copy come on top, so the memory requests cost is a small multiple of
 	// this. 0 means [DefaultMaxRequestBytesInFlight]; a value below MaxRequestBytes is raised
 	// to it.

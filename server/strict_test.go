@@ -235,6 +235,7 @@ func TestStalledBodyAndEncoding(t *testing.T) {
 	srv := server.New(store, nil)
 	hs := httptest.NewUnstartedServer(srv.Handler())
 	hs.Config.ReadTimeout = 200 * time.Millisecond
+	hs.Config.Protocols = h2c()
 	hs.Start()
 	defer hs.Close()
 	addr := hs.Listener.Addr().String()
@@ -242,6 +243,22 @@ func TestStalledBodyAndEncoding(t *testing.T) {
 	res := rawPost(t, addr, "POST /annals.v1.EventStoreService/Append HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\r\n{\"stream\":")
 	if res.StatusCode != http.StatusRequestTimeout {
 		t.Errorf("stalled body: got status %d, want 408", res.StatusCode)
+	}
+
+	// The same over HTTP/2 (h2c), whose server cuts a stalled stream at the read timeout.
+	var p http.Protocols
+	p.SetUnencryptedHTTP2(true)
+	h2 := &http.Client{Transport: &http.Transport{Protocols: &p}, Timeout: waitTimeout}
+	pr, pw := io.Pipe()
+	defer pw.Close()
+	go io.WriteString(pw, `{"stream":`)
+	res2, err := h2.Post(hs.URL+"/annals.v1.EventStoreService/Append", "application/json", pr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	res2.Body.Close()
+	if res2.StatusCode != http.StatusRequestTimeout {
+		t.Errorf("stalled body over HTTP/2: got status %d, want 408", res2.StatusCode)
 	}
 
 	body := `{"stream":"a-1","events":[{"type":"E"}]}`

@@ -149,7 +149,7 @@ func (c *serveCommand) flags(f *pflag.FlagSet) {
 	f.StringVar(&conf.logFormat, "log-format", "text", "log format: text or json")
 	f.StringVar(&conf.logLevel, "log-level", "info", "log level: debug, info, warn or error")
 	f.IntVar(&conf.maxRequest, "max-request-bytes", server.DefaultMaxRequestBytes, "largest request message, in bytes")
-	f.Int64Var(&conf.maxInFlight, "max-request-bytes-in-flight", 0, "request bytes all requests may hold at once; beyond it requests wait, then get 429 (default: an eighth of the memory of the machine or its cgroup, at least twice --max-request-bytes)")
+	f.Int64Var(&conf.maxInFlight, "max-request-bytes-in-flight", 0, "request bytes all requests may hold at once; beyond it requests wait (HTTP/1 only), then get 429 (default: a sixteenth of the memory of the machine or its cgroup, at least twice --max-request-bytes)")
 	f.IntVar(&conf.maxHeader, "max-header-bytes", defaultMaxHeader, "largest request header, in bytes")
 	f.Uint32Var(&conf.maxStreams, "max-streams", defaultMaxStreams, "concurrent requests (HTTP/2 streams) per connection")
 	f.DurationVar(&conf.timeouts.readHeader, "read-header-timeout", 10*time.Second, "time to read a request's header")
@@ -421,17 +421,18 @@ func (c *serveCommand) close() error {
 	return nil
 }
 
-// defaultMaxInFlight is the default of --max-request-bytes-in-flight: an eighth of the memory
-// of the machine (or of its cgroup, when that is less), at least twice the largest request;
-// the server package's default when the memory is unknown. Requests cost a small multiple of
-// their body bytes (the decoded message, the store's copy), so an eighth keeps them well
-// within memory.
+// defaultMaxInFlight is the default of --max-request-bytes-in-flight: a sixteenth of the
+// memory of the machine (or of its cgroup, when that is less), at least twice the largest
+// request; the server package's default when the memory is unknown. A request costs several
+// times its body (the body read whole, the decoded message, base64 decoded for JSON, the
+// store's copy, and the garbage collector's headroom), so a sixteenth keeps requests within
+// half the memory.
 func defaultMaxInFlight(maxRequest int) int64 {
 	mem := memoryLimit()
 	if mem <= 0 {
 		return max(server.DefaultMaxRequestBytesInFlight, 2*int64(maxRequest))
 	}
-	return max(mem/8, 2*int64(maxRequest))
+	return max(mem/16, 2*int64(maxRequest))
 }
 
 // memoryLimit returns the memory available to the process in bytes: the smaller of the
