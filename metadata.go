@@ -69,7 +69,7 @@ func (m *StreamMetadata) UnmarshalJSON(b []byte) error {
 		MaxAge string `json:"maxAge,omitempty"`
 	}
 	if err := json.Unmarshal(b, &v); err != nil {
-		return fmt.Errorf("%w: stream metadata: %v", ErrInvalidArgument, err)
+		return fmt.Errorf("%w: stream metadata: %w", ErrInvalidArgument, err)
 	}
 	*m = StreamMetadata(v.plain)
 	if v.MaxAge != "" {

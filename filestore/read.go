@@ -49,7 +49,7 @@ func decodeAt(seg *segment, at uint64) (rawRecord, error) {
 	}
 	rec, err := decodeRecord(seg.data[at:])
 	if err != nil {
-		return rec, fmt.Errorf("%w: %s offset %d: %v", annals.ErrCorrupt, seg.path, at, err)
+		return rec, fmt.Errorf("%w: %s offset %d: %w", annals.ErrCorrupt, seg.path, at, err)
 	}
 	return rec, nil
 }
@@ -180,7 +180,7 @@ func (s *Store) view(stream string, h *head, withMetaRev bool) (streamView, erro
 			return v, err
 		}
 		if jerr != nil {
-			return v, fmt.Errorf("%w: metadata of stream %q at log offset %d: %v", annals.ErrCorrupt, stream, v.state.metaOffset, jerr)
+			return v, fmt.Errorf("%w: metadata of stream %q at log offset %d: %w", annals.ErrCorrupt, stream, v.state.metaOffset, jerr)
 		}
 	}
 	if !withMetaRev {
@@ -614,7 +614,7 @@ func (s *Store) allBatch(ctx context.Context, from, hi uint64, cur *logCursor, f
 		for range h.count {
 			rec, err := decodeRecord(seg.data[at:end])
 			if err != nil {
-				return out, next, fmt.Errorf("%w: %s offset %d: %v", annals.ErrCorrupt, seg.path, at, err)
+				return out, next, fmt.Errorf("%w: %s offset %d: %w", annals.ErrCorrupt, seg.path, at, err)
 			}
 			at += uint64(rec.size)
 			if rec.pos < next {

@@ -397,7 +397,7 @@ func Drop(ctx context.Context, connString, schema string) error {
 	}
 	cfg, err := pgx.ParseConfig(connString)
 	if err != nil {
-		return fmt.Errorf("%w: pgstore: connection string: %v", annals.ErrInvalidArgument, err)
+		return fmt.Errorf("%w: pgstore: connection string: %w", annals.ErrInvalidArgument, err)
 	}
 	conn, err := pgx.ConnectConfig(ctx, cfg)
 	if err != nil {

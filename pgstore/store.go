@@ -126,7 +126,7 @@ func Open(ctx context.Context, connString string, opts *Options) (*Store, error)
 	}
 	cfg, err := pgxpool.ParseConfig(connString)
 	if err != nil {
-		return nil, fmt.Errorf("%w: pgstore: connection string: %v", annals.ErrInvalidArgument, err)
+		return nil, fmt.Errorf("%w: pgstore: connection string: %w", annals.ErrInvalidArgument, err)
 	}
 	cfg.MaxConns = o.MaxConns
 	cfg.MinConns = o.MinConns
@@ -146,7 +146,7 @@ func Open(ctx context.Context, connString string, opts *Options) (*Store, error)
 	}
 	pool, err := pgxpool.NewWithConfig(ctx, cfg)
 	if err != nil {
-		return nil, fmt.Errorf("%w: pgstore: %v", annals.ErrInvalidArgument, err)
+		return nil, fmt.Errorf("%w: pgstore: %w", annals.ErrInvalidArgument, err)
 	}
 	s := &Store{
 		opts:        o,
@@ -277,15 +277,15 @@ func connectError(c *pgx.ConnConfig, err error) error {
 	if pgErr, ok := errors.AsType[*pgconn.PgError](err); ok {
 		switch pgErr.Code {
 		case "28P01", "28000":
-			return fmt.Errorf("%w: %s refused the login: check the user and password in the connection string, and pg_hba.conf: %v", ErrUnreachable, where, err)
+			return fmt.Errorf("%w: %s refused the login: check the user and password in the connection string, and pg_hba.conf: %w", ErrUnreachable, where, err)
 		case "3D000":
-			return fmt.Errorf("%w: %s: the database does not exist: create it (createdb %s) or fix the connection string: %v", ErrUnreachable, where, c.Database, err)
+			return fmt.Errorf("%w: %s: the database does not exist: create it (createdb %s) or fix the connection string: %w", ErrUnreachable, where, c.Database, err)
 		case "57P03":
-			return fmt.Errorf("%w: %s is starting up or shutting down: retry shortly: %v", ErrUnreachable, where, err)
+			return fmt.Errorf("%w: %s is starting up or shutting down: retry shortly: %w", ErrUnreachable, where, err)
 		}
 		return fmt.Errorf("pgstore: %s: %w", where, err)
 	}
-	return fmt.Errorf("%w: cannot connect to %s: check that the server runs and listens there, the host and port, and the sslmode of the connection string: %v", ErrUnreachable, where, err)
+	return fmt.Errorf("%w: cannot connect to %s: check that the server runs and listens there, the host and port, and the sslmode of the connection string: %w", ErrUnreachable, where, err)
 }
 
 // wrapDB wraps a database error with the operation, and explains the errors a user can act on.
@@ -297,7 +297,7 @@ func wrapDB(op string, err error) error {
 	if pgErr, ok := errors.AsType[*pgconn.PgError](err); ok {
 		switch pgErr.Code {
 		case "25006":
-			return fmt.Errorf("%w: %s: the database refused a write (a standby, or default_transaction_read_only): %v", ErrReadOnly, op, err)
+			return fmt.Errorf("%w: %s: the database refused a write (a standby, or default_transaction_read_only): %w", ErrReadOnly, op, err)
 		case "57014":
 			return fmt.Errorf("pgstore: %s: canceled by the server (statement_timeout, see Options.StatementTimeout): %w", op, err)
 		case "42501":

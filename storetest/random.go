@@ -945,9 +945,11 @@ func (r *randomRun) subscribeLive() {
 		}
 	}()
 	// Appends until the stream reaches earliest (a subscription from beyond the end waits for
-	// it), then until both delivered the last one, or maxAppends more.
+	// it), then until each subscription delivered something, which shows that it started, with
+	// growing patience; then each must deliver up to the last event appended.
 	const maxAppends = 10
 	var last uint64
+	patience := 20 * time.Millisecond
 	for i := 0; ; {
 		r.appendCall(appendCall{stream: stream, expected: annals.Any, events: r.events()[:1]})
 		rev, ok := r.known[stream].Revision()
@@ -959,15 +961,21 @@ func (r *randomRun) subscribeLive() {
 			continue
 		}
 		i++
-		all := true
+		started := true
 		for _, c := range subs {
-			all = c.waitFor(time.Second, func(evs []annals.RecordedEvent, _ error, ended bool) bool {
-				return ended || (len(evs) > 0 && evs[len(evs)-1].Revision >= last)
-			}) && all
+			started = c.waitFor(patience, func(evs []annals.RecordedEvent, _ error, ended bool) bool {
+				return ended || len(evs) > 0
+			}) && started
 		}
-		if all || i == maxAppends {
+		if started || i == maxAppends {
 			break
 		}
+		patience = min(2*patience, time.Second)
+	}
+	for _, c := range subs {
+		c.waitFor(waitTimeout, func(evs []annals.RecordedEvent, _ error, ended bool) bool {
+			return ended || (len(evs) > 0 && evs[len(evs)-1].Revision >= last)
+		})
 	}
 	var want []annals.RecordedEvent
 	for e, err := range r.oracle.ReadAll(ctx, &annals.ReadOptions{Filter: &annals.Filter{StreamPrefixes: []string{stream}}}) {

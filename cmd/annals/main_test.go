@@ -420,7 +420,7 @@ func TestErrors(t *testing.T) {
 		{"filter on a stream", "", []string{"read", "cart-1", "--type", "A"}, 2, "apply to $all only"},
 		{"filter on a stream, tail", "", []string{"tail", "cart-1", "--category", "cart"}, 2, "apply to $all only"},
 		{"empty filter", "", []string{"read", "--type", ""}, 2, "--type needs a value"},
-		{"empty filter in a list", "", []string{"read", "--category", "a,,b"}, 2, "empty stream prefix, category or event type"},
+		{"empty filter in a list", "", []string{"read", "--category", "a,,b"}, 2, "filter holds an empty category"},
 		{"empty --data", "", []string{"--data", "", "read"}, 2, "empty --data directory (pass --data DIR)"},
 		{"empty --data, check", "", []string{"--data", "", "check"}, 2, "empty --data directory"},
 		{"read without data", "", []string{"--data", missing, "read", "cart-1"}, 1, "no data directory at " + missing + " (append something first, or pass --data)"},

@@ -49,14 +49,3 @@ func SubscribeStart(s *Stream, meta *annals.StreamMetadata, from uint64) uint64 
 	}
 	return max(from, VisibleFrom(s, meta))
 }
-
-// ReadRange returns the revisions a read of stream s with options o may return, lo … hi-1,
-// before maxAge, AsOf and the filter: [VisibleFrom] up to the end or o.Until. Forwards a read
-// starts at max(o.From, lo); backwards at min(o.From, hi-1). The range is empty when hi <= lo.
-func ReadRange(s *Stream, meta *annals.StreamMetadata, o *annals.ReadOptions) (lo, hi uint64) {
-	lo, hi = VisibleFrom(s, meta), s.Next
-	if o.Until > 0 {
-		hi = min(hi, o.Until)
-	}
-	return lo, hi
-}
