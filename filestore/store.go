@@ -9,6 +9,7 @@ import (
 	"sync"
 	"sync/atomic"
 	"syscall"
+	"time"
 
 	"github.com/annalsdb/annals"
 	"github.com/cockroachdb/pebble/v2"
@@ -79,6 +80,13 @@ type Store struct {
 	// indexSpace holds the error of a flush or compaction of the index that failed for lack
 	// of space, until one succeeds (see Ready).
 	indexSpace atomic.Pointer[error]
+	indexErrs  chan error // Pebble's background errors, for flushIndex; never blocks Pebble
+	indexLog   struct {
+		sync.Mutex
+		last    string // the last background error logged
+		at      time.Time
+		repeats int // times it came again since it was logged
+	}
 }
 
 // head is the latest visible state of the log: every event up to pos is durable, indexed and
@@ -117,16 +125,17 @@ func Open(dir string, opts *Options) (*Store, error) {
 		o.CachedStreams = 100_000
 	}
 	s := &Store{
-		dir:      dir,
-		logDir:   filepath.Join(dir, "log"),
-		opts:     o,
-		fs:       o.FS,
-		log:      o.Logger,
-		reqs:     make(chan *request, 1024),
-		closing:  make(chan struct{}),
-		stopped:  make(chan struct{}),
-		failedCh: make(chan struct{}),
-		released: make(chan struct{}),
+		dir:       dir,
+		logDir:    filepath.Join(dir, "log"),
+		opts:      o,
+		fs:        o.FS,
+		log:       o.Logger,
+		reqs:      make(chan *request, 1024),
+		closing:   make(chan struct{}),
+		stopped:   make(chan struct{}),
+		failedCh:  make(chan struct{}),
+		released:  make(chan struct{}),
+		indexErrs: make(chan error, 1),
 	}
 	if err := s.open(); err != nil {
 		s.release()
@@ -145,6 +154,9 @@ func (s *Store) open() error {
 		return err
 	}
 	s.lockf = lockf
+	if err := checkFreeSpace(s.dir); err != nil {
+		return err
+	}
 	db, err := pebble.Open(filepath.Join(s.dir, "index"), &pebble.Options{
 		DisableWAL:   true,
 		MemTableSize: memTableSize,
@@ -206,6 +218,24 @@ func (s *Store) open() error {
 	return nil
 }
 
+// minFreeSpace is the free space Open demands of the data directory's file system. Opening the
+// index writes a new manifest and may flush, and Pebble retries a write that fails for lack
+// of space without end: Open would never return.
+const minFreeSpace = 8 << 20
+
+// checkFreeSpace returns an error matching syscall.ENOSPC when the file system of dir has less
+// than minFreeSpace free.
+func checkFreeSpace(dir string) error {
+	var st unix.Statfs_t
+	if err := unix.Statfs(dir, &st); err != nil {
+		return fmt.Errorf("free space of %s: %w", dir, err)
+	}
+	if free := st.Bavail * uint64(st.Bsize); free < minFreeSpace {
+		return fmt.Errorf("open %s: %w: %d bytes free, and opening the store needs %d MiB (free some space, then open again)", dir, syscall.ENOSPC, free, minFreeSpace>>20)
+	}
+	return nil
+}
+
 // lockDir takes an exclusive lock on dir, so that two processes never write one store.
 func lockDir(fsys FS, dir string) (File, error) {
 	f, err := createFile(fsys, filepath.Join(dir, "LOCK"), os.O_RDWR, 0o644)
@@ -242,9 +272,29 @@ func (s *Store) Close() error {
 	defer close(s.released)
 	var err error
 	if s.failure.Load() == nil {
-		err = s.db.Flush()
+		err = s.flushIndex()
 	}
 	return errors.Join(err, s.release())
+}
+
+// flushIndex writes the index's memtable to disk, so that the next Open need not re-index. It
+// gives up at the first background error: Pebble retries a failed flush without end (on a
+// full disk, say), and the log, not the index, is the durable record.
+func (s *Store) flushIndex() error {
+	for len(s.indexErrs) > 0 {
+		<-s.indexErrs
+	}
+	done, err := s.db.AsyncFlush()
+	if err == nil {
+		select {
+		case <-done:
+		case err = <-s.indexErrs:
+		}
+	}
+	if err != nil {
+		return fmt.Errorf("flush index (the next open re-indexes from the log): %w", err)
+	}
+	return nil
 }
 
 // release closes whatever open or Close left open.
@@ -327,7 +377,11 @@ func (s *Store) indexEvents() *pebble.EventListener {
 	cleared := func() { s.indexSpace.Store(nil) }
 	return &pebble.EventListener{
 		BackgroundError: func(err error) {
-			s.log.Error("annals: index background error", "err", err)
+			s.logIndexError(err)
+			select {
+			case s.indexErrs <- err:
+			default:
+			}
 			if errors.Is(err, syscall.ENOSPC) || errors.Is(err, syscall.EDQUOT) {
 				s.indexSpace.Store(&err)
 			}
@@ -343,6 +397,21 @@ func (s *Store) indexEvents() *pebble.EventListener {
 			}
 		},
 	}
+}
+
+// logIndexError logs a background error of the index. Pebble retries a failed flush at once
+// and again, so an error repeated within a minute is counted, not logged again.
+func (s *Store) logIndexError(err error) {
+	s.indexLog.Lock()
+	defer s.indexLog.Unlock()
+	l := &s.indexLog
+	msg := err.Error()
+	if msg == l.last && time.Since(l.at) < time.Minute {
+		l.repeats++
+		return
+	}
+	s.log.Error("annals: index background error", "err", msg, "repeats", l.repeats)
+	l.last, l.at, l.repeats = msg, time.Now(), 0
 }
 
 // pebbleLogger passes Pebble's messages to the store's logger. Pebble calls Fatalf for a
