@@ -218,3 +218,25 @@ func TestPowerCut(t *testing.T) {
 		})
 	}
 }
+
+func TestReady(t *testing.T) {
+	s, err := Open(t.TempDir(), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Ready(); err != nil {
+		t.Fatalf("Ready of a new store: %v", err)
+	}
+	// Pebble reports a failure it cannot recover from through Fatalf; the store stops.
+	pebbleLogger{log: s.log, s: s}.Fatalf("MANIFEST flush failed: %v", fmt.Errorf("write MANIFEST: %w", syscall.ENOSPC))
+	if err := s.Ready(); !errors.Is(err, syscall.ENOSPC) || !errors.Is(err, annals.ErrClosed) {
+		t.Fatalf("Ready after an index failure: got %v, want an error matching ENOSPC and ErrClosed", err)
+	}
+	if _, err := s.Append(context.Background(), "a", annals.Any, annals.Event{Type: "T"}); !errors.Is(err, syscall.ENOSPC) {
+		t.Fatalf("Append after an index failure: got %v, want an error matching ENOSPC", err)
+	}
+	s.Close()
+	if err := s.Ready(); err == nil {
+		t.Fatal("Ready after Close: nil")
+	}
+}

@@ -36,7 +36,8 @@ type Options struct {
 	SegmentSize int64
 	// FS is the file system the log is written through; nil means the operating system's.
 	FS FS
-	// Logger receives notices such as a torn tail repaired on open; nil means slog.Default().
+	// Logger receives notices such as a torn tail repaired on open, and the index's (Pebble's)
+	// errors; nil means slog.Default().
 	Logger *slog.Logger
 	// CachedStreams bounds how many stream states the writer keeps in memory; default 100,000.
 	// Streams beyond it are looked up in the index when next written.
@@ -101,8 +102,12 @@ type head struct {
 // last process stopped without Close: it truncates a torn tail (a partly written group that
 // was never acknowledged) and re-indexes the groups the index had not yet stored.
 //
-// It returns an error matching [annals.ErrCorrupt] when acknowledged data is damaged, and an
-// error when another process holds the directory.
+// It creates dir and any missing parent with the parent of each synced, so that the directory
+// survives a power cut once something in it is acknowledged.
+//
+// It returns an error matching [annals.ErrCorrupt] when acknowledged data is damaged, an
+// error when another process holds the directory, one matching syscall.ENOSPC when the file
+// system has less than 8 MiB free, and the cause wrapped for any other failure.
 func Open(dir string, opts *Options) (*Store, error) {
 	o := Options{}
 	if opts != nil {
