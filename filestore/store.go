@@ -69,8 +69,10 @@ type Store struct {
 
 	// readers hold mu for reading while they touch the memory maps or the index; Close takes
 	// it for writing before unmapping.
-	mu     sync.RWMutex
-	closed bool // guarded by mu
+	mu struct {
+		sync.RWMutex
+		closed bool
+	}
 
 	seq   sequencer     // owned by the sequencer goroutine
 	syncq syncQueue     // between the sequencer, the sync workers and the indexer
@@ -262,12 +264,12 @@ func lockDir(fsys FS, dir string) (File, error) {
 // the next Open need not re-index. Close is safe to call more than once.
 func (s *Store) Close() error {
 	s.mu.Lock()
-	if s.closed {
+	if s.mu.closed {
 		s.mu.Unlock()
 		<-s.released // a concurrent Close is finishing
 		return nil
 	}
-	s.closed = true
+	s.mu.closed = true
 	close(s.closing)
 	s.mu.Unlock()
 	s.wg.Wait()
@@ -347,7 +349,7 @@ func (s *Store) failed() error {
 // readLock takes the read lock that keeps the maps and the index open; it fails after Close.
 func (s *Store) readLock() error {
 	s.mu.RLock()
-	if s.closed {
+	if s.mu.closed {
 		s.mu.RUnlock()
 		return annals.ErrClosed
 	}
