@@ -160,6 +160,17 @@ func TestPowerCut(t *testing.T) {
 			root := t.TempDir()
 			dir := filepath.Join(root, "a", "b", "data")
 			fs := newFaultFS(t, root)
+			if round == 1 {
+				// Created by someone else, who synced its parents but not it.
+				if err := os.MkdirAll(filepath.Join(root, "a", "b"), 0o755); err != nil {
+					t.Fatal(err)
+				}
+				fs.synced[filepath.Join(root, "a")] = true
+				fs.synced[filepath.Join(root, "a", "b")] = true
+				if err := os.Mkdir(dir, 0o755); err != nil {
+					t.Fatal(err)
+				}
+			}
 			s, err := Open(dir, smallOptions(fs))
 			if err != nil {
 				t.Fatal(err)

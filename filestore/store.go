@@ -156,6 +156,10 @@ func (s *Store) open() error {
 	if err := mkdirAll(s.fs, s.logDir, 0o755); err != nil {
 		return fmt.Errorf("create data directory: %w", err)
 	}
+	// The data directory may have been created by someone else, who did not sync its entry.
+	if err := s.fs.SyncDir(filepath.Dir(filepath.Clean(s.dir))); err != nil {
+		return fmt.Errorf("sync the parent of the data directory: %w", err)
+	}
 	lockf, err := lockDir(s.fs, s.dir)
 	if err != nil {
 		return err
