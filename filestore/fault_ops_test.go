@@ -160,6 +160,17 @@ func TestPowerCut(t *testing.T) {
 			root := t.TempDir()
 			dir := filepath.Join(root, "a", "b", "data")
 			fs := newFaultFS(t, root)
+			if round == 1 {
+				// Created by someone else, who synced its parents but not it.
+				if err := os.MkdirAll(filepath.Join(root, "a", "b"), 0o755); err != nil {
+					t.Fatal(err)
+				}
+				fs.synced[filepath.Join(root, "a")] = true
+				fs.synced[filepath.Join(root, "a", "b")] = true
+				if err := os.Mkdir(dir, 0o755); err != nil {
+					t.Fatal(err)
+				}
+			}
 			s, err := Open(dir, smallOptions(fs))
 			if err != nil {
 				t.Fatal(err)
@@ -216,5 +227,27 @@ func TestPowerCut(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+func TestReady(t *testing.T) {
+	s, err := Open(t.TempDir(), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Ready(); err != nil {
+		t.Fatalf("Ready of a new store: %v", err)
+	}
+	// Pebble reports a failure it cannot recover from through Fatalf; the store stops.
+	pebbleLogger{log: s.log, s: s}.Fatalf("MANIFEST flush failed: %v", fmt.Errorf("write MANIFEST: %w", syscall.ENOSPC))
+	if err := s.Ready(); !errors.Is(err, syscall.ENOSPC) || !errors.Is(err, annals.ErrClosed) {
+		t.Fatalf("Ready after an index failure: got %v, want an error matching ENOSPC and ErrClosed", err)
+	}
+	if _, err := s.Append(context.Background(), "a", annals.Any, annals.Event{Type: "T"}); !errors.Is(err, syscall.ENOSPC) {
+		t.Fatalf("Append after an index failure: got %v, want an error matching ENOSPC", err)
+	}
+	s.Close()
+	if err := s.Ready(); err == nil {
+		t.Fatal("Ready after Close: nil")
 	}
 }

@@ -50,6 +50,8 @@ type fileUndo struct {
 	synced bool    // the file's size at its last sync is known
 	size   int64   // its size then
 	undo   []chunk // the bytes writes since then overwrote, oldest first
+	// dropped counts the chunks dropped from the front of undo by syncs.
+	dropped int
 }
 
 type chunk struct {
@@ -302,16 +304,26 @@ func (f *faultFile) Datasync() error {
 	if err := f.fs.check("datasync"); err != nil {
 		return err
 	}
+	// What was written before the sync began is durable once it returns; a write that races
+	// with it may not be.
+	f.fs.mu.Lock()
+	u := f.fs.files[f.name]
+	mark := u.dropped + len(u.undo)
+	fi, err := os.Stat(f.name)
+	f.fs.mu.Unlock()
+	if err != nil {
+		return err
+	}
 	if err := f.File.Datasync(); err != nil {
 		return err
 	}
 	f.fs.mu.Lock()
 	defer f.fs.mu.Unlock()
-	fi, err := os.Stat(f.name)
-	if err != nil {
-		return err
+	if k := mark - u.dropped; k > 0 { // another descriptor's sync may have dropped some
+		u.undo = append([]chunk(nil), u.undo[k:]...)
+		u.dropped += k
 	}
-	*f.fs.files[f.name] = fileUndo{synced: true, size: fi.Size()}
+	u.synced, u.size = true, fi.Size()
 	return nil
 }
 

@@ -290,3 +290,42 @@ func allZero(b []byte) bool {
 	}
 	return true
 }
+
+// createSegment creates an empty (sparse) segment file at log offset base, syncs it and its
+// directory, and adds it to the list.
+func (s *Store) createSegment(base uint64) (*segment, error) {
+	path := filepath.Join(s.logDir, segmentName(base))
+	f, err := s.fs.OpenFile(path, os.O_CREATE|os.O_EXCL|os.O_RDWR, 0o644)
+	if err != nil {
+		return nil, fmt.Errorf("create segment: %w", err)
+	}
+	err = f.Truncate(s.opts.SegmentSize)
+	if err == nil {
+		err = f.Datasync()
+	}
+	if err == nil {
+		err = s.fs.SyncDir(s.logDir)
+	}
+	if err != nil {
+		// A segment shorter than its size must not stay: mapping it and reading past its end
+		// would raise SIGBUS. An empty one left by a crash here is removed by the next Open.
+		f.Close()
+		if rerr := s.fs.Remove(path); rerr == nil {
+			s.fs.SyncDir(s.logDir)
+		}
+		return nil, fmt.Errorf("create segment %s: %w", path, err)
+	}
+	seg := &segment{base: base, size: s.opts.SegmentSize, path: path, f: f}
+	if err := seg.mmap(); err != nil {
+		f.Close()
+		return nil, err
+	}
+	if err := seg.openSyncers(s.fs); err != nil {
+		seg.close()
+		return nil, err
+	}
+	old := *s.segs.Load()
+	segs := append(old[:len(old):len(old)], seg)
+	s.segs.Store(&segs)
+	return seg, nil
+}

@@ -9,6 +9,7 @@ import (
 	"sync"
 	"sync/atomic"
 	"syscall"
+	"time"
 
 	"github.com/annalsdb/annals"
 	"github.com/annalsdb/annals/internal/rules"
@@ -36,7 +37,8 @@ type Options struct {
 	SegmentSize int64
 	// FS is the file system the log is written through; nil means the operating system's.
 	FS FS
-	// Logger receives notices such as a torn tail repaired on open; nil means slog.Default().
+	// Logger receives notices such as a torn tail repaired on open, and the index's (Pebble's)
+	// errors; nil means slog.Default().
 	Logger *slog.Logger
 	// CachedStreams bounds how many stream states the writer keeps in memory; default 100,000.
 	// Streams beyond it are looked up in the index when next written.
@@ -68,8 +70,10 @@ type Store struct {
 
 	// readers hold mu for reading while they touch the memory maps or the index; Close takes
 	// it for writing before unmapping.
-	mu     sync.RWMutex
-	closed bool // guarded by mu
+	mu struct {
+		sync.RWMutex
+		closed bool
+	}
 
 	seq   sequencer     // owned by the sequencer goroutine
 	syncq syncQueue     // between the sequencer, the sync workers and the indexer
@@ -80,6 +84,13 @@ type Store struct {
 	// indexSpace holds the error of a flush or compaction of the index that failed for lack
 	// of space, until one succeeds (see Ready).
 	indexSpace atomic.Pointer[error]
+	indexErrs  chan error // Pebble's background errors, for flushIndex; never blocks Pebble
+	indexLog   struct {
+		sync.Mutex
+		last    string // the last background error logged
+		at      time.Time
+		repeats int // times it came again since it was logged
+	}
 }
 
 // head is the latest visible state of the log: every event up to pos is durable, indexed and
@@ -94,8 +105,12 @@ type head struct {
 // last process stopped without Close: it truncates a torn tail (a partly written group that
 // was never acknowledged) and re-indexes the groups the index had not yet stored.
 //
-// It returns an error matching [annals.ErrCorrupt] when acknowledged data is damaged, and an
-// error when another process holds the directory.
+// It creates dir and any missing parent with the parent of each synced, so that the directory
+// survives a power cut once something in it is acknowledged.
+//
+// It returns an error matching [annals.ErrCorrupt] when acknowledged data is damaged, an
+// error when another process holds the directory, one matching syscall.ENOSPC when the file
+// system has less than 8 MiB free, and the cause wrapped for any other failure.
 func Open(dir string, opts *Options) (*Store, error) {
 	o := Options{}
 	if opts != nil {
@@ -118,16 +133,17 @@ func Open(dir string, opts *Options) (*Store, error) {
 		o.CachedStreams = 100_000
 	}
 	s := &Store{
-		dir:      dir,
-		logDir:   filepath.Join(dir, "log"),
-		opts:     o,
-		fs:       o.FS,
-		log:      o.Logger,
-		reqs:     make(chan *request, 1024),
-		closing:  make(chan struct{}),
-		stopped:  make(chan struct{}),
-		failedCh: make(chan struct{}),
-		released: make(chan struct{}),
+		dir:       dir,
+		logDir:    filepath.Join(dir, "log"),
+		opts:      o,
+		fs:        o.FS,
+		log:       o.Logger,
+		reqs:      make(chan *request, 1024),
+		closing:   make(chan struct{}),
+		stopped:   make(chan struct{}),
+		failedCh:  make(chan struct{}),
+		released:  make(chan struct{}),
+		indexErrs: make(chan error, 1),
 	}
 	if err := s.open(); err != nil {
 		s.release()
@@ -141,11 +157,18 @@ func (s *Store) open() error {
 	if err := mkdirAll(s.fs, s.logDir, 0o755); err != nil {
 		return fmt.Errorf("create data directory: %w", err)
 	}
+	// The data directory may have been created by someone else, who did not sync its entry.
+	if err := s.fs.SyncDir(filepath.Dir(filepath.Clean(s.dir))); err != nil {
+		return fmt.Errorf("sync the parent of the data directory: %w", err)
+	}
 	lockf, err := lockDir(s.fs, s.dir)
 	if err != nil {
 		return err
 	}
 	s.lockf = lockf
+	if err := checkFreeSpace(s.dir); err != nil {
+		return err
+	}
 	db, err := pebble.Open(filepath.Join(s.dir, "index"), &pebble.Options{
 		DisableWAL:   true,
 		MemTableSize: memTableSize,
@@ -207,6 +230,24 @@ func (s *Store) open() error {
 	return nil
 }
 
+// minFreeSpace is the free space Open demands of the data directory's file system. Opening the
+// index writes a new manifest and may flush, and Pebble retries a write that fails for lack
+// of space without end: Open would never return.
+const minFreeSpace = 8 << 20
+
+// checkFreeSpace returns an error matching syscall.ENOSPC when the file system of dir has less
+// than minFreeSpace free.
+func checkFreeSpace(dir string) error {
+	var st unix.Statfs_t
+	if err := unix.Statfs(dir, &st); err != nil {
+		return fmt.Errorf("free space of %s: %w", dir, err)
+	}
+	if free := st.Bavail * uint64(st.Bsize); free < minFreeSpace {
+		return fmt.Errorf("open %s: %w: %d bytes free, and opening the store needs %d MiB (free some space, then open again)", dir, syscall.ENOSPC, free, minFreeSpace>>20)
+	}
+	return nil
+}
+
 // lockDir takes an exclusive lock on dir, so that two processes never write one store.
 func lockDir(fsys FS, dir string) (File, error) {
 	f, err := createFile(fsys, filepath.Join(dir, "LOCK"), os.O_RDWR, 0o644)
@@ -228,12 +269,12 @@ func lockDir(fsys FS, dir string) (File, error) {
 // the next Open need not re-index. Close is safe to call more than once.
 func (s *Store) Close() error {
 	s.mu.Lock()
-	if s.closed {
+	if s.mu.closed {
 		s.mu.Unlock()
 		<-s.released // a concurrent Close is finishing
 		return nil
 	}
-	s.closed = true
+	s.mu.closed = true
 	close(s.closing)
 	s.mu.Unlock()
 	s.wg.Wait()
@@ -243,9 +284,29 @@ func (s *Store) Close() error {
 	defer close(s.released)
 	var err error
 	if s.failure.Load() == nil {
-		err = s.db.Flush()
+		err = s.flushIndex()
 	}
 	return errors.Join(err, s.release())
+}
+
+// flushIndex writes the index's memtable to disk, so that the next Open need not re-index. It
+// gives up at the first background error: Pebble retries a failed flush without end (on a
+// full disk, say), and the log, not the index, is the durable record.
+func (s *Store) flushIndex() error {
+	for len(s.indexErrs) > 0 {
+		<-s.indexErrs
+	}
+	done, err := s.db.AsyncFlush()
+	if err == nil {
+		select {
+		case <-done:
+		case err = <-s.indexErrs:
+		}
+	}
+	if err != nil {
+		return fmt.Errorf("flush index (the next open re-indexes from the log): %w", err)
+	}
+	return nil
 }
 
 // release closes whatever open or Close left open.
@@ -293,7 +354,7 @@ func (s *Store) failed() error {
 // readLock takes the read lock that keeps the maps and the index open; it fails after Close.
 func (s *Store) readLock() error {
 	s.mu.RLock()
-	if s.closed {
+	if s.mu.closed {
 		s.mu.RUnlock()
 		return annals.ErrClosed
 	}
@@ -328,7 +389,11 @@ func (s *Store) indexEvents() *pebble.EventListener {
 	cleared := func() { s.indexSpace.Store(nil) }
 	return &pebble.EventListener{
 		BackgroundError: func(err error) {
-			s.log.Error("annals: index background error", "err", err)
+			s.logIndexError(err)
+			select {
+			case s.indexErrs <- err:
+			default:
+			}
 			if errors.Is(err, syscall.ENOSPC) || errors.Is(err, syscall.EDQUOT) {
 				s.indexSpace.Store(&err)
 			}
@@ -344,6 +409,21 @@ func (s *Store) indexEvents() *pebble.EventListener {
 			}
 		},
 	}
+}
+
+// logIndexError logs a background error of the index. Pebble retries a failed flush at once
+// and again, so an error repeated within a minute is counted, not logged again.
+func (s *Store) logIndexError(err error) {
+	s.indexLog.Lock()
+	defer s.indexLog.Unlock()
+	l := &s.indexLog
+	msg := err.Error()
+	if msg == l.last && time.Since(l.at) < time.Minute {
+		l.repeats++
+		return
+	}
+	s.log.Error("annals: index background error", "err", msg, "repeats", l.repeats)
+	l.last, l.at, l.repeats = msg, time.Now(), 0
 }
 
 // pebbleLogger passes Pebble's messages to the store's logger. Pebble calls Fatalf for a

@@ -1,0 +1,74 @@
+package filestore
+
+import (
+	"context"
+)
+
+// indexLoop is the last stage.
+func (s *Store) indexLoop(in <-chan []*group) {
+	h := s.head.Load()
+	ix := newIndexBuilder(s.db, watermark{nextPos: h.pos + 1, end: h.end})
+	for batch := range in {
+		// Take whatever else is waiting: one larger Pebble batch costs less than several.
+	more:
+		for {
+			select {
+			case b, ok := <-in:
+				if !ok {
+					break more
+				}
+				batch = append(batch, b...)
+			default:
+				break more
+			}
+		}
+		if s.indexStopped.Load() {
+			continue
+		}
+		// Groups that reached here are durable and answered: they are indexed even when a
+		// later failure has stopped the store, so that reads still see them.
+		var err error
+		for _, g := range batch {
+			if g.count == 0 {
+				continue
+			}
+			var h groupHeader
+			var recs []rawRecord
+			if h, recs, err = decodeGroup(g.buf, g.off); err == nil {
+				err = ix.addGroup(h, recs, g.off)
+			}
+			if err != nil {
+				break
+			}
+		}
+		if err == nil {
+			err = ix.commit()
+		}
+		if err != nil {
+			s.fail(err)
+			s.indexStopped.Store(true)
+			continue
+		}
+		old := s.head.Load()
+		s.head.Store(&head{pos: ix.mark.nextPos - 1, end: ix.mark.end, changed: make(chan struct{})})
+		close(old.changed)
+	}
+}
+
+// visibleHead returns a head that includes every append answered so far, waiting (briefly:
+// the indexer runs right behind the syncs) for the indexer to catch up.
+func (s *Store) visibleHead(ctx context.Context) (*head, error) {
+	target := s.acked.Load()
+	for {
+		h := s.head.Load()
+		if h.pos >= target {
+			return h, nil
+		}
+		if s.indexStopped.Load() {
+			return nil, s.failed()
+		}
+		if err := s.wait(ctx, h); err != nil {
+			return nil, err
+		}
+	}
+}
