@@ -92,7 +92,7 @@ func TestFaultsAtOpen(t *testing.T) {
 	}{
 		{"mkdir", false}, {"create", false}, {"syncdir", false}, {"truncate", false},
 		{"datasync", false}, {"write", false},
-		{"open", true}, {"write", true}, {"remove", true}, {"syncdir", true},
+		{"open", true}, {"read", true}, {"write", true}, {"remove", true}, {"syncdir", true},
 	} {
 		for _, errno := range []syscall.Errno{syscall.ENOSPC, syscall.EIO} {
 			name := tc.op + "/" + errno.Error()

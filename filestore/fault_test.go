@@ -75,7 +75,7 @@ func newFaultFS(t *testing.T, root string) *faultFS {
 }
 
 // fail makes every call of op after the first after ones fail with err. The operations are
-// open, create, mkdir, remove, syncdir, write, truncate and datasync.
+// open, create, mkdir, remove, syncdir, read, write, truncate and datasync.
 func (fs *faultFS) fail(op string, after int, err error) {
 	fs.mu.Lock()
 	defer fs.mu.Unlock()
@@ -272,6 +272,13 @@ func (f *faultFile) remember(off int64, n int) error {
 		u.undo = append(u.undo, chunk{off, old})
 	}
 	return nil
+}
+
+func (f *faultFile) ReadAt(p []byte, off int64) (int, error) {
+	if err := f.fs.check("read"); err != nil {
+		return 0, err
+	}
+	return f.File.ReadAt(p, off)
 }
 
 func (f *faultFile) WriteAt(p []byte, off int64) (int, error) {
