@@ -251,11 +251,6 @@ func (c *serveCommand) open(ctx context.Context) (err error) {
 	if c.tlsConf, err = c.tlsConfig(); err != nil {
 		return err
 	}
-	if m.postgres.url == "" {
-		if err := os.MkdirAll(m.dataDir, 0o755); err != nil {
-			return fmt.Errorf("data directory: %w", err)
-		}
-	}
 	if c.store, err = m.openStore(ctx, false); err != nil {
 		return err
 	}
