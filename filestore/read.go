@@ -263,42 +263,12 @@ func (s *Store) ReadStream(ctx context.Context, stream string, opts *annals.Read
 			yield(annals.RecordedEvent{}, err)
 			return
 		}
-		lo, hi := v.lowest(), v.next
+		hi := v.next
 		if o.Until > 0 {
 			hi = min(hi, o.Until)
 		}
 		f := streamFilter{asOf: o.AsOf, filter: o.Filter, cutoff: v.ageCutoff()}
-		left := o.Limit
-		c := newCopier()
-		var batch []annals.RecordedEvent
-		if hi > lo {
-			batch = make([]annals.RecordedEvent, 0, batchCap(hi-lo, o.Limit))
-		}
-		if !o.Backwards {
-			for from := max(o.From, lo); from < hi; {
-				if batch, from, err = s.streamBatch(ctx, stream, from, hi, batchWant(left), &f, c, batch[:0]); err != nil {
-					yield(annals.RecordedEvent{}, err)
-					return
-				}
-				if !yieldAll(batch, &left, yield) {
-					return
-				}
-			}
-			return
-		}
-		if hi == 0 || lo >= hi {
-			return
-		}
-		for from := min(o.From, hi-1); ; {
-			var done bool
-			if batch, from, done, err = s.streamBatchBack(ctx, stream, from, lo, batchWant(left), &f, c, batch[:0]); err != nil {
-				yield(annals.RecordedEvent{}, err)
-				return
-			}
-			if !yieldAll(batch, &left, yield) || done {
-				return
-			}
-		}
+		s.newCursor(stream, o.Backwards, o.From, v.lowest(), hi, f, o.Limit).read(ctx, o.Limit, yield)
 	}
 }
 
@@ -511,31 +481,7 @@ func (s *Store) ReadAll(ctx context.Context, opts *annals.ReadOptions) iter.Seq2
 			hi = min(hi, o.Until)
 		}
 		f := streamFilter{asOf: o.AsOf, filter: o.Filter}
-		left := o.Limit
-		c := newCopier()
-		batch := make([]annals.RecordedEvent, 0, batchCap(hi, o.Limit))
-		if !o.Backwards {
-			var cur logCursor
-			for from := max(o.From, 1); from < hi; {
-				if batch, from, err = s.allBatch(ctx, from, hi, &cur, &f, c, batch[:0]); err != nil {
-					yield(annals.RecordedEvent{}, err)
-					return
-				}
-				if !yieldAll(batch, &left, yield) {
-					return
-				}
-			}
-			return
-		}
-		for from := min(o.From, hi-1); from >= 1; {
-			if batch, from, err = s.allBatchBack(ctx, from, &f, c, batch[:0]); err != nil {
-				yield(annals.RecordedEvent{}, err)
-				return
-			}
-			if !yieldAll(batch, &left, yield) {
-				return
-			}
-		}
+		s.newCursor("", o.Backwards, o.From, 1, hi, f, o.Limit).read(ctx, o.Limit, yield)
 	}
 }
 
@@ -870,26 +816,15 @@ func (s *Store) SubscribeAll(ctx context.Context, opts *annals.SubscribeOptions)
 			yield(annals.RecordedEvent{}, err)
 			return
 		}
-		from := max(o.From, 1)
-		if o.From == annals.End {
+		from := o.From
+		if from == annals.End {
 			from = h.pos + 1
 		}
-		f := streamFilter{filter: o.Filter}
-		c := newCopier()
-		var batch []annals.RecordedEvent
-		var cur logCursor
+		k := s.newCursor("", false, from, 1, 1, streamFilter{filter: o.Filter}, 0)
 		for {
 			h := s.head.Load()
-			for from <= h.pos {
-				if batch, from, err = s.allBatch(ctx, from, h.pos+1, &cur, &f, c, batch[:0]); err != nil {
-					yield(annals.RecordedEvent{}, err)
-					return
-				}
-				for _, ev := range batch {
-					if !yield(ev, nil) {
-						return
-					}
-				}
+			if !k.follow(ctx, h.pos+1, yield) {
+				return
 			}
 			if err := s.wait(ctx, h); err != nil {
 				yield(annals.RecordedEvent{}, err)
@@ -933,9 +868,7 @@ func (s *Store) SubscribeStream(ctx context.Context, stream string, opts *annals
 			yield(annals.RecordedEvent{}, err)
 			return
 		}
-		from := o.From
-		c := newCopier()
-		var batch []annals.RecordedEvent
+		var k *cursor
 		for first := true; ; first = false {
 			if err := s.readLock(); err != nil {
 				yield(annals.RecordedEvent{}, err)
@@ -952,24 +885,16 @@ func (s *Store) SubscribeStream(ctx context.Context, stream string, opts *annals
 				yield(annals.RecordedEvent{}, err)
 				return
 			}
-			f := streamFilter{filter: o.Filter}
 			if first {
-				// Soft deletion and metadata choose where the subscription starts; from
-				// there on it delivers every event.
-				from = rules.SubscribeStart(&rs, &v.meta, from)
-				f.cutoff = v.ageCutoff()
+				// Soft deletion and metadata choose where the subscription starts (maxAge
+				// leaves out what it hides then); from there on it delivers every event.
+				start := rules.SubscribeStart(&rs, &v.meta, o.From)
+				k = s.newCursor(stream, false, start, 0, start, streamFilter{filter: o.Filter, cutoff: v.ageCutoff()}, 0)
 			}
-			for from < v.next {
-				if batch, from, err = s.streamBatch(ctx, stream, from, v.next, readBatch, &f, c, batch[:0]); err != nil {
-					yield(annals.RecordedEvent{}, err)
-					return
-				}
-				for _, ev := range batch {
-					if !yield(ev, nil) {
-						return
-					}
-				}
+			if !k.follow(ctx, v.next, yield) {
+				return
 			}
+			k.f.cutoff = time.Time{}
 			if v.tombstoned {
 				yield(annals.RecordedEvent{}, fmt.Errorf("%w: %q was tombstoned", annals.ErrStreamDeleted, stream))
 				return
