@@ -1,6 +1,7 @@
 package annals_test
 
 import (
+	"encoding/json"
 	"errors"
 	"strings"
 	"testing"
@@ -143,4 +144,30 @@ func FuzzStreamMetadataJSON(f *testing.F) {
 			t.Fatalf("re-read of %s: %v", b, err)
 		}
 	})
+}
+
+func TestStreamMetadataUnmarshalStrict(t *testing.T) {
+	for _, in := range []string{
+		`{"maxCont":3}`,
+		`{"acl":{"reed":["admin"]}}`,
+		`{"maxCount":"3"}`,
+		`{"maxAge":"soon"}`,
+	} {
+		var m annals.StreamMetadata
+		err := json.Unmarshal([]byte(in), &m)
+		if !errors.Is(err, annals.ErrInvalidArgument) {
+			t.Errorf("Unmarshal(%s) = %v, want ErrInvalidArgument", in, err)
+		}
+	}
+	var m annals.StreamMetadata
+	if err := json.Unmarshal([]byte(`{"maxCount":3,"maxAge":"1h","acl":{"read":["ops"]},"custom":{"a":1}}`), &m); err != nil {
+		t.Fatalf("Unmarshal of a valid metadata: %v", err)
+	}
+	if m.MaxCount != 3 || m.MaxAge != time.Hour || m.ACL == nil || len(m.ACL.Read) != 1 {
+		t.Errorf("Unmarshal = %+v", m)
+	}
+	var bad annals.StreamMetadata
+	if err := json.Unmarshal([]byte(`{"maxCont":3}`), &bad); err == nil || !strings.Contains(err.Error(), "maxCont") {
+		t.Errorf("the error %v does not name the unknown field", err)
+	}
 }

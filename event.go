@@ -46,6 +46,28 @@ type RecordedEvent struct {
 	Time time.Time
 }
 
+// MaxNameLength bounds an event's type and content type, in bytes.
+const MaxNameLength = 256
+
+// Validate checks the names of an event to append: its type is not empty, and its type and
+// content type (empty means [ContentTypeJSON]) are at most [MaxNameLength] bytes of valid
+// UTF-8 with no control characters. Errors match [ErrInvalidArgument] and name the field.
+// Sizes are the store's limits to check ([Limits]).
+func (e *Event) Validate() error {
+	if e.Type == "" {
+		return fmt.Errorf("%w: empty event type", ErrInvalidArgument)
+	}
+	for _, f := range []struct{ what, v string }{{"event type", e.Type}, {"content type", e.ContentType}} {
+		if len(f.v) > MaxNameLength {
+			return fmt.Errorf("%w: %s of %d bytes is longer than %d", ErrInvalidArgument, f.what, len(f.v), MaxNameLength)
+		}
+		if err := validateText(f.what, f.v); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
 // Size is what counts toward the event size limit: the bytes of its type, content type, data
 // and metadata.
 func (e *Event) Size() int {

@@ -1,6 +1,7 @@
 package annals
 
 import (
+	"bytes"
 	"encoding/json"
 	"fmt"
 	"time"
@@ -61,14 +62,17 @@ func (m StreamMetadata) MarshalJSON() ([]byte, error) {
 	return json.Marshal(v)
 }
 
-// UnmarshalJSON reads the form MarshalJSON writes; errors match [ErrInvalidArgument].
+// UnmarshalJSON reads the form MarshalJSON writes, strictly: an unknown field (a misspelt
+// "maxCount", say) is an error that names it. Errors match [ErrInvalidArgument].
 func (m *StreamMetadata) UnmarshalJSON(b []byte) error {
 	type plain StreamMetadata
 	var v struct {
 		plain
 		MaxAge string `json:"maxAge,omitempty"`
 	}
-	if err := json.Unmarshal(b, &v); err != nil {
+	dec := json.NewDecoder(bytes.NewReader(b))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(&v); err != nil {
 		return fmt.Errorf("%w: stream metadata: %w", ErrInvalidArgument, err)
 	}
 	*m = StreamMetadata(v.plain)

@@ -27,8 +27,6 @@ type idPos struct {
 	pos uint64
 }
 
-func (st *streamState) exists() bool { return st.next > st.base }
-
 // sequencer is the first stage; its fields belong to its goroutine.
 type sequencer struct {
 	s         *Store
@@ -41,8 +39,6 @@ type sequencer struct {
 	// pendingIDs counts the entries of the cached states' pending lists.
 	pendingIDs int
 	carry      *request // a request that did not fit the last group
-	toSync     chan *group
-	synced     chan struct{} // a signal from the syncer after each sync
 }
 
 const maxGroupBytes = 1 << 20

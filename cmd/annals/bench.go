@@ -10,8 +10,8 @@ import (
 	"time"
 
 	"github.com/annalsdb/annals"
-	"github.com/annalsdb/annals/internal/bench"
 	"github.com/annalsdb/annals/filestore"
+	"github.com/annalsdb/annals/internal/bench"
 	"github.com/schollz/progressbar/v3"
 	"github.com/spf13/cobra"
 	"golang.org/x/term"

@@ -10,12 +10,10 @@ import (
 
 	"github.com/annalsdb/annals"
 	"github.com/annalsdb/annals/filestore"
-	"github.com/annalsdb/annals/memstore"
 )
 
-// testOpener chooses the store the tests run against: fileOpener is the real filestore, as
-// the binary opens it; memOpener is memstore, for when filestore is broken. Switching is this
-// one line.
+// testOpener chooses the store the tests run against: the real filestore, as the binary
+// opens it.
 var testOpener opener = fileOpener
 
 // An opener returns the Main.Open for one test. With shared false, each Run may open and
@@ -28,10 +26,6 @@ func fileOpener(t *testing.T, shared bool) func(string) (annals.Store, error) {
 		return nil
 	}
 	return sharedStores(t, func(dir string) (annals.Store, error) { return filestore.Open(dir, nil) })
-}
-
-func memOpener(t *testing.T, _ bool) func(string) (annals.Store, error) {
-	return sharedStores(t, func(string) (annals.Store, error) { return memstore.New(nil), nil })
 }
 
 // sharedStores opens one store per data directory with open, on first use, and hands it to

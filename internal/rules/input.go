@@ -3,9 +3,6 @@ package rules
 import (
 	"encoding/json"
 	"fmt"
-	"strings"
-	"unicode"
-	"unicode/utf8"
 
 	"github.com/annalsdb/annals"
 )
@@ -22,9 +19,6 @@ func Limits(l annals.Limits) annals.Limits {
 	return l
 }
 
-// maxNameLength bounds event types and content types, in bytes.
-const maxNameLength = 256
-
 // ValidateAppend checks an append to a user stream before it reaches storage: the stream id
 // ([annals.ValidateUserStreamID]), then [ValidateEvents]. Backends pass a copy of the caller's
 // slice, which it changes (see ValidateEvents).
@@ -35,10 +29,10 @@ func ValidateAppend(l annals.Limits, stream string, expected annals.ExpectedRevi
 	return ValidateEvents(l, stream, expected, events)
 }
 
-// ValidateEvents checks the expectation, that there is at least one event, each event's type
-// (not empty, at most 256 bytes of text) and content type (at most 256 bytes of text), that no
-// ID is there twice, and the size limits of l (zero fields mean the defaults). In place, events
-// with a zero ID get a fresh one and an empty content type becomes [annals.ContentTypeJSON].
+// ValidateEvents checks the expectation, that there is at least one event, each event's names
+// ([annals.Event.Validate]), that no ID is there twice, and the size limits of l (zero fields
+// mean the defaults). In place, events with a zero ID get a fresh one and an empty content
+// type becomes [annals.ContentTypeJSON].
 // Errors match [annals.ErrInvalidArgument] (and [annals.ErrTooLarge] for sizes) and say which
 // event is at fault.
 func ValidateEvents(l annals.Limits, stream string, expected annals.ExpectedRevision, events []annals.Event) error {
@@ -55,18 +49,7 @@ func ValidateEvents(l annals.Limits, stream string, expected annals.ExpectedRevi
 		if e.ContentType == "" {
 			e.ContentType = annals.ContentTypeJSON
 		}
-		switch {
-		case e.Type == "":
-			return fmt.Errorf("%w: event %d of the append to %q has an empty type", annals.ErrInvalidArgument, i, stream)
-		case len(e.Type) > maxNameLength:
-			return fmt.Errorf("%w: event %d of the append to %q: type of %d bytes is longer than %d", annals.ErrInvalidArgument, i, stream, len(e.Type), maxNameLength)
-		case len(e.ContentType) > maxNameLength:
-			return fmt.Errorf("%w: event %d of the append to %q: content type of %d bytes is longer than %d", annals.ErrInvalidArgument, i, stream, len(e.ContentType), maxNameLength)
-		}
-		if err := text("event type", e.Type); err != nil {
-			return fmt.Errorf("event %d of the append to %q: %w", i, stream, err)
-		}
-		if err := text("content type", e.ContentType); err != nil {
+		if err := e.Validate(); err != nil {
 			return fmt.Errorf("event %d of the append to %q: %w", i, stream, err)
 		}
 		size := e.Size()
@@ -89,18 +72,6 @@ func ValidateEvents(l annals.Limits, stream string, expected annals.ExpectedRevi
 			}
 			seen[events[i].ID] = struct{}{}
 		}
-	}
-	return nil
-}
-
-// text is the rule of [annals.ValidateStreamID] for the other names the store keeps as text
-// (event and content types): valid UTF-8, no control characters.
-func text(what, s string) error {
-	if !utf8.ValidString(s) {
-		return fmt.Errorf("%w: %s %q is not valid UTF-8", annals.ErrInvalidArgument, what, s)
-	}
-	if i := strings.IndexFunc(s, unicode.IsControl); i >= 0 {
-		return fmt.Errorf("%w: %s %q has a control character at byte %d", annals.ErrInvalidArgument, what, s, i)
 	}
 	return nil
 }
