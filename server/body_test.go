@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"github.com/annalsdb/annals/internal/testwait"
 	"io"
 	"net/http"
 	"net/http/httptest"
@@ -66,8 +67,8 @@ func largeAppend(stream string) []byte {
 	return fmt.Appendf(nil, `{"stream":%q,"events":[{"type":"E","data":"%s"}]}`, stream, strings.Repeat("QUFB", 900<<10/4))
 }
 
-func postAppend(url string, body io.Reader) (int, map[string]any, error) {
-	hc := &http.Client{Timeout: 15 * time.Second}
+func postAppend(t *testing.T, url string, body io.Reader) (int, map[string]any, error) {
+	hc := &http.Client{Timeout: testwait.Timeout(t)}
 	res, err := hc.Post(url+"/annals.v1.EventStoreService/Append", "application/json", body)
 	if err != nil {
 		return 0, nil, err
@@ -76,17 +77,6 @@ func postAppend(url string, body io.Reader) (int, map[string]any, error) {
 	var v map[string]any
 	err = json.NewDecoder(res.Body).Decode(&v)
 	return res.StatusCode, v, err
-}
-
-func waitFor(t *testing.T, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(15 * time.Second)
-	for delay := time.Millisecond; !cond(); delay = min(2*delay, 50*time.Millisecond) {
-		if time.Now().After(deadline) {
-			t.Fatalf("%s: not true within 15s", what)
-		}
-		time.Sleep(delay)
-	}
 }
 
 // TestBudgetBoundsConcurrentBodies sends ten large appends at once, half with a declared
@@ -103,14 +93,14 @@ func TestBudgetBoundsConcurrentBodies(t *testing.T) {
 			if i%2 == 1 {
 				body = io.MultiReader(body) // no Content-Length: sent chunked
 			}
-			status, v, err := postAppend(url, body)
+			status, v, err := postAppend(t, url, body)
 			if err == nil && status != http.StatusOK {
 				err = fmt.Errorf("append %d: got %d %v, want 200", i, status, v)
 			}
 			errs <- err
 		})
 	}
-	waitFor(t, "four appends inside the store", func() bool { return g.inside.Load() == 4 })
+	testwait.Until(t, "four appends inside the store", func() bool { return g.inside.Load() == 4 })
 	close(g.gate)
 	wg.Wait()
 	close(errs)
@@ -139,14 +129,14 @@ func TestBudgetRefusesBeyondWait(t *testing.T) {
 	defer close(g.gate)
 	for i := range 4 {
 		wg.Go(func() {
-			if status, v, err := postAppend(url, bytes.NewReader(largeAppend(fmt.Sprintf("big-%d", i)))); err != nil || status != http.StatusOK {
+			if status, v, err := postAppend(t, url, bytes.NewReader(largeAppend(fmt.Sprintf("big-%d", i)))); err != nil || status != http.StatusOK {
 				t.Errorf("append %d once the gate opens: got %d %v %v, want 200", i, status, v, err)
 			}
 		})
 	}
-	waitFor(t, "four appends inside the store", func() bool { return g.inside.Load() == 4 })
+	testwait.Until(t, "four appends inside the store", func() bool { return g.inside.Load() == 4 })
 	for _, body := range []io.Reader{bytes.NewReader(largeAppend("late-1")), io.MultiReader(bytes.NewReader(largeAppend("late-2")))} {
-		status, v, err := postAppend(url, body)
+		status, v, err := postAppend(t, url, body)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -193,7 +183,7 @@ func TestBudgetHTTP2(t *testing.T) {
 			t.Errorf("append beyond the budget: got %v, want resource_exhausted naming max-request-bytes-in-flight", err)
 		}
 	}
-	waitFor(t, "four appends inside the store", func() bool { return g.inside.Load() == 4 })
+	testwait.Until(t, "four appends inside the store", func() bool { return g.inside.Load() == 4 })
 	close(g.gate)
 	wg.Wait()
 	close(errs)
