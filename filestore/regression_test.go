@@ -1,6 +1,6 @@
 package filestore
 
-// Regression tests for faults found in review: crash leftovers, rotation, eviction, and
+// Regression tests: crash leftovers, rotation, eviction, and
 // recovery that must never let the index damage the log.
 
 import (
