@@ -111,6 +111,7 @@ type Runner[Tx any] struct {
 		sync.Mutex
 		loaded              bool
 		gen, checkpoint     uint64
+		stored              uint64 // the checkpoint the target holds, as far as known
 		state               State
 		running, rebuilding bool
 		liveAt              uint64 // the last matching position in the log when Run started
@@ -238,8 +239,13 @@ func (r *Runner[Tx]) park(ctx context.Context) error {
 	}
 }
 
-// follow subscribes from the checkpoint + 1 and applies batches until an error.
+// follow subscribes from the checkpoint + 1 and applies batches until an error. It reads the
+// generation and the checkpoint from the target first when they are not loaded (after
+// another runner moved the checkpoint).
 func (r *Runner[Tx]) follow(ctx context.Context) error {
+	if err := r.load(ctx); err != nil {
+		return err
+	}
 	liveAt, err := r.lastMatching(ctx)
 	if err != nil {
 		return err
@@ -273,7 +279,7 @@ func (r *Runner[Tx]) applyLive(ctx context.Context, batch []annals.RecordedEvent
 	r.applyMu.Lock()
 	defer r.applyMu.Unlock()
 	r.mu.Lock()
-	gen, cp, skip, iso := r.mu.gen, r.mu.checkpoint, r.mu.skip, r.mu.isolateUntil
+	gen, cp, stored, skip, iso := r.mu.gen, r.mu.checkpoint, r.mu.stored, r.mu.skip, r.mu.isolateUntil
 	r.mu.Unlock()
 	// After a switch of generations the new one may already hold some of these events.
 	i := 0
@@ -288,7 +294,16 @@ func (r *Runner[Tx]) applyLive(ctx context.Context, batch []annals.RecordedEvent
 		}
 		chunk := batch[:n]
 		last := chunk[n-1].Position
-		if err := r.commit(ctx, gen, chunk, skip); err != nil {
+		committed, err := r.commit(ctx, gen, stored, chunk, skip)
+		if errors.Is(err, ErrCheckpointMoved) {
+			// Another runner of the projection committed (or the generation changed): read
+			// where the target is and continue from there. Nothing of chunk was applied.
+			r.mu.Lock()
+			r.mu.loaded = false
+			r.mu.Unlock()
+			return errRestart
+		}
+		if err != nil {
 			he, ok := errors.AsType[*HandlerError](err)
 			if !ok {
 				return fmt.Errorf("update read model: %w", err)
@@ -300,7 +315,7 @@ func (r *Runner[Tx]) applyLive(ctx context.Context, batch []annals.RecordedEvent
 			}
 			r.mu.Lock()
 			defer r.mu.Unlock()
-			r.mu.checkpoint = cp
+			r.mu.checkpoint, r.mu.stored = cp, cp
 			r.notifyLocked()
 			if n == 1 {
 				return he
@@ -308,8 +323,11 @@ func (r *Runner[Tx]) applyLive(ctx context.Context, batch []annals.RecordedEvent
 			r.mu.isolateUntil = last
 			return errRestart
 		}
+		if committed {
+			stored = last
+		}
 		r.mu.Lock()
-		r.mu.checkpoint = last
+		r.mu.checkpoint, r.mu.stored = last, stored
 		if skip != 0 && skip <= last {
 			r.mu.skip, skip = 0, 0
 		}
@@ -326,12 +344,12 @@ func (r *Runner[Tx]) applyLive(ctx context.Context, batch []annals.RecordedEvent
 	return nil
 }
 
-// commit applies chunk to generation gen in one Update, leaving out the event at position
-// skip.
+// commit applies chunk to generation gen in one Update that continues from the stored
+// checkpoint from, leaving out the event at position skip, and reports whether it committed.
 // A chunk made only of events of checkpoint streams is not committed at all: the checkpoint
 // moves in memory only (a restart applies them again, which costs nothing), so that runners
 // over a [Checkpoints] store do not feed on each other's checkpoints.
-func (r *Runner[Tx]) commit(ctx context.Context, gen uint64, chunk []annals.RecordedEvent, skip uint64) error {
+func (r *Runner[Tx]) commit(ctx context.Context, gen, from uint64, chunk []annals.RecordedEvent, skip uint64) (bool, error) {
 	needed := false
 	for i := range chunk {
 		if chunk[i].Position == skip || !ignored(&chunk[i]) {
@@ -340,9 +358,9 @@ func (r *Runner[Tx]) commit(ctx context.Context, gen uint64, chunk []annals.Reco
 		}
 	}
 	if !needed {
-		return nil
+		return false, nil
 	}
-	return r.target.Update(ctx, r.p.Name, gen, chunk[len(chunk)-1].Position, func(tx Tx) error {
+	err := r.target.Update(ctx, r.p.Name, gen, from, chunk[len(chunk)-1].Position, func(tx Tx) error {
 		for i := range chunk {
 			if chunk[i].Position == skip || ignored(&chunk[i]) {
 				continue
@@ -353,6 +371,7 @@ func (r *Runner[Tx]) commit(ctx context.Context, gen uint64, chunk []annals.Reco
 		}
 		return nil
 	})
+	return err == nil, err
 }
 
 // Retry resumes a failed projection at the event its handler failed on, calling the handler
@@ -396,7 +415,7 @@ func (r *Runner[Tx]) notifyLocked() {
 }
 
 // load reads the active generation and its checkpoint from the target, unless they are
-// loaded: once, and again after Run returns.
+// loaded: once, again after Run returns, and after an Update found the checkpoint moved.
 func (r *Runner[Tx]) load(ctx context.Context) error {
 	r.mu.Lock()
 	loaded := r.mu.loaded
@@ -417,7 +436,8 @@ func (r *Runner[Tx]) load(ctx context.Context) error {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	if !r.mu.loaded {
-		r.mu.loaded, r.mu.gen, r.mu.checkpoint = true, gen, cp
+		r.mu.loaded, r.mu.gen, r.mu.checkpoint, r.mu.stored = true, gen, cp, cp
+		r.notifyLocked()
 	}
 	return nil
 }
@@ -553,13 +573,22 @@ func (r *Runner[Tx]) Rebuild(ctx context.Context, progress func(Status)) error {
 	if err := r.load(ctx); err != nil {
 		return err
 	}
+	// Another replica may have activated a generation this runner has not seen yet.
+	active, err := r.target.Generation(ctx, r.p.Name)
+	if err != nil {
+		return fmt.Errorf("projection %q: read generation: %w", r.p.Name, err)
+	}
 	r.mu.Lock()
-	gen := r.mu.gen + 1
+	gen := max(r.mu.gen, active) + 1
 	r.mu.Unlock()
-	err := r.rebuild(ctx, gen, progress)
+	err = r.rebuild(ctx, gen, progress)
 	if err != nil {
 		// Leave nothing of the failed generation behind (a crash may still do; the next
-		// rebuild resets it first).
+		// rebuild resets it first), unless another runner writes it (a checkpoint that
+		// moved): that generation is the other's to finish or drop.
+		if errors.Is(err, ErrCheckpointMoved) {
+			return fmt.Errorf("projection %q: rebuild generation %d: %w", r.p.Name, gen, err)
+		}
 		if rerr := r.target.Reset(context.WithoutCancel(ctx), r.p.Name, gen); rerr != nil {
 			err = errors.Join(err, fmt.Errorf("drop the unfinished generation: %w", rerr))
 		}
@@ -576,7 +605,7 @@ func (r *Runner[Tx]) rebuild(ctx context.Context, gen uint64, progress func(Stat
 	if err != nil {
 		return err
 	}
-	var cp uint64
+	var cp, stored uint64 // applied, and committed to the target
 	report := func(state State) {
 		if progress != nil {
 			h := max(last, cp)
@@ -593,11 +622,15 @@ func (r *Runner[Tx]) rebuild(ctx context.Context, gen uint64, progress func(Stat
 				f.close()
 				return fmt.Errorf("subscribe to the log: %w", err)
 			}
-			if err := r.commit(ctx, gen, batch, 0); err != nil {
+			committed, err := r.commit(ctx, gen, stored, batch, 0)
+			if err != nil {
 				f.close()
 				return err
 			}
 			cp = batch[len(batch)-1].Position
+			if committed {
+				stored = cp
+			}
 			report(StateRebuilding)
 			buf = batch
 		}
@@ -615,10 +648,14 @@ func (r *Runner[Tx]) rebuild(ctx context.Context, gen uint64, progress func(Stat
 			if len(batch) == 0 {
 				return nil
 			}
-			if err := r.commit(ctx, gen, batch, 0); err != nil {
+			committed, err := r.commit(ctx, gen, stored, batch, 0)
+			if err != nil {
 				return err
 			}
 			cp = batch[len(batch)-1].Position
+			if committed {
+				stored = cp
+			}
 			batch = batch[:0]
 			return nil
 		}
@@ -640,7 +677,7 @@ func (r *Runner[Tx]) rebuild(ctx context.Context, gen uint64, progress func(Stat
 		return fmt.Errorf("activate: %w", err)
 	}
 	r.mu.Lock()
-	r.mu.gen, r.mu.checkpoint = gen, cp
+	r.mu.gen, r.mu.checkpoint, r.mu.stored = gen, cp, stored
 	if r.mu.skip != 0 && r.mu.skip <= cp {
 		r.mu.skip = 0
 	}
