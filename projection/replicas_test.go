@@ -204,4 +204,3 @@ func TestThreeRunnersWithRestarts(t *testing.T) {
 		t.Logf("%d commits", len(rec.moves))
 	})
 }
-
