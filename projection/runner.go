@@ -92,7 +92,11 @@ type Status struct {
 // failing event recorded (see [Status]) and the checkpoint just before it, keeps serving
 // queries from the read model as it was, and waits for the operator's choice: [Runner.Retry]
 // calls the handler on that event again, [Runner.Skip] moves past it without applying it.
-// Errors of the event store or of the target Store end Run instead (it returns them).
+// Errors of the event store or of the target Store end Run instead (it returns them), except
+// the refusal of an Update whose checkpoint moved ([ErrCheckpointMoved]: another runner of
+// the projection committed first): Run then reads the stored generation and checkpoint and
+// continues from them, so that several runners of one projection (one per replica) apply
+// each event once between them.
 //
 // To find the failing event of a batch exactly, a runner whose batch failed applies the events
 // of that batch again one per transaction before it reports the failure; handlers must

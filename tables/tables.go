@@ -6,7 +6,10 @@
 // the [*Tx] it is given, with typed [Table] values (JSON-encoded), and the runner commits them
 // with the checkpoint. The effect is exactly-once and durable: when Update returns, the rows
 // and the checkpoint are on disk together, and after a crash the runner resumes from a
-// checkpoint that matches the rows exactly.
+// checkpoint that matches the rows exactly. The checkpoint is compare-and-set (an Update
+// names the checkpoint it continues from, see [DB.Update]), so several runners of one
+// projection over one DB apply each event once between them (the DB itself belongs to one
+// process: Pebble locks its directory).
 //
 // Rows are namespaced by projection and generation, so that a rebuild writes a new generation
 // beside the active one; [Table.Get], [Table.List] and [Table.Scan] (the query side) read the
