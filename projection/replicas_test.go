@@ -204,3 +204,43 @@ func TestThreeRunnersWithRestarts(t *testing.T) {
 		t.Logf("%d commits", len(rec.moves))
 	})
 }
+
+// TestRebuildOnAnotherReplica rebuilds on one of two runners: the other, still on the old
+// generation, finds its checkpoint gone with the generation, reads the active one again and
+// continues on it.
+func TestRebuildOnAnotherReplica(t *testing.T) {
+	teststores.Each(t, func(t *testing.T, s annals.Store) {
+		accts := streams("acct", 3)
+		appendN(t, s, accts, "Deposited", 30)
+		m := projection.NewMemory(newCounts)
+		a := newCountRunner(t, s, m, nil, &projection.RunnerOptions{MaxBatch: 5})
+		b := newCountRunner(t, s, m, nil, &projection.RunnerOptions{MaxBatch: 5})
+		start(t, a)
+		start(t, b)
+		ctx := waitCtx(t)
+		head := appendN(t, s, accts, "Deposited", 10)
+		if err := a.WaitFor(ctx, head); err != nil {
+			t.Fatal(err)
+		}
+		if err := b.Rebuild(ctx, nil); err != nil {
+			t.Fatal(err)
+		}
+		head = appendN(t, s, accts, "Deposited", 10)
+		for _, r := range []*projection.Runner[*counts]{a, b} {
+			if err := r.WaitFor(ctx, head); err != nil {
+				t.Fatal(err)
+			}
+			st := waitState(t, r, "live on generation 1", func(st projection.Status) bool {
+				return st.Generation == 1 && st.State == projection.StateLive
+			})
+			if st.LastError != nil {
+				t.Fatalf("status %+v", st)
+			}
+		}
+		got, cp := readCounts(m, "counts")
+		compareCounts(t, got, expected(t, s, nil))
+		if cp != head {
+			t.Fatalf("checkpoint %d, want %d", cp, head)
+		}
+	})
+}

@@ -300,12 +300,26 @@ func (r *Runner[Tx]) applyLive(ctx context.Context, batch []annals.RecordedEvent
 		last := chunk[n-1].Position
 		committed, err := r.commit(ctx, gen, stored, chunk, skip)
 		if errors.Is(err, ErrCheckpointMoved) {
-			// Another runner of the projection committed (or the generation changed): read
-			// where the target is and continue from there. Nothing of chunk was applied.
-			r.mu.Lock()
-			r.mu.loaded = false
-			r.mu.Unlock()
-			return errRestart
+			// Another runner of the projection committed first; nothing of chunk was applied.
+			ce, ok := errors.AsType[*CheckpointConflictError](err)
+			if !ok || ce.Actual == 0 || ce.Actual < cp {
+				// The generation was dropped or reset (or holds less than this runner has
+				// read from the log): read the generation and the checkpoint again and
+				// subscribe from there.
+				r.mu.Lock()
+				r.mu.loaded = false
+				r.mu.Unlock()
+				return errRestart
+			}
+			// The other runner is ahead on this generation: go on after its checkpoint.
+			cp, stored = ce.Actual, ce.Actual
+			skip, iso = r.advance(cp, stored, skip, iso)
+			i := 0
+			for i < len(batch) && batch[i].Position <= cp {
+				i++
+			}
+			batch = batch[i:]
+			continue
 		}
 		if err != nil {
 			he, ok := errors.AsType[*HandlerError](err)
@@ -330,22 +344,30 @@ func (r *Runner[Tx]) applyLive(ctx context.Context, batch []annals.RecordedEvent
 		if committed {
 			stored = last
 		}
-		r.mu.Lock()
-		r.mu.checkpoint, r.mu.stored = last, stored
-		if skip != 0 && skip <= last {
-			r.mu.skip, skip = 0, 0
-		}
-		if iso != 0 && iso <= last {
-			r.mu.isolateUntil, iso = 0, 0
-		}
-		if last >= r.mu.liveAt && r.mu.state == StateCatchingUp {
-			r.mu.state = StateLive
-		}
-		r.notifyLocked()
-		r.mu.Unlock()
+		cp = last
+		skip, iso = r.advance(cp, stored, skip, iso)
 		batch = batch[n:]
 	}
 	return nil
+}
+
+// advance records that the read model reflects the log up to cp, of which the target holds
+// up to stored, and returns skip and iso (see applyLive), cleared once cp has passed them.
+func (r *Runner[Tx]) advance(cp, stored, skip, iso uint64) (uint64, uint64) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.mu.checkpoint, r.mu.stored = cp, stored
+	if skip != 0 && skip <= cp {
+		r.mu.skip, skip = 0, 0
+	}
+	if iso != 0 && iso <= cp {
+		r.mu.isolateUntil, iso = 0, 0
+	}
+	if cp >= r.mu.liveAt && r.mu.state == StateCatchingUp {
+		r.mu.state = StateLive
+	}
+	r.notifyLocked()
+	return skip, iso
 }
 
 // commit applies chunk to generation gen in one Update that continues from the stored
