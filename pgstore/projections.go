@@ -8,6 +8,7 @@ import (
 	"sync"
 
 	"github.com/annalsdb/annals"
+	"github.com/annalsdb/annals/projection"
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
 )
@@ -192,11 +193,16 @@ func (p *Projections) Checkpoint(ctx context.Context, name string, gen uint64) (
 }
 
 // Update implements projection.Store: in one transaction it locks the checkpoint row of
-// generation gen of name (creating the generation, with Setup, when it does not exist), runs
-// fn, and sets the checkpoint; it returns once that transaction committed (durable as far as
-// PostgreSQL's commit is). When fn returns an error, everything is rolled back and Update
-// returns that error as is. The locked row makes two Updates of one generation take turns.
-func (p *Projections) Update(ctx context.Context, name string, gen uint64, checkpoint uint64, fn func(*ProjectionTx) error) error {
+// generation gen of name (creating the generation, with Setup, when it does not exist),
+// compares the checkpoint with from, runs fn, and moves the checkpoint to to; it returns once
+// that transaction committed (durable as far as PostgreSQL's commit is). When fn returns an
+// error, everything is rolled back and Update returns that error as is. The locked row makes
+// two Updates of one generation take turns, and the checkpoint compare-and-set: when the
+// checkpoint the lock finds is not from (another runner committed first, or the generation was
+// dropped), Update rolls back without calling fn and returns a
+// *projection.CheckpointConflictError (matching projection.ErrCheckpointMoved); a to below
+// from is refused with an error matching projection.ErrInvalid.
+func (p *Projections) Update(ctx context.Context, name string, gen uint64, from, to uint64, fn func(*ProjectionTx) error) error {
 	id, err := p.id(ctx, name)
 	if err != nil {
 		return err
@@ -205,7 +211,10 @@ func (p *Projections) Update(ctx context.Context, name string, gen uint64, check
 	if err != nil {
 		return err
 	}
-	return p.s.checkpointTx(ctx, name, int64(gen), func(tx pgx.Tx, _ uint64, created bool) (uint64, error) {
+	return p.s.checkpointTx(ctx, name, int64(gen), func(tx pgx.Tx, stored uint64, created bool) (uint64, error) {
+		if err := projection.CheckUpdate(name, gen, stored, from, to); err != nil {
+			return 0, err
+		}
 		ptx := &ProjectionTx{Tx: tx, name: name, gen: gen, schema: schema}
 		if created {
 			if err := p.create(ctx, ptx); err != nil {
@@ -216,7 +225,7 @@ func (p *Projections) Update(ctx context.Context, name string, gen uint64, check
 			return 0, err
 		}
 		// Checkpoint 0 (nothing applied) is the row as created.
-		return checkpoint, nil
+		return to, nil
 	})
 }
 

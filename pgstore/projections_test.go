@@ -377,10 +377,10 @@ func TestProjectionsUpdateIsAtomic(t *testing.T) {
 		_, err := tx.Tx.Exec(ctx, "INSERT INTO "+tx.Schema()+".counts AS c VALUES ('x', 1) ON CONFLICT (stream) DO UPDATE SET n = c.n + 1")
 		return err
 	}
-	if err := c.p.Update(ctx, "counter", 0, 5, write); err != nil {
+	if err := c.p.Update(ctx, "counter", 0, 0, 5, write); err != nil {
 		t.Fatal(err)
 	}
-	err := c.p.Update(ctx, "counter", 0, 9, func(tx *pgstore.ProjectionTx) error {
+	err := c.p.Update(ctx, "counter", 0, 5, 9, func(tx *pgstore.ProjectionTx) error {
 		if err := write(tx); err != nil {
 			return err
 		}
@@ -396,7 +396,7 @@ func TestProjectionsUpdateIsAtomic(t *testing.T) {
 		t.Fatalf("rows after a failed Update: %v", got)
 	}
 	bad := pgstore.NewProjections(s, &pgstore.ProjectionsOptions{Setup: func(context.Context, *pgstore.ProjectionTx) error { return boom }})
-	if err := bad.Update(ctx, "other", 0, 1, func(*pgstore.ProjectionTx) error { return nil }); err != boom {
+	if err := bad.Update(ctx, "other", 0, 0, 1, func(*pgstore.ProjectionTx) error { return nil }); err != boom {
 		t.Fatalf("Update with a failing Setup: %v", err)
 	}
 	if cp, _ := bad.Checkpoint(ctx, "other", 0); cp != 0 {
@@ -405,7 +405,7 @@ func TestProjectionsUpdateIsAtomic(t *testing.T) {
 	if got := schemas(t, s); len(got) != 1 {
 		t.Fatalf("generation schemas: %q, want only counter's", got)
 	}
-	if err := c.p.Update(ctx, "", 0, 1, write); err == nil {
+	if err := c.p.Update(ctx, "", 0, 0, 1, write); err == nil {
 		t.Fatal("Update of an empty name: no error")
 	}
 }

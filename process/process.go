@@ -48,8 +48,17 @@
 // [RunnerOptions].IsRefusal says which errors are refusals); any other error stops the runner,
 // which handles the input again when it runs again.
 //
-// One runner per manager may run at a time (across processes): two would each send the
-// commands (harmlessly, through the idempotency keys) but conflict on the journals.
+// # Several runners of one manager
+//
+// Each replica of a service may run the manager. The journal is the compare-and-set: an
+// append names the journal revision it continues from, so an input is journaled once and a
+// journal never goes back. A runner whose append finds the journal moved (another runner
+// journaled for the instance first) reads the journal again and goes on from what it holds:
+// it skips an input already there, and decides again from the journal's state otherwise; the
+// conflict is not an error of Run. Both runners may send the commands of one input, with the
+// same idempotency keys, so the effect is once as long as the command handlers answer a
+// repeated key with its first result (package decider does). Until leases let one replica
+// work while the others stand by, every runner does the work.
 package process
 
 import (

@@ -380,7 +380,39 @@ func (r *Runner[S]) untilNextDeadline() time.Duration {
 
 // handle handles one input of instance id and the refusals it leads to, and journals them in
 // one append. key identifies the input among all the instance has handled.
+//
+// The append is compare-and-set on the journal's revision. When another runner of the manager
+// journaled for the instance meanwhile, handle reads the journal again and handles the input
+// on what it holds: it skips the input when the journal has it already, and otherwise decides
+// again from the state the journal now gives (the commands it sends again carry the same
+// idempotency keys). That is not a failure: it tries again, up to [maxJournalConflicts]
+// times in a row for one input (each conflict is another runner's progress; more means
+// something else refuses the appends, and handle returns the conflict).
 func (r *Runner[S]) handle(ctx context.Context, id string, root Input, key string) error {
+	for i := 1; ; i++ {
+		err := r.handleOnce(ctx, id, root, key)
+		if _, ok := errors.AsType[*journalMovedError](err); !ok || i == maxJournalConflicts {
+			return err
+		}
+		if err := ctx.Err(); err != nil {
+			return err
+		}
+	}
+}
+
+// maxJournalConflicts bounds how many times in a row one input finds its journal moved.
+const maxJournalConflicts = 64
+
+// journalMovedError is the refusal of a journal append whose expected revision was overtaken
+// by another runner's append.
+type journalMovedError struct{ err error }
+
+func (e *journalMovedError) Error() string { return e.err.Error() }
+func (e *journalMovedError) Unwrap() error { return e.err }
+
+// handleOnce is one attempt of [Runner.handle]: it returns a [*journalMovedError] when the
+// journal moved under it (the instance is then dropped from the cache).
+func (r *Runner[S]) handleOnce(ctx context.Context, id string, root Input, key string) error {
 	inst, err := r.instance(ctx, id)
 	if err != nil {
 		return err
@@ -458,7 +490,11 @@ func (r *Runner[S]) handle(ctx context.Context, id string, root Input, key strin
 	res, err := r.store.Append(ctx, journal, inst.revision, events...)
 	if err != nil {
 		r.forget(id) // reload from the journal next time
-		return fmt.Errorf("process %q, instance %q: journal: %w", r.m.Name, id, err)
+		err = fmt.Errorf("process %q, instance %q: journal: %w", r.m.Name, id, err)
+		if errors.Is(err, annals.ErrWrongExpectedVersion) {
+			return &journalMovedError{err}
+		}
+		return err
 	}
 	r.mu.Lock()
 	defer r.mu.Unlock()
@@ -548,6 +584,13 @@ func (r *Runner[S]) instance(ctx context.Context, id string) (*instance[S], erro
 	}
 	r.mu.Lock()
 	defer r.mu.Unlock()
+	if r.mu.pending != nil {
+		// Deadlines another runner of the manager set for the instance: this runner fires
+		// them too (a deadline no longer pending is dropped when it comes due).
+		for name, d := range inst.pending {
+			r.mu.pending[pendingKey{id, name}] = d
+		}
+	}
 	if len(r.mu.instances) >= maxCached {
 		clear(r.mu.instances) // a cache: dropped instances are loaded again when needed
 	}

@@ -112,21 +112,39 @@ func (c *Checkpoints[Tx]) Generation(ctx context.Context, name string) (uint64, 
 
 // Checkpoint implements [Store.Checkpoint].
 func (c *Checkpoints[Tx]) Checkpoint(ctx context.Context, name string, gen uint64) (uint64, error) {
-	stream := c.genStream(name, gen)
+	cp, _, err := c.checkpoint(ctx, c.genStream(name, gen))
+	return cp, err
+}
+
+// checkpoint returns the checkpoint stream holds and the revision to append after it.
+func (c *Checkpoints[Tx]) checkpoint(ctx context.Context, stream string) (uint64, annals.ExpectedRevision, error) {
 	ev, ok, err := c.last(ctx, stream)
 	if err != nil || !ok {
-		return 0, err
+		return 0, annals.NoStream, err
 	}
 	var d checkpointData
 	if err := json.Unmarshal(ev.Data, &d); err != nil {
-		return 0, fmt.Errorf("%w: %s event %d: %w", annals.ErrCorrupt, ev.Stream, ev.Revision, err)
+		return 0, annals.NoStream, fmt.Errorf("%w: %s event %d: %w", annals.ErrCorrupt, ev.Stream, ev.Revision, err)
 	}
-	return d.Checkpoint, nil
+	return d.Checkpoint, annals.Exact(ev.Revision), nil
 }
 
-// Update implements [Store.Update]: fn runs, then the checkpoint is appended (durable when
-// Update returns, as every append). A failed fn appends nothing, but what it wrote stays.
-func (c *Checkpoints[Tx]) Update(ctx context.Context, name string, gen uint64, checkpoint uint64, fn func(Tx) error) error {
+// Update implements [Store.Update]: it reads the checkpoint, compares it with from, runs fn,
+// then appends the new checkpoint with the expected revision of the checkpoint it read
+// (durable when Update returns, as every append). A failed fn appends nothing, but what it
+// wrote stays. The compare-and-set is the append's: a refused update normally does not call
+// fn, but when another runner appends its checkpoint between the read and the append, fn has
+// run and its writes stay (at-least-once, as after a crash) while the checkpoint does not
+// move and Update returns the [*CheckpointConflictError].
+func (c *Checkpoints[Tx]) Update(ctx context.Context, name string, gen uint64, from, to uint64, fn func(Tx) error) error {
+	stream := c.genStream(name, gen)
+	stored, expected, err := c.checkpoint(ctx, stream)
+	if err != nil {
+		return err
+	}
+	if err := CheckUpdate(name, gen, stored, from, to); err != nil {
+		return err
+	}
 	var tx Tx
 	if c.opts.Tx != nil {
 		tx = c.opts.Tx(name, gen)
@@ -134,20 +152,29 @@ func (c *Checkpoints[Tx]) Update(ctx context.Context, name string, gen uint64, c
 	if err := fn(tx); err != nil {
 		return err
 	}
-	return c.write(ctx, c.genStream(name, gen), checkpoint)
+	err = c.write(ctx, stream, expected, to)
+	if errors.Is(err, annals.ErrWrongExpectedVersion) {
+		stored, _, rerr := c.checkpoint(ctx, stream)
+		if rerr != nil {
+			return errors.Join(err, rerr)
+		}
+		return &CheckpointConflictError{Projection: name, Generation: gen, Expected: from, Actual: stored}
+	}
+	return err
 }
 
-func (c *Checkpoints[Tx]) write(ctx context.Context, stream string, checkpoint uint64) error {
+func (c *Checkpoints[Tx]) write(ctx context.Context, stream string, expected annals.ExpectedRevision, checkpoint uint64) error {
 	data, _ := json.Marshal(checkpointData{Checkpoint: checkpoint})
-	return c.append(ctx, stream, annals.Event{Type: CheckpointEventType, Data: data})
+	return c.append(ctx, stream, expected, annals.Event{Type: CheckpointEventType, Data: data})
 }
 
-// append appends ev to the checkpoint stream, bounding the stream first.
-func (c *Checkpoints[Tx]) append(ctx context.Context, stream string, ev annals.Event) error {
+// append appends ev to the checkpoint stream at the expected revision, bounding the stream
+// first.
+func (c *Checkpoints[Tx]) append(ctx context.Context, stream string, expected annals.ExpectedRevision, ev annals.Event) error {
 	if err := c.bound(ctx, stream); err != nil {
 		return err
 	}
-	if _, err := c.events.Append(ctx, stream, annals.Any, ev); err != nil {
+	if _, err := c.events.Append(ctx, stream, expected, ev); err != nil {
 		return fmt.Errorf("append to %s: %w", stream, err)
 	}
 	return nil
@@ -190,7 +217,7 @@ func (c *Checkpoints[Tx]) Reset(ctx context.Context, name string, gen uint64) er
 	if _, ok, err := c.last(ctx, stream); err != nil || !ok {
 		return err
 	}
-	return c.write(ctx, stream, 0)
+	return c.write(ctx, stream, annals.Any, 0)
 }
 
 // Activate implements [Store.Activate]: it records gen as the active generation, then drops
@@ -203,7 +230,7 @@ func (c *Checkpoints[Tx]) Activate(ctx context.Context, name string, gen uint64)
 		return err
 	}
 	data, _ := json.Marshal(activatedData{Generation: gen})
-	if err := c.append(ctx, CheckpointStreamPrefix+name, annals.Event{Type: ActivatedEventType, Data: data}); err != nil {
+	if err := c.append(ctx, CheckpointStreamPrefix+name, annals.Any, annals.Event{Type: ActivatedEventType, Data: data}); err != nil {
 		return fmt.Errorf("activation of %q: %w", name, err)
 	}
 	if old != gen {

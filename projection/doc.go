@@ -53,6 +53,16 @@
 // one in the same step. A rebuild that fails (or a crash during one) leaves the active
 // generation untouched; the next rebuild starts by resetting the unfinished generation.
 //
-// One runner per projection name and Store at a time: two runners of one name would commit
-// over each other.
+// # Several runners of one projection
+//
+// Checkpoints are compare-and-set: every [Store.Update] names the checkpoint it continues
+// from, and a Store whose checkpoint moved meanwhile refuses it atomically with its write
+// ([ErrCheckpointMoved], [*CheckpointConflictError]) and applies nothing of the batch; a
+// checkpoint never moves backwards ([CheckUpdate] is the rule every Store applies). A
+// [Runner] whose update is refused reads the stored generation and checkpoint again and
+// continues from there, which is not a failure. So each replica of a service may run the
+// same projection on one Store: the read model is the one a single runner builds. Until
+// leases let one replica work while the others stand by, every runner does the work, and all
+// but one batch per checkpoint are refused and retried. Run [Runner.Rebuild] on one replica
+// at a time.
 package projection

@@ -21,7 +21,8 @@ import (
 // error it drops the generation (model back to init(), checkpoint 0), so that the runner
 // replays it from the log rather than apply an event twice.
 //
-// All methods are safe for concurrent use; they never fail, and ignore ctx.
+// All methods are safe for concurrent use and ignore ctx; only Update fails, with fn's error
+// or the refusals of [CheckUpdate].
 type Memory[M any] struct {
 	init func() M
 	mu   struct {
@@ -68,10 +69,20 @@ func (m *Memory[M]) Checkpoint(_ context.Context, name string, gen uint64) (uint
 	return 0, nil
 }
 
-// Update implements [Store.Update]; see [Memory] for what a failure keeps.
-func (m *Memory[M]) Update(_ context.Context, name string, gen uint64, checkpoint uint64, fn func(M) error) error {
+// Update implements [Store.Update]; see [Memory] for what a failure keeps. The checkpoint is
+// compared with from under the lock, before fn runs: a refused update ([ErrCheckpointMoved])
+// does not call fn.
+func (m *Memory[M]) Update(_ context.Context, name string, gen uint64, from, to uint64, fn func(M) error) error {
 	m.mu.Lock()
 	defer m.mu.Unlock()
+	var stored uint64
+	if g := m.mu.gens[memKey{name, gen}]; g != nil {
+		stored = g.checkpoint
+	}
+	if err := CheckUpdate(name, gen, stored, from, to); err != nil {
+		return err
+	}
+	checkpoint := to
 	g := m.genLocked(name, gen)
 	if c, ok := any(g.model).(interface{ Clone() M }); ok {
 		next := c.Clone()

@@ -92,7 +92,11 @@ type Status struct {
 // failing event recorded (see [Status]) and the checkpoint just before it, keeps serving
 // queries from the read model as it was, and waits for the operator's choice: [Runner.Retry]
 // calls the handler on that event again, [Runner.Skip] moves past it without applying it.
-// Errors of the event store or of the target Store end Run instead (it returns them).
+// Errors of the event store or of the target Store end Run instead (it returns them), except
+// the refusal of an Update whose checkpoint moved ([ErrCheckpointMoved]: another runner of
+// the projection committed first): Run then reads the stored generation and checkpoint and
+// continues from them, so that several runners of one projection (one per replica) apply
+// each event once between them.
 //
 // To find the failing event of a batch exactly, a runner whose batch failed applies the events
 // of that batch again one per transaction before it reports the failure; handlers must
@@ -111,6 +115,7 @@ type Runner[Tx any] struct {
 		sync.Mutex
 		loaded              bool
 		gen, checkpoint     uint64
+		stored              uint64 // the checkpoint the target holds, as far as known
 		state               State
 		running, rebuilding bool
 		liveAt              uint64 // the last matching position in the log when Run started
@@ -238,8 +243,13 @@ func (r *Runner[Tx]) park(ctx context.Context) error {
 	}
 }
 
-// follow subscribes from the checkpoint + 1 and applies batches until an error.
+// follow subscribes from the checkpoint + 1 and applies batches until an error. It reads the
+// generation and the checkpoint from the target first when they are not loaded (after
+// another runner moved the checkpoint).
 func (r *Runner[Tx]) follow(ctx context.Context) error {
+	if err := r.load(ctx); err != nil {
+		return err
+	}
 	liveAt, err := r.lastMatching(ctx)
 	if err != nil {
 		return err
@@ -273,7 +283,7 @@ func (r *Runner[Tx]) applyLive(ctx context.Context, batch []annals.RecordedEvent
 	r.applyMu.Lock()
 	defer r.applyMu.Unlock()
 	r.mu.Lock()
-	gen, cp, skip, iso := r.mu.gen, r.mu.checkpoint, r.mu.skip, r.mu.isolateUntil
+	gen, cp, stored, skip, iso := r.mu.gen, r.mu.checkpoint, r.mu.stored, r.mu.skip, r.mu.isolateUntil
 	r.mu.Unlock()
 	// After a switch of generations the new one may already hold some of these events.
 	i := 0
@@ -288,7 +298,30 @@ func (r *Runner[Tx]) applyLive(ctx context.Context, batch []annals.RecordedEvent
 		}
 		chunk := batch[:n]
 		last := chunk[n-1].Position
-		if err := r.commit(ctx, gen, chunk, skip); err != nil {
+		committed, err := r.commit(ctx, gen, stored, chunk, skip)
+		if errors.Is(err, ErrCheckpointMoved) {
+			// Another runner of the projection committed first; nothing of chunk was applied.
+			ce, ok := errors.AsType[*CheckpointConflictError](err)
+			if !ok || ce.Actual == 0 || ce.Actual < cp {
+				// The generation was dropped or reset (or holds less than this runner has
+				// read from the log): read the generation and the checkpoint again and
+				// subscribe from there.
+				r.mu.Lock()
+				r.mu.loaded = false
+				r.mu.Unlock()
+				return errRestart
+			}
+			// The other runner is ahead on this generation: go on after its checkpoint.
+			cp, stored = ce.Actual, ce.Actual
+			skip, iso = r.advance(cp, stored, skip, iso)
+			i := 0
+			for i < len(batch) && batch[i].Position <= cp {
+				i++
+			}
+			batch = batch[i:]
+			continue
+		}
+		if err != nil {
 			he, ok := errors.AsType[*HandlerError](err)
 			if !ok {
 				return fmt.Errorf("update read model: %w", err)
@@ -300,7 +333,7 @@ func (r *Runner[Tx]) applyLive(ctx context.Context, batch []annals.RecordedEvent
 			}
 			r.mu.Lock()
 			defer r.mu.Unlock()
-			r.mu.checkpoint = cp
+			r.mu.checkpoint, r.mu.stored = cp, cp
 			r.notifyLocked()
 			if n == 1 {
 				return he
@@ -308,30 +341,41 @@ func (r *Runner[Tx]) applyLive(ctx context.Context, batch []annals.RecordedEvent
 			r.mu.isolateUntil = last
 			return errRestart
 		}
-		r.mu.Lock()
-		r.mu.checkpoint = last
-		if skip != 0 && skip <= last {
-			r.mu.skip, skip = 0, 0
+		if committed {
+			stored = last
 		}
-		if iso != 0 && iso <= last {
-			r.mu.isolateUntil, iso = 0, 0
-		}
-		if last >= r.mu.liveAt && r.mu.state == StateCatchingUp {
-			r.mu.state = StateLive
-		}
-		r.notifyLocked()
-		r.mu.Unlock()
+		cp = last
+		skip, iso = r.advance(cp, stored, skip, iso)
 		batch = batch[n:]
 	}
 	return nil
 }
 
-// commit applies chunk to generation gen in one Update, leaving out the event at position
-// skip.
+// advance records that the read model reflects the log up to cp, of which the target holds
+// up to stored, and returns skip and iso (see applyLive), cleared once cp has passed them.
+func (r *Runner[Tx]) advance(cp, stored, skip, iso uint64) (uint64, uint64) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.mu.checkpoint, r.mu.stored = cp, stored
+	if skip != 0 && skip <= cp {
+		r.mu.skip, skip = 0, 0
+	}
+	if iso != 0 && iso <= cp {
+		r.mu.isolateUntil, iso = 0, 0
+	}
+	if cp >= r.mu.liveAt && r.mu.state == StateCatchingUp {
+		r.mu.state = StateLive
+	}
+	r.notifyLocked()
+	return skip, iso
+}
+
+// commit applies chunk to generation gen in one Update that continues from the stored
+// checkpoint from, leaving out the event at position skip, and reports whether it committed.
 // A chunk made only of events of checkpoint streams is not committed at all: the checkpoint
 // moves in memory only (a restart applies them again, which costs nothing), so that runners
 // over a [Checkpoints] store do not feed on each other's checkpoints.
-func (r *Runner[Tx]) commit(ctx context.Context, gen uint64, chunk []annals.RecordedEvent, skip uint64) error {
+func (r *Runner[Tx]) commit(ctx context.Context, gen, from uint64, chunk []annals.RecordedEvent, skip uint64) (bool, error) {
 	needed := false
 	for i := range chunk {
 		if chunk[i].Position == skip || !ignored(&chunk[i]) {
@@ -340,9 +384,9 @@ func (r *Runner[Tx]) commit(ctx context.Context, gen uint64, chunk []annals.Reco
 		}
 	}
 	if !needed {
-		return nil
+		return false, nil
 	}
-	return r.target.Update(ctx, r.p.Name, gen, chunk[len(chunk)-1].Position, func(tx Tx) error {
+	err := r.target.Update(ctx, r.p.Name, gen, from, chunk[len(chunk)-1].Position, func(tx Tx) error {
 		for i := range chunk {
 			if chunk[i].Position == skip || ignored(&chunk[i]) {
 				continue
@@ -353,6 +397,7 @@ func (r *Runner[Tx]) commit(ctx context.Context, gen uint64, chunk []annals.Reco
 		}
 		return nil
 	})
+	return err == nil, err
 }
 
 // Retry resumes a failed projection at the event its handler failed on, calling the handler
@@ -396,7 +441,7 @@ func (r *Runner[Tx]) notifyLocked() {
 }
 
 // load reads the active generation and its checkpoint from the target, unless they are
-// loaded: once, and again after Run returns.
+// loaded: once, again after Run returns, and after an Update found the checkpoint moved.
 func (r *Runner[Tx]) load(ctx context.Context) error {
 	r.mu.Lock()
 	loaded := r.mu.loaded
@@ -417,7 +462,8 @@ func (r *Runner[Tx]) load(ctx context.Context) error {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	if !r.mu.loaded {
-		r.mu.loaded, r.mu.gen, r.mu.checkpoint = true, gen, cp
+		r.mu.loaded, r.mu.gen, r.mu.checkpoint, r.mu.stored = true, gen, cp, cp
+		r.notifyLocked()
 	}
 	return nil
 }
@@ -522,138 +568,6 @@ func (r *Runner[Tx]) WaitFor(ctx context.Context, position uint64) error {
 			return ctx.Err()
 		}
 	}
-}
-
-// Rebuild replays the whole log into a new generation of the read model while the active one
-// keeps serving queries and Run keeps it up to date. Once the new generation has caught up
-// with the active one, Rebuild switches to it atomically ([Store.Activate]: queries read the
-// new generation, the old one is dropped) and Run continues on it. progress, when not nil, is
-// called after every batch with the new generation's status, on Rebuild's goroutine.
-//
-// Rebuild returns when the switch is done, or with an error, after which the active
-// generation is unchanged and the partial new one is dropped: a [*HandlerError] when a handler
-// fails, ctx's error, or the stores' errors. It returns an error matching [ErrBusy] if a
-// rebuild is already running. Run need not be running: the rebuild then switches once it has
-// applied the log as it was when it started.
-func (r *Runner[Tx]) Rebuild(ctx context.Context, progress func(Status)) error {
-	r.mu.Lock()
-	if r.mu.rebuilding {
-		r.mu.Unlock()
-		return fmt.Errorf("%w: projection %q: Rebuild", ErrBusy, r.p.Name)
-	}
-	r.mu.rebuilding = true
-	r.notifyLocked()
-	r.mu.Unlock()
-	defer func() {
-		r.mu.Lock()
-		r.mu.rebuilding = false
-		r.notifyLocked()
-		r.mu.Unlock()
-	}()
-	if err := r.load(ctx); err != nil {
-		return err
-	}
-	r.mu.Lock()
-	gen := r.mu.gen + 1
-	r.mu.Unlock()
-	err := r.rebuild(ctx, gen, progress)
-	if err != nil {
-		// Leave nothing of the failed generation behind (a crash may still do; the next
-		// rebuild resets it first).
-		if rerr := r.target.Reset(context.WithoutCancel(ctx), r.p.Name, gen); rerr != nil {
-			err = errors.Join(err, fmt.Errorf("drop the unfinished generation: %w", rerr))
-		}
-		return fmt.Errorf("projection %q: rebuild generation %d: %w", r.p.Name, gen, err)
-	}
-	return nil
-}
-
-func (r *Runner[Tx]) rebuild(ctx context.Context, gen uint64, progress func(Status)) error {
-	if err := r.target.Reset(ctx, r.p.Name, gen); err != nil {
-		return fmt.Errorf("reset: %w", err)
-	}
-	last, err := r.lastMatching(ctx)
-	if err != nil {
-		return err
-	}
-	var cp uint64
-	report := func(state State) {
-		if progress != nil {
-			h := max(last, cp)
-			progress(Status{Name: r.p.Name, Generation: gen, State: state, Position: cp, Head: h, LagEvents: h - cp, Rebuilding: state == StateRebuilding})
-		}
-	}
-	report(StateRebuilding)
-	if last > 0 {
-		f := startFeed(ctx, r.events, 1, r.p.Filter, r.max)
-		var buf []annals.RecordedEvent
-		for cp < last {
-			batch, err := f.next(ctx, buf)
-			if err != nil {
-				f.close()
-				return fmt.Errorf("subscribe to the log: %w", err)
-			}
-			if err := r.commit(ctx, gen, batch, 0); err != nil {
-				f.close()
-				return err
-			}
-			cp = batch[len(batch)-1].Position
-			report(StateRebuilding)
-			buf = batch
-		}
-		f.close()
-	}
-	// Switch: hold off the live applier, apply what it applied since, activate.
-	r.applyMu.Lock()
-	defer r.applyMu.Unlock()
-	r.mu.Lock()
-	liveCp := r.mu.checkpoint
-	r.mu.Unlock()
-	if liveCp > cp {
-		batch := make([]annals.RecordedEvent, 0, r.max)
-		flush := func() error {
-			if len(batch) == 0 {
-				return nil
-			}
-			if err := r.commit(ctx, gen, batch, 0); err != nil {
-				return err
-			}
-			cp = batch[len(batch)-1].Position
-			batch = batch[:0]
-			return nil
-		}
-		for ev, err := range r.events.ReadAll(ctx, &annals.ReadOptions{From: cp + 1, Until: liveCp + 1, Filter: r.p.Filter}) {
-			if err != nil {
-				return fmt.Errorf("read the log: %w", err)
-			}
-			if batch = append(batch, ev); len(batch) == r.max {
-				if err := flush(); err != nil {
-					return err
-				}
-			}
-		}
-		if err := flush(); err != nil {
-			return err
-		}
-	}
-	if err := r.target.Activate(ctx, r.p.Name, gen); err != nil {
-		return fmt.Errorf("activate: %w", err)
-	}
-	r.mu.Lock()
-	r.mu.gen, r.mu.checkpoint = gen, cp
-	if r.mu.skip != 0 && r.mu.skip <= cp {
-		r.mu.skip = 0
-	}
-	if r.mu.isolateUntil <= cp {
-		r.mu.isolateUntil = 0
-	}
-	if r.mu.failed != nil && r.mu.failed.Event.Position <= cp {
-		r.clearFailureLocked()
-	}
-	r.notifyLocked()
-	r.mu.Unlock()
-	report(StateLive)
-	return nil
 }
 
 // ignored reports an event of a checkpoint stream or of its metadata stream, which runners

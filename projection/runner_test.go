@@ -503,17 +503,17 @@ type flakyStore struct {
 	calls  atomic.Int32
 }
 
-func (f *flakyStore) Update(ctx context.Context, name string, gen, checkpoint uint64, fn func(*counts) error) error {
+func (f *flakyStore) Update(ctx context.Context, name string, gen, from, to uint64, fn func(*counts) error) error {
 	if f.calls.Add(1) != f.failAt {
-		return f.Store.Update(ctx, name, gen, checkpoint, fn)
+		return f.Store.Update(ctx, name, gen, from, to, fn)
 	}
 	if f.mode == "committed" {
-		if err := f.Store.Update(ctx, name, gen, checkpoint, fn); err != nil {
+		if err := f.Store.Update(ctx, name, gen, from, to, fn); err != nil {
 			return err
 		}
 		return errInjected
 	}
-	return f.Store.Update(ctx, name, gen, checkpoint, func(c *counts) error {
+	return f.Store.Update(ctx, name, gen, from, to, func(c *counts) error {
 		if err := fn(c); err != nil {
 			return err
 		}

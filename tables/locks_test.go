@@ -20,7 +20,7 @@ func TestCallbacksHoldNoLock(t *testing.T) {
 	db := openDB(t, t.TempDir())
 	tb := mustTable[string](t, db, "p", "t")
 	for gen, v := range []string{"old", "new"} {
-		if err := db.Update(ctx, "p", uint64(gen), 1, func(tx *tables.Tx) error {
+		if err := db.Update(ctx, "p", uint64(gen), 0, 1, func(tx *tables.Tx) error {
 			for _, k := range []string{"a", "b", "c"} {
 				if err := tb.Put(tx, k, v+"-"+k); err != nil {
 					return err
@@ -65,7 +65,7 @@ func TestCallbacksHoldNoLock(t *testing.T) {
 			<-pending
 			pending = nil
 		}
-		if err := db.Update(ctx, "p", g, 1, func(tx *tables.Tx) error {
+		if err := db.Update(ctx, "p", g, 0, 1, func(tx *tables.Tx) error {
 			for _, k := range []string{"a", "b", "c"} {
 				if err := tb.Put(tx, k, v+"-"+k); err != nil {
 					return err
@@ -118,7 +118,7 @@ func TestCallbacksHoldNoLock(t *testing.T) {
 	rewrite(1, "new")
 
 	t.Run("Update fn", func(t *testing.T) {
-		err := db.Update(ctx, "p", 1-gen, 2, func(tx *tables.Tx) error {
+		err := db.Update(ctx, "p", 1-gen, 1, 2, func(tx *tables.Tx) error {
 			if activateWhile("Update") {
 				if _, _, err := tb.Get(ctx, "a"); err != nil {
 					t.Errorf("nested Get: %v", err)
@@ -140,7 +140,7 @@ func TestCloseWaitsForLoops(t *testing.T) {
 		t.Fatal(err)
 	}
 	tb := mustTable[int](t, db, "p", "t")
-	if err := db.Update(ctx, "p", 0, 1, func(tx *tables.Tx) error {
+	if err := db.Update(ctx, "p", 0, 0, 1, func(tx *tables.Tx) error {
 		for i, k := range []string{"a", "b", "c"} {
 			if err := tb.Put(tx, k, i); err != nil {
 				return err

@@ -98,8 +98,9 @@ func (t *Table[T]) Read(tx *Tx, key string) (T, bool, error) {
 		}
 		return v, true, nil
 	}
-	// Not written by tx: what is committed (one runner writes a generation, so nobody
-	// changes it meanwhile).
+	// Not written by tx: what is committed. Another runner may commit meanwhile, but then
+	// the checkpoint moved and this Tx's Update is refused (compare-and-set), so what it
+	// read here is never committed.
 	return t.get(tx.db.pdb, k, key)
 }
 

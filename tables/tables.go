@@ -6,7 +6,10 @@
 // the [*Tx] it is given, with typed [Table] values (JSON-encoded), and the runner commits them
 // with the checkpoint. The effect is exactly-once and durable: when Update returns, the rows
 // and the checkpoint are on disk together, and after a crash the runner resumes from a
-// checkpoint that matches the rows exactly.
+// checkpoint that matches the rows exactly. The checkpoint is compare-and-set (an Update
+// names the checkpoint it continues from, see [DB.Update]), so several runners of one
+// projection over one DB apply each event once between them (the DB itself belongs to one
+// process: Pebble locks its directory).
 //
 // Rows are namespaced by projection and generation, so that a rebuild writes a new generation
 // beside the active one; [Table.Get], [Table.List] and [Table.Scan] (the query side) read the
@@ -26,6 +29,7 @@ import (
 	"log/slog"
 	"sync"
 
+	"github.com/annalsdb/annals/projection"
 	"github.com/cockroachdb/pebble/v2"
 )
 
@@ -64,6 +68,26 @@ type DB struct {
 		active map[string]uint64
 	}
 	inflight sync.WaitGroup // Updates and iterations under way, registered under mu while open
+	// names holds a lock per projection name. An Update holds its name's lock from the
+	// check of the checkpoint to the commit (not while fn runs), and Reset and Activate hold
+	// it too, so that the compare-and-set of the checkpoint is atomic. Lock order: a name's
+	// lock, then mu.
+	names struct {
+		sync.Mutex
+		locks map[string]*sync.Mutex
+	}
+}
+
+// nameLock returns the lock of projection name.
+func (db *DB) nameLock(name string) *sync.Mutex {
+	db.names.Lock()
+	defer db.names.Unlock()
+	l := db.names.locks[name]
+	if l == nil {
+		l = &sync.Mutex{}
+		db.names.locks[name] = l
+	}
+	return l
 }
 
 // Open opens (creating it if needed) the database in directory dir. It returns Pebble's error,
@@ -89,6 +113,7 @@ func Open(dir string, opts *Options) (*DB, error) {
 	}
 	db := &DB{pdb: pdb}
 	db.mu.active = map[string]uint64{}
+	db.names.locks = map[string]*sync.Mutex{}
 	it, err := pdb.NewIter(&pebble.IterOptions{LowerBound: []byte{'a'}, UpperBound: []byte{'b'}})
 	if err != nil {
 		pdb.Close()
@@ -208,6 +233,11 @@ func (db *DB) Checkpoint(ctx context.Context, name string, gen uint64) (uint64, 
 		return 0, err
 	}
 	defer db.mu.RUnlock()
+	return db.checkpoint(name, gen)
+}
+
+// checkpoint reads the checkpoint of generation gen of name from Pebble.
+func (db *DB) checkpoint(name string, gen uint64) (uint64, error) {
 	v, closer, err := db.pdb.Get(checkpointKey(name, gen))
 	if errors.Is(err, pebble.ErrNotFound) {
 		return 0, nil
@@ -223,12 +253,16 @@ func (db *DB) Checkpoint(ctx context.Context, name string, gen uint64) (uint64, 
 }
 
 // Update implements projection.Store: fn writes rows of generation gen of name through its
-// [*Tx], and the rows and the checkpoint are committed in one Pebble batch, synced: durable
-// when Update returns nil. When fn returns an error nothing is written and Update returns it.
-// fn holds no lock of the DB: it may read tables and the DB, and a slow fn delays no other
-// call but Close. Errors besides fn's: [ErrInvalid], [ErrClosed], ctx's (before the commit),
-// Pebble's.
-func (db *DB) Update(ctx context.Context, name string, gen uint64, checkpoint uint64, fn func(*Tx) error) error {
+// [*Tx], and the rows and the checkpoint (moved from from to to) are committed in one Pebble
+// batch, synced: durable when Update returns nil. When fn returns an error nothing is written
+// and Update returns it. The checkpoint is compare-and-set: under the projection's lock, the
+// stored checkpoint is compared with from before the commit, and when it moved (another
+// runner committed, or the generation was dropped) the batch is discarded and Update returns
+// a *projection.CheckpointConflictError (matching projection.ErrCheckpointMoved). fn holds no
+// lock of the DB: it may read tables and the DB, and a slow fn delays no other call but
+// Close. Errors besides fn's: [ErrInvalid], [ErrClosed], ctx's (before the commit), the
+// refusals of projection.CheckUpdate, Pebble's.
+func (db *DB) Update(ctx context.Context, name string, gen uint64, from, to uint64, fn func(*Tx) error) error {
 	if err := validName("projection", name); err != nil {
 		return err
 	}
@@ -247,10 +281,20 @@ func (db *DB) Update(ctx context.Context, name string, gen uint64, checkpoint ui
 	if err != nil {
 		return err
 	}
-	if err := b.Set(checkpointKey(name, gen), u64(checkpoint), nil); err != nil {
+	if err := b.Set(checkpointKey(name, gen), u64(to), nil); err != nil {
 		return fmt.Errorf("tables: update %q: %w", name, err)
 	}
 	if err := ctx.Err(); err != nil {
+		return err
+	}
+	l := db.nameLock(name)
+	l.Lock()
+	defer l.Unlock()
+	stored, err := db.checkpoint(name, gen)
+	if err != nil {
+		return err
+	}
+	if err := projection.CheckUpdate(name, gen, stored, from, to); err != nil {
 		return err
 	}
 	if err := b.Commit(pebble.Sync); err != nil {
@@ -265,6 +309,9 @@ func (db *DB) Reset(ctx context.Context, name string, gen uint64) error {
 	if err := validName("projection", name); err != nil {
 		return err
 	}
+	l := db.nameLock(name)
+	l.Lock()
+	defer l.Unlock()
 	if err := db.readLock(); err != nil {
 		return err
 	}
@@ -284,6 +331,9 @@ func (db *DB) Activate(ctx context.Context, name string, gen uint64) error {
 	if err := validName("projection", name); err != nil {
 		return err
 	}
+	l := db.nameLock(name)
+	l.Lock()
+	defer l.Unlock()
 	db.mu.Lock()
 	defer db.mu.Unlock()
 	if db.mu.closed {

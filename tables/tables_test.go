@@ -56,7 +56,7 @@ func TestRowsAndCheckpointCommitTogether(t *testing.T) {
 	dir := filepath.Join(t.TempDir(), "tables")
 	db := openDB(t, dir)
 	items := mustTable[item](t, db, "shop", "items")
-	err := db.Update(ctx, "shop", 0, 7, func(tx *tables.Tx) error {
+	err := db.Update(ctx, "shop", 0, 0, 7, func(tx *tables.Tx) error {
 		for i := range 5 {
 			if err := items.Put(tx, fmt.Sprintf("sku-%d", i), item{Name: fmt.Sprint("n", i), Price: i * 10}); err != nil {
 				return err
@@ -79,7 +79,7 @@ func TestRowsAndCheckpointCommitTogether(t *testing.T) {
 	}
 	// A failed fn writes nothing, not even the checkpoint.
 	boom := errors.New("boom")
-	err = db.Update(ctx, "shop", 0, 9, func(tx *tables.Tx) error {
+	err = db.Update(ctx, "shop", 0, 7, 9, func(tx *tables.Tx) error {
 		items.Put(tx, "sku-9", item{Name: "never"})
 		return boom
 	})
@@ -112,7 +112,7 @@ func TestListPaging(t *testing.T) {
 	db := openDB(t, t.TempDir())
 	tb := mustTable[int](t, db, "p", "t")
 	other := mustTable[int](t, db, "p", "t2")
-	db.Update(ctx, "p", 0, 1, func(tx *tables.Tx) error {
+	db.Update(ctx, "p", 0, 0, 1, func(tx *tables.Tx) error {
 		for i := range 30 {
 			tb.Put(tx, fmt.Sprintf("a-%02d", i), i)
 			other.Put(tx, fmt.Sprintf("a-%02d", i), -i)
@@ -160,7 +160,7 @@ func TestGenerations(t *testing.T) {
 	tb := mustTable[string](t, db, "p", "t")
 	put := func(gen uint64, v string) {
 		t.Helper()
-		if err := db.Update(ctx, "p", gen, gen+10, func(tx *tables.Tx) error { return tb.Put(tx, "k", v) }); err != nil {
+		if err := db.Update(ctx, "p", gen, 0, gen+10, func(tx *tables.Tx) error { return tb.Put(tx, "k", v) }); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -189,7 +189,7 @@ func TestGenerations(t *testing.T) {
 	}
 	// A projection whose name is a prefix of another's is kept apart.
 	tb2 := mustTable[string](t, db, "pp", "t")
-	db.Update(ctx, "pp", 0, 1, func(tx *tables.Tx) error { return tb2.Put(tx, "k", "pp") })
+	db.Update(ctx, "pp", 0, 0, 1, func(tx *tables.Tx) error { return tb2.Put(tx, "k", "pp") })
 	db.Activate(ctx, "p", 2)
 	if v, _, _ := tb2.Get(ctx, "k"); v != "pp" {
 		t.Fatalf("other projection's row: %q", v)
@@ -207,7 +207,7 @@ func TestMisuseAndClosed(t *testing.T) {
 	}
 	other := mustTable[int](t, db, "q", "t")
 	var kept *tables.Tx
-	err := db.Update(ctx, "p", 0, 1, func(tx *tables.Tx) error {
+	err := db.Update(ctx, "p", 0, 0, 1, func(tx *tables.Tx) error {
 		kept = tx
 		return other.Put(tx, "k", 1)
 	})
@@ -219,7 +219,7 @@ func TestMisuseAndClosed(t *testing.T) {
 	}
 	// A row that does not decode as T.
 	asString := mustTable[string](t, db, "q", "t")
-	db.Update(ctx, "q", 0, 1, func(tx *tables.Tx) error { return other.Put(tx, "k", 5) })
+	db.Update(ctx, "q", 0, 0, 1, func(tx *tables.Tx) error { return other.Put(tx, "k", 5) })
 	_, _, err = asString.Get(ctx, "k")
 	if !errors.Is(err, tables.ErrCorrupt) {
 		t.Fatalf("Get of a row of another type: %v", err)
@@ -234,7 +234,7 @@ func TestMisuseAndClosed(t *testing.T) {
 	if _, _, err := other.Get(ctx, "k"); !errors.Is(err, tables.ErrClosed) {
 		t.Fatalf("Get after Close: %v", err)
 	}
-	if err := db.Update(ctx, "q", 0, 2, func(*tables.Tx) error { return nil }); !errors.Is(err, tables.ErrClosed) {
+	if err := db.Update(ctx, "q", 0, 1, 2, func(*tables.Tx) error { return nil }); !errors.Is(err, tables.ErrClosed) {
 		t.Fatalf("Update after Close: %v", err)
 	}
 	for _, err := range other.List(ctx, nil) {

@@ -84,7 +84,7 @@ func (f *ProjectionFixture[M]) run() (M, error) {
 	defer cancel()
 	mem := projection.NewMemory(f.init)
 	if len(f.recorded) > 0 {
-		err := mem.Update(ctx, f.p.Name, 0, f.recorded[len(f.recorded)-1].Position, func(m M) error {
+		err := mem.Update(ctx, f.p.Name, 0, 0, f.recorded[len(f.recorded)-1].Position, func(m M) error {
 			for _, ev := range f.recorded {
 				if !f.p.Filter.Match(ev.Stream, ev.Type) {
 					continue

@@ -1,0 +1,171 @@
+package process_test
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"slices"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/annalsdb/annals"
+	"github.com/annalsdb/annals/internal/teststores"
+	"github.com/annalsdb/annals/internal/testwait"
+	"github.com/annalsdb/annals/process"
+)
+
+// onceHandlers applies each command once per idempotency key, atomically (as package decider
+// does with the key among the target stream's last events), and counts what it receives.
+type onceHandlers struct {
+	h       *handlers
+	mu      sync.Mutex
+	applied map[string]int // by idempotency key
+	sent    int
+}
+
+func (o *onceHandlers) send(ctx context.Context, cmd process.Command) error {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	o.sent++
+	if o.applied[cmd.IdempotencyKey] > 0 {
+		return nil
+	}
+	if err := o.h.send(ctx, cmd); err != nil {
+		return err
+	}
+	o.applied[cmd.IdempotencyKey]++
+	return nil
+}
+
+// TestTwoRunnersHandleEachInputOnce runs two runners of one manager (two replicas of a
+// service) while orders are placed: each command takes effect once, each journal records each
+// input once, and neither runner stops on the other's journal writes.
+func TestTwoRunnersHandleEachInputOnce(t *testing.T) {
+	teststores.Each(t, func(t *testing.T, s annals.Store) {
+		o := &onceHandlers{h: &handlers{store: s, seen: map[string]bool{}}, applied: map[string]int{}}
+		const orders = 40
+		var stops []func() error
+		var runners []*process.Runner[orderState]
+		for range 2 {
+			r, err := process.NewRunner(s, orderManager(time.Hour), o.send, nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			runners = append(runners, r)
+			stops = append(stops, start(t, r))
+		}
+		for i := range orders {
+			sku := fmt.Sprintf("sku%d", i)
+			if i%5 == 0 {
+				sku = "none"
+			}
+			append1(t, s, fmt.Sprintf("order-%d", i), "Placed", fmt.Sprintf(`{"SKU":%q}`, sku))
+		}
+		testwait.Until(t, "every order handled", func() bool {
+			for i := range orders {
+				want := []string{"Reserved"}
+				stream := fmt.Sprintf("stock-sku%d", i)
+				if i%5 == 0 {
+					want, stream = []string{"Placed", "Rejected"}, fmt.Sprintf("order-%d", i)
+				}
+				if !slices.Equal(types(t, s, stream), want) {
+					return false
+				}
+			}
+			return true
+		})
+		for _, r := range runners {
+			testwait.Until(t, "the runners to catch up", func() bool { return r.Status().Position >= lastPosition(t, s) })
+		}
+		for i, stop := range stops {
+			if err := stop(); !errors.Is(err, context.Canceled) {
+				t.Fatalf("runner %d: Run: %v, want context.Canceled", i, err)
+			}
+		}
+		for i := range orders {
+			stream := fmt.Sprintf("stock-sku%d", i)
+			want := []string{"Reserved"}
+			if i%5 == 0 {
+				stream = fmt.Sprintf("order-%d", i)
+				want = []string{"Placed", "Rejected"}
+			}
+			if got := types(t, s, stream); !slices.Equal(got, want) {
+				t.Errorf("%s: %q, want %q (each command once)", stream, got, want)
+			}
+			// Placed and Reserved; or Placed, the refusal of the reservation and Rejected.
+			steps := 2
+			if i%5 == 0 {
+				steps = 3
+			}
+			if got := types(t, s, fmt.Sprintf("orderflow-%d", i)); len(got) != steps {
+				t.Errorf("journal of order %d: %d steps, want %d (each input once)", i, len(got), steps)
+			}
+		}
+		o.mu.Lock()
+		defer o.mu.Unlock()
+		for key, n := range o.applied {
+			if n != 1 {
+				t.Errorf("command %s applied %d times", key, n)
+			}
+		}
+		t.Logf("%d commands sent for %d applied", o.sent, len(o.applied))
+	})
+}
+
+// TestTwoRunnersWithSkewedClocks runs two runners whose clocks disagree (one two hours ahead),
+// so that one fires a deadline the other does not see due yet and their journal writes for
+// the instance differ: the one that finds the journal moved reads it again and goes on,
+// each input is journaled once and each command takes effect once.
+func TestTwoRunnersWithSkewedClocks(t *testing.T) {
+	teststores.Each(t, func(t *testing.T, s annals.Store) {
+		o := &onceHandlers{h: &handlers{store: s, seen: map[string]bool{}}, applied: map[string]int{}}
+		ahead := func() time.Time { return time.Now().Add(2 * time.Hour) }
+		var stops []func() error
+		var runners []*process.Runner[orderState]
+		for _, now := range []func() time.Time{ahead, time.Now} {
+			r, err := process.NewRunner(s, orderManager(time.Hour), o.send, &process.RunnerOptions{Now: now})
+			if err != nil {
+				t.Fatal(err)
+			}
+			runners = append(runners, r)
+			stops = append(stops, start(t, r))
+		}
+		const orders = 10
+		for i := range orders {
+			append1(t, s, fmt.Sprintf("order-%d", i), "Placed", fmt.Sprintf(`{"SKU":"sku%d"}`, i))
+		}
+		// Placed, Reserved, the payment deadline and the Cancelled event it led to.
+		testwait.Until(t, "every order cancelled and journaled", func() bool {
+			for i := range orders {
+				if len(types(t, s, fmt.Sprintf("orderflow-%d", i))) < 4 {
+					return false
+				}
+			}
+			return true
+		})
+		for _, r := range runners {
+			testwait.Until(t, "the runners to catch up", func() bool { return r.Status().Position >= lastPosition(t, s) })
+		}
+		for i, stop := range stops {
+			if err := stop(); !errors.Is(err, context.Canceled) {
+				t.Fatalf("runner %d: Run: %v, want context.Canceled", i, err)
+			}
+		}
+		for i := range orders {
+			if got, want := types(t, s, fmt.Sprintf("order-%d", i)), []string{"Placed", "Cancelled"}; !slices.Equal(got, want) {
+				t.Errorf("order-%d: %q, want %q (each command once)", i, got, want)
+			}
+			if got := types(t, s, fmt.Sprintf("orderflow-%d", i)); len(got) != 4 {
+				t.Errorf("journal of order %d: %d steps, want 4 (each input once)", i, len(got))
+			}
+		}
+		o.mu.Lock()
+		defer o.mu.Unlock()
+		for key, n := range o.applied {
+			if n != 1 {
+				t.Errorf("command %s applied %d times", key, n)
+			}
+		}
+	})
+}
