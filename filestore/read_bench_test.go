@@ -4,7 +4,9 @@ import (
 	"context"
 	"fmt"
 	"os"
+	"syscall"
 	"testing"
+	"time"
 
 	"github.com/annalsdb/annals"
 )
@@ -62,11 +64,14 @@ func benchReadStore(b *testing.B) *Store {
 	return s
 }
 
-// benchRead runs read b.N times, checking that each returns want events.
+// benchRead runs read b.N times, checking that each returns want events. Beside the time it
+// reports the CPU time (user and system, of all threads) per read, which other processes
+// on the machine disturb less.
 func benchRead(b *testing.B, want int, read func(i int) func(func(annals.RecordedEvent, error) bool)) {
 	b.Helper()
 	b.ReportAllocs()
 	b.ResetTimer()
+	cpu0 := cpuTime()
 	for i := range b.N {
 		n := 0
 		for _, err := range read(i) {
@@ -79,7 +84,17 @@ func benchRead(b *testing.B, want int, read func(i int) func(func(annals.Recorde
 			b.Fatalf("read %d events, want %d", n, want)
 		}
 	}
+	b.ReportMetric(float64(cpuTime()-cpu0)/float64(b.N), "cpu-ns/op")
 	b.ReportMetric(float64(want), "events/op")
+}
+
+// cpuTime returns the CPU time (user and system) the process has used so far.
+func cpuTime() time.Duration {
+	var ru syscall.Rusage
+	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
+		return 0
+	}
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
 }
 
 // BenchmarkReadAll reads the whole of $all (or the events of one category, which the
