@@ -5,6 +5,7 @@ import (
 	"encoding/binary"
 	"fmt"
 	"iter"
+	"math"
 	"slices"
 
 	"github.com/annalsdb/annals"
@@ -165,19 +166,24 @@ func (k *cursor) findGroup(it **pebble.Iterator, pos uint64) (uint64, error) {
 func (k *cursor) appendGroup(g *logGroup, scanned *int, out []annals.RecordedEvent) ([]annals.RecordedEvent, error) {
 	at := g.off - g.seg.base + groupHeaderSize
 	end := at + uint64(len(g.body))
+	lo, hi := k.lo, k.hi
+	endNanos := int64(math.MaxInt64) // forwards, a record after it ends the read
+	if !k.backwards && !k.f.asOf.IsZero() {
+		endNanos = k.f.asOf.UnixNano()
+	}
 	for range g.h.count {
 		rec, err := decodeRecord(g.seg.data[at:end])
 		if err != nil {
 			return out, fmt.Errorf("%w: %s offset %d: %w", annals.ErrCorrupt, g.seg.path, at, err)
 		}
 		at += uint64(rec.size)
-		if rec.pos < k.lo {
+		if rec.pos < lo {
 			continue
 		}
-		if rec.pos >= k.hi {
+		if rec.pos >= hi {
 			break
 		}
-		if !k.backwards && !k.f.asOf.IsZero() && rec.nanos > k.f.asOf.UnixNano() {
+		if rec.nanos > endNanos {
 			k.hi = rec.pos
 			break
 		}
