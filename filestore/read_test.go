@@ -123,6 +123,9 @@ func TestLongReads(t *testing.T) {
 		sameEvents(t, stream+" until 140", collect(t, s.ReadStream(ctx, stream, &annals.ReadOptions{Until: 140})), evs[:140])
 		sameEvents(t, stream+" of type Rare", collect(t, s.ReadStream(ctx, stream, &annals.ReadOptions{Filter: &annals.Filter{EventTypes: []string{"Rare"}}})), of(stream, rare))
 		sameEvents(t, stream+" backwards", collect(t, s.ReadStream(ctx, stream, &annals.ReadOptions{Backwards: true, From: annals.End})), backwards(evs))
+		sameEvents(t, stream+" backwards from 120, limit 10", collect(t, s.ReadStream(ctx, stream, &annals.ReadOptions{Backwards: true, From: 120, Limit: 10})), backwards(evs[111:121]))
+		sameEvents(t, stream+" backwards until 140", collect(t, s.ReadStream(ctx, stream, &annals.ReadOptions{Backwards: true, From: annals.End, Until: 140})), backwards(evs[:140]))
+		sameEvents(t, stream+" backwards of type Rare", collect(t, s.ReadStream(ctx, stream, &annals.ReadOptions{Backwards: true, From: annals.End, Filter: &annals.Filter{EventTypes: []string{"Rare"}}})), backwards(of(stream, rare)))
 	}
 
 	sameEvents(t, "$all", collect(t, s.ReadAll(ctx, nil)), all)
@@ -134,6 +137,23 @@ func TestLongReads(t *testing.T) {
 	sameEvents(t, "$all of type Rare", collect(t, s.ReadAll(ctx, &annals.ReadOptions{Filter: &annals.Filter{StreamPrefixes: []string{"a-", "c-"}, EventTypes: []string{"Rare"}}})),
 		slices.DeleteFunc(slices.Clone(all), func(ev annals.RecordedEvent) bool { return ev.Type != "Rare" || ev.Stream == "b-1" }))
 	sameEvents(t, "$all backwards", collect(t, s.ReadAll(ctx, &annals.ReadOptions{Backwards: true, From: annals.End})), backwards(all))
+	sameEvents(t, "$all backwards from 1200, limit 300", collect(t, s.ReadAll(ctx, &annals.ReadOptions{Backwards: true, From: 1200, Limit: 300})), backwards(all[900:1200]))
+	sameEvents(t, "$all backwards until 1150", collect(t, s.ReadAll(ctx, &annals.ReadOptions{Backwards: true, From: annals.End, Until: 1150})), backwards(all[:1149]))
+	inCategories := func(cats ...string) []annals.RecordedEvent {
+		return slices.DeleteFunc(slices.Clone(all), func(ev annals.RecordedEvent) bool {
+			return !slices.Contains(cats, strings.Split(ev.Stream, "-")[0])
+		})
+	}
+	for _, cats := range [][]string{{"a"}, {"a", "c"}, {"b", "c", "a"}} {
+		byIndex := &annals.Filter{Categories: cats}
+		sameEvents(t, fmt.Sprintf("$all of categories %v", cats), collect(t, s.ReadAll(ctx, &annals.ReadOptions{Filter: byIndex})), inCategories(cats...))
+		sameEvents(t, fmt.Sprintf("$all of categories %v backwards", cats), collect(t, s.ReadAll(ctx, &annals.ReadOptions{Backwards: true, From: annals.End, Filter: byIndex})), backwards(inCategories(cats...)))
+		sameEvents(t, fmt.Sprintf("$all of categories %v backwards from 1500, limit 400", cats),
+			collect(t, s.ReadAll(ctx, &annals.ReadOptions{Backwards: true, From: 1500, Limit: 400, Filter: byIndex})),
+			backwards(slices.DeleteFunc(inCategories(cats...), func(ev annals.RecordedEvent) bool { return ev.Position > 1500 }))[:400])
+	}
+	sameEvents(t, "$all of type Rare backwards", collect(t, s.ReadAll(ctx, &annals.ReadOptions{Backwards: true, From: annals.End, Filter: &annals.Filter{EventTypes: []string{"Rare"}}})),
+		backwards(slices.DeleteFunc(slices.Clone(all), func(ev annals.RecordedEvent) bool { return ev.Type != "Rare" })))
 
 	sub, cancel := context.WithCancel(ctx)
 	defer cancel()
@@ -186,10 +206,12 @@ func TestLongReadsReportCorruption(t *testing.T) {
 	defer s.Close()
 	ctx := context.Background()
 	for what, seq := range map[string]func(func(annals.RecordedEvent, error) bool){
-		"$all":            s.ReadAll(ctx, nil),
-		"$all from 1400":  s.ReadAll(ctx, &annals.ReadOptions{From: 1400}),
-		"stream":          s.ReadStream(ctx, victim.Stream, nil),
-		"stream from 600": s.ReadStream(ctx, victim.Stream, &annals.ReadOptions{From: 600}),
+		"$all":             s.ReadAll(ctx, nil),
+		"$all from 1400":   s.ReadAll(ctx, &annals.ReadOptions{From: 1400}),
+		"stream":           s.ReadStream(ctx, victim.Stream, nil),
+		"stream from 600":  s.ReadStream(ctx, victim.Stream, &annals.ReadOptions{From: 600}),
+		"$all backwards":   s.ReadAll(ctx, &annals.ReadOptions{Backwards: true, From: annals.End}),
+		"stream backwards": s.ReadStream(ctx, victim.Stream, &annals.ReadOptions{Backwards: true, From: annals.End}),
 	} {
 		var readErr error
 		n := 0
