@@ -56,12 +56,13 @@ type reply struct {
 
 func (r *request) answer(res annals.AppendResult, err error) { r.done <- reply{res, err} }
 
-// submit hands r to the sequencer and waits for its answer.
+// submit hands r to the sequencer and waits for its answer. It checks ctx before whether the
+// store is open or has failed (the order of checks of package rules).
 func (s *Store) submit(ctx context.Context, r *request) (annals.AppendResult, error) {
-	if err := s.failed(); err != nil {
+	if err := ctx.Err(); err != nil {
 		return annals.AppendResult{}, err
 	}
-	if err := ctx.Err(); err != nil {
+	if err := s.failed(); err != nil {
 		return annals.AppendResult{}, err
 	}
 	r.done = make(chan reply, 1)
