@@ -130,8 +130,8 @@ func (s *Store) syncLoop() {
 const maxGather = 200 * time.Microsecond
 
 // gatherLocked waits, briefly, until as many appends are waiting to be synced as the last sync
-// covered. The writers that sync answered usually send their next append within tens of
-// microseconds; a sync that waits for them covers them all, where one that starts at once
+// covered, or maxGather has passed. The writers that sync answered send their next appends
+// soon after; a sync that waits for them covers them all, where one that starts at once
 // leaves most of them to the sync after (PostgreSQL's commit_delay, made adaptive). A lone
 // writer never waits: one append is all the last sync covered.
 func (q *syncQueue) gatherLocked() {
