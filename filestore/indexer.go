@@ -49,9 +49,7 @@ func (s *Store) indexLoop(in <-chan []*group) {
 			s.indexStopped.Store(true)
 			continue
 		}
-		old := s.head.Load()
-		s.head.Store(&head{pos: ix.mark.nextPos - 1, end: ix.mark.end, changed: make(chan struct{})})
-		close(old.changed)
+		s.publishHead(&head{pos: ix.mark.nextPos - 1, end: ix.mark.end, changed: make(chan struct{})})
 	}
 }
 
@@ -60,6 +58,9 @@ func (s *Store) indexLoop(in <-chan []*group) {
 func (s *Store) visibleHead(ctx context.Context) (*head, error) {
 	target := s.acked.Load()
 	for {
+		if p := s.indexFatal.Load(); p != nil {
+			return nil, *p
+		}
 		h := s.head.Load()
 		if h.pos >= target {
 			return h, nil

@@ -81,6 +81,9 @@ type Store struct {
 	acked atomic.Uint64 // the last position of the appends answered
 	// indexStopped is set when the indexer has failed; reads can then not catch up.
 	indexStopped atomic.Bool
+	// indexFatal holds the error of a failure Pebble reported through Fatalf (see
+	// pebbleLogger): the index may then be inconsistent, and every read returns it.
+	indexFatal atomic.Pointer[error]
 	// indexSpace holds the error of a flush or compaction of the index that failed for lack
 	// of space, until one succeeds (see Ready).
 	indexSpace atomic.Pointer[error]
@@ -176,7 +179,7 @@ func (s *Store) open() error {
 		// the block cache's size: with less than that, no index block stays cached, and every
 		// index lookup reads, checks and decompresses its blocks again.
 		CacheSize:     2*memTableSize + blockCacheSize,
-		Logger:        pebbleLogger{s.log, s},
+		Logger:        pebbleLogger{log: s.log, s: s},
 		EventListener: s.indexEvents(),
 	})
 	if err != nil {
@@ -351,14 +354,48 @@ func (s *Store) failed() error {
 	return nil
 }
 
-// readLock takes the read lock that keeps the maps and the index open; it fails after Close.
+// readLock takes the read lock that keeps the maps and the index open; it fails after Close,
+// and after a fatal failure of the index (see stopIndex).
 func (s *Store) readLock() error {
 	s.mu.RLock()
 	if s.mu.closed {
 		s.mu.RUnlock()
 		return annals.ErrClosed
 	}
+	if p := s.indexFatal.Load(); p != nil {
+		s.mu.RUnlock()
+		return *p
+	}
 	return nil
+}
+
+// stopIndex stops the whole store after a fatal failure of the index: appends fail as after
+// any storage failure, and so do reads, since the index they would read may be inconsistent.
+// Every error matches [annals.ErrClosed] and cause. Readers waiting for the index to catch up
+// are woken.
+func (s *Store) stopIndex(cause error) {
+	err := s.fail(cause)
+	s.indexFatal.CompareAndSwap(nil, &err)
+	s.indexStopped.Store(true)
+	if s.head.Load() != nil { // nil while Open opens the index
+		s.publishHead(nil)
+	}
+}
+
+// publishHead replaces the head with h, or with a copy of the current one when h is nil (which
+// only wakes those waiting on it), and closes the old head's changed channel.
+func (s *Store) publishHead(h *head) {
+	for {
+		old := s.head.Load()
+		next := h
+		if next == nil {
+			next = &head{pos: old.pos, end: old.end, changed: make(chan struct{})}
+		}
+		if s.head.CompareAndSwap(old, next) {
+			close(old.changed)
+			return
+		}
+	}
 }
 
 func (s *Store) readUnlock() { s.mu.RUnlock() }
@@ -426,13 +463,41 @@ func (s *Store) logIndexError(err error) {
 	l.last, l.at, l.repeats = msg, time.Now(), 0
 }
 
-// pebbleLogger passes Pebble's messages to the store's logger. Pebble calls Fatalf for a
-// failure it cannot recover from (a MANIFEST it could not write, as on a full disk) and
-// returns the error all the same; the store then stops instead of the process, and the next
-// Open recovers, the log being the record.
+// pebbleLogger passes Pebble's messages to the store's logger, and handles the failures Pebble
+// reports through Fatalf. Pebble calls Fatalf for failures it cannot recover from: a MANIFEST
+// or other metadata it could not write (as on a full disk), but also a broken invariant or
+// corruption it found. Pebble's own logger ends the process there; Pebble does not undo its
+// state after the failed write, so the index may no longer match what Pebble holds in memory.
+//
+// In a running store (s set), every fatal failure stops the whole store (Store.stopIndex):
+// appends and reads return an error matching [annals.ErrClosed] and the cause, and Ready
+// reports it; the next Open recovers from the log, which is the durable record. When the
+// cause is a failure of the machine's resources (ENOSPC, EDQUOT, EIO, EROFS, which a full or
+// failing disk and a file system remounted read-only after errors produce), the process
+// stays alive: the fault is outside the program, and a server can report it and be restarted
+// once it is fixed. For any other cause (an invariant Pebble found broken, corruption, a bug),
+// Fatalf then panics, as a broken internal invariant does elsewhere in Annals: Pebble's code
+// after Fatalf does not expect to run on, and its background flushes and compactions would go
+// on writing tables and manifest edits from a state it found inconsistent, which the next Open
+// would trust. Ending the process stops them all at once.
+//
+// Without a store (Check, which opens the index read-only and closes it when done), Fatalf
+// only records the failure in fatal, which Check returns as its error: reporting damage is
+// what Check is for.
 type pebbleLogger struct {
-	log *slog.Logger
-	s   *Store // nil when there is no store to stop (Check)
+	log   *slog.Logger
+	s     *Store     // nil when there is no store to stop (Check)
+	fatal *fatalSlot // where Fatalf records its failure when s is nil
+}
+
+// fatalSlot keeps the first failure Pebble reported through Fatalf.
+type fatalSlot struct{ err atomic.Pointer[error] }
+
+func (f *fatalSlot) get() error {
+	if p := f.err.Load(); p != nil {
+		return *p
+	}
+	return nil
 }
 
 func (l pebbleLogger) Infof(format string, args ...any) {
@@ -452,9 +517,28 @@ func (l pebbleLogger) Fatalf(format string, args ...any) {
 		}
 	}
 	l.log.Error("annals: index failure", "err", err)
-	if l.s != nil {
-		l.s.fail(err)
+	if l.fatal != nil {
+		var e error = err
+		l.fatal.err.CompareAndSwap(nil, &e)
 	}
+	if l.s == nil {
+		return
+	}
+	l.s.stopIndex(err)
+	if !resourceFailure(err) {
+		panic(fmt.Sprintf("annals: index: %v (the store stopped; the next open recovers from the log)", err))
+	}
+}
+
+// resourceFailure reports whether err comes from the machine's resources (a full or failing
+// disk) rather than from the program.
+func resourceFailure(err error) bool {
+	for _, errno := range []syscall.Errno{syscall.ENOSPC, syscall.EDQUOT, syscall.EIO, syscall.EROFS} {
+		if errors.Is(err, errno) {
+			return true
+		}
+	}
+	return false
 }
 
 // pebbleError is a failure Pebble reported through Fatalf; it wraps the error among its
