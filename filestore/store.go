@@ -66,7 +66,14 @@ type Store struct {
 	failure  atomic.Pointer[error]
 	failedCh chan struct{} // closed on the first failure
 	released chan struct{} // closed when Close has released everything
-	wg       sync.WaitGroup
+	wg       sync.WaitGroup // the sequencer, the syncer and the zeroer
+	// indexDone is closed when the indexer has returned; indexStuck when it is blocked in
+	// Pebble for lack of space (see indexEvents), after which Close does not wait for it.
+	indexDone  chan struct{}
+	indexStuck chan struct{}
+	stuckOnce  sync.Once
+	// indexStall is set while Pebble holds writes back (a write stall).
+	indexStall atomic.Bool
 
 	// readers hold mu for reading while they touch the memory maps or the index; Close takes
 	// it for writing before unmapping.
@@ -145,8 +152,10 @@ func Open(dir string, opts *Options) (*Store, error) {
 		closing:   make(chan struct{}),
 		stopped:   make(chan struct{}),
 		failedCh:  make(chan struct{}),
-		released:  make(chan struct{}),
-		indexErrs: make(chan error, 1),
+		released:   make(chan struct{}),
+		indexErrs:  make(chan error, 1),
+		indexDone:  make(chan struct{}),
+		indexStuck: make(chan struct{}),
 	}
 	if err := s.open(); err != nil {
 		s.release()
@@ -270,6 +279,11 @@ func lockDir(fsys FS, dir string) (File, error) {
 // Close stops the store. Appends in progress finish (and are durable) or fail with
 // [annals.ErrClosed]; subscriptions end with [annals.ErrClosed]. The index is flushed so that
 // the next Open need not re-index. Close is safe to call more than once.
+//
+// When the index is stuck for lack of space (the store has then failed, see Ready), Close
+// returns without waiting for it: it releases the log and returns an error saying the index
+// was left open, since closing it would wait for space too. The index then holds its own
+// lock until the process exits, and opening the directory again in the same process fails.
 func (s *Store) Close() error {
 	s.mu.Lock()
 	if s.mu.closed {
@@ -281,12 +295,25 @@ func (s *Store) Close() error {
 	close(s.closing)
 	s.mu.Unlock()
 	s.wg.Wait()
+	stuck := false
+	select {
+	case <-s.indexDone:
+	case <-s.indexStuck:
+		select {
+		case <-s.indexDone:
+		default:
+			stuck = true
+		}
+	}
 	close(s.stopped)
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	defer close(s.released)
 	var err error
-	if s.failure.Load() == nil {
+	if stuck {
+		s.db = nil // still in use by the blocked indexer: left open
+		err = fmt.Errorf("index left open, blocked for lack of space: %w", s.failed())
+	} else if s.failure.Load() == nil {
 		err = s.flushIndex()
 	}
 	return errors.Join(err, s.release())
@@ -343,6 +370,7 @@ func (s *Store) fail(err error) error {
 	err = fmt.Errorf("%w: stopped after a storage failure (reopen the store to recover): %w", annals.ErrClosed, err)
 	if s.failure.CompareAndSwap(nil, &err) {
 		close(s.failedCh)
+		s.syncq.wakeAll() // the syncer and the sequencer may be waiting on the queue
 	}
 	return *s.failure.Load()
 }
@@ -422,6 +450,14 @@ func (s *Store) Ready() error {
 
 // indexEvents returns the listener of Pebble's events: its background errors go to the log,
 // and one caused by a full disk makes Ready report it until a flush or compaction succeeds.
+//
+// When Pebble's memtables are full it holds writes back (a write stall) until a flush makes
+// room. If the flush fails for lack of space, the indexer's commit would wait for space
+// without end, and behind it every append: so a write stall while the index's last flush or
+// compaction failed for lack of space fails the store (indexStuckOnSpace), and appends, reads
+// that wait for the index, and Close return.
+//
+// Pebble calls these with its own mutex held: they must not call into Pebble.
 func (s *Store) indexEvents() *pebble.EventListener {
 	cleared := func() { s.indexSpace.Store(nil) }
 	return &pebble.EventListener{
@@ -433,8 +469,18 @@ func (s *Store) indexEvents() *pebble.EventListener {
 			}
 			if errors.Is(err, syscall.ENOSPC) || errors.Is(err, syscall.EDQUOT) {
 				s.indexSpace.Store(&err)
+				if s.indexStall.Load() {
+					s.indexStuckOnSpace(err)
+				}
 			}
 		},
+		WriteStallBegin: func(pebble.WriteStallBeginInfo) {
+			s.indexStall.Store(true)
+			if p := s.indexSpace.Load(); p != nil {
+				s.indexStuckOnSpace(*p)
+			}
+		},
+		WriteStallEnd: func() { s.indexStall.Store(false) },
 		FlushEnd: func(info pebble.FlushInfo) {
 			if info.Err == nil {
 				cleared()
@@ -445,6 +491,19 @@ func (s *Store) indexEvents() *pebble.EventListener {
 				cleared()
 			}
 		},
+	}
+}
+
+// indexStuckOnSpace fails the store because the index holds writes back until a flush that
+// fails for lack of space succeeds: appends fail with an error matching [annals.ErrClosed]
+// and cause, reads that wait for the index return it, and Close does not wait for the
+// indexer.
+func (s *Store) indexStuckOnSpace(cause error) {
+	s.fail(fmt.Errorf("index cannot be written (it needs free space to flush): %w", cause))
+	s.indexStopped.Store(true)
+	s.stuckOnce.Do(func() { close(s.indexStuck) })
+	if s.head.Load() != nil {
+		s.publishHead(nil)
 	}
 }
 
