@@ -64,8 +64,8 @@ type Store struct {
 	closing  chan struct{} // closed by Close: stop taking requests
 	stopped  chan struct{} // closed when the pipeline has stopped
 	failure  atomic.Pointer[error]
-	failedCh chan struct{} // closed on the first failure
-	released chan struct{} // closed when Close has released everything
+	failedCh chan struct{}  // closed on the first failure
+	released chan struct{}  // closed when Close has released everything
 	wg       sync.WaitGroup // the sequencer, the syncer and the zeroer
 	// indexDone is closed when the indexer has returned; indexStuck when it is blocked in
 	// Pebble for lack of space (see indexEvents), after which Close does not wait for it.
@@ -143,15 +143,15 @@ func Open(dir string, opts *Options) (*Store, error) {
 		o.CachedStreams = 100_000
 	}
 	s := &Store{
-		dir:       dir,
-		logDir:    filepath.Join(dir, "log"),
-		opts:      o,
-		fs:        o.FS,
-		log:       o.Logger,
-		reqs:      make(chan *request, 1024),
-		closing:   make(chan struct{}),
-		stopped:   make(chan struct{}),
-		failedCh:  make(chan struct{}),
+		dir:        dir,
+		logDir:     filepath.Join(dir, "log"),
+		opts:       o,
+		fs:         o.FS,
+		log:        o.Logger,
+		reqs:       make(chan *request, 1024),
+		closing:    make(chan struct{}),
+		stopped:    make(chan struct{}),
+		failedCh:   make(chan struct{}),
 		released:   make(chan struct{}),
 		indexErrs:  make(chan error, 1),
 		indexDone:  make(chan struct{}),
