@@ -181,7 +181,7 @@ func (s *Store) open() error {
 	if err := checkFreeSpace(s.dir); err != nil {
 		return err
 	}
-	db, err := pebble.Open(filepath.Join(s.dir, "index"), &pebble.Options{
+	popts := &pebble.Options{
 		DisableWAL:   true,
 		MemTableSize: memTableSize,
 		// Pebble counts its memtables (the one being filled and any being flushed) against
@@ -190,7 +190,12 @@ func (s *Store) open() error {
 		CacheSize:     2*memTableSize + blockCacheSize,
 		Logger:        pebbleLogger{log: s.log, s: s},
 		EventListener: s.indexEvents(),
-	})
+	}
+	// A file system of the tests may also take the index's writes, to fail them.
+	if t, ok := s.fs.(interface{ tuneIndex(*pebble.Options) }); ok {
+		t.tuneIndex(popts)
+	}
+	db, err := pebble.Open(filepath.Join(s.dir, "index"), popts)
 	if err != nil {
 		return fmt.Errorf("open index: %w", err)
 	}
