@@ -62,7 +62,7 @@ type Store struct {
 
 	reqs     chan *request
 	closing  chan struct{} // closed by Close: stop taking requests
-	stopped  chan struct{} // closed when the pipeline has stopped
+	stopped  chan struct{} // closed when the pipeline has stopped (but for a stuck indexer)
 	failure  atomic.Pointer[error]
 	failedCh chan struct{}  // closed on the first failure
 	released chan struct{}  // closed when Close has released everything
@@ -435,8 +435,9 @@ func (s *Store) readUnlock() { s.mu.RUnlock() }
 
 // Ready returns nil when the store can accept appends, and otherwise an error that says why,
 // wrapping the cause (errors.Is(err, syscall.ENOSPC) for a full disk): after a storage
-// failure (a failed write or sync, which stops the store until it is reopened), after Close,
-// or while the index cannot be flushed for lack of space. It is cheap and safe for concurrent
+// failure (a failed write or sync, a fatal failure of the index, or an index whose writes are
+// held back until a flush that fails for lack of space succeeds; each stops the store until
+// it is reopened), after Close, or while the index cannot be flushed for lack of space. It is cheap and safe for concurrent
 // use; a server reports it as readiness.
 func (s *Store) Ready() error {
 	if err := s.failed(); err != nil {
