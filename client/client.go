@@ -44,7 +44,6 @@ import (
 	"net"
 	"net/http"
 	"net/url"
-	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -256,7 +255,7 @@ func (c *Client) fail(ctx context.Context, err error) error {
 // position, for read-your-writes.
 func (c *Client) Append(ctx context.Context, stream string, expected annals.ExpectedRevision, events ...annals.Event) (annals.AppendResult, error) {
 	// The input first, as every store checks it (the sizes are the server's to check).
-	if err := rules.ValidateAppend(noLimits, stream, expected, slices.Clone(events)); err != nil {
+	if _, err := rules.ValidateAppend(noLimits, stream, expected, events); err != nil {
 		return annals.AppendResult{}, err
 	}
 	cctx, done, err := c.begin(ctx)

@@ -14,12 +14,11 @@ import (
 	"github.com/annalsdb/annals"
 	"github.com/annalsdb/annals/client"
 	"github.com/annalsdb/annals/internal/gen/annals/v1/annalsv1connect"
+	"github.com/annalsdb/annals/internal/testwait"
 	"github.com/annalsdb/annals/memstore"
 	"github.com/annalsdb/annals/server"
 	"github.com/google/go-cmp/cmp"
 )
-
-const waitTimeout = 30 * time.Second
 
 // collector runs a subscription and keeps what it delivers.
 type collector struct {
@@ -53,27 +52,25 @@ func collect(t *testing.T, seq func(ctx context.Context) func(func(annals.Record
 	return c
 }
 
-// wait waits until cond holds for what was delivered, and fails the test after waitTimeout.
+// wait waits until cond holds for what was delivered, and fails the test when it does not
+// within [testwait.Timeout] or when the subscription ends with an error.
 func (c *collector) wait(t *testing.T, what string, cond func([]annals.RecordedEvent) bool) []annals.RecordedEvent {
 	t.Helper()
-	timer := time.NewTimer(waitTimeout)
-	defer timer.Stop()
-	for {
+	var evs []annals.RecordedEvent
+	testwait.UntilNil(t, what, func() error {
 		c.mu.Lock()
-		evs, err, ch := slices.Clone(c.events), c.err, c.change
+		var err error
+		evs, err = slices.Clone(c.events), c.err
 		c.mu.Unlock()
 		if err != nil {
 			t.Fatalf("%s: subscription ended with %v after %d events", what, err, len(evs))
 		}
 		if cond(evs) {
-			return evs
+			return nil
 		}
-		select {
-		case <-ch:
-		case <-timer.C:
-			t.Fatalf("%s: condition not met within %v; %d events delivered: %v", what, waitTimeout, len(evs), ids(evs))
-		}
-	}
+		return fmt.Errorf("%d events delivered: %v", len(evs), ids(evs))
+	})
+	return evs
 }
 
 func (c *collector) waitCount(t *testing.T, what string, n int) []annals.RecordedEvent {
@@ -219,11 +216,7 @@ func TestResumeAfterRestart(t *testing.T) {
 		return sub.SubscribeStream(ctx, "q-1", &annals.SubscribeOptions{From: annals.End})
 	})
 	for i := range 5 {
-		select {
-		case <-started:
-		case <-time.After(waitTimeout):
-			t.Fatalf("%d of 5 subscriptions started within %v", i, waitTimeout)
-		}
+		testwait.Recv(t, fmt.Sprintf("subscription %d of 5 to start", i+1), started)
 	}
 	all.waitCount(t, "$all before the restart", 15)
 	one.waitCount(t, "s-1 from 2 before the restart", 3)
@@ -329,11 +322,7 @@ func TestReconnectGivesUp(t *testing.T) {
 	sub.waitCount(t, "before the stop", 1)
 	srv.Close()
 	hs.Close()
-	select {
-	case <-sub.done:
-	case <-time.After(waitTimeout):
-		t.Fatalf("subscription still running %v after its server stopped", waitTimeout)
-	}
+	testwait.Recv(t, "the subscription to end after its server stopped", sub.done)
 	if sub.err == nil || errors.Is(sub.err, context.Canceled) {
 		t.Errorf("subscription ended with %v, want the error of its failed reconnection", sub.err)
 	}

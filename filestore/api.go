@@ -3,7 +3,6 @@ package filestore
 import (
 	"context"
 	"fmt"
-	"slices"
 
 	"github.com/annalsdb/annals"
 	"github.com/annalsdb/annals/internal/rules"
@@ -16,8 +15,8 @@ var _ annals.Store = (*Store)(nil)
 // segment (only possible with many tiny events near the append limit), and one matching
 // [annals.ErrClosed] after a storage failure.
 func (s *Store) Append(ctx context.Context, stream string, expected annals.ExpectedRevision, events ...annals.Event) (annals.AppendResult, error) {
-	events = slices.Clone(events)
-	if err := rules.ValidateAppend(s.opts.Limits, stream, expected, events); err != nil {
+	events, err := rules.ValidateAppend(s.opts.Limits, stream, expected, events)
+	if err != nil {
 		return annals.AppendResult{}, err
 	}
 	size := 0

@@ -143,16 +143,24 @@ func checkRecords(recs []rawRecord, next map[string]uint64, nextPos *uint64, las
 }
 
 // checkIndex verifies every index entry against the log.
-func checkIndex(ctx context.Context, dir string, segs segmentList, rep *CheckReport) error {
+func checkIndex(ctx context.Context, dir string, segs segmentList, rep *CheckReport) (err error) {
 	indexDir := filepath.Join(dir, "index")
 	if _, err := os.Stat(indexDir); err != nil {
 		return nil // no index yet: the next Open builds it
 	}
-	db, err := pebble.Open(indexDir, &pebble.Options{ReadOnly: true, Logger: pebbleLogger{log: slog.Default()}})
+	fatal := &fatalSlot{}
+	db, err := pebble.Open(indexDir, &pebble.Options{ReadOnly: true, Logger: pebbleLogger{log: slog.Default(), fatal: fatal}})
 	if err != nil {
-		return fmt.Errorf("open index: %w", err)
+		return fmt.Errorf("open index: %w", errors.Join(err, fatal.get()))
 	}
 	defer db.Close()
+	// A failure Pebble reports through Fatalf (see pebbleLogger) is the result, whatever the
+	// walk below finds.
+	defer func() {
+		if ferr := fatal.get(); ferr != nil {
+			err = ferr
+		}
+	}()
 	mark, _, err := readWatermark(db)
 	if err != nil {
 		return err

@@ -14,5 +14,7 @@
 //
 // A failed write or sync (a full disk among them) stops the store: later appends return an
 // error matching [annals.ErrClosed] and the cause (errors.Is(err, syscall.ENOSPC)), and
-// [Store.Ready] reports it; reopening recovers from the log. docs/filestore.md says more.
+// [Store.Ready] reports it; reopening recovers from the log. A fatal failure of the index
+// (Pebble's) stops reads too, and panics unless its cause is a resource failure such as a
+// full or failing disk. docs/filestore.md says more.
 package filestore

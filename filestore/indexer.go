@@ -4,23 +4,16 @@ import (
 	"context"
 )
 
-// indexLoop is the last stage.
-func (s *Store) indexLoop(in <-chan []*group) {
+// indexLoop is the last stage. It closes indexDone when it returns.
+func (s *Store) indexLoop() {
+	defer close(s.indexDone)
 	h := s.head.Load()
 	ix := newIndexBuilder(s.db, watermark{nextPos: h.pos + 1, end: h.end})
-	for batch := range in {
-		// Take whatever else is waiting: one larger Pebble batch costs less than several.
-	more:
-		for {
-			select {
-			case b, ok := <-in:
-				if !ok {
-					break more
-				}
-				batch = append(batch, b...)
-			default:
-				break more
-			}
+	for {
+		// Take whatever is waiting: one larger Pebble batch costs less than several.
+		batch, ok := s.syncq.takeIndexBatch()
+		if !ok {
+			return
 		}
 		if s.indexStopped.Load() {
 			continue
@@ -49,9 +42,7 @@ func (s *Store) indexLoop(in <-chan []*group) {
 			s.indexStopped.Store(true)
 			continue
 		}
-		old := s.head.Load()
-		s.head.Store(&head{pos: ix.mark.nextPos - 1, end: ix.mark.end, changed: make(chan struct{})})
-		close(old.changed)
+		s.publishHead(&head{pos: ix.mark.nextPos - 1, end: ix.mark.end, changed: make(chan struct{})})
 	}
 }
 
@@ -60,6 +51,9 @@ func (s *Store) indexLoop(in <-chan []*group) {
 func (s *Store) visibleHead(ctx context.Context) (*head, error) {
 	target := s.acked.Load()
 	for {
+		if p := s.indexFatal.Load(); p != nil {
+			return nil, *p
+		}
 		h := s.head.Load()
 		if h.pos >= target {
 			return h, nil

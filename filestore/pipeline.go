@@ -27,9 +27,15 @@ import (
 // Locks, and their order: Store.mu (readers against Close) is taken first; syncQueue.mu and
 // zeroer.mu are each taken alone, never while the other is held. syncQueue.mu is never held
 // around a write or a sync; zeroer.mu is held around the writes it orders (a chunk of zeros,
-// and a write of the syncer past the zeros) and nothing else. The syncer hands groups to the indexer while it holds syncQueue.mu (so that they
-// arrive in order); the channel is buffered, and a full one holds the writers back until the
-// indexer catches up. Everything else a stage owns belongs to its goroutine.
+// and a write of the syncer past the zeros) and nothing else. No lock is held while blocking
+// on a channel or on I/O. The syncer and the sequencer hand groups to the indexer by adding
+// them to syncQueue's toIndex under syncQueue.mu (so that they arrive in order) and waking it
+// without blocking; the indexer takes them under the same lock and commits them to Pebble
+// without it. While the groups not yet taken exceed maxIndexBacklog, the syncer waits before
+// its next write, which holds the writers back until the indexer catches up; a failure ends
+// that wait. Pebble may call the store's event listener and logger with its own mutex held:
+// they take syncQueue.mu (through Store.fail) and nothing of Pebble's, so the order is
+// Pebble's mutex, then syncQueue.mu. Everything else a stage owns belongs to its goroutine.
 
 type reqKind uint8
 
@@ -56,12 +62,13 @@ type reply struct {
 
 func (r *request) answer(res annals.AppendResult, err error) { r.done <- reply{res, err} }
 
-// submit hands r to the sequencer and waits for its answer.
+// submit hands r to the sequencer and waits for its answer. It checks ctx before whether the
+// store is open or has failed (the order of checks of package rules).
 func (s *Store) submit(ctx context.Context, r *request) (annals.AppendResult, error) {
-	if err := s.failed(); err != nil {
+	if err := ctx.Err(); err != nil {
 		return annals.AppendResult{}, err
 	}
-	if err := ctx.Err(); err != nil {
+	if err := s.failed(); err != nil {
 		return annals.AppendResult{}, err
 	}
 	r.done = make(chan reply, 1)
@@ -109,9 +116,9 @@ type ack struct {
 func (g *group) end() uint64 { return g.off + uint64(len(g.buf)) }
 
 func (s *Store) start() {
-	s.wg.Add(4)
+	s.wg.Add(3)
 	go func() { defer s.wg.Done(); s.seq.run() }()
 	go func() { defer s.wg.Done(); s.syncLoop() }()
-	go func() { defer s.wg.Done(); s.indexLoop(s.syncq.toIndex) }()
 	go func() { defer s.wg.Done(); s.zero.run(s) }()
+	go s.indexLoop() // closes indexDone; Close waits for it (see Close)
 }

@@ -62,11 +62,18 @@ type Store struct {
 
 	reqs     chan *request
 	closing  chan struct{} // closed by Close: stop taking requests
-	stopped  chan struct{} // closed when the pipeline has stopped
+	stopped  chan struct{} // closed when the pipeline has stopped (but for a stuck indexer)
 	failure  atomic.Pointer[error]
-	failedCh chan struct{} // closed on the first failure
-	released chan struct{} // closed when Close has released everything
-	wg       sync.WaitGroup
+	failedCh chan struct{}  // closed on the first failure
+	released chan struct{}  // closed when Close has released everything
+	wg       sync.WaitGroup // the sequencer, the syncer and the zeroer
+	// indexDone is closed when the indexer has returned; indexStuck when it is blocked in
+	// Pebble for lack of space (see indexEvents), after which Close does not wait for it.
+	indexDone  chan struct{}
+	indexStuck chan struct{}
+	stuckOnce  sync.Once
+	// indexStall is set while Pebble holds writes back (a write stall).
+	indexStall atomic.Bool
 
 	// readers hold mu for reading while they touch the memory maps or the index; Close takes
 	// it for writing before unmapping.
@@ -81,6 +88,9 @@ type Store struct {
 	acked atomic.Uint64 // the last position of the appends answered
 	// indexStopped is set when the indexer has failed; reads can then not catch up.
 	indexStopped atomic.Bool
+	// indexFatal holds the error of a failure Pebble reported through Fatalf (see
+	// pebbleLogger): the index may then be inconsistent, and every read returns it.
+	indexFatal atomic.Pointer[error]
 	// indexSpace holds the error of a flush or compaction of the index that failed for lack
 	// of space, until one succeeds (see Ready).
 	indexSpace atomic.Pointer[error]
@@ -133,17 +143,19 @@ func Open(dir string, opts *Options) (*Store, error) {
 		o.CachedStreams = 100_000
 	}
 	s := &Store{
-		dir:       dir,
-		logDir:    filepath.Join(dir, "log"),
-		opts:      o,
-		fs:        o.FS,
-		log:       o.Logger,
-		reqs:      make(chan *request, 1024),
-		closing:   make(chan struct{}),
-		stopped:   make(chan struct{}),
-		failedCh:  make(chan struct{}),
-		released:  make(chan struct{}),
-		indexErrs: make(chan error, 1),
+		dir:        dir,
+		logDir:     filepath.Join(dir, "log"),
+		opts:       o,
+		fs:         o.FS,
+		log:        o.Logger,
+		reqs:       make(chan *request, 1024),
+		closing:    make(chan struct{}),
+		stopped:    make(chan struct{}),
+		failedCh:   make(chan struct{}),
+		released:   make(chan struct{}),
+		indexErrs:  make(chan error, 1),
+		indexDone:  make(chan struct{}),
+		indexStuck: make(chan struct{}),
 	}
 	if err := s.open(); err != nil {
 		s.release()
@@ -169,16 +181,21 @@ func (s *Store) open() error {
 	if err := checkFreeSpace(s.dir); err != nil {
 		return err
 	}
-	db, err := pebble.Open(filepath.Join(s.dir, "index"), &pebble.Options{
+	popts := &pebble.Options{
 		DisableWAL:   true,
 		MemTableSize: memTableSize,
 		// Pebble counts its memtables (the one being filled and any being flushed) against
 		// the block cache's size: with less than that, no index block stays cached, and every
 		// index lookup reads, checks and decompresses its blocks again.
 		CacheSize:     2*memTableSize + blockCacheSize,
-		Logger:        pebbleLogger{s.log, s},
+		Logger:        pebbleLogger{log: s.log, s: s},
 		EventListener: s.indexEvents(),
-	})
+	}
+	// A file system of the tests may also take the index's writes, to fail them.
+	if t, ok := s.fs.(interface{ tuneIndex(*pebble.Options) }); ok {
+		t.tuneIndex(popts)
+	}
+	db, err := pebble.Open(filepath.Join(s.dir, "index"), popts)
 	if err != nil {
 		return fmt.Errorf("open index: %w", err)
 	}
@@ -267,6 +284,11 @@ func lockDir(fsys FS, dir string) (File, error) {
 // Close stops the store. Appends in progress finish (and are durable) or fail with
 // [annals.ErrClosed]; subscriptions end with [annals.ErrClosed]. The index is flushed so that
 // the next Open need not re-index. Close is safe to call more than once.
+//
+// When the index is stuck for lack of space (the store has then failed, see Ready), Close
+// returns without waiting for it: it releases the log and returns an error saying the index
+// was left open, since closing it would wait for space too. The index then holds its own
+// lock until the process exits, and opening the directory again in the same process fails.
 func (s *Store) Close() error {
 	s.mu.Lock()
 	if s.mu.closed {
@@ -278,12 +300,25 @@ func (s *Store) Close() error {
 	close(s.closing)
 	s.mu.Unlock()
 	s.wg.Wait()
+	stuck := false
+	select {
+	case <-s.indexDone:
+	case <-s.indexStuck:
+		select {
+		case <-s.indexDone:
+		default:
+			stuck = true
+		}
+	}
 	close(s.stopped)
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	defer close(s.released)
 	var err error
-	if s.failure.Load() == nil {
+	if stuck {
+		s.db = nil // still in use by the blocked indexer: left open
+		err = fmt.Errorf("index left open, blocked for lack of space: %w", s.failed())
+	} else if s.failure.Load() == nil {
 		err = s.flushIndex()
 	}
 	return errors.Join(err, s.release())
@@ -340,6 +375,7 @@ func (s *Store) fail(err error) error {
 	err = fmt.Errorf("%w: stopped after a storage failure (reopen the store to recover): %w", annals.ErrClosed, err)
 	if s.failure.CompareAndSwap(nil, &err) {
 		close(s.failedCh)
+		s.syncq.wakeAll() // the syncer and the sequencer may be waiting on the queue
 	}
 	return *s.failure.Load()
 }
@@ -351,22 +387,57 @@ func (s *Store) failed() error {
 	return nil
 }
 
-// readLock takes the read lock that keeps the maps and the index open; it fails after Close.
+// readLock takes the read lock that keeps the maps and the index open; it fails after Close,
+// and after a fatal failure of the index (see stopIndex).
 func (s *Store) readLock() error {
 	s.mu.RLock()
 	if s.mu.closed {
 		s.mu.RUnlock()
 		return annals.ErrClosed
 	}
+	if p := s.indexFatal.Load(); p != nil {
+		s.mu.RUnlock()
+		return *p
+	}
 	return nil
+}
+
+// stopIndex stops the whole store after a fatal failure of the index: appends fail as after
+// any storage failure, and so do reads, since the index they would read may be inconsistent.
+// Every error matches [annals.ErrClosed] and cause. Readers waiting for the index to catch up
+// are woken.
+func (s *Store) stopIndex(cause error) {
+	err := s.fail(cause)
+	s.indexFatal.CompareAndSwap(nil, &err)
+	s.indexStopped.Store(true)
+	if s.head.Load() != nil { // nil while Open opens the index
+		s.publishHead(nil)
+	}
+}
+
+// publishHead replaces the head with h, or with a copy of the current one when h is nil (which
+// only wakes those waiting on it), and closes the old head's changed channel.
+func (s *Store) publishHead(h *head) {
+	for {
+		old := s.head.Load()
+		next := h
+		if next == nil {
+			next = &head{pos: old.pos, end: old.end, changed: make(chan struct{})}
+		}
+		if s.head.CompareAndSwap(old, next) {
+			close(old.changed)
+			return
+		}
+	}
 }
 
 func (s *Store) readUnlock() { s.mu.RUnlock() }
 
 // Ready returns nil when the store can accept appends, and otherwise an error that says why,
 // wrapping the cause (errors.Is(err, syscall.ENOSPC) for a full disk): after a storage
-// failure (a failed write or sync, which stops the store until it is reopened), after Close,
-// or while the index cannot be flushed for lack of space. It is cheap and safe for concurrent
+// failure (a failed write or sync, a fatal failure of the index, or an index whose writes are
+// held back until a flush that fails for lack of space succeeds; each stops the store until
+// it is reopened), after Close, or while the index cannot be flushed for lack of space. It is cheap and safe for concurrent
 // use; a server reports it as readiness.
 func (s *Store) Ready() error {
 	if err := s.failed(); err != nil {
@@ -385,6 +456,14 @@ func (s *Store) Ready() error {
 
 // indexEvents returns the listener of Pebble's events: its background errors go to the log,
 // and one caused by a full disk makes Ready report it until a flush or compaction succeeds.
+//
+// When Pebble's memtables are full it holds writes back (a write stall) until a flush makes
+// room. If the flush fails for lack of space, the indexer's commit would wait for space
+// without end, and behind it every append: so a write stall while the index's last flush or
+// compaction failed for lack of space fails the store (indexStuckOnSpace), and appends, reads
+// that wait for the index, and Close return.
+//
+// Pebble calls these with its own mutex held: they must not call into Pebble.
 func (s *Store) indexEvents() *pebble.EventListener {
 	cleared := func() { s.indexSpace.Store(nil) }
 	return &pebble.EventListener{
@@ -396,8 +475,18 @@ func (s *Store) indexEvents() *pebble.EventListener {
 			}
 			if errors.Is(err, syscall.ENOSPC) || errors.Is(err, syscall.EDQUOT) {
 				s.indexSpace.Store(&err)
+				if s.indexStall.Load() {
+					s.indexStuckOnSpace(err)
+				}
 			}
 		},
+		WriteStallBegin: func(pebble.WriteStallBeginInfo) {
+			s.indexStall.Store(true)
+			if p := s.indexSpace.Load(); p != nil {
+				s.indexStuckOnSpace(*p)
+			}
+		},
+		WriteStallEnd: func() { s.indexStall.Store(false) },
 		FlushEnd: func(info pebble.FlushInfo) {
 			if info.Err == nil {
 				cleared()
@@ -408,6 +497,19 @@ func (s *Store) indexEvents() *pebble.EventListener {
 				cleared()
 			}
 		},
+	}
+}
+
+// indexStuckOnSpace fails the store because the index holds writes back until a flush that
+// fails for lack of space succeeds: appends fail with an error matching [annals.ErrClosed]
+// and cause, reads that wait for the index return it, and Close does not wait for the
+// indexer.
+func (s *Store) indexStuckOnSpace(cause error) {
+	s.fail(fmt.Errorf("index cannot be written (it needs free space to flush): %w", cause))
+	s.indexStopped.Store(true)
+	s.stuckOnce.Do(func() { close(s.indexStuck) })
+	if s.head.Load() != nil {
+		s.publishHead(nil)
 	}
 }
 
@@ -426,13 +528,41 @@ func (s *Store) logIndexError(err error) {
 	l.last, l.at, l.repeats = msg, time.Now(), 0
 }
 
-// pebbleLogger passes Pebble's messages to the store's logger. Pebble calls Fatalf for a
-// failure it cannot recover from (a MANIFEST it could not write, as on a full disk) and
-// returns the error all the same; the store then stops instead of the process, and the next
-// Open recovers, the log being the record.
+// pebbleLogger passes Pebble's messages to the store's logger, and handles the failures Pebble
+// reports through Fatalf. Pebble calls Fatalf for failures it cannot recover from: a MANIFEST
+// or other metadata it could not write (as on a full disk), but also a broken invariant or
+// corruption it found. Pebble's own logger ends the process there; Pebble does not undo its
+// state after the failed write, so the index may no longer match what Pebble holds in memory.
+//
+// In a running store (s set), every fatal failure stops the whole store (Store.stopIndex):
+// appends and reads return an error matching [annals.ErrClosed] and the cause, and Ready
+// reports it; the next Open recovers from the log, which is the durable record. When the
+// cause is a failure of the machine's resources (ENOSPC, EDQUOT, EIO, EROFS, which a full or
+// failing disk and a file system remounted read-only after errors produce), the process
+// stays alive: the fault is outside the program, and a server can report it and be restarted
+// once it is fixed. For any other cause (an invariant Pebble found broken, corruption, a bug),
+// Fatalf then panics, as a broken internal invariant does elsewhere in Annals: Pebble's code
+// after Fatalf does not expect to run on, and its background flushes and compactions would go
+// on writing tables and manifest edits from a state it found inconsistent, which the next Open
+// would trust. Ending the process stops them all at once.
+//
+// Without a store (Check, which opens the index read-only and closes it when done), Fatalf
+// only records the failure in fatal, which Check returns as its error: reporting damage is
+// what Check is for.
 type pebbleLogger struct {
-	log *slog.Logger
-	s   *Store // nil when there is no store to stop (Check)
+	log   *slog.Logger
+	s     *Store     // nil when there is no store to stop (Check)
+	fatal *fatalSlot // where Fatalf records its failure when s is nil
+}
+
+// fatalSlot keeps the first failure Pebble reported through Fatalf.
+type fatalSlot struct{ err atomic.Pointer[error] }
+
+func (f *fatalSlot) get() error {
+	if p := f.err.Load(); p != nil {
+		return *p
+	}
+	return nil
 }
 
 func (l pebbleLogger) Infof(format string, args ...any) {
@@ -452,9 +582,28 @@ func (l pebbleLogger) Fatalf(format string, args ...any) {
 		}
 	}
 	l.log.Error("annals: index failure", "err", err)
-	if l.s != nil {
-		l.s.fail(err)
+	if l.fatal != nil {
+		var e error = err
+		l.fatal.err.CompareAndSwap(nil, &e)
 	}
+	if l.s == nil {
+		return
+	}
+	l.s.stopIndex(err)
+	if !resourceFailure(err) {
+		panic(fmt.Sprintf("annals: index: %v (the store stopped; the next open recovers from the log)", err))
+	}
+}
+
+// resourceFailure reports whether err comes from the machine's resources (a full or failing
+// disk) rather than from the program.
+func resourceFailure(err error) bool {
+	for _, errno := range []syscall.Errno{syscall.ENOSPC, syscall.EDQUOT, syscall.EIO, syscall.EROFS} {
+		if errors.Is(err, errno) {
+			return true
+		}
+	}
+	return false
 }
 
 // pebbleError is a failure Pebble reported through Fatalf; it wraps the error among its

@@ -25,15 +25,66 @@ type syncQueue struct {
 		// the last sync started, and lastCovered how many requests that sync covered.
 		queuedReqs, startedReqs, lastCovered uint64
 		closed                               bool // the sequencer has stopped
+		// toIndex holds the groups passed on to the indexer and not yet taken by it, in log
+		// order, and toIndexBytes their size; indexEnd is set when no more will come.
+		toIndex      []*group
+		toIndexBytes int
+		indexEnd     bool
 	}
-	cond    sync.Cond // on mu: signalled when a group is queued, synced or passed on
-	toIndex chan []*group
+	cond sync.Cond // on mu: signalled when a group is queued, synced or passed on, when the
+	// indexer takes groups, and when the store fails
+	// indexWake has a value when groups were added to toIndex (or indexEnd set) since the
+	// indexer last looked; it never blocks whoever adds them.
+	indexWake chan struct{}
 }
+
+// maxIndexBacklog bounds the bytes of the groups passed on and not yet taken by the indexer:
+// beyond it the syncer waits before its next write, which holds the writers back until the
+// indexer catches up (or the store fails).
+const maxIndexBacklog = 64 << 20
 
 func (q *syncQueue) init(durable, lastPos uint64) {
 	q.cond.L = &q.mu
 	q.mu.written, q.mu.queued, q.mu.durable, q.mu.lastPos = durable, durable, durable, lastPos
-	q.toIndex = make(chan []*group, 64)
+	q.indexWake = make(chan struct{}, 1)
+}
+
+// wakeAll wakes every goroutine waiting on the queue's condition, so that it sees a failure.
+// The caller must not hold mu.
+func (q *syncQueue) wakeAll() {
+	q.mu.Lock()
+	q.cond.Broadcast()
+	q.mu.Unlock()
+}
+
+// wakeIndexerLocked tells the indexer that toIndex changed, without blocking.
+func (q *syncQueue) wakeIndexerLocked() {
+	select {
+	case q.indexWake <- struct{}{}:
+	default:
+	}
+}
+
+// takeIndexBatch waits until groups were passed on to the indexer and returns them all, in log
+// order; it returns false once the syncer has stopped and every group was taken. It never
+// holds mu while it waits.
+func (q *syncQueue) takeIndexBatch() ([]*group, bool) {
+	for {
+		q.mu.Lock()
+		if len(q.mu.toIndex) > 0 {
+			batch := q.mu.toIndex
+			q.mu.toIndex, q.mu.toIndexBytes = nil, 0
+			q.cond.Broadcast()
+			q.mu.Unlock()
+			return batch, true
+		}
+		end := q.mu.indexEnd
+		q.mu.Unlock()
+		if end {
+			return nil, false
+		}
+		<-q.indexWake
+	}
 }
 
 // pushGroup queues a group (or an empty one that only carries answers) for the syncer.
@@ -93,8 +144,15 @@ func (s *Store) syncLoop() {
 		}
 		if q.mu.queued <= q.mu.written {
 			s.passOnLocked()
-			close(q.toIndex)
+			q.mu.indexEnd = true
+			q.wakeIndexerLocked()
 			return
+		}
+		// Hold the writers back while the indexer is far behind; a failure (such as an index
+		// that cannot be written for lack of space) ends the wait, and everything queued is
+		// then answered with it.
+		for q.mu.toIndexBytes > maxIndexBacklog && s.failed() == nil {
+			q.cond.Wait()
 		}
 		q.gatherLocked()
 		buf, seg, off := q.mu.pending, q.mu.seg, q.mu.pendOff
@@ -130,8 +188,8 @@ func (s *Store) syncLoop() {
 const maxGather = 200 * time.Microsecond
 
 // gatherLocked waits, briefly, until as many appends are waiting to be synced as the last sync
-// covered. The writers that sync answered usually send their next append within tens of
-// microseconds; a sync that waits for them covers them all, where one that starts at once
+// covered, or maxGather has passed. The writers that sync answered send their next appends
+// soon after; a sync that waits for them covers them all, where one that starts at once
 // leaves most of them to the sync after (PostgreSQL's commit_delay, made adaptive). A lone
 // writer never waits: one append is all the last sync covered.
 func (q *syncQueue) gatherLocked() {
@@ -190,7 +248,12 @@ func (s *Store) passOnLocked() {
 			durable = append(durable, g)
 		}
 	}
+	// The indexer takes them from toIndex: mu is never held while waiting for it.
+	for _, g := range durable {
+		q.mu.toIndex = append(q.mu.toIndex, g)
+		q.mu.toIndexBytes += len(g.buf)
+	}
 	if len(durable) > 0 {
-		q.toIndex <- durable
+		q.wakeIndexerLocked()
 	}
 }

@@ -7,8 +7,11 @@ import (
 )
 
 // zeroer keeps the part of the current segment just ahead of the writer filled with written
-// zeros, so that the fdatasync after a write finds no block allocation to flush (which doubles
-// its cost on ext4). It is an optimisation only: a failure stops it, not the store.
+// zeros, so that the fdatasync after a write finds no block allocation to flush: on file
+// systems that allocate blocks lazily (ext4, XFS), syncing a write into unwritten space also
+// syncs the file's metadata. It is an optimisation only: a failed write of zeros stops the
+// zeroer, not the store. A failed sync of the zeros stops the store (see Store.datasync), since
+// the kernel may have dropped pages of the log's file with it.
 type zeroer struct {
 	// mu is held while a chunk of zeros is written, and by writes past upTo.
 	mu struct {

@@ -136,8 +136,8 @@ func (s *Store) streamLocked(stream string) *streamState {
 // Append implements [annals.Store.Append]. It never blocks but on the store's mutex; ctx is
 // checked once, before anything is done.
 func (s *Store) Append(ctx context.Context, stream string, expected annals.ExpectedRevision, events ...annals.Event) (annals.AppendResult, error) {
-	events = slices.Clone(events)
-	if err := rules.ValidateAppend(s.limits, stream, expected, events); err != nil {
+	events, err := rules.ValidateAppend(s.limits, stream, expected, events)
+	if err != nil {
 		return annals.AppendResult{}, err
 	}
 	for i := range events {

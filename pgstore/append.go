@@ -90,8 +90,8 @@ type outcome struct {
 // Append implements [annals.Store.Append]. Concurrent appends are committed together, up to
 // Options.MaxBatch in one transaction; the call returns once that transaction committed.
 func (s *Store) Append(ctx context.Context, stream string, expected annals.ExpectedRevision, events ...annals.Event) (annals.AppendResult, error) {
-	events = slices.Clone(events)
-	if err := rules.ValidateAppend(s.opts.Limits, stream, expected, events); err != nil {
+	events, err := rules.ValidateAppend(s.opts.Limits, stream, expected, events)
+	if err != nil {
 		return annals.AppendResult{}, err
 	}
 	return s.submit(ctx, &request{kind: opAppend, stream: stream, expected: expected, events: events})
@@ -106,8 +106,8 @@ func (s *Store) Append(ctx context.Context, stream string, expected annals.Expec
 // appends to the store wait. Commit or roll back promptly after it. tx must use the READ
 // COMMITTED isolation level (PostgreSQL's default). A database error leaves tx aborted.
 func (s *Store) AppendTx(ctx context.Context, tx pgx.Tx, stream string, expected annals.ExpectedRevision, events ...annals.Event) (annals.AppendResult, error) {
-	events = slices.Clone(events)
-	if err := rules.ValidateAppend(s.opts.Limits, stream, expected, events); err != nil {
+	events, err := rules.ValidateAppend(s.opts.Limits, stream, expected, events)
+	if err != nil {
 		return annals.AppendResult{}, err
 	}
 	if err := s.begin(ctx); err != nil {

@@ -410,16 +410,3 @@ func (c *collector) waitEnd(t testing.TB, what string) error {
 	_, err, _ := c.state()
 	return err
 }
-
-// eventually waits until cond returns true, or fails the test after waitTimeout. It polls,
-// since the conditions it serves (goroutines ending, events ageing) have nothing to wait on.
-func eventually(t testing.TB, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(waitTimeout)
-	for delay := time.Millisecond; !cond(); delay = min(2*delay, 50*time.Millisecond) {
-		if time.Now().After(deadline) {
-			t.Fatalf("%s: not true within %v", what, waitTimeout)
-		}
-		time.Sleep(delay)
-	}
-}

@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/annalsdb/annals"
+	"github.com/annalsdb/annals/internal/testwait"
 	"github.com/google/go-cmp/cmp"
 )
 
@@ -142,7 +143,7 @@ func testMetadata(t *testing.T, open func(t *testing.T) annals.Store) {
 		}
 		const maxAge = 100 * time.Millisecond
 		mustSetMetadata(t, s, "ma-1", annals.Exact(0), annals.StreamMetadata{MaxAge: maxAge})
-		eventually(t, "events older than maxAge are hidden", func() bool {
+		testwait.Until(t, "events older than maxAge are hidden", func() bool {
 			return len(readStream(t, s, "ma-1", nil)) == 0
 		})
 		e := newEvent("New")

@@ -5,8 +5,10 @@ import (
 	"fmt"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/annalsdb/annals"
+	"github.com/annalsdb/annals/internal/testwait"
 )
 
 // testRefusals checks that a refused write reports only state that reads already show: a
@@ -47,26 +49,55 @@ func testRefusals(t *testing.T, open func(t *testing.T) annals.Store) {
 
 	t.Run("DeletedIsVisible", func(t *testing.T) {
 		// One writer tombstones each stream while another appends to it: an append refused
-		// because the stream is deleted finds it deleted when it reads.
+		// because the stream is deleted finds it deleted when it reads. Once a Tombstone has
+		// returned, the next append to its stream must be refused; the appender stops at the
+		// test's wait deadline all the same, so that a store that never refuses fails the test
+		// instead of spinning until the binary times out.
 		s := open(t)
 		const streams = 100
 		for i := range streams {
 			mustAppend(t, s, fmt.Sprintf("gone-%d", i), annals.NoStream, newEvent("Created"))
 		}
+		tombstoned := make([]chan bool, streams) // receives whether the Tombstone succeeded
+		for i := range tombstoned {
+			tombstoned[i] = make(chan bool, 1)
+		}
+		deadline := time.Now().Add(testwait.Timeout(t))
 		var wg sync.WaitGroup
 		wg.Go(func() {
 			for i := range streams {
-				if _, err := s.Tombstone(t.Context(), fmt.Sprintf("gone-%d", i), annals.Any); err != nil {
+				_, err := s.Tombstone(t.Context(), fmt.Sprintf("gone-%d", i), annals.Any)
+				if err != nil {
 					t.Errorf("Tombstone(gone-%d): %v", i, err)
 				}
+				tombstoned[i] <- err == nil
 			}
 		})
 		wg.Go(func() {
 			for i := range streams {
 				stream := fmt.Sprintf("gone-%d", i)
+				done, ok := false, false // the Tombstone has returned; it succeeded
 				for {
+					if !done {
+						select {
+						case ok = <-tombstoned[i]:
+							done = true
+						default:
+						}
+					}
+					if done && !ok {
+						return // the tombstoner reported its failure
+					}
 					_, err := s.Append(t.Context(), stream, annals.Any, newEvent("Late"))
 					if err == nil {
+						if done {
+							t.Errorf("Append(%q) succeeded after Tombstone(%q) returned, want ErrStreamDeleted", stream, stream)
+							return
+						}
+						if time.Now().After(deadline) {
+							t.Errorf("Append(%q) still succeeds at the wait deadline, while Tombstone(%q) has not returned", stream, stream)
+							return
+						}
 						continue
 					}
 					if !errors.Is(err, annals.ErrStreamDeleted) {

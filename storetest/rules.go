@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/annalsdb/annals"
+	"github.com/annalsdb/annals/internal/testwait"
 )
 
 // testRules checks the rules every backend shares (package internal/rules): the visibility
@@ -46,7 +47,7 @@ func testTruncateBeyondEnd(t *testing.T, s annals.Store) {
 			return s.SubscribeStream(ctx, stream, &annals.SubscribeOptions{From: from})
 		})
 		var last uint64
-		eventually(t, "subscription with truncateBefore 100 delivers", func() bool {
+		testwait.Until(t, "subscription with truncateBefore 100 delivers", func() bool {
 			last = mustAppend(t, s, stream, annals.Any, newEvent("B")).Revision
 			evs, _, _ := c.state()
 			return len(evs) > 0
@@ -93,7 +94,7 @@ func testSubscribeMaxAge(t *testing.T, s annals.Store) {
 	const stream = "rules_age-1"
 	mustAppend(t, s, stream, annals.NoStream, newEvents(2, "A")...)
 	mustSetMetadata(t, s, stream, annals.NoStream, annals.StreamMetadata{MaxAge: 50 * time.Millisecond})
-	eventually(t, "maxAge hides the stream's events", func() bool { return len(readStream(t, s, stream, nil)) == 0 })
+	testwait.Until(t, "maxAge hides the stream's events", func() bool { return len(readStream(t, s, stream, nil)) == 0 })
 	c := subscribe(t, func(ctx contextT) eventSeq { return s.SubscribeStream(ctx, stream, nil) })
 	res := mustAppend(t, s, stream, annals.Any, newEvent("B"))
 	c.waitCount(t, "subscription after maxAge", 1)

@@ -3,6 +3,7 @@ package rules
 import (
 	"encoding/json"
 	"fmt"
+	"slices"
 
 	"github.com/annalsdb/annals"
 )
@@ -20,29 +21,31 @@ func Limits(l annals.Limits) annals.Limits {
 }
 
 // ValidateAppend checks an append to a user stream before it reaches storage: the stream id
-// ([annals.ValidateUserStreamID]), then [ValidateEvents]. Backends pass a copy of the caller's
-// slice, which it changes (see ValidateEvents).
-func ValidateAppend(l annals.Limits, stream string, expected annals.ExpectedRevision, events []annals.Event) error {
+// ([annals.ValidateUserStreamID]), then [ValidateEvents]. It returns the events prepared for
+// storage in a new slice, and leaves the caller's slice as it was.
+func ValidateAppend(l annals.Limits, stream string, expected annals.ExpectedRevision, events []annals.Event) ([]annals.Event, error) {
 	if err := annals.ValidateUserStreamID(stream); err != nil {
-		return err
+		return nil, err
 	}
 	return ValidateEvents(l, stream, expected, events)
 }
 
 // ValidateEvents checks the expectation, that there is at least one event, each event's names
 // ([annals.Event.Validate]), that no ID is there twice, and the size limits of l (zero fields
-// mean the defaults). In place, events with a zero ID get a fresh one and an empty content
-// type becomes [annals.ContentTypeJSON].
+// mean the defaults). It returns a copy of events prepared for storage: an event with a zero
+// ID gets a fresh one, and an empty content type becomes [annals.ContentTypeJSON]. The
+// caller's slice is not changed; the copy shares the events' Data and Metadata.
 // Errors match [annals.ErrInvalidArgument] (and [annals.ErrTooLarge] for sizes) and say which
 // event is at fault.
-func ValidateEvents(l annals.Limits, stream string, expected annals.ExpectedRevision, events []annals.Event) error {
+func ValidateEvents(l annals.Limits, stream string, expected annals.ExpectedRevision, events []annals.Event) ([]annals.Event, error) {
 	l = Limits(l)
 	if err := expected.Validate(); err != nil {
-		return err
+		return nil, err
 	}
 	if len(events) == 0 {
-		return fmt.Errorf("%w: append to %q has no events", annals.ErrInvalidArgument, stream)
+		return nil, fmt.Errorf("%w: append to %q has no events", annals.ErrInvalidArgument, stream)
 	}
+	events = slices.Clone(events)
 	total := 0
 	for i := range events {
 		e := &events[i]
@@ -50,11 +53,11 @@ func ValidateEvents(l annals.Limits, stream string, expected annals.ExpectedRevi
 			e.ContentType = annals.ContentTypeJSON
 		}
 		if err := e.Validate(); err != nil {
-			return fmt.Errorf("event %d of the append to %q: %w", i, stream, err)
+			return nil, fmt.Errorf("event %d of the append to %q: %w", i, stream, err)
 		}
 		size := e.Size()
 		if size > l.MaxEventSize {
-			return fmt.Errorf("%w: event %d of the append to %q is %d bytes, over the limit of %d", annals.ErrTooLarge, i, stream, size, l.MaxEventSize)
+			return nil, fmt.Errorf("%w: event %d of the append to %q is %d bytes, over the limit of %d", annals.ErrTooLarge, i, stream, size, l.MaxEventSize)
 		}
 		total += size
 		if e.ID.IsZero() {
@@ -62,18 +65,18 @@ func ValidateEvents(l annals.Limits, stream string, expected annals.ExpectedRevi
 		}
 	}
 	if total > l.MaxAppendSize {
-		return fmt.Errorf("%w: append to %q is %d bytes, over the limit of %d", annals.ErrTooLarge, stream, total, l.MaxAppendSize)
+		return nil, fmt.Errorf("%w: append to %q is %d bytes, over the limit of %d", annals.ErrTooLarge, stream, total, l.MaxAppendSize)
 	}
 	if len(events) > 1 {
 		seen := make(map[annals.UUID]struct{}, len(events))
 		for i := range events {
 			if _, dup := seen[events[i].ID]; dup {
-				return fmt.Errorf("%w: event %d of the append to %q repeats id %s", annals.ErrInvalidArgument, i, stream, events[i].ID)
+				return nil, fmt.Errorf("%w: event %d of the append to %q repeats id %s", annals.ErrInvalidArgument, i, stream, events[i].ID)
 			}
 			seen[events[i].ID] = struct{}{}
 		}
 	}
-	return nil
+	return events, nil
 }
 
 // MetadataEvent checks a SetMetadata call and returns the [annals.MetadataEventType] event
@@ -96,8 +99,8 @@ func MetadataEvent(l annals.Limits, stream string, expected annals.ExpectedRevis
 	if err != nil {
 		return annals.Event{}, fmt.Errorf("%w: stream metadata of %q: %w", annals.ErrInvalidArgument, stream, err)
 	}
-	ev := []annals.Event{{ID: annals.NewUUID(), Type: annals.MetadataEventType, ContentType: annals.ContentTypeJSON, Data: data}}
-	if err := ValidateEvents(l, annals.MetaStream(stream), expected, ev); err != nil {
+	ev, err := ValidateEvents(l, annals.MetaStream(stream), expected, []annals.Event{{ID: annals.NewUUID(), Type: annals.MetadataEventType, ContentType: annals.ContentTypeJSON, Data: data}})
+	if err != nil {
 		return annals.Event{}, fmt.Errorf("stream metadata of %q: %w", stream, err)
 	}
 	return ev[0], nil

@@ -33,18 +33,22 @@ func TestValidateAppend(t *testing.T) {
 		{"append too large", "cart-1", make17Events(), annals.ErrTooLarge},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			err := rules.ValidateAppend(l, tc.stream, annals.Any, tc.events)
+			_, err := rules.ValidateAppend(l, tc.stream, annals.Any, tc.events)
 			if !errors.Is(err, tc.want) || (tc.want == nil) != (err == nil) {
 				t.Fatalf("got %v, want %v", err, tc.want)
 			}
 		})
 	}
 	events := []annals.Event{{Type: "A"}}
-	if err := rules.ValidateAppend(l, "cart-1", annals.Any, events); err != nil {
+	got, err := rules.ValidateAppend(l, "cart-1", annals.Any, events)
+	if err != nil {
 		t.Fatal(err)
 	}
-	if events[0].ID.IsZero() || events[0].ContentType != annals.ContentTypeJSON {
-		t.Fatalf("ValidateAppend left id %s and content type %q; want them filled in", events[0].ID, events[0].ContentType)
+	if got[0].ID.IsZero() || got[0].ContentType != annals.ContentTypeJSON {
+		t.Fatalf("ValidateAppend returned id %s and content type %q; want them filled in", got[0].ID, got[0].ContentType)
+	}
+	if !events[0].ID.IsZero() || events[0].ContentType != "" {
+		t.Fatalf("ValidateAppend changed the caller's event to id %s, content type %q; want it left as it was", events[0].ID, events[0].ContentType)
 	}
 }
 
