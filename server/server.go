@@ -67,8 +67,10 @@ type Options struct {
 	// MaxRequestBytesInFlight bounds the bytes of request bodies the server holds at once,
 	// across all requests of the Connect API, so that many large requests at once cannot
 	// exhaust memory: a request takes its declared size (Content-Length, or the size in its
-	// message's envelope; at most MaxRequestBytes) before its body is read, or each chunk as
-	// it is read when it declares none, and gives it back when it has been answered. A request
+	// message's envelope; at most MaxRequestBytes) before its body is read, or
+	// MaxRequestBytes when its body is compressed or of unknown size; it gives it back when
+	// it has been answered, or once its body is read for a server-streaming procedure
+	// (Subscribe and the reads, which may run for hours). A request
 	// that finds no room waits up to RequestBudgetWait over HTTP/1, or not at all over HTTP/2
 	// (its unread body would stall the other requests of its connection), then fails with
 	// ResourceExhausted (HTTP 429). The decoded message
