@@ -48,7 +48,6 @@ import (
 	"strings"
 	"sync"
 	"time"
-	"unicode/utf8"
 
 	"connectrpc.com/connect"
 	"github.com/annalsdb/annals"
@@ -202,30 +201,6 @@ var noLimits = annals.Limits{MaxEventSize: math.MaxInt, MaxAppendSize: math.MaxI
 
 var errClosed = fmt.Errorf("annals client: %w", annals.ErrClosed)
 
-// checkText returns an error matching [annals.ErrInvalidArgument] when one of the strings is
-// not valid UTF-8: protobuf cannot carry it, and the store would refuse it anyway.
-func checkText(what string, ss ...string) error {
-	for _, s := range ss {
-		if !utf8.ValidString(s) {
-			return fmt.Errorf("%w: %s %q is not valid UTF-8", annals.ErrInvalidArgument, what, s)
-		}
-	}
-	return nil
-}
-
-func checkFilter(f *annals.Filter) error {
-	if f == nil {
-		return nil
-	}
-	if err := checkText("filter stream prefix", f.StreamPrefixes...); err != nil {
-		return err
-	}
-	if err := checkText("filter category", f.Categories...); err != nil {
-		return err
-	}
-	return checkText("filter event type", f.EventTypes...)
-}
-
 // begin starts a call: it returns a context that ends with ctx or with Close, and the function
 // that releases it; or the error to return at once when the client is closed or ctx is done.
 func (c *Client) begin(ctx context.Context) (context.Context, func(), error) {
@@ -264,17 +239,6 @@ func (c *Client) Append(ctx context.Context, stream string, expected annals.Expe
 		return annals.AppendResult{}, err
 	}
 	defer done()
-	if err := checkText("stream id", stream); err != nil {
-		return annals.AppendResult{}, err
-	}
-	for i := range events {
-		if err := checkText("event type", events[i].Type); err != nil {
-			return annals.AppendResult{}, fmt.Errorf("event %d of the append to %q: %w", i, stream, err)
-		}
-		if err := checkText("content type", events[i].ContentType); err != nil {
-			return annals.AppendResult{}, fmt.Errorf("event %d of the append to %q: %w", i, stream, err)
-		}
-	}
 	req := &annalsv1.AppendRequest{Stream: stream, Expected: wire.ExpectedToProto(expected), Events: make([]*annalsv1.Event, len(events))}
 	for i := range events {
 		req.Events[i] = wire.EventToProto(&events[i])
@@ -304,10 +268,6 @@ func (c *Client) ReadStream(ctx context.Context, stream string, opts *annals.Rea
 	return func(yield func(annals.RecordedEvent, error) bool) {
 		o, limit := readFields(opts)
 		if _, err := rules.StreamReadOptions(stream, opts); err != nil {
-			yield(annals.RecordedEvent{}, err)
-			return
-		}
-		if err := errors.Join(checkText("stream id", stream), checkFilter(o.Filter)); err != nil {
 			yield(annals.RecordedEvent{}, err)
 			return
 		}
@@ -418,10 +378,6 @@ func (c *Client) subscribe(ctx context.Context, stream string, opts *annals.Subs
 			return
 		}
 		defer done()
-		if err := errors.Join(checkText("stream id", stream), checkFilter(o.Filter)); err != nil {
-			yield(annals.RecordedEvent{}, err)
-			return
-		}
 		next, fromEnd := o.From, o.From == annals.End
 		backoff := minBackoff
 		var giveUp time.Time // when reconnecting stops; zero while connected
@@ -519,9 +475,6 @@ func (c *Client) GetMetadata(ctx context.Context, stream string) (annals.StreamM
 		return annals.StreamMetadata{}, 0, err
 	}
 	defer done()
-	if err := checkText("stream id", stream); err != nil {
-		return annals.StreamMetadata{}, 0, err
-	}
 	res, err := c.unary.GetMetadata(cctx, connect.NewRequest(&annalsv1.GetMetadataRequest{Stream: stream}))
 	if err != nil {
 		return annals.StreamMetadata{}, 0, c.fail(ctx, err)
@@ -543,9 +496,6 @@ func (c *Client) SetMetadata(ctx context.Context, stream string, expected annals
 		return annals.AppendResult{}, err
 	}
 	defer done()
-	if err := checkText("stream id", stream); err != nil {
-		return annals.AppendResult{}, err
-	}
 	req := &annalsv1.SetMetadataRequest{Stream: stream, Expected: wire.ExpectedToProto(expected), Metadata: wire.MetadataToProto(&meta)}
 	res, err := c.unary.SetMetadata(cctx, connect.NewRequest(req))
 	if err != nil {
@@ -564,9 +514,6 @@ func (c *Client) Delete(ctx context.Context, stream string, expected annals.Expe
 		return annals.DeleteResult{}, err
 	}
 	defer done()
-	if err := checkText("stream id", stream); err != nil {
-		return annals.DeleteResult{}, err
-	}
 	res, err := c.unary.Delete(cctx, connect.NewRequest(&annalsv1.DeleteRequest{Stream: stream, Expected: wire.ExpectedToProto(expected)}))
 	if err != nil {
 		return annals.DeleteResult{}, c.fail(ctx, err)
@@ -584,9 +531,6 @@ func (c *Client) Tombstone(ctx context.Context, stream string, expected annals.E
 		return annals.DeleteResult{}, err
 	}
 	defer done()
-	if err := checkText("stream id", stream); err != nil {
-		return annals.DeleteResult{}, err
-	}
 	res, err := c.unary.Tombstone(cctx, connect.NewRequest(&annalsv1.TombstoneRequest{Stream: stream, Expected: wire.ExpectedToProto(expected)}))
 	if err != nil {
 		return annals.DeleteResult{}, c.fail(ctx, err)
@@ -612,10 +556,6 @@ func (c *Client) ListStreams(ctx context.Context, opts *annals.ListOptions) iter
 			return
 		}
 		defer done()
-		if err := checkText("stream prefix", o.Prefix, o.After); err != nil {
-			yield(annals.StreamInfo{}, err)
-			return
-		}
 		st, err := c.rpc.ListStreams(cctx, connect.NewRequest(&annalsv1.ListStreamsRequest{Prefix: o.Prefix, After: o.After, Limit: limit}))
 		if err != nil {
 			yield(annals.StreamInfo{}, c.fail(ctx, err))
