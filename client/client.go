@@ -360,10 +360,11 @@ func (c *Client) subscribe(ctx context.Context, stream string, opts *annals.Subs
 	if opts != nil {
 		o = *opts
 	}
-	all := stream == annals.AllStream
 	return func(yield func(annals.RecordedEvent, error) bool) {
+		s := &subscription{c: c, stream: stream, all: stream == annals.AllStream, filter: wire.FilterToProto(o.Filter),
+			next: o.From, fromEnd: o.From == annals.End, backoff: minBackoff}
 		var err error
-		if all {
+		if s.all {
 			_, err = rules.SubscribeOptions(opts)
 		} else {
 			_, err = rules.StreamSubscribeOptions(stream, opts)
@@ -378,64 +379,16 @@ func (c *Client) subscribe(ctx context.Context, stream string, opts *annals.Subs
 			return
 		}
 		defer done()
-		next, fromEnd := o.From, o.From == annals.End
-		backoff := minBackoff
-		var giveUp time.Time // when reconnecting stops; zero while connected
 		for {
-			req := &annalsv1.SubscribeRequest{Stream: stream, From: next, FromEnd: fromEnd, Filter: wire.FilterToProto(o.Filter)}
-			if fromEnd {
-				req.From = 0
-			}
-			connected := false
-			st, err := c.sub.CallServerStream(cctx, connect.NewRequest(req))
-			if err == nil {
-				for st.Receive() {
-					m := st.Msg()
-					if m.started {
-						if fromEnd {
-							next, fromEnd = m.from, false
-						}
-						connected, giveUp, backoff = true, time.Time{}, minBackoff
-					}
-					for _, e := range m.events {
-						if cctx.Err() != nil {
-							break
-						}
-						if all {
-							next = e.Position + 1
-						} else {
-							next = e.Revision + 1
-						}
-						if !yield(e, nil) {
-							st.Close()
-							return
-						}
-					}
-					putEvents(m.events)
-				}
-				if err = st.Err(); err == nil {
-					err = connect.NewError(connect.CodeUnavailable, errors.New("the server ended the subscription"))
-				}
-				st.Close()
-			}
-			if c.life.Err() != nil || ctx.Err() != nil {
-				yield(annals.RecordedEvent{}, c.fail(ctx, err))
+			connected, stopped, err := s.connect(cctx, yield)
+			if stopped {
 				return
 			}
-			if !retryable(err) || c.reconnect < 0 {
-				yield(annals.RecordedEvent{}, c.fail(ctx, err))
+			wait, err := s.retry(ctx, err, connected)
+			if err != nil {
+				yield(annals.RecordedEvent{}, err)
 				return
 			}
-			now := time.Now()
-			if connected || giveUp.IsZero() {
-				giveUp = now.Add(c.reconnect)
-			}
-			if now.After(giveUp) {
-				yield(annals.RecordedEvent{}, fmt.Errorf("annals client: subscription could not reconnect within %v: %w", c.reconnect, fromConnect(err)))
-				return
-			}
-			wait := backoff/2 + rand.N(backoff/2+1)
-			backoff = min(2*backoff, maxBackoff)
 			timer := time.NewTimer(wait)
 			select {
 			case <-timer.C:
@@ -444,6 +397,81 @@ func (c *Client) subscribe(ctx context.Context, stream string, opts *annals.Subs
 			}
 		}
 	}
+}
+
+// subscription is the state of one subscription across its connections: where it resumes,
+// and the backoff of its reconnections. Only the subscription's goroutine uses it.
+type subscription struct {
+	c       *Client
+	stream  string
+	all     bool
+	filter  *annalsv1.Filter
+	next    uint64 // where the next connection starts
+	fromEnd bool   // the next connection starts from the end: no start known yet
+	backoff time.Duration
+	giveUp  time.Time // when reconnecting stops; zero while connected
+}
+
+// connect makes one connection of the subscription and passes its events to yield until it
+// ends. It reports whether the server started the subscription, whether yield asked to stop
+// (nothing more is to be done), and the error that ended the connection.
+func (s *subscription) connect(ctx context.Context, yield func(annals.RecordedEvent, error) bool) (connected, stopped bool, err error) {
+	req := &annalsv1.SubscribeRequest{Stream: s.stream, From: s.next, FromEnd: s.fromEnd, Filter: s.filter}
+	if s.fromEnd {
+		req.From = 0
+	}
+	st, err := s.c.sub.CallServerStream(ctx, connect.NewRequest(req))
+	if err != nil {
+		return false, false, err
+	}
+	defer st.Close()
+	for st.Receive() {
+		m := st.Msg()
+		if m.started {
+			if s.fromEnd {
+				s.next, s.fromEnd = m.from, false
+			}
+			connected, s.giveUp, s.backoff = true, time.Time{}, minBackoff
+		}
+		for _, e := range m.events {
+			if ctx.Err() != nil {
+				break
+			}
+			if s.all {
+				s.next = e.Position + 1
+			} else {
+				s.next = e.Revision + 1
+			}
+			if !yield(e, nil) {
+				return connected, true, nil
+			}
+		}
+		putEvents(m.events)
+	}
+	if err = st.Err(); err == nil {
+		err = connect.NewError(connect.CodeUnavailable, errors.New("the server ended the subscription"))
+	}
+	return connected, false, err
+}
+
+// retry decides what follows a connection that ended with err: the wait before the next
+// one, or the error that ends the subscription (the client or ctx closed, an error that
+// retrying cannot mend, or no connection within the client's reconnect timeout).
+func (s *subscription) retry(ctx context.Context, err error, connected bool) (time.Duration, error) {
+	c := s.c
+	if c.life.Err() != nil || ctx.Err() != nil || !retryable(err) || c.reconnect < 0 {
+		return 0, c.fail(ctx, err)
+	}
+	now := time.Now()
+	if connected || s.giveUp.IsZero() {
+		s.giveUp = now.Add(c.reconnect)
+	}
+	if now.After(s.giveUp) {
+		return 0, fmt.Errorf("annals client: subscription could not reconnect within %v: %w", c.reconnect, fromConnect(err))
+	}
+	wait := s.backoff/2 + rand.N(s.backoff/2+1)
+	s.backoff = min(2*s.backoff, maxBackoff)
+	return wait, nil
 }
 
 // retryable reports whether a subscription that failed with err should reconnect: the server
