@@ -47,7 +47,6 @@ import (
 	"strings"
 	"sync"
 	"time"
-	"unicode/utf8"
 
 	"connectrpc.com/connect"
 	"github.com/annalsdb/annals"
@@ -201,30 +200,6 @@ var noLimits = annals.Limits{MaxEventSize: math.MaxInt, MaxAppendSize: math.MaxI
 
 var errClosed = fmt.Errorf("annals client: %w", annals.ErrClosed)
 
-// checkText returns an error matching [annals.ErrInvalidArgument] when one of the strings is
-// not valid UTF-8: protobuf cannot carry it, and the store would refuse it anyway.
-func checkText(what string, ss ...string) error {
-	for _, s := range ss {
-		if !utf8.ValidString(s) {
-			return fmt.Errorf("%w: %s %q is not valid UTF-8", annals.ErrInvalidArgument, what, s)
-		}
-	}
-	return nil
-}
-
-func checkFilter(f *annals.Filter) error {
-	if f == nil {
-		return nil
-	}
-	if err := checkText("filter stream prefix", f.StreamPrefixes...); err != nil {
-		return err
-	}
-	if err := checkText("filter category", f.Categories...); err != nil {
-		return err
-	}
-	return checkText("filter event type", f.EventTypes...)
-}
-
 // begin starts a call: it returns a context that ends with ctx or with Close, and the function
 // that releases it; or the error to return at once when the client is closed or ctx is done.
 func (c *Client) begin(ctx context.Context) (context.Context, func(), error) {
@@ -263,17 +238,6 @@ func (c *Client) Append(ctx context.Context, stream string, expected annals.Expe
 		return annals.AppendResult{}, err
 	}
 	defer done()
-	if err := checkText("stream id", stream); err != nil {
-		return annals.AppendResult{}, err
-	}
-	for i := range events {
-		if err := checkText("event type", events[i].Type); err != nil {
-			return annals.AppendResult{}, fmt.Errorf("event %d of the append to %q: %w", i, stream, err)
-		}
-		if err := checkText("content type", events[i].ContentType); err != nil {
-			return annals.AppendResult{}, fmt.Errorf("event %d of the append to %q: %w", i, stream, err)
-		}
-	}
 	req := &annalsv1.AppendRequest{Stream: stream, Expected: wire.ExpectedToProto(expected), Events: make([]*annalsv1.Event, len(events))}
 	for i := range events {
 		req.Events[i] = wire.EventToProto(&events[i])
@@ -303,10 +267,6 @@ func (c *Client) ReadStream(ctx context.Context, stream string, opts *annals.Rea
 	return func(yield func(annals.RecordedEvent, error) bool) {
 		o, limit := readFields(opts)
 		if _, err := rules.StreamReadOptions(stream, opts); err != nil {
-			yield(annals.RecordedEvent{}, err)
-			return
-		}
-		if err := errors.Join(checkText("stream id", stream), checkFilter(o.Filter)); err != nil {
 			yield(annals.RecordedEvent{}, err)
 			return
 		}
@@ -399,10 +359,11 @@ func (c *Client) subscribe(ctx context.Context, stream string, opts *annals.Subs
 	if opts != nil {
 		o = *opts
 	}
-	all := stream == annals.AllStream
 	return func(yield func(annals.RecordedEvent, error) bool) {
+		s := &subscription{c: c, stream: stream, all: stream == annals.AllStream, filter: wire.FilterToProto(o.Filter),
+			next: o.From, fromEnd: o.From == annals.End, backoff: minBackoff}
 		var err error
-		if all {
+		if s.all {
 			_, err = rules.SubscribeOptions(opts)
 		} else {
 			_, err = rules.StreamSubscribeOptions(stream, opts)
@@ -417,68 +378,16 @@ func (c *Client) subscribe(ctx context.Context, stream string, opts *annals.Subs
 			return
 		}
 		defer done()
-		if err := errors.Join(checkText("stream id", stream), checkFilter(o.Filter)); err != nil {
-			yield(annals.RecordedEvent{}, err)
-			return
-		}
-		next, fromEnd := o.From, o.From == annals.End
-		backoff := minBackoff
-		var giveUp time.Time // when reconnecting stops; zero while connected
 		for {
-			req := &annalsv1.SubscribeRequest{Stream: stream, From: next, FromEnd: fromEnd, Filter: wire.FilterToProto(o.Filter)}
-			if fromEnd {
-				req.From = 0
-			}
-			connected := false
-			st, err := c.sub.CallServerStream(cctx, connect.NewRequest(req))
-			if err == nil {
-				for st.Receive() {
-					m := st.Msg()
-					if m.started {
-						if fromEnd {
-							next, fromEnd = m.from, false
-						}
-						connected, giveUp, backoff = true, time.Time{}, minBackoff
-					}
-					for _, e := range m.events {
-						if cctx.Err() != nil {
-							break
-						}
-						if all {
-							next = e.Position + 1
-						} else {
-							next = e.Revision + 1
-						}
-						if !yield(e, nil) {
-							st.Close()
-							return
-						}
-					}
-					putEvents(m.events)
-				}
-				if err = st.Err(); err == nil {
-					err = connect.NewError(connect.CodeUnavailable, errors.New("the server ended the subscription"))
-				}
-				st.Close()
-			}
-			if c.life.Err() != nil || ctx.Err() != nil {
-				yield(annals.RecordedEvent{}, c.fail(ctx, err))
+			connected, stopped, err := s.connect(cctx, yield)
+			if stopped {
 				return
 			}
-			if !retryable(err) || c.reconnect < 0 {
-				yield(annals.RecordedEvent{}, c.fail(ctx, err))
+			wait, err := s.retry(ctx, err, connected)
+			if err != nil {
+				yield(annals.RecordedEvent{}, err)
 				return
 			}
-			now := time.Now()
-			if connected || giveUp.IsZero() {
-				giveUp = now.Add(c.reconnect)
-			}
-			if now.After(giveUp) {
-				yield(annals.RecordedEvent{}, fmt.Errorf("annals client: subscription could not reconnect within %v: %w", c.reconnect, fromConnect(err)))
-				return
-			}
-			wait := backoff/2 + rand.N(backoff/2+1)
-			backoff = min(2*backoff, maxBackoff)
 			timer := time.NewTimer(wait)
 			select {
 			case <-timer.C:
@@ -487,6 +396,81 @@ func (c *Client) subscribe(ctx context.Context, stream string, opts *annals.Subs
 			}
 		}
 	}
+}
+
+// subscription is the state of one subscription across its connections: where it resumes,
+// and the backoff of its reconnections. Only the subscription's goroutine uses it.
+type subscription struct {
+	c       *Client
+	stream  string
+	all     bool
+	filter  *annalsv1.Filter
+	next    uint64 // where the next connection starts
+	fromEnd bool   // the next connection starts from the end: no start known yet
+	backoff time.Duration
+	giveUp  time.Time // when reconnecting stops; zero while connected
+}
+
+// connect makes one connection of the subscription and passes its events to yield until it
+// ends. It reports whether the server started the subscription, whether yield asked to stop
+// (nothing more is to be done), and the error that ended the connection.
+func (s *subscription) connect(ctx context.Context, yield func(annals.RecordedEvent, error) bool) (connected, stopped bool, err error) {
+	req := &annalsv1.SubscribeRequest{Stream: s.stream, From: s.next, FromEnd: s.fromEnd, Filter: s.filter}
+	if s.fromEnd {
+		req.From = 0
+	}
+	st, err := s.c.sub.CallServerStream(ctx, connect.NewRequest(req))
+	if err != nil {
+		return false, false, err
+	}
+	defer st.Close()
+	for st.Receive() {
+		m := st.Msg()
+		if m.started {
+			if s.fromEnd {
+				s.next, s.fromEnd = m.from, false
+			}
+			connected, s.giveUp, s.backoff = true, time.Time{}, minBackoff
+		}
+		for _, e := range m.events {
+			if ctx.Err() != nil {
+				break
+			}
+			if s.all {
+				s.next = e.Position + 1
+			} else {
+				s.next = e.Revision + 1
+			}
+			if !yield(e, nil) {
+				return connected, true, nil
+			}
+		}
+		putEvents(m.events)
+	}
+	if err = st.Err(); err == nil {
+		err = connect.NewError(connect.CodeUnavailable, errors.New("the server ended the subscription"))
+	}
+	return connected, false, err
+}
+
+// retry decides what follows a connection that ended with err: the wait before the next
+// one, or the error that ends the subscription (the client or ctx closed, an error that
+// retrying cannot mend, or no connection within the client's reconnect timeout).
+func (s *subscription) retry(ctx context.Context, err error, connected bool) (time.Duration, error) {
+	c := s.c
+	if c.life.Err() != nil || ctx.Err() != nil || !retryable(err) || c.reconnect < 0 {
+		return 0, c.fail(ctx, err)
+	}
+	now := time.Now()
+	if connected || s.giveUp.IsZero() {
+		s.giveUp = now.Add(c.reconnect)
+	}
+	if now.After(s.giveUp) {
+		return 0, fmt.Errorf("annals client: subscription could not reconnect within %v: %w", c.reconnect, fromConnect(err))
+	}
+	wait := s.backoff/2 + rand.N(s.backoff/2+1)
+	s.backoff = min(2*s.backoff, maxBackoff)
+	return wait, nil
 }
 
 // retryable reports whether a subscription that failed with err should reconnect: the server
@@ -518,9 +502,6 @@ func (c *Client) GetMetadata(ctx context.Context, stream string) (annals.StreamM
 		return annals.StreamMetadata{}, 0, err
 	}
 	defer done()
-	if err := checkText("stream id", stream); err != nil {
-		return annals.StreamMetadata{}, 0, err
-	}
 	res, err := c.unary.GetMetadata(cctx, connect.NewRequest(&annalsv1.GetMetadataRequest{Stream: stream}))
 	if err != nil {
 		return annals.StreamMetadata{}, 0, c.fail(ctx, err)
@@ -542,9 +523,6 @@ func (c *Client) SetMetadata(ctx context.Context, stream string, expected annals
 		return annals.AppendResult{}, err
 	}
 	defer done()
-	if err := checkText("stream id", stream); err != nil {
-		return annals.AppendResult{}, err
-	}
 	req := &annalsv1.SetMetadataRequest{Stream: stream, Expected: wire.ExpectedToProto(expected), Metadata: wire.MetadataToProto(&meta)}
 	res, err := c.unary.SetMetadata(cctx, connect.NewRequest(req))
 	if err != nil {
@@ -563,9 +541,6 @@ func (c *Client) Delete(ctx context.Context, stream string, expected annals.Expe
 		return annals.DeleteResult{}, err
 	}
 	defer done()
-	if err := checkText("stream id", stream); err != nil {
-		return annals.DeleteResult{}, err
-	}
 	res, err := c.unary.Delete(cctx, connect.NewRequest(&annalsv1.DeleteRequest{Stream: stream, Expected: wire.ExpectedToProto(expected)}))
 	if err != nil {
 		return annals.DeleteResult{}, c.fail(ctx, err)
@@ -583,9 +558,6 @@ func (c *Client) Tombstone(ctx context.Context, stream string, expected annals.E
 		return annals.DeleteResult{}, err
 	}
 	defer done()
-	if err := checkText("stream id", stream); err != nil {
-		return annals.DeleteResult{}, err
-	}
 	res, err := c.unary.Tombstone(cctx, connect.NewRequest(&annalsv1.TombstoneRequest{Stream: stream, Expected: wire.ExpectedToProto(expected)}))
 	if err != nil {
 		return annals.DeleteResult{}, c.fail(ctx, err)
@@ -611,10 +583,6 @@ func (c *Client) ListStreams(ctx context.Context, opts *annals.ListOptions) iter
 			return
 		}
 		defer done()
-		if err := checkText("stream prefix", o.Prefix, o.After); err != nil {
-			yield(annals.StreamInfo{}, err)
-			return
-		}
 		st, err := c.rpc.ListStreams(cctx, connect.NewRequest(&annalsv1.ListStreamsRequest{Prefix: o.Prefix, After: o.After, Limit: limit}))
 		if err != nil {
 			yield(annals.StreamInfo{}, c.fail(ctx, err))

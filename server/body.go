@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"connectrpc.com/connect"
+	annalsv1 "github.com/annalsdb/annals/internal/gen/annals/v1"
 	"golang.org/x/sync/semaphore"
 )
 
@@ -30,16 +31,26 @@ const DefaultRequestBudgetWait = 10 * time.Second
 const requestSlack = 1 << 10
 
 // budget bounds the bytes of request bodies that the server holds at once, across every
-// request: a request takes its declared size before its body is read: its Content-Length, or
-// when it has none (gRPC, chunked bodies) the size in the envelope of its message (gRPC and
-// Connect's streaming protocol), or else each chunk as it reads it; it gives everything back
-// when its handler returns. A request that waits for room holds nothing, or at most the
-// envelope's five bytes, so requests waiting for one another cannot hold the budget between
-// them. A request over HTTP/1 that finds no room waits up to the budget's wait, then fails with
-// ResourceExhausted; one over HTTP/2 fails at once: while it waited, the body its client had
-// already sent would sit unread in its connection's flow-control window, which every request
-// of the connection shares (Go's HTTP/2 server returns window only as handlers read), and
-// stall the requests that the budget let in. Its methods are safe for concurrent use.
+// request. A request takes its share before its body is read:
+//   - a compressed body (Content-Encoding, Connect-Content-Encoding or grpc-encoding other
+//     than identity) takes the largest share, [Options.MaxRequestBytes] plus an envelope's
+//     slack, since its compressed size says nothing of what it decompresses to;
+//   - a body with a Content-Length takes that size;
+//   - an enveloped body without one (gRPC, Connect's streaming protocol) takes the size its
+//     message's envelope declares, once the envelope's five bytes are read;
+//   - any other body without a Content-Length (chunked) takes the largest share, and gives
+//     back what it did not use once it has been read to its end.
+//
+// A request of a server-streaming procedure (ReadStream, ReadAll, Subscribe, ListStreams)
+// gives its share back once its body has been read to its end, since it may run for hours;
+// any other request keeps it until its handler returns, since its decoded message lives that
+// long. A request that waits for room holds nothing, or at most the envelope's five bytes, so
+// requests waiting for one another cannot hold the budget between them. A request over HTTP/1
+// that finds no room waits up to the budget's wait, then fails with ResourceExhausted; one
+// over HTTP/2 fails at once: while it waited, the body its client had already sent would sit
+// unread in its connection's flow-control window, which every request of the connection
+// shares (Go's HTTP/2 server returns window only as handlers read), and stall the requests
+// that the budget let in. Its methods are safe for concurrent use.
 type budget struct {
 	sem  *semaphore.Weighted
 	size int64
@@ -110,23 +121,58 @@ func (s *Server) guard(next http.Handler) http.Handler {
 	errw := connect.NewErrorWriter()
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		ctx := r.Context()
-		b := &body{ReadCloser: r.Body, budget: s.budget, ctx: ctx, enveloped: enveloped(r.Header.Get("Content-Type")), wait: r.ProtoMajor < 2}
-		if r.ContentLength >= 0 {
-			n := min(r.ContentLength, s.budget.perRequest)
-			if err := s.budget.acquire(ctx, n, b.wait); err != nil {
-				if ce, ok := errors.AsType[*connect.Error](err); ok {
-					_ = errw.Write(w, r, ce)
-				}
-				return
-			}
-			b.held = n
-		} else {
-			b.metered = true
+		b := &body{
+			ReadCloser: r.Body, budget: s.budget, ctx: ctx,
+			enveloped: enveloped(r.Header.Get("Content-Type")), wait: r.ProtoMajor < 2,
+			streaming: serverStreaming[r.URL.Path],
 		}
+		var n int64
+		switch {
+		case compressed(r.Header):
+			n = s.budget.perRequest
+		case r.ContentLength >= 0:
+			n = min(r.ContentLength, s.budget.perRequest)
+		case b.enveloped:
+			b.metered = true
+		default:
+			n, b.trim = s.budget.perRequest, true
+		}
+		if err := s.budget.acquire(ctx, n, b.wait); err != nil {
+			if ce, ok := errors.AsType[*connect.Error](err); ok {
+				_ = errw.Write(w, r, ce)
+			}
+			return
+		}
+		b.held = n
 		defer func() { s.budget.release(b.held) }()
 		r.Body = b
 		next.ServeHTTP(&answerWriter{ResponseWriter: w, body: b, encoded: r.Header.Get("Content-Encoding") != ""}, r)
 	})
+}
+
+// serverStreaming holds the paths of the service's server-streaming procedures, whose
+// requests give their budget back once their body is read (see [budget]).
+var serverStreaming = func() map[string]bool {
+	m := make(map[string]bool)
+	sd := annalsv1.File_annals_v1_annals_proto.Services().ByName("EventStoreService")
+	for i := range sd.Methods().Len() {
+		md := sd.Methods().Get(i)
+		if md.IsStreamingServer() {
+			m["/"+string(sd.FullName())+"/"+string(md.Name())] = true
+		}
+	}
+	return m
+}()
+
+// compressed reports whether a request declares a compressed body in any of the headers of
+// the protocols Connect serves.
+func compressed(h http.Header) bool {
+	for _, k := range []string{"Content-Encoding", "Connect-Content-Encoding", "Grpc-Encoding"} {
+		if v := h.Get(k); v != "" && !strings.EqualFold(v, "identity") {
+			return true
+		}
+	}
+	return false
 }
 
 // enveloped reports whether a request of this content type frames its messages in envelopes
@@ -144,10 +190,19 @@ type body struct {
 	io.ReadCloser
 	budget *budget
 	ctx    context.Context
-	// metered: the request declared no Content-Length, so the budget is taken as the body
-	// is read: up to the bytes read, or the size the envelope declares when it is larger.
+	// metered: the request is enveloped and declared no Content-Length, so the budget is
+	// taken as the body is read: up to the bytes read, or the size the envelope declares when
+	// it is larger.
 	metered   bool
 	enveloped bool
+	// trim: the request took the largest share for a body of unknown size, and gives back
+	// what it did not read at its end.
+	trim bool
+	// streaming: the request is of a server-streaming procedure, and gives everything back
+	// at the end of its body.
+	streaming bool
+	// ended: the body was read to its end.
+	ended bool
 	// wait: the request may wait for room (HTTP/1; see [budget]).
 	wait     bool
 	read     int64
@@ -163,6 +218,9 @@ func (b *body) Read(p []byte) (int, error) {
 	if err != nil && isTimeout(err) {
 		b.stalled = true
 		err = connect.NewError(connect.CodeDeadlineExceeded, fmt.Errorf("request body not received in time (the server's read timeout): %w", err))
+	}
+	if b.trim {
+		b.read += int64(n)
 	}
 	if b.metered && n > 0 {
 		if b.enveloped && b.read < 5 {
@@ -184,7 +242,25 @@ func (b *body) Read(p []byte) (int, error) {
 			b.held = need
 		}
 	}
+	if err == io.EOF && !b.ended {
+		b.ended = true
+		b.end()
+	}
 	return n, err
+}
+
+// end gives back, at the end of the body, what the request no longer needs: everything for
+// a server-streaming procedure, what was not read for a body of unknown size.
+func (b *body) end() {
+	keep := b.held
+	switch {
+	case b.streaming:
+		keep = 0
+	case b.trim:
+		keep = min(b.held, b.read)
+	}
+	b.budget.release(b.held - keep)
+	b.held = keep
 }
 
 // isTimeout reports whether err is a read that reached its deadline.

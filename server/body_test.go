@@ -2,10 +2,11 @@ package server
 
 import (
 	"bytes"
+	"compress/gzip"
 	"context"
+	"encoding/binary"
 	"encoding/json"
 	"fmt"
-	"github.com/annalsdb/annals/internal/testwait"
 	"io"
 	"net/http"
 	"net/http/httptest"
@@ -19,6 +20,7 @@ import (
 	"github.com/annalsdb/annals"
 	annalsv1 "github.com/annalsdb/annals/internal/gen/annals/v1"
 	"github.com/annalsdb/annals/internal/gen/annals/v1/annalsv1connect"
+	"github.com/annalsdb/annals/internal/testwait"
 	"github.com/annalsdb/annals/memstore"
 )
 
@@ -194,5 +196,193 @@ func TestBudgetHTTP2(t *testing.T) {
 	}
 	if peak := s.budget.peak.Load(); peak > s.budget.size || peak < 4*(900<<10) {
 		t.Errorf("budget peak: %d bytes, want four appends' worth within the budget of %d", peak, s.budget.size)
+	}
+}
+
+// gzipped returns b compressed with gzip.
+func gzipped(t *testing.T, b []byte) []byte {
+	t.Helper()
+	var buf bytes.Buffer
+	zw := gzip.NewWriter(&buf)
+	if _, err := zw.Write(b); err != nil {
+		t.Fatal(err)
+	}
+	if err := zw.Close(); err != nil {
+		t.Fatal(err)
+	}
+	return buf.Bytes()
+}
+
+// postGzipAppend posts a gzip-compressed JSON append.
+func postGzipAppend(t *testing.T, url string, body []byte) (int, map[string]any, error) {
+	req, err := http.NewRequestWithContext(t.Context(), http.MethodPost, url+"/annals.v1.EventStoreService/Append", bytes.NewReader(body))
+	if err != nil {
+		return 0, nil, err
+	}
+	req.Header.Set("Content-Type", "application/json")
+	req.Header.Set("Content-Encoding", "gzip")
+	res, err := (&http.Client{Timeout: testwait.Timeout(t)}).Do(req)
+	if err != nil {
+		return 0, nil, err
+	}
+	defer res.Body.Close()
+	var v map[string]any
+	err = json.NewDecoder(res.Body).Decode(&v)
+	return res.StatusCode, v, err
+}
+
+// TestBudgetCompressedBodies checks that a compressed body takes the largest share of the
+// budget up front, whatever its compressed size: four small gzip bodies that decompress to
+// large appends fill a budget of four, and a fifth is refused, over the Connect protocol
+// (Content-Encoding) and over gRPC (grpc-encoding).
+func TestBudgetCompressedBodies(t *testing.T) {
+	t.Run("connect", func(t *testing.T) {
+		s, g, url := budgetFixture(t, 50*time.Millisecond)
+		var wg sync.WaitGroup
+		defer wg.Wait()
+		defer close(g.gate)
+		for i := range 4 {
+			wg.Go(func() {
+				if status, v, err := postGzipAppend(t, url, gzipped(t, largeAppend(fmt.Sprintf("big-%d", i)))); err != nil || status != http.StatusOK {
+					t.Errorf("append %d once the gate opens: got %d %v %v, want 200", i, status, v, err)
+				}
+			})
+		}
+		testwait.Until(t, "four appends inside the store", func() bool { return g.inside.Load() == 4 })
+		if n := s.budget.inFlight.Load(); n != 4*s.budget.perRequest {
+			t.Fatalf("four compressed appends hold %d bytes of the budget, want the largest share each (%d)", n, 4*s.budget.perRequest)
+		}
+		status, v, err := postGzipAppend(t, url, gzipped(t, largeAppend("late")))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if status != http.StatusTooManyRequests || v["code"] != "resource_exhausted" {
+			t.Errorf("compressed append beyond the budget: got %d %v, want 429 resource_exhausted", status, v)
+		}
+	})
+	t.Run("grpc", func(t *testing.T) {
+		s, g, url := budgetFixture(t, time.Minute)
+		var protocols http.Protocols
+		protocols.SetUnencryptedHTTP2(true)
+		hc := &http.Client{Transport: &http.Transport{Protocols: &protocols}}
+		rpc := annalsv1connect.NewEventStoreServiceClient(hc, url, connect.WithGRPC(), connect.WithSendGzip())
+		data := bytes.Repeat([]byte("a"), 900<<10)
+		var wg sync.WaitGroup
+		errs := make(chan error, 5)
+		for i := range 5 {
+			wg.Go(func() {
+				_, err := rpc.Append(t.Context(), connect.NewRequest(&annalsv1.AppendRequest{
+					Stream: fmt.Sprintf("big-%d", i), Events: []*annalsv1.Event{{Type: "E", Data: data}},
+				}))
+				errs <- err
+			})
+		}
+		testwait.Until(t, "four appends inside the store", func() bool { return g.inside.Load() >= 4 })
+		if n := s.budget.inFlight.Load(); n != 4*s.budget.perRequest {
+			close(g.gate)
+			wg.Wait()
+			t.Fatalf("compressed appends hold %d bytes of the budget, want the largest share each for four (%d)", n, 4*s.budget.perRequest)
+		}
+		if err := <-errs; connect.CodeOf(err) != connect.CodeResourceExhausted {
+			t.Errorf("compressed append beyond the budget: got %v, want resource_exhausted", err)
+		}
+		close(g.gate)
+		wg.Wait()
+		close(errs)
+		for err := range errs {
+			if err != nil {
+				t.Errorf("append within the budget: %v", err)
+			}
+		}
+	})
+}
+
+// TestBudgetReleasedByIdleSubscriptions opens more subscriptions with padded bodies than the
+// budget holds and leaves them idle: each gives its share back once its body is read, so
+// every one starts and an append after them is answered 200, not 429.
+func TestBudgetReleasedByIdleSubscriptions(t *testing.T) {
+	s, g, url := budgetFixture(t, 50*time.Millisecond)
+	close(g.gate)
+	hc := &http.Client{}
+	for i := range 6 {
+		msg := fmt.Appendf(nil, `{"stream":"idle-%d"%s}`, i, strings.Repeat(" ", 900<<10))
+		env := binary.BigEndian.AppendUint32([]byte{0}, uint32(len(msg)))
+		req, err := http.NewRequestWithContext(t.Context(), http.MethodPost, url+"/annals.v1.EventStoreService/Subscribe", bytes.NewReader(append(env, msg...)))
+		if err != nil {
+			t.Fatal(err)
+		}
+		req.Header.Set("Content-Type", "application/connect+json")
+		res, err := hc.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { res.Body.Close() })
+		testwait.Until(t, fmt.Sprintf("subscription %d running", i), func() bool { return s.subscriptions.Load() == int64(i+1) })
+	}
+	if n := s.budget.inFlight.Load(); n != 0 {
+		t.Errorf("six idle subscriptions hold %d bytes of the budget, want 0", n)
+	}
+	if status, v, err := postAppend(t, url, bytes.NewReader(largeAppend("after"))); err != nil || status != http.StatusOK {
+		t.Errorf("append after idle subscriptions: got %d %v %v, want 200", status, v, err)
+	}
+}
+
+// TestBudgetChunkedWaitsHoldingNothing leaves room for one large append beside three in the
+// store and sends two chunked appends: the one that gets the room takes all of it up front
+// and reaches the store, and the other waits holding nothing, so neither starves the other.
+func TestBudgetChunkedWaitsHoldingNothing(t *testing.T) {
+	s, g, url := budgetFixture(t, time.Minute)
+	var wg sync.WaitGroup
+	post := func(name string, chunked bool) {
+		wg.Go(func() {
+			var body io.Reader = bytes.NewReader(largeAppend(name))
+			if chunked {
+				body = io.MultiReader(body)
+			}
+			if status, v, err := postAppend(t, url, body); err != nil || status != http.StatusOK {
+				t.Errorf("append %s: got %d %v %v, want 200", name, status, v, err)
+			}
+		})
+	}
+	for i := range 3 {
+		post(fmt.Sprintf("sized-%d", i), false)
+	}
+	testwait.Until(t, "three appends inside the store", func() bool { return g.inside.Load() == 3 })
+	post("chunked-1", true)
+	post("chunked-2", true)
+	testwait.Until(t, "four appends inside the store", func() bool { return g.inside.Load() == 4 })
+	if n := s.budget.inFlight.Load(); n > s.budget.size || n < 4*(900<<10) {
+		t.Errorf("budget with four appends in the store and one waiting: %d bytes in flight, want four appends' worth within %d", n, s.budget.size)
+	}
+	close(g.gate)
+	wg.Wait()
+	if n := s.budget.inFlight.Load(); n != 0 {
+		t.Errorf("budget after every request: %d bytes in flight, want 0", n)
+	}
+}
+
+// TestBudgetChunkedTakesShareUpFront checks that a body of unknown size (no Content-Length,
+// no envelope) takes the largest share before it is read, so that it never waits for room
+// holding part of the budget, and gives back what it did not use at its end.
+func TestBudgetChunkedTakesShareUpFront(t *testing.T) {
+	s := New(memstore.New(nil), &Options{MaxRequestBytes: 1 << 20})
+	defer s.Close()
+	var before, after int64
+	h := s.guard(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		before = s.budget.inFlight.Load()
+		if _, err := io.Copy(io.Discard, r.Body); err != nil {
+			t.Error(err)
+		}
+		after = s.budget.inFlight.Load()
+	}))
+	r := httptest.NewRequest(http.MethodPost, "/annals.v1.EventStoreService/Append", io.MultiReader(strings.NewReader(strings.Repeat("a", 5000))))
+	r.ContentLength = -1
+	r.Header.Set("Content-Type", "application/json")
+	h.ServeHTTP(httptest.NewRecorder(), r)
+	if before != s.budget.perRequest || after != 5000 {
+		t.Errorf("chunked body: %d bytes of the budget before it is read and %d after, want %d and 5000", before, after, s.budget.perRequest)
+	}
+	if n := s.budget.inFlight.Load(); n != 0 {
+		t.Errorf("budget after the request: %d bytes in flight, want 0", n)
 	}
 }

@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/annalsdb/annals"
+	"github.com/annalsdb/annals/internal/rules"
 )
 
 // Batch bounds: a batch of a read or subscription is sent when it holds maxBatchEvents events
@@ -33,26 +34,26 @@ type target struct {
 	protocol, peer string
 }
 
-// validate checks the input of a subscription: the stream id (unless $all) and the filter.
+// validate checks the input of a subscription with the store's rules: the stream id (unless
+// $all) and the options.
 func (t *target) validate() error {
-	if !t.all {
-		if err := annals.ValidateStreamID(t.stream); err != nil {
-			return err
-		}
+	opts := &annals.SubscribeOptions{From: t.from, Filter: t.filter}
+	var err error
+	if t.all {
+		_, err = rules.SubscribeOptions(opts)
+	} else {
+		_, err = rules.StreamSubscribeOptions(t.stream, opts)
 	}
-	return t.filter.Validate()
+	return err
 }
 
-// prepare checks a subscription before it starts, so that bad input and a tombstoned stream
-// are refused before anything is sent, and returns where it starts: from, or for a
+// prepare checks a subscription that [target.validate] accepted before it starts, so that a
+// tombstoned stream is refused before anything is sent, and returns where it starts: from, or for a
 // subscription from the end the revision or position after the last event, so that a client
 // that reconnects before any event arrived loses nothing.
 func (s *Server) prepare(ctx context.Context, t target) (uint64, error) {
 	if t.from == annals.End {
 		t.end = true
-	}
-	if err := t.filter.Validate(); err != nil {
-		return 0, err
 	}
 	if t.all {
 		if !t.end {

@@ -7,6 +7,7 @@ import (
 	"strconv"
 
 	"github.com/annalsdb/annals"
+	"github.com/annalsdb/annals/internal/rules"
 )
 
 // listRoute lists streams as plain JSON: ListStreams is a server stream, which a browser's
@@ -45,6 +46,10 @@ func (s *Server) serveList(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 		opts.Limit = n
+	}
+	if _, err := rules.ListOptions(opts); err != nil {
+		s.writeHTTPError(w, r, listRoute, err)
+		return
 	}
 	if err := s.authorize(ctx, Access{Op: OpRead, Procedure: listRoute, Prefix: opts.Prefix}); err != nil {
 		s.writeHTTPError(w, r, listRoute, err)

@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"connectrpc.com/connect"
+	"github.com/annalsdb/annals/internal/testwait"
 	"github.com/annalsdb/annals/memstore"
 )
 
@@ -65,7 +66,13 @@ func TestMetrics(t *testing.T) {
 		}
 	}
 
-	body := scrape(t, m)
+	// The server counts a batch as delivered once it has sent it, which the client may see
+	// first.
+	var body string
+	testwait.Until(t, "the subscription's lag at 0", func() bool {
+		body = scrape(t, m)
+		return strings.Contains(body, "annals_subscription_lag_events 0")
+	})
 	for _, want := range []string{
 		`annals_appends_total{code="ok"} 1`,
 		`annals_appends_total{code="aborted"} 1`,

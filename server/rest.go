@@ -11,6 +11,7 @@ import (
 	"strings"
 
 	"github.com/annalsdb/annals"
+	"github.com/annalsdb/annals/internal/rules"
 )
 
 // The plain JSON read routes, for curl and scripts: Connect's server-streaming reads need
@@ -46,54 +47,8 @@ func (s *Server) serveRESTAll(w http.ResponseWriter, r *http.Request) {
 // (default 100, at most 1000), and for $all prefix=, category=, type= (repeatable).
 func (s *Server) serveREST(w http.ResponseWriter, r *http.Request, t target, route string) {
 	ctx := r.Context()
-	q := r.URL.Query()
-	if err := checkQuery(q, "from", "backwards", "limit", "prefix", "category", "type"); err != nil {
-		s.writeHTTPError(w, r, route, err)
-		return
-	}
-	opts := &annals.ReadOptions{Limit: defaultPageSize}
-	if f := (annals.Filter{StreamPrefixes: q["prefix"], Categories: q["category"], EventTypes: q["type"]}); len(f.StreamPrefixes)+len(f.Categories)+len(f.EventTypes) > 0 {
-		opts.Filter = &f
-	}
-	bad := func(format string, args ...any) {
-		s.writeHTTPError(w, r, route, fmt.Errorf("%w: "+format, append([]any{annals.ErrInvalidArgument}, args...)...))
-	}
-	switch v := q.Get("backwards"); v {
-	case "", "false":
-	case "true":
-		opts.Backwards = true
-	default:
-		bad("backwards %q: want true or false", v)
-		return
-	}
-	switch v := q.Get("from"); {
-	case v == "end":
-		opts.From = annals.End
-	case v == "" && opts.Backwards:
-		opts.From = annals.End
-	case v != "":
-		n, err := strconv.ParseUint(v, 10, 64)
-		if err != nil {
-			bad("from %q: want a number or end", v)
-			return
-		}
-		opts.From = n
-	}
-	if v := q.Get("limit"); v != "" {
-		n, err := strconv.Atoi(v)
-		if err != nil || n < 1 || n > maxPageSize {
-			bad("limit %q: want 1 to %d", v, maxPageSize)
-			return
-		}
-		opts.Limit = n
-	}
-	if !t.all {
-		if err := annals.ValidateStreamID(t.stream); err != nil {
-			s.writeHTTPError(w, r, route, err)
-			return
-		}
-	}
-	if err := opts.Filter.Validate(); err != nil {
+	opts, err := restReadOptions(r.URL.Query(), t)
+	if err != nil {
 		s.writeHTTPError(w, r, route, err)
 		return
 	}
@@ -132,6 +87,54 @@ func (s *Server) serveREST(w http.ResponseWriter, r *http.Request, t target, rou
 	}
 	w.Header().Set("Content-Type", "application/json")
 	_ = json.NewEncoder(w).Encode(page)
+}
+
+// restReadOptions parses the query of a read of t and checks it with the store's rules; its
+// errors match [annals.ErrInvalidArgument].
+func restReadOptions(q url.Values, t target) (*annals.ReadOptions, error) {
+	if err := checkQuery(q, "from", "backwards", "limit", "prefix", "category", "type"); err != nil {
+		return nil, err
+	}
+	opts := &annals.ReadOptions{Limit: defaultPageSize}
+	if f := (annals.Filter{StreamPrefixes: q["prefix"], Categories: q["category"], EventTypes: q["type"]}); len(f.StreamPrefixes)+len(f.Categories)+len(f.EventTypes) > 0 {
+		opts.Filter = &f
+	}
+	bad := func(format string, args ...any) error {
+		return fmt.Errorf("%w: "+format, append([]any{annals.ErrInvalidArgument}, args...)...)
+	}
+	switch v := q.Get("backwards"); v {
+	case "", "false":
+	case "true":
+		opts.Backwards = true
+	default:
+		return nil, bad("backwards %q: want true or false", v)
+	}
+	switch v := q.Get("from"); {
+	case v == "end":
+		opts.From = annals.End
+	case v == "" && opts.Backwards:
+		opts.From = annals.End
+	case v != "":
+		n, err := strconv.ParseUint(v, 10, 64)
+		if err != nil {
+			return nil, bad("from %q: want a number or end", v)
+		}
+		opts.From = n
+	}
+	if v := q.Get("limit"); v != "" {
+		n, err := strconv.Atoi(v)
+		if err != nil || n < 1 || n > maxPageSize {
+			return nil, bad("limit %q: want 1 to %d", v, maxPageSize)
+		}
+		opts.Limit = n
+	}
+	var err error
+	if t.all {
+		_, err = rules.ReadOptions(opts)
+	} else {
+		_, err = rules.StreamReadOptions(t.stream, opts)
+	}
+	return opts, err
 }
 
 // checkQuery returns an error matching [annals.ErrInvalidArgument] that names the first

@@ -37,6 +37,7 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
+	"math"
 	"net/http"
 	"runtime/debug"
 	"sync"
@@ -67,8 +68,10 @@ type Options struct {
 	// MaxRequestBytesInFlight bounds the bytes of request bodies the server holds at once,
 	// across all requests of the Connect API, so that many large requests at once cannot
 	// exhaust memory: a request takes its declared size (Content-Length, or the size in its
-	// message's envelope; at most MaxRequestBytes) before its body is read, or each chunk as
-	// it is read when it declares none, and gives it back when it has been answered. A request
+	// message's envelope; at most MaxRequestBytes) before its body is read, or
+	// MaxRequestBytes when its body is compressed or of unknown size; it gives it back when
+	// it has been answered, or once its body is read for a server-streaming procedure
+	// (Subscribe and the reads, which may run for hours). A request
 	// that finds no room waits up to RequestBudgetWait over HTTP/1, or not at all over HTTP/2
 	// (its unread body would stall the other requests of its connection), then fails with
 	// ResourceExhausted (HTTP 429). The decoded message
@@ -76,6 +79,11 @@ type Options struct {
 	// this. 0 means [DefaultMaxRequestBytesInFlight]; a value below MaxRequestBytes is raised
 	// to it.
 	MaxRequestBytesInFlight int64
+	// Limits are the store's size limits, which the server checks before it authorizes an
+	// append, with the store's other rules of input (event types, ids, expectations). A zero
+	// field means no check of that size by the server: the store checks its own limits after
+	// authorization.
+	Limits annals.Limits
 	// RequestBudgetWait is how long a request waits for room under MaxRequestBytesInFlight;
 	// 0 means [DefaultRequestBudgetWait].
 	RequestBudgetWait time.Duration
@@ -164,6 +172,8 @@ type Server struct {
 	stats stats
 	// budget bounds the request bodies in flight.
 	budget *budget
+	// limits are Options.Limits with the sizes the server does not check at their largest.
+	limits annals.Limits
 }
 
 // New returns a server for store. The server does not own the store: closing the server
@@ -201,6 +211,13 @@ func New(store annals.Store, opts *Options) *Server {
 		o.KeepAlive = 15 * time.Second
 	}
 	s := &Server{store: store, log: o.Logger, opts: o, started: time.Now().UTC()}
+	s.limits = o.Limits
+	if s.limits.MaxEventSize <= 0 {
+		s.limits.MaxEventSize = math.MaxInt
+	}
+	if s.limits.MaxAppendSize <= 0 {
+		s.limits.MaxAppendSize = math.MaxInt
+	}
 	s.budget = newBudget(o.MaxRequestBytesInFlight, o.RequestBudgetWait, o.MaxRequestBytes)
 	s.closing, s.close = context.WithCancel(context.Background())
 	return s

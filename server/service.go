@@ -9,6 +9,7 @@ import (
 	"github.com/annalsdb/annals"
 	annalsv1 "github.com/annalsdb/annals/internal/gen/annals/v1"
 	"github.com/annalsdb/annals/internal/gen/annals/v1/annalsv1connect"
+	"github.com/annalsdb/annals/internal/rules"
 	"github.com/annalsdb/annals/internal/wire"
 	"google.golang.org/protobuf/types/known/timestamppb"
 )
@@ -23,9 +24,6 @@ var _ annalsv1connect.EventStoreServiceHandler = (*service)(nil)
 func (v *service) Append(ctx context.Context, req *connect.Request[annalsv1.AppendRequest]) (*connect.Response[annalsv1.AppendResponse], error) {
 	m, proc := req.Msg, req.Spec().Procedure
 	expected := wire.ExpectedFromProto(m.Expected)
-	if err := checkWrite(m.Stream, expected); err != nil {
-		return nil, v.s.toConnect(ctx, proc, err)
-	}
 	events := make([]annals.Event, len(m.Events))
 	for i, pe := range m.Events {
 		e, err := wire.EventFromProto(pe)
@@ -33,6 +31,9 @@ func (v *service) Append(ctx context.Context, req *connect.Request[annalsv1.Appe
 			return nil, v.s.toConnect(ctx, proc, fmt.Errorf("event %d of the append to %q: %w", i, m.Stream, err))
 		}
 		events[i] = e
+	}
+	if err := rules.ValidateAppend(v.s.limits, m.Stream, expected, events); err != nil {
+		return nil, v.s.toConnect(ctx, proc, err)
 	}
 	if err := v.s.authorize(ctx, Access{Op: OpWrite, Procedure: proc, Stream: m.Stream}); err != nil {
 		return nil, v.s.toConnect(ctx, proc, err)
@@ -60,7 +61,10 @@ func readOptions(from uint64, fromEnd, backwards bool, limit, until uint64, asOf
 	if fromEnd {
 		o.From = annals.End
 	}
-	return o, o.Filter.Validate()
+	if _, err := rules.ReadOptions(o); err != nil {
+		return nil, err
+	}
+	return o, nil
 }
 
 // sendEvents sends the events of a read in batches through send, which builds the response
@@ -104,10 +108,10 @@ func (p *protoBatch) of(batch []annals.RecordedEvent) []*annalsv1.RecordedEvent 
 
 func (v *service) ReadStream(ctx context.Context, req *connect.Request[annalsv1.ReadStreamRequest], stream *connect.ServerStream[annalsv1.ReadStreamResponse]) error {
 	m, proc := req.Msg, req.Spec().Procedure
-	if err := annals.ValidateStreamID(m.Stream); err != nil {
-		return v.s.toConnect(ctx, proc, err)
-	}
 	opts, err := readOptions(m.From, m.FromEnd, m.Backwards, m.Limit, m.Until, m.AsOf, m.Filter)
+	if err == nil {
+		_, err = rules.StreamReadOptions(m.Stream, opts)
+	}
 	if err != nil {
 		return v.s.toConnect(ctx, proc, err)
 	}
@@ -169,7 +173,7 @@ func (v *service) Subscribe(ctx context.Context, req *connect.Request[annalsv1.S
 func (v *service) Delete(ctx context.Context, req *connect.Request[annalsv1.DeleteRequest]) (*connect.Response[annalsv1.DeleteResponse], error) {
 	m, proc := req.Msg, req.Spec().Procedure
 	expected := wire.ExpectedFromProto(m.Expected)
-	if err := checkWrite(m.Stream, expected); err != nil {
+	if err := rules.ValidateDelete(m.Stream, expected); err != nil {
 		return nil, v.s.toConnect(ctx, proc, err)
 	}
 	if err := v.s.authorize(ctx, Access{Op: OpDelete, Procedure: proc, Stream: m.Stream}); err != nil {
@@ -185,7 +189,7 @@ func (v *service) Delete(ctx context.Context, req *connect.Request[annalsv1.Dele
 func (v *service) Tombstone(ctx context.Context, req *connect.Request[annalsv1.TombstoneRequest]) (*connect.Response[annalsv1.TombstoneResponse], error) {
 	m, proc := req.Msg, req.Spec().Procedure
 	expected := wire.ExpectedFromProto(m.Expected)
-	if err := checkWrite(m.Stream, expected); err != nil {
+	if err := rules.ValidateDelete(m.Stream, expected); err != nil {
 		return nil, v.s.toConnect(ctx, proc, err)
 	}
 	if err := v.s.authorize(ctx, Access{Op: OpDelete, Procedure: proc, Stream: m.Stream}); err != nil {
@@ -216,7 +220,7 @@ func (v *service) GetMetadata(ctx context.Context, req *connect.Request[annalsv1
 func (v *service) SetMetadata(ctx context.Context, req *connect.Request[annalsv1.SetMetadataRequest]) (*connect.Response[annalsv1.SetMetadataResponse], error) {
 	m, proc := req.Msg, req.Spec().Procedure
 	expected := wire.ExpectedFromProto(m.Expected)
-	if err := checkWrite(m.Stream, expected); err != nil {
+	if err := rules.ValidateDelete(m.Stream, expected); err != nil {
 		return nil, v.s.toConnect(ctx, proc, err)
 	}
 	meta, err := wire.MetadataFromProto(m.Metadata)
@@ -245,11 +249,15 @@ func (v *service) ListStreams(ctx context.Context, req *connect.Request[annalsv1
 	if err != nil {
 		return v.s.toConnect(ctx, proc, err)
 	}
+	opts := &annals.ListOptions{Prefix: m.Prefix, After: m.After, Limit: limit}
+	if _, err := rules.ListOptions(opts); err != nil {
+		return v.s.toConnect(ctx, proc, err)
+	}
 	if err := v.s.authorize(ctx, Access{Op: OpRead, Procedure: proc, Prefix: m.Prefix}); err != nil {
 		return v.s.toConnect(ctx, proc, err)
 	}
 	var batch []*annalsv1.StreamInfo
-	for info, err := range v.s.store.ListStreams(ctx, &annals.ListOptions{Prefix: m.Prefix, After: m.After, Limit: limit}) {
+	for info, err := range v.s.store.ListStreams(ctx, opts) {
 		if err != nil {
 			if len(batch) > 0 {
 				if serr := stream.Send(&annalsv1.ListStreamsResponse{Streams: batch}); serr != nil {
@@ -285,14 +293,4 @@ func (v *service) ServerInfo(ctx context.Context, req *connect.Request[annalsv1.
 		Version: info.Version, Backend: info.Backend, HeadPosition: info.HeadPosition,
 		StartTime: timestamppb.New(info.StartTime), Subscriptions: uint64(info.Subscriptions),
 	}), nil
-}
-
-// checkWrite checks the input every write shares before the request is authorized: a stream
-// users may write (not empty, not a "$" system stream; [annals.ValidateUserStreamID]) and a
-// valid expectation. The store checks the rest of the request.
-func checkWrite(stream string, expected annals.ExpectedRevision) error {
-	if err := annals.ValidateUserStreamID(stream); err != nil {
-		return err
-	}
-	return expected.Validate()
 }

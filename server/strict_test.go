@@ -146,7 +146,7 @@ func TestLoginUnknownField(t *testing.T) {
 func TestValidateBeforeAuthorize(t *testing.T) {
 	var mu sync.Mutex
 	var seen []server.Access
-	f := newFixture(t, nil, &server.Options{Authorize: func(ctx context.Context, a server.Access) error {
+	f := newFixture(t, nil, &server.Options{Limits: annals.Limits{MaxEventSize: 1000}, Authorize: func(ctx context.Context, a server.Access) error {
 		mu.Lock()
 		defer mu.Unlock()
 		seen = append(seen, a)
@@ -189,7 +189,17 @@ func TestValidateBeforeAuthorize(t *testing.T) {
 	check("GetMetadata of an empty stream", err)
 	_, err = rpc.SetMetadata(ctx, connect.NewRequest(&annalsv1.SetMetadataRequest{Stream: "a-1", Metadata: &annalsv1.StreamMetadata{CustomJson: "{nope"}}))
 	check("SetMetadata with bad JSON", err)
-	for _, path := range []string{"/v1/streams/?prefix=", "/v1/all?prefix=", "/v1/sse/streams/", "/v1/sse/all?type=", "/v1/streams?limit=0"} {
+	_, err = rpc.Append(ctx, connect.NewRequest(&annalsv1.AppendRequest{Stream: "a-1", Events: []*annalsv1.Event{{Type: ""}}}))
+	check("Append of an event with no type", err)
+	_, err = rpc.Append(ctx, connect.NewRequest(&annalsv1.AppendRequest{Stream: "a-1"}))
+	check("Append of no events", err)
+	id := annals.NewUUID().String()
+	_, err = rpc.Append(ctx, connect.NewRequest(&annalsv1.AppendRequest{Stream: "a-1", Events: []*annalsv1.Event{{Type: "E", Id: id}, {Type: "E", Id: id}}}))
+	check("Append of one id twice", err)
+	_, err = rpc.Append(ctx, connect.NewRequest(&annalsv1.AppendRequest{Stream: "a-1", Events: []*annalsv1.Event{{Type: "E", Data: make([]byte, 2000)}}}))
+	check("Append of an event over the server's MaxEventSize", err)
+	check("ListStreams with a control character in the prefix", recv(rpc.ListStreams(ctx, connect.NewRequest(&annalsv1.ListStreamsRequest{Prefix: "a\x01"}))))
+	for _, path := range []string{"/v1/streams/?prefix=", "/v1/all?prefix=", "/v1/sse/streams/", "/v1/sse/all?type=", "/v1/streams?limit=0", "/v1/streams?prefix=%01", "/v1/streams?prefix=%ff", "/v1/streams?after=%ff"} {
 		res, err := http.Get(f.url + path)
 		if err != nil {
 			t.Fatal(err)

@@ -66,3 +66,57 @@ func TestReadyz(t *testing.T) {
 		})
 	}
 }
+
+// switchStore is a memstore whose Ready method fails while full is set.
+type switchStore struct {
+	annals.Store
+	full atomic.Bool
+}
+
+func (s *switchStore) Ready() error {
+	if s.full.Load() {
+		return errors.New("append: no space left on device")
+	}
+	return nil
+}
+
+// TestReadyzLogsChanges checks that /readyz logs when readiness changes, not on every probe:
+// three failed probes log one warning, and the probe after the store recovers logs that it is
+// ready again.
+func TestReadyzLogsChanges(t *testing.T) {
+	mem := memstore.New(nil)
+	defer mem.Close()
+	store := &switchStore{Store: mem}
+	store.full.Store(true)
+	var logs syncBuffer
+	log := slog.New(slog.NewTextHandler(&logs, nil))
+	srv := server.New(store, &server.Options{Logger: log})
+	defer srv.Close()
+	var ready atomic.Bool
+	ready.Store(true)
+	hs := httptest.NewServer(routes(srv, nil, server.NewMetrics(nil), &ready, log))
+	defer hs.Close()
+	probe := func(want int) {
+		t.Helper()
+		res, err := http.Get(hs.URL + "/readyz")
+		if err != nil {
+			t.Fatal(err)
+		}
+		res.Body.Close()
+		if res.StatusCode != want {
+			t.Errorf("status: got %d, want %d", res.StatusCode, want)
+		}
+	}
+	for range 3 {
+		probe(http.StatusServiceUnavailable)
+	}
+	store.full.Store(false)
+	probe(http.StatusOK)
+	probe(http.StatusOK)
+	if n := strings.Count(logs.String(), "readyz: not ready"); n != 1 {
+		t.Errorf("three failed probes logged %d warnings, want 1:\n%s", n, logs.String())
+	}
+	if n := strings.Count(logs.String(), "readyz: ready again"); n != 1 {
+		t.Errorf("recovery logged %d times, want 1:\n%s", n, logs.String())
+	}
+}

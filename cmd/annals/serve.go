@@ -2,23 +2,13 @@ package main
 
 import (
 	"context"
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
 	"crypto/tls"
-	"crypto/x509"
-	"crypto/x509/pkix"
-	"encoding/pem"
 	"fmt"
 	"io"
 	"log/slog"
-	"math/big"
 	"net"
 	"net/http"
-	"os"
-	"path/filepath"
 	"slices"
-	"strconv"
 	"strings"
 	"sync/atomic"
 	"time"
@@ -29,38 +19,6 @@ import (
 	"github.com/annalsdb/annals/internal/gen/annals/v1/annalsv1connect"
 	"github.com/annalsdb/annals/server"
 	"github.com/spf13/cobra"
-	"github.com/spf13/pflag"
-)
-
-// serveConfig is the configuration of "annals serve", one field per flag.
-type serveConfig struct {
-	listen     string
-	authFile   string
-	tokenKey   string
-	tokenTTL   time.Duration
-	tlsCert    string
-	tlsKey     string
-	dev        bool
-	logFormat  string
-	logLevel   string
-	maxRequest int
-	// maxInFlight is the budget of request bytes in flight; 0 until parse sets the default.
-	maxInFlight int64
-	maxHeader   int
-	maxStreams  uint32
-	timeouts    struct {
-		readHeader, read, write, idle, shutdown time.Duration
-	}
-}
-
-// Defaults of "annals serve".
-const (
-	defaultPort        = "2113"
-	defaultMaxStreams  = 250
-	defaultMaxHeader   = 64 << 10
-	devCertDir         = "dev-tls"
-	servingLogMessage  = "serving"
-	shutdownLogMessage = "stopped"
 )
 
 // serveCommand is "annals serve", in the steps of its life: parse reads and checks the
@@ -133,49 +91,6 @@ SIGINT or SIGTERM stops the server gracefully: it stops accepting, ends the subs
 	}
 	c.flags(cmd.Flags())
 	return cmd
-}
-
-// flags defines the flags of the command, one per field of its configuration.
-func (c *serveCommand) flags(f *pflag.FlagSet) {
-	conf := &c.config
-	f.StringVar(&c.configPath, "config", "", "YAML config file: a key per flag, e.g. listen: \":2113\" (env ANNALS_CONFIG)")
-	f.StringVar(&conf.listen, "listen", "", "address to listen on (default :"+defaultPort+" with --auth, 127.0.0.1:"+defaultPort+" without)")
-	f.StringVar(&conf.authFile, "auth", "", "auth file (YAML): roles, users and API tokens; without it there is no authentication")
-	f.StringVar(&conf.tokenKey, "token-key", "", "secret of at least 32 bytes that signs login tokens (default: random at each start, so tokens die with the process)")
-	f.DurationVar(&conf.tokenTTL, "token-ttl", server.DefaultTokenTTL, "how long a login token is valid")
-	f.StringVar(&conf.tlsCert, "tls-cert", "", "TLS certificate (PEM; with --tls-key)")
-	f.StringVar(&conf.tlsKey, "tls-key", "", "TLS private key (PEM; with --tls-cert)")
-	f.BoolVar(&conf.dev, "dev", false, "TLS with a self-signed certificate for localhost, made once in DATA/"+devCertDir)
-	f.StringVar(&conf.logFormat, "log-format", "text", "log format: text or json")
-	f.StringVar(&conf.logLevel, "log-level", "info", "log level: debug, info, warn or error")
-	f.IntVar(&conf.maxRequest, "max-request-bytes", server.DefaultMaxRequestBytes, "largest request message, in bytes")
-	f.Int64Var(&conf.maxInFlight, "max-request-bytes-in-flight", 0, "request bytes all requests may hold at once; beyond it requests wait (HTTP/1 only), then get 429 (default: a sixteenth of the memory of the machine or its cgroup, at least twice --max-request-bytes)")
-	f.IntVar(&conf.maxHeader, "max-header-bytes", defaultMaxHeader, "largest request header, in bytes")
-	f.Uint32Var(&conf.maxStreams, "max-streams", defaultMaxStreams, "concurrent requests (HTTP/2 streams) per connection")
-	f.DurationVar(&conf.timeouts.readHeader, "read-header-timeout", 10*time.Second, "time to read a request's header")
-	f.DurationVar(&conf.timeouts.read, "read-timeout", 30*time.Second, "time to read a whole request")
-	f.DurationVar(&conf.timeouts.write, "write-timeout", 60*time.Second, "time to answer a request (not for subscriptions and streaming reads)")
-	f.DurationVar(&conf.timeouts.idle, "idle-timeout", 2*time.Minute, "time an idle connection is kept open")
-	f.DurationVar(&conf.timeouts.shutdown, "shutdown-timeout", 30*time.Second, "time in-flight requests get to finish at shutdown")
-}
-
-// secretFlags are masked in the logged configuration.
-var secretFlags = []string{"token-key"}
-
-// newLogger returns the logger of the flags, writing to w.
-func newLogger(w io.Writer, format, level string) (*slog.Logger, error) {
-	var lv slog.Level
-	if err := lv.UnmarshalText([]byte(level)); err != nil {
-		return nil, usageError{msg: fmt.Sprintf("--log-level %q: want debug, info, warn or error", level)}
-	}
-	opts := &slog.HandlerOptions{Level: lv}
-	switch format {
-	case "text":
-		return slog.New(slog.NewTextHandler(w, opts)), nil
-	case "json":
-		return slog.New(slog.NewJSONHandler(w, opts)), nil
-	}
-	return nil, usageError{msg: fmt.Sprintf("--log-format %q: want text or json", format)}
 }
 
 // execute runs the steps of the command: parse, open, run, and close once open was called.
@@ -320,32 +235,6 @@ func (c *serveCommand) open(ctx context.Context) (err error) {
 	return nil
 }
 
-// tlsConfig returns the TLS configuration of the flags, nil for none; with --dev it makes
-// the development certificate on first use.
-func (c *serveCommand) tlsConfig() (*tls.Config, error) {
-	conf := &c.config
-	if conf.tlsCert == "" && !conf.dev {
-		return nil, nil
-	}
-	certFile, keyFile := conf.tlsCert, conf.tlsKey
-	if conf.dev {
-		var err error
-		dir := filepath.Join(c.m.dataDir, devCertDir)
-		if certFile, keyFile, err = devCertificate(dir); err != nil {
-			return nil, err
-		}
-		c.log.Warn("development TLS: a self-signed certificate for localhost, 127.0.0.1 and ::1; trust it to connect",
-			slog.String("cert", certFile),
-			slog.String("curl", "curl --cacert "+certFile+" https://localhost:"+portOf(conf.listen)+"/healthz"),
-			slog.String("annals", "annals --server https://localhost:"+portOf(conf.listen)+" --tls-ca "+certFile+" streams"))
-	}
-	cert, err := tls.LoadX509KeyPair(certFile, keyFile)
-	if err != nil {
-		return nil, fmt.Errorf("TLS certificate: %w", err)
-	}
-	return &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12}, nil
-}
-
 // run serves until ctx ends, then shuts down: /readyz turns 503, the listener closes, the
 // subscriptions end, in-flight requests get the shutdown timeout to finish.
 func (c *serveCommand) run(ctx context.Context) error {
@@ -416,60 +305,6 @@ func (c *serveCommand) close() error {
 	return nil
 }
 
-// defaultMaxInFlight is the default of --max-request-bytes-in-flight: a sixteenth of the
-// memory of the machine (or of its cgroup, when that is less), at least twice the largest
-// request; the server package's default when the memory is unknown. A request costs several
-// times its body (the body read whole, the decoded message, base64 decoded for JSON, the
-// store's copy, and the garbage collector's headroom), so a sixteenth keeps requests within
-// half the memory.
-func defaultMaxInFlight(maxRequest int) int64 {
-	mem := memoryLimit()
-	if mem <= 0 {
-		return max(server.DefaultMaxRequestBytesInFlight, 2*int64(maxRequest))
-	}
-	return max(mem/16, 2*int64(maxRequest))
-}
-
-// memoryLimit returns the memory available to the process in bytes: the smaller of the
-// machine's (MemTotal of /proc/meminfo) and its cgroup's limit (cgroup v2 memory.max); 0 when
-// neither is known (not Linux).
-func memoryLimit() int64 {
-	var mem int64
-	if b, err := os.ReadFile("/proc/meminfo"); err == nil {
-		for l := range strings.Lines(string(b)) {
-			if rest, ok := strings.CutPrefix(l, "MemTotal:"); ok {
-				if kb, err := strconv.ParseInt(strings.TrimSuffix(strings.TrimSpace(rest), " kB"), 10, 64); err == nil {
-					mem = kb << 10
-				}
-			}
-		}
-	}
-	if b, err := os.ReadFile("/sys/fs/cgroup/memory.max"); err == nil {
-		if n, err := strconv.ParseInt(strings.TrimSpace(string(b)), 10, 64); err == nil && n > 0 && (mem == 0 || n < mem) {
-			mem = n
-		}
-	}
-	return mem
-}
-
-// defaultListen is the address to listen on when --listen is not set: every interface with
-// auth, localhost only without.
-func defaultListen(authFile string) string {
-	if authFile == "" {
-		return "127.0.0.1:" + defaultPort
-	}
-	return ":" + defaultPort
-}
-
-// portOf returns the port of a listen address.
-func portOf(addr string) string {
-	_, port, err := net.SplitHostPort(addr)
-	if err != nil {
-		return defaultPort
-	}
-	return port
-}
-
 // routes returns the server's handler: the public routes (health, login, the console's own
 // files) and, behind the auth middleware when auth is on, everything else: the API, SSE,
 // JSON reads, status and metrics. Paths that match no route are behind it too, so that no
@@ -495,6 +330,7 @@ func routes(srv *server.Server, auth *server.Auth, metrics *server.Metrics, read
 		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
 		io.WriteString(w, "ok\n")
 	})
+	var failing atomic.Bool // the last probe found the server not ready
 	mux.HandleFunc("GET /readyz", func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
 		if !ready.Load() {
@@ -505,10 +341,16 @@ func routes(srv *server.Server, auth *server.Auth, metrics *server.Metrics, read
 		ctx, cancel := context.WithTimeout(r.Context(), 2*time.Second)
 		defer cancel()
 		if err := srv.Ready(ctx); err != nil {
-			log.Warn("readyz: not ready", "err", err)
+			// Probes come every few seconds: log when the state changes, not on each one.
+			if !failing.Swap(true) {
+				log.Warn("readyz: not ready", "err", err)
+			}
 			w.WriteHeader(http.StatusServiceUnavailable)
 			io.WriteString(w, "not ready\n")
 			return
+		}
+		if failing.Swap(false) {
+			log.Info("readyz: ready again")
 		}
 		io.WriteString(w, "ok\n")
 	})
@@ -579,59 +421,4 @@ func (b *liftOnRead) Read(p []byte) (int, error) {
 		b.lift()
 	}
 	return n, err
-}
-
-// devCertificate returns the files of the development certificate in dir, made on first use:
-// ECDSA P-256, self-signed, for localhost, 127.0.0.1 and ::1, valid for a year. An expired
-// one is made anew.
-func devCertificate(dir string) (certFile, keyFile string, err error) {
-	certFile, keyFile = filepath.Join(dir, "cert.pem"), filepath.Join(dir, "key.pem")
-	if b, err := os.ReadFile(certFile); err == nil {
-		if blk, _ := pem.Decode(b); blk != nil {
-			if c, err := x509.ParseCertificate(blk.Bytes); err == nil && time.Now().Add(24*time.Hour).Before(c.NotAfter) {
-				if _, err := os.Stat(keyFile); err == nil {
-					return certFile, keyFile, nil
-				}
-			}
-		}
-	}
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		return "", "", fmt.Errorf("dev certificate: %w", err)
-	}
-	serial, err := rand.Int(rand.Reader, new(big.Int).Lsh(big.NewInt(1), 128))
-	if err != nil {
-		return "", "", fmt.Errorf("dev certificate: %w", err)
-	}
-	now := time.Now()
-	tmpl := &x509.Certificate{
-		SerialNumber:          serial,
-		Subject:               pkix.Name{Organization: []string{"Annals development"}, CommonName: "localhost"},
-		NotBefore:             now.Add(-time.Hour),
-		NotAfter:              now.AddDate(1, 0, 0),
-		KeyUsage:              x509.KeyUsageDigitalSignature | x509.KeyUsageCertSign,
-		ExtKeyUsage:           []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
-		BasicConstraintsValid: true,
-		IsCA:                  true,
-		DNSNames:              []string{"localhost"},
-		IPAddresses:           []net.IP{net.IPv4(127, 0, 0, 1), net.IPv6loopback},
-	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
-	if err != nil {
-		return "", "", fmt.Errorf("dev certificate: %w", err)
-	}
-	kb, err := x509.MarshalPKCS8PrivateKey(key)
-	if err != nil {
-		return "", "", fmt.Errorf("dev certificate: %w", err)
-	}
-	if err := os.MkdirAll(dir, 0o700); err != nil {
-		return "", "", fmt.Errorf("dev certificate: %w", err)
-	}
-	if err := os.WriteFile(keyFile, pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: kb}), 0o600); err != nil {
-		return "", "", fmt.Errorf("dev certificate: %w", err)
-	}
-	if err := os.WriteFile(certFile, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), 0o644); err != nil {
-		return "", "", fmt.Errorf("dev certificate: %w", err)
-	}
-	return certFile, keyFile, nil
 }

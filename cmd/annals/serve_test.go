@@ -694,11 +694,13 @@ func TestRemoteCommands(t *testing.T) {
 // TestServeLongSubscriptions: subscriptions (gRPC and SSE over HTTP/1) outlive the read and
 // write timeouts, which still apply to ordinary requests.
 func TestServeLongSubscriptions(t *testing.T) {
-	p := startServer(t, t.TempDir(), nil, "--read-timeout", "300ms", "--write-timeout", "300ms")
+	const timeout = 200 * time.Millisecond
+	p := startServer(t, t.TempDir(), nil, "--read-timeout", timeout.String(), "--write-timeout", timeout.String())
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	c := dialServer(t, p.url, "", &client.Options{ReconnectTimeout: -1})
 	got := make(chan string, 2)
+	started := time.Now() // before either subscription's request
 	go func() {
 		for e, err := range c.SubscribeStream(ctx, "long-1", &annals.SubscribeOptions{From: 0}) {
 			if err != nil {
@@ -729,9 +731,9 @@ func TestServeLongSubscriptions(t *testing.T) {
 		st, err := c.Info(ctx)
 		return err == nil && st.Subscriptions == 2
 	})
-	// Let time pass beyond both timeouts (the feature under test is clock-based), then append
-	// and wait for both deliveries.
-	time.Sleep(time.Second)
+	// Wait until both subscriptions have outlived both timeouts (the feature under test is
+	// clock-based), then append and wait for both deliveries.
+	testwait.Until(t, "the subscriptions past the timeouts", func() bool { return time.Since(started) > 3*timeout })
 	if _, err := c.Append(ctx, "long-1", annals.Any, annals.Event{Type: "Late"}); err != nil {
 		t.Fatalf("append after the subscriptions outlived the timeouts: %v", err)
 	}
