@@ -32,7 +32,7 @@ func (v *service) Append(ctx context.Context, req *connect.Request[annalsv1.Appe
 		}
 		events[i] = e
 	}
-	if err := rules.ValidateAppend(v.s.limits, m.Stream, expected, events); err != nil {
+	if _, err := rules.ValidateAppend(v.s.limits, m.Stream, expected, events); err != nil {
 		return nil, v.s.toConnect(ctx, proc, err)
 	}
 	if err := v.s.authorize(ctx, Access{Op: OpWrite, Procedure: proc, Stream: m.Stream}); err != nil {
