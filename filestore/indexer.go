@@ -46,6 +46,18 @@ func (s *Store) indexLoop() {
 	}
 }
 
+// readHead starts a read or subscription in the order of checks every store keeps: the
+// error of its options (inputErr), then ctx, then the store's visible head.
+func (s *Store) readHead(ctx context.Context, inputErr error) (*head, error) {
+	if inputErr != nil {
+		return nil, inputErr
+	}
+	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
+	return s.visibleHead(ctx)
+}
+
 // visibleHead returns a head that includes every append answered so far, waiting (briefly:
 // the indexer runs right behind the syncs) for the indexer to catch up.
 func (s *Store) visibleHead(ctx context.Context) (*head, error) {

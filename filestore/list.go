@@ -14,14 +14,7 @@ import (
 func (s *Store) ListStreams(ctx context.Context, opts *annals.ListOptions) iter.Seq2[annals.StreamInfo, error] {
 	return func(yield func(annals.StreamInfo, error) bool) {
 		o, err := rules.ListOptions(opts)
-		if err == nil {
-			err = ctx.Err()
-		}
-		if err != nil {
-			yield(annals.StreamInfo{}, err)
-			return
-		}
-		if _, err := s.visibleHead(ctx); err != nil {
+		if _, err := s.readHead(ctx, err); err != nil {
 			yield(annals.StreamInfo{}, err)
 			return
 		}

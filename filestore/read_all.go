@@ -17,14 +17,7 @@ import (
 func (s *Store) ReadAll(ctx context.Context, opts *annals.ReadOptions) iter.Seq2[annals.RecordedEvent, error] {
 	return func(yield func(annals.RecordedEvent, error) bool) {
 		o, err := rules.ReadOptions(opts)
-		if err == nil {
-			err = ctx.Err()
-		}
-		if err != nil {
-			yield(annals.RecordedEvent{}, err)
-			return
-		}
-		h, err := s.visibleHead(ctx)
+		h, err := s.readHead(ctx, err)
 		if err != nil {
 			yield(annals.RecordedEvent{}, err)
 			return

@@ -16,14 +16,7 @@ import (
 func (s *Store) ReadStream(ctx context.Context, stream string, opts *annals.ReadOptions) iter.Seq2[annals.RecordedEvent, error] {
 	return func(yield func(annals.RecordedEvent, error) bool) {
 		o, err := rules.StreamReadOptions(stream, opts)
-		if err == nil {
-			err = ctx.Err()
-		}
-		if err != nil {
-			yield(annals.RecordedEvent{}, err)
-			return
-		}
-		h, err := s.visibleHead(ctx)
+		h, err := s.readHead(ctx, err)
 		if err != nil {
 			yield(annals.RecordedEvent{}, err)
 			return

@@ -14,14 +14,7 @@ import (
 func (s *Store) SubscribeAll(ctx context.Context, opts *annals.SubscribeOptions) iter.Seq2[annals.RecordedEvent, error] {
 	return func(yield func(annals.RecordedEvent, error) bool) {
 		o, err := rules.SubscribeOptions(opts)
-		if err == nil {
-			err = ctx.Err()
-		}
-		if err != nil {
-			yield(annals.RecordedEvent{}, err)
-			return
-		}
-		h, err := s.visibleHead(ctx)
+		h, err := s.readHead(ctx, err)
 		if err != nil {
 			yield(annals.RecordedEvent{}, err)
 			return
@@ -67,14 +60,7 @@ func (s *Store) wait(ctx context.Context, h *head) error {
 func (s *Store) SubscribeStream(ctx context.Context, stream string, opts *annals.SubscribeOptions) iter.Seq2[annals.RecordedEvent, error] {
 	return func(yield func(annals.RecordedEvent, error) bool) {
 		o, err := rules.StreamSubscribeOptions(stream, opts)
-		if err == nil {
-			err = ctx.Err()
-		}
-		if err != nil {
-			yield(annals.RecordedEvent{}, err)
-			return
-		}
-		if _, err := s.visibleHead(ctx); err != nil {
+		if _, err := s.readHead(ctx, err); err != nil {
 			yield(annals.RecordedEvent{}, err)
 			return
 		}
