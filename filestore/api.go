@@ -6,9 +6,15 @@ import (
 
 	"github.com/annalsdb/annals"
 	"github.com/annalsdb/annals/internal/rules"
+	"github.com/annalsdb/annals/lease"
 )
 
-var _ annals.Store = (*Store)(nil)
+var (
+	_ annals.Store = (*Store)(nil)
+	_ lease.Keeper = (*Store)(nil)
+)
+
+type keeper = lease.Memory
 
 // Append implements [annals.Store.Append]. Besides the errors documented there, it returns an
 // error matching [annals.ErrTooLarge] for an append whose encoding would not fit in one log

@@ -48,6 +48,10 @@ type Options struct {
 // Store is the embedded durable store. It implements [annals.Store]; see the package
 // documentation for how it works. All methods are safe for concurrent use.
 type Store struct {
+	// keeper makes the Store a lease.Keeper in the process (Acquire, Renew, Release, Leases):
+	// the leases of the runners of a service that runs on this store. They are not kept on
+	// disk: after a restart every lease is free.
+	keeper
 	dir     string
 	logDir  string
 	opts    Options

@@ -18,13 +18,17 @@ import (
 // after a restart as newer than one given before it.
 //
 // [Memory.Fenced] runs a write under the check of a lease, for stores in the same process
-// that hold their read model beside the leases. All methods are safe for concurrent use.
+// that hold their read model beside the leases: they embed a Memory (its zero value is ready
+// and reads time.Now) to be a Keeper. All methods are safe for concurrent use. A Memory must
+// not be copied after first use.
 type Memory struct {
 	now func() time.Time
 	// mu: Acquire, Renew and Release write-lock it; Fenced read-locks it for the whole of its
 	// write, so that a takeover waits for the fenced writes under way and every later one
 	// sees it.
-	mu     sync.RWMutex
+	mu sync.RWMutex
+	// leases holds the last lease given on every name (released: no holder, expired), so
+	// that a name keeps its tokens growing and Fenced knows the names it gave.
 	leases map[string]Lease
 	last   uint64
 }
@@ -34,7 +38,14 @@ func NewMemory(now func() time.Time) *Memory {
 	if now == nil {
 		now = time.Now
 	}
-	return &Memory{now: now, leases: make(map[string]Lease)}
+	return &Memory{now: now}
+}
+
+func (m *Memory) clock() time.Time {
+	if m.now == nil {
+		return time.Now()
+	}
+	return m.now()
 }
 
 // Acquire implements [Keeper.Acquire].
@@ -47,7 +58,7 @@ func (m *Memory) Acquire(ctx context.Context, name, holder string, ttl time.Dura
 	}
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	now := m.now()
+	now := m.clock()
 	cur, held := m.leases[name]
 	next := max(m.last+1, uint64(max(now.UnixNano(), 0)))
 	l, err := Grant(cur, held, name, holder, ttl, now, next)
@@ -56,6 +67,9 @@ func (m *Memory) Acquire(ctx context.Context, name, holder string, ttl time.Dura
 	}
 	if l.Token == next {
 		m.last = next
+	}
+	if m.leases == nil {
+		m.leases = make(map[string]Lease)
 	}
 	m.leases[name] = l
 	return l, nil
@@ -71,7 +85,7 @@ func (m *Memory) Renew(ctx context.Context, l Lease) (Lease, error) {
 	}
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	now := m.now()
+	now := m.clock()
 	cur, held := m.leases[l.Name]
 	if err := Check(cur, held, l, now, true); err != nil {
 		return Lease{}, err
@@ -92,7 +106,8 @@ func (m *Memory) Release(ctx context.Context, l Lease) error {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	if cur, held := m.leases[l.Name]; held && cur.Token == l.Token && cur.Holder == l.Holder {
-		delete(m.leases, l.Name)
+		cur.Holder, cur.Expires = "", time.Time{}
+		m.leases[l.Name] = cur
 	}
 	return nil
 }
@@ -104,7 +119,7 @@ func (m *Memory) Leases(ctx context.Context, prefix string) ([]Lease, error) {
 	}
 	m.mu.RLock()
 	defer m.mu.RUnlock()
-	now := m.now()
+	now := m.clock()
 	var out []Lease
 	for name, l := range m.leases {
 		if strings.HasPrefix(name, prefix) && now.Before(l.Expires) {
@@ -118,7 +133,8 @@ func (m *Memory) Leases(ctx context.Context, prefix string) ([]Lease, error) {
 // Fenced runs write when ctx carries no lease (see [NewContext]), or when the lease it
 // carries is current and has not expired ([Check]); then no other holder can take the lease
 // until write returns. Otherwise it returns an error matching [ErrLost] and does not call
-// write. write must not call Acquire, Renew or Release of m.
+// write. A lease on a name m never gave is another keeper's, which m cannot check: write runs.
+// write must not call Acquire, Renew or Release of m.
 func (m *Memory) Fenced(ctx context.Context, write func() error) error {
 	l, ok := FromContext(ctx)
 	if !ok {
@@ -126,8 +142,11 @@ func (m *Memory) Fenced(ctx context.Context, write func() error) error {
 	}
 	m.mu.RLock()
 	defer m.mu.RUnlock()
-	cur, held := m.leases[l.Name]
-	if err := Check(cur, held, l, m.now(), false); err != nil {
+	cur, known := m.leases[l.Name]
+	if !known {
+		return write()
+	}
+	if err := Check(cur, true, l, m.clock(), false); err != nil {
 		return err
 	}
 	return write()

@@ -32,9 +32,15 @@ import (
 
 	"github.com/annalsdb/annals"
 	"github.com/annalsdb/annals/internal/rules"
+	"github.com/annalsdb/annals/lease"
 )
 
-var _ annals.Store = (*Store)(nil)
+var (
+	_ annals.Store = (*Store)(nil)
+	_ lease.Keeper = (*Store)(nil)
+)
+
+type keeper = lease.Memory
 
 // Options configure [New]. A nil *Options means all defaults.
 type Options struct {
@@ -48,6 +54,9 @@ type Options struct {
 // every reader when it returns, and lost when the process ends.
 type Store struct {
 	limits annals.Limits
+	// keeper makes the Store a lease.Keeper in the process (Acquire, Renew, Release, Leases):
+	// the leases of the runners of a service that runs on this store.
+	keeper
 
 	mu struct {
 		sync.Mutex

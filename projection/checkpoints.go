@@ -9,6 +9,7 @@ import (
 	"sync"
 
 	"github.com/annalsdb/annals"
+	"github.com/annalsdb/annals/lease"
 )
 
 // CheckpointStreamPrefix starts the names of the streams [Checkpoints] appends to: generation
@@ -47,6 +48,17 @@ type CheckpointsOptions[Tx any] struct {
 // other metadata fields are kept), so that it reads as its latest event only and a read of
 // it costs one event however many batches were committed; the log keeps every event.
 //
+// # Fencing
+//
+// When the context of an Update carries a lease ([lease.NewContext]; a [Runner] under a lease
+// does this), the checkpoint event records the lease's holder and token, and an Update whose
+// token is older than the one the stored checkpoint was written under is refused with an error
+// matching [lease.ErrLost], before fn runs. Tokens grow with every acquisition, so once a new
+// holder wrote a checkpoint (a Runner writes one as soon as it takes the lease) the holder it
+// replaced cannot move the checkpoint any more; the expected revision of the append makes the
+// check and the write one step. Its handlers' writes to the read model are not fenced (they are
+// not in the store): at-least-once, as above.
+//
 // All methods are safe for concurrent use. Errors are the event store's, wrapped.
 type Checkpoints[Tx any] struct {
 	events  CheckpointStore
@@ -56,6 +68,9 @@ type Checkpoints[Tx any] struct {
 
 type checkpointData struct {
 	Checkpoint uint64 `json:"checkpoint"`
+	// Holder and Token are the lease the checkpoint was written under, if any.
+	Holder string `json:"holder,omitempty"`
+	Token  uint64 `json:"token,omitempty"`
 }
 
 type activatedData struct {
@@ -112,21 +127,21 @@ func (c *Checkpoints[Tx]) Generation(ctx context.Context, name string) (uint64, 
 
 // Checkpoint implements [Store.Checkpoint].
 func (c *Checkpoints[Tx]) Checkpoint(ctx context.Context, name string, gen uint64) (uint64, error) {
-	cp, _, err := c.checkpoint(ctx, c.genStream(name, gen))
-	return cp, err
+	d, _, err := c.checkpoint(ctx, c.genStream(name, gen))
+	return d.Checkpoint, err
 }
 
 // checkpoint returns the checkpoint stream holds and the revision to append after it.
-func (c *Checkpoints[Tx]) checkpoint(ctx context.Context, stream string) (uint64, annals.ExpectedRevision, error) {
+func (c *Checkpoints[Tx]) checkpoint(ctx context.Context, stream string) (checkpointData, annals.ExpectedRevision, error) {
 	ev, ok, err := c.last(ctx, stream)
 	if err != nil || !ok {
-		return 0, annals.NoStream, err
+		return checkpointData{}, annals.NoStream, err
 	}
 	var d checkpointData
 	if err := json.Unmarshal(ev.Data, &d); err != nil {
-		return 0, annals.NoStream, fmt.Errorf("%w: %s event %d: %w", annals.ErrCorrupt, ev.Stream, ev.Revision, err)
+		return checkpointData{}, annals.NoStream, fmt.Errorf("%w: %s event %d: %w", annals.ErrCorrupt, ev.Stream, ev.Revision, err)
 	}
-	return d.Checkpoint, annals.Exact(ev.Revision), nil
+	return d, annals.Exact(ev.Revision), nil
 }
 
 // Update implements [Store.Update]: it reads the checkpoint, compares it with from, runs fn,
@@ -142,7 +157,12 @@ func (c *Checkpoints[Tx]) Update(ctx context.Context, name string, gen uint64, f
 	if err != nil {
 		return err
 	}
-	if err := CheckUpdate(name, gen, stored, from, to); err != nil {
+	l, fenced := lease.FromContext(ctx)
+	if fenced && (stored.Token > l.Token || stored.Token == l.Token && stored.Holder != l.Holder) {
+		return fmt.Errorf("%w: projection %q generation %d: the checkpoint was written under token %d of %s, after token %d of %s",
+			lease.ErrLost, name, gen, stored.Token, stored.Holder, l.Token, l.Holder)
+	}
+	if err := CheckUpdate(name, gen, stored.Checkpoint, from, to); err != nil {
 		return err
 	}
 	var tx Tx
@@ -152,19 +172,23 @@ func (c *Checkpoints[Tx]) Update(ctx context.Context, name string, gen uint64, f
 	if err := fn(tx); err != nil {
 		return err
 	}
-	err = c.write(ctx, stream, expected, to)
+	next := checkpointData{Checkpoint: to}
+	if fenced {
+		next.Holder, next.Token = l.Holder, l.Token
+	}
+	err = c.write(ctx, stream, expected, next)
 	if errors.Is(err, annals.ErrWrongExpectedVersion) {
 		stored, _, rerr := c.checkpoint(ctx, stream)
 		if rerr != nil {
 			return errors.Join(err, rerr)
 		}
-		return &CheckpointConflictError{Projection: name, Generation: gen, Expected: from, Actual: stored}
+		return &CheckpointConflictError{Projection: name, Generation: gen, Expected: from, Actual: stored.Checkpoint}
 	}
 	return err
 }
 
-func (c *Checkpoints[Tx]) write(ctx context.Context, stream string, expected annals.ExpectedRevision, checkpoint uint64) error {
-	data, _ := json.Marshal(checkpointData{Checkpoint: checkpoint})
+func (c *Checkpoints[Tx]) write(ctx context.Context, stream string, expected annals.ExpectedRevision, d checkpointData) error {
+	data, _ := json.Marshal(d)
 	return c.append(ctx, stream, expected, annals.Event{Type: CheckpointEventType, Data: data})
 }
 
@@ -217,7 +241,7 @@ func (c *Checkpoints[Tx]) Reset(ctx context.Context, name string, gen uint64) er
 	if _, ok, err := c.last(ctx, stream); err != nil || !ok {
 		return err
 	}
-	return c.write(ctx, stream, annals.Any, 0)
+	return c.write(ctx, stream, annals.Any, checkpointData{})
 }
 
 // Activate implements [Store.Activate]: it records gen as the active generation, then drops

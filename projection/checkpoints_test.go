@@ -11,6 +11,7 @@ import (
 	"github.com/annalsdb/annals"
 	"github.com/annalsdb/annals/internal/teststores"
 	"github.com/annalsdb/annals/projection"
+	"github.com/annalsdb/annals/supervisor"
 )
 
 // external is a read model outside any Store: a set keyed by event ID, so applying an event
@@ -98,7 +99,7 @@ func TestCheckpointsAtLeastOnce(t *testing.T) {
 		crashing.armed.Store(true)
 		rc, _ := projection.NewRunner(s, projection.NewCheckpoints(crashing, &projection.CheckpointsOptions[extTx]{
 			Tx: func(_ string, gen uint64) extTx { return extTx{ext, gen} },
-		}), p, nil)
+		}), p, &projection.RunnerOptions{Supervision: supervisor.Policy{NoLease: true, Permanent: func(err error) bool { return errors.Is(err, errCrash) }}})
 		if err := rc.Run(waitCtx(t)); !errors.Is(err, errCrash) {
 			t.Fatalf("Run with a crash before the checkpoint: %v, want the crash", err)
 		}

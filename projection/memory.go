@@ -4,6 +4,8 @@ import (
 	"context"
 	"errors"
 	"sync"
+
+	"github.com/annalsdb/annals/lease"
 )
 
 // Memory is a [Store] that keeps read models of type M in memory: a projection over it has
@@ -21,9 +23,15 @@ import (
 // error it drops the generation (model back to init(), checkpoint 0), so that the runner
 // replays it from the log rather than apply an event twice.
 //
-// All methods are safe for concurrent use and ignore ctx; only Update fails, with fn's error
-// or the refusals of [CheckUpdate].
+// Memory is also a [lease.Keeper] (see [lease.Memory]) for the runners of its projections:
+// when the context of an Update carries a lease ([lease.NewContext]), Update checks it under
+// the same lock as the checkpoint and refuses with an error matching [lease.ErrLost] when it
+// is no longer current, and no other holder can take the lease while the Update runs.
+//
+// All methods are safe for concurrent use and ignore ctx (but for the lease it carries); only
+// Update fails, with fn's error, the refusals of [CheckUpdate] or a lost lease.
 type Memory[M any] struct {
+	keeper
 	init func() M
 	mu   struct {
 		sync.RWMutex
@@ -50,7 +58,12 @@ func NewMemory[M any](init func() M) *Memory[M] {
 	return m
 }
 
-var _ Store[int] = (*Memory[int])(nil)
+var (
+	_ Store[int]   = (*Memory[int])(nil)
+	_ lease.Keeper = (*Memory[int])(nil)
+)
+
+type keeper = lease.Memory
 
 // Generation implements [Store.Generation].
 func (m *Memory[M]) Generation(_ context.Context, name string) (uint64, error) {
@@ -72,7 +85,11 @@ func (m *Memory[M]) Checkpoint(_ context.Context, name string, gen uint64) (uint
 // Update implements [Store.Update]; see [Memory] for what a failure keeps. The checkpoint is
 // compared with from under the lock, before fn runs: a refused update ([ErrCheckpointMoved])
 // does not call fn.
-func (m *Memory[M]) Update(_ context.Context, name string, gen uint64, from, to uint64, fn func(M) error) error {
+func (m *Memory[M]) Update(ctx context.Context, name string, gen uint64, from, to uint64, fn func(M) error) error {
+	return m.keeper.Fenced(ctx, func() error { return m.update(name, gen, from, to, fn) })
+}
+
+func (m *Memory[M]) update(name string, gen uint64, from, to uint64, fn func(M) error) error {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	var stored uint64

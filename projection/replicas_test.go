@@ -11,18 +11,29 @@ import (
 	"github.com/annalsdb/annals"
 	"github.com/annalsdb/annals/internal/teststores"
 	"github.com/annalsdb/annals/projection"
+	"github.com/annalsdb/annals/supervisor"
 )
 
 // TestTwoRunnersApplyEachEventOnce is the double-apply reproduction: two runners of one
 // projection over one Memory (two replicas of a service), 100 events, one counter. The read
-// model counts 100, and neither runner stops.
+// model counts 100, and neither runner stops: with leases one works and the other stands by;
+// without them (NoLease) both work and the compare-and-set checkpoints keep the count.
 func TestTwoRunnersApplyEachEventOnce(t *testing.T) {
+	for _, noLease := range []bool{false, true} {
+		t.Run(map[bool]string{false: "lease", true: "no-lease"}[noLease], func(t *testing.T) {
+			twoRunnersApplyEachEventOnce(t, noLease)
+		})
+	}
+}
+
+func twoRunnersApplyEachEventOnce(t *testing.T, noLease bool) {
 	teststores.Each(t, func(t *testing.T, s annals.Store) {
 		accts := streams("acct", 3)
 		appendN(t, s, accts, "Deposited", 50)
 		m := projection.NewMemory(newCounts)
-		a := newCountRunner(t, s, m, nil, &projection.RunnerOptions{MaxBatch: 7})
-		b := newCountRunner(t, s, m, nil, &projection.RunnerOptions{MaxBatch: 7})
+		opts := &projection.RunnerOptions{MaxBatch: 7, Supervision: supervisor.Policy{NoLease: noLease}}
+		a := newCountRunner(t, s, m, nil, opts)
+		b := newCountRunner(t, s, m, nil, opts)
 		stopA, stopB := start(t, a), start(t, b)
 		head := appendN(t, s, accts, "Deposited", 50)
 		ctx := waitCtx(t)
@@ -31,10 +42,22 @@ func TestTwoRunnersApplyEachEventOnce(t *testing.T) {
 				t.Fatal(err)
 			}
 		}
+		live := 0
 		for _, r := range []*projection.Runner[*counts]{a, b} {
-			waitState(t, r, "live with no error", func(st projection.Status) bool {
-				return st.State == projection.StateLive && st.LastError == nil
+			st := waitState(t, r, "live or standing by, with no error", func(st projection.Status) bool {
+				return (st.State == projection.StateLive || !noLease && st.State == projection.StateStandingBy) && st.LastError == nil
 			})
+			if st.State == projection.StateLive {
+				live++
+				if !noLease && st.Supervisor.Lease.Token == 0 {
+					t.Fatalf("the live runner holds no lease: %+v", st.Supervisor)
+				}
+			} else if st.Supervisor.Other.Holder == "" || st.Supervisor.Other.Holder == st.Supervisor.Holder {
+				t.Fatalf("the standing-by runner does not say who works: %+v", st.Supervisor)
+			}
+		}
+		if !noLease && live != 1 {
+			t.Fatalf("%d runners live under one lease", live)
 		}
 		got, cp := readCounts(m, "counts")
 		if got.total != 100 || cp != head {
@@ -156,7 +179,8 @@ func TestThreeRunnersWithRestarts(t *testing.T) {
 		m := projection.NewMemory(newCounts)
 		rec := &recording{Store: m}
 		newRunner := func() *projection.Runner[*counts] {
-			r, err := projection.NewRunner(s, rec, projection.Projection[*counts]{Name: "counts", Handle: countHandler}, &projection.RunnerOptions{MaxBatch: 1 + rng.IntN(20)})
+			r, err := projection.NewRunner(s, rec, projection.Projection[*counts]{Name: "counts", Handle: countHandler}, &projection.RunnerOptions{MaxBatch: 1 + rng.IntN(20),
+				Supervision: supervisor.Policy{Keeper: m, TTL: 100 * time.Millisecond}})
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -196,7 +220,8 @@ func TestThreeRunnersWithRestarts(t *testing.T) {
 		defer rec.mu.Unlock()
 		var at uint64
 		for i, mv := range rec.moves {
-			if mv[0] != at || mv[1] <= mv[0] {
+			// A runner that takes the lease commits an empty update (from = to) first.
+			if mv[0] != at || mv[1] < mv[0] {
 				t.Fatalf("commit %d moved the checkpoint %d → %d, with the checkpoint at %d", i, mv[0], mv[1], at)
 			}
 			at = mv[1]
@@ -217,6 +242,7 @@ func TestRebuildOnAnotherReplica(t *testing.T) {
 		b := newCountRunner(t, s, m, nil, &projection.RunnerOptions{MaxBatch: 5})
 		start(t, a)
 		start(t, b)
+		// One of them works, the other stands by; rebuild on either.
 		ctx := waitCtx(t)
 		head := appendN(t, s, accts, "Deposited", 10)
 		if err := a.WaitFor(ctx, head); err != nil {
@@ -230,8 +256,8 @@ func TestRebuildOnAnotherReplica(t *testing.T) {
 			if err := r.WaitFor(ctx, head); err != nil {
 				t.Fatal(err)
 			}
-			st := waitState(t, r, "live on generation 1", func(st projection.Status) bool {
-				return st.Generation == 1 && st.State == projection.StateLive
+			st := waitState(t, r, "live or standing by on generation 1", func(st projection.Status) bool {
+				return st.Generation == 1 && (st.State == projection.StateLive || st.State == projection.StateStandingBy)
 			})
 			if st.LastError != nil {
 				t.Fatalf("status %+v", st)

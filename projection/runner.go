@@ -9,6 +9,8 @@ import (
 	"time"
 
 	"github.com/annalsdb/annals"
+	"github.com/annalsdb/annals/lease"
+	"github.com/annalsdb/annals/supervisor"
 )
 
 // DefaultMaxBatch is the default of [RunnerOptions.MaxBatch].
@@ -21,7 +23,20 @@ type RunnerOptions struct {
 	// (often one event), so an event is applied as soon as it is delivered. The reader keeps at
 	// most MaxBatch events waiting besides the batch being applied.
 	MaxBatch int
+	// Supervision says how Run is supervised: the lease ("projection/<Name>") that decides
+	// which of several runners of the projection works while the others stand by, and the
+	// backoff after transient errors. Its Keeper defaults to the target Store when it keeps
+	// leases (Memory, tables.DB, pgstore.Projections: they check the lease in the transaction
+	// of every Update), else to the event store when it does (memstore, filestore, pgstore, the
+	// client over `annals serve`: Checkpoints fences by the token it records); with neither, or
+	// NoLease, every runner works and the compare-and-set checkpoints keep the effect once.
+	// Permanent defaults to supervisor.IsPermanent and [ErrInvalid].
+	Supervision supervisor.Policy
 }
+
+// LeasePrefix starts the name of the lease a [Runner] holds: LeasePrefix + the projection's
+// name.
+const LeasePrefix = "projection/"
 
 // State is what a [Runner] is doing.
 type State int
@@ -39,6 +54,12 @@ const (
 	// StateRebuilding is the state in the Status that [Runner.Rebuild] reports about the
 	// generation it builds.
 	StateRebuilding
+	// StateStandingBy: another runner of the projection holds the lease; Run takes over when
+	// it lapses. Status.Supervisor.Other says who holds it.
+	StateStandingBy
+	// StateRetrying: an error of a store stopped the work; Run starts it again at
+	// Status.Supervisor.RetryAt (Status.LastError says why).
+	StateRetrying
 )
 
 func (s State) String() string {
@@ -53,6 +74,10 @@ func (s State) String() string {
 		return "failed"
 	case StateRebuilding:
 		return "rebuilding"
+	case StateStandingBy:
+		return "standing-by"
+	case StateRetrying:
+		return "retrying"
 	}
 	return fmt.Sprintf("State(%d)", int(s))
 }
@@ -81,6 +106,9 @@ type Status struct {
 	FailedEvent *annals.RecordedEvent
 	// Rebuilding reports a [Runner.Rebuild] in progress.
 	Rebuilding bool
+	// Supervisor is the state of Run's supervision: the lease this runner holds, or the one
+	// it stands by behind, and its retries.
+	Supervisor supervisor.Status
 }
 
 // Runner keeps the read model of one projection up to date: it subscribes to the log
@@ -107,6 +135,7 @@ type Runner[Tx any] struct {
 	target Store[Tx]
 	p      Projection[Tx]
 	max    int
+	sup    *supervisor.Supervisor
 
 	// applyMu serialises the commits to target and the switch of generations. Lock order:
 	// applyMu, then mu.
@@ -118,6 +147,8 @@ type Runner[Tx any] struct {
 		stored              uint64 // the checkpoint the target holds, as far as known
 		state               State
 		running, rebuilding bool
+		working             bool // Run's work is under way (under the lease, if any)
+		sup                 supervisor.Status
 		liveAt              uint64 // the last matching position in the log when Run started
 		lastErr             error
 		failed              *HandlerError
@@ -147,23 +178,57 @@ func NewRunner[Tx any](events annals.ReadSubscriber, target Store[Tx], p Project
 		return nil, fmt.Errorf("%w: projection %q: nil event store or target store", ErrInvalid, p.Name)
 	}
 	r := &Runner[Tx]{events: events, target: target, p: p, max: DefaultMaxBatch}
-	if opts != nil && opts.MaxBatch > 0 {
-		r.max = opts.MaxBatch
+	var policy supervisor.Policy
+	if opts != nil {
+		if opts.MaxBatch > 0 {
+			r.max = opts.MaxBatch
+		}
+		policy = opts.Supervision
 	}
+	policy = policy.Resolve(target, events)
+	if policy.Permanent == nil {
+		policy.Permanent = func(err error) bool { return supervisor.IsPermanent(err) || errors.Is(err, ErrInvalid) }
+	}
+	sup, err := supervisor.New(supervisor.Options{Name: LeasePrefix + p.Name, Policy: policy, OnChange: r.supervised})
+	if err != nil {
+		return nil, fmt.Errorf("%w: projection %q: %w", ErrInvalid, p.Name, err)
+	}
+	r.sup = sup
 	r.mu.changed = make(chan struct{})
+	r.mu.sup = sup.Status()
 	return r, nil
+}
+
+// supervised records a change of the supervisor's state.
+func (r *Runner[Tx]) supervised(st supervisor.Status) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.mu.sup = st
+	if !r.mu.working && r.mu.running {
+		switch st.State {
+		case supervisor.StandingBy:
+			r.mu.state = StateStandingBy
+		case supervisor.Retrying:
+			r.mu.state, r.mu.lastErr = StateRetrying, st.Err
+		}
+	}
+	r.notifyLocked()
 }
 
 // Name returns the projection's name.
 func (r *Runner[Tx]) Name() string { return r.p.Name }
 
-// Run applies events until ctx is done, then returns ctx's error. It first catches up from the
-// checkpoint in full batches, then follows the log live. A handler error parks it (see
-// [Runner]); an error of the event store or the target Store makes it return that error
-// (recorded as Status.LastError); it may be called again afterwards, and then starts from the
-// generation and checkpoint the target holds (read again whenever Run returns), not from
-// what the runner had applied. It returns an error matching [ErrBusy] if Run is already
-// running.
+// Run applies events until ctx is done, then returns ctx's error. Under a lease (see
+// [RunnerOptions].Supervision) it first waits for the lease in [StateStandingBy] while another
+// runner of the projection holds it, and stops writing at once when it loses it (its Updates
+// carry the lease, so a Store refuses them once another runner took over), then stands by
+// again. Holding it (or without a lease), it catches up from the stored checkpoint in full
+// batches, then follows the log live. A handler error parks it (see [Runner]). After an error
+// of the event store or the target Store it starts again from the generation and checkpoint
+// the target holds, after a backoff that doubles up to a cap ([StateRetrying], the error in
+// Status.LastError); a permanent error (bad input, a corrupt or closed store; see
+// supervisor.IsPermanent) makes it return that error. It returns an error matching [ErrBusy]
+// if Run is already running.
 func (r *Runner[Tx]) Run(ctx context.Context) error {
 	r.mu.Lock()
 	if r.mu.running {
@@ -173,13 +238,29 @@ func (r *Runner[Tx]) Run(ctx context.Context) error {
 	r.mu.running = true
 	r.mu.lastErr = nil
 	r.mu.Unlock()
-	err := r.run(ctx)
+	err := r.sup.Run(ctx, r.work)
 	r.mu.Lock()
 	r.mu.running = false
 	r.mu.state = StateStopped
+	if err != nil && ctx.Err() == nil {
+		r.mu.lastErr = err
+	}
+	r.notifyLocked()
+	r.mu.Unlock()
+	return err
+}
+
+// work is one spell of Run's work, under the lease when there is one (ctx carries it).
+func (r *Runner[Tx]) work(ctx context.Context) error {
+	r.mu.Lock()
+	r.mu.working = true
+	r.mu.Unlock()
+	err := r.run(ctx)
+	r.mu.Lock()
+	r.mu.working = false
 	// What the target holds may differ from what this runner last knew: an Update that
-	// failed may have committed anyway, or (Memory) dropped the generation. The next call
-	// reads the generation and the checkpoint again.
+	// failed may have committed anyway, (Memory) dropped the generation, or another runner
+	// moved on. The next spell reads the generation and the checkpoint again.
 	r.mu.loaded = false
 	if err != nil && ctx.Err() == nil {
 		r.mu.lastErr = err
@@ -191,6 +272,9 @@ func (r *Runner[Tx]) Run(ctx context.Context) error {
 
 func (r *Runner[Tx]) run(ctx context.Context) error {
 	if err := r.load(ctx); err != nil {
+		return err
+	}
+	if err := r.claim(ctx); err != nil {
 		return err
 	}
 	for {
@@ -216,6 +300,35 @@ func (r *Runner[Tx]) run(ctx context.Context) error {
 		}
 		if !errors.Is(err, errRestart) {
 			return fmt.Errorf("projection %q: %w", r.p.Name, err)
+		}
+	}
+}
+
+// claim writes, when ctx carries a lease, an empty update under it, so that a Store that
+// fences by the token it last recorded (Checkpoints) refuses the runner this one replaced from
+// now on, even before this one has an event to apply.
+func (r *Runner[Tx]) claim(ctx context.Context) error {
+	if _, ok := lease.FromContext(ctx); !ok {
+		return nil
+	}
+	for {
+		r.applyMu.Lock()
+		r.mu.Lock()
+		gen, stored := r.mu.gen, r.mu.stored
+		r.mu.Unlock()
+		err := r.target.Update(ctx, r.p.Name, gen, stored, stored, func(Tx) error { return nil })
+		r.applyMu.Unlock()
+		if !errors.Is(err, ErrCheckpointMoved) {
+			if err != nil {
+				return fmt.Errorf("projection %q: claim the checkpoint under the lease: %w", r.p.Name, err)
+			}
+			return nil
+		}
+		r.mu.Lock()
+		r.mu.loaded = false
+		r.mu.Unlock()
+		if err := r.load(ctx); err != nil {
+			return err
 		}
 	}
 }
@@ -501,12 +614,12 @@ func (r *Runner[Tx]) firstMatching(ctx context.Context, after, until uint64) (an
 // Status reports the projection's state, checkpoint and lag; it reads the head of the log
 // from the event store, and returns that read's error or ctx's.
 func (r *Runner[Tx]) Status(ctx context.Context) (Status, error) {
-	if err := r.load(ctx); err != nil {
+	if err := r.observe(ctx); err != nil {
 		return Status{}, err
 	}
 	r.mu.Lock()
 	st := Status{Name: r.p.Name, Generation: r.mu.gen, State: r.mu.state, Position: r.mu.checkpoint,
-		LastError: r.mu.lastErr, Rebuilding: r.mu.rebuilding}
+		LastError: r.mu.lastErr, Rebuilding: r.mu.rebuilding, Supervisor: r.mu.sup}
 	if r.mu.failed != nil {
 		ev := r.mu.failed.Event
 		st.FailedEvent = &ev
@@ -538,13 +651,14 @@ func (r *Runner[Tx]) Status(ctx context.Context) (Status, error) {
 // event at or before position. Position is meant to come from an append's result: for a
 // position not yet written, WaitFor returns as soon as the events written so far are applied.
 func (r *Runner[Tx]) WaitFor(ctx context.Context, position uint64) error {
-	if err := r.load(ctx); err != nil {
+	if err := r.observe(ctx); err != nil {
 		return err
 	}
 	var nextMatch uint64 // a matching event at or before position, known not applied yet
+	poll := time.Millisecond
 	for {
 		r.mu.Lock()
-		cp, changed, failed := r.mu.checkpoint, r.mu.changed, r.mu.failed
+		cp, changed, failed, working := r.mu.checkpoint, r.mu.changed, r.mu.failed, r.mu.working
 		r.mu.Unlock()
 		if cp >= position {
 			return nil
@@ -562,12 +676,62 @@ func (r *Runner[Tx]) WaitFor(ctx context.Context, position uint64) error {
 			}
 			nextMatch = ev.Position
 		}
+		if working {
+			select {
+			case <-changed:
+			case <-ctx.Done():
+				return ctx.Err()
+			}
+			continue
+		}
+		// Another runner (or none) applies the events: watch the target's checkpoint.
+		t := time.NewTimer(poll)
 		select {
 		case <-changed:
+		case <-t.C:
+			poll = min(2*poll, maxPoll)
 		case <-ctx.Done():
+			t.Stop()
 			return ctx.Err()
 		}
+		t.Stop()
+		if err := r.observe(ctx); err != nil {
+			return err
+		}
 	}
+}
+
+// maxPoll is the longest pause of WaitFor between two reads of the target's checkpoint while
+// another runner does the work.
+const maxPoll = 20 * time.Millisecond
+
+// observe loads the generation and the checkpoint the target holds; while this runner does
+// not work (it stands by, or Run is not running), it reads them again each time, since another
+// runner may move them.
+func (r *Runner[Tx]) observe(ctx context.Context) error {
+	r.mu.Lock()
+	working := r.mu.working
+	r.mu.Unlock()
+	if working {
+		return r.load(ctx)
+	}
+	r.applyMu.Lock()
+	defer r.applyMu.Unlock()
+	gen, err := r.target.Generation(ctx, r.p.Name)
+	if err != nil {
+		return fmt.Errorf("projection %q: read generation: %w", r.p.Name, err)
+	}
+	cp, err := r.target.Checkpoint(ctx, r.p.Name, gen)
+	if err != nil {
+		return fmt.Errorf("projection %q: read checkpoint: %w", r.p.Name, err)
+	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if !r.mu.working {
+		r.mu.gen, r.mu.checkpoint, r.mu.stored = gen, cp, cp
+		r.notifyLocked()
+	}
+	return nil
 }
 
 // ignored reports an event of a checkpoint stream or of its metadata stream, which runners

@@ -13,6 +13,7 @@ import (
 	"github.com/annalsdb/annals/internal/teststores"
 	"github.com/annalsdb/annals/internal/testwait"
 	"github.com/annalsdb/annals/projection"
+	"github.com/annalsdb/annals/supervisor"
 	"github.com/google/go-cmp/cmp"
 )
 
@@ -521,8 +522,9 @@ func (f *flakyStore) Update(ctx context.Context, name string, gen, from, to uint
 	})
 }
 
-// After Run returns on a store error, the next Run starts from what the target holds: a batch
-// committed despite the error is not applied again, a dropped generation is replayed.
+// After Run returns on a store error (made permanent here; see TestRunRetriesStoreErrors for
+// the retries), the next Run starts from what the target holds: a batch committed despite the
+// error is not applied again, a dropped generation is replayed.
 func TestRunRereadsCheckpointAfterStoreError(t *testing.T) {
 	for _, mode := range []string{"committed", "dropped"} {
 		t.Run(mode, func(t *testing.T) {
@@ -530,7 +532,8 @@ func TestRunRereadsCheckpointAfterStoreError(t *testing.T) {
 			head := appendBatches(t, s, streams("cart", 3), "Added", 300)
 			m := projection.NewMemory(newCounts)
 			fs := &flakyStore{Store: m, mode: mode, failAt: 3}
-			r, err := projection.NewRunner(s, fs, projection.Projection[*counts]{Name: "counts", Handle: countHandler}, &projection.RunnerOptions{MaxBatch: 50})
+			r, err := projection.NewRunner(s, fs, projection.Projection[*counts]{Name: "counts", Handle: countHandler}, &projection.RunnerOptions{MaxBatch: 50,
+				Supervision: supervisor.Policy{Permanent: func(err error) bool { return errors.Is(err, errInjected) }}})
 			if err != nil {
 				t.Fatal(err)
 			}

@@ -94,8 +94,20 @@ type Status struct {
 type Options struct {
 	// Name is the lease's name (e.g. "projection/carts"); required with a Keeper.
 	Name string
-	// Keeper keeps the lease; nil runs the work without one (every replica works).
+	Policy
+	// OnChange, when set, is called with every new status, on Run's goroutines, one call at a
+	// time; it must return quickly.
+	OnChange func(Status)
+}
+
+// Policy is how a worker is supervised: the part of [Options] that the runners built on this
+// package (projection, process) take from their users.
+type Policy struct {
+	// Keeper keeps the lease; nil runs the work without one (every replica works), unless
+	// [Policy.Resolve] finds one.
 	Keeper lease.Keeper
+	// NoLease runs the work without a lease even when Resolve would find a keeper.
+	NoLease bool
 	// Holder names this replica; empty means [lease.NewHolder].
 	Holder string
 	// TTL is the lease's time to live; 0 means [lease.DefaultTTL]. A holder that dies is
@@ -106,9 +118,25 @@ type Options struct {
 	MinBackoff, MaxBackoff time.Duration
 	// Permanent says which errors stop Run; nil means [IsPermanent].
 	Permanent func(error) bool
-	// OnChange, when set, is called with every new status, on Run's goroutines, one call at a
-	// time; it must return quickly.
-	OnChange func(Status)
+}
+
+// Resolve returns p with its Keeper chosen: p.Keeper when set, else the first of stores that
+// is a [lease.Keeper] (a runner passes the stores it writes to, the one that checks the fence
+// in its transactions first), else none; none at all with NoLease.
+func (p Policy) Resolve(stores ...any) Policy {
+	if p.NoLease {
+		p.Keeper = nil
+		return p
+	}
+	for _, s := range stores {
+		if p.Keeper != nil {
+			break
+		}
+		if k, ok := s.(lease.Keeper); ok {
+			p.Keeper = k
+		}
+	}
+	return p
 }
 
 // IsPermanent reports whether err is one that running the work again will not cure: bad

@@ -40,7 +40,7 @@ func (s *states) seen(want supervisor.State) bool {
 
 func TestRetriesTransientThenStopsOnPermanent(t *testing.T) {
 	var rec states
-	s, err := supervisor.New(supervisor.Options{MinBackoff: time.Millisecond, MaxBackoff: 4 * time.Millisecond, OnChange: rec.add})
+	s, err := supervisor.New(supervisor.Options{Policy: supervisor.Policy{MinBackoff: time.Millisecond, MaxBackoff: 4 * time.Millisecond}, OnChange: rec.add})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -77,7 +77,7 @@ func TestRetriesTransientThenStopsOnPermanent(t *testing.T) {
 
 func TestBackoffIsCapped(t *testing.T) {
 	var rec states
-	s, err := supervisor.New(supervisor.Options{MinBackoff: time.Millisecond, MaxBackoff: 8 * time.Millisecond, OnChange: rec.add})
+	s, err := supervisor.New(supervisor.Options{Policy: supervisor.Policy{MinBackoff: time.Millisecond, MaxBackoff: 8 * time.Millisecond}, OnChange: rec.add})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -134,7 +134,7 @@ func TestOneHolderWorksOthersStandBy(t *testing.T) {
 	}
 	var rs []*replica
 	for i := range 3 {
-		s, err := supervisor.New(supervisor.Options{Name: "projection/x", Keeper: keeper, Holder: fmt.Sprint("r", i), TTL: 200 * time.Millisecond})
+		s, err := supervisor.New(supervisor.Options{Name: "projection/x", Policy: supervisor.Policy{Keeper: keeper, Holder: fmt.Sprint("r", i), TTL: 200 * time.Millisecond}})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -202,7 +202,7 @@ func (k *stuckRenewals) Renew(ctx context.Context, l lease.Lease) (lease.Lease, 
 func TestWorkStopsWhenTheLeaseCannotBeRenewed(t *testing.T) {
 	k := &stuckRenewals{Memory: lease.NewMemory(nil)}
 	var rec states
-	s, err := supervisor.New(supervisor.Options{Name: "n", Keeper: k, Holder: "a", TTL: 100 * time.Millisecond, OnChange: rec.add})
+	s, err := supervisor.New(supervisor.Options{Name: "n", Policy: supervisor.Policy{Keeper: k, Holder: "a", TTL: 100 * time.Millisecond}, OnChange: rec.add})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -230,7 +230,7 @@ func TestWorkStopsWhenTheLeaseCannotBeRenewed(t *testing.T) {
 
 func TestLostLeaseCancelsWork(t *testing.T) {
 	k := lease.NewMemory(nil)
-	s, err := supervisor.New(supervisor.Options{Name: "n", Keeper: k, Holder: "a", TTL: 60 * time.Millisecond})
+	s, err := supervisor.New(supervisor.Options{Name: "n", Policy: supervisor.Policy{Keeper: k, Holder: "a", TTL: 60 * time.Millisecond}})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -261,12 +261,28 @@ func TestLostLeaseCancelsWork(t *testing.T) {
 
 func TestInvalidOptions(t *testing.T) {
 	for _, o := range []supervisor.Options{
-		{Keeper: lease.NewMemory(nil)},
-		{Keeper: lease.NewMemory(nil), Name: "n", TTL: time.Nanosecond},
-		{MinBackoff: time.Second, MaxBackoff: time.Millisecond},
+		{Policy: supervisor.Policy{Keeper: lease.NewMemory(nil)}},
+		{Name: "n", Policy: supervisor.Policy{Keeper: lease.NewMemory(nil), TTL: time.Nanosecond}},
+		{Policy: supervisor.Policy{MinBackoff: time.Second, MaxBackoff: time.Millisecond}},
 	} {
 		if _, err := supervisor.New(o); !errors.Is(err, lease.ErrInvalid) {
 			t.Errorf("New(%+v) = %v, want lease.ErrInvalid", o, err)
 		}
+	}
+}
+
+func TestResolve(t *testing.T) {
+	own, store := lease.NewMemory(nil), lease.NewMemory(nil)
+	if p := (supervisor.Policy{}).Resolve("not a keeper", store); p.Keeper != store {
+		t.Fatalf("Resolve took %v, want the first store that keeps leases", p.Keeper)
+	}
+	if p := (supervisor.Policy{Keeper: own}).Resolve(store); p.Keeper != own {
+		t.Fatalf("Resolve replaced the given keeper")
+	}
+	if p := (supervisor.Policy{Keeper: own, NoLease: true}).Resolve(store); p.Keeper != nil {
+		t.Fatalf("Resolve with NoLease kept a keeper")
+	}
+	if p := (supervisor.Policy{}).Resolve(1, "x"); p.Keeper != nil {
+		t.Fatalf("Resolve found a keeper in %v", p.Keeper)
 	}
 }

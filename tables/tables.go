@@ -29,9 +29,14 @@ import (
 	"log/slog"
 	"sync"
 
+	"github.com/annalsdb/annals/lease"
 	"github.com/annalsdb/annals/projection"
 	"github.com/cockroachdb/pebble/v2"
 )
+
+type keeper = lease.Memory
+
+var _ lease.Keeper = (*DB)(nil)
 
 // Errors of the package. Check them with errors.Is.
 var (
@@ -55,6 +60,9 @@ type Options struct {
 // DB is a side-tables database. All methods are safe for concurrent use; after Close they
 // return errors matching [ErrClosed].
 type DB struct {
+	// keeper makes the DB a lease.Keeper in the process (Acquire, Renew, Release, Leases) for
+	// the runners of its projections; Update checks the lease its context carries.
+	keeper
 	pdb *pebble.DB
 	// mu guards closing and the active generations; it is never held across a caller's
 	// callback (Update's fn, Scan's fn, a List loop body). A read takes the active generation
@@ -260,8 +268,10 @@ func (db *DB) checkpoint(name string, gen uint64) (uint64, error) {
 // runner committed, or the generation was dropped) the batch is discarded and Update returns
 // a *projection.CheckpointConflictError (matching projection.ErrCheckpointMoved). fn holds no
 // lock of the DB: it may read tables and the DB, and a slow fn delays no other call but
-// Close. Errors besides fn's: [ErrInvalid], [ErrClosed], ctx's (before the commit), the
-// refusals of projection.CheckUpdate, Pebble's.
+// Close. When ctx carries a lease (lease.NewContext), it is checked with the checkpoint, under
+// the same lock as the commit, and no other holder can take it until the commit is done.
+// Errors besides fn's: [ErrInvalid], [ErrClosed], ctx's (before the commit), the refusals of
+// projection.CheckUpdate, lease.ErrLost, Pebble's.
 func (db *DB) Update(ctx context.Context, name string, gen uint64, from, to uint64, fn func(*Tx) error) error {
 	if err := validName("projection", name); err != nil {
 		return err
@@ -290,17 +300,19 @@ func (db *DB) Update(ctx context.Context, name string, gen uint64, from, to uint
 	l := db.nameLock(name)
 	l.Lock()
 	defer l.Unlock()
-	stored, err := db.checkpoint(name, gen)
-	if err != nil {
-		return err
-	}
-	if err := projection.CheckUpdate(name, gen, stored, from, to); err != nil {
-		return err
-	}
-	if err := b.Commit(pebble.Sync); err != nil {
-		return fmt.Errorf("tables: commit %q: %w", name, err)
-	}
-	return nil
+	return db.keeper.Fenced(ctx, func() error {
+		stored, err := db.checkpoint(name, gen)
+		if err != nil {
+			return err
+		}
+		if err := projection.CheckUpdate(name, gen, stored, from, to); err != nil {
+			return err
+		}
+		if err := b.Commit(pebble.Sync); err != nil {
+			return fmt.Errorf("tables: commit %q: %w", name, err)
+		}
+		return nil
+	})
 }
 
 // Reset implements projection.Store: it drops every row and the checkpoint of generation gen
