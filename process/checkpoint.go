@@ -130,19 +130,19 @@ func (r *Runner[S]) recover(ctx context.Context) error {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	r.mu.pending = maps.Clone(l.pending)
-	r.mu.journaled = 0
+	r.mu.inputs = 0
 	r.setPositionLocked(l.position)
 	return nil
 }
 
-// maybeCheckpoint writes a checkpoint when the runner has journaled CheckpointEvery inputs
-// since the last one.
+// maybeCheckpoint writes a checkpoint when the runner has handled CheckpointEvery inputs
+// (events of the log and deadlines) since the last one.
 func (r *Runner[S]) maybeCheckpoint(ctx context.Context) error {
 	if r.opts.CheckpointEvery < 0 {
 		return nil
 	}
 	r.mu.Lock()
-	n := r.mu.journaled
+	n := r.mu.inputs
 	r.mu.Unlock()
 	if n < r.opts.CheckpointEvery {
 		return nil
@@ -157,7 +157,7 @@ func (r *Runner[S]) maybeCheckpoint(ctx context.Context) error {
 func (r *Runner[S]) checkpoint(ctx context.Context) error {
 	r.mu.Lock()
 	handled := r.mu.position
-	r.mu.journaled = 0
+	r.mu.inputs = 0
 	r.mu.Unlock()
 	l := r.ledger
 	if err := r.catchUp(ctx, l); err != nil {
@@ -189,6 +189,9 @@ func (r *Runner[S]) checkpoint(ctx context.Context) error {
 		if err == nil {
 			l.revision = annals.Exact(res.Revision)
 			return nil
+		}
+		if errors.Is(err, annals.ErrTooLarge) {
+			return nil // over the store's limits: as a checkpoint over maxCheckpointSize
 		}
 		if !errors.Is(err, annals.ErrWrongExpectedVersion) {
 			return fmt.Errorf("process %q: append the checkpoint: %w", r.m.Name, err)

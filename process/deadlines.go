@@ -41,6 +41,9 @@ func (r *Runner[S]) fireDue(ctx context.Context) (held bool, err error) {
 		if err := r.handle(ctx, due.instance, Input{Deadline: &dueAt}, key); err != nil {
 			return false, err
 		}
+		r.mu.Lock()
+		r.mu.inputs++
+		r.mu.Unlock()
 	}
 }
 

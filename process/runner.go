@@ -36,11 +36,13 @@ type RunnerOptions struct {
 	// Now, when Clock is nil, is the time deadlines are compared with, waited on with real
 	// timers; nil means time.Now. Setting both Clock and Now is an error.
 	Now func() time.Time
-	// CheckpointEvery is how many inputs the runner journals between two checkpoints of the
-	// manager (see [CheckpointStreamPrefix]): a restart reads the last checkpoint and the
-	// journal events written after it, about as many as CheckpointEvery per runner of the
-	// manager. 0 means 100; a negative value turns checkpoints off, and a restart then
-	// reads the journals from the last checkpoint written, if any, or from the start.
+	// CheckpointEvery is how many inputs (events of the log delivered to the runner, whether
+	// an instance takes them or not, and deadlines) the runner handles between two
+	// checkpoints of the manager (see [CheckpointStreamPrefix]). A restart reads the last
+	// checkpoint, the journal events written after it and the events of the log after the
+	// last one it records handled: about CheckpointEvery inputs' worth per runner of the
+	// manager. 0 means 100; a negative value turns checkpoints off, and a restart then reads
+	// the journals from the last checkpoint written, if any, or from the start.
 	CheckpointEvery int
 	// From, when not 0, is the position of the log to follow from instead of the one after
 	// the last event the journals record (to replay events after widening Filter, say).
@@ -68,7 +70,7 @@ type Runner[S any] struct {
 		pending   map[pendingKey]Deadline
 		position  uint64        // the last event of the log handled
 		progress  chan struct{} // closed when position moves
-		journaled int           // inputs journaled since the last checkpoint
+		inputs    int           // events and deadlines handled since the last checkpoint
 		running   bool
 	}
 }
@@ -250,15 +252,16 @@ func (r *Runner[S]) follows(ctx context.Context, from, until uint64) (bool, erro
 }
 
 func (r *Runner[S]) handleEvent(ctx context.Context, ev annals.RecordedEvent) error {
-	if !r.followed(ev) {
-		r.advance(ev.Position)
-		return nil
-	}
-	if id, ok := r.m.Instance(ev); ok {
-		if err := r.handle(ctx, id, Input{Event: &ev}, "event:"+ev.ID.String()); err != nil {
-			return err
+	if r.followed(ev) {
+		if id, ok := r.m.Instance(ev); ok {
+			if err := r.handle(ctx, id, Input{Event: &ev}, "event:"+ev.ID.String()); err != nil {
+				return err
+			}
 		}
 	}
+	r.mu.Lock()
+	r.mu.inputs++
+	r.mu.Unlock()
 	r.advance(ev.Position)
 	return nil
 }
@@ -395,7 +398,6 @@ func (r *Runner[S]) handleOnce(ctx context.Context, id string, root Input, key s
 		r.mu.pending[pendingKey{id, name}] = d
 	}
 	inst.state, inst.revision, inst.pending = state, annals.Exact(res.Revision), pending
-	r.mu.journaled += len(events)
 	for _, e := range events {
 		inst.handled[e.ID] = true
 	}
