@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"iter"
 	"slices"
+	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -13,6 +14,7 @@ import (
 	"github.com/annalsdb/annals"
 	"github.com/annalsdb/annals/internal/teststores"
 	"github.com/annalsdb/annals/internal/testwait"
+	"github.com/annalsdb/annals/memstore"
 	"github.com/annalsdb/annals/process"
 )
 
@@ -201,4 +203,48 @@ func TestCheckpointsOfTwoRunners(t *testing.T) {
 			}
 		}
 	})
+}
+
+// TestCheckpointOverLimit runs a runner on a store whose events may hold no more than a few
+// pending deadlines: the checkpoints that would be larger are not written, the runner goes on,
+// and a restart still finds every deadline (from the last checkpoint that fitted, and the
+// journals after it).
+func TestCheckpointOverLimit(t *testing.T) {
+	s := memstore.New(&memstore.Options{Limits: annals.Limits{MaxEventSize: 1500}})
+	defer s.Close()
+	const orders = 12
+	h := &handlers{store: s, seen: map[string]bool{}}
+	clock := newFakeClock(time.Now().Add(time.Minute))
+	opts := &process.RunnerOptions{Clock: clock, CheckpointEvery: 4}
+	r, err := process.NewRunner(s, orderManager(time.Hour), h.send, opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	stop := start(t, r)
+	for i := range orders {
+		append1(t, s, fmt.Sprintf("order-%d", i), "Placed", fmt.Sprintf(`{"SKU":"sku%d"}`, i))
+	}
+	testwait.Until(t, "every payment deadline", func() bool { return len(r.Status().Pending) == orders })
+	testwait.Until(t, "the runner to catch up", func() bool { return r.Status().Position >= lastPosition(t, s) })
+	if err := stop(); !errors.Is(err, context.Canceled) {
+		t.Fatalf("Run: %v, want context.Canceled (a checkpoint too large is skipped)", err)
+	}
+	cp := readOne(t, s, process.CheckpointStreamPrefix+"orderflow")
+	if n := strings.Count(string(cp.Data), `"instance"`); n == 0 || n >= orders {
+		t.Fatalf("last checkpoint %s: %d pending deadlines, want some but fewer than %d", cp.Data, n, orders)
+	}
+
+	r2, err := process.NewRunner(s, orderManager(time.Hour), h.send, opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	start(t, r2)
+	testwait.Until(t, "every deadline after the restart", func() bool { return len(r2.Status().Pending) == orders })
+	clock.Advance(time.Hour)
+	testwait.Until(t, "every deadline fired", func() bool { return len(r2.Status().Pending) == 0 })
+	for i := range orders {
+		if got := types(t, s, fmt.Sprintf("order-%d", i)); !slices.Equal(got, []string{"Placed", "Cancelled"}) {
+			t.Errorf("order-%d: %q, want Placed, Cancelled", i, got)
+		}
+	}
 }
