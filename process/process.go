@@ -45,7 +45,8 @@
 // key of the command that wrote the event, application fields) is not kept. Evolve gets the
 // event as the journal keeps it, live as well as on replay, so that both give the same state;
 // React gets the event as read (it runs only live). Journals written in the earlier format,
-// whose steps hold the whole event under "input", still load.
+// whose steps hold the whole event under "input", still load (Evolve gets those steps'
+// events whole, as it did when they were written).
 //
 // # Checkpoints
 //

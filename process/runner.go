@@ -118,10 +118,11 @@ func NewRunner[S any](store annals.ReadAppendSubscriber, m Manager[S], send Send
 func defaultIsRefusal(err error) bool { return errors.Is(err, ErrRefused) }
 
 // Run follows the log from where the manager left off (its checkpoint and the journal events
-// written after it say where), handling each event and each deadline as it comes due, until ctx is done (it then returns ctx's error) or an
-// input cannot be handled (a command not handled, the store failing: it returns that error,
-// and running again resumes with that input). Only one Run may be in progress at a time: a
-// second returns an error matching [ErrBusy].
+// written after it say where), handling each event and each deadline as it comes due, and
+// checkpointing every [RunnerOptions].CheckpointEvery inputs, until ctx is done (it then
+// returns ctx's error) or an input cannot be handled (a command not handled, the store
+// failing: it returns that error, and running again resumes with that input). Only one Run
+// may be in progress at a time: a second returns an error matching [ErrBusy].
 func (r *Runner[S]) Run(ctx context.Context) error {
 	r.mu.Lock()
 	if r.mu.running {
