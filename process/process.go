@@ -32,17 +32,48 @@
 // commands from the same state, and their idempotency keys make the command handlers answer
 // the repeats with their first results (package decider does, while the key is among the
 // target stream's last [decider.Options].IdempotencyWindow keys, 128 by default), so every
-// command takes effect once. There is no separate checkpoint: on start, a runner reads all the
-// journals of its manager (the category Name) to learn the last event handled and the pending
-// deadlines, so starting costs in proportion to the manager's whole journal.
+// command takes effect once.
 //
-// Deadlines are durable: they are journal events. On start the runner reads the journals of
-// all instances (the category Name) to find the pending ones, and it fires each once it is
-// due, as an input recorded in the journal like any other. A deadline's time is derived from
-// the input that set it (the event's recorded time plus a delay), never from the clock at
-// replay, and it comes due only after every followed event recorded at or before that time,
-// so that a runner restarted late decides as one that never stopped: a payment recorded before
-// the deadline counts.
+// # What a journal keeps
+//
+// A journal step keeps the input and the deadlines it set and cancelled. Of an event it keeps
+// what the runner needs to resume and deduplicate and what Evolve needs to fold it: the id,
+// stream, revision, position, type, content type, recorded time and data (as JSON when the
+// data is JSON as encoding/json writes it, so that it reads back byte for byte, and in
+// base64 otherwise), and of the metadata only the schema version (the codec reads it to
+// upcast), the correlation id and the causation id. The rest of the metadata (the idempotency
+// key of the command that wrote the event, application fields) is not kept. Evolve gets the
+// event as the journal keeps it, live as well as on replay, so that both give the same state;
+// React gets the event as read (it runs only live). Journals written in the earlier format,
+// whose steps hold the whole event under "input", still load (Evolve gets those steps'
+// events whole, as it did when they were written).
+//
+// # Checkpoints
+//
+// To start, a runner needs the last event of the log its manager handled and the deadlines
+// pending. Those are the fold of all the manager's journals; so that a restart does not read
+// them all, every [RunnerOptions].CheckpointEvery inputs the runner appends a checkpoint of
+// that fold to the stream [CheckpointStreamPrefix]+Name (bounded with the metadata maxCount 1
+// when the store keeps metadata): the position of the last journal event folded in, the last
+// event handled, and the pending deadlines. On start, a runner reads the latest checkpoint
+// and then only the journal events written after it (a read of the category Name from the
+// checkpoint's position on), so starting costs about CheckpointEvery journal events per
+// runner, whatever the journals' length. A checkpoint is appended compare-and-set on its
+// stream and never goes back (a runner that finds another's checkpoint as far or further
+// takes it); it may lag the journals but never leads them, since it is a fold of journal
+// events already written. It holds no more than the journals do: exactly-once still rests on
+// the journals (an input is skipped because its instance's journal holds it). A checkpoint
+// larger than 512 KiB (some thousands of pending deadlines) is not written; restarts then
+// read from the last one that was.
+//
+// Deadlines are durable: they are journal events, and the checkpoint and the journal events
+// after it give the pending ones on start. The runner fires each once it is due by its
+// [RunnerOptions].Clock (the system clock by default; a test gives a fake one, which the
+// runner also waits on), as an input recorded in the journal like any other. A deadline's
+// time is derived from the input that set it (the event's recorded time plus a delay), never
+// from the clock at replay, and it comes due only after every followed event recorded at or
+// before that time, so that a runner restarted late decides as one that never stopped: a
+// payment recorded before the deadline counts.
 //
 // Refusals: a [Sender] marks a command refused by the domain with [Refused] (or the runner's
 // [RunnerOptions].IsRefusal says which errors are refusals); any other error stops the runner,

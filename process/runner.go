@@ -16,9 +16,6 @@ import (
 	"github.com/annalsdb/annals/codec"
 )
 
-// StepEventType is the type of the events of a journal: one per input handled.
-const StepEventType = "ProcessStep"
-
 // maxChain bounds how many refusals one input may lead to, so that a React that answers every
 // refusal with another refused command cannot loop for ever.
 const maxChain = 32
@@ -32,8 +29,21 @@ type RunnerOptions struct {
 	// [ErrRefused] (see [Refused]): a failure the runner cannot tell from a refusal stops it
 	// rather than compensating for good. List the domain's errors here instead.
 	IsRefusal func(error) bool
-	// Now is the clock deadlines are compared with; nil means time.Now.
+	// Clock is the clock deadlines are compared with and waited on; nil means the system
+	// clock (or Now's, when Now is set). A test gives a fake clock to make deadlines come due
+	// without waiting for them.
+	Clock Clock
+	// Now, when Clock is nil, is the time deadlines are compared with, waited on with real
+	// timers; nil means time.Now. Setting both Clock and Now is an error.
 	Now func() time.Time
+	// CheckpointEvery is how many inputs (events of the log delivered to the runner, whether
+	// an instance takes them or not, and deadlines) the runner handles between two
+	// checkpoints of the manager (see [CheckpointStreamPrefix]). A restart reads the last
+	// checkpoint, the journal events written after it and the events of the log after the
+	// last one it records handled: about CheckpointEvery inputs' worth per runner of the
+	// manager. 0 means 100; a negative value turns checkpoints off, and a restart then reads
+	// the journals from the last checkpoint written, if any, or from the start.
+	CheckpointEvery int
 	// From, when not 0, is the position of the log to follow from instead of the one after
 	// the last event the journals record (to replay events after widening Filter, say).
 	// Events already journaled are recognised and skipped.
@@ -48,6 +58,11 @@ type Runner[S any] struct {
 	m     Manager[S]
 	send  Sender
 	opts  RunnerOptions
+	clock Clock
+
+	// Owned by Run's goroutine.
+	ledger  *ledger // the fold of the journals the last checkpoint holds, or will
+	bounded bool    // the checkpoint stream has maxCount 1
 
 	mu struct {
 		sync.Mutex
@@ -55,6 +70,7 @@ type Runner[S any] struct {
 		pending   map[pendingKey]Deadline
 		position  uint64        // the last event of the log handled
 		progress  chan struct{} // closed when position moves
+		inputs    int           // events and deadlines handled since the last checkpoint
 		running   bool
 	}
 }
@@ -65,19 +81,6 @@ type instance[S any] struct {
 	revision annals.ExpectedRevision // of the journal: NoStream or Exact
 	handled  map[annals.UUID]bool    // the ids of the journal's events
 	pending  map[string]Deadline     // by name
-}
-
-// step is the data of a journal event: the input handled and the changes it made to the
-// instance's deadlines, in the order React returned them.
-type step struct {
-	Input     Input            `json:"input"`
-	Deadlines []deadlineChange `json:"deadlines,omitempty"`
-}
-
-// deadlineChange is one of Set and Cancel.
-type deadlineChange struct {
-	Set    *Deadline `json:"set,omitempty"`
-	Cancel string    `json:"cancel,omitempty"`
 }
 
 // NewRunner returns a runner of m that sends commands with send. It returns an error matching
@@ -96,19 +99,30 @@ func NewRunner[S any](store annals.ReadAppendSubscriber, m Manager[S], send Send
 	if r.opts.IsRefusal == nil {
 		r.opts.IsRefusal = defaultIsRefusal
 	}
-	if r.opts.Now == nil {
-		r.opts.Now = time.Now
+	switch {
+	case r.opts.Clock != nil && r.opts.Now != nil:
+		return nil, fmt.Errorf("%w: %q: RunnerOptions sets both Clock and Now", ErrInvalidManager, m.Name)
+	case r.opts.Clock != nil:
+		r.clock = r.opts.Clock
+	case r.opts.Now != nil:
+		r.clock = systemClock{r.opts.Now}
+	default:
+		r.clock = systemClock{time.Now}
+	}
+	if r.opts.CheckpointEvery == 0 {
+		r.opts.CheckpointEvery = defaultCheckpointEvery
 	}
 	return r, nil
 }
 
 func defaultIsRefusal(err error) bool { return errors.Is(err, ErrRefused) }
 
-// Run follows the log from where the manager's journals say it left off, handling each event
-// and each deadline as it comes due, until ctx is done (it then returns ctx's error) or an
-// input cannot be handled (a command not handled, the store failing: it returns that error,
-// and running again resumes with that input). Only one Run may be in progress at a time: a
-// second returns an error matching [ErrBusy].
+// Run follows the log from where the manager left off (its checkpoint and the journal events
+// written after it say where), handling each event and each deadline as it comes due, and
+// checkpointing every [RunnerOptions].CheckpointEvery inputs, until ctx is done (it then
+// returns ctx's error) or an input cannot be handled (a command not handled, the store
+// failing: it returns that error, and running again resumes with that input). Only one Run
+// may be in progress at a time: a second returns an error matching [ErrBusy].
 func (r *Runner[S]) Run(ctx context.Context) error {
 	r.mu.Lock()
 	if r.mu.running {
@@ -157,19 +171,19 @@ func (r *Runner[S]) Run(ctx context.Context) error {
 		}
 	})
 
-	timer := time.NewTimer(time.Hour)
-	defer timer.Stop()
+	alarm := alarm{clock: r.clock}
 	for {
 		held, err := r.fireDue(ctx)
 		if err != nil {
 			return err
 		}
+		if err := r.maybeCheckpoint(ctx); err != nil {
+			return err
+		}
 		// A deadline held back waits for the events recorded before it: take those first.
-		wake := timer.C
-		if held {
-			wake = nil
-		} else {
-			timer.Reset(r.untilNextDeadline())
+		var wake <-chan time.Time
+		if !held {
+			wake = alarm.until(r.nextDeadline())
 		}
 		select {
 		case ev := <-events:
@@ -177,44 +191,13 @@ func (r *Runner[S]) Run(ctx context.Context) error {
 				return err
 			}
 		case <-wake:
+			alarm.rang()
 		case err := <-failed:
 			return err
 		case <-ctx.Done():
 			return ctx.Err()
 		}
 	}
-}
-
-// recover reads every journal of the manager to find where it left off in the log and which
-// deadlines are pending.
-func (r *Runner[S]) recover(ctx context.Context) error {
-	var position uint64
-	pending := make(map[pendingKey]Deadline)
-	for ev, err := range r.store.ReadAll(ctx, &annals.ReadOptions{Filter: &annals.Filter{Categories: []string{r.m.Name}}}) {
-		if err != nil {
-			return fmt.Errorf("process %q: read the journals: %w", r.m.Name, err)
-		}
-		st, err := decodeStep(ev)
-		if err != nil {
-			return err
-		}
-		id := ev.Stream[len(r.m.Name)+1:]
-		if e := st.Input.Event; e != nil {
-			position = max(position, e.Position)
-		}
-		applyDeadlines(st, func(name string, d Deadline, set bool) {
-			if set {
-				pending[pendingKey{id, name}] = d
-			} else {
-				delete(pending, pendingKey{id, name})
-			}
-		})
-	}
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	r.mu.pending = pending
-	r.setPositionLocked(position)
-	return nil
 }
 
 // advance records that the runner has handled the log up to position.
@@ -269,113 +252,19 @@ func (r *Runner[S]) follows(ctx context.Context, from, until uint64) (bool, erro
 	return ok && ev.Position < until, err
 }
 
-// applyDeadlines calls fn for each change a step makes to the pending deadlines, in order: the
-// deadline it fired goes, then those it set come and those it cancelled go, as React ordered.
-func applyDeadlines(st step, fn func(name string, d Deadline, set bool)) {
-	if d := st.Input.Deadline; d != nil {
-		fn(d.Name, *d, false)
-	}
-	for _, c := range st.Deadlines {
-		if c.Set != nil {
-			fn(c.Set.Name, *c.Set, true)
-		} else {
-			fn(c.Cancel, Deadline{}, false)
-		}
-	}
-}
-
-// pendingKey names a pending deadline among those of all instances.
-type pendingKey struct{ instance, name string }
-
-func decodeStep(ev annals.RecordedEvent) (step, error) {
-	var st step
-	if ev.Type != StepEventType {
-		return st, fmt.Errorf("%w: %s@%d has type %q, want %q", ErrCorrupt, ev.Stream, ev.Revision, ev.Type, StepEventType)
-	}
-	if err := json.Unmarshal(ev.Data, &st); err != nil {
-		return st, fmt.Errorf("%w: %s@%d: %w", ErrCorrupt, ev.Stream, ev.Revision, err)
-	}
-	if n := btoi(st.Input.Event != nil) + btoi(st.Input.Deadline != nil) + btoi(st.Input.Refusal != nil); n != 1 {
-		return st, fmt.Errorf("%w: %s@%d: an input with %d parts", ErrCorrupt, ev.Stream, ev.Revision, n)
-	}
-	return st, nil
-}
-
-func btoi(b bool) int {
-	if b {
-		return 1
-	}
-	return 0
-}
-
 func (r *Runner[S]) handleEvent(ctx context.Context, ev annals.RecordedEvent) error {
-	if id, ok := r.m.Instance(ev); ok && annals.Category(ev.Stream) != r.m.Name {
-		if err := r.handle(ctx, id, Input{Event: &ev}, "event:"+ev.ID.String()); err != nil {
-			return err
-		}
-	}
-	r.advance(ev.Position)
-	return nil
-}
-
-// fireDue handles the deadlines that are due, earliest first. A deadline comes due only after
-// every event the manager follows that was recorded at or before its time (the order of the
-// log, not of the runner's arrival: a runner restarted late still sees the payment that came
-// before the deadline); held reports a due deadline waiting for such events.
-func (r *Runner[S]) fireDue(ctx context.Context) (held bool, err error) {
-	for {
-		now := r.opts.Now()
-		r.mu.Lock()
-		var due *pendingKey
-		var dueAt Deadline
-		for k, d := range r.mu.pending {
-			if !d.At.After(now) && (due == nil || d.At.Before(dueAt.At)) {
-				due, dueAt = &k, d
+	if r.followed(ev) {
+		if id, ok := r.m.Instance(ev); ok {
+			if err := r.handle(ctx, id, Input{Event: &ev}, "event:"+ev.ID.String()); err != nil {
+				return err
 			}
 		}
-		position := r.mu.position
-		r.mu.Unlock()
-		if due == nil {
-			return false, nil
-		}
-		next, ok, err := r.nextFollowed(ctx, position+1)
-		if err != nil {
-			return false, err
-		}
-		if ok && !next.Time.After(dueAt.At) {
-			return true, nil
-		}
-		key := "deadline:" + dueAt.Name + "@" + dueAt.At.UTC().Format(time.RFC3339Nano)
-		if err := r.handle(ctx, due.instance, Input{Deadline: &dueAt}, key); err != nil {
-			return false, err
-		}
 	}
-}
-
-// nextFollowed returns the first event from position from on that the manager follows (not
-// one of its journals), if there is one.
-func (r *Runner[S]) nextFollowed(ctx context.Context, from uint64) (annals.RecordedEvent, bool, error) {
-	for ev, err := range r.store.ReadAll(ctx, &annals.ReadOptions{From: from, Filter: r.m.Filter}) {
-		if err != nil {
-			return annals.RecordedEvent{}, false, err
-		}
-		if annals.Category(ev.Stream) != r.m.Name {
-			return ev, true, nil
-		}
-	}
-	return annals.RecordedEvent{}, false, nil
-}
-
-// untilNextDeadline returns how long until the earliest pending deadline (an hour at most).
-func (r *Runner[S]) untilNextDeadline() time.Duration {
 	r.mu.Lock()
-	defer r.mu.Unlock()
-	wait := time.Hour
-	now := r.opts.Now()
-	for _, d := range r.mu.pending {
-		wait = min(wait, max(d.At.Sub(now), 0))
-	}
-	return wait
+	r.mu.inputs++
+	r.mu.Unlock()
+	r.advance(ev.Position)
+	return nil
 }
 
 // handle handles one input of instance id and the refusals it leads to, and journals them in
@@ -480,8 +369,12 @@ func (r *Runner[S]) handleOnce(ctx context.Context, id string, root Input, key s
 				return fmt.Errorf("%w: %q: React returned a %T, not an Action of this package", ErrInvalidManager, r.m.Name, a)
 			}
 		}
-		state = r.m.Evolve(state, q.in)
-		data, err := json.Marshal(st)
+		kept, err := journaled(q.in)
+		if err != nil {
+			return fmt.Errorf("process %q, instance %q: %w", r.m.Name, id, err)
+		}
+		state = r.m.Evolve(state, kept)
+		data, err := encodeStep(st)
 		if err != nil {
 			return fmt.Errorf("process %q, instance %q: encode the journal step: %w", r.m.Name, id, err)
 		}

@@ -1,0 +1,4 @@
+package process
+
+// DerivedID is derivedID, for the tests that write journals by hand.
+var DerivedID = derivedID
