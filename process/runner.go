@@ -14,6 +14,7 @@ import (
 
 	"github.com/annalsdb/annals"
 	"github.com/annalsdb/annals/codec"
+	"github.com/annalsdb/annals/decider"
 )
 
 // StepEventType is the type of the events of a journal: one per input handled.
@@ -28,9 +29,10 @@ type RunnerOptions struct {
 	// IsRefusal tells a command refused (a domain rule or a validation: React gets it as a
 	// [Refusal] input, to compensate) from one not handled (a store unreachable, too many
 	// conflicts: Run stops and returns the error, and the input is handled again when the
-	// runner runs again). The default counts as refusals only the errors that match
-	// [ErrRefused] (see [Refused]): a failure the runner cannot tell from a refusal stops it
-	// rather than compensating for good. List the domain's errors here instead.
+	// runner runs again). The default counts as refusals the errors that match [ErrRefused]
+	// (see [Refused]) or [decider.ErrRefused] (every refusal of a [decider.Handler]): a
+	// failure the runner cannot tell from a refusal stops it rather than compensating for
+	// good.
 	IsRefusal func(error) bool
 	// Now is the clock deadlines are compared with; nil means time.Now.
 	Now func() time.Time
@@ -45,7 +47,7 @@ type RunnerOptions struct {
 // call [Runner.Run]. Its methods are safe for concurrent use.
 type Runner[S any] struct {
 	store annals.ReadAppendSubscriber
-	m     Manager[S]
+	m     manager[S]
 	send  Sender
 	opts  RunnerOptions
 
@@ -70,7 +72,7 @@ type instance[S any] struct {
 // step is the data of a journal event: the input handled and the changes it made to the
 // instance's deadlines, in the order React returned them.
 type step struct {
-	Input     Input            `json:"input"`
+	Input     input            `json:"input"`
 	Deadlines []deadlineChange `json:"deadlines,omitempty"`
 }
 
@@ -80,16 +82,17 @@ type deadlineChange struct {
 	Cancel string    `json:"cancel,omitempty"`
 }
 
-// NewRunner returns a runner of m that sends commands with send. It returns an error matching
-// [ErrInvalidManager] for an invalid manager.
-func NewRunner[S any](store annals.ReadAppendSubscriber, m Manager[S], send Sender, opts *RunnerOptions) (*Runner[S], error) {
+// NewRunner returns a runner of m that sends commands with send (see [HandlerSender] for
+// commands to deciders). It returns an error matching [ErrInvalidManager] for an invalid
+// manager.
+func NewRunner[S, E any](store annals.ReadAppendSubscriber, m Manager[S, E], send Sender, opts *RunnerOptions) (*Runner[S], error) {
 	if err := m.validate(); err != nil {
 		return nil, err
 	}
 	if send == nil {
 		return nil, fmt.Errorf("%w: %q: no Sender", ErrInvalidManager, m.Name)
 	}
-	r := &Runner[S]{store: store, m: m, send: send}
+	r := &Runner[S]{store: store, m: m.erase(), send: send}
 	if opts != nil {
 		r.opts = *opts
 	}
@@ -102,7 +105,9 @@ func NewRunner[S any](store annals.ReadAppendSubscriber, m Manager[S], send Send
 	return r, nil
 }
 
-func defaultIsRefusal(err error) bool { return errors.Is(err, ErrRefused) }
+func defaultIsRefusal(err error) bool {
+	return errors.Is(err, ErrRefused) || errors.Is(err, decider.ErrRefused)
+}
 
 // Run follows the log from where the manager's journals say it left off, handling each event
 // and each deadline as it comes due, until ctx is done (it then returns ctx's error) or an
@@ -309,9 +314,15 @@ func btoi(b bool) int {
 }
 
 func (r *Runner[S]) handleEvent(ctx context.Context, ev annals.RecordedEvent) error {
-	if id, ok := r.m.Instance(ev); ok && annals.Category(ev.Stream) != r.m.Name {
-		if err := r.handle(ctx, id, Input{Event: &ev}, "event:"+ev.ID.String()); err != nil {
+	if annals.Category(ev.Stream) != r.m.Name {
+		id, in, ok, err := r.m.event(ev)
+		if err != nil {
 			return err
+		}
+		if ok {
+			if err := r.handle(ctx, id, in, "event:"+ev.ID.String()); err != nil {
+				return err
+			}
 		}
 	}
 	r.advance(ev.Position)
@@ -346,7 +357,7 @@ func (r *Runner[S]) fireDue(ctx context.Context) (held bool, err error) {
 			return true, nil
 		}
 		key := "deadline:" + dueAt.Name + "@" + dueAt.At.UTC().Format(time.RFC3339Nano)
-		if err := r.handle(ctx, due.instance, Input{Deadline: &dueAt}, key); err != nil {
+		if err := r.handle(ctx, due.instance, input{Deadline: &dueAt}, key); err != nil {
 			return false, err
 		}
 	}
@@ -388,7 +399,7 @@ func (r *Runner[S]) untilNextDeadline() time.Duration {
 // idempotency keys). That is not a failure: it tries again, up to [maxJournalConflicts]
 // times in a row for one input (each conflict is another runner's progress; more means
 // something else refuses the appends, and handle returns the conflict).
-func (r *Runner[S]) handle(ctx context.Context, id string, root Input, key string) error {
+func (r *Runner[S]) handle(ctx context.Context, id string, root input, key string) error {
 	for i := 1; ; i++ {
 		err := r.handleOnce(ctx, id, root, key)
 		if _, ok := errors.AsType[*journalMovedError](err); !ok || i == maxJournalConflicts {
@@ -412,7 +423,7 @@ func (e *journalMovedError) Unwrap() error { return e.err }
 
 // handleOnce is one attempt of [Runner.handle]: it returns a [*journalMovedError] when the
 // journal moved under it (the instance is then dropped from the cache).
-func (r *Runner[S]) handleOnce(ctx context.Context, id string, root Input, key string) error {
+func (r *Runner[S]) handleOnce(ctx context.Context, id string, root input, key string) error {
 	inst, err := r.instance(ctx, id)
 	if err != nil {
 		return err
@@ -453,7 +464,7 @@ func (r *Runner[S]) handleOnce(ctx context.Context, id string, root Input, key s
 		if d := q.in.Deadline; d != nil {
 			delete(pending, d.Name)
 		}
-		for i, a := range r.m.React(state, q.in) {
+		for i, a := range r.m.react(id, state, q.in) {
 			switch a := a.(type) {
 			case Send:
 				cmd := r.command(journal, q, i, a)
@@ -468,7 +479,7 @@ func (r *Runner[S]) handleOnce(ctx context.Context, id string, root Input, key s
 				if err != nil {
 					return fmt.Errorf("process %q, instance %q: %w", r.m.Name, id, err)
 				}
-				queue = append(queue, queued{in: Input{Refusal: refusal}, key: q.key + "/refusal:" + strconv.Itoa(i), base: q.base, correlation: q.correlation, causation: q.causation})
+				queue = append(queue, queued{in: input{Refusal: refusal}, key: q.key + "/refusal:" + strconv.Itoa(i), base: q.base, correlation: q.correlation, causation: q.causation})
 			case SetDeadline:
 				d := Deadline{Name: a.Name, At: q.base.Add(a.After).UTC(), CorrelationID: q.correlation, CausationID: q.causation}
 				st.Deadlines = append(st.Deadlines, deadlineChange{Set: &d})
@@ -480,7 +491,7 @@ func (r *Runner[S]) handleOnce(ctx context.Context, id string, root Input, key s
 				return fmt.Errorf("%w: %q: React returned a %T, not an Action of this package", ErrInvalidManager, r.m.Name, a)
 			}
 		}
-		state = r.m.Evolve(state, q.in)
+		state = r.m.evolve(state, q.in)
 		data, err := json.Marshal(st)
 		if err != nil {
 			return fmt.Errorf("process %q, instance %q: encode the journal step: %w", r.m.Name, id, err)
@@ -514,7 +525,7 @@ func (r *Runner[S]) handleOnce(ctx context.Context, id string, root Input, key s
 
 // queued is an input waiting in [Runner.handle].
 type queued struct {
-	in   Input
+	in   input
 	key  string    // identifies the input among those of its instance
 	base time.Time // what the deadlines it sets count from
 	// correlation and causation come from the event that led to the input.
@@ -541,7 +552,7 @@ func newRefusal(a Send, cause error) (*Refusal, error) {
 }
 
 // inputTime is the time the deadlines an input sets count from.
-func inputTime(in Input) time.Time {
+func inputTime(in input) time.Time {
 	switch {
 	case in.Event != nil:
 		return in.Event.Time
@@ -571,7 +582,11 @@ func (r *Runner[S]) instance(ctx context.Context, id string) (*instance[S], erro
 		if err != nil {
 			return nil, err
 		}
-		inst.state = r.m.Evolve(inst.state, st.Input)
+		in, err := r.m.decoded(st.Input)
+		if err != nil {
+			return nil, fmt.Errorf("load instance %q: %w", id, err)
+		}
+		inst.state = r.m.evolve(inst.state, in)
 		inst.revision = annals.Exact(ev.Revision)
 		inst.handled[ev.ID] = true
 		applyDeadlines(st, func(name string, d Deadline, set bool) {
@@ -650,16 +665,26 @@ func (r *Runner[S]) Status() Status {
 	return st
 }
 
-// Journal yields the inputs instance id has handled, in order.
-func (r *Runner[S]) Journal(ctx context.Context, id string) iter.Seq2[Input, error] {
-	return func(yield func(Input, error) bool) {
+// Journal yields the inputs instance id has handled, in order, each event decoded again by
+// the manager's Decode (an Input[any] holds the E it returned). It yields one error and
+// stops on failure: the store's, [ErrCorrupt] or [ErrDecode].
+func (r *Runner[S]) Journal(ctx context.Context, id string) iter.Seq2[Input[any], error] {
+	return func(yield func(Input[any], error) bool) {
 		for ev, err := range r.store.ReadStream(ctx, r.m.Journal(id), nil) {
 			if err != nil {
-				yield(Input{}, err)
+				yield(Input[any]{}, err)
 				return
 			}
 			st, err := decodeStep(ev)
-			if !yield(st.Input, err) || err != nil {
+			if err == nil {
+				st.Input, err = r.m.decoded(st.Input)
+			}
+			if err != nil {
+				yield(Input[any]{}, err)
+				return
+			}
+			in := st.Input
+			if !yield(Input[any]{Event: in.decoded, Recorded: in.Event, Deadline: in.Deadline, Refusal: in.Refusal}, nil) {
 				return
 			}
 		}
