@@ -125,7 +125,7 @@ func NewHandler[S, C, E any](store EventStore, reg *codec.Registry, d Decider[S,
 func (h *Handler[S, C, E]) Handle(ctx context.Context, stream string, cmd C, opts *CommandOptions) (Result[E], error) {
 	if h.validate != nil {
 		if err := h.validate(cmd); err != nil {
-			return Result[E]{}, refused(fmt.Errorf("%w: %w", ErrInvalidCommand, err))
+			return Result[E]{}, Refuse(fmt.Errorf("%w: %w", ErrInvalidCommand, err))
 		}
 	}
 	var co CommandOptions

@@ -13,18 +13,20 @@ import "errors"
 // errors.Is(err, ErrRefused) instead of listing the domain's errors.
 var ErrRefused = errors.New("decider: command refused")
 
-// refusal marks err as a refusal: it has err's message, unwraps to err (so errors.Is and
-// errors.As see the domain's error) and matches [ErrRefused].
-type refusal struct{ err error }
-
-func (e refusal) Error() string        { return e.err.Error() }
-func (e refusal) Unwrap() error        { return e.err }
-func (e refusal) Is(target error) bool { return target == ErrRefused }
-
-// refused returns err marked as a refusal, or nil for nil.
-func refused(err error) error {
+// Refuse returns err marked as a refusal of the domain, or nil for nil: the result has err's
+// message, unwraps to err (so errors.Is and errors.As see the domain's error) and matches
+// [ErrRefused]. [Handler.Handle] marks Decide's and Validate's errors with it; call it where a
+// command is decided outside a Handler (a test kit, a hand-written handler) so that its
+// refusals look the same.
+func Refuse(err error) error {
 	if err == nil {
 		return nil
 	}
 	return refusal{err}
 }
+
+type refusal struct{ err error }
+
+func (e refusal) Error() string        { return e.err.Error() }
+func (e refusal) Unwrap() error        { return e.err }
+func (e refusal) Is(target error) bool { return target == ErrRefused }
