@@ -96,7 +96,9 @@ type Manager[S, E any] struct {
 	// Decode decodes an event that Filter lets through: the value, and false when the manager
 	// ignores the event. An error (an event of the manager's that does not decode) stops
 	// [Runner.Run] with an error matching [ErrDecode] that names the event, as a failing
-	// store does: it is never skipped. [Decoder] makes one from a codec registry.
+	// store does: it is never skipped. So does an event of an instance's journal that Decode
+	// fails on or now ignores, when the instance is loaded. [Decoder] makes one from a codec
+	// registry.
 	Decode func(ev annals.RecordedEvent) (E, bool, error)
 	// Instance returns the instance the event e belongs to (rec is the event as stored), or
 	// false when the manager ignores it.
