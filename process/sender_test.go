@@ -327,3 +327,26 @@ func TestDecodeErrors(t *testing.T) {
 		}
 	})
 }
+
+// TestDefaultIsRefusal: a Sender of its own that returns a decider's refusal as it is (not
+// marked with process.Refused) is compensated for by a runner with the default IsRefusal.
+func TestDefaultIsRefusal(t *testing.T) {
+	s := memstore.New(nil)
+	t.Cleanup(func() { s.Close() })
+	stock := stockHandler(t, s)
+	h := &handlers{store: s, seen: map[string]bool{}}
+	send := func(ctx context.Context, cmd process.Command) error {
+		if c, ok := cmd.Command.(reserve); ok {
+			_, err := stock.Handle(ctx, cmd.Stream, c, &decider.CommandOptions{IdempotencyKey: cmd.IdempotencyKey})
+			return err
+		}
+		return h.send(ctx, cmd)
+	}
+	r, err := process.NewRunner(s, orderManager(time.Hour), send, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	start(t, r)
+	append1(t, s, "order-1", "Placed", `{"SKU":"none"}`)
+	testwait.Until(t, "the rejection of order 1", func() bool { return slices.Equal(types(t, s, "order-1"), []string{"Placed", "Rejected"}) })
+}
