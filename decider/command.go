@@ -134,7 +134,7 @@ func (c *command[S, C, E]) recheck(ctx context.Context) handleState {
 
 func (c *command[S, C, E]) decided() handleState {
 	if c.decideErr != nil {
-		return c.keep(Result[E]{}, c.decideErr)
+		return c.keep(Result[E]{}, Refuse(c.decideErr))
 	}
 	if len(c.events) == 0 {
 		return c.keep(Result[E]{Stream: c.stream, Revision: c.agg.revision, Position: c.agg.position}, nil)

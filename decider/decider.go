@@ -16,8 +16,9 @@ type Decider[S, C, E any] struct {
 	// Initial returns the state of a stream with no events.
 	Initial func() S
 	// Decide returns the events that cmd causes in state, or an error when a domain rule
-	// forbids it (the error reaches the caller unchanged and nothing is written). It must not
-	// modify state: on a conflict the handler decides again on the same state brought up to date.
+	// forbids it (nothing is written; the caller gets the error marked as a refusal: it
+	// matches both the error and [ErrRefused]). It must not modify state: on a conflict the
+	// handler decides again on the same state brought up to date.
 	Decide func(state S, cmd C) ([]E, error)
 	// Evolve returns the state after ev. It may modify and return state: the handler never uses
 	// a state again after passing it to Evolve.
@@ -26,8 +27,8 @@ type Decider[S, C, E any] struct {
 
 // Errors of this package. Check them with errors.Is.
 var (
-	// ErrInvalidCommand: [Options].Validate refused the command; the error wraps its error too.
-	// Nothing was read or written.
+	// ErrInvalidCommand: [Options].Validate refused the command; the error wraps its error too,
+	// and matches [ErrRefused]. Nothing was read or written.
 	ErrInvalidCommand = errors.New("decider: invalid command")
 	// ErrTooManyConflicts: every attempt of a command met a concurrent append. The error is a
 	// [*ConflictError] that also matches [annals.ErrWrongExpectedVersion] (the last conflict).
@@ -65,7 +66,8 @@ const (
 // slog.Default().
 type Options[C any] struct {
 	// Validate checks a command before anything is read; an error is returned wrapped with
-	// [ErrInvalidCommand]. It must be safe for concurrent use.
+	// [ErrInvalidCommand] and counts as a refusal ([ErrRefused]), so it must come from the
+	// command alone, never from a failure elsewhere. It must be safe for concurrent use.
 	Validate func(cmd C) error
 	// MaxRetries is how many times a command is decided again after a conflict (a concurrent
 	// append to the same stream) before [Handler.Handle] gives up with [ErrTooManyConflicts];

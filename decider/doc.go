@@ -5,8 +5,10 @@
 // after it), folds them with Evolve, calls Decide, and appends the decided events with the
 // exact expected revision. When another writer got there first the append conflicts; the
 // handler reads what was written meanwhile and decides again, up to [Options].MaxRetries
-// times, then gives up with [ErrTooManyConflicts]. Domain errors from Decide come back
-// unchanged and write nothing. Every [Result] carries the revision and global position
+// times, then gives up with [ErrTooManyConflicts]. Domain errors from Decide and Validate
+// write nothing and come back marked as refusals: they match [ErrRefused] as well as
+// themselves, and no failure of the store does, so a caller tells "the domain said no" from
+// "try again later" without listing the domain's errors. Every [Result] carries the revision and global position
 // written, for read-your-writes.
 //
 // # Metadata

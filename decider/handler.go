@@ -103,7 +103,8 @@ func NewHandler[S, C, E any](store EventStore, reg *codec.Registry, d Decider[S,
 // durable as the store's appends.
 //
 // Errors: [ErrInvalidCommand] (wrapping Validate's error) before anything is read; Decide's
-// error unchanged (nothing written); [ErrTooManyConflicts] after [Options].MaxRetries retries
+// error (nothing written), with its message and matching it through errors.Is and errors.As;
+// both of those also match [ErrRefused], and no other error does; [ErrTooManyConflicts] after [Options].MaxRetries retries
 // (nothing written by the last attempt); errors matching [codec.ErrUnknownType] or
 // [codec.ErrDecode] for stored events that do not decode, or [codec.ErrUnknownType] /
 // [codec.ErrEncode] / [codec.ErrDecode] for decided events that do not encode, or do not
@@ -124,7 +125,7 @@ func NewHandler[S, C, E any](store EventStore, reg *codec.Registry, d Decider[S,
 func (h *Handler[S, C, E]) Handle(ctx context.Context, stream string, cmd C, opts *CommandOptions) (Result[E], error) {
 	if h.validate != nil {
 		if err := h.validate(cmd); err != nil {
-			return Result[E]{}, fmt.Errorf("%w: %w", ErrInvalidCommand, err)
+			return Result[E]{}, Refuse(fmt.Errorf("%w: %w", ErrInvalidCommand, err))
 		}
 	}
 	var co CommandOptions

@@ -38,7 +38,7 @@ func (r *Runner[S]) fireDue(ctx context.Context) (held bool, err error) {
 			return true, nil
 		}
 		key := "deadline:" + dueAt.Name + "@" + dueAt.At.UTC().Format(time.RFC3339Nano)
-		if err := r.handle(ctx, due.instance, Input{Deadline: &dueAt}, key); err != nil {
+		if err := r.handle(ctx, due.instance, input{Deadline: &dueAt}, key); err != nil {
 			return false, err
 		}
 		r.mu.Lock()

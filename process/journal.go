@@ -16,7 +16,7 @@ const StepEventType = "ProcessStep"
 // step is an input an instance handled and the changes it made to the instance's deadlines,
 // in the order React returned them: a journal event, decoded.
 type step struct {
-	Input     Input
+	Input     input
 	Deadlines []deadlineChange
 }
 
@@ -33,7 +33,7 @@ type stepData struct {
 	Event     *eventRecord     `json:"event,omitempty"`
 	Deadline  *Deadline        `json:"deadline,omitempty"`
 	Refusal   *Refusal         `json:"refusal,omitempty"`
-	Input     *Input           `json:"input,omitempty"`
+	Input     *input           `json:"input,omitempty"`
 	Deadlines []deadlineChange `json:"deadlines,omitempty"`
 }
 
@@ -101,16 +101,18 @@ func (rec *eventRecord) event() (*annals.RecordedEvent, error) {
 	return ev, nil
 }
 
-// journaled returns in as the journal keeps it: what Evolve gets, live and on replay alike.
-func journaled(in Input) (Input, error) {
+// journaled returns in as the journal keeps it: what Evolve gets, live and on replay alike
+// (the decoded event stays: the journal keeps the data and schema version it came from).
+func journaled(in input) (input, error) {
 	if in.Event == nil {
 		return in, nil
 	}
 	ev, err := recordEvent(in.Event).event()
 	if err != nil {
-		return Input{}, err
+		return input{}, err
 	}
-	return Input{Event: ev}, nil
+	in.Event = ev
+	return in, nil
 }
 
 // encodeStep returns the data of the journal event of st.
@@ -146,7 +148,7 @@ func decodeStep(ev annals.RecordedEvent) (step, error) {
 		}
 		st.Input = *d.Input
 	} else {
-		st.Input = Input{Deadline: d.Deadline, Refusal: d.Refusal}
+		st.Input = input{Deadline: d.Deadline, Refusal: d.Refusal}
 		if d.Event != nil {
 			e, err := d.Event.event()
 			if err != nil {

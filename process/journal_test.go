@@ -27,16 +27,19 @@ func TestJournalKeepsWhatItNeeds(t *testing.T) {
 			return fmt.Sprintf("%s %s %q %q", ev.Type, ev.ContentType, ev.Data, ev.Metadata)
 		}
 		var live []string // the state React saw before each event
-		m := process.Manager[[]string]{
+		m := process.Manager[[]string, annals.RecordedEvent]{
 			Name:     "keep",
 			Filter:   &annals.Filter{Categories: []string{"thing"}},
-			Instance: func(ev annals.RecordedEvent) (string, bool) { return strings.TrimPrefix(ev.Stream, "thing-"), true },
+			Decode:   func(ev annals.RecordedEvent) (annals.RecordedEvent, bool, error) { return ev, true, nil },
+			Instance: func(_ annals.RecordedEvent, ev annals.RecordedEvent) (string, bool) { return strings.TrimPrefix(ev.Stream, "thing-"), true },
 			Initial:  func() []string { return nil },
-			React: func(st []string, in process.Input) []process.Action {
+			React: func(_ string, st []string, in process.Input[annals.RecordedEvent]) []process.Action {
 				live = append(live[:0], st...)
 				return nil
 			},
-			Evolve: func(st []string, in process.Input) []string { return append(slices.Clip(st), seen(in.Event)) },
+			Evolve: func(st []string, in process.Input[annals.RecordedEvent]) []string {
+				return append(slices.Clip(st), seen(in.Recorded))
+			},
 		}
 		send := func(context.Context, process.Command) error { return nil }
 		r, err := process.NewRunner(s, m, send, nil)
@@ -152,7 +155,7 @@ func TestOldJournalFormat(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if want := (orderState{Placed: true, Reserved: true, SKU: "1/apple"}); st != want {
+		if want := (orderState{Placed: true, Reserved: true, SKU: "apple"}); st != want {
 			t.Errorf("state from the old journal: %+v, want %+v", st, want)
 		}
 		pending := r.Status().Pending
@@ -173,13 +176,13 @@ func TestOldJournalFormat(t *testing.T) {
 				t.Fatal(err)
 			}
 			switch {
-			case in.Event != nil:
-				inputs = append(inputs, "event "+in.Event.Type+" "+string(in.Event.Data))
+			case in.Recorded != nil:
+				inputs = append(inputs, "event "+in.Recorded.Type+" "+string(in.Recorded.Data))
 			case in.Deadline != nil:
 				inputs = append(inputs, "deadline "+in.Deadline.Name)
 			}
 		}
-		if want := []string{`event Placed {"SKU":"apple"}`, `event Reserved {"Order":"1"}`, "deadline payment", "event Cancelled "}; !slices.Equal(inputs, want) {
+		if want := []string{`event Placed {"SKU":"apple"}`, `event Reserved {"Order":"1"}`, "deadline payment", "event Cancelled {}"}; !slices.Equal(inputs, want) {
 			t.Errorf("journal: %q, want %q", inputs, want)
 		}
 	})

@@ -6,10 +6,12 @@
 //
 // A [Manager] is a set of pure functions over a state S, one state per process instance:
 //
+//   - Decode decodes an event of the log once, into the manager's event type E; every other
+//     function gets the decoded event.
 //   - Instance says which instance an event belongs to (an order id, say), or that the
 //     manager ignores it.
-//   - React decides, from the instance's state and one [Input], what to do: commands to send,
-//     deadlines to set or cancel. Evolve folds the input into the state.
+//   - React decides, from the instance's id, its state and one [Input], what to do: commands
+//     to send, deadlines to set or cancel. Evolve folds the input into the state.
 //
 // An input is an event from the log, a deadline that came due, or the refusal of a command
 // the instance sent (so that React can compensate).
@@ -75,9 +77,12 @@
 // before that time, so that a runner restarted late decides as one that never stopped: a
 // payment recorded before the deadline counts.
 //
-// Refusals: a [Sender] marks a command refused by the domain with [Refused] (or the runner's
-// [RunnerOptions].IsRefusal says which errors are refusals); any other error stops the runner,
-// which handles the input again when it runs again.
+// Refusals: a command refused by the domain comes back to React as a [Refusal] input. A
+// refusal is an error that matches [ErrRefused] (a [Sender] marks one with [Refused]) or
+// [decider.ErrRefused] (every refusal of a [decider.Handler], Decide's and Validate's
+// errors, so [HandlerSender] needs no list of the domain's errors); the runner's
+// [RunnerOptions].IsRefusal may say otherwise. Any other error stops the runner, which
+// handles the input again when it runs again.
 //
 // # Several runners of one manager
 //
@@ -102,35 +107,64 @@ import (
 	"time"
 
 	"github.com/annalsdb/annals"
+	"github.com/annalsdb/annals/codec"
 )
 
-// Manager describes a process manager. Every function must be pure: the same state and input
-// give the same result, whenever and however often it is called.
-type Manager[S any] struct {
+// Manager describes a process manager over the state S of an instance and the events E it
+// follows (typically an interface that the event types implement, or any). Every function
+// must be pure: the same state and input give the same result, whenever and however often it
+// is called.
+//
+// Each event is decoded once, by Decode, and Instance, React and Evolve all get the decoded
+// value; so do the events an instance's journal holds when the instance is loaded again.
+type Manager[S, E any] struct {
 	// Name names the manager. Its instances' journals are the streams "<Name>-<instance>",
 	// and Name must not contain "-" (it is their category) or start with "$".
 	Name string
 	// Filter selects the events of the log the manager reacts to; nil means all of them. The
 	// manager's own journals are always left out.
 	Filter *annals.Filter
-	// Instance returns the instance an event belongs to, or false when the manager ignores it.
-	Instance func(ev annals.RecordedEvent) (string, bool)
+	// Decode decodes an event that Filter lets through: the value, and false when the manager
+	// ignores the event. An error (an event of the manager's that does not decode) stops
+	// [Runner.Run] with an error matching [ErrDecode] that names the event, as a failing
+	// store does: it is never skipped. So does an event of an instance's journal that Decode
+	// fails on or now ignores, when the instance is loaded. [Decoder] makes one from a codec
+	// registry.
+	Decode func(ev annals.RecordedEvent) (E, bool, error)
+	// Instance returns the instance the event e belongs to (rec is the event as stored), or
+	// false when the manager ignores it.
+	Instance func(e E, rec annals.RecordedEvent) (string, bool)
 	// Initial returns the state of an instance that has handled nothing yet.
 	Initial func() S
-	// React returns what the instance does about in, given its state before in.
-	React func(state S, in Input) []Action
+	// React returns what instance id does about in, given its state before in.
+	React func(id string, state S, in Input[E]) []Action
 	// Evolve returns the state after in.
-	Evolve func(state S, in Input) S
+	Evolve func(state S, in Input[E]) S
 }
 
-// Input is what an instance reacts to: exactly one of Event, Deadline and Refusal is set.
-type Input struct {
-	// Event is an event of the log.
-	Event *annals.RecordedEvent `json:"event,omitempty"`
+// Input is what an instance reacts to: an event of the log (Recorded is set), a deadline that
+// came due (Deadline) or the refusal of a command the instance sent (Refusal); exactly one of
+// Recorded, Deadline and Refusal is set.
+type Input[E any] struct {
+	// Event is the event as [Manager].Decode returned it (the zero E unless Recorded is set).
+	Event E
+	// Recorded is the event as stored: its stream, id, time and metadata.
+	Recorded *annals.RecordedEvent
 	// Deadline is a deadline the instance set that came due.
-	Deadline *Deadline `json:"deadline,omitempty"`
+	Deadline *Deadline
 	// Refusal is a command the instance sent that was refused.
-	Refusal *Refusal `json:"refusal,omitempty"`
+	Refusal *Refusal
+}
+
+// Decoder returns a [Manager].Decode that decodes events with reg as E values (see
+// [codec.Decode]). It ignores no event: one whose type reg does not know, or that is not an
+// E, is an error as much as one that does not decode, so a manager that decodes with it
+// names the types it follows in its Filter.
+func Decoder[E any](reg *codec.Registry) func(annals.RecordedEvent) (E, bool, error) {
+	return func(ev annals.RecordedEvent) (E, bool, error) {
+		e, _, err := codec.Decode[E](reg, ev)
+		return e, err == nil, err
+	}
 }
 
 // Deadline is a deadline that came due.
@@ -192,8 +226,10 @@ type Command struct {
 }
 
 // Sender sends commands to their handlers. It returns an error for a command refused (a
-// domain rule, a failed validation: wrap it with [Refused]) or not handled (an unreachable
-// store); the runner's [RunnerOptions].IsRefusal tells which.
+// domain rule, a failed validation: wrap it with [Refused], or return a [decider.Handler]'s
+// refusal as it is) or not handled (an unreachable store); the runner's
+// [RunnerOptions].IsRefusal tells which. [HandlerSender] is the Sender for commands to
+// deciders.
 type Sender func(ctx context.Context, cmd Command) error
 
 // Errors of this package.
@@ -202,6 +238,9 @@ var (
 	ErrInvalidManager = errors.New("process: invalid manager")
 	// ErrCorrupt: an instance's journal holds an event that does not decode.
 	ErrCorrupt = errors.New("process: journal corrupt")
+	// ErrDecode: [Manager].Decode failed on an event the manager follows, or on an event its
+	// journal holds (or ignored one there). The error names the event and wraps Decode's.
+	ErrDecode = errors.New("process: event does not decode")
 	// ErrBusy: [Runner.Run] was called while another Run of the same runner is in progress.
 	ErrBusy = errors.New("process: already running")
 	// ErrRefused marks a command refused by the domain (see [Refused]).
@@ -224,20 +263,22 @@ func (e refusedError) Error() string        { return e.err.Error() }
 func (e refusedError) Unwrap() error        { return e.err }
 func (e refusedError) Is(target error) bool { return target == ErrRefused }
 
-func (m *Manager[S]) validate() error {
+func (m *Manager[S, E]) validate() error {
 	switch {
 	case m.Name == "" || m.Name[0] == '$':
 		return fmt.Errorf("%w: name %q: want a non-empty name not starting with $", ErrInvalidManager, m.Name)
 	case strings.Contains(m.Name, "-"):
 		return fmt.Errorf("%w: name %q must not contain \"-\" (it is the category of the journals)", ErrInvalidManager, m.Name)
-	case m.Instance == nil || m.Initial == nil || m.React == nil || m.Evolve == nil:
-		return fmt.Errorf("%w: %q: Instance, Initial, React and Evolve are all required", ErrInvalidManager, m.Name)
+	case m.Decode == nil || m.Instance == nil || m.Initial == nil || m.React == nil || m.Evolve == nil:
+		return fmt.Errorf("%w: %q: Decode, Instance, Initial, React and Evolve are all required", ErrInvalidManager, m.Name)
 	}
 	return m.Filter.Validate()
 }
 
 // Journal returns the stream of the manager's instance id.
-func (m *Manager[S]) Journal(id string) string { return m.Name + "-" + id }
+func (m *Manager[S, E]) Journal(id string) string { return journal(m.Name, id) }
+
+func journal(name, id string) string { return name + "-" + id }
 
 // derivedID returns a UUID (version 5 form) derived from the parts, so that the same input
 // always gets the same journal event id and command key.

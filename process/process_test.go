@@ -2,7 +2,6 @@ package process_test
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"slices"
@@ -35,57 +34,70 @@ type (
 	cancel  struct{ Order string }
 )
 
-func orderManager(window time.Duration) process.Manager[orderState] {
-	return process.Manager[orderState]{
+// The events of the test domain, as registered in testRegistry.
+type (
+	placed    struct{ SKU string }
+	paid      struct{}
+	reserved  struct{ Order string }
+	rejected  struct{ Reason string }
+	cancelled struct{}
+	nilEvent  struct{} // makes TestDeadlineOrder's manager send a nil command
+)
+
+func testRegistry() *codec.Registry {
+	reg := codec.New(nil)
+	if err := errors.Join(
+		codec.Register[placed](reg, "Placed", nil),
+		codec.Register[paid](reg, "Paid", nil),
+		codec.Register[reserved](reg, "Reserved", nil),
+		codec.Register[rejected](reg, "Rejected", nil),
+		codec.Register[cancelled](reg, "Cancelled", nil),
+		codec.Register[nilEvent](reg, "Nil", nil),
+	); err != nil {
+		panic(err)
+	}
+	return reg
+}
+
+func orderManager(window time.Duration) process.Manager[orderState, any] {
+	return process.Manager[orderState, any]{
 		Name:   "orderflow",
 		Filter: &annals.Filter{Categories: []string{"order", "stock"}},
-		Instance: func(ev annals.RecordedEvent) (string, bool) {
-			switch annals.Category(ev.Stream) {
-			case "order":
-				return strings.TrimPrefix(ev.Stream, "order-"), true
-			case "stock":
-				var d struct{ Order string }
-				if json.Unmarshal(ev.Data, &d) != nil || d.Order == "" {
-					return "", false
-				}
-				return d.Order, true
+		Decode: process.Decoder[any](testRegistry()),
+		Instance: func(e any, rec annals.RecordedEvent) (string, bool) {
+			if r, ok := e.(reserved); ok {
+				return r.Order, r.Order != ""
 			}
-			return "", false
+			return strings.CutPrefix(rec.Stream, "order-")
 		},
 		Initial: func() orderState { return orderState{} },
-		React: func(s orderState, in process.Input) []process.Action {
-			switch {
-			case in.Event != nil && in.Event.Type == "Placed":
-				var d struct{ SKU string }
-				json.Unmarshal(in.Event.Data, &d)
-				id := strings.TrimPrefix(in.Event.Stream, "order-")
-				return []process.Action{process.Send{Stream: "stock-" + d.SKU, Command: reserve{id, d.SKU}}}
-			case in.Event != nil && in.Event.Type == "Reserved":
+		React: func(id string, s orderState, in process.Input[any]) []process.Action {
+			switch e := in.Event.(type) {
+			case placed:
+				return []process.Action{process.Send{Stream: "stock-" + e.SKU, Command: reserve{id, e.SKU}}}
+			case reserved:
 				return []process.Action{process.SetDeadline{Name: "payment", After: window}}
-			case in.Event != nil && in.Event.Type == "Paid":
+			case paid:
 				return []process.Action{process.CancelDeadline{Name: "payment"}}
+			}
+			switch {
 			case in.Refusal != nil:
-				var r reserve
-				json.Unmarshal(in.Refusal.Command, &r)
-				return []process.Action{process.Send{Stream: "order-" + r.Order, Command: reject{r.Order, in.Refusal.Error}}}
+				return []process.Action{process.Send{Stream: "order-" + id, Command: reject{id, in.Refusal.Error}}}
 			case in.Deadline != nil && !s.Paid:
-				return []process.Action{process.Send{Stream: "order-" + s.orderID(), Command: cancel{s.orderID()}}}
+				return []process.Action{process.Send{Stream: "order-" + id, Command: cancel{id}}}
 			}
 			return nil
 		},
-		Evolve: func(s orderState, in process.Input) orderState {
+		Evolve: func(s orderState, in process.Input[any]) orderState {
+			switch e := in.Event.(type) {
+			case placed:
+				s.Placed, s.SKU = true, e.SKU
+			case reserved:
+				s.Reserved = true
+			case paid:
+				s.Paid = true
+			}
 			switch {
-			case in.Event != nil:
-				switch in.Event.Type {
-				case "Placed":
-					var d struct{ SKU string }
-					json.Unmarshal(in.Event.Data, &d)
-					s.Placed, s.SKU = true, strings.TrimPrefix(in.Event.Stream, "order-")+"/"+d.SKU
-				case "Reserved":
-					s.Reserved = true
-				case "Paid":
-					s.Paid = true
-				}
 			case in.Refusal != nil:
 				s.Rejected = true
 			case in.Deadline != nil:
@@ -95,8 +107,6 @@ func orderManager(window time.Duration) process.Manager[orderState] {
 		},
 	}
 }
-
-func (s orderState) orderID() string { id, _, _ := strings.Cut(s.SKU, "/"); return id }
 
 // handlers stands for the command handlers: it applies each command once per idempotency key,
 // as package decider does, refuses reservations of the SKU "none", and can be told to fail
@@ -136,7 +146,7 @@ func (h *handlers) send(ctx context.Context, cmd process.Command) error {
 	case reject:
 		ev = annals.Event{Type: "Rejected", Data: fmt.Appendf(nil, `{"Reason":%q}`, c.Reason)}
 	case cancel:
-		ev = annals.Event{Type: "Cancelled"}
+		ev = annals.Event{Type: "Cancelled", Data: []byte(`{}`)}
 	default:
 		return fmt.Errorf("unknown command %T", c)
 	}
@@ -216,7 +226,7 @@ func TestReactAndCompensate(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if want := (orderState{Placed: true, Rejected: true, SKU: "2/none"}); st != want {
+		if want := (orderState{Placed: true, Rejected: true, SKU: "none"}); st != want {
 			t.Errorf("state of order 2: got %+v, want %+v", st, want)
 		}
 		var inputs []string
@@ -225,13 +235,13 @@ func TestReactAndCompensate(t *testing.T) {
 				t.Fatal(err)
 			}
 			switch {
-			case in.Event != nil:
-				inputs = append(inputs, "event "+in.Event.Type)
+			case in.Recorded != nil:
+				inputs = append(inputs, fmt.Sprintf("event %s %T", in.Recorded.Type, in.Event))
 			case in.Refusal != nil:
 				inputs = append(inputs, "refusal "+in.Refusal.Type+": "+in.Refusal.Error)
 			}
 		}
-		if want := []string{"event Placed", "refusal process_test.reserve: no stock", "event Rejected"}; !slices.Equal(inputs, want) {
+		if want := []string{"event Placed process_test.placed", "refusal process_test.reserve: no stock", "event Rejected process_test.rejected"}; !slices.Equal(inputs, want) {
 			t.Errorf("journal of order 2: got %q, want %q", inputs, want)
 		}
 		// The rejection carries the correlation of the event that started it all.
@@ -341,10 +351,10 @@ func TestResendAfterFailure(t *testing.T) {
 	teststores.Each(t, func(t *testing.T, s annals.Store) {
 		mgr := orderManager(time.Hour)
 		react := mgr.React
-		mgr.React = func(st orderState, in process.Input) []process.Action {
-			acts := react(st, in)
-			if in.Event != nil && in.Event.Type == "Placed" {
-				acts = append(acts, process.Send{Stream: "order-" + strings.TrimPrefix(in.Event.Stream, "order-"), Command: cancel{"x"}})
+		mgr.React = func(id string, st orderState, in process.Input[any]) []process.Action {
+			acts := react(id, st, in)
+			if _, ok := in.Event.(placed); ok {
+				acts = append(acts, process.Send{Stream: "order-" + id, Command: cancel{"x"}})
 			}
 			return acts
 		}
@@ -414,13 +424,14 @@ func TestInvalidManager(t *testing.T) {
 	send := func(context.Context, process.Command) error { return nil }
 	for _, tc := range []struct {
 		name string
-		edit func(*process.Manager[orderState])
+		edit func(*process.Manager[orderState, any])
 	}{
-		{"empty name", func(m *process.Manager[orderState]) { m.Name = "" }},
-		{"dash in name", func(m *process.Manager[orderState]) { m.Name = "order-flow" }},
-		{"reserved name", func(m *process.Manager[orderState]) { m.Name = "$flow" }},
-		{"no React", func(m *process.Manager[orderState]) { m.React = nil }},
-		{"bad filter", func(m *process.Manager[orderState]) { m.Filter = &annals.Filter{Categories: []string{""}} }},
+		{"empty name", func(m *process.Manager[orderState, any]) { m.Name = "" }},
+		{"dash in name", func(m *process.Manager[orderState, any]) { m.Name = "order-flow" }},
+		{"reserved name", func(m *process.Manager[orderState, any]) { m.Name = "$flow" }},
+		{"no React", func(m *process.Manager[orderState, any]) { m.React = nil }},
+		{"no Decode", func(m *process.Manager[orderState, any]) { m.Decode = nil }},
+		{"bad filter", func(m *process.Manager[orderState, any]) { m.Filter = &annals.Filter{Categories: []string{""}} }},
 	} {
 		m := orderManager(time.Hour)
 		tc.edit(&m)
@@ -498,15 +509,12 @@ func TestDeadlineAfterLateRestart(t *testing.T) {
 func TestDeadlineOrder(t *testing.T) {
 	teststores.Each(t, func(t *testing.T, s annals.Store) {
 		m := orderManager(time.Hour)
-		m.React = func(_ orderState, in process.Input) []process.Action {
-			if in.Event == nil {
-				return nil
-			}
-			switch in.Event.Type {
-			case "Placed":
+		m.React = func(_ string, _ orderState, in process.Input[any]) []process.Action {
+			switch in.Event.(type) {
+			case placed:
 				return []process.Action{process.SetDeadline{Name: "x", After: time.Hour}, process.CancelDeadline{Name: "x"},
 					process.SetDeadline{Name: "y", After: time.Hour}}
-			case "Nil":
+			case nilEvent:
 				return []process.Action{process.Send{Stream: "order-1"}}
 			}
 			return nil

@@ -14,6 +14,7 @@ import (
 
 	"github.com/annalsdb/annals"
 	"github.com/annalsdb/annals/codec"
+	"github.com/annalsdb/annals/decider"
 )
 
 // maxChain bounds how many refusals one input may lead to, so that a React that answers every
@@ -25,9 +26,10 @@ type RunnerOptions struct {
 	// IsRefusal tells a command refused (a domain rule or a validation: React gets it as a
 	// [Refusal] input, to compensate) from one not handled (a store unreachable, too many
 	// conflicts: Run stops and returns the error, and the input is handled again when the
-	// runner runs again). The default counts as refusals only the errors that match
-	// [ErrRefused] (see [Refused]): a failure the runner cannot tell from a refusal stops it
-	// rather than compensating for good. List the domain's errors here instead.
+	// runner runs again). The default counts as refusals the errors that match [ErrRefused]
+	// (see [Refused]) or [decider.ErrRefused] (every refusal of a [decider.Handler]): a
+	// failure the runner cannot tell from a refusal stops it rather than compensating for
+	// good.
 	IsRefusal func(error) bool
 	// Clock is the clock deadlines are compared with and waited on; nil means the system
 	// clock (or Now's, when Now is set). A test gives a fake clock to make deadlines come due
@@ -55,7 +57,7 @@ type RunnerOptions struct {
 // call [Runner.Run]. Its methods are safe for concurrent use.
 type Runner[S any] struct {
 	store annals.ReadAppendSubscriber
-	m     Manager[S]
+	m     manager[S]
 	send  Sender
 	opts  RunnerOptions
 	clock Clock
@@ -83,16 +85,17 @@ type instance[S any] struct {
 	pending  map[string]Deadline     // by name
 }
 
-// NewRunner returns a runner of m that sends commands with send. It returns an error matching
-// [ErrInvalidManager] for an invalid manager.
-func NewRunner[S any](store annals.ReadAppendSubscriber, m Manager[S], send Sender, opts *RunnerOptions) (*Runner[S], error) {
+// NewRunner returns a runner of m that sends commands with send (see [HandlerSender] for
+// commands to deciders). It returns an error matching [ErrInvalidManager] for an invalid
+// manager.
+func NewRunner[S, E any](store annals.ReadAppendSubscriber, m Manager[S, E], send Sender, opts *RunnerOptions) (*Runner[S], error) {
 	if err := m.validate(); err != nil {
 		return nil, err
 	}
 	if send == nil {
 		return nil, fmt.Errorf("%w: %q: no Sender", ErrInvalidManager, m.Name)
 	}
-	r := &Runner[S]{store: store, m: m, send: send}
+	r := &Runner[S]{store: store, m: m.erase(), send: send}
 	if opts != nil {
 		r.opts = *opts
 	}
@@ -115,7 +118,9 @@ func NewRunner[S any](store annals.ReadAppendSubscriber, m Manager[S], send Send
 	return r, nil
 }
 
-func defaultIsRefusal(err error) bool { return errors.Is(err, ErrRefused) }
+func defaultIsRefusal(err error) bool {
+	return errors.Is(err, ErrRefused) || errors.Is(err, decider.ErrRefused)
+}
 
 // Run follows the log from where the manager left off (its checkpoint and the journal events
 // written after it say where), handling each event and each deadline as it comes due, and
@@ -254,8 +259,12 @@ func (r *Runner[S]) follows(ctx context.Context, from, until uint64) (bool, erro
 
 func (r *Runner[S]) handleEvent(ctx context.Context, ev annals.RecordedEvent) error {
 	if r.followed(ev) {
-		if id, ok := r.m.Instance(ev); ok {
-			if err := r.handle(ctx, id, Input{Event: &ev}, "event:"+ev.ID.String()); err != nil {
+		id, in, ok, err := r.m.event(ev)
+		if err != nil {
+			return err
+		}
+		if ok {
+			if err := r.handle(ctx, id, in, "event:"+ev.ID.String()); err != nil {
 				return err
 			}
 		}
@@ -277,7 +286,7 @@ func (r *Runner[S]) handleEvent(ctx context.Context, ev annals.RecordedEvent) er
 // idempotency keys). That is not a failure: it tries again, up to [maxJournalConflicts]
 // times in a row for one input (each conflict is another runner's progress; more means
 // something else refuses the appends, and handle returns the conflict).
-func (r *Runner[S]) handle(ctx context.Context, id string, root Input, key string) error {
+func (r *Runner[S]) handle(ctx context.Context, id string, root input, key string) error {
 	for i := 1; ; i++ {
 		err := r.handleOnce(ctx, id, root, key)
 		if _, ok := errors.AsType[*journalMovedError](err); !ok || i == maxJournalConflicts {
@@ -301,7 +310,7 @@ func (e *journalMovedError) Unwrap() error { return e.err }
 
 // handleOnce is one attempt of [Runner.handle]: it returns a [*journalMovedError] when the
 // journal moved under it (the instance is then dropped from the cache).
-func (r *Runner[S]) handleOnce(ctx context.Context, id string, root Input, key string) error {
+func (r *Runner[S]) handleOnce(ctx context.Context, id string, root input, key string) error {
 	inst, err := r.instance(ctx, id)
 	if err != nil {
 		return err
@@ -342,7 +351,7 @@ func (r *Runner[S]) handleOnce(ctx context.Context, id string, root Input, key s
 		if d := q.in.Deadline; d != nil {
 			delete(pending, d.Name)
 		}
-		for i, a := range r.m.React(state, q.in) {
+		for i, a := range r.m.react(id, state, q.in) {
 			switch a := a.(type) {
 			case Send:
 				cmd := r.command(journal, q, i, a)
@@ -357,7 +366,7 @@ func (r *Runner[S]) handleOnce(ctx context.Context, id string, root Input, key s
 				if err != nil {
 					return fmt.Errorf("process %q, instance %q: %w", r.m.Name, id, err)
 				}
-				queue = append(queue, queued{in: Input{Refusal: refusal}, key: q.key + "/refusal:" + strconv.Itoa(i), base: q.base, correlation: q.correlation, causation: q.causation})
+				queue = append(queue, queued{in: input{Refusal: refusal}, key: q.key + "/refusal:" + strconv.Itoa(i), base: q.base, correlation: q.correlation, causation: q.causation})
 			case SetDeadline:
 				d := Deadline{Name: a.Name, At: q.base.Add(a.After).UTC(), CorrelationID: q.correlation, CausationID: q.causation}
 				st.Deadlines = append(st.Deadlines, deadlineChange{Set: &d})
@@ -373,7 +382,7 @@ func (r *Runner[S]) handleOnce(ctx context.Context, id string, root Input, key s
 		if err != nil {
 			return fmt.Errorf("process %q, instance %q: %w", r.m.Name, id, err)
 		}
-		state = r.m.Evolve(state, kept)
+		state = r.m.evolve(state, kept)
 		data, err := encodeStep(st)
 		if err != nil {
 			return fmt.Errorf("process %q, instance %q: encode the journal step: %w", r.m.Name, id, err)
@@ -407,7 +416,7 @@ func (r *Runner[S]) handleOnce(ctx context.Context, id string, root Input, key s
 
 // queued is an input waiting in [Runner.handle].
 type queued struct {
-	in   Input
+	in   input
 	key  string    // identifies the input among those of its instance
 	base time.Time // what the deadlines it sets count from
 	// correlation and causation come from the event that led to the input.
@@ -434,7 +443,7 @@ func newRefusal(a Send, cause error) (*Refusal, error) {
 }
 
 // inputTime is the time the deadlines an input sets count from.
-func inputTime(in Input) time.Time {
+func inputTime(in input) time.Time {
 	switch {
 	case in.Event != nil:
 		return in.Event.Time
@@ -464,7 +473,11 @@ func (r *Runner[S]) instance(ctx context.Context, id string) (*instance[S], erro
 		if err != nil {
 			return nil, err
 		}
-		inst.state = r.m.Evolve(inst.state, st.Input)
+		in, err := r.m.decoded(st.Input)
+		if err != nil {
+			return nil, fmt.Errorf("load instance %q: %w", id, err)
+		}
+		inst.state = r.m.evolve(inst.state, in)
 		inst.revision = annals.Exact(ev.Revision)
 		inst.handled[ev.ID] = true
 		applyDeadlines(st, func(name string, d Deadline, set bool) {
@@ -543,16 +556,26 @@ func (r *Runner[S]) Status() Status {
 	return st
 }
 
-// Journal yields the inputs instance id has handled, in order.
-func (r *Runner[S]) Journal(ctx context.Context, id string) iter.Seq2[Input, error] {
-	return func(yield func(Input, error) bool) {
+// Journal yields the inputs instance id has handled, in order, each event decoded again by
+// the manager's Decode (an Input[any] holds the E it returned). It yields one error and
+// stops on failure: the store's, [ErrCorrupt] or [ErrDecode].
+func (r *Runner[S]) Journal(ctx context.Context, id string) iter.Seq2[Input[any], error] {
+	return func(yield func(Input[any], error) bool) {
 		for ev, err := range r.store.ReadStream(ctx, r.m.Journal(id), nil) {
 			if err != nil {
-				yield(Input{}, err)
+				yield(Input[any]{}, err)
 				return
 			}
 			st, err := decodeStep(ev)
-			if !yield(st.Input, err) || err != nil {
+			if err == nil {
+				st.Input, err = r.m.decoded(st.Input)
+			}
+			if err != nil {
+				yield(Input[any]{}, err)
+				return
+			}
+			in := st.Input
+			if !yield(Input[any]{Event: in.decoded, Recorded: in.Event, Deadline: in.Deadline, Refusal: in.Refusal}, nil) {
 				return
 			}
 		}

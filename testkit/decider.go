@@ -50,10 +50,13 @@ func (s *Scenario[S, C, E]) Compare(opts ...cmp.Option) *Scenario[S, C, E] {
 	return s
 }
 
-// When folds the given events from Initial and decides cmd on the state they give.
+// When folds the given events from Initial and decides cmd on the state they give. Decide's
+// error is marked as a refusal, as [decider.Handler] marks it (see [decider.ErrRefused]).
 func (s *Scenario[S, C, E]) When(cmd C) *Scenario[S, C, E] {
 	s.cmd, s.sent = cmd, true
-	s.events, s.err = s.d.Decide(s.state(), cmd)
+	var err error
+	s.events, err = s.d.Decide(s.state(), cmd)
+	s.err = decider.Refuse(err)
 	return s
 }
 

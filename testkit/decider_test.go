@@ -58,6 +58,7 @@ func TestGivenWhenThen(t *testing.T) {
 	testkit.Given(t, cart).When(add{"a", 1}).Then(added{"a", 1})
 	testkit.Given(t, cart, added{"a", 1}).When(remove{"a"}).Then(removed{"a"})
 	testkit.Given(t, cart).When(remove{"a"}).ThenError(errNotInCart)
+	testkit.Given(t, cart).When(remove{"a"}).ThenError(decider.ErrRefused) // as a Handler's refusal
 	testkit.Given(t, cart).When(struct{}{}).Then()
 	testkit.Given(t, cart, added{"a", 1}, added{"a", 2}).When(add{"b", 1}).ThenState(map[string]int{"a": 3, "b": 1})
 }

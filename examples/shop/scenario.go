@@ -16,7 +16,6 @@ import (
 	"github.com/annalsdb/annals/examples/shop/cart"
 	"github.com/annalsdb/annals/examples/shop/cartview"
 	"github.com/annalsdb/annals/examples/shop/inventory"
-	"github.com/annalsdb/annals/examples/shop/order"
 	"github.com/annalsdb/annals/query"
 )
 
@@ -111,7 +110,7 @@ func (s *script) stock(sku string, cmd inventory.Command, what string) {
 
 func (s *script) report(what string, written, duplicate bool, position uint64, events int, err error) {
 	switch {
-	case order.IsRefusal(err):
+	case errors.Is(err, decider.ErrRefused):
 		fmt.Fprintf(s.out, "  %s: refused: %v\n", what, err)
 	case err != nil:
 		s.check(fmt.Errorf("%s: %w", what, err))

@@ -126,9 +126,11 @@ func New(store annals.Store, db *tables.DB, opts *Options) (*App, error) {
 	if err != nil {
 		return nil, err
 	}
-	handlers := order.Handlers{Cart: a.Carts, Inventory: a.Inventory}
-	if a.Orders, err = process.NewRunner(store, order.Manager(reg, o.PaymentWindow), handlers.Send,
-		&process.RunnerOptions{IsRefusal: order.IsRefusal}); err != nil {
+	send, err := order.Sender(a.Carts, a.Inventory)
+	if err != nil {
+		return nil, err
+	}
+	if a.Orders, err = process.NewRunner(store, order.Manager(reg, o.PaymentWindow), send, nil); err != nil {
 		return nil, err
 	}
 	return a, nil
