@@ -53,7 +53,7 @@ func (e *SnapshotMismatchError) Error() string {
 	if e.Path != "" {
 		where = "field " + e.Path
 	}
-	fmt.Fprintf(&b, "%s is %s in the state but %s once decoded (the codec leaves out unexported fields and fields tagged json:\"-\"; export the field or rebuild it in Evolve)", where, e.State, e.Decoded)
+	fmt.Fprintf(&b, "%s is %s in the state but %s once decoded (the codec leaves out unexported fields and fields tagged json:\"-\": export the field)", where, e.State, e.Decoded)
 	return b.String()
 }
 
