@@ -190,7 +190,7 @@ func TestForDecider(t *testing.T) {
 		}, []string{"given 0: event testkit_test.secretAdded{SKU:a note:} does not survive the codec", "not registered"}},
 		{"a given event that loses a field", func(tb testing.TB) {
 			testkit.Given(tb, cart, secretAdded{SKU: "a", note: "x"}).When(add{"b", 1}).Then(added{"b", 1})
-		}, []string{"given 0: event testkit_test.secretAdded{SKU:a note:x} does not survive the codec", "-event +decoded", `note: "x"`}},
+		}, []string{"given 0: event testkit_test.secretAdded{SKU:a note:x} does not survive the codec", "-event +decoded"}},
 		{"a decided event that loses a field", func(tb testing.TB) {
 			d := cart
 			d.Decide = func(map[string]int, any) ([]event, error) { return []event{secretAdded{"a", "x"}}, nil }
