@@ -10,7 +10,8 @@ import (
 
 // FromMemory returns a [Source] over the active generation of projection name in m: rows
 // returns the model's rows by id (it runs under m's read lock and must not change the model).
-// A Scan sorts the keys that match under the lock and copies out the rows of one page.
+// A Scan walks the model's rows under the lock, keeping the keys of one page (and one more),
+// and copies out the rows of that page.
 //
 // The copies are shallow: Get and Scan hand out the V values themselves, so when V is or holds
 // a pointer, a slice or a map, the caller shares it with the model. The projection's handler
@@ -47,11 +48,18 @@ func (s memorySource[M, V]) Scan(ctx context.Context, opts ScanOptions) (ScanPag
 	var items []Item[V]
 	s.m.Read(s.name, func(model M, _ uint64) {
 		rows := s.rows(model)
-		var keys []string
+		// The limit+1 smallest keys that match, in memory of O(limit): whenever twice that
+		// many are collected, sort them and keep the smallest.
+		keys := make([]string, 0, 2*(limit+1))
 		for k := range rows {
-			if strings.HasPrefix(k, opts.Prefix) && (opts.After == "" || k > opts.After) {
-				keys = append(keys, k)
+			if !strings.HasPrefix(k, opts.Prefix) || opts.After != "" && k <= opts.After {
+				continue
 			}
+			if len(keys) == cap(keys) {
+				slices.Sort(keys)
+				keys = keys[:limit+1]
+			}
+			keys = append(keys, k)
 		}
 		slices.Sort(keys)
 		keys = keys[:min(len(keys), limit+1)]

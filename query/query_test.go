@@ -359,6 +359,28 @@ func TestGetAllBounds(t *testing.T) {
 	if err != nil || len(page.Items) != query.MaxLimit || page.NextPageToken == "" || src.rows > query.MaxLimit {
 		t.Fatalf("a page of MaxLimit: %d items, token %q, %d rows read, %v", len(page.Items), page.NextPageToken, src.rows, err)
 	}
+	// Every page, in order, each read with one Scan of its size.
+	src.rows, src.scans = 0, 0
+	all := &query.ListOptions[cart]{Limit: 700}
+	for i := 0; ; {
+		page, err := h.GetAll(ctx, all)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, it := range page.Items {
+			if want := fmt.Sprintf("cart-%05d", i); it.ID != want {
+				t.Fatalf("row %d is %q, want %q", i, it.ID, want)
+			}
+			i++
+		}
+		if page.NextPageToken == "" {
+			if i != n || src.scans != (n+699)/700 || src.rows != n {
+				t.Fatalf("%d rows in %d scans reading %d rows, want %d in %d", i, src.scans, src.rows, n, (n+699)/700)
+			}
+			break
+		}
+		all.PageToken = page.NextPageToken
+	}
 	// A filter that matches only the last row: the first call reads MaxScanned rows and
 	// returns an empty page that goes on; the second finds the row.
 	src.rows = 0
