@@ -182,6 +182,7 @@ func (c *command[S, C, E]) append(ctx context.Context) handleState {
 	}
 	agg.sinceSnap += uint64(len(c.events))
 	agg.sinceBytes += size
-	h.maybeSnapshot(ctx, agg)
-	return c.keep(Result[E]{Stream: c.stream, Revision: ar.Revision, Position: ar.Position, Events: c.events, Written: true}, nil)
+	// A snapshot check that fails comes back with the result: the command is written.
+	snapErr := h.maybeSnapshot(ctx, agg)
+	return c.keep(Result[E]{Stream: c.stream, Revision: ar.Revision, Position: ar.Position, Events: c.events, Written: true}, snapErr)
 }

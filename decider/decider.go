@@ -88,6 +88,15 @@ type Options[C any] struct {
 	// that are not an E), reporting each to OnError, instead of failing with
 	// [codec.ErrUnknownType].
 	SkipUnknownTypes bool
+	// CheckSnapshots makes the handler check each snapshot before it saves it: the state is
+	// decoded back and compared with the state it was encoded from ([CheckSnapshot]). A state
+	// that does not survive (an unexported field, a field tagged json:"-") is not saved, and
+	// the command that took the snapshot returns its Result (the command was written) with a
+	// [*SnapshotMismatchError] naming the state's type and the first field that differs. It
+	// costs a decode per snapshot and is meant for tests and debugging: it is on in test
+	// binaries (testing.Testing()) whatever this field says, and the environment variable
+	// [CheckSnapshotsEnv] turns it on ("1") or off ("0") for every handler of the process.
+	CheckSnapshots bool
 	// OnError receives what goes wrong without failing a call: a snapshot that could not be
 	// saved or loaded, a skipped event. It must be safe for concurrent use. nil logs a warning
 	// with slog.Default().

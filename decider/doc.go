@@ -38,6 +38,12 @@
 // cut off after [SnapshotPolicy].SaveTimeout. The state saved (and cached) is folded from the
 // events as stored, decoded again, so it is what a fresh load folds.
 //
+// A state that does not survive its encoding (an unexported field) would load from a snapshot
+// as another state. [Options].CheckSnapshots, on in test binaries, decodes each snapshot back
+// before saving it and compares ([CheckSnapshot]): such a snapshot is not saved, and the
+// command returns its result with an error matching [ErrSnapshotMismatch] that names the
+// state's type and the first field that differs.
+//
 // # State cache
 //
 // [Options].CacheSize keeps recently used states in memory. A command on a cached stream

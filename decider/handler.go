@@ -44,6 +44,7 @@ type Handler[S, C, E any] struct {
 	onError     func(error)
 	cache       *stateCache[S]
 	snaps       *SnapshotPolicy // nil: none; Store set
+	checkSnaps  bool            // check each snapshot before saving it
 }
 
 // NewHandler returns a handler for d over store, decoding events with reg. It returns an error
@@ -93,6 +94,7 @@ func NewHandler[S, C, E any](store EventStore, reg *codec.Registry, d Decider[S,
 			p.Store = NewStreamSnapshots(store, nil)
 		}
 		h.snaps = &p
+		h.checkSnaps = checkSnapshots(o.CheckSnapshots)
 	}
 	return h, nil
 }
@@ -114,7 +116,9 @@ func NewHandler[S, C, E any](store EventStore, reg *codec.Registry, d Decider[S,
 //
 // The state kept afterwards (state cache, snapshots) is folded from the decided events as
 // stored, encoded and decoded again, so it is the state a fresh load folds even where the codec
-// loses something (a field tagged json:"-", a pointer event).
+// loses something (a field tagged json:"-", a pointer event). With [Options].CheckSnapshots,
+// a snapshot whose state does not survive the codec is not saved, and Handle returns the
+// Result of the written command together with an error matching [ErrSnapshotMismatch].
 //
 // Events of the stream that its metadata hides (truncateBefore, maxAge) are not folded; a
 // conflict with them moves the handler past them, and the command is decided again.
@@ -125,7 +129,7 @@ func NewHandler[S, C, E any](store EventStore, reg *codec.Registry, d Decider[S,
 func (h *Handler[S, C, E]) Handle(ctx context.Context, stream string, cmd C, opts *CommandOptions) (Result[E], error) {
 	if h.validate != nil {
 		if err := h.validate(cmd); err != nil {
-			return Result[E]{}, Refuse(fmt.Errorf("%w: %w", ErrInvalidCommand, err))
+			return Result[E]{}, Invalid(err)
 		}
 	}
 	var co CommandOptions
@@ -443,19 +447,28 @@ func (h *Handler[S, C, E]) follow(ctx context.Context, agg *aggregate[S], target
 	return false, nil
 }
 
-// maybeSnapshot saves a snapshot of agg when the policy says so. A failure is reported, not
-// returned: the command has been written. The save outlives ctx's cancellation but not
-// the policy's SaveTimeout.
-func (h *Handler[S, C, E]) maybeSnapshot(ctx context.Context, agg *aggregate[S]) {
+// maybeSnapshot saves a snapshot of agg when the policy says so. A failure to save is
+// reported, not returned: the command has been written. With the snapshot check on, a state
+// that does not survive its encoding is not saved and the [*SnapshotMismatchError] is
+// returned. The save outlives ctx's cancellation but not the policy's SaveTimeout.
+func (h *Handler[S, C, E]) maybeSnapshot(ctx context.Context, agg *aggregate[S]) error {
 	p := h.snaps
 	if p == nil || !(p.Every > 0 && agg.sinceSnap >= p.Every || p.MaxBytes > 0 && agg.sinceBytes >= p.MaxBytes) {
-		return
+		return nil
 	}
 	c := h.reg.Codec()
+	if h.checkSnaps {
+		if err := CheckSnapshot(c, h.d.Initial, agg.state); err != nil {
+			if m, ok := errors.AsType[*SnapshotMismatchError](err); ok {
+				m.Stream, m.Revision = agg.stream, agg.revision
+			}
+			return err
+		}
+	}
 	state, err := c.Marshal(agg.state)
 	if err != nil {
 		h.onError(fmt.Errorf("decider: snapshot of %q at revision %d: %w", agg.stream, agg.revision, err))
-		return
+		return nil
 	}
 	timeout := p.SaveTimeout
 	if timeout <= 0 {
@@ -469,7 +482,8 @@ func (h *Handler[S, C, E]) maybeSnapshot(ctx context.Context, agg *aggregate[S])
 	})
 	if err != nil {
 		h.onError(fmt.Errorf("decider: snapshot of %q at revision %d: %w", agg.stream, agg.revision, err))
-		return
+		return nil
 	}
 	agg.sinceSnap, agg.sinceBytes = 0, 0
+	return nil
 }

@@ -1,6 +1,9 @@
 package decider
 
-import "errors"
+import (
+	"errors"
+	"fmt"
+)
 
 // ErrRefused matches every error by which [Handler.Handle] says that the domain refused the
 // command: Decide's errors (a rule) and Validate's ([ErrInvalidCommand]). Those errors say
@@ -30,3 +33,12 @@ type refusal struct{ err error }
 func (e refusal) Error() string        { return e.err.Error() }
 func (e refusal) Unwrap() error        { return e.err }
 func (e refusal) Is(target error) bool { return target == ErrRefused }
+
+// Invalid returns Validate's error err as [Handler.Handle] returns it: matching
+// [ErrInvalidCommand] and err, marked as a refusal ([Refuse]); nil for nil.
+func Invalid(err error) error {
+	if err == nil {
+		return nil
+	}
+	return Refuse(fmt.Errorf("%w: %w", ErrInvalidCommand, err))
+}

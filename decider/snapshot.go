@@ -14,7 +14,8 @@ import (
 // A snapshot is saved after a command when, since the last snapshot, at least Every events
 // were appended or at least MaxBytes bytes of events (data + metadata); at least one of the two
 // must be set. Saving costs one more append (to the snapshot store) for those commands; a save
-// that fails is reported to [Options].OnError and does not fail the command.
+// that fails is reported to [Options].OnError and does not fail the command (a state that
+// fails [Options].CheckSnapshots is not saved, and the command returns that error).
 type SnapshotPolicy struct {
 	// Every is the number of events between snapshots; 0 means not by count.
 	Every uint64

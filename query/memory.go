@@ -10,7 +10,8 @@ import (
 
 // FromMemory returns a [Source] over the active generation of projection name in m: rows
 // returns the model's rows by id (it runs under m's read lock and must not change the model).
-// A Scan copies the matching rows out under the lock, then calls fn without it.
+// A Scan walks the model's rows under the lock, keeping the keys of one page (and one more),
+// and copies out the rows of that page.
 //
 // The copies are shallow: Get and Scan hand out the V values themselves, so when V is or holds
 // a pointer, a slice or a map, the caller shares it with the model. The projection's handler
@@ -36,23 +37,36 @@ func (s memorySource[M, V]) Get(ctx context.Context, key string) (v V, ok bool, 
 	return v, ok, nil
 }
 
-func (s memorySource[M, V]) Scan(ctx context.Context, prefix, after string, fn func(key string, v V) bool) error {
+func (s memorySource[M, V]) Scan(ctx context.Context, opts ScanOptions) (ScanPage[V], error) {
+	limit, err := opts.PageSize()
+	if err != nil {
+		return ScanPage[V]{}, err
+	}
 	if err := ctx.Err(); err != nil {
-		return err
+		return ScanPage[V]{}, err
 	}
 	var items []Item[V]
 	s.m.Read(s.name, func(model M, _ uint64) {
-		for k, v := range s.rows(model) {
-			if strings.HasPrefix(k, prefix) && (after == "" || k > after) {
-				items = append(items, Item[V]{k, v})
+		rows := s.rows(model)
+		// The limit+1 smallest keys that match, in memory of O(limit): whenever twice that
+		// many are collected, sort them and keep the smallest.
+		keys := make([]string, 0, 2*(limit+1))
+		for k := range rows {
+			if !strings.HasPrefix(k, opts.Prefix) || opts.After != "" && k <= opts.After {
+				continue
 			}
+			if len(keys) == cap(keys) {
+				slices.Sort(keys)
+				keys = keys[:limit+1]
+			}
+			keys = append(keys, k)
+		}
+		slices.Sort(keys)
+		keys = keys[:min(len(keys), limit+1)]
+		items = make([]Item[V], len(keys))
+		for i, k := range keys {
+			items[i] = Item[V]{k, rows[k]}
 		}
 	})
-	slices.SortFunc(items, func(a, b Item[V]) int { return strings.Compare(a.ID, b.ID) })
-	for _, it := range items {
-		if !fn(it.ID, it.Value) {
-			break
-		}
-	}
-	return nil
+	return NewScanPage(items, limit), nil
 }

@@ -2,9 +2,10 @@
 // typed query handlers over read models ([Handler.GetByID], and [Handler.GetAll] with paging
 // and filters), with read-your-writes.
 //
-// A [Handler] reads a [Source]: tables.Table[T] is one (the embedded store's side tables), and
-// [FromMemory] makes one of a projection.Memory read model. The source holds rows keyed by
-// string in key order.
+// A [Handler] reads a [Source]: rows keyed by string, read a bounded page at a time in key
+// order. [FromMemory] makes one of a projection.Memory read model, [FromScanner] one of a read
+// model that walks its rows with a callback (tables.Table[T], the embedded store's side
+// tables), and pgstore.QueryTable one of a table of a PostgreSQL read model.
 //
 // # Read-your-writes
 //
@@ -22,14 +23,24 @@ import (
 	"fmt"
 )
 
-// DefaultLimit is the page size of [Handler.GetAll] when ListOptions.Limit is 0.
-const DefaultLimit = 100
+// Bounds of a page, of [Handler.GetAll] and of [Source.Scan].
+const (
+	// DefaultLimit is the page size when none is given.
+	DefaultLimit = 100
+	// MaxLimit is the largest page size: a larger one is an error ([ErrInvalid]).
+	MaxLimit = 1000
+	// MaxScanned is how many rows one [Handler.GetAll] call reads at most when a Filter
+	// refuses rows: past it, the page is returned with fewer rows than asked (even none) and
+	// a NextPageToken that goes on from the last row read.
+	MaxScanned = 10 * MaxLimit
+)
 
 // Errors of the package. Check them with errors.Is.
 var (
 	// ErrNotFound: no row has the id.
 	ErrNotFound = errors.New("query: not found")
-	// ErrInvalid: a bad page token, or a Position with no Waiter to wait on.
+	// ErrInvalid: a bad page token, a page size below 0 or above [MaxLimit], or a Position
+	// with no Waiter to wait on.
 	ErrInvalid = errors.New("query: invalid argument")
 )
 
@@ -40,14 +51,58 @@ type Waiter interface {
 	WaitFor(ctx context.Context, position uint64) error
 }
 
-// Source is a read model a [Handler] reads: rows of V keyed by string, in byte-wise key order.
-// tables.Table[T] implements it.
+// Source is a read model a [Handler] reads: rows of V keyed by non-empty strings, in byte-wise
+// key order. Implementations must be safe for concurrent use.
 type Source[V any] interface {
 	// Get returns the row key and whether it exists.
 	Get(ctx context.Context, key string) (V, bool, error)
-	// Scan calls fn with the rows whose key starts with prefix and comes after after (when not
-	// empty), in key order, until fn returns false.
-	Scan(ctx context.Context, prefix, after string, fn func(key string, v V) bool) error
+	// Scan returns a page of the rows whose key starts with opts.Prefix and comes after
+	// opts.After (when not empty), in key order: at most opts.Limit rows (see
+	// [ScanOptions.PageSize], which every Source calls to read the limit), and the cursor of
+	// the next page. Each page is read on its own: rows written between two pages show in the
+	// next one when their key is past the cursor.
+	Scan(ctx context.Context, opts ScanOptions) (ScanPage[V], error)
+}
+
+// ScanOptions choose a page of [Source.Scan].
+type ScanOptions struct {
+	// Prefix keeps only the rows whose key starts with it.
+	Prefix string
+	// After, when not empty, starts after this key: the Next of the previous page.
+	After string
+	// Limit is the page size: 0 means [DefaultLimit]; below 0 or above [MaxLimit] is an error.
+	Limit int
+}
+
+// PageSize returns the number of rows a page of o holds at most, or an error matching
+// [ErrInvalid] that names a Limit below 0 or above [MaxLimit]. It is the one reading of the
+// limit that every [Source] applies.
+func (o ScanOptions) PageSize() (int, error) {
+	switch {
+	case o.Limit == 0:
+		return DefaultLimit, nil
+	case o.Limit < 0 || o.Limit > MaxLimit:
+		return 0, fmt.Errorf("%w: page size %d: want 0 (the default, %d) to %d", ErrInvalid, o.Limit, DefaultLimit, MaxLimit)
+	}
+	return o.Limit, nil
+}
+
+// ScanPage is a page of [Source.Scan].
+type ScanPage[V any] struct {
+	Items []Item[V]
+	// Next is the cursor of the following page (pass it as ScanOptions.After): the key of the
+	// last item. It is empty when no row follows this page.
+	Next string
+}
+
+// NewScanPage returns the page of rows, which holds the rows found for a page of size limit
+// and at most one more (a Source reads limit+1 rows to learn whether another page follows).
+func NewScanPage[V any](rows []Item[V], limit int) ScanPage[V] {
+	if len(rows) <= limit {
+		return ScanPage[V]{Items: rows}
+	}
+	rows = rows[:limit]
+	return ScanPage[V]{Items: rows, Next: rows[len(rows)-1].ID}
 }
 
 // Options are the consistency options of a query. The zero value (and nil) reads the read
@@ -67,10 +122,12 @@ type ListOptions[V any] struct {
 	// PageToken continues after the page whose NextPageToken it is; empty starts at the
 	// beginning.
 	PageToken string
-	// Limit is the page size; 0 means [DefaultLimit].
+	// Limit is the page size: 0 means [DefaultLimit]; below 0 or above [MaxLimit] is an
+	// error.
 	Limit int
-	// Filter, when not nil, keeps only the rows for which it returns true; pages are filled
-	// with matching rows.
+	// Filter, when not nil, keeps only the rows for which it returns true. Pages are filled
+	// with matching rows as far as [MaxScanned] rows read allow: a page may then hold fewer
+	// rows than Limit, and still have a NextPageToken.
 	Filter func(id string, v V) bool
 }
 
@@ -84,7 +141,7 @@ type Item[V any] struct {
 type Page[V any] struct {
 	Items []Item[V]
 	// NextPageToken continues the listing (pass it as ListOptions.PageToken); empty when this
-	// is the last page.
+	// is the last page. With a Filter, the page it leads to may be empty.
 	NextPageToken string
 }
 
@@ -143,15 +200,17 @@ func (h *Handler[V]) GetByID(ctx context.Context, id string, opts *Options) (V, 
 }
 
 // GetAll returns one page of the rows, in id order, that have the prefix and pass the filter.
-// With opts.Position it first waits for the read model to reflect that position. Errors:
-// [ErrInvalid] for a bad page token, the wait's, the source's.
+// With opts.Position it first waits for the read model to reflect that position. It reads the
+// source a page at a time, and at most [MaxScanned] rows. Errors: [ErrInvalid] for a bad page
+// token or limit, the wait's, the source's.
 func (h *Handler[V]) GetAll(ctx context.Context, opts *ListOptions[V]) (Page[V], error) {
 	var o ListOptions[V]
 	if opts != nil {
 		o = *opts
 	}
-	if o.Limit <= 0 {
-		o.Limit = DefaultLimit
+	limit, err := ScanOptions{Limit: o.Limit}.PageSize()
+	if err != nil {
+		return Page[V]{}, err
 	}
 	after := ""
 	if o.PageToken != "" {
@@ -164,24 +223,42 @@ func (h *Handler[V]) GetAll(ctx context.Context, opts *ListOptions[V]) (Page[V],
 	if err := h.wait(ctx, &o.Options); err != nil {
 		return Page[V]{}, err
 	}
+	scan := ScanOptions{Prefix: o.Prefix, After: after, Limit: limit}
+	if o.Filter != nil {
+		scan.Limit = max(limit, DefaultLimit)
+	}
 	var page Page[V]
-	more := false
-	err := h.src.Scan(ctx, o.Prefix, after, func(id string, v V) bool {
-		if o.Filter != nil && !o.Filter(id, v) {
-			return true
+	for scanned := 0; scanned < MaxScanned; {
+		scan.Limit = min(scan.Limit, MaxScanned-scanned)
+		sp, err := h.src.Scan(ctx, scan)
+		if err != nil {
+			return Page[V]{}, fmt.Errorf("query: list: %w", err)
 		}
-		if len(page.Items) == o.Limit {
-			more = true
-			return false
+		for _, it := range sp.Items {
+			scanned++
+			if o.Filter != nil && !o.Filter(it.ID, it.Value) {
+				continue
+			}
+			if len(page.Items) == limit { // a further row: there is a next page
+				return page.next(page.Items[len(page.Items)-1].ID), nil
+			}
+			page.Items = append(page.Items, it)
 		}
-		page.Items = append(page.Items, Item[V]{ID: id, Value: v})
-		return true
-	})
-	if err != nil {
-		return Page[V]{}, fmt.Errorf("query: list: %w", err)
+		switch {
+		case sp.Next == "":
+			return page, nil
+		case len(sp.Items) == 0:
+			return Page[V]{}, fmt.Errorf("query: list: the source returned an empty page with a next cursor %q", sp.Next)
+		case len(page.Items) == limit:
+			return page.next(sp.Next), nil
+		}
+		scan.After = sp.Next
 	}
-	if more {
-		page.NextPageToken = base64.RawURLEncoding.EncodeToString([]byte(page.Items[len(page.Items)-1].ID))
-	}
-	return page, nil
+	return page.next(scan.After), nil
+}
+
+// next sets the page's NextPageToken to continue after key.
+func (p Page[V]) next(key string) Page[V] {
+	p.NextPageToken = base64.RawURLEncoding.EncodeToString([]byte(key))
+	return p
 }

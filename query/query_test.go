@@ -82,7 +82,7 @@ var readModels = []readModel{
 		if err != nil {
 			t.Fatal(err)
 		}
-		return tb, r, run(t, r)
+		return query.FromScanner[cart](tb), r, run(t, r)
 	}},
 }
 
@@ -262,5 +262,137 @@ func TestQueryOnFailedProjection(t *testing.T) {
 	_, err := h.GetByID(ctxT(t), "cart-1", &query.Options{Position: res.Position})
 	if !errors.Is(err, projection.ErrFailed) {
 		t.Fatalf("query on a failed projection: %v", err)
+	}
+}
+
+// TestScanPages reads every source a page at a time through Scan itself.
+func TestScanPages(t *testing.T) {
+	forEach(t, func(t *testing.T, s annals.Store, src query.Source[cart], w query.Waiter, _ func() error) {
+		ctx := ctxT(t)
+		var last uint64
+		for i := range 12 {
+			last = add(t, s, fmt.Sprintf("cart-%02d", i), 1)
+		}
+		if err := w.WaitFor(ctx, last); err != nil {
+			t.Fatal(err)
+		}
+		var got []string
+		opts := query.ScanOptions{Prefix: "cart-0", Limit: 4}
+		for pages := 1; ; pages++ {
+			page, err := src.Scan(ctx, opts)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if len(page.Items) > 4 {
+				t.Fatalf("page %d has %d items", pages, len(page.Items))
+			}
+			for _, it := range page.Items {
+				got = append(got, it.ID)
+			}
+			if page.Next == "" {
+				if pages != 3 {
+					t.Errorf("%d pages, want 3 (4+4+2)", pages)
+				}
+				break
+			}
+			if page.Next != page.Items[len(page.Items)-1].ID {
+				t.Fatalf("next %q is not the last key of the page %v", page.Next, page.Items)
+			}
+			opts.After = page.Next
+		}
+		want := []string{"cart-00", "cart-01", "cart-02", "cart-03", "cart-04", "cart-05", "cart-06", "cart-07", "cart-08", "cart-09"}
+		if diff := cmp.Diff(want, got); diff != "" {
+			t.Errorf("keys (-want +got):\n%s", diff)
+		}
+		// A page of exactly the rows left has no next cursor.
+		page, err := src.Scan(ctx, query.ScanOptions{Prefix: "cart-1", Limit: 2})
+		if err != nil || len(page.Items) != 2 || page.Next != "" {
+			t.Errorf("the last full page: %+v, %v", page, err)
+		}
+		for _, limit := range []int{-1, query.MaxLimit + 1} {
+			if _, err := src.Scan(ctx, query.ScanOptions{Limit: limit}); !errors.Is(err, query.ErrInvalid) {
+				t.Errorf("Scan with limit %d: %v, want ErrInvalid", limit, err)
+			}
+		}
+		page, err = src.Scan(ctx, query.ScanOptions{})
+		if err != nil || len(page.Items) != 12 {
+			t.Errorf("the default page: %d items, %v", len(page.Items), err)
+		}
+	})
+}
+
+// countingSource counts the rows its Scan returns.
+type countingSource struct {
+	query.Source[cart]
+	rows, scans int
+}
+
+func (c *countingSource) Scan(ctx context.Context, opts query.ScanOptions) (query.ScanPage[cart], error) {
+	p, err := c.Source.Scan(ctx, opts)
+	c.rows += len(p.Items)
+	c.scans++
+	return p, err
+}
+
+func TestGetAllBounds(t *testing.T) {
+	s := memstore.New(nil)
+	defer s.Close()
+	m := projection.NewMemory(func() map[string]cart { return map[string]cart{} })
+	n := query.MaxScanned + 500
+	if err := m.Update(ctxT(t), "carts", 0, 0, 1, func(rows map[string]cart) error {
+		for i := range n {
+			rows[fmt.Sprintf("cart-%05d", i)] = cart{Items: i}
+		}
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	src := &countingSource{Source: query.FromMemory(m, "carts", func(rows map[string]cart) map[string]cart { return rows })}
+	h := query.New[cart](src, nil)
+	ctx := ctxT(t)
+	for _, limit := range []int{-1, query.MaxLimit + 1} {
+		if _, err := h.GetAll(ctx, &query.ListOptions[cart]{Limit: limit}); !errors.Is(err, query.ErrInvalid) {
+			t.Errorf("GetAll with limit %d: %v, want ErrInvalid", limit, err)
+		}
+	}
+	page, err := h.GetAll(ctx, &query.ListOptions[cart]{Limit: query.MaxLimit})
+	if err != nil || len(page.Items) != query.MaxLimit || page.NextPageToken == "" || src.rows > query.MaxLimit {
+		t.Fatalf("a page of MaxLimit: %d items, token %q, %d rows read, %v", len(page.Items), page.NextPageToken, src.rows, err)
+	}
+	// Every page, in order, each read with one Scan of its size.
+	src.rows, src.scans = 0, 0
+	all := &query.ListOptions[cart]{Limit: 700}
+	for i := 0; ; {
+		page, err := h.GetAll(ctx, all)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, it := range page.Items {
+			if want := fmt.Sprintf("cart-%05d", i); it.ID != want {
+				t.Fatalf("row %d is %q, want %q", i, it.ID, want)
+			}
+			i++
+		}
+		if page.NextPageToken == "" {
+			if i != n || src.scans != (n+699)/700 || src.rows != n {
+				t.Fatalf("%d rows in %d scans reading %d rows, want %d in %d", i, src.scans, src.rows, n, (n+699)/700)
+			}
+			break
+		}
+		all.PageToken = page.NextPageToken
+	}
+	// A filter that matches only the last row: the first call reads MaxScanned rows and
+	// returns an empty page that goes on; the second finds the row.
+	src.rows = 0
+	only := fmt.Sprintf("cart-%05d", n-1)
+	opts := &query.ListOptions[cart]{Filter: func(id string, _ cart) bool { return id == only }}
+	page, err = h.GetAll(ctx, opts)
+	if err != nil || len(page.Items) != 0 || page.NextPageToken == "" || src.rows != query.MaxScanned {
+		t.Fatalf("first filtered call: %d items, token %q, %d rows read, %v", len(page.Items), page.NextPageToken, src.rows, err)
+	}
+	opts.PageToken = page.NextPageToken
+	page, err = h.GetAll(ctx, opts)
+	if err != nil || len(page.Items) != 1 || page.Items[0].ID != only || page.NextPageToken != "" {
+		t.Fatalf("second filtered call: %+v, %v", page, err)
 	}
 }

@@ -3,10 +3,12 @@ package testkit
 import (
 	"context"
 	"fmt"
+	"reflect"
 	"testing"
 	"time"
 
 	"github.com/annalsdb/annals"
+	"github.com/annalsdb/annals/codec"
 	"github.com/annalsdb/annals/memstore"
 	"github.com/annalsdb/annals/projection"
 	"github.com/google/go-cmp/cmp"
@@ -15,15 +17,18 @@ import (
 // ProjectionFixture tests a projection over an in-memory read model: given events, expect a
 // read model. Build one with [ForProjection]; it is not safe for concurrent use.
 //
-// Events given with [ProjectionFixture.Given] are appended to a fresh memstore and applied by a
+// Events given with [ProjectionFixture.Given] (typed, encoded with the fixture's registry) or
+// [ProjectionFixture.GivenRaw] (as they are) are appended to a fresh memstore and applied by a
 // real [projection.Runner] (so the filter, positions and batching are those of production);
 // events given with [ProjectionFixture.GivenRecorded] are handed to the handler as they are,
-// in order, through the filter. A fixture uses one kind or the other.
+// in order, through the filter. A fixture uses appends or recorded events, not both.
 type ProjectionFixture[M any] struct {
 	p        projection.Projection[M]
 	init     func() M
+	reg      *codec.Registry
 	appends  []givenAppend
 	recorded []annals.RecordedEvent
+	err      error // the first given event that did not encode
 }
 
 type givenAppend struct {
@@ -31,17 +36,55 @@ type givenAppend struct {
 	events []annals.Event
 }
 
-// ForProjection returns a fixture for p; init makes the empty read model.
-func ForProjection[M any](p projection.Projection[M], init func() M) *ProjectionFixture[M] {
+// ForProjection returns a fixture for p; init makes the empty read model, and reg is the
+// registry the projection decodes events with (nil when only GivenRaw and GivenRecorded are
+// used).
+func ForProjection[M any](p projection.Projection[M], init func() M, reg *codec.Registry) *ProjectionFixture[M] {
 	if p.Name == "" {
 		p.Name = "fixture"
 	}
-	return &ProjectionFixture[M]{p: p, init: init}
+	return &ProjectionFixture[M]{p: p, init: init, reg: reg}
 }
 
-// Given appends events to stream (in one append) before the projection runs; events with an
-// empty Data get "{}". Several calls append in order.
-func (f *ProjectionFixture[M]) Given(stream string, events ...annals.Event) *ProjectionFixture[M] {
+// Given appends events, values of registered event types, to stream (in one append) before
+// the projection runs. Each is encoded with the fixture's registry (as a decider.Handler
+// encodes what it appends) and must survive the codec: encoded, decoded back and compared
+// with the original. A value that is not registered, does not encode or comes back different
+// fails the test when the projection runs (Model, Then), with a message that names it.
+// Several calls append in order.
+func (f *ProjectionFixture[M]) Given(stream string, events ...any) *ProjectionFixture[M] {
+	encoded := make([]annals.Event, 0, len(events))
+	for i, v := range events {
+		ev, err := f.encode(v)
+		if err != nil {
+			if f.err == nil {
+				f.err = fmt.Errorf("testkit: projection %q: given event %d of %q: %w", f.p.Name, i, stream, err)
+			}
+			continue
+		}
+		encoded = append(encoded, ev)
+	}
+	f.appends = append(f.appends, givenAppend{stream, encoded})
+	return f
+}
+
+func (f *ProjectionFixture[M]) encode(v any) (annals.Event, error) {
+	switch v.(type) {
+	case annals.Event, *annals.Event, annals.RecordedEvent, *annals.RecordedEvent:
+		return annals.Event{}, fmt.Errorf("a %T: use GivenRaw or GivenRecorded for events already encoded", v)
+	}
+	if f.reg == nil {
+		return annals.Event{}, fmt.Errorf("a %T: typed events need the registry of ForProjection", v)
+	}
+	if err := roundTrip(f.reg, v, nil, []cmp.Option{cmp.Exporter(func(reflect.Type) bool { return true }), emptyIsNil}); err != nil {
+		return annals.Event{}, err
+	}
+	return f.reg.Encode(v, codec.Metadata{})
+}
+
+// GivenRaw appends events to stream (in one append) as they are, before the projection runs;
+// events with an empty Data get "{}". Several calls (of Given and GivenRaw) append in order.
+func (f *ProjectionFixture[M]) GivenRaw(stream string, events ...annals.Event) *ProjectionFixture[M] {
 	f.appends = append(f.appends, givenAppend{stream, events})
 	return f
 }
@@ -53,8 +96,8 @@ func (f *ProjectionFixture[M]) GivenRecorded(events ...annals.RecordedEvent) *Pr
 }
 
 // Model runs the projection over the given events and returns the read model. It fails the
-// test (t.Fatal) when an append or a handler fails, or when both Given and GivenRecorded were
-// used.
+// test (t.Fatal) when a given event did not encode, an append or a handler fails, or when
+// appends (Given, GivenRaw) and GivenRecorded were both used.
 func (f *ProjectionFixture[M]) Model(t testing.TB) M {
 	t.Helper()
 	m, err := f.run()
@@ -77,8 +120,11 @@ func (f *ProjectionFixture[M]) Then(t testing.TB, want M, opts ...cmp.Option) {
 
 func (f *ProjectionFixture[M]) run() (M, error) {
 	var zero M
+	if f.err != nil {
+		return zero, f.err
+	}
 	if len(f.appends) > 0 && len(f.recorded) > 0 {
-		return zero, fmt.Errorf("testkit: projection %q: use Given or GivenRecorded, not both", f.p.Name)
+		return zero, fmt.Errorf("testkit: projection %q: use Given and GivenRaw, or GivenRecorded, not both", f.p.Name)
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()

@@ -55,7 +55,7 @@ func New(db *tables.DB, reg *codec.Registry) (*View, error) {
 // Queries returns the view's query handler. A query given a position waits until w (the
 // runner of the view's projection) has applied it: read-your-writes.
 func (v *View) Queries(w query.Waiter) *query.Handler[CartView] {
-	return query.New[CartView](v.table, &query.HandlerOptions{Runner: w})
+	return query.New(query.FromScanner[CartView](v.table), &query.HandlerOptions{Runner: w})
 }
 
 // Projection returns the projection that keeps the view up to date.

@@ -124,12 +124,18 @@ func (v *PostgresView) Get(ctx context.Context, id string) (CartView, bool, erro
 	return row, found, err
 }
 
-// Scan implements query.Source: the carts of the active generation whose id starts with
-// prefix and comes after after (when not empty), in id order, until fn returns false.
-func (v *PostgresView) Scan(ctx context.Context, prefix, after string, fn func(id string, v CartView) bool) error {
-	return v.store.Read(ctx, Name, func(schema string) error {
+// Scan implements query.Source: a page of the carts of the active generation whose id starts
+// with opts.Prefix and comes after opts.After, in id order, read with one SELECT … LIMIT.
+func (v *PostgresView) Scan(ctx context.Context, opts query.ScanOptions) (query.ScanPage[CartView], error) {
+	limit, err := opts.PageSize()
+	if err != nil {
+		return query.ScanPage[CartView]{}, err
+	}
+	var items []query.Item[CartView]
+	err = v.store.Read(ctx, Name, func(schema string) error {
+		items = items[:0]
 		rows, err := v.s.Pool().Query(ctx, "SELECT "+pgColumns+" FROM "+schema+`.carts
-			WHERE id >= $1 AND starts_with(id, $1) AND id > $2 ORDER BY id`, prefix, after)
+			WHERE id >= $1 AND starts_with(id, $1) AND id > $2 ORDER BY id LIMIT $3`, opts.Prefix, opts.After, limit+1)
 		if err != nil {
 			return err
 		}
@@ -139,10 +145,12 @@ func (v *PostgresView) Scan(ctx context.Context, prefix, after string, fn func(i
 			if err != nil {
 				return err
 			}
-			if !fn(row.ID, row) {
-				return nil
-			}
+			items = append(items, query.Item[CartView]{ID: row.ID, Value: row})
 		}
 		return rows.Err()
 	})
+	if err != nil {
+		return query.ScanPage[CartView]{}, err
+	}
+	return query.NewScanPage(items, limit), nil
 }

@@ -3,29 +3,43 @@ package inventory_test
 import (
 	"testing"
 
+	"github.com/annalsdb/annals/codec"
+	"github.com/annalsdb/annals/decider"
 	"github.com/annalsdb/annals/examples/shop/inventory"
 	"github.com/annalsdb/annals/testkit"
 )
 
+// stock runs the inventory's decider as the app's handler does: commands checked by its
+// Validate, events and states through its registry.
+var stock = testkit.ForDecider(inventory.Decider, registry(), &decider.Options[inventory.Command]{Validate: inventory.Validate})
+
+func registry() *codec.Registry {
+	reg := codec.New(nil)
+	if err := inventory.Register(reg); err != nil {
+		panic(err)
+	}
+	return reg
+}
+
 func TestReserve(t *testing.T) {
 	ten := inventory.Restocked{Qty: 10}
-	testkit.Given(t, inventory.Decider, ten).When(inventory.Reserve{Order: "a", Qty: 4}).Then(inventory.Reserved{Order: "a", Qty: 4})
-	testkit.Given(t, inventory.Decider, ten, inventory.Reserved{Order: "a", Qty: 8}).
+	stock.Given(t, ten).When(inventory.Reserve{Order: "a", Qty: 4}).Then(inventory.Reserved{Order: "a", Qty: 4})
+	stock.Given(t, ten, inventory.Reserved{Order: "a", Qty: 8}).
 		When(inventory.Reserve{Order: "b", Qty: 3}).ThenError(inventory.ErrInsufficientStock)
-	testkit.Given(t, inventory.Decider, ten, inventory.Reserved{Order: "a", Qty: 8}).
+	stock.Given(t, ten, inventory.Reserved{Order: "a", Qty: 8}).
 		When(inventory.Reserve{Order: "a", Qty: 8}).Then() // reserving again for the same order
-	testkit.Given(t, inventory.Decider).When(inventory.Reserve{Order: "a", Qty: 1}).ThenError(inventory.ErrInsufficientStock)
+	stock.Given(t).When(inventory.Reserve{Order: "a", Qty: 1}).ThenError(inventory.ErrInsufficientStock)
 }
 
 func TestReleaseAndShip(t *testing.T) {
 	given := []any{inventory.Restocked{Qty: 10}, inventory.Reserved{Order: "a", Qty: 4}}
-	testkit.Given(t, inventory.Decider, given...).When(inventory.Release{Order: "a", Reason: "x"}).
+	stock.Given(t, given...).When(inventory.Release{Order: "a", Reason: "x"}).
 		Then(inventory.Released{Order: "a", Qty: 4, Reason: "x"})
-	testkit.Given(t, inventory.Decider, given...).When(inventory.Release{Order: "b"}).Then()
-	testkit.Given(t, inventory.Decider, given...).When(inventory.Ship{Order: "a"}).Then(inventory.Shipped{Order: "a", Qty: 4})
-	testkit.Given(t, inventory.Decider, given...).When(inventory.Ship{Order: "a"}).
+	stock.Given(t, given...).When(inventory.Release{Order: "b"}).Then()
+	stock.Given(t, given...).When(inventory.Ship{Order: "a"}).Then(inventory.Shipped{Order: "a", Qty: 4})
+	stock.Given(t, given...).When(inventory.Ship{Order: "a"}).
 		ThenState(inventory.State{OnHand: 6, Reserved: map[string]int{}})
-	testkit.Given(t, inventory.Decider, given...).When(inventory.Release{Order: "a"}).
+	stock.Given(t, given...).When(inventory.Release{Order: "a"}).
 		ThenState(inventory.State{OnHand: 10, Reserved: map[string]int{}})
 }
 
