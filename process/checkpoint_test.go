@@ -16,6 +16,7 @@ import (
 	"github.com/annalsdb/annals/internal/testwait"
 	"github.com/annalsdb/annals/memstore"
 	"github.com/annalsdb/annals/process"
+	"github.com/annalsdb/annals/supervisor"
 )
 
 // countingStore counts the events that reads and subscriptions return: those of one
@@ -127,15 +128,15 @@ func TestRestartReadsFromCheckpoint(t *testing.T) {
 	})
 }
 
-// TestCheckpointsOfTwoRunners runs two runners of one manager that both checkpoint every few
-// inputs, while orders are placed (some refused): each command takes effect once, and a third
+// TestCheckpointsOfTwoRunners runs two runners of one manager that both work (no lease) and
+// checkpoint every few inputs, while orders are placed (some refused): each command takes effect once, and a third
 // runner started afterwards resumes from their checkpoint with every deadline pending, sends
 // nothing again, and fires each deadline once.
 func TestCheckpointsOfTwoRunners(t *testing.T) {
 	teststores.Each(t, func(t *testing.T, s annals.Store) {
 		o := &onceHandlers{h: &handlers{store: s, seen: map[string]bool{}}, applied: map[string]int{}}
 		clock := newFakeClock(time.Now().Add(time.Minute))
-		opts := &process.RunnerOptions{Clock: clock, CheckpointEvery: 3}
+		opts := &process.RunnerOptions{Clock: clock, CheckpointEvery: 3, Supervision: supervisor.Policy{NoLease: true}}
 		const orders = 30
 		var stops []func() error
 		var runners []*process.Runner[orderState]

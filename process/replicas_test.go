@@ -13,6 +13,7 @@ import (
 	"github.com/annalsdb/annals/internal/teststores"
 	"github.com/annalsdb/annals/internal/testwait"
 	"github.com/annalsdb/annals/process"
+	"github.com/annalsdb/annals/supervisor"
 )
 
 // onceHandlers applies each command once per idempotency key, atomically (as package decider
@@ -39,8 +40,9 @@ func (o *onceHandlers) send(ctx context.Context, cmd process.Command) error {
 }
 
 // TestTwoRunnersHandleEachInputOnce runs two runners of one manager (two replicas of a
-// service) while orders are placed: each command takes effect once, each journal records each
-// input once, and neither runner stops on the other's journal writes.
+// service) without leases, both working, while orders are placed: each command takes effect
+// once, each journal records each input once, and neither runner stops on the other's journal
+// writes.
 func TestTwoRunnersHandleEachInputOnce(t *testing.T) {
 	teststores.Each(t, func(t *testing.T, s annals.Store) {
 		o := &onceHandlers{h: &handlers{store: s, seen: map[string]bool{}}, applied: map[string]int{}}
@@ -48,7 +50,7 @@ func TestTwoRunnersHandleEachInputOnce(t *testing.T) {
 		var stops []func() error
 		var runners []*process.Runner[orderState]
 		for range 2 {
-			r, err := process.NewRunner(s, orderManager(time.Hour), o.send, nil)
+			r, err := process.NewRunner(s, orderManager(time.Hour), o.send, &process.RunnerOptions{Supervision: supervisor.Policy{NoLease: true}})
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -124,7 +126,7 @@ func TestTwoRunnersWithSkewedClocks(t *testing.T) {
 		var stops []func() error
 		var runners []*process.Runner[orderState]
 		for _, now := range []func() time.Time{ahead, time.Now} {
-			r, err := process.NewRunner(s, orderManager(time.Hour), o.send, &process.RunnerOptions{Now: now})
+			r, err := process.NewRunner(s, orderManager(time.Hour), o.send, &process.RunnerOptions{Now: now, Supervision: supervisor.Policy{NoLease: true}})
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -158,6 +160,72 @@ func TestTwoRunnersWithSkewedClocks(t *testing.T) {
 			}
 			if got := types(t, s, fmt.Sprintf("orderflow-%d", i)); len(got) != 4 {
 				t.Errorf("journal of order %d: %d steps, want 4 (each input once)", i, len(got))
+			}
+		}
+		o.mu.Lock()
+		defer o.mu.Unlock()
+		for key, n := range o.applied {
+			if n != 1 {
+				t.Errorf("command %s applied %d times", key, n)
+			}
+		}
+	})
+}
+
+// TestRunnersUnderLease runs two runners of one manager under the store's lease: one works,
+// the other stands by and still answers WaitFor (from the manager's checkpoint); when the
+// working one stops, the other takes over, and every command takes effect once.
+func TestRunnersUnderLease(t *testing.T) {
+	teststores.Each(t, func(t *testing.T, s annals.Store) {
+		o := &onceHandlers{h: &handlers{store: s, seen: map[string]bool{}}, applied: map[string]int{}}
+		var stops []func() error
+		var runners []*process.Runner[orderState]
+		for range 2 {
+			r, err := process.NewRunner(s, orderManager(time.Hour), o.send, &process.RunnerOptions{Supervision: supervisor.Policy{TTL: 200 * time.Millisecond}})
+			if err != nil {
+				t.Fatal(err)
+			}
+			runners = append(runners, r)
+			stops = append(stops, start(t, r))
+		}
+		working := func() int {
+			w := -1
+			testwait.Until(t, "one runner working, the other standing by", func() bool {
+				states := []supervisor.State{runners[0].Status().Supervisor.State, runners[1].Status().Supervisor.State}
+				switch {
+				case states[0] == supervisor.Running && states[1] == supervisor.StandingBy:
+					w = 0
+				case states[1] == supervisor.Running && states[0] == supervisor.StandingBy:
+					w = 1
+				default:
+					return false
+				}
+				return true
+			})
+			return w
+		}
+		place := func(from, to int) {
+			for i := from; i < to; i++ {
+				append1(t, s, fmt.Sprintf("order-%d", i), "Placed", fmt.Sprintf(`{"SKU":"sku%d"}`, i))
+			}
+			head := lastPosition(t, s)
+			for _, r := range runners {
+				if err := r.WaitFor(testwait.Context(t), head); err != nil {
+					t.Fatal(err)
+				}
+			}
+		}
+		w := working()
+		place(0, 10)
+		if err := stops[w](); !errors.Is(err, context.Canceled) {
+			t.Fatalf("Run: %v", err)
+		}
+		other := runners[1-w]
+		testwait.Until(t, "the other runner to take over", func() bool { return other.Status().Supervisor.State == supervisor.Running })
+		place(10, 20)
+		for i := range 20 {
+			if got := types(t, s, fmt.Sprintf("stock-sku%d", i)); !slices.Equal(got, []string{"Reserved"}) {
+				t.Errorf("stock-sku%d: %q, want one reservation", i, got)
 			}
 		}
 		o.mu.Lock()

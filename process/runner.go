@@ -15,6 +15,7 @@ import (
 	"github.com/annalsdb/annals"
 	"github.com/annalsdb/annals/codec"
 	"github.com/annalsdb/annals/decider"
+	"github.com/annalsdb/annals/supervisor"
 )
 
 // maxChain bounds how many refusals one input may lead to, so that a React that answers every
@@ -50,7 +51,18 @@ type RunnerOptions struct {
 	// the last event the journals record (to replay events after widening Filter, say).
 	// Events already journaled are recognised and skipped.
 	From uint64
+	// Supervision says how Run is supervised: the lease ("process/<Name>") that decides which
+	// of several runners of the manager (one per replica) works while the others stand by,
+	// and the backoff after transient errors. Its Keeper defaults to the event store when it
+	// keeps leases (memstore, filestore, pgstore, the client over `annals serve`); with none,
+	// or NoLease, every runner works, and the journals' compare-and-set and the commands'
+	// idempotency keys keep every effect once. Permanent defaults to supervisor.IsPermanent,
+	// [ErrInvalidManager], [ErrCorrupt], [ErrDecode] and [ErrNoHandler].
+	Supervision supervisor.Policy
 }
+
+// LeasePrefix starts the name of the lease a [Runner] holds: LeasePrefix + the manager's name.
+const LeasePrefix = "process/"
 
 // Runner runs one [Manager]: it follows the log, hands each event to its instance, sends the
 // commands React returns and fires deadlines when they are due. Make one with [NewRunner] and
@@ -61,6 +73,7 @@ type Runner[S any] struct {
 	send  Sender
 	opts  RunnerOptions
 	clock Clock
+	sup   *supervisor.Supervisor
 
 	// Owned by Run's goroutine.
 	ledger  *ledger // the fold of the journals the last checkpoint holds, or will
@@ -74,6 +87,7 @@ type Runner[S any] struct {
 		progress  chan struct{} // closed when position moves
 		inputs    int           // events and deadlines handled since the last checkpoint
 		running   bool
+		working   bool // Run's work is under way (under the lease, if any)
 	}
 }
 
@@ -115,6 +129,18 @@ func NewRunner[S, E any](store annals.ReadAppendSubscriber, m Manager[S, E], sen
 	if r.opts.CheckpointEvery == 0 {
 		r.opts.CheckpointEvery = defaultCheckpointEvery
 	}
+	policy := r.opts.Supervision.Resolve(store)
+	if policy.Permanent == nil {
+		policy.Permanent = func(err error) bool {
+			return supervisor.IsPermanent(err) || errors.Is(err, ErrInvalidManager) || errors.Is(err, ErrCorrupt) ||
+				errors.Is(err, ErrDecode) || errors.Is(err, ErrNoHandler)
+		}
+	}
+	sup, err := supervisor.New(supervisor.Options{Name: LeasePrefix + m.Name, Policy: policy})
+	if err != nil {
+		return nil, fmt.Errorf("%w: %q: %w", ErrInvalidManager, m.Name, err)
+	}
+	r.sup = sup
 	return r, nil
 }
 
@@ -125,9 +151,16 @@ func defaultIsRefusal(err error) bool {
 // Run follows the log from where the manager left off (its checkpoint and the journal events
 // written after it say where), handling each event and each deadline as it comes due, and
 // checkpointing every [RunnerOptions].CheckpointEvery inputs, until ctx is done (it then
-// returns ctx's error) or an input cannot be handled (a command not handled, the store
-// failing: it returns that error, and running again resumes with that input). Only one Run
-// may be in progress at a time: a second returns an error matching [ErrBusy].
+// returns ctx's error).
+//
+// Under a lease (see [RunnerOptions].Supervision) it first stands by while another runner of
+// the manager holds the lease, and stops at once when it loses it (its context is cancelled:
+// no command is sent nor journal written after that), then stands by again. When an input
+// cannot be handled (a command not handled, the store failing) it starts again from the
+// journals after a backoff that doubles up to a cap, and resumes with that input; a permanent
+// error (a corrupt journal, an event that does not decode, a command with no handler, a closed
+// store) makes it return that error. Status().Supervisor says which. Only one Run may be in
+// progress at a time: a second returns an error matching [ErrBusy].
 func (r *Runner[S]) Run(ctx context.Context) error {
 	r.mu.Lock()
 	if r.mu.running {
@@ -135,14 +168,27 @@ func (r *Runner[S]) Run(ctx context.Context) error {
 		return fmt.Errorf("%w: %q", ErrBusy, r.m.Name)
 	}
 	r.mu.running = true
-	r.mu.instances = make(map[string]*instance[S])
 	r.mu.Unlock()
 	defer func() {
 		r.mu.Lock()
 		r.mu.running = false
 		r.mu.Unlock()
 	}()
+	return r.sup.Run(ctx, r.work)
+}
 
+// work is one spell of Run's work, under the lease when there is one: it starts from what the
+// journals and the checkpoint hold (another runner may have moved them on).
+func (r *Runner[S]) work(ctx context.Context) error {
+	r.mu.Lock()
+	r.mu.instances = make(map[string]*instance[S])
+	r.mu.working = true
+	r.mu.Unlock()
+	defer func() {
+		r.mu.Lock()
+		r.mu.working = false
+		r.mu.Unlock()
+	}()
 	if err := r.recover(ctx); err != nil {
 		return err
 	}
@@ -190,9 +236,19 @@ func (r *Runner[S]) Run(ctx context.Context) error {
 		if !held {
 			wake = alarm.until(r.nextDeadline())
 		}
+		// Idle with inputs not checkpointed: checkpoint them, so that the runners standing by
+		// see how far this one is (see WaitFor).
+		var idle <-chan time.Time
+		if r.opts.CheckpointEvery >= 0 && r.uncheckpointed() {
+			idle = time.After(idleCheckpoint)
+		}
 		select {
 		case ev := <-events:
 			if err := r.handleEvent(ctx, ev); err != nil {
+				return err
+			}
+		case <-idle:
+			if err := r.checkpoint(ctx); err != nil {
 				return err
 			}
 		case <-wake:
@@ -223,18 +279,30 @@ func (r *Runner[S]) setPositionLocked(position uint64) {
 	}
 }
 
-// WaitFor returns once the runner has handled every event up to position that the manager
-// follows (at once when none lies beyond what it has handled), or with ctx's error. Use it
-// to wait for the commands an event makes.
+// WaitFor returns once the manager has handled every event up to position that it follows
+// (at once when none lies beyond what it has handled), or with ctx's error. Use it to wait for
+// the commands an event makes. On the runner that works it waits on its progress; on one that
+// stands by (another replica holds the lease) or does not run, it reads the manager's
+// checkpoint until it shows the position, which the working runner writes every
+// [RunnerOptions].CheckpointEvery inputs and whenever it has been idle for a moment (so with
+// checkpoints turned off, WaitFor waits there until this runner works).
 func (r *Runner[S]) WaitFor(ctx context.Context, position uint64) error {
+	poll := time.Millisecond
 	for {
 		r.mu.Lock()
-		at := r.mu.position
+		at, working := r.mu.position, r.mu.working
 		if r.mu.progress == nil {
 			r.mu.progress = make(chan struct{})
 		}
 		progress := r.mu.progress
 		r.mu.Unlock()
+		if !working {
+			l, err := r.readCheckpoint(ctx)
+			if err != nil {
+				return err
+			}
+			at = max(at, l.position)
+		}
 		if at >= position {
 			return nil
 		}
@@ -242,12 +310,33 @@ func (r *Runner[S]) WaitFor(ctx context.Context, position uint64) error {
 		if err != nil || !pending {
 			return err
 		}
+		var tick <-chan time.Time
+		if !working {
+			tick = time.After(poll)
+			poll = min(2*poll, maxPoll)
+		}
 		select {
 		case <-progress:
+		case <-tick:
 		case <-ctx.Done():
 			return ctx.Err()
 		}
 	}
+}
+
+// idleCheckpoint is how long the working runner waits with no input before it checkpoints
+// what it has handled; maxPoll the longest pause of WaitFor between two reads of the
+// checkpoint on a runner that does not work.
+const (
+	idleCheckpoint = 50 * time.Millisecond
+	maxPoll        = 20 * time.Millisecond
+)
+
+// uncheckpointed reports inputs handled since the last checkpoint.
+func (r *Runner[S]) uncheckpointed() bool {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.mu.inputs > 0
 }
 
 // follows reports whether the log holds an event the manager follows with a position from
@@ -536,6 +625,9 @@ type Status struct {
 	Position uint64
 	// Pending are the deadlines waiting to come due, earliest first.
 	Pending []PendingDeadline
+	// Supervisor is the state of Run's supervision: running, standing by behind another
+	// runner's lease, retrying after an error (which, when), failed, stopped.
+	Supervisor supervisor.Status
 }
 
 // PendingDeadline is a deadline of an instance that has not come due yet.
@@ -548,7 +640,7 @@ type PendingDeadline struct {
 func (r *Runner[S]) Status() Status {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	st := Status{Position: r.mu.position}
+	st := Status{Position: r.mu.position, Supervisor: r.sup.Status()}
 	for k, d := range r.mu.pending {
 		st.Pending = append(st.Pending, PendingDeadline{Instance: k.instance, Deadline: d})
 	}

@@ -18,6 +18,7 @@ import (
 	"github.com/annalsdb/annals/internal/testwait"
 	"github.com/annalsdb/annals/memstore"
 	"github.com/annalsdb/annals/process"
+	"github.com/annalsdb/annals/supervisor"
 )
 
 // The deciders of the test domain: a stock ("stock-<sku>") reserves for any order but of the
@@ -209,7 +210,8 @@ func TestRunnerWithDeciders(t *testing.T) {
 			}
 		}
 
-		// A runner whose stock store cannot be reached stops on the next order.
+		// A runner whose stock store cannot be reached retries the next order, which stays
+		// unhandled (not refused).
 		testwait.Until(t, "the runner to catch up", func() bool { return r.Status().Position >= lastPosition(t, s) })
 		stop()
 		append1(t, s, "order-4", "Placed", `{"SKU":"plum"}`)
@@ -217,10 +219,15 @@ func TestRunnerWithDeciders(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		err = r2.Run(testwait.Context(t))
-		if !errors.Is(err, errUnreachable) || errors.Is(err, process.ErrRefused) {
-			t.Fatalf("Run with the stock unreachable: got %v, want the store's error, not a refusal", err)
-		}
+		stop2 := start(t, r2)
+		testwait.UntilNil(t, "the runner retrying on the store's error", func() error {
+			st := r2.Status().Supervisor
+			if st.State != supervisor.Retrying || !errors.Is(st.Err, errUnreachable) || errors.Is(st.Err, process.ErrRefused) {
+				return fmt.Errorf("supervisor status %+v, want retrying on the store's error, not a refusal", st)
+			}
+			return nil
+		})
+		stop2()
 		if got := types(t, s, "order-4"); !slices.Equal(got, []string{"Placed"}) {
 			t.Errorf("order-4: %q, want only Placed (not rejected)", got)
 		}
