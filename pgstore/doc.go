@@ -37,4 +37,11 @@
 // its checkpoint row and dropped with it, so that a rebuild runs beside the live generation and
 // Activate switches queries in one transaction. [Store.Project] is the one-generation form for
 // code that does without the runner.
+//
+// # Leases
+//
+// [Store] is a lease.Keeper whose leases live in the store's leases table, on the database's
+// clock, with fencing tokens that survive restarts. A write of [Projections] (or
+// [Store.Project]) whose context carries a lease checks it in its own transaction and is
+// refused with lease.ErrLost when another holder took the lease (see [Projections]).
 package pgstore

@@ -44,6 +44,10 @@ var errRedelivered = errors.New("already applied")
 // returns true once the transaction committed. An error from apply rolls everything back and
 // is returned as is; database errors are wrapped.
 //
+// When ctx carries a lease (lease.NewContext), Project checks it in its transaction as
+// [Projections.Update] does, and refuses with an error matching lease.ErrLost, without calling
+// apply, when it is no longer current or has expired.
+//
 // Project writes the checkpoint of the active generation of name: it is the one-generation
 // form of [Projections], which the toolkit's projection runner uses. Do not use both for one
 // projection name.
@@ -68,13 +72,19 @@ func (s *Store) Project(ctx context.Context, name string, position uint64, apply
 
 // checkpointTx runs fn in a transaction that holds the checkpoint row of generation gen of
 // name (the active generation when gen < 0) locked, creating the row at position 0 when it is
-// missing (created tells fn). When fn returns a position > 0 it becomes the checkpoint, and the
-// transaction commits; when fn fails, it rolls back and fn's error is returned as is. Database
-// errors are wrapped.
+// missing (created tells fn). When ctx carries a lease, the transaction then checks it (see
+// [fence]) and, when it is lost, rolls back without calling fn and returns an error matching
+// lease.ErrLost. When fn returns a position > 0 it becomes the checkpoint, and the transaction
+// commits; when fn fails, it rolls back and fn's error is returned as is. Database errors are
+// wrapped.
 func (s *Store) checkpointTx(ctx context.Context, name string, gen int64, fn func(tx pgx.Tx, cur uint64, created bool) (uint64, error)) error {
 	genSQL := "$2::bigint"
 	if gen < 0 {
 		genSQL = s.activeGen()
+	}
+	f, err := newFence(ctx)
+	if err != nil {
+		return err
 	}
 	tx, err := s.pool.Begin(ctx)
 	if err != nil {
@@ -82,7 +92,7 @@ func (s *Store) checkpointTx(ctx context.Context, name string, gen int64, fn fun
 	}
 	defer tx.Rollback(ctx)
 	// Insert the row if it is missing (waiting for a concurrent insert to end), then lock it:
-	// the second statement's snapshot sees the row whoever inserted it.
+	// the second statement's snapshot sees the row whoever inserted it. Then check the lease.
 	b := &pgx.Batch{}
 	var created bool
 	var cur, g int64
@@ -99,8 +109,12 @@ func (s *Store) checkpointTx(ctx context.Context, name string, gen int64, fn fun
 		return rows.Err()
 	})
 	b.Queue(lock, args...).QueryRow(func(row pgx.Row) error { return row.Scan(&cur, &g) })
+	f.queue(s, b)
 	if err := tx.SendBatch(ctx, b).Close(); err != nil {
 		return s.fail(ctx, "project "+name+": lock the checkpoint", err)
+	}
+	if err := f.check(); err != nil {
+		return err
 	}
 	next, err := fn(tx, uint64(cur), created)
 	if err != nil {

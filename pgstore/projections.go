@@ -46,6 +46,24 @@ type ProjectionsOptions struct {
 // value learns its own activations at once, and another process's when the generation it
 // cached is dropped (Read then runs the query again on the new one).
 //
+// # Leases and fencing
+//
+// Projections is also a [lease.Keeper]: its Acquire, Renew, Release and Leases are the
+// store's (see [Store.Acquire]), so that the replicas of a service running one projection
+// decide which of them works through the database they share. When ctx carries a lease
+// ([lease.NewContext]), [Projections.Update], [Projections.Reset] and [Projections.Activate]
+// check it in their own transaction: once the rows they change are locked (the checkpoint's
+// row; for Activate the projection's row), the transaction locks the lease's row in the
+// store's leases table FOR SHARE and applies [lease.Check] at the database's time
+// (clock_timestamp(), never the caller's clock). A lease that is no longer current (released,
+// or taken by another holder) or that expired is refused with an error matching
+// [lease.ErrLost]: the transaction rolls back, fn is not called, and nothing changes. The share
+// lock holds until the transaction ends, and a takeover (Acquire, which locks the row FOR
+// UPDATE) waits for it: a write that passed the check commits before any takeover, and every
+// write after a takeover is refused, however long its holder paused. Renew and Release of the
+// lease wait for the open writes too, so batches must take much less than the lease's time to
+// live. Without a lease in ctx, nothing is checked.
+//
 // All methods are safe for concurrent use. Errors are the database's, wrapped, or
 // [annals.ErrClosed] after the store is closed; Update and Setup errors are returned as is.
 type Projections struct {
@@ -201,7 +219,10 @@ func (p *Projections) Checkpoint(ctx context.Context, name string, gen uint64) (
 // checkpoint the lock finds is not from (another runner committed first, or the generation was
 // dropped), Update rolls back without calling fn and returns a
 // *projection.CheckpointConflictError (matching projection.ErrCheckpointMoved); a to below
-// from is refused with an error matching projection.ErrInvalid.
+// from is refused with an error matching projection.ErrInvalid. When ctx carries a lease, the
+// transaction checks it once the checkpoint row is locked, before the checkpoint compare and
+// fn: a lease that is lost or expired is refused with an error matching lease.ErrLost, rolled
+// back without calling fn (see "Leases and fencing" above).
 func (p *Projections) Update(ctx context.Context, name string, gen uint64, from, to uint64, fn func(*ProjectionTx) error) error {
 	id, err := p.id(ctx, name)
 	if err != nil {
@@ -230,13 +251,19 @@ func (p *Projections) Update(ctx context.Context, name string, gen uint64, from,
 }
 
 // Reset implements projection.Store: in one transaction it drops the schema and the
-// checkpoint of generation gen of name.
+// checkpoint of generation gen of name. When ctx carries a lease, the transaction checks it
+// once the checkpoint row is locked, before dropping anything, and a lease that is lost or
+// expired is refused with an error matching lease.ErrLost, changing nothing.
 func (p *Projections) Reset(ctx context.Context, name string, gen uint64) error {
 	id, err := p.id(ctx, name)
 	if err != nil {
 		return err
 	}
 	schema, err := p.schemaOf(name, id, gen)
+	if err != nil {
+		return err
+	}
+	f, err := newFence(ctx)
 	if err != nil {
 		return err
 	}
@@ -247,6 +274,17 @@ func (p *Projections) Reset(ctx context.Context, name string, gen uint64) error 
 	defer tx.Rollback(ctx)
 	b := &pgx.Batch{}
 	b.Queue("DELETE FROM "+p.s.schema+".checkpoints WHERE name = $1 AND generation = $2", name, int64(gen))
+	if f != nil {
+		// Check the lease before dropping anything.
+		f.queue(p.s, b)
+		if err := tx.SendBatch(ctx, b).Close(); err != nil {
+			return p.s.fail(ctx, fmt.Sprintf("reset %s generation %d", name, gen), err)
+		}
+		if err := f.check(); err != nil {
+			return err
+		}
+		b = &pgx.Batch{}
+	}
 	b.Queue("DROP SCHEMA IF EXISTS " + schema + " CASCADE")
 	if err := tx.SendBatch(ctx, b).Close(); err != nil {
 		return p.s.fail(ctx, fmt.Sprintf("reset %s generation %d", name, gen), err)
@@ -260,13 +298,20 @@ func (p *Projections) Reset(ctx context.Context, name string, gen uint64) error 
 // Activate implements projection.Store: in one transaction it records gen as the active
 // generation of name (creating it, with Setup, when it does not exist) and drops every other
 // generation of name, schema and checkpoint. Queries under way on a dropped generation finish
-// first (DROP SCHEMA waits for their locks); later ones read gen.
+// first (DROP SCHEMA waits for their locks); later ones read gen. When ctx carries a lease,
+// the transaction checks it once the projection's row is locked, before anything else, and a
+// lease that is lost or expired is refused with an error matching lease.ErrLost, changing
+// nothing.
 func (p *Projections) Activate(ctx context.Context, name string, gen uint64) error {
 	id, err := p.id(ctx, name)
 	if err != nil {
 		return err
 	}
-	err = p.activeTx(ctx, name, id, func(tx pgx.Tx, _ uint64) (uint64, error) {
+	f, err := newFence(ctx)
+	if err != nil {
+		return err
+	}
+	err = p.activeTx(ctx, name, id, f, func(tx pgx.Tx, _ uint64) (uint64, error) {
 		rows, err := tx.Query(ctx, "DELETE FROM "+p.s.schema+".checkpoints WHERE name = $1 AND generation <> $2 RETURNING generation", name, int64(gen))
 		if err != nil {
 			return 0, err
@@ -301,17 +346,24 @@ func (p *Projections) Activate(ctx context.Context, name string, gen uint64) err
 // activeTx runs fn in a transaction that holds the projections row of name locked, after
 // making sure that the generation fn returns exists (created with Setup when it does not):
 // fn gets the active generation and returns the generation to ensure. Activate and the reads
-// that create a missing generation therefore take turns. Errors of fn and Setup are returned as
-// is, database errors wrapped.
-func (p *Projections) activeTx(ctx context.Context, name string, id int64, fn func(tx pgx.Tx, active uint64) (uint64, error)) error {
+// that create a missing generation therefore take turns. A non-nil f is checked once the row
+// is locked, before fn (its error, matching lease.ErrLost, is returned as is). Errors of fn
+// and Setup are returned as is, database errors wrapped.
+func (p *Projections) activeTx(ctx context.Context, name string, id int64, f *fence, fn func(tx pgx.Tx, active uint64) (uint64, error)) error {
 	tx, err := p.s.pool.Begin(ctx)
 	if err != nil {
 		return p.s.fail(ctx, "projection "+name, err)
 	}
 	defer tx.Rollback(ctx)
 	var active int64
-	if err := tx.QueryRow(ctx, "SELECT active FROM "+p.s.schema+".projections WHERE name = $1 FOR UPDATE", name).Scan(&active); err != nil {
+	b := &pgx.Batch{}
+	b.Queue("SELECT active FROM "+p.s.schema+".projections WHERE name = $1 FOR UPDATE", name).QueryRow(func(row pgx.Row) error { return row.Scan(&active) })
+	f.queue(p.s, b)
+	if err := tx.SendBatch(ctx, b).Close(); err != nil {
 		return p.s.fail(ctx, "projection "+name+": lock", err)
+	}
+	if err := f.check(); err != nil {
+		return err
 	}
 	gen, err := fn(tx, uint64(active))
 	if err != nil {
@@ -376,7 +428,7 @@ func (p *Projections) Read(ctx context.Context, name string, fn func(schema stri
 // caches it.
 func (p *Projections) ensureActive(ctx context.Context, name string, id int64) (uint64, error) {
 	var gen uint64
-	err := p.activeTx(ctx, name, id, func(_ pgx.Tx, active uint64) (uint64, error) {
+	err := p.activeTx(ctx, name, id, nil, func(_ pgx.Tx, active uint64) (uint64, error) {
 		gen = active
 		return active, nil
 	})
