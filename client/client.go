@@ -86,6 +86,7 @@ type Options struct {
 type Client struct {
 	rpc   annalsv1connect.EventStoreServiceClient // gRPC: ListStreams
 	unary annalsv1connect.EventStoreServiceClient // the Connect protocol: the unary methods
+	lease annalsv1connect.LeaseServiceClient      // the Connect protocol: the lease.Keeper
 	// The reads and subscriptions, with the codec that decodes their events.
 	readStream *connect.Client[annalsv1.ReadStreamRequest, readBatch]
 	readAll    *connect.Client[annalsv1.ReadAllRequest, readBatch]
@@ -134,6 +135,7 @@ func Open(ctx context.Context, baseURL string, opts *Options) (*Client, error) {
 	grpc := append([]connect.ClientOption{connect.WithGRPC()}, copts...)
 	c.rpc = annalsv1connect.NewEventStoreServiceClient(hc, base, grpc...)
 	c.unary = annalsv1connect.NewEventStoreServiceClient(hc, base, copts...)
+	c.lease = annalsv1connect.NewLeaseServiceClient(hc, base, copts...)
 	events := append([]connect.ClientOption{connect.WithGRPC(), connect.WithCodec(codec{})}, copts...)
 	c.readStream = connect.NewClient[annalsv1.ReadStreamRequest, readBatch](hc, base+annalsv1connect.EventStoreServiceReadStreamProcedure, events...)
 	c.readAll = connect.NewClient[annalsv1.ReadAllRequest, readBatch](hc, base+annalsv1connect.EventStoreServiceReadAllProcedure, events...)
