@@ -323,7 +323,7 @@ func routes(srv *server.Server, auth *server.Auth, metrics *server.Metrics, read
 	}
 
 	mux := http.NewServeMux()
-	for _, p := range []string{"/", "/" + annalsv1connect.EventStoreServiceName + "/", "/v1/", "/metrics"} {
+	for _, p := range []string{"/", "/" + annalsv1connect.EventStoreServiceName + "/", "/" + annalsv1connect.LeaseServiceName + "/", "/v1/", "/metrics"} {
 		mux.Handle(p, protected)
 	}
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) {
