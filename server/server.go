@@ -21,6 +21,14 @@
 // the http.Server's read timeout is DeadlineExceeded with HTTP status 408, and a
 // Content-Encoding the server cannot decode is Unimplemented with HTTP status 415.
 //
+// # Leases
+//
+// The LeaseService of the same proto (lease.go) keeps leases with fencing tokens for replicas
+// of an application, in [Options.Leases], the store when it keeps leases, or a lease.Memory of
+// the server's; GET /v1/leases lists them and GET /v1/projections reports the runners' ones.
+// A held lease is AlreadyExists with the lease in the ErrorDetail (reason LEASE_HELD), a lost
+// one Aborted (LEASE_LOST).
+//
 // # Extending
 //
 // Authentication goes in front of the handler as ordinary middleware (it puts the caller in

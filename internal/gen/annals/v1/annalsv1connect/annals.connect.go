@@ -1,6 +1,7 @@
-// The network API of Annals: one service, served by the server package with Connect so that the
-// same handlers answer gRPC, gRPC-Web and the Connect protocol (plain HTTP/JSON). It mirrors the
-// Go interface annals.Store; see that package for the guarantees, which hold over the wire too.
+// The network API of Annals, served by the server package with Connect so that the same
+// handlers answer gRPC, gRPC-Web and the Connect protocol (plain HTTP/JSON): EventStoreService
+// mirrors the Go interface annals.Store, LeaseService the interface lease.Keeper; see those
+// packages for the guarantees, which hold over the wire too.
 //
 // Errors use the standard codes (the server's one error table is in server/errors.go and
 // docs/server.md) and carry an ErrorDetail that names the store's error exactly.
