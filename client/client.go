@@ -30,13 +30,13 @@
 // duplicate, as if it had never been cut. It gives up, with the last error, when no
 // reconnection succeeds within [Options.ReconnectTimeout].
 //
+// Appends are not retried by the client: an append whose answer was lost may or may not have
+// been written, and repeating it with the same event IDs is safe (see [annals.Store.Append]).
+//
 // # Leases
 //
 // A Client is also a lease.Keeper over the server's LeaseService (lease.go), for replicas of
 // an application that share out its projections and process managers.
-//
-// Appends are not retried by the client: an append whose answer was lost may or may not have
-// been written, and repeating it with the same event IDs is safe (see [annals.Store.Append]).
 package client
 
 import (
