@@ -59,6 +59,7 @@ import (
 	"github.com/annalsdb/annals/internal/gen/annals/v1/annalsv1connect"
 	"github.com/annalsdb/annals/internal/rules"
 	"github.com/annalsdb/annals/internal/wire"
+	"github.com/annalsdb/annals/lease"
 )
 
 var _ annals.Store = (*Client)(nil)
@@ -234,11 +235,19 @@ func (c *Client) fail(ctx context.Context, err error) error {
 }
 
 // Append implements [annals.Store.Append] with one Append call. The result carries the
-// position, for read-your-writes.
+// position, for read-your-writes. When ctx carries a lease ([lease.NewContext]), the server
+// writes the events only if the lease is still current, checked in the same step as the
+// write, and refuses them otherwise with an error matching [lease.ErrLost].
 func (c *Client) Append(ctx context.Context, stream string, expected annals.ExpectedRevision, events ...annals.Event) (annals.AppendResult, error) {
 	// The input first, as every store checks it (the sizes are the server's to check).
 	if _, err := rules.ValidateAppend(noLimits, stream, expected, events); err != nil {
 		return annals.AppendResult{}, err
+	}
+	fence, fenced := lease.FromContext(ctx)
+	if fenced {
+		if err := lease.Validate(fence.Name, "", 0); err != nil {
+			return annals.AppendResult{}, fmt.Errorf("the lease of the append: %w", err)
+		}
 	}
 	cctx, done, err := c.begin(ctx)
 	if err != nil {
@@ -248,6 +257,9 @@ func (c *Client) Append(ctx context.Context, stream string, expected annals.Expe
 	req := &annalsv1.AppendRequest{Stream: stream, Expected: wire.ExpectedToProto(expected), Events: make([]*annalsv1.Event, len(events))}
 	for i := range events {
 		req.Events[i] = wire.EventToProto(&events[i])
+	}
+	if fenced {
+		req.Lease = wire.LeaseToProto(fence)
 	}
 	res, err := c.unary.Append(cctx, connect.NewRequest(req))
 	if err != nil {

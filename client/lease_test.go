@@ -7,6 +7,8 @@ import (
 	"time"
 
 	"github.com/annalsdb/annals"
+	"github.com/annalsdb/annals/client"
+	"github.com/annalsdb/annals/internal/testwait"
 	"github.com/annalsdb/annals/lease"
 	"github.com/annalsdb/annals/lease/leasetest"
 	"github.com/annalsdb/annals/memstore"
@@ -22,6 +24,58 @@ func openLeases(t *testing.T) lease.Keeper {
 }
 
 func TestLeaseConformance(t *testing.T) { leasetest.Run(t, openLeases, nil) }
+
+// TestLeaseConformanceFenced runs the suite with fenced writes: appends through the client
+// with the lease in their context, which the server checks with the write.
+func TestLeaseConformanceFenced(t *testing.T) {
+	st := memstore.New(nil)
+	t.Cleanup(func() { st.Close() })
+	url, _ := serve(t, st, &server.Options{Backend: "memstore"})
+	c := dial(t, url, nil)
+	leasetest.Run(t, func(*testing.T) lease.Keeper { return c }, &leasetest.Options{
+		Fenced: func(ctx context.Context, write func() error) error {
+			if _, err := c.Append(ctx, "fenced-1", annals.Any, annals.Event{Type: "Fenced"}); err != nil {
+				return err
+			}
+			return write()
+		},
+	})
+}
+
+// TestFencedAppend checks that an append with a lease in its context is written while the
+// lease is current, and refused with lease.ErrLost, writing nothing, once another holder took
+// it over.
+func TestFencedAppend(t *testing.T) {
+	ctx := context.Background()
+	k := openLeases(t).(*client.Client)
+	a, err := k.Acquire(ctx, "process/shipping", "a", 50*time.Millisecond)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := k.Append(lease.NewContext(ctx, a), "ship-1", annals.Any, annals.Event{Type: "Shipped"}); err != nil {
+		t.Fatalf("append by the holder: %v", err)
+	}
+	testwait.UntilNil(t, "b takes the expired lease", func() error {
+		_, err := k.Acquire(ctx, "process/shipping", "b", time.Minute)
+		return err
+	})
+	if _, err := k.Append(lease.NewContext(ctx, a), "ship-1", annals.Any, annals.Event{Type: "Shipped"}); !errors.Is(err, lease.ErrLost) {
+		t.Fatalf("append by the holder that lost the lease: %v, want lease.ErrLost", err)
+	}
+	n := 0
+	for _, err := range k.ReadStream(ctx, "ship-1", nil) {
+		if err != nil {
+			t.Fatal(err)
+		}
+		n++
+	}
+	if n != 1 {
+		t.Errorf("ship-1 has %d events, want the first append's only", n)
+	}
+	if _, err := k.Append(lease.NewContext(ctx, lease.Lease{}), "ship-1", annals.Any, annals.Event{Type: "Shipped"}); !errors.Is(err, lease.ErrInvalid) {
+		t.Errorf("append with a lease without a name: %v, want lease.ErrInvalid", err)
+	}
+}
 
 // TestLeaseErrors checks what the server's refusals become on the client: the held lease in
 // a *lease.HeldError, a lost one matching lease.ErrLost, bad input the server finds matching

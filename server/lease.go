@@ -135,6 +135,42 @@ func (ls *leaseStats) remember(l lease.Lease) {
 // the server's process takes its leases there, so that the server reports them.
 func (s *Server) Leases() lease.Keeper { return s.leases }
 
+// appendLease returns the lease an append is fenced by (nil when none), checked as the
+// keepers check a lease.
+func appendLease(m *annalsv1.Lease) (*lease.Lease, error) {
+	if m == nil {
+		return nil, nil
+	}
+	l, err := leaseOf(m)
+	if err != nil {
+		return nil, fmt.Errorf("the lease of the append: %w", err)
+	}
+	return &l, nil
+}
+
+// fencer is a keeper that can run a write under the check of a lease (lease.Memory).
+type fencer interface {
+	Fenced(ctx context.Context, write func() error) error
+}
+
+// fence runs write, fenced by l when it is not nil: the store checks l in the transaction of
+// the write when it is the server's keeper; otherwise the server's keeper runs the write under
+// its check (lease.Memory.Fenced). A keeper that can do neither refuses fenced writes with
+// Unimplemented. A lease that is not current is an error matching lease.ErrLost.
+func (s *Server) fence(ctx context.Context, l *lease.Lease, write func(context.Context) error) error {
+	if l == nil {
+		return write(ctx)
+	}
+	ctx = lease.NewContext(ctx, *l)
+	if s.storeKeepsLeases {
+		return write(ctx)
+	}
+	if f, ok := s.leases.(fencer); ok {
+		return f.Fenced(ctx, func() error { return write(ctx) })
+	}
+	return connect.NewError(connect.CodeUnimplemented, errors.New("the server's lease keeper cannot fence writes (Options.Leases has no Fenced method and is not the store)"))
+}
+
 // leaseService implements the Connect handler of LeaseService over the server's keeper.
 type leaseService struct {
 	s *Server

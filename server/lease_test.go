@@ -21,6 +21,7 @@ import (
 	"github.com/annalsdb/annals/server"
 	"github.com/google/go-cmp/cmp"
 	"google.golang.org/protobuf/types/known/durationpb"
+	"google.golang.org/protobuf/types/known/timestamppb"
 )
 
 // leaseRPC returns a Connect client of the fixture's LeaseService speaking gRPC over h2c.
@@ -289,5 +290,46 @@ func TestLeaseAuthorize(t *testing.T) {
 	}
 	if ls, _ := f.srv.Leases().Leases(ctx, ""); len(ls) != 0 {
 		t.Errorf("a denied Acquire took a lease: %v", ls)
+	}
+}
+
+// keeperOnly hides the Fenced method of a lease.Memory.
+type keeperOnly struct{ lease.Keeper }
+
+// TestFencedAppendKeepers checks the append fenced by a lease with a keeper that cannot
+// fence (Unimplemented, nothing written) and with bad leases (InvalidArgument, before
+// authorization).
+func TestFencedAppendKeepers(t *testing.T) {
+	ctx := t.Context()
+	k := keeperOnly{lease.NewMemory(nil)}
+	f := newFixture(t, nil, &server.Options{Leases: k})
+	l, err := k.Acquire(ctx, "n", "h", time.Minute)
+	if err != nil {
+		t.Fatal(err)
+	}
+	rpc := f.rpc()
+	ev := []*annalsv1.Event{{Type: "E"}}
+	_, err = rpc.Append(ctx, connect.NewRequest(&annalsv1.AppendRequest{Stream: "a-1", Events: ev, Lease: wire.LeaseToProto(l)}))
+	if connect.CodeOf(err) != connect.CodeUnimplemented {
+		t.Errorf("fenced append with a keeper that cannot fence: %v, want unimplemented", err)
+	}
+	if _, err := rpc.Append(ctx, connect.NewRequest(&annalsv1.AppendRequest{Stream: "a-1", Events: ev})); err != nil {
+		t.Fatalf("append without a lease: %v", err)
+	}
+	for _, m := range []*annalsv1.Lease{{}, {Name: "n\x00"}, {Name: "n", Expires: &timestamppb.Timestamp{Nanos: -1}}} {
+		_, err := rpc.Append(ctx, connect.NewRequest(&annalsv1.AppendRequest{Stream: "a-1", Events: ev, Lease: m}))
+		if d := detail(t, err); connect.CodeOf(err) != connect.CodeInvalidArgument || d.GetReason() != wire.ReasonInvalidArgument {
+			t.Errorf("append with lease %v: %v, want invalid_argument", m, err)
+		}
+	}
+	n := 0
+	for _, err := range f.store.ReadStream(ctx, "a-1", nil) {
+		if err != nil {
+			t.Fatal(err)
+		}
+		n++
+	}
+	if n != 1 {
+		t.Errorf("a-1 has %d events, want 1", n)
 	}
 }

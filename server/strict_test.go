@@ -199,6 +199,8 @@ func TestValidateBeforeAuthorize(t *testing.T) {
 	_, err = rpc.Append(ctx, connect.NewRequest(&annalsv1.AppendRequest{Stream: "a-1", Events: []*annalsv1.Event{{Type: "E", Data: make([]byte, 2000)}}}))
 	check("Append of an event over the server's MaxEventSize", err)
 	check("ListStreams with a control character in the prefix", recv(rpc.ListStreams(ctx, connect.NewRequest(&annalsv1.ListStreamsRequest{Prefix: "a\x01"}))))
+	_, err = rpc.Append(ctx, connect.NewRequest(&annalsv1.AppendRequest{Stream: "a-1", Events: []*annalsv1.Event{{Type: "E"}}, Lease: &annalsv1.Lease{}}))
+	check("Append fenced by a lease without a name", err)
 	lrpc := f.leaseRPC()
 	_, err = lrpc.Acquire(ctx, connect.NewRequest(&annalsv1.AcquireRequest{Name: "n", Holder: "h"}))
 	check("Acquire with no ttl", err)

@@ -409,10 +409,15 @@ func (x *Filter) GetEventTypes() []string {
 }
 
 type AppendRequest struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Stream        string                 `protobuf:"bytes,1,opt,name=stream,proto3" json:"stream,omitempty"`
-	Expected      *ExpectedRevision      `protobuf:"bytes,2,opt,name=expected,proto3" json:"expected,omitempty"`
-	Events        []*Event               `protobuf:"bytes,3,rep,name=events,proto3" json:"events,omitempty"`
+	state    protoimpl.MessageState `protogen:"open.v1"`
+	Stream   string                 `protobuf:"bytes,1,opt,name=stream,proto3" json:"stream,omitempty"`
+	Expected *ExpectedRevision      `protobuf:"bytes,2,opt,name=expected,proto3" json:"expected,omitempty"`
+	Events   []*Event               `protobuf:"bytes,3,rep,name=events,proto3" json:"events,omitempty"`
+	// Lease, when set, fences the append: it is written only if the lease (its name, holder and
+	// token) is the current one on its name and has not expired, checked in the same step as
+	// the write; otherwise it is refused with reason LEASE_LOST. A holder that paused past its
+	// lease, after another took over, can then write nothing.
+	Lease         *Lease `protobuf:"bytes,4,opt,name=lease,proto3" json:"lease,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -464,6 +469,13 @@ func (x *AppendRequest) GetExpected() *ExpectedRevision {
 func (x *AppendRequest) GetEvents() []*Event {
 	if x != nil {
 		return x.Events
+	}
+	return nil
+}
+
+func (x *AppendRequest) GetLease() *Lease {
+	if x != nil {
+		return x.Lease
 	}
 	return nil
 }
@@ -2484,11 +2496,12 @@ const file_annals_v1_annals_proto_rawDesc = "" +
 	"categories\x18\x02 \x03(\tR\n" +
 	"categories\x12\x1f\n" +
 	"\vevent_types\x18\x03 \x03(\tR\n" +
-	"eventTypes\"\x8a\x01\n" +
+	"eventTypes\"\xb2\x01\n" +
 	"\rAppendRequest\x12\x16\n" +
 	"\x06stream\x18\x01 \x01(\tR\x06stream\x127\n" +
 	"\bexpected\x18\x02 \x01(\v2\x1b.annals.v1.ExpectedRevisionR\bexpected\x12(\n" +
-	"\x06events\x18\x03 \x03(\v2\x10.annals.v1.EventR\x06events\"H\n" +
+	"\x06events\x18\x03 \x03(\v2\x10.annals.v1.EventR\x06events\x12&\n" +
+	"\x05lease\x18\x04 \x01(\v2\x10.annals.v1.LeaseR\x05lease\"H\n" +
 	"\x0eAppendResponse\x12\x1a\n" +
 	"\brevision\x18\x01 \x01(\x04R\brevision\x12\x1a\n" +
 	"\bposition\x18\x02 \x01(\x04R\bposition\"\x80\x02\n" +
@@ -2696,71 +2709,72 @@ var file_annals_v1_annals_proto_depIdxs = []int32{
 	40, // 3: annals.v1.RecordedEvent.time:type_name -> google.protobuf.Timestamp
 	0,  // 4: annals.v1.AppendRequest.expected:type_name -> annals.v1.ExpectedRevision
 	1,  // 5: annals.v1.AppendRequest.events:type_name -> annals.v1.Event
-	40, // 6: annals.v1.ReadStreamRequest.as_of:type_name -> google.protobuf.Timestamp
-	3,  // 7: annals.v1.ReadStreamRequest.filter:type_name -> annals.v1.Filter
-	2,  // 8: annals.v1.ReadStreamResponse.events:type_name -> annals.v1.RecordedEvent
-	40, // 9: annals.v1.ReadAllRequest.as_of:type_name -> google.protobuf.Timestamp
-	3,  // 10: annals.v1.ReadAllRequest.filter:type_name -> annals.v1.Filter
-	2,  // 11: annals.v1.ReadAllResponse.events:type_name -> annals.v1.RecordedEvent
-	3,  // 12: annals.v1.SubscribeRequest.filter:type_name -> annals.v1.Filter
-	12, // 13: annals.v1.SubscribeResponse.started:type_name -> annals.v1.SubscriptionStarted
-	13, // 14: annals.v1.SubscribeResponse.events:type_name -> annals.v1.EventBatch
-	2,  // 15: annals.v1.EventBatch.events:type_name -> annals.v1.RecordedEvent
-	0,  // 16: annals.v1.DeleteRequest.expected:type_name -> annals.v1.ExpectedRevision
-	0,  // 17: annals.v1.TombstoneRequest.expected:type_name -> annals.v1.ExpectedRevision
-	41, // 18: annals.v1.StreamMetadata.max_age:type_name -> google.protobuf.Duration
-	19, // 19: annals.v1.StreamMetadata.acl:type_name -> annals.v1.Acl
-	18, // 20: annals.v1.GetMetadataResponse.metadata:type_name -> annals.v1.StreamMetadata
-	0,  // 21: annals.v1.GetMetadataResponse.expected:type_name -> annals.v1.ExpectedRevision
-	0,  // 22: annals.v1.SetMetadataRequest.expected:type_name -> annals.v1.ExpectedRevision
-	18, // 23: annals.v1.SetMetadataRequest.metadata:type_name -> annals.v1.StreamMetadata
-	25, // 24: annals.v1.ListStreamsResponse.streams:type_name -> annals.v1.StreamInfo
-	40, // 25: annals.v1.ServerInfoResponse.start_time:type_name -> google.protobuf.Timestamp
-	0,  // 26: annals.v1.ErrorDetail.expected:type_name -> annals.v1.ExpectedRevision
-	0,  // 27: annals.v1.ErrorDetail.actual:type_name -> annals.v1.ExpectedRevision
-	30, // 28: annals.v1.ErrorDetail.lease:type_name -> annals.v1.Lease
-	41, // 29: annals.v1.Lease.ttl:type_name -> google.protobuf.Duration
-	40, // 30: annals.v1.Lease.expires:type_name -> google.protobuf.Timestamp
-	40, // 31: annals.v1.Lease.acquired:type_name -> google.protobuf.Timestamp
-	41, // 32: annals.v1.AcquireRequest.ttl:type_name -> google.protobuf.Duration
-	30, // 33: annals.v1.AcquireResponse.lease:type_name -> annals.v1.Lease
-	30, // 34: annals.v1.RenewRequest.lease:type_name -> annals.v1.Lease
-	30, // 35: annals.v1.RenewResponse.lease:type_name -> annals.v1.Lease
-	30, // 36: annals.v1.ReleaseRequest.lease:type_name -> annals.v1.Lease
-	30, // 37: annals.v1.ListLeasesResponse.leases:type_name -> annals.v1.Lease
-	4,  // 38: annals.v1.EventStoreService.Append:input_type -> annals.v1.AppendRequest
-	6,  // 39: annals.v1.EventStoreService.ReadStream:input_type -> annals.v1.ReadStreamRequest
-	8,  // 40: annals.v1.EventStoreService.ReadAll:input_type -> annals.v1.ReadAllRequest
-	10, // 41: annals.v1.EventStoreService.Subscribe:input_type -> annals.v1.SubscribeRequest
-	14, // 42: annals.v1.EventStoreService.Delete:input_type -> annals.v1.DeleteRequest
-	16, // 43: annals.v1.EventStoreService.Tombstone:input_type -> annals.v1.TombstoneRequest
-	20, // 44: annals.v1.EventStoreService.GetMetadata:input_type -> annals.v1.GetMetadataRequest
-	22, // 45: annals.v1.EventStoreService.SetMetadata:input_type -> annals.v1.SetMetadataRequest
-	24, // 46: annals.v1.EventStoreService.ListStreams:input_type -> annals.v1.ListStreamsRequest
-	27, // 47: annals.v1.EventStoreService.ServerInfo:input_type -> annals.v1.ServerInfoRequest
-	31, // 48: annals.v1.LeaseService.Acquire:input_type -> annals.v1.AcquireRequest
-	33, // 49: annals.v1.LeaseService.Renew:input_type -> annals.v1.RenewRequest
-	35, // 50: annals.v1.LeaseService.Release:input_type -> annals.v1.ReleaseRequest
-	37, // 51: annals.v1.LeaseService.ListLeases:input_type -> annals.v1.ListLeasesRequest
-	5,  // 52: annals.v1.EventStoreService.Append:output_type -> annals.v1.AppendResponse
-	7,  // 53: annals.v1.EventStoreService.ReadStream:output_type -> annals.v1.ReadStreamResponse
-	9,  // 54: annals.v1.EventStoreService.ReadAll:output_type -> annals.v1.ReadAllResponse
-	11, // 55: annals.v1.EventStoreService.Subscribe:output_type -> annals.v1.SubscribeResponse
-	15, // 56: annals.v1.EventStoreService.Delete:output_type -> annals.v1.DeleteResponse
-	17, // 57: annals.v1.EventStoreService.Tombstone:output_type -> annals.v1.TombstoneResponse
-	21, // 58: annals.v1.EventStoreService.GetMetadata:output_type -> annals.v1.GetMetadataResponse
-	23, // 59: annals.v1.EventStoreService.SetMetadata:output_type -> annals.v1.SetMetadataResponse
-	26, // 60: annals.v1.EventStoreService.ListStreams:output_type -> annals.v1.ListStreamsResponse
-	28, // 61: annals.v1.EventStoreService.ServerInfo:output_type -> annals.v1.ServerInfoResponse
-	32, // 62: annals.v1.LeaseService.Acquire:output_type -> annals.v1.AcquireResponse
-	34, // 63: annals.v1.LeaseService.Renew:output_type -> annals.v1.RenewResponse
-	36, // 64: annals.v1.LeaseService.Release:output_type -> annals.v1.ReleaseResponse
-	38, // 65: annals.v1.LeaseService.ListLeases:output_type -> annals.v1.ListLeasesResponse
-	52, // [52:66] is the sub-list for method output_type
-	38, // [38:52] is the sub-list for method input_type
-	38, // [38:38] is the sub-list for extension type_name
-	38, // [38:38] is the sub-list for extension extendee
-	0,  // [0:38] is the sub-list for field type_name
+	30, // 6: annals.v1.AppendRequest.lease:type_name -> annals.v1.Lease
+	40, // 7: annals.v1.ReadStreamRequest.as_of:type_name -> google.protobuf.Timestamp
+	3,  // 8: annals.v1.ReadStreamRequest.filter:type_name -> annals.v1.Filter
+	2,  // 9: annals.v1.ReadStreamResponse.events:type_name -> annals.v1.RecordedEvent
+	40, // 10: annals.v1.ReadAllRequest.as_of:type_name -> google.protobuf.Timestamp
+	3,  // 11: annals.v1.ReadAllRequest.filter:type_name -> annals.v1.Filter
+	2,  // 12: annals.v1.ReadAllResponse.events:type_name -> annals.v1.RecordedEvent
+	3,  // 13: annals.v1.SubscribeRequest.filter:type_name -> annals.v1.Filter
+	12, // 14: annals.v1.SubscribeResponse.started:type_name -> annals.v1.SubscriptionStarted
+	13, // 15: annals.v1.SubscribeResponse.events:type_name -> annals.v1.EventBatch
+	2,  // 16: annals.v1.EventBatch.events:type_name -> annals.v1.RecordedEvent
+	0,  // 17: annals.v1.DeleteRequest.expected:type_name -> annals.v1.ExpectedRevision
+	0,  // 18: annals.v1.TombstoneRequest.expected:type_name -> annals.v1.ExpectedRevision
+	41, // 19: annals.v1.StreamMetadata.max_age:type_name -> google.protobuf.Duration
+	19, // 20: annals.v1.StreamMetadata.acl:type_name -> annals.v1.Acl
+	18, // 21: annals.v1.GetMetadataResponse.metadata:type_name -> annals.v1.StreamMetadata
+	0,  // 22: annals.v1.GetMetadataResponse.expected:type_name -> annals.v1.ExpectedRevision
+	0,  // 23: annals.v1.SetMetadataRequest.expected:type_name -> annals.v1.ExpectedRevision
+	18, // 24: annals.v1.SetMetadataRequest.metadata:type_name -> annals.v1.StreamMetadata
+	25, // 25: annals.v1.ListStreamsResponse.streams:type_name -> annals.v1.StreamInfo
+	40, // 26: annals.v1.ServerInfoResponse.start_time:type_name -> google.protobuf.Timestamp
+	0,  // 27: annals.v1.ErrorDetail.expected:type_name -> annals.v1.ExpectedRevision
+	0,  // 28: annals.v1.ErrorDetail.actual:type_name -> annals.v1.ExpectedRevision
+	30, // 29: annals.v1.ErrorDetail.lease:type_name -> annals.v1.Lease
+	41, // 30: annals.v1.Lease.ttl:type_name -> google.protobuf.Duration
+	40, // 31: annals.v1.Lease.expires:type_name -> google.protobuf.Timestamp
+	40, // 32: annals.v1.Lease.acquired:type_name -> google.protobuf.Timestamp
+	41, // 33: annals.v1.AcquireRequest.ttl:type_name -> google.protobuf.Duration
+	30, // 34: annals.v1.AcquireResponse.lease:type_name -> annals.v1.Lease
+	30, // 35: annals.v1.RenewRequest.lease:type_name -> annals.v1.Lease
+	30, // 36: annals.v1.RenewResponse.lease:type_name -> annals.v1.Lease
+	30, // 37: annals.v1.ReleaseRequest.lease:type_name -> annals.v1.Lease
+	30, // 38: annals.v1.ListLeasesResponse.leases:type_name -> annals.v1.Lease
+	4,  // 39: annals.v1.EventStoreService.Append:input_type -> annals.v1.AppendRequest
+	6,  // 40: annals.v1.EventStoreService.ReadStream:input_type -> annals.v1.ReadStreamRequest
+	8,  // 41: annals.v1.EventStoreService.ReadAll:input_type -> annals.v1.ReadAllRequest
+	10, // 42: annals.v1.EventStoreService.Subscribe:input_type -> annals.v1.SubscribeRequest
+	14, // 43: annals.v1.EventStoreService.Delete:input_type -> annals.v1.DeleteRequest
+	16, // 44: annals.v1.EventStoreService.Tombstone:input_type -> annals.v1.TombstoneRequest
+	20, // 45: annals.v1.EventStoreService.GetMetadata:input_type -> annals.v1.GetMetadataRequest
+	22, // 46: annals.v1.EventStoreService.SetMetadata:input_type -> annals.v1.SetMetadataRequest
+	24, // 47: annals.v1.EventStoreService.ListStreams:input_type -> annals.v1.ListStreamsRequest
+	27, // 48: annals.v1.EventStoreService.ServerInfo:input_type -> annals.v1.ServerInfoRequest
+	31, // 49: annals.v1.LeaseService.Acquire:input_type -> annals.v1.AcquireRequest
+	33, // 50: annals.v1.LeaseService.Renew:input_type -> annals.v1.RenewRequest
+	35, // 51: annals.v1.LeaseService.Release:input_type -> annals.v1.ReleaseRequest
+	37, // 52: annals.v1.LeaseService.ListLeases:input_type -> annals.v1.ListLeasesRequest
+	5,  // 53: annals.v1.EventStoreService.Append:output_type -> annals.v1.AppendResponse
+	7,  // 54: annals.v1.EventStoreService.ReadStream:output_type -> annals.v1.ReadStreamResponse
+	9,  // 55: annals.v1.EventStoreService.ReadAll:output_type -> annals.v1.ReadAllResponse
+	11, // 56: annals.v1.EventStoreService.Subscribe:output_type -> annals.v1.SubscribeResponse
+	15, // 57: annals.v1.EventStoreService.Delete:output_type -> annals.v1.DeleteResponse
+	17, // 58: annals.v1.EventStoreService.Tombstone:output_type -> annals.v1.TombstoneResponse
+	21, // 59: annals.v1.EventStoreService.GetMetadata:output_type -> annals.v1.GetMetadataResponse
+	23, // 60: annals.v1.EventStoreService.SetMetadata:output_type -> annals.v1.SetMetadataResponse
+	26, // 61: annals.v1.EventStoreService.ListStreams:output_type -> annals.v1.ListStreamsResponse
+	28, // 62: annals.v1.EventStoreService.ServerInfo:output_type -> annals.v1.ServerInfoResponse
+	32, // 63: annals.v1.LeaseService.Acquire:output_type -> annals.v1.AcquireResponse
+	34, // 64: annals.v1.LeaseService.Renew:output_type -> annals.v1.RenewResponse
+	36, // 65: annals.v1.LeaseService.Release:output_type -> annals.v1.ReleaseResponse
+	38, // 66: annals.v1.LeaseService.ListLeases:output_type -> annals.v1.ListLeasesResponse
+	53, // [53:67] is the sub-list for method output_type
+	39, // [39:53] is the sub-list for method input_type
+	39, // [39:39] is the sub-list for extension type_name
+	39, // [39:39] is the sub-list for extension extendee
+	0,  // [0:39] is the sub-list for field type_name
 }
 
 func init() { file_annals_v1_annals_proto_init() }
