@@ -32,6 +32,11 @@
 //
 // Appends are not retried by the client: an append whose answer was lost may or may not have
 // been written, and repeating it with the same event IDs is safe (see [annals.Store.Append]).
+//
+// # Leases
+//
+// A Client is also a lease.Keeper over the server's LeaseService (lease.go), for replicas of
+// an application that share out its projections and process managers.
 package client
 
 import (
@@ -54,6 +59,7 @@ import (
 	"github.com/annalsdb/annals/internal/gen/annals/v1/annalsv1connect"
 	"github.com/annalsdb/annals/internal/rules"
 	"github.com/annalsdb/annals/internal/wire"
+	"github.com/annalsdb/annals/lease"
 )
 
 var _ annals.Store = (*Client)(nil)
@@ -86,6 +92,7 @@ type Options struct {
 type Client struct {
 	rpc   annalsv1connect.EventStoreServiceClient // gRPC: ListStreams
 	unary annalsv1connect.EventStoreServiceClient // the Connect protocol: the unary methods
+	lease annalsv1connect.LeaseServiceClient      // the Connect protocol: the lease.Keeper
 	// The reads and subscriptions, with the codec that decodes their events.
 	readStream *connect.Client[annalsv1.ReadStreamRequest, readBatch]
 	readAll    *connect.Client[annalsv1.ReadAllRequest, readBatch]
@@ -134,6 +141,7 @@ func Open(ctx context.Context, baseURL string, opts *Options) (*Client, error) {
 	grpc := append([]connect.ClientOption{connect.WithGRPC()}, copts...)
 	c.rpc = annalsv1connect.NewEventStoreServiceClient(hc, base, grpc...)
 	c.unary = annalsv1connect.NewEventStoreServiceClient(hc, base, copts...)
+	c.lease = annalsv1connect.NewLeaseServiceClient(hc, base, copts...)
 	events := append([]connect.ClientOption{connect.WithGRPC(), connect.WithCodec(codec{})}, copts...)
 	c.readStream = connect.NewClient[annalsv1.ReadStreamRequest, readBatch](hc, base+annalsv1connect.EventStoreServiceReadStreamProcedure, events...)
 	c.readAll = connect.NewClient[annalsv1.ReadAllRequest, readBatch](hc, base+annalsv1connect.EventStoreServiceReadAllProcedure, events...)
@@ -227,11 +235,19 @@ func (c *Client) fail(ctx context.Context, err error) error {
 }
 
 // Append implements [annals.Store.Append] with one Append call. The result carries the
-// position, for read-your-writes.
+// position, for read-your-writes. When ctx carries a lease ([lease.NewContext]), the server
+// writes the events only if the lease is still current, checked in the same step as the
+// write, and refuses them otherwise with an error matching [lease.ErrLost].
 func (c *Client) Append(ctx context.Context, stream string, expected annals.ExpectedRevision, events ...annals.Event) (annals.AppendResult, error) {
 	// The input first, as every store checks it (the sizes are the server's to check).
 	if _, err := rules.ValidateAppend(noLimits, stream, expected, events); err != nil {
 		return annals.AppendResult{}, err
+	}
+	fence, fenced := lease.FromContext(ctx)
+	if fenced {
+		if err := lease.Validate(fence.Name, "", 0); err != nil {
+			return annals.AppendResult{}, fmt.Errorf("the lease of the append: %w", err)
+		}
 	}
 	cctx, done, err := c.begin(ctx)
 	if err != nil {
@@ -241,6 +257,9 @@ func (c *Client) Append(ctx context.Context, stream string, expected annals.Expe
 	req := &annalsv1.AppendRequest{Stream: stream, Expected: wire.ExpectedToProto(expected), Events: make([]*annalsv1.Event, len(events))}
 	for i := range events {
 		req.Events[i] = wire.EventToProto(&events[i])
+	}
+	if fenced {
+		req.Lease = wire.LeaseToProto(fence)
 	}
 	res, err := c.unary.Append(cctx, connect.NewRequest(req))
 	if err != nil {

@@ -8,6 +8,7 @@ import (
 	"github.com/annalsdb/annals"
 	annalsv1 "github.com/annalsdb/annals/internal/gen/annals/v1"
 	"github.com/annalsdb/annals/internal/wire"
+	"github.com/annalsdb/annals/lease"
 )
 
 // sentinels maps the reasons of the server's ErrorDetail back to the store's errors.
@@ -18,6 +19,7 @@ var sentinels = map[string]error{
 	wire.ReasonTooLarge:        annals.ErrTooLarge,
 	wire.ReasonClosed:          annals.ErrClosed,
 	wire.ReasonCorrupt:         annals.ErrCorrupt,
+	wire.ReasonLeaseLost:       lease.ErrLost,
 }
 
 // remoteError is a store error the server reported: it matches its sentinel with errors.Is,
@@ -61,6 +63,15 @@ func fromConnect(err error) error {
 			Expected: wire.ExpectedFromProto(d.Expected),
 			Actual:   wire.ExpectedFromProto(d.Actual),
 		}
+	}
+	if d.Reason == wire.ReasonLeaseHeld {
+		held := &lease.HeldError{}
+		if d.Lease != nil {
+			if l, err := wire.LeaseFromProto(d.Lease); err == nil {
+				held.Lease = l
+			}
+		}
+		return held
 	}
 	if s, ok := sentinels[d.Reason]; ok {
 		return &remoteError{sentinel: s, err: ce}

@@ -370,6 +370,14 @@ func TestConsole(t *testing.T) {
 			t.Fatal(err)
 		}
 		defer res.Body.Close()
+		// Replicas hold the leases of a projection and of a process manager.
+		pl, err := s.srv.Leases().Acquire(t.Context(), "projection/cart-view", "replica-1", time.Minute)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := s.srv.Leases().Acquire(t.Context(), "process/shipping", "replica-2", time.Minute); err != nil {
+			t.Fatal(err)
+		}
 		run(t, ctx, "open the overview",
 			chromedp.Navigate(s.url+"/#/"),
 			chromedp.WaitVisible(chromedp.CSS(`#charts svg.chart polyline[data-series="events appended"]`)),
@@ -381,6 +389,18 @@ func TestConsole(t *testing.T) {
 		wantContains(t, "head", text(t, ctx, "#head-position"), "34")
 		wantContains(t, "subscriptions", text(t, ctx, "#subscriptions"), "sse", "$all", "category cart")
 		wantContains(t, "projections", text(t, ctx, "#projections"), "cart-view", "live", "mailer", "failed", "smtp: connection refused", "cart-42")
+		run(t, ctx, "see the leases", chromedp.WaitVisible(chromedp.CSS(`#leases tr[data-name="projection/cart-view"]`)))
+		if got := text(t, ctx, `#projections tr[data-name="cart-view"] .holder`); got != "replica-1" {
+			t.Errorf("cart-view held by %q, want replica-1", got)
+		}
+		if got := text(t, ctx, `#projections tr[data-name="mailer"] .holder`); got != "—" {
+			t.Errorf("mailer held by %q, want nobody", got)
+		}
+		// The token in full: it exceeds the integers JavaScript holds exactly.
+		if got := text(t, ctx, `#leases tr[data-name="projection/cart-view"] .token`); got != fmt.Sprint(pl.Token) {
+			t.Errorf("token of cart-view's lease: got %q, want %d", got, pl.Token)
+		}
+		wantContains(t, "leases", text(t, ctx, "#leases"), "process/shipping", "replica-2", "projection/cart-view", "replica-1")
 		screenshot(t, ctx, dir, "overview")
 	})
 }

@@ -1,7 +1,7 @@
 // Package console is the web console of an Annals server: a single-page application, embedded
 // in the binary, that shows the streams and their events, a live tail of the log, stream
-// metadata, the running subscriptions and the application's projections with their lag, and
-// charts of the append and read rates.
+// metadata, the running subscriptions, the application's projections with their lag and the
+// replica that holds each (the runners' leases), and charts of the append and read rates.
 //
 // The console is plain HTML, CSS and JavaScript modules (no build step) that talk to the
 // server's API from the browser: the JSON read routes (GET /v1/streams, /v1/streams/{stream},

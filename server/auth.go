@@ -536,6 +536,11 @@ func (p *principal) inACL(list []string) bool {
 //     stream's metadata (metaWrite) could grant everyone, themselves included, every other
 //     operation on it;
 //   - a listing of streams: a read grant whose prefix starts the listing's prefix;
+//   - an operation on leases ([IsLeaseAccess]; leases are not streams): lease names are
+//     matched against the prefixes of grants as stream ids are. Acquire, Renew and Release
+//     need a write grant ("write" or "*") whose prefix starts the lease's name ("write" with
+//     no prefix: every lease); a listing of leases a read grant whose prefix starts the
+//     listing's prefix. Stream ACLs do not apply;
 //   - a read or subscription of $all: read grants that cover the filter: each of its stream
 //     prefixes and categories must start with a granted prefix; without such a filter (all
 //     streams) a read grant on every stream ("read" with no prefix) is needed. Stream ACLs do
@@ -553,6 +558,15 @@ func (a *Auth) Authorize(ctx context.Context, acc Access) error {
 	}
 	denied := func(what string) error {
 		return fmt.Errorf("%w: %s %q may not %s %s", ErrPermissionDenied, p.Kind, p.Name, acc.Op, what)
+	}
+	if IsLeaseAccess(acc) {
+		if p.canStream(acc.Op, acc.Lease) {
+			return nil
+		}
+		if acc.Op == OpWrite {
+			return denied(fmt.Sprintf("lease %q", acc.Lease))
+		}
+		return denied(fmt.Sprintf("leases starting %q", acc.Lease))
 	}
 	if acc.Stream != "" {
 		if !p.canStream(acc.Op, acc.Stream) {

@@ -105,6 +105,10 @@ func TestAuthorize(t *testing.T) {
 	stream := func(op Op, s string) Access { return Access{Op: op, Stream: s} }
 	all := func(f *annals.Filter) Access { return Access{Op: OpRead, Filter: f} }
 	info := Access{Op: OpRead, Procedure: annalsv1connect.EventStoreServiceServerInfoProcedure}
+	acquire := func(name string) Access {
+		return Access{Op: OpWrite, Procedure: annalsv1connect.LeaseServiceAcquireProcedure, Lease: name}
+	}
+	leases := func(prefix string) Access { return Access{Op: OpRead, Procedure: leasesRoute, Lease: prefix} }
 	tests := []struct {
 		who  string
 		acc  Access
@@ -139,6 +143,18 @@ func TestAuthorize(t *testing.T) {
 		{"carol", stream(OpRead, "other-1"), ErrPermissionDenied},
 		{"dave", stream(OpRead, "secret-1"), ErrPermissionDenied}, // no grant: an ACL never widens
 		{"ops", Access{Op: OpMetrics}, ErrPermissionDenied},       // "*" grants stream operations only
+		// Leases: names matched against the grants' prefixes as stream ids are, no ACLs.
+		{"bob", acquire("cart-lock"), nil},
+		{"bob", acquire("projection/cart"), ErrPermissionDenied},
+		{"bob", leases("cart-"), nil},
+		{"bob", leases(""), ErrPermissionDenied},
+		{"carol", acquire("secret-1"), ErrPermissionDenied}, // read is not write
+		{"carol", leases("secret-"), nil},
+		{"ops", acquire("secret-1"), nil}, // the ACL of the stream secret-1 is not the lease's
+		{"ops", leases(""), nil},
+		{"dave", acquire("x"), ErrPermissionDenied},
+		{"dave", leases("x"), ErrPermissionDenied},
+		{"root", acquire("anything"), nil},
 		{"root", stream(OpWrite, "secret-1"), nil},
 		{"root", Access{Op: OpAdmin}, nil},
 	}

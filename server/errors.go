@@ -12,6 +12,7 @@ import (
 	"github.com/annalsdb/annals"
 	annalsv1 "github.com/annalsdb/annals/internal/gen/annals/v1"
 	"github.com/annalsdb/annals/internal/wire"
+	"github.com/annalsdb/annals/lease"
 )
 
 // Errors for the hooks that others plug into the server ([Options.Authorize], and middleware
@@ -41,6 +42,11 @@ type errorRow struct {
 // first row whose error matches (errors.Is) wins, so ErrTooLarge comes before
 // ErrInvalidArgument. Anything that matches no row is Internal.
 //
+// A lease held by another holder (lease.ErrHeld) is AlreadyExists, with the current lease in
+// the ErrorDetail; a lease lost (lease.ErrLost: released, or expired and taken over, found by
+// Renew or by a fenced write) is Aborted, as a conflict is: the reasons LEASE_HELD and
+// LEASE_LOST tell them apart from the store's errors.
+//
 // Stream deleted (tombstoned) is FailedPrecondition, as EventStoreDB's gRPC API reports it:
 // the request is well formed, but the stream is in a state that refuses it for good. Its HTTP
 // status on the SSE endpoints is 410 Gone, as EventStoreDB's HTTP API answered.
@@ -50,6 +56,9 @@ var errorTable = []errorRow{
 	{err: annals.ErrStreamDeleted, code: connect.CodeFailedPrecondition, reason: wire.ReasonStreamDeleted, status: http.StatusGone},
 	{err: annals.ErrTooLarge, code: connect.CodeInvalidArgument, reason: wire.ReasonTooLarge, status: http.StatusRequestEntityTooLarge},
 	{err: annals.ErrInvalidArgument, code: connect.CodeInvalidArgument, reason: wire.ReasonInvalidArgument, status: http.StatusBadRequest},
+	{err: lease.ErrInvalid, code: connect.CodeInvalidArgument, reason: wire.ReasonInvalidArgument, status: http.StatusBadRequest},
+	{err: lease.ErrHeld, code: connect.CodeAlreadyExists, reason: wire.ReasonLeaseHeld, status: http.StatusConflict},
+	{err: lease.ErrLost, code: connect.CodeAborted, reason: wire.ReasonLeaseLost, status: http.StatusConflict},
 	{err: annals.ErrClosed, code: connect.CodeUnavailable, reason: wire.ReasonClosed, status: http.StatusServiceUnavailable},
 	{err: ErrShuttingDown, code: connect.CodeUnavailable, reason: wire.ReasonShuttingDown, status: http.StatusServiceUnavailable},
 	{err: ErrUnauthenticated, code: connect.CodeUnauthenticated, reason: wire.ReasonUnauthenticated, status: http.StatusUnauthorized},
@@ -115,6 +124,9 @@ func (s *Server) toConnect(ctx context.Context, procedure string, err error) err
 			detail.Stream = wev.Stream
 			detail.Expected = wire.ExpectedToProto(wev.Expected)
 			detail.Actual = wire.ExpectedToProto(wev.Actual)
+		}
+		if held, ok := errors.AsType[*lease.HeldError](err); ok {
+			detail.Lease = wire.LeaseToProto(held.Lease)
 		}
 		if d, derr := connect.NewErrorDetail(detail); derr == nil {
 			ce.AddDetail(d)

@@ -40,6 +40,12 @@ type MetricsOptions struct {
 //     annals_subscription_lag_seconds (the largest lag among the listed subscriptions, as
 //     [SubscriptionStatus] defines it), annals_request_bytes_in_flight (the bytes of request
 //     bodies held now, under [Options.MaxRequestBytesInFlight]);
+//   - with [Metrics.Watch], from the server's lease keeper ([Server.Leases]) at each scrape:
+//     annals_leases (the leases held now), annals_lease_holder{name,holder} (1 for each lease
+//     held now, at most [MaxListedLeases] of them: which replica holds what), and the
+//     counters annals_lease_acquisitions_total (new fencing tokens this server handed out)
+//     and annals_lease_takeovers_total (acquisitions of a name whose last holder, as this
+//     server saw it, was another one that did not release it: it ran out);
 //   - with [MetricsOptions.DataDir]: annals_storage_bytes.
 //
 // Feed it with [Metrics.Interceptor] (in [Options.Interceptors]) and [Metrics.Middleware]
@@ -75,7 +81,7 @@ func NewMetrics(opts *MetricsOptions) *Metrics {
 		Name: "annals_append_duration_seconds", Help: "Time to answer an append (durable when it succeeds).",
 		Buckets: []float64{.0005, .001, .002, .005, .01, .02, .05, .1, .2, .5, 1, 2, 5},
 	})
-	m.rpcs = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "annals_rpcs_total", Help: "RPCs of the EventStoreService, by procedure and result code."}, []string{"procedure", "code"})
+	m.rpcs = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "annals_rpcs_total", Help: "RPCs of the EventStoreService and the LeaseService, by procedure and result code."}, []string{"procedure", "code"})
 	m.rpcLatency = prometheus.NewHistogramVec(prometheus.HistogramOpts{Name: "annals_rpc_duration_seconds", Help: "Duration of RPCs (streams: until they end).", Buckets: prometheus.DefBuckets}, []string{"procedure"})
 	m.reads = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "annals_reads_total", Help: "Reads, by kind (stream or all) and API (grpc: ReadStream and ReadAll; json: the GET routes)."}, []string{"kind", "api"})
 	m.readEvents = prometheus.NewCounter(prometheus.CounterOpts{Name: "annals_read_events_total", Help: "Events sent by ReadStream and ReadAll."})
@@ -129,6 +135,10 @@ var (
 	lagDesc        = prometheus.NewDesc("annals_subscription_lag_events", "The largest lag, in events, of the running subscriptions (the oldest listed by Stats).", nil, nil)
 	lagSecondsDesc = prometheus.NewDesc("annals_subscription_lag_seconds", "The largest lag, in seconds, of the running subscriptions (the oldest listed by Stats).", nil, nil)
 	inFlightDesc   = prometheus.NewDesc("annals_request_bytes_in_flight", "Bytes of request bodies held by the requests being served (bounded by max-request-bytes-in-flight).", nil, nil)
+	leasesDesc     = prometheus.NewDesc("annals_leases", "Leases held now (not expired).", nil, nil)
+	holderDesc     = prometheus.NewDesc("annals_lease_holder", "1 for each lease held now, by lease name and holder (at most 1000 leases).", []string{"name", "holder"}, nil)
+	acquiredDesc   = prometheus.NewDesc("annals_lease_acquisitions_total", "Lease acquisitions (new fencing tokens) this server handed out.", nil, nil)
+	takeoverDesc   = prometheus.NewDesc("annals_lease_takeovers_total", "Lease acquisitions of a name whose last holder, as this server saw it, was another that did not release it.", nil, nil)
 )
 
 type serverCollector struct {
@@ -142,11 +152,16 @@ func (c *serverCollector) Describe(ch chan<- *prometheus.Desc) {
 	ch <- lagDesc
 	ch <- lagSecondsDesc
 	ch <- inFlightDesc
+	ch <- leasesDesc
+	ch <- holderDesc
+	ch <- acquiredDesc
+	ch <- takeoverDesc
 }
 
 func (c *serverCollector) Collect(ch chan<- prometheus.Metric) {
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
+	c.collectLeases(ctx, ch)
 	st, err := c.s.Stats(ctx)
 	if err != nil {
 		ch <- prometheus.NewInvalidMetric(headDesc, err)
@@ -163,6 +178,21 @@ func (c *serverCollector) Collect(ch chan<- prometheus.Metric) {
 	ch <- prometheus.MustNewConstMetric(lagDesc, prometheus.GaugeValue, float64(lag))
 	ch <- prometheus.MustNewConstMetric(lagSecondsDesc, prometheus.GaugeValue, lagSeconds)
 	ch <- prometheus.MustNewConstMetric(inFlightDesc, prometheus.GaugeValue, float64(st.RequestBytesInFlight))
+}
+
+// collectLeases reports the leases held now and the server's counts of acquisitions.
+func (c *serverCollector) collectLeases(ctx context.Context, ch chan<- prometheus.Metric) {
+	ch <- prometheus.MustNewConstMetric(acquiredDesc, prometheus.CounterValue, float64(c.s.leaseStats.acquisitions.Load()))
+	ch <- prometheus.MustNewConstMetric(takeoverDesc, prometheus.CounterValue, float64(c.s.leaseStats.takeovers.Load()))
+	ls, err := c.s.leases.Leases(ctx, "")
+	if err != nil {
+		ch <- prometheus.NewInvalidMetric(leasesDesc, err)
+		return
+	}
+	ch <- prometheus.MustNewConstMetric(leasesDesc, prometheus.GaugeValue, float64(len(ls)))
+	for _, l := range ls[:min(len(ls), MaxListedLeases)] {
+		ch <- prometheus.MustNewConstMetric(holderDesc, prometheus.GaugeValue, 1, l.Name, l.Holder)
+	}
 }
 
 // codeLabel is "ok" for nil, else the error's Connect code.
@@ -252,6 +282,12 @@ func routeOf(r *http.Request) string {
 			return name
 		}
 		return "unknown_method"
+	case strings.HasPrefix(p, "/"+annalsv1connect.LeaseServiceName+"/"):
+		name := strings.TrimPrefix(p, "/"+annalsv1connect.LeaseServiceName+"/")
+		if annalsv1.File_annals_v1_annals_proto.Services().ByName("LeaseService").Methods().ByName(protoreflect.Name(name)) != nil {
+			return "lease_" + name
+		}
+		return "unknown_method"
 	case strings.HasPrefix(p, "/v1/sse/streams/"):
 		return "sse_stream"
 	case p == "/v1/sse/all":
@@ -262,7 +298,7 @@ func routeOf(r *http.Request) string {
 		return "json_all"
 	case p == "/v1/streams":
 		return "json_list"
-	case p == "/v1/login", p == "/v1/stats", p == "/v1/projections":
+	case p == "/v1/login", p == "/v1/stats", p == "/v1/projections", p == "/v1/leases":
 		return strings.TrimPrefix(p, "/v1/")
 	case p == "/metrics", p == "/healthz", p == "/readyz":
 		return strings.TrimPrefix(p, "/")

@@ -3,6 +3,7 @@ package server
 import (
 	"bufio"
 	"context"
+	"fmt"
 	"io"
 	"net/http"
 	"net/http/httptest"
@@ -50,6 +51,23 @@ func TestMetrics(t *testing.T) {
 		res.Body.Close()
 	}
 
+	// Leases: a takes one, b takes it over once it ran out, c takes another and releases it.
+	post("/annals.v1.LeaseService/Acquire", `{"name":"projection/p","holder":"a","ttl":"0.010s"}`)
+	testwait.Until(t, "b to take over a's lease", func() bool {
+		return post("/annals.v1.LeaseService/Acquire", `{"name":"projection/p","holder":"b","ttl":"60s"}`) == http.StatusOK
+	})
+	post("/annals.v1.LeaseService/Acquire", `{"name":"projection/p","holder":"b","ttl":"60s"}`) // b again: no new acquisition
+	post("/annals.v1.LeaseService/Acquire", `{"name":"relay/r","holder":"c","ttl":"60s"}`)
+	ls, err := srv.Leases().Leases(t.Context(), "relay/")
+	if err != nil || len(ls) != 1 {
+		t.Fatal(ls, err)
+	}
+	post("/annals.v1.LeaseService/Release", fmt.Sprintf(`{"lease":{"name":"relay/r","holder":"c","token":"%d"}}`, ls[0].Token))
+	post("/annals.v1.LeaseService/Acquire", `{"name":"process/q","holder":"c","ttl":"60s"}`)
+	if res, err := http.Get(hs.URL + "/v1/leases"); err == nil {
+		res.Body.Close()
+	}
+
 	// A live SSE subscription of $all, behind the head by nothing.
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
@@ -90,6 +108,14 @@ func TestMetrics(t *testing.T) {
 		"annals_subscription_lag_events 0",
 		"annals_http_in_flight_requests 1",
 		"annals_storage_bytes 0",
+		"annals_leases 2",
+		`annals_lease_holder{holder="b",name="projection/p"} 1`,
+		`annals_lease_holder{holder="c",name="process/q"} 1`,
+		"annals_lease_acquisitions_total 4",
+		"annals_lease_takeovers_total 1",
+		`annals_rpcs_total{code="ok",procedure="/annals.v1.LeaseService/Release"} 1`,
+		`annals_http_requests_total{code="200",route="lease_Release"} 1`,
+		`annals_http_requests_total{code="200",route="leases"} 1`,
 		"go_goroutines",
 	} {
 		if !strings.Contains(body, want) {

@@ -21,6 +21,14 @@
 // the http.Server's read timeout is DeadlineExceeded with HTTP status 408, and a
 // Content-Encoding the server cannot decode is Unimplemented with HTTP status 415.
 //
+// # Leases
+//
+// The LeaseService of the same proto (lease.go) keeps leases with fencing tokens for replicas
+// of an application, in [Options.Leases], the store when it keeps leases, or a lease.Memory of
+// the server's; GET /v1/leases lists them and GET /v1/projections reports the runners' ones.
+// A held lease is AlreadyExists with the lease in the ErrorDetail (reason LEASE_HELD), a lost
+// one Aborted (LEASE_LOST).
+//
 // # Extending
 //
 // Authentication goes in front of the handler as ordinary middleware (it puts the caller in
@@ -47,6 +55,7 @@ import (
 	"connectrpc.com/connect"
 	"github.com/annalsdb/annals"
 	"github.com/annalsdb/annals/internal/gen/annals/v1/annalsv1connect"
+	"github.com/annalsdb/annals/lease"
 )
 
 // DefaultMaxRequestBytes is the default of [Options.MaxRequestBytes]: twice the store's
@@ -115,6 +124,15 @@ type Options struct {
 	// (the web console shows them); see [ProjectionStatus]. An error is answered through the
 	// error table. It must be safe for concurrent use.
 	Projections func(ctx context.Context) ([]ProjectionStatus, error)
+	// Leases keeps the leases of the LeaseService (replicas of the application take them to
+	// share out projections and process managers; GET /v1/leases and GET /v1/projections
+	// report them). nil means the store, when it keeps leases (it implements lease.Keeper),
+	// else a lease.Memory of the server's own: its leases do not survive a restart of the
+	// server, and servers over the same store do not share them. An append fenced by a lease
+	// (AppendRequest.lease) is checked by the store when it is the keeper, else by this
+	// keeper's Fenced method (lease.Memory has one); a keeper with neither refuses fenced
+	// appends with Unimplemented.
+	Leases lease.Keeper
 }
 
 // Op is a kind of access, as [Options.Authorize] sees it.
@@ -144,6 +162,10 @@ type Access struct {
 	Prefix string
 	// Filter narrows a read or subscription of $all; nil for everything.
 	Filter *annals.Filter
+	// Lease is, for an operation on leases (see [IsLeaseAccess]), the lease's name (Acquire,
+	// Renew and Release: [OpWrite]), or the prefix of a listing of leases (ListLeases and
+	// GET /v1/leases: [OpRead]; "" for every lease).
+	Lease string
 }
 
 // Server serves one store. Its methods are safe for concurrent use.
@@ -174,6 +196,12 @@ type Server struct {
 	budget *budget
 	// limits are Options.Limits with the sizes the server does not check at their largest.
 	limits annals.Limits
+	// leases keeps the leases (Options.Leases, the store, or a lease.Memory); leaseStats
+	// counts the acquisitions.
+	leases     lease.Keeper
+	leaseStats leaseStats
+	// storeKeepsLeases: leases is the store, which checks the lease of a fenced write itself.
+	storeKeepsLeases bool
 }
 
 // New returns a server for store. The server does not own the store: closing the server
@@ -218,6 +246,14 @@ func New(store annals.Store, opts *Options) *Server {
 	if s.limits.MaxAppendSize <= 0 {
 		s.limits.MaxAppendSize = math.MaxInt
 	}
+	switch k, ok := store.(lease.Keeper); {
+	case o.Leases != nil:
+		s.leases = o.Leases
+	case ok:
+		s.leases, s.storeKeepsLeases = k, true
+	default:
+		s.leases = lease.NewMemory(nil)
+	}
 	s.budget = newBudget(o.MaxRequestBytesInFlight, o.RequestBudgetWait, o.MaxRequestBytes)
 	s.closing, s.close = context.WithCancel(context.Background())
 	return s
@@ -226,8 +262,9 @@ func New(store annals.Store, opts *Options) *Server {
 // Register adds the server's routes to mux: the Connect service under
 // /annals.v1.EventStoreService/, the SSE endpoints GET /v1/sse/streams/{stream} and
 // GET /v1/sse/all, the plain JSON reads GET /v1/streams/{stream} and GET /v1/all, the listing
-// GET /v1/streams, and the status routes GET /v1/stats ([Stats]; [OpAdmin]) and
-// GET /v1/projections ([Projections]; [OpRead]).
+// GET /v1/streams, the status routes GET /v1/stats ([Stats]; [OpAdmin]) and
+// GET /v1/projections ([Projections]; [OpRead]), and the leases: the Connect service
+// /annals.v1.LeaseService/ and the listing GET /v1/leases ([LeaseList]).
 func (s *Server) Register(mux *http.ServeMux) {
 	handlerOpts := []connect.HandlerOption{
 		connect.WithReadMaxBytes(s.opts.MaxRequestBytes),
@@ -237,6 +274,8 @@ func (s *Server) Register(mux *http.ServeMux) {
 	handlerOpts = append(handlerOpts, s.opts.HandlerOptions...)
 	path, h := annalsv1connect.NewEventStoreServiceHandler(&service{s: s}, handlerOpts...)
 	mux.Handle(path, s.guard(h))
+	path, h = annalsv1connect.NewLeaseServiceHandler(&leaseService{s: s}, handlerOpts...)
+	mux.Handle(path, s.guard(h))
 	mux.HandleFunc(sseStreamRoute, s.serveSSEStream)
 	mux.HandleFunc(sseAllRoute, s.serveSSEAll)
 	mux.HandleFunc(restStreamRoute, s.serveRESTStream)
@@ -244,6 +283,7 @@ func (s *Server) Register(mux *http.ServeMux) {
 	mux.HandleFunc(listRoute, s.serveList)
 	mux.HandleFunc(statsRoute, s.serveStats)
 	mux.HandleFunc(projectionsRoute, s.serveProjections)
+	mux.HandleFunc(leasesRoute, s.serveLeases)
 }
 
 // Handler returns an http.Handler that serves only the server's routes (see

@@ -32,6 +32,10 @@ func (v *service) Append(ctx context.Context, req *connect.Request[annalsv1.Appe
 		}
 		events[i] = e
 	}
+	fence, err := appendLease(m.Lease)
+	if err != nil {
+		return nil, v.s.toConnect(ctx, proc, err)
+	}
 	// Input before authorization; without an authorizer, the store's own check (which it makes
 	// in any case) is enough.
 	if v.s.opts.Authorize != nil {
@@ -42,7 +46,11 @@ func (v *service) Append(ctx context.Context, req *connect.Request[annalsv1.Appe
 	if err := v.s.authorize(ctx, Access{Op: OpWrite, Procedure: proc, Stream: m.Stream}); err != nil {
 		return nil, v.s.toConnect(ctx, proc, err)
 	}
-	res, err := v.s.store.Append(ctx, m.Stream, expected, events...)
+	var res annals.AppendResult
+	err = v.s.fence(ctx, fence, func(ctx context.Context) (err error) {
+		res, err = v.s.store.Append(ctx, m.Stream, expected, events...)
+		return err
+	})
 	if err != nil {
 		return nil, v.s.toConnect(ctx, proc, err)
 	}

@@ -152,6 +152,9 @@ type ProjectionStatus struct {
 	Error string `json:"error,omitempty"`
 	// FailedEvent is the event a failed projection's handler failed on.
 	FailedEvent *EventRef `json:"failedEvent,omitempty"`
+	// Lease is the lease held now on "projection/<Name>" (or else "process/<Name>"): which
+	// replica runs the projection. The server fills it in; nil when nobody holds one.
+	Lease *LeaseStatus `json:"lease,omitempty"`
 }
 
 // EventRef names a recorded event.
@@ -168,6 +171,10 @@ type Projections struct {
 	// Configured reports whether the server has [Options.Projections].
 	Configured  bool               `json:"configured"`
 	Projections []ProjectionStatus `json:"projections"`
+	// Leases are the leases held now whose names start with "process/" or "projection/" (see
+	// [ProjectionLeasePrefix]), by name, at most [MaxListedLeases]: which replica runs which
+	// projection and process manager, whether the server knows the projections or not.
+	Leases []LeaseStatus `json:"leases"`
 }
 
 // counter names one of the server's counters.
@@ -406,7 +413,7 @@ func (s *Server) serveProjections(w http.ResponseWriter, r *http.Request) {
 		s.writeHTTPError(w, r, projectionsRoute, err)
 		return
 	}
-	out := Projections{Projections: []ProjectionStatus{}}
+	out := Projections{Projections: []ProjectionStatus{}, Leases: []LeaseStatus{}}
 	if s.opts.Projections != nil {
 		ps, err := s.opts.Projections(ctx)
 		if err != nil {
@@ -415,6 +422,25 @@ func (s *Server) serveProjections(w http.ResponseWriter, r *http.Request) {
 		}
 		out.Configured = true
 		out.Projections = append(out.Projections, ps...)
+	}
+	ls, err := s.runnerLeases(ctx)
+	if err != nil {
+		s.writeHTTPError(w, r, projectionsRoute, err)
+		return
+	}
+	byName := make(map[string]LeaseStatus, len(ls))
+	for _, l := range ls {
+		st := leaseStatus(l)
+		out.Leases = append(out.Leases, st)
+		byName[l.Name] = st
+	}
+	for i := range out.Projections {
+		p := &out.Projections[i]
+		for _, prefix := range []string{ProjectionLeasePrefix, ProcessLeasePrefix} {
+			if st, ok := byName[prefix+p.Name]; ok && p.Lease == nil {
+				p.Lease = &st
+			}
+		}
 	}
 	writeJSON(w, out)
 }

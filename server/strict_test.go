@@ -199,7 +199,20 @@ func TestValidateBeforeAuthorize(t *testing.T) {
 	_, err = rpc.Append(ctx, connect.NewRequest(&annalsv1.AppendRequest{Stream: "a-1", Events: []*annalsv1.Event{{Type: "E", Data: make([]byte, 2000)}}}))
 	check("Append of an event over the server's MaxEventSize", err)
 	check("ListStreams with a control character in the prefix", recv(rpc.ListStreams(ctx, connect.NewRequest(&annalsv1.ListStreamsRequest{Prefix: "a\x01"}))))
-	for _, path := range []string{"/v1/streams/?prefix=", "/v1/all?prefix=", "/v1/sse/streams/", "/v1/sse/all?type=", "/v1/streams?limit=0", "/v1/streams?prefix=%01", "/v1/streams?prefix=%ff", "/v1/streams?after=%ff"} {
+	_, err = rpc.Append(ctx, connect.NewRequest(&annalsv1.AppendRequest{Stream: "a-1", Events: []*annalsv1.Event{{Type: "E"}}, Lease: &annalsv1.Lease{}}))
+	check("Append fenced by a lease without a name", err)
+	lrpc := f.leaseRPC()
+	_, err = lrpc.Acquire(ctx, connect.NewRequest(&annalsv1.AcquireRequest{Name: "n", Holder: "h"}))
+	check("Acquire with no ttl", err)
+	_, err = lrpc.Acquire(ctx, connect.NewRequest(&annalsv1.AcquireRequest{Name: "n"}))
+	check("Acquire with no holder and no ttl", err)
+	_, err = lrpc.Renew(ctx, connect.NewRequest(&annalsv1.RenewRequest{}))
+	check("Renew of no lease", err)
+	_, err = lrpc.Release(ctx, connect.NewRequest(&annalsv1.ReleaseRequest{Lease: &annalsv1.Lease{Name: "n\x00"}}))
+	check("Release of a name with a NUL byte", err)
+	_, err = lrpc.ListLeases(ctx, connect.NewRequest(&annalsv1.ListLeasesRequest{Prefix: "a\x00"}))
+	check("ListLeases with a NUL byte in the prefix", err)
+	for _, path := range []string{"/v1/streams/?prefix=", "/v1/leases?prefix=%00", "/v1/leases?x=1", "/v1/all?prefix=", "/v1/sse/streams/", "/v1/sse/all?type=", "/v1/streams?limit=0", "/v1/streams?prefix=%01", "/v1/streams?prefix=%ff", "/v1/streams?after=%ff"} {
 		res, err := http.Get(f.url + path)
 		if err != nil {
 			t.Fatal(err)

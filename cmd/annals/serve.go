@@ -54,8 +54,8 @@ func (m *Main) newServeCmd() *cobra.Command {
 		Short: "Serve the store in the data directory over the network (API, SSE, console, metrics)",
 		Long: `Serve the embedded store in the data directory (--data, default ./annals-data) on --listen
 (default :2113): the gRPC / gRPC-Web / Connect API (plain JSON POSTs for the unary methods),
-Server-Sent Events (GET /v1/sse/...), JSON reads (GET /v1/streams/..., /v1/all), status
-(GET /v1/stats, /v1/projections), Prometheus metrics (GET /metrics), health (GET /healthz:
+Server-Sent Events (GET /v1/sse/...), JSON reads (GET /v1/streams/..., /v1/all), leases for
+replicas (the LeaseService; GET /v1/leases), status (GET /v1/stats, /v1/projections), Prometheus metrics (GET /metrics), health (GET /healthz:
 the process runs; GET /readyz: the store answers and can write) and the web console (GET /).
 
 Without --auth nobody is asked for credentials, so the server listens on localhost only
@@ -323,7 +323,7 @@ func routes(srv *server.Server, auth *server.Auth, metrics *server.Metrics, read
 	}
 
 	mux := http.NewServeMux()
-	for _, p := range []string{"/", "/" + annalsv1connect.EventStoreServiceName + "/", "/v1/", "/metrics"} {
+	for _, p := range []string{"/", "/" + annalsv1connect.EventStoreServiceName + "/", "/" + annalsv1connect.LeaseServiceName + "/", "/v1/", "/metrics"} {
 		mux.Handle(p, protected)
 	}
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) {

@@ -29,6 +29,11 @@ const (
 	ReasonUnauthenticated      = "UNAUTHENTICATED"
 	ReasonPermissionDenied     = "PERMISSION_DENIED"
 	ReasonInternal             = "INTERNAL"
+	// ReasonLeaseHeld: another holder holds the lease (lease.ErrHeld); the ErrorDetail
+	// carries the current lease.
+	ReasonLeaseHeld = "LEASE_HELD"
+	// ReasonLeaseLost: the lease is no longer the holder's (lease.ErrLost).
+	ReasonLeaseLost = "LEASE_LOST"
 )
 
 // ExpectedToProto returns the message form of e; an invalid e becomes a revision above

@@ -1,6 +1,6 @@
 // The console's entry point: a router over the location's hash.
 //
-//   #/                      overview (server, charts, subscriptions, projections)
+//   #/                      overview (server, charts, subscriptions, projections, leases)
 //   #/streams?prefix=&after= the list of streams
 //   #/stream/<id>?from=N     a stream's events (newest first) and metadata
 //   #/tail?prefix=&category=&type=  the live tail of $all

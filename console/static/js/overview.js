@@ -1,4 +1,5 @@
-// The overview: the server, charts of its rates, running subscriptions, projections.
+// The overview: the server, charts of its rates, running subscriptions, projections, and the
+// leases that say which replica runs each projection and process manager.
 
 import { get } from "./api.js";
 import { lineChart } from "./chart.js";
@@ -9,7 +10,8 @@ export function render(main, _params, cfg) {
   const charts = h("section", { id: "charts", class: "charts" });
   const subs = h("section", { id: "subscriptions" });
   const projs = h("section", { id: "projections" });
-  replace(main, h("h1", {}, "Overview"), info, charts, h("h2", {}, "Subscriptions"), subs, h("h2", {}, "Projections"), projs);
+  const leases = h("section", { id: "leases" });
+  replace(main, h("h1", {}, "Overview"), info, charts, h("h2", {}, "Subscriptions"), subs, h("h2", {}, "Projections"), projs, h("h2", {}, "Leases"), leases);
 
   let stopped = false;
   let timer;
@@ -27,8 +29,13 @@ export function render(main, _params, cfg) {
       replace(charts);
       replace(subs);
     }
-    if (pr.status === "fulfilled") showProjections(projs, pr.value);
-    else replace(projs, errorBox(pr.reason));
+    if (pr.status === "fulfilled") {
+      showProjections(projs, pr.value);
+      showLeases(leases, pr.value.leases || []);
+    } else {
+      replace(projs, errorBox(pr.reason));
+      replace(leases);
+    }
     timer = setTimeout(poll, cfg.pollMillis);
   }
   poll();
@@ -137,6 +144,7 @@ function showProjections(el, pr) {
       h("td", { class: "num" }, fmtNumber(p.position)),
       h("td", { class: "num" }, fmtNumber(p.head)),
       lagCell(p.lagEvents, p.lagSeconds),
+      h("td", { class: "holder" }, p.lease ? p.lease.holder : h("span", { class: "muted" }, "—")),
       h(
         "td",
         {},
@@ -150,7 +158,37 @@ function showProjections(el, pr) {
     h(
       "table",
       { class: "grid" },
-      h("thead", {}, h("tr", {}, ["Name", "State", "Position", "Head", "Lag", "Error"].map((c) => h("th", {}, c)))),
+      h("thead", {}, h("tr", {}, ["Name", "State", "Position", "Head", "Lag", "Held by", "Error"].map((c) => h("th", {}, c)))),
+      h("tbody", {}, rows),
+    ),
+  );
+}
+
+// showLeases lists the leases of the runners ("projection/<name>", "process/<name>"): which
+// replica holds each, with its fencing token and when it runs out unless renewed.
+function showLeases(el, leases) {
+  if (!leases.length) {
+    replace(el, h("p", { class: "muted" }, "No replica holds a lease on a projection or a process manager."));
+    return;
+  }
+  const rows = leases.map((l) =>
+    h(
+      "tr",
+      { dataset: { name: l.name } },
+      h("td", {}, l.name),
+      h("td", { class: "holder" }, l.holder),
+      // The token is a string: it exceeds the integers JavaScript holds exactly.
+      h("td", { class: "num token" }, l.token),
+      h("td", {}, fmtTime(l.acquired)),
+      h("td", { class: "expires" }, fmtTime(l.expires)),
+    ),
+  );
+  replace(
+    el,
+    h(
+      "table",
+      { class: "grid" },
+      h("thead", {}, h("tr", {}, ["Name", "Holder", "Token", "Acquired", "Expires"].map((c) => h("th", {}, c)))),
       h("tbody", {}, rows),
     ),
   );

@@ -1,6 +1,7 @@
-// The network API of Annals: one service, served by the server package with Connect so that the
-// same handlers answer gRPC, gRPC-Web and the Connect protocol (plain HTTP/JSON). It mirrors the
-// Go interface annals.Store; see that package for the guarantees, which hold over the wire too.
+// The network API of Annals, served by the server package with Connect so that the same
+// handlers answer gRPC, gRPC-Web and the Connect protocol (plain HTTP/JSON): EventStoreService
+// mirrors the Go interface annals.Store, LeaseService the interface lease.Keeper; see those
+// packages for the guarantees, which hold over the wire too.
 //
 // Errors use the standard codes (the server's one error table is in server/errors.go and
 // docs/server.md) and carry an ErrorDetail that names the store's error exactly.
@@ -408,10 +409,15 @@ func (x *Filter) GetEventTypes() []string {
 }
 
 type AppendRequest struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Stream        string                 `protobuf:"bytes,1,opt,name=stream,proto3" json:"stream,omitempty"`
-	Expected      *ExpectedRevision      `protobuf:"bytes,2,opt,name=expected,proto3" json:"expected,omitempty"`
-	Events        []*Event               `protobuf:"bytes,3,rep,name=events,proto3" json:"events,omitempty"`
+	state    protoimpl.MessageState `protogen:"open.v1"`
+	Stream   string                 `protobuf:"bytes,1,opt,name=stream,proto3" json:"stream,omitempty"`
+	Expected *ExpectedRevision      `protobuf:"bytes,2,opt,name=expected,proto3" json:"expected,omitempty"`
+	Events   []*Event               `protobuf:"bytes,3,rep,name=events,proto3" json:"events,omitempty"`
+	// Lease, when set, fences the append: it is written only if the lease (its name, holder and
+	// token) is the current one on its name and has not expired, checked in the same step as
+	// the write; otherwise it is refused with reason LEASE_LOST. A holder that paused past its
+	// lease, after another took over, can then write nothing.
+	Lease         *Lease `protobuf:"bytes,4,opt,name=lease,proto3" json:"lease,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -463,6 +469,13 @@ func (x *AppendRequest) GetExpected() *ExpectedRevision {
 func (x *AppendRequest) GetEvents() []*Event {
 	if x != nil {
 		return x.Events
+	}
+	return nil
+}
+
+func (x *AppendRequest) GetLease() *Lease {
+	if x != nil {
+		return x.Lease
 	}
 	return nil
 }
@@ -1916,14 +1929,16 @@ func (x *ServerInfoResponse) GetSubscriptions() uint64 {
 type ErrorDetail struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// Reason is one of WRONG_EXPECTED_VERSION, STREAM_NOT_FOUND, STREAM_DELETED,
-	// INVALID_ARGUMENT, TOO_LARGE, CLOSED, INTERNAL.
+	// INVALID_ARGUMENT, TOO_LARGE, CLOSED, INTERNAL, LEASE_HELD, LEASE_LOST.
 	Reason string `protobuf:"bytes,1,opt,name=reason,proto3" json:"reason,omitempty"`
 	// Stream the error is about, when there is one.
 	Stream string `protobuf:"bytes,2,opt,name=stream,proto3" json:"stream,omitempty"`
 	// Expected and Actual are set for WRONG_EXPECTED_VERSION: what the write expected and the
 	// stream's actual state (no_stream or its last revision).
-	Expected      *ExpectedRevision `protobuf:"bytes,3,opt,name=expected,proto3" json:"expected,omitempty"`
-	Actual        *ExpectedRevision `protobuf:"bytes,4,opt,name=actual,proto3" json:"actual,omitempty"`
+	Expected *ExpectedRevision `protobuf:"bytes,3,opt,name=expected,proto3" json:"expected,omitempty"`
+	Actual   *ExpectedRevision `protobuf:"bytes,4,opt,name=actual,proto3" json:"actual,omitempty"`
+	// Lease is set for LEASE_HELD: the current lease (its holder, token and expiry).
+	Lease         *Lease `protobuf:"bytes,5,opt,name=lease,proto3" json:"lease,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1986,6 +2001,468 @@ func (x *ErrorDetail) GetActual() *ExpectedRevision {
 	return nil
 }
 
+func (x *ErrorDetail) GetLease() *Lease {
+	if x != nil {
+		return x.Lease
+	}
+	return nil
+}
+
+// Lease is a held lease.
+type Lease struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Name is what the lease is on, Holder who holds it.
+	Name   string `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	Holder string `protobuf:"bytes,2,opt,name=holder,proto3" json:"holder,omitempty"`
+	// Token is the fencing token of this acquisition: larger than every token given for the
+	// name before; renewals keep it.
+	Token uint64 `protobuf:"varint,3,opt,name=token,proto3" json:"token,omitempty"`
+	// Ttl is the time to live the holder asked for.
+	Ttl *durationpb.Duration `protobuf:"bytes,4,opt,name=ttl,proto3" json:"ttl,omitempty"`
+	// Expires is the server's time at which the lease runs out unless it is renewed.
+	Expires *timestamppb.Timestamp `protobuf:"bytes,5,opt,name=expires,proto3" json:"expires,omitempty"`
+	// Acquired is the server's time of the acquisition.
+	Acquired      *timestamppb.Timestamp `protobuf:"bytes,6,opt,name=acquired,proto3" json:"acquired,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Lease) Reset() {
+	*x = Lease{}
+	mi := &file_annals_v1_annals_proto_msgTypes[30]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Lease) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Lease) ProtoMessage() {}
+
+func (x *Lease) ProtoReflect() protoreflect.Message {
+	mi := &file_annals_v1_annals_proto_msgTypes[30]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Lease.ProtoReflect.Descriptor instead.
+func (*Lease) Descriptor() ([]byte, []int) {
+	return file_annals_v1_annals_proto_rawDescGZIP(), []int{30}
+}
+
+func (x *Lease) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *Lease) GetHolder() string {
+	if x != nil {
+		return x.Holder
+	}
+	return ""
+}
+
+func (x *Lease) GetToken() uint64 {
+	if x != nil {
+		return x.Token
+	}
+	return 0
+}
+
+func (x *Lease) GetTtl() *durationpb.Duration {
+	if x != nil {
+		return x.Ttl
+	}
+	return nil
+}
+
+func (x *Lease) GetExpires() *timestamppb.Timestamp {
+	if x != nil {
+		return x.Expires
+	}
+	return nil
+}
+
+func (x *Lease) GetAcquired() *timestamppb.Timestamp {
+	if x != nil {
+		return x.Acquired
+	}
+	return nil
+}
+
+type AcquireRequest struct {
+	state  protoimpl.MessageState `protogen:"open.v1"`
+	Name   string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	Holder string                 `protobuf:"bytes,2,opt,name=holder,proto3" json:"holder,omitempty"`
+	// Ttl is between 10 ms and one hour.
+	Ttl           *durationpb.Duration `protobuf:"bytes,3,opt,name=ttl,proto3" json:"ttl,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *AcquireRequest) Reset() {
+	*x = AcquireRequest{}
+	mi := &file_annals_v1_annals_proto_msgTypes[31]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *AcquireRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*AcquireRequest) ProtoMessage() {}
+
+func (x *AcquireRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_annals_v1_annals_proto_msgTypes[31]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use AcquireRequest.ProtoReflect.Descriptor instead.
+func (*AcquireRequest) Descriptor() ([]byte, []int) {
+	return file_annals_v1_annals_proto_rawDescGZIP(), []int{31}
+}
+
+func (x *AcquireRequest) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *AcquireRequest) GetHolder() string {
+	if x != nil {
+		return x.Holder
+	}
+	return ""
+}
+
+func (x *AcquireRequest) GetTtl() *durationpb.Duration {
+	if x != nil {
+		return x.Ttl
+	}
+	return nil
+}
+
+type AcquireResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Lease         *Lease                 `protobuf:"bytes,1,opt,name=lease,proto3" json:"lease,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *AcquireResponse) Reset() {
+	*x = AcquireResponse{}
+	mi := &file_annals_v1_annals_proto_msgTypes[32]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *AcquireResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*AcquireResponse) ProtoMessage() {}
+
+func (x *AcquireResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_annals_v1_annals_proto_msgTypes[32]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use AcquireResponse.ProtoReflect.Descriptor instead.
+func (*AcquireResponse) Descriptor() ([]byte, []int) {
+	return file_annals_v1_annals_proto_rawDescGZIP(), []int{32}
+}
+
+func (x *AcquireResponse) GetLease() *Lease {
+	if x != nil {
+		return x.Lease
+	}
+	return nil
+}
+
+type RenewRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Lease is the lease to renew, as Acquire or the last Renew returned it (name, holder and
+	// token are what count).
+	Lease         *Lease `protobuf:"bytes,1,opt,name=lease,proto3" json:"lease,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RenewRequest) Reset() {
+	*x = RenewRequest{}
+	mi := &file_annals_v1_annals_proto_msgTypes[33]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RenewRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RenewRequest) ProtoMessage() {}
+
+func (x *RenewRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_annals_v1_annals_proto_msgTypes[33]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RenewRequest.ProtoReflect.Descriptor instead.
+func (*RenewRequest) Descriptor() ([]byte, []int) {
+	return file_annals_v1_annals_proto_rawDescGZIP(), []int{33}
+}
+
+func (x *RenewRequest) GetLease() *Lease {
+	if x != nil {
+		return x.Lease
+	}
+	return nil
+}
+
+type RenewResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Lease         *Lease                 `protobuf:"bytes,1,opt,name=lease,proto3" json:"lease,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RenewResponse) Reset() {
+	*x = RenewResponse{}
+	mi := &file_annals_v1_annals_proto_msgTypes[34]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RenewResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RenewResponse) ProtoMessage() {}
+
+func (x *RenewResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_annals_v1_annals_proto_msgTypes[34]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RenewResponse.ProtoReflect.Descriptor instead.
+func (*RenewResponse) Descriptor() ([]byte, []int) {
+	return file_annals_v1_annals_proto_rawDescGZIP(), []int{34}
+}
+
+func (x *RenewResponse) GetLease() *Lease {
+	if x != nil {
+		return x.Lease
+	}
+	return nil
+}
+
+type ReleaseRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Lease         *Lease                 `protobuf:"bytes,1,opt,name=lease,proto3" json:"lease,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ReleaseRequest) Reset() {
+	*x = ReleaseRequest{}
+	mi := &file_annals_v1_annals_proto_msgTypes[35]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ReleaseRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ReleaseRequest) ProtoMessage() {}
+
+func (x *ReleaseRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_annals_v1_annals_proto_msgTypes[35]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ReleaseRequest.ProtoReflect.Descriptor instead.
+func (*ReleaseRequest) Descriptor() ([]byte, []int) {
+	return file_annals_v1_annals_proto_rawDescGZIP(), []int{35}
+}
+
+func (x *ReleaseRequest) GetLease() *Lease {
+	if x != nil {
+		return x.Lease
+	}
+	return nil
+}
+
+type ReleaseResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ReleaseResponse) Reset() {
+	*x = ReleaseResponse{}
+	mi := &file_annals_v1_annals_proto_msgTypes[36]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ReleaseResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ReleaseResponse) ProtoMessage() {}
+
+func (x *ReleaseResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_annals_v1_annals_proto_msgTypes[36]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ReleaseResponse.ProtoReflect.Descriptor instead.
+func (*ReleaseResponse) Descriptor() ([]byte, []int) {
+	return file_annals_v1_annals_proto_rawDescGZIP(), []int{36}
+}
+
+type ListLeasesRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Prefix keeps only the leases whose name starts with it.
+	Prefix        string `protobuf:"bytes,1,opt,name=prefix,proto3" json:"prefix,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListLeasesRequest) Reset() {
+	*x = ListLeasesRequest{}
+	mi := &file_annals_v1_annals_proto_msgTypes[37]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListLeasesRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListLeasesRequest) ProtoMessage() {}
+
+func (x *ListLeasesRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_annals_v1_annals_proto_msgTypes[37]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListLeasesRequest.ProtoReflect.Descriptor instead.
+func (*ListLeasesRequest) Descriptor() ([]byte, []int) {
+	return file_annals_v1_annals_proto_rawDescGZIP(), []int{37}
+}
+
+func (x *ListLeasesRequest) GetPrefix() string {
+	if x != nil {
+		return x.Prefix
+	}
+	return ""
+}
+
+type ListLeasesResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Leases        []*Lease               `protobuf:"bytes,1,rep,name=leases,proto3" json:"leases,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListLeasesResponse) Reset() {
+	*x = ListLeasesResponse{}
+	mi := &file_annals_v1_annals_proto_msgTypes[38]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListLeasesResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListLeasesResponse) ProtoMessage() {}
+
+func (x *ListLeasesResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_annals_v1_annals_proto_msgTypes[38]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListLeasesResponse.ProtoReflect.Descriptor instead.
+func (*ListLeasesResponse) Descriptor() ([]byte, []int) {
+	return file_annals_v1_annals_proto_rawDescGZIP(), []int{38}
+}
+
+func (x *ListLeasesResponse) GetLeases() []*Lease {
+	if x != nil {
+		return x.Leases
+	}
+	return nil
+}
+
 var File_annals_v1_annals_proto protoreflect.FileDescriptor
 
 const file_annals_v1_annals_proto_rawDesc = "" +
@@ -2019,11 +2496,12 @@ const file_annals_v1_annals_proto_rawDesc = "" +
 	"categories\x18\x02 \x03(\tR\n" +
 	"categories\x12\x1f\n" +
 	"\vevent_types\x18\x03 \x03(\tR\n" +
-	"eventTypes\"\x8a\x01\n" +
+	"eventTypes\"\xb2\x01\n" +
 	"\rAppendRequest\x12\x16\n" +
 	"\x06stream\x18\x01 \x01(\tR\x06stream\x127\n" +
 	"\bexpected\x18\x02 \x01(\v2\x1b.annals.v1.ExpectedRevisionR\bexpected\x12(\n" +
-	"\x06events\x18\x03 \x03(\v2\x10.annals.v1.EventR\x06events\"H\n" +
+	"\x06events\x18\x03 \x03(\v2\x10.annals.v1.EventR\x06events\x12&\n" +
+	"\x05lease\x18\x04 \x01(\v2\x10.annals.v1.LeaseR\x05lease\"H\n" +
 	"\x0eAppendResponse\x12\x1a\n" +
 	"\brevision\x18\x01 \x01(\x04R\brevision\x12\x1a\n" +
 	"\bposition\x18\x02 \x01(\x04R\bposition\"\x80\x02\n" +
@@ -2116,12 +2594,37 @@ const file_annals_v1_annals_proto_rawDesc = "" +
 	"\rhead_position\x18\x03 \x01(\x04R\fheadPosition\x129\n" +
 	"\n" +
 	"start_time\x18\x04 \x01(\v2\x1a.google.protobuf.TimestampR\tstartTime\x12$\n" +
-	"\rsubscriptions\x18\x05 \x01(\x04R\rsubscriptions\"\xab\x01\n" +
+	"\rsubscriptions\x18\x05 \x01(\x04R\rsubscriptions\"\xd3\x01\n" +
 	"\vErrorDetail\x12\x16\n" +
 	"\x06reason\x18\x01 \x01(\tR\x06reason\x12\x16\n" +
 	"\x06stream\x18\x02 \x01(\tR\x06stream\x127\n" +
 	"\bexpected\x18\x03 \x01(\v2\x1b.annals.v1.ExpectedRevisionR\bexpected\x123\n" +
-	"\x06actual\x18\x04 \x01(\v2\x1b.annals.v1.ExpectedRevisionR\x06actual2\xeb\x05\n" +
+	"\x06actual\x18\x04 \x01(\v2\x1b.annals.v1.ExpectedRevisionR\x06actual\x12&\n" +
+	"\x05lease\x18\x05 \x01(\v2\x10.annals.v1.LeaseR\x05lease\"\xe4\x01\n" +
+	"\x05Lease\x12\x12\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\x12\x16\n" +
+	"\x06holder\x18\x02 \x01(\tR\x06holder\x12\x14\n" +
+	"\x05token\x18\x03 \x01(\x04R\x05token\x12+\n" +
+	"\x03ttl\x18\x04 \x01(\v2\x19.google.protobuf.DurationR\x03ttl\x124\n" +
+	"\aexpires\x18\x05 \x01(\v2\x1a.google.protobuf.TimestampR\aexpires\x126\n" +
+	"\bacquired\x18\x06 \x01(\v2\x1a.google.protobuf.TimestampR\bacquired\"i\n" +
+	"\x0eAcquireRequest\x12\x12\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\x12\x16\n" +
+	"\x06holder\x18\x02 \x01(\tR\x06holder\x12+\n" +
+	"\x03ttl\x18\x03 \x01(\v2\x19.google.protobuf.DurationR\x03ttl\"9\n" +
+	"\x0fAcquireResponse\x12&\n" +
+	"\x05lease\x18\x01 \x01(\v2\x10.annals.v1.LeaseR\x05lease\"6\n" +
+	"\fRenewRequest\x12&\n" +
+	"\x05lease\x18\x01 \x01(\v2\x10.annals.v1.LeaseR\x05lease\"7\n" +
+	"\rRenewResponse\x12&\n" +
+	"\x05lease\x18\x01 \x01(\v2\x10.annals.v1.LeaseR\x05lease\"8\n" +
+	"\x0eReleaseRequest\x12&\n" +
+	"\x05lease\x18\x01 \x01(\v2\x10.annals.v1.LeaseR\x05lease\"\x11\n" +
+	"\x0fReleaseResponse\"+\n" +
+	"\x11ListLeasesRequest\x12\x16\n" +
+	"\x06prefix\x18\x01 \x01(\tR\x06prefix\">\n" +
+	"\x12ListLeasesResponse\x12(\n" +
+	"\x06leases\x18\x01 \x03(\v2\x10.annals.v1.LeaseR\x06leases2\xeb\x05\n" +
 	"\x11EventStoreService\x12=\n" +
 	"\x06Append\x12\x18.annals.v1.AppendRequest\x1a\x19.annals.v1.AppendResponse\x12K\n" +
 	"\n" +
@@ -2134,7 +2637,13 @@ const file_annals_v1_annals_proto_rawDesc = "" +
 	"\vSetMetadata\x12\x1d.annals.v1.SetMetadataRequest\x1a\x1e.annals.v1.SetMetadataResponse\x12N\n" +
 	"\vListStreams\x12\x1d.annals.v1.ListStreamsRequest\x1a\x1e.annals.v1.ListStreamsResponse0\x01\x12I\n" +
 	"\n" +
-	"ServerInfo\x12\x1c.annals.v1.ServerInfoRequest\x1a\x1d.annals.v1.ServerInfoResponseB<Z:github.com/annalsdb/annals/internal/gen/annals/v1;annalsv1b\x06proto3"
+	"ServerInfo\x12\x1c.annals.v1.ServerInfoRequest\x1a\x1d.annals.v1.ServerInfoResponse2\x99\x02\n" +
+	"\fLeaseService\x12@\n" +
+	"\aAcquire\x12\x19.annals.v1.AcquireRequest\x1a\x1a.annals.v1.AcquireResponse\x12:\n" +
+	"\x05Renew\x12\x17.annals.v1.RenewRequest\x1a\x18.annals.v1.RenewResponse\x12@\n" +
+	"\aRelease\x12\x19.annals.v1.ReleaseRequest\x1a\x1a.annals.v1.ReleaseResponse\x12I\n" +
+	"\n" +
+	"ListLeases\x12\x1c.annals.v1.ListLeasesRequest\x1a\x1d.annals.v1.ListLeasesResponseB<Z:github.com/annalsdb/annals/internal/gen/annals/v1;annalsv1b\x06proto3"
 
 var (
 	file_annals_v1_annals_proto_rawDescOnce sync.Once
@@ -2148,7 +2657,7 @@ func file_annals_v1_annals_proto_rawDescGZIP() []byte {
 	return file_annals_v1_annals_proto_rawDescData
 }
 
-var file_annals_v1_annals_proto_msgTypes = make([]protoimpl.MessageInfo, 30)
+var file_annals_v1_annals_proto_msgTypes = make([]protoimpl.MessageInfo, 39)
 var file_annals_v1_annals_proto_goTypes = []any{
 	(*ExpectedRevision)(nil),      // 0: annals.v1.ExpectedRevision
 	(*Event)(nil),                 // 1: annals.v1.Event
@@ -2180,64 +2689,92 @@ var file_annals_v1_annals_proto_goTypes = []any{
 	(*ServerInfoRequest)(nil),     // 27: annals.v1.ServerInfoRequest
 	(*ServerInfoResponse)(nil),    // 28: annals.v1.ServerInfoResponse
 	(*ErrorDetail)(nil),           // 29: annals.v1.ErrorDetail
-	(*emptypb.Empty)(nil),         // 30: google.protobuf.Empty
-	(*timestamppb.Timestamp)(nil), // 31: google.protobuf.Timestamp
-	(*durationpb.Duration)(nil),   // 32: google.protobuf.Duration
+	(*Lease)(nil),                 // 30: annals.v1.Lease
+	(*AcquireRequest)(nil),        // 31: annals.v1.AcquireRequest
+	(*AcquireResponse)(nil),       // 32: annals.v1.AcquireResponse
+	(*RenewRequest)(nil),          // 33: annals.v1.RenewRequest
+	(*RenewResponse)(nil),         // 34: annals.v1.RenewResponse
+	(*ReleaseRequest)(nil),        // 35: annals.v1.ReleaseRequest
+	(*ReleaseResponse)(nil),       // 36: annals.v1.ReleaseResponse
+	(*ListLeasesRequest)(nil),     // 37: annals.v1.ListLeasesRequest
+	(*ListLeasesResponse)(nil),    // 38: annals.v1.ListLeasesResponse
+	(*emptypb.Empty)(nil),         // 39: google.protobuf.Empty
+	(*timestamppb.Timestamp)(nil), // 40: google.protobuf.Timestamp
+	(*durationpb.Duration)(nil),   // 41: google.protobuf.Duration
 }
 var file_annals_v1_annals_proto_depIdxs = []int32{
-	30, // 0: annals.v1.ExpectedRevision.any:type_name -> google.protobuf.Empty
-	30, // 1: annals.v1.ExpectedRevision.no_stream:type_name -> google.protobuf.Empty
-	30, // 2: annals.v1.ExpectedRevision.stream_exists:type_name -> google.protobuf.Empty
-	31, // 3: annals.v1.RecordedEvent.time:type_name -> google.protobuf.Timestamp
+	39, // 0: annals.v1.ExpectedRevision.any:type_name -> google.protobuf.Empty
+	39, // 1: annals.v1.ExpectedRevision.no_stream:type_name -> google.protobuf.Empty
+	39, // 2: annals.v1.ExpectedRevision.stream_exists:type_name -> google.protobuf.Empty
+	40, // 3: annals.v1.RecordedEvent.time:type_name -> google.protobuf.Timestamp
 	0,  // 4: annals.v1.AppendRequest.expected:type_name -> annals.v1.ExpectedRevision
 	1,  // 5: annals.v1.AppendRequest.events:type_name -> annals.v1.Event
-	31, // 6: annals.v1.ReadStreamRequest.as_of:type_name -> google.protobuf.Timestamp
-	3,  // 7: annals.v1.ReadStreamRequest.filter:type_name -> annals.v1.Filter
-	2,  // 8: annals.v1.ReadStreamResponse.events:type_name -> annals.v1.RecordedEvent
-	31, // 9: annals.v1.ReadAllRequest.as_of:type_name -> google.protobuf.Timestamp
-	3,  // 10: annals.v1.ReadAllRequest.filter:type_name -> annals.v1.Filter
-	2,  // 11: annals.v1.ReadAllResponse.events:type_name -> annals.v1.RecordedEvent
-	3,  // 12: annals.v1.SubscribeRequest.filter:type_name -> annals.v1.Filter
-	12, // 13: annals.v1.SubscribeResponse.started:type_name -> annals.v1.SubscriptionStarted
-	13, // 14: annals.v1.SubscribeResponse.events:type_name -> annals.v1.EventBatch
-	2,  // 15: annals.v1.EventBatch.events:type_name -> annals.v1.RecordedEvent
-	0,  // 16: annals.v1.DeleteRequest.expected:type_name -> annals.v1.ExpectedRevision
-	0,  // 17: annals.v1.TombstoneRequest.expected:type_name -> annals.v1.ExpectedRevision
-	32, // 18: annals.v1.StreamMetadata.max_age:type_name -> google.protobuf.Duration
-	19, // 19: annals.v1.StreamMetadata.acl:type_name -> annals.v1.Acl
-	18, // 20: annals.v1.GetMetadataResponse.metadata:type_name -> annals.v1.StreamMetadata
-	0,  // 21: annals.v1.GetMetadataResponse.expected:type_name -> annals.v1.ExpectedRevision
-	0,  // 22: annals.v1.SetMetadataRequest.expected:type_name -> annals.v1.ExpectedRevision
-	18, // 23: annals.v1.SetMetadataRequest.metadata:type_name -> annals.v1.StreamMetadata
-	25, // 24: annals.v1.ListStreamsResponse.streams:type_name -> annals.v1.StreamInfo
-	31, // 25: annals.v1.ServerInfoResponse.start_time:type_name -> google.protobuf.Timestamp
-	0,  // 26: annals.v1.ErrorDetail.expected:type_name -> annals.v1.ExpectedRevision
-	0,  // 27: annals.v1.ErrorDetail.actual:type_name -> annals.v1.ExpectedRevision
-	4,  // 28: annals.v1.EventStoreService.Append:input_type -> annals.v1.AppendRequest
-	6,  // 29: annals.v1.EventStoreService.ReadStream:input_type -> annals.v1.ReadStreamRequest
-	8,  // 30: annals.v1.EventStoreService.ReadAll:input_type -> annals.v1.ReadAllRequest
-	10, // 31: annals.v1.EventStoreService.Subscribe:input_type -> annals.v1.SubscribeRequest
-	14, // 32: annals.v1.EventStoreService.Delete:input_type -> annals.v1.DeleteRequest
-	16, // 33: annals.v1.EventStoreService.Tombstone:input_type -> annals.v1.TombstoneRequest
-	20, // 34: annals.v1.EventStoreService.GetMetadata:input_type -> annals.v1.GetMetadataRequest
-	22, // 35: annals.v1.EventStoreService.SetMetadata:input_type -> annals.v1.SetMetadataRequest
-	24, // 36: annals.v1.EventStoreService.ListStreams:input_type -> annals.v1.ListStreamsRequest
-	27, // 37: annals.v1.EventStoreService.ServerInfo:input_type -> annals.v1.ServerInfoRequest
-	5,  // 38: annals.v1.EventStoreService.Append:output_type -> annals.v1.AppendResponse
-	7,  // 39: annals.v1.EventStoreService.ReadStream:output_type -> annals.v1.ReadStreamResponse
-	9,  // 40: annals.v1.EventStoreService.ReadAll:output_type -> annals.v1.ReadAllResponse
-	11, // 41: annals.v1.EventStoreService.Subscribe:output_type -> annals.v1.SubscribeResponse
-	15, // 42: annals.v1.EventStoreService.Delete:output_type -> annals.v1.DeleteResponse
-	17, // 43: annals.v1.EventStoreService.Tombstone:output_type -> annals.v1.TombstoneResponse
-	21, // 44: annals.v1.EventStoreService.GetMetadata:output_type -> annals.v1.GetMetadataResponse
-	23, // 45: annals.v1.EventStoreService.SetMetadata:output_type -> annals.v1.SetMetadataResponse
-	26, // 46: annals.v1.EventStoreService.ListStreams:output_type -> annals.v1.ListStreamsResponse
-	28, // 47: annals.v1.EventStoreService.ServerInfo:output_type -> annals.v1.ServerInfoResponse
-	38, // [38:48] is the sub-list for method output_type
-	28, // [28:38] is the sub-list for method input_type
-	28, // [28:28] is the sub-list for extension type_name
-	28, // [28:28] is the sub-list for extension extendee
-	0,  // [0:28] is the sub-list for field type_name
+	30, // 6: annals.v1.AppendRequest.lease:type_name -> annals.v1.Lease
+	40, // 7: annals.v1.ReadStreamRequest.as_of:type_name -> google.protobuf.Timestamp
+	3,  // 8: annals.v1.ReadStreamRequest.filter:type_name -> annals.v1.Filter
+	2,  // 9: annals.v1.ReadStreamResponse.events:type_name -> annals.v1.RecordedEvent
+	40, // 10: annals.v1.ReadAllRequest.as_of:type_name -> google.protobuf.Timestamp
+	3,  // 11: annals.v1.ReadAllRequest.filter:type_name -> annals.v1.Filter
+	2,  // 12: annals.v1.ReadAllResponse.events:type_name -> annals.v1.RecordedEvent
+	3,  // 13: annals.v1.SubscribeRequest.filter:type_name -> annals.v1.Filter
+	12, // 14: annals.v1.SubscribeResponse.started:type_name -> annals.v1.SubscriptionStarted
+	13, // 15: annals.v1.SubscribeResponse.events:type_name -> annals.v1.EventBatch
+	2,  // 16: annals.v1.EventBatch.events:type_name -> annals.v1.RecordedEvent
+	0,  // 17: annals.v1.DeleteRequest.expected:type_name -> annals.v1.ExpectedRevision
+	0,  // 18: annals.v1.TombstoneRequest.expected:type_name -> annals.v1.ExpectedRevision
+	41, // 19: annals.v1.StreamMetadata.max_age:type_name -> google.protobuf.Duration
+	19, // 20: annals.v1.StreamMetadata.acl:type_name -> annals.v1.Acl
+	18, // 21: annals.v1.GetMetadataResponse.metadata:type_name -> annals.v1.StreamMetadata
+	0,  // 22: annals.v1.GetMetadataResponse.expected:type_name -> annals.v1.ExpectedRevision
+	0,  // 23: annals.v1.SetMetadataRequest.expected:type_name -> annals.v1.ExpectedRevision
+	18, // 24: annals.v1.SetMetadataRequest.metadata:type_name -> annals.v1.StreamMetadata
+	25, // 25: annals.v1.ListStreamsResponse.streams:type_name -> annals.v1.StreamInfo
+	40, // 26: annals.v1.ServerInfoResponse.start_time:type_name -> google.protobuf.Timestamp
+	0,  // 27: annals.v1.ErrorDetail.expected:type_name -> annals.v1.ExpectedRevision
+	0,  // 28: annals.v1.ErrorDetail.actual:type_name -> annals.v1.ExpectedRevision
+	30, // 29: annals.v1.ErrorDetail.lease:type_name -> annals.v1.Lease
+	41, // 30: annals.v1.Lease.ttl:type_name -> google.protobuf.Duration
+	40, // 31: annals.v1.Lease.expires:type_name -> google.protobuf.Timestamp
+	40, // 32: annals.v1.Lease.acquired:type_name -> google.protobuf.Timestamp
+	41, // 33: annals.v1.AcquireRequest.ttl:type_name -> google.protobuf.Duration
+	30, // 34: annals.v1.AcquireResponse.lease:type_name -> annals.v1.Lease
+	30, // 35: annals.v1.RenewRequest.lease:type_name -> annals.v1.Lease
+	30, // 36: annals.v1.RenewResponse.lease:type_name -> annals.v1.Lease
+	30, // 37: annals.v1.ReleaseRequest.lease:type_name -> annals.v1.Lease
+	30, // 38: annals.v1.ListLeasesResponse.leases:type_name -> annals.v1.Lease
+	4,  // 39: annals.v1.EventStoreService.Append:input_type -> annals.v1.AppendRequest
+	6,  // 40: annals.v1.EventStoreService.ReadStream:input_type -> annals.v1.ReadStreamRequest
+	8,  // 41: annals.v1.EventStoreService.ReadAll:input_type -> annals.v1.ReadAllRequest
+	10, // 42: annals.v1.EventStoreService.Subscribe:input_type -> annals.v1.SubscribeRequest
+	14, // 43: annals.v1.EventStoreService.Delete:input_type -> annals.v1.DeleteRequest
+	16, // 44: annals.v1.EventStoreService.Tombstone:input_type -> annals.v1.TombstoneRequest
+	20, // 45: annals.v1.EventStoreService.GetMetadata:input_type -> annals.v1.GetMetadataRequest
+	22, // 46: annals.v1.EventStoreService.SetMetadata:input_type -> annals.v1.SetMetadataRequest
+	24, // 47: annals.v1.EventStoreService.ListStreams:input_type -> annals.v1.ListStreamsRequest
+	27, // 48: annals.v1.EventStoreService.ServerInfo:input_type -> annals.v1.ServerInfoRequest
+	31, // 49: annals.v1.LeaseService.Acquire:input_type -> annals.v1.AcquireRequest
+	33, // 50: annals.v1.LeaseService.Renew:input_type -> annals.v1.RenewRequest
+	35, // 51: annals.v1.LeaseService.Release:input_type -> annals.v1.ReleaseRequest
+	37, // 52: annals.v1.LeaseService.ListLeases:input_type -> annals.v1.ListLeasesRequest
+	5,  // 53: annals.v1.EventStoreService.Append:output_type -> annals.v1.AppendResponse
+	7,  // 54: annals.v1.EventStoreService.ReadStream:output_type -> annals.v1.ReadStreamResponse
+	9,  // 55: annals.v1.EventStoreService.ReadAll:output_type -> annals.v1.ReadAllResponse
+	11, // 56: annals.v1.EventStoreService.Subscribe:output_type -> annals.v1.SubscribeResponse
+	15, // 57: annals.v1.EventStoreService.Delete:output_type -> annals.v1.DeleteResponse
+	17, // 58: annals.v1.EventStoreService.Tombstone:output_type -> annals.v1.TombstoneResponse
+	21, // 59: annals.v1.EventStoreService.GetMetadata:output_type -> annals.v1.GetMetadataResponse
+	23, // 60: annals.v1.EventStoreService.SetMetadata:output_type -> annals.v1.SetMetadataResponse
+	26, // 61: annals.v1.EventStoreService.ListStreams:output_type -> annals.v1.ListStreamsResponse
+	28, // 62: annals.v1.EventStoreService.ServerInfo:output_type -> annals.v1.ServerInfoResponse
+	32, // 63: annals.v1.LeaseService.Acquire:output_type -> annals.v1.AcquireResponse
+	34, // 64: annals.v1.LeaseService.Renew:output_type -> annals.v1.RenewResponse
+	36, // 65: annals.v1.LeaseService.Release:output_type -> annals.v1.ReleaseResponse
+	38, // 66: annals.v1.LeaseService.ListLeases:output_type -> annals.v1.ListLeasesResponse
+	53, // [53:67] is the sub-list for method output_type
+	39, // [39:53] is the sub-list for method input_type
+	39, // [39:39] is the sub-list for extension type_name
+	39, // [39:39] is the sub-list for extension extendee
+	0,  // [0:39] is the sub-list for field type_name
 }
 
 func init() { file_annals_v1_annals_proto_init() }
@@ -2261,9 +2798,9 @@ func file_annals_v1_annals_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_annals_v1_annals_proto_rawDesc), len(file_annals_v1_annals_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   30,
+			NumMessages:   39,
 			NumExtensions: 0,
-			NumServices:   1,
+			NumServices:   2,
 		},
 		GoTypes:           file_annals_v1_annals_proto_goTypes,
 		DependencyIndexes: file_annals_v1_annals_proto_depIdxs,

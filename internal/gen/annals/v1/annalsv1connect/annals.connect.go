@@ -1,6 +1,7 @@
-// The network API of Annals: one service, served by the server package with Connect so that the
-// same handlers answer gRPC, gRPC-Web and the Connect protocol (plain HTTP/JSON). It mirrors the
-// Go interface annals.Store; see that package for the guarantees, which hold over the wire too.
+// The network API of Annals, served by the server package with Connect so that the same
+// handlers answer gRPC, gRPC-Web and the Connect protocol (plain HTTP/JSON): EventStoreService
+// mirrors the Go interface annals.Store, LeaseService the interface lease.Keeper; see those
+// packages for the guarantees, which hold over the wire too.
 //
 // Errors use the standard codes (the server's one error table is in server/errors.go and
 // docs/server.md) and carry an ErrorDetail that names the store's error exactly.
@@ -30,6 +31,8 @@ const _ = connect.IsAtLeastVersion1_13_0
 const (
 	// EventStoreServiceName is the fully-qualified name of the EventStoreService service.
 	EventStoreServiceName = "annals.v1.EventStoreService"
+	// LeaseServiceName is the fully-qualified name of the LeaseService service.
+	LeaseServiceName = "annals.v1.LeaseService"
 )
 
 // These constants are the fully-qualified names of the RPCs defined in this package. They're
@@ -70,6 +73,14 @@ const (
 	// EventStoreServiceServerInfoProcedure is the fully-qualified name of the EventStoreService's
 	// ServerInfo RPC.
 	EventStoreServiceServerInfoProcedure = "/annals.v1.EventStoreService/ServerInfo"
+	// LeaseServiceAcquireProcedure is the fully-qualified name of the LeaseService's Acquire RPC.
+	LeaseServiceAcquireProcedure = "/annals.v1.LeaseService/Acquire"
+	// LeaseServiceRenewProcedure is the fully-qualified name of the LeaseService's Renew RPC.
+	LeaseServiceRenewProcedure = "/annals.v1.LeaseService/Renew"
+	// LeaseServiceReleaseProcedure is the fully-qualified name of the LeaseService's Release RPC.
+	LeaseServiceReleaseProcedure = "/annals.v1.LeaseService/Release"
+	// LeaseServiceListLeasesProcedure is the fully-qualified name of the LeaseService's ListLeases RPC.
+	LeaseServiceListLeasesProcedure = "/annals.v1.LeaseService/ListLeases"
 )
 
 // EventStoreServiceClient is a client for the annals.v1.EventStoreService service.
@@ -404,4 +415,166 @@ func (UnimplementedEventStoreServiceHandler) ListStreams(context.Context, *conne
 
 func (UnimplementedEventStoreServiceHandler) ServerInfo(context.Context, *connect.Request[v1.ServerInfoRequest]) (*connect.Response[v1.ServerInfoResponse], error) {
 	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("annals.v1.EventStoreService.ServerInfo is not implemented"))
+}
+
+// LeaseServiceClient is a client for the annals.v1.LeaseService service.
+type LeaseServiceClient interface {
+	// Acquire gives the lease on name to holder for ttl when nobody holds it, it expired, or
+	// holder already holds it (then it is renewed and keeps its token). Another holder's lease
+	// is refused with reason LEASE_HELD and the current lease in the ErrorDetail.
+	Acquire(context.Context, *connect.Request[v1.AcquireRequest]) (*connect.Response[v1.AcquireResponse], error)
+	// Renew extends a lease by its ttl from now. A lease that is no longer current (released,
+	// or expired and taken by another holder) is refused with reason LEASE_LOST.
+	Renew(context.Context, *connect.Request[v1.RenewRequest]) (*connect.Response[v1.RenewResponse], error)
+	// Release gives a lease up; releasing a lease that is no longer current does nothing.
+	Release(context.Context, *connect.Request[v1.ReleaseRequest]) (*connect.Response[v1.ReleaseResponse], error)
+	// ListLeases returns the leases held now whose name starts with prefix, by name.
+	ListLeases(context.Context, *connect.Request[v1.ListLeasesRequest]) (*connect.Response[v1.ListLeasesResponse], error)
+}
+
+// NewLeaseServiceClient constructs a client for the annals.v1.LeaseService service. By default, it
+// uses the Connect protocol with the binary Protobuf Codec, asks for gzipped responses, and sends
+// uncompressed requests. To use the gRPC or gRPC-Web protocols, supply the connect.WithGRPC() or
+// connect.WithGRPCWeb() options.
+//
+// The URL supplied here should be the base URL for the Connect or gRPC server (for example,
+// http://api.acme.com or https://acme.com/grpc).
+func NewLeaseServiceClient(httpClient connect.HTTPClient, baseURL string, opts ...connect.ClientOption) LeaseServiceClient {
+	baseURL = strings.TrimRight(baseURL, "/")
+	leaseServiceMethods := v1.File_annals_v1_annals_proto.Services().ByName("LeaseService").Methods()
+	return &leaseServiceClient{
+		acquire: connect.NewClient[v1.AcquireRequest, v1.AcquireResponse](
+			httpClient,
+			baseURL+LeaseServiceAcquireProcedure,
+			connect.WithSchema(leaseServiceMethods.ByName("Acquire")),
+			connect.WithClientOptions(opts...),
+		),
+		renew: connect.NewClient[v1.RenewRequest, v1.RenewResponse](
+			httpClient,
+			baseURL+LeaseServiceRenewProcedure,
+			connect.WithSchema(leaseServiceMethods.ByName("Renew")),
+			connect.WithClientOptions(opts...),
+		),
+		release: connect.NewClient[v1.ReleaseRequest, v1.ReleaseResponse](
+			httpClient,
+			baseURL+LeaseServiceReleaseProcedure,
+			connect.WithSchema(leaseServiceMethods.ByName("Release")),
+			connect.WithClientOptions(opts...),
+		),
+		listLeases: connect.NewClient[v1.ListLeasesRequest, v1.ListLeasesResponse](
+			httpClient,
+			baseURL+LeaseServiceListLeasesProcedure,
+			connect.WithSchema(leaseServiceMethods.ByName("ListLeases")),
+			connect.WithClientOptions(opts...),
+		),
+	}
+}
+
+// leaseServiceClient implements LeaseServiceClient.
+type leaseServiceClient struct {
+	acquire    *connect.Client[v1.AcquireRequest, v1.AcquireResponse]
+	renew      *connect.Client[v1.RenewRequest, v1.RenewResponse]
+	release    *connect.Client[v1.ReleaseRequest, v1.ReleaseResponse]
+	listLeases *connect.Client[v1.ListLeasesRequest, v1.ListLeasesResponse]
+}
+
+// Acquire calls annals.v1.LeaseService.Acquire.
+func (c *leaseServiceClient) Acquire(ctx context.Context, req *connect.Request[v1.AcquireRequest]) (*connect.Response[v1.AcquireResponse], error) {
+	return c.acquire.CallUnary(ctx, req)
+}
+
+// Renew calls annals.v1.LeaseService.Renew.
+func (c *leaseServiceClient) Renew(ctx context.Context, req *connect.Request[v1.RenewRequest]) (*connect.Response[v1.RenewResponse], error) {
+	return c.renew.CallUnary(ctx, req)
+}
+
+// Release calls annals.v1.LeaseService.Release.
+func (c *leaseServiceClient) Release(ctx context.Context, req *connect.Request[v1.ReleaseRequest]) (*connect.Response[v1.ReleaseResponse], error) {
+	return c.release.CallUnary(ctx, req)
+}
+
+// ListLeases calls annals.v1.LeaseService.ListLeases.
+func (c *leaseServiceClient) ListLeases(ctx context.Context, req *connect.Request[v1.ListLeasesRequest]) (*connect.Response[v1.ListLeasesResponse], error) {
+	return c.listLeases.CallUnary(ctx, req)
+}
+
+// LeaseServiceHandler is an implementation of the annals.v1.LeaseService service.
+type LeaseServiceHandler interface {
+	// Acquire gives the lease on name to holder for ttl when nobody holds it, it expired, or
+	// holder already holds it (then it is renewed and keeps its token). Another holder's lease
+	// is refused with reason LEASE_HELD and the current lease in the ErrorDetail.
+	Acquire(context.Context, *connect.Request[v1.AcquireRequest]) (*connect.Response[v1.AcquireResponse], error)
+	// Renew extends a lease by its ttl from now. A lease that is no longer current (released,
+	// or expired and taken by another holder) is refused with reason LEASE_LOST.
+	Renew(context.Context, *connect.Request[v1.RenewRequest]) (*connect.Response[v1.RenewResponse], error)
+	// Release gives a lease up; releasing a lease that is no longer current does nothing.
+	Release(context.Context, *connect.Request[v1.ReleaseRequest]) (*connect.Response[v1.ReleaseResponse], error)
+	// ListLeases returns the leases held now whose name starts with prefix, by name.
+	ListLeases(context.Context, *connect.Request[v1.ListLeasesRequest]) (*connect.Response[v1.ListLeasesResponse], error)
+}
+
+// NewLeaseServiceHandler builds an HTTP handler from the service implementation. It returns the
+// path on which to mount the handler and the handler itself.
+//
+// By default, handlers support the Connect, gRPC, and gRPC-Web protocols with the binary Protobuf
+// and JSON codecs. They also support gzip compression.
+func NewLeaseServiceHandler(svc LeaseServiceHandler, opts ...connect.HandlerOption) (string, http.Handler) {
+	leaseServiceMethods := v1.File_annals_v1_annals_proto.Services().ByName("LeaseService").Methods()
+	leaseServiceAcquireHandler := connect.NewUnaryHandler(
+		LeaseServiceAcquireProcedure,
+		svc.Acquire,
+		connect.WithSchema(leaseServiceMethods.ByName("Acquire")),
+		connect.WithHandlerOptions(opts...),
+	)
+	leaseServiceRenewHandler := connect.NewUnaryHandler(
+		LeaseServiceRenewProcedure,
+		svc.Renew,
+		connect.WithSchema(leaseServiceMethods.ByName("Renew")),
+		connect.WithHandlerOptions(opts...),
+	)
+	leaseServiceReleaseHandler := connect.NewUnaryHandler(
+		LeaseServiceReleaseProcedure,
+		svc.Release,
+		connect.WithSchema(leaseServiceMethods.ByName("Release")),
+		connect.WithHandlerOptions(opts...),
+	)
+	leaseServiceListLeasesHandler := connect.NewUnaryHandler(
+		LeaseServiceListLeasesProcedure,
+		svc.ListLeases,
+		connect.WithSchema(leaseServiceMethods.ByName("ListLeases")),
+		connect.WithHandlerOptions(opts...),
+	)
+	return "/annals.v1.LeaseService/", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		switch r.URL.Path {
+		case LeaseServiceAcquireProcedure:
+			leaseServiceAcquireHandler.ServeHTTP(w, r)
+		case LeaseServiceRenewProcedure:
+			leaseServiceRenewHandler.ServeHTTP(w, r)
+		case LeaseServiceReleaseProcedure:
+			leaseServiceReleaseHandler.ServeHTTP(w, r)
+		case LeaseServiceListLeasesProcedure:
+			leaseServiceListLeasesHandler.ServeHTTP(w, r)
+		default:
+			http.NotFound(w, r)
+		}
+	})
+}
+
+// UnimplementedLeaseServiceHandler returns CodeUnimplemented from all methods.
+type UnimplementedLeaseServiceHandler struct{}
+
+func (UnimplementedLeaseServiceHandler) Acquire(context.Context, *connect.Request[v1.AcquireRequest]) (*connect.Response[v1.AcquireResponse], error) {
+	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("annals.v1.LeaseService.Acquire is not implemented"))
+}
+
+func (UnimplementedLeaseServiceHandler) Renew(context.Context, *connect.Request[v1.RenewRequest]) (*connect.Response[v1.RenewResponse], error) {
+	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("annals.v1.LeaseService.Renew is not implemented"))
+}
+
+func (UnimplementedLeaseServiceHandler) Release(context.Context, *connect.Request[v1.ReleaseRequest]) (*connect.Response[v1.ReleaseResponse], error) {
+	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("annals.v1.LeaseService.Release is not implemented"))
+}
+
+func (UnimplementedLeaseServiceHandler) ListLeases(context.Context, *connect.Request[v1.ListLeasesRequest]) (*connect.Response[v1.ListLeasesResponse], error) {
+	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("annals.v1.LeaseService.ListLeases is not implemented"))
 }
