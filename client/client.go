@@ -245,7 +245,7 @@ func (c *Client) Append(ctx context.Context, stream string, expected annals.Expe
 	}
 	fence, fenced := lease.FromContext(ctx)
 	if fenced {
-		if err := lease.Validate(fence.Name, "", 0); err != nil {
+		if err := lease.ValidateName(fence.Name); err != nil {
 			return annals.AppendResult{}, fmt.Errorf("the lease of the append: %w", err)
 		}
 	}

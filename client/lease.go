@@ -28,7 +28,7 @@ var _ lease.Keeper = (*Client)(nil)
 
 // Acquire implements [lease.Keeper.Acquire] with one Acquire call.
 func (c *Client) Acquire(ctx context.Context, name, holder string, ttl time.Duration) (lease.Lease, error) {
-	if err := wire.CheckAcquire(name, holder, ttl); err != nil {
+	if err := lease.Validate(name, holder, ttl); err != nil {
 		return lease.Lease{}, err
 	}
 	cctx, done, err := c.begin(ctx)
@@ -45,7 +45,7 @@ func (c *Client) Acquire(ctx context.Context, name, holder string, ttl time.Dura
 
 // Renew implements [lease.Keeper.Renew] with one Renew call.
 func (c *Client) Renew(ctx context.Context, l lease.Lease) (lease.Lease, error) {
-	if err := lease.Validate(l.Name, "", 0); err != nil {
+	if err := lease.ValidateName(l.Name); err != nil {
 		return lease.Lease{}, err
 	}
 	cctx, done, err := c.begin(ctx)
@@ -62,7 +62,7 @@ func (c *Client) Renew(ctx context.Context, l lease.Lease) (lease.Lease, error) 
 
 // Release implements [lease.Keeper.Release] with one Release call.
 func (c *Client) Release(ctx context.Context, l lease.Lease) error {
-	if err := lease.Validate(l.Name, "", 0); err != nil {
+	if err := lease.ValidateName(l.Name); err != nil {
 		return err
 	}
 	cctx, done, err := c.begin(ctx)

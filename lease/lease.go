@@ -116,23 +116,24 @@ func (e *HeldError) Error() string {
 // Is makes errors.Is(err, ErrHeld) true.
 func (e *HeldError) Is(target error) bool { return target == ErrHeld }
 
-// Validate checks a name, a holder and a time to live for Acquire (the holder and ttl are
-// not checked when empty and zero: Renew and Release check only the name). Errors match
+// Validate checks the input of Acquire: a name, a holder and a time to live. Errors match
 // [ErrInvalid] and name the field.
 func Validate(name, holder string, ttl time.Duration) error {
-	if err := text("name", name); err != nil {
+	if err := ValidateName(name); err != nil {
 		return err
 	}
-	if holder != "" || ttl != 0 {
-		if err := text("holder", holder); err != nil {
-			return err
-		}
-		if ttl < MinTTL || ttl > MaxTTL {
-			return fmt.Errorf("%w: ttl %v is outside [%v, %v]", ErrInvalid, ttl, MinTTL, MaxTTL)
-		}
+	if err := text("holder", holder); err != nil {
+		return err
+	}
+	if ttl < MinTTL || ttl > MaxTTL {
+		return fmt.Errorf("%w: ttl %v is outside [%v, %v]", ErrInvalid, ttl, MinTTL, MaxTTL)
 	}
 	return nil
 }
+
+// ValidateName checks a lease's name (of Renew, Release, a fenced write). Errors match
+// [ErrInvalid].
+func ValidateName(name string) error { return text("name", name) }
 
 func text(what, s string) error {
 	switch {

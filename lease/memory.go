@@ -77,7 +77,7 @@ func (m *Memory) Acquire(ctx context.Context, name, holder string, ttl time.Dura
 
 // Renew implements [Keeper.Renew].
 func (m *Memory) Renew(ctx context.Context, l Lease) (Lease, error) {
-	if err := Validate(l.Name, "", 0); err != nil {
+	if err := ValidateName(l.Name); err != nil {
 		return Lease{}, err
 	}
 	if err := ctx.Err(); err != nil {
@@ -97,7 +97,7 @@ func (m *Memory) Renew(ctx context.Context, l Lease) (Lease, error) {
 
 // Release implements [Keeper.Release].
 func (m *Memory) Release(ctx context.Context, l Lease) error {
-	if err := Validate(l.Name, "", 0); err != nil {
+	if err := ValidateName(l.Name); err != nil {
 		return err
 	}
 	if err := ctx.Err(); err != nil {

@@ -54,7 +54,7 @@ func (s *Store) Acquire(ctx context.Context, name, holder string, ttl time.Durat
 // [annals.ErrClosed], one matching [lease.ErrLost] when l is no longer the current lease, the
 // database's, wrapped.
 func (s *Store) Renew(ctx context.Context, l lease.Lease) (lease.Lease, error) {
-	if err := lease.Validate(l.Name, "", 0); err != nil {
+	if err := lease.ValidateName(l.Name); err != nil {
 		return lease.Lease{}, err
 	}
 	if err := s.begin(ctx); err != nil {
@@ -74,7 +74,7 @@ func (s *Store) Renew(ctx context.Context, l lease.Lease) (lease.Lease, error) {
 // that the next Acquire of its name, by any holder, gets it at once with the next token. It
 // does nothing when l is not current. Errors: as [Store.Renew]'s, without ErrLost.
 func (s *Store) Release(ctx context.Context, l lease.Lease) error {
-	if err := lease.Validate(l.Name, "", 0); err != nil {
+	if err := lease.ValidateName(l.Name); err != nil {
 		return err
 	}
 	if err := s.begin(ctx); err != nil {
@@ -231,7 +231,7 @@ func newFence(ctx context.Context) (*fence, error) {
 	if !ok {
 		return nil, nil
 	}
-	if err := lease.Validate(l.Name, "", 0); err != nil {
+	if err := lease.ValidateName(l.Name); err != nil {
 		return nil, err
 	}
 	return &fence{l: l}, nil
@@ -276,4 +276,45 @@ func (p *Projections) Release(ctx context.Context, l lease.Lease) error {
 // Leases implements [lease.Keeper] with the leases of the store: see [Store.Leases].
 func (p *Projections) Leases(ctx context.Context, prefix string) ([]lease.Lease, error) {
 	return p.s.Leases(ctx, prefix)
+}
+
+// Fenced runs write under the check of the lease ctx carries (see [lease.NewContext]), for
+// writes that cannot check it in a transaction of their own (the server fences the appends of
+// its clients so): in a transaction that holds the lease's row locked FOR SHARE, it applies
+// [lease.Check] on the database's clock, runs write, and commits once write returned, so that
+// no holder can take the lease while write runs. write runs outside that transaction, on
+// another connection of the pool: a fenced write holds two connections. Without a lease in
+// ctx, write runs at once. Errors: one matching [lease.ErrLost] (write not called), ctx's,
+// [annals.ErrClosed], the database's, wrapped, and write's, as is.
+func (s *Store) Fenced(ctx context.Context, write func() error) error {
+	f, err := newFence(ctx)
+	if err != nil || f == nil {
+		if err != nil {
+			return err
+		}
+		return write()
+	}
+	if err := s.begin(ctx); err != nil {
+		return err
+	}
+	what := fmt.Sprintf("fence with lease %q", f.l.Name)
+	tx, err := s.pool.Begin(ctx)
+	if err != nil {
+		return s.fail(ctx, what, err)
+	}
+	defer tx.Rollback(context.WithoutCancel(ctx))
+	b := &pgx.Batch{}
+	f.queue(s, b)
+	if err := tx.SendBatch(ctx, b).Close(); err != nil {
+		return s.fail(ctx, what, err)
+	}
+	if err := f.check(); err != nil {
+		return err
+	}
+	if err := write(); err != nil {
+		return err
+	}
+	// The write is done: the commit only lets the lease's row go (as the rollback would).
+	_ = tx.Commit(ctx)
+	return nil
 }

@@ -32,6 +32,16 @@ func TestLeaseConformance(t *testing.T) {
 	}})
 }
 
+// TestLeaseConformanceFenced runs the suite with the store's Fenced, which the server uses to
+// fence its clients' appends.
+func TestLeaseConformanceFenced(t *testing.T) {
+	var s *pgstore.Store
+	leasetest.Run(t, func(t *testing.T) lease.Keeper {
+		s = openStore(t, nil)
+		return s
+	}, &leasetest.Options{Fenced: func(ctx context.Context, write func() error) error { return s.Fenced(ctx, write) }})
+}
+
 // TestLeaseConformanceProjections runs the suite on Projections' forwarding of the keeper.
 func TestLeaseConformanceProjections(t *testing.T) {
 	leasetest.Run(t, func(t *testing.T) lease.Keeper {

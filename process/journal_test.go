@@ -28,11 +28,13 @@ func TestJournalKeepsWhatItNeeds(t *testing.T) {
 		}
 		var live []string // the state React saw before each event
 		m := process.Manager[[]string, annals.RecordedEvent]{
-			Name:     "keep",
-			Filter:   &annals.Filter{Categories: []string{"thing"}},
-			Decode:   func(ev annals.RecordedEvent) (annals.RecordedEvent, bool, error) { return ev, true, nil },
-			Instance: func(_ annals.RecordedEvent, ev annals.RecordedEvent) (string, bool) { return strings.TrimPrefix(ev.Stream, "thing-"), true },
-			Initial:  func() []string { return nil },
+			Name:   "keep",
+			Filter: &annals.Filter{Categories: []string{"thing"}},
+			Decode: func(ev annals.RecordedEvent) (annals.RecordedEvent, bool, error) { return ev, true, nil },
+			Instance: func(_ annals.RecordedEvent, ev annals.RecordedEvent) (string, bool) {
+				return strings.TrimPrefix(ev.Stream, "thing-"), true
+			},
+			Initial: func() []string { return nil },
 			React: func(_ string, st []string, in process.Input[annals.RecordedEvent]) []process.Action {
 				live = append(live[:0], st...)
 				return nil

@@ -148,27 +148,25 @@ func appendLease(m *annalsv1.Lease) (*lease.Lease, error) {
 	return &l, nil
 }
 
-// fencer is a keeper that can run a write under the check of a lease (lease.Memory).
+// fencer is a keeper that can run a write under the check of a lease (lease.Memory and the
+// embedded stores that embed one, pgstore.Store).
 type fencer interface {
 	Fenced(ctx context.Context, write func() error) error
 }
 
-// fence runs write, fenced by l when it is not nil: the store checks l in the transaction of
-// the write when it is the server's keeper; otherwise the server's keeper runs the write under
-// its check (lease.Memory.Fenced). A keeper that can do neither refuses fenced writes with
-// Unimplemented. A lease that is not current is an error matching lease.ErrLost.
+// fence runs write, fenced by l when it is not nil: the server's keeper runs the write under
+// its check (Fenced), so that no other holder can take l while it runs. A keeper that cannot
+// fence refuses fenced writes with Unimplemented. A lease that is not current is an error
+// matching lease.ErrLost.
 func (s *Server) fence(ctx context.Context, l *lease.Lease, write func(context.Context) error) error {
 	if l == nil {
 		return write(ctx)
 	}
 	ctx = lease.NewContext(ctx, *l)
-	if s.storeKeepsLeases {
-		return write(ctx)
-	}
 	if f, ok := s.leases.(fencer); ok {
 		return f.Fenced(ctx, func() error { return write(ctx) })
 	}
-	return connect.NewError(connect.CodeUnimplemented, errors.New("the server's lease keeper cannot fence writes (Options.Leases has no Fenced method and is not the store)"))
+	return connect.NewError(connect.CodeUnimplemented, errors.New("the server's lease keeper cannot fence writes (it has no Fenced method)"))
 }
 
 // leaseService implements the Connect handler of LeaseService over the server's keeper.
@@ -182,7 +180,7 @@ func (v *leaseService) Acquire(ctx context.Context, req *connect.Request[annalsv
 	m, proc := req.Msg, req.Spec().Procedure
 	ttl, err := wire.TTLFromProto(m.Ttl)
 	if err == nil {
-		err = wire.CheckAcquire(m.Name, m.Holder, ttl)
+		err = lease.Validate(m.Name, m.Holder, ttl)
 	}
 	if err != nil {
 		return nil, v.s.toConnect(ctx, proc, err)
@@ -207,7 +205,7 @@ func leaseOf(m *annalsv1.Lease) (lease.Lease, error) {
 	if err != nil {
 		return lease.Lease{}, err
 	}
-	if err := lease.Validate(l.Name, "", 0); err != nil {
+	if err := lease.ValidateName(l.Name); err != nil {
 		return lease.Lease{}, err
 	}
 	return l, nil

@@ -129,9 +129,9 @@ type Options struct {
 	// report them). nil means the store, when it keeps leases (it implements lease.Keeper),
 	// else a lease.Memory of the server's own: its leases do not survive a restart of the
 	// server, and servers over the same store do not share them. An append fenced by a lease
-	// (AppendRequest.lease) is checked by the store when it is the keeper, else by this
-	// keeper's Fenced method (lease.Memory has one); a keeper with neither refuses fenced
-	// appends with Unimplemented.
+	// (AppendRequest.lease) runs under the keeper's Fenced method (lease.Memory, memstore,
+	// filestore and pgstore have one: no other holder can take the lease meanwhile); a keeper
+	// without one refuses fenced appends with Unimplemented.
 	Leases lease.Keeper
 }
 
@@ -200,8 +200,6 @@ type Server struct {
 	// counts the acquisitions.
 	leases     lease.Keeper
 	leaseStats leaseStats
-	// storeKeepsLeases: leases is the store, which checks the lease of a fenced write itself.
-	storeKeepsLeases bool
 }
 
 // New returns a server for store. The server does not own the store: closing the server
@@ -250,7 +248,7 @@ func New(store annals.Store, opts *Options) *Server {
 	case o.Leases != nil:
 		s.leases = o.Leases
 	case ok:
-		s.leases, s.storeKeepsLeases = k, true
+		s.leases = k
 	default:
 		s.leases = lease.NewMemory(nil)
 	}

@@ -51,26 +51,13 @@ func TTLFromProto(d *durationpb.Duration) (time.Duration, error) {
 	return d.AsDuration(), nil
 }
 
-// CheckAcquire checks the input of an Acquire, for the client and the server alike:
-// [lease.Validate], and a holder and time to live even when both are empty (lease.Validate
-// checks them only when one is set). Errors match [lease.ErrInvalid].
-func CheckAcquire(name, holder string, ttl time.Duration) error {
-	if err := lease.Validate(name, holder, ttl); err != nil {
-		return err
-	}
-	if holder == "" {
-		return fmt.Errorf("%w: empty holder", lease.ErrInvalid)
-	}
-	return nil
-}
-
 // CheckLeasePrefix checks the prefix of a listing of leases: "" (every lease), or what a
 // lease's name may be. Errors match [lease.ErrInvalid].
 func CheckLeasePrefix(prefix string) error {
 	if prefix == "" {
 		return nil
 	}
-	if err := lease.Validate(prefix, "", 0); err != nil {
+	if err := lease.ValidateName(prefix); err != nil {
 		return fmt.Errorf("prefix: %w", err)
 	}
 	return nil

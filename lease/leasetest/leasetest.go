@@ -145,6 +145,7 @@ func Run(t *testing.T, open func(t *testing.T) lease.Keeper, opts *Options) {
 			{"", "h", time.Second},
 			{nm, "", time.Second},
 			{nm, "h", 0},
+			{nm, "", 0},
 			{nm, "h", lease.MaxTTL + time.Second},
 			{nm + "\x00", "h", time.Second},
 			{nm, "h\xff", time.Second},
