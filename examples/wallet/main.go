@@ -47,6 +47,7 @@ func run(ctx context.Context, args []string, log *slog.Logger, listening func(ad
 	addr := fs.String("addr", "localhost:8080", "address to serve the HTTP API on")
 	data := fs.String("data", "", "data directory of the embedded store (default: a temporary one)")
 	pgURL := fs.String("postgres", "", "keep the events and the read model in PostgreSQL at this URL")
+	schema := fs.String("schema", pgstore.DefaultSchema, "with --postgres: the store's schema")
 	replica := fs.String("replica", lease.NewHolder(), "this replica's name, as the leases show it")
 	ttl := fs.Duration("lease-ttl", lease.DefaultTTL, "time to live of the runners' leases")
 	if err := fs.Parse(args); err != nil {
@@ -57,7 +58,7 @@ func run(ctx context.Context, args []string, log *slog.Logger, listening func(ad
 	}
 	var st stores
 	if *pgURL != "" {
-		pg, err := pgstore.Open(ctx, *pgURL, nil)
+		pg, err := pgstore.Open(ctx, *pgURL, &pgstore.Options{Schema: *schema})
 		if err != nil {
 			return err
 		}
