@@ -23,7 +23,6 @@ func (s *service) routes() http.Handler {
 	mux := http.NewServeMux()
 	mux.Handle("POST /wallets/{id}/open", command[wallet.Open](s))
 	mux.Handle("POST /wallets/{id}/deposit", command[wallet.Deposit](s))
-	mux.Handle("POST /wallets/{id}/withdraw", command[wallet.Withdraw](s))
 	mux.Handle("POST /wallets/{id}/transfer", command[wallet.Transfer](s))
 	mux.HandleFunc("GET /wallets/{id}", s.balance)
 	mux.HandleFunc("GET /status", s.status)

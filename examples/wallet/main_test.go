@@ -75,7 +75,7 @@ func runService(t *testing.T, leases bool, args ...string) {
 		{"POST", "/wallets/ann/deposit", `{"amount": -5}`, 400, `amount -5: want 1 to 10^12 cents`},
 		{"POST", "/wallets/Ann!/deposit", `{"amount": 5}`, 400, `wallet id \"Ann!\"`},
 		{"POST", "/wallets/ann/transfer", `{"to": "", "amount": 5}`, 400, `to: wallet id \"\"`},
-		{"POST", "/wallets/ann/withdraw", `{"amount": 5000}`, 409, `wallet: insufficient funds`},
+		{"POST", "/wallets/ann/transfer", `{"to": "bob", "amount": 5000}`, 409, `wallet: insufficient funds`},
 		{"POST", "/wallets/ann/open", `{"owner": "Ann"}`, 409, `wallet: already open`},
 		{"POST", "/wallets/zed/deposit", `{"amount": 5}`, 409, `wallet: not open`},
 		{"GET", "/wallets/zed", ``, 404, `wallet zed: query: not found`},
@@ -99,7 +99,10 @@ func runService(t *testing.T, leases bool, args ...string) {
 	c.await("/wallets/bob", `"balance":300`)
 	c.await("/wallets/ann", `"balance":701,"revision":5`) // opened, 2 deposits, 2 sent, 1 returned
 
-	holder := map[bool]string{true: `,"holder":"r1"`}[leases]
+	holder := ""
+	if leases {
+		holder = `,"holder":"r1"`
+	}
 	c.want("GET", "/status", "", 200, `{"name":"balances","state":"live"`+holder)
 	c.want("GET", "/status", "", 200, `{"name":"transfer","state":"running"`+holder)
 

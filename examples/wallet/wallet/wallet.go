@@ -18,7 +18,6 @@ type Event interface{ walletEvent() }
 type (
 	Opened    struct{ Owner string }
 	Deposited struct{ Amount int64 }
-	Withdrawn struct{ Amount int64 }
 	// TransferSent: money left the wallet for wallet To; the transfer process credits it there.
 	TransferSent struct {
 		To     string
@@ -38,7 +37,6 @@ type (
 
 func (Opened) walletEvent()           {}
 func (Deposited) walletEvent()        {}
-func (Withdrawn) walletEvent()        {}
 func (TransferSent) walletEvent()     {}
 func (TransferReceived) walletEvent() {}
 func (TransferReturned) walletEvent() {}
@@ -48,7 +46,6 @@ func Register(reg *codec.Registry) error {
 	return errors.Join(
 		codec.Register[Opened](reg, "WalletOpened", nil),
 		codec.Register[Deposited](reg, "Deposited", nil),
-		codec.Register[Withdrawn](reg, "Withdrawn", nil),
 		codec.Register[TransferSent](reg, "TransferSent", nil),
 		codec.Register[TransferReceived](reg, "TransferReceived", nil),
 		codec.Register[TransferReturned](reg, "TransferReturned", nil),
@@ -64,9 +61,6 @@ type (
 		Owner string `json:"owner"`
 	}
 	Deposit struct {
-		Amount int64 `json:"amount"`
-	}
-	Withdraw struct {
 		Amount int64 `json:"amount"`
 	}
 	Transfer struct {
@@ -86,7 +80,6 @@ type (
 
 func (Open) walletCommand()     {}
 func (Deposit) walletCommand()  {}
-func (Withdraw) walletCommand() {}
 func (Transfer) walletCommand() {}
 func (Receive) walletCommand()  {}
 func (Return) walletCommand()   {}
@@ -121,8 +114,6 @@ func Validate(c Command) error {
 		}
 		return nil
 	case Deposit:
-		amount = c.Amount
-	case Withdraw:
 		amount = c.Amount
 	case Transfer:
 		if err := ValidID(c.To); err != nil {
@@ -169,11 +160,6 @@ func decide(s State, c Command) ([]Event, error) {
 		return []Event{TransferReceived{From: c.From, Amount: c.Amount}}, nil
 	case Return:
 		return []Event{TransferReturned{To: c.To, Amount: c.Amount, Reason: c.Reason}}, nil
-	case Withdraw:
-		if s.Balance < c.Amount {
-			return nil, ErrNoFunds
-		}
-		return []Event{Withdrawn{Amount: c.Amount}}, nil
 	case Transfer:
 		if s.Balance < c.Amount {
 			return nil, ErrNoFunds
@@ -193,8 +179,6 @@ func evolve(s State, e Event) State {
 		s.Balance += e.Amount
 	case TransferReturned:
 		s.Balance += e.Amount
-	case Withdrawn:
-		s.Balance -= e.Amount
 	case TransferSent:
 		s.Balance -= e.Amount
 	}
