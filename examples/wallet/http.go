@@ -51,6 +51,11 @@ func command[C wallet.Command](s *service) http.HandlerFunc {
 
 // balance answers a wallet's row; ?position=N waits until the read model reflects position N.
 func (s *service) balance(w http.ResponseWriter, r *http.Request) {
+	id := r.PathValue("id")
+	if err := wallet.ValidID(id); err != nil {
+		reply(w, http.StatusBadRequest, err)
+		return
+	}
 	var opts query.Options
 	for k, v := range r.URL.Query() {
 		n, err := strconv.ParseUint(v[0], 10, 64)
@@ -62,9 +67,9 @@ func (s *service) balance(w http.ResponseWriter, r *http.Request) {
 	}
 	ctx, cancel := context.WithTimeout(r.Context(), maxWait)
 	defer cancel()
-	b, err := s.queries.GetByID(ctx, r.PathValue("id"), &opts)
+	b, err := s.queries.GetByID(ctx, id, &opts)
 	if err != nil {
-		s.fail(w, fmt.Errorf("wallet %s: %w", r.PathValue("id"), err))
+		s.fail(w, fmt.Errorf("wallet %s: %w", id, err))
 		return
 	}
 	reply(w, http.StatusOK, b)

@@ -21,6 +21,7 @@ import (
 	"github.com/annalsdb/annals/filestore"
 	"github.com/annalsdb/annals/internal/teststores"
 	"github.com/annalsdb/annals/internal/testwait"
+	"github.com/annalsdb/annals/lease"
 	"github.com/annalsdb/annals/pgstore"
 	"github.com/annalsdb/annals/tables"
 )
@@ -44,7 +45,8 @@ func TestServiceOnPostgres(t *testing.T) {
 			t.Errorf("drop schema %s: %v", schema, err)
 		}
 	})
-	runService(t, false, "--postgres", url, "--schema", schema) // pgstore keeps no leases
+	_, leases := any((*pgstore.Store)(nil)).(lease.Keeper)
+	runService(t, leases, "--postgres", url, "--schema", schema)
 }
 
 // runService runs the service on the store args name, checks what its API answers, and stops it.
@@ -79,6 +81,7 @@ func runService(t *testing.T, leases bool, args ...string) {
 		{"POST", "/wallets/ann/open", `{"owner": "Ann"}`, 409, `wallet: already open`},
 		{"POST", "/wallets/zed/deposit", `{"amount": 5}`, 409, `wallet: not open`},
 		{"GET", "/wallets/zed", ``, 404, `wallet zed: query: not found`},
+		{"GET", "/wallets/Zed", ``, 400, `wallet id \"Zed\"`},
 		{"GET", "/wallets/ann?position=x", ``, 400, `query parameter position=[\"x\"]`},
 		{"GET", "/wallets/ann?page=2", ``, 400, `query parameter page=[\"2\"]`},
 	} {
@@ -133,7 +136,8 @@ func TestReplicas(t *testing.T) {
 	})
 	t.Run("pgstore", func(t *testing.T) {
 		pg := teststores.Postgres(t, nil)
-		replicas(t, stores{events: pg, pg: pg}, false)
+		_, leases := any(pg).(lease.Keeper)
+		replicas(t, stores{events: pg, pg: pg}, leases)
 	})
 }
 
