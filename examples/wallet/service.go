@@ -4,7 +4,6 @@ import (
 	"cmp"
 	"context"
 	"log/slog"
-	"strings"
 	"time"
 
 	"github.com/annalsdb/annals"
@@ -128,7 +127,7 @@ func apply(reg *codec.Registry, ev annals.RecordedEvent, get func(string) (Balan
 	if err != nil {
 		return err
 	}
-	id := strings.TrimPrefix(ev.Stream, "wallet-")
+	id := wallet.ID(ev.Stream)
 	b, _, err := get(id)
 	if err != nil {
 		return err
@@ -161,7 +160,7 @@ func transfers(reg *codec.Registry) process.Manager[transfer, wallet.Event] {
 		Initial: func() transfer { return transfer{} },
 		React: func(_ string, t transfer, in process.Input[wallet.Event]) []process.Action {
 			if sent, ok := in.Event.(wallet.TransferSent); ok && in.Recorded != nil {
-				from := strings.TrimPrefix(in.Recorded.Stream, "wallet-")
+				from := wallet.ID(in.Recorded.Stream)
 				return []process.Action{process.Send{Stream: wallet.Stream(sent.To),
 					Command: wallet.Receive{From: from, Amount: sent.Amount}}}
 			}
@@ -173,7 +172,7 @@ func transfers(reg *codec.Registry) process.Manager[transfer, wallet.Event] {
 		},
 		Evolve: func(t transfer, in process.Input[wallet.Event]) transfer {
 			if sent, ok := in.Event.(wallet.TransferSent); ok && in.Recorded != nil {
-				t = transfer{From: strings.TrimPrefix(in.Recorded.Stream, "wallet-"), To: sent.To, Amount: sent.Amount}
+				t = transfer{From: wallet.ID(in.Recorded.Stream), To: sent.To, Amount: sent.Amount}
 			}
 			return t
 		},

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"regexp"
+	"strings"
 
 	"github.com/annalsdb/annals/codec"
 	"github.com/annalsdb/annals/decider"
@@ -103,6 +104,9 @@ func ValidID(id string) error {
 
 // Stream returns the stream of wallet id.
 func Stream(id string) string { return "wallet-" + id }
+
+// ID returns the id of the wallet whose stream is stream.
+func ID(stream string) string { return strings.TrimPrefix(stream, "wallet-") }
 
 // Validate checks a command on its own, before any wallet is read.
 func Validate(c Command) error {
