@@ -62,6 +62,9 @@ const (
 	StateRetrying
 )
 
+// MarshalText encodes s as its String, so that a Status encodes readably (as JSON, say).
+func (s State) MarshalText() ([]byte, error) { return []byte(s.String()), nil }
+
 func (s State) String() string {
 	switch s {
 	case StateStopped:
@@ -189,7 +192,14 @@ func NewRunner[Tx any](events annals.ReadSubscriber, target Store[Tx], p Project
 	if policy.Permanent == nil {
 		policy.Permanent = func(err error) bool { return supervisor.IsPermanent(err) || errors.Is(err, ErrInvalid) }
 	}
-	sup, err := supervisor.New(supervisor.Options{Name: LeasePrefix + p.Name, Policy: policy, OnChange: r.supervised})
+	onChange := policy.OnChange
+	policy.OnChange = func(st supervisor.Status) {
+		r.supervised(st)
+		if onChange != nil {
+			onChange(st)
+		}
+	}
+	sup, err := supervisor.New(supervisor.Options{Name: LeasePrefix + p.Name, Policy: policy})
 	if err != nil {
 		return nil, fmt.Errorf("%w: projection %q: %w", ErrInvalid, p.Name, err)
 	}

@@ -58,6 +58,9 @@ const (
 	Failed
 )
 
+// MarshalText encodes s as its String, so that a Status encodes readably (as JSON, say).
+func (s State) MarshalText() ([]byte, error) { return []byte(s.String()), nil }
+
 func (s State) String() string {
 	switch s {
 	case Stopped:
@@ -95,9 +98,6 @@ type Options struct {
 	// Name is the lease's name (e.g. "projection/carts"); required with a Keeper.
 	Name string
 	Policy
-	// OnChange, when set, is called with every new status, on Run's goroutines, one call at a
-	// time; it must return quickly.
-	OnChange func(Status)
 }
 
 // Policy is how a worker is supervised: the part of [Options] that the runners built on this
@@ -118,6 +118,9 @@ type Policy struct {
 	MinBackoff, MaxBackoff time.Duration
 	// Permanent says which errors stop Run; nil means [IsPermanent].
 	Permanent func(error) bool
+	// OnChange, when set, is called with every new status (to log it, say), on Run's
+	// goroutines, one call at a time; it must return quickly.
+	OnChange func(Status)
 }
 
 // Resolve returns p with its Keeper chosen: p.Keeper when set, else the first of stores that

@@ -40,7 +40,7 @@ func (s *states) seen(want supervisor.State) bool {
 
 func TestRetriesTransientThenStopsOnPermanent(t *testing.T) {
 	var rec states
-	s, err := supervisor.New(supervisor.Options{Policy: supervisor.Policy{MinBackoff: time.Millisecond, MaxBackoff: 4 * time.Millisecond}, OnChange: rec.add})
+	s, err := supervisor.New(supervisor.Options{Policy: supervisor.Policy{MinBackoff: time.Millisecond, MaxBackoff: 4 * time.Millisecond, OnChange: rec.add}})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -77,7 +77,7 @@ func TestRetriesTransientThenStopsOnPermanent(t *testing.T) {
 
 func TestBackoffIsCapped(t *testing.T) {
 	var rec states
-	s, err := supervisor.New(supervisor.Options{Policy: supervisor.Policy{MinBackoff: time.Millisecond, MaxBackoff: 8 * time.Millisecond}, OnChange: rec.add})
+	s, err := supervisor.New(supervisor.Options{Policy: supervisor.Policy{MinBackoff: time.Millisecond, MaxBackoff: 8 * time.Millisecond, OnChange: rec.add}})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -202,7 +202,7 @@ func (k *stuckRenewals) Renew(ctx context.Context, l lease.Lease) (lease.Lease, 
 func TestWorkStopsWhenTheLeaseCannotBeRenewed(t *testing.T) {
 	k := &stuckRenewals{Memory: lease.NewMemory(nil)}
 	var rec states
-	s, err := supervisor.New(supervisor.Options{Name: "n", Policy: supervisor.Policy{Keeper: k, Holder: "a", TTL: 100 * time.Millisecond}, OnChange: rec.add})
+	s, err := supervisor.New(supervisor.Options{Name: "n", Policy: supervisor.Policy{Keeper: k, Holder: "a", TTL: 100 * time.Millisecond, OnChange: rec.add}})
 	if err != nil {
 		t.Fatal(err)
 	}

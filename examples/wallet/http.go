@@ -91,10 +91,10 @@ func (s *service) status(w http.ResponseWriter, r *http.Request) {
 		s.fail(w, err)
 		return
 	}
-	ts := s.transferS.Status()
+	ts := s.transfers.Status()
 	reply(w, http.StatusOK, map[string]any{"replica": s.replica, "runners": []runnerStatus{
 		{ps.Name, ps.State.String(), holder(ps.Supervisor), ps.Position, errString(ps.LastError)},
-		{"transfer", ts.State.String(), holder(ts), s.transfers.Status().Position, errString(ts.Err)},
+		{"transfer", ts.Supervisor.State.String(), holder(ts.Supervisor), ts.Position, errString(ts.Supervisor.Err)},
 	}})
 }
 

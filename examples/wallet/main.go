@@ -111,7 +111,7 @@ func (s *service) serve(ctx context.Context, ln net.Listener) error {
 	var wg sync.WaitGroup
 	for name, run := range map[string]func(context.Context) error{
 		"balances": s.balances.Run,
-		"transfer": func(ctx context.Context) error { return s.transferS.Run(ctx, s.transfers.Run) },
+		"transfer": s.transfers.Run,
 	} {
 		wg.Go(func() {
 			if err := run(runCtx); runCtx.Err() == nil {

@@ -33,7 +33,6 @@ type service struct {
 	balances  readModel
 	queries   *query.Handler[Balance]
 	transfers *process.Runner[transfer]
-	transferS *supervisor.Supervisor // runs transfers under its lease
 }
 
 // readModel is the balances' runner, whichever store keeps them.
@@ -57,24 +56,19 @@ func newService(st stores, replica string, ttl time.Duration, log *slog.Logger) 
 	if err != nil {
 		return nil, err
 	}
-	policy := supervisor.Policy{Holder: replica, TTL: ttl}
-	if s.balances, s.queries, err = balances(st, reg, &projection.RunnerOptions{Supervision: policy}); err != nil {
+	policy := func(runner string) supervisor.Policy {
+		return supervisor.Policy{Holder: replica, TTL: ttl, OnChange: func(st supervisor.Status) {
+			log.Info("runner", "runner", runner, "replica", replica, "state", st.State, "holder", holder(st), "err", st.Err)
+		}}
+	}
+	if s.balances, s.queries, err = balances(st, reg, &projection.RunnerOptions{Supervision: policy("balances")}); err != nil {
 		return nil, err
 	}
 	send, err := process.HandlerSender(process.To("wallet", s.wallets))
 	if err != nil {
 		return nil, err
 	}
-	if s.transfers, err = process.NewRunner(st.events, transfers(reg), send, nil); err != nil {
-		return nil, err
-	}
-	s.transferS, err = supervisor.New(supervisor.Options{
-		Name:   "process/transfer",
-		Policy: policy.Resolve(st.events), // the lease is kept by the event store, if it keeps any
-		OnChange: func(st supervisor.Status) {
-			log.Info("transfer process", "replica", replica, "state", st.State, "holder", holder(st), "err", st.Err)
-		},
-	})
+	s.transfers, err = process.NewRunner(st.events, transfers(reg), send, &process.RunnerOptions{Supervision: policy("transfer")})
 	return s, err
 }
 
