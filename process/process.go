@@ -93,8 +93,9 @@
 // it skips an input already there, and decides again from the journal's state otherwise; the
 // conflict is not an error of Run. Both runners may send the commands of one input, with the
 // same idempotency keys, so the effect is once as long as the command handlers answer a
-// repeated key with its first result (package decider does). Until leases let one replica
-// work while the others stand by, every runner does the work.
+// repeated key with its first result (package decider does). Under a lease (see
+// [RunnerOptions].Supervision) one runner works while the others stand by, so this happens
+// only around a takeover; without a lease keeper every runner does the work.
 package process
 
 import (

@@ -61,8 +61,14 @@
 // checkpoint never moves backwards ([CheckUpdate] is the rule every Store applies). A
 // [Runner] whose update is refused reads the stored generation and checkpoint again and
 // continues from there, which is not a failure. So each replica of a service may run the
-// same projection on one Store: the read model is the one a single runner builds. Until
-// leases let one replica work while the others stand by, every runner does the work, and all
-// but one batch per checkpoint are refused and retried. Run [Runner.Rebuild] on one replica
-// at a time.
+// same projection on one Store: the read model is the one a single runner builds.
+//
+// A lease decides which of them works ([RunnerOptions].Supervision; package supervisor): the
+// runner holding the lease "projection/<Name>" applies events, the others stand by (their
+// Status and WaitFor read the stored checkpoint) and take over from the last checkpoint when
+// its lease lapses. Every Update carries the lease, and the Store checks it in the same
+// transaction as the checkpoint, so a runner that lost its lease cannot commit (fencing; see
+// [Memory], [Checkpoints], tables.DB and pgstore.Projections). Without a lease keeper every
+// runner does the work, and all but one batch per checkpoint are refused and retried. Run
+// [Runner.Rebuild] on one replica at a time.
 package projection
