@@ -62,7 +62,7 @@ func (m Manager[S, E]) erase() manager[S] {
 			}
 			e, ok, err := m.Decode(*ev)
 			if err == nil && !ok {
-				err = errors.New("Decode ignores it (was the manager changed since it journaled the event?)")
+				err = errors.New("the manager's Decode ignores it (was the manager changed since it journaled the event?)")
 			}
 			if err != nil {
 				return in, fmt.Errorf("%w: process %q: journaled event %s@%d (type %q, id %s): %w",

@@ -564,7 +564,7 @@ func (r *Runner[Tx]) notifyLocked() {
 }
 
 // load reads the active generation and its checkpoint from the target, unless they are
-// loaded: once, again after Run returns, and after an Update found the checkpoint moved.
+// loaded: once, again after Run's work stops, and after an Update found the checkpoint moved.
 func (r *Runner[Tx]) load(ctx context.Context) error {
 	r.mu.Lock()
 	loaded := r.mu.loaded
@@ -572,6 +572,13 @@ func (r *Runner[Tx]) load(ctx context.Context) error {
 	if loaded {
 		return nil
 	}
+	return r.read(ctx, false)
+}
+
+// read reads the active generation and its checkpoint from the target and keeps them: as
+// loaded unless they were loaded meanwhile, or, with again, whenever the runner does not work
+// (another runner may move them).
+func (r *Runner[Tx]) read(ctx context.Context, again bool) error {
 	r.applyMu.Lock()
 	defer r.applyMu.Unlock()
 	gen, err := r.target.Generation(ctx, r.p.Name)
@@ -584,8 +591,9 @@ func (r *Runner[Tx]) load(ctx context.Context) error {
 	}
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	if !r.mu.loaded {
-		r.mu.loaded, r.mu.gen, r.mu.checkpoint, r.mu.stored = true, gen, cp, cp
+	if again && !r.mu.working || !again && !r.mu.loaded {
+		r.mu.loaded = r.mu.loaded || !again
+		r.mu.gen, r.mu.checkpoint, r.mu.stored = gen, cp, cp
 		r.notifyLocked()
 	}
 	return nil
@@ -725,23 +733,7 @@ func (r *Runner[Tx]) observe(ctx context.Context) error {
 	if working {
 		return r.load(ctx)
 	}
-	r.applyMu.Lock()
-	defer r.applyMu.Unlock()
-	gen, err := r.target.Generation(ctx, r.p.Name)
-	if err != nil {
-		return fmt.Errorf("projection %q: read generation: %w", r.p.Name, err)
-	}
-	cp, err := r.target.Checkpoint(ctx, r.p.Name, gen)
-	if err != nil {
-		return fmt.Errorf("projection %q: read checkpoint: %w", r.p.Name, err)
-	}
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	if !r.mu.working {
-		r.mu.gen, r.mu.checkpoint, r.mu.stored = gen, cp, cp
-		r.notifyLocked()
-	}
-	return nil
+	return r.read(ctx, true)
 }
 
 // ignored reports an event of a checkpoint stream or of its metadata stream, which runners
