@@ -286,3 +286,39 @@ func TestResolve(t *testing.T) {
 		t.Fatalf("Resolve found a keeper in %v", p.Keeper)
 	}
 }
+
+// TestWorkLosingTheLeaseAtOnceBacksOff: work that a store refuses with lease.ErrLost while the
+// keeper keeps giving the lease back (a store whose fence disagrees with the keeper: a
+// checkpoint recorded under a larger token of another keeper, or of this one before its clock
+// went back) is run again after a backoff, in state Retrying with the error, not in a tight
+// loop of Acquire, work and Release.
+func TestWorkLosingTheLeaseAtOnceBacksOff(t *testing.T) {
+	var rec states
+	s, err := supervisor.New(supervisor.Options{Name: "projection/p", Policy: supervisor.Policy{
+		Keeper: lease.NewMemory(nil), TTL: time.Minute, MinBackoff: time.Hour, MaxBackoff: time.Hour, OnChange: rec.add}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	var calls atomic.Int64
+	refused := fmt.Errorf("checkpoint written under a later token: %w", lease.ErrLost)
+	done := make(chan error, 1)
+	go func() {
+		done <- s.Run(ctx, func(ctx context.Context) error {
+			calls.Add(1)
+			return refused
+		})
+	}()
+	testwait.Until(t, "the supervisor to retry after the refusal", func() bool { return rec.seen(supervisor.Retrying) })
+	if n := calls.Load(); n != 1 {
+		t.Fatalf("work ran %d times before the backoff, want once", n)
+	}
+	if st := s.Status(); st.State != supervisor.Retrying || !errors.Is(st.Err, lease.ErrLost) {
+		t.Fatalf("status %+v, want retrying with the refusal", st)
+	}
+	cancel()
+	if err := testwait.Recv(t, "Run", done); !errors.Is(err, context.Canceled) {
+		t.Fatalf("Run: %v", err)
+	}
+}
