@@ -269,9 +269,14 @@ func (s *Supervisor) run(ctx context.Context, work func(ctx context.Context) err
 			attempts = 0
 		}
 		switch {
-		case errors.Is(err, lease.ErrLost) || errors.Is(context.Cause(held.ctx), lease.ErrLost):
+		case errors.Is(context.Cause(held.ctx), lease.ErrLost):
 			s.set(func(st *Status) { st.State, st.Lease, st.Err = StandingBy, lease.Lease{}, err })
 			continue
+		case errors.Is(err, lease.ErrLost):
+			// A store refused the lease that the keeper still renewed: another holder took it
+			// (the next Acquire says so), or the store and the keeper disagree (a token the
+			// store recorded from another keeper, or from this one before its clock went
+			// back), which taking the lease again at once would not cure: back off.
 		case err == nil:
 			return nil
 		case s.opts.Permanent(err):
