@@ -333,3 +333,28 @@ func TestFencedAppendKeepers(t *testing.T) {
 		t.Errorf("a-1 has %d events, want 1", n)
 	}
 }
+
+// TestLeaseRenewReleaseNeedAHolder: a Renew or Release whose lease has no holder is bad input,
+// 400 invalid_argument naming the holder (as the docs say of an empty holder), not a renewal:
+// a lease without a holder is none any keeper gives.
+func TestLeaseRenewReleaseNeedAHolder(t *testing.T) {
+	f := newFixture(t, nil, nil)
+	status, v := f.postLease(t, "Acquire", `{"name":"projection/cart","holder":"a","ttl":"60s"}`)
+	l, _ := v["lease"].(map[string]any)
+	if status != 200 || l == nil {
+		t.Fatalf("Acquire: %d %v", status, v)
+	}
+	token := l["token"].(string)
+	if status, v := f.postLease(t, "Release", `{"lease":{"name":"projection/cart","holder":"a","token":"`+token+`"}}`); status != 200 {
+		t.Fatalf("Release: %d %v", status, v)
+	}
+	for _, method := range []string{"Renew", "Release"} {
+		status, v := f.postLease(t, method, `{"lease":{"name":"projection/cart","token":"`+token+`"}}`)
+		if status != http.StatusBadRequest || v["code"] != "invalid_argument" || !strings.Contains(fmt.Sprint(v["message"]), "holder") {
+			t.Errorf("%s of a lease without a holder: %d %v, want 400 invalid_argument naming the holder", method, status, v)
+		}
+	}
+	if status, v := f.postLease(t, "Acquire", `{"name":"projection/cart","holder":"b","ttl":"60s"}`); status != 200 {
+		t.Fatalf("Acquire by b after the release: %d %v", status, v)
+	}
+}
