@@ -214,6 +214,15 @@ func (r *Runner[S]) checkpoint(ctx context.Context) error {
 			return nil
 		}
 		l.revision = stored.revision
+		if stored.position > l.position {
+			// The other runner handled the log further (events no instance takes): keep its
+			// position, so that the checkpoint never moves back.
+			l.position = stored.position
+			d.Position = l.position
+			if data, err = json.Marshal(d); err != nil {
+				return fmt.Errorf("process %q: encode the checkpoint: %w", r.m.Name, err)
+			}
+		}
 	}
 	return nil // others keep checkpointing ahead of this runner: theirs will do
 }
