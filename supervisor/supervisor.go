@@ -18,7 +18,8 @@
 // permanent error: bad input, a corrupt or closed store, a refused permission; see
 // [IsPermanent] and [Options.Permanent]) or waits and runs it again, the wait doubling from
 // [Options.MinBackoff] up to [Options.MaxBackoff], with jitter. A run that lasted longer than
-// MaxBackoff starts the count of failures again.
+// MaxBackoff, or an answer of the keeper that another holder has the lease, starts the count of
+// failures again.
 //
 // Its state ([Status]) says what it is doing and why: running, standing by (and who holds the
 // lease), retrying (the error, the attempt, when), failed (the error), or stopped.
@@ -87,8 +88,8 @@ type Status struct {
 	Other  lease.Lease
 	// Err is why: the error being retried, the permanent one, or the last transient one.
 	Err error
-	// Attempts counts the failures since the work last ran longer than MaxBackoff; RetryAt is
-	// when the next attempt starts while retrying.
+	// Attempts counts the failures since the work last ran longer than MaxBackoff or this
+	// supervisor last stood by; RetryAt is when the next attempt starts while retrying.
 	Attempts int
 	RetryAt  time.Time
 }
@@ -258,7 +259,10 @@ func (s *Supervisor) run(ctx context.Context, work func(ctx context.Context) err
 			continue
 		}
 		if held == nil {
-			continue // standing by: acquire waited its turn
+			// Standing by: acquire waited its turn. The keeper answered, so earlier failures
+			// to reach it say nothing of the next one.
+			attempts = 0
+			continue
 		}
 		start := time.Now()
 		err = held.run(ctx, work)
