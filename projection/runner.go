@@ -586,9 +586,18 @@ func (r *Runner[Tx]) load(ctx context.Context) error {
 	defer r.mu.Unlock()
 	if !r.mu.loaded {
 		r.mu.loaded, r.mu.gen, r.mu.checkpoint, r.mu.stored = true, gen, cp, cp
+		r.passedLocked()
 		r.notifyLocked()
 	}
 	return nil
+}
+
+// passedLocked forgets a failure on an event that the checkpoint read from the target has
+// passed: another runner of the projection applied (or skipped) it.
+func (r *Runner[Tx]) passedLocked() {
+	if f := r.mu.failed; f != nil && r.mu.checkpoint >= f.Event.Position {
+		r.clearFailureLocked()
+	}
 }
 
 // lastMatching returns the position of the last event of the log that passes the filter, 0
@@ -739,6 +748,7 @@ func (r *Runner[Tx]) observe(ctx context.Context) error {
 	defer r.mu.Unlock()
 	if !r.mu.working {
 		r.mu.gen, r.mu.checkpoint, r.mu.stored = gen, cp, cp
+		r.passedLocked()
 		r.notifyLocked()
 	}
 	return nil
