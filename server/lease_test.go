@@ -358,3 +358,25 @@ func TestLeaseRenewReleaseNeedAHolder(t *testing.T) {
 		t.Fatalf("Acquire by b after the release: %d %v", status, v)
 	}
 }
+
+// TestFencedAppendWithALeaseNeverGiven: an append fenced by a lease that the server's keeper
+// never gave (a lease of before a restart of the server, whose lease.Memory forgot it; or made
+// up) is refused with LEASE_LOST and writes nothing, as the docs say of any lease that is not
+// the current one. NOT FIXED: lease.Memory.Fenced runs the write for a name it never gave.
+func TestFencedAppendWithALeaseNeverGiven(t *testing.T) {
+	ctx := t.Context()
+	f := newFixture(t, nil, nil)
+	ghost := &annalsv1.Lease{Name: "process/shipping", Holder: "a", Token: 1, Ttl: durationpb.New(time.Minute)}
+	_, err := f.rpc().Append(ctx, connect.NewRequest(&annalsv1.AppendRequest{Stream: "ship-1", Events: []*annalsv1.Event{{Type: "Shipped"}}, Lease: ghost}))
+	if err == nil {
+		t.Fatal("append fenced by a lease never given: written, want aborted LEASE_LOST")
+	}
+	if d := detail(t, err); connect.CodeOf(err) != connect.CodeAborted || d.GetReason() != wire.ReasonLeaseLost {
+		t.Errorf("append fenced by a lease never given: %v, want aborted LEASE_LOST", err)
+	}
+	for _, err := range f.store.ReadStream(ctx, "ship-1", nil) {
+		if err == nil {
+			t.Fatal("the append fenced by a lease never given was written")
+		}
+	}
+}
