@@ -246,7 +246,7 @@ func (c *Client) Append(ctx context.Context, stream string, expected annals.Expe
 	fence, fenced := lease.FromContext(ctx)
 	if fenced {
 		if err := lease.ValidateName(fence.Name); err != nil {
-			return annals.AppendResult{}, fmt.Errorf("the lease of the append: %w", err)
+			return annals.AppendResult{}, badLease(fmt.Errorf("the lease of the append: %w", err))
 		}
 	}
 	cctx, done, err := c.begin(ctx)

@@ -29,7 +29,7 @@ var _ lease.Keeper = (*Client)(nil)
 // Acquire implements [lease.Keeper.Acquire] with one Acquire call.
 func (c *Client) Acquire(ctx context.Context, name, holder string, ttl time.Duration) (lease.Lease, error) {
 	if err := lease.Validate(name, holder, ttl); err != nil {
-		return lease.Lease{}, err
+		return lease.Lease{}, badLease(err)
 	}
 	cctx, done, err := c.begin(ctx)
 	if err != nil {
@@ -46,7 +46,7 @@ func (c *Client) Acquire(ctx context.Context, name, holder string, ttl time.Dura
 // Renew implements [lease.Keeper.Renew] with one Renew call.
 func (c *Client) Renew(ctx context.Context, l lease.Lease) (lease.Lease, error) {
 	if err := lease.ValidateName(l.Name); err != nil {
-		return lease.Lease{}, err
+		return lease.Lease{}, badLease(err)
 	}
 	cctx, done, err := c.begin(ctx)
 	if err != nil {
@@ -63,7 +63,7 @@ func (c *Client) Renew(ctx context.Context, l lease.Lease) (lease.Lease, error) 
 // Release implements [lease.Keeper.Release] with one Release call.
 func (c *Client) Release(ctx context.Context, l lease.Lease) error {
 	if err := lease.ValidateName(l.Name); err != nil {
-		return err
+		return badLease(err)
 	}
 	cctx, done, err := c.begin(ctx)
 	if err != nil {
@@ -79,7 +79,7 @@ func (c *Client) Release(ctx context.Context, l lease.Lease) error {
 // Leases implements [lease.Keeper.Leases] with one ListLeases call.
 func (c *Client) Leases(ctx context.Context, prefix string) ([]lease.Lease, error) {
 	if err := wire.CheckLeasePrefix(prefix); err != nil {
-		return nil, err
+		return nil, badLease(err)
 	}
 	cctx, done, err := c.begin(ctx)
 	if err != nil {
@@ -118,4 +118,10 @@ func (c *Client) leaseFail(ctx context.Context, err error) error {
 		return &remoteError{sentinel: errors.Join(annals.ErrInvalidArgument, lease.ErrInvalid), err: re.err}
 	}
 	return err
+}
+
+// badLease returns err, bad lease input the client found itself (matching lease.ErrInvalid),
+// matching annals.ErrInvalidArgument too, as the server's refusal of it does.
+func badLease(err error) error {
+	return fmt.Errorf("%w (%w)", err, annals.ErrInvalidArgument)
 }

@@ -107,3 +107,26 @@ func TestLeaseErrors(t *testing.T) {
 		t.Fatalf("Leases with a NUL in the prefix: %v, want lease.ErrInvalid", err)
 	}
 }
+
+// TestLeaseBadInputMatchesBoth: bad input that the client finds itself, before any call, matches
+// both lease.ErrInvalid and annals.ErrInvalidArgument, as the server's answer to it does (see
+// the Client's documentation of its lease methods).
+func TestLeaseBadInputMatchesBoth(t *testing.T) {
+	ctx := context.Background()
+	k := openLeases(t).(*client.Client)
+	for name, call := range map[string]func() error{
+		"Acquire without a name":  func() error { _, err := k.Acquire(ctx, "", "a", time.Minute); return err },
+		"Acquire with a ttl of 0": func() error { _, err := k.Acquire(ctx, "p", "a", 0); return err },
+		"Renew of no lease":       func() error { _, err := k.Renew(ctx, lease.Lease{}); return err },
+		"Release of no lease":     func() error { return k.Release(ctx, lease.Lease{}) },
+		"Leases with a NUL":       func() error { _, err := k.Leases(ctx, "p\x00"); return err },
+		"Append fenced by no lease": func() error {
+			_, err := k.Append(lease.NewContext(ctx, lease.Lease{}), "s-1", annals.Any, annals.Event{Type: "E"})
+			return err
+		},
+	} {
+		if err := call(); !errors.Is(err, lease.ErrInvalid) || !errors.Is(err, annals.ErrInvalidArgument) {
+			t.Errorf("%s: %v, want an error matching lease.ErrInvalid and annals.ErrInvalidArgument", name, err)
+		}
+	}
+}

@@ -87,6 +87,7 @@ func (m *Memory) Renew(ctx context.Context, l Lease) (Lease, error) {
 	defer m.mu.Unlock()
 	now := m.clock()
 	cur, held := m.leases[l.Name]
+	held = held && cur.Holder != "" // a released lease keeps its entry, without a holder
 	if err := Check(cur, held, l, now, true); err != nil {
 		return Lease{}, err
 	}
@@ -146,7 +147,7 @@ func (m *Memory) Fenced(ctx context.Context, write func() error) error {
 	if !known {
 		return write()
 	}
-	if err := Check(cur, true, l, m.clock(), false); err != nil {
+	if err := Check(cur, cur.Holder != "", l, m.clock(), false); err != nil {
 		return err
 	}
 	return write()

@@ -283,9 +283,11 @@ func (p *Projections) Leases(ctx context.Context, prefix string) ([]lease.Lease,
 // its clients so): in a transaction that holds the lease's row locked FOR SHARE, it applies
 // [lease.Check] on the database's clock, runs write, and commits once write returned, so that
 // no holder can take the lease while write runs. write runs outside that transaction, on
-// another connection of the pool: a fenced write holds two connections. Without a lease in
-// ctx, write runs at once. Errors: one matching [lease.ErrLost] (write not called), ctx's,
-// [annals.ErrClosed], the database's, wrapped, and write's, as is.
+// another connection of the pool: a fenced write holds two connections. So that they cannot
+// take every connection and wait for each other, at most half of Options.MaxConns (at least
+// one; a fenced write needs MaxConns of 2 or more) run at once, the others wait their turn.
+// Without a lease in ctx, write runs at once. Errors: one matching [lease.ErrLost] (write not
+// called), ctx's, [annals.ErrClosed], the database's, wrapped, and write's, as is.
 func (s *Store) Fenced(ctx context.Context, write func() error) error {
 	f, err := newFence(ctx)
 	if err != nil || f == nil {
@@ -296,6 +298,12 @@ func (s *Store) Fenced(ctx context.Context, write func() error) error {
 	}
 	if err := s.begin(ctx); err != nil {
 		return err
+	}
+	select {
+	case s.fences <- struct{}{}:
+		defer func() { <-s.fences }()
+	case <-ctx.Done():
+		return ctx.Err()
 	}
 	what := fmt.Sprintf("fence with lease %q", f.l.Name)
 	tx, err := s.pool.Begin(ctx)

@@ -316,3 +316,43 @@ func TestLeasesPrefixBytes(t *testing.T) {
 		}
 	}
 }
+
+// TestFencedAppendsDoNotExhaustThePool: fenced appends as the server makes them (the store's
+// Append run inside Store.Fenced), as many at once as the pool has connections, all complete.
+// Each Fenced holds a connection for its transaction while its write needs another one for the
+// append: unbounded, they would take every connection of the pool and wait for each other.
+func TestFencedAppendsDoNotExhaustThePool(t *testing.T) {
+	const conns = 4
+	s := openStore(t, &pgstore.Options{MaxConns: conns})
+	ctx := testwait.Context(t)
+	a, err := s.Acquire(ctx, "process/fenced", "a", time.Minute)
+	if err != nil {
+		t.Fatal(err)
+	}
+	actx := lease.NewContext(ctx, a)
+	// Every write starts its append once all the Fenced calls that got to write are in it
+	// (or a moment passed: a bounded Fenced lets only some of them in at once).
+	var inWrite sync.WaitGroup
+	inWrite.Add(conns)
+	allIn := make(chan struct{})
+	go func() { inWrite.Wait(); close(allIn) }()
+	done := make(chan error, conns)
+	for i := range conns {
+		go func() {
+			done <- s.Fenced(actx, func() error {
+				inWrite.Done()
+				select {
+				case <-allIn:
+				case <-time.After(200 * time.Millisecond):
+				}
+				_, err := s.Append(actx, "fenced-"+string(rune('a'+i)), annals.Any, annals.Event{Type: "Fenced"})
+				return err
+			})
+		}()
+	}
+	for range conns {
+		if err := testwait.Recv(t, "a fenced append", done); err != nil {
+			t.Fatalf("fenced append: %v", err)
+		}
+	}
+}

@@ -90,6 +90,9 @@ type Store struct {
 	listener sync.WaitGroup
 	// closed is closed by Close, to end waiting subscriptions.
 	closed chan struct{}
+	// fences bounds the Fenced calls under way (see [Store.Fenced]) to half the pool: each
+	// holds a connection while its write needs another.
+	fences chan struct{}
 
 	// q is the queue of appends waiting for a writer. Lock order: q before mu.
 	q struct {
@@ -155,6 +158,7 @@ func Open(ctx context.Context, connString string, opts *Options) (*Store, error)
 		channel:     pgx.Identifier{"annals." + o.Schema}.Sanitize(),
 		pool:        pool,
 		closed:      make(chan struct{}),
+		fences:      make(chan struct{}, max(1, o.MaxConns/2)),
 	}
 	s.sql = newQueries(s.schema)
 	if err := s.prepare(ctx, cfg); err != nil {

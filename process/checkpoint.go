@@ -123,6 +123,7 @@ func (r *Runner[S]) recover(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
+	checkpointed := l.journal
 	if err := r.catchUp(ctx, l); err != nil {
 		return err
 	}
@@ -131,6 +132,12 @@ func (r *Runner[S]) recover(ctx context.Context) error {
 	defer r.mu.Unlock()
 	r.mu.pending = maps.Clone(l.pending)
 	r.mu.inputs = 0
+	if l.journal != checkpointed {
+		// Inputs journaled after the checkpoint (by a runner that stopped before it
+		// checkpointed them): checkpoint them too, once idle, so that the runners standing by
+		// see them handled (WaitFor).
+		r.mu.inputs = 1
+	}
 	r.setPositionLocked(l.position)
 	return nil
 }
@@ -207,6 +214,15 @@ func (r *Runner[S]) checkpoint(ctx context.Context) error {
 			return nil
 		}
 		l.revision = stored.revision
+		if stored.position > l.position {
+			// The other runner handled the log further (events no instance takes): keep its
+			// position, so that the checkpoint never moves back.
+			l.position = stored.position
+			d.Position = l.position
+			if data, err = json.Marshal(d); err != nil {
+				return fmt.Errorf("process %q: encode the checkpoint: %w", r.m.Name, err)
+			}
+		}
 	}
 	return nil // others keep checkpointing ahead of this runner: theirs will do
 }

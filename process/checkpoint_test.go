@@ -2,6 +2,7 @@ package process_test
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"iter"
@@ -247,5 +248,68 @@ func TestCheckpointOverLimit(t *testing.T) {
 		if got := types(t, s, fmt.Sprintf("order-%d", i)); !slices.Equal(got, []string{"Placed", "Cancelled"}) {
 			t.Errorf("order-%d: %q, want Placed, Cancelled", i, got)
 		}
+	}
+}
+
+// racingCheckpoint writes, just before the first checkpoint a runner appends, the checkpoint of
+// another runner of the manager (NoLease: both work) that folded fewer journal events but
+// handled the log further (events no instance takes), so that the runner's append finds the
+// stream moved.
+type racingCheckpoint struct {
+	annals.Store
+	position uint64 // of the other runner's checkpoint
+	raced    atomic.Bool
+}
+
+func (s *racingCheckpoint) Append(ctx context.Context, stream string, expected annals.ExpectedRevision, events ...annals.Event) (annals.AppendResult, error) {
+	if strings.HasPrefix(stream, process.CheckpointStreamPrefix) && s.raced.CompareAndSwap(false, true) {
+		other := annals.Event{Type: process.CheckpointEventType, Data: fmt.Appendf(nil, `{"journal":1,"position":%d}`, s.position)}
+		if _, err := s.Store.Append(ctx, stream, annals.Any, other); err != nil {
+			return annals.AppendResult{}, err
+		}
+	}
+	return s.Store.Append(ctx, stream, expected, events...)
+}
+
+// checkpointAt returns the journal and log positions the manager's latest checkpoint records.
+func checkpointAt(t *testing.T, s annals.Store) (journal, position uint64) {
+	t.Helper()
+	for ev, err := range s.ReadStream(context.Background(), process.CheckpointStreamPrefix+"orderflow", &annals.ReadOptions{Backwards: true, From: annals.End, Limit: 1}) {
+		if errors.Is(err, annals.ErrStreamNotFound) {
+			return 0, 0
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		var d struct{ Journal, Position uint64 }
+		if err := json.Unmarshal(ev.Data, &d); err != nil {
+			t.Fatal(err)
+		}
+		return d.Journal, d.Position
+	}
+	return 0, 0
+}
+
+// TestCheckpointNeverMovesBackwards: a runner whose checkpoint append finds another runner's
+// checkpoint with fewer journal events folded but a later log position writes its own with the
+// later of the two positions: the manager's checkpoint never moves back in the log.
+func TestCheckpointNeverMovesBackwards(t *testing.T) {
+	mem := memstore.New(nil)
+	t.Cleanup(func() { mem.Close() })
+	const further = 1 << 20
+	s := &racingCheckpoint{Store: mem, position: further}
+	h := &handlers{store: mem, seen: map[string]bool{}}
+	r, err := process.NewRunner(s, orderManager(time.Hour), h.send, &process.RunnerOptions{Supervision: supervisor.Policy{NoLease: true}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	start(t, r)
+	append1(t, mem, "order-0", "Placed", `{"SKU":"sku0"}`)
+	testwait.Until(t, "the runner's own checkpoint", func() bool {
+		journal, _ := checkpointAt(t, mem)
+		return journal > 1
+	})
+	if _, position := checkpointAt(t, mem); position < further {
+		t.Fatalf("checkpoint at log position %d after one at %d: it moved backwards", position, uint64(further))
 	}
 }

@@ -4,14 +4,18 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"iter"
 	"slices"
+	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/annalsdb/annals"
 	"github.com/annalsdb/annals/internal/teststores"
 	"github.com/annalsdb/annals/internal/testwait"
+	"github.com/annalsdb/annals/memstore"
 	"github.com/annalsdb/annals/process"
 	"github.com/annalsdb/annals/supervisor"
 )
@@ -236,4 +240,123 @@ func TestRunnersUnderLease(t *testing.T) {
 			}
 		}
 	})
+}
+
+// signalingStore signals on readAll each ReadAll once armed is set.
+type signalingStore struct {
+	annals.Store
+	armed   atomic.Bool
+	readAll chan struct{}
+}
+
+func (s *signalingStore) ReadAll(ctx context.Context, opts *annals.ReadOptions) iter.Seq2[annals.RecordedEvent, error] {
+	if s.armed.Load() {
+		select {
+		case s.readAll <- struct{}{}:
+		default:
+		}
+	}
+	return s.Store.ReadAll(ctx, opts)
+}
+
+// TestWaitForAfterTheWorkStops: a WaitFor that began while its runner worked returns once
+// another runner has handled the position, after this one stopped working (its Run ended, or
+// it lost its lease): it then reads the manager's checkpoint, as a runner standing by does,
+// instead of waiting for progress of its own that will never come.
+func TestWaitForAfterTheWorkStops(t *testing.T) {
+	mem := memstore.New(nil)
+	t.Cleanup(func() { mem.Close() })
+	s := &signalingStore{Store: mem, readAll: make(chan struct{}, 1)}
+	inSend := make(chan struct{}, 1)
+	blocking := func(ctx context.Context, cmd process.Command) error {
+		select {
+		case inSend <- struct{}{}:
+		default:
+		}
+		<-ctx.Done()
+		return ctx.Err()
+	}
+	policy := supervisor.Policy{Keeper: mem, TTL: 200 * time.Millisecond}
+	a, err := process.NewRunner(s, orderManager(time.Hour), blocking, &process.RunnerOptions{Supervision: policy})
+	if err != nil {
+		t.Fatal(err)
+	}
+	stopA := start(t, a)
+	testwait.Until(t, "a to work", func() bool { return a.Status().Supervisor.State == supervisor.Running })
+	append1(t, mem, "order-0", "Placed", `{"SKU":"sku0"}`)
+	head := lastPosition(t, mem)
+	testwait.Recv(t, "a to send the reservation", inSend)
+	s.armed.Store(true)
+	waited := make(chan error, 1)
+	go func() { waited <- a.WaitFor(testwait.Context(t), head) }()
+	testwait.Recv(t, "a's WaitFor to look at the log while a works", s.readAll)
+	if err := stopA(); !errors.Is(err, context.Canceled) {
+		t.Fatalf("Run: %v", err)
+	}
+	h := &handlers{store: mem, seen: map[string]bool{}}
+	b, err := process.NewRunner(mem, orderManager(time.Hour), h.send, &process.RunnerOptions{Supervision: policy})
+	if err != nil {
+		t.Fatal(err)
+	}
+	start(t, b)
+	if err := b.WaitFor(testwait.Context(t), head); err != nil {
+		t.Fatal(err)
+	}
+	if err := testwait.Recv(t, "a's WaitFor, once b handled the order", waited); err != nil {
+		t.Fatalf("a's WaitFor: %v", err)
+	}
+}
+
+// noCheckpoints refuses the appends to the managers' checkpoint streams as too large, which a
+// runner takes as a checkpoint it cannot write: it goes on without one.
+type noCheckpoints struct{ annals.Store }
+
+func (s noCheckpoints) Append(ctx context.Context, stream string, expected annals.ExpectedRevision, events ...annals.Event) (annals.AppendResult, error) {
+	if strings.HasPrefix(stream, process.CheckpointStreamPrefix) {
+		return annals.AppendResult{}, fmt.Errorf("checkpoint refused: %w", annals.ErrTooLarge)
+	}
+	return s.Store.Append(ctx, stream, expected, events...)
+}
+
+// TestStandbyWaitForAfterTakeoverOfUncheckpointedWork: a runner stops after journaling inputs
+// it never checkpointed; the runner that takes over finds them in the journals, and a runner
+// standing by then sees them handled in WaitFor: the one that works checkpoints what it
+// recovered once idle, not only the inputs it handles itself.
+func TestStandbyWaitForAfterTakeoverOfUncheckpointedWork(t *testing.T) {
+	mem := memstore.New(nil)
+	t.Cleanup(func() { mem.Close() })
+	h := &handlers{store: mem, seen: map[string]bool{}}
+	policy := supervisor.Policy{Keeper: mem, TTL: 200 * time.Millisecond}
+	a, err := process.NewRunner(noCheckpoints{mem}, orderManager(time.Hour), h.send, &process.RunnerOptions{Supervision: policy})
+	if err != nil {
+		t.Fatal(err)
+	}
+	stopA := start(t, a)
+	append1(t, mem, "order-0", "Placed", `{"SKU":"sku0"}`)
+	testwait.Until(t, "a to journal Placed and Reserved", func() bool { return len(types(t, mem, "orderflow-0")) == 2 })
+	head := lastPosition(t, mem)
+	if err := a.WaitFor(testwait.Context(t), head); err != nil {
+		t.Fatal(err)
+	}
+	if err := stopA(); !errors.Is(err, context.Canceled) {
+		t.Fatalf("Run: %v", err)
+	}
+	var runners []*process.Runner[orderState]
+	for range 2 {
+		r, err := process.NewRunner(mem, orderManager(time.Hour), h.send, &process.RunnerOptions{Supervision: policy})
+		if err != nil {
+			t.Fatal(err)
+		}
+		runners = append(runners, r)
+		start(t, r)
+		testwait.Until(t, "the runner to work or stand by", func() bool {
+			st := r.Status().Supervisor.State
+			return st == supervisor.Running || st == supervisor.StandingBy
+		})
+	}
+	for i, r := range runners {
+		if err := r.WaitFor(testwait.Context(t), head); err != nil {
+			t.Fatalf("runner %d (%v): WaitFor: %v", i, r.Status().Supervisor.State, err)
+		}
+	}
 }

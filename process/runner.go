@@ -187,6 +187,12 @@ func (r *Runner[S]) work(ctx context.Context) error {
 	defer func() {
 		r.mu.Lock()
 		r.mu.working = false
+		// Wake the calls of WaitFor that wait on this runner's progress: they read the
+		// manager's checkpoint from now on.
+		if r.mu.progress != nil {
+			close(r.mu.progress)
+			r.mu.progress = nil
+		}
 		r.mu.Unlock()
 	}()
 	if err := r.recover(ctx); err != nil {

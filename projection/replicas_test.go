@@ -270,3 +270,53 @@ func TestRebuildOnAnotherReplica(t *testing.T) {
 		}
 	})
 }
+
+// TestFailureResolvedByAnotherReplica: a runner that failed on an event and stopped working
+// (its Run ended; the same holds when it loses its lease while parked) does not park again on
+// that event when it works again after another runner of the projection applied it: it goes on
+// from the stored checkpoint, past the event, and applies what was appended since.
+func TestFailureResolvedByAnotherReplica(t *testing.T) {
+	s := newMem(t)
+	h := &failing{}
+	h.fail.Store(true)
+	m := projection.NewMemory(func() *cloneCounts { return &cloneCounts{counts: *newCounts()} })
+	newRunner := func() *projection.Runner[*cloneCounts] {
+		r, err := projection.NewRunner(s, m, projection.Projection[*cloneCounts]{Name: "p", Handle: h.handle},
+			&projection.RunnerOptions{Supervision: supervisor.Policy{TTL: 200 * time.Millisecond}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return r
+	}
+	appendN(t, s, []string{"cart-1"}, "Good", 5)
+	if _, err := s.Append(context.Background(), "cart-1", annals.Any, annals.Event{Type: "Bad", Data: []byte(`{}`)}); err != nil {
+		t.Fatal(err)
+	}
+	head := appendN(t, s, []string{"cart-1"}, "Good", 5)
+	a := newRunner()
+	stopA := start(t, a)
+	waitState(t, a, "a failed", func(st projection.Status) bool { return st.State == projection.StateFailed })
+	if err := stopA(); !errors.Is(err, context.Canceled) {
+		t.Fatalf("Run: %v", err)
+	}
+	h.fail.Store(false) // the handler is fixed: the other replica, deployed with it, applies Bad
+	b := newRunner()
+	stopB := start(t, b)
+	if err := b.WaitFor(waitCtx(t), head); err != nil {
+		t.Fatal(err)
+	}
+	if err := stopB(); !errors.Is(err, context.Canceled) {
+		t.Fatalf("Run: %v", err)
+	}
+	start(t, a)
+	more := appendN(t, s, []string{"cart-1"}, "Good", 5)
+	if err := a.WaitFor(waitCtx(t), more); err != nil {
+		st, _ := a.Status(context.Background())
+		t.Fatalf("a working again: WaitFor: %v (state %v, failed at %v)", err, st.State, st.FailedEvent)
+	}
+	var total int
+	m.Read("p", func(c *cloneCounts, _ uint64) { total = c.total })
+	if total != 16 {
+		t.Fatalf("%d events applied, want 16, each once", total)
+	}
+}

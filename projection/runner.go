@@ -594,9 +594,18 @@ func (r *Runner[Tx]) read(ctx context.Context, again bool) error {
 	if again && !r.mu.working || !again && !r.mu.loaded {
 		r.mu.loaded = r.mu.loaded || !again
 		r.mu.gen, r.mu.checkpoint, r.mu.stored = gen, cp, cp
+		r.passedLocked()
 		r.notifyLocked()
 	}
 	return nil
+}
+
+// passedLocked forgets a failure on an event that the checkpoint read from the target has
+// passed: another runner of the projection applied (or skipped) it.
+func (r *Runner[Tx]) passedLocked() {
+	if f := r.mu.failed; f != nil && r.mu.checkpoint >= f.Event.Position {
+		r.clearFailureLocked()
+	}
 }
 
 // lastMatching returns the position of the last event of the log that passes the filter, 0

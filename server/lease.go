@@ -205,7 +205,8 @@ func leaseOf(m *annalsv1.Lease) (lease.Lease, error) {
 	if err != nil {
 		return lease.Lease{}, err
 	}
-	if err := lease.ValidateName(l.Name); err != nil {
+	// The name and the holder, as Acquire's (the time to live is the keeper's: any in range).
+	if err := lease.Validate(l.Name, l.Holder, lease.MinTTL); err != nil {
 		return lease.Lease{}, err
 	}
 	return l, nil

@@ -18,7 +18,8 @@
 // permanent error: bad input, a corrupt or closed store, a refused permission; see
 // [IsPermanent] and [Options.Permanent]) or waits and runs it again, the wait doubling from
 // [Options.MinBackoff] up to [Options.MaxBackoff], with jitter. A run that lasted longer than
-// MaxBackoff starts the count of failures again.
+// MaxBackoff, or an answer of the keeper that another holder has the lease, starts the count of
+// failures again.
 //
 // Its state ([Status]) says what it is doing and why: running, standing by (and who holds the
 // lease), retrying (the error, the attempt, when), failed (the error), or stopped.
@@ -87,8 +88,8 @@ type Status struct {
 	Other  lease.Lease
 	// Err is why: the error being retried, the permanent one, or the last transient one.
 	Err error
-	// Attempts counts the failures since the work last ran longer than MaxBackoff; RetryAt is
-	// when the next attempt starts while retrying.
+	// Attempts counts the failures since the work last ran longer than MaxBackoff or this
+	// supervisor last stood by; RetryAt is when the next attempt starts while retrying.
 	Attempts int
 	RetryAt  time.Time
 }
@@ -258,7 +259,10 @@ func (s *Supervisor) run(ctx context.Context, work func(ctx context.Context) err
 			continue
 		}
 		if held == nil {
-			continue // standing by: acquire waited its turn
+			// Standing by: acquire waited its turn. The keeper answered, so earlier failures
+			// to reach it say nothing of the next one.
+			attempts = 0
+			continue
 		}
 		start := time.Now()
 		err = held.run(ctx, work)
@@ -269,9 +273,14 @@ func (s *Supervisor) run(ctx context.Context, work func(ctx context.Context) err
 			attempts = 0
 		}
 		switch {
-		case errors.Is(err, lease.ErrLost) || errors.Is(context.Cause(held.ctx), lease.ErrLost):
+		case errors.Is(context.Cause(held.ctx), lease.ErrLost):
 			s.set(func(st *Status) { st.State, st.Lease, st.Err = StandingBy, lease.Lease{}, err })
 			continue
+		case errors.Is(err, lease.ErrLost):
+			// A store refused the lease that the keeper still renewed: another holder took it
+			// (the next Acquire says so), or the store and the keeper disagree (a token the
+			// store recorded from another keeper, or from this one before its clock went
+			// back), which taking the lease again at once would not cure: back off.
 		case err == nil:
 			return nil
 		case s.opts.Permanent(err):

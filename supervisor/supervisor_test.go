@@ -286,3 +286,108 @@ func TestResolve(t *testing.T) {
 		t.Fatalf("Resolve found a keeper in %v", p.Keeper)
 	}
 }
+
+// TestWorkLosingTheLeaseAtOnceBacksOff: work that a store refuses with lease.ErrLost while the
+// keeper keeps giving the lease back (a store whose fence disagrees with the keeper: a
+// checkpoint recorded under a larger token of another keeper, or of this one before its clock
+// went back) is run again after a backoff, in state Retrying with the error, not in a tight
+// loop of Acquire, work and Release.
+func TestWorkLosingTheLeaseAtOnceBacksOff(t *testing.T) {
+	var rec states
+	s, err := supervisor.New(supervisor.Options{Name: "projection/p", Policy: supervisor.Policy{
+		Keeper: lease.NewMemory(nil), TTL: time.Minute, MinBackoff: time.Hour, MaxBackoff: time.Hour, OnChange: rec.add}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	var calls atomic.Int64
+	refused := fmt.Errorf("checkpoint written under a later token: %w", lease.ErrLost)
+	done := make(chan error, 1)
+	go func() {
+		done <- s.Run(ctx, func(ctx context.Context) error {
+			calls.Add(1)
+			return refused
+		})
+	}()
+	testwait.Until(t, "the supervisor to retry after the refusal", func() bool { return rec.seen(supervisor.Retrying) })
+	if n := calls.Load(); n != 1 {
+		t.Fatalf("work ran %d times before the backoff, want once", n)
+	}
+	if st := s.Status(); st.State != supervisor.Retrying || !errors.Is(st.Err, lease.ErrLost) {
+		t.Fatalf("status %+v, want retrying with the refusal", st)
+	}
+	cancel()
+	if err := testwait.Recv(t, "Run", done); !errors.Is(err, context.Canceled) {
+		t.Fatalf("Run: %v", err)
+	}
+}
+
+// flakyAcquire is a keeper whose Acquire fails with a transient error while flaky is set.
+type flakyAcquire struct {
+	*lease.Memory
+	flaky atomic.Bool
+}
+
+var errUnreachable = errors.New("keeper unreachable")
+
+func (k *flakyAcquire) Acquire(ctx context.Context, name, holder string, ttl time.Duration) (lease.Lease, error) {
+	if k.flaky.Load() {
+		return lease.Lease{}, errUnreachable
+	}
+	return k.Memory.Acquire(ctx, name, holder, ttl)
+}
+
+// TestStandingByStartsTheBackoffAgain: failures to reach the keeper that a replica standing by
+// met earlier, before the keeper answered again that another holder has the lease, do not
+// lengthen its wait after the next failure: the count of failures starts again once the keeper
+// answers, so that a standby that met a few network errors over days still takes over
+// promptly.
+func TestStandingByStartsTheBackoffAgain(t *testing.T) {
+	var rec states
+	k := &flakyAcquire{Memory: lease.NewMemory(nil)}
+	if _, err := k.Acquire(context.Background(), "projection/p", "other", time.Hour); err != nil {
+		t.Fatal(err)
+	}
+	s, err := supervisor.New(supervisor.Options{Name: "projection/p", Policy: supervisor.Policy{
+		Keeper: k, TTL: 50 * time.Millisecond, MinBackoff: time.Millisecond, MaxBackoff: time.Second, OnChange: rec.add}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	k.flaky.Store(true)
+	done := make(chan error, 1)
+	go func() { done <- s.Run(ctx, func(ctx context.Context) error { <-ctx.Done(); return ctx.Err() }) }()
+	testwait.Until(t, "four failures to reach the keeper", func() bool { return s.Status().Attempts >= 4 })
+	k.flaky.Store(false)
+	testwait.Until(t, "the replica to stand by", func() bool { return s.Status().State == supervisor.StandingBy })
+	rec.mu.Lock()
+	seen := len(rec.all)
+	rec.mu.Unlock()
+	k.flaky.Store(true)
+	testwait.Until(t, "the next failure", func() bool {
+		rec.mu.Lock()
+		defer rec.mu.Unlock()
+		for _, st := range rec.all[seen:] {
+			if st.State == supervisor.Retrying {
+				return true
+			}
+		}
+		return false
+	})
+	rec.mu.Lock()
+	for _, st := range rec.all[seen:] {
+		if st.State == supervisor.Retrying {
+			if st.Attempts != 1 {
+				t.Errorf("first failure after standing by counted as attempt %d, want 1", st.Attempts)
+			}
+			break
+		}
+	}
+	rec.mu.Unlock()
+	cancel()
+	if err := testwait.Recv(t, "Run", done); !errors.Is(err, context.Canceled) {
+		t.Fatalf("Run: %v", err)
+	}
+}
