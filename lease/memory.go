@@ -2,6 +2,7 @@ package lease
 
 import (
 	"context"
+	"fmt"
 	"sort"
 	"strings"
 	"sync"
@@ -134,7 +135,8 @@ func (m *Memory) Leases(ctx context.Context, prefix string) ([]Lease, error) {
 // Fenced runs write when ctx carries no lease (see [NewContext]), or when the lease it
 // carries is current and has not expired ([Check]); then no other holder can take the lease
 // until write returns. Otherwise it returns an error matching [ErrLost] and does not call
-// write. A lease on a name m never gave is another keeper's, which m cannot check: write runs.
+// write. A lease on a name m never gave (another keeper's, or one given before a restart) is
+// not current here: the keeper of a runner's lease must be the store that checks its writes.
 // write must not call Acquire, Renew or Release of m.
 func (m *Memory) Fenced(ctx context.Context, write func() error) error {
 	l, ok := FromContext(ctx)
@@ -145,7 +147,8 @@ func (m *Memory) Fenced(ctx context.Context, write func() error) error {
 	defer m.mu.RUnlock()
 	cur, known := m.leases[l.Name]
 	if !known {
-		return write()
+		return fmt.Errorf("%w: lease %q token %d of %s was not given by this keeper (the keeper of a runner's lease must be the store that checks its writes, or it restarted)",
+			ErrLost, l.Name, l.Token, l.Holder)
 	}
 	if err := Check(cur, cur.Holder != "", l, m.clock(), false); err != nil {
 		return err

@@ -533,7 +533,8 @@ func TestRunRereadsCheckpointAfterStoreError(t *testing.T) {
 			m := projection.NewMemory(newCounts)
 			fs := &flakyStore{Store: m, mode: mode, failAt: 3}
 			r, err := projection.NewRunner(s, fs, projection.Projection[*counts]{Name: "counts", Handle: countHandler}, &projection.RunnerOptions{MaxBatch: 50,
-				Supervision: supervisor.Policy{Permanent: func(err error) bool { return errors.Is(err, errInjected) }}})
+				// The wrapper hides m's keeper: name it, since m checks the lease of every Update.
+				Supervision: supervisor.Policy{Keeper: m, Permanent: func(err error) bool { return errors.Is(err, errInjected) }}})
 			if err != nil {
 				t.Fatal(err)
 			}
