@@ -125,6 +125,9 @@ type child struct {
 	err     error
 }
 
+// Stall does nothing: a child process renews its lease by itself.
+func (c *child) Stall() bool { return false }
+
 // Crash kills the process with SIGKILL and waits for it.
 func (c *child) Crash() error {
 	c.once.Do(func() {

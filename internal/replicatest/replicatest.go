@@ -52,33 +52,48 @@ func Seed(t testing.TB) *rand.Rand {
 }
 
 // Keeper is the keeper of one replica in process: it passes every call to the shared keeper
-// until [Keeper.Crash], after which it renews and releases nothing, as a process that died
-// does, so that its lease lapses only when its time to live is up. Revive undoes Crash for a
-// replica that restarts.
+// until [Keeper.Crash] or [Keeper.Stall]. After Crash it renews and releases nothing, as a
+// process that died does, so that its lease lapses only when its time to live is up. After
+// Stall its renewals succeed without reaching the keeper, as those of a holder that does not
+// notice its lease lapse (a paused process that wakes up, a clock that runs slow): the
+// replica works on past its lease, and only the fencing of the stores it writes to stops it.
+// Revive undoes both, for a replica that restarts.
 type Keeper struct {
 	lease.Keeper
-	crashed atomic.Bool
+	mode atomic.Int32 // 0, crashed or stalled
 }
+
+const (
+	crashed = 1
+	stalled = 2
+)
 
 var errCrashed = errors.New("replicatest: the replica crashed")
 
 // Crash makes k renew and release nothing.
-func (k *Keeper) Crash() { k.crashed.Store(true) }
+func (k *Keeper) Crash() { k.mode.Store(crashed) }
+
+// Stall makes k's renewals succeed without reaching the keeper.
+func (k *Keeper) Stall() { k.mode.Store(stalled) }
 
 // Revive makes k pass every call on again.
-func (k *Keeper) Revive() { k.crashed.Store(false) }
+func (k *Keeper) Revive() { k.mode.Store(0) }
 
-// Renew implements lease.Keeper: an error (not lease.ErrLost) after Crash.
+// Renew implements lease.Keeper: an error (not lease.ErrLost) after Crash, l as it is after
+// Stall.
 func (k *Keeper) Renew(ctx context.Context, l lease.Lease) (lease.Lease, error) {
-	if k.crashed.Load() {
+	switch k.mode.Load() {
+	case crashed:
 		return lease.Lease{}, errCrashed
+	case stalled:
+		return l, nil
 	}
 	return k.Keeper.Renew(ctx, l)
 }
 
 // Release implements lease.Keeper: nothing after Crash.
 func (k *Keeper) Release(ctx context.Context, l lease.Lease) error {
-	if k.crashed.Load() {
+	if k.mode.Load() == crashed {
 		return nil
 	}
 	return k.Keeper.Release(ctx, l)
@@ -86,6 +101,9 @@ func (k *Keeper) Release(ctx context.Context, l lease.Lease) error {
 
 // Replica is a running replica.
 type Replica interface {
+	// Stall makes the replica work on past its lease when it holds one (see [Keeper.Stall]),
+	// when it can; it reports whether it did.
+	Stall() bool
 	// Crash ends the replica abruptly, without giving up its lease, and waits until it has
 	// stopped.
 	Crash() error
@@ -149,6 +167,7 @@ func (r *inProcess) end(crash bool) error {
 }
 
 func (r *inProcess) Crash() error { return r.end(true) }
+func (r *inProcess) Stall() bool  { r.keeper.Stall(); return true }
 func (r *inProcess) Stop() error  { return r.end(false) }
 
 // Options configure a [Schedule].
@@ -169,19 +188,20 @@ type Options struct {
 
 // Stats count what a schedule did.
 type Stats struct {
-	Crashes, Stops, Restarts, NewHolders, Outages int
+	Crashes, Stops, Restarts, NewHolders, Outages, Stalls int
 	// Head is the position of the last event written.
 	Head uint64
 }
 
 func (s Stats) String() string {
-	return fmt.Sprintf("%d crashes (%d of every replica at once), %d graceful stops, %d restarts (%d under a new holder), head %d",
-		s.Crashes, s.Outages, s.Stops, s.Restarts, s.NewHolders, s.Head)
+	return fmt.Sprintf("%d crashes (%d of every replica at once), %d stalls, %d graceful stops, %d restarts (%d under a new holder), head %d",
+		s.Crashes, s.Outages, s.Stalls, s.Stops, s.Restarts, s.NewHolders, s.Head)
 }
 
 // Schedule runs opts.Replicas replicas for opts.Rounds rounds, choosing with rng. Each round
 // appends a burst of events, then may wait for the work to reach a random point of what was
-// written, then kills a replica (now and then every replica at once), stops one gracefully,
+// written, then kills a replica (now and then every replica at once), stalls one (it works on
+// past its lease until the stores fence it off, and until it is killed), stops one gracefully,
 // restarts the dead ones (the same runner again, a new one under the same holder, or one under
 // a new holder) or lets them work. At the end every replica runs again and Schedule waits
 // until the work has caught up with the last event written, then stops every replica
@@ -277,6 +297,10 @@ func Schedule(t *testing.T, rng *rand.Rand, opts Options) Stats {
 		case a < 8: // stop one gracefully
 			if i := rng.IntN(len(replicas)); replicas[i] != nil {
 				end(i, false)
+			}
+		case a < 9: // stall one: it works on past its lease until it is fenced off
+			if i := rng.IntN(len(replicas)); replicas[i] != nil && replicas[i].Stall() {
+				st.Stalls++
 			}
 		}
 		// Restart the dead, most of the time at once.
