@@ -123,6 +123,7 @@ func (r *Runner[S]) recover(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
+	checkpointed := l.journal
 	if err := r.catchUp(ctx, l); err != nil {
 		return err
 	}
@@ -131,6 +132,12 @@ func (r *Runner[S]) recover(ctx context.Context) error {
 	defer r.mu.Unlock()
 	r.mu.pending = maps.Clone(l.pending)
 	r.mu.inputs = 0
+	if l.journal > checkpointed {
+		// Inputs journaled after the checkpoint (by a runner that stopped before it
+		// checkpointed them) count as not checkpointed, so that the checkpoint shows them
+		// once this runner is idle.
+		r.mu.inputs = 1
+	}
 	r.setPositionLocked(l.position)
 	return nil
 }

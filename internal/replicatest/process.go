@@ -218,6 +218,7 @@ func Process(t *testing.T, store annals.Store, setup Setup) {
 	st := Schedule(t, rng, Options{
 		Replicas: setup.Replicas, Rounds: setup.rounds(), Start: start, Write: orders(store, &n),
 		Progress: progress,
+		Holder:   holderOf(setup.Keeper, process.LeasePrefix+Manager),
 		// The work is done when every order has its outcome and the checkpoint shows every
 		// event of the manager handled (the last outcome included).
 		Done: func() error {

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"maps"
 	"math/rand/v2"
+	"os"
 	"strconv"
 	"testing"
 	"time"
@@ -24,7 +25,12 @@ const TTL = 200 * time.Millisecond
 
 // Policy returns the supervision of a replica named holder with keeper k.
 func Policy(k lease.Keeper, holder string) supervisor.Policy {
-	return supervisor.Policy{Keeper: k, Holder: holder, TTL: TTL, MinBackoff: 10 * time.Millisecond, MaxBackoff: time.Second}
+	return supervisor.Policy{Keeper: k, Holder: holder, TTL: TTL, MinBackoff: 10 * time.Millisecond, MaxBackoff: time.Second,
+		OnChange: func(st supervisor.Status) {
+			if os.Getenv("DEBUGREP") != "" {
+				fmt.Fprintf(os.Stderr, "DEBUG %s %s %s: lease %d other %s/%d err %v\n", time.Now().Format("05.000"), holder, st.State, st.Lease.Token, st.Other.Holder, st.Other.Token, st.Err)
+			}
+		}}
 }
 
 // Setup says how a scenario runs its replicas.
@@ -147,6 +153,7 @@ func ProjectionMemory(t *testing.T, events annals.Store, setup Setup) {
 		}),
 		Write:    deposits(events),
 		Progress: func() (uint64, error) { _, cp := read(); return cp, nil },
+		Holder:   holderOf(m, projection.LeasePrefix+name),
 	})
 	got, cp := read()
 	if want := OnePass(t, events); !cmp.Equal(got.per, want) {
@@ -157,6 +164,23 @@ func ProjectionMemory(t *testing.T, events annals.Store, setup Setup) {
 	}
 	holders := CheckChain(t, got.moves, st.Head, true)
 	t.Logf("%v; %d commits by %d holders", st, len(got.moves), holders)
+}
+
+// holderOf returns a function that returns the holder of the lease name that k keeps (nil
+// without a keeper).
+func holderOf(k lease.Keeper, name string) func() (string, error) {
+	if k == nil {
+		return nil
+	}
+	return func() (string, error) {
+		ls, err := k.Leases(context.Background(), name)
+		for _, l := range ls {
+			if l.Name == name {
+				return l.Holder, err
+			}
+		}
+		return "", err
+	}
 }
 
 // LogProjection is the name of the projection of [ProjectionLog].
@@ -207,6 +231,7 @@ func ProjectionLog(t *testing.T, events annals.Store, setup Setup) {
 	cps := projection.NewCheckpoints[struct{}](events, nil)
 	st := Schedule(t, rng, Options{
 		Replicas: setup.Replicas, Rounds: setup.rounds(), Start: start, Write: deposits(events),
+		Holder:   holderOf(setup.Keeper, projection.LeasePrefix+LogProjection),
 		Progress: func() (uint64, error) { return cps.Checkpoint(context.Background(), LogProjection, 0) },
 	})
 	got := map[string]int{}

@@ -22,6 +22,7 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"os"
+	"slices"
 	"strconv"
 	"sync"
 	"sync/atomic"
@@ -60,7 +61,8 @@ func Seed(t testing.TB) *rand.Rand {
 // Revive undoes both, for a replica that restarts.
 type Keeper struct {
 	lease.Keeper
-	mode atomic.Int32 // 0, crashed or stalled
+	mode    atomic.Int32 // 0, crashed or stalled
+	holding atomic.Bool  // the last Acquire succeeded and no Release followed
 }
 
 const (
@@ -79,6 +81,17 @@ func (k *Keeper) Stall() { k.mode.Store(stalled) }
 // Revive makes k pass every call on again.
 func (k *Keeper) Revive() { k.mode.Store(0) }
 
+// Acquire implements lease.Keeper.
+func (k *Keeper) Acquire(ctx context.Context, name, holder string, ttl time.Duration) (lease.Lease, error) {
+	l, err := k.Keeper.Acquire(ctx, name, holder, ttl)
+	k.holding.Store(err == nil)
+	return l, err
+}
+
+// Holding reports whether the replica took the lease and has not released it (it may have
+// lost it since).
+func (k *Keeper) Holding() bool { return k.holding.Load() }
+
 // Renew implements lease.Keeper: an error (not lease.ErrLost) after Crash, l as it is after
 // Stall.
 func (k *Keeper) Renew(ctx context.Context, l lease.Lease) (lease.Lease, error) {
@@ -96,13 +109,14 @@ func (k *Keeper) Release(ctx context.Context, l lease.Lease) error {
 	if k.mode.Load() == crashed {
 		return nil
 	}
+	k.holding.Store(false)
 	return k.Keeper.Release(ctx, l)
 }
 
 // Replica is a running replica.
 type Replica interface {
-	// Stall makes the replica work on past its lease when it holds one (see [Keeper.Stall]),
-	// when it can; it reports whether it did.
+	// Stall makes the replica work on past its lease (see [Keeper.Stall]) when it holds the
+	// lease and can be stalled; it reports whether it did.
 	Stall() bool
 	// Crash ends the replica abruptly, without giving up its lease, and waits until it has
 	// stopped.
@@ -138,7 +152,10 @@ func InProcess(keeper lease.Keeper, newRunner func(holder string, k lease.Keeper
 		}
 		ctx, cancel := context.WithCancel(context.Background())
 		r.cancel, r.done = cancel, make(chan error, 1)
-		go func() { r.done <- r.runner.Run(ctx) }()
+		go func() {
+			err := r.runner.Run(ctx)
+			r.done <- err
+		}()
 		return r, nil
 	}
 }
@@ -167,8 +184,14 @@ func (r *inProcess) end(crash bool) error {
 }
 
 func (r *inProcess) Crash() error { return r.end(true) }
-func (r *inProcess) Stall() bool  { r.keeper.Stall(); return true }
-func (r *inProcess) Stop() error  { return r.end(false) }
+func (r *inProcess) Stall() bool {
+	if !r.keeper.Holding() {
+		return false
+	}
+	r.keeper.Stall()
+	return true
+}
+func (r *inProcess) Stop() error { return r.end(false) }
 
 // Options configure a [Schedule].
 type Options struct {
@@ -181,6 +204,9 @@ type Options struct {
 	Write func(rng *rand.Rand) (uint64, error)
 	// Progress returns how far the shared work has gone: the position its checkpoint shows.
 	Progress func() (uint64, error)
+	// Holder, when set, returns the holder of the lease now ("" when nobody holds it): after
+	// stalling the holder, the schedule waits until another replica took the lease over.
+	Holder func() (string, error)
 	// Done, when set, says whether the work is complete once Progress shows the last event
 	// written (nil when it is): the schedule waits for it before it stops the replicas.
 	Done func() error
@@ -213,6 +239,7 @@ func Schedule(t *testing.T, rng *rand.Rand, opts Options) Stats {
 	holders := make([]string, opts.Replicas)
 	replicas := make([]Replica, opts.Replicas)
 	dead := make([]Replica, opts.Replicas) // the last replica of a slot that is down
+	stalled := make([]bool, opts.Replicas)
 	next := 0
 	newHolder := func() string {
 		next++
@@ -239,7 +266,7 @@ func Schedule(t *testing.T, rng *rand.Rand, opts Options) Stats {
 		if err != nil {
 			t.Fatalf("replica %s: Run: %v", holders[i], err)
 		}
-		replicas[i], dead[i] = nil, replicas[i]
+		replicas[i], dead[i], stalled[i] = nil, replicas[i], false
 	}
 	restart := func(i int) {
 		t.Helper()
@@ -282,25 +309,48 @@ func Schedule(t *testing.T, rng *rand.Rand, opts Options) Stats {
 			waitProgress(t, opts.Progress, at)
 		}
 		prevHead = head
-		switch a := rng.IntN(10); {
-		case a < 5: // kill one
+		switch a := rng.IntN(20); {
+		case a < 7: // kill one
 			if i := rng.IntN(len(replicas)); replicas[i] != nil {
 				end(i, true)
 			}
-		case a < 6: // kill every one: the work resumes when one restarts
+		case a < 9: // kill every one: the work resumes when one restarts
 			st.Outages++
 			for i := range replicas {
 				if replicas[i] != nil {
 					end(i, true)
 				}
 			}
-		case a < 8: // stop one gracefully
+		case a < 12: // stop one gracefully
 			if i := rng.IntN(len(replicas)); replicas[i] != nil {
 				end(i, false)
 			}
-		case a < 9: // stall one: it works on past its lease until it is fenced off
-			if i := rng.IntN(len(replicas)); replicas[i] != nil && replicas[i].Stall() {
+		case a < 16 && !slices.Contains(stalled, true):
+			// Stall the holder: it works on past its lease until it is fenced off. One at a
+			// time, so that a replica that is not stalled takes over (a stalled one that holds
+			// an expired lease but has nothing to write believes it works, and does not ask).
+			for _, i := range rng.Perm(len(replicas)) {
+				if replicas[i] == nil || !replicas[i].Stall() {
+					continue
+				}
 				st.Stalls++
+				stalled[i] = true
+				if opts.Holder == nil || len(replicas) == 1 {
+					break
+				}
+				for j := range replicas {
+					if replicas[j] == nil {
+						restart(j)
+					}
+				}
+				testwait.UntilNil(t, "another replica to take over from the stalled one", func() error {
+					h, err := opts.Holder()
+					if err == nil && (h == "" || h == holders[i]) {
+						err = fmt.Errorf("the lease is held by %q", h)
+					}
+					return err
+				})
+				break
 			}
 		}
 		// Restart the dead, most of the time at once.
@@ -337,6 +387,12 @@ func allDown(replicas []Replica) bool {
 // waitProgress waits until progress shows at least at.
 func waitProgress(t *testing.T, progress func() (uint64, error), at uint64) {
 	t.Helper()
+	begin := time.Now()
+	defer func() {
+		if d := time.Since(begin); d > time.Second {
+			t.Logf("waited %v for the work to reach position %d", d, at)
+		}
+	}()
 	testwait.UntilNil(t, fmt.Sprintf("the work to reach position %d", at), func() error {
 		p, err := progress()
 		if err != nil {
