@@ -93,9 +93,10 @@ func RunChild(t *testing.T, open func() (annals.Store, lease.Keeper, error), rol
 	}
 }
 
-// childStart returns a Start that runs each replica as a child process of role (see
-// [RunChild]).
-func childStart(t *testing.T, rng *rand.Rand, setup Setup, role string) Start {
+// ChildStart returns a Start that runs each replica as a child process that runs the test
+// setup.Child with the environment setup.Env and the role, holder and batch size (chosen with
+// rng) that [RunChild] reads. A replica's Crash kills its process with SIGKILL.
+func ChildStart(t *testing.T, rng *rand.Rand, setup Setup, role string) Start {
 	return func(holder string, _ Replica) (Replica, error) {
 		cmd := exec.Command(os.Args[0], "-test.run=^"+setup.Child+"$", "-test.v=false")
 		cmd.Env = append(append(os.Environ(), setup.Env...),

@@ -207,7 +207,7 @@ func Process(t *testing.T, store annals.Store, setup Setup) {
 	var sent atomic.Int64
 	var start Start
 	if setup.Child != "" {
-		start = childStart(t, rng, setup, RoleProcess)
+		start = ChildStart(t, rng, setup, RoleProcess)
 	} else {
 		start = InProcess(setup.Keeper, func(holder string, k lease.Keeper) (Runner, error) {
 			return NewProcessRunner(store, k, holder, 1+rng.IntN(8), &sent)
@@ -277,7 +277,11 @@ func Process(t *testing.T, store annals.Store, setup Setup) {
 		moves = append(moves, Move{From: last.Position, To: d.Position})
 		last = d
 	}
-	t.Logf("%v; %d orders, %d commands sent, %d checkpoints", st, n, sent.Load(), len(moves))
+	if setup.Child == "" {
+		t.Logf("%v; %d orders, %d commands sent, %d checkpoints", st, n, sent.Load(), len(moves))
+	} else {
+		t.Logf("%v; %d orders, %d checkpoints", st, n, len(moves))
+	}
 }
 
 func lastEvent(store annals.Reader, stream string) (annals.RecordedEvent, bool, error) {

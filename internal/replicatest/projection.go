@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"maps"
 	"math/rand/v2"
-	"os"
 	"strconv"
 	"testing"
 	"time"
@@ -25,12 +24,7 @@ const TTL = 200 * time.Millisecond
 
 // Policy returns the supervision of a replica named holder with keeper k.
 func Policy(k lease.Keeper, holder string) supervisor.Policy {
-	return supervisor.Policy{Keeper: k, Holder: holder, TTL: TTL, MinBackoff: 10 * time.Millisecond, MaxBackoff: time.Second,
-		OnChange: func(st supervisor.Status) {
-			if os.Getenv("DEBUGREP") != "" {
-				fmt.Fprintf(os.Stderr, "DEBUG %s %s %s: lease %d other %s/%d err %v\n", time.Now().Format("05.000"), holder, st.State, st.Lease.Token, st.Other.Holder, st.Other.Token, st.Err)
-			}
-		}}
+	return supervisor.Policy{Keeper: k, Holder: holder, TTL: TTL, MinBackoff: 10 * time.Millisecond, MaxBackoff: time.Second}
 }
 
 // Setup says how a scenario runs its replicas.
@@ -60,8 +54,8 @@ const accounts = 5
 // ProjectionFilter selects the events the projection scenarios count.
 var ProjectionFilter = &annals.Filter{Categories: []string{"acct"}}
 
-// deposits returns a Write that appends bursts of Deposited events to acct-0 … acct-4.
-func deposits(events annals.Appender) func(rng *rand.Rand) (uint64, error) {
+// Deposits returns a Write (see [Options]) that appends bursts of Deposited events to acct-0 … acct-4.
+func Deposits(events annals.Appender) func(rng *rand.Rand) (uint64, error) {
 	return func(rng *rand.Rand) (uint64, error) {
 		var last uint64
 		for range 1 + rng.IntN(25) {
@@ -151,7 +145,7 @@ func ProjectionMemory(t *testing.T, events annals.Store, setup Setup) {
 		Start: InProcess(m, func(holder string, k lease.Keeper) (Runner, error) {
 			return projection.NewRunner(events, target, p, &projection.RunnerOptions{MaxBatch: 1 + rng.IntN(20), Supervision: Policy(k, holder)})
 		}),
-		Write:    deposits(events),
+		Write:    Deposits(events),
 		Progress: func() (uint64, error) { _, cp := read(); return cp, nil },
 		Holder:   holderOf(m, projection.LeasePrefix+name),
 	})
@@ -222,7 +216,7 @@ func ProjectionLog(t *testing.T, events annals.Store, setup Setup) {
 	rng := Seed(t)
 	var start Start
 	if setup.Child != "" {
-		start = childStart(t, rng, setup, RoleLogProjection)
+		start = ChildStart(t, rng, setup, RoleLogProjection)
 	} else {
 		start = InProcess(setup.Keeper, func(holder string, k lease.Keeper) (Runner, error) {
 			return NewLogRunner(events, k, holder, 1+rng.IntN(20))
@@ -230,7 +224,7 @@ func ProjectionLog(t *testing.T, events annals.Store, setup Setup) {
 	}
 	cps := projection.NewCheckpoints[struct{}](events, nil)
 	st := Schedule(t, rng, Options{
-		Replicas: setup.Replicas, Rounds: setup.rounds(), Start: start, Write: deposits(events),
+		Replicas: setup.Replicas, Rounds: setup.rounds(), Start: start, Write: Deposits(events),
 		Holder:   holderOf(setup.Keeper, projection.LeasePrefix+LogProjection),
 		Progress: func() (uint64, error) { return cps.Checkpoint(context.Background(), LogProjection, 0) },
 	})
