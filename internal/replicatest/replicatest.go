@@ -152,10 +152,7 @@ func InProcess(keeper lease.Keeper, newRunner func(holder string, k lease.Keeper
 		}
 		ctx, cancel := context.WithCancel(context.Background())
 		r.cancel, r.done = cancel, make(chan error, 1)
-		go func() {
-			err := r.runner.Run(ctx)
-			r.done <- err
-		}()
+		go func() { r.done <- r.runner.Run(ctx) }()
 		return r, nil
 	}
 }
@@ -184,6 +181,8 @@ func (r *inProcess) end(crash bool) error {
 }
 
 func (r *inProcess) Crash() error { return r.end(true) }
+func (r *inProcess) Stop() error  { return r.end(false) }
+
 func (r *inProcess) Stall() bool {
 	if !r.keeper.Holding() {
 		return false
@@ -191,7 +190,6 @@ func (r *inProcess) Stall() bool {
 	r.keeper.Stall()
 	return true
 }
-func (r *inProcess) Stop() error { return r.end(false) }
 
 // Options configure a [Schedule].
 type Options struct {
