@@ -313,3 +313,41 @@ func TestCheckpointNeverMovesBackwards(t *testing.T) {
 		t.Fatalf("checkpoint at log position %d after one at %d: it moved backwards", position, uint64(further))
 	}
 }
+
+// TestTakeoverCheckpointsWhatItRecovered: a runner that takes over from one that died after
+// journaling inputs but before checkpointing them (here: one with checkpoints off) recovers
+// them from the journals and checkpoints them once idle, so that a runner standing by sees
+// in the checkpoint how far the manager is (WaitFor returns) without waiting for new input.
+func TestTakeoverCheckpointsWhatItRecovered(t *testing.T) {
+	s := memstore.New(nil)
+	defer s.Close()
+	h := &handlers{store: s, seen: map[string]bool{}}
+	first, err := process.NewRunner(s, orderManager(time.Hour), h.send, &process.RunnerOptions{CheckpointEvery: -1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	stop := start(t, first)
+	for i := range 5 {
+		append1(t, s, fmt.Sprintf("order-%d", i), "Placed", fmt.Sprintf(`{"SKU":"sku%d"}`, i))
+	}
+	testwait.Until(t, "every order reserved and handled", func() bool {
+		return len(first.Status().Pending) == 5 && first.Status().Position >= lastPosition(t, s)
+	})
+	if err := stop(); !errors.Is(err, context.Canceled) {
+		t.Fatalf("Run: %v", err)
+	}
+	head := lastPosition(t, s)
+
+	second, err := process.NewRunner(s, orderManager(time.Hour), h.send, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	start(t, second)
+	standby, err := process.NewRunner(s, orderManager(time.Hour), h.send, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := standby.WaitFor(testwait.Context(t), head); err != nil {
+		t.Fatalf("WaitFor(%d) on a runner that does not work: %v (the checkpoint does not show what the working runner recovered)", head, err)
+	}
+}

@@ -122,8 +122,10 @@ type Status struct {
 // A handler error stops this projection, not the process: Run parks in [StateFailed] with the
 // failing event recorded (see [Status]) and the checkpoint just before it, keeps serving
 // queries from the read model as it was, and waits for the operator's choice: [Runner.Retry]
-// calls the handler on that event again, [Runner.Skip] moves past it without applying it.
-// Errors of the event store or of the target Store end Run instead (it returns them), except
+// calls the handler on that event again, [Runner.Skip] moves past it without applying it. A
+// handler error matching lease.ErrLost (a write the handler made with the lease its context
+// carries, refused by a store that fences it) is not the event's failure: the runner has lost
+// its lease, and stands by as after any lost lease. Errors of the event store or of the target Store end Run instead (it returns them), except
 // the refusal of an Update whose checkpoint moved ([ErrCheckpointMoved]: another runner of
 // the projection committed first): Run then reads the stored generation and checkpoint and
 // continues from them, so that several runners of one projection (one per replica) apply
@@ -515,6 +517,11 @@ func (r *Runner[Tx]) commit(ctx context.Context, gen, from uint64, chunk []annal
 				continue
 			}
 			if err := r.p.Handle(ctx, tx, chunk[i]); err != nil {
+				if errors.Is(err, lease.ErrLost) {
+					// A write of the handler fenced off: the lease is lost, which is not the
+					// event's failure. Run stands by, as after any lost lease.
+					return err
+				}
 				return &HandlerError{Projection: r.p.Name, Event: chunk[i], Err: err}
 			}
 		}
