@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"strconv"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -16,60 +17,53 @@ import (
 
 // BenchmarkCatchUp: a runner catches up with a memstore log of catchUpEvents small events
 // (appends of 100 over 1,000 streams) into a projection.Memory that counts events per
-// stream, with the default batch (projection.DefaultMaxBatch), beside the same iteration's
-// raw ReadAll of the log. "lease" runs under the default supervision (the lease of
-// projection.Memory, fenced in every Update, and compare-and-set checkpoints); "no-lease"
-// runs with Supervision.NoLease (compare-and-set checkpoints only). Each iteration is a new
-// Memory, so a catch-up from position 0.
+// stream, with the default batch (projection.DefaultMaxBatch). Each iteration reads the log
+// raw (ReadAll, the baseline) and runs one catch-up of each of catchUpModes, in an order that
+// rotates between iterations: "lease" runs under the default supervision (the lease of
+// projection.Memory, checked in every Update, and compare-and-set checkpoints), "no-lease"
+// with Supervision.NoLease (compare-and-set checkpoints only). Each catch-up is into a new
+// Memory, from position 0. It reports each mode's rate and the process's CPU per event, and
+// lease/no-lease, the ratio of their rates.
 //
 //	go test -run '^$' -bench 'BenchmarkCatchUp$' -benchtime 5x ./projection
 //
 // docs/BENCHMARKS.md compares it with the runner before leases and compare-and-set.
 func BenchmarkCatchUp(b *testing.B) {
 	s := catchUpLog(b)
-	b.Run("memstore", func(b *testing.B) {
-		for _, m := range catchUpModes {
-			b.Run(m.name, func(b *testing.B) {
-				var raw, proj time.Duration
-				n := 0
-				for b.Loop() {
-					raw += readAllOf(b, s, catchUpEvents)
-					mem := projection.NewMemory(func() map[string]int { return map[string]int{} })
-					r, err := projection.NewRunner(s, mem, projection.Projection[map[string]int]{
-						Name: "catch-up",
-						Handle: func(_ context.Context, counts map[string]int, ev annals.RecordedEvent) error {
-							counts[ev.Stream]++
-							return nil
-						},
-					}, m.opts)
-					if err != nil {
-						b.Fatal(err)
-					}
-					d, st := catchUp(b, r, catchUpEvents)
-					proj += d
-					if err := m.check(st); err != nil {
-						b.Fatal(err)
-					}
-					mem.Read("catch-up", func(c map[string]int, cp uint64) {
-						if len(c) != 1000 || c["acct-0"] != catchUpEvents/1000 || cp != catchUpEvents {
-							b.Fatalf("%d streams counted, acct-0 %d, checkpoint %d", len(c), c["acct-0"], cp)
-						}
-					})
-					n++
-				}
-				reportCatchUp(b, n*catchUpEvents, proj, raw)
-			})
+	once := func(b *testing.B, opts *projection.RunnerOptions) (time.Duration, time.Duration, projection.Status) {
+		mem := projection.NewMemory(func() map[string]int { return map[string]int{} })
+		r, err := projection.NewRunner(s, mem, projection.Projection[map[string]int]{
+			Name: "catch-up",
+			Handle: func(_ context.Context, counts map[string]int, ev annals.RecordedEvent) error {
+				counts[ev.Stream]++
+				return nil
+			},
+		}, opts)
+		if err != nil {
+			b.Fatal(err)
 		}
+		d, cpu, st := catchUp(b, r, catchUpEvents)
+		mem.Read("catch-up", func(c map[string]int, cp uint64) {
+			if len(c) != 1000 || c["acct-0"] != catchUpEvents/1000 || cp != catchUpEvents {
+				b.Fatalf("%d streams counted, acct-0 %d, checkpoint %d", len(c), c["acct-0"], cp)
+			}
+		})
+		return d, cpu, st
+	}
+	b.Run("memstore", func(b *testing.B) {
+		measureCatchUps(b, catchUpEvents, func(b *testing.B) time.Duration { return readAllOf(b, s, catchUpEvents) }, once)
 	})
 }
 
-// catchUpModes are the configurations of the runner that BenchmarkCatchUp compares; check
-// tells whether a Status taken at the end of a catch-up shows the configuration in force.
-var catchUpModes = []struct {
+// catchUpMode is a configuration of the runner that BenchmarkCatchUp compares; check tells
+// whether a Status taken at the end of a catch-up shows the configuration in force.
+type catchUpMode struct {
 	name  string
 	opts  *projection.RunnerOptions
 	check func(projection.Status) error
-}{
+}
+
+var catchUpModes = []catchUpMode{
 	{"lease", nil, func(st projection.Status) error {
 		if st.Supervisor.Lease.Token == 0 {
 			return fmt.Errorf("ran without a lease: %+v", st.Supervisor)
@@ -82,6 +76,42 @@ var catchUpModes = []struct {
 		}
 		return nil
 	}},
+}
+
+// measureCatchUps warms up (a raw read and a catch-up of the last mode), then runs, in every
+// iteration, a raw read (readAll) and one catch-up of each of catchUpModes (once), the first
+// mode rotating between iterations, so that none is always first; each catch-up is of events
+// events. It reports each mode's rate and CPU per event, the raw read's rate and, with two
+// modes, the ratio of the first mode's rate to the second's.
+func measureCatchUps(b *testing.B, events int, readAll func(*testing.B) time.Duration, once func(*testing.B, *projection.RunnerOptions) (time.Duration, time.Duration, projection.Status)) {
+	readAll(b)
+	once(b, catchUpModes[len(catchUpModes)-1].opts)
+	took := make([]time.Duration, len(catchUpModes))
+	cpu := make([]time.Duration, len(catchUpModes))
+	var raw time.Duration
+	n := 0
+	for b.Loop() {
+		raw += readAll(b)
+		for k := range catchUpModes {
+			i := (n + k) % len(catchUpModes)
+			d, used, st := once(b, catchUpModes[i].opts)
+			if err := catchUpModes[i].check(st); err != nil {
+				b.Fatalf("%s: %v", catchUpModes[i].name, err)
+			}
+			took[i], cpu[i] = took[i]+d, cpu[i]+used
+		}
+		n++
+	}
+	total := float64(n * events)
+	for i, m := range catchUpModes {
+		b.ReportMetric(total/took[i].Seconds(), m.name+"-events/s")
+		b.ReportMetric(float64(cpu[i].Microseconds())/total, m.name+"-cpu-µs/event")
+	}
+	b.ReportMetric(total/raw.Seconds(), "raw-read-events/s")
+	if len(catchUpModes) == 2 {
+		b.ReportMetric(took[1].Seconds()/took[0].Seconds(), catchUpModes[0].name+"/"+catchUpModes[1].name)
+	}
+	b.ReportMetric(0, "ns/op")
 }
 
 const catchUpEvents = 1_000_000
@@ -134,14 +164,16 @@ func readAllOf(b *testing.B, s annals.Store, want int) time.Duration {
 }
 
 // catchUp runs r until it has applied the log up to position last and returns how long that
-// took (from the call of Run) and r's status at that moment.
-func catchUp[Tx any](b *testing.B, r *projection.Runner[Tx], last uint64) (time.Duration, projection.Status) {
+// took (from the call of Run), the CPU time the process used meanwhile, and r's status at that
+// moment.
+func catchUp[Tx any](b *testing.B, r *projection.Runner[Tx], last uint64) (time.Duration, time.Duration, projection.Status) {
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
+	cpu0 := cpuTime(b)
 	t0 := time.Now()
 	go func() { done <- r.Run(ctx) }()
 	err := r.WaitFor(context.Background(), last)
-	d := time.Since(t0)
+	d, cpu := time.Since(t0), cpuTime(b)-cpu0
 	st, serr := r.Status(context.Background())
 	cancel()
 	<-done
@@ -151,14 +183,14 @@ func catchUp[Tx any](b *testing.B, r *projection.Runner[Tx], last uint64) (time.
 	if serr != nil {
 		b.Fatal(serr)
 	}
-	return d, st
+	return d, cpu, st
 }
 
-// reportCatchUp reports the rate of events catch-ups of events took proj, beside the raw
-// reads of the same number of events that took raw.
-func reportCatchUp(b *testing.B, events int, proj, raw time.Duration) {
-	b.ReportMetric(float64(events)/proj.Seconds(), "events/s")
-	b.ReportMetric(float64(events)/raw.Seconds(), "raw-read-events/s")
-	b.ReportMetric(raw.Seconds()/proj.Seconds(), "x-raw")
-	b.ReportMetric(0, "ns/op")
+// cpuTime returns the CPU time (user and system) the process has used.
+func cpuTime(b *testing.B) time.Duration {
+	var ru syscall.Rusage
+	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
+		b.Fatal(err)
+	}
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
 }
