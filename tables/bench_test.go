@@ -227,5 +227,11 @@ func TestMain(m *testing.M) {
 	if benchStore.dir != "" {
 		os.RemoveAll(benchStore.dir)
 	}
+	if catchUpStore.s != nil {
+		catchUpStore.s.Close()
+	}
+	if catchUpStore.dir != "" {
+		os.RemoveAll(catchUpStore.dir)
+	}
 	os.Exit(code)
 }

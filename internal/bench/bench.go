@@ -33,6 +33,10 @@
 //     in that store, p50 ≤ 0.5 ms. Each stream's events are spread evenly over the log written
 //     since the previous store size measured (the whole log, at the first): about one event in
 //     every thousandth of it, so that a read cannot cost one sequential run of the log.
+//   - catch-up: a projection runner catches up with that whole store into a projection.Memory
+//     (a count per stream), from position 0, under the default lease (the Memory's, checked in
+//     every update) and, in turn, without one (compare-and-set checkpoints only); the rate
+//     under the lease ≥ 0.95 × the rate without.
 //   - growth: the append-64w latency and the read-stream latency, and the process's resident
 //     memory, in a store holding [Config.GrowthFrom] then [Config.GrowthTo] events: the
 //     append p99 and the stream read p50 must stay within 1.5× of the first; memory is reported.
@@ -71,6 +75,7 @@ const (
 	Subscribe  = "subscribe"
 	ReadAll    = "read-all"
 	ReadStream = "read-stream"
+	CatchUp    = "catch-up"
 	Growth     = "growth"
 )
 
@@ -83,7 +88,7 @@ const (
 
 // Workloads returns the names of the workloads in the order [Run] runs them.
 func Workloads() []string {
-	return []string{Append1W, Append64W, Batch1W, Batch8W, Subscribe, ReadAll, ReadStream, Growth}
+	return []string{Append1W, Append64W, Batch1W, Batch8W, Subscribe, ReadAll, ReadStream, CatchUp, Growth}
 }
 
 // Opener opens (creating it if needed) a store in dir, an empty directory on the disk being
@@ -97,7 +102,7 @@ type Config struct {
 	// Warmup is how long each write workload runs, unmeasured, before it is measured; default
 	// 500ms, a negative value means none.
 	Warmup time.Duration
-	// Events is the number of events in the store that read-all and read-stream read;
+	// Events is the number of events in the store that read-all, read-stream and catch-up read;
 	// default 1,000,000, at least 2,000.
 	Events int64
 	// GrowthFrom and GrowthTo are the store sizes, in events, at which growth measures;

@@ -318,3 +318,39 @@ func BenchmarkReadStream(b *testing.B) {
 		b.ReportMetric(float64(s.pop.stored), "stored")
 	})
 }
+
+// BenchmarkCatchUp runs the catch-up workload: a projection runner over a store of
+// -annals.events events into a projection.Memory, from position 0, under the default lease and
+// without one, in turn (which one first alternates); an op is one catch-up of each.
+func BenchmarkCatchUp(b *testing.B) {
+	forStores(b, func(b *testing.B, name string, open Opener) {
+		s := env.readStore(b, name, open)
+		ctx := context.Background()
+		last, err := headPosition(ctx, s)
+		if err != nil {
+			b.Fatal(err)
+		}
+		if _, _, err := catchUpOnce(ctx, s, last, false); err != nil {
+			b.Fatal(err)
+		}
+		var leased, free time.Duration
+		var events int64
+		for i := 0; b.Loop(); i++ {
+			for _, noLease := range []bool{i%2 == 1, i%2 == 0} {
+				d, n, err := catchUpOnce(ctx, s, last, noLease)
+				if err != nil {
+					b.Fatal(err)
+				}
+				if noLease {
+					free += d
+				} else {
+					leased, events = leased+d, events+n
+				}
+			}
+		}
+		b.ReportMetric(float64(events)/leased.Seconds(), "events/s")
+		b.ReportMetric(float64(events)/free.Seconds(), "no-lease-events/s")
+		b.ReportMetric(free.Seconds()/leased.Seconds(), "x-no-lease")
+		b.ReportMetric(float64(s.pop.stored), "stored")
+	})
+}

@@ -156,7 +156,7 @@ func TestQuickRun(t *testing.T) {
 		t.Fatal(err)
 	}
 	want := []string{FsyncAppend, FsyncOverwrite, SeqWrite, Append1W, Append64W, Batch1W, Batch8W, Subscribe,
-		ReadAll, ReadStream, "growth-append", "growth-read", "growth-rss"}
+		ReadAll, ReadStream, CatchUp, "growth-append", "growth-read", "growth-rss"}
 	var got []string
 	for _, r := range rep.Results {
 		got = append(got, r.Workload)
@@ -205,6 +205,7 @@ func TestQuickRun(t *testing.T) {
 	check(Subscribe, "p99", "verdict")
 	check(ReadAll, "rate", "stored", "baseline", "verdict")
 	check(ReadStream, "rate", "p50", "p99", "stored", "verdict")
+	check(CatchUp, "rate", "baseline", "ratio", "stored", "verdict")
 	check("growth-append", "p99", "baseline", "ratio", "stored", "verdict")
 	check("growth-read", "p50", "baseline", "ratio", "stored", "verdict")
 	if r := rep.Result("growth-rss"); runtime.GOOS == "linux" && (r.RSS <= 0 || r.RSSAnon <= 0 || r.RSSAnon > r.RSS) {

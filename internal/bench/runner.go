@@ -96,7 +96,7 @@ func (r *runner) plan() []step {
 		growth bool
 	}
 	var points []point
-	if r.cfg.runs(ReadAll) || r.cfg.runs(ReadStream) {
+	if r.cfg.runs(ReadAll) || r.cfg.runs(ReadStream) || r.cfg.runs(CatchUp) {
 		points = append(points, point{size: r.cfg.Events, reads: true})
 	}
 	if r.cfg.runs(Growth) {
@@ -112,6 +112,9 @@ func (r *runner) plan() []step {
 				if r.cfg.runs(w) {
 					steps = append(steps, step{w, func(ctx context.Context) error { return r.readWorkload(ctx, w) }})
 				}
+			}
+			if r.cfg.runs(CatchUp) {
+				steps = append(steps, step{CatchUp, r.catchUpWorkload})
 			}
 		}
 		if p.growth {
@@ -188,6 +191,7 @@ var descriptions = map[string]string{
 	Subscribe:       "append ack → live $all subscriber in process receives, 1 writer",
 	ReadAll:         "read $all from the start, warm",
 	ReadStream:      "read one whole 1,000-event stream",
+	CatchUp:         "projection catch-up into memory under the default lease, from position 0",
 	"growth-append": "append-64w p99 (random existing streams), larger store vs smaller",
 	"growth-read":   "read-stream p50, larger store vs smaller",
 	"growth-rss":    "resident memory of the process, larger store vs smaller",
