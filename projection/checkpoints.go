@@ -56,7 +56,11 @@ type CheckpointsOptions[Tx any] struct {
 // matching [lease.ErrLost], before fn runs. Tokens grow with every acquisition, so once a new
 // holder wrote a checkpoint (a Runner writes one as soon as it takes the lease) the holder it
 // replaced cannot move the checkpoint any more; the expected revision of the append makes the
-// check and the write one step. Its handlers' writes to the read model are not fenced (they are
+// check and the write one step. Before the new holder's first checkpoint, the append itself is
+// fenced: an event store that keeps leases and has a Fenced method (memstore, filestore,
+// pgstore) runs it under the check of the lease by its keeper, and the server does the same
+// for the appends of a client; the lease must then be the event store's (a Runner's default
+// keeper over Checkpoints). Its handlers' writes to the read model are not fenced (they are
 // not in the store): at-least-once, as above.
 //
 // All methods are safe for concurrent use. Errors are the event store's, wrapped.
@@ -176,7 +180,11 @@ func (c *Checkpoints[Tx]) Update(ctx context.Context, name string, gen uint64, f
 	if fenced {
 		next.Holder, next.Token = l.Holder, l.Token
 	}
-	err = c.write(ctx, stream, expected, next)
+	if f, ok := c.events.(fencer); ok && fenced {
+		err = f.Fenced(ctx, func() error { return c.write(ctx, stream, expected, next) })
+	} else {
+		err = c.write(ctx, stream, expected, next)
+	}
 	if errors.Is(err, annals.ErrWrongExpectedVersion) {
 		stored, _, rerr := c.checkpoint(ctx, stream)
 		if rerr != nil {
@@ -185,6 +193,12 @@ func (c *Checkpoints[Tx]) Update(ctx context.Context, name string, gen uint64, f
 		return &CheckpointConflictError{Projection: name, Generation: gen, Expected: from, Actual: stored.Checkpoint}
 	}
 	return err
+}
+
+// fencer is an event store that keeps leases and can run a write under the check of one (see
+// lease.Memory.Fenced, which memstore and filestore embed, and pgstore.Store.Fenced).
+type fencer interface {
+	Fenced(ctx context.Context, write func() error) error
 }
 
 func (c *Checkpoints[Tx]) write(ctx context.Context, stream string, expected annals.ExpectedRevision, d checkpointData) error {
