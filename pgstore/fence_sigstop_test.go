@@ -46,6 +46,11 @@ func fenceProjection(replica int) projection.Projection[*pgstore.ProjectionTx] {
 		Name:   fenceName,
 		Filter: &annals.Filter{Categories: []string{"acct"}},
 		Handle: func(ctx context.Context, tx *pgstore.ProjectionTx, ev annals.RecordedEvent) error {
+			if replica == 1 {
+				// The child's writes go on when its supervisor cancels its work, as its Update
+				// does (see childStore): only the database's check of the lease may refuse it.
+				ctx = context.WithoutCancel(ctx)
+			}
 			_, err := tx.Tx.Exec(ctx, "INSERT INTO "+tx.Schema()+".applied (position, replica) VALUES ($1, $2)", int64(ev.Position), replica)
 			return err
 		},
