@@ -33,29 +33,7 @@ const (
 	fenceChildEnv   = "ANNALS_FENCE_CHILD"   // the schema of the store
 	fenceTriggerEnv = "ANNALS_FENCE_TRIGGER" // the position of the event the child pauses at
 	fenceTTL        = 400 * time.Millisecond
-	fenceName       = "fence"
 )
-
-func fenceSetup(ctx context.Context, tx *pgstore.ProjectionTx) error {
-	_, err := tx.Tx.Exec(ctx, "CREATE TABLE "+tx.Schema()+".applied (seq bigserial PRIMARY KEY, position bigint NOT NULL, replica int NOT NULL)")
-	return err
-}
-
-func fenceProjection(replica int) projection.Projection[*pgstore.ProjectionTx] {
-	return projection.Projection[*pgstore.ProjectionTx]{
-		Name:   fenceName,
-		Filter: &annals.Filter{Categories: []string{"acct"}},
-		Handle: func(ctx context.Context, tx *pgstore.ProjectionTx, ev annals.RecordedEvent) error {
-			if replica == 1 {
-				// The child's writes go on when its supervisor cancels its work, as its Update
-				// does (see childStore): only the database's check of the lease may refuse it.
-				ctx = context.WithoutCancel(ctx)
-			}
-			_, err := tx.Tx.Exec(ctx, "INSERT INTO "+tx.Schema()+".applied (position, replica) VALUES ($1, $2)", int64(ev.Position), replica)
-			return err
-		},
-	}
-}
 
 // childStore is the child's Projections: on the batch holding the trigger, it says "paused"
 // on standard output and waits for a line on standard input (the parent stops the process

@@ -2,11 +2,19 @@ package pgstore_test
 
 import (
 	"context"
+	"errors"
+	"fmt"
+	"sync"
+	"sync/atomic"
 	"testing"
+	"time"
 
 	"github.com/annalsdb/annals"
 	"github.com/annalsdb/annals/internal/fencetest"
+	"github.com/annalsdb/annals/internal/testwait"
 	"github.com/annalsdb/annals/pgstore"
+	"github.com/annalsdb/annals/projection"
+	"github.com/annalsdb/annals/supervisor"
 	"github.com/jackc/pgx/v5"
 )
 
@@ -55,4 +63,90 @@ func TestProjectionsFencing(t *testing.T) {
 			},
 		}
 	})
+}
+
+// TestProjectionsSlowBatchKeepsLease: a runner whose batch takes longer than its lease's time
+// to live (a slow handler, the process alive and its renewals on time) keeps its lease and
+// commits the batch. The Update's transaction holds the lease's row FOR SHARE from its check
+// to its commit, and Renew locks that row FOR UPDATE: the holder's own renewals wait for its
+// write, and when they cannot finish before the holder's deadline, the supervisor cancels
+// the work, the batch rolls back, and a batch that always takes this long never commits.
+func TestProjectionsSlowBatchKeepsLease(t *testing.T) {
+	const ttl = 300 * time.Millisecond
+	s := openStore(t, nil)
+	ctx := testwait.Context(t)
+	var head uint64
+	for i := range 10 {
+		res, err := s.Append(ctx, fmt.Sprintf("acct-%d", i%3), annals.Any, annals.Event{Type: "Deposited", Data: []byte(`{}`)})
+		if err != nil {
+			t.Fatal(err)
+		}
+		head = res.Position
+	}
+	p := pgstore.NewProjections(s, &pgstore.ProjectionsOptions{Setup: fenceSetup})
+	var slow sync.Once
+	cancelled := make(chan error, 1)
+	proj := fenceProjection(1)
+	inner := proj.Handle
+	proj.Handle = func(ctx context.Context, tx *pgstore.ProjectionTx, ev annals.RecordedEvent) error {
+		slow.Do(func() {
+			// The slow batch: longer than the time to live (the workload, not a wait for a
+			// condition).
+			select {
+			case <-ctx.Done():
+				cancelled <- context.Cause(ctx)
+			case <-time.After(ttl + ttl/2):
+			}
+		})
+		return inner(ctx, tx, ev)
+	}
+	var lost atomic.Value
+	r, err := projection.NewRunner(s, p, proj, &projection.RunnerOptions{MaxBatch: 10,
+		Supervision: supervisor.Policy{Keeper: p, TTL: ttl, OnChange: func(st supervisor.Status) {
+			if st.State == supervisor.StandingBy && st.Err != nil {
+				lost.CompareAndSwap(nil, st.Err)
+			}
+		}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	stop := runInBackground(t, r)
+	if err := r.WaitFor(ctx, head); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case err := <-cancelled:
+		t.Errorf("the slow batch was cancelled (%v): the holder lost its lease while its own write held the lease's row", err)
+	default:
+	}
+	if err := lost.Load(); err != nil {
+		t.Errorf("the runner stood by (%v), with nobody else to take its lease", err)
+	}
+	if err := stop(); !errors.Is(err, context.Canceled) {
+		t.Fatalf("Run: %v, want context.Canceled", err)
+	}
+}
+
+// fenceName is the projection of the pgstore fencing tests.
+const fenceName = "fence"
+
+func fenceSetup(ctx context.Context, tx *pgstore.ProjectionTx) error {
+	_, err := tx.Tx.Exec(ctx, "CREATE TABLE "+tx.Schema()+".applied (seq bigserial PRIMARY KEY, position bigint NOT NULL, replica int NOT NULL)")
+	return err
+}
+
+func fenceProjection(replica int) projection.Projection[*pgstore.ProjectionTx] {
+	return projection.Projection[*pgstore.ProjectionTx]{
+		Name:   fenceName,
+		Filter: &annals.Filter{Categories: []string{"acct"}},
+		Handle: func(ctx context.Context, tx *pgstore.ProjectionTx, ev annals.RecordedEvent) error {
+			if replica == 1 {
+				// The child's writes go on when its supervisor cancels its work, as its Update
+				// does (see childStore): only the database's check of the lease may refuse it.
+				ctx = context.WithoutCancel(ctx)
+			}
+			_, err := tx.Tx.Exec(ctx, "INSERT INTO "+tx.Schema()+".applied (position, replica) VALUES ($1, $2)", int64(ev.Position), replica)
+			return err
+		},
+	}
 }
