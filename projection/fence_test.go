@@ -7,6 +7,7 @@ import (
 	"github.com/annalsdb/annals/filestore"
 	"github.com/annalsdb/annals/internal/fencetest"
 	"github.com/annalsdb/annals/internal/teststores"
+	"github.com/annalsdb/annals/lease"
 	"github.com/annalsdb/annals/memstore"
 	"github.com/annalsdb/annals/projection"
 )
@@ -65,4 +66,20 @@ func TestFencingCheckpoints(t *testing.T) {
 			})
 		})
 	}
+}
+
+// TestFencingCheckpointsByToken: the same over an event store that keeps leases but cannot
+// fence a write (no Fenced method), so that only the token Checkpoints records refuses the
+// paused runner, once the new holder wrote its first checkpoint (AfterClaim; before it,
+// such a store has nothing to refuse with).
+func TestFencingCheckpointsByToken(t *testing.T) {
+	fencetest.RunVariant(t, fencetest.AfterClaim, func(t *testing.T) fencetest.Kind[*fencetest.Model] {
+		s := memstore.New(nil)
+		t.Cleanup(func() { s.Close() })
+		var unfenced annals.Store = struct {
+			annals.Store
+			lease.Keeper
+		}{s, s}
+		return fencetest.Checkpoints(unfenced, func(int) annals.Store { return unfenced })
+	})
 }
