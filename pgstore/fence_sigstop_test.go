@@ -238,9 +238,12 @@ func TestProjectionsFencingSIGSTOP(t *testing.T) {
 	if cp, err := p.Checkpoint(ctx, fenceName, 0); err != nil || cp != before {
 		t.Fatalf("after the child's refusal the checkpoint is %d (%v), want %d", cp, err, before)
 	}
-	// The child stands by. (Its work ended with the refusal, or with its context, which its
-	// supervisor cancelled with lease.ErrLost as the cause when it woke past its deadline.)
-	t.Logf("child: %s", next("standing-by "))
+	// The child stands by, for the lost lease: its work ended with the refusal, or with its
+	// context, which its supervisor cancelled with lease.ErrLost as the cause when it woke past
+	// its deadline.
+	if l := next("standing-by "); !strings.HasPrefix(l, "standing-by lost=true") {
+		t.Fatalf("child: %s, want it to stand by for its lost lease", l)
+	}
 
 	release()
 	if err := r.WaitFor(ctx, head); err != nil {
