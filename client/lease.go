@@ -125,3 +125,10 @@ func (c *Client) leaseFail(ctx context.Context, err error) error {
 func badLease(err error) error {
 	return fmt.Errorf("%w (%w)", err, annals.ErrInvalidArgument)
 }
+
+// Fenced runs write. It checks nothing itself: every append c makes with a context that
+// carries a lease (see [lease.NewContext]) sends it, and the server runs the append under the
+// check of its keeper, refusing it with an error matching [lease.ErrLost] when the lease is
+// no longer current; so the appends write makes through c with ctx are fenced. It lets
+// projection.Checkpoints over a client rely on the server's check.
+func (c *Client) Fenced(ctx context.Context, write func() error) error { return write() }

@@ -49,7 +49,7 @@ func (s *Store) Acquire(ctx context.Context, name, holder string, ttl time.Durat
 // Renew implements [lease.Keeper]: it extends l by its TTL from the database's time. Times
 // are the database's (clock_timestamp() once the lease's row is locked), so that replicas on
 // machines whose clocks disagree agree on expiries; a holder counts its own deadline with
-// [lease.Lease.Deadline]. Renew waits for the fenced writes of the lease under way (see
+// [lease.Lease.Deadline]. Renew waits for the fenced writes of the lease that are committing (see
 // [Projections.Update]). Errors: one matching [lease.ErrInvalid] for a bad name, ctx's error,
 // [annals.ErrClosed], one matching [lease.ErrLost] when l is no longer the current lease, the
 // database's, wrapped.
@@ -151,11 +151,15 @@ const (
 	leaseFree                    // the lease released: expires -infinity, the token kept
 )
 
-// queueLease queues in b the read of the row of lease name, locked FOR mode, into r, and then
-// the read of the database's clock.
+// queueLease queues in b the read of the row of lease name, locked FOR mode (not locked when
+// mode is empty), into r, and then the read of the database's clock.
 func (s *Store) queueLease(b *pgx.Batch, name, mode string, r *leaseRow) {
-	r.cur = lease.Lease{Name: name}
-	b.Queue("SELECT holder, token, ttl_ms, acquired, expires FROM "+s.schema+".leases WHERE name = $1 FOR "+mode, name).QueryRow(func(row pgx.Row) error {
+	*r = leaseRow{cur: lease.Lease{Name: name}}
+	lock := ""
+	if mode != "" {
+		lock = " FOR " + mode
+	}
+	b.Queue("SELECT holder, token, ttl_ms, acquired, expires FROM "+s.schema+".leases WHERE name = $1"+lock, name).QueryRow(func(row pgx.Row) error {
 		var token, ttl int64
 		var acquired, expires pgtype.Timestamptz
 		err := row.Scan(&r.cur.Holder, &token, &ttl, &acquired, &expires)
@@ -245,6 +249,15 @@ func newFence(ctx context.Context) (*fence, error) {
 func (f *fence) queue(s *Store, b *pgx.Batch) {
 	if f != nil {
 		s.queueLease(b, f.l.Name, "SHARE", &f.r)
+	}
+}
+
+// queueRead queues in b, like queue, the lease's row and the database's clock, but without
+// locking the row: a check made early in a write's transaction, so that a lost lease is
+// refused before the write's work, without holding up the lease's renewals meanwhile.
+func (f *fence) queueRead(s *Store, b *pgx.Batch) {
+	if f != nil {
+		s.queueLease(b, f.l.Name, "", &f.r)
 	}
 }
 

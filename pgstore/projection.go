@@ -45,8 +45,8 @@ var errRedelivered = errors.New("already applied")
 // is returned as is; database errors are wrapped.
 //
 // When ctx carries a lease (lease.NewContext), Project checks it in its transaction as
-// [Projections.Update] does, and refuses with an error matching lease.ErrLost, without calling
-// apply, when it is no longer current or has expired.
+// [Projections.Update] does (before apply, and again after it until the commit), and refuses
+// with an error matching lease.ErrLost when it is no longer current or has expired.
 //
 // Project writes the checkpoint of the active generation of name: it is the one-generation
 // form of [Projections], which the toolkit's projection runner uses. Do not use both for one
@@ -74,7 +74,8 @@ func (s *Store) Project(ctx context.Context, name string, position uint64, apply
 // name (the active generation when gen < 0) locked, creating the row at position 0 when it is
 // missing (created tells fn). When ctx carries a lease, the transaction then checks it (see
 // [fence]) and, when it is lost, rolls back without calling fn and returns an error matching
-// lease.ErrLost. When fn returns a position > 0 it becomes the checkpoint, and the transaction
+// lease.ErrLost; after fn it checks it again with the lease's row locked FOR SHARE until the
+// commit, and rolls back with that error when it was lost meanwhile. When fn returns a position > 0 it becomes the checkpoint, and the transaction
 // commits; when fn fails, it rolls back and fn's error is returned as is. Database errors are
 // wrapped.
 func (s *Store) checkpointTx(ctx context.Context, name string, gen int64, fn func(tx pgx.Tx, cur uint64, created bool) (uint64, error)) error {
@@ -109,7 +110,7 @@ func (s *Store) checkpointTx(ctx context.Context, name string, gen int64, fn fun
 		return rows.Err()
 	})
 	b.Queue(lock, args...).QueryRow(func(row pgx.Row) error { return row.Scan(&cur, &g) })
-	f.queue(s, b)
+	f.queueRead(s, b)
 	if err := tx.SendBatch(ctx, b).Close(); err != nil {
 		return s.fail(ctx, "project "+name+": lock the checkpoint", err)
 	}
@@ -119,6 +120,19 @@ func (s *Store) checkpointTx(ctx context.Context, name string, gen int64, fn fun
 	next, err := fn(tx, uint64(cur), created)
 	if err != nil {
 		return err
+	}
+	if f != nil {
+		// The lease again, now locked FOR SHARE until the commit: a takeover that committed
+		// while fn ran is seen, and none can commit before this transaction ends. Locked only
+		// now, the row does not hold up the holder's renewals while fn runs.
+		b := &pgx.Batch{}
+		f.queue(s, b)
+		if err := tx.SendBatch(ctx, b).Close(); err != nil {
+			return s.fail(ctx, "project "+name+": check the lease", err)
+		}
+		if err := f.check(); err != nil {
+			return err
+		}
 	}
 	if next > 0 {
 		if _, err := tx.Exec(ctx, "UPDATE "+s.schema+".checkpoints SET position = $3, updated = now() WHERE name = $1 AND generation = $2", name, g, int64(next)); err != nil {

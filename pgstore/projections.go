@@ -57,12 +57,14 @@ type ProjectionsOptions struct {
 // store's leases table FOR SHARE and applies [lease.Check] at the database's time
 // (clock_timestamp(), never the caller's clock). A lease that is no longer current (released,
 // or taken by another holder) or that expired is refused with an error matching
-// [lease.ErrLost]: the transaction rolls back, fn is not called, and nothing changes. The share
-// lock holds until the transaction ends, and a takeover (Acquire, which locks the row FOR
-// UPDATE) waits for it: a write that passed the check commits before any takeover, and every
-// write after a takeover is refused, however long its holder paused. Renew and Release of the
-// lease wait for the open writes too, so batches must take much less than the lease's time to
-// live. Without a lease in ctx, nothing is checked.
+// [lease.ErrLost]: the transaction rolls back and nothing changes. The share lock holds until
+// the transaction ends, and a takeover (Acquire, which locks the row FOR UPDATE) waits for it:
+// a write that passed the check commits before any takeover, and every write after a takeover
+// is refused, however long its holder paused. Update checks the lease twice: before fn without
+// locking the row (a lost lease is refused without calling fn), and after fn with the share
+// lock, which it therefore holds only from then to the commit, so that the holder's own
+// renewals (Renew locks the row FOR UPDATE) do not wait for a slow batch. Renew and Release
+// wait for the commits under way. Without a lease in ctx, nothing is checked.
 //
 // All methods are safe for concurrent use. Errors are the database's, wrapped, or
 // [annals.ErrClosed] after the store is closed; Update and Setup errors are returned as is.
@@ -221,8 +223,9 @@ func (p *Projections) Checkpoint(ctx context.Context, name string, gen uint64) (
 // *projection.CheckpointConflictError (matching projection.ErrCheckpointMoved); a to below
 // from is refused with an error matching projection.ErrInvalid. When ctx carries a lease, the
 // transaction checks it once the checkpoint row is locked, before the checkpoint compare and
-// fn: a lease that is lost or expired is refused with an error matching lease.ErrLost, rolled
-// back without calling fn (see "Leases and fencing" above).
+// fn, and again after fn with the lease's row locked until the commit: a lease that is lost or
+// expired is refused with an error matching lease.ErrLost, rolled back (without calling fn
+// when the first check refuses; see "Leases and fencing" above).
 func (p *Projections) Update(ctx context.Context, name string, gen uint64, from, to uint64, fn func(*ProjectionTx) error) error {
 	id, err := p.id(ctx, name)
 	if err != nil {

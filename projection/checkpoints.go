@@ -51,13 +51,18 @@ type CheckpointsOptions[Tx any] struct {
 // # Fencing
 //
 // When the context of an Update carries a lease ([lease.NewContext]; a [Runner] under a lease
-// does this), the checkpoint event records the lease's holder and token, and an Update whose
-// token is older than the one the stored checkpoint was written under is refused with an error
-// matching [lease.ErrLost], before fn runs. Tokens grow with every acquisition, so once a new
-// holder wrote a checkpoint (a Runner writes one as soon as it takes the lease) the holder it
-// replaced cannot move the checkpoint any more; the expected revision of the append makes the
-// check and the write one step. Its handlers' writes to the read model are not fenced (they are
-// not in the store): at-least-once, as above.
+// does this), the checkpoint event records the lease's holder and token, and the append is
+// fenced. An event store that keeps leases and has a Fenced method (memstore, filestore,
+// pgstore, and the client, whose server checks the lease of each append) runs the append under
+// the check of the lease by its keeper, so the lease must be the event store's (a Runner's
+// default keeper over Checkpoints): a holder that lost it cannot write a checkpoint. Over an
+// event store without one, Checkpoints fences by order instead: an Update whose token is older
+// than the one the stored checkpoint was written under is refused with an error matching
+// [lease.ErrLost] before fn runs; tokens grow with every acquisition and a Runner writes a
+// checkpoint as soon as it takes the lease, so the holder it replaced cannot move the
+// checkpoint any more (the expected revision of the append makes the check and the write one
+// step). Its handlers' writes to the read model are not fenced (they are not in the store):
+// at-least-once, as above.
 //
 // All methods are safe for concurrent use. Errors are the event store's, wrapped.
 type Checkpoints[Tx any] struct {
@@ -158,7 +163,8 @@ func (c *Checkpoints[Tx]) Update(ctx context.Context, name string, gen uint64, f
 		return err
 	}
 	l, fenced := lease.FromContext(ctx)
-	if fenced && (stored.Token > l.Token || stored.Token == l.Token && stored.Holder != l.Holder) {
+	f, storeFences := c.events.(fencer)
+	if fenced && !storeFences && (stored.Token > l.Token || stored.Token == l.Token && stored.Holder != l.Holder) {
 		return fmt.Errorf("%w: projection %q generation %d: the checkpoint was written under token %d of %s, after token %d of %s",
 			lease.ErrLost, name, gen, stored.Token, stored.Holder, l.Token, l.Holder)
 	}
@@ -176,7 +182,11 @@ func (c *Checkpoints[Tx]) Update(ctx context.Context, name string, gen uint64, f
 	if fenced {
 		next.Holder, next.Token = l.Holder, l.Token
 	}
-	err = c.write(ctx, stream, expected, next)
+	if fenced && storeFences {
+		err = f.Fenced(ctx, func() error { return c.write(ctx, stream, expected, next) })
+	} else {
+		err = c.write(ctx, stream, expected, next)
+	}
 	if errors.Is(err, annals.ErrWrongExpectedVersion) {
 		stored, _, rerr := c.checkpoint(ctx, stream)
 		if rerr != nil {
@@ -185,6 +195,13 @@ func (c *Checkpoints[Tx]) Update(ctx context.Context, name string, gen uint64, f
 		return &CheckpointConflictError{Projection: name, Generation: gen, Expected: from, Actual: stored.Checkpoint}
 	}
 	return err
+}
+
+// fencer is an event store that keeps leases and can run a write under the check of one (see
+// lease.Memory.Fenced, which memstore and filestore embed, pgstore.Store.Fenced, and
+// client.Client.Fenced, whose server checks the lease of each append).
+type fencer interface {
+	Fenced(ctx context.Context, write func() error) error
 }
 
 func (c *Checkpoints[Tx]) write(ctx context.Context, stream string, expected annals.ExpectedRevision, d checkpointData) error {

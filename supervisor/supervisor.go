@@ -274,6 +274,9 @@ func (s *Supervisor) run(ctx context.Context, work func(ctx context.Context) err
 		}
 		switch {
 		case errors.Is(context.Cause(held.ctx), lease.ErrLost):
+			if !errors.Is(err, lease.ErrLost) {
+				err = context.Cause(held.ctx) // why, rather than the work's context.Canceled
+			}
 			s.set(func(st *Status) { st.State, st.Lease, st.Err = StandingBy, lease.Lease{}, err })
 			continue
 		case errors.Is(err, lease.ErrLost):

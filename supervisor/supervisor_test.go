@@ -224,6 +224,14 @@ func TestWorkStopsWhenTheLeaseCannotBeRenewed(t *testing.T) {
 		t.Fatalf("work stopped because of %v, want lease.ErrLost", cause)
 	}
 	testwait.Until(t, "standing by after the lost lease", func() bool { return rec.seen(supervisor.StandingBy) })
+	// The status says why: the lease was lost (the cause), not the work's context.Canceled.
+	rec.mu.Lock()
+	for _, st := range rec.all {
+		if st.State == supervisor.StandingBy && !errors.Is(st.Err, lease.ErrLost) {
+			t.Errorf("standing by with Err %v, want an error matching lease.ErrLost", st.Err)
+		}
+	}
+	rec.mu.Unlock()
 	k.stuck.Store(false)
 	testwait.Recv(t, "the work to start again once the lease can be taken", started)
 }
