@@ -350,7 +350,7 @@ func run[Tx any](t *testing.T, k Kind[Tx], variant string) {
 			return err
 		}
 		if st.State != projection.StateStandingBy || st.Supervisor.Other.Holder != "replica-B" {
-			return fmt.Errorf("A is %v behind %q", st.State, st.Supervisor.Other.Holder)
+			return fmt.Errorf("runner A is %v behind %q", st.State, st.Supervisor.Other.Holder)
 		}
 		return nil
 	})
