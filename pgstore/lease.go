@@ -138,7 +138,8 @@ type leaseRow struct {
 	// missing or not held (expires -infinity). cur.Token is the last token given in any case.
 	cur  lease.Lease
 	held bool
-	// now is the database's clock_timestamp() once the row was locked.
+	// now is the database's clock_timestamp(): once the row was locked FOR UPDATE, or with
+	// the row's read for a fence (a takeover cannot commit after a share lock is taken).
 	now time.Time
 }
 
@@ -152,19 +153,29 @@ const (
 )
 
 // queueLease queues in b the read of the row of lease name, locked FOR mode (not locked when
-// mode is empty), into r, and then the read of the database's clock.
+// mode is empty), into r, with the database's clock (in a statement of its own after the lock
+// for FOR UPDATE).
 func (s *Store) queueLease(b *pgx.Batch, name, mode string, r *leaseRow) {
 	*r = leaseRow{cur: lease.Lease{Name: name}}
-	lock := ""
+	lock, clock := "", ", clock_timestamp()"
 	if mode != "" {
 		lock = " FOR " + mode
 	}
-	b.Queue("SELECT holder, token, ttl_ms, acquired, expires FROM "+s.schema+".leases WHERE name = $1"+lock, name).QueryRow(func(row pgx.Row) error {
+	if mode == "UPDATE" {
+		// A decision reads the clock after the lock, in a statement of its own (a statement's
+		// columns are computed before its rows are locked).
+		clock = ""
+	}
+	b.Queue("SELECT holder, token, ttl_ms, acquired, expires"+clock+" FROM "+s.schema+".leases WHERE name = $1"+lock, name).QueryRow(func(row pgx.Row) error {
 		var token, ttl int64
 		var acquired, expires pgtype.Timestamptz
-		err := row.Scan(&r.cur.Holder, &token, &ttl, &acquired, &expires)
+		dest := []any{&r.cur.Holder, &token, &ttl, &acquired, &expires}
+		if clock != "" {
+			dest = append(dest, &r.now)
+		}
+		err := row.Scan(dest...)
 		if errors.Is(err, pgx.ErrNoRows) {
-			return nil
+			return nil // not held: the clock does not matter
 		}
 		if err != nil {
 			return err
@@ -174,7 +185,9 @@ func (s *Store) queueLease(b *pgx.Batch, name, mode string, r *leaseRow) {
 		r.held = expires.InfinityModifier == pgtype.Finite
 		return nil
 	})
-	b.Queue("SELECT clock_timestamp()").QueryRow(func(row pgx.Row) error { return row.Scan(&r.now) })
+	if clock == "" {
+		b.Queue("SELECT clock_timestamp()").QueryRow(func(row pgx.Row) error { return row.Scan(&r.now) })
+	}
 }
 
 // leaseTx runs decide in a transaction that holds the row of lease name locked FOR UPDATE

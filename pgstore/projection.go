@@ -121,23 +121,22 @@ func (s *Store) checkpointTx(ctx context.Context, name string, gen int64, fn fun
 	if err != nil {
 		return err
 	}
-	if f != nil {
-		// The lease again, now locked FOR SHARE until the commit: a takeover that committed
-		// while fn ran is seen, and none can commit before this transaction ends. Locked only
-		// now, the row does not hold up the holder's renewals while fn runs.
-		b := &pgx.Batch{}
-		f.queue(s, b)
-		if err := tx.SendBatch(ctx, b).Close(); err != nil {
-			return s.fail(ctx, "project "+name+": check the lease", err)
-		}
-		if err := f.check(); err != nil {
-			return err
-		}
-	}
+	// The lease again (when fenced), now locked FOR SHARE until the commit: a takeover that
+	// committed while fn ran is seen, and none can commit before this transaction ends. Locked
+	// only now, the row does not hold up the holder's renewals while fn runs. It goes in one
+	// round trip with the checkpoint's update, which the rollback undoes when the check fails.
+	b = &pgx.Batch{}
+	f.queue(s, b)
 	if next > 0 {
-		if _, err := tx.Exec(ctx, "UPDATE "+s.schema+".checkpoints SET position = $3, updated = now() WHERE name = $1 AND generation = $2", name, g, int64(next)); err != nil {
+		b.Queue("UPDATE "+s.schema+".checkpoints SET position = $3, updated = now() WHERE name = $1 AND generation = $2", name, g, int64(next))
+	}
+	if b.Len() > 0 {
+		if err := tx.SendBatch(ctx, b).Close(); err != nil {
 			return s.fail(ctx, "project "+name+": record the checkpoint", err)
 		}
+	}
+	if err := f.check(); err != nil {
+		return err
 	}
 	if err := tx.Commit(ctx); err != nil {
 		return s.fail(ctx, "project "+name+": commit", err)
