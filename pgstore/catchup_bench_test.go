@@ -3,14 +3,13 @@ package pgstore_test
 import (
 	"context"
 	"fmt"
-	"syscall"
 	"testing"
 	"time"
 
 	"github.com/annalsdb/annals"
+	"github.com/annalsdb/annals/internal/catchuptest"
 	"github.com/annalsdb/annals/pgstore"
 	"github.com/annalsdb/annals/projection"
-	"github.com/annalsdb/annals/supervisor"
 	"github.com/jackc/pgx/v5"
 )
 
@@ -19,7 +18,7 @@ import (
 // default batch (projection.DefaultMaxBatch, each batch one transaction with its checkpoint)
 // and a handler that writes nothing, so that what is measured is the runner, the
 // transactions, the checkpoints and the fence. Each iteration reads the log raw (ReadAll, the
-// baseline) and runs one catch-up of each of catchUpModes, in an order that rotates between
+// baseline) and runs one catch-up of each of catchuptest.Modes, in an order that rotates between
 // iterations: "lease" runs under the default supervision (the lease in the database's leases
 // table, checked in the transaction of every Update, and compare-and-set checkpoints),
 // "no-lease" with Supervision.NoLease (compare-and-set checkpoints only). Each catch-up is of
@@ -44,20 +43,7 @@ func BenchmarkCatchUp(b *testing.B) {
 	}
 	p := pgstore.NewProjections(s, &pgstore.ProjectionsOptions{Setup: counterSetup})
 	noop := func(context.Context, *pgstore.ProjectionTx, annals.RecordedEvent) error { return nil }
-	readAll := func(b *testing.B) time.Duration {
-		t0 := time.Now()
-		n := 0
-		for _, err := range s.ReadAll(ctx, nil) {
-			if err != nil {
-				b.Fatal(err)
-			}
-			n++
-		}
-		if n != catchUpEvents {
-			b.Fatalf("ReadAll: %d events", n)
-		}
-		return time.Since(t0)
-	}
+	readAll := func(b *testing.B) time.Duration { return catchuptest.ReadAll(b, s, catchUpEvents) }
 	// A catch-up of a new projection: how long it took, the process's CPU meanwhile, and the
 	// runner's status at the end.
 	projections := 0
@@ -68,94 +54,11 @@ func BenchmarkCatchUp(b *testing.B) {
 		if err != nil {
 			b.Fatal(err)
 		}
-		runCtx, cancel := context.WithCancel(ctx)
-		done := make(chan error, 1)
-		cpu0 := cpuTime(b)
-		t0 := time.Now()
-		go func() { done <- r.Run(runCtx) }()
-		err = r.WaitFor(ctx, catchUpEvents)
-		d, cpu := time.Since(t0), cpuTime(b)-cpu0
-		st, serr := r.Status(ctx)
-		cancel()
-		<-done
-		if err != nil {
-			b.Fatal(err)
-		}
-		if serr != nil {
-			b.Fatal(serr)
-		}
+		d, cpu, st := catchuptest.Run(b, r, catchUpEvents)
 		if cp, err := p.Checkpoint(ctx, name, 0); err != nil || cp != catchUpEvents {
 			b.Fatalf("checkpoint %d, %v; want %d", cp, err, catchUpEvents)
 		}
 		return d, cpu, st
 	}
-	b.Run("pgstore", func(b *testing.B) { measureCatchUps(b, catchUpEvents, readAll, once) })
-}
-
-// catchUpMode is a configuration of the runner that BenchmarkCatchUp compares; check tells
-// whether a Status taken at the end of a catch-up shows the configuration in force.
-type catchUpMode struct {
-	name  string
-	opts  *projection.RunnerOptions
-	check func(projection.Status) error
-}
-
-var catchUpModes = []catchUpMode{
-	{"lease", nil, func(st projection.Status) error {
-		if st.Supervisor.Lease.Token == 0 {
-			return fmt.Errorf("ran without a lease: %+v", st.Supervisor)
-		}
-		return nil
-	}},
-	{"no-lease", &projection.RunnerOptions{Supervision: supervisor.Policy{NoLease: true}}, func(st projection.Status) error {
-		if st.Supervisor.Lease.Token != 0 {
-			return fmt.Errorf("ran under a lease: %+v", st.Supervisor)
-		}
-		return nil
-	}},
-}
-
-// measureCatchUps warms up (a raw read and a catch-up of the last mode), then runs, in every
-// iteration, a raw read (readAll) and one catch-up of each of catchUpModes (once), the first
-// mode rotating between iterations, so that none is always first; each catch-up is of events
-// events. It reports each mode's rate and CPU per event, the raw read's rate and, with two
-// modes, the ratio of the first mode's rate to the second's.
-func measureCatchUps(b *testing.B, events int, readAll func(*testing.B) time.Duration, once func(*testing.B, *projection.RunnerOptions) (time.Duration, time.Duration, projection.Status)) {
-	readAll(b)
-	once(b, catchUpModes[len(catchUpModes)-1].opts)
-	took := make([]time.Duration, len(catchUpModes))
-	cpu := make([]time.Duration, len(catchUpModes))
-	var raw time.Duration
-	n := 0
-	for b.Loop() {
-		raw += readAll(b)
-		for k := range catchUpModes {
-			i := (n + k) % len(catchUpModes)
-			d, used, st := once(b, catchUpModes[i].opts)
-			if err := catchUpModes[i].check(st); err != nil {
-				b.Fatalf("%s: %v", catchUpModes[i].name, err)
-			}
-			took[i], cpu[i] = took[i]+d, cpu[i]+used
-		}
-		n++
-	}
-	total := float64(n * events)
-	for i, m := range catchUpModes {
-		b.ReportMetric(total/took[i].Seconds(), m.name+"-events/s")
-		b.ReportMetric(float64(cpu[i].Microseconds())/total, m.name+"-cpu-µs/event")
-	}
-	b.ReportMetric(total/raw.Seconds(), "raw-read-events/s")
-	if len(catchUpModes) == 2 {
-		b.ReportMetric(took[1].Seconds()/took[0].Seconds(), catchUpModes[0].name+"/"+catchUpModes[1].name)
-	}
-	b.ReportMetric(0, "ns/op")
-}
-
-// cpuTime returns the CPU time (user and system) the process has used.
-func cpuTime(b *testing.B) time.Duration {
-	var ru syscall.Rusage
-	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
-		b.Fatal(err)
-	}
-	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
+	b.Run("pgstore", func(b *testing.B) { catchuptest.Measure(b, catchUpEvents, readAll, once) })
 }
