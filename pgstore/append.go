@@ -191,46 +191,52 @@ func (s *Store) writer() {
 
 // take waits for pending requests and takes a batch of them, in order, at most one per stream
 // (so that each request's checks see the state the previous batches committed), up to
-// MaxBatch requests and maxBatchBytes. It returns nil when the store is closed.
+// MaxBatch requests and maxBatchBytes, answering the cancelled ones as it goes. It returns nil
+// only when the store is closed.
 func (s *Store) take() []*request {
 	s.q.Lock()
 	defer s.q.Unlock()
-	for len(s.q.pending) == 0 {
-		if s.q.closed {
-			return nil
+	for {
+		for len(s.q.pending) == 0 {
+			if s.q.closed {
+				return nil
+			}
+			s.q.cond.Wait()
 		}
-		s.q.cond.Wait()
+		var batch []*request
+		used := map[string]bool{}
+		size := 0
+		rest := s.q.pending[:0]
+		for _, r := range s.q.pending {
+			if err := r.ctx.Err(); err != nil {
+				r.finish(annals.AppendResult{}, err)
+				continue
+			}
+			ok := len(batch) < s.opts.MaxBatch && (len(batch) == 0 || size+r.size <= maxBatchBytes)
+			keys := r.keys()
+			for _, k := range keys {
+				ok = ok && !used[k]
+			}
+			if !ok {
+				rest = append(rest, r)
+				continue
+			}
+			for _, k := range keys {
+				used[k] = true
+			}
+			batch = append(batch, r)
+			size += r.size
+		}
+		clear(s.q.pending[len(rest):])
+		s.q.pending = rest
+		if len(rest) > 0 {
+			s.q.cond.Signal()
+		}
+		// Every request waiting was cancelled: wait for more rather than stop the writer.
+		if len(batch) > 0 {
+			return batch
+		}
 	}
-	var batch []*request
-	used := map[string]bool{}
-	size := 0
-	rest := s.q.pending[:0]
-	for _, r := range s.q.pending {
-		if err := r.ctx.Err(); err != nil {
-			r.finish(annals.AppendResult{}, err)
-			continue
-		}
-		ok := len(batch) < s.opts.MaxBatch && (len(batch) == 0 || size+r.size <= maxBatchBytes)
-		keys := r.keys()
-		for _, k := range keys {
-			ok = ok && !used[k]
-		}
-		if !ok {
-			rest = append(rest, r)
-			continue
-		}
-		for _, k := range keys {
-			used[k] = true
-		}
-		batch = append(batch, r)
-		size += r.size
-	}
-	clear(s.q.pending[len(rest):])
-	s.q.pending = rest
-	if len(rest) > 0 {
-		s.q.cond.Signal()
-	}
-	return batch
 }
 
 // run commits a batch and answers its requests. When the batch fails as a whole (a database
