@@ -245,7 +245,7 @@ func (c *Client) Append(ctx context.Context, stream string, expected annals.Expe
 	}
 	fence, fenced := lease.FromContext(ctx)
 	if fenced {
-		if err := lease.ValidateName(fence.Name); err != nil {
+		if err := lease.ValidateHeld(fence); err != nil {
 			return annals.AppendResult{}, badLease(fmt.Errorf("the lease of the append: %w", err))
 		}
 	}

@@ -45,7 +45,7 @@ func (c *Client) Acquire(ctx context.Context, name, holder string, ttl time.Dura
 
 // Renew implements [lease.Keeper.Renew] with one Renew call.
 func (c *Client) Renew(ctx context.Context, l lease.Lease) (lease.Lease, error) {
-	if err := lease.ValidateName(l.Name); err != nil {
+	if err := lease.ValidateHeld(l); err != nil {
 		return lease.Lease{}, badLease(err)
 	}
 	cctx, done, err := c.begin(ctx)
@@ -62,7 +62,7 @@ func (c *Client) Renew(ctx context.Context, l lease.Lease) (lease.Lease, error) 
 
 // Release implements [lease.Keeper.Release] with one Release call.
 func (c *Client) Release(ctx context.Context, l lease.Lease) error {
-	if err := lease.ValidateName(l.Name); err != nil {
+	if err := lease.ValidateHeld(l); err != nil {
 		return badLease(err)
 	}
 	cctx, done, err := c.begin(ctx)

@@ -131,9 +131,17 @@ func Validate(name, holder string, ttl time.Duration) error {
 	return nil
 }
 
-// ValidateName checks a lease's name (of Renew, Release, a fenced write). Errors match
-// [ErrInvalid].
+// ValidateName checks a lease's name, or a prefix of names. Errors match [ErrInvalid].
 func ValidateName(name string) error { return text("name", name) }
+
+// ValidateHeld checks a lease given back to a keeper (by Renew, Release, a fenced write): its
+// name and its holder. Errors match [ErrInvalid] and name the field.
+func ValidateHeld(l Lease) error {
+	if err := ValidateName(l.Name); err != nil {
+		return err
+	}
+	return text("holder", l.Holder)
+}
 
 func text(what, s string) error {
 	switch {

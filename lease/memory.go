@@ -78,7 +78,7 @@ func (m *Memory) Acquire(ctx context.Context, name, holder string, ttl time.Dura
 
 // Renew implements [Keeper.Renew].
 func (m *Memory) Renew(ctx context.Context, l Lease) (Lease, error) {
-	if err := ValidateName(l.Name); err != nil {
+	if err := ValidateHeld(l); err != nil {
 		return Lease{}, err
 	}
 	if err := ctx.Err(); err != nil {
@@ -99,7 +99,7 @@ func (m *Memory) Renew(ctx context.Context, l Lease) (Lease, error) {
 
 // Release implements [Keeper.Release].
 func (m *Memory) Release(ctx context.Context, l Lease) error {
-	if err := ValidateName(l.Name); err != nil {
+	if err := ValidateHeld(l); err != nil {
 		return err
 	}
 	if err := ctx.Err(); err != nil {

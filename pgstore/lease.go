@@ -54,7 +54,7 @@ func (s *Store) Acquire(ctx context.Context, name, holder string, ttl time.Durat
 // [annals.ErrClosed], one matching [lease.ErrLost] when l is no longer the current lease, the
 // database's, wrapped.
 func (s *Store) Renew(ctx context.Context, l lease.Lease) (lease.Lease, error) {
-	if err := lease.ValidateName(l.Name); err != nil {
+	if err := lease.ValidateHeld(l); err != nil {
 		return lease.Lease{}, err
 	}
 	if err := s.begin(ctx); err != nil {
@@ -74,7 +74,7 @@ func (s *Store) Renew(ctx context.Context, l lease.Lease) (lease.Lease, error) {
 // that the next Acquire of its name, by any holder, gets it at once with the next token. It
 // does nothing when l is not current. Errors: as [Store.Renew]'s, without ErrLost.
 func (s *Store) Release(ctx context.Context, l lease.Lease) error {
-	if err := lease.ValidateName(l.Name); err != nil {
+	if err := lease.ValidateHeld(l); err != nil {
 		return err
 	}
 	if err := s.begin(ctx); err != nil {
@@ -248,7 +248,7 @@ func newFence(ctx context.Context) (*fence, error) {
 	if !ok {
 		return nil, nil
 	}
-	if err := lease.ValidateName(l.Name); err != nil {
+	if err := lease.ValidateHeld(l); err != nil {
 		return nil, err
 	}
 	return &fence{l: l}, nil

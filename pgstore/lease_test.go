@@ -279,8 +279,8 @@ func TestLeaseRefusalsOrder(t *testing.T) {
 	}
 	for what, err := range map[string]error{
 		"Acquire": func() error { _, err := s.Acquire(t.Context(), "n", "h", time.Second); return err }(),
-		"Renew":   func() error { _, err := s.Renew(t.Context(), lease.Lease{Name: "n"}); return err }(),
-		"Release": s.Release(t.Context(), lease.Lease{Name: "n"}),
+		"Renew":   func() error { _, err := s.Renew(t.Context(), lease.Lease{Name: "n", Holder: "h"}); return err }(),
+		"Release": s.Release(t.Context(), lease.Lease{Name: "n", Holder: "h"}),
 		"Leases":  func() error { _, err := s.Leases(t.Context(), ""); return err }(),
 	} {
 		if !errors.Is(err, annals.ErrClosed) {

@@ -205,21 +205,30 @@ func leaseOf(m *annalsv1.Lease) (lease.Lease, error) {
 	if err != nil {
 		return lease.Lease{}, err
 	}
-	// The name and the holder, as Acquire's (the time to live is the keeper's: any in range).
-	if err := lease.Validate(l.Name, l.Holder, lease.MinTTL); err != nil {
+	if err := lease.ValidateHeld(l); err != nil {
 		return lease.Lease{}, err
+	}
+	return l, nil
+}
+
+// held returns the lease of a Renew or Release, checked and then authorized (OpWrite on its
+// name), or the error to answer.
+func (v *leaseService) held(ctx context.Context, proc string, m *annalsv1.Lease) (lease.Lease, error) {
+	l, err := leaseOf(m)
+	if err != nil {
+		return lease.Lease{}, v.s.toConnect(ctx, proc, err)
+	}
+	if err := v.s.authorize(ctx, Access{Op: OpWrite, Procedure: proc, Lease: l.Name}); err != nil {
+		return lease.Lease{}, v.s.toConnect(ctx, proc, err)
 	}
 	return l, nil
 }
 
 func (v *leaseService) Renew(ctx context.Context, req *connect.Request[annalsv1.RenewRequest]) (*connect.Response[annalsv1.RenewResponse], error) {
 	proc := req.Spec().Procedure
-	l, err := leaseOf(req.Msg.Lease)
+	l, err := v.held(ctx, proc, req.Msg.Lease)
 	if err != nil {
-		return nil, v.s.toConnect(ctx, proc, err)
-	}
-	if err := v.s.authorize(ctx, Access{Op: OpWrite, Procedure: proc, Lease: l.Name}); err != nil {
-		return nil, v.s.toConnect(ctx, proc, err)
+		return nil, err
 	}
 	r, err := v.s.leases.Renew(ctx, l)
 	if err != nil {
@@ -230,12 +239,9 @@ func (v *leaseService) Renew(ctx context.Context, req *connect.Request[annalsv1.
 
 func (v *leaseService) Release(ctx context.Context, req *connect.Request[annalsv1.ReleaseRequest]) (*connect.Response[annalsv1.ReleaseResponse], error) {
 	proc := req.Spec().Procedure
-	l, err := leaseOf(req.Msg.Lease)
+	l, err := v.held(ctx, proc, req.Msg.Lease)
 	if err != nil {
-		return nil, v.s.toConnect(ctx, proc, err)
-	}
-	if err := v.s.authorize(ctx, Access{Op: OpWrite, Procedure: proc, Lease: l.Name}); err != nil {
-		return nil, v.s.toConnect(ctx, proc, err)
+		return nil, err
 	}
 	if err := v.s.leases.Release(ctx, l); err != nil {
 		return nil, v.s.toConnect(ctx, proc, err)

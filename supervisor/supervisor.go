@@ -265,7 +265,7 @@ func (s *Supervisor) run(ctx context.Context, work func(ctx context.Context) err
 			continue
 		}
 		start := time.Now()
-		err = held.run(ctx, work)
+		err, lost := held.run(ctx, work)
 		if ctx.Err() != nil {
 			return ctx.Err()
 		}
@@ -273,9 +273,9 @@ func (s *Supervisor) run(ctx context.Context, work func(ctx context.Context) err
 			attempts = 0
 		}
 		switch {
-		case errors.Is(context.Cause(held.ctx), lease.ErrLost):
+		case lost != nil:
 			if !errors.Is(err, lease.ErrLost) {
-				err = context.Cause(held.ctx) // why, rather than the work's context.Canceled
+				err = lost // why, rather than the work's context.Canceled
 			}
 			s.set(func(st *Status) { st.State, st.Lease, st.Err = StandingBy, lease.Lease{}, err })
 			continue
@@ -346,18 +346,17 @@ type holding struct {
 	s        *Supervisor
 	lease    lease.Lease
 	deadline time.Time // the holder's own end of the lease
-	ctx      context.Context
 }
 
-// run runs work under the lease, renewing it, and gives it up when work returns.
-func (h *holding) run(ctx context.Context, work func(ctx context.Context) error) error {
+// run runs work under the lease, renewing it, and gives it up when work returns. It returns
+// work's error and, when the renewals found the lease lost (and cancelled the work), why.
+func (h *holding) run(ctx context.Context, work func(ctx context.Context) error) (err, lost error) {
 	s := h.s
 	wctx, cancel := context.WithCancelCause(ctx)
 	defer cancel(nil)
-	h.ctx = wctx
 	if s.opts.Keeper == nil {
 		s.set(func(st *Status) { st.State, st.Other = Running, lease.Lease{} })
-		return work(wctx)
+		return work(wctx), nil
 	}
 	s.set(func(st *Status) { st.State, st.Lease, st.Other = Running, h.lease, lease.Lease{} })
 	done := make(chan struct{})
@@ -366,15 +365,16 @@ func (h *holding) run(ctx context.Context, work func(ctx context.Context) error)
 		defer close(renewed)
 		h.renew(wctx, cancel, done)
 	}()
-	err := work(lease.NewContext(wctx, h.lease))
+	err = work(lease.NewContext(wctx, h.lease))
 	close(done)
 	<-renewed
-	if !errors.Is(context.Cause(wctx), lease.ErrLost) {
-		rctx, rcancel := context.WithTimeout(context.WithoutCancel(ctx), s.opts.TTL)
-		_ = s.opts.Keeper.Release(rctx, h.lease) // on failure it expires
-		rcancel()
+	if cause := context.Cause(wctx); errors.Is(cause, lease.ErrLost) {
+		return err, cause
 	}
-	return err
+	rctx, rcancel := context.WithTimeout(context.WithoutCancel(ctx), s.opts.TTL)
+	_ = s.opts.Keeper.Release(rctx, h.lease) // on failure it expires
+	rcancel()
+	return err, nil
 }
 
 // renew renews the lease every third of its time to live until done is closed, and cancels

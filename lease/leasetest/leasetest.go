@@ -154,6 +154,12 @@ func Run(t *testing.T, open func(t *testing.T) lease.Keeper, opts *Options) {
 				t.Errorf("Acquire(%q, %q, %v): %v, want ErrInvalid", c.name, c.holder, c.ttl, err)
 			}
 		}
+		if _, err := k.Renew(ctx, lease.Lease{Name: nm}); !errors.Is(err, lease.ErrInvalid) {
+			t.Errorf("Renew of a lease with no holder: %v, want ErrInvalid", err)
+		}
+		if err := k.Release(ctx, lease.Lease{Name: nm}); !errors.Is(err, lease.ErrInvalid) {
+			t.Errorf("Release of a lease with no holder: %v, want ErrInvalid", err)
+		}
 		if ls, err := k.Leases(ctx, nm); err != nil || len(ls) != 0 {
 			t.Fatalf("bad input left leases: %+v, %v", ls, err)
 		}
