@@ -534,6 +534,304 @@ func (x *AppendResponse) GetPosition() uint64 {
 	return 0
 }
 
+type BatchAppendRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Appends       []*BatchAppend         `protobuf:"bytes,1,rep,name=appends,proto3" json:"appends,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *BatchAppendRequest) Reset() {
+	*x = BatchAppendRequest{}
+	mi := &file_annals_v1_annals_proto_msgTypes[6]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *BatchAppendRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*BatchAppendRequest) ProtoMessage() {}
+
+func (x *BatchAppendRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_annals_v1_annals_proto_msgTypes[6]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use BatchAppendRequest.ProtoReflect.Descriptor instead.
+func (*BatchAppendRequest) Descriptor() ([]byte, []int) {
+	return file_annals_v1_annals_proto_rawDescGZIP(), []int{6}
+}
+
+func (x *BatchAppendRequest) GetAppends() []*BatchAppend {
+	if x != nil {
+		return x.Appends
+	}
+	return nil
+}
+
+// BatchAppend is one append of a BatchAppend stream.
+type BatchAppend struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Id names the append in its result; the client chooses it, unique among the appends of
+	// the stream not yet answered.
+	Id            uint64         `protobuf:"varint,1,opt,name=id,proto3" json:"id,omitempty"`
+	Append        *AppendRequest `protobuf:"bytes,2,opt,name=append,proto3" json:"append,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *BatchAppend) Reset() {
+	*x = BatchAppend{}
+	mi := &file_annals_v1_annals_proto_msgTypes[7]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *BatchAppend) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*BatchAppend) ProtoMessage() {}
+
+func (x *BatchAppend) ProtoReflect() protoreflect.Message {
+	mi := &file_annals_v1_annals_proto_msgTypes[7]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use BatchAppend.ProtoReflect.Descriptor instead.
+func (*BatchAppend) Descriptor() ([]byte, []int) {
+	return file_annals_v1_annals_proto_rawDescGZIP(), []int{7}
+}
+
+func (x *BatchAppend) GetId() uint64 {
+	if x != nil {
+		return x.Id
+	}
+	return 0
+}
+
+func (x *BatchAppend) GetAppend() *AppendRequest {
+	if x != nil {
+		return x.Append
+	}
+	return nil
+}
+
+type BatchAppendResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Results       []*BatchAppendResult   `protobuf:"bytes,1,rep,name=results,proto3" json:"results,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *BatchAppendResponse) Reset() {
+	*x = BatchAppendResponse{}
+	mi := &file_annals_v1_annals_proto_msgTypes[8]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *BatchAppendResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*BatchAppendResponse) ProtoMessage() {}
+
+func (x *BatchAppendResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_annals_v1_annals_proto_msgTypes[8]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use BatchAppendResponse.ProtoReflect.Descriptor instead.
+func (*BatchAppendResponse) Descriptor() ([]byte, []int) {
+	return file_annals_v1_annals_proto_rawDescGZIP(), []int{8}
+}
+
+func (x *BatchAppendResponse) GetResults() []*BatchAppendResult {
+	if x != nil {
+		return x.Results
+	}
+	return nil
+}
+
+// BatchAppendResult answers one append of a BatchAppend stream.
+type BatchAppendResult struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Id is the id of the append answered.
+	Id uint64 `protobuf:"varint,1,opt,name=id,proto3" json:"id,omitempty"`
+	// Types that are valid to be assigned to Result:
+	//
+	//	*BatchAppendResult_Ok
+	//	*BatchAppendResult_Error
+	Result        isBatchAppendResult_Result `protobuf_oneof:"result"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *BatchAppendResult) Reset() {
+	*x = BatchAppendResult{}
+	mi := &file_annals_v1_annals_proto_msgTypes[9]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *BatchAppendResult) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*BatchAppendResult) ProtoMessage() {}
+
+func (x *BatchAppendResult) ProtoReflect() protoreflect.Message {
+	mi := &file_annals_v1_annals_proto_msgTypes[9]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use BatchAppendResult.ProtoReflect.Descriptor instead.
+func (*BatchAppendResult) Descriptor() ([]byte, []int) {
+	return file_annals_v1_annals_proto_rawDescGZIP(), []int{9}
+}
+
+func (x *BatchAppendResult) GetId() uint64 {
+	if x != nil {
+		return x.Id
+	}
+	return 0
+}
+
+func (x *BatchAppendResult) GetResult() isBatchAppendResult_Result {
+	if x != nil {
+		return x.Result
+	}
+	return nil
+}
+
+func (x *BatchAppendResult) GetOk() *AppendResponse {
+	if x != nil {
+		if x, ok := x.Result.(*BatchAppendResult_Ok); ok {
+			return x.Ok
+		}
+	}
+	return nil
+}
+
+func (x *BatchAppendResult) GetError() *Status {
+	if x != nil {
+		if x, ok := x.Result.(*BatchAppendResult_Error); ok {
+			return x.Error
+		}
+	}
+	return nil
+}
+
+type isBatchAppendResult_Result interface {
+	isBatchAppendResult_Result()
+}
+
+type BatchAppendResult_Ok struct {
+	Ok *AppendResponse `protobuf:"bytes,2,opt,name=ok,proto3,oneof"`
+}
+
+type BatchAppendResult_Error struct {
+	Error *Status `protobuf:"bytes,3,opt,name=error,proto3,oneof"`
+}
+
+func (*BatchAppendResult_Ok) isBatchAppendResult_Result() {}
+
+func (*BatchAppendResult_Error) isBatchAppendResult_Result() {}
+
+// Status is an error answered inside a message rather than as the end of a call: the code,
+// message and detail a unary call would have failed with.
+type Status struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Code is the gRPC status code (google.rpc.Code: 10 ABORTED for a conflict, and so on).
+	Code          int32        `protobuf:"varint,1,opt,name=code,proto3" json:"code,omitempty"`
+	Message       string       `protobuf:"bytes,2,opt,name=message,proto3" json:"message,omitempty"`
+	Detail        *ErrorDetail `protobuf:"bytes,3,opt,name=detail,proto3" json:"detail,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Status) Reset() {
+	*x = Status{}
+	mi := &file_annals_v1_annals_proto_msgTypes[10]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Status) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Status) ProtoMessage() {}
+
+func (x *Status) ProtoReflect() protoreflect.Message {
+	mi := &file_annals_v1_annals_proto_msgTypes[10]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Status.ProtoReflect.Descriptor instead.
+func (*Status) Descriptor() ([]byte, []int) {
+	return file_annals_v1_annals_proto_rawDescGZIP(), []int{10}
+}
+
+func (x *Status) GetCode() int32 {
+	if x != nil {
+		return x.Code
+	}
+	return 0
+}
+
+func (x *Status) GetMessage() string {
+	if x != nil {
+		return x.Message
+	}
+	return ""
+}
+
+func (x *Status) GetDetail() *ErrorDetail {
+	if x != nil {
+		return x.Detail
+	}
+	return nil
+}
+
 type ReadStreamRequest struct {
 	state  protoimpl.MessageState `protogen:"open.v1"`
 	Stream string                 `protobuf:"bytes,1,opt,name=stream,proto3" json:"stream,omitempty"`
@@ -555,7 +853,7 @@ type ReadStreamRequest struct {
 
 func (x *ReadStreamRequest) Reset() {
 	*x = ReadStreamRequest{}
-	mi := &file_annals_v1_annals_proto_msgTypes[6]
+	mi := &file_annals_v1_annals_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -567,7 +865,7 @@ func (x *ReadStreamRequest) String() string {
 func (*ReadStreamRequest) ProtoMessage() {}
 
 func (x *ReadStreamRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_annals_v1_annals_proto_msgTypes[6]
+	mi := &file_annals_v1_annals_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -580,7 +878,7 @@ func (x *ReadStreamRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReadStreamRequest.ProtoReflect.Descriptor instead.
 func (*ReadStreamRequest) Descriptor() ([]byte, []int) {
-	return file_annals_v1_annals_proto_rawDescGZIP(), []int{6}
+	return file_annals_v1_annals_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *ReadStreamRequest) GetStream() string {
@@ -649,7 +947,7 @@ type ReadStreamResponse struct {
 
 func (x *ReadStreamResponse) Reset() {
 	*x = ReadStreamResponse{}
-	mi := &file_annals_v1_annals_proto_msgTypes[7]
+	mi := &file_annals_v1_annals_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -661,7 +959,7 @@ func (x *ReadStreamResponse) String() string {
 func (*ReadStreamResponse) ProtoMessage() {}
 
 func (x *ReadStreamResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_annals_v1_annals_proto_msgTypes[7]
+	mi := &file_annals_v1_annals_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -674,7 +972,7 @@ func (x *ReadStreamResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReadStreamResponse.ProtoReflect.Descriptor instead.
 func (*ReadStreamResponse) Descriptor() ([]byte, []int) {
-	return file_annals_v1_annals_proto_rawDescGZIP(), []int{7}
+	return file_annals_v1_annals_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *ReadStreamResponse) GetEvents() []*RecordedEvent {
@@ -704,7 +1002,7 @@ type ReadAllRequest struct {
 
 func (x *ReadAllRequest) Reset() {
 	*x = ReadAllRequest{}
-	mi := &file_annals_v1_annals_proto_msgTypes[8]
+	mi := &file_annals_v1_annals_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -716,7 +1014,7 @@ func (x *ReadAllRequest) String() string {
 func (*ReadAllRequest) ProtoMessage() {}
 
 func (x *ReadAllRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_annals_v1_annals_proto_msgTypes[8]
+	mi := &file_annals_v1_annals_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -729,7 +1027,7 @@ func (x *ReadAllRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReadAllRequest.ProtoReflect.Descriptor instead.
 func (*ReadAllRequest) Descriptor() ([]byte, []int) {
-	return file_annals_v1_annals_proto_rawDescGZIP(), []int{8}
+	return file_annals_v1_annals_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *ReadAllRequest) GetFrom() uint64 {
@@ -791,7 +1089,7 @@ type ReadAllResponse struct {
 
 func (x *ReadAllResponse) Reset() {
 	*x = ReadAllResponse{}
-	mi := &file_annals_v1_annals_proto_msgTypes[9]
+	mi := &file_annals_v1_annals_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -803,7 +1101,7 @@ func (x *ReadAllResponse) String() string {
 func (*ReadAllResponse) ProtoMessage() {}
 
 func (x *ReadAllResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_annals_v1_annals_proto_msgTypes[9]
+	mi := &file_annals_v1_annals_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -816,7 +1114,7 @@ func (x *ReadAllResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReadAllResponse.ProtoReflect.Descriptor instead.
 func (*ReadAllResponse) Descriptor() ([]byte, []int) {
-	return file_annals_v1_annals_proto_rawDescGZIP(), []int{9}
+	return file_annals_v1_annals_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *ReadAllResponse) GetEvents() []*RecordedEvent {
@@ -842,7 +1140,7 @@ type SubscribeRequest struct {
 
 func (x *SubscribeRequest) Reset() {
 	*x = SubscribeRequest{}
-	mi := &file_annals_v1_annals_proto_msgTypes[10]
+	mi := &file_annals_v1_annals_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -854,7 +1152,7 @@ func (x *SubscribeRequest) String() string {
 func (*SubscribeRequest) ProtoMessage() {}
 
 func (x *SubscribeRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_annals_v1_annals_proto_msgTypes[10]
+	mi := &file_annals_v1_annals_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -867,7 +1165,7 @@ func (x *SubscribeRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SubscribeRequest.ProtoReflect.Descriptor instead.
 func (*SubscribeRequest) Descriptor() ([]byte, []int) {
-	return file_annals_v1_annals_proto_rawDescGZIP(), []int{10}
+	return file_annals_v1_annals_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *SubscribeRequest) GetStream() string {
@@ -911,7 +1209,7 @@ type SubscribeResponse struct {
 
 func (x *SubscribeResponse) Reset() {
 	*x = SubscribeResponse{}
-	mi := &file_annals_v1_annals_proto_msgTypes[11]
+	mi := &file_annals_v1_annals_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -923,7 +1221,7 @@ func (x *SubscribeResponse) String() string {
 func (*SubscribeResponse) ProtoMessage() {}
 
 func (x *SubscribeResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_annals_v1_annals_proto_msgTypes[11]
+	mi := &file_annals_v1_annals_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -936,7 +1234,7 @@ func (x *SubscribeResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SubscribeResponse.ProtoReflect.Descriptor instead.
 func (*SubscribeResponse) Descriptor() ([]byte, []int) {
-	return file_annals_v1_annals_proto_rawDescGZIP(), []int{11}
+	return file_annals_v1_annals_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *SubscribeResponse) GetContent() isSubscribeResponse_Content {
@@ -994,7 +1292,7 @@ type SubscriptionStarted struct {
 
 func (x *SubscriptionStarted) Reset() {
 	*x = SubscriptionStarted{}
-	mi := &file_annals_v1_annals_proto_msgTypes[12]
+	mi := &file_annals_v1_annals_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1006,7 +1304,7 @@ func (x *SubscriptionStarted) String() string {
 func (*SubscriptionStarted) ProtoMessage() {}
 
 func (x *SubscriptionStarted) ProtoReflect() protoreflect.Message {
-	mi := &file_annals_v1_annals_proto_msgTypes[12]
+	mi := &file_annals_v1_annals_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1019,7 +1317,7 @@ func (x *SubscriptionStarted) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SubscriptionStarted.ProtoReflect.Descriptor instead.
 func (*SubscriptionStarted) Descriptor() ([]byte, []int) {
-	return file_annals_v1_annals_proto_rawDescGZIP(), []int{12}
+	return file_annals_v1_annals_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *SubscriptionStarted) GetFrom() uint64 {
@@ -1038,7 +1336,7 @@ type EventBatch struct {
 
 func (x *EventBatch) Reset() {
 	*x = EventBatch{}
-	mi := &file_annals_v1_annals_proto_msgTypes[13]
+	mi := &file_annals_v1_annals_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1050,7 +1348,7 @@ func (x *EventBatch) String() string {
 func (*EventBatch) ProtoMessage() {}
 
 func (x *EventBatch) ProtoReflect() protoreflect.Message {
-	mi := &file_annals_v1_annals_proto_msgTypes[13]
+	mi := &file_annals_v1_annals_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1063,7 +1361,7 @@ func (x *EventBatch) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use EventBatch.ProtoReflect.Descriptor instead.
 func (*EventBatch) Descriptor() ([]byte, []int) {
-	return file_annals_v1_annals_proto_rawDescGZIP(), []int{13}
+	return file_annals_v1_annals_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *EventBatch) GetEvents() []*RecordedEvent {
@@ -1083,7 +1381,7 @@ type DeleteRequest struct {
 
 func (x *DeleteRequest) Reset() {
 	*x = DeleteRequest{}
-	mi := &file_annals_v1_annals_proto_msgTypes[14]
+	mi := &file_annals_v1_annals_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1095,7 +1393,7 @@ func (x *DeleteRequest) String() string {
 func (*DeleteRequest) ProtoMessage() {}
 
 func (x *DeleteRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_annals_v1_annals_proto_msgTypes[14]
+	mi := &file_annals_v1_annals_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1108,7 +1406,7 @@ func (x *DeleteRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeleteRequest.ProtoReflect.Descriptor instead.
 func (*DeleteRequest) Descriptor() ([]byte, []int) {
-	return file_annals_v1_annals_proto_rawDescGZIP(), []int{14}
+	return file_annals_v1_annals_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *DeleteRequest) GetStream() string {
@@ -1135,7 +1433,7 @@ type DeleteResponse struct {
 
 func (x *DeleteResponse) Reset() {
 	*x = DeleteResponse{}
-	mi := &file_annals_v1_annals_proto_msgTypes[15]
+	mi := &file_annals_v1_annals_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1147,7 +1445,7 @@ func (x *DeleteResponse) String() string {
 func (*DeleteResponse) ProtoMessage() {}
 
 func (x *DeleteResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_annals_v1_annals_proto_msgTypes[15]
+	mi := &file_annals_v1_annals_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1160,7 +1458,7 @@ func (x *DeleteResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeleteResponse.ProtoReflect.Descriptor instead.
 func (*DeleteResponse) Descriptor() ([]byte, []int) {
-	return file_annals_v1_annals_proto_rawDescGZIP(), []int{15}
+	return file_annals_v1_annals_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *DeleteResponse) GetPosition() uint64 {
@@ -1180,7 +1478,7 @@ type TombstoneRequest struct {
 
 func (x *TombstoneRequest) Reset() {
 	*x = TombstoneRequest{}
-	mi := &file_annals_v1_annals_proto_msgTypes[16]
+	mi := &file_annals_v1_annals_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1192,7 +1490,7 @@ func (x *TombstoneRequest) String() string {
 func (*TombstoneRequest) ProtoMessage() {}
 
 func (x *TombstoneRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_annals_v1_annals_proto_msgTypes[16]
+	mi := &file_annals_v1_annals_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1205,7 +1503,7 @@ func (x *TombstoneRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TombstoneRequest.ProtoReflect.Descriptor instead.
 func (*TombstoneRequest) Descriptor() ([]byte, []int) {
-	return file_annals_v1_annals_proto_rawDescGZIP(), []int{16}
+	return file_annals_v1_annals_proto_rawDescGZIP(), []int{21}
 }
 
 func (x *TombstoneRequest) GetStream() string {
@@ -1232,7 +1530,7 @@ type TombstoneResponse struct {
 
 func (x *TombstoneResponse) Reset() {
 	*x = TombstoneResponse{}
-	mi := &file_annals_v1_annals_proto_msgTypes[17]
+	mi := &file_annals_v1_annals_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1244,7 +1542,7 @@ func (x *TombstoneResponse) String() string {
 func (*TombstoneResponse) ProtoMessage() {}
 
 func (x *TombstoneResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_annals_v1_annals_proto_msgTypes[17]
+	mi := &file_annals_v1_annals_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1257,7 +1555,7 @@ func (x *TombstoneResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TombstoneResponse.ProtoReflect.Descriptor instead.
 func (*TombstoneResponse) Descriptor() ([]byte, []int) {
-	return file_annals_v1_annals_proto_rawDescGZIP(), []int{17}
+	return file_annals_v1_annals_proto_rawDescGZIP(), []int{22}
 }
 
 func (x *TombstoneResponse) GetPosition() uint64 {
@@ -1286,7 +1584,7 @@ type StreamMetadata struct {
 
 func (x *StreamMetadata) Reset() {
 	*x = StreamMetadata{}
-	mi := &file_annals_v1_annals_proto_msgTypes[18]
+	mi := &file_annals_v1_annals_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1298,7 +1596,7 @@ func (x *StreamMetadata) String() string {
 func (*StreamMetadata) ProtoMessage() {}
 
 func (x *StreamMetadata) ProtoReflect() protoreflect.Message {
-	mi := &file_annals_v1_annals_proto_msgTypes[18]
+	mi := &file_annals_v1_annals_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1311,7 +1609,7 @@ func (x *StreamMetadata) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StreamMetadata.ProtoReflect.Descriptor instead.
 func (*StreamMetadata) Descriptor() ([]byte, []int) {
-	return file_annals_v1_annals_proto_rawDescGZIP(), []int{18}
+	return file_annals_v1_annals_proto_rawDescGZIP(), []int{23}
 }
 
 func (x *StreamMetadata) GetMaxCount() uint64 {
@@ -1363,7 +1661,7 @@ type Acl struct {
 
 func (x *Acl) Reset() {
 	*x = Acl{}
-	mi := &file_annals_v1_annals_proto_msgTypes[19]
+	mi := &file_annals_v1_annals_proto_msgTypes[24]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1375,7 +1673,7 @@ func (x *Acl) String() string {
 func (*Acl) ProtoMessage() {}
 
 func (x *Acl) ProtoReflect() protoreflect.Message {
-	mi := &file_annals_v1_annals_proto_msgTypes[19]
+	mi := &file_annals_v1_annals_proto_msgTypes[24]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1388,7 +1686,7 @@ func (x *Acl) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Acl.ProtoReflect.Descriptor instead.
 func (*Acl) Descriptor() ([]byte, []int) {
-	return file_annals_v1_annals_proto_rawDescGZIP(), []int{19}
+	return file_annals_v1_annals_proto_rawDescGZIP(), []int{24}
 }
 
 func (x *Acl) GetRead() []string {
@@ -1435,7 +1733,7 @@ type GetMetadataRequest struct {
 
 func (x *GetMetadataRequest) Reset() {
 	*x = GetMetadataRequest{}
-	mi := &file_annals_v1_annals_proto_msgTypes[20]
+	mi := &file_annals_v1_annals_proto_msgTypes[25]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1447,7 +1745,7 @@ func (x *GetMetadataRequest) String() string {
 func (*GetMetadataRequest) ProtoMessage() {}
 
 func (x *GetMetadataRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_annals_v1_annals_proto_msgTypes[20]
+	mi := &file_annals_v1_annals_proto_msgTypes[25]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1460,7 +1758,7 @@ func (x *GetMetadataRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetMetadataRequest.ProtoReflect.Descriptor instead.
 func (*GetMetadataRequest) Descriptor() ([]byte, []int) {
-	return file_annals_v1_annals_proto_rawDescGZIP(), []int{20}
+	return file_annals_v1_annals_proto_rawDescGZIP(), []int{25}
 }
 
 func (x *GetMetadataRequest) GetStream() string {
@@ -1482,7 +1780,7 @@ type GetMetadataResponse struct {
 
 func (x *GetMetadataResponse) Reset() {
 	*x = GetMetadataResponse{}
-	mi := &file_annals_v1_annals_proto_msgTypes[21]
+	mi := &file_annals_v1_annals_proto_msgTypes[26]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1494,7 +1792,7 @@ func (x *GetMetadataResponse) String() string {
 func (*GetMetadataResponse) ProtoMessage() {}
 
 func (x *GetMetadataResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_annals_v1_annals_proto_msgTypes[21]
+	mi := &file_annals_v1_annals_proto_msgTypes[26]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1507,7 +1805,7 @@ func (x *GetMetadataResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetMetadataResponse.ProtoReflect.Descriptor instead.
 func (*GetMetadataResponse) Descriptor() ([]byte, []int) {
-	return file_annals_v1_annals_proto_rawDescGZIP(), []int{21}
+	return file_annals_v1_annals_proto_rawDescGZIP(), []int{26}
 }
 
 func (x *GetMetadataResponse) GetMetadata() *StreamMetadata {
@@ -1536,7 +1834,7 @@ type SetMetadataRequest struct {
 
 func (x *SetMetadataRequest) Reset() {
 	*x = SetMetadataRequest{}
-	mi := &file_annals_v1_annals_proto_msgTypes[22]
+	mi := &file_annals_v1_annals_proto_msgTypes[27]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1548,7 +1846,7 @@ func (x *SetMetadataRequest) String() string {
 func (*SetMetadataRequest) ProtoMessage() {}
 
 func (x *SetMetadataRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_annals_v1_annals_proto_msgTypes[22]
+	mi := &file_annals_v1_annals_proto_msgTypes[27]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1561,7 +1859,7 @@ func (x *SetMetadataRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SetMetadataRequest.ProtoReflect.Descriptor instead.
 func (*SetMetadataRequest) Descriptor() ([]byte, []int) {
-	return file_annals_v1_annals_proto_rawDescGZIP(), []int{22}
+	return file_annals_v1_annals_proto_rawDescGZIP(), []int{27}
 }
 
 func (x *SetMetadataRequest) GetStream() string {
@@ -1595,7 +1893,7 @@ type SetMetadataResponse struct {
 
 func (x *SetMetadataResponse) Reset() {
 	*x = SetMetadataResponse{}
-	mi := &file_annals_v1_annals_proto_msgTypes[23]
+	mi := &file_annals_v1_annals_proto_msgTypes[28]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1607,7 +1905,7 @@ func (x *SetMetadataResponse) String() string {
 func (*SetMetadataResponse) ProtoMessage() {}
 
 func (x *SetMetadataResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_annals_v1_annals_proto_msgTypes[23]
+	mi := &file_annals_v1_annals_proto_msgTypes[28]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1620,7 +1918,7 @@ func (x *SetMetadataResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SetMetadataResponse.ProtoReflect.Descriptor instead.
 func (*SetMetadataResponse) Descriptor() ([]byte, []int) {
-	return file_annals_v1_annals_proto_rawDescGZIP(), []int{23}
+	return file_annals_v1_annals_proto_rawDescGZIP(), []int{28}
 }
 
 func (x *SetMetadataResponse) GetRevision() uint64 {
@@ -1651,7 +1949,7 @@ type ListStreamsRequest struct {
 
 func (x *ListStreamsRequest) Reset() {
 	*x = ListStreamsRequest{}
-	mi := &file_annals_v1_annals_proto_msgTypes[24]
+	mi := &file_annals_v1_annals_proto_msgTypes[29]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1663,7 +1961,7 @@ func (x *ListStreamsRequest) String() string {
 func (*ListStreamsRequest) ProtoMessage() {}
 
 func (x *ListStreamsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_annals_v1_annals_proto_msgTypes[24]
+	mi := &file_annals_v1_annals_proto_msgTypes[29]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1676,7 +1974,7 @@ func (x *ListStreamsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListStreamsRequest.ProtoReflect.Descriptor instead.
 func (*ListStreamsRequest) Descriptor() ([]byte, []int) {
-	return file_annals_v1_annals_proto_rawDescGZIP(), []int{24}
+	return file_annals_v1_annals_proto_rawDescGZIP(), []int{29}
 }
 
 func (x *ListStreamsRequest) GetPrefix() string {
@@ -1713,7 +2011,7 @@ type StreamInfo struct {
 
 func (x *StreamInfo) Reset() {
 	*x = StreamInfo{}
-	mi := &file_annals_v1_annals_proto_msgTypes[25]
+	mi := &file_annals_v1_annals_proto_msgTypes[30]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1725,7 +2023,7 @@ func (x *StreamInfo) String() string {
 func (*StreamInfo) ProtoMessage() {}
 
 func (x *StreamInfo) ProtoReflect() protoreflect.Message {
-	mi := &file_annals_v1_annals_proto_msgTypes[25]
+	mi := &file_annals_v1_annals_proto_msgTypes[30]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1738,7 +2036,7 @@ func (x *StreamInfo) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StreamInfo.ProtoReflect.Descriptor instead.
 func (*StreamInfo) Descriptor() ([]byte, []int) {
-	return file_annals_v1_annals_proto_rawDescGZIP(), []int{25}
+	return file_annals_v1_annals_proto_rawDescGZIP(), []int{30}
 }
 
 func (x *StreamInfo) GetStream() string {
@@ -1772,7 +2070,7 @@ type ListStreamsResponse struct {
 
 func (x *ListStreamsResponse) Reset() {
 	*x = ListStreamsResponse{}
-	mi := &file_annals_v1_annals_proto_msgTypes[26]
+	mi := &file_annals_v1_annals_proto_msgTypes[31]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1784,7 +2082,7 @@ func (x *ListStreamsResponse) String() string {
 func (*ListStreamsResponse) ProtoMessage() {}
 
 func (x *ListStreamsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_annals_v1_annals_proto_msgTypes[26]
+	mi := &file_annals_v1_annals_proto_msgTypes[31]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1797,7 +2095,7 @@ func (x *ListStreamsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListStreamsResponse.ProtoReflect.Descriptor instead.
 func (*ListStreamsResponse) Descriptor() ([]byte, []int) {
-	return file_annals_v1_annals_proto_rawDescGZIP(), []int{26}
+	return file_annals_v1_annals_proto_rawDescGZIP(), []int{31}
 }
 
 func (x *ListStreamsResponse) GetStreams() []*StreamInfo {
@@ -1815,7 +2113,7 @@ type ServerInfoRequest struct {
 
 func (x *ServerInfoRequest) Reset() {
 	*x = ServerInfoRequest{}
-	mi := &file_annals_v1_annals_proto_msgTypes[27]
+	mi := &file_annals_v1_annals_proto_msgTypes[32]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1827,7 +2125,7 @@ func (x *ServerInfoRequest) String() string {
 func (*ServerInfoRequest) ProtoMessage() {}
 
 func (x *ServerInfoRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_annals_v1_annals_proto_msgTypes[27]
+	mi := &file_annals_v1_annals_proto_msgTypes[32]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1840,7 +2138,7 @@ func (x *ServerInfoRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ServerInfoRequest.ProtoReflect.Descriptor instead.
 func (*ServerInfoRequest) Descriptor() ([]byte, []int) {
-	return file_annals_v1_annals_proto_rawDescGZIP(), []int{27}
+	return file_annals_v1_annals_proto_rawDescGZIP(), []int{32}
 }
 
 type ServerInfoResponse struct {
@@ -1861,7 +2159,7 @@ type ServerInfoResponse struct {
 
 func (x *ServerInfoResponse) Reset() {
 	*x = ServerInfoResponse{}
-	mi := &file_annals_v1_annals_proto_msgTypes[28]
+	mi := &file_annals_v1_annals_proto_msgTypes[33]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1873,7 +2171,7 @@ func (x *ServerInfoResponse) String() string {
 func (*ServerInfoResponse) ProtoMessage() {}
 
 func (x *ServerInfoResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_annals_v1_annals_proto_msgTypes[28]
+	mi := &file_annals_v1_annals_proto_msgTypes[33]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1886,7 +2184,7 @@ func (x *ServerInfoResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ServerInfoResponse.ProtoReflect.Descriptor instead.
 func (*ServerInfoResponse) Descriptor() ([]byte, []int) {
-	return file_annals_v1_annals_proto_rawDescGZIP(), []int{28}
+	return file_annals_v1_annals_proto_rawDescGZIP(), []int{33}
 }
 
 func (x *ServerInfoResponse) GetVersion() string {
@@ -1945,7 +2243,7 @@ type ErrorDetail struct {
 
 func (x *ErrorDetail) Reset() {
 	*x = ErrorDetail{}
-	mi := &file_annals_v1_annals_proto_msgTypes[29]
+	mi := &file_annals_v1_annals_proto_msgTypes[34]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1957,7 +2255,7 @@ func (x *ErrorDetail) String() string {
 func (*ErrorDetail) ProtoMessage() {}
 
 func (x *ErrorDetail) ProtoReflect() protoreflect.Message {
-	mi := &file_annals_v1_annals_proto_msgTypes[29]
+	mi := &file_annals_v1_annals_proto_msgTypes[34]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1970,7 +2268,7 @@ func (x *ErrorDetail) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ErrorDetail.ProtoReflect.Descriptor instead.
 func (*ErrorDetail) Descriptor() ([]byte, []int) {
-	return file_annals_v1_annals_proto_rawDescGZIP(), []int{29}
+	return file_annals_v1_annals_proto_rawDescGZIP(), []int{34}
 }
 
 func (x *ErrorDetail) GetReason() string {
@@ -2029,7 +2327,7 @@ type Lease struct {
 
 func (x *Lease) Reset() {
 	*x = Lease{}
-	mi := &file_annals_v1_annals_proto_msgTypes[30]
+	mi := &file_annals_v1_annals_proto_msgTypes[35]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2041,7 +2339,7 @@ func (x *Lease) String() string {
 func (*Lease) ProtoMessage() {}
 
 func (x *Lease) ProtoReflect() protoreflect.Message {
-	mi := &file_annals_v1_annals_proto_msgTypes[30]
+	mi := &file_annals_v1_annals_proto_msgTypes[35]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2054,7 +2352,7 @@ func (x *Lease) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Lease.ProtoReflect.Descriptor instead.
 func (*Lease) Descriptor() ([]byte, []int) {
-	return file_annals_v1_annals_proto_rawDescGZIP(), []int{30}
+	return file_annals_v1_annals_proto_rawDescGZIP(), []int{35}
 }
 
 func (x *Lease) GetName() string {
@@ -2111,7 +2409,7 @@ type AcquireRequest struct {
 
 func (x *AcquireRequest) Reset() {
 	*x = AcquireRequest{}
-	mi := &file_annals_v1_annals_proto_msgTypes[31]
+	mi := &file_annals_v1_annals_proto_msgTypes[36]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2123,7 +2421,7 @@ func (x *AcquireRequest) String() string {
 func (*AcquireRequest) ProtoMessage() {}
 
 func (x *AcquireRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_annals_v1_annals_proto_msgTypes[31]
+	mi := &file_annals_v1_annals_proto_msgTypes[36]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2136,7 +2434,7 @@ func (x *AcquireRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AcquireRequest.ProtoReflect.Descriptor instead.
 func (*AcquireRequest) Descriptor() ([]byte, []int) {
-	return file_annals_v1_annals_proto_rawDescGZIP(), []int{31}
+	return file_annals_v1_annals_proto_rawDescGZIP(), []int{36}
 }
 
 func (x *AcquireRequest) GetName() string {
@@ -2169,7 +2467,7 @@ type AcquireResponse struct {
 
 func (x *AcquireResponse) Reset() {
 	*x = AcquireResponse{}
-	mi := &file_annals_v1_annals_proto_msgTypes[32]
+	mi := &file_annals_v1_annals_proto_msgTypes[37]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2181,7 +2479,7 @@ func (x *AcquireResponse) String() string {
 func (*AcquireResponse) ProtoMessage() {}
 
 func (x *AcquireResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_annals_v1_annals_proto_msgTypes[32]
+	mi := &file_annals_v1_annals_proto_msgTypes[37]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2194,7 +2492,7 @@ func (x *AcquireResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AcquireResponse.ProtoReflect.Descriptor instead.
 func (*AcquireResponse) Descriptor() ([]byte, []int) {
-	return file_annals_v1_annals_proto_rawDescGZIP(), []int{32}
+	return file_annals_v1_annals_proto_rawDescGZIP(), []int{37}
 }
 
 func (x *AcquireResponse) GetLease() *Lease {
@@ -2215,7 +2513,7 @@ type RenewRequest struct {
 
 func (x *RenewRequest) Reset() {
 	*x = RenewRequest{}
-	mi := &file_annals_v1_annals_proto_msgTypes[33]
+	mi := &file_annals_v1_annals_proto_msgTypes[38]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2227,7 +2525,7 @@ func (x *RenewRequest) String() string {
 func (*RenewRequest) ProtoMessage() {}
 
 func (x *RenewRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_annals_v1_annals_proto_msgTypes[33]
+	mi := &file_annals_v1_annals_proto_msgTypes[38]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2240,7 +2538,7 @@ func (x *RenewRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RenewRequest.ProtoReflect.Descriptor instead.
 func (*RenewRequest) Descriptor() ([]byte, []int) {
-	return file_annals_v1_annals_proto_rawDescGZIP(), []int{33}
+	return file_annals_v1_annals_proto_rawDescGZIP(), []int{38}
 }
 
 func (x *RenewRequest) GetLease() *Lease {
@@ -2259,7 +2557,7 @@ type RenewResponse struct {
 
 func (x *RenewResponse) Reset() {
 	*x = RenewResponse{}
-	mi := &file_annals_v1_annals_proto_msgTypes[34]
+	mi := &file_annals_v1_annals_proto_msgTypes[39]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2271,7 +2569,7 @@ func (x *RenewResponse) String() string {
 func (*RenewResponse) ProtoMessage() {}
 
 func (x *RenewResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_annals_v1_annals_proto_msgTypes[34]
+	mi := &file_annals_v1_annals_proto_msgTypes[39]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2284,7 +2582,7 @@ func (x *RenewResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RenewResponse.ProtoReflect.Descriptor instead.
 func (*RenewResponse) Descriptor() ([]byte, []int) {
-	return file_annals_v1_annals_proto_rawDescGZIP(), []int{34}
+	return file_annals_v1_annals_proto_rawDescGZIP(), []int{39}
 }
 
 func (x *RenewResponse) GetLease() *Lease {
@@ -2303,7 +2601,7 @@ type ReleaseRequest struct {
 
 func (x *ReleaseRequest) Reset() {
 	*x = ReleaseRequest{}
-	mi := &file_annals_v1_annals_proto_msgTypes[35]
+	mi := &file_annals_v1_annals_proto_msgTypes[40]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2315,7 +2613,7 @@ func (x *ReleaseRequest) String() string {
 func (*ReleaseRequest) ProtoMessage() {}
 
 func (x *ReleaseRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_annals_v1_annals_proto_msgTypes[35]
+	mi := &file_annals_v1_annals_proto_msgTypes[40]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2328,7 +2626,7 @@ func (x *ReleaseRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReleaseRequest.ProtoReflect.Descriptor instead.
 func (*ReleaseRequest) Descriptor() ([]byte, []int) {
-	return file_annals_v1_annals_proto_rawDescGZIP(), []int{35}
+	return file_annals_v1_annals_proto_rawDescGZIP(), []int{40}
 }
 
 func (x *ReleaseRequest) GetLease() *Lease {
@@ -2346,7 +2644,7 @@ type ReleaseResponse struct {
 
 func (x *ReleaseResponse) Reset() {
 	*x = ReleaseResponse{}
-	mi := &file_annals_v1_annals_proto_msgTypes[36]
+	mi := &file_annals_v1_annals_proto_msgTypes[41]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2358,7 +2656,7 @@ func (x *ReleaseResponse) String() string {
 func (*ReleaseResponse) ProtoMessage() {}
 
 func (x *ReleaseResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_annals_v1_annals_proto_msgTypes[36]
+	mi := &file_annals_v1_annals_proto_msgTypes[41]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2371,7 +2669,7 @@ func (x *ReleaseResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReleaseResponse.ProtoReflect.Descriptor instead.
 func (*ReleaseResponse) Descriptor() ([]byte, []int) {
-	return file_annals_v1_annals_proto_rawDescGZIP(), []int{36}
+	return file_annals_v1_annals_proto_rawDescGZIP(), []int{41}
 }
 
 type ListLeasesRequest struct {
@@ -2384,7 +2682,7 @@ type ListLeasesRequest struct {
 
 func (x *ListLeasesRequest) Reset() {
 	*x = ListLeasesRequest{}
-	mi := &file_annals_v1_annals_proto_msgTypes[37]
+	mi := &file_annals_v1_annals_proto_msgTypes[42]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2396,7 +2694,7 @@ func (x *ListLeasesRequest) String() string {
 func (*ListLeasesRequest) ProtoMessage() {}
 
 func (x *ListLeasesRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_annals_v1_annals_proto_msgTypes[37]
+	mi := &file_annals_v1_annals_proto_msgTypes[42]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2409,7 +2707,7 @@ func (x *ListLeasesRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListLeasesRequest.ProtoReflect.Descriptor instead.
 func (*ListLeasesRequest) Descriptor() ([]byte, []int) {
-	return file_annals_v1_annals_proto_rawDescGZIP(), []int{37}
+	return file_annals_v1_annals_proto_rawDescGZIP(), []int{42}
 }
 
 func (x *ListLeasesRequest) GetPrefix() string {
@@ -2428,7 +2726,7 @@ type ListLeasesResponse struct {
 
 func (x *ListLeasesResponse) Reset() {
 	*x = ListLeasesResponse{}
-	mi := &file_annals_v1_annals_proto_msgTypes[38]
+	mi := &file_annals_v1_annals_proto_msgTypes[43]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2440,7 +2738,7 @@ func (x *ListLeasesResponse) String() string {
 func (*ListLeasesResponse) ProtoMessage() {}
 
 func (x *ListLeasesResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_annals_v1_annals_proto_msgTypes[38]
+	mi := &file_annals_v1_annals_proto_msgTypes[43]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2453,7 +2751,7 @@ func (x *ListLeasesResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListLeasesResponse.ProtoReflect.Descriptor instead.
 func (*ListLeasesResponse) Descriptor() ([]byte, []int) {
-	return file_annals_v1_annals_proto_rawDescGZIP(), []int{38}
+	return file_annals_v1_annals_proto_rawDescGZIP(), []int{43}
 }
 
 func (x *ListLeasesResponse) GetLeases() []*Lease {
@@ -2504,7 +2802,23 @@ const file_annals_v1_annals_proto_rawDesc = "" +
 	"\x05lease\x18\x04 \x01(\v2\x10.annals.v1.LeaseR\x05lease\"H\n" +
 	"\x0eAppendResponse\x12\x1a\n" +
 	"\brevision\x18\x01 \x01(\x04R\brevision\x12\x1a\n" +
-	"\bposition\x18\x02 \x01(\x04R\bposition\"\x80\x02\n" +
+	"\bposition\x18\x02 \x01(\x04R\bposition\"F\n" +
+	"\x12BatchAppendRequest\x120\n" +
+	"\aappends\x18\x01 \x03(\v2\x16.annals.v1.BatchAppendR\aappends\"O\n" +
+	"\vBatchAppend\x12\x0e\n" +
+	"\x02id\x18\x01 \x01(\x04R\x02id\x120\n" +
+	"\x06append\x18\x02 \x01(\v2\x18.annals.v1.AppendRequestR\x06append\"M\n" +
+	"\x13BatchAppendResponse\x126\n" +
+	"\aresults\x18\x01 \x03(\v2\x1c.annals.v1.BatchAppendResultR\aresults\"\x85\x01\n" +
+	"\x11BatchAppendResult\x12\x0e\n" +
+	"\x02id\x18\x01 \x01(\x04R\x02id\x12+\n" +
+	"\x02ok\x18\x02 \x01(\v2\x19.annals.v1.AppendResponseH\x00R\x02ok\x12)\n" +
+	"\x05error\x18\x03 \x01(\v2\x11.annals.v1.StatusH\x00R\x05errorB\b\n" +
+	"\x06result\"f\n" +
+	"\x06Status\x12\x12\n" +
+	"\x04code\x18\x01 \x01(\x05R\x04code\x12\x18\n" +
+	"\amessage\x18\x02 \x01(\tR\amessage\x12.\n" +
+	"\x06detail\x18\x03 \x01(\v2\x16.annals.v1.ErrorDetailR\x06detail\"\x80\x02\n" +
 	"\x11ReadStreamRequest\x12\x16\n" +
 	"\x06stream\x18\x01 \x01(\tR\x06stream\x12\x12\n" +
 	"\x04from\x18\x02 \x01(\x04R\x04from\x12\x19\n" +
@@ -2624,9 +2938,10 @@ const file_annals_v1_annals_proto_rawDesc = "" +
 	"\x11ListLeasesRequest\x12\x16\n" +
 	"\x06prefix\x18\x01 \x01(\tR\x06prefix\">\n" +
 	"\x12ListLeasesResponse\x12(\n" +
-	"\x06leases\x18\x01 \x03(\v2\x10.annals.v1.LeaseR\x06leases2\xeb\x05\n" +
+	"\x06leases\x18\x01 \x03(\v2\x10.annals.v1.LeaseR\x06leases2\xbd\x06\n" +
 	"\x11EventStoreService\x12=\n" +
-	"\x06Append\x12\x18.annals.v1.AppendRequest\x1a\x19.annals.v1.AppendResponse\x12K\n" +
+	"\x06Append\x12\x18.annals.v1.AppendRequest\x1a\x19.annals.v1.AppendResponse\x12P\n" +
+	"\vBatchAppend\x12\x1d.annals.v1.BatchAppendRequest\x1a\x1e.annals.v1.BatchAppendResponse(\x010\x01\x12K\n" +
 	"\n" +
 	"ReadStream\x12\x1c.annals.v1.ReadStreamRequest\x1a\x1d.annals.v1.ReadStreamResponse0\x01\x12B\n" +
 	"\aReadAll\x12\x19.annals.v1.ReadAllRequest\x1a\x1a.annals.v1.ReadAllResponse0\x01\x12H\n" +
@@ -2657,7 +2972,7 @@ func file_annals_v1_annals_proto_rawDescGZIP() []byte {
 	return file_annals_v1_annals_proto_rawDescData
 }
 
-var file_annals_v1_annals_proto_msgTypes = make([]protoimpl.MessageInfo, 39)
+var file_annals_v1_annals_proto_msgTypes = make([]protoimpl.MessageInfo, 44)
 var file_annals_v1_annals_proto_goTypes = []any{
 	(*ExpectedRevision)(nil),      // 0: annals.v1.ExpectedRevision
 	(*Event)(nil),                 // 1: annals.v1.Event
@@ -2665,116 +2980,129 @@ var file_annals_v1_annals_proto_goTypes = []any{
 	(*Filter)(nil),                // 3: annals.v1.Filter
 	(*AppendRequest)(nil),         // 4: annals.v1.AppendRequest
 	(*AppendResponse)(nil),        // 5: annals.v1.AppendResponse
-	(*ReadStreamRequest)(nil),     // 6: annals.v1.ReadStreamRequest
-	(*ReadStreamResponse)(nil),    // 7: annals.v1.ReadStreamResponse
-	(*ReadAllRequest)(nil),        // 8: annals.v1.ReadAllRequest
-	(*ReadAllResponse)(nil),       // 9: annals.v1.ReadAllResponse
-	(*SubscribeRequest)(nil),      // 10: annals.v1.SubscribeRequest
-	(*SubscribeResponse)(nil),     // 11: annals.v1.SubscribeResponse
-	(*SubscriptionStarted)(nil),   // 12: annals.v1.SubscriptionStarted
-	(*EventBatch)(nil),            // 13: annals.v1.EventBatch
-	(*DeleteRequest)(nil),         // 14: annals.v1.DeleteRequest
-	(*DeleteResponse)(nil),        // 15: annals.v1.DeleteResponse
-	(*TombstoneRequest)(nil),      // 16: annals.v1.TombstoneRequest
-	(*TombstoneResponse)(nil),     // 17: annals.v1.TombstoneResponse
-	(*StreamMetadata)(nil),        // 18: annals.v1.StreamMetadata
-	(*Acl)(nil),                   // 19: annals.v1.Acl
-	(*GetMetadataRequest)(nil),    // 20: annals.v1.GetMetadataRequest
-	(*GetMetadataResponse)(nil),   // 21: annals.v1.GetMetadataResponse
-	(*SetMetadataRequest)(nil),    // 22: annals.v1.SetMetadataRequest
-	(*SetMetadataResponse)(nil),   // 23: annals.v1.SetMetadataResponse
-	(*ListStreamsRequest)(nil),    // 24: annals.v1.ListStreamsRequest
-	(*StreamInfo)(nil),            // 25: annals.v1.StreamInfo
-	(*ListStreamsResponse)(nil),   // 26: annals.v1.ListStreamsResponse
-	(*ServerInfoRequest)(nil),     // 27: annals.v1.ServerInfoRequest
-	(*ServerInfoResponse)(nil),    // 28: annals.v1.ServerInfoResponse
-	(*ErrorDetail)(nil),           // 29: annals.v1.ErrorDetail
-	(*Lease)(nil),                 // 30: annals.v1.Lease
-	(*AcquireRequest)(nil),        // 31: annals.v1.AcquireRequest
-	(*AcquireResponse)(nil),       // 32: annals.v1.AcquireResponse
-	(*RenewRequest)(nil),          // 33: annals.v1.RenewRequest
-	(*RenewResponse)(nil),         // 34: annals.v1.RenewResponse
-	(*ReleaseRequest)(nil),        // 35: annals.v1.ReleaseRequest
-	(*ReleaseResponse)(nil),       // 36: annals.v1.ReleaseResponse
-	(*ListLeasesRequest)(nil),     // 37: annals.v1.ListLeasesRequest
-	(*ListLeasesResponse)(nil),    // 38: annals.v1.ListLeasesResponse
-	(*emptypb.Empty)(nil),         // 39: google.protobuf.Empty
-	(*timestamppb.Timestamp)(nil), // 40: google.protobuf.Timestamp
-	(*durationpb.Duration)(nil),   // 41: google.protobuf.Duration
+	(*BatchAppendRequest)(nil),    // 6: annals.v1.BatchAppendRequest
+	(*BatchAppend)(nil),           // 7: annals.v1.BatchAppend
+	(*BatchAppendResponse)(nil),   // 8: annals.v1.BatchAppendResponse
+	(*BatchAppendResult)(nil),     // 9: annals.v1.BatchAppendResult
+	(*Status)(nil),                // 10: annals.v1.Status
+	(*ReadStreamRequest)(nil),     // 11: annals.v1.ReadStreamRequest
+	(*ReadStreamResponse)(nil),    // 12: annals.v1.ReadStreamResponse
+	(*ReadAllRequest)(nil),        // 13: annals.v1.ReadAllRequest
+	(*ReadAllResponse)(nil),       // 14: annals.v1.ReadAllResponse
+	(*SubscribeRequest)(nil),      // 15: annals.v1.SubscribeRequest
+	(*SubscribeResponse)(nil),     // 16: annals.v1.SubscribeResponse
+	(*SubscriptionStarted)(nil),   // 17: annals.v1.SubscriptionStarted
+	(*EventBatch)(nil),            // 18: annals.v1.EventBatch
+	(*DeleteRequest)(nil),         // 19: annals.v1.DeleteRequest
+	(*DeleteResponse)(nil),        // 20: annals.v1.DeleteResponse
+	(*TombstoneRequest)(nil),      // 21: annals.v1.TombstoneRequest
+	(*TombstoneResponse)(nil),     // 22: annals.v1.TombstoneResponse
+	(*StreamMetadata)(nil),        // 23: annals.v1.StreamMetadata
+	(*Acl)(nil),                   // 24: annals.v1.Acl
+	(*GetMetadataRequest)(nil),    // 25: annals.v1.GetMetadataRequest
+	(*GetMetadataResponse)(nil),   // 26: annals.v1.GetMetadataResponse
+	(*SetMetadataRequest)(nil),    // 27: annals.v1.SetMetadataRequest
+	(*SetMetadataResponse)(nil),   // 28: annals.v1.SetMetadataResponse
+	(*ListStreamsRequest)(nil),    // 29: annals.v1.ListStreamsRequest
+	(*StreamInfo)(nil),            // 30: annals.v1.StreamInfo
+	(*ListStreamsResponse)(nil),   // 31: annals.v1.ListStreamsResponse
+	(*ServerInfoRequest)(nil),     // 32: annals.v1.ServerInfoRequest
+	(*ServerInfoResponse)(nil),    // 33: annals.v1.ServerInfoResponse
+	(*ErrorDetail)(nil),           // 34: annals.v1.ErrorDetail
+	(*Lease)(nil),                 // 35: annals.v1.Lease
+	(*AcquireRequest)(nil),        // 36: annals.v1.AcquireRequest
+	(*AcquireResponse)(nil),       // 37: annals.v1.AcquireResponse
+	(*RenewRequest)(nil),          // 38: annals.v1.RenewRequest
+	(*RenewResponse)(nil),         // 39: annals.v1.RenewResponse
+	(*ReleaseRequest)(nil),        // 40: annals.v1.ReleaseRequest
+	(*ReleaseResponse)(nil),       // 41: annals.v1.ReleaseResponse
+	(*ListLeasesRequest)(nil),     // 42: annals.v1.ListLeasesRequest
+	(*ListLeasesResponse)(nil),    // 43: annals.v1.ListLeasesResponse
+	(*emptypb.Empty)(nil),         // 44: google.protobuf.Empty
+	(*timestamppb.Timestamp)(nil), // 45: google.protobuf.Timestamp
+	(*durationpb.Duration)(nil),   // 46: google.protobuf.Duration
 }
 var file_annals_v1_annals_proto_depIdxs = []int32{
-	39, // 0: annals.v1.ExpectedRevision.any:type_name -> google.protobuf.Empty
-	39, // 1: annals.v1.ExpectedRevision.no_stream:type_name -> google.protobuf.Empty
-	39, // 2: annals.v1.ExpectedRevision.stream_exists:type_name -> google.protobuf.Empty
-	40, // 3: annals.v1.RecordedEvent.time:type_name -> google.protobuf.Timestamp
+	44, // 0: annals.v1.ExpectedRevision.any:type_name -> google.protobuf.Empty
+	44, // 1: annals.v1.ExpectedRevision.no_stream:type_name -> google.protobuf.Empty
+	44, // 2: annals.v1.ExpectedRevision.stream_exists:type_name -> google.protobuf.Empty
+	45, // 3: annals.v1.RecordedEvent.time:type_name -> google.protobuf.Timestamp
 	0,  // 4: annals.v1.AppendRequest.expected:type_name -> annals.v1.ExpectedRevision
 	1,  // 5: annals.v1.AppendRequest.events:type_name -> annals.v1.Event
-	30, // 6: annals.v1.AppendRequest.lease:type_name -> annals.v1.Lease
-	40, // 7: annals.v1.ReadStreamRequest.as_of:type_name -> google.protobuf.Timestamp
-	3,  // 8: annals.v1.ReadStreamRequest.filter:type_name -> annals.v1.Filter
-	2,  // 9: annals.v1.ReadStreamResponse.events:type_name -> annals.v1.RecordedEvent
-	40, // 10: annals.v1.ReadAllRequest.as_of:type_name -> google.protobuf.Timestamp
-	3,  // 11: annals.v1.ReadAllRequest.filter:type_name -> annals.v1.Filter
-	2,  // 12: annals.v1.ReadAllResponse.events:type_name -> annals.v1.RecordedEvent
-	3,  // 13: annals.v1.SubscribeRequest.filter:type_name -> annals.v1.Filter
-	12, // 14: annals.v1.SubscribeResponse.started:type_name -> annals.v1.SubscriptionStarted
-	13, // 15: annals.v1.SubscribeResponse.events:type_name -> annals.v1.EventBatch
-	2,  // 16: annals.v1.EventBatch.events:type_name -> annals.v1.RecordedEvent
-	0,  // 17: annals.v1.DeleteRequest.expected:type_name -> annals.v1.ExpectedRevision
-	0,  // 18: annals.v1.TombstoneRequest.expected:type_name -> annals.v1.ExpectedRevision
-	41, // 19: annals.v1.StreamMetadata.max_age:type_name -> google.protobuf.Duration
-	19, // 20: annals.v1.StreamMetadata.acl:type_name -> annals.v1.Acl
-	18, // 21: annals.v1.GetMetadataResponse.metadata:type_name -> annals.v1.StreamMetadata
-	0,  // 22: annals.v1.GetMetadataResponse.expected:type_name -> annals.v1.ExpectedRevision
-	0,  // 23: annals.v1.SetMetadataRequest.expected:type_name -> annals.v1.ExpectedRevision
-	18, // 24: annals.v1.SetMetadataRequest.metadata:type_name -> annals.v1.StreamMetadata
-	25, // 25: annals.v1.ListStreamsResponse.streams:type_name -> annals.v1.StreamInfo
-	40, // 26: annals.v1.ServerInfoResponse.start_time:type_name -> google.protobuf.Timestamp
-	0,  // 27: annals.v1.ErrorDetail.expected:type_name -> annals.v1.ExpectedRevision
-	0,  // 28: annals.v1.ErrorDetail.actual:type_name -> annals.v1.ExpectedRevision
-	30, // 29: annals.v1.ErrorDetail.lease:type_name -> annals.v1.Lease
-	41, // 30: annals.v1.Lease.ttl:type_name -> google.protobuf.Duration
-	40, // 31: annals.v1.Lease.expires:type_name -> google.protobuf.Timestamp
-	40, // 32: annals.v1.Lease.acquired:type_name -> google.protobuf.Timestamp
-	41, // 33: annals.v1.AcquireRequest.ttl:type_name -> google.protobuf.Duration
-	30, // 34: annals.v1.AcquireResponse.lease:type_name -> annals.v1.Lease
-	30, // 35: annals.v1.RenewRequest.lease:type_name -> annals.v1.Lease
-	30, // 36: annals.v1.RenewResponse.lease:type_name -> annals.v1.Lease
-	30, // 37: annals.v1.ReleaseRequest.lease:type_name -> annals.v1.Lease
-	30, // 38: annals.v1.ListLeasesResponse.leases:type_name -> annals.v1.Lease
-	4,  // 39: annals.v1.EventStoreService.Append:input_type -> annals.v1.AppendRequest
-	6,  // 40: annals.v1.EventStoreService.ReadStream:input_type -> annals.v1.ReadStreamRequest
-	8,  // 41: annals.v1.EventStoreService.ReadAll:input_type -> annals.v1.ReadAllRequest
-	10, // 42: annals.v1.EventStoreService.Subscribe:input_type -> annals.v1.SubscribeRequest
-	14, // 43: annals.v1.EventStoreService.Delete:input_type -> annals.v1.DeleteRequest
-	16, // 44: annals.v1.EventStoreService.Tombstone:input_type -> annals.v1.TombstoneRequest
-	20, // 45: annals.v1.EventStoreService.GetMetadata:input_type -> annals.v1.GetMetadataRequest
-	22, // 46: annals.v1.EventStoreService.SetMetadata:input_type -> annals.v1.SetMetadataRequest
-	24, // 47: annals.v1.EventStoreService.ListStreams:input_type -> annals.v1.ListStreamsRequest
-	27, // 48: annals.v1.EventStoreService.ServerInfo:input_type -> annals.v1.ServerInfoRequest
-	31, // 49: annals.v1.LeaseService.Acquire:input_type -> annals.v1.AcquireRequest
-	33, // 50: annals.v1.LeaseService.Renew:input_type -> annals.v1.RenewRequest
-	35, // 51: annals.v1.LeaseService.Release:input_type -> annals.v1.ReleaseRequest
-	37, // 52: annals.v1.LeaseService.ListLeases:input_type -> annals.v1.ListLeasesRequest
-	5,  // 53: annals.v1.EventStoreService.Append:output_type -> annals.v1.AppendResponse
-	7,  // 54: annals.v1.EventStoreService.ReadStream:output_type -> annals.v1.ReadStreamResponse
-	9,  // 55: annals.v1.EventStoreService.ReadAll:output_type -> annals.v1.ReadAllResponse
-	11, // 56: annals.v1.EventStoreService.Subscribe:output_type -> annals.v1.SubscribeResponse
-	15, // 57: annals.v1.EventStoreService.Delete:output_type -> annals.v1.DeleteResponse
-	17, // 58: annals.v1.EventStoreService.Tombstone:output_type -> annals.v1.TombstoneResponse
-	21, // 59: annals.v1.EventStoreService.GetMetadata:output_type -> annals.v1.GetMetadataResponse
-	23, // 60: annals.v1.EventStoreService.SetMetadata:output_type -> annals.v1.SetMetadataResponse
-	26, // 61: annals.v1.EventStoreService.ListStreams:output_type -> annals.v1.ListStreamsResponse
-	28, // 62: annals.v1.EventStoreService.ServerInfo:output_type -> annals.v1.ServerInfoResponse
-	32, // 63: annals.v1.LeaseService.Acquire:output_type -> annals.v1.AcquireResponse
-	34, // 64: annals.v1.LeaseService.Renew:output_type -> annals.v1.RenewResponse
-	36, // 65: annals.v1.LeaseService.Release:output_type -> annals.v1.ReleaseResponse
-	38, // 66: annals.v1.LeaseService.ListLeases:output_type -> annals.v1.ListLeasesResponse
-	53, // [53:67] is the sub-list for method output_type
-	39, // [39:53] is the sub-list for method input_type
-	39, // [39:39] is the sub-list for extension type_name
-	39, // [39:39] is the sub-list for extension extendee
-	0,  // [0:39] is the sub-list for field type_name
+	35, // 6: annals.v1.AppendRequest.lease:type_name -> annals.v1.Lease
+	7,  // 7: annals.v1.BatchAppendRequest.appends:type_name -> annals.v1.BatchAppend
+	4,  // 8: annals.v1.BatchAppend.append:type_name -> annals.v1.AppendRequest
+	9,  // 9: annals.v1.BatchAppendResponse.results:type_name -> annals.v1.BatchAppendResult
+	5,  // 10: annals.v1.BatchAppendResult.ok:type_name -> annals.v1.AppendResponse
+	10, // 11: annals.v1.BatchAppendResult.error:type_name -> annals.v1.Status
+	34, // 12: annals.v1.Status.detail:type_name -> annals.v1.ErrorDetail
+	45, // 13: annals.v1.ReadStreamRequest.as_of:type_name -> google.protobuf.Timestamp
+	3,  // 14: annals.v1.ReadStreamRequest.filter:type_name -> annals.v1.Filter
+	2,  // 15: annals.v1.ReadStreamResponse.events:type_name -> annals.v1.RecordedEvent
+	45, // 16: annals.v1.ReadAllRequest.as_of:type_name -> google.protobuf.Timestamp
+	3,  // 17: annals.v1.ReadAllRequest.filter:type_name -> annals.v1.Filter
+	2,  // 18: annals.v1.ReadAllResponse.events:type_name -> annals.v1.RecordedEvent
+	3,  // 19: annals.v1.SubscribeRequest.filter:type_name -> annals.v1.Filter
+	17, // 20: annals.v1.SubscribeResponse.started:type_name -> annals.v1.SubscriptionStarted
+	18, // 21: annals.v1.SubscribeResponse.events:type_name -> annals.v1.EventBatch
+	2,  // 22: annals.v1.EventBatch.events:type_name -> annals.v1.RecordedEvent
+	0,  // 23: annals.v1.DeleteRequest.expected:type_name -> annals.v1.ExpectedRevision
+	0,  // 24: annals.v1.TombstoneRequest.expected:type_name -> annals.v1.ExpectedRevision
+	46, // 25: annals.v1.StreamMetadata.max_age:type_name -> google.protobuf.Duration
+	24, // 26: annals.v1.StreamMetadata.acl:type_name -> annals.v1.Acl
+	23, // 27: annals.v1.GetMetadataResponse.metadata:type_name -> annals.v1.StreamMetadata
+	0,  // 28: annals.v1.GetMetadataResponse.expected:type_name -> annals.v1.ExpectedRevision
+	0,  // 29: annals.v1.SetMetadataRequest.expected:type_name -> annals.v1.ExpectedRevision
+	23, // 30: annals.v1.SetMetadataRequest.metadata:type_name -> annals.v1.StreamMetadata
+	30, // 31: annals.v1.ListStreamsResponse.streams:type_name -> annals.v1.StreamInfo
+	45, // 32: annals.v1.ServerInfoResponse.start_time:type_name -> google.protobuf.Timestamp
+	0,  // 33: annals.v1.ErrorDetail.expected:type_name -> annals.v1.ExpectedRevision
+	0,  // 34: annals.v1.ErrorDetail.actual:type_name -> annals.v1.ExpectedRevision
+	35, // 35: annals.v1.ErrorDetail.lease:type_name -> annals.v1.Lease
+	46, // 36: annals.v1.Lease.ttl:type_name -> google.protobuf.Duration
+	45, // 37: annals.v1.Lease.expires:type_name -> google.protobuf.Timestamp
+	45, // 38: annals.v1.Lease.acquired:type_name -> google.protobuf.Timestamp
+	46, // 39: annals.v1.AcquireRequest.ttl:type_name -> google.protobuf.Duration
+	35, // 40: annals.v1.AcquireResponse.lease:type_name -> annals.v1.Lease
+	35, // 41: annals.v1.RenewRequest.lease:type_name -> annals.v1.Lease
+	35, // 42: annals.v1.RenewResponse.lease:type_name -> annals.v1.Lease
+	35, // 43: annals.v1.ReleaseRequest.lease:type_name -> annals.v1.Lease
+	35, // 44: annals.v1.ListLeasesResponse.leases:type_name -> annals.v1.Lease
+	4,  // 45: annals.v1.EventStoreService.Append:input_type -> annals.v1.AppendRequest
+	6,  // 46: annals.v1.EventStoreService.BatchAppend:input_type -> annals.v1.BatchAppendRequest
+	11, // 47: annals.v1.EventStoreService.ReadStream:input_type -> annals.v1.ReadStreamRequest
+	13, // 48: annals.v1.EventStoreService.ReadAll:input_type -> annals.v1.ReadAllRequest
+	15, // 49: annals.v1.EventStoreService.Subscribe:input_type -> annals.v1.SubscribeRequest
+	19, // 50: annals.v1.EventStoreService.Delete:input_type -> annals.v1.DeleteRequest
+	21, // 51: annals.v1.EventStoreService.Tombstone:input_type -> annals.v1.TombstoneRequest
+	25, // 52: annals.v1.EventStoreService.GetMetadata:input_type -> annals.v1.GetMetadataRequest
+	27, // 53: annals.v1.EventStoreService.SetMetadata:input_type -> annals.v1.SetMetadataRequest
+	29, // 54: annals.v1.EventStoreService.ListStreams:input_type -> annals.v1.ListStreamsRequest
+	32, // 55: annals.v1.EventStoreService.ServerInfo:input_type -> annals.v1.ServerInfoRequest
+	36, // 56: annals.v1.LeaseService.Acquire:input_type -> annals.v1.AcquireRequest
+	38, // 57: annals.v1.LeaseService.Renew:input_type -> annals.v1.RenewRequest
+	40, // 58: annals.v1.LeaseService.Release:input_type -> annals.v1.ReleaseRequest
+	42, // 59: annals.v1.LeaseService.ListLeases:input_type -> annals.v1.ListLeasesRequest
+	5,  // 60: annals.v1.EventStoreService.Append:output_type -> annals.v1.AppendResponse
+	8,  // 61: annals.v1.EventStoreService.BatchAppend:output_type -> annals.v1.BatchAppendResponse
+	12, // 62: annals.v1.EventStoreService.ReadStream:output_type -> annals.v1.ReadStreamResponse
+	14, // 63: annals.v1.EventStoreService.ReadAll:output_type -> annals.v1.ReadAllResponse
+	16, // 64: annals.v1.EventStoreService.Subscribe:output_type -> annals.v1.SubscribeResponse
+	20, // 65: annals.v1.EventStoreService.Delete:output_type -> annals.v1.DeleteResponse
+	22, // 66: annals.v1.EventStoreService.Tombstone:output_type -> annals.v1.TombstoneResponse
+	26, // 67: annals.v1.EventStoreService.GetMetadata:output_type -> annals.v1.GetMetadataResponse
+	28, // 68: annals.v1.EventStoreService.SetMetadata:output_type -> annals.v1.SetMetadataResponse
+	31, // 69: annals.v1.EventStoreService.ListStreams:output_type -> annals.v1.ListStreamsResponse
+	33, // 70: annals.v1.EventStoreService.ServerInfo:output_type -> annals.v1.ServerInfoResponse
+	37, // 71: annals.v1.LeaseService.Acquire:output_type -> annals.v1.AcquireResponse
+	39, // 72: annals.v1.LeaseService.Renew:output_type -> annals.v1.RenewResponse
+	41, // 73: annals.v1.LeaseService.Release:output_type -> annals.v1.ReleaseResponse
+	43, // 74: annals.v1.LeaseService.ListLeases:output_type -> annals.v1.ListLeasesResponse
+	60, // [60:75] is the sub-list for method output_type
+	45, // [45:60] is the sub-list for method input_type
+	45, // [45:45] is the sub-list for extension type_name
+	45, // [45:45] is the sub-list for extension extendee
+	0,  // [0:45] is the sub-list for field type_name
 }
 
 func init() { file_annals_v1_annals_proto_init() }
@@ -2788,7 +3116,11 @@ func file_annals_v1_annals_proto_init() {
 		(*ExpectedRevision_StreamExists)(nil),
 		(*ExpectedRevision_Revision)(nil),
 	}
-	file_annals_v1_annals_proto_msgTypes[11].OneofWrappers = []any{
+	file_annals_v1_annals_proto_msgTypes[9].OneofWrappers = []any{
+		(*BatchAppendResult_Ok)(nil),
+		(*BatchAppendResult_Error)(nil),
+	}
+	file_annals_v1_annals_proto_msgTypes[16].OneofWrappers = []any{
 		(*SubscribeResponse_Started)(nil),
 		(*SubscribeResponse_Events)(nil),
 	}
@@ -2798,7 +3130,7 @@ func file_annals_v1_annals_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_annals_v1_annals_proto_rawDesc), len(file_annals_v1_annals_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   39,
+			NumMessages:   44,
 			NumExtensions: 0,
 			NumServices:   2,
 		},

@@ -46,6 +46,9 @@ const (
 	// EventStoreServiceAppendProcedure is the fully-qualified name of the EventStoreService's Append
 	// RPC.
 	EventStoreServiceAppendProcedure = "/annals.v1.EventStoreService/Append"
+	// EventStoreServiceBatchAppendProcedure is the fully-qualified name of the EventStoreService's
+	// BatchAppend RPC.
+	EventStoreServiceBatchAppendProcedure = "/annals.v1.EventStoreService/BatchAppend"
 	// EventStoreServiceReadStreamProcedure is the fully-qualified name of the EventStoreService's
 	// ReadStream RPC.
 	EventStoreServiceReadStreamProcedure = "/annals.v1.EventStoreService/ReadStream"
@@ -90,6 +93,17 @@ type EventStoreServiceClient interface {
 	// read-your-writes across services. Idempotent by event id (a retry returns the first
 	// result).
 	Append(context.Context, *connect.Request[v1.AppendRequest]) (*connect.Response[v1.AppendResponse], error)
+	// BatchAppend carries many appends over one long-lived stream, so that a client multiplexes
+	// the appends of all its callers on one connection: each request message holds one or more
+	// appends, each with an id of the client's choosing (unique among its unanswered appends);
+	// each response message answers one or more of them, by id, in any order. Every append is
+	// what an Append call is (atomic, checked against its expected revision, acknowledged when
+	// durable, idempotent by event id) and has its own result: one append's error does not end
+	// the stream. The server hands concurrent appends to the store together, so that one
+	// commit and one network write answer many. An error of the stream itself (bad message,
+	// server stopping) ends it; the appends it had not answered then have an unknown outcome,
+	// as a unary Append cut off has: retry them, with their event ids, to learn it.
+	BatchAppend(context.Context) *connect.BidiStreamForClient[v1.BatchAppendRequest, v1.BatchAppendResponse]
 	// ReadStream reads one stream's events, in batches, forwards or backwards.
 	ReadStream(context.Context, *connect.Request[v1.ReadStreamRequest]) (*connect.ServerStreamForClient[v1.ReadStreamResponse], error)
 	// ReadAll reads the global log in position order (or backwards), with optional filters.
@@ -127,6 +141,12 @@ func NewEventStoreServiceClient(httpClient connect.HTTPClient, baseURL string, o
 			httpClient,
 			baseURL+EventStoreServiceAppendProcedure,
 			connect.WithSchema(eventStoreServiceMethods.ByName("Append")),
+			connect.WithClientOptions(opts...),
+		),
+		batchAppend: connect.NewClient[v1.BatchAppendRequest, v1.BatchAppendResponse](
+			httpClient,
+			baseURL+EventStoreServiceBatchAppendProcedure,
+			connect.WithSchema(eventStoreServiceMethods.ByName("BatchAppend")),
 			connect.WithClientOptions(opts...),
 		),
 		readStream: connect.NewClient[v1.ReadStreamRequest, v1.ReadStreamResponse](
@@ -189,6 +209,7 @@ func NewEventStoreServiceClient(httpClient connect.HTTPClient, baseURL string, o
 // eventStoreServiceClient implements EventStoreServiceClient.
 type eventStoreServiceClient struct {
 	append      *connect.Client[v1.AppendRequest, v1.AppendResponse]
+	batchAppend *connect.Client[v1.BatchAppendRequest, v1.BatchAppendResponse]
 	readStream  *connect.Client[v1.ReadStreamRequest, v1.ReadStreamResponse]
 	readAll     *connect.Client[v1.ReadAllRequest, v1.ReadAllResponse]
 	subscribe   *connect.Client[v1.SubscribeRequest, v1.SubscribeResponse]
@@ -203,6 +224,11 @@ type eventStoreServiceClient struct {
 // Append calls annals.v1.EventStoreService.Append.
 func (c *eventStoreServiceClient) Append(ctx context.Context, req *connect.Request[v1.AppendRequest]) (*connect.Response[v1.AppendResponse], error) {
 	return c.append.CallUnary(ctx, req)
+}
+
+// BatchAppend calls annals.v1.EventStoreService.BatchAppend.
+func (c *eventStoreServiceClient) BatchAppend(ctx context.Context) *connect.BidiStreamForClient[v1.BatchAppendRequest, v1.BatchAppendResponse] {
+	return c.batchAppend.CallBidiStream(ctx)
 }
 
 // ReadStream calls annals.v1.EventStoreService.ReadStream.
@@ -257,6 +283,17 @@ type EventStoreServiceHandler interface {
 	// read-your-writes across services. Idempotent by event id (a retry returns the first
 	// result).
 	Append(context.Context, *connect.Request[v1.AppendRequest]) (*connect.Response[v1.AppendResponse], error)
+	// BatchAppend carries many appends over one long-lived stream, so that a client multiplexes
+	// the appends of all its callers on one connection: each request message holds one or more
+	// appends, each with an id of the client's choosing (unique among its unanswered appends);
+	// each response message answers one or more of them, by id, in any order. Every append is
+	// what an Append call is (atomic, checked against its expected revision, acknowledged when
+	// durable, idempotent by event id) and has its own result: one append's error does not end
+	// the stream. The server hands concurrent appends to the store together, so that one
+	// commit and one network write answer many. An error of the stream itself (bad message,
+	// server stopping) ends it; the appends it had not answered then have an unknown outcome,
+	// as a unary Append cut off has: retry them, with their event ids, to learn it.
+	BatchAppend(context.Context, *connect.BidiStream[v1.BatchAppendRequest, v1.BatchAppendResponse]) error
 	// ReadStream reads one stream's events, in batches, forwards or backwards.
 	ReadStream(context.Context, *connect.Request[v1.ReadStreamRequest], *connect.ServerStream[v1.ReadStreamResponse]) error
 	// ReadAll reads the global log in position order (or backwards), with optional filters.
@@ -290,6 +327,12 @@ func NewEventStoreServiceHandler(svc EventStoreServiceHandler, opts ...connect.H
 		EventStoreServiceAppendProcedure,
 		svc.Append,
 		connect.WithSchema(eventStoreServiceMethods.ByName("Append")),
+		connect.WithHandlerOptions(opts...),
+	)
+	eventStoreServiceBatchAppendHandler := connect.NewBidiStreamHandler(
+		EventStoreServiceBatchAppendProcedure,
+		svc.BatchAppend,
+		connect.WithSchema(eventStoreServiceMethods.ByName("BatchAppend")),
 		connect.WithHandlerOptions(opts...),
 	)
 	eventStoreServiceReadStreamHandler := connect.NewServerStreamHandler(
@@ -350,6 +393,8 @@ func NewEventStoreServiceHandler(svc EventStoreServiceHandler, opts ...connect.H
 		switch r.URL.Path {
 		case EventStoreServiceAppendProcedure:
 			eventStoreServiceAppendHandler.ServeHTTP(w, r)
+		case EventStoreServiceBatchAppendProcedure:
+			eventStoreServiceBatchAppendHandler.ServeHTTP(w, r)
 		case EventStoreServiceReadStreamProcedure:
 			eventStoreServiceReadStreamHandler.ServeHTTP(w, r)
 		case EventStoreServiceReadAllProcedure:
@@ -379,6 +424,10 @@ type UnimplementedEventStoreServiceHandler struct{}
 
 func (UnimplementedEventStoreServiceHandler) Append(context.Context, *connect.Request[v1.AppendRequest]) (*connect.Response[v1.AppendResponse], error) {
 	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("annals.v1.EventStoreService.Append is not implemented"))
+}
+
+func (UnimplementedEventStoreServiceHandler) BatchAppend(context.Context, *connect.BidiStream[v1.BatchAppendRequest, v1.BatchAppendResponse]) error {
+	return connect.NewError(connect.CodeUnimplemented, errors.New("annals.v1.EventStoreService.BatchAppend is not implemented"))
 }
 
 func (UnimplementedEventStoreServiceHandler) ReadStream(context.Context, *connect.Request[v1.ReadStreamRequest], *connect.ServerStream[v1.ReadStreamResponse]) error {
