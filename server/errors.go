@@ -54,6 +54,7 @@ var errorTable = []errorRow{
 	{err: annals.ErrWrongExpectedVersion, code: connect.CodeAborted, reason: wire.ReasonWrongExpectedVersion, status: http.StatusConflict},
 	{err: annals.ErrStreamNotFound, code: connect.CodeNotFound, reason: wire.ReasonStreamNotFound, status: http.StatusNotFound},
 	{err: annals.ErrStreamDeleted, code: connect.CodeFailedPrecondition, reason: wire.ReasonStreamDeleted, status: http.StatusGone},
+	{err: errUnsupportedMediaType, code: connect.CodeInvalidArgument, reason: wire.ReasonInvalidArgument, status: http.StatusUnsupportedMediaType},
 	{err: annals.ErrTooLarge, code: connect.CodeInvalidArgument, reason: wire.ReasonTooLarge, status: http.StatusRequestEntityTooLarge},
 	{err: annals.ErrInvalidArgument, code: connect.CodeInvalidArgument, reason: wire.ReasonInvalidArgument, status: http.StatusBadRequest},
 	{err: lease.ErrInvalid, code: connect.CodeInvalidArgument, reason: wire.ReasonInvalidArgument, status: http.StatusBadRequest},

@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"connectrpc.com/connect"
+	"github.com/annalsdb/annals"
 	annalsv1 "github.com/annalsdb/annals/internal/gen/annals/v1"
 	"github.com/annalsdb/annals/internal/gen/annals/v1/annalsv1connect"
 	"github.com/prometheus/client_golang/prometheus"
@@ -29,7 +30,7 @@ type MetricsOptions struct {
 //
 //   - annals_appends_total{code}, annals_appended_events_total, annals_appended_bytes_total
 //     (data and metadata of the events of successful appends), annals_append_duration_seconds
-//     (histogram, every append);
+//     (histogram, every append): RPC appends and JSON ones (POST /v1/streams/{stream});
 //   - annals_rpcs_total{procedure,code}, annals_rpc_duration_seconds{procedure} (unary RPCs;
 //     for streams, until the stream ends);
 //   - annals_reads_total{kind,api} (kind stream or all; api grpc or json) and
@@ -203,6 +204,41 @@ func codeLabel(err error) string {
 	return connect.CodeOf(err).String()
 }
 
+// countAppend counts an append with the result code (see codeLabel) that took d seconds: of
+// events events and n bytes of data and metadata, counted when it succeeded.
+func (m *Metrics) countAppend(code string, events, n int, d float64) {
+	m.appends.WithLabelValues(code).Inc()
+	m.appendLatency.Observe(d)
+	if code == "ok" {
+		m.appendEvents.Add(float64(events))
+		m.appendBytes.Add(float64(n))
+	}
+}
+
+// appendNote is how a JSON append (POST /v1/streams/{stream}) tells [Metrics.Middleware]
+// what it did, so that it is counted with the RPC appends.
+type appendNote struct {
+	code      string // "" until the append was tried
+	events, n int
+}
+
+type appendNoteKey struct{}
+
+// noteAppend records the outcome of a JSON append in ctx's appendNote, if any.
+func noteAppend(ctx context.Context, err error, events []annals.Event) {
+	note, ok := ctx.Value(appendNoteKey{}).(*appendNote)
+	if !ok {
+		return
+	}
+	note.code, note.events = "ok", len(events)
+	if err != nil {
+		note.code = lookup(err).code.String()
+	}
+	for i := range events {
+		note.n += len(events[i].Data) + len(events[i].Metadata)
+	}
+}
+
 // Interceptor returns the Connect interceptor that counts and times the RPCs, appends and
 // reads.
 func (m *Metrics) Interceptor() connect.Interceptor { return metricsInterceptor{m} }
@@ -218,16 +254,14 @@ func (i metricsInterceptor) WrapUnary(next connect.UnaryFunc) connect.UnaryFunc 
 		i.m.rpcs.WithLabelValues(proc, codeLabel(err)).Inc()
 		i.m.rpcLatency.WithLabelValues(proc).Observe(d)
 		if proc == annalsv1connect.EventStoreServiceAppendProcedure {
-			i.m.appends.WithLabelValues(codeLabel(err)).Inc()
-			i.m.appendLatency.Observe(d)
-			if a, ok := req.Any().(*annalsv1.AppendRequest); ok && err == nil {
-				n := 0
+			events, n := 0, 0
+			if a, ok := req.Any().(*annalsv1.AppendRequest); ok {
+				events = len(a.Events)
 				for _, e := range a.Events {
 					n += len(e.Data) + len(e.Metadata)
 				}
-				i.m.appendEvents.Add(float64(len(a.Events)))
-				i.m.appendBytes.Add(float64(n))
 			}
+			i.m.countAppend(codeLabel(err), events, n, d)
 		}
 		return res, err
 	}
@@ -292,6 +326,8 @@ func routeOf(r *http.Request) string {
 		return "sse_stream"
 	case p == "/v1/sse/all":
 		return "sse_all"
+	case strings.HasPrefix(p, "/v1/streams/") && r.Method == http.MethodPost:
+		return "json_append"
 	case strings.HasPrefix(p, "/v1/streams/"):
 		return "json_stream"
 	case p == "/v1/all":
@@ -322,6 +358,14 @@ func (m *Metrics) Middleware(next http.Handler) http.Handler {
 			m.reads.WithLabelValues("stream", "json").Inc()
 		case "json_all":
 			m.reads.WithLabelValues("all", "json").Inc()
+		case "json_append":
+			note, start := new(appendNote), time.Now()
+			r = r.WithContext(context.WithValue(r.Context(), appendNoteKey{}, note))
+			defer func() {
+				if note.code != "" {
+					m.countAppend(note.code, note.events, note.n, time.Since(start).Seconds())
+				}
+			}()
 		}
 		next.ServeHTTP(rw, r)
 		status := rw.status

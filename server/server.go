@@ -259,7 +259,8 @@ func New(store annals.Store, opts *Options) *Server {
 
 // Register adds the server's routes to mux: the Connect service under
 // /annals.v1.EventStoreService/, the SSE endpoints GET /v1/sse/streams/{stream} and
-// GET /v1/sse/all, the plain JSON reads GET /v1/streams/{stream} and GET /v1/all, the listing
+// GET /v1/sse/all, the plain JSON reads GET /v1/streams/{stream} and GET /v1/all, the plain
+// JSON append POST /v1/streams/{stream} (within the request budget, as the Connect API), the listing
 // GET /v1/streams, the status routes GET /v1/stats ([Stats]; [OpAdmin]) and
 // GET /v1/projections ([Projections]; [OpRead]), and the leases: the Connect service
 // /annals.v1.LeaseService/ and the listing GET /v1/leases ([LeaseList]).
@@ -277,6 +278,7 @@ func (s *Server) Register(mux *http.ServeMux) {
 	mux.HandleFunc(sseStreamRoute, s.serveSSEStream)
 	mux.HandleFunc(sseAllRoute, s.serveSSEAll)
 	mux.HandleFunc(restStreamRoute, s.serveRESTStream)
+	mux.Handle(restAppendRoute, s.guard(http.HandlerFunc(s.serveRESTAppend)))
 	mux.HandleFunc(restAllRoute, s.serveRESTAll)
 	mux.HandleFunc(listRoute, s.serveList)
 	mux.HandleFunc(statsRoute, s.serveStats)

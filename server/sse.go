@@ -59,14 +59,20 @@ func newSSEEvent(e *annals.RecordedEvent) SSEEvent {
 	return v
 }
 
-// ErrorBody is the JSON body of an error of the server's own HTTP routes (SSE, JSON reads),
-// sent with the table's HTTP status; an SSE stream that fails after it started sends it as
-// the data of its last message, "event: annals.error". Code is the Connect code ("not_found"),
-// Reason the ErrorDetail reason ("STREAM_NOT_FOUND").
+// ErrorBody is the JSON body of an error of the server's own HTTP routes (SSE, JSON reads and
+// appends), sent with the table's HTTP status; an SSE stream that fails after it started
+// sends it as the data of its last message, "event: annals.error". Code is the Connect code
+// ("not_found"), Reason the ErrorDetail reason ("STREAM_NOT_FOUND").
 type ErrorBody struct {
 	Code    string `json:"code"`
 	Reason  string `json:"reason,omitempty"`
 	Message string `json:"message"`
+	// Stream, Expected and Actual are set for a conflict (WRONG_EXPECTED_VERSION): the
+	// expectation the append gave and the stream's state, "no-stream" or its last revision,
+	// in the forms of the Annals-Expected-Revision header ([annals.ExpectedRevision.String]).
+	Stream   string `json:"stream,omitempty"`
+	Expected string `json:"expected,omitempty"`
+	Actual   string `json:"actual,omitempty"`
 }
 
 func (s *Server) serveSSEStream(w http.ResponseWriter, r *http.Request) {
@@ -201,10 +207,14 @@ func (s *Server) errorBodyOf(r *http.Request, route string, err error) ErrorBody
 	if row.internal {
 		msg = s.logInternal(r.Context(), route, err)
 	}
-	return ErrorBody{Code: row.code.String(), Reason: row.reason, Message: msg}
+	body := ErrorBody{Code: row.code.String(), Reason: row.reason, Message: msg}
+	if wev, ok := errors.AsType[*annals.WrongExpectedVersionError](err); ok {
+		body.Stream, body.Expected, body.Actual = wev.Stream, wev.Expected.String(), wev.Actual.String()
+	}
+	return body
 }
 
-// writeHTTPError answers a request of the server's own HTTP routes (SSE, JSON reads) that
+// writeHTTPError answers a request of the server's own HTTP routes (SSE, JSON reads and appends) that
 // failed before anything was sent: the table's HTTP status and a JSON body.
 func (s *Server) writeHTTPError(w http.ResponseWriter, r *http.Request, route string, err error) {
 	row := lookup(err)
