@@ -419,13 +419,15 @@ func (a *Auth) Require(op Op, next http.Handler) http.Handler {
 	})
 }
 
-// writeError answers a request refused before it reached its handler.
+// writeError answers a request refused before it reached its handler: in the protocol of a
+// Connect service's request, with an [ErrorBody] on the server's plain routes (under /v1/,
+// whose JSON POSTs Connect would take for its own).
 func (a *Auth) writeError(w http.ResponseWriter, r *http.Request, err error) {
 	row := lookup(err)
 	if row.status == http.StatusUnauthorized {
 		w.Header().Set("WWW-Authenticate", `Bearer realm="annals"`)
 	}
-	if a.errw.IsSupported(r) {
+	if a.errw.IsSupported(r) && !strings.HasPrefix(r.URL.Path, "/v1/") {
 		ce := connect.NewError(row.code, errors.New(err.Error()))
 		if d, derr := connect.NewErrorDetail(&annalsv1.ErrorDetail{Reason: row.reason}); derr == nil {
 			ce.AddDetail(d)

@@ -548,3 +548,55 @@ func TestRESTAppendMetrics(t *testing.T) {
 		t.Errorf("JSON appends counted as reads:\n%s", got)
 	}
 }
+
+// TestRESTAppendAuth runs the JSON append behind server.Auth: no token is 401, a token
+// without write on the stream 403, both with the plain routes' error body; a writer appends.
+func TestRESTAppendAuth(t *testing.T) {
+	auth, err := server.NewAuth(&server.AuthOptions{
+		Tokens: []server.APIToken{{Name: "bob", SHA256: server.HashToken("r"), Roles: []string{"reader"}}, {Name: "ann", SHA256: server.HashToken("w"), Roles: []string{"writer"}}},
+		Roles:  map[string][]server.Grant{"reader": {{Op: server.OpRead}}, "writer": {{Op: server.OpWrite, Prefix: "cart-"}}},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	store := memstore.New(nil)
+	defer store.Close()
+	srv := server.New(store, &server.Options{Authorize: auth.Authorize})
+	defer srv.Close()
+	hs := httptest.NewServer(auth.Middleware(srv.Handler()))
+	defer hs.Close()
+	for _, tc := range []struct {
+		token, stream string
+		want          int
+		reason        string
+	}{
+		{"", "cart-1", http.StatusUnauthorized, "UNAUTHENTICATED"},
+		{"r", "cart-1", http.StatusForbidden, "PERMISSION_DENIED"},
+		{"w", "order-1", http.StatusForbidden, "PERMISSION_DENIED"},
+		{"w", "cart-1", http.StatusCreated, ""},
+	} {
+		req, _ := http.NewRequest("POST", hs.URL+"/v1/streams/"+tc.stream, strings.NewReader(`[{"type":"E"}]`))
+		req.Header.Set("Content-Type", "application/json")
+		if tc.token != "" {
+			req.Header.Set("Authorization", "Bearer "+tc.token)
+		}
+		res, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		b, _ := io.ReadAll(res.Body)
+		res.Body.Close()
+		if res.StatusCode != tc.want {
+			t.Errorf("token %q, stream %s: got %d %s, want %d", tc.token, tc.stream, res.StatusCode, b, tc.want)
+			continue
+		}
+		if tc.reason == "" {
+			continue
+		}
+		a := jsonAnswer{status: res.StatusCode, body: b}
+		var body server.ErrorBody
+		if a.decode(t, &body); body.Reason != tc.reason {
+			t.Errorf("token %q, stream %s: reason %q, want %q", tc.token, tc.stream, body.Reason, tc.reason)
+		}
+	}
+}
