@@ -15,8 +15,8 @@ import (
 )
 
 // The plain JSON read routes, for curl and scripts: Connect's server-streaming reads need
-// enveloped messages, which a plain HTTP client does not speak. Writes need none of this:
-// Connect's unary methods take a plain JSON POST.
+// enveloped messages, which a plain HTTP client does not speak. Their write is the JSON
+// append (rest_append.go); the other writes are Connect's unary methods, plain JSON POSTs.
 const (
 	restStreamRoute = "GET /v1/streams/{stream...}"
 	restAllRoute    = "GET /v1/all"

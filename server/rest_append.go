@@ -178,6 +178,7 @@ func restExpected(r *http.Request) (annals.ExpectedRevision, error) {
 // reading the body is returned as it is.
 func decodeEvents(body io.Reader, stream string) ([]annals.Event, error) {
 	dec := json.NewDecoder(body)
+	dec.UseNumber() // a number token is not converted: 1e999 is an error of place, not of range
 	var events []annals.Event
 	tok, err := dec.Token()
 	if err != nil {
@@ -311,7 +312,7 @@ func kindOf(tok json.Token) string {
 		return "an object"
 	case string:
 		return "a string"
-	case float64:
+	case json.Number:
 		return "a number"
 	case bool:
 		return "a boolean"

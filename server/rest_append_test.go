@@ -182,6 +182,8 @@ func TestRESTAppendBadInput(t *testing.T) {
 	}{
 		{"not an array", jsonAppend{body: `{"type":"E"}`}, 400, "the body is an object: want a JSON array"},
 		{"empty array", jsonAppend{body: `[]`}, 400, "has no events"},
+		{"a number past float64", jsonAppend{body: `1e700`}, 400, "the body is a number: want a JSON array"},
+		{"an event a number past float64", jsonAppend{body: `[1e700]`}, 400, `event 0 of the append to "bad": annals: invalid argument: a number: want an object`},
 		{"empty body", jsonAppend{body: ``}, 400, "the body ends before its JSON does"},
 		{"unfinished array", jsonAppend{body: `[{"type":"E"}`}, 400, "the body ends before its JSON does"},
 		{"trailing data", jsonAppend{body: ok + ` []`}, 400, "an array after the array of events"},
@@ -599,4 +601,67 @@ func TestRESTAppendAuth(t *testing.T) {
 			t.Errorf("token %q, stream %s: reason %q, want %q", tc.token, tc.stream, body.Reason, tc.reason)
 		}
 	}
+}
+
+// FuzzRESTAppend feeds arbitrary bodies and expectations to POST /v1/streams/{stream}. The
+// server never answers 5xx (a bad body is the client's fault), its error bodies are JSON with
+// a code, a refused append writes nothing, and a successful one stores each event's data and
+// metadata as bytes of the body, with a type.
+func FuzzRESTAppend(f *testing.F) {
+	for _, seed := range []string{
+		`[{"type":"OrderPlaced","data":{"total":42}}]`,
+		`[{"id":"0190f2b4-5c1e-7a3b-9d2e-4f5a6b7c8d9e","type":"E","data":[1,2,{"a":null}],"metadata":"m"},{"type":"F","data":1e999}]`,
+		`[{"type":"E","type":"F"}]`, `[{"type":"E","data":{"a":}}]`, `[{"type":"E"}] x`, `[]`, `{}`, `null`, ``,
+		`[{"type":"\u0000"}]`, `[{"type":"E","id":""}]`, "[{\"type\":\"E\",\"data\":\"\xff\"}]",
+	} {
+		f.Add("any", []byte(seed))
+	}
+	f.Add("no-stream", []byte(`[{"type":"E"}]`))
+	f.Add("0", []byte(`[{"type":"E"}]`))
+	store := memstore.New(nil)
+	f.Cleanup(func() { store.Close() })
+	h := server.New(store, &server.Options{MaxRequestBytes: 64 << 10}).Handler()
+	count := func() int {
+		n := 0
+		for _, err := range store.ReadAll(context.Background(), nil) {
+			if err != nil {
+				f.Fatal(err)
+			}
+			n++
+		}
+		return n
+	}
+	f.Fuzz(func(t *testing.T, expected string, body []byte) {
+		before := count()
+		req := httptest.NewRequest("POST", "/v1/streams/fuzz-1", bytes.NewReader(body))
+		req.Header.Set("Content-Type", "application/json")
+		req.Header.Set("Annals-Expected-Revision", expected)
+		w := httptest.NewRecorder()
+		h.ServeHTTP(w, req)
+		if w.Code >= 500 {
+			t.Fatalf("%q: %d %s", body, w.Code, w.Body)
+		}
+		if w.Code != http.StatusCreated {
+			var e server.ErrorBody
+			if err := json.Unmarshal(w.Body.Bytes(), &e); err != nil || e.Code == "" {
+				t.Fatalf("%q: error body %s: %v", body, w.Body, err)
+			}
+			if n := count(); n != before {
+				t.Fatalf("%q refused with %d, but the log went from %d to %d events", body, w.Code, before, n)
+			}
+			return
+		}
+		var got server.Appended
+		if err := json.Unmarshal(w.Body.Bytes(), &got); err != nil {
+			t.Fatal(err)
+		}
+		for e, err := range store.ReadAll(t.Context(), &annals.ReadOptions{From: got.Position, Backwards: true, Limit: count() - before}) {
+			if err != nil {
+				t.Fatal(err)
+			}
+			if e.Type == "" || !bytes.Contains(body, e.Data) || !bytes.Contains(body, e.Metadata) || (len(e.Data) > 0 && !json.Valid(e.Data)) {
+				t.Fatalf("%q stored %+v", body, e)
+			}
+		}
+	})
 }

@@ -1,7 +1,8 @@
 // Package server serves an [annals.Store] over the network: the EventStoreService of
 // proto/annals/v1 through Connect, so that one set of handlers answers gRPC, gRPC-Web and the
-// Connect protocol (plain HTTP/JSON), and Server-Sent Events for browsers that follow a stream
-// or $all.
+// Connect protocol (plain HTTP/JSON), Server-Sent Events for browsers that follow a stream
+// or $all, and plain JSON routes for scripts in any language: reads, and appends of events
+// whose data is JSON as it is (POST /v1/streams/{stream}).
 //
 // A [Server] is built over any store with [New]; [Server.Handler] returns its http.Handler.
 // The server does not listen by itself: run the handler in an http.Server, with unencrypted
