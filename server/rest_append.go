@@ -195,7 +195,7 @@ func decodeEvents(body io.Reader, stream string) ([]annals.Event, error) {
 		events = append(events, e)
 	}
 	if _, err := dec.Token(); err != nil { // the array's end
-		return nil, jsonError(dec, err, fmt.Sprintf("after event %d", len(events)-1))
+		return nil, jsonError(dec, err, "the array of events")
 	}
 	if len(events) == 0 {
 		return nil, fmt.Errorf("%w: append to %q has no events (the array is empty)", annals.ErrInvalidArgument, stream)

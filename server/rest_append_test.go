@@ -43,6 +43,8 @@ func (a jsonAnswer) decode(t *testing.T, v any) {
 	}
 }
 
+// append sends a; a failure to send is an error of t (it may be called from any goroutine)
+// and a zero answer.
 func (f *fixture) append(t *testing.T, a jsonAppend) jsonAnswer {
 	t.Helper()
 	if a.contentType == "" {
@@ -54,7 +56,8 @@ func (f *fixture) append(t *testing.T, a jsonAppend) jsonAnswer {
 	}
 	req, err := http.NewRequestWithContext(t.Context(), "POST", f.url+"/v1/streams/"+a.path, body)
 	if err != nil {
-		t.Fatal(err)
+		t.Error(err)
+		return jsonAnswer{}
 	}
 	req.Header.Set("Content-Type", a.contentType)
 	for k, v := range a.header {
@@ -62,12 +65,13 @@ func (f *fixture) append(t *testing.T, a jsonAppend) jsonAnswer {
 	}
 	res, err := http.DefaultClient.Do(req)
 	if err != nil {
-		t.Fatal(err)
+		t.Error(err)
+		return jsonAnswer{}
 	}
 	defer res.Body.Close()
 	b, err := io.ReadAll(res.Body)
 	if err != nil {
-		t.Fatal(err)
+		t.Error(err)
 	}
 	return jsonAnswer{status: res.StatusCode, header: res.Header, body: b}
 }
@@ -186,7 +190,8 @@ func TestRESTAppendBadInput(t *testing.T) {
 		{"a number past float64", jsonAppend{body: `1e700`}, 400, "the body is a number: want a JSON array"},
 		{"an event a number past float64", jsonAppend{body: `[1e700]`}, 400, `event 0 of the append to "bad": annals: invalid argument: a number: want an object`},
 		{"empty body", jsonAppend{body: ``}, 400, "the body ends before its JSON does"},
-		{"unfinished array", jsonAppend{body: `[{"type":"E"}`}, 400, "the body ends before its JSON does"},
+		{"unfinished array", jsonAppend{body: `[{"type":"E"}`}, 400, "the array of events: the body ends before its JSON does"},
+		{"opened array", jsonAppend{body: `[`}, 400, "the array of events: the body ends before its JSON does"},
 		{"trailing data", jsonAppend{body: ok + ` []`}, 400, "an array after the array of events"},
 		{"trailing garbage", jsonAppend{body: ok + `x`}, 400, "invalid JSON at or after byte 14"},
 		{"second value", jsonAppend{body: ok + ok}, 400, "after the array"},

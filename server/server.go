@@ -261,8 +261,8 @@ func New(store annals.Store, opts *Options) *Server {
 // Register adds the server's routes to mux: the Connect service under
 // /annals.v1.EventStoreService/, the SSE endpoints GET /v1/sse/streams/{stream} and
 // GET /v1/sse/all, the plain JSON reads GET /v1/streams/{stream} and GET /v1/all, the plain
-// JSON append POST /v1/streams/{stream} (within the request budget, as the Connect API), the listing
-// GET /v1/streams, the status routes GET /v1/stats ([Stats]; [OpAdmin]) and
+// JSON append POST /v1/streams/{stream} (within the request budget, as the Connect API), the
+// listing GET /v1/streams, the status routes GET /v1/stats ([Stats]; [OpAdmin]) and
 // GET /v1/projections ([Projections]; [OpRead]), and the leases: the Connect service
 // /annals.v1.LeaseService/ and the listing GET /v1/leases ([LeaseList]).
 func (s *Server) Register(mux *http.ServeMux) {

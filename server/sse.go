@@ -214,8 +214,8 @@ func (s *Server) errorBodyOf(r *http.Request, route string, err error) ErrorBody
 	return body
 }
 
-// writeHTTPError answers a request of the server's own HTTP routes (SSE, JSON reads and appends) that
-// failed before anything was sent: the table's HTTP status and a JSON body.
+// writeHTTPError answers a request of the server's own HTTP routes (SSE, JSON reads and
+// appends) that failed before anything was sent: the table's HTTP status and a JSON body.
 func (s *Server) writeHTTPError(w http.ResponseWriter, r *http.Request, route string, err error) {
 	row := lookup(err)
 	body := s.errorBodyOf(r, route, err)
