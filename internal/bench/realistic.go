@@ -1,0 +1,267 @@
+package bench
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"slices"
+	"strconv"
+	"time"
+
+	"github.com/annalsdb/annals"
+	"github.com/annalsdb/annals/client"
+	"github.com/annalsdb/annals/server"
+)
+
+// The realistic workloads model what services do with an event store, with events of
+// [Shape].EventSize bytes (512 by default), one store per simulated client:
+//
+//   - zipf-conditional: [Shape].Clients command handlers, each appending one event per command
+//     to a stream chosen by Zipf(s = [Shape].Zipf) over [Shape].Streams streams (a few hot
+//     streams take most commands), with the revision it last saw of that stream as the
+//     expected revision. A stream it never saw it reads first; an append refused with
+//     annals.ErrWrongExpectedVersion makes it read the events it missed and retry (at most
+//     100 times). The latency is the command's, retries included; the result counts the
+//     appends sent and the conflicts.
+//   - mixed-70-30: the clients do 70% reads of a whole stream, chosen among the 1,024 appended
+//     to last (the load of an aggregate), and 30% appends of one event, with annals.Any, to a
+//     stream chosen uniformly.
+//   - catchup-while-writing: [Shape].Prefill events are written first (untimed); then
+//     [Shape].Subscribers subscribers of $all catch up from the first of them while the clients
+//     append one event at a time; the rate is of events delivered, the latency the writers',
+//     and the result says when the slowest subscriber had caught up. Every subscriber must
+//     receive every event of the workload.
+//
+// Each reports its throughput, latency percentiles (p50, p95, p99, p99.9) and the CPU time of
+// the process per event (getrusage). [Run] measures each on the embedded store and through a
+// server in the same process, on a new store each time; [RunRemote] measures them against a
+// running server; [Measure] measures one against any [Endpoint].
+
+// The paths of [Result].Path.
+const (
+	PathEmbedded = "embedded"
+	PathNetwork  = "network"
+	PathRemote   = "remote"
+)
+
+// Endpoint is how a realistic workload reaches the store.
+type Endpoint struct {
+	// Path names it in the results: [PathEmbedded], [PathNetwork] or [PathRemote].
+	Path string
+	// Dial returns the store of one more simulated client. The workload closes each store
+	// it dialed when it is done.
+	Dial func(ctx context.Context) (annals.Store, error)
+}
+
+// Embedded returns the endpoint of s in process: every simulated client calls s (closing what
+// Dial returns leaves s open).
+func Embedded(s annals.Store) Endpoint {
+	return Endpoint{Path: PathEmbedded, Dial: func(context.Context) (annals.Store, error) { return keepOpen{s}, nil }}
+}
+
+type keepOpen struct{ annals.Store }
+
+func (keepOpen) Close() error { return nil }
+
+// Loopback serves s with a [server.Server] (without auth or metrics) over unencrypted HTTP/2 on
+// a loopback port, through [server.BufferedListener] as "annals serve" does, and returns its
+// endpoint: each Dial opens a [client.Client] with a connection of its own. stop stops the
+// server and waits for it; s stays open.
+func Loopback(s annals.Store) (ep Endpoint, stop func() error, err error) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return Endpoint{}, nil, fmt.Errorf("bench: %w", err)
+	}
+	srv := server.New(s, &server.Options{Logger: slog.New(slog.DiscardHandler), Backend: "bench"})
+	var p http.Protocols
+	p.SetHTTP1(true)
+	p.SetHTTP2(true)
+	p.SetUnencryptedHTTP2(true)
+	hs := &http.Server{Handler: srv.Handler(), Protocols: &p}
+	served := make(chan error, 1)
+	go func() { served <- hs.Serve(server.BufferedListener(ln)) }()
+	url := "http://" + ln.Addr().String()
+	ep = Endpoint{Path: PathNetwork, Dial: func(ctx context.Context) (annals.Store, error) { return client.Open(ctx, url, nil) }}
+	return ep, func() error {
+		err := errors.Join(srv.Close(), hs.Close())
+		if serr := <-served; !errors.Is(serr, http.ErrServerClosed) {
+			err = errors.Join(err, serr)
+		}
+		return err
+	}, nil
+}
+
+// Measure runs the realistic workload w (one of [Realistic]) against ep, shaped by cfg
+// (Duration, Warmup, Ops and Shape; nil means the defaults), and returns its result. The
+// workload writes to streams of new names, so that it can run against a store that holds
+// other data. It returns an error for a bad configuration or when the workload failed.
+func Measure(ctx context.Context, w string, ep Endpoint, cfg *Config) (Result, error) {
+	c, err := cfg.withDefaults()
+	if err != nil {
+		return Result{}, err
+	}
+	if !slices.Contains(Realistic(), w) {
+		return Result{}, fmt.Errorf("bench: %q is not a realistic workload (want one of %v)", w, Realistic())
+	}
+	l, err := measure(ctx, w, ep, c)
+	if err != nil {
+		return Result{}, fmt.Errorf("bench: %s (%s): %w", w, ep.Path, err)
+	}
+	return realisticResult(w, ep.Path, l), nil
+}
+
+// measure dials the stores of w's clients, runs w's warm-up then w, measured, and closes them.
+func measure(ctx context.Context, w string, ep Endpoint, c Config) (l load, err error) {
+	n := c.Clients
+	if w == CatchUpWhileWriting {
+		n += c.Subscribers
+	}
+	stores := make([]annals.Store, 0, n)
+	defer func() {
+		for _, s := range stores {
+			err = errors.Join(err, s.Close())
+		}
+	}()
+	for range n {
+		s, err := ep.Dial(ctx)
+		if err != nil {
+			return l, fmt.Errorf("dial: %w", err)
+		}
+		stores = append(stores, s)
+	}
+	ev := newEvents(c.EventSize)
+	prefix := fmt.Sprintf("bench_%s_%s", w[:min(len(w), 5)], strconv.FormatInt(time.Now().UnixNano(), 36))
+	var run func(limit) (load, error)
+	switch w {
+	case ZipfConditional:
+		ws := newZipfWriters(stores, c.Shape, prefix, ev, 1)
+		run = func(lim limit) (load, error) { return zipfLoad(ctx, ws, lim) }
+	case Mixed:
+		cs := newMixedClients(stores, c.Shape, prefix, ev, 1)
+		run = func(lim limit) (load, error) { return mixedLoad(ctx, cs, lim) }
+	case CatchUpWhileWriting:
+		sp := catchUpSpec{writers: stores[:c.Clients], subs: stores[c.Clients:], shape: c.Shape, prefix: prefix, ev: ev}
+		head, err := headPosition(ctx, stores[0])
+		if err != nil {
+			return l, err
+		}
+		if err := prefill(ctx, sp); err != nil {
+			return l, err
+		}
+		run = func(lim limit) (load, error) { return catchUpLoad(ctx, sp, head, lim) }
+	}
+	if c.Ops <= 0 && c.Warmup > 0 && w != CatchUpWhileWriting {
+		if _, err := run(limit{dur: c.Warmup}); err != nil {
+			return l, fmt.Errorf("warm-up: %w", err)
+		}
+	}
+	cpu0 := cpuTime()
+	l, err = run(limit{ops: c.Ops, dur: c.Duration})
+	if cpu0 > 0 {
+		l.cpu = cpuTime() - cpu0
+	}
+	return l, err
+}
+
+// realisticResult is the result of the load l of workload w on path.
+func realisticResult(w, path string, l load) Result {
+	res := Result{Workload: w, Description: descriptions[w], Path: path, Rate: l.rate(), Unit: "events/s",
+		Ops: l.ops, Events: l.events, Elapsed: l.elapsed, P50: l.p50(), P95: percentile(l.lat, 95),
+		P99: l.p99(), P999: percentile(l.lat, 99.9), CaughtUp: l.caughtUp, Note: l.note}
+	if w == Mixed {
+		res.Rate, res.Unit = l.opsRate(), "ops/s"
+	}
+	if l.cpu > 0 && l.events > 0 {
+		res.CPUPerEvent = float64(l.cpu) / float64(time.Microsecond) / float64(l.events)
+	}
+	if l.appends > 0 {
+		res.Appends, res.Conflicts = l.appends, l.conflicts
+		res.ConflictRate = float64(l.conflicts) / float64(l.appends)
+	}
+	return res
+}
+
+// realisticWorkload runs w on a new store in process, then through a server in process on
+// another new store, and adds both results, the second beside the first.
+func (r *runner) realisticWorkload(ctx context.Context, w string) error {
+	defer r.timed(2 * (r.cfg.Warmup + r.cfg.Duration))()
+	var res [2]Result
+	for i, path := range []string{PathEmbedded, PathNetwork} {
+		var err error
+		if res[i], err = r.realisticOn(ctx, w, path); err != nil {
+			return r.failed(ctx, w, descriptions[w], fmt.Errorf("%s: %w", path, err))
+		}
+	}
+	emb, nw := res[0], res[1]
+	nw.Baseline = &Figure{Label: "embedded, same run", Value: emb.Rate, Unit: emb.Unit}
+	if emb.Rate > 0 {
+		nw.Ratio = nw.Rate / emb.Rate
+	}
+	r.add(emb)
+	r.add(nw)
+	return nil
+}
+
+// realisticOn measures w on a new store, in process or through a server.
+func (r *runner) realisticOn(ctx context.Context, w, path string) (res Result, err error) {
+	s, err := r.storeIn(w + "-" + path)
+	if err != nil {
+		return res, err
+	}
+	defer func() { err = errors.Join(err, closeStore(s)) }()
+	ep := Embedded(s)
+	if path == PathNetwork {
+		var stop func() error
+		if ep, stop, err = Loopback(s); err != nil {
+			return res, err
+		}
+		defer func() { err = errors.Join(err, stop()) }()
+	}
+	l, err := measure(ctx, w, ep, r.cfg)
+	if err != nil {
+		return res, err
+	}
+	return realisticResult(w, path, l), nil
+}
+
+// RunRemote measures the realistic workloads cfg selects (all of them when cfg.Only is empty)
+// against the running server at url, with a store from dial for each simulated client (a
+// client of that server, each with a connection of its own). There is no embedded half, and
+// no baseline: the figures are the server's, and the CPU time is this process's only, the
+// clients'. The workloads write new streams on that server and leave them there.
+//
+// It returns an error for a configuration [Config.ValidateRemote] refuses, or when ctx is
+// done (the report then holds the results so far); a workload that fails has a result with
+// Verdict [Failed], and the run goes on.
+func RunRemote(ctx context.Context, url string, dial func(context.Context) (annals.Store, error), cfg *Config) (*Report, error) {
+	if err := cfg.ValidateRemote(); err != nil {
+		return nil, err
+	}
+	c, _ := cfg.withDefaults()
+	r := &runner{cfg: c, report: &Report{Start: time.Now().UTC(), Server: url, Duration: c.Duration, Machine: machine(), Shape: &c.Shape}}
+	var ws []string
+	for _, w := range Realistic() {
+		if c.runs(w) {
+			ws = append(ws, w)
+		}
+	}
+	ep := Endpoint{Path: PathRemote, Dial: dial}
+	for i, w := range ws {
+		r.step, r.steps, r.name = i+1, len(ws), w
+		stop := r.timed(c.Warmup + c.Duration)
+		l, err := measure(ctx, w, ep, c)
+		stop()
+		switch {
+		case ctx.Err() != nil:
+			return r.finish(), ctx.Err()
+		case err != nil:
+			r.add(Result{Workload: w, Description: descriptions[w], Path: PathRemote, Verdict: Failed, Error: err.Error()})
+		default:
+			r.add(realisticResult(w, PathRemote, l))
+		}
+	}
+	return r.finish(), nil
+}
