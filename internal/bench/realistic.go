@@ -37,7 +37,7 @@ import (
 //
 // Each reports its throughput, latency percentiles (p50, p95, p99, p99.9) and the CPU time of
 // the process per event (getrusage). [Run] measures each on the embedded store and through a
-// server in the same process, on a new store each time; [RunRemote] measures them against a
+// server in the same process ([Serve]), on a new store each time; [RunRemote] measures them against a
 // running server; [Measure] measures one against any [Endpoint].
 
 // The paths of [Result].Path.
@@ -66,32 +66,47 @@ type keepOpen struct{ annals.Store }
 
 func (keepOpen) Close() error { return nil }
 
-// Loopback serves s with a [server.Server] (without auth or metrics) over unencrypted HTTP/2 on
-// a loopback port, through [server.BufferedListener] as "annals serve" does, and returns its
-// endpoint: each Dial opens a [client.Client] with a connection of its own. stop stops the
-// server and waits for it; s stays open.
-func Loopback(s annals.Store) (ep Endpoint, stop func() error, err error) {
+// Loopback is a server in this process on a loopback port; see [Serve].
+type Loopback struct {
+	// URL is the server's, e.g. "http://127.0.0.1:41234".
+	URL    string
+	srv    *server.Server
+	hs     *http.Server
+	served chan error
+}
+
+// Serve serves s with a [server.Server] (without auth or metrics) over unencrypted HTTP/2 on
+// a loopback port, through [server.BufferedListener] as "annals serve" does. Close stops it;
+// s stays open.
+func Serve(s annals.Store) (*Loopback, error) {
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
-		return Endpoint{}, nil, fmt.Errorf("bench: %w", err)
+		return nil, fmt.Errorf("bench: %w", err)
 	}
-	srv := server.New(s, &server.Options{Logger: slog.New(slog.DiscardHandler), Backend: "bench"})
 	var p http.Protocols
 	p.SetHTTP1(true)
 	p.SetHTTP2(true)
 	p.SetUnencryptedHTTP2(true)
-	hs := &http.Server{Handler: srv.Handler(), Protocols: &p}
-	served := make(chan error, 1)
-	go func() { served <- hs.Serve(server.BufferedListener(ln)) }()
-	url := "http://" + ln.Addr().String()
-	ep = Endpoint{Path: PathNetwork, Dial: func(ctx context.Context) (annals.Store, error) { return client.Open(ctx, url, nil) }}
-	return ep, func() error {
-		err := errors.Join(srv.Close(), hs.Close())
-		if serr := <-served; !errors.Is(serr, http.ErrServerClosed) {
-			err = errors.Join(err, serr)
-		}
-		return err
-	}, nil
+	l := &Loopback{URL: "http://" + ln.Addr().String(), served: make(chan error, 1),
+		srv: server.New(s, &server.Options{Logger: slog.New(slog.DiscardHandler), Backend: "bench"})}
+	l.hs = &http.Server{Handler: l.srv.Handler(), Protocols: &p}
+	go func() { l.served <- l.hs.Serve(server.BufferedListener(ln)) }()
+	return l, nil
+}
+
+// Endpoint returns the server's endpoint: each Dial opens a [client.Client] with a
+// connection of its own.
+func (l *Loopback) Endpoint() Endpoint {
+	return Endpoint{Path: PathNetwork, Dial: func(ctx context.Context) (annals.Store, error) { return client.Open(ctx, l.URL, nil) }}
+}
+
+// Close stops the server and waits for it.
+func (l *Loopback) Close() error {
+	err := errors.Join(l.srv.Close(), l.hs.Close())
+	if serr := <-l.served; !errors.Is(serr, http.ErrServerClosed) {
+		err = errors.Join(err, serr)
+	}
+	return err
 }
 
 // Measure runs the realistic workload w (one of [Realistic]) against ep, shaped by cfg
@@ -214,11 +229,12 @@ func (r *runner) realisticOn(ctx context.Context, w, path string) (res Result, e
 	defer func() { err = errors.Join(err, closeStore(s)) }()
 	ep := Embedded(s)
 	if path == PathNetwork {
-		var stop func() error
-		if ep, stop, err = Loopback(s); err != nil {
+		var srv *Loopback
+		if srv, err = Serve(s); err != nil {
 			return res, err
 		}
-		defer func() { err = errors.Join(err, stop()) }()
+		defer func() { err = errors.Join(err, srv.Close()) }()
+		ep = srv.Endpoint()
 	}
 	l, err := measure(ctx, w, ep, r.cfg)
 	if err != nil {

@@ -262,7 +262,7 @@ func TestRealisticRun(t *testing.T) {
 	if err := rep.WriteText(&buf); err != nil {
 		t.Fatal(err)
 	}
-	for _, want := range []string{"P99.9", "CPU/EVENT", "zipf-conditional       network", "conflicts ", "caught up after"} {
+	for _, want := range []string{"P99.9", "CPU/EVENT", "VS EMBEDDED", "conflicts ", "caught up after"} {
 		if !strings.Contains(buf.String(), want) {
 			t.Errorf("text report lacks %q:\n%s", want, buf.String())
 		}
@@ -282,11 +282,12 @@ func TestRealisticRun(t *testing.T) {
 func TestRunRemote(t *testing.T) {
 	st := memstore.New(nil)
 	defer st.Close()
-	ep, stop, err := Loopback(st)
+	srv, err := Serve(st)
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer stop()
+	defer srv.Close()
+	ep := srv.Endpoint()
 	cfg := Quick()
 	cfg.Only = []string{Mixed}
 	cfg.Clients = 2
