@@ -132,6 +132,9 @@ type Config struct {
 	// Duration, with no warm-up (the Go benchmarks pass b.N): commands for zipf-conditional,
 	// reads and appends for mixed-70-30, events appended for catchup-while-writing.
 	Ops int64
+	// Timer, when set (a *testing.B), is stopped while a realistic workload sets up (dials its
+	// clients, writes its prefill) and started for its measured part only.
+	Timer interface{ StartTimer(); StopTimer() }
 	// Progress, when not nil, is called as the run goes, about ten times a second and at each
 	// step's start and end. Calls never overlap; a slow callback slows the run's progress
 	// reports, never its measurements.

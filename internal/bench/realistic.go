@@ -130,6 +130,10 @@ func Measure(ctx context.Context, w string, ep Endpoint, cfg *Config) (Result, e
 
 // measure dials the stores of w's clients, runs w's warm-up then w, measured, and closes them.
 func measure(ctx context.Context, w string, ep Endpoint, c Config) (l load, err error) {
+	if c.Timer != nil {
+		c.Timer.StopTimer()
+		defer c.Timer.StartTimer()
+	}
 	n := c.Clients
 	if w == CatchUpWhileWriting {
 		n += c.Subscribers
@@ -173,10 +177,16 @@ func measure(ctx context.Context, w string, ep Endpoint, c Config) (l load, err 
 			return l, fmt.Errorf("warm-up: %w", err)
 		}
 	}
+	if c.Timer != nil {
+		c.Timer.StartTimer()
+	}
 	cpu0 := cpuTime()
 	l, err = run(limit{ops: c.Ops, dur: c.Duration})
 	if cpu0 > 0 {
 		l.cpu = cpuTime() - cpu0
+	}
+	if c.Timer != nil {
+		c.Timer.StopTimer()
 	}
 	return l, err
 }
