@@ -134,7 +134,10 @@ type Config struct {
 	Ops int64
 	// Timer, when set (a *testing.B), is stopped while a realistic workload sets up (dials its
 	// clients, writes its prefill) and started for its measured part only.
-	Timer interface{ StartTimer(); StopTimer() }
+	Timer interface {
+		StartTimer()
+		StopTimer()
+	}
 	// Progress, when not nil, is called as the run goes, about ten times a second and at each
 	// step's start and end. Calls never overlap; a slow callback slows the run's progress
 	// reports, never its measurements.
