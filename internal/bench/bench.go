@@ -10,8 +10,8 @@
 //
 // # What is measured
 //
-// Every event is a 200-byte JSON document appended with a durable acknowledgement (Append has
-// returned). Latencies are per operation (one Append, one stream read, one delivery) and their
+// Every event of the workloads below is a 200-byte JSON document appended with a durable
+// acknowledgement (Append has returned); the realistic workloads have their own section. Latencies are per operation (one Append, one stream read, one delivery) and their
 // percentiles are exact over the samples kept (nearest rank; see [Result]).
 //
 //   - fsync-append, fsync-overwrite: a loop of one 4 KiB write then fdatasync on a file in the
@@ -45,6 +45,34 @@
 // the exact expected revision, as a command handler would; each workload runs for
 // [Config.Warmup] unmeasured, then goes on measured. Growth appends go to random existing
 // streams with annals.Any, so that the store has to find their state among many.
+//
+// # The realistic workloads
+//
+// The realistic workloads ([Realistic]) model what services do with an event store, with
+// events of [Shape].EventSize bytes (512 by default), one store per simulated client:
+//
+//   - zipf-conditional: [Shape].Clients command handlers, each appending one event per command
+//     to a stream chosen by Zipf(s = [Shape].Zipf) over [Shape].Streams streams (a few hot
+//     streams take most commands), with the revision it last saw of that stream as the
+//     expected revision. A stream it never saw it reads first; an append refused with
+//     annals.ErrWrongExpectedVersion makes it read the events it missed and retry (at most
+//     100 times). The latency is the command's, retries included; the result counts the
+//     appends sent and the conflicts.
+//   - mixed-70-30: the clients do 70% reads of a whole stream, chosen among the 1,024 appended
+//     to last (the load of an aggregate), and 30% appends of one event, with annals.Any, to a
+//     stream chosen uniformly.
+//   - catchup-while-writing: [Shape].Prefill events are written first (untimed); then
+//     [Shape].Subscribers subscribers of $all catch up from the first of them while the clients
+//     append one event at a time; the rate is of events delivered, the latency the writers',
+//     and the result says when the slowest subscriber had caught up. Every subscriber must
+//     receive every event of the workload.
+//
+// Each reports its throughput, latency percentiles (p50, p95, p99, p99.9) and the CPU time of
+// the process per event (getrusage; per event appended for zipf-conditional, appended or read
+// for mixed-70-30, delivered for catchup-while-writing). [Run] measures each on the embedded
+// store and through a server in the same process ([Serve]), on a new store each time;
+// [RunRemote] measures them against a running server; [Measure] measures one against any
+// [Endpoint].
 //
 // # Files
 //
@@ -345,7 +373,7 @@ type Result struct {
 	// "network" (through a server in this process, over loopback) or "remote" (the server of
 	// [RunRemote]); "" for the other workloads.
 	Path string `json:"path,omitempty"`
-	// CPUPerEvent is the CPU time (user and system) of this process per event, in µs, over
+	// CPUPerEvent is the CPU time (user and system) of this process per event of Events, in µs, over
 	// the measured time; 0 where it cannot be read. Embedded it is the store's (and the load's)
 	// cost; through the in-process server, the clients', the server's and the store's; against
 	// a remote server, the clients' only.

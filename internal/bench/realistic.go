@@ -16,30 +16,6 @@ import (
 	"github.com/annalsdb/annals/server"
 )
 
-// The realistic workloads model what services do with an event store, with events of
-// [Shape].EventSize bytes (512 by default), one store per simulated client:
-//
-//   - zipf-conditional: [Shape].Clients command handlers, each appending one event per command
-//     to a stream chosen by Zipf(s = [Shape].Zipf) over [Shape].Streams streams (a few hot
-//     streams take most commands), with the revision it last saw of that stream as the
-//     expected revision. A stream it never saw it reads first; an append refused with
-//     annals.ErrWrongExpectedVersion makes it read the events it missed and retry (at most
-//     100 times). The latency is the command's, retries included; the result counts the
-//     appends sent and the conflicts.
-//   - mixed-70-30: the clients do 70% reads of a whole stream, chosen among the 1,024 appended
-//     to last (the load of an aggregate), and 30% appends of one event, with annals.Any, to a
-//     stream chosen uniformly.
-//   - catchup-while-writing: [Shape].Prefill events are written first (untimed); then
-//     [Shape].Subscribers subscribers of $all catch up from the first of them while the clients
-//     append one event at a time; the rate is of events delivered, the latency the writers',
-//     and the result says when the slowest subscriber had caught up. Every subscriber must
-//     receive every event of the workload.
-//
-// Each reports its throughput, latency percentiles (p50, p95, p99, p99.9) and the CPU time of
-// the process per event (getrusage). [Run] measures each on the embedded store and through a
-// server in the same process ([Serve]), on a new store each time; [RunRemote] measures them against a
-// running server; [Measure] measures one against any [Endpoint].
-
 // The paths of [Result].Path.
 const (
 	PathEmbedded = "embedded"
