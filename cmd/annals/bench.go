@@ -1,7 +1,6 @@
 package main
 
 import (
-	"context"
 	"fmt"
 	"io"
 	"os"
@@ -11,7 +10,6 @@ import (
 	"time"
 
 	"github.com/annalsdb/annals"
-	"github.com/annalsdb/annals/client"
 	"github.com/annalsdb/annals/filestore"
 	"github.com/annalsdb/annals/internal/bench"
 	"github.com/schollz/progressbar/v3"
@@ -65,7 +63,7 @@ events, about 3 GiB) and takes a few minutes; --quick takes seconds and only sho
 everything works.
 
 Workloads (for --only): ` + strings.Join(bench.Workloads(), ", ") + `.
-The baselines always run (but with --server). The exit status is 0 whether targets are met or
+The baselines always run, but with --server. The exit status is 0 whether targets are met or
 not.`,
 		Example: `  annals bench
   annals bench --quick
@@ -204,17 +202,8 @@ func (m *Main) benchRemote(cmd *cobra.Command, cfg *bench.Config, asJSON bool) e
 		return err
 	}
 	c.Close()
-	dial := func(ctx context.Context) (annals.Store, error) {
-		opts, err := m.remoteOptions()
-		if err != nil {
-			return nil, err
-		}
-		ctx, cancel := context.WithTimeout(ctx, 15*time.Second)
-		defer cancel()
-		return client.Open(ctx, m.remote.server, opts)
-	}
 	bar := m.benchBar(cfg)
-	rep, err := bench.RunRemote(cmd.Context(), m.remote.server, dial, cfg)
+	rep, err := bench.RunRemote(cmd.Context(), m.remote.server, m.openRemote, cfg)
 	bar.clear()
 	return finishBench(m.Stdout, rep, err, asJSON)
 }

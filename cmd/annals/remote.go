@@ -17,22 +17,6 @@ import (
 // openRemote returns a client of the --server, with --token and --tls-ca. The client checks
 // that the server answers (and accepts the token) before it is returned.
 func (m *Main) openRemote(ctx context.Context) (annals.Store, error) {
-	opts, err := m.remoteOptions()
-	if err != nil {
-		return nil, err
-	}
-	ctx, cancel := context.WithTimeout(ctx, 15*time.Second)
-	defer cancel()
-	c, err := client.Open(ctx, m.remote.server, opts)
-	if err != nil {
-		return nil, err
-	}
-	return c, nil
-}
-
-// remoteOptions returns the client options of --token and --tls-ca; with --tls-ca, an HTTP
-// client of their own, so that each client opened with them has its own connection.
-func (m *Main) remoteOptions() (*client.Options, error) {
 	opts := &client.Options{Token: m.remote.token}
 	if m.remote.tlsCA != "" {
 		pem, err := os.ReadFile(m.remote.tlsCA)
@@ -55,7 +39,13 @@ func (m *Main) remoteOptions() (*client.Options, error) {
 			HTTP2:               &http.HTTP2Config{SendPingTimeout: 15 * time.Second, PingTimeout: 15 * time.Second},
 		}}
 	}
-	return opts, nil
+	ctx, cancel := context.WithTimeout(ctx, 15*time.Second)
+	defer cancel()
+	c, err := client.Open(ctx, m.remote.server, opts)
+	if err != nil {
+		return nil, err
+	}
+	return c, nil
 }
 
 // localOnly refuses --server (or $ANNALS_SERVER) for a command that works on the files of a

@@ -9,6 +9,7 @@ import (
 	"net/http"
 	"slices"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/annalsdb/annals"
@@ -128,7 +129,8 @@ func measure(ctx context.Context, w string, ep Endpoint, c Config) (l load, err 
 		stores = append(stores, s)
 	}
 	ev := newEvents(c.EventSize)
-	prefix := fmt.Sprintf("bench_%s_%s", w[:min(len(w), 5)], strconv.FormatInt(time.Now().UnixNano(), 36))
+	kind, _, _ := strings.Cut(w, "-")
+	prefix := fmt.Sprintf("bench_%s_%s", kind, strconv.FormatInt(time.Now().UnixNano(), 36))
 	var run func(limit) (load, error)
 	switch w {
 	case ZipfConditional:

@@ -122,15 +122,15 @@ func (r *Report) writeRealistic(b *strings.Builder) error {
 		case res.Verdict == Failed:
 			fmt.Fprintf(tw, "%s\t%s\t(error below)\n", res.Workload, res.Path)
 		default:
-			cpu, ratio := "—", "\t—"
+			cpu, ratio := "—", ""
 			if res.CPUPerEvent > 0 {
 				cpu = fmtRate(res.CPUPerEvent) + " µs"
 			}
-			if res.Ratio > 0 {
-				ratio = fmt.Sprintf("\t%.2f×", res.Ratio)
-			}
-			if r.Server != "" {
-				ratio = ""
+			if r.Server == "" {
+				ratio = "\t—"
+				if res.Ratio > 0 {
+					ratio = fmt.Sprintf("\t%.2f×", res.Ratio)
+				}
 			}
 			fmt.Fprintf(tw, "%s\t%s\t%s %s\t%s\t%s\t%s\t%s\t%s%s\t%s\n", res.Workload, res.Path, fmtRate(res.Rate), res.Unit,
 				fmtDuration(res.P50), fmtDuration(res.P95), fmtDuration(res.P99), fmtDuration(res.P999), cpu, ratio, res.notes())

@@ -368,7 +368,7 @@ func catchUpLoad(ctx context.Context, sp catchUpSpec, head uint64, lim limit) (l
 		close(subsDone)
 	}()
 
-	ts, _, werr := runClients(sctx, len(sp.writers), lim, func(i int, t *tally) error {
+	ts, writing, werr := runClients(sctx, len(sp.writers), lim, func(i int, t *tally) error {
 		stream := streamName(sp.prefix, rand.Uint64N(uint64(sp.shape.Streams)))
 		res, err := sp.writers[i].Append(sctx, stream, annals.Any, sp.ev.event(uint64(i)<<32+uint64(t.ops)))
 		if err != nil {
@@ -376,8 +376,7 @@ func catchUpLoad(ctx context.Context, sp catchUpSpec, head uint64, lim limit) (l
 		}
 		t.events++
 		t.last = max(t.last, res.Position)
-		for a := ackedMax.Load(); a < res.Position && !ackedMax.CompareAndSwap(a, res.Position); a = ackedMax.Load() {
-		}
+		raise(&ackedMax, res.Position)
 		return nil
 	})
 	if werr == nil {
@@ -414,9 +413,15 @@ func catchUpLoad(ctx context.Context, sp catchUpSpec, head uint64, lim limit) (l
 	}
 	l.ops = delivered.Load()
 	l.events = l.ops
-	l.note = fmt.Sprintf("%d subscribers each caught up with %s events while %d writers appended %s (%s events/s); latency: the writers' appends",
-		len(sp.subs), group(sp.shape.Prefill), len(sp.writers), group(wt.events), fmtRate(float64(wt.events)/wl.elapsed.Seconds()))
+	l.note = fmt.Sprintf("%d subscribers caught up with %s events while %d writers appended %s (%s events/s); latency: the writers' appends",
+		len(sp.subs), group(sp.shape.Prefill), len(sp.writers), group(wt.events), fmtRate(float64(wt.events)/writing.Seconds()))
 	return l, nil
+}
+
+// raise sets a to v if v is larger.
+func raise(a *atomic.Uint64, v uint64) {
+	for old := a.Load(); old < v && !a.CompareAndSwap(old, v); old = a.Load() {
+	}
 }
 
 // waitDelivered waits until done is closed, or returns an error when delivered stops growing
