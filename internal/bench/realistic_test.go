@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"runtime"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -118,13 +119,15 @@ func TestZipfConflictsRetried(t *testing.T) {
 	}
 }
 
-// countingStore counts the appends it is sent and those refused as conflicts.
+// countingStore counts the appends it is sent and those refused as conflicts. Before each
+// append it lets the other goroutines run, so that the writers interleave even on one CPU.
 type countingStore struct {
 	annals.Store
 	appends, refused *atomic.Int64
 }
 
 func (c *countingStore) Append(ctx context.Context, stream string, expected annals.ExpectedRevision, events ...annals.Event) (annals.AppendResult, error) {
+	runtime.Gosched()
 	c.appends.Add(1)
 	res, err := c.Store.Append(ctx, stream, expected, events...)
 	if errors.Is(err, annals.ErrWrongExpectedVersion) {
