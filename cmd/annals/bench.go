@@ -26,27 +26,50 @@ func newBenchCmd(m *Main) *cobra.Command {
 		quick    bool
 		asJSON   bool
 		only     []string
+		shape    bench.Shape
 	)
 	cmd := &cobra.Command{
 		Use:   "bench",
-		Short: "Measure the store beside the disk's raw fsync rate and write bandwidth",
+		Short: "Measure the store beside the disk's raw fsync rate, in process and through a server",
 		Long: `bench measures the embedded store against the project's performance targets and, in
 the same run and on the same disk, the baselines they are stated against: a 4 KiB
 write + fdatasync loop (appending to a file, and over a pre-written file) and the sequential
 write bandwidth. It prints one line per result: workload, figure, baseline, target, PASS or
 MISS (--json prints the same as JSON).
 
-It works in a new temporary directory, removed afterwards, inside --dir, or by default inside
-the parent of the --data directory (for the default ./annals-data: the current directory), so
-that the disk measured is the one the data lives on. It never touches the data directory
-itself. The full run writes a store of --growth's larger size (10,000,000 events, about 3 GiB)
-and takes a few minutes; --quick takes seconds and only shows that everything works.
+The realistic workloads run twice in the same run, each time on a new store: in process
+(embedded) and through a server in this process over loopback (network), one client and
+connection per simulated client; they print side by side with the ratio, with throughput,
+p50/p95/p99/p99.9 latency and the process's CPU time per event. Their events are
+--event-size bytes (512) of JSON:
+  zipf-conditional       --clients command handlers append one event each to a stream chosen
+                         by Zipf(--zipf) over --streams streams, with the revision last seen;
+                         a conflict makes them read what they missed and retry (conflict rate
+                         reported)
+  mixed-70-30            70% reads of a recently written stream, 30% appends
+  catchup-while-writing  --subscribers subscribers of $all catch up with --prefill events
+                         while the --clients write (events delivered/s, time to catch up)
+
+With --server URL (and --token, --tls-ca; or $ANNALS_SERVER) bench runs the realistic
+workloads only, against that running server: no embedded half, no disk baselines, and the
+CPU time is this process's (the clients'), not the server's. They write new streams there,
+which stay.
+
+Locally it works in a new temporary directory, removed afterwards, inside --dir, or by
+default inside the parent of the --data directory (for the default ./annals-data: the current
+directory), so that the disk measured is the one the data lives on. It never touches the
+data directory itself. The full run writes a store of --growth's larger size (10,000,000
+events, about 3 GiB) and takes a few minutes; --quick takes seconds and only shows that
+everything works.
 
 Workloads (for --only): ` + strings.Join(bench.Workloads(), ", ") + `.
-The baselines always run. The exit status is 0 whether targets are met or not.`,
+The baselines always run, but with --server. The exit status is 0 whether targets are met or
+not.`,
 		Example: `  annals bench
   annals bench --quick
   annals bench --only append-64w,read-stream --duration 10s --events 200000
+  annals bench --only zipf-conditional --clients 16 --streams 100000 --zipf 1.1
+  annals bench --server http://localhost:2113 --token "$T" --duration 10s
   annals bench --dir /mnt/fast --json > bench.json`,
 		Args: argsBetween(0, 0, "no arguments"),
 		RunE: func(cmd *cobra.Command, args []string) error {
@@ -73,17 +96,19 @@ The baselines always run. The exit status is 0 whether targets are met or not.`,
 					return usageErrorf(cmd, "--growth %q: want two store sizes, e.g. 1000000,10000000", growth)
 				}
 			}
+			if err := shapeFlags(cmd, &cfg.Shape, shape); err != nil {
+				return err
+			}
 			for _, w := range only {
 				if w = strings.TrimSpace(w); w != "" {
 					cfg.Only = append(cfg.Only, w)
 				}
 			}
+			if m.remote.server != "" {
+				return m.benchRemote(cmd, cfg, asJSON)
+			}
 			if err := cfg.Validate(); err != nil {
 				return usageErrorf(cmd, "%s", strings.TrimPrefix(err.Error(), "bench: "))
-			}
-
-			if err := m.localOnly(cmd); err != nil {
-				return err
 			}
 			if m.postgres.url != "" {
 				return usageErrorf(cmd, "bench measures the embedded store; for PostgreSQL run go test -bench . ./pgstore (leave out --postgres, and unset ANNALS_POSTGRES)")
@@ -105,23 +130,10 @@ The baselines always run. The exit status is 0 whether targets are met or not.`,
 			if open == nil {
 				open = func(dir string) (annals.Store, error) { return filestore.Open(dir, nil) }
 			}
-			var bar benchBar
-			if f, ok := m.Stderr.(*os.File); ok && term.IsTerminal(int(f.Fd())) {
-				bar.w = m.Stderr
-				cfg.Progress = bar.update
-			}
+			bar := m.benchBar(cfg)
 			rep, err := bench.Run(cmd.Context(), tmp, open, cfg)
 			bar.clear()
-			if rep != nil && (err == nil || len(rep.Results) > 0) {
-				// On an interrupted run, what was measured is still shown.
-				if werr := writeBenchReport(m.Stdout, rep, asJSON); werr != nil && err == nil {
-					err = werr
-				}
-			}
-			if err != nil {
-				return fmt.Errorf("bench: %w", err)
-			}
-			return nil
+			return finishBench(m.Stdout, rep, err, asJSON)
 		},
 	}
 	f := cmd.Flags()
@@ -132,7 +144,93 @@ The baselines always run. The exit status is 0 whether targets are met or not.`,
 	f.BoolVar(&quick, "quick", false, "a run of seconds on small stores that shows everything works (other flags still apply)")
 	f.BoolVar(&asJSON, "json", false, "print the results as JSON")
 	f.StringSliceVar(&only, "only", nil, "run only these workloads (comma-separated; the baselines always run)")
+	f.IntVar(&shape.Clients, "clients", 16, "realistic workloads: simulated clients, each with a store (over the network: a client and connection) of its own")
+	f.IntVar(&shape.Streams, "streams", 100_000, "realistic workloads: streams the appends choose from")
+	f.Float64Var(&shape.Zipf, "zipf", 1.1, "zipf-conditional: exponent s of the Zipf choice of stream, above 1")
+	f.IntVar(&shape.EventSize, "event-size", 512, fmt.Sprintf("realistic workloads: bytes of each event's data (%d to %d)", bench.MinEventSize, bench.MaxEventSize))
+	f.IntVar(&shape.Subscribers, "subscribers", 4, "catchup-while-writing: subscribers of $all")
+	f.Int64Var(&shape.Prefill, "prefill", 200_000, "catchup-while-writing: events written before the subscribers start, for them to catch up with")
 	return cmd
+}
+
+// shapeFlags copies into dst the shape flags the command line set, refusing a value that is
+// out of range (zero included, which the configuration would read as the default).
+func shapeFlags(cmd *cobra.Command, dst *bench.Shape, set bench.Shape) error {
+	changed := cmd.Flags().Changed
+	if changed("clients") {
+		dst.Clients = set.Clients
+	}
+	if changed("streams") {
+		dst.Streams = set.Streams
+	}
+	if changed("zipf") {
+		dst.Zipf = set.Zipf
+	}
+	if changed("event-size") {
+		dst.EventSize = set.EventSize
+	}
+	if changed("subscribers") {
+		dst.Subscribers = set.Subscribers
+	}
+	if changed("prefill") {
+		dst.Prefill = set.Prefill
+	}
+	for _, name := range []string{"clients", "streams", "zipf", "event-size", "subscribers", "prefill"} {
+		if changed(name) && cmd.Flags().Lookup(name).Value.String() == "0" {
+			return usageErrorf(cmd, "--%s 0: want a positive value", name)
+		}
+	}
+	return nil
+}
+
+// benchRemote runs the realistic workloads against the --server.
+func (m *Main) benchRemote(cmd *cobra.Command, cfg *bench.Config, asJSON bool) error {
+	for _, name := range []string{"dir", "events", "growth"} {
+		if cmd.Flags().Changed(name) {
+			return usageErrorf(cmd, "--%s: with --server, bench runs the realistic workloads against the server and measures no local store", name)
+		}
+	}
+	if m.postgres.url != "" {
+		return usageError{msg: "--server and --postgres both name the store: pass one of them (and check ANNALS_SERVER and ANNALS_POSTGRES)"}
+	}
+	if err := cfg.ValidateRemote(); err != nil {
+		return usageErrorf(cmd, "%s", strings.TrimPrefix(err.Error(), "bench: "))
+	}
+	// The server must answer (and accept the token) before anything is measured.
+	c, err := m.openRemote(cmd.Context())
+	if err != nil {
+		return err
+	}
+	c.Close()
+	bar := m.benchBar(cfg)
+	rep, err := bench.RunRemote(cmd.Context(), m.remote.server, m.openRemote, cfg)
+	bar.clear()
+	return finishBench(m.Stdout, rep, err, asJSON)
+}
+
+// benchBar returns the progress bar of a run, drawn on Stderr when it is a terminal, and sets
+// it as cfg's progress callback.
+func (m *Main) benchBar(cfg *bench.Config) *benchBar {
+	bar := &benchBar{}
+	if f, ok := m.Stderr.(*os.File); ok && term.IsTerminal(int(f.Fd())) {
+		bar.w = m.Stderr
+		cfg.Progress = bar.update
+	}
+	return bar
+}
+
+// finishBench prints the report of a run that ended with err, and returns err.
+func finishBench(w io.Writer, rep *bench.Report, err error, asJSON bool) error {
+	if rep != nil && (err == nil || len(rep.Results) > 0) {
+		// On an interrupted run, what was measured is still shown.
+		if werr := writeBenchReport(w, rep, asJSON); werr != nil && err == nil {
+			err = werr
+		}
+	}
+	if err != nil {
+		return fmt.Errorf("bench: %w", err)
+	}
+	return nil
 }
 
 func writeBenchReport(w io.Writer, rep *bench.Report, asJSON bool) error {

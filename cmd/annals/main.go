@@ -110,7 +110,7 @@ instead, with --token (or $ANNALS_TOKEN) when it asks for credentials. With --po
 (or $ANNALS_POSTGRES) every command but bench works on a PostgreSQL store instead of the
 data directory (its tables in --postgres-schema, created on first use), serve included.
 check and serve work on a data directory or PostgreSQL, not through --server; bench on a
-data directory only.
+data directory, or with --server on the realistic workloads against that server.
 
 The global log is named $all; quote it in the shell ('$all'). read and tail work on $all
 when no stream is given.

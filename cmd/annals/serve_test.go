@@ -614,7 +614,7 @@ max-request-bytes-in-flight: 100000000
 
 // TestRemoteCommands runs the store commands against servers with --server: append (one
 // event and JSON lines), read, tail, streams, export from one server and import into
-// another; check and bench refuse --server.
+// another; check refuses --server.
 func TestRemoteCommands(t *testing.T) {
 	src := startServer(t, t.TempDir(), nil)
 	dst := startServer(t, t.TempDir(), nil)
@@ -674,10 +674,8 @@ func TestRemoteCommands(t *testing.T) {
 		t.Errorf("cart-1 after export and import:\n%s\nwant\n%s", b, a)
 	}
 
-	for _, args := range [][]string{{"check"}, {"bench", "--quick"}} {
-		if r := e.run(context.Background(), "", on(src, args...)...); r.code != 2 || !strings.Contains(r.line, "not over the network") {
-			t.Errorf("annals --server %s: exit %d, %q; want a usage error", args[0], r.code, r.line)
-		}
+	if r := e.run(context.Background(), "", on(src, "check")...); r.code != 2 || !strings.Contains(r.line, "not over the network") {
+		t.Errorf("annals --server check: exit %d, %q; want a usage error", r.code, r.line)
 	}
 	if r := e.run(context.Background(), "", on(src, "serve")...); r.code != 2 {
 		t.Errorf("annals --server serve: exit %d, %q; want a usage error", r.code, r.line)

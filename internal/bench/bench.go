@@ -10,8 +10,8 @@
 //
 // # What is measured
 //
-// Every event is a 200-byte JSON document appended with a durable acknowledgement (Append has
-// returned). Latencies are per operation (one Append, one stream read, one delivery) and their
+// Every event of the workloads below is a 200-byte JSON document appended with a durable
+// acknowledgement (Append has returned); the realistic workloads have their own section. Latencies are per operation (one Append, one stream read, one delivery) and their
 // percentiles are exact over the samples kept (nearest rank; see [Result]).
 //
 //   - fsync-append, fsync-overwrite: a loop of one 4 KiB write then fdatasync on a file in the
@@ -46,6 +46,34 @@
 // [Config.Warmup] unmeasured, then goes on measured. Growth appends go to random existing
 // streams with annals.Any, so that the store has to find their state among many.
 //
+// # The realistic workloads
+//
+// The realistic workloads ([Realistic]) model what services do with an event store, with
+// events of [Shape].EventSize bytes (512 by default), one store per simulated client:
+//
+//   - zipf-conditional: [Shape].Clients command handlers, each appending one event per command
+//     to a stream chosen by Zipf(s = [Shape].Zipf) over [Shape].Streams streams (a few hot
+//     streams take most commands), with the revision it last saw of that stream as the
+//     expected revision. A stream it never saw it reads first; an append refused with
+//     annals.ErrWrongExpectedVersion makes it read the events it missed and retry (at most
+//     100 times). The latency is the command's, retries included; the result counts the
+//     appends sent and the conflicts.
+//   - mixed-70-30: the clients do 70% reads of a whole stream, chosen among the 1,024 appended
+//     to last (the load of an aggregate), and 30% appends of one event, with annals.Any, to a
+//     stream chosen uniformly.
+//   - catchup-while-writing: [Shape].Prefill events are written first (untimed); then
+//     [Shape].Subscribers subscribers of $all catch up from the first of them while the clients
+//     append one event at a time; the rate is of events delivered, the latency the writers',
+//     and the result says when the slowest subscriber had caught up. Every subscriber must
+//     receive every event of the workload.
+//
+// Each reports its throughput, latency percentiles (p50, p95, p99, p99.9) and the CPU time of
+// the process per event (getrusage; per event appended for zipf-conditional, appended or read
+// for mixed-70-30, delivered for catchup-while-writing). [Run] measures each on the embedded
+// store and through a server in the same process ([Serve]), on a new store each time;
+// [RunRemote] measures them against a running server; [Measure] measures one against any
+// [Endpoint].
+//
 // # Files
 //
 // [Run] creates its files and stores in subdirectories of the directory it is given and
@@ -56,6 +84,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"math"
 	"os"
 	"path/filepath"
 	"runtime"
@@ -77,6 +106,12 @@ const (
 	ReadStream = "read-stream"
 	CatchUp    = "catch-up"
 	Growth     = "growth"
+
+	// The realistic workloads (see realistic.go), each measured on the embedded store and
+	// through a server in the same run.
+	ZipfConditional     = "zipf-conditional"
+	Mixed               = "mixed-70-30"
+	CatchUpWhileWriting = "catchup-while-writing"
 )
 
 // The baselines, by the names their results carry. They are measured in every run.
@@ -88,8 +123,13 @@ const (
 
 // Workloads returns the names of the workloads in the order [Run] runs them.
 func Workloads() []string {
-	return []string{Append1W, Append64W, Batch1W, Batch8W, Subscribe, ReadAll, ReadStream, CatchUp, Growth}
+	return append([]string{Append1W, Append64W, Batch1W, Batch8W, Subscribe}, append(Realistic(),
+		ReadAll, ReadStream, CatchUp, Growth)...)
 }
+
+// Realistic returns the names of the realistic workloads, the ones [Measure] and [RunRemote]
+// run, in the order [Run] runs them.
+func Realistic() []string { return []string{ZipfConditional, Mixed, CatchUpWhileWriting} }
 
 // Opener opens (creating it if needed) a store in dir, an empty directory on the disk being
 // measured. [Run] closes each store it opens.
@@ -114,11 +154,54 @@ type Config struct {
 	// Only names the workloads to run (see [Workloads]); empty means all. The baselines run
 	// whatever it says.
 	Only []string
+	// Shape shapes the realistic workloads.
+	Shape
+	// Ops, when > 0, ends each realistic workload after that many operations instead of after
+	// Duration, with no warm-up (the Go benchmarks pass b.N): commands for zipf-conditional,
+	// reads and appends for mixed-70-30, events appended for catchup-while-writing.
+	Ops int64
+	// Timer, when set (a *testing.B), is stopped while a realistic workload sets up (dials its
+	// clients, writes its prefill) and started for its measured part only.
+	Timer interface {
+		StartTimer()
+		StopTimer()
+	}
 	// Progress, when not nil, is called as the run goes, about ten times a second and at each
 	// step's start and end. Calls never overlap; a slow callback slows the run's progress
 	// reports, never its measurements.
 	Progress func(Progress)
 }
+
+// Shape is the shape of the realistic workloads. Each zero field means the default written
+// beside it.
+type Shape struct {
+	// Clients is the number of simulated clients, each with a store of its own (over the
+	// network: a client.Client and its connection): the writers of zipf-conditional and
+	// catchup-while-writing, the readers and writers of mixed-70-30; default 16, at most
+	// [MaxClients].
+	Clients int `json:"clients"`
+	// Streams is the number of streams the appends choose from; default 100,000.
+	Streams int `json:"streams"`
+	// Zipf is the exponent s of zipf-conditional's choice of stream, P(k-th hottest) ∝ k^-s;
+	// above 1, default 1.1.
+	Zipf float64 `json:"zipf"`
+	// EventSize is the size in bytes of each event's data, a JSON document; default 512, from
+	// [MinEventSize] to [MaxEventSize].
+	EventSize int `json:"event_size"`
+	// Subscribers is the number of catch-up subscribers of catchup-while-writing; default 4,
+	// at most [MaxClients].
+	Subscribers int `json:"subscribers"`
+	// Prefill is the number of events in the log, written before they start, that
+	// catchup-while-writing's subscribers catch up with; default 200,000.
+	Prefill int64 `json:"prefill"`
+}
+
+// Bounds of a [Shape].
+const (
+	MaxClients   = 1024
+	MinEventSize = 128
+	MaxEventSize = annals.DefaultMaxEventSize - 4096 // room for the type and metadata
+)
 
 // Quick returns a configuration for tests and smoke runs: every workload, each measured
 // for 100ms, on stores of a few thousand events. Its figures say that the harness and the
@@ -131,6 +214,7 @@ func Quick() *Config {
 		GrowthFrom:    5_000,
 		GrowthTo:      12_000,
 		SeqWriteBytes: 8 << 20,
+		Shape:         Shape{Prefill: 5_000},
 	}
 }
 
@@ -180,7 +264,56 @@ func (c *Config) withDefaults() (Config, error) {
 			return cfg, fmt.Errorf("bench: unknown workload %q (want one of %s)", w, strings.Join(Workloads(), ", "))
 		}
 	}
-	return cfg, nil
+	return cfg, cfg.Shape.fill()
+}
+
+// fill sets the defaults of s's zero fields and returns an error for a value out of range.
+func (s *Shape) fill() error {
+	def := func(v *int, d int) {
+		if *v == 0 {
+			*v = d
+		}
+	}
+	def(&s.Clients, 16)
+	def(&s.Streams, 100_000)
+	def(&s.EventSize, 512)
+	def(&s.Subscribers, 4)
+	if s.Zipf == 0 {
+		s.Zipf = 1.1
+	}
+	if s.Prefill == 0 {
+		s.Prefill = 200_000
+	}
+	switch {
+	case s.Clients < 1 || s.Clients > MaxClients:
+		return fmt.Errorf("bench: %d clients: want 1 to %d", s.Clients, MaxClients)
+	case s.Subscribers < 1 || s.Subscribers > MaxClients:
+		return fmt.Errorf("bench: %d subscribers: want 1 to %d", s.Subscribers, MaxClients)
+	case s.Streams < 1:
+		return fmt.Errorf("bench: %d streams: want at least 1", s.Streams)
+	case !(s.Zipf > 1) || math.IsInf(s.Zipf, 0):
+		return fmt.Errorf("bench: Zipf exponent %v: want a number above 1", s.Zipf)
+	case s.EventSize < MinEventSize || s.EventSize > MaxEventSize:
+		return fmt.Errorf("bench: event size %d: want %d to %d bytes", s.EventSize, MinEventSize, MaxEventSize)
+	case s.Prefill < 0:
+		return fmt.Errorf("bench: prefill of %d events: want 0 or more", s.Prefill)
+	}
+	return nil
+}
+
+// ValidateRemote is [Config.Validate] for [RunRemote]: Only may name the realistic workloads
+// only.
+func (c *Config) ValidateRemote() error {
+	cfg, err := c.withDefaults()
+	if err != nil {
+		return err
+	}
+	for _, w := range cfg.Only {
+		if !slices.Contains(Realistic(), w) {
+			return fmt.Errorf("bench: workload %q measures the store in process; against a server, run %s", w, strings.Join(Realistic(), ", "))
+		}
+	}
+	return nil
 }
 
 func (c *Config) runs(workload string) bool {
@@ -229,10 +362,32 @@ type Result struct {
 	Ops     int64         `json:"ops,omitempty"`
 	Events  int64         `json:"events,omitempty"`
 	Elapsed time.Duration `json:"elapsed_ns,omitempty"`
-	// P50 and P99 are latency percentiles per operation, exact over the samples kept (all of
-	// them unless a workload does more than 4 million operations).
-	P50 time.Duration `json:"p50_ns,omitempty"`
-	P99 time.Duration `json:"p99_ns,omitempty"`
+	// P50, P95, P99 and P999 (99.9th) are latency percentiles per operation, exact over the
+	// samples kept (all of them unless a workload does more than 4 million operations). The
+	// workloads that are not realistic report P50 and P99 only.
+	P50  time.Duration `json:"p50_ns,omitempty"`
+	P95  time.Duration `json:"p95_ns,omitempty"`
+	P99  time.Duration `json:"p99_ns,omitempty"`
+	P999 time.Duration `json:"p999_ns,omitempty"`
+	// Path is where a realistic workload reached the store: "embedded" (in process),
+	// "network" (through a server in this process, over loopback) or "remote" (the server of
+	// [RunRemote]); "" for the other workloads.
+	Path string `json:"path,omitempty"`
+	// CPUPerEvent is the CPU time (user and system) of this process per event of Events, in µs, over
+	// the measured time; 0 where it cannot be read. Embedded it is the store's (and the load's)
+	// cost; through the in-process server, the clients', the server's and the store's; against
+	// a remote server, the clients' only.
+	CPUPerEvent float64 `json:"cpu_us_per_event,omitempty"`
+	// Appends and Conflicts count the appends zipf-conditional sent and those refused with
+	// annals.ErrWrongExpectedVersion (each then retried); ConflictRate is their ratio.
+	Appends      int64   `json:"appends,omitempty"`
+	Conflicts    int64   `json:"conflicts,omitempty"`
+	ConflictRate float64 `json:"conflict_rate,omitempty"`
+	// CaughtUp is how long the slowest subscriber of catchup-while-writing took to catch up:
+	// to receive an event at or past the last one the writers had had acknowledged.
+	CaughtUp time.Duration `json:"caught_up_ns,omitempty"`
+	// Note says more, in words: the latencies of each kind of operation, the rate of writes.
+	Note string `json:"note,omitempty"`
 	// Stored is the number of events in the store when it was measured (positions used).
 	Stored int64 `json:"stored_events,omitempty"`
 	// RSS is the resident memory of the process, in bytes, when it was measured, and RSSAnon
@@ -264,7 +419,11 @@ type Report struct {
 	Dir      string        `json:"dir"`
 	Machine  Machine       `json:"machine"`
 	Duration time.Duration `json:"duration_ns"`
-	Results  []Result      `json:"results"`
+	// Shape is the shape of the realistic workloads, when the report has any.
+	Shape *Shape `json:"realistic,omitempty"`
+	// Server is the URL of the server [RunRemote] measured; "" for [Run].
+	Server  string   `json:"server,omitempty"`
+	Results []Result `json:"results"`
 }
 
 // Machine describes where a report was measured.
@@ -309,15 +468,10 @@ func Run(ctx context.Context, dir string, open Opener, cfg *Config) (*Report, er
 	if err != nil {
 		abs = dir
 	}
-	r := &runner{cfg: c, dir: dir, open: open, report: &Report{
-		Start:    time.Now().UTC(),
-		Dir:      abs,
-		Duration: c.Duration,
-		Machine: Machine{
-			OS: kernel(), Arch: runtime.GOARCH, CPU: cpuModel(), CPUs: runtime.NumCPU(),
-			GOMAXPROCS: runtime.GOMAXPROCS(0), Go: runtime.Version(),
-		},
-	}}
+	r := &runner{cfg: c, dir: dir, open: open, report: &Report{Start: time.Now().UTC(), Dir: abs, Duration: c.Duration, Machine: machine()}}
+	if slices.ContainsFunc(Realistic(), c.runs) {
+		r.report.Shape = &c.Shape
+	}
 	defer r.closeStores()
 	steps := r.plan()
 	for i, s := range steps {
@@ -334,6 +488,11 @@ func Run(ctx context.Context, dir string, open Opener, cfg *Config) (*Report, er
 		}
 	}
 	return r.finish(), nil
+}
+
+func machine() Machine {
+	return Machine{OS: kernel(), Arch: runtime.GOARCH, CPU: cpuModel(), CPUs: runtime.NumCPU(),
+		GOMAXPROCS: runtime.GOMAXPROCS(0), Go: runtime.Version()}
 }
 
 func (r *runner) finish() *Report {

@@ -156,6 +156,7 @@ func TestQuickRun(t *testing.T) {
 		t.Fatal(err)
 	}
 	want := []string{FsyncAppend, FsyncOverwrite, SeqWrite, Append1W, Append64W, Batch1W, Batch8W, Subscribe,
+		ZipfConditional, ZipfConditional, Mixed, Mixed, CatchUpWhileWriting, CatchUpWhileWriting,
 		ReadAll, ReadStream, CatchUp, "growth-append", "growth-read", "growth-rss"}
 	var got []string
 	for _, r := range rep.Results {

@@ -4,7 +4,6 @@ import (
 	"context"
 	"fmt"
 	"math/rand/v2"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -63,6 +62,13 @@ type load struct {
 	elapsed time.Duration
 	lat     []time.Duration // sorted
 	last    uint64          // the highest position an append returned
+
+	// Of the realistic workloads only:
+	appends, conflicts int64         // appends sent, and refused as conflicts
+	reads              int64         // reads among the ops
+	caughtUp           time.Duration // the slowest catch-up subscriber's time to catch up
+	cpu                time.Duration // CPU time of the process over elapsed
+	note               string
 }
 
 func (l load) rate() float64 {
@@ -87,24 +93,27 @@ const payloadSize = 200
 
 // payloads holds 4,096 distinct 200-byte JSON documents that events take their data from in
 // turn. They are never modified.
-var payloads = sync.OnceValue(func() [][]byte {
+var payloads = sync.OnceValue(func() [][]byte { return makePayloads(payloadSize, 4096) })
+
+// makePayloads returns n distinct JSON documents of size bytes each (size ≥ [MinEventSize]),
+// the same for the same arguments: a line of a shopping cart with a note that fills it up.
+func makePayloads(size, n int) [][]byte {
 	rng := rand.New(rand.NewPCG(1, 2))
 	const letters = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789 "
-	out := make([][]byte, 4096)
+	out := make([][]byte, n)
 	for i := range out {
 		head := fmt.Sprintf(`{"cart":"cart-%06d","sku":"sku-%05d","qty":%d,"price":%d,"currency":"EUR","at":"2025-%02d-%02dT%02d:%02d:%02dZ","note":"`,
 			rng.IntN(1_000_000), rng.IntN(100_000), 1+rng.IntN(9), 100+rng.IntN(99_900),
 			1+rng.IntN(12), 1+rng.IntN(28), rng.IntN(24), rng.IntN(60), rng.IntN(60))
-		var b strings.Builder
-		b.WriteString(head)
-		for b.Len() < payloadSize-2 {
-			b.WriteByte(letters[rng.IntN(len(letters))])
+		b := make([]byte, 0, size)
+		b = append(b, head...)
+		for len(b) < size-2 {
+			b = append(b, letters[rng.IntN(len(letters))])
 		}
-		b.WriteString(`"}`)
-		out[i] = []byte(b.String())
+		out[i] = append(b, `"}`...)
 	}
 	return out
-})
+}
 
 var eventTypes = [...]string{"ItemAddedToCart", "ItemRemovedFromCart", "CartCheckedOut"}
 

@@ -89,6 +89,11 @@ func (r *runner) plan() []step {
 			steps = append(steps, step{w, func(ctx context.Context) error { return r.writeWorkload(ctx, w) }})
 		}
 	}
+	for _, w := range Realistic() {
+		if r.cfg.runs(w) {
+			steps = append(steps, step{w, func(ctx context.Context) error { return r.realisticWorkload(ctx, w) }})
+		}
+	}
 	// The read store is filled in phases up to each size something is measured at.
 	type point struct {
 		size   int64
@@ -181,20 +186,23 @@ func verdict(ok bool) Verdict {
 }
 
 var descriptions = map[string]string{
-	FsyncAppend:     "4 KiB write + fdatasync, appending to a file",
-	FsyncOverwrite:  "4 KiB write + fdatasync, over a pre-written file",
-	SeqWrite:        "1 MiB writes, then one fdatasync",
-	Append1W:        "1 writer, 1 event per append",
-	Append64W:       "64 writers, 1 event per append",
-	Batch1W:         "1 writer, 100-event appends",
-	Batch8W:         "8 writers, 100-event appends",
-	Subscribe:       "append ack → live $all subscriber in process receives, 1 writer",
-	ReadAll:         "read $all from the start, warm",
-	ReadStream:      "read one whole 1,000-event stream",
-	CatchUp:         "projection catch-up into memory under the default lease, from position 0",
-	"growth-append": "append-64w p99 (random existing streams), larger store vs smaller",
-	"growth-read":   "read-stream p50, larger store vs smaller",
-	"growth-rss":    "resident memory of the process, larger store vs smaller",
+	FsyncAppend:         "4 KiB write + fdatasync, appending to a file",
+	FsyncOverwrite:      "4 KiB write + fdatasync, over a pre-written file",
+	SeqWrite:            "1 MiB writes, then one fdatasync",
+	Append1W:            "1 writer, 1 event per append",
+	Append64W:           "64 writers, 1 event per append",
+	Batch1W:             "1 writer, 100-event appends",
+	Batch8W:             "8 writers, 100-event appends",
+	Subscribe:           "append ack → live $all subscriber in process receives, 1 writer",
+	ZipfConditional:     "commands: append 1 event with the revision last seen to a stream chosen by Zipf, read what was missed and retry on conflict; latency per command",
+	Mixed:               "70% reads of a whole stream among the 1,024 appended to last, 30% appends of 1 event (any revision) to a stream chosen uniformly; rate and latency per operation",
+	CatchUpWhileWriting: "subscribers of $all catch up with the prefill while writers append 1 event at a time; rate: events delivered; latency: the writers' appends",
+	ReadAll:             "read $all from the start, warm",
+	ReadStream:          "read one whole 1,000-event stream",
+	CatchUp:             "projection catch-up into memory under the default lease, from position 0",
+	"growth-append":     "append-64w p99 (random existing streams), larger store vs smaller",
+	"growth-read":       "read-stream p50, larger store vs smaller",
+	"growth-rss":        "resident memory of the process, larger store vs smaller",
 }
 
 // Description returns what the named workload or baseline does, or "".

@@ -5,6 +5,7 @@ package bench
 import (
 	"os"
 	"runtime"
+	"time"
 )
 
 // fdatasync flushes f to the device; where fdatasync(2) is missing, with fsync.
@@ -16,3 +17,6 @@ func rss() (total, anon int64) { return 0, 0 }
 func kernel() string { return runtime.GOOS }
 
 func cpuModel() string { return "" }
+
+// cpuTime returns 0: the CPU time is read with getrusage(2), on Linux only.
+func cpuTime() time.Duration { return 0 }
