@@ -59,37 +59,33 @@ func TestReadsEveryProtocol(t *testing.T) {
 				}
 			}
 			all, err := rpc.ReadAll(t.Context(), connect.NewRequest(&annalsv1.ReadAllRequest{}))
-			var got []*annalsv1.RecordedEvent
-			for err == nil && all.Receive() {
-				got = append(got, all.Msg().Events...)
-			}
-			if err == nil {
-				err = all.Err()
-			}
+			got, err := receive(all, err, (*annalsv1.ReadAllResponse).GetEvents, -1)
 			check("ReadAll", got, err, want)
-
 			one, err := rpc.ReadStream(t.Context(), connect.NewRequest(&annalsv1.ReadStreamRequest{Stream: "order-1"}))
-			got = nil
-			for err == nil && one.Receive() {
-				got = append(got, one.Msg().Events...)
-			}
-			if err == nil {
-				err = one.Err()
-			}
+			got, err = receive(one, err, (*annalsv1.ReadStreamResponse).GetEvents, -1)
 			check("ReadStream", got, err, want[3:6])
-
 			ctx, cancel := context.WithTimeout(t.Context(), waitTimeout)
 			defer cancel()
 			sub, err := rpc.Subscribe(ctx, connect.NewRequest(&annalsv1.SubscribeRequest{Stream: "$all"}))
-			got = nil
-			for err == nil && len(got) < len(want) && sub.Receive() {
-				got = append(got, sub.Msg().GetEvents().GetEvents()...)
-			}
-			if err == nil {
-				err = sub.Err()
-				sub.Close()
-			}
+			got, err = receive(sub, err, func(m *annalsv1.SubscribeResponse) []*annalsv1.RecordedEvent { return m.GetEvents().GetEvents() }, len(want))
 			check("Subscribe", got, err, want)
 		})
 	}
+}
+
+// receive returns the events of the messages of st (opened with the error err) to its end,
+// or until it has n when n >= 0.
+func receive[M any](st *connect.ServerStreamForClient[M], err error, events func(*M) []*annalsv1.RecordedEvent, n int) ([]*annalsv1.RecordedEvent, error) {
+	if err != nil {
+		return nil, err
+	}
+	defer st.Close()
+	var got []*annalsv1.RecordedEvent
+	for (n < 0 || len(got) < n) && st.Receive() {
+		got = append(got, events(st.Msg())...)
+	}
+	if n >= 0 && len(got) >= n {
+		return got, nil
+	}
+	return got, st.Err()
 }
