@@ -5,6 +5,7 @@ import (
 	"fmt"
 
 	"connectrpc.com/connect"
+	annalsv1 "github.com/annalsdb/annals/internal/gen/annals/v1"
 	"google.golang.org/protobuf/encoding/protojson"
 	"google.golang.org/protobuf/proto"
 )
@@ -34,7 +35,31 @@ func (strictJSON) MarshalAppend(dst []byte, m any) ([]byte, error) {
 	if !ok {
 		return nil, fmt.Errorf("annals server: cannot marshal %T", m)
 	}
+	pm, err := withEventFields(pm)
+	if err != nil {
+		return nil, err
+	}
 	return protojson.MarshalOptions{}.MarshalAppend(dst, pm)
+}
+
+// withEventFields returns a message of the types that carry events as the encoding of a
+// [protoBatch] (in their unknown fields) with the events decoded into their fields, for JSON;
+// other messages as they are.
+func withEventFields(m proto.Message) (proto.Message, error) {
+	switch m.(type) {
+	case *annalsv1.ReadStreamResponse, *annalsv1.ReadAllResponse, *annalsv1.SubscribeResponse:
+	default:
+		return m, nil
+	}
+	b, err := proto.Marshal(m)
+	if err != nil {
+		return nil, err
+	}
+	decoded := m.ProtoReflect().New().Interface()
+	if err := proto.Unmarshal(b, decoded); err != nil {
+		return nil, err
+	}
+	return decoded, nil
 }
 
 func (strictJSON) Unmarshal(b []byte, m any) error {

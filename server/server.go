@@ -109,7 +109,9 @@ type Options struct {
 	Authorize func(ctx context.Context, a Access) error
 	// Interceptors wrap every RPC of the Connect service, in order (the first is outermost).
 	// A streaming interceptor must not keep a message after its Send returns: reads and
-	// subscriptions reuse their messages for the next batch.
+	// subscriptions reuse their buffers for the next batch. The events of their messages
+	// come already encoded, as the messages' unknown fields, which proto.Marshal writes out
+	// as the events field: an interceptor that needs them unmarshals the marshaled message.
 	Interceptors []connect.Interceptor
 	// HandlerOptions are passed to the Connect handler after the server's own (read limit,
 	// interceptors), e.g. connect.WithCompression.

@@ -11,6 +11,7 @@ import (
 	"github.com/annalsdb/annals/internal/gen/annals/v1/annalsv1connect"
 	"github.com/annalsdb/annals/internal/rules"
 	"github.com/annalsdb/annals/internal/wire"
+	"google.golang.org/protobuf/reflect/protoreflect"
 	"google.golang.org/protobuf/types/known/timestamppb"
 )
 
@@ -80,13 +81,13 @@ func readOptions(from uint64, fromEnd, backwards bool, limit, until uint64, asOf
 }
 
 // sendEvents sends the events of a read in batches through send, which builds the response
-// message of the method.
-func (v *service) sendEvents(ctx context.Context, proc string, seq iter.Seq2[annals.RecordedEvent, error], send func([]*annalsv1.RecordedEvent) error) error {
-	var msgs protoBatch
+// message of the method around a batch's encoding (see [protoBatch]).
+func (v *service) sendEvents(ctx context.Context, proc string, seq iter.Seq2[annals.RecordedEvent, error], send func(events protoreflect.RawFields) error) error {
+	var enc protoBatch
 	v.s.stats.add(cReads, 1)
 	err := sendRead(seq, func(batch []annals.RecordedEvent) error {
 		v.s.stats.add(cEventsRead, len(batch))
-		return send(msgs.of(batch))
+		return send(enc.encode(batch))
 	})
 	if err != nil {
 		return v.s.toConnect(ctx, proc, err)
@@ -94,28 +95,30 @@ func (v *service) sendEvents(ctx context.Context, proc string, seq iter.Seq2[ann
 	return nil
 }
 
-// protoBatch converts batches of events to their messages, reusing the messages of the
-// previous batch: Send has marshaled a message when it returns (an interceptor must not keep
-// it), so a read or subscription allocates its messages once, not once per event.
+// protoBatch encodes batches of events straight into their wire form, the repeated
+// RecordedEvent field 1 of ReadStreamResponse, ReadAllResponse and EventBatch, reusing one
+// buffer: no message per event. The encoding rides in the response message as its unknown
+// fields, which proto.Marshal writes as they are, so the bytes on the wire are those of the
+// message with its events; the server's JSON codec decodes them into the message's fields
+// first (see [strictJSON]). An interceptor therefore sees the events of such a message only as
+// its unknown fields.
 type protoBatch struct {
-	msgs []*annalsv1.RecordedEvent
-	used int // the messages of the last batch
+	buf []byte
 }
 
-func (p *protoBatch) of(batch []annals.RecordedEvent) []*annalsv1.RecordedEvent {
-	for len(p.msgs) < len(batch) {
-		p.msgs = append(p.msgs, &annalsv1.RecordedEvent{})
-	}
-	for i := range batch {
-		wire.SetRecorded(p.msgs[i], &batch[i])
-	}
-	// A subscription's large catch-up batch is followed by small live ones: let go of the
-	// data of the messages this batch does not use.
-	for _, m := range p.msgs[len(batch):max(len(batch), p.used)] {
-		m.Id, m.Stream, m.Type, m.ContentType, m.Data, m.Metadata = "", "", "", "", nil, nil
-	}
-	p.used = len(batch)
-	return p.msgs[:len(batch)]
+// encode returns the encoding of batch, valid until the next call: Send has marshaled its
+// message when it returns (an interceptor must not keep it).
+func (p *protoBatch) encode(batch []annals.RecordedEvent) protoreflect.RawFields {
+	p.buf = wire.AppendEvents(p.buf[:0], 1, batch)
+	return p.buf
+}
+
+// of returns the EventBatch message of batch, for a SubscribeResponse; it is valid until the
+// next call, as [protoBatch.encode].
+func (p *protoBatch) of(batch []annals.RecordedEvent) *annalsv1.EventBatch {
+	m := &annalsv1.EventBatch{}
+	m.ProtoReflect().SetUnknown(p.encode(batch))
+	return m
 }
 
 func (v *service) ReadStream(ctx context.Context, req *connect.Request[annalsv1.ReadStreamRequest], stream *connect.ServerStream[annalsv1.ReadStreamResponse]) error {
@@ -130,8 +133,10 @@ func (v *service) ReadStream(ctx context.Context, req *connect.Request[annalsv1.
 	if err := v.s.authorize(ctx, Access{Op: OpRead, Procedure: proc, Stream: m.Stream}); err != nil {
 		return v.s.toConnect(ctx, proc, err)
 	}
-	return v.sendEvents(ctx, proc, v.s.store.ReadStream(ctx, m.Stream, opts), func(evs []*annalsv1.RecordedEvent) error {
-		return stream.Send(&annalsv1.ReadStreamResponse{Events: evs})
+	return v.sendEvents(ctx, proc, v.s.store.ReadStream(ctx, m.Stream, opts), func(events protoreflect.RawFields) error {
+		res := &annalsv1.ReadStreamResponse{}
+		res.ProtoReflect().SetUnknown(events)
+		return stream.Send(res)
 	})
 }
 
@@ -144,8 +149,10 @@ func (v *service) ReadAll(ctx context.Context, req *connect.Request[annalsv1.Rea
 	if err := v.s.authorize(ctx, Access{Op: OpRead, Procedure: proc, Filter: opts.Filter}); err != nil {
 		return v.s.toConnect(ctx, proc, err)
 	}
-	return v.sendEvents(ctx, proc, v.s.store.ReadAll(ctx, opts), func(evs []*annalsv1.RecordedEvent) error {
-		return stream.Send(&annalsv1.ReadAllResponse{Events: evs})
+	return v.sendEvents(ctx, proc, v.s.store.ReadAll(ctx, opts), func(events protoreflect.RawFields) error {
+		res := &annalsv1.ReadAllResponse{}
+		res.ProtoReflect().SetUnknown(events)
+		return stream.Send(res)
 	})
 }
 
@@ -177,7 +184,7 @@ func (v *service) Subscribe(ctx context.Context, req *connect.Request[annalsv1.S
 	}
 	var msgs protoBatch
 	err = v.s.follow(ctx, t, from, func(batch []annals.RecordedEvent) error {
-		return stream.Send(&annalsv1.SubscribeResponse{Content: &annalsv1.SubscribeResponse_Events{Events: &annalsv1.EventBatch{Events: msgs.of(batch)}}})
+		return stream.Send(&annalsv1.SubscribeResponse{Content: &annalsv1.SubscribeResponse_Events{Events: msgs.of(batch)}})
 	}, nil)
 	return v.s.toConnect(ctx, proc, err)
 }

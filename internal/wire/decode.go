@@ -30,16 +30,22 @@ var errMalformed = errors.New("malformed protobuf message")
 
 // Decoder decodes annals.v1.RecordedEvent messages from their protobuf encoding straight into
 // [annals.RecordedEvent] values, with the result [RecordedFromProto] gives for the message, but
-// without building the message first: no allocation per event but its data and metadata, and
-// the strings of a stream, type or content type that differ from the previous event's. (It
-// keeps the last of each, so the events of a batch of one stream share their strings.)
+// without building the message first. The strings of a stream, type or content type equal to
+// the previous event's are shared with it, and the data and metadata of small events are
+// copied into shared blocks of [slabSize] bytes: a few allocations per batch, not one per
+// event. (So an event that outlives its neighbours keeps up to [slabSize] bytes of theirs.)
 //
 // The decoded events share nothing with the input, which may be reused at once. Unknown
 // fields are skipped, as protobuf does. A Decoder is not safe for concurrent use; its zero
 // value is ready.
 type Decoder struct {
 	stream, typ, contentType string
+	slab                     []byte // the free part of the current block
 }
+
+// slabSize is the size of the blocks a [Decoder] copies data and metadata into; a value over
+// a quarter of it gets an allocation of its own.
+const slabSize = 16 << 10
 
 // AppendEvents decodes the repeated RecordedEvent field num of the message b (e.g. 1 for
 // ReadAllResponse.events) and appends its events to dst; the message's other fields are
@@ -52,7 +58,7 @@ func (d *Decoder) AppendEvents(dst []annals.RecordedEvent, b []byte, num protowi
 		}
 		b = b[l:]
 		if n == num && typ == protowire.BytesType {
-			v, l := protowire.ConsumeBytes(b)
+			v, l := consumeBytes(b)
 			if l < 0 {
 				return dst, errMalformed
 			}
@@ -92,7 +98,7 @@ func (d *Decoder) decode(e *annals.RecordedEvent, b []byte) error {
 		b = b[l:]
 		switch {
 		case typ == protowire.BytesType && (n >= recordedID && n <= recordedMetadata || n == recordedTime):
-			v, l := protowire.ConsumeBytes(b)
+			v, l := consumeBytes(b)
 			if l < 0 {
 				return errMalformed
 			}
@@ -108,9 +114,9 @@ func (d *Decoder) decode(e *annals.RecordedEvent, b []byte) error {
 			case recordedContentType:
 				e.ContentType, err = intern(&d.contentType, v)
 			case recordedData:
-				e.Data = clone(v)
+				e.Data = d.clone(v)
 			case recordedMetadata:
-				e.Metadata = clone(v)
+				e.Metadata = d.clone(v)
 			case recordedTime:
 				hasTime = true
 				if err := decodeTimestamp(v, &sec, &nsec); err != nil {
@@ -183,13 +189,25 @@ func decodeTimestamp(b []byte, sec, nsec *int64) error {
 }
 
 // consumeTag is protowire.ConsumeTag refusing field numbers above the valid range, as
-// proto.Unmarshal does.
+// proto.Unmarshal does, with a fast path for the one-byte tags of the fields it decodes.
 func consumeTag(b []byte) (protowire.Number, protowire.Type, int) {
+	if len(b) > 0 && b[0] < 0x80 && b[0] >= 1<<3 {
+		return protowire.Number(b[0] >> 3), protowire.Type(b[0] & 7), 1
+	}
 	n, typ, l := protowire.ConsumeTag(b)
 	if l >= 0 && n > protowire.MaxValidNumber {
 		return 0, 0, -1
 	}
 	return n, typ, l
+}
+
+// consumeBytes is protowire.ConsumeBytes with a fast path for lengths under 128.
+func consumeBytes(b []byte) ([]byte, int) {
+	if len(b) > 0 && b[0] < 0x80 && int(b[0]) < len(b) {
+		n := int(b[0])
+		return b[1 : 1+n], 1 + n
+	}
+	return protowire.ConsumeBytes(b)
 }
 
 // intern returns v as a string, reusing *last when it is equal, else remembering the new one.
@@ -205,11 +223,21 @@ func intern(last *string, v []byte) (string, error) {
 	return *last, nil
 }
 
-func clone(v []byte) []byte {
-	if len(v) == 0 {
+// clone returns a copy of v, nil when v is empty, in the current block when it fits.
+func (d *Decoder) clone(v []byte) []byte {
+	n := len(v)
+	switch {
+	case n == 0:
 		return nil
+	case n > slabSize/4:
+		return append([]byte(nil), v...)
+	case n > len(d.slab):
+		d.slab = make([]byte, slabSize)
 	}
-	return append([]byte(nil), v...)
+	c := d.slab[:n:n]
+	copy(c, v)
+	d.slab = d.slab[n:]
+	return c
 }
 
 // parseUUID parses the canonical form of a UUID as [annals.ParseUUID] does, from bytes.
@@ -217,32 +245,28 @@ func parseUUID(b []byte) (u annals.UUID, ok bool) {
 	if len(b) != 36 || b[8] != '-' || b[13] != '-' || b[18] != '-' || b[23] != '-' {
 		return u, false
 	}
-	j := 0
-	for i := 0; i < 36; {
-		if i == 8 || i == 13 || i == 18 || i == 23 {
-			i++
-			continue
-		}
-		hi, ok1 := unhex(b[i])
-		lo, ok2 := unhex(b[i+1])
-		if !ok1 || !ok2 {
-			return annals.UUID{}, false
-		}
+	var bad byte
+	for j, i := range uuidDigits {
+		hi, lo := hexValue[b[i]], hexValue[b[i+1]]
+		bad |= hi | lo
 		u[j] = hi<<4 | lo
-		i += 2
-		j++
 	}
-	return u, true
+	return u, bad&0xf0 == 0
 }
 
-func unhex(c byte) (byte, bool) {
-	switch {
-	case '0' <= c && c <= '9':
-		return c - '0', true
-	case 'a' <= c && c <= 'f':
-		return c - 'a' + 10, true
-	case 'A' <= c && c <= 'F':
-		return c - 'A' + 10, true
+// uuidDigits are the offsets of the 16 pairs of hex digits in the canonical form of a UUID.
+var uuidDigits = [16]int{0, 2, 4, 6, 9, 11, 14, 16, 19, 21, 24, 26, 28, 30, 32, 34}
+
+// hexValue maps a hex digit (either case) to its value, and any other byte to 0xff.
+var hexValue = func() (t [256]byte) {
+	for i := range t {
+		t[i] = 0xff
 	}
-	return 0, false
-}
+	for i, c := range "0123456789abcdef" {
+		t[c] = byte(i)
+	}
+	for i, c := range "ABCDEF" {
+		t[c] = byte(10 + i)
+	}
+	return t
+}()

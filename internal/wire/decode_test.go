@@ -150,3 +150,50 @@ func FuzzDecoder(f *testing.F) {
 		}
 	})
 }
+
+func TestParseUUID(t *testing.T) {
+	id := annals.NewUUID()
+	good := id.String()
+	for _, s := range []string{good, strings.ToUpper(good), "", "nope", good[:35], good + "0"} {
+		want, werr := annals.ParseUUID(s)
+		got, ok := parseUUID([]byte(s))
+		if ok != (werr == nil) || ok && got != want {
+			t.Errorf("parseUUID(%q) = %v, %v; ParseUUID gives %v, %v", s, got, ok, want, werr)
+		}
+	}
+	// Every byte in every digit's place.
+	for i := range len(good) {
+		for c := range 256 {
+			s := good[:i] + string([]byte{byte(c)}) + good[i+1:]
+			want, werr := annals.ParseUUID(s)
+			got, ok := parseUUID([]byte(s))
+			if ok != (werr == nil) || ok && got != want {
+				t.Fatalf("parseUUID(%q) = %v, %v; ParseUUID gives %v, %v", s, got, ok, want, werr)
+			}
+		}
+	}
+}
+
+// TestDecoderDataOwned checks that an event's data and metadata, which share a block with
+// the other events', can be appended to without changing the others'.
+func TestDecoderDataOwned(t *testing.T) {
+	var b []byte
+	for i := range 3 {
+		e := annals.RecordedEvent{ID: annals.NewUUID(), Data: []byte{byte('a' + i)}, Metadata: []byte{byte('x' + i)}}
+		b = AppendEvents(b, 1, []annals.RecordedEvent{e})
+	}
+	var d Decoder
+	events, err := d.AppendEvents(nil, b, 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	_ = append(events[0].Data, "!!"...)
+	_ = append(events[0].Metadata, "!!"...)
+	var got string
+	for _, e := range events {
+		got += string(e.Data) + string(e.Metadata)
+	}
+	if got != "axbycz" {
+		t.Errorf("after appending to the first event's data and metadata: got %q, want %q", got, "axbycz")
+	}
+}

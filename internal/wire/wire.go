@@ -105,19 +105,6 @@ func RecordedToProto(e *annals.RecordedEvent) *annalsv1.RecordedEvent {
 	}
 }
 
-// SetRecorded sets m to the message form of e, as [RecordedToProto] returns it, reusing m's
-// timestamp: a sender that keeps its messages from one batch to the next allocates nothing
-// but the id per event. m shares e's Data and Metadata.
-func SetRecorded(m *annalsv1.RecordedEvent, e *annals.RecordedEvent) {
-	ts := m.Time
-	if ts == nil {
-		ts = new(timestamppb.Timestamp)
-	}
-	ts.Seconds, ts.Nanos = e.Time.Unix(), int32(e.Time.Nanosecond())
-	m.Id, m.Stream, m.Type, m.ContentType = e.ID.String(), e.Stream, e.Type, e.ContentType
-	m.Data, m.Metadata, m.Revision, m.Position, m.Time = e.Data, e.Metadata, e.Revision, e.Position, ts
-}
-
 // RecordedFromProto returns the recorded event m describes, sharing m's Data and Metadata.
 // It returns an error for an id that is not a UUID (a server that sends one is broken).
 func RecordedFromProto(m *annalsv1.RecordedEvent) (annals.RecordedEvent, error) {
