@@ -40,7 +40,8 @@ func h2c() *http.Protocols {
 }
 
 // dialConnect opens a BatchAppend stream through Connect's gRPC protocol on its own h2c
-// connection to the server at baseURL, as client.Open's transport does.
+// connection to the server at baseURL, as client.Open's transport does: without accepting
+// gzip, which the server would otherwise apply to every response message.
 func dialConnect(baseURL string) (*client, error) {
 	var p http.Protocols
 	p.SetUnencryptedHTTP2(true)
@@ -48,7 +49,7 @@ func dialConnect(baseURL string) (*client, error) {
 		Protocols:   &p,
 		DialContext: (&net.Dialer{Timeout: 10 * time.Second}).DialContext,
 	}
-	rpc := annalsv1connect.NewEventStoreServiceClient(&http.Client{Transport: tr}, baseURL, connect.WithGRPC())
+	rpc := annalsv1connect.NewEventStoreServiceClient(&http.Client{Transport: tr}, baseURL, connect.WithGRPC(), connect.WithAcceptCompression("gzip", nil, nil))
 	ctx, cancel := context.WithCancel(context.Background())
 	stream := rpc.BatchAppend(ctx)
 	if err := stream.Send(nil); err != nil { // sends the headers: the call is open

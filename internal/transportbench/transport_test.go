@@ -8,6 +8,7 @@ import (
 	"testing"
 
 	"github.com/annalsdb/annals"
+	"github.com/annalsdb/annals/internal/testwait"
 	"github.com/annalsdb/annals/memstore"
 )
 
@@ -25,7 +26,9 @@ func TestTransports(t *testing.T) {
 			}
 			defer c.Close()
 			const goroutines, appends = 16, 20
-			ctx := t.Context()
+			// A result lost or sent to the wrong append fails the test at the deadline.
+			ctx, cancel := context.WithTimeout(t.Context(), testwait.Timeout(t))
+			defer cancel()
 			var wg sync.WaitGroup
 			for g := range goroutines {
 				wg.Go(func() {
