@@ -2,8 +2,8 @@
 // side, so that the choice is made with figures (docs/server.md, "Choosing the transport of
 // BatchAppend"). It is a measuring harness, not a server: each transport carries the same
 // minimal multiplexed append protocol, the generated BatchAppendRequest and
-// BatchAppendResponse messages of proto/annals/v1, and nothing else (no auth, no limits on
-// message size beyond [maxFrame], no metrics).
+// BatchAppendResponse messages of proto/annals/v1, and nothing else (no auth, no metrics;
+// message sizes bounded by each library's defaults and, for the framing, by [maxFrame]).
 //
 // The protocol, the same on every transport (mux.go): the client multiplexes the appends of
 // all its goroutines over one stream on one connection, each append with an id of its own;
