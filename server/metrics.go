@@ -7,6 +7,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"connectrpc.com/connect"
@@ -29,7 +30,9 @@ type MetricsOptions struct {
 //
 //   - annals_appends_total{code}, annals_appended_events_total, annals_appended_bytes_total
 //     (data and metadata of the events of successful appends), annals_append_duration_seconds
-//     (histogram, every append);
+//     (histogram, every append), for Append and for each append of a BatchAppend stream
+//     (timed from its message's arrival to the send of its result);
+//     annals_batch_append_streams (BatchAppend streams open now);
 //   - annals_rpcs_total{procedure,code}, annals_rpc_duration_seconds{procedure} (unary RPCs;
 //     for streams, until the stream ends);
 //   - annals_reads_total{kind,api} (kind stream or all; api grpc or json) and
@@ -64,6 +67,7 @@ type Metrics struct {
 	readEvents    prometheus.Counter
 	httpRequests  *prometheus.CounterVec
 	inFlight      prometheus.Gauge
+	batchStreams  prometheus.Gauge
 }
 
 // NewMetrics returns metrics in a new registry.
@@ -87,7 +91,8 @@ func NewMetrics(opts *MetricsOptions) *Metrics {
 	m.readEvents = prometheus.NewCounter(prometheus.CounterOpts{Name: "annals_read_events_total", Help: "Events sent by ReadStream and ReadAll."})
 	m.httpRequests = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "annals_http_requests_total", Help: "HTTP requests, by route and status."}, []string{"route", "code"})
 	m.inFlight = prometheus.NewGauge(prometheus.GaugeOpts{Name: "annals_http_in_flight_requests", Help: "HTTP requests being served now (subscriptions included)."})
-	for _, c := range []prometheus.Collector{m.appends, m.appendEvents, m.appendBytes, m.appendLatency, m.rpcs, m.rpcLatency, m.reads, m.readEvents, m.httpRequests, m.inFlight,
+	m.batchStreams = prometheus.NewGauge(prometheus.GaugeOpts{Name: "annals_batch_append_streams", Help: "BatchAppend streams open now."})
+	for _, c := range []prometheus.Collector{m.appends, m.appendEvents, m.appendBytes, m.appendLatency, m.rpcs, m.rpcLatency, m.reads, m.readEvents, m.httpRequests, m.inFlight, m.batchStreams,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{})} {
 		f(c)
 	}
@@ -218,18 +223,25 @@ func (i metricsInterceptor) WrapUnary(next connect.UnaryFunc) connect.UnaryFunc 
 		i.m.rpcs.WithLabelValues(proc, codeLabel(err)).Inc()
 		i.m.rpcLatency.WithLabelValues(proc).Observe(d)
 		if proc == annalsv1connect.EventStoreServiceAppendProcedure {
-			i.m.appends.WithLabelValues(codeLabel(err)).Inc()
-			i.m.appendLatency.Observe(d)
-			if a, ok := req.Any().(*annalsv1.AppendRequest); ok && err == nil {
-				n := 0
-				for _, e := range a.Events {
-					n += len(e.Data) + len(e.Metadata)
-				}
-				i.m.appendEvents.Add(float64(len(a.Events)))
-				i.m.appendBytes.Add(float64(n))
-			}
+			a, _ := req.Any().(*annalsv1.AppendRequest)
+			i.m.countAppend(codeLabel(err), d, a)
 		}
 		return res, err
+	}
+}
+
+// countAppend counts an append answered with code after d seconds; a is its request, whose
+// events are counted when code is "ok".
+func (m *Metrics) countAppend(code string, d float64, a *annalsv1.AppendRequest) {
+	m.appends.WithLabelValues(code).Inc()
+	m.appendLatency.Observe(d)
+	if a != nil && code == "ok" {
+		n := 0
+		for _, e := range a.Events {
+			n += len(e.Data) + len(e.Metadata)
+		}
+		m.appendEvents.Add(float64(len(a.Events)))
+		m.appendBytes.Add(float64(n))
 	}
 }
 
@@ -247,6 +259,10 @@ func (i metricsInterceptor) WrapStreamingHandler(next connect.StreamingHandlerFu
 			i.m.reads.WithLabelValues("stream", "grpc").Inc()
 		case annalsv1connect.EventStoreServiceReadAllProcedure:
 			i.m.reads.WithLabelValues("all", "grpc").Inc()
+		case annalsv1connect.EventStoreServiceBatchAppendProcedure:
+			i.m.batchStreams.Inc()
+			defer i.m.batchStreams.Dec()
+			mc.pending = make(map[uint64]pendingAppend)
 		}
 		err := next(ctx, mc)
 		i.m.rpcs.WithLabelValues(proc, codeLabel(err)).Inc()
@@ -255,10 +271,33 @@ func (i metricsInterceptor) WrapStreamingHandler(next connect.StreamingHandlerFu
 	}
 }
 
-// metricsConn counts the events a read sends.
+// metricsConn counts the events a read sends, and the appends of a BatchAppend stream.
 type metricsConn struct {
 	connect.StreamingHandlerConn
 	m *Metrics
+	// pending holds the appends of a BatchAppend stream received and not yet answered, by
+	// id (as many as the server holds in flight, and one message more).
+	mu      sync.Mutex
+	pending map[uint64]pendingAppend
+}
+
+// pendingAppend is an append of a BatchAppend stream waiting for its result.
+type pendingAppend struct {
+	start time.Time
+	req   *annalsv1.AppendRequest
+}
+
+func (c *metricsConn) Receive(msg any) error {
+	err := c.StreamingHandlerConn.Receive(msg)
+	if m, ok := msg.(*annalsv1.BatchAppendRequest); ok && err == nil {
+		now := time.Now()
+		c.mu.Lock()
+		for _, a := range m.Appends {
+			c.pending[a.Id] = pendingAppend{start: now, req: a.Append}
+		}
+		c.mu.Unlock()
+	}
+	return err
 }
 
 func (c *metricsConn) Send(msg any) error {
@@ -267,8 +306,29 @@ func (c *metricsConn) Send(msg any) error {
 		c.m.readEvents.Add(float64(len(r.Events)))
 	case *annalsv1.ReadAllResponse:
 		c.m.readEvents.Add(float64(len(r.Events)))
+	case *annalsv1.BatchAppendResponse:
+		c.countResults(r.Results)
 	}
 	return c.StreamingHandlerConn.Send(msg)
+}
+
+// countResults counts the appends of a BatchAppend stream that results answer.
+func (c *metricsConn) countResults(results []*annalsv1.BatchAppendResult) {
+	now := time.Now()
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	for _, r := range results {
+		p, ok := c.pending[r.Id]
+		if !ok {
+			continue
+		}
+		delete(c.pending, r.Id)
+		code := "ok"
+		if st := r.GetError(); st != nil {
+			code = connect.Code(st.Code).String()
+		}
+		c.m.countAppend(code, now.Sub(p.start).Seconds(), p.req)
+	}
 }
 
 // routeOf names the route of a request for the labels of annals_http_requests_total, from a

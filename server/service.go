@@ -22,41 +22,52 @@ type service struct {
 var _ annalsv1connect.EventStoreServiceHandler = (*service)(nil)
 
 func (v *service) Append(ctx context.Context, req *connect.Request[annalsv1.AppendRequest]) (*connect.Response[annalsv1.AppendResponse], error) {
-	m, proc := req.Msg, req.Spec().Procedure
+	proc := req.Spec().Procedure
+	res, err := v.s.append(ctx, proc, req.Msg)
+	if err != nil {
+		return nil, v.s.toConnect(ctx, proc, err)
+	}
+	return connect.NewResponse(res), nil
+}
+
+// append makes one append of the API, for Append and for each append of BatchAppend: the
+// input is checked, then authorized ([OpWrite] on the stream), then the store appends, fenced
+// by the append's lease if it has one, and the append is counted. The error is for the table.
+func (s *Server) append(ctx context.Context, proc string, m *annalsv1.AppendRequest) (*annalsv1.AppendResponse, error) {
 	expected := wire.ExpectedFromProto(m.Expected)
 	events := make([]annals.Event, len(m.Events))
 	for i, pe := range m.Events {
 		e, err := wire.EventFromProto(pe)
 		if err != nil {
-			return nil, v.s.toConnect(ctx, proc, fmt.Errorf("event %d of the append to %q: %w", i, m.Stream, err))
+			return nil, fmt.Errorf("event %d of the append to %q: %w", i, m.Stream, err)
 		}
 		events[i] = e
 	}
 	fence, err := appendLease(m.Lease)
 	if err != nil {
-		return nil, v.s.toConnect(ctx, proc, err)
+		return nil, err
 	}
 	// Input before authorization; without an authorizer, the store's own check (which it makes
 	// in any case) is enough.
-	if v.s.opts.Authorize != nil {
-		if _, err := rules.ValidateAppend(v.s.limits, m.Stream, expected, events); err != nil {
-			return nil, v.s.toConnect(ctx, proc, err)
+	if s.opts.Authorize != nil {
+		if _, err := rules.ValidateAppend(s.limits, m.Stream, expected, events); err != nil {
+			return nil, err
 		}
 	}
-	if err := v.s.authorize(ctx, Access{Op: OpWrite, Procedure: proc, Stream: m.Stream}); err != nil {
-		return nil, v.s.toConnect(ctx, proc, err)
+	if err := s.authorize(ctx, Access{Op: OpWrite, Procedure: proc, Stream: m.Stream}); err != nil {
+		return nil, err
 	}
 	var res annals.AppendResult
-	err = v.s.fence(ctx, fence, func(ctx context.Context) (err error) {
-		res, err = v.s.store.Append(ctx, m.Stream, expected, events...)
+	err = s.fence(ctx, fence, func(ctx context.Context) (err error) {
+		res, err = s.store.Append(ctx, m.Stream, expected, events...)
 		return err
 	})
 	if err != nil {
-		return nil, v.s.toConnect(ctx, proc, err)
+		return nil, err
 	}
-	v.s.stats.add(cAppends, 1)
-	v.s.stats.add(cEventsAppended, len(events))
-	return connect.NewResponse(&annalsv1.AppendResponse{Revision: res.Revision, Position: res.Position}), nil
+	s.stats.add(cAppends, 1)
+	s.stats.add(cEventsAppended, len(events))
+	return &annalsv1.AppendResponse{Revision: res.Revision, Position: res.Position}, nil
 }
 
 // readOptions converts the fields shared by ReadStreamRequest and ReadAllRequest.
