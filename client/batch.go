@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"io"
+	"runtime"
 	"sync"
 
 	"connectrpc.com/connect"
@@ -222,6 +223,9 @@ func (c *batchConn) send() {
 	for {
 		select {
 		case <-c.wake:
+			// Let the other callers that are appending now queue theirs: one message
+			// takes them all.
+			runtime.Gosched()
 		case <-c.done:
 			return
 		}

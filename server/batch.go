@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"runtime"
 	"sync"
 
 	"connectrpc.com/connect"
@@ -244,6 +245,9 @@ func (b *batcher) write(send func(*annalsv1.BatchAppendResponse) error, finish <
 		last := false
 		select {
 		case <-b.ready:
+			// The appends the store commits together finish together: let the others
+			// of the group queue their results before this message takes what is there.
+			runtime.Gosched()
 		case <-finish:
 			last = true
 		}
