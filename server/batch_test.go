@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net/http/httptest"
 	"strings"
 	"sync"
 	"testing"
@@ -324,5 +325,32 @@ func TestBatchAppendServerClose(t *testing.T) {
 	_, err = st.Receive()
 	if connect.CodeOf(err) != connect.CodeUnavailable {
 		t.Errorf("a stream after Close: got %v, want unavailable", err)
+	}
+}
+
+// TestBatchAppendMetrics: each append of a stream counts as a unary append does, and the
+// open streams are a gauge.
+func TestBatchAppendMetrics(t *testing.T) {
+	m := server.NewMetrics(nil)
+	f := newFixture(t, nil, &server.Options{Interceptors: []connect.Interceptor{m.Interceptor()}})
+	m.Watch(f.srv)
+	st := openBatch(t, f)
+	if err := st.Send(batchOf(appendOf(1, "a-1", nil, "X", "Y"), appendOf(2, "a-2", revision(4), "X"))); err != nil {
+		t.Fatal(err)
+	}
+	results(t, st, 2)
+	w := httptest.NewRecorder()
+	m.Handler().ServeHTTP(w, httptest.NewRequest("GET", "/metrics", nil))
+	body := w.Body.String()
+	for _, want := range []string{
+		`annals_appends_total{code="ok"} 1`,
+		`annals_appends_total{code="aborted"} 1`,
+		"annals_appended_events_total 2",
+		"annals_append_duration_seconds_count 2",
+		"annals_batch_append_streams 1",
+	} {
+		if !strings.Contains(body, want) {
+			t.Errorf("no %q in the metrics:\n%s", want, body)
+		}
 	}
 }

@@ -32,7 +32,6 @@ type MetricsOptions struct {
 //     (data and metadata of the events of successful appends), annals_append_duration_seconds
 //     (histogram, every append), for Append and for each append of a BatchAppend stream
 //     (timed from its message's arrival to the send of its result);
-//     annals_batch_append_streams (BatchAppend streams open now);
 //   - annals_rpcs_total{procedure,code}, annals_rpc_duration_seconds{procedure} (unary RPCs;
 //     for streams, until the stream ends);
 //   - annals_reads_total{kind,api} (kind stream or all; api grpc or json) and
@@ -41,7 +40,8 @@ type MetricsOptions struct {
 //   - with [Metrics.Watch], from [Server.Stats] at each scrape: annals_head_position,
 //     annals_subscriptions (running, every kind), annals_subscription_lag_events and
 //     annals_subscription_lag_seconds (the largest lag among the listed subscriptions, as
-//     [SubscriptionStatus] defines it), annals_request_bytes_in_flight (the bytes of request
+//     [SubscriptionStatus] defines it), annals_batch_append_streams (BatchAppend streams
+//     open now), annals_request_bytes_in_flight (the bytes of request
 //     bodies held now, under [Options.MaxRequestBytesInFlight]);
 //   - with [Metrics.Watch], from the server's lease keeper ([Server.Leases]) at each scrape:
 //     annals_leases (the leases held now), annals_lease_holder{name,holder} (1 for each lease
@@ -67,7 +67,6 @@ type Metrics struct {
 	readEvents    prometheus.Counter
 	httpRequests  *prometheus.CounterVec
 	inFlight      prometheus.Gauge
-	batchStreams  prometheus.Gauge
 }
 
 // NewMetrics returns metrics in a new registry.
@@ -91,8 +90,7 @@ func NewMetrics(opts *MetricsOptions) *Metrics {
 	m.readEvents = prometheus.NewCounter(prometheus.CounterOpts{Name: "annals_read_events_total", Help: "Events sent by ReadStream and ReadAll."})
 	m.httpRequests = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "annals_http_requests_total", Help: "HTTP requests, by route and status."}, []string{"route", "code"})
 	m.inFlight = prometheus.NewGauge(prometheus.GaugeOpts{Name: "annals_http_in_flight_requests", Help: "HTTP requests being served now (subscriptions included)."})
-	m.batchStreams = prometheus.NewGauge(prometheus.GaugeOpts{Name: "annals_batch_append_streams", Help: "BatchAppend streams open now."})
-	for _, c := range []prometheus.Collector{m.appends, m.appendEvents, m.appendBytes, m.appendLatency, m.rpcs, m.rpcLatency, m.reads, m.readEvents, m.httpRequests, m.inFlight, m.batchStreams,
+	for _, c := range []prometheus.Collector{m.appends, m.appendEvents, m.appendBytes, m.appendLatency, m.rpcs, m.rpcLatency, m.reads, m.readEvents, m.httpRequests, m.inFlight,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{})} {
 		f(c)
 	}
@@ -139,6 +137,7 @@ var (
 	subsDesc       = prometheus.NewDesc("annals_subscriptions", "Running subscriptions (gRPC/Connect and SSE).", nil, nil)
 	lagDesc        = prometheus.NewDesc("annals_subscription_lag_events", "The largest lag, in events, of the running subscriptions (the oldest listed by Stats).", nil, nil)
 	lagSecondsDesc = prometheus.NewDesc("annals_subscription_lag_seconds", "The largest lag, in seconds, of the running subscriptions (the oldest listed by Stats).", nil, nil)
+	batchesDesc    = prometheus.NewDesc("annals_batch_append_streams", "BatchAppend streams open now.", nil, nil)
 	inFlightDesc   = prometheus.NewDesc("annals_request_bytes_in_flight", "Bytes of request bodies held by the requests being served (bounded by max-request-bytes-in-flight).", nil, nil)
 	leasesDesc     = prometheus.NewDesc("annals_leases", "Leases held now (not expired).", nil, nil)
 	holderDesc     = prometheus.NewDesc("annals_lease_holder", "1 for each lease held now, by lease name and holder (at most 1000 leases).", []string{"name", "holder"}, nil)
@@ -156,6 +155,7 @@ func (c *serverCollector) Describe(ch chan<- *prometheus.Desc) {
 	ch <- subsDesc
 	ch <- lagDesc
 	ch <- lagSecondsDesc
+	ch <- batchesDesc
 	ch <- inFlightDesc
 	ch <- leasesDesc
 	ch <- holderDesc
@@ -182,6 +182,7 @@ func (c *serverCollector) Collect(ch chan<- prometheus.Metric) {
 	ch <- prometheus.MustNewConstMetric(subsDesc, prometheus.GaugeValue, float64(st.SubscriptionCount))
 	ch <- prometheus.MustNewConstMetric(lagDesc, prometheus.GaugeValue, float64(lag))
 	ch <- prometheus.MustNewConstMetric(lagSecondsDesc, prometheus.GaugeValue, lagSeconds)
+	ch <- prometheus.MustNewConstMetric(batchesDesc, prometheus.GaugeValue, float64(c.s.batchStreams.Load()))
 	ch <- prometheus.MustNewConstMetric(inFlightDesc, prometheus.GaugeValue, float64(st.RequestBytesInFlight))
 }
 
@@ -260,8 +261,6 @@ func (i metricsInterceptor) WrapStreamingHandler(next connect.StreamingHandlerFu
 		case annalsv1connect.EventStoreServiceReadAllProcedure:
 			i.m.reads.WithLabelValues("all", "grpc").Inc()
 		case annalsv1connect.EventStoreServiceBatchAppendProcedure:
-			i.m.batchStreams.Inc()
-			defer i.m.batchStreams.Dec()
 			mc.pending = make(map[uint64]pendingAppend)
 		}
 		err := next(ctx, mc)

@@ -199,7 +199,7 @@ type Server struct {
 	subs sync.WaitGroup
 	// subscriptions is the number of running subscriptions, for ServerInfo.
 	subscriptions atomic.Int64
-	// batchStreams is the number of open BatchAppend streams (Close waits for them too).
+	// batchStreams is the number of open BatchAppend streams, for the metrics.
 	batchStreams atomic.Int64
 
 	mu struct {
@@ -312,10 +312,9 @@ func (s *Server) Handler() http.Handler {
 // Close ends every running subscription (gRPC/Connect ones with Unavailable and reason
 // SHUTTING_DOWN, which the Go client answers by reconnecting; SSE ones by closing the
 // response) and every BatchAppend stream (it stops reading it, answers the appends already
-// handed to the store, then ends it the same way), refuses new ones, then waits for them
-// to end. Other requests are not affected:
-// stop the http.Server with Shutdown to let them finish. Close does not close the store and is
-// safe to call more than once.
+// handed to the store, then ends it the same way), refuses new ones, then waits for them to
+// end. Other requests are not affected: stop the http.Server with Shutdown to let them
+// finish. Close does not close the store and is safe to call more than once.
 func (s *Server) Close() error {
 	s.mu.Lock()
 	s.mu.closed = true
