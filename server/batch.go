@@ -43,7 +43,9 @@ func (v *service) BatchAppend(ctx context.Context, stream *connect.BidiStream[an
 // The stream ends, after the appends handed to the store are answered, when the client ends
 // its side (nil), when a message breaks the protocol (InvalidArgument: no append, an append
 // without its AppendRequest, an id still in flight), when the server closes
-// ([ErrShuttingDown]), or with the error of recv or send.
+// ([ErrShuttingDown]), or with the error of recv or send. A stream runs at most
+// MaxBatchInFlight+2 goroutines (its appends, a reader and a writer) and waits for them all
+// before it returns.
 func (s *Server) serveBatch(ctx context.Context, proc string, recv func() (*annalsv1.BatchAppendRequest, error), send func(*annalsv1.BatchAppendResponse) error, interrupt func()) error {
 	closing, done, err := s.beginLong(ctx, &s.batchStreams)
 	if err != nil {
