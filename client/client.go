@@ -6,9 +6,10 @@
 // The client speaks binary protobuf over HTTP/2: unencrypted HTTP/2 with prior knowledge (h2c)
 // for http:// URLs, TLS with ALPN for https:// ones, many concurrent calls on one connection.
 // Reads, subscriptions and listings are gRPC server streams, which carry them without
-// buffering them whole; the unary calls (appends, metadata, deletes, info) use the Connect
-// protocol, whose answer is one HTTP/2 HEADERS and one DATA frame, where gRPC sends a third,
-// its trailers, and frames the message in an envelope. The events of reads and subscriptions
+// buffering them whole; the unary calls (metadata, deletes, info) use the Connect protocol,
+// whose answer is one HTTP/2 HEADERS and one DATA frame, where gRPC sends a third, its
+// trailers, and frames the message in an envelope. Appends share one gRPC BatchAppend stream
+// per Client (batch.go; see [Client.Append]). The events of reads and subscriptions
 // are decoded straight from the wire into annals.RecordedEvents.
 //
 // # Errors
@@ -85,6 +86,9 @@ type Options struct {
 	// ClientOptions are passed to the Connect clients after the package's own (protocol,
 	// codec, compression, the token).
 	ClientOptions []connect.ClientOption
+	// UnaryAppends sends every append in a unary Append call of its own, instead of
+	// multiplexing them on the client's BatchAppend stream (see [Client.Append]).
+	UnaryAppends bool
 }
 
 // Client is a remote [annals.Store]. It is safe for concurrent use; one Client multiplexes
@@ -99,6 +103,8 @@ type Client struct {
 	sub        *connect.Client[annalsv1.SubscribeRequest, subscribeMessage]
 	transport  *http.Transport // ours to close, nil when the caller gave the HTTPClient
 	reconnect  time.Duration
+	// batch multiplexes the appends on a BatchAppend stream; nil with Options.UnaryAppends.
+	batch *batcher
 
 	// life ends with Close; every call's context is canceled with it.
 	life  context.Context
@@ -147,6 +153,12 @@ func Open(ctx context.Context, baseURL string, opts *Options) (*Client, error) {
 	c.readAll = connect.NewClient[annalsv1.ReadAllRequest, readBatch](hc, base+annalsv1connect.EventStoreServiceReadAllProcedure, events...)
 	c.sub = connect.NewClient[annalsv1.SubscribeRequest, subscribeMessage](hc, base+annalsv1connect.EventStoreServiceSubscribeProcedure, events...)
 	c.life, c.close = context.WithCancel(context.Background())
+	if !o.UnaryAppends {
+		c.batch = newBatcher(c.life, func(ctx context.Context) batchStream {
+			ctx, cancel := context.WithCancel(ctx)
+			return &connectBatch{BidiStreamForClient: c.rpc.BatchAppend(ctx), cancel: cancel}
+		})
+	}
 	if _, err := c.Info(ctx); err != nil {
 		c.Close()
 		return nil, fmt.Errorf("annals client: open %s: %w", baseURL, err)
@@ -189,13 +201,17 @@ func (b bearer) WrapStreamingHandler(next connect.StreamingHandlerFunc) connect.
 	return next
 }
 
-// Close ends every running subscription and read (with an error matching
-// [annals.ErrClosed]) and closes the client's idle connections. Later calls return an error
+// Close ends every running subscription and read, and every append waiting for its answer
+// (with an error matching [annals.ErrClosed]), ends the BatchAppend stream and closes the
+// client's idle connections. Later calls return an error
 // matching [annals.ErrClosed]. It is safe to call more than once; the server and its store are
 // not affected.
 func (c *Client) Close() error {
 	c.once.Do(func() {
 		c.close()
+		if c.batch != nil {
+			c.batch.close()
+		}
 		if c.transport != nil {
 			c.transport.CloseIdleConnections()
 		}
@@ -234,10 +250,21 @@ func (c *Client) fail(ctx context.Context, err error) error {
 	return fromConnect(err)
 }
 
-// Append implements [annals.Store.Append] with one Append call. The result carries the
-// position, for read-your-writes. When ctx carries a lease ([lease.NewContext]), the server
-// writes the events only if the lease is still current, checked in the same step as the
-// write, and refuses them otherwise with an error matching [lease.ErrLost].
+// Append implements [annals.Store.Append]. The result carries the position, for
+// read-your-writes. When ctx carries a lease ([lease.NewContext]), the server writes the
+// events only if the lease is still current, checked in the same step as the write, and
+// refuses them otherwise with an error matching [lease.ErrLost].
+//
+// The appends of all the goroutines that use the Client share one BatchAppend stream, opened
+// at the first append: a sender puts every append waiting into one message, and the server
+// commits them together, so that one network write and one fdatasync answer many. At most
+// [MaxPendingAppends] appends wait or are in flight at once; an Append beyond that waits for
+// room. An append whose ctx ends returns ctx's error at once (the append may still be made,
+// as with a unary call cut off). When the stream breaks (the server restarts or stops, the
+// network fails), the appends it had not answered fail with the error a unary call would
+// give (their outcome is unknown: retry them with their event IDs), and the next Append opens
+// a new stream. Against a server that does not serve BatchAppend, and with
+// [Options.UnaryAppends], each append is a unary Append call.
 func (c *Client) Append(ctx context.Context, stream string, expected annals.ExpectedRevision, events ...annals.Event) (annals.AppendResult, error) {
 	// The input first, as every store checks it (the sizes are the server's to check).
 	if _, err := rules.ValidateAppend(noLimits, stream, expected, events); err != nil {
@@ -249,11 +276,12 @@ func (c *Client) Append(ctx context.Context, stream string, expected annals.Expe
 			return annals.AppendResult{}, badLease(fmt.Errorf("the lease of the append: %w", err))
 		}
 	}
-	cctx, done, err := c.begin(ctx)
-	if err != nil {
+	if c.life.Err() != nil {
+		return annals.AppendResult{}, errClosed
+	}
+	if err := ctx.Err(); err != nil {
 		return annals.AppendResult{}, err
 	}
-	defer done()
 	req := &annalsv1.AppendRequest{Stream: stream, Expected: wire.ExpectedToProto(expected), Events: make([]*annalsv1.Event, len(events))}
 	for i := range events {
 		req.Events[i] = wire.EventToProto(&events[i])
@@ -261,6 +289,20 @@ func (c *Client) Append(ctx context.Context, stream string, expected annals.Expe
 	if fenced {
 		req.Lease = wire.LeaseToProto(fence)
 	}
+	if c.batch != nil {
+		res, err := c.batch.append(ctx, req)
+		switch {
+		case err == nil:
+			return annals.AppendResult{Revision: res.Revision, Position: res.Position}, nil
+		case !errors.Is(err, errNoBatch):
+			return annals.AppendResult{}, c.fail(ctx, err)
+		}
+	}
+	cctx, done, err := c.begin(ctx)
+	if err != nil {
+		return annals.AppendResult{}, err
+	}
+	defer done()
 	res, err := c.unary.Append(cctx, connect.NewRequest(req))
 	if err != nil {
 		return annals.AppendResult{}, c.fail(ctx, err)

@@ -4,6 +4,9 @@ import (
 	"testing"
 
 	"github.com/annalsdb/annals"
+	"github.com/annalsdb/annals/client"
+	"github.com/annalsdb/annals/memstore"
+	"github.com/annalsdb/annals/server"
 	"github.com/annalsdb/annals/storetest"
 )
 
@@ -33,3 +36,14 @@ func TestRandomizedProcess(t *testing.T) {
 	}
 	storetest.RunRandomized(t, openProc)
 }
+
+// openMemUnary is openMem with every append a unary call.
+func openMemUnary(t *testing.T) annals.Store {
+	st := memstore.New(nil)
+	t.Cleanup(func() { st.Close() })
+	url, _ := serve(t, st, &server.Options{Backend: "memstore"})
+	return dial(t, url, &client.Options{UnaryAppends: true})
+}
+
+// TestConformanceMemstoreUnary runs the suite once more through the unary Append.
+func TestConformanceMemstoreUnary(t *testing.T) { storetest.Run(t, openMemUnary) }

@@ -78,3 +78,19 @@ func fromConnect(err error) error {
 	}
 	return fmt.Errorf("annals client: %w", err)
 }
+
+// statusError returns the error of the Status that answers one append of a BatchAppend
+// stream, as the *connect.Error a unary Append would have failed with, for [fromConnect].
+func statusError(st *annalsv1.Status) error {
+	code := connect.Code(st.Code)
+	if code == 0 {
+		code = connect.CodeUnknown // a Status is an error: OK is none
+	}
+	ce := connect.NewError(code, errors.New(st.Message))
+	if st.Detail != nil {
+		if d, err := connect.NewErrorDetail(st.Detail); err == nil {
+			ce.AddDetail(d)
+		}
+	}
+	return ce
+}

@@ -3,12 +3,295 @@ package server
 import (
 	"context"
 	"errors"
+	"fmt"
+	"io"
+	"runtime"
+	"sync"
 
 	"connectrpc.com/connect"
 	annalsv1 "github.com/annalsdb/annals/internal/gen/annals/v1"
+	"google.golang.org/protobuf/proto"
 )
 
-// BatchAppend is not served yet.
+// MaxBatchInFlight bounds the appends of one BatchAppend stream that the server holds at
+// once: being made, or answered but not yet sent. A stream that reaches it is not read until
+// some of its results are sent, so that a client that sends faster than the store commits
+// waits in HTTP/2's flow control.
+const MaxBatchInFlight = 256
+
+// BatchAppend serves a BatchAppend stream through [Server.serveBatch].
 func (v *service) BatchAppend(ctx context.Context, stream *connect.BidiStream[annalsv1.BatchAppendRequest, annalsv1.BatchAppendResponse]) error {
-	return connect.NewError(connect.CodeUnimplemented, errors.New("BatchAppend is not served yet"))
+	proc := stream.Spec().Procedure
+	if err := v.s.serveBatch(ctx, proc, stream.Receive, stream.Send, interruptOf(ctx)); err != nil {
+		return v.s.toConnect(ctx, proc, err)
+	}
+	return nil
+}
+
+// serveBatch serves one BatchAppend stream over any transport: recv returns the next request
+// message (io.EOF when the client has sent its last), send sends a response message, and
+// interrupt makes a blocked recv return (serveBatch calls recv in a goroutine of its own and
+// waits for it). recv and send are called from one goroutine each.
+//
+// Each append runs as a unary Append does ([Server.append]), in a goroutine of its own, so
+// that the store commits the appends of the stream together; at most [MaxBatchInFlight] at a
+// time. The encoded size of each append is taken from the server's request budget from when
+// its message is read until its append returns; a message that finds no room within
+// [Options.RequestBudgetWait] has its appends answered ResourceExhausted. One writer sends
+// the results gathered since its last send in one response message.
+//
+// The stream ends, after the appends handed to the store are answered, when the client ends
+// its side (nil), when a message breaks the protocol (InvalidArgument: no append, an append
+// without its AppendRequest, an id still in flight), when the server closes
+// ([ErrShuttingDown]), or with the error of recv or send. A stream runs at most
+// MaxBatchInFlight+2 goroutines (its appends, a reader and a writer) and waits for them all
+// before it returns.
+func (s *Server) serveBatch(ctx context.Context, proc string, recv func() (*annalsv1.BatchAppendRequest, error), send func(*annalsv1.BatchAppendResponse) error, interrupt func()) error {
+	closing, done, err := s.beginLong(ctx, &s.batchStreams)
+	if err != nil {
+		return err
+	}
+	defer done()
+	b := &batcher{s: s, ctx: ctx, proc: proc, slots: make(chan struct{}, MaxBatchInFlight),
+		ready: make(chan struct{}, 1), broken: make(chan struct{})}
+	b.mu.ids = make(map[uint64]struct{})
+	in := make(chan *annalsv1.BatchAppendRequest)
+	quit, finish := make(chan struct{}), make(chan struct{})
+	var readErr error
+	var reader, writer sync.WaitGroup
+	reader.Go(func() { readErr = b.read(recv, in, quit) })
+	writer.Go(func() { b.write(send, finish) })
+
+	err = b.dispatch(closing, in)
+	close(quit)
+	b.appends.Wait()
+	close(finish)
+	writer.Wait()
+	interrupt()
+	reader.Wait()
+	switch {
+	case errors.Is(err, errReadEnded) && errors.Is(readErr, io.EOF):
+		err = nil
+	case errors.Is(err, errReadEnded):
+		err = readErr
+	}
+	if err == nil {
+		b.mu.Lock()
+		err = b.mu.sendErr
+		b.mu.Unlock()
+	}
+	return err
+}
+
+// errReadEnded is what dispatch returns when recv failed: serveBatch then ends with recv's
+// error.
+var errReadEnded = errors.New("BatchAppend: the request stream ended")
+
+// batcher is the state of one BatchAppend stream.
+type batcher struct {
+	s    *Server
+	ctx  context.Context // the request's: the appends run under it, not under Close
+	proc string
+	// slots holds a token for each append in flight: taken before the append starts, given
+	// back once its result is sent (or dropped, the stream being broken).
+	slots   chan struct{}
+	appends sync.WaitGroup
+	// ready wakes the writer when results are waiting; broken is closed when a send failed.
+	ready  chan struct{}
+	broken chan struct{}
+
+	mu struct {
+		sync.Mutex
+		ids     map[uint64]struct{} // the appends in flight, by id
+		results []*annalsv1.BatchAppendResult
+		sendErr error // the first failed send; no result is sent after it
+	}
+}
+
+// read passes the messages of recv to in until recv fails (the error it returns) or quit is
+// closed.
+func (b *batcher) read(recv func() (*annalsv1.BatchAppendRequest, error), in chan<- *annalsv1.BatchAppendRequest, quit <-chan struct{}) error {
+	defer close(in)
+	for {
+		m, err := recv()
+		if err != nil {
+			return err
+		}
+		select {
+		case in <- m:
+		case <-quit:
+			return nil
+		}
+	}
+}
+
+// dispatch starts the appends of each message until the stream must end, and returns why.
+func (b *batcher) dispatch(closing context.Context, in <-chan *annalsv1.BatchAppendRequest) error {
+	for {
+		select {
+		case <-closing.Done():
+			return b.closed()
+		case <-b.broken:
+			return nil // serveBatch returns the send's error
+		case m, ok := <-in:
+			if !ok {
+				return errReadEnded
+			}
+			if err := b.start(closing, m); err != nil {
+				return err
+			}
+		}
+	}
+}
+
+// closed is the error of a stream whose closing context ended: the request's end, or the
+// server's Close.
+func (b *batcher) closed() error {
+	if err := b.ctx.Err(); err != nil {
+		return err
+	}
+	return ErrShuttingDown
+}
+
+// start checks m against the protocol, takes its appends' share of the request budget and
+// starts each append once a slot is free.
+func (b *batcher) start(closing context.Context, m *annalsv1.BatchAppendRequest) error {
+	if err := b.admit(m); err != nil {
+		return err
+	}
+	sizes := make([]int64, len(m.Appends))
+	var total int64
+	for i, a := range m.Appends {
+		sizes[i] = int64(proto.Size(a))
+		total += sizes[i]
+	}
+	// The encoded appends are never larger than their message, which is within the budget's
+	// largest request.
+	busy := b.s.budget.acquire(closing, total, true)
+	if busy != nil {
+		if closing.Err() != nil {
+			return b.closed()
+		}
+		clear(sizes)
+	}
+	for i, a := range m.Appends {
+		select {
+		case b.slots <- struct{}{}:
+		case <-closing.Done():
+			for _, n := range sizes[i:] {
+				b.s.budget.release(n)
+			}
+			return b.closed()
+		}
+		b.appends.Go(func() { b.run(a, sizes[i], busy) })
+	}
+	return nil
+}
+
+// admit registers the ids of m's appends, or returns the protocol error of m.
+func (b *batcher) admit(m *annalsv1.BatchAppendRequest) error {
+	if len(m.Appends) == 0 {
+		return protocolError("a request message with no appends")
+	}
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	for i, a := range m.Appends {
+		if a.Append == nil {
+			return protocolError("append %d of a request message (id %d) has no AppendRequest", i, a.Id)
+		}
+		if _, dup := b.mu.ids[a.Id]; dup {
+			return protocolError("id %d is already in flight", a.Id)
+		}
+		b.mu.ids[a.Id] = struct{}{}
+	}
+	return nil
+}
+
+// protocolError is the error that ends a BatchAppend stream whose client broke the protocol.
+func protocolError(format string, args ...any) error {
+	return connect.NewError(connect.CodeInvalidArgument, fmt.Errorf("BatchAppend: "+format, args...))
+}
+
+// run makes one append, gives back its share n of the budget, and queues its result; err,
+// when not nil, answers it without making it.
+func (b *batcher) run(a *annalsv1.BatchAppend, n int64, err error) {
+	var ok *annalsv1.AppendResponse
+	if err == nil {
+		ok, err = b.s.append(b.ctx, b.proc, a.Append)
+	}
+	b.s.budget.release(n)
+	r := &annalsv1.BatchAppendResult{Id: a.Id}
+	if err != nil {
+		r.Result = &annalsv1.BatchAppendResult_Error{Error: b.s.toStatus(b.ctx, b.proc, err)}
+	} else {
+		r.Result = &annalsv1.BatchAppendResult_Ok{Ok: ok}
+	}
+	b.mu.Lock()
+	if b.mu.sendErr != nil {
+		b.mu.Unlock()
+		b.answered([]*annalsv1.BatchAppendResult{r})
+		return
+	}
+	b.mu.results = append(b.mu.results, r)
+	b.mu.Unlock()
+	select {
+	case b.ready <- struct{}{}:
+	default:
+	}
+}
+
+// write sends the results waiting, all of them in one message, each time run queues some,
+// until finish is closed (then it sends the last ones) or a send fails.
+func (b *batcher) write(send func(*annalsv1.BatchAppendResponse) error, finish <-chan struct{}) {
+	for {
+		last := false
+		select {
+		case <-b.ready:
+			// The appends the store commits together finish together: let the others
+			// of the group queue their results before this message takes what is there.
+			runtime.Gosched()
+		case <-finish:
+			last = true
+		}
+		if results := b.take(); len(results) > 0 {
+			err := send(&annalsv1.BatchAppendResponse{Results: results})
+			b.answered(results)
+			if err != nil {
+				b.fail(err)
+				return
+			}
+		}
+		if last {
+			return
+		}
+	}
+}
+
+// take returns the results waiting, and frees their ids: the client may reuse one as soon
+// as it has its result, which may be before send returns.
+func (b *batcher) take() []*annalsv1.BatchAppendResult {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	results := b.mu.results
+	b.mu.results = nil
+	for _, r := range results {
+		delete(b.mu.ids, r.Id)
+	}
+	return results
+}
+
+// answered frees the slots of results, sent or dropped.
+func (b *batcher) answered(results []*annalsv1.BatchAppendResult) {
+	for range results {
+		<-b.slots
+	}
+}
+
+// fail records the error of a send: the results waiting and to come are dropped.
+func (b *batcher) fail(err error) {
+	b.mu.Lock()
+	b.mu.sendErr = err
+	b.mu.Unlock()
+	b.answered(b.take())
+	close(b.broken)
 }

@@ -128,6 +128,10 @@ func (s *Server) guard(next http.Handler) http.Handler {
 		}
 		var n int64
 		switch {
+		case bidiStreaming[r.URL.Path]:
+			// A bidirectional stream lives for hours: its handler holds the budget for each
+			// message it keeps (see [Server.serveBatch]), and may interrupt its reads.
+			r = r.WithContext(withInterrupt(ctx, w))
 		case compressed(r.Header):
 			n = s.budget.perRequest
 		case r.ContentLength >= 0:
@@ -163,6 +167,39 @@ var serverStreaming = func() map[string]bool {
 	}
 	return m
 }()
+
+// bidiStreaming holds the paths of the service's bidirectional procedures (BatchAppend),
+// whose handlers hold the budget themselves, message by message.
+var bidiStreaming = func() map[string]bool {
+	m := make(map[string]bool)
+	sd := annalsv1.File_annals_v1_annals_proto.Services().ByName("EventStoreService")
+	for i := range sd.Methods().Len() {
+		md := sd.Methods().Get(i)
+		if md.IsStreamingServer() && md.IsStreamingClient() {
+			m["/"+string(sd.FullName())+"/"+string(md.Name())] = true
+		}
+	}
+	return m
+}()
+
+// interruptKey is the context key of a request's interrupt function (see [withInterrupt]).
+type interruptKey struct{}
+
+// withInterrupt returns ctx with a function that ends, at once, every read of the request's
+// body that is blocked or to come (they fail with os.ErrDeadlineExceeded): a handler that
+// reads its body in a goroutine of its own stops it with that before it returns.
+func withInterrupt(ctx context.Context, w http.ResponseWriter) context.Context {
+	rc := http.NewResponseController(w)
+	return context.WithValue(ctx, interruptKey{}, func() { _ = rc.SetReadDeadline(time.Now()) })
+}
+
+// interruptOf returns the function [withInterrupt] put in ctx, or one that does nothing.
+func interruptOf(ctx context.Context) func() {
+	if f, ok := ctx.Value(interruptKey{}).(func()); ok {
+		return f
+	}
+	return func() {}
+}
 
 // compressed reports whether a request declares a compressed body in any of the headers of
 // the protocols Connect serves.

@@ -107,33 +107,62 @@ var connectStatus = map[connect.Code]int{
 
 // toConnect returns the error to answer a request with: a *connect.Error passes unchanged
 // (Connect's own errors, and those of interceptors that chose a code), anything else goes
-// through the table. Internal errors are logged with the procedure and an error id, and the
-// client gets only that id.
+// through the table ([Server.explain]).
 func (s *Server) toConnect(ctx context.Context, procedure string, err error) error {
 	if ce := (*connect.Error)(nil); errors.As(err, &ce) {
 		return ce
 	}
-	row := lookup(err)
-	msg := err.Error()
-	if row.internal {
-		msg = s.logInternal(ctx, procedure, err)
-	}
-	ce := connect.NewError(row.code, errors.New(msg))
-	if row.reason != "" {
-		detail := &annalsv1.ErrorDetail{Reason: row.reason}
-		if wev, ok := errors.AsType[*annals.WrongExpectedVersionError](err); ok {
-			detail.Stream = wev.Stream
-			detail.Expected = wire.ExpectedToProto(wev.Expected)
-			detail.Actual = wire.ExpectedToProto(wev.Actual)
-		}
-		if held, ok := errors.AsType[*lease.HeldError](err); ok {
-			detail.Lease = wire.LeaseToProto(held.Lease)
-		}
+	code, msg, detail := s.explain(ctx, procedure, err)
+	ce := connect.NewError(code, errors.New(msg))
+	if detail != nil {
 		if d, derr := connect.NewErrorDetail(detail); derr == nil {
 			ce.AddDetail(d)
 		}
 	}
 	return ce
+}
+
+// toStatus returns the Status that answers one append of a BatchAppend stream that failed
+// with err: the code, message and ErrorDetail [Server.toConnect] gives a unary call.
+func (s *Server) toStatus(ctx context.Context, procedure string, err error) *annalsv1.Status {
+	if ce := (*connect.Error)(nil); errors.As(err, &ce) {
+		st := &annalsv1.Status{Code: int32(ce.Code()), Message: ce.Message()}
+		for _, d := range ce.Details() {
+			if v, derr := d.Value(); derr == nil {
+				if ed, ok := v.(*annalsv1.ErrorDetail); ok {
+					st.Detail = ed
+					break
+				}
+			}
+		}
+		return st
+	}
+	code, msg, detail := s.explain(ctx, procedure, err)
+	return &annalsv1.Status{Code: int32(code), Message: msg, Detail: detail}
+}
+
+// explain returns what the table answers for err: its code, the message the client gets and
+// the ErrorDetail (nil for a row without a reason). Internal errors are logged with the
+// procedure and an error id, and the client gets only that id.
+func (s *Server) explain(ctx context.Context, procedure string, err error) (connect.Code, string, *annalsv1.ErrorDetail) {
+	row := lookup(err)
+	msg := err.Error()
+	if row.internal {
+		msg = s.logInternal(ctx, procedure, err)
+	}
+	if row.reason == "" {
+		return row.code, msg, nil
+	}
+	detail := &annalsv1.ErrorDetail{Reason: row.reason}
+	if wev, ok := errors.AsType[*annals.WrongExpectedVersionError](err); ok {
+		detail.Stream = wev.Stream
+		detail.Expected = wire.ExpectedToProto(wev.Expected)
+		detail.Actual = wire.ExpectedToProto(wev.Actual)
+	}
+	if held, ok := errors.AsType[*lease.HeldError](err); ok {
+		detail.Lease = wire.LeaseToProto(held.Lease)
+	}
+	return row.code, msg, detail
 }
 
 // logInternal logs err in full and returns the generic message for the client, with an id

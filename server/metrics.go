@@ -7,6 +7,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"connectrpc.com/connect"
@@ -30,7 +31,8 @@ type MetricsOptions struct {
 //
 //   - annals_appends_total{code}, annals_appended_events_total, annals_appended_bytes_total
 //     (data and metadata of the events of successful appends), annals_append_duration_seconds
-//     (histogram, every append): RPC appends and JSON ones (POST /v1/streams/{stream});
+//     (histogram, every append): Append, each append of a BatchAppend stream (timed from its
+//     message's arrival to the send of its result) and JSON appends (POST /v1/streams/{stream});
 //   - annals_rpcs_total{procedure,code}, annals_rpc_duration_seconds{procedure} (unary RPCs;
 //     for streams, until the stream ends);
 //   - annals_reads_total{kind,api} (kind stream or all; api grpc or json) and
@@ -39,7 +41,8 @@ type MetricsOptions struct {
 //   - with [Metrics.Watch], from [Server.Stats] at each scrape: annals_head_position,
 //     annals_subscriptions (running, every kind), annals_subscription_lag_events and
 //     annals_subscription_lag_seconds (the largest lag among the listed subscriptions, as
-//     [SubscriptionStatus] defines it), annals_request_bytes_in_flight (the bytes of request
+//     [SubscriptionStatus] defines it), annals_batch_append_streams (BatchAppend streams
+//     open now), annals_request_bytes_in_flight (the bytes of request
 //     bodies held now, under [Options.MaxRequestBytesInFlight]);
 //   - with [Metrics.Watch], from the server's lease keeper ([Server.Leases]) at each scrape:
 //     annals_leases (the leases held now), annals_lease_holder{name,holder} (1 for each lease
@@ -135,6 +138,7 @@ var (
 	subsDesc       = prometheus.NewDesc("annals_subscriptions", "Running subscriptions (gRPC/Connect and SSE).", nil, nil)
 	lagDesc        = prometheus.NewDesc("annals_subscription_lag_events", "The largest lag, in events, of the running subscriptions (the oldest listed by Stats).", nil, nil)
 	lagSecondsDesc = prometheus.NewDesc("annals_subscription_lag_seconds", "The largest lag, in seconds, of the running subscriptions (the oldest listed by Stats).", nil, nil)
+	batchesDesc    = prometheus.NewDesc("annals_batch_append_streams", "BatchAppend streams open now.", nil, nil)
 	inFlightDesc   = prometheus.NewDesc("annals_request_bytes_in_flight", "Bytes of request bodies held by the requests being served (bounded by max-request-bytes-in-flight).", nil, nil)
 	leasesDesc     = prometheus.NewDesc("annals_leases", "Leases held now (not expired).", nil, nil)
 	holderDesc     = prometheus.NewDesc("annals_lease_holder", "1 for each lease held now, by lease name and holder (at most 1000 leases).", []string{"name", "holder"}, nil)
@@ -152,6 +156,7 @@ func (c *serverCollector) Describe(ch chan<- *prometheus.Desc) {
 	ch <- subsDesc
 	ch <- lagDesc
 	ch <- lagSecondsDesc
+	ch <- batchesDesc
 	ch <- inFlightDesc
 	ch <- leasesDesc
 	ch <- holderDesc
@@ -178,6 +183,7 @@ func (c *serverCollector) Collect(ch chan<- prometheus.Metric) {
 	ch <- prometheus.MustNewConstMetric(subsDesc, prometheus.GaugeValue, float64(st.SubscriptionCount))
 	ch <- prometheus.MustNewConstMetric(lagDesc, prometheus.GaugeValue, float64(lag))
 	ch <- prometheus.MustNewConstMetric(lagSecondsDesc, prometheus.GaugeValue, lagSeconds)
+	ch <- prometheus.MustNewConstMetric(batchesDesc, prometheus.GaugeValue, float64(c.s.batchStreams.Load()))
 	ch <- prometheus.MustNewConstMetric(inFlightDesc, prometheus.GaugeValue, float64(st.RequestBytesInFlight))
 }
 
@@ -254,17 +260,24 @@ func (i metricsInterceptor) WrapUnary(next connect.UnaryFunc) connect.UnaryFunc 
 		i.m.rpcs.WithLabelValues(proc, codeLabel(err)).Inc()
 		i.m.rpcLatency.WithLabelValues(proc).Observe(d)
 		if proc == annalsv1connect.EventStoreServiceAppendProcedure {
-			events, n := 0, 0
-			if a, ok := req.Any().(*annalsv1.AppendRequest); ok {
-				events = len(a.Events)
-				for _, e := range a.Events {
-					n += len(e.Data) + len(e.Metadata)
-				}
-			}
+			a, _ := req.Any().(*annalsv1.AppendRequest)
+			events, n := appendSize(a)
 			i.m.countAppend(codeLabel(err), events, n, d)
 		}
 		return res, err
 	}
+}
+
+// appendSize returns the number of events of a and the bytes of their data and metadata
+// (0, 0 for nil).
+func appendSize(a *annalsv1.AppendRequest) (events, n int) {
+	if a == nil {
+		return 0, 0
+	}
+	for _, e := range a.Events {
+		n += len(e.Data) + len(e.Metadata)
+	}
+	return len(a.Events), n
 }
 
 func (i metricsInterceptor) WrapStreamingClient(next connect.StreamingClientFunc) connect.StreamingClientFunc {
@@ -281,6 +294,8 @@ func (i metricsInterceptor) WrapStreamingHandler(next connect.StreamingHandlerFu
 			i.m.reads.WithLabelValues("stream", "grpc").Inc()
 		case annalsv1connect.EventStoreServiceReadAllProcedure:
 			i.m.reads.WithLabelValues("all", "grpc").Inc()
+		case annalsv1connect.EventStoreServiceBatchAppendProcedure:
+			mc.pending = make(map[uint64]pendingAppend)
 		}
 		err := next(ctx, mc)
 		i.m.rpcs.WithLabelValues(proc, codeLabel(err)).Inc()
@@ -289,10 +304,33 @@ func (i metricsInterceptor) WrapStreamingHandler(next connect.StreamingHandlerFu
 	}
 }
 
-// metricsConn counts the events a read sends.
+// metricsConn counts the events a read sends, and the appends of a BatchAppend stream.
 type metricsConn struct {
 	connect.StreamingHandlerConn
 	m *Metrics
+	// pending holds the appends of a BatchAppend stream received and not yet answered, by
+	// id (as many as the server holds in flight, and one message more).
+	mu      sync.Mutex
+	pending map[uint64]pendingAppend
+}
+
+// pendingAppend is an append of a BatchAppend stream waiting for its result.
+type pendingAppend struct {
+	start time.Time
+	req   *annalsv1.AppendRequest
+}
+
+func (c *metricsConn) Receive(msg any) error {
+	err := c.StreamingHandlerConn.Receive(msg)
+	if m, ok := msg.(*annalsv1.BatchAppendRequest); ok && err == nil {
+		now := time.Now()
+		c.mu.Lock()
+		for _, a := range m.Appends {
+			c.pending[a.Id] = pendingAppend{start: now, req: a.Append}
+		}
+		c.mu.Unlock()
+	}
+	return err
 }
 
 func (c *metricsConn) Send(msg any) error {
@@ -301,8 +339,30 @@ func (c *metricsConn) Send(msg any) error {
 		c.m.readEvents.Add(float64(len(r.Events)))
 	case *annalsv1.ReadAllResponse:
 		c.m.readEvents.Add(float64(len(r.Events)))
+	case *annalsv1.BatchAppendResponse:
+		c.countResults(r.Results)
 	}
 	return c.StreamingHandlerConn.Send(msg)
+}
+
+// countResults counts the appends of a BatchAppend stream that results answer.
+func (c *metricsConn) countResults(results []*annalsv1.BatchAppendResult) {
+	now := time.Now()
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	for _, r := range results {
+		p, ok := c.pending[r.Id]
+		if !ok {
+			continue
+		}
+		delete(c.pending, r.Id)
+		code := "ok"
+		if st := r.GetError(); st != nil {
+			code = connect.Code(st.Code).String()
+		}
+		events, n := appendSize(p.req)
+		c.m.countAppend(code, events, n, now.Sub(p.start).Seconds())
+	}
 }
 
 // routeOf names the route of a request for the labels of annals_http_requests_total, from a

@@ -1,7 +1,6 @@
 package server
 
 import (
-	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -14,7 +13,6 @@ import (
 	"unicode/utf8"
 
 	"github.com/annalsdb/annals"
-	"github.com/annalsdb/annals/internal/rules"
 )
 
 // The plain JSON append, for any language without a gRPC or Connect client (EventStoreDB's
@@ -50,7 +48,7 @@ func (s *Server) serveRESTAppend(w http.ResponseWriter, r *http.Request) {
 	expected, events, err := s.restAppendInput(w, r)
 	var res annals.AppendResult
 	if err == nil {
-		res, err = s.appendEvents(r.Context(), restAppendRoute, stream, expected, events)
+		res, err = s.appendEvents(r.Context(), restAppendRoute, stream, expected, events, nil)
 	}
 	noteAppend(r.Context(), err, events)
 	if err != nil {
@@ -62,26 +60,6 @@ func (s *Server) serveRESTAppend(w http.ResponseWriter, r *http.Request) {
 	h.Set("Location", "/v1/streams/"+url.PathEscape(stream)+"?from="+strconv.FormatUint(res.Revision+1-uint64(len(events)), 10))
 	w.WriteHeader(http.StatusCreated)
 	_ = json.NewEncoder(w).Encode(Appended{Revision: res.Revision, Position: res.Position})
-}
-
-// appendEvents checks an append's input when an authorizer is set (without one, the store's
-// own check, which it makes in any case, is enough), authorizes it, appends, and counts it.
-func (s *Server) appendEvents(ctx context.Context, proc, stream string, expected annals.ExpectedRevision, events []annals.Event) (annals.AppendResult, error) {
-	if s.opts.Authorize != nil {
-		if _, err := rules.ValidateAppend(s.limits, stream, expected, events); err != nil {
-			return annals.AppendResult{}, err
-		}
-	}
-	if err := s.authorize(ctx, Access{Op: OpWrite, Procedure: proc, Stream: stream}); err != nil {
-		return annals.AppendResult{}, err
-	}
-	res, err := s.store.Append(ctx, stream, expected, events...)
-	if err != nil {
-		return annals.AppendResult{}, err
-	}
-	s.stats.add(cAppends, 1)
-	s.stats.add(cEventsAppended, len(events))
-	return res, nil
 }
 
 // restAppendInput reads the expectation and the events of a JSON append. Its errors match

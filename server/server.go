@@ -22,6 +22,21 @@
 // the http.Server's read timeout is DeadlineExceeded with HTTP status 408, and a
 // Content-Encoding the server cannot decode is Unimplemented with HTTP status 415.
 //
+// # BatchAppend
+//
+// BatchAppend (batch.go) carries many appends over one bidirectional stream, each with an id
+// of the client's choosing and answered by id, in any order, with the result or the Status a
+// unary Append would give (the same function makes both, [Server.append]). The appends of a
+// stream run concurrently, so that the store commits them together, at most
+// [MaxBatchInFlight] at once; their encoded size is held under
+// [Options.MaxRequestBytesInFlight] until they return; at either bound the server stops
+// reading the stream. One writer sends the results ready in one message. A message with no
+// appends, an append without its AppendRequest, or an id already in flight ends the stream
+// with InvalidArgument, after the appends in the store are answered; [Server.Close] ends it
+// the same way with Unavailable and reason SHUTTING_DOWN. The core of a stream
+// ([Server.serveBatch]) reads and writes through functions, so that another transport than
+// Connect can serve it.
+//
 // # Leases
 //
 // The LeaseService of the same proto (lease.go) keeps leases with fencing tokens for replicas
@@ -182,11 +197,13 @@ type Server struct {
 	closing context.Context
 	close   context.CancelFunc
 
-	// subs counts the running subscriptions; Close waits for them. Add is called only under
-	// mu while not closed, so that it never races with Close's Wait.
+	// subs counts the running subscriptions and BatchAppend streams; Close waits for them.
+	// Add is called only under mu while not closed, so that it never races with Close's Wait.
 	subs sync.WaitGroup
 	// subscriptions is the number of running subscriptions, for ServerInfo.
 	subscriptions atomic.Int64
+	// batchStreams is the number of open BatchAppend streams, for the metrics.
+	batchStreams atomic.Int64
 
 	mu struct {
 		sync.Mutex
@@ -299,9 +316,10 @@ func (s *Server) Handler() http.Handler {
 
 // Close ends every running subscription (gRPC/Connect ones with Unavailable and reason
 // SHUTTING_DOWN, which the Go client answers by reconnecting; SSE ones by closing the
-// response) and refuses new ones, then waits for them to end. Other requests are not affected:
-// stop the http.Server with Shutdown to let them finish. Close does not close the store and is
-// safe to call more than once.
+// response) and every BatchAppend stream (it stops reading it, answers the appends already
+// handed to the store, then ends it the same way), refuses new ones, then waits for them to
+// end. Other requests are not affected: stop the http.Server with Shutdown to let them
+// finish. Close does not close the store and is safe to call more than once.
 func (s *Server) Close() error {
 	s.mu.Lock()
 	s.mu.closed = true
@@ -315,19 +333,27 @@ func (s *Server) Close() error {
 // with ctx or when the server closes, and the function to call when the subscription ends; or
 // [ErrShuttingDown] once Close was called.
 func (s *Server) beginSubscription(ctx context.Context) (context.Context, func(), error) {
+	return s.beginLong(ctx, &s.subscriptions)
+}
+
+// beginLong registers a long-lived call (a subscription, a BatchAppend stream) with the
+// server, which Close waits for, and counts it in n while it runs. It returns a context that
+// ends with ctx or when the server closes, and the function to call when the call ends; or
+// [ErrShuttingDown] once Close was called.
+func (s *Server) beginLong(ctx context.Context, n *atomic.Int64) (context.Context, func(), error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.mu.closed {
 		return nil, nil, ErrShuttingDown
 	}
 	s.subs.Add(1)
-	s.subscriptions.Add(1)
+	n.Add(1)
 	ctx, cancel := context.WithCancel(ctx)
 	stop := context.AfterFunc(s.closing, cancel)
 	return ctx, func() {
 		stop()
 		cancel()
-		s.subscriptions.Add(-1)
+		n.Add(-1)
 		s.subs.Done()
 	}, nil
 }

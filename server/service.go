@@ -11,6 +11,7 @@ import (
 	"github.com/annalsdb/annals/internal/gen/annals/v1/annalsv1connect"
 	"github.com/annalsdb/annals/internal/rules"
 	"github.com/annalsdb/annals/internal/wire"
+	"github.com/annalsdb/annals/lease"
 	"google.golang.org/protobuf/reflect/protoreflect"
 	"google.golang.org/protobuf/types/known/timestamppb"
 )
@@ -23,41 +24,62 @@ type service struct {
 var _ annalsv1connect.EventStoreServiceHandler = (*service)(nil)
 
 func (v *service) Append(ctx context.Context, req *connect.Request[annalsv1.AppendRequest]) (*connect.Response[annalsv1.AppendResponse], error) {
-	m, proc := req.Msg, req.Spec().Procedure
+	proc := req.Spec().Procedure
+	res, err := v.s.append(ctx, proc, req.Msg)
+	if err != nil {
+		return nil, v.s.toConnect(ctx, proc, err)
+	}
+	return connect.NewResponse(res), nil
+}
+
+// append makes one append of the API, for Append and for each append of BatchAppend: the
+// input is checked, then authorized ([OpWrite] on the stream), then the store appends, fenced
+// by the append's lease if it has one, and the append is counted. The error is for the table.
+func (s *Server) append(ctx context.Context, proc string, m *annalsv1.AppendRequest) (*annalsv1.AppendResponse, error) {
 	expected := wire.ExpectedFromProto(m.Expected)
 	events := make([]annals.Event, len(m.Events))
 	for i, pe := range m.Events {
 		e, err := wire.EventFromProto(pe)
 		if err != nil {
-			return nil, v.s.toConnect(ctx, proc, fmt.Errorf("event %d of the append to %q: %w", i, m.Stream, err))
+			return nil, fmt.Errorf("event %d of the append to %q: %w", i, m.Stream, err)
 		}
 		events[i] = e
 	}
 	fence, err := appendLease(m.Lease)
 	if err != nil {
-		return nil, v.s.toConnect(ctx, proc, err)
+		return nil, err
 	}
-	// Input before authorization; without an authorizer, the store's own check (which it makes
-	// in any case) is enough.
-	if v.s.opts.Authorize != nil {
-		if _, err := rules.ValidateAppend(v.s.limits, m.Stream, expected, events); err != nil {
-			return nil, v.s.toConnect(ctx, proc, err)
+	res, err := s.appendEvents(ctx, proc, m.Stream, expected, events, fence)
+	if err != nil {
+		return nil, err
+	}
+	return &annalsv1.AppendResponse{Revision: res.Revision, Position: res.Position}, nil
+}
+
+// appendEvents is the one append of every endpoint (Append, BatchAppend, the JSON append): it
+// checks the input when an authorizer is set (without one, the store's own check, which it
+// makes in any case, is enough), authorizes, appends under the fence of the lease l (nil for
+// none), and counts the append in the stats.
+func (s *Server) appendEvents(ctx context.Context, proc, stream string, expected annals.ExpectedRevision, events []annals.Event, l *lease.Lease) (annals.AppendResult, error) {
+	if s.opts.Authorize != nil {
+		if _, err := rules.ValidateAppend(s.limits, stream, expected, events); err != nil {
+			return annals.AppendResult{}, err
 		}
 	}
-	if err := v.s.authorize(ctx, Access{Op: OpWrite, Procedure: proc, Stream: m.Stream}); err != nil {
-		return nil, v.s.toConnect(ctx, proc, err)
+	if err := s.authorize(ctx, Access{Op: OpWrite, Procedure: proc, Stream: stream}); err != nil {
+		return annals.AppendResult{}, err
 	}
 	var res annals.AppendResult
-	err = v.s.fence(ctx, fence, func(ctx context.Context) (err error) {
-		res, err = v.s.store.Append(ctx, m.Stream, expected, events...)
+	err := s.fence(ctx, l, func(ctx context.Context) (err error) {
+		res, err = s.store.Append(ctx, stream, expected, events...)
 		return err
 	})
 	if err != nil {
-		return nil, v.s.toConnect(ctx, proc, err)
+		return annals.AppendResult{}, err
 	}
-	v.s.stats.add(cAppends, 1)
-	v.s.stats.add(cEventsAppended, len(events))
-	return connect.NewResponse(&annalsv1.AppendResponse{Revision: res.Revision, Position: res.Position}), nil
+	s.stats.add(cAppends, 1)
+	s.stats.add(cEventsAppended, len(events))
+	return res, nil
 }
 
 // readOptions converts the fields shared by ReadStreamRequest and ReadAllRequest.
