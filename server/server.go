@@ -79,6 +79,9 @@ import (
 // (base64 data), so that the store, not the transport, reports an append over its limit.
 const DefaultMaxRequestBytes = 2 * annals.DefaultMaxAppendSize
 
+// compressMinBytes is the smallest response message the server compresses.
+const compressMinBytes = 1024
+
 // DefaultSubscriptionBuffer is the default of [Options.SubscriptionBuffer].
 const DefaultSubscriptionBuffer = 256
 
@@ -288,6 +291,11 @@ func (s *Server) Register(mux *http.ServeMux) {
 	handlerOpts := []connect.HandlerOption{
 		connect.WithReadMaxBytes(s.opts.MaxRequestBytes),
 		connect.WithInterceptors(s.opts.Interceptors...),
+		// Connect compresses every response message a client accepts gzip for, however
+		// small; gRPC clients of most languages accept it, and a small BatchAppend result or
+		// live subscription batch then cost twice the CPU (docs/server.md, "Choosing the
+		// transport of BatchAppend").
+		connect.WithCompressMinBytes(compressMinBytes),
 	}
 	handlerOpts = append(handlerOpts, jsonCodecs...)
 	handlerOpts = append(handlerOpts, s.opts.HandlerOptions...)
