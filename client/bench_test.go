@@ -38,13 +38,16 @@ import (
 // first; p99-from-send-ms counts from the start of the append instead), rss-MiB, the resident
 // memory of the test process (server and clients together) after the run, from
 // /proc/self/status, and cpu-us/event, the CPU time (user and system) the test process spent
-// per event during the run: on a shared machine it drifts less than the throughput.
+// per event during the run: on a shared machine it drifts less than the throughput. The
+// network fan-out also reports fallbacks, the times a subscriber fell behind the server's ring
+// of recent events and read from storage (server.Stats' Hub).
 var benchStore = flag.String("annals.store", "filestore", "store behind the benchmarks' server: filestore or memstore")
 
 const benchEventSize = 200
 
 type benchEnv struct {
 	store annals.Store
+	srv   *server.Server
 	url   string
 }
 
@@ -75,7 +78,7 @@ func newBenchEnv(b *testing.B) *benchEnv {
 		hs.Close()
 		st.Close()
 	})
-	return &benchEnv{store: st, url: "http://" + ln.Addr().String()}
+	return &benchEnv{store: st, srv: srv, url: "http://" + ln.Addr().String()}
 }
 
 // stores returns n stores to drive a workload with: the embedded store n times, or n clients.
@@ -214,107 +217,143 @@ func BenchmarkAppend(b *testing.B) {
 	}
 }
 
-// BenchmarkFanout: 100 subscribers of $all, 4 writers appending b.N single events; each
-// subscriber must see every event (target p99 delivery ≤ 5 ms over the network).
+// BenchmarkFanout: 100 subscribers of $all, each of which must see every event (target p99
+// append → delivery ≤ 5 ms over the network). In "embedded" and "network" 4 writers append b.N
+// single events as fast as they can, through the store or through a client. In "5000-per-s"
+// 32 writers append them at 5,000 events/s in total (each event due at its own time) to the
+// store in process in both halves, so that the figures are those of the fan-out under a
+// steady load, not of a saturated process or of the network appends (BenchmarkAppend).
 func BenchmarkFanout(b *testing.B) {
 	env := newBenchEnv(b)
 	for _, network := range []bool{false, true} {
 		b.Run(map[bool]string{false: "embedded", true: "network"}[network], func(b *testing.B) {
-			const subscribers, writers = 100, 4
-			var head uint64
-			for e, err := range env.store.ReadAll(b.Context(), &annals.ReadOptions{Backwards: true, From: annals.End, Limit: 1}) {
-				if err != nil {
-					b.Fatal(err)
-				}
-				head = e.Position
-			}
-			n := b.N
-			acks := make([]atomic.Int64, n+writers)
-			sent := make([]atomic.Int64, n+writers) // when the append that wrote each event began
-			ctx, cancel := context.WithCancel(b.Context())
-			defer cancel()
-			recv := make([][]int64, subscribers)
-			var ready, done sync.WaitGroup
-			for i, s := range env.stores(b, network, subscribers) {
-				ready.Add(1)
-				done.Go(func() {
-					first := true
-					recv[i] = make([]int64, 0, n)
-					for e, err := range s.SubscribeAll(ctx, &annals.SubscribeOptions{From: head + 1}) {
-						if first {
-							ready.Done()
-							first = false
-						}
-						if err != nil {
-							b.Error(err)
-							return
-						}
-						recv[i] = append(recv[i], time.Now().UnixNano())
-						if e.Position != head+uint64(len(recv[i])) {
-							b.Errorf("subscriber %d: got position %d, want %d", i, e.Position, head+uint64(len(recv[i])))
-							return
-						}
-						if len(recv[i]) == n {
-							return
-						}
-					}
-				})
-			}
-			// The subscriptions are running once each has delivered the first event; the
-			// first append is sent before that, and left out of the latencies.
-			w := env.store
-			if network {
-				w = dial(b, env.url, nil)
-			}
-			res, err := w.Append(ctx, "fan-0", annals.Any, benchEvents(1)...)
-			if err != nil {
-				b.Fatal(err)
-			}
-			acks[res.Position-head-1].Store(time.Now().UnixNano())
-			ready.Wait()
-			b.ResetTimer()
-			start, cpu0 := time.Now(), cpuTime()
-			var next atomic.Int64
-			next.Store(1)
-			var wg sync.WaitGroup
-			for range writers {
-				wg.Go(func() {
-					for next.Add(1) <= int64(n) {
-						t0 := time.Now().UnixNano()
-						res, err := w.Append(ctx, "fan-1", annals.Any, benchEvents(1)...)
-						if err != nil {
-							b.Error(err)
-							return
-						}
-						acks[res.Position-head-1].Store(time.Now().UnixNano())
-						sent[res.Position-head-1].Store(t0)
-					}
-				})
-			}
-			wg.Wait()
-			done.Wait()
-			elapsed := time.Since(start)
-			reportCPU(b, cpu0, int64(n))
-			b.StopTimer()
-			var lat, fromSend []time.Duration
-			for i := range recv {
-				if len(recv[i]) != n {
-					b.Fatalf("subscriber %d saw %d of %d events", i, len(recv[i]), n)
-				}
-				for j, t := range recv[i][1:] {
-					// An event may reach a subscriber before its writer has the answer: 0.
-					lat = append(lat, time.Duration(max(0, t-acks[j+1].Load())))
-					fromSend = append(fromSend, time.Duration(t-sent[j+1].Load()))
-				}
-			}
-			b.ReportMetric(percentile(fromSend, 0.99), "p99-from-send-ms")
-			b.ReportMetric(float64(n)/elapsed.Seconds(), "events/s")
-			b.ReportMetric(float64(n*subscribers)/elapsed.Seconds(), "deliveries/s")
-			b.ReportMetric(percentile(lat, 0.50), "p50-ms")
-			b.ReportMetric(percentile(lat, 0.99), "p99-ms")
-			b.ReportMetric(rssMiB(), "rss-MiB")
-			b.ReportMetric(0, "ns/op")
+			runFanout(b, env, network, 4, 0)
 		})
+	}
+	b.Run("5000-per-s", func(b *testing.B) {
+		for _, network := range []bool{false, true} {
+			b.Run(map[bool]string{false: "embedded", true: "network"}[network], func(b *testing.B) {
+				runFanout(b, env, network, 32, 5000)
+			})
+		}
+	})
+}
+
+// runFanout runs 100 subscribers of $all while writers append b.N single events, at rate
+// events/s in total (0: unthrottled), and reports the throughput and the delivery latencies.
+func runFanout(b *testing.B, env *benchEnv, network bool, writers, rate int) {
+	const subscribers = 100
+	var head uint64
+	for e, err := range env.store.ReadAll(b.Context(), &annals.ReadOptions{Backwards: true, From: annals.End, Limit: 1}) {
+		if err != nil {
+			b.Fatal(err)
+		}
+		head = e.Position
+	}
+	st, err := env.srv.Stats(b.Context())
+	if err != nil {
+		b.Fatal(err)
+	}
+	fallbacks0 := st.Hub.Fallbacks
+	n := b.N
+	acks := make([]atomic.Int64, n+writers)
+	sent := make([]atomic.Int64, n+writers) // when the append that wrote each event began
+	ctx, cancel := context.WithCancel(b.Context())
+	defer cancel()
+	recv := make([][]int64, subscribers)
+	var ready, done sync.WaitGroup
+	for i, s := range env.stores(b, network, subscribers) {
+		ready.Add(1)
+		done.Go(func() {
+			first := true
+			recv[i] = make([]int64, 0, n)
+			for e, err := range s.SubscribeAll(ctx, &annals.SubscribeOptions{From: head + 1}) {
+				if first {
+					ready.Done()
+					first = false
+				}
+				if err != nil {
+					b.Error(err)
+					return
+				}
+				recv[i] = append(recv[i], time.Now().UnixNano())
+				if e.Position != head+uint64(len(recv[i])) {
+					b.Errorf("subscriber %d: got position %d, want %d", i, e.Position, head+uint64(len(recv[i])))
+					return
+				}
+				if len(recv[i]) == n {
+					return
+				}
+			}
+		})
+	}
+	// The subscriptions are running once each has delivered the first event; the first
+	// append is sent before that, and left out of the latencies.
+	w := env.store
+	if network && rate == 0 {
+		w = dial(b, env.url, nil)
+	}
+	res, err := w.Append(ctx, "fan-0", annals.Any, benchEvents(1)...)
+	if err != nil {
+		b.Fatal(err)
+	}
+	acks[res.Position-head-1].Store(time.Now().UnixNano())
+	ready.Wait()
+	b.ResetTimer()
+	start, cpu0 := time.Now(), cpuTime()
+	var next atomic.Int64
+	next.Store(1)
+	var wg sync.WaitGroup
+	for range writers {
+		wg.Go(func() {
+			for {
+				i := next.Add(1)
+				if i > int64(n) {
+					return
+				}
+				if rate > 0 {
+					time.Sleep(time.Until(start.Add(time.Duration(i-2) * time.Second / time.Duration(rate))))
+				}
+				t0 := time.Now().UnixNano()
+				res, err := w.Append(ctx, "fan-1", annals.Any, benchEvents(1)...)
+				if err != nil {
+					b.Error(err)
+					return
+				}
+				acks[res.Position-head-1].Store(time.Now().UnixNano())
+				sent[res.Position-head-1].Store(t0)
+			}
+		})
+	}
+	wg.Wait()
+	done.Wait()
+	elapsed := time.Since(start)
+	reportCPU(b, cpu0, int64(n))
+	b.StopTimer()
+	var lat, fromSend []time.Duration
+	for i := range recv {
+		if len(recv[i]) != n {
+			b.Fatalf("subscriber %d saw %d of %d events", i, len(recv[i]), n)
+		}
+		for j, t := range recv[i][1:] {
+			// An event may reach a subscriber before its writer has the answer: 0.
+			lat = append(lat, time.Duration(max(0, t-acks[j+1].Load())))
+			fromSend = append(fromSend, time.Duration(t-sent[j+1].Load()))
+		}
+	}
+	b.ReportMetric(percentile(fromSend, 0.99), "p99-from-send-ms")
+	b.ReportMetric(float64(n)/elapsed.Seconds(), "events/s")
+	b.ReportMetric(float64(n*subscribers)/elapsed.Seconds(), "deliveries/s")
+	b.ReportMetric(percentile(lat, 0.50), "p50-ms")
+	b.ReportMetric(percentile(lat, 0.99), "p99-ms")
+	b.ReportMetric(rssMiB(), "rss-MiB")
+	b.ReportMetric(0, "ns/op")
+	if network {
+		st, err := env.srv.Stats(b.Context())
+		if err != nil {
+			b.Fatal(err)
+		}
+		b.ReportMetric(float64(st.Hub.Fallbacks-fallbacks0), "fallbacks")
 	}
 }
 

@@ -84,28 +84,64 @@ func (s *Server) prepare(ctx context.Context, t target) (uint64, error) {
 	return t.from, nil
 }
 
-// follow runs a subscription of t from the given start: it reads the store's subscription in
-// a goroutine that hands events over through a channel of Options.SubscriptionBuffer, and
-// calls send with each batch of what is waiting, so that live events go out one by one as
-// they come and a catch-up goes out in large batches. keepAlive, when not nil, is called after
-// every Options.KeepAlive without events. follow returns when ctx ends (its error), when send
-// fails (that error), or with the store's error after sending every event before it; when the
-// server is closing it returns [ErrShuttingDown]. The goroutine has ended when follow returns.
+// follow runs a subscription of t from the given start and calls send with each batch of
+// events, so that live events go out as they come and a catch-up goes out in large batches:
+// a subscription of $all through the server's hub ([Server.followAll]), a subscription of a
+// stream through a store subscription of its own ([Server.followStream]). keepAlive, when not
+// nil, is called after every Options.KeepAlive without events. follow returns when ctx ends
+// (its error), when send fails (that error), or with the store's error after sending every
+// event before it; when the server is closing it returns [ErrShuttingDown]. The goroutines it
+// starts have ended when it returns.
 func (s *Server) follow(ctx context.Context, t target, from uint64, send func([]annals.RecordedEvent) error, keepAlive func() error) (err error) {
-	ctx, cancel := context.WithCancel(ctx)
-	opts := &annals.SubscribeOptions{From: from, Filter: t.filter}
-	var seq iter.Seq2[annals.RecordedEvent, error]
-	if t.all {
-		seq = s.store.SubscribeAll(ctx, opts)
-	} else {
-		seq = s.store.SubscribeStream(ctx, t.stream, opts)
+	rs := s.stats.track(t, from)
+	defer s.stats.untrack(rs)
+	defer func() {
+		if s.closing.Err() != nil && err != nil {
+			err = ErrShuttingDown
+		}
+	}()
+	sub := &subscriber{rs: rs, keepAlive: keepAlive}
+	if keepAlive != nil {
+		ticker := time.NewTicker(s.opts.KeepAlive)
+		defer ticker.Stop()
+		sub.tick = ticker.C
 	}
+	sub.deliver = func(batch []annals.RecordedEvent) error {
+		if err := send(batch); err != nil {
+			return err
+		}
+		rs.sent(batch)
+		s.stats.add(cEventsDelivered, len(batch))
+		return nil
+	}
+	if t.all {
+		return s.followAll(ctx, t, from, sub)
+	}
+	return s.followStream(ctx, t, from, sub)
+}
+
+// subscriber is how [Server.follow] delivers a subscription: deliver sends a batch and counts
+// it in rs; keepAlive, when not nil, is to be called at every tick while no event is sent.
+type subscriber struct {
+	rs        *runningSub
+	deliver   func([]annals.RecordedEvent) error
+	tick      <-chan time.Time
+	keepAlive func() error
+}
+
+// followStream runs a subscription of a stream from the given start: it reads the store's
+// subscription in a goroutine that hands events over through a channel of
+// Options.SubscriptionBuffer events (what a slow subscriber costs; the rest waits in storage),
+// and delivers each batch of what is waiting. Stream subscriptions do not share the hub: the
+// store applies the stream's rules to them (where its soft deletion and metadata start it, the
+// end at a tombstone), which $all does not carry.
+func (s *Server) followStream(ctx context.Context, t target, from uint64, sub *subscriber) error {
+	ctx, cancel := context.WithCancel(ctx)
+	seq := s.store.SubscribeStream(ctx, t.stream, &annals.SubscribeOptions{From: from, Filter: t.filter})
 	type item struct {
 		e   annals.RecordedEvent
 		err error
 	}
-	rs := s.stats.track(t, from)
-	defer s.stats.untrack(rs)
 	ch := make(chan item, s.opts.SubscriptionBuffer)
 	var wg sync.WaitGroup
 	wg.Go(func() {
@@ -124,25 +160,16 @@ func (s *Server) follow(ctx context.Context, t target, from uint64, send func([]
 	defer func() {
 		cancel()
 		wg.Wait()
-		if s.closing.Err() != nil && err != nil {
-			err = ErrShuttingDown
-		}
 	}()
 
-	var tick <-chan time.Time
-	if keepAlive != nil {
-		ticker := time.NewTicker(s.opts.KeepAlive)
-		defer ticker.Stop()
-		tick = ticker.C
-	}
 	batch := make([]annals.RecordedEvent, 0, 64)
 	for {
 		var it item
 		var ok bool
 		select {
 		case it, ok = <-ch:
-		case <-tick:
-			if err := keepAlive(); err != nil {
+		case <-sub.tick:
+			if err := sub.keepAlive(); err != nil {
 				return err
 			}
 			continue
@@ -175,11 +202,9 @@ func (s *Server) follow(ctx context.Context, t target, from uint64, send func([]
 			break
 		}
 		if len(batch) > 0 {
-			if err := send(batch); err != nil {
+			if err := sub.deliver(batch); err != nil {
 				return err
 			}
-			rs.sent(batch)
-			s.stats.add(cEventsDelivered, len(batch))
 		}
 		if end != nil {
 			return end

@@ -77,6 +77,19 @@ type SubscriptionStatus struct {
 	// the stream's last. LagSeconds is how long the first of those events has been stored.
 	LagEvents  uint64  `json:"lagEvents"`
 	LagSeconds float64 `json:"lagSeconds"`
+	// Attached reports whether a subscription of $all delivers from the hub's ring of recent
+	// events now, rather than reading from storage; Fallbacks counts the times it fell behind
+	// the ring and went back to storage. Both stay zero for a subscription of a stream.
+	Attached  bool   `json:"attached"`
+	Fallbacks uint64 `json:"fallbacks"`
+}
+
+// HubStatus describes the hub, which follows $all once for all the subscriptions of $all.
+type HubStatus struct {
+	// Attached is the number of subscriptions that deliver from its ring now; Fallbacks counts
+	// the times a subscription fell behind the ring and went back to storage.
+	Attached  int64  `json:"attached"`
+	Fallbacks uint64 `json:"fallbacks"`
 }
 
 // Filter is the JSON of an [annals.Filter].
@@ -108,6 +121,7 @@ type Stats struct {
 	// oldest [MaxListedSubscriptions] of them.
 	SubscriptionCount int                  `json:"subscriptionCount"`
 	Subscriptions     []SubscriptionStatus `json:"subscriptions"`
+	Hub               HubStatus            `json:"hub"`
 	// RequestBytesInFlight is the request-body bytes that the requests being served hold, of
 	// RequestBytesBudget ([Options.MaxRequestBytesInFlight]).
 	RequestBytesInFlight int64 `json:"requestBytesInFlight"`
@@ -259,7 +273,7 @@ func (st *stats) counts(now time.Time) (Counts, Rates) {
 }
 
 // runningSub is a subscription that runs now. follow updates next, lastPos and delivered as
-// it sends events; the rest is fixed when it starts.
+// it sends events, the hub attached and fallbacks; the rest is fixed when it starts.
 type runningSub struct {
 	id      uint64
 	t       target
@@ -269,6 +283,8 @@ type runningSub struct {
 	next      atomic.Uint64
 	lastPos   atomic.Uint64
 	delivered atomic.Uint64
+	attached  atomic.Bool
+	fallbacks atomic.Uint64
 }
 
 // sent records that batch was delivered.
@@ -331,11 +347,13 @@ func (s *Server) Stats(ctx context.Context) (Stats, error) {
 	out.RequestBytesInFlight, out.RequestBytesBudget = s.budget.inFlight.Load(), s.budget.size
 	n, subs := s.stats.running(MaxListedSubscriptions)
 	out.SubscriptionCount = n
+	out.Hub = HubStatus{Attached: s.hub.attached.Load(), Fallbacks: s.hub.fallbacks.Load()}
 	out.Subscriptions = make([]SubscriptionStatus, 0, len(subs))
 	for _, rs := range subs {
 		ss := SubscriptionStatus{
 			ID: rs.id, Protocol: rs.t.protocol, Peer: rs.t.peer, Stream: rs.t.stream, Filter: newFilter(rs.t.filter),
 			Started: rs.started, From: rs.from, Next: rs.next.Load(), Delivered: rs.delivered.Load(), LastPosition: rs.lastPos.Load(),
+			Attached: rs.attached.Load(), Fallbacks: rs.fallbacks.Load(),
 		}
 		if rs.t.all {
 			ss.Stream = annals.AllStream

@@ -134,7 +134,9 @@ func TestStatsCounts(t *testing.T) {
 	})
 }
 
-// gatedStore holds back what its subscriptions deliver until open is closed.
+// gatedStore holds back what its subscriptions deliver until open is closed: its stream
+// subscriptions, and the reads bounded by Until with which the server's subscriptions of $all
+// catch up from storage before they reach the hub.
 type gatedStore struct {
 	annals.Store
 	open chan struct{}
@@ -156,8 +158,11 @@ func (g gatedStore) SubscribeStream(ctx context.Context, stream string, opts *an
 	return g.gate(ctx, g.Store.SubscribeStream(ctx, stream, opts))
 }
 
-func (g gatedStore) SubscribeAll(ctx context.Context, opts *annals.SubscribeOptions) iter.Seq2[annals.RecordedEvent, error] {
-	return g.gate(ctx, g.Store.SubscribeAll(ctx, opts))
+func (g gatedStore) ReadAll(ctx context.Context, opts *annals.ReadOptions) iter.Seq2[annals.RecordedEvent, error] {
+	if opts != nil && opts.Until != 0 {
+		return g.gate(ctx, g.Store.ReadAll(ctx, opts))
+	}
+	return g.Store.ReadAll(ctx, opts)
 }
 
 // TestStatsLag checks the lag of subscriptions that have events to deliver, and that it goes
