@@ -10,9 +10,14 @@ import (
 	"github.com/annalsdb/annals"
 )
 
-// hubRingBytes bounds the bytes of the events (as [eventBytes] counts them) that the hub's
-// ring holds, whatever Options.SubscriptionBuffer allows.
-const hubRingBytes = 64 << 20
+// The bounds of the hub's ring: the last hubRingEvents events it received, at most
+// hubRingBytes bytes of them (as [eventBytes] counts them). One ring serves every subscription
+// of $all, so it is sized for the lag that a subscriber on a busy server may run up between
+// two writes, not for the memory of each subscriber.
+const (
+	hubRingEvents = 8192
+	hubRingBytes  = 64 << 20
+)
 
 // catchUpSpan bounds the positions that one storage read of a subscription of $all covers, so
 // that a filter that matches little still lets the subscription send its keep-alives and look
@@ -27,9 +32,8 @@ const catchUpSpan = 1 << 16
 // finds its next event gone, goes back to reading from storage from the position after the
 // last event it delivered (or passed over: its filter did not match), and attaches again once
 // it reaches the ring, with no gap and no duplicate. So the memory of the subscriptions of
-// $all is the ring (shared: Options.SubscriptionBuffer events, at most hubRingBytes) plus one
-// batch per subscriber (maxBatchEvents events, maxBatchBytes bytes), whatever their number
-// and pace.
+// $all is the ring (shared: hubRingEvents events, at most hubRingBytes) plus one batch per
+// subscriber (maxBatchEvents events, maxBatchBytes bytes), whatever their number and pace.
 //
 // The hub builds on the store's own SubscribeAll, unfiltered, from the head of the log: the
 // ring holds exactly what that subscription delivers, in its order, including events whose
@@ -44,7 +48,7 @@ type hub struct {
 	store annals.Store
 	// closing is the server's: it ends every run when the server closes.
 	closing context.Context
-	// size bounds the events of a run's ring.
+	// size bounds the events of a run's ring: hubRingEvents (tests make it smaller).
 	size int
 
 	// attached counts the subscriptions that deliver from a ring now; fallbacks the times a
@@ -82,8 +86,8 @@ type hubRun struct {
 	}
 }
 
-func newHub(store annals.Store, closing context.Context, size int) *hub {
-	return &hub{store: store, closing: closing, size: size}
+func newHub(store annals.Store, closing context.Context) *hub {
+	return &hub{store: store, closing: closing, size: hubRingEvents}
 }
 
 // acquire joins the current run, or starts one; the caller must release it.

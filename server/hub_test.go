@@ -188,8 +188,10 @@ func (h *hubSub) caughtUp(t *testing.T, store annals.Store, what string) {
 	})
 }
 
-func newHubServer(t *testing.T, store annals.Store, buffer int) *Server {
-	s := New(store, &Options{Logger: slog.New(slog.NewTextHandler(io.Discard, nil)), SubscriptionBuffer: buffer})
+// newHubServer returns a server over store whose hub keeps the last ring events.
+func newHubServer(t *testing.T, store annals.Store, ring int) *Server {
+	s := New(store, &Options{Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
+	s.hub.size = ring
 	t.Cleanup(func() { s.Close() })
 	return s
 }

@@ -115,13 +115,12 @@ type Options struct {
 	// RequestBudgetWait is how long a request waits for room under MaxRequestBytesInFlight;
 	// 0 means [DefaultRequestBudgetWait].
 	RequestBudgetWait time.Duration
-	// SubscriptionBuffer bounds how far a subscriber may fall behind before it reads from
-	// storage instead of memory. A subscription of a stream holds at most this many events
-	// between the store and the network, the rest waits in storage (the store's own
-	// guarantee). The subscriptions of $all share one subscription of the store and a ring of
-	// its last SubscriptionBuffer events (at most 64 MiB of them): one that falls further
-	// behind reads from storage until it catches up with the ring. So a slow reader costs at
-	// most this many events of memory, and the subscriptions of $all one ring in all.
+	// SubscriptionBuffer bounds the events each subscription of a stream holds between the
+	// store and the network; a subscriber that reads slower than that leaves the rest in
+	// storage (the store's own guarantee), so a slow reader costs at most this many events of
+	// memory. The subscriptions of $all share one subscription of the store and one ring of
+	// its last 8,192 events (at most 64 MiB of them) instead: one that falls further behind
+	// reads from storage until it catches up with the ring.
 	// 0 means [DefaultSubscriptionBuffer].
 	SubscriptionBuffer int
 	// Authorize, when set, is called before every operation with what it is about to do, once
@@ -283,7 +282,7 @@ func New(store annals.Store, opts *Options) *Server {
 	}
 	s.budget = newBudget(o.MaxRequestBytesInFlight, o.RequestBudgetWait, o.MaxRequestBytes)
 	s.closing, s.close = context.WithCancel(context.Background())
-	s.hub = newHub(store, s.closing, o.SubscriptionBuffer)
+	s.hub = newHub(store, s.closing)
 	return s
 }
 
