@@ -59,6 +59,10 @@ type hub struct {
 	mu struct {
 		sync.Mutex
 		run *hubRun // the run new subscriptions join; nil when none runs or it failed
+		// lastDone is the done channel of the latest run started: a new run waits for it, so
+		// that the store runs at most one subscription of $all even while a run stops and
+		// another starts.
+		lastDone <-chan struct{}
 	}
 }
 
@@ -100,8 +104,8 @@ func (h *hub) acquire() *hubRun {
 		r = &hubRun{cancel: cancel, done: make(chan struct{})}
 		r.mu.ring = make([]annals.RecordedEvent, h.size)
 		r.mu.changed = make(chan struct{})
-		h.mu.run = r
-		go h.follow(ctx, r)
+		go h.follow(ctx, r, h.mu.lastDone)
+		h.mu.run, h.mu.lastDone = r, r.done
 	}
 	r.users++
 	return r
@@ -122,11 +126,19 @@ func (h *hub) release(r *hubRun) {
 	}
 }
 
-// follow runs r: it reads the head of the log, then follows the store's SubscribeAll from the
-// position after it into r's ring, until ctx ends or the store's subscription fails.
-func (h *hub) follow(ctx context.Context, r *hubRun) {
+// follow runs r once prev (when not nil) is closed: it reads the head of the log, then follows
+// the store's SubscribeAll from the position after it into r's ring, until ctx ends or the
+// store's subscription fails.
+func (h *hub) follow(ctx context.Context, r *hubRun, prev <-chan struct{}) {
 	defer close(r.done)
 	err := func() error {
+		if prev != nil {
+			select {
+			case <-prev:
+			case <-ctx.Done():
+				return ctx.Err()
+			}
+		}
 		var head uint64
 		for e, err := range h.store.ReadAll(ctx, &annals.ReadOptions{Backwards: true, From: annals.End, Limit: 1}) {
 			if err != nil {

@@ -42,8 +42,10 @@ type MetricsOptions struct {
 //     annals_subscriptions (running, every kind), annals_subscription_lag_events and
 //     annals_subscription_lag_seconds (the largest lag among the listed subscriptions, as
 //     [SubscriptionStatus] defines it), annals_batch_append_streams (BatchAppend streams
-//     open now), annals_request_bytes_in_flight (the bytes of request
-//     bodies held now, under [Options.MaxRequestBytesInFlight]);
+//     open now), annals_request_bytes_in_flight (the bytes of request bodies held now, under
+//     [Options.MaxRequestBytesInFlight]), annals_subscriptions_attached and
+//     annals_subscription_fallbacks_total ([HubStatus]: the subscriptions of $all that deliver
+//     from the hub's ring now, and the times one fell behind it and read from storage);
 //   - with [Metrics.Watch], from the server's lease keeper ([Server.Leases]) at each scrape:
 //     annals_leases (the leases held now), annals_lease_holder{name,holder} (1 for each lease
 //     held now, at most [MaxListedLeases] of them: which replica holds what), and the
@@ -139,6 +141,8 @@ var (
 	lagDesc        = prometheus.NewDesc("annals_subscription_lag_events", "The largest lag, in events, of the running subscriptions (the oldest listed by Stats).", nil, nil)
 	lagSecondsDesc = prometheus.NewDesc("annals_subscription_lag_seconds", "The largest lag, in seconds, of the running subscriptions (the oldest listed by Stats).", nil, nil)
 	batchesDesc    = prometheus.NewDesc("annals_batch_append_streams", "BatchAppend streams open now.", nil, nil)
+	attachedDesc   = prometheus.NewDesc("annals_subscriptions_attached", "Subscriptions of $all that deliver from the server's ring of recent events now.", nil, nil)
+	fallbacksDesc  = prometheus.NewDesc("annals_subscription_fallbacks_total", "Times a subscription of $all fell behind the server's ring of recent events and read from storage.", nil, nil)
 	inFlightDesc   = prometheus.NewDesc("annals_request_bytes_in_flight", "Bytes of request bodies held by the requests being served (bounded by max-request-bytes-in-flight).", nil, nil)
 	leasesDesc     = prometheus.NewDesc("annals_leases", "Leases held now (not expired).", nil, nil)
 	holderDesc     = prometheus.NewDesc("annals_lease_holder", "1 for each lease held now, by lease name and holder (at most 1000 leases).", []string{"name", "holder"}, nil)
@@ -157,6 +161,8 @@ func (c *serverCollector) Describe(ch chan<- *prometheus.Desc) {
 	ch <- lagDesc
 	ch <- lagSecondsDesc
 	ch <- batchesDesc
+	ch <- attachedDesc
+	ch <- fallbacksDesc
 	ch <- inFlightDesc
 	ch <- leasesDesc
 	ch <- holderDesc
@@ -184,6 +190,8 @@ func (c *serverCollector) Collect(ch chan<- prometheus.Metric) {
 	ch <- prometheus.MustNewConstMetric(lagDesc, prometheus.GaugeValue, float64(lag))
 	ch <- prometheus.MustNewConstMetric(lagSecondsDesc, prometheus.GaugeValue, lagSeconds)
 	ch <- prometheus.MustNewConstMetric(batchesDesc, prometheus.GaugeValue, float64(c.s.batchStreams.Load()))
+	ch <- prometheus.MustNewConstMetric(attachedDesc, prometheus.GaugeValue, float64(st.Hub.Attached))
+	ch <- prometheus.MustNewConstMetric(fallbacksDesc, prometheus.CounterValue, float64(st.Hub.Fallbacks))
 	ch <- prometheus.MustNewConstMetric(inFlightDesc, prometheus.GaugeValue, float64(st.RequestBytesInFlight))
 }
 

@@ -89,7 +89,7 @@ func TestMetrics(t *testing.T) {
 	var body string
 	testwait.Until(t, "the subscription's lag at 0", func() bool {
 		body = scrape(t, m)
-		return strings.Contains(body, "annals_subscription_lag_events 0")
+		return strings.Contains(body, "annals_subscription_lag_events 0") && strings.Contains(body, "annals_subscriptions_attached 1")
 	})
 	for _, want := range []string{
 		`annals_appends_total{code="ok"} 1`,
@@ -106,6 +106,8 @@ func TestMetrics(t *testing.T) {
 		"annals_head_position 2",
 		"annals_subscriptions 1",
 		"annals_subscription_lag_events 0",
+		"annals_subscriptions_attached 1",
+		"annals_subscription_fallbacks_total 0",
 		"annals_http_in_flight_requests 1",
 		"annals_storage_bytes 0",
 		"annals_leases 2",
