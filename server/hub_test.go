@@ -158,7 +158,8 @@ func (h *hubSub) want(t *testing.T, store annals.Store) []annals.RecordedEvent {
 	return out
 }
 
-// check reports the first difference between got and want, which it must start.
+// checkPrefix returns the first difference between got and want, or nil when want starts
+// with got.
 func checkPrefix(got, want []annals.RecordedEvent) error {
 	if len(got) > len(want) {
 		return fmt.Errorf("got %d events, want %d: %d more than the log holds", len(got), len(want), len(got)-len(want))
