@@ -103,6 +103,7 @@ type batcher struct {
 	mu struct {
 		sync.Mutex
 		ids     map[uint64]struct{} // the appends in flight, by id
+		running int                 // the appends admitted whose result is not queued yet
 		results []*annalsv1.BatchAppendResult
 		sendErr error // the first failed send; no result is sent after it
 	}
@@ -204,6 +205,7 @@ func (b *batcher) admit(m *annalsv1.BatchAppendRequest) error {
 		}
 		b.mu.ids[a.Id] = struct{}{}
 	}
+	b.mu.running += len(m.Appends)
 	return nil
 }
 
@@ -227,6 +229,7 @@ func (b *batcher) run(a *annalsv1.BatchAppend, n int64, err error) {
 		r.Result = &annalsv1.BatchAppendResult_Ok{Ok: ok}
 	}
 	b.mu.Lock()
+	b.mu.running--
 	if b.mu.sendErr != nil {
 		b.mu.Unlock()
 		b.answered([]*annalsv1.BatchAppendResult{r})
@@ -249,7 +252,10 @@ func (b *batcher) write(send func(*annalsv1.BatchAppendResponse) error, finish <
 		case <-b.ready:
 			// The appends the store commits together finish together: let the others
 			// of the group queue their results before this message takes what is there.
-			runtime.Gosched()
+			// With none of them left running, yielding would only delay the message.
+			if b.waiting() {
+				runtime.Gosched()
+			}
 		case <-finish:
 			last = true
 		}
@@ -265,6 +271,13 @@ func (b *batcher) write(send func(*annalsv1.BatchAppendResponse) error, finish <
 			return
 		}
 	}
+}
+
+// waiting reports whether some appends admitted have not queued their result yet.
+func (b *batcher) waiting() bool {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.mu.running > 0
 }
 
 // take returns the results waiting, and frees their ids: the client may reuse one as soon
