@@ -31,42 +31,41 @@ func (v *service) BatchAppend(ctx context.Context, stream *connect.BidiStream[an
 // serveBatch serves one BatchAppend stream over any transport: recv returns the next request
 // message (io.EOF when the client has sent its last), send sends a response message, and
 // interrupt makes a blocked recv return (serveBatch calls recv in a goroutine of its own and
-// waits for it). recv and send are called from one goroutine each.
+// waits for it). recv is called from one goroutine, send from one goroutine at a time.
 //
 // Each append runs as a unary Append does ([Server.append]), in a goroutine of its own, so
 // that the store commits the appends of the stream together; at most [MaxBatchInFlight] at a
 // time. The encoded size of each append is taken from the server's request budget from when
 // its message is read until its append returns; a message that finds no room within
-// [Options.RequestBudgetWait] has its appends answered ResourceExhausted. One writer sends
-// the results gathered since its last send in one response message.
+// [Options.RequestBudgetWait] has its appends answered ResourceExhausted. The results are
+// sent by the goroutine of an append that queued one while no send ran: it sends the results
+// gathered since the last send in one response message, until none wait (no goroutine of
+// its own to wake for each message).
 //
 // The stream ends, after the appends handed to the store are answered, when the client ends
 // its side (nil), when a message breaks the protocol (InvalidArgument: no append, an append
 // without its AppendRequest, an id still in flight), when the server closes
 // ([ErrShuttingDown]), or with the error of recv or send. A stream runs at most
-// MaxBatchInFlight+2 goroutines (its appends, a reader and a writer) and waits for them all
-// before it returns.
+// MaxBatchInFlight+2 goroutines (its appends, one that sends results after its own was
+// answered, and a reader) and waits for them all before it returns.
 func (s *Server) serveBatch(ctx context.Context, proc string, recv func() (*annalsv1.BatchAppendRequest, error), send func(*annalsv1.BatchAppendResponse) error, interrupt func()) error {
 	closing, done, err := s.beginLong(ctx, &s.batchStreams)
 	if err != nil {
 		return err
 	}
 	defer done()
-	b := &batcher{s: s, ctx: ctx, proc: proc, slots: make(chan struct{}, MaxBatchInFlight),
-		ready: make(chan struct{}, 1), broken: make(chan struct{})}
+	b := &batcher{s: s, ctx: ctx, proc: proc, send: send, slots: make(chan struct{}, MaxBatchInFlight),
+		broken: make(chan struct{})}
 	b.mu.ids = make(map[uint64]struct{})
 	in := make(chan *annalsv1.BatchAppendRequest)
-	quit, finish := make(chan struct{}), make(chan struct{})
+	quit := make(chan struct{})
 	var readErr error
-	var reader, writer sync.WaitGroup
+	var reader sync.WaitGroup
 	reader.Go(func() { readErr = b.read(recv, in, quit) })
-	writer.Go(func() { b.write(send, finish) })
 
 	err = b.dispatch(closing, in)
 	close(quit)
-	b.appends.Wait()
-	close(finish)
-	writer.Wait()
+	b.appends.Wait() // their results are sent (or dropped, the stream being broken)
 	interrupt()
 	reader.Wait()
 	switch {
@@ -92,20 +91,20 @@ type batcher struct {
 	s    *Server
 	ctx  context.Context // the request's: the appends run under it, not under Close
 	proc string
+	send func(*annalsv1.BatchAppendResponse) error
 	// slots holds a token for each append in flight: taken before the append starts, given
 	// back once its result is sent (or dropped, the stream being broken).
 	slots   chan struct{}
 	appends sync.WaitGroup
-	// ready wakes the writer when results are waiting; broken is closed when a send failed.
-	ready  chan struct{}
-	broken chan struct{}
+	broken  chan struct{} // closed when a send failed
 
 	mu struct {
 		sync.Mutex
 		ids     map[uint64]struct{} // the appends in flight, by id
 		running int                 // the appends admitted whose result is not queued yet
-		results []*annalsv1.BatchAppendResult
-		sendErr error // the first failed send; no result is sent after it
+		results []*annalsv1.BatchAppendResult // waiting to be sent
+		writing bool                          // an append's goroutine is sending results
+		sendErr error                         // the first failed send; no result is sent after it
 	}
 }
 
@@ -214,8 +213,9 @@ func protocolError(format string, args ...any) error {
 	return connect.NewError(connect.CodeInvalidArgument, fmt.Errorf("BatchAppend: "+format, args...))
 }
 
-// run makes one append, gives back its share n of the budget, and queues its result; err,
-// when not nil, answers it without making it.
+// run makes one append, gives back its share n of the budget, and queues its result, which
+// it sends itself (see write) when no other goroutine is sending; err, when not nil, answers
+// the append without making it.
 func (b *batcher) run(a *annalsv1.BatchAppend, n int64, err error) {
 	var ok *annalsv1.AppendResponse
 	if err == nil {
@@ -236,38 +236,32 @@ func (b *batcher) run(a *annalsv1.BatchAppend, n int64, err error) {
 		return
 	}
 	b.mu.results = append(b.mu.results, r)
+	write := !b.mu.writing
+	b.mu.writing = true
 	b.mu.Unlock()
-	select {
-	case b.ready <- struct{}{}:
-	default:
+	if write {
+		b.write()
 	}
 }
 
-// write sends the results waiting, all of them in one message, each time run queues some,
-// until finish is closed (then it sends the last ones) or a send fails.
-func (b *batcher) write(send func(*annalsv1.BatchAppendResponse) error, finish <-chan struct{}) {
+// write sends the results waiting, all of them in one message, until none wait (take then
+// ends the writing) or a send fails.
+func (b *batcher) write() {
 	for {
-		last := false
-		select {
-		case <-b.ready:
-			// The appends the store commits together finish together: let the others
-			// of the group queue their results before this message takes what is there.
-			// With none of them left running, yielding would only delay the message.
-			if b.waiting() {
-				runtime.Gosched()
-			}
-		case <-finish:
-			last = true
+		// The appends the store commits together finish together: let the others of the
+		// group queue their results before this message takes what is there. With none of
+		// them left running, yielding would only delay the message.
+		if b.waiting() {
+			runtime.Gosched()
 		}
-		if results := b.take(); len(results) > 0 {
-			err := send(&annalsv1.BatchAppendResponse{Results: results})
-			b.answered(results)
-			if err != nil {
-				b.fail(err)
-				return
-			}
+		results := b.take()
+		if len(results) == 0 {
+			return
 		}
-		if last {
+		err := b.send(&annalsv1.BatchAppendResponse{Results: results})
+		b.answered(results)
+		if err != nil {
+			b.fail(err)
 			return
 		}
 	}
@@ -281,12 +275,14 @@ func (b *batcher) waiting() bool {
 }
 
 // take returns the results waiting, and frees their ids: the client may reuse one as soon
-// as it has its result, which may be before send returns.
+// as it has its result, which may be before send returns. With none waiting, the writing
+// ends: the next result queued starts it again.
 func (b *batcher) take() []*annalsv1.BatchAppendResult {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	results := b.mu.results
 	b.mu.results = nil
+	b.mu.writing = len(results) > 0
 	for _, r := range results {
 		delete(b.mu.ids, r.Id)
 	}
