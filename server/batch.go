@@ -100,8 +100,8 @@ type batcher struct {
 
 	mu struct {
 		sync.Mutex
-		ids     map[uint64]struct{} // the appends in flight, by id
-		running int                 // the appends admitted whose result is not queued yet
+		ids     map[uint64]struct{}           // the appends in flight, by id
+		running int                           // the appends admitted whose result is not queued yet
 		results []*annalsv1.BatchAppendResult // waiting to be sent
 		writing bool                          // an append's goroutine is sending results
 		sendErr error                         // the first failed send; no result is sent after it
