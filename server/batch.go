@@ -30,8 +30,10 @@ func (v *service) BatchAppend(ctx context.Context, stream *connect.BidiStream[an
 
 // serveBatch serves one BatchAppend stream over any transport: recv returns the next request
 // message (io.EOF when the client has sent its last), send sends a response message, and
-// interrupt makes a blocked recv return (serveBatch calls recv in a goroutine of its own and
-// waits for it). recv is called from one goroutine, send from one goroutine at a time.
+// interrupt makes a blocked recv return (serveBatch calls recv in a goroutine of its own, the
+// reader, which also starts the appends; once the stream must end, serveBatch interrupts it
+// and waits for it before it waits for the appends). recv is called from one goroutine, send
+// from one goroutine at a time.
 //
 // Each append runs as a unary Append does ([Server.append]), in a goroutine of its own, so
 // that the store commits the appends of the stream together; at most [MaxBatchInFlight] at a
@@ -57,23 +59,19 @@ func (s *Server) serveBatch(ctx context.Context, proc string, recv func() (*anna
 	b := &batcher{s: s, ctx: ctx, proc: proc, send: send, slots: make(chan struct{}, MaxBatchInFlight),
 		broken: make(chan struct{})}
 	b.mu.ids = make(map[uint64]struct{})
-	in := make(chan *annalsv1.BatchAppendRequest)
-	quit := make(chan struct{})
-	var readErr error
-	var reader sync.WaitGroup
-	reader.Go(func() { readErr = b.read(recv, in, quit) })
-
-	err = b.dispatch(closing, in)
-	close(quit)
-	b.appends.Wait() // their results are sent (or dropped, the stream being broken)
-	interrupt()
-	reader.Wait()
-	switch {
-	case errors.Is(err, errReadEnded) && errors.Is(readErr, io.EOF):
-		err = nil
-	case errors.Is(err, errReadEnded):
-		err = readErr
+	read := make(chan struct{}) // closed when the reader returned
+	go func() {
+		defer close(read)
+		err = b.read(closing, recv)
+	}()
+	select {
+	case <-read:
+	case <-closing.Done():
+	case <-b.broken:
 	}
+	interrupt()
+	<-read
+	b.appends.Wait() // their results are sent (or dropped, the stream being broken)
 	if err == nil {
 		b.mu.Lock()
 		err = b.mu.sendErr
@@ -81,10 +79,6 @@ func (s *Server) serveBatch(ctx context.Context, proc string, recv func() (*anna
 	}
 	return err
 }
-
-// errReadEnded is what dispatch returns when recv failed: serveBatch then ends with recv's
-// error.
-var errReadEnded = errors.New("BatchAppend: the request stream ended")
 
 // batcher is the state of one BatchAppend stream.
 type batcher struct {
@@ -108,38 +102,28 @@ type batcher struct {
 	}
 }
 
-// read passes the messages of recv to in until recv fails (the error it returns) or quit is
-// closed.
-func (b *batcher) read(recv func() (*annalsv1.BatchAppendRequest, error), in chan<- *annalsv1.BatchAppendRequest, quit <-chan struct{}) error {
-	defer close(in)
+// read starts the appends of each message of recv, in the reader's goroutine (no hand-off
+// per message), until the stream must end, and returns why: the stream's closing, a protocol
+// error, recv's error, or nil when the client ended its side or a send failed (serveBatch
+// returns the send's error).
+func (b *batcher) read(closing context.Context, recv func() (*annalsv1.BatchAppendRequest, error)) error {
 	for {
 		m, err := recv()
-		if err != nil {
-			return err
-		}
-		select {
-		case in <- m:
-		case <-quit:
-			return nil
-		}
-	}
-}
-
-// dispatch starts the appends of each message until the stream must end, and returns why.
-func (b *batcher) dispatch(closing context.Context, in <-chan *annalsv1.BatchAppendRequest) error {
-	for {
 		select {
 		case <-closing.Done():
 			return b.closed()
 		case <-b.broken:
-			return nil // serveBatch returns the send's error
-		case m, ok := <-in:
-			if !ok {
-				return errReadEnded
-			}
-			if err := b.start(closing, m); err != nil {
-				return err
-			}
+			return nil
+		default:
+		}
+		switch {
+		case errors.Is(err, io.EOF):
+			return nil
+		case err != nil:
+			return err
+		}
+		if err := b.start(closing, m); err != nil {
+			return err
 		}
 	}
 }
