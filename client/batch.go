@@ -223,9 +223,12 @@ func (c *batchConn) send() {
 	for {
 		select {
 		case <-c.wake:
-			// Let the other callers that are appending now queue theirs: one message
-			// takes them all.
-			runtime.Gosched()
+			// While answers come back, their callers append again: let them queue
+			// theirs, so that one message takes them all. With no append in flight,
+			// yielding would only delay this one.
+			if c.inFlight() {
+				runtime.Gosched()
+			}
 		case <-c.done:
 			return
 		}
@@ -238,6 +241,13 @@ func (c *batchConn) send() {
 			}
 		}
 	}
+}
+
+// inFlight reports whether some appends sent wait for their answer.
+func (c *batchConn) inFlight() bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return len(c.mu.pending) > 0
 }
 
 // take moves the appends waiting, up to maxBatchBytes of them, to pending and returns their

@@ -30,51 +30,48 @@ func (v *service) BatchAppend(ctx context.Context, stream *connect.BidiStream[an
 
 // serveBatch serves one BatchAppend stream over any transport: recv returns the next request
 // message (io.EOF when the client has sent its last), send sends a response message, and
-// interrupt makes a blocked recv return (serveBatch calls recv in a goroutine of its own and
-// waits for it). recv and send are called from one goroutine each.
+// interrupt makes a blocked recv return (serveBatch calls recv in a goroutine of its own, the
+// reader, which also starts the appends; once the stream must end, serveBatch interrupts it
+// and waits for it before it waits for the appends). recv is called from one goroutine, send
+// from one goroutine at a time.
 //
 // Each append runs as a unary Append does ([Server.append]), in a goroutine of its own, so
 // that the store commits the appends of the stream together; at most [MaxBatchInFlight] at a
 // time. The encoded size of each append is taken from the server's request budget from when
 // its message is read until its append returns; a message that finds no room within
-// [Options.RequestBudgetWait] has its appends answered ResourceExhausted. One writer sends
-// the results gathered since its last send in one response message.
+// [Options.RequestBudgetWait] has its appends answered ResourceExhausted. The results are
+// sent by the goroutine of an append that queued one while no send ran: it sends the results
+// gathered since the last send in one response message, until none wait (no goroutine of
+// its own to wake for each message).
 //
 // The stream ends, after the appends handed to the store are answered, when the client ends
 // its side (nil), when a message breaks the protocol (InvalidArgument: no append, an append
 // without its AppendRequest, an id still in flight), when the server closes
 // ([ErrShuttingDown]), or with the error of recv or send. A stream runs at most
-// MaxBatchInFlight+2 goroutines (its appends, a reader and a writer) and waits for them all
-// before it returns.
+// MaxBatchInFlight+2 goroutines (its appends, one that sends results after its own was
+// answered, and a reader) and waits for them all before it returns.
 func (s *Server) serveBatch(ctx context.Context, proc string, recv func() (*annalsv1.BatchAppendRequest, error), send func(*annalsv1.BatchAppendResponse) error, interrupt func()) error {
 	closing, done, err := s.beginLong(ctx, &s.batchStreams)
 	if err != nil {
 		return err
 	}
 	defer done()
-	b := &batcher{s: s, ctx: ctx, proc: proc, slots: make(chan struct{}, MaxBatchInFlight),
-		ready: make(chan struct{}, 1), broken: make(chan struct{})}
+	b := &batcher{s: s, ctx: ctx, proc: proc, send: send, slots: make(chan struct{}, MaxBatchInFlight),
+		broken: make(chan struct{})}
 	b.mu.ids = make(map[uint64]struct{})
-	in := make(chan *annalsv1.BatchAppendRequest)
-	quit, finish := make(chan struct{}), make(chan struct{})
-	var readErr error
-	var reader, writer sync.WaitGroup
-	reader.Go(func() { readErr = b.read(recv, in, quit) })
-	writer.Go(func() { b.write(send, finish) })
-
-	err = b.dispatch(closing, in)
-	close(quit)
-	b.appends.Wait()
-	close(finish)
-	writer.Wait()
-	interrupt()
-	reader.Wait()
-	switch {
-	case errors.Is(err, errReadEnded) && errors.Is(readErr, io.EOF):
-		err = nil
-	case errors.Is(err, errReadEnded):
-		err = readErr
+	read := make(chan struct{}) // closed when the reader returned
+	go func() {
+		defer close(read)
+		err = b.read(closing, recv)
+	}()
+	select {
+	case <-read:
+	case <-closing.Done():
+	case <-b.broken:
 	}
+	interrupt()
+	<-read
+	b.appends.Wait() // their results are sent (or dropped, the stream being broken)
 	if err == nil {
 		b.mu.Lock()
 		err = b.mu.sendErr
@@ -83,63 +80,50 @@ func (s *Server) serveBatch(ctx context.Context, proc string, recv func() (*anna
 	return err
 }
 
-// errReadEnded is what dispatch returns when recv failed: serveBatch then ends with recv's
-// error.
-var errReadEnded = errors.New("BatchAppend: the request stream ended")
-
 // batcher is the state of one BatchAppend stream.
 type batcher struct {
 	s    *Server
 	ctx  context.Context // the request's: the appends run under it, not under Close
 	proc string
+	send func(*annalsv1.BatchAppendResponse) error
 	// slots holds a token for each append in flight: taken before the append starts, given
 	// back once its result is sent (or dropped, the stream being broken).
 	slots   chan struct{}
 	appends sync.WaitGroup
-	// ready wakes the writer when results are waiting; broken is closed when a send failed.
-	ready  chan struct{}
-	broken chan struct{}
+	broken  chan struct{} // closed when a send failed
 
 	mu struct {
 		sync.Mutex
-		ids     map[uint64]struct{} // the appends in flight, by id
-		results []*annalsv1.BatchAppendResult
-		sendErr error // the first failed send; no result is sent after it
+		ids     map[uint64]struct{}           // the appends in flight, by id
+		running int                           // the appends admitted whose result is not queued yet
+		results []*annalsv1.BatchAppendResult // waiting to be sent
+		writing bool                          // an append's goroutine is sending results
+		sendErr error                         // the first failed send; no result is sent after it
 	}
 }
 
-// read passes the messages of recv to in until recv fails (the error it returns) or quit is
-// closed.
-func (b *batcher) read(recv func() (*annalsv1.BatchAppendRequest, error), in chan<- *annalsv1.BatchAppendRequest, quit <-chan struct{}) error {
-	defer close(in)
+// read starts the appends of each message of recv, in the reader's goroutine (no hand-off
+// per message), until the stream must end, and returns why: the stream's closing, a protocol
+// error, recv's error, or nil when the client ended its side or a send failed (serveBatch
+// returns the send's error).
+func (b *batcher) read(closing context.Context, recv func() (*annalsv1.BatchAppendRequest, error)) error {
 	for {
 		m, err := recv()
-		if err != nil {
-			return err
-		}
-		select {
-		case in <- m:
-		case <-quit:
-			return nil
-		}
-	}
-}
-
-// dispatch starts the appends of each message until the stream must end, and returns why.
-func (b *batcher) dispatch(closing context.Context, in <-chan *annalsv1.BatchAppendRequest) error {
-	for {
 		select {
 		case <-closing.Done():
 			return b.closed()
 		case <-b.broken:
-			return nil // serveBatch returns the send's error
-		case m, ok := <-in:
-			if !ok {
-				return errReadEnded
-			}
-			if err := b.start(closing, m); err != nil {
-				return err
-			}
+			return nil
+		default:
+		}
+		switch {
+		case errors.Is(err, io.EOF):
+			return nil
+		case err != nil:
+			return err
+		}
+		if err := b.start(closing, m); err != nil {
+			return err
 		}
 	}
 }
@@ -204,6 +188,7 @@ func (b *batcher) admit(m *annalsv1.BatchAppendRequest) error {
 		}
 		b.mu.ids[a.Id] = struct{}{}
 	}
+	b.mu.running += len(m.Appends)
 	return nil
 }
 
@@ -212,8 +197,9 @@ func protocolError(format string, args ...any) error {
 	return connect.NewError(connect.CodeInvalidArgument, fmt.Errorf("BatchAppend: "+format, args...))
 }
 
-// run makes one append, gives back its share n of the budget, and queues its result; err,
-// when not nil, answers it without making it.
+// run makes one append, gives back its share n of the budget, and queues its result, which
+// it sends itself (see write) when no other goroutine is sending; err, when not nil, answers
+// the append without making it.
 func (b *batcher) run(a *annalsv1.BatchAppend, n int64, err error) {
 	var ok *annalsv1.AppendResponse
 	if err == nil {
@@ -227,53 +213,60 @@ func (b *batcher) run(a *annalsv1.BatchAppend, n int64, err error) {
 		r.Result = &annalsv1.BatchAppendResult_Ok{Ok: ok}
 	}
 	b.mu.Lock()
+	b.mu.running--
 	if b.mu.sendErr != nil {
 		b.mu.Unlock()
 		b.answered([]*annalsv1.BatchAppendResult{r})
 		return
 	}
 	b.mu.results = append(b.mu.results, r)
+	write := !b.mu.writing
+	b.mu.writing = true
 	b.mu.Unlock()
-	select {
-	case b.ready <- struct{}{}:
-	default:
+	if write {
+		b.write()
 	}
 }
 
-// write sends the results waiting, all of them in one message, each time run queues some,
-// until finish is closed (then it sends the last ones) or a send fails.
-func (b *batcher) write(send func(*annalsv1.BatchAppendResponse) error, finish <-chan struct{}) {
+// write sends the results waiting, all of them in one message, until none wait (take then
+// ends the writing) or a send fails.
+func (b *batcher) write() {
 	for {
-		last := false
-		select {
-		case <-b.ready:
-			// The appends the store commits together finish together: let the others
-			// of the group queue their results before this message takes what is there.
+		// The appends the store commits together finish together: let the others of the
+		// group queue their results before this message takes what is there. With none of
+		// them left running, yielding would only delay the message.
+		if b.waiting() {
 			runtime.Gosched()
-		case <-finish:
-			last = true
 		}
-		if results := b.take(); len(results) > 0 {
-			err := send(&annalsv1.BatchAppendResponse{Results: results})
-			b.answered(results)
-			if err != nil {
-				b.fail(err)
-				return
-			}
+		results := b.take()
+		if len(results) == 0 {
+			return
 		}
-		if last {
+		err := b.send(&annalsv1.BatchAppendResponse{Results: results})
+		b.answered(results)
+		if err != nil {
+			b.fail(err)
 			return
 		}
 	}
 }
 
+// waiting reports whether some appends admitted have not queued their result yet.
+func (b *batcher) waiting() bool {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.mu.running > 0
+}
+
 // take returns the results waiting, and frees their ids: the client may reuse one as soon
-// as it has its result, which may be before send returns.
+// as it has its result, which may be before send returns. With none waiting, the writing
+// ends: the next result queued starts it again.
 func (b *batcher) take() []*annalsv1.BatchAppendResult {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	results := b.mu.results
 	b.mu.results = nil
+	b.mu.writing = len(results) > 0
 	for _, r := range results {
 		delete(b.mu.ids, r.Id)
 	}

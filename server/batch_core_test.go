@@ -32,8 +32,9 @@ func TestServeBatchDuplicateInFlight(t *testing.T) {
 		return &annalsv1.BatchAppendRequest{Appends: []*annalsv1.BatchAppend{{Id: 1, Append: &annalsv1.AppendRequest{Stream: stream, Events: []*annalsv1.Event{{Type: "E"}}}}}}
 	}
 	msgs := []*annalsv1.BatchAppendRequest{one("a-1"), one("a-2")}
-	// The third call of recv comes once serveBatch took the second message (the handoff is
-	// unbuffered) and is checking it.
+	// recv is called a third time only if the second message was let in; serveBatch calls
+	// interrupt once it has decided to end the stream, before it waits for the append in
+	// flight.
 	third, interrupted := make(chan struct{}), make(chan struct{})
 	recv := func() (*annalsv1.BatchAppendRequest, error) {
 		if len(msgs) > 0 {
@@ -51,9 +52,12 @@ func TestServeBatchDuplicateInFlight(t *testing.T) {
 	go func() {
 		done <- s.serveBatch(ctx, "/test", recv, send, func() { close(interrupted) })
 	}()
-	<-third
-	// Ending the request ends the append in flight; had the second message been let in, the
-	// stream would end with the request's end instead.
+	select {
+	case <-interrupted:
+	case <-third:
+		t.Error("the message with id 1 in flight was let in")
+	}
+	// Ending the request ends the append in flight.
 	cancel()
 	err := <-done
 	if ce, ok := errors.AsType[*connect.Error](err); !ok || ce.Code() != connect.CodeInvalidArgument || !strings.Contains(ce.Message(), "id 1 is already in flight") {
