@@ -92,14 +92,7 @@ func (s *Server) prepare(ctx context.Context, t target) (uint64, error) {
 // (its error), when send fails (that error), or with the store's error after sending every
 // event before it; when the server is closing it returns [ErrShuttingDown]. The goroutines it
 // starts have ended when it returns.
-func (s *Server) follow(ctx context.Context, t target, from uint64, send func([]annals.RecordedEvent) error, keepAlive func() error) error {
-	return s.followEncoded(ctx, t, from, func(batch []annals.RecordedEvent, _ []byte) error { return send(batch) }, keepAlive)
-}
-
-// followEncoded is [Server.follow] for a sender that can use the events' protobuf encoding:
-// enc, when not nil, is that of batch as [wire.AppendEvents] gives it for field 1, which the
-// hub encodes once for all its subscribers; enc is valid until send returns.
-func (s *Server) followEncoded(ctx context.Context, t target, from uint64, send func(batch []annals.RecordedEvent, enc []byte) error, keepAlive func() error) (err error) {
+func (s *Server) follow(ctx context.Context, t target, from uint64, send func([]annals.RecordedEvent) error, keepAlive func() error) (err error) {
 	rs := s.stats.track(t, from)
 	defer s.stats.untrack(rs)
 	defer func() {
@@ -113,8 +106,8 @@ func (s *Server) followEncoded(ctx context.Context, t target, from uint64, send 
 		defer ticker.Stop()
 		sub.tick = ticker.C
 	}
-	sub.deliver = func(batch []annals.RecordedEvent, enc []byte) error {
-		if err := send(batch, enc); err != nil {
+	sub.deliver = func(batch []annals.RecordedEvent) error {
+		if err := send(batch); err != nil {
 			return err
 		}
 		rs.sent(batch)
@@ -127,12 +120,11 @@ func (s *Server) followEncoded(ctx context.Context, t target, from uint64, send 
 	return s.followStream(ctx, t, from, sub)
 }
 
-// subscriber is how [Server.followEncoded] delivers a subscription: deliver sends a batch
-// (with its encoding, or nil) and counts it in rs; keepAlive, when not nil, is to be called at
-// every tick while no event is sent.
+// subscriber is how [Server.follow] delivers a subscription: deliver sends a batch and counts
+// it in rs; keepAlive, when not nil, is to be called at every tick while no event is sent.
 type subscriber struct {
 	rs        *runningSub
-	deliver   func(batch []annals.RecordedEvent, enc []byte) error
+	deliver   func([]annals.RecordedEvent) error
 	tick      <-chan time.Time
 	keepAlive func() error
 }
@@ -210,7 +202,7 @@ func (s *Server) followStream(ctx context.Context, t target, from uint64, sub *s
 			break
 		}
 		if len(batch) > 0 {
-			if err := sub.deliver(batch, nil); err != nil {
+			if err := sub.deliver(batch); err != nil {
 				return err
 			}
 		}

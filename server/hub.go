@@ -6,10 +6,8 @@ import (
 	"sort"
 	"sync"
 	"sync/atomic"
-	"time"
 
 	"github.com/annalsdb/annals"
-	"github.com/annalsdb/annals/internal/wire"
 )
 
 // The bounds of the hub's ring: the last hubRingEvents events it received, at most
@@ -25,13 +23,6 @@ const (
 // that a filter that matches little still lets the subscription send its keep-alives and look
 // at the hub between reads.
 const catchUpSpan = 1 << 16
-
-// A subscriber of the hub that sent less than coalesceDelay ago waits for the rest of it
-// before it sends fewer than coalesceEvents events (see [hubFollower.live]).
-const (
-	coalesceDelay  = time.Millisecond
-	coalesceEvents = 64
-)
 
 // hub follows $all once for all the subscriptions of $all of the server (Subscribe and SSE,
 // filtered or not), so that the store runs one subscription however many clients follow the
@@ -85,13 +76,9 @@ type hubRun struct {
 	mu struct {
 		sync.Mutex
 		// ring holds the events of sequence numbers [oldest, total): event n is ring[n%len(ring)].
-		ring []annals.RecordedEvent
-		// enc[i] is the encoding of ring[i] as wire.AppendEvents gives it for field 1: a
-		// subscriber's message is the concatenation of those of its events.
-		enc           [][]byte
+		ring          []annals.RecordedEvent
 		oldest, total uint64
-		// bytes counts the ring's events as [eventBytes] plus their encodings.
-		bytes int
+		bytes         int
 		// started is set once the run knows where it starts; from then on the ring holds every
 		// event of the log from position from to the last it received.
 		started bool
@@ -116,7 +103,6 @@ func (h *hub) acquire() *hubRun {
 		ctx, cancel := context.WithCancel(h.closing)
 		r = &hubRun{cancel: cancel, done: make(chan struct{})}
 		r.mu.ring = make([]annals.RecordedEvent, h.size)
-		r.mu.enc = make([][]byte, h.size)
 		r.mu.changed = make(chan struct{})
 		go h.follow(ctx, r, h.mu.lastDone)
 		h.mu.run, h.mu.lastDone = r, r.done
@@ -187,22 +173,20 @@ func (r *hubRun) start(from uint64) {
 	r.changedLocked()
 }
 
-// publish adds e and its encoding to the ring, dropping the oldest events beyond its bounds.
+// publish adds e to the ring, dropping the oldest events beyond its bounds.
 func (r *hubRun) publish(e annals.RecordedEvent) {
-	enc := wire.AppendEvents(nil, 1, []annals.RecordedEvent{e})
-	size := eventBytes(&e) + len(enc)
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	ring, n := r.mu.ring, uint64(len(r.mu.ring))
-	for r.mu.oldest < r.mu.total && (r.mu.total-r.mu.oldest == n || r.mu.bytes+size > hubRingBytes) {
-		i := r.mu.oldest % n
-		old := &ring[i]
+	ring := r.mu.ring
+	size := eventBytes(&e)
+	for r.mu.oldest < r.mu.total && (r.mu.total-r.mu.oldest == uint64(len(ring)) || r.mu.bytes+size > hubRingBytes) {
+		old := &ring[r.mu.oldest%uint64(len(ring))]
 		r.mu.from = old.Position + 1
-		r.mu.bytes -= eventBytes(old) + len(r.mu.enc[i])
-		*old, r.mu.enc[i] = annals.RecordedEvent{}, nil
+		r.mu.bytes -= eventBytes(old)
+		*old = annals.RecordedEvent{}
 		r.mu.oldest++
 	}
-	ring[r.mu.total%n], r.mu.enc[r.mu.total%n] = e, enc
+	ring[r.mu.total%uint64(len(ring))] = e
 	r.mu.total++
 	r.mu.bytes += size
 	r.changedLocked()
@@ -260,16 +244,15 @@ func (r *hubRun) take(f *hubFollower) (lost bool, wait <-chan struct{}, err erro
 		return true, nil, nil
 	}
 	ring := r.mu.ring
-	for ; f.cursor < r.mu.total && len(f.batch) < maxBatchEvents && f.size < maxBatchBytes; f.cursor++ {
+	size := 0
+	for ; f.cursor < r.mu.total && len(f.batch) < maxBatchEvents && size < maxBatchBytes; f.cursor++ {
 		e := &ring[f.cursor%uint64(len(ring))]
 		if e.Position < f.next {
 			continue
 		}
 		if f.filter.Match(e.Stream, e.Type) {
-			enc := r.mu.enc[f.cursor%uint64(len(ring))]
 			f.batch = append(f.batch, *e)
-			f.enc = append(f.enc, enc...)
-			f.size += eventBytes(e) + len(enc)
+			size += eventBytes(e)
 		}
 		f.next = e.Position + 1
 	}
@@ -289,11 +272,7 @@ type hubFollower struct {
 	// sequence number of the next event of the ring to look at, while attached.
 	next   uint64
 	cursor uint64
-	// batch holds the events taken and not yet sent, enc their encoding, size their
-	// [eventBytes] and the length of enc.
-	batch []annals.RecordedEvent
-	enc   []byte
-	size  int
+	batch  []annals.RecordedEvent
 }
 
 // followAll runs a subscription of $all from the given start through the hub: it reads from
@@ -338,7 +317,7 @@ func (f *hubFollower) catchUp(ctx context.Context) error {
 		}
 		until := min(v.from, f.next+catchUpSpan)
 		opts := &annals.ReadOptions{From: f.next, Until: until, Filter: f.filter}
-		if err := sendRead(f.s.store.ReadAll(ctx, opts), func(batch []annals.RecordedEvent) error { return f.deliver(batch, nil) }); err != nil {
+		if err := sendRead(f.s.store.ReadAll(ctx, opts), f.deliver); err != nil {
 			return err
 		}
 		f.next = until
@@ -353,48 +332,20 @@ func (f *hubFollower) catchUp(ctx context.Context) error {
 }
 
 // live delivers from the ring until the subscription ends (its error) or f falls behind the
-// ring (nil). A subscriber that sent less than coalesceDelay ago and has fewer than
-// coalesceEvents events waiting waits for the rest of that delay before it sends them, so
-// that at a steady rate each message carries several events; the first event after a quiet
-// spell goes out at once, and no event waits longer than coalesceDelay for this.
+// ring (nil).
 func (f *hubFollower) live(ctx context.Context) error {
-	var last time.Time // when f last sent
-	var timer *time.Timer
-	defer func() {
-		if timer != nil {
-			timer.Stop()
-		}
-	}()
 	for {
 		lost, wait, err := f.run.take(f)
-		if len(f.batch) > 0 {
-			if !lost && len(f.batch) < coalesceEvents {
-				if d := coalesceDelay - time.Since(last); d > 0 {
-					if timer == nil {
-						timer = time.NewTimer(d)
-					} else {
-						timer.Reset(d)
-					}
-					select {
-					case <-timer.C:
-					case <-ctx.Done():
-						return ctx.Err()
-					}
-					continue
-				}
-			}
-			err := f.deliver(f.batch, f.enc)
-			last = time.Now()
-			clear(f.batch) // let go of the events' data
-			f.batch, f.enc, f.size = f.batch[:0], f.enc[:0], 0
-			if err != nil {
-				return err
-			}
-			continue
-		}
 		switch {
 		case lost:
 			return nil
+		case len(f.batch) > 0:
+			err := f.deliver(f.batch)
+			clear(f.batch) // let go of the events' data
+			f.batch = f.batch[:0]
+			if err != nil {
+				return err
+			}
 		case err != nil:
 			return err
 		default:

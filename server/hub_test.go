@@ -1,7 +1,6 @@
 package server
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -20,7 +19,6 @@ import (
 	"github.com/annalsdb/annals"
 	"github.com/annalsdb/annals/internal/teststores"
 	"github.com/annalsdb/annals/internal/testwait"
-	"github.com/annalsdb/annals/internal/wire"
 	"github.com/annalsdb/annals/memstore"
 )
 
@@ -40,7 +38,7 @@ func (c *countingStore) SubscribeAll(ctx context.Context, opts *annals.Subscribe
 	}
 }
 
-// hubSub is a subscription of $all run through Server.followEncoded, as Subscribe runs its own.
+// hubSub is a subscription of $all run through Server.follow, as Subscribe and SSE run theirs.
 type hubSub struct {
 	s      *Server
 	peer   string // names it in Stats
@@ -54,10 +52,6 @@ type hubSub struct {
 	mu struct {
 		sync.Mutex
 		got []annals.RecordedEvent
-		// encoded counts the batches sent with the hub's encoding; badEnc is the first whose
-		// encoding was not that of its events.
-		encoded int
-		badEnc  error
 		// stalled, when not nil, holds back every send until it is closed.
 		stalled chan struct{}
 		// blocked is closed when a send waits on stalled.
@@ -82,7 +76,7 @@ func subscribe(t *testing.T, s *Server, from uint64, filter *annals.Filter) *hub
 	go func() {
 		defer close(h.done)
 		defer done()
-		h.err = s.followEncoded(sctx, tg, from, h.send, nil)
+		h.err = s.follow(sctx, tg, from, h.send, nil)
 	}()
 	t.Cleanup(func() {
 		cancel()
@@ -108,7 +102,7 @@ func (h *hubSub) status(t *testing.T) SubscriptionStatus {
 	return SubscriptionStatus{} // not started yet
 }
 
-func (h *hubSub) send(batch []annals.RecordedEvent, enc []byte) error {
+func (h *hubSub) send(batch []annals.RecordedEvent) error {
 	h.mu.Lock()
 	stalled, blocked := h.mu.stalled, h.mu.blocked
 	if stalled != nil && blocked != nil {
@@ -126,21 +120,7 @@ func (h *hubSub) send(batch []annals.RecordedEvent, enc []byte) error {
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	h.mu.got = append(h.mu.got, batch...)
-	if enc != nil {
-		h.mu.encoded++
-		if want := wire.AppendEvents(nil, 1, batch); !bytes.Equal(enc, want) && h.mu.badEnc == nil {
-			h.mu.badEnc = fmt.Errorf("the hub's encoding of positions %d-%d: got %x, want %x", batch[0].Position, batch[len(batch)-1].Position, enc, want)
-		}
-	}
 	return nil
-}
-
-// encodings returns the number of batches h received with the hub's encoding, and the error
-// of the first whose encoding was wrong.
-func (h *hubSub) encodings() (int, error) {
-	h.mu.Lock()
-	defer h.mu.Unlock()
-	return h.mu.encoded, h.mu.badEnc
 }
 
 // stall holds back the subscription's sends until release is called (once or more) or the
@@ -206,9 +186,6 @@ func (h *hubSub) caughtUp(t *testing.T, store annals.Store, what string) {
 		}
 		return nil
 	})
-	if _, err := h.encodings(); err != nil {
-		t.Fatal(err)
-	}
 }
 
 // newHubServer returns a server over store whose hub keeps the last ring events.
@@ -283,11 +260,6 @@ func TestHubFanout(t *testing.T) {
 		}
 		if n := store.peak.Load(); n != 1 {
 			t.Errorf("store subscriptions of $all at once: got at most %d, want 1", n)
-		}
-		for i, h := range subs {
-			if n, _ := h.encodings(); n == 0 {
-				t.Errorf("subscription %d got no batch with the hub's encoding", i)
-			}
 		}
 		for _, h := range subs {
 			h.cancel()

@@ -135,15 +135,11 @@ func (p *protoBatch) encode(batch []annals.RecordedEvent) protoreflect.RawFields
 	return p.buf
 }
 
-// of returns the EventBatch message of batch, for a SubscribeResponse, with enc as its
-// encoding when not nil (the hub's, see [Server.followEncoded]); it is valid until the next
-// call, as [protoBatch.encode].
-func (p *protoBatch) of(batch []annals.RecordedEvent, enc []byte) *annalsv1.EventBatch {
-	if enc == nil {
-		enc = p.encode(batch)
-	}
+// of returns the EventBatch message of batch, for a SubscribeResponse; it is valid until the
+// next call, as [protoBatch.encode].
+func (p *protoBatch) of(batch []annals.RecordedEvent) *annalsv1.EventBatch {
 	m := &annalsv1.EventBatch{}
-	m.ProtoReflect().SetUnknown(enc)
+	m.ProtoReflect().SetUnknown(p.encode(batch))
 	return m
 }
 
@@ -209,8 +205,8 @@ func (v *service) Subscribe(ctx context.Context, req *connect.Request[annalsv1.S
 		return err
 	}
 	var msgs protoBatch
-	err = v.s.followEncoded(ctx, t, from, func(batch []annals.RecordedEvent, enc []byte) error {
-		return stream.Send(&annalsv1.SubscribeResponse{Content: &annalsv1.SubscribeResponse_Events{Events: msgs.of(batch, enc)}})
+	err = v.s.follow(ctx, t, from, func(batch []annals.RecordedEvent) error {
+		return stream.Send(&annalsv1.SubscribeResponse{Content: &annalsv1.SubscribeResponse_Events{Events: msgs.of(batch)}})
 	}, nil)
 	return v.s.toConnect(ctx, proc, err)
 }
