@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net/http"
 	"net/http/httptest"
 	"strings"
 	"sync"
@@ -352,5 +353,49 @@ func TestBatchAppendMetrics(t *testing.T) {
 		if !strings.Contains(body, want) {
 			t.Errorf("no %q in the metrics:\n%s", want, body)
 		}
+	}
+}
+
+// TestBatchAppendCloseUnreadResults: a client that sends appends and never reads its results
+// (its flow-control window full, the server's sends block) cannot hold Close, which returns
+// once the appends in the store are answered and the sends left had their grace, nor the
+// request budget, which is given back.
+func TestBatchAppendCloseUnreadResults(t *testing.T) {
+	f := newFixture(t, nil, nil)
+	var p http.Protocols
+	p.SetUnencryptedHTTP2(true)
+	// The client's window of the response fills with a few results.
+	hc := &http.Client{Transport: &http.Transport{Protocols: &p, HTTP2: &http.HTTP2Config{MaxReceiveBufferPerStream: 1 << 10}}}
+	rpc := annalsv1connect.NewEventStoreServiceClient(hc, f.url, connect.WithGRPC())
+	ctx, cancel := context.WithCancel(t.Context())
+	defer cancel()
+	st := rpc.BatchAppend(ctx)
+	const n = 2 * server.MaxBatchInFlight
+	for i := range n {
+		if err := st.Send(batchOf(appendOf(uint64(i), fmt.Sprint("a-", i), nil, "E"))); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// At most MaxBatchInFlight appends are in flight: once that many are made, the server's
+	// sends are blocked.
+	testwait.UntilNil(t, "MaxBatchInFlight appends made", func() error {
+		info, err := f.srv.Info(t.Context())
+		if err == nil && info.HeadPosition < server.MaxBatchInFlight {
+			err = fmt.Errorf("head at %d", info.HeadPosition)
+		}
+		return err
+	})
+	closed := make(chan struct{})
+	go func() {
+		f.srv.Close()
+		close(closed)
+	}()
+	testwait.Recv(t, "Close with a client that does not read", closed)
+	stats, err := f.srv.Stats(t.Context())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if stats.RequestBytesInFlight != 0 {
+		t.Errorf("bytes in flight after Close: %d, want 0", stats.RequestBytesInFlight)
 	}
 }
