@@ -7,6 +7,7 @@ import (
 	"io"
 	"runtime"
 	"sync"
+	"time"
 
 	"connectrpc.com/connect"
 	annalsv1 "github.com/annalsdb/annals/internal/gen/annals/v1"
@@ -19,10 +20,20 @@ import (
 // waits in HTTP/2's flow control.
 const MaxBatchInFlight = 256
 
+// BatchSendTimeout bounds each send of a BatchAppend stream's results: a client that reads
+// none for this long (its flow-control window full) has its stream broken, so that it cannot
+// hold the server's goroutines and budget for ever.
+const BatchSendTimeout = 30 * time.Second
+
+// batchCloseGrace bounds the sends of a BatchAppend stream once the server is closing and
+// the stream's appends in the store are answered, so that a client that does not read cannot
+// hold [Server.Close] longer.
+const batchCloseGrace = time.Second
+
 // BatchAppend serves a BatchAppend stream through [Server.serveBatch].
 func (v *service) BatchAppend(ctx context.Context, stream *connect.BidiStream[annalsv1.BatchAppendRequest, annalsv1.BatchAppendResponse]) error {
 	proc := stream.Spec().Procedure
-	if err := v.s.serveBatch(ctx, proc, stream.Receive, stream.Send, interruptOf(ctx)); err != nil {
+	if err := v.s.serveBatch(ctx, proc, stream.Receive, stream.Send, streamControlOf(ctx)); err != nil {
 		return v.s.toConnect(ctx, proc, err)
 	}
 	return nil
@@ -30,16 +41,19 @@ func (v *service) BatchAppend(ctx context.Context, stream *connect.BidiStream[an
 
 // serveBatch serves one BatchAppend stream over any transport: recv returns the next request
 // message (io.EOF when the client has sent its last), send sends a response message, and
-// interrupt makes a blocked recv return (serveBatch calls recv in a goroutine of its own, the
-// reader, which also starts the appends; once the stream must end, serveBatch interrupts it
-// and waits for it before it waits for the appends). recv is called from one goroutine, send
-// from one goroutine at a time.
+// sc's interrupt makes a blocked recv return (serveBatch calls recv in a goroutine of its
+// own, the reader, which also starts the appends; once the stream must end, serveBatch
+// interrupts it and waits for it before it waits for the appends). recv is called from one
+// goroutine, send from one goroutine at a time, each send within sc's write deadline of
+// [BatchSendTimeout] (batchCloseGrace once the server is closing and the appends in the
+// store are answered).
 //
 // Each append runs as a unary Append does ([Server.append]), in a goroutine of its own, so
 // that the store commits the appends of the stream together; at most [MaxBatchInFlight] at a
-// time. The encoded size of each append is taken from the server's request budget from when
-// its message is read until its append returns; a message that finds no room within
-// [Options.RequestBudgetWait] has its appends answered ResourceExhausted. The results are
+// time. The encoded size of each message is taken from the server's request budget once it
+// is read, and of each of its appends from then until the append returns; a message that
+// finds no room (at once, or within [Options.RequestBudgetWait] when sc may wait) has its
+// appends answered ResourceExhausted. The results are
 // sent by the goroutine of an append that queued one while no send ran: it sends the results
 // gathered since the last send in one response message, until none wait (no goroutine of
 // its own to wake for each message).
@@ -50,14 +64,14 @@ func (v *service) BatchAppend(ctx context.Context, stream *connect.BidiStream[an
 // ([ErrShuttingDown]), or with the error of recv or send. A stream runs at most
 // MaxBatchInFlight+2 goroutines (its appends, one that sends results after its own was
 // answered, and a reader) and waits for them all before it returns.
-func (s *Server) serveBatch(ctx context.Context, proc string, recv func() (*annalsv1.BatchAppendRequest, error), send func(*annalsv1.BatchAppendResponse) error, interrupt func()) error {
+func (s *Server) serveBatch(ctx context.Context, proc string, recv func() (*annalsv1.BatchAppendRequest, error), send func(*annalsv1.BatchAppendResponse) error, sc streamControl) error {
 	closing, done, err := s.beginLong(ctx, &s.batchStreams)
 	if err != nil {
 		return err
 	}
 	defer done()
-	b := &batcher{s: s, ctx: ctx, proc: proc, send: send, slots: make(chan struct{}, MaxBatchInFlight),
-		broken: make(chan struct{})}
+	b := &batcher{s: s, ctx: ctx, proc: proc, send: send, deadline: sc.writeDeadline, wait: sc.wait,
+		slots: make(chan struct{}, MaxBatchInFlight), broken: make(chan struct{})}
 	b.mu.ids = make(map[uint64]struct{})
 	read := make(chan struct{}) // closed when the reader returned
 	go func() {
@@ -69,8 +83,12 @@ func (s *Server) serveBatch(ctx context.Context, proc string, recv func() (*anna
 	case <-closing.Done():
 	case <-b.broken:
 	}
-	interrupt()
+	sc.interrupt()
 	<-read
+	if closing.Err() != nil {
+		b.stored.Wait()
+		b.cut()
+	}
 	b.appends.Wait() // their results are sent (or dropped, the stream being broken)
 	if err == nil {
 		b.mu.Lock()
@@ -86,11 +104,15 @@ type batcher struct {
 	ctx  context.Context // the request's: the appends run under it, not under Close
 	proc string
 	send func(*annalsv1.BatchAppendResponse) error
+	// deadline sets the deadline of the sends (none: the zero time).
+	deadline func(time.Time)
+	wait     bool // a message may wait for room in the budget
 	// slots holds a token for each append in flight: taken before the append starts, given
 	// back once its result is sent (or dropped, the stream being broken).
 	slots   chan struct{}
 	appends sync.WaitGroup
-	broken  chan struct{} // closed when a send failed
+	stored  sync.WaitGroup // the appends whose result is not queued yet
+	broken  chan struct{}  // closed when a send failed
 
 	mu struct {
 		sync.Mutex
@@ -99,6 +121,8 @@ type batcher struct {
 		results []*annalsv1.BatchAppendResult // waiting to be sent
 		writing bool                          // an append's goroutine is sending results
 		sendErr error                         // the first failed send; no result is sent after it
+		sending bool                          // a send runs, within its deadline
+		cut     bool                          // the server is closing: sends get batchCloseGrace
 	}
 }
 
@@ -137,37 +161,35 @@ func (b *batcher) closed() error {
 	return ErrShuttingDown
 }
 
-// start checks m against the protocol, takes its appends' share of the request budget and
-// starts each append once a slot is free.
+// start checks m against the protocol, takes its size from the request budget (the message
+// is within the budget's largest request) and starts each append once a slot is free, handing
+// it its own share; what no append took is given back once they are started.
 func (b *batcher) start(closing context.Context, m *annalsv1.BatchAppendRequest) error {
 	if err := b.admit(m); err != nil {
 		return err
 	}
-	sizes := make([]int64, len(m.Appends))
-	var total int64
-	for i, a := range m.Appends {
-		sizes[i] = int64(proto.Size(a))
-		total += sizes[i]
-	}
-	// The encoded appends are never larger than their message, which is within the budget's
-	// largest request.
-	busy := b.s.budget.acquire(closing, total, true)
+	held := int64(proto.Size(m))
+	busy := b.s.budget.acquire(closing, held, b.wait)
 	if busy != nil {
 		if closing.Err() != nil {
 			return b.closed()
 		}
-		clear(sizes)
+		held = 0
 	}
-	for i, a := range m.Appends {
+	defer func() { b.s.budget.release(held) }()
+	for _, a := range m.Appends {
 		select {
 		case b.slots <- struct{}{}:
 		case <-closing.Done():
-			for _, n := range sizes[i:] {
-				b.s.budget.release(n)
-			}
 			return b.closed()
 		}
-		b.appends.Go(func() { b.run(a, sizes[i], busy) })
+		var n int64
+		if busy == nil {
+			n = int64(proto.Size(a)) // within its message's size
+			held -= n
+		}
+		b.stored.Add(1)
+		b.appends.Go(func() { b.run(a, n, busy) })
 	}
 	return nil
 }
@@ -214,16 +236,17 @@ func (b *batcher) run(a *annalsv1.BatchAppend, n int64, err error) {
 	}
 	b.mu.Lock()
 	b.mu.running--
-	if b.mu.sendErr != nil {
-		b.mu.Unlock()
-		b.answered([]*annalsv1.BatchAppendResult{r})
-		return
+	failed, write := b.mu.sendErr != nil, false
+	if !failed {
+		b.mu.results = append(b.mu.results, r)
+		write = !b.mu.writing
+		b.mu.writing = true
 	}
-	b.mu.results = append(b.mu.results, r)
-	write := !b.mu.writing
-	b.mu.writing = true
 	b.mu.Unlock()
-	if write {
+	b.stored.Done()
+	if failed {
+		b.answered([]*annalsv1.BatchAppendResult{r})
+	} else if write {
 		b.write()
 	}
 }
@@ -242,12 +265,46 @@ func (b *batcher) write() {
 		if len(results) == 0 {
 			return
 		}
+		b.arm()
 		err := b.send(&annalsv1.BatchAppendResponse{Results: results})
+		b.disarm()
 		b.answered(results)
 		if err != nil {
 			b.fail(err)
 			return
 		}
+	}
+}
+
+// arm sets the deadline of a send: BatchSendTimeout, or batchCloseGrace once cut.
+func (b *batcher) arm() {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	b.mu.sending = true
+	d := BatchSendTimeout
+	if b.mu.cut {
+		d = batchCloseGrace
+	}
+	b.deadline(time.Now().Add(d))
+}
+
+// disarm lifts the deadline of the send that returned: over HTTP/2 a deadline that passes
+// resets the stream even with no send running.
+func (b *batcher) disarm() {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	b.mu.sending = false
+	b.deadline(time.Time{})
+}
+
+// cut gives the send running, and those to come, batchCloseGrace: the server is closing and
+// the stream's appends in the store are answered.
+func (b *batcher) cut() {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	b.mu.cut = true
+	if b.mu.sending {
+		b.deadline(time.Now().Add(batchCloseGrace))
 	}
 }
 

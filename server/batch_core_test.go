@@ -5,6 +5,7 @@ import (
 	"errors"
 	"strings"
 	"testing"
+	"time"
 
 	"connectrpc.com/connect"
 	"github.com/annalsdb/annals"
@@ -50,7 +51,7 @@ func TestServeBatchDuplicateInFlight(t *testing.T) {
 	ctx, cancel := context.WithCancel(t.Context())
 	done := make(chan error, 1)
 	go func() {
-		done <- s.serveBatch(ctx, "/test", recv, send, func() { close(interrupted) })
+		done <- s.serveBatch(ctx, "/test", recv, send, streamControl{interrupt: func() { close(interrupted) }, writeDeadline: func(time.Time) {}, wait: true})
 	}()
 	select {
 	case <-interrupted:

@@ -130,8 +130,9 @@ func (s *Server) guard(next http.Handler) http.Handler {
 		switch {
 		case bidiStreaming[r.URL.Path]:
 			// A bidirectional stream lives for hours: its handler holds the budget for each
-			// message it keeps (see [Server.serveBatch]), and may interrupt its reads.
-			r = r.WithContext(withInterrupt(ctx, w))
+			// message it keeps (see [Server.serveBatch]), interrupts its reads and bounds its
+			// writes.
+			r = r.WithContext(withStreamControl(ctx, w, r))
 		case compressed(r.Header):
 			n = s.budget.perRequest
 		case r.ContentLength >= 0:
@@ -182,23 +183,40 @@ var bidiStreaming = func() map[string]bool {
 	return m
 }()
 
-// interruptKey is the context key of a request's interrupt function (see [withInterrupt]).
-type interruptKey struct{}
-
-// withInterrupt returns ctx with a function that ends, at once, every read of the request's
-// body that is blocked or to come (they fail with os.ErrDeadlineExceeded): a handler that
-// reads its body in a goroutine of its own stops it with that before it returns.
-func withInterrupt(ctx context.Context, w http.ResponseWriter) context.Context {
-	rc := http.NewResponseController(w)
-	return context.WithValue(ctx, interruptKey{}, func() { _ = rc.SetReadDeadline(time.Now()) })
+// streamControl is how a bidirectional stream's handler reaches its HTTP request beyond
+// its messages (see [withStreamControl]).
+type streamControl struct {
+	// interrupt ends, at once, every read of the request's body that is blocked or to come
+	// (they fail with os.ErrDeadlineExceeded): a handler that reads its body in a goroutine
+	// of its own stops it with that before it returns.
+	interrupt func()
+	// writeDeadline sets the deadline of the response's writes (none: the zero time); over
+	// HTTP/2 the stream is reset when it passes.
+	writeDeadline func(time.Time)
+	// wait: the request may wait for room in the budget (HTTP/1; see [budget]).
+	wait bool
 }
 
-// interruptOf returns the function [withInterrupt] put in ctx, or one that does nothing.
-func interruptOf(ctx context.Context) func() {
-	if f, ok := ctx.Value(interruptKey{}).(func()); ok {
-		return f
+// streamControlKey is the context key of a request's streamControl.
+type streamControlKey struct{}
+
+// withStreamControl returns ctx with the streamControl of the request r answered through w.
+func withStreamControl(ctx context.Context, w http.ResponseWriter, r *http.Request) context.Context {
+	rc := http.NewResponseController(w)
+	return context.WithValue(ctx, streamControlKey{}, streamControl{
+		interrupt:     func() { _ = rc.SetReadDeadline(time.Now()) },
+		writeDeadline: func(t time.Time) { _ = rc.SetWriteDeadline(t) },
+		wait:          r.ProtoMajor < 2,
+	})
+}
+
+// streamControlOf returns the streamControl [withStreamControl] put in ctx, or one that does
+// nothing and may wait.
+func streamControlOf(ctx context.Context) streamControl {
+	if c, ok := ctx.Value(streamControlKey{}).(streamControl); ok {
+		return c
 	}
-	return func() {}
+	return streamControl{interrupt: func() {}, writeDeadline: func(time.Time) {}, wait: true}
 }
 
 // compressed reports whether a request declares a compressed body in any of the headers of

@@ -322,10 +322,11 @@ type metricsConn struct {
 	pending map[uint64]pendingAppend
 }
 
-// pendingAppend is an append of a BatchAppend stream waiting for its result.
+// pendingAppend is an append of a BatchAppend stream waiting for its result: its counts,
+// not its request, which the server drops once the append returns.
 type pendingAppend struct {
-	start time.Time
-	req   *annalsv1.AppendRequest
+	start     time.Time
+	events, n int
 }
 
 func (c *metricsConn) Receive(msg any) error {
@@ -334,7 +335,8 @@ func (c *metricsConn) Receive(msg any) error {
 		now := time.Now()
 		c.mu.Lock()
 		for _, a := range m.Appends {
-			c.pending[a.Id] = pendingAppend{start: now, req: a.Append}
+			events, n := appendSize(a.Append)
+			c.pending[a.Id] = pendingAppend{start: now, events: events, n: n}
 		}
 		c.mu.Unlock()
 	}
@@ -368,8 +370,7 @@ func (c *metricsConn) countResults(results []*annalsv1.BatchAppendResult) {
 		if st := r.GetError(); st != nil {
 			code = connect.Code(st.Code).String()
 		}
-		events, n := appendSize(p.req)
-		c.m.countAppend(code, events, n, now.Sub(p.start).Seconds())
+		c.m.countAppend(code, p.events, p.n, now.Sub(p.start).Seconds())
 	}
 }
 

@@ -227,8 +227,13 @@ func (c *serveCommand) open(ctx context.Context) (err error) {
 		MaxHeaderBytes:    conf.maxHeader,
 		HTTP2: &http.HTTP2Config{
 			MaxConcurrentStreams: int(conf.maxStreams),
-			SendPingTimeout:      30 * time.Second,
-			PingTimeout:          15 * time.Second,
+			// A stream whose handler stops reading (a BatchAppend stream at its bound) holds
+			// at most its own window of the connection's: with three streams' worth, it
+			// cannot stall the other requests of its connection.
+			MaxReceiveBufferPerStream:     1 << 20,
+			MaxReceiveBufferPerConnection: 3 << 20,
+			SendPingTimeout:               30 * time.Second,
+			PingTimeout:                   15 * time.Second,
 		},
 		ErrorLog: slog.NewLogLogger(c.log.Handler(), slog.LevelWarn),
 	}
@@ -382,12 +387,20 @@ var streamingProcedures = []string{
 // Go's HTTP/1 server cancels a request whose connection passes its read deadline. The read
 // timeout is lifted only once the request's body has been read whole (at once for a GET
 // without a body), so that a client cannot hold a connection open for ever by sending its
-// request slowly, or a body that nobody reads (a request refused by auth).
+// request slowly, or a body that nobody reads (a request refused by auth). A BatchAppend
+// stream, whose body lasts as long as the stream, has both lifted at once, over HTTP/2 too
+// (Go's HTTP/2 server gives each stream the timeouts): the server bounds each of its sends
+// itself (see [server.BatchSendTimeout]), and HTTP/2 pings find dead connections.
 func deadlines(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		p := r.URL.Path
 		sse := strings.HasPrefix(p, "/v1/sse/")
-		if sse || slices.Contains(streamingProcedures, p) {
+		switch {
+		case p == annalsv1connect.EventStoreServiceBatchAppendProcedure:
+			rc := http.NewResponseController(w)
+			_ = rc.SetWriteDeadline(time.Time{})
+			_ = rc.SetReadDeadline(time.Time{})
+		case sse || slices.Contains(streamingProcedures, p):
 			rc := http.NewResponseController(w)
 			_ = rc.SetWriteDeadline(time.Time{})
 			if sse || r.ProtoMajor == 1 {

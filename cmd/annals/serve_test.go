@@ -22,6 +22,8 @@ import (
 	"connectrpc.com/connect"
 	"github.com/annalsdb/annals"
 	"github.com/annalsdb/annals/client"
+	annalsv1 "github.com/annalsdb/annals/internal/gen/annals/v1"
+	"github.com/annalsdb/annals/internal/gen/annals/v1/annalsv1connect"
 	"github.com/annalsdb/annals/internal/testwait"
 	"github.com/annalsdb/annals/server"
 	"github.com/annalsdb/annals/storetest"
@@ -773,5 +775,47 @@ func TestServeSlowRequestBody(t *testing.T) {
 				t.Errorf("%v %s %s: answered only after %v", args, method, path, d)
 			}
 		}
+	}
+}
+
+// TestServeLongBatchAppend: a BatchAppend stream over HTTP/2 outlives the read and write
+// timeouts, and its appends go on succeeding.
+func TestServeLongBatchAppend(t *testing.T) {
+	const timeout = time.Second
+	p := startServer(t, t.TempDir(), nil, "--read-timeout", timeout.String(), "--write-timeout", timeout.String())
+	var protocols http.Protocols
+	protocols.SetUnencryptedHTTP2(true)
+	hc := &http.Client{Transport: &http.Transport{Protocols: &protocols}}
+	rpc := annalsv1connect.NewEventStoreServiceClient(hc, p.url, connect.WithGRPC())
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	started := time.Now() // before the stream's request
+	st := rpc.BatchAppend(ctx)
+	appendOne := func(id uint64) {
+		t.Helper()
+		req := &annalsv1.BatchAppendRequest{Appends: []*annalsv1.BatchAppend{{Id: id, Append: &annalsv1.AppendRequest{
+			Stream: "long-1", Events: []*annalsv1.Event{{Type: "E"}}}}}}
+		if err := st.Send(req); err != nil {
+			_, err = st.Receive()
+			t.Fatalf("send append %d: %v", id, err)
+		}
+		m, err := st.Receive()
+		if err != nil {
+			t.Fatalf("result of append %d: %v", id, err)
+		}
+		if len(m.Results) != 1 || m.Results[0].Id != id || m.Results[0].GetOk() == nil {
+			t.Fatalf("result of append %d: got %v, want ok", id, m.Results)
+		}
+	}
+	appendOne(1)
+	// The feature under test is clock-based: wait until the stream has outlived both
+	// timeouts.
+	testwait.Until(t, "the stream past the timeouts", func() bool { return time.Since(started) > 2*timeout })
+	appendOne(2)
+	if err := st.CloseRequest(); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := st.Receive(); !errors.Is(err, io.EOF) {
+		t.Errorf("end of the stream: got %v, want io.EOF", err)
 	}
 }
