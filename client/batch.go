@@ -47,6 +47,10 @@ func (s *connectBatch) Close() {
 	_ = s.CloseRequest()
 }
 
+// maxEnqueueTries bounds the streams an append tries when each is found broken before the
+// append went in (a server that ends every stream at once).
+const maxEnqueueTries = 3
+
 // errNoBatch answers an append that must go through the unary call: the server does not
 // serve BatchAppend.
 var errNoBatch = errors.New("annals client: the server does not serve BatchAppend")
@@ -61,6 +65,7 @@ type batcher struct {
 	// wg counts the goroutines of the streams (two each); Client.Close waits for them.
 	wg sync.WaitGroup
 
+	// mu is taken inside a batchConn's mu (fail), never the other way.
 	mu struct {
 		sync.Mutex
 		conn   *batchConn // the current stream; nil before the first append and once broken
@@ -98,9 +103,9 @@ func (b *batcher) append(ctx context.Context, req *annalsv1.AppendRequest) (*ann
 		return nil, errClosed
 	}
 	x := &call{req: req, size: proto.Size(req), done: make(chan callResult, 1)}
-	// A stream found broken before the append went in is replaced once: the append was not
-	// sent.
-	for try := 0; ; try++ {
+	// A stream found broken before the append went in is already dropped (see fail): the
+	// append was not sent, and goes to a new stream, up to maxEnqueueTries streams.
+	for try := 1; ; try++ {
 		conn, err := b.conn()
 		if err != nil {
 			<-b.slots
@@ -109,9 +114,9 @@ func (b *batcher) append(ctx context.Context, req *annalsv1.AppendRequest) (*ann
 		if conn.enqueue(x) {
 			break
 		}
-		if try == 1 {
-			b.finish(x, nil, conn.err())
-			break
+		if try == maxEnqueueTries {
+			<-b.slots
+			return nil, conn.err()
 		}
 	}
 	select {
@@ -317,20 +322,22 @@ func (c *batchConn) fail(err error) {
 		c.mu.Unlock()
 		return
 	}
+	unimplemented := !c.mu.answered && connect.CodeOf(err) == connect.CodeUnimplemented
+	if unimplemented {
+		err = errNoBatch
+	}
 	c.mu.err = err
+	// Dropped in the same step: an append that finds c broken finds the batcher without it
+	// (and unary when unimplemented), so that it goes to a new stream or the unary call.
+	c.b.drop(c, unimplemented)
 	calls := c.mu.queue
 	for _, x := range c.mu.pending {
 		calls = append(calls, x)
 	}
 	c.mu.queue, c.mu.pending = nil, nil
-	unimplemented := !c.mu.answered && connect.CodeOf(err) == connect.CodeUnimplemented
 	c.mu.Unlock()
 	close(c.done)
 	c.st.Close()
-	c.b.drop(c, unimplemented)
-	if unimplemented {
-		err = errNoBatch
-	}
 	for _, x := range calls {
 		c.b.finish(x, nil, err)
 	}

@@ -145,6 +145,9 @@ type principal struct {
 	Caller
 	hash   []byte // users: bcrypt hash
 	grants []Grant
+	// expires is when the token Login issued that a request came with expires (the
+	// principal of the request is a copy); zero for static API tokens and in a.users.
+	expires time.Time
 }
 
 // Caller is who made a request, as [CallerFrom] returns it.
@@ -336,7 +339,9 @@ func (a *Auth) verify(token string) (*principal, error) {
 	if !ok {
 		return nil, fmt.Errorf("%w: user %q no longer exists", ErrUnauthenticated, c.Subject)
 	}
-	return p, nil
+	q := *p
+	q.expires = time.Unix(c.Expires, 0)
+	return &q, nil
 }
 
 // Login checks a user's password and returns a signed token that expires after
@@ -548,12 +553,20 @@ func (p *principal) inACL(list []string) bool {
 //     streams) a read grant on every stream ("read" with no prefix) is needed. Stream ACLs do
 //     not apply to $all.
 //
-// A refusal wraps [ErrPermissionDenied]; a failure to read the stream's metadata is returned
-// as it is (the server answers Internal).
+// A token Login issued is checked for expiry here too, not only when the request came: the
+// appends of a BatchAppend stream, each authorized as it comes, are refused with
+// [ErrUnauthenticated] once the stream's token has expired (the client logs in again and
+// opens a new stream). A subscription is authorized once, when it starts.
+//
+// A refusal wraps [ErrPermissionDenied] (or [ErrUnauthenticated]); a failure to read the
+// stream's metadata is returned as it is (the server answers Internal).
 func (a *Auth) Authorize(ctx context.Context, acc Access) error {
 	p, ok := ctx.Value(callerKey{}).(*principal)
 	if !ok {
 		return fmt.Errorf("%w: no credentials", ErrUnauthenticated)
+	}
+	if !p.expires.IsZero() && !a.now().Before(p.expires) {
+		return fmt.Errorf("%w: token expired at %s (log in again)", ErrUnauthenticated, p.expires.UTC().Format(time.RFC3339))
 	}
 	if p.has(OpAdmin) || acc.Procedure == annalsv1connect.EventStoreServiceServerInfoProcedure {
 		return nil

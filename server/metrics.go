@@ -35,10 +35,11 @@ type MetricsOptions struct {
 //     message's arrival to the send of its result) and JSON appends (POST /v1/streams/{stream});
 //   - annals_rpcs_total{procedure,code}, annals_rpc_duration_seconds{procedure} (unary RPCs;
 //     for streams, until the stream ends);
-//   - annals_reads_total{kind,api} (kind stream or all; api grpc or json) and
-//     annals_read_events_total (events sent by ReadStream and ReadAll);
+//   - annals_reads_total{kind,api} (kind stream or all; api grpc or json);
 //   - annals_http_requests_total{route,code}, annals_http_in_flight_requests;
-//   - with [Metrics.Watch], from [Server.Stats] at each scrape: annals_head_position,
+//   - with [Metrics.Watch], from [Server.Stats] at each scrape: annals_read_events_total
+//     (the events sent by reads, ReadStream, ReadAll and the JSON read routes: [Counts]
+//     EventsRead), annals_head_position,
 //     annals_subscriptions (running, every kind), annals_subscription_lag_events and
 //     annals_subscription_lag_seconds (the largest lag among the listed subscriptions, as
 //     [SubscriptionStatus] defines it), annals_batch_append_streams (BatchAppend streams
@@ -67,7 +68,6 @@ type Metrics struct {
 	rpcs          *prometheus.CounterVec
 	rpcLatency    *prometheus.HistogramVec
 	reads         *prometheus.CounterVec
-	readEvents    prometheus.Counter
 	httpRequests  *prometheus.CounterVec
 	inFlight      prometheus.Gauge
 }
@@ -90,10 +90,9 @@ func NewMetrics(opts *MetricsOptions) *Metrics {
 	m.rpcs = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "annals_rpcs_total", Help: "RPCs of the EventStoreService and the LeaseService, by procedure and result code."}, []string{"procedure", "code"})
 	m.rpcLatency = prometheus.NewHistogramVec(prometheus.HistogramOpts{Name: "annals_rpc_duration_seconds", Help: "Duration of RPCs (streams: until they end).", Buckets: prometheus.DefBuckets}, []string{"procedure"})
 	m.reads = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "annals_reads_total", Help: "Reads, by kind (stream or all) and API (grpc: ReadStream and ReadAll; json: the GET routes)."}, []string{"kind", "api"})
-	m.readEvents = prometheus.NewCounter(prometheus.CounterOpts{Name: "annals_read_events_total", Help: "Events sent by ReadStream and ReadAll."})
 	m.httpRequests = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "annals_http_requests_total", Help: "HTTP requests, by route and status."}, []string{"route", "code"})
 	m.inFlight = prometheus.NewGauge(prometheus.GaugeOpts{Name: "annals_http_in_flight_requests", Help: "HTTP requests being served now (subscriptions included)."})
-	for _, c := range []prometheus.Collector{m.appends, m.appendEvents, m.appendBytes, m.appendLatency, m.rpcs, m.rpcLatency, m.reads, m.readEvents, m.httpRequests, m.inFlight,
+	for _, c := range []prometheus.Collector{m.appends, m.appendEvents, m.appendBytes, m.appendLatency, m.rpcs, m.rpcLatency, m.reads, m.httpRequests, m.inFlight,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{})} {
 		f(c)
 	}
@@ -136,6 +135,7 @@ func (m *Metrics) Watch(s *Server) {
 }
 
 var (
+	readEventsDesc = prometheus.NewDesc("annals_read_events_total", "Events sent by reads: ReadStream, ReadAll and the JSON read routes.", nil, nil)
 	headDesc       = prometheus.NewDesc("annals_head_position", "Position of the last event of the log.", nil, nil)
 	subsDesc       = prometheus.NewDesc("annals_subscriptions", "Running subscriptions (gRPC/Connect and SSE).", nil, nil)
 	lagDesc        = prometheus.NewDesc("annals_subscription_lag_events", "The largest lag, in events, of the running subscriptions (the oldest listed by Stats).", nil, nil)
@@ -156,6 +156,7 @@ type serverCollector struct {
 }
 
 func (c *serverCollector) Describe(ch chan<- *prometheus.Desc) {
+	ch <- readEventsDesc
 	ch <- headDesc
 	ch <- subsDesc
 	ch <- lagDesc
@@ -173,6 +174,7 @@ func (c *serverCollector) Describe(ch chan<- *prometheus.Desc) {
 func (c *serverCollector) Collect(ch chan<- prometheus.Metric) {
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
+	ch <- prometheus.MustNewConstMetric(readEventsDesc, prometheus.CounterValue, float64(c.s.stats.totals[cEventsRead].Load()))
 	c.collectLeases(ctx, ch)
 	st, err := c.s.Stats(ctx)
 	if err != nil {
@@ -312,7 +314,7 @@ func (i metricsInterceptor) WrapStreamingHandler(next connect.StreamingHandlerFu
 	}
 }
 
-// metricsConn counts the events a read sends, and the appends of a BatchAppend stream.
+// metricsConn counts the appends of a BatchAppend stream.
 type metricsConn struct {
 	connect.StreamingHandlerConn
 	m *Metrics
@@ -345,10 +347,6 @@ func (c *metricsConn) Receive(msg any) error {
 
 func (c *metricsConn) Send(msg any) error {
 	switch r := msg.(type) {
-	case *annalsv1.ReadStreamResponse:
-		c.m.readEvents.Add(float64(len(r.Events)))
-	case *annalsv1.ReadAllResponse:
-		c.m.readEvents.Add(float64(len(r.Events)))
 	case *annalsv1.BatchAppendResponse:
 		c.countResults(r.Results)
 	}

@@ -12,6 +12,8 @@ import (
 	"time"
 
 	"connectrpc.com/connect"
+	annalsv1 "github.com/annalsdb/annals/internal/gen/annals/v1"
+	"github.com/annalsdb/annals/internal/gen/annals/v1/annalsv1connect"
 	"github.com/annalsdb/annals/internal/testwait"
 	"github.com/annalsdb/annals/memstore"
 )
@@ -49,6 +51,16 @@ func TestMetrics(t *testing.T) {
 	post("/annals.v1.EventStoreService/No%20such", `{}`)
 	if res, err := http.Get(hs.URL + "/v1/streams/a-1"); err == nil {
 		res.Body.Close()
+	}
+	// The two events of a-1 once more, by ReadStream: four events read.
+	rs, err := annalsv1connect.NewEventStoreServiceClient(http.DefaultClient, hs.URL).ReadStream(t.Context(), connect.NewRequest(&annalsv1.ReadStreamRequest{Stream: "a-1"}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for rs.Receive() {
+	}
+	if err := rs.Close(); err != nil {
+		t.Fatal(err)
 	}
 
 	// Leases: a takes one, b takes it over once it ran out, c takes another and releases it.
@@ -99,6 +111,8 @@ func TestMetrics(t *testing.T) {
 		"annals_append_duration_seconds_count 2",
 		`annals_rpcs_total{code="ok",procedure="/annals.v1.EventStoreService/Append"} 1`,
 		`annals_reads_total{api="json",kind="stream"} 1`,
+		`annals_reads_total{api="grpc",kind="stream"} 1`,
+		"annals_read_events_total 4",
 		`annals_http_requests_total{code="200",route="Append"} 1`,
 		`annals_http_requests_total{code="409",route="Append"} 1`,
 		`annals_http_requests_total{code="404",route="unknown_method"} 2`,
