@@ -346,8 +346,7 @@ func (c *metricsConn) Receive(msg any) error {
 }
 
 func (c *metricsConn) Send(msg any) error {
-	switch r := msg.(type) {
-	case *annalsv1.BatchAppendResponse:
+	if r, ok := msg.(*annalsv1.BatchAppendResponse); ok {
 		c.countResults(r.Results)
 	}
 	return c.StreamingHandlerConn.Send(msg)
