@@ -99,7 +99,9 @@ type Options struct {
 	// message's envelope; at most MaxRequestBytes) before its body is read, or
 	// MaxRequestBytes when its body is compressed or of unknown size; it gives it back when
 	// it has been answered, or once its body is read for a server-streaming procedure
-	// (Subscribe and the reads, which may run for hours). A request
+	// (Subscribe and the reads, which may run for hours). A BatchAppend stream takes the
+	// encoded size of each message it reads until that message's appends are made, not the
+	// stream's whole body (batch.go). A request
 	// that finds no room waits up to RequestBudgetWait over HTTP/1, or not at all over HTTP/2
 	// (its unread body would stall the other requests of its connection), then fails with
 	// ResourceExhausted (HTTP 429). The decoded message
