@@ -30,6 +30,12 @@ const BatchSendTimeout = 30 * time.Second
 // hold [Server.Close] longer.
 const batchCloseGrace = time.Second
 
+// batchWatchPeriod is how often a stream's watchdog looks at its running send: a send is cut
+// at most this long after its bound. The watchdog, not a write deadline per send, enforces
+// the bounds, because setting a deadline over HTTP/2 is a hand-off to the connection's serve
+// loop, twice per send (it cost a sixth of the CPU of one-append messages).
+const batchWatchPeriod = 250 * time.Millisecond
+
 // BatchAppend serves a BatchAppend stream through [Server.serveBatch].
 func (v *service) BatchAppend(ctx context.Context, stream *connect.BidiStream[annalsv1.BatchAppendRequest, annalsv1.BatchAppendResponse]) error {
 	proc := stream.Spec().Procedure
@@ -44,9 +50,9 @@ func (v *service) BatchAppend(ctx context.Context, stream *connect.BidiStream[an
 // sc's interrupt makes a blocked recv return (serveBatch calls recv in a goroutine of its
 // own, the reader, which also starts the appends; once the stream must end, serveBatch
 // interrupts it and waits for it before it waits for the appends). recv is called from one
-// goroutine, send from one goroutine at a time, each send within sc's write deadline of
-// [BatchSendTimeout] (batchCloseGrace once the server is closing and the appends in the
-// store are answered).
+// goroutine, send from one goroutine at a time, each send bounded by [BatchSendTimeout]
+// (batchCloseGrace once the server is closing and the appends in the store are answered):
+// a watchdog aborts sc's writes once a send is past its bound.
 //
 // Each append runs as a unary Append does ([Server.append]), in a goroutine of its own, so
 // that the store commits the appends of the stream together; at most [MaxBatchInFlight] at a
@@ -70,9 +76,11 @@ func (s *Server) serveBatch(ctx context.Context, proc string, recv func() (*anna
 		return err
 	}
 	defer done()
-	b := &batcher{s: s, ctx: ctx, proc: proc, send: send, deadline: sc.writeDeadline, wait: sc.wait,
+	b := &batcher{s: s, ctx: ctx, proc: proc, send: send, abort: sc.abortWrites, wait: sc.wait,
 		slots: make(chan struct{}, MaxBatchInFlight), broken: make(chan struct{})}
 	b.mu.ids = make(map[uint64]struct{})
+	b.watch()
+	defer b.unwatch()
 	read := make(chan struct{}) // closed when the reader returned
 	go func() {
 		defer close(read)
@@ -104,9 +112,9 @@ type batcher struct {
 	ctx  context.Context // the request's: the appends run under it, not under Close
 	proc string
 	send func(*annalsv1.BatchAppendResponse) error
-	// deadline sets the deadline of the sends (none: the zero time).
-	deadline func(time.Time)
-	wait     bool // a message may wait for room in the budget
+	// abort makes the running send, and any to come, fail at once.
+	abort func()
+	wait  bool // a message may wait for room in the budget
 	// slots holds a token for each append in flight: taken before the append starts, given
 	// back once its result is sent (or dropped, the stream being broken).
 	slots   chan struct{}
@@ -121,8 +129,9 @@ type batcher struct {
 		results []*annalsv1.BatchAppendResult // waiting to be sent
 		writing bool                          // an append's goroutine is sending results
 		sendErr error                         // the first failed send; no result is sent after it
-		sending bool                          // a send runs, within its deadline
+		sendBy  time.Time                     // the bound of the send running (zero: none runs)
 		cut     bool                          // the server is closing: sends get batchCloseGrace
+		watch   *time.Timer                   // the watchdog's; nil once the stream ended
 	}
 }
 
@@ -276,25 +285,22 @@ func (b *batcher) write() {
 	}
 }
 
-// arm sets the deadline of a send: BatchSendTimeout, or batchCloseGrace once cut.
+// arm starts the bound of a send: BatchSendTimeout, or batchCloseGrace once cut.
 func (b *batcher) arm() {
 	b.mu.Lock()
 	defer b.mu.Unlock()
-	b.mu.sending = true
 	d := BatchSendTimeout
 	if b.mu.cut {
 		d = batchCloseGrace
 	}
-	b.deadline(time.Now().Add(d))
+	b.mu.sendBy = time.Now().Add(d)
 }
 
-// disarm lifts the deadline of the send that returned: over HTTP/2 a deadline that passes
-// resets the stream even with no send running.
+// disarm ends the bound of the send that returned.
 func (b *batcher) disarm() {
 	b.mu.Lock()
 	defer b.mu.Unlock()
-	b.mu.sending = false
-	b.deadline(time.Time{})
+	b.mu.sendBy = time.Time{}
 }
 
 // cut gives the send running, and those to come, batchCloseGrace: the server is closing and
@@ -303,9 +309,37 @@ func (b *batcher) cut() {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	b.mu.cut = true
-	if b.mu.sending {
-		b.deadline(time.Now().Add(batchCloseGrace))
+	if grace := time.Now().Add(batchCloseGrace); !b.mu.sendBy.IsZero() && grace.Before(b.mu.sendBy) {
+		b.mu.sendBy = grace
 	}
+}
+
+// watch starts the watchdog: every batchWatchPeriod it aborts the writes of a send that is
+// past its bound (the send fails, and the stream with it).
+func (b *batcher) watch() {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	b.mu.watch = time.AfterFunc(batchWatchPeriod, b.check)
+}
+
+func (b *batcher) check() {
+	b.mu.Lock()
+	late := !b.mu.sendBy.IsZero() && time.Now().After(b.mu.sendBy)
+	if !late && b.mu.watch != nil {
+		b.mu.watch.Reset(batchWatchPeriod)
+	}
+	b.mu.Unlock()
+	if late {
+		b.abort()
+	}
+}
+
+// unwatch stops the watchdog.
+func (b *batcher) unwatch() {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	b.mu.watch.Stop()
+	b.mu.watch = nil
 }
 
 // waiting reports whether some appends admitted have not queued their result yet.

@@ -5,7 +5,6 @@ import (
 	"errors"
 	"strings"
 	"testing"
-	"time"
 
 	"connectrpc.com/connect"
 	"github.com/annalsdb/annals"
@@ -51,7 +50,7 @@ func TestServeBatchDuplicateInFlight(t *testing.T) {
 	ctx, cancel := context.WithCancel(t.Context())
 	done := make(chan error, 1)
 	go func() {
-		done <- s.serveBatch(ctx, "/test", recv, send, streamControl{interrupt: func() { close(interrupted) }, writeDeadline: func(time.Time) {}, wait: true})
+		done <- s.serveBatch(ctx, "/test", recv, send, streamControl{interrupt: func() { close(interrupted) }, abortWrites: func() {}, wait: true})
 	}()
 	select {
 	case <-interrupted:

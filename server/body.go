@@ -190,9 +190,9 @@ type streamControl struct {
 	// (they fail with os.ErrDeadlineExceeded): a handler that reads its body in a goroutine
 	// of its own stops it with that before it returns.
 	interrupt func()
-	// writeDeadline sets the deadline of the response's writes (none: the zero time); over
-	// HTTP/2 the stream is reset when it passes.
-	writeDeadline func(time.Time)
+	// abortWrites makes every write of the response, blocked or to come, fail at once (over
+	// HTTP/2 it resets the stream).
+	abortWrites func()
 	// wait: the request may wait for room in the budget (HTTP/1; see [budget]).
 	wait bool
 }
@@ -204,9 +204,9 @@ type streamControlKey struct{}
 func withStreamControl(ctx context.Context, w http.ResponseWriter, r *http.Request) context.Context {
 	rc := http.NewResponseController(w)
 	return context.WithValue(ctx, streamControlKey{}, streamControl{
-		interrupt:     func() { _ = rc.SetReadDeadline(time.Now()) },
-		writeDeadline: func(t time.Time) { _ = rc.SetWriteDeadline(t) },
-		wait:          r.ProtoMajor < 2,
+		interrupt:   func() { _ = rc.SetReadDeadline(time.Now()) },
+		abortWrites: func() { _ = rc.SetWriteDeadline(time.Now()) },
+		wait:        r.ProtoMajor < 2,
 	})
 }
 
@@ -216,7 +216,7 @@ func streamControlOf(ctx context.Context) streamControl {
 	if c, ok := ctx.Value(streamControlKey{}).(streamControl); ok {
 		return c
 	}
-	return streamControl{interrupt: func() {}, writeDeadline: func(time.Time) {}, wait: true}
+	return streamControl{interrupt: func() {}, abortWrites: func() {}, wait: true}
 }
 
 // compressed reports whether a request declares a compressed body in any of the headers of
