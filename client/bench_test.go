@@ -312,6 +312,8 @@ func runFanout(b *testing.B, env *benchEnv, network bool, writers, rate int) {
 					return
 				}
 				if rate > 0 {
+					// Pacing, not waiting for a condition: event i is due at its place in
+					// the schedule of rate events per second.
 					time.Sleep(time.Until(start.Add(time.Duration(i-2) * time.Second / time.Duration(rate))))
 				}
 				t0 := time.Now().UnixNano()

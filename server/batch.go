@@ -186,10 +186,13 @@ func (b *batcher) start(closing context.Context, m *annalsv1.BatchAppendRequest)
 		held = 0
 	}
 	defer func() { b.s.budget.release(held) }()
-	for _, a := range m.Appends {
+	for i, a := range m.Appends {
 		select {
 		case b.slots <- struct{}{}:
 		case <-closing.Done():
+			b.mu.Lock()
+			b.mu.running -= len(m.Appends) - i // admitted, never to run
+			b.mu.Unlock()
 			return b.closed()
 		}
 		var n int64
