@@ -59,6 +59,16 @@ type ReadAppendSubscriber interface {
 	Subscriber
 }
 
+// SystemAppender appends to the system streams the toolkit keeps for itself: the settings,
+// checkpoints and parked events of consumer groups (package groups). AppendSystem is
+// [Store.Append] for a stream id that [ValidateSystemStreamID] accepts ("$"-prefixed, not a
+// metadata stream) instead of a user stream id: the same checks in the same order, the same
+// idempotency, durability and errors. memstore, filestore and pgstore implement it; the
+// network client does not (the server keeps the groups of its clients).
+type SystemAppender interface {
+	AppendSystem(ctx context.Context, stream string, expected ExpectedRevision, events ...Event) (AppendResult, error)
+}
+
 // Each role is part of Store.
 var (
 	_ ReadAppendSubscriber = Store(nil)

@@ -56,6 +56,22 @@ func ValidateUserStreamID(stream string) error {
 	return nil
 }
 
+// ValidateSystemStreamID is [ValidateStreamID] plus the rules of the streams the toolkit keeps
+// for itself through [SystemAppender] (consumer groups' settings, checkpoints and parked
+// events): the id starts with "$", and is not a [MetaStream], which only the store writes.
+func ValidateSystemStreamID(stream string) error {
+	if err := ValidateStreamID(stream); err != nil {
+		return err
+	}
+	switch {
+	case !strings.HasPrefix(stream, "$"):
+		return fmt.Errorf("%w: stream id %q: a system stream starts with $", ErrInvalidArgument, stream)
+	case strings.HasPrefix(stream, metaPrefix):
+		return fmt.Errorf("%w: stream id %q: metadata streams are written by the store only", ErrInvalidArgument, stream)
+	}
+	return nil
+}
+
 func validateText(what, s string) error {
 	if !utf8.ValidString(s) {
 		return fmt.Errorf("%w: %s %q is not valid UTF-8", ErrInvalidArgument, what, s)

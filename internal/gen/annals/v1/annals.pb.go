@@ -2761,6 +2761,1638 @@ func (x *ListLeasesResponse) GetLeases() []*Lease {
 	return nil
 }
 
+// GroupSettings are the settings of a group; unset fields mean their defaults.
+type GroupSettings struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Stream is the stream the group follows, or "$all" for the global log.
+	Stream string `protobuf:"bytes,1,opt,name=stream,proto3" json:"stream,omitempty"`
+	// Filter narrows a group on $all.
+	Filter *Filter `protobuf:"bytes,2,opt,name=filter,proto3" json:"filter,omitempty"`
+	// Start is where a new group starts; unset means the beginning.
+	Start *GroupStart `protobuf:"bytes,3,opt,name=start,proto3" json:"start,omitempty"`
+	// Strategy is "round-robin" (default), "pinned-by-stream" or "pinned-by-key".
+	Strategy string `protobuf:"bytes,4,opt,name=strategy,proto3" json:"strategy,omitempty"`
+	// PinKey is the metadata field of pinned-by-key (default "$correlationId").
+	PinKey string `protobuf:"bytes,5,opt,name=pin_key,json=pinKey,proto3" json:"pin_key,omitempty"`
+	// MessageTimeout, default 30 s: an event not settled in time is delivered again.
+	MessageTimeout *durationpb.Duration `protobuf:"bytes,6,opt,name=message_timeout,json=messageTimeout,proto3" json:"message_timeout,omitempty"`
+	// MaxRetries, default 10; -1 parks on the first failure.
+	MaxRetries int32 `protobuf:"varint,7,opt,name=max_retries,json=maxRetries,proto3" json:"max_retries,omitempty"`
+	// CheckpointInterval, default 1 s.
+	CheckpointInterval *durationpb.Duration `protobuf:"bytes,8,opt,name=checkpoint_interval,json=checkpointInterval,proto3" json:"checkpoint_interval,omitempty"`
+	// Buffer bounds the events read and not settled, default 4,096.
+	Buffer        int32 `protobuf:"varint,9,opt,name=buffer,proto3" json:"buffer,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *GroupSettings) Reset() {
+	*x = GroupSettings{}
+	mi := &file_annals_v1_annals_proto_msgTypes[44]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *GroupSettings) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*GroupSettings) ProtoMessage() {}
+
+func (x *GroupSettings) ProtoReflect() protoreflect.Message {
+	mi := &file_annals_v1_annals_proto_msgTypes[44]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use GroupSettings.ProtoReflect.Descriptor instead.
+func (*GroupSettings) Descriptor() ([]byte, []int) {
+	return file_annals_v1_annals_proto_rawDescGZIP(), []int{44}
+}
+
+func (x *GroupSettings) GetStream() string {
+	if x != nil {
+		return x.Stream
+	}
+	return ""
+}
+
+func (x *GroupSettings) GetFilter() *Filter {
+	if x != nil {
+		return x.Filter
+	}
+	return nil
+}
+
+func (x *GroupSettings) GetStart() *GroupStart {
+	if x != nil {
+		return x.Start
+	}
+	return nil
+}
+
+func (x *GroupSettings) GetStrategy() string {
+	if x != nil {
+		return x.Strategy
+	}
+	return ""
+}
+
+func (x *GroupSettings) GetPinKey() string {
+	if x != nil {
+		return x.PinKey
+	}
+	return ""
+}
+
+func (x *GroupSettings) GetMessageTimeout() *durationpb.Duration {
+	if x != nil {
+		return x.MessageTimeout
+	}
+	return nil
+}
+
+func (x *GroupSettings) GetMaxRetries() int32 {
+	if x != nil {
+		return x.MaxRetries
+	}
+	return 0
+}
+
+func (x *GroupSettings) GetCheckpointInterval() *durationpb.Duration {
+	if x != nil {
+		return x.CheckpointInterval
+	}
+	return nil
+}
+
+func (x *GroupSettings) GetBuffer() int32 {
+	if x != nil {
+		return x.Buffer
+	}
+	return 0
+}
+
+// GroupStart is where a new group starts reading.
+type GroupStart struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Types that are valid to be assigned to Kind:
+	//
+	//	*GroupStart_Beginning
+	//	*GroupStart_End
+	//	*GroupStart_Position
+	Kind          isGroupStart_Kind `protobuf_oneof:"kind"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *GroupStart) Reset() {
+	*x = GroupStart{}
+	mi := &file_annals_v1_annals_proto_msgTypes[45]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *GroupStart) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*GroupStart) ProtoMessage() {}
+
+func (x *GroupStart) ProtoReflect() protoreflect.Message {
+	mi := &file_annals_v1_annals_proto_msgTypes[45]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use GroupStart.ProtoReflect.Descriptor instead.
+func (*GroupStart) Descriptor() ([]byte, []int) {
+	return file_annals_v1_annals_proto_rawDescGZIP(), []int{45}
+}
+
+func (x *GroupStart) GetKind() isGroupStart_Kind {
+	if x != nil {
+		return x.Kind
+	}
+	return nil
+}
+
+func (x *GroupStart) GetBeginning() *emptypb.Empty {
+	if x != nil {
+		if x, ok := x.Kind.(*GroupStart_Beginning); ok {
+			return x.Beginning
+		}
+	}
+	return nil
+}
+
+func (x *GroupStart) GetEnd() *emptypb.Empty {
+	if x != nil {
+		if x, ok := x.Kind.(*GroupStart_End); ok {
+			return x.End
+		}
+	}
+	return nil
+}
+
+func (x *GroupStart) GetPosition() uint64 {
+	if x != nil {
+		if x, ok := x.Kind.(*GroupStart_Position); ok {
+			return x.Position
+		}
+	}
+	return 0
+}
+
+type isGroupStart_Kind interface {
+	isGroupStart_Kind()
+}
+
+type GroupStart_Beginning struct {
+	Beginning *emptypb.Empty `protobuf:"bytes,1,opt,name=beginning,proto3,oneof"`
+}
+
+type GroupStart_End struct {
+	End *emptypb.Empty `protobuf:"bytes,2,opt,name=end,proto3,oneof"`
+}
+
+type GroupStart_Position struct {
+	// Position is a position of the log for a group on $all, a revision for a group on a
+	// stream.
+	Position uint64 `protobuf:"varint,3,opt,name=position,proto3,oneof"`
+}
+
+func (*GroupStart_Beginning) isGroupStart_Kind() {}
+
+func (*GroupStart_End) isGroupStart_Kind() {}
+
+func (*GroupStart_Position) isGroupStart_Kind() {}
+
+// GroupDefinition is a group as the store records it.
+type GroupDefinition struct {
+	state    protoimpl.MessageState `protogen:"open.v1"`
+	Name     string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	Settings *GroupSettings         `protobuf:"bytes,2,opt,name=settings,proto3" json:"settings,omitempty"`
+	// Created is the position of the event that created the group.
+	Created       uint64 `protobuf:"varint,3,opt,name=created,proto3" json:"created,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *GroupDefinition) Reset() {
+	*x = GroupDefinition{}
+	mi := &file_annals_v1_annals_proto_msgTypes[46]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *GroupDefinition) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*GroupDefinition) ProtoMessage() {}
+
+func (x *GroupDefinition) ProtoReflect() protoreflect.Message {
+	mi := &file_annals_v1_annals_proto_msgTypes[46]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use GroupDefinition.ProtoReflect.Descriptor instead.
+func (*GroupDefinition) Descriptor() ([]byte, []int) {
+	return file_annals_v1_annals_proto_rawDescGZIP(), []int{46}
+}
+
+func (x *GroupDefinition) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *GroupDefinition) GetSettings() *GroupSettings {
+	if x != nil {
+		return x.Settings
+	}
+	return nil
+}
+
+func (x *GroupDefinition) GetCreated() uint64 {
+	if x != nil {
+		return x.Created
+	}
+	return 0
+}
+
+// GroupInfo is a group's state; see groups.Info.
+type GroupInfo struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Definition    *GroupDefinition       `protobuf:"bytes,1,opt,name=definition,proto3" json:"definition,omitempty"`
+	Checkpoint    uint64                 `protobuf:"varint,2,opt,name=checkpoint,proto3" json:"checkpoint,omitempty"`
+	Lag           uint64                 `protobuf:"varint,3,opt,name=lag,proto3" json:"lag,omitempty"`
+	InFlight      uint32                 `protobuf:"varint,4,opt,name=in_flight,json=inFlight,proto3" json:"in_flight,omitempty"`
+	Buffered      uint32                 `protobuf:"varint,5,opt,name=buffered,proto3" json:"buffered,omitempty"`
+	Parked        uint64                 `protobuf:"varint,6,opt,name=parked,proto3" json:"parked,omitempty"`
+	Delivered     uint64                 `protobuf:"varint,7,opt,name=delivered,proto3" json:"delivered,omitempty"`
+	Acked         uint64                 `protobuf:"varint,8,opt,name=acked,proto3" json:"acked,omitempty"`
+	Retries       uint64                 `protobuf:"varint,9,opt,name=retries,proto3" json:"retries,omitempty"`
+	ParkedTotal   uint64                 `protobuf:"varint,10,opt,name=parked_total,json=parkedTotal,proto3" json:"parked_total,omitempty"`
+	Skipped       uint64                 `protobuf:"varint,11,opt,name=skipped,proto3" json:"skipped,omitempty"`
+	Consumers     []*GroupConsumer       `protobuf:"bytes,12,rep,name=consumers,proto3" json:"consumers,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *GroupInfo) Reset() {
+	*x = GroupInfo{}
+	mi := &file_annals_v1_annals_proto_msgTypes[47]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *GroupInfo) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*GroupInfo) ProtoMessage() {}
+
+func (x *GroupInfo) ProtoReflect() protoreflect.Message {
+	mi := &file_annals_v1_annals_proto_msgTypes[47]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use GroupInfo.ProtoReflect.Descriptor instead.
+func (*GroupInfo) Descriptor() ([]byte, []int) {
+	return file_annals_v1_annals_proto_rawDescGZIP(), []int{47}
+}
+
+func (x *GroupInfo) GetDefinition() *GroupDefinition {
+	if x != nil {
+		return x.Definition
+	}
+	return nil
+}
+
+func (x *GroupInfo) GetCheckpoint() uint64 {
+	if x != nil {
+		return x.Checkpoint
+	}
+	return 0
+}
+
+func (x *GroupInfo) GetLag() uint64 {
+	if x != nil {
+		return x.Lag
+	}
+	return 0
+}
+
+func (x *GroupInfo) GetInFlight() uint32 {
+	if x != nil {
+		return x.InFlight
+	}
+	return 0
+}
+
+func (x *GroupInfo) GetBuffered() uint32 {
+	if x != nil {
+		return x.Buffered
+	}
+	return 0
+}
+
+func (x *GroupInfo) GetParked() uint64 {
+	if x != nil {
+		return x.Parked
+	}
+	return 0
+}
+
+func (x *GroupInfo) GetDelivered() uint64 {
+	if x != nil {
+		return x.Delivered
+	}
+	return 0
+}
+
+func (x *GroupInfo) GetAcked() uint64 {
+	if x != nil {
+		return x.Acked
+	}
+	return 0
+}
+
+func (x *GroupInfo) GetRetries() uint64 {
+	if x != nil {
+		return x.Retries
+	}
+	return 0
+}
+
+func (x *GroupInfo) GetParkedTotal() uint64 {
+	if x != nil {
+		return x.ParkedTotal
+	}
+	return 0
+}
+
+func (x *GroupInfo) GetSkipped() uint64 {
+	if x != nil {
+		return x.Skipped
+	}
+	return 0
+}
+
+func (x *GroupInfo) GetConsumers() []*GroupConsumer {
+	if x != nil {
+		return x.Consumers
+	}
+	return nil
+}
+
+// GroupConsumer describes a consumer of a group.
+type GroupConsumer struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Id            string                 `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
+	Name          string                 `protobuf:"bytes,2,opt,name=name,proto3" json:"name,omitempty"`
+	Joined        *timestamppb.Timestamp `protobuf:"bytes,3,opt,name=joined,proto3" json:"joined,omitempty"`
+	Window        uint32                 `protobuf:"varint,4,opt,name=window,proto3" json:"window,omitempty"`
+	InFlight      uint32                 `protobuf:"varint,5,opt,name=in_flight,json=inFlight,proto3" json:"in_flight,omitempty"`
+	Delivered     uint64                 `protobuf:"varint,6,opt,name=delivered,proto3" json:"delivered,omitempty"`
+	Acked         uint64                 `protobuf:"varint,7,opt,name=acked,proto3" json:"acked,omitempty"`
+	Nacked        uint64                 `protobuf:"varint,8,opt,name=nacked,proto3" json:"nacked,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *GroupConsumer) Reset() {
+	*x = GroupConsumer{}
+	mi := &file_annals_v1_annals_proto_msgTypes[48]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *GroupConsumer) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*GroupConsumer) ProtoMessage() {}
+
+func (x *GroupConsumer) ProtoReflect() protoreflect.Message {
+	mi := &file_annals_v1_annals_proto_msgTypes[48]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use GroupConsumer.ProtoReflect.Descriptor instead.
+func (*GroupConsumer) Descriptor() ([]byte, []int) {
+	return file_annals_v1_annals_proto_rawDescGZIP(), []int{48}
+}
+
+func (x *GroupConsumer) GetId() string {
+	if x != nil {
+		return x.Id
+	}
+	return ""
+}
+
+func (x *GroupConsumer) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *GroupConsumer) GetJoined() *timestamppb.Timestamp {
+	if x != nil {
+		return x.Joined
+	}
+	return nil
+}
+
+func (x *GroupConsumer) GetWindow() uint32 {
+	if x != nil {
+		return x.Window
+	}
+	return 0
+}
+
+func (x *GroupConsumer) GetInFlight() uint32 {
+	if x != nil {
+		return x.InFlight
+	}
+	return 0
+}
+
+func (x *GroupConsumer) GetDelivered() uint64 {
+	if x != nil {
+		return x.Delivered
+	}
+	return 0
+}
+
+func (x *GroupConsumer) GetAcked() uint64 {
+	if x != nil {
+		return x.Acked
+	}
+	return 0
+}
+
+func (x *GroupConsumer) GetNacked() uint64 {
+	if x != nil {
+		return x.Nacked
+	}
+	return 0
+}
+
+type CreateGroupRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Name          string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	Settings      *GroupSettings         `protobuf:"bytes,2,opt,name=settings,proto3" json:"settings,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *CreateGroupRequest) Reset() {
+	*x = CreateGroupRequest{}
+	mi := &file_annals_v1_annals_proto_msgTypes[49]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *CreateGroupRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*CreateGroupRequest) ProtoMessage() {}
+
+func (x *CreateGroupRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_annals_v1_annals_proto_msgTypes[49]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use CreateGroupRequest.ProtoReflect.Descriptor instead.
+func (*CreateGroupRequest) Descriptor() ([]byte, []int) {
+	return file_annals_v1_annals_proto_rawDescGZIP(), []int{49}
+}
+
+func (x *CreateGroupRequest) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *CreateGroupRequest) GetSettings() *GroupSettings {
+	if x != nil {
+		return x.Settings
+	}
+	return nil
+}
+
+type CreateGroupResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Definition    *GroupDefinition       `protobuf:"bytes,1,opt,name=definition,proto3" json:"definition,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *CreateGroupResponse) Reset() {
+	*x = CreateGroupResponse{}
+	mi := &file_annals_v1_annals_proto_msgTypes[50]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *CreateGroupResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*CreateGroupResponse) ProtoMessage() {}
+
+func (x *CreateGroupResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_annals_v1_annals_proto_msgTypes[50]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use CreateGroupResponse.ProtoReflect.Descriptor instead.
+func (*CreateGroupResponse) Descriptor() ([]byte, []int) {
+	return file_annals_v1_annals_proto_rawDescGZIP(), []int{50}
+}
+
+func (x *CreateGroupResponse) GetDefinition() *GroupDefinition {
+	if x != nil {
+		return x.Definition
+	}
+	return nil
+}
+
+type UpdateGroupRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Name          string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	Settings      *GroupSettings         `protobuf:"bytes,2,opt,name=settings,proto3" json:"settings,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *UpdateGroupRequest) Reset() {
+	*x = UpdateGroupRequest{}
+	mi := &file_annals_v1_annals_proto_msgTypes[51]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *UpdateGroupRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*UpdateGroupRequest) ProtoMessage() {}
+
+func (x *UpdateGroupRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_annals_v1_annals_proto_msgTypes[51]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use UpdateGroupRequest.ProtoReflect.Descriptor instead.
+func (*UpdateGroupRequest) Descriptor() ([]byte, []int) {
+	return file_annals_v1_annals_proto_rawDescGZIP(), []int{51}
+}
+
+func (x *UpdateGroupRequest) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *UpdateGroupRequest) GetSettings() *GroupSettings {
+	if x != nil {
+		return x.Settings
+	}
+	return nil
+}
+
+type UpdateGroupResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Definition    *GroupDefinition       `protobuf:"bytes,1,opt,name=definition,proto3" json:"definition,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *UpdateGroupResponse) Reset() {
+	*x = UpdateGroupResponse{}
+	mi := &file_annals_v1_annals_proto_msgTypes[52]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *UpdateGroupResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*UpdateGroupResponse) ProtoMessage() {}
+
+func (x *UpdateGroupResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_annals_v1_annals_proto_msgTypes[52]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use UpdateGroupResponse.ProtoReflect.Descriptor instead.
+func (*UpdateGroupResponse) Descriptor() ([]byte, []int) {
+	return file_annals_v1_annals_proto_rawDescGZIP(), []int{52}
+}
+
+func (x *UpdateGroupResponse) GetDefinition() *GroupDefinition {
+	if x != nil {
+		return x.Definition
+	}
+	return nil
+}
+
+type DeleteGroupRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Name          string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *DeleteGroupRequest) Reset() {
+	*x = DeleteGroupRequest{}
+	mi := &file_annals_v1_annals_proto_msgTypes[53]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *DeleteGroupRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*DeleteGroupRequest) ProtoMessage() {}
+
+func (x *DeleteGroupRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_annals_v1_annals_proto_msgTypes[53]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use DeleteGroupRequest.ProtoReflect.Descriptor instead.
+func (*DeleteGroupRequest) Descriptor() ([]byte, []int) {
+	return file_annals_v1_annals_proto_rawDescGZIP(), []int{53}
+}
+
+func (x *DeleteGroupRequest) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+type DeleteGroupResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *DeleteGroupResponse) Reset() {
+	*x = DeleteGroupResponse{}
+	mi := &file_annals_v1_annals_proto_msgTypes[54]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *DeleteGroupResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*DeleteGroupResponse) ProtoMessage() {}
+
+func (x *DeleteGroupResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_annals_v1_annals_proto_msgTypes[54]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use DeleteGroupResponse.ProtoReflect.Descriptor instead.
+func (*DeleteGroupResponse) Descriptor() ([]byte, []int) {
+	return file_annals_v1_annals_proto_rawDescGZIP(), []int{54}
+}
+
+type ListGroupsRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListGroupsRequest) Reset() {
+	*x = ListGroupsRequest{}
+	mi := &file_annals_v1_annals_proto_msgTypes[55]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListGroupsRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListGroupsRequest) ProtoMessage() {}
+
+func (x *ListGroupsRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_annals_v1_annals_proto_msgTypes[55]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListGroupsRequest.ProtoReflect.Descriptor instead.
+func (*ListGroupsRequest) Descriptor() ([]byte, []int) {
+	return file_annals_v1_annals_proto_rawDescGZIP(), []int{55}
+}
+
+type ListGroupsResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Groups        []*GroupInfo           `protobuf:"bytes,1,rep,name=groups,proto3" json:"groups,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListGroupsResponse) Reset() {
+	*x = ListGroupsResponse{}
+	mi := &file_annals_v1_annals_proto_msgTypes[56]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListGroupsResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListGroupsResponse) ProtoMessage() {}
+
+func (x *ListGroupsResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_annals_v1_annals_proto_msgTypes[56]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListGroupsResponse.ProtoReflect.Descriptor instead.
+func (*ListGroupsResponse) Descriptor() ([]byte, []int) {
+	return file_annals_v1_annals_proto_rawDescGZIP(), []int{56}
+}
+
+func (x *ListGroupsResponse) GetGroups() []*GroupInfo {
+	if x != nil {
+		return x.Groups
+	}
+	return nil
+}
+
+type GetGroupRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Name          string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *GetGroupRequest) Reset() {
+	*x = GetGroupRequest{}
+	mi := &file_annals_v1_annals_proto_msgTypes[57]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *GetGroupRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*GetGroupRequest) ProtoMessage() {}
+
+func (x *GetGroupRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_annals_v1_annals_proto_msgTypes[57]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use GetGroupRequest.ProtoReflect.Descriptor instead.
+func (*GetGroupRequest) Descriptor() ([]byte, []int) {
+	return file_annals_v1_annals_proto_rawDescGZIP(), []int{57}
+}
+
+func (x *GetGroupRequest) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+type GetGroupResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Group         *GroupInfo             `protobuf:"bytes,1,opt,name=group,proto3" json:"group,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *GetGroupResponse) Reset() {
+	*x = GetGroupResponse{}
+	mi := &file_annals_v1_annals_proto_msgTypes[58]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *GetGroupResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*GetGroupResponse) ProtoMessage() {}
+
+func (x *GetGroupResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_annals_v1_annals_proto_msgTypes[58]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use GetGroupResponse.ProtoReflect.Descriptor instead.
+func (*GetGroupResponse) Descriptor() ([]byte, []int) {
+	return file_annals_v1_annals_proto_rawDescGZIP(), []int{58}
+}
+
+func (x *GetGroupResponse) GetGroup() *GroupInfo {
+	if x != nil {
+		return x.Group
+	}
+	return nil
+}
+
+type ReplayParkedRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Name  string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	// Limit is the most events to give back; 0 means all.
+	Limit         uint32 `protobuf:"varint,2,opt,name=limit,proto3" json:"limit,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ReplayParkedRequest) Reset() {
+	*x = ReplayParkedRequest{}
+	mi := &file_annals_v1_annals_proto_msgTypes[59]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ReplayParkedRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ReplayParkedRequest) ProtoMessage() {}
+
+func (x *ReplayParkedRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_annals_v1_annals_proto_msgTypes[59]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ReplayParkedRequest.ProtoReflect.Descriptor instead.
+func (*ReplayParkedRequest) Descriptor() ([]byte, []int) {
+	return file_annals_v1_annals_proto_rawDescGZIP(), []int{59}
+}
+
+func (x *ReplayParkedRequest) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *ReplayParkedRequest) GetLimit() uint32 {
+	if x != nil {
+		return x.Limit
+	}
+	return 0
+}
+
+type ReplayParkedResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Replayed      uint32                 `protobuf:"varint,1,opt,name=replayed,proto3" json:"replayed,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ReplayParkedResponse) Reset() {
+	*x = ReplayParkedResponse{}
+	mi := &file_annals_v1_annals_proto_msgTypes[60]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ReplayParkedResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ReplayParkedResponse) ProtoMessage() {}
+
+func (x *ReplayParkedResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_annals_v1_annals_proto_msgTypes[60]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ReplayParkedResponse.ProtoReflect.Descriptor instead.
+func (*ReplayParkedResponse) Descriptor() ([]byte, []int) {
+	return file_annals_v1_annals_proto_rawDescGZIP(), []int{60}
+}
+
+func (x *ReplayParkedResponse) GetReplayed() uint32 {
+	if x != nil {
+		return x.Replayed
+	}
+	return 0
+}
+
+type ConsumeRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Types that are valid to be assigned to Kind:
+	//
+	//	*ConsumeRequest_Join
+	//	*ConsumeRequest_Ack
+	//	*ConsumeRequest_Nack
+	Kind          isConsumeRequest_Kind `protobuf_oneof:"kind"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ConsumeRequest) Reset() {
+	*x = ConsumeRequest{}
+	mi := &file_annals_v1_annals_proto_msgTypes[61]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ConsumeRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ConsumeRequest) ProtoMessage() {}
+
+func (x *ConsumeRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_annals_v1_annals_proto_msgTypes[61]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ConsumeRequest.ProtoReflect.Descriptor instead.
+func (*ConsumeRequest) Descriptor() ([]byte, []int) {
+	return file_annals_v1_annals_proto_rawDescGZIP(), []int{61}
+}
+
+func (x *ConsumeRequest) GetKind() isConsumeRequest_Kind {
+	if x != nil {
+		return x.Kind
+	}
+	return nil
+}
+
+func (x *ConsumeRequest) GetJoin() *ConsumeJoin {
+	if x != nil {
+		if x, ok := x.Kind.(*ConsumeRequest_Join); ok {
+			return x.Join
+		}
+	}
+	return nil
+}
+
+func (x *ConsumeRequest) GetAck() *ConsumeAck {
+	if x != nil {
+		if x, ok := x.Kind.(*ConsumeRequest_Ack); ok {
+			return x.Ack
+		}
+	}
+	return nil
+}
+
+func (x *ConsumeRequest) GetNack() *ConsumeNack {
+	if x != nil {
+		if x, ok := x.Kind.(*ConsumeRequest_Nack); ok {
+			return x.Nack
+		}
+	}
+	return nil
+}
+
+type isConsumeRequest_Kind interface {
+	isConsumeRequest_Kind()
+}
+
+type ConsumeRequest_Join struct {
+	// Join must be the first message, and only the first.
+	Join *ConsumeJoin `protobuf:"bytes,1,opt,name=join,proto3,oneof"`
+}
+
+type ConsumeRequest_Ack struct {
+	Ack *ConsumeAck `protobuf:"bytes,2,opt,name=ack,proto3,oneof"`
+}
+
+type ConsumeRequest_Nack struct {
+	Nack *ConsumeNack `protobuf:"bytes,3,opt,name=nack,proto3,oneof"`
+}
+
+func (*ConsumeRequest_Join) isConsumeRequest_Kind() {}
+
+func (*ConsumeRequest_Ack) isConsumeRequest_Kind() {}
+
+func (*ConsumeRequest_Nack) isConsumeRequest_Kind() {}
+
+type ConsumeJoin struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Group string                 `protobuf:"bytes,1,opt,name=group,proto3" json:"group,omitempty"`
+	// Name names the consumer in figures; empty means a generated one.
+	Name string `protobuf:"bytes,2,opt,name=name,proto3" json:"name,omitempty"`
+	// Window is the most events the consumer holds unsettled; 0 means 256, at most 10,000.
+	Window        uint32 `protobuf:"varint,3,opt,name=window,proto3" json:"window,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ConsumeJoin) Reset() {
+	*x = ConsumeJoin{}
+	mi := &file_annals_v1_annals_proto_msgTypes[62]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ConsumeJoin) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ConsumeJoin) ProtoMessage() {}
+
+func (x *ConsumeJoin) ProtoReflect() protoreflect.Message {
+	mi := &file_annals_v1_annals_proto_msgTypes[62]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ConsumeJoin.ProtoReflect.Descriptor instead.
+func (*ConsumeJoin) Descriptor() ([]byte, []int) {
+	return file_annals_v1_annals_proto_rawDescGZIP(), []int{62}
+}
+
+func (x *ConsumeJoin) GetGroup() string {
+	if x != nil {
+		return x.Group
+	}
+	return ""
+}
+
+func (x *ConsumeJoin) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *ConsumeJoin) GetWindow() uint32 {
+	if x != nil {
+		return x.Window
+	}
+	return 0
+}
+
+type ConsumeAck struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Ids are the UUIDs of the events to ack.
+	Ids           []string `protobuf:"bytes,1,rep,name=ids,proto3" json:"ids,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ConsumeAck) Reset() {
+	*x = ConsumeAck{}
+	mi := &file_annals_v1_annals_proto_msgTypes[63]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ConsumeAck) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ConsumeAck) ProtoMessage() {}
+
+func (x *ConsumeAck) ProtoReflect() protoreflect.Message {
+	mi := &file_annals_v1_annals_proto_msgTypes[63]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ConsumeAck.ProtoReflect.Descriptor instead.
+func (*ConsumeAck) Descriptor() ([]byte, []int) {
+	return file_annals_v1_annals_proto_rawDescGZIP(), []int{63}
+}
+
+func (x *ConsumeAck) GetIds() []string {
+	if x != nil {
+		return x.Ids
+	}
+	return nil
+}
+
+type ConsumeNack struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Ids   []string               `protobuf:"bytes,1,rep,name=ids,proto3" json:"ids,omitempty"`
+	// Action is "retry", "park" or "skip".
+	Action string `protobuf:"bytes,2,opt,name=action,proto3" json:"action,omitempty"`
+	// Delay postpones a retry.
+	Delay         *durationpb.Duration `protobuf:"bytes,3,opt,name=delay,proto3" json:"delay,omitempty"`
+	Reason        string               `protobuf:"bytes,4,opt,name=reason,proto3" json:"reason,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ConsumeNack) Reset() {
+	*x = ConsumeNack{}
+	mi := &file_annals_v1_annals_proto_msgTypes[64]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ConsumeNack) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ConsumeNack) ProtoMessage() {}
+
+func (x *ConsumeNack) ProtoReflect() protoreflect.Message {
+	mi := &file_annals_v1_annals_proto_msgTypes[64]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ConsumeNack.ProtoReflect.Descriptor instead.
+func (*ConsumeNack) Descriptor() ([]byte, []int) {
+	return file_annals_v1_annals_proto_rawDescGZIP(), []int{64}
+}
+
+func (x *ConsumeNack) GetIds() []string {
+	if x != nil {
+		return x.Ids
+	}
+	return nil
+}
+
+func (x *ConsumeNack) GetAction() string {
+	if x != nil {
+		return x.Action
+	}
+	return ""
+}
+
+func (x *ConsumeNack) GetDelay() *durationpb.Duration {
+	if x != nil {
+		return x.Delay
+	}
+	return nil
+}
+
+func (x *ConsumeNack) GetReason() string {
+	if x != nil {
+		return x.Reason
+	}
+	return ""
+}
+
+type ConsumeResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Types that are valid to be assigned to Kind:
+	//
+	//	*ConsumeResponse_Joined
+	//	*ConsumeResponse_Events
+	//	*ConsumeResponse_SettleError
+	Kind          isConsumeResponse_Kind `protobuf_oneof:"kind"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ConsumeResponse) Reset() {
+	*x = ConsumeResponse{}
+	mi := &file_annals_v1_annals_proto_msgTypes[65]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ConsumeResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ConsumeResponse) ProtoMessage() {}
+
+func (x *ConsumeResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_annals_v1_annals_proto_msgTypes[65]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ConsumeResponse.ProtoReflect.Descriptor instead.
+func (*ConsumeResponse) Descriptor() ([]byte, []int) {
+	return file_annals_v1_annals_proto_rawDescGZIP(), []int{65}
+}
+
+func (x *ConsumeResponse) GetKind() isConsumeResponse_Kind {
+	if x != nil {
+		return x.Kind
+	}
+	return nil
+}
+
+func (x *ConsumeResponse) GetJoined() *ConsumeJoined {
+	if x != nil {
+		if x, ok := x.Kind.(*ConsumeResponse_Joined); ok {
+			return x.Joined
+		}
+	}
+	return nil
+}
+
+func (x *ConsumeResponse) GetEvents() *ConsumeEvents {
+	if x != nil {
+		if x, ok := x.Kind.(*ConsumeResponse_Events); ok {
+			return x.Events
+		}
+	}
+	return nil
+}
+
+func (x *ConsumeResponse) GetSettleError() *ConsumeSettleError {
+	if x != nil {
+		if x, ok := x.Kind.(*ConsumeResponse_SettleError); ok {
+			return x.SettleError
+		}
+	}
+	return nil
+}
+
+type isConsumeResponse_Kind interface {
+	isConsumeResponse_Kind()
+}
+
+type ConsumeResponse_Joined struct {
+	Joined *ConsumeJoined `protobuf:"bytes,1,opt,name=joined,proto3,oneof"`
+}
+
+type ConsumeResponse_Events struct {
+	Events *ConsumeEvents `protobuf:"bytes,2,opt,name=events,proto3,oneof"`
+}
+
+type ConsumeResponse_SettleError struct {
+	// SettleError answers an ack or nack that named events not in flight to this consumer
+	// (the other events of that ack or nack were settled).
+	SettleError *ConsumeSettleError `protobuf:"bytes,3,opt,name=settle_error,json=settleError,proto3,oneof"`
+}
+
+func (*ConsumeResponse_Joined) isConsumeResponse_Kind() {}
+
+func (*ConsumeResponse_Events) isConsumeResponse_Kind() {}
+
+func (*ConsumeResponse_SettleError) isConsumeResponse_Kind() {}
+
+type ConsumeJoined struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// ConsumerId identifies the consumer in the group's figures.
+	ConsumerId    string `protobuf:"bytes,1,opt,name=consumer_id,json=consumerId,proto3" json:"consumer_id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ConsumeJoined) Reset() {
+	*x = ConsumeJoined{}
+	mi := &file_annals_v1_annals_proto_msgTypes[66]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ConsumeJoined) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ConsumeJoined) ProtoMessage() {}
+
+func (x *ConsumeJoined) ProtoReflect() protoreflect.Message {
+	mi := &file_annals_v1_annals_proto_msgTypes[66]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ConsumeJoined.ProtoReflect.Descriptor instead.
+func (*ConsumeJoined) Descriptor() ([]byte, []int) {
+	return file_annals_v1_annals_proto_rawDescGZIP(), []int{66}
+}
+
+func (x *ConsumeJoined) GetConsumerId() string {
+	if x != nil {
+		return x.ConsumerId
+	}
+	return ""
+}
+
+type ConsumeEvents struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Messages      []*GroupMessage        `protobuf:"bytes,1,rep,name=messages,proto3" json:"messages,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ConsumeEvents) Reset() {
+	*x = ConsumeEvents{}
+	mi := &file_annals_v1_annals_proto_msgTypes[67]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ConsumeEvents) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ConsumeEvents) ProtoMessage() {}
+
+func (x *ConsumeEvents) ProtoReflect() protoreflect.Message {
+	mi := &file_annals_v1_annals_proto_msgTypes[67]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ConsumeEvents.ProtoReflect.Descriptor instead.
+func (*ConsumeEvents) Descriptor() ([]byte, []int) {
+	return file_annals_v1_annals_proto_rawDescGZIP(), []int{67}
+}
+
+func (x *ConsumeEvents) GetMessages() []*GroupMessage {
+	if x != nil {
+		return x.Messages
+	}
+	return nil
+}
+
+// GroupMessage is an event delivered to a consumer.
+type GroupMessage struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Event *RecordedEvent         `protobuf:"bytes,1,opt,name=event,proto3" json:"event,omitempty"`
+	// Retries counts the earlier deliveries of this event to the group.
+	Retries uint32 `protobuf:"varint,2,opt,name=retries,proto3" json:"retries,omitempty"`
+	// Parked tells an event given back by ReplayParked.
+	Parked        bool `protobuf:"varint,3,opt,name=parked,proto3" json:"parked,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *GroupMessage) Reset() {
+	*x = GroupMessage{}
+	mi := &file_annals_v1_annals_proto_msgTypes[68]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *GroupMessage) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*GroupMessage) ProtoMessage() {}
+
+func (x *GroupMessage) ProtoReflect() protoreflect.Message {
+	mi := &file_annals_v1_annals_proto_msgTypes[68]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use GroupMessage.ProtoReflect.Descriptor instead.
+func (*GroupMessage) Descriptor() ([]byte, []int) {
+	return file_annals_v1_annals_proto_rawDescGZIP(), []int{68}
+}
+
+func (x *GroupMessage) GetEvent() *RecordedEvent {
+	if x != nil {
+		return x.Event
+	}
+	return nil
+}
+
+func (x *GroupMessage) GetRetries() uint32 {
+	if x != nil {
+		return x.Retries
+	}
+	return 0
+}
+
+func (x *GroupMessage) GetParked() bool {
+	if x != nil {
+		return x.Parked
+	}
+	return false
+}
+
+type ConsumeSettleError struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Ids           []string               `protobuf:"bytes,1,rep,name=ids,proto3" json:"ids,omitempty"`
+	Message       string                 `protobuf:"bytes,2,opt,name=message,proto3" json:"message,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ConsumeSettleError) Reset() {
+	*x = ConsumeSettleError{}
+	mi := &file_annals_v1_annals_proto_msgTypes[69]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ConsumeSettleError) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ConsumeSettleError) ProtoMessage() {}
+
+func (x *ConsumeSettleError) ProtoReflect() protoreflect.Message {
+	mi := &file_annals_v1_annals_proto_msgTypes[69]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ConsumeSettleError.ProtoReflect.Descriptor instead.
+func (*ConsumeSettleError) Descriptor() ([]byte, []int) {
+	return file_annals_v1_annals_proto_rawDescGZIP(), []int{69}
+}
+
+func (x *ConsumeSettleError) GetIds() []string {
+	if x != nil {
+		return x.Ids
+	}
+	return nil
+}
+
+func (x *ConsumeSettleError) GetMessage() string {
+	if x != nil {
+		return x.Message
+	}
+	return ""
+}
+
 var File_annals_v1_annals_proto protoreflect.FileDescriptor
 
 const file_annals_v1_annals_proto_rawDesc = "" +
@@ -2938,7 +4570,118 @@ const file_annals_v1_annals_proto_rawDesc = "" +
 	"\x11ListLeasesRequest\x12\x16\n" +
 	"\x06prefix\x18\x01 \x01(\tR\x06prefix\">\n" +
 	"\x12ListLeasesResponse\x12(\n" +
-	"\x06leases\x18\x01 \x03(\v2\x10.annals.v1.LeaseR\x06leases2\xbd\x06\n" +
+	"\x06leases\x18\x01 \x03(\v2\x10.annals.v1.LeaseR\x06leases\"\xfd\x02\n" +
+	"\rGroupSettings\x12\x16\n" +
+	"\x06stream\x18\x01 \x01(\tR\x06stream\x12)\n" +
+	"\x06filter\x18\x02 \x01(\v2\x11.annals.v1.FilterR\x06filter\x12+\n" +
+	"\x05start\x18\x03 \x01(\v2\x15.annals.v1.GroupStartR\x05start\x12\x1a\n" +
+	"\bstrategy\x18\x04 \x01(\tR\bstrategy\x12\x17\n" +
+	"\apin_key\x18\x05 \x01(\tR\x06pinKey\x12B\n" +
+	"\x0fmessage_timeout\x18\x06 \x01(\v2\x19.google.protobuf.DurationR\x0emessageTimeout\x12\x1f\n" +
+	"\vmax_retries\x18\a \x01(\x05R\n" +
+	"maxRetries\x12J\n" +
+	"\x13checkpoint_interval\x18\b \x01(\v2\x19.google.protobuf.DurationR\x12checkpointInterval\x12\x16\n" +
+	"\x06buffer\x18\t \x01(\x05R\x06buffer\"\x96\x01\n" +
+	"\n" +
+	"GroupStart\x126\n" +
+	"\tbeginning\x18\x01 \x01(\v2\x16.google.protobuf.EmptyH\x00R\tbeginning\x12*\n" +
+	"\x03end\x18\x02 \x01(\v2\x16.google.protobuf.EmptyH\x00R\x03end\x12\x1c\n" +
+	"\bposition\x18\x03 \x01(\x04H\x00R\bpositionB\x06\n" +
+	"\x04kind\"u\n" +
+	"\x0fGroupDefinition\x12\x12\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\x124\n" +
+	"\bsettings\x18\x02 \x01(\v2\x18.annals.v1.GroupSettingsR\bsettings\x12\x18\n" +
+	"\acreated\x18\x03 \x01(\x04R\acreated\"\x8d\x03\n" +
+	"\tGroupInfo\x12:\n" +
+	"\n" +
+	"definition\x18\x01 \x01(\v2\x1a.annals.v1.GroupDefinitionR\n" +
+	"definition\x12\x1e\n" +
+	"\n" +
+	"checkpoint\x18\x02 \x01(\x04R\n" +
+	"checkpoint\x12\x10\n" +
+	"\x03lag\x18\x03 \x01(\x04R\x03lag\x12\x1b\n" +
+	"\tin_flight\x18\x04 \x01(\rR\binFlight\x12\x1a\n" +
+	"\bbuffered\x18\x05 \x01(\rR\bbuffered\x12\x16\n" +
+	"\x06parked\x18\x06 \x01(\x04R\x06parked\x12\x1c\n" +
+	"\tdelivered\x18\a \x01(\x04R\tdelivered\x12\x14\n" +
+	"\x05acked\x18\b \x01(\x04R\x05acked\x12\x18\n" +
+	"\aretries\x18\t \x01(\x04R\aretries\x12!\n" +
+	"\fparked_total\x18\n" +
+	" \x01(\x04R\vparkedTotal\x12\x18\n" +
+	"\askipped\x18\v \x01(\x04R\askipped\x126\n" +
+	"\tconsumers\x18\f \x03(\v2\x18.annals.v1.GroupConsumerR\tconsumers\"\xe8\x01\n" +
+	"\rGroupConsumer\x12\x0e\n" +
+	"\x02id\x18\x01 \x01(\tR\x02id\x12\x12\n" +
+	"\x04name\x18\x02 \x01(\tR\x04name\x122\n" +
+	"\x06joined\x18\x03 \x01(\v2\x1a.google.protobuf.TimestampR\x06joined\x12\x16\n" +
+	"\x06window\x18\x04 \x01(\rR\x06window\x12\x1b\n" +
+	"\tin_flight\x18\x05 \x01(\rR\binFlight\x12\x1c\n" +
+	"\tdelivered\x18\x06 \x01(\x04R\tdelivered\x12\x14\n" +
+	"\x05acked\x18\a \x01(\x04R\x05acked\x12\x16\n" +
+	"\x06nacked\x18\b \x01(\x04R\x06nacked\"^\n" +
+	"\x12CreateGroupRequest\x12\x12\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\x124\n" +
+	"\bsettings\x18\x02 \x01(\v2\x18.annals.v1.GroupSettingsR\bsettings\"Q\n" +
+	"\x13CreateGroupResponse\x12:\n" +
+	"\n" +
+	"definition\x18\x01 \x01(\v2\x1a.annals.v1.GroupDefinitionR\n" +
+	"definition\"^\n" +
+	"\x12UpdateGroupRequest\x12\x12\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\x124\n" +
+	"\bsettings\x18\x02 \x01(\v2\x18.annals.v1.GroupSettingsR\bsettings\"Q\n" +
+	"\x13UpdateGroupResponse\x12:\n" +
+	"\n" +
+	"definition\x18\x01 \x01(\v2\x1a.annals.v1.GroupDefinitionR\n" +
+	"definition\"(\n" +
+	"\x12DeleteGroupRequest\x12\x12\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\"\x15\n" +
+	"\x13DeleteGroupResponse\"\x13\n" +
+	"\x11ListGroupsRequest\"B\n" +
+	"\x12ListGroupsResponse\x12,\n" +
+	"\x06groups\x18\x01 \x03(\v2\x14.annals.v1.GroupInfoR\x06groups\"%\n" +
+	"\x0fGetGroupRequest\x12\x12\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\">\n" +
+	"\x10GetGroupResponse\x12*\n" +
+	"\x05group\x18\x01 \x01(\v2\x14.annals.v1.GroupInfoR\x05group\"?\n" +
+	"\x13ReplayParkedRequest\x12\x12\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\x12\x14\n" +
+	"\x05limit\x18\x02 \x01(\rR\x05limit\"2\n" +
+	"\x14ReplayParkedResponse\x12\x1a\n" +
+	"\breplayed\x18\x01 \x01(\rR\breplayed\"\x9f\x01\n" +
+	"\x0eConsumeRequest\x12,\n" +
+	"\x04join\x18\x01 \x01(\v2\x16.annals.v1.ConsumeJoinH\x00R\x04join\x12)\n" +
+	"\x03ack\x18\x02 \x01(\v2\x15.annals.v1.ConsumeAckH\x00R\x03ack\x12,\n" +
+	"\x04nack\x18\x03 \x01(\v2\x16.annals.v1.ConsumeNackH\x00R\x04nackB\x06\n" +
+	"\x04kind\"O\n" +
+	"\vConsumeJoin\x12\x14\n" +
+	"\x05group\x18\x01 \x01(\tR\x05group\x12\x12\n" +
+	"\x04name\x18\x02 \x01(\tR\x04name\x12\x16\n" +
+	"\x06window\x18\x03 \x01(\rR\x06window\"\x1e\n" +
+	"\n" +
+	"ConsumeAck\x12\x10\n" +
+	"\x03ids\x18\x01 \x03(\tR\x03ids\"\x80\x01\n" +
+	"\vConsumeNack\x12\x10\n" +
+	"\x03ids\x18\x01 \x03(\tR\x03ids\x12\x16\n" +
+	"\x06action\x18\x02 \x01(\tR\x06action\x12/\n" +
+	"\x05delay\x18\x03 \x01(\v2\x19.google.protobuf.DurationR\x05delay\x12\x16\n" +
+	"\x06reason\x18\x04 \x01(\tR\x06reason\"\xc5\x01\n" +
+	"\x0fConsumeResponse\x122\n" +
+	"\x06joined\x18\x01 \x01(\v2\x18.annals.v1.ConsumeJoinedH\x00R\x06joined\x122\n" +
+	"\x06events\x18\x02 \x01(\v2\x18.annals.v1.ConsumeEventsH\x00R\x06events\x12B\n" +
+	"\fsettle_error\x18\x03 \x01(\v2\x1d.annals.v1.ConsumeSettleErrorH\x00R\vsettleErrorB\x06\n" +
+	"\x04kind\"0\n" +
+	"\rConsumeJoined\x12\x1f\n" +
+	"\vconsumer_id\x18\x01 \x01(\tR\n" +
+	"consumerId\"D\n" +
+	"\rConsumeEvents\x123\n" +
+	"\bmessages\x18\x01 \x03(\v2\x17.annals.v1.GroupMessageR\bmessages\"p\n" +
+	"\fGroupMessage\x12.\n" +
+	"\x05event\x18\x01 \x01(\v2\x18.annals.v1.RecordedEventR\x05event\x12\x18\n" +
+	"\aretries\x18\x02 \x01(\rR\aretries\x12\x16\n" +
+	"\x06parked\x18\x03 \x01(\bR\x06parked\"@\n" +
+	"\x12ConsumeSettleError\x12\x10\n" +
+	"\x03ids\x18\x01 \x03(\tR\x03ids\x12\x18\n" +
+	"\amessage\x18\x02 \x01(\tR\amessage2\xbd\x06\n" +
 	"\x11EventStoreService\x12=\n" +
 	"\x06Append\x12\x18.annals.v1.AppendRequest\x1a\x19.annals.v1.AppendResponse\x12P\n" +
 	"\vBatchAppend\x12\x1d.annals.v1.BatchAppendRequest\x1a\x1e.annals.v1.BatchAppendResponse(\x010\x01\x12K\n" +
@@ -2958,7 +4701,16 @@ const file_annals_v1_annals_proto_rawDesc = "" +
 	"\x05Renew\x12\x17.annals.v1.RenewRequest\x1a\x18.annals.v1.RenewResponse\x12@\n" +
 	"\aRelease\x12\x19.annals.v1.ReleaseRequest\x1a\x1a.annals.v1.ReleaseResponse\x12I\n" +
 	"\n" +
-	"ListLeases\x12\x1c.annals.v1.ListLeasesRequest\x1a\x1d.annals.v1.ListLeasesResponseB<Z:github.com/annalsdb/annals/internal/gen/annals/v1;annalsv1b\x06proto3"
+	"ListLeases\x12\x1c.annals.v1.ListLeasesRequest\x1a\x1d.annals.v1.ListLeasesResponse2\x9f\x04\n" +
+	"\fGroupService\x12L\n" +
+	"\vCreateGroup\x12\x1d.annals.v1.CreateGroupRequest\x1a\x1e.annals.v1.CreateGroupResponse\x12L\n" +
+	"\vUpdateGroup\x12\x1d.annals.v1.UpdateGroupRequest\x1a\x1e.annals.v1.UpdateGroupResponse\x12L\n" +
+	"\vDeleteGroup\x12\x1d.annals.v1.DeleteGroupRequest\x1a\x1e.annals.v1.DeleteGroupResponse\x12I\n" +
+	"\n" +
+	"ListGroups\x12\x1c.annals.v1.ListGroupsRequest\x1a\x1d.annals.v1.ListGroupsResponse\x12C\n" +
+	"\bGetGroup\x12\x1a.annals.v1.GetGroupRequest\x1a\x1b.annals.v1.GetGroupResponse\x12O\n" +
+	"\fReplayParked\x12\x1e.annals.v1.ReplayParkedRequest\x1a\x1f.annals.v1.ReplayParkedResponse\x12D\n" +
+	"\aConsume\x12\x19.annals.v1.ConsumeRequest\x1a\x1a.annals.v1.ConsumeResponse(\x010\x01B<Z:github.com/annalsdb/annals/internal/gen/annals/v1;annalsv1b\x06proto3"
 
 var (
 	file_annals_v1_annals_proto_rawDescOnce sync.Once
@@ -2972,7 +4724,7 @@ func file_annals_v1_annals_proto_rawDescGZIP() []byte {
 	return file_annals_v1_annals_proto_rawDescData
 }
 
-var file_annals_v1_annals_proto_msgTypes = make([]protoimpl.MessageInfo, 44)
+var file_annals_v1_annals_proto_msgTypes = make([]protoimpl.MessageInfo, 70)
 var file_annals_v1_annals_proto_goTypes = []any{
 	(*ExpectedRevision)(nil),      // 0: annals.v1.ExpectedRevision
 	(*Event)(nil),                 // 1: annals.v1.Event
@@ -3018,15 +4770,41 @@ var file_annals_v1_annals_proto_goTypes = []any{
 	(*ReleaseResponse)(nil),       // 41: annals.v1.ReleaseResponse
 	(*ListLeasesRequest)(nil),     // 42: annals.v1.ListLeasesRequest
 	(*ListLeasesResponse)(nil),    // 43: annals.v1.ListLeasesResponse
-	(*emptypb.Empty)(nil),         // 44: google.protobuf.Empty
-	(*timestamppb.Timestamp)(nil), // 45: google.protobuf.Timestamp
-	(*durationpb.Duration)(nil),   // 46: google.protobuf.Duration
+	(*GroupSettings)(nil),         // 44: annals.v1.GroupSettings
+	(*GroupStart)(nil),            // 45: annals.v1.GroupStart
+	(*GroupDefinition)(nil),       // 46: annals.v1.GroupDefinition
+	(*GroupInfo)(nil),             // 47: annals.v1.GroupInfo
+	(*GroupConsumer)(nil),         // 48: annals.v1.GroupConsumer
+	(*CreateGroupRequest)(nil),    // 49: annals.v1.CreateGroupRequest
+	(*CreateGroupResponse)(nil),   // 50: annals.v1.CreateGroupResponse
+	(*UpdateGroupRequest)(nil),    // 51: annals.v1.UpdateGroupRequest
+	(*UpdateGroupResponse)(nil),   // 52: annals.v1.UpdateGroupResponse
+	(*DeleteGroupRequest)(nil),    // 53: annals.v1.DeleteGroupRequest
+	(*DeleteGroupResponse)(nil),   // 54: annals.v1.DeleteGroupResponse
+	(*ListGroupsRequest)(nil),     // 55: annals.v1.ListGroupsRequest
+	(*ListGroupsResponse)(nil),    // 56: annals.v1.ListGroupsResponse
+	(*GetGroupRequest)(nil),       // 57: annals.v1.GetGroupRequest
+	(*GetGroupResponse)(nil),      // 58: annals.v1.GetGroupResponse
+	(*ReplayParkedRequest)(nil),   // 59: annals.v1.ReplayParkedRequest
+	(*ReplayParkedResponse)(nil),  // 60: annals.v1.ReplayParkedResponse
+	(*ConsumeRequest)(nil),        // 61: annals.v1.ConsumeRequest
+	(*ConsumeJoin)(nil),           // 62: annals.v1.ConsumeJoin
+	(*ConsumeAck)(nil),            // 63: annals.v1.ConsumeAck
+	(*ConsumeNack)(nil),           // 64: annals.v1.ConsumeNack
+	(*ConsumeResponse)(nil),       // 65: annals.v1.ConsumeResponse
+	(*ConsumeJoined)(nil),         // 66: annals.v1.ConsumeJoined
+	(*ConsumeEvents)(nil),         // 67: annals.v1.ConsumeEvents
+	(*GroupMessage)(nil),          // 68: annals.v1.GroupMessage
+	(*ConsumeSettleError)(nil),    // 69: annals.v1.ConsumeSettleError
+	(*emptypb.Empty)(nil),         // 70: google.protobuf.Empty
+	(*timestamppb.Timestamp)(nil), // 71: google.protobuf.Timestamp
+	(*durationpb.Duration)(nil),   // 72: google.protobuf.Duration
 }
 var file_annals_v1_annals_proto_depIdxs = []int32{
-	44, // 0: annals.v1.ExpectedRevision.any:type_name -> google.protobuf.Empty
-	44, // 1: annals.v1.ExpectedRevision.no_stream:type_name -> google.protobuf.Empty
-	44, // 2: annals.v1.ExpectedRevision.stream_exists:type_name -> google.protobuf.Empty
-	45, // 3: annals.v1.RecordedEvent.time:type_name -> google.protobuf.Timestamp
+	70, // 0: annals.v1.ExpectedRevision.any:type_name -> google.protobuf.Empty
+	70, // 1: annals.v1.ExpectedRevision.no_stream:type_name -> google.protobuf.Empty
+	70, // 2: annals.v1.ExpectedRevision.stream_exists:type_name -> google.protobuf.Empty
+	71, // 3: annals.v1.RecordedEvent.time:type_name -> google.protobuf.Timestamp
 	0,  // 4: annals.v1.AppendRequest.expected:type_name -> annals.v1.ExpectedRevision
 	1,  // 5: annals.v1.AppendRequest.events:type_name -> annals.v1.Event
 	35, // 6: annals.v1.AppendRequest.lease:type_name -> annals.v1.Lease
@@ -3036,10 +4814,10 @@ var file_annals_v1_annals_proto_depIdxs = []int32{
 	5,  // 10: annals.v1.BatchAppendResult.ok:type_name -> annals.v1.AppendResponse
 	10, // 11: annals.v1.BatchAppendResult.error:type_name -> annals.v1.Status
 	34, // 12: annals.v1.Status.detail:type_name -> annals.v1.ErrorDetail
-	45, // 13: annals.v1.ReadStreamRequest.as_of:type_name -> google.protobuf.Timestamp
+	71, // 13: annals.v1.ReadStreamRequest.as_of:type_name -> google.protobuf.Timestamp
 	3,  // 14: annals.v1.ReadStreamRequest.filter:type_name -> annals.v1.Filter
 	2,  // 15: annals.v1.ReadStreamResponse.events:type_name -> annals.v1.RecordedEvent
-	45, // 16: annals.v1.ReadAllRequest.as_of:type_name -> google.protobuf.Timestamp
+	71, // 16: annals.v1.ReadAllRequest.as_of:type_name -> google.protobuf.Timestamp
 	3,  // 17: annals.v1.ReadAllRequest.filter:type_name -> annals.v1.Filter
 	2,  // 18: annals.v1.ReadAllResponse.events:type_name -> annals.v1.RecordedEvent
 	3,  // 19: annals.v1.SubscribeRequest.filter:type_name -> annals.v1.Filter
@@ -3048,61 +4826,100 @@ var file_annals_v1_annals_proto_depIdxs = []int32{
 	2,  // 22: annals.v1.EventBatch.events:type_name -> annals.v1.RecordedEvent
 	0,  // 23: annals.v1.DeleteRequest.expected:type_name -> annals.v1.ExpectedRevision
 	0,  // 24: annals.v1.TombstoneRequest.expected:type_name -> annals.v1.ExpectedRevision
-	46, // 25: annals.v1.StreamMetadata.max_age:type_name -> google.protobuf.Duration
+	72, // 25: annals.v1.StreamMetadata.max_age:type_name -> google.protobuf.Duration
 	24, // 26: annals.v1.StreamMetadata.acl:type_name -> annals.v1.Acl
 	23, // 27: annals.v1.GetMetadataResponse.metadata:type_name -> annals.v1.StreamMetadata
 	0,  // 28: annals.v1.GetMetadataResponse.expected:type_name -> annals.v1.ExpectedRevision
 	0,  // 29: annals.v1.SetMetadataRequest.expected:type_name -> annals.v1.ExpectedRevision
 	23, // 30: annals.v1.SetMetadataRequest.metadata:type_name -> annals.v1.StreamMetadata
 	30, // 31: annals.v1.ListStreamsResponse.streams:type_name -> annals.v1.StreamInfo
-	45, // 32: annals.v1.ServerInfoResponse.start_time:type_name -> google.protobuf.Timestamp
+	71, // 32: annals.v1.ServerInfoResponse.start_time:type_name -> google.protobuf.Timestamp
 	0,  // 33: annals.v1.ErrorDetail.expected:type_name -> annals.v1.ExpectedRevision
 	0,  // 34: annals.v1.ErrorDetail.actual:type_name -> annals.v1.ExpectedRevision
 	35, // 35: annals.v1.ErrorDetail.lease:type_name -> annals.v1.Lease
-	46, // 36: annals.v1.Lease.ttl:type_name -> google.protobuf.Duration
-	45, // 37: annals.v1.Lease.expires:type_name -> google.protobuf.Timestamp
-	45, // 38: annals.v1.Lease.acquired:type_name -> google.protobuf.Timestamp
-	46, // 39: annals.v1.AcquireRequest.ttl:type_name -> google.protobuf.Duration
+	72, // 36: annals.v1.Lease.ttl:type_name -> google.protobuf.Duration
+	71, // 37: annals.v1.Lease.expires:type_name -> google.protobuf.Timestamp
+	71, // 38: annals.v1.Lease.acquired:type_name -> google.protobuf.Timestamp
+	72, // 39: annals.v1.AcquireRequest.ttl:type_name -> google.protobuf.Duration
 	35, // 40: annals.v1.AcquireResponse.lease:type_name -> annals.v1.Lease
 	35, // 41: annals.v1.RenewRequest.lease:type_name -> annals.v1.Lease
 	35, // 42: annals.v1.RenewResponse.lease:type_name -> annals.v1.Lease
 	35, // 43: annals.v1.ReleaseRequest.lease:type_name -> annals.v1.Lease
 	35, // 44: annals.v1.ListLeasesResponse.leases:type_name -> annals.v1.Lease
-	4,  // 45: annals.v1.EventStoreService.Append:input_type -> annals.v1.AppendRequest
-	6,  // 46: annals.v1.EventStoreService.BatchAppend:input_type -> annals.v1.BatchAppendRequest
-	11, // 47: annals.v1.EventStoreService.ReadStream:input_type -> annals.v1.ReadStreamRequest
-	13, // 48: annals.v1.EventStoreService.ReadAll:input_type -> annals.v1.ReadAllRequest
-	15, // 49: annals.v1.EventStoreService.Subscribe:input_type -> annals.v1.SubscribeRequest
-	19, // 50: annals.v1.EventStoreService.Delete:input_type -> annals.v1.DeleteRequest
-	21, // 51: annals.v1.EventStoreService.Tombstone:input_type -> annals.v1.TombstoneRequest
-	25, // 52: annals.v1.EventStoreService.GetMetadata:input_type -> annals.v1.GetMetadataRequest
-	27, // 53: annals.v1.EventStoreService.SetMetadata:input_type -> annals.v1.SetMetadataRequest
-	29, // 54: annals.v1.EventStoreService.ListStreams:input_type -> annals.v1.ListStreamsRequest
-	32, // 55: annals.v1.EventStoreService.ServerInfo:input_type -> annals.v1.ServerInfoRequest
-	36, // 56: annals.v1.LeaseService.Acquire:input_type -> annals.v1.AcquireRequest
-	38, // 57: annals.v1.LeaseService.Renew:input_type -> annals.v1.RenewRequest
-	40, // 58: annals.v1.LeaseService.Release:input_type -> annals.v1.ReleaseRequest
-	42, // 59: annals.v1.LeaseService.ListLeases:input_type -> annals.v1.ListLeasesRequest
-	5,  // 60: annals.v1.EventStoreService.Append:output_type -> annals.v1.AppendResponse
-	8,  // 61: annals.v1.EventStoreService.BatchAppend:output_type -> annals.v1.BatchAppendResponse
-	12, // 62: annals.v1.EventStoreService.ReadStream:output_type -> annals.v1.ReadStreamResponse
-	14, // 63: annals.v1.EventStoreService.ReadAll:output_type -> annals.v1.ReadAllResponse
-	16, // 64: annals.v1.EventStoreService.Subscribe:output_type -> annals.v1.SubscribeResponse
-	20, // 65: annals.v1.EventStoreService.Delete:output_type -> annals.v1.DeleteResponse
-	22, // 66: annals.v1.EventStoreService.Tombstone:output_type -> annals.v1.TombstoneResponse
-	26, // 67: annals.v1.EventStoreService.GetMetadata:output_type -> annals.v1.GetMetadataResponse
-	28, // 68: annals.v1.EventStoreService.SetMetadata:output_type -> annals.v1.SetMetadataResponse
-	31, // 69: annals.v1.EventStoreService.ListStreams:output_type -> annals.v1.ListStreamsResponse
-	33, // 70: annals.v1.EventStoreService.ServerInfo:output_type -> annals.v1.ServerInfoResponse
-	37, // 71: annals.v1.LeaseService.Acquire:output_type -> annals.v1.AcquireResponse
-	39, // 72: annals.v1.LeaseService.Renew:output_type -> annals.v1.RenewResponse
-	41, // 73: annals.v1.LeaseService.Release:output_type -> annals.v1.ReleaseResponse
-	43, // 74: annals.v1.LeaseService.ListLeases:output_type -> annals.v1.ListLeasesResponse
-	60, // [60:75] is the sub-list for method output_type
-	45, // [45:60] is the sub-list for method input_type
-	45, // [45:45] is the sub-list for extension type_name
-	45, // [45:45] is the sub-list for extension extendee
-	0,  // [0:45] is the sub-list for field type_name
+	3,  // 45: annals.v1.GroupSettings.filter:type_name -> annals.v1.Filter
+	45, // 46: annals.v1.GroupSettings.start:type_name -> annals.v1.GroupStart
+	72, // 47: annals.v1.GroupSettings.message_timeout:type_name -> google.protobuf.Duration
+	72, // 48: annals.v1.GroupSettings.checkpoint_interval:type_name -> google.protobuf.Duration
+	70, // 49: annals.v1.GroupStart.beginning:type_name -> google.protobuf.Empty
+	70, // 50: annals.v1.GroupStart.end:type_name -> google.protobuf.Empty
+	44, // 51: annals.v1.GroupDefinition.settings:type_name -> annals.v1.GroupSettings
+	46, // 52: annals.v1.GroupInfo.definition:type_name -> annals.v1.GroupDefinition
+	48, // 53: annals.v1.GroupInfo.consumers:type_name -> annals.v1.GroupConsumer
+	71, // 54: annals.v1.GroupConsumer.joined:type_name -> google.protobuf.Timestamp
+	44, // 55: annals.v1.CreateGroupRequest.settings:type_name -> annals.v1.GroupSettings
+	46, // 56: annals.v1.CreateGroupResponse.definition:type_name -> annals.v1.GroupDefinition
+	44, // 57: annals.v1.UpdateGroupRequest.settings:type_name -> annals.v1.GroupSettings
+	46, // 58: annals.v1.UpdateGroupResponse.definition:type_name -> annals.v1.GroupDefinition
+	47, // 59: annals.v1.ListGroupsResponse.groups:type_name -> annals.v1.GroupInfo
+	47, // 60: annals.v1.GetGroupResponse.group:type_name -> annals.v1.GroupInfo
+	62, // 61: annals.v1.ConsumeRequest.join:type_name -> annals.v1.ConsumeJoin
+	63, // 62: annals.v1.ConsumeRequest.ack:type_name -> annals.v1.ConsumeAck
+	64, // 63: annals.v1.ConsumeRequest.nack:type_name -> annals.v1.ConsumeNack
+	72, // 64: annals.v1.ConsumeNack.delay:type_name -> google.protobuf.Duration
+	66, // 65: annals.v1.ConsumeResponse.joined:type_name -> annals.v1.ConsumeJoined
+	67, // 66: annals.v1.ConsumeResponse.events:type_name -> annals.v1.ConsumeEvents
+	69, // 67: annals.v1.ConsumeResponse.settle_error:type_name -> annals.v1.ConsumeSettleError
+	68, // 68: annals.v1.ConsumeEvents.messages:type_name -> annals.v1.GroupMessage
+	2,  // 69: annals.v1.GroupMessage.event:type_name -> annals.v1.RecordedEvent
+	4,  // 70: annals.v1.EventStoreService.Append:input_type -> annals.v1.AppendRequest
+	6,  // 71: annals.v1.EventStoreService.BatchAppend:input_type -> annals.v1.BatchAppendRequest
+	11, // 72: annals.v1.EventStoreService.ReadStream:input_type -> annals.v1.ReadStreamRequest
+	13, // 73: annals.v1.EventStoreService.ReadAll:input_type -> annals.v1.ReadAllRequest
+	15, // 74: annals.v1.EventStoreService.Subscribe:input_type -> annals.v1.SubscribeRequest
+	19, // 75: annals.v1.EventStoreService.Delete:input_type -> annals.v1.DeleteRequest
+	21, // 76: annals.v1.EventStoreService.Tombstone:input_type -> annals.v1.TombstoneRequest
+	25, // 77: annals.v1.EventStoreService.GetMetadata:input_type -> annals.v1.GetMetadataRequest
+	27, // 78: annals.v1.EventStoreService.SetMetadata:input_type -> annals.v1.SetMetadataRequest
+	29, // 79: annals.v1.EventStoreService.ListStreams:input_type -> annals.v1.ListStreamsRequest
+	32, // 80: annals.v1.EventStoreService.ServerInfo:input_type -> annals.v1.ServerInfoRequest
+	36, // 81: annals.v1.LeaseService.Acquire:input_type -> annals.v1.AcquireRequest
+	38, // 82: annals.v1.LeaseService.Renew:input_type -> annals.v1.RenewRequest
+	40, // 83: annals.v1.LeaseService.Release:input_type -> annals.v1.ReleaseRequest
+	42, // 84: annals.v1.LeaseService.ListLeases:input_type -> annals.v1.ListLeasesRequest
+	49, // 85: annals.v1.GroupService.CreateGroup:input_type -> annals.v1.CreateGroupRequest
+	51, // 86: annals.v1.GroupService.UpdateGroup:input_type -> annals.v1.UpdateGroupRequest
+	53, // 87: annals.v1.GroupService.DeleteGroup:input_type -> annals.v1.DeleteGroupRequest
+	55, // 88: annals.v1.GroupService.ListGroups:input_type -> annals.v1.ListGroupsRequest
+	57, // 89: annals.v1.GroupService.GetGroup:input_type -> annals.v1.GetGroupRequest
+	59, // 90: annals.v1.GroupService.ReplayParked:input_type -> annals.v1.ReplayParkedRequest
+	61, // 91: annals.v1.GroupService.Consume:input_type -> annals.v1.ConsumeRequest
+	5,  // 92: annals.v1.EventStoreService.Append:output_type -> annals.v1.AppendResponse
+	8,  // 93: annals.v1.EventStoreService.BatchAppend:output_type -> annals.v1.BatchAppendResponse
+	12, // 94: annals.v1.EventStoreService.ReadStream:output_type -> annals.v1.ReadStreamResponse
+	14, // 95: annals.v1.EventStoreService.ReadAll:output_type -> annals.v1.ReadAllResponse
+	16, // 96: annals.v1.EventStoreService.Subscribe:output_type -> annals.v1.SubscribeResponse
+	20, // 97: annals.v1.EventStoreService.Delete:output_type -> annals.v1.DeleteResponse
+	22, // 98: annals.v1.EventStoreService.Tombstone:output_type -> annals.v1.TombstoneResponse
+	26, // 99: annals.v1.EventStoreService.GetMetadata:output_type -> annals.v1.GetMetadataResponse
+	28, // 100: annals.v1.EventStoreService.SetMetadata:output_type -> annals.v1.SetMetadataResponse
+	31, // 101: annals.v1.EventStoreService.ListStreams:output_type -> annals.v1.ListStreamsResponse
+	33, // 102: annals.v1.EventStoreService.ServerInfo:output_type -> annals.v1.ServerInfoResponse
+	37, // 103: annals.v1.LeaseService.Acquire:output_type -> annals.v1.AcquireResponse
+	39, // 104: annals.v1.LeaseService.Renew:output_type -> annals.v1.RenewResponse
+	41, // 105: annals.v1.LeaseService.Release:output_type -> annals.v1.ReleaseResponse
+	43, // 106: annals.v1.LeaseService.ListLeases:output_type -> annals.v1.ListLeasesResponse
+	50, // 107: annals.v1.GroupService.CreateGroup:output_type -> annals.v1.CreateGroupResponse
+	52, // 108: annals.v1.GroupService.UpdateGroup:output_type -> annals.v1.UpdateGroupResponse
+	54, // 109: annals.v1.GroupService.DeleteGroup:output_type -> annals.v1.DeleteGroupResponse
+	56, // 110: annals.v1.GroupService.ListGroups:output_type -> annals.v1.ListGroupsResponse
+	58, // 111: annals.v1.GroupService.GetGroup:output_type -> annals.v1.GetGroupResponse
+	60, // 112: annals.v1.GroupService.ReplayParked:output_type -> annals.v1.ReplayParkedResponse
+	65, // 113: annals.v1.GroupService.Consume:output_type -> annals.v1.ConsumeResponse
+	92, // [92:114] is the sub-list for method output_type
+	70, // [70:92] is the sub-list for method input_type
+	70, // [70:70] is the sub-list for extension type_name
+	70, // [70:70] is the sub-list for extension extendee
+	0,  // [0:70] is the sub-list for field type_name
 }
 
 func init() { file_annals_v1_annals_proto_init() }
@@ -3124,15 +4941,30 @@ func file_annals_v1_annals_proto_init() {
 		(*SubscribeResponse_Started)(nil),
 		(*SubscribeResponse_Events)(nil),
 	}
+	file_annals_v1_annals_proto_msgTypes[45].OneofWrappers = []any{
+		(*GroupStart_Beginning)(nil),
+		(*GroupStart_End)(nil),
+		(*GroupStart_Position)(nil),
+	}
+	file_annals_v1_annals_proto_msgTypes[61].OneofWrappers = []any{
+		(*ConsumeRequest_Join)(nil),
+		(*ConsumeRequest_Ack)(nil),
+		(*ConsumeRequest_Nack)(nil),
+	}
+	file_annals_v1_annals_proto_msgTypes[65].OneofWrappers = []any{
+		(*ConsumeResponse_Joined)(nil),
+		(*ConsumeResponse_Events)(nil),
+		(*ConsumeResponse_SettleError)(nil),
+	}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_annals_v1_annals_proto_rawDesc), len(file_annals_v1_annals_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   44,
+			NumMessages:   70,
 			NumExtensions: 0,
-			NumServices:   2,
+			NumServices:   3,
 		},
 		GoTypes:           file_annals_v1_annals_proto_goTypes,
 		DependencyIndexes: file_annals_v1_annals_proto_depIdxs,

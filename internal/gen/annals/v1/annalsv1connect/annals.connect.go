@@ -33,6 +33,8 @@ const (
 	EventStoreServiceName = "annals.v1.EventStoreService"
 	// LeaseServiceName is the fully-qualified name of the LeaseService service.
 	LeaseServiceName = "annals.v1.LeaseService"
+	// GroupServiceName is the fully-qualified name of the GroupService service.
+	GroupServiceName = "annals.v1.GroupService"
 )
 
 // These constants are the fully-qualified names of the RPCs defined in this package. They're
@@ -84,6 +86,24 @@ const (
 	LeaseServiceReleaseProcedure = "/annals.v1.LeaseService/Release"
 	// LeaseServiceListLeasesProcedure is the fully-qualified name of the LeaseService's ListLeases RPC.
 	LeaseServiceListLeasesProcedure = "/annals.v1.LeaseService/ListLeases"
+	// GroupServiceCreateGroupProcedure is the fully-qualified name of the GroupService's CreateGroup
+	// RPC.
+	GroupServiceCreateGroupProcedure = "/annals.v1.GroupService/CreateGroup"
+	// GroupServiceUpdateGroupProcedure is the fully-qualified name of the GroupService's UpdateGroup
+	// RPC.
+	GroupServiceUpdateGroupProcedure = "/annals.v1.GroupService/UpdateGroup"
+	// GroupServiceDeleteGroupProcedure is the fully-qualified name of the GroupService's DeleteGroup
+	// RPC.
+	GroupServiceDeleteGroupProcedure = "/annals.v1.GroupService/DeleteGroup"
+	// GroupServiceListGroupsProcedure is the fully-qualified name of the GroupService's ListGroups RPC.
+	GroupServiceListGroupsProcedure = "/annals.v1.GroupService/ListGroups"
+	// GroupServiceGetGroupProcedure is the fully-qualified name of the GroupService's GetGroup RPC.
+	GroupServiceGetGroupProcedure = "/annals.v1.GroupService/GetGroup"
+	// GroupServiceReplayParkedProcedure is the fully-qualified name of the GroupService's ReplayParked
+	// RPC.
+	GroupServiceReplayParkedProcedure = "/annals.v1.GroupService/ReplayParked"
+	// GroupServiceConsumeProcedure is the fully-qualified name of the GroupService's Consume RPC.
+	GroupServiceConsumeProcedure = "/annals.v1.GroupService/Consume"
 )
 
 // EventStoreServiceClient is a client for the annals.v1.EventStoreService service.
@@ -626,4 +646,252 @@ func (UnimplementedLeaseServiceHandler) Release(context.Context, *connect.Reques
 
 func (UnimplementedLeaseServiceHandler) ListLeases(context.Context, *connect.Request[v1.ListLeasesRequest]) (*connect.Response[v1.ListLeasesResponse], error) {
 	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("annals.v1.LeaseService.ListLeases is not implemented"))
+}
+
+// GroupServiceClient is a client for the annals.v1.GroupService service.
+type GroupServiceClient interface {
+	// CreateGroup creates a group; it is durable when the call returns.
+	CreateGroup(context.Context, *connect.Request[v1.CreateGroupRequest]) (*connect.Response[v1.CreateGroupResponse], error)
+	// UpdateGroup changes a group's settings but its stream and start.
+	UpdateGroup(context.Context, *connect.Request[v1.UpdateGroupRequest]) (*connect.Response[v1.UpdateGroupResponse], error)
+	// DeleteGroup deletes a group; its consumers' Consume calls end with reason GROUP_DELETED.
+	DeleteGroup(context.Context, *connect.Request[v1.DeleteGroupRequest]) (*connect.Response[v1.DeleteGroupResponse], error)
+	// ListGroups returns every group with its figures, by name.
+	ListGroups(context.Context, *connect.Request[v1.ListGroupsRequest]) (*connect.Response[v1.ListGroupsResponse], error)
+	// GetGroup returns one group with its figures and consumers.
+	GetGroup(context.Context, *connect.Request[v1.GetGroupRequest]) (*connect.Response[v1.GetGroupResponse], error)
+	// ReplayParked gives parked events back for delivery, oldest first.
+	ReplayParked(context.Context, *connect.Request[v1.ReplayParkedRequest]) (*connect.Response[v1.ReplayParkedResponse], error)
+	// Consume joins a consumer to a group: the first request message must be a join; the server
+	// answers with joined, then sends events as the consumer's window allows, and takes acks
+	// and nacks. An ack or nack of an event not in flight to this consumer is answered with a
+	// settle_error naming it, and the stream goes on. The events in flight when the stream ends
+	// are delivered again to the other consumers.
+	Consume(context.Context) *connect.BidiStreamForClient[v1.ConsumeRequest, v1.ConsumeResponse]
+}
+
+// NewGroupServiceClient constructs a client for the annals.v1.GroupService service. By default, it
+// uses the Connect protocol with the binary Protobuf Codec, asks for gzipped responses, and sends
+// uncompressed requests. To use the gRPC or gRPC-Web protocols, supply the connect.WithGRPC() or
+// connect.WithGRPCWeb() options.
+//
+// The URL supplied here should be the base URL for the Connect or gRPC server (for example,
+// http://api.acme.com or https://acme.com/grpc).
+func NewGroupServiceClient(httpClient connect.HTTPClient, baseURL string, opts ...connect.ClientOption) GroupServiceClient {
+	baseURL = strings.TrimRight(baseURL, "/")
+	groupServiceMethods := v1.File_annals_v1_annals_proto.Services().ByName("GroupService").Methods()
+	return &groupServiceClient{
+		createGroup: connect.NewClient[v1.CreateGroupRequest, v1.CreateGroupResponse](
+			httpClient,
+			baseURL+GroupServiceCreateGroupProcedure,
+			connect.WithSchema(groupServiceMethods.ByName("CreateGroup")),
+			connect.WithClientOptions(opts...),
+		),
+		updateGroup: connect.NewClient[v1.UpdateGroupRequest, v1.UpdateGroupResponse](
+			httpClient,
+			baseURL+GroupServiceUpdateGroupProcedure,
+			connect.WithSchema(groupServiceMethods.ByName("UpdateGroup")),
+			connect.WithClientOptions(opts...),
+		),
+		deleteGroup: connect.NewClient[v1.DeleteGroupRequest, v1.DeleteGroupResponse](
+			httpClient,
+			baseURL+GroupServiceDeleteGroupProcedure,
+			connect.WithSchema(groupServiceMethods.ByName("DeleteGroup")),
+			connect.WithClientOptions(opts...),
+		),
+		listGroups: connect.NewClient[v1.ListGroupsRequest, v1.ListGroupsResponse](
+			httpClient,
+			baseURL+GroupServiceListGroupsProcedure,
+			connect.WithSchema(groupServiceMethods.ByName("ListGroups")),
+			connect.WithClientOptions(opts...),
+		),
+		getGroup: connect.NewClient[v1.GetGroupRequest, v1.GetGroupResponse](
+			httpClient,
+			baseURL+GroupServiceGetGroupProcedure,
+			connect.WithSchema(groupServiceMethods.ByName("GetGroup")),
+			connect.WithClientOptions(opts...),
+		),
+		replayParked: connect.NewClient[v1.ReplayParkedRequest, v1.ReplayParkedResponse](
+			httpClient,
+			baseURL+GroupServiceReplayParkedProcedure,
+			connect.WithSchema(groupServiceMethods.ByName("ReplayParked")),
+			connect.WithClientOptions(opts...),
+		),
+		consume: connect.NewClient[v1.ConsumeRequest, v1.ConsumeResponse](
+			httpClient,
+			baseURL+GroupServiceConsumeProcedure,
+			connect.WithSchema(groupServiceMethods.ByName("Consume")),
+			connect.WithClientOptions(opts...),
+		),
+	}
+}
+
+// groupServiceClient implements GroupServiceClient.
+type groupServiceClient struct {
+	createGroup  *connect.Client[v1.CreateGroupRequest, v1.CreateGroupResponse]
+	updateGroup  *connect.Client[v1.UpdateGroupRequest, v1.UpdateGroupResponse]
+	deleteGroup  *connect.Client[v1.DeleteGroupRequest, v1.DeleteGroupResponse]
+	listGroups   *connect.Client[v1.ListGroupsRequest, v1.ListGroupsResponse]
+	getGroup     *connect.Client[v1.GetGroupRequest, v1.GetGroupResponse]
+	replayParked *connect.Client[v1.ReplayParkedRequest, v1.ReplayParkedResponse]
+	consume      *connect.Client[v1.ConsumeRequest, v1.ConsumeResponse]
+}
+
+// CreateGroup calls annals.v1.GroupService.CreateGroup.
+func (c *groupServiceClient) CreateGroup(ctx context.Context, req *connect.Request[v1.CreateGroupRequest]) (*connect.Response[v1.CreateGroupResponse], error) {
+	return c.createGroup.CallUnary(ctx, req)
+}
+
+// UpdateGroup calls annals.v1.GroupService.UpdateGroup.
+func (c *groupServiceClient) UpdateGroup(ctx context.Context, req *connect.Request[v1.UpdateGroupRequest]) (*connect.Response[v1.UpdateGroupResponse], error) {
+	return c.updateGroup.CallUnary(ctx, req)
+}
+
+// DeleteGroup calls annals.v1.GroupService.DeleteGroup.
+func (c *groupServiceClient) DeleteGroup(ctx context.Context, req *connect.Request[v1.DeleteGroupRequest]) (*connect.Response[v1.DeleteGroupResponse], error) {
+	return c.deleteGroup.CallUnary(ctx, req)
+}
+
+// ListGroups calls annals.v1.GroupService.ListGroups.
+func (c *groupServiceClient) ListGroups(ctx context.Context, req *connect.Request[v1.ListGroupsRequest]) (*connect.Response[v1.ListGroupsResponse], error) {
+	return c.listGroups.CallUnary(ctx, req)
+}
+
+// GetGroup calls annals.v1.GroupService.GetGroup.
+func (c *groupServiceClient) GetGroup(ctx context.Context, req *connect.Request[v1.GetGroupRequest]) (*connect.Response[v1.GetGroupResponse], error) {
+	return c.getGroup.CallUnary(ctx, req)
+}
+
+// ReplayParked calls annals.v1.GroupService.ReplayParked.
+func (c *groupServiceClient) ReplayParked(ctx context.Context, req *connect.Request[v1.ReplayParkedRequest]) (*connect.Response[v1.ReplayParkedResponse], error) {
+	return c.replayParked.CallUnary(ctx, req)
+}
+
+// Consume calls annals.v1.GroupService.Consume.
+func (c *groupServiceClient) Consume(ctx context.Context) *connect.BidiStreamForClient[v1.ConsumeRequest, v1.ConsumeResponse] {
+	return c.consume.CallBidiStream(ctx)
+}
+
+// GroupServiceHandler is an implementation of the annals.v1.GroupService service.
+type GroupServiceHandler interface {
+	// CreateGroup creates a group; it is durable when the call returns.
+	CreateGroup(context.Context, *connect.Request[v1.CreateGroupRequest]) (*connect.Response[v1.CreateGroupResponse], error)
+	// UpdateGroup changes a group's settings but its stream and start.
+	UpdateGroup(context.Context, *connect.Request[v1.UpdateGroupRequest]) (*connect.Response[v1.UpdateGroupResponse], error)
+	// DeleteGroup deletes a group; its consumers' Consume calls end with reason GROUP_DELETED.
+	DeleteGroup(context.Context, *connect.Request[v1.DeleteGroupRequest]) (*connect.Response[v1.DeleteGroupResponse], error)
+	// ListGroups returns every group with its figures, by name.
+	ListGroups(context.Context, *connect.Request[v1.ListGroupsRequest]) (*connect.Response[v1.ListGroupsResponse], error)
+	// GetGroup returns one group with its figures and consumers.
+	GetGroup(context.Context, *connect.Request[v1.GetGroupRequest]) (*connect.Response[v1.GetGroupResponse], error)
+	// ReplayParked gives parked events back for delivery, oldest first.
+	ReplayParked(context.Context, *connect.Request[v1.ReplayParkedRequest]) (*connect.Response[v1.ReplayParkedResponse], error)
+	// Consume joins a consumer to a group: the first request message must be a join; the server
+	// answers with joined, then sends events as the consumer's window allows, and takes acks
+	// and nacks. An ack or nack of an event not in flight to this consumer is answered with a
+	// settle_error naming it, and the stream goes on. The events in flight when the stream ends
+	// are delivered again to the other consumers.
+	Consume(context.Context, *connect.BidiStream[v1.ConsumeRequest, v1.ConsumeResponse]) error
+}
+
+// NewGroupServiceHandler builds an HTTP handler from the service implementation. It returns the
+// path on which to mount the handler and the handler itself.
+//
+// By default, handlers support the Connect, gRPC, and gRPC-Web protocols with the binary Protobuf
+// and JSON codecs. They also support gzip compression.
+func NewGroupServiceHandler(svc GroupServiceHandler, opts ...connect.HandlerOption) (string, http.Handler) {
+	groupServiceMethods := v1.File_annals_v1_annals_proto.Services().ByName("GroupService").Methods()
+	groupServiceCreateGroupHandler := connect.NewUnaryHandler(
+		GroupServiceCreateGroupProcedure,
+		svc.CreateGroup,
+		connect.WithSchema(groupServiceMethods.ByName("CreateGroup")),
+		connect.WithHandlerOptions(opts...),
+	)
+	groupServiceUpdateGroupHandler := connect.NewUnaryHandler(
+		GroupServiceUpdateGroupProcedure,
+		svc.UpdateGroup,
+		connect.WithSchema(groupServiceMethods.ByName("UpdateGroup")),
+		connect.WithHandlerOptions(opts...),
+	)
+	groupServiceDeleteGroupHandler := connect.NewUnaryHandler(
+		GroupServiceDeleteGroupProcedure,
+		svc.DeleteGroup,
+		connect.WithSchema(groupServiceMethods.ByName("DeleteGroup")),
+		connect.WithHandlerOptions(opts...),
+	)
+	groupServiceListGroupsHandler := connect.NewUnaryHandler(
+		GroupServiceListGroupsProcedure,
+		svc.ListGroups,
+		connect.WithSchema(groupServiceMethods.ByName("ListGroups")),
+		connect.WithHandlerOptions(opts...),
+	)
+	groupServiceGetGroupHandler := connect.NewUnaryHandler(
+		GroupServiceGetGroupProcedure,
+		svc.GetGroup,
+		connect.WithSchema(groupServiceMethods.ByName("GetGroup")),
+		connect.WithHandlerOptions(opts...),
+	)
+	groupServiceReplayParkedHandler := connect.NewUnaryHandler(
+		GroupServiceReplayParkedProcedure,
+		svc.ReplayParked,
+		connect.WithSchema(groupServiceMethods.ByName("ReplayParked")),
+		connect.WithHandlerOptions(opts...),
+	)
+	groupServiceConsumeHandler := connect.NewBidiStreamHandler(
+		GroupServiceConsumeProcedure,
+		svc.Consume,
+		connect.WithSchema(groupServiceMethods.ByName("Consume")),
+		connect.WithHandlerOptions(opts...),
+	)
+	return "/annals.v1.GroupService/", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		switch r.URL.Path {
+		case GroupServiceCreateGroupProcedure:
+			groupServiceCreateGroupHandler.ServeHTTP(w, r)
+		case GroupServiceUpdateGroupProcedure:
+			groupServiceUpdateGroupHandler.ServeHTTP(w, r)
+		case GroupServiceDeleteGroupProcedure:
+			groupServiceDeleteGroupHandler.ServeHTTP(w, r)
+		case GroupServiceListGroupsProcedure:
+			groupServiceListGroupsHandler.ServeHTTP(w, r)
+		case GroupServiceGetGroupProcedure:
+			groupServiceGetGroupHandler.ServeHTTP(w, r)
+		case GroupServiceReplayParkedProcedure:
+			groupServiceReplayParkedHandler.ServeHTTP(w, r)
+		case GroupServiceConsumeProcedure:
+			groupServiceConsumeHandler.ServeHTTP(w, r)
+		default:
+			http.NotFound(w, r)
+		}
+	})
+}
+
+// UnimplementedGroupServiceHandler returns CodeUnimplemented from all methods.
+type UnimplementedGroupServiceHandler struct{}
+
+func (UnimplementedGroupServiceHandler) CreateGroup(context.Context, *connect.Request[v1.CreateGroupRequest]) (*connect.Response[v1.CreateGroupResponse], error) {
+	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("annals.v1.GroupService.CreateGroup is not implemented"))
+}
+
+func (UnimplementedGroupServiceHandler) UpdateGroup(context.Context, *connect.Request[v1.UpdateGroupRequest]) (*connect.Response[v1.UpdateGroupResponse], error) {
+	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("annals.v1.GroupService.UpdateGroup is not implemented"))
+}
+
+func (UnimplementedGroupServiceHandler) DeleteGroup(context.Context, *connect.Request[v1.DeleteGroupRequest]) (*connect.Response[v1.DeleteGroupResponse], error) {
+	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("annals.v1.GroupService.DeleteGroup is not implemented"))
+}
+
+func (UnimplementedGroupServiceHandler) ListGroups(context.Context, *connect.Request[v1.ListGroupsRequest]) (*connect.Response[v1.ListGroupsResponse], error) {
+	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("annals.v1.GroupService.ListGroups is not implemented"))
+}
+
+func (UnimplementedGroupServiceHandler) GetGroup(context.Context, *connect.Request[v1.GetGroupRequest]) (*connect.Response[v1.GetGroupResponse], error) {
+	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("annals.v1.GroupService.GetGroup is not implemented"))
+}
+
+func (UnimplementedGroupServiceHandler) ReplayParked(context.Context, *connect.Request[v1.ReplayParkedRequest]) (*connect.Response[v1.ReplayParkedResponse], error) {
+	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("annals.v1.GroupService.ReplayParked is not implemented"))
+}
+
+func (UnimplementedGroupServiceHandler) Consume(context.Context, *connect.BidiStream[v1.ConsumeRequest, v1.ConsumeResponse]) error {
+	return connect.NewError(connect.CodeUnimplemented, errors.New("annals.v1.GroupService.Consume is not implemented"))
 }
