@@ -149,6 +149,20 @@ func (s *Store) Append(ctx context.Context, stream string, expected annals.Expec
 	if err != nil {
 		return annals.AppendResult{}, err
 	}
+	return s.append(ctx, stream, expected, events)
+}
+
+// AppendSystem implements [annals.SystemAppender]: [Store.Append] to a system stream.
+func (s *Store) AppendSystem(ctx context.Context, stream string, expected annals.ExpectedRevision, events ...annals.Event) (annals.AppendResult, error) {
+	events, err := rules.ValidateSystemAppend(s.limits, stream, expected, events)
+	if err != nil {
+		return annals.AppendResult{}, err
+	}
+	return s.append(ctx, stream, expected, events)
+}
+
+// append writes events that were validated.
+func (s *Store) append(ctx context.Context, stream string, expected annals.ExpectedRevision, events []annals.Event) (annals.AppendResult, error) {
 	for i := range events {
 		events[i].Data = bytes.Clone(events[i].Data)
 		events[i].Metadata = bytes.Clone(events[i].Metadata)

@@ -30,6 +30,15 @@ func ValidateAppend(l annals.Limits, stream string, expected annals.ExpectedRevi
 	return ValidateEvents(l, stream, expected, events)
 }
 
+// ValidateSystemAppend is [ValidateAppend] for [annals.SystemAppender.AppendSystem]: the stream
+// id must pass [annals.ValidateSystemStreamID] instead.
+func ValidateSystemAppend(l annals.Limits, stream string, expected annals.ExpectedRevision, events []annals.Event) ([]annals.Event, error) {
+	if err := annals.ValidateSystemStreamID(stream); err != nil {
+		return nil, err
+	}
+	return ValidateEvents(l, stream, expected, events)
+}
+
 // ValidateEvents checks the expectation, that there is at least one event, each event's names
 // ([annals.Event.Validate]), that no ID is there twice, and the size limits of l (zero fields
 // mean the defaults). It returns a copy of events prepared for storage: an event with a zero
