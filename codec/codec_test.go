@@ -305,12 +305,13 @@ func TestPluggableCodec(t *testing.T) {
 
 func TestMetadataRoundTrip(t *testing.T) {
 	md := codec.Metadata{SchemaVersion: 2, CorrelationID: "c\"1", CausationID: "é", IdempotencyKey: "k",
+		TraceParent: "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01", TraceState: "v=1",
 		Extra: map[string]json.RawMessage{"b": json.RawMessage(`[1, 2]`), "a": json.RawMessage(`{"x": null}`)}}
 	b, err := md.Marshal()
 	if err != nil {
 		t.Fatal(err)
 	}
-	if got, want := string(b), `{"$schemaVersion":2,"$correlationId":"c\"1","$causationId":"é","$idempotencyKey":"k","a":{"x":null},"b":[1,2]}`; got != want {
+	if got, want := string(b), `{"$schemaVersion":2,"$correlationId":"c\"1","$causationId":"é","$idempotencyKey":"k","$traceparent":"00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01","$tracestate":"v=1","a":{"x":null},"b":[1,2]}`; got != want {
 		t.Errorf("Marshal: got %s, want %s", got, want)
 	}
 	back, err := codec.ParseMetadata(b)
@@ -321,7 +322,7 @@ func TestMetadataRoundTrip(t *testing.T) {
 	if diff := cmp.Diff(md, back); diff != "" {
 		t.Errorf("round trip (-want +got):\n%s", diff)
 	}
-	for _, bad := range []string{`{"$correlationId":1}`, `{"$schemaVersion":"2"}`, `{"$schemaVersion":-1}`, `"x"`, `null`, `{`} {
+	for _, bad := range []string{`{"$correlationId":1}`, `{"$traceparent":1}`, `{"$tracestate":null}`, `{"$schemaVersion":"2"}`, `{"$schemaVersion":-1}`, `"x"`, `null`, `{`} {
 		if _, err := codec.ParseMetadata([]byte(bad)); !errors.Is(err, codec.ErrDecode) {
 			t.Errorf("ParseMetadata(%s): got %v, want ErrDecode", bad, err)
 		}

@@ -19,12 +19,15 @@ const (
 	FieldCorrelationID  = "$correlationId"
 	FieldCausationID    = "$causationId"
 	FieldIdempotencyKey = "$idempotencyKey"
+	FieldTraceParent    = "$traceparent"
+	FieldTraceState     = "$tracestate"
 )
 
 // Metadata is what the toolkit records about an event, carried as a JSON object in
 // [annals.Event].Metadata:
 //
-//	{"$schemaVersion":2,"$correlationId":"…","$causationId":"…","$idempotencyKey":"…","tenant":"acme"}
+//	{"$schemaVersion":2,"$correlationId":"…","$causationId":"…","$idempotencyKey":"…",
+//	 "$traceparent":"00-…-…-01","tenant":"acme"}
 //
 // Zero fields are left out. Extra holds every other top-level field, as raw JSON.
 type Metadata struct {
@@ -37,6 +40,11 @@ type Metadata struct {
 	// IdempotencyKey is the key of the command whose handling wrote the event (see the decider
 	// package).
 	IdempotencyKey string
+	// TraceParent and TraceState are the W3C trace context (the traceparent and tracestate
+	// headers' values) of the span that wrote the event, so that what reacts to the event
+	// continues its trace. The codec does not check their format: a malformed value is
+	// ignored by whoever reads it as trace context.
+	TraceParent, TraceState string
 	// Extra holds application fields. Its keys must not be one of the Field* names.
 	Extra map[string]json.RawMessage
 }
@@ -65,6 +73,8 @@ func (m Metadata) Marshal() ([]byte, error) {
 		{FieldCorrelationID, m.CorrelationID},
 		{FieldCausationID, m.CausationID},
 		{FieldIdempotencyKey, m.IdempotencyKey},
+		{FieldTraceParent, m.TraceParent},
+		{FieldTraceState, m.TraceState},
 	} {
 		if f.v != "" {
 			field(f.name)
@@ -110,7 +120,7 @@ func appendJSONString(b []byte, s string) []byte {
 
 func isKnownField(k string) bool {
 	switch k {
-	case FieldSchemaVersion, FieldCorrelationID, FieldCausationID, FieldIdempotencyKey:
+	case FieldSchemaVersion, FieldCorrelationID, FieldCausationID, FieldIdempotencyKey, FieldTraceParent, FieldTraceState:
 		return true
 	}
 	return false
@@ -119,7 +129,7 @@ func isKnownField(k string) bool {
 // ParseMetadata reads the JSON object [Metadata.Marshal] writes. Empty input (no metadata) gives
 // the zero Metadata. It returns an error matching [ErrDecode] when b is not a JSON object, or a
 // known field has the wrong JSON type (the schema version must be a positive integer, the ids
-// strings). Unknown fields go to Extra, compacted.
+// and the trace context strings). Unknown fields go to Extra, compacted.
 func ParseMetadata(b []byte) (Metadata, error) {
 	var m Metadata
 	if len(bytes.TrimSpace(b)) == 0 {
@@ -156,6 +166,10 @@ func parseGeneral(b []byte) (Metadata, error) {
 			err = unmarshalString(v, &m.CausationID)
 		case FieldIdempotencyKey:
 			err = unmarshalString(v, &m.IdempotencyKey)
+		case FieldTraceParent:
+			err = unmarshalString(v, &m.TraceParent)
+		case FieldTraceState:
+			err = unmarshalString(v, &m.TraceState)
 		default:
 			if m.Extra == nil {
 				m.Extra = make(map[string]json.RawMessage)
@@ -187,7 +201,7 @@ func parseKnown(b []byte) (Metadata, bool) {
 	if i < len(b) && b[i] == '}' {
 		return m, skipSpace(b, i+1) == len(b)
 	}
-	var seen [4]bool
+	var seen [6]bool
 	for {
 		key, j, ok := plainString(b, i)
 		if !ok {
@@ -208,6 +222,10 @@ func parseKnown(b []byte) (Metadata, bool) {
 			field, n = &m.CausationID, 2
 		case FieldIdempotencyKey:
 			field, n = &m.IdempotencyKey, 3
+		case FieldTraceParent:
+			field, n = &m.TraceParent, 4
+		case FieldTraceState:
+			field, n = &m.TraceState, 5
 		default:
 			return m, false
 		}

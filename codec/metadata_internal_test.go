@@ -13,6 +13,8 @@ func FuzzParseKnown(f *testing.F) {
 		`{}`, ` { } `, `{"$schemaVersion":2}`, `{"$schemaVersion":02}`, `{"$schemaVersion":1e3}`,
 		`{"$schemaVersion":1,"$correlationId":"c","$causationId":"d","$idempotencyKey":"k"}`,
 		`{"$correlationId":"é\u00e9"}`, `{"$correlationId":"a","$correlationId":"b"}`, `{"$CorrelationId":"x"}`,
+		`{"$traceparent":"00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01","$tracestate":"a=b"}`,
+		`{"$traceparent":1}`, `{"$traceparent":"a","$traceparent":"b"}`,
 		"{\"$correlationId\":\"\xff\"}", `{"$correlationId":null}`, `{"x":1}`, `{"$schemaVersion":123456789012}`,
 	} {
 		f.Add([]byte(s))
@@ -33,7 +35,7 @@ func FuzzParseKnown(f *testing.F) {
 }
 
 func TestParseKnownAccepts(t *testing.T) {
-	for _, s := range []string{`{}`, `{"$schemaVersion":3,"$correlationId":"c"}`, " {\n\"$idempotencyKey\" : \"k\" }\t"} {
+	for _, s := range []string{`{}`, `{"$schemaVersion":3,"$correlationId":"c"}`, " {\n\"$idempotencyKey\" : \"k\" }\t", `{"$correlationId":"c","$traceparent":"00-x-y-01","$tracestate":"a=b"}`} {
 		if _, ok := parseKnown([]byte(s)); !ok {
 			t.Errorf("parseKnown(%q) falls back to the general path", s)
 		}
