@@ -9,6 +9,8 @@ import (
 
 	"github.com/annalsdb/annals"
 	"github.com/annalsdb/annals/codec"
+	"github.com/annalsdb/annals/internal/traceprop"
+	"go.opentelemetry.io/otel/trace"
 )
 
 // EventStore is what a [Handler] uses of an event store: it reads and follows streams, appends,
@@ -136,12 +138,17 @@ func (h *Handler[S, C, E]) Handle(ctx context.Context, stream string, cmd C, opt
 	if opts != nil {
 		co = *opts
 	}
-	if co.CorrelationID == "" {
-		co.CorrelationID = annals.NewUUID().String()
-	}
 	md := codec.Metadata{CorrelationID: co.CorrelationID, CausationID: co.CausationID, IdempotencyKey: co.IdempotencyKey, Extra: co.Extra}
+	given := md.CorrelationID != ""
+	if !given {
+		md.CorrelationID = annals.NewUUID().String()
+	}
+	var span trace.Span
+	ctx, span = h.startSpan(ctx, stream, cmd, md, given)
+	traceprop.Inject(ctx, &md)
 
 	c := &command[S, C, E]{h: h, stream: stream, cmd: cmd, key: co.IdempotencyKey, md: md}
+	defer func() { traceprop.EndCommand(span, c.res.Written, c.res.Revision, c.res.Position, c.err) }()
 	state := c.start(ctx)
 	for state != stateDone {
 		switch state {
@@ -160,6 +167,16 @@ func (h *Handler[S, C, E]) Handle(ctx context.Context, stream string, cmd C, opt
 		}
 	}
 	return c.res, c.err
+}
+
+// startSpan starts the span of cmd on stream (see package traceprop): a no-op span, at no
+// cost, when tracing is off. derive: md's correlation id came with the command (not made
+// here), so a context without a span continues the trace derived from it.
+func (h *Handler[S, C, E]) startSpan(ctx context.Context, stream string, cmd C, md codec.Metadata, derive bool) (context.Context, trace.Span) {
+	if !traceprop.Enabled() {
+		return traceprop.StartCommand(ctx, "", stream, md, false)
+	}
+	return traceprop.StartCommand(ctx, fmt.Sprintf("%T", cmd), stream, md, derive)
 }
 
 // encode returns the events to append for the decided events, and each of them decoded again

@@ -5,6 +5,7 @@ import (
 	"time"
 
 	"github.com/annalsdb/annals"
+	"github.com/annalsdb/annals/internal/traceprop"
 )
 
 // pendingKey names a pending deadline among those of all instances.
@@ -38,7 +39,10 @@ func (r *Runner[S]) fireDue(ctx context.Context) (held bool, err error) {
 			return true, nil
 		}
 		key := "deadline:" + dueAt.Name + "@" + dueAt.At.UTC().Format(time.RFC3339Nano)
-		if err := r.handle(ctx, due.instance, input{Deadline: &dueAt}, key); err != nil {
+		sctx, span := traceprop.StartDeadline(ctx, r.m.Name, dueAt.Name, dueAt.CorrelationID, dueAt.CausationID)
+		err = r.handle(sctx, due.instance, input{Deadline: &dueAt}, key)
+		traceprop.End(span, err)
+		if err != nil {
 			return false, err
 		}
 		r.mu.Lock()

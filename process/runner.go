@@ -15,6 +15,7 @@ import (
 	"github.com/annalsdb/annals"
 	"github.com/annalsdb/annals/codec"
 	"github.com/annalsdb/annals/decider"
+	"github.com/annalsdb/annals/internal/traceprop"
 	"github.com/annalsdb/annals/supervisor"
 )
 
@@ -359,7 +360,10 @@ func (r *Runner[S]) handleEvent(ctx context.Context, ev annals.RecordedEvent) er
 			return err
 		}
 		if ok {
-			if err := r.handle(ctx, id, in, "event:"+ev.ID.String()); err != nil {
+			sctx, span := traceprop.StartEvent(ctx, "process", r.m.Name, &ev)
+			err := r.handle(sctx, id, in, "event:"+ev.ID.String())
+			traceprop.End(span, err)
+			if err != nil {
 				return err
 			}
 		}

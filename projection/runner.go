@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/annalsdb/annals"
+	"github.com/annalsdb/annals/internal/traceprop"
 	"github.com/annalsdb/annals/lease"
 	"github.com/annalsdb/annals/supervisor"
 )
@@ -516,7 +517,7 @@ func (r *Runner[Tx]) commit(ctx context.Context, gen, from uint64, chunk []annal
 			if chunk[i].Position == skip || ignored(&chunk[i]) {
 				continue
 			}
-			if err := r.p.Handle(ctx, tx, chunk[i]); err != nil {
+			if err := r.handle(ctx, tx, &chunk[i]); err != nil {
 				if errors.Is(err, lease.ErrLost) {
 					// A write of the handler fenced off: the lease is lost, which is not the
 					// event's failure. Run stands by, as after any lost lease.
@@ -528,6 +529,14 @@ func (r *Runner[Tx]) commit(ctx context.Context, gen, from uint64, chunk []annal
 		return nil
 	})
 	return err == nil, err
+}
+
+// handle calls the projection's handler on ev within its span (see package traceprop).
+func (r *Runner[Tx]) handle(ctx context.Context, tx Tx, ev *annals.RecordedEvent) error {
+	ctx, span := traceprop.StartEvent(ctx, "projection", r.p.Name, ev)
+	err := r.p.Handle(ctx, tx, *ev)
+	traceprop.End(span, err)
+	return err
 }
 
 // Retry resumes a failed projection at the event its handler failed on, calling the handler
