@@ -111,7 +111,11 @@ func Inject(ctx context.Context, md *codec.Metadata) {
 	if !trace.SpanContextFromContext(ctx).IsValid() {
 		return
 	}
-	propagation.TraceContext{}.Inject(ctx, carrier{md})
+	// Through a copy: md itself does not escape, so that a caller's Metadata stays on its
+	// stack when tracing is off.
+	var tc codec.Metadata
+	propagation.TraceContext{}.Inject(ctx, carrier{&tc})
+	md.TraceParent, md.TraceState = tc.TraceParent, tc.TraceState
 }
 
 // Parent returns ctx with the remote span context md records (its traceparent, or the trace
