@@ -117,11 +117,13 @@ func TestOneTrace(t *testing.T) {
 		t.Fatal(err)
 	}
 	manager := process.Manager[int, OrderPlaced]{
-		Name:     "fulfil",
-		Filter:   &annals.Filter{EventTypes: []string{"OrderPlaced"}},
-		Decode:   process.Decoder[OrderPlaced](reg),
-		Instance: func(_ OrderPlaced, rec annals.RecordedEvent) (string, bool) { return strings.CutPrefix(rec.Stream, "cart-") },
-		Initial:  func() int { return 0 },
+		Name:   "fulfil",
+		Filter: &annals.Filter{EventTypes: []string{"OrderPlaced"}},
+		Decode: process.Decoder[OrderPlaced](reg),
+		Instance: func(_ OrderPlaced, rec annals.RecordedEvent) (string, bool) {
+			return strings.CutPrefix(rec.Stream, "cart-")
+		},
+		Initial: func() int { return 0 },
 		React: func(id string, _ int, in process.Input[OrderPlaced]) []process.Action {
 			return []process.Action{process.Send{Stream: "stock-" + id, Command: ReserveStock{Order: id}}}
 		},
