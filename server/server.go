@@ -294,7 +294,8 @@ func New(store annals.Store, opts *Options) *Server {
 // JSON append POST /v1/streams/{stream} (within the request budget, as the Connect API), the
 // listing GET /v1/streams, the status routes GET /v1/stats ([Stats]; [OpAdmin]) and
 // GET /v1/projections ([Projections]; [OpRead]), and the leases: the Connect service
-// /annals.v1.LeaseService/ and the listing GET /v1/leases ([LeaseList]).
+// /annals.v1.LeaseService/ and the listing GET /v1/leases ([LeaseList]), and the conversation
+// of an event, GET /v1/correlation ([Correlation]).
 func (s *Server) Register(mux *http.ServeMux) {
 	handlerOpts := []connect.HandlerOption{
 		connect.WithReadMaxBytes(s.opts.MaxRequestBytes),
@@ -320,6 +321,7 @@ func (s *Server) Register(mux *http.ServeMux) {
 	mux.HandleFunc(statsRoute, s.serveStats)
 	mux.HandleFunc(projectionsRoute, s.serveProjections)
 	mux.HandleFunc(leasesRoute, s.serveLeases)
+	mux.HandleFunc(correlationRoute, s.serveCorrelation)
 }
 
 // Handler returns an http.Handler that serves only the server's routes (see
