@@ -4,6 +4,7 @@
 //   #/streams?prefix=&after= the list of streams
 //   #/stream/<id>?from=N     a stream's events (newest first) and metadata
 //   #/tail?prefix=&category=&type=  the live tail of $all
+//   #/correlation?event=&at= | ?correlation=  an event's conversation (correlation chain)
 //
 // Each view's render returns a function that stops what it started (timers, event streams).
 
@@ -11,6 +12,7 @@ import { token, user, forget } from "./api.js";
 import * as overview from "./overview.js";
 import * as streams from "./streams.js";
 import * as tail from "./tail.js";
+import * as correlation from "./correlation.js";
 import * as loginView from "./login.js";
 
 const cfg = JSON.parse(document.querySelector('meta[name="annals-config"]').content);
@@ -41,6 +43,9 @@ function route() {
   } else if (path.startsWith("/stream/")) {
     name = "streams";
     stop = streams.renderStream(main, params, cfg, decodeURIComponent(path.slice("/stream/".length))) || stop;
+  } else if (path === "/correlation") {
+    name = "correlation";
+    stop = correlation.render(main, params, cfg) || stop;
   } else if (path === "/tail") {
     name = "tail";
     stop = tail.render(main, params, cfg) || stop;

@@ -52,6 +52,15 @@ export function renderList(main, params) {
   };
 }
 
+// correlationLink links an event's correlation id to its conversation, or is null for an
+// event without one.
+function correlationLink(e) {
+  const cid = e.metadata && typeof e.metadata === "object" ? e.metadata.$correlationId : undefined;
+  if (typeof cid !== "string" || !cid) return null;
+  const href = "#/correlation?" + new URLSearchParams({ event: e.id, at: e.position }).toString();
+  return h("a", { class: "correlation", href, title: "the conversation this event belongs to" }, "correlation " + cid);
+}
+
 function eventCard(e, fresh) {
   return h(
     "article",
@@ -65,6 +74,7 @@ function eventCard(e, fresh) {
       h("time", { datetime: e.time }, fmtTime(e.time)),
       h("code", { class: "id", title: "event id" }, e.id),
       h("span", { class: "ct" }, e.contentType),
+      correlationLink(e),
     ),
     h(
       "div",
