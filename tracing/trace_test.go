@@ -241,3 +241,58 @@ func TestOneTrace(t *testing.T) {
 		}
 	}
 }
+
+// TestDerivedTrace: events written without trace context (old events, other writers) but with
+// a correlation id that is a UUID are handled in the trace derived from it, so a conversation
+// still groups; an event with neither starts a trace of its own.
+func TestDerivedTrace(t *testing.T) {
+	exp := installExporter(t)
+	ctx := t.Context()
+	store := memstore.New(nil)
+	t.Cleanup(func() { store.Close() })
+	cid, cause := annals.NewUUID(), annals.NewUUID()
+	md, err := codec.Metadata{CorrelationID: cid.String(), CausationID: cause.String()}.Marshal()
+	if err != nil {
+		t.Fatal(err)
+	}
+	md2, _ := codec.Metadata{CorrelationID: cid.String()}.Marshal()
+	res, err := store.Append(ctx, "legacy-1", annals.Any,
+		annals.Event{Type: "Old", Metadata: md}, annals.Event{Type: "Older", Metadata: md2}, annals.Event{Type: "Bare"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	model := projection.NewMemory(func() *sync.Map { return new(sync.Map) })
+	proj, err := projection.NewRunner(store, model, projection.Projection[*sync.Map]{
+		Name:   "legacy",
+		Filter: &annals.Filter{Categories: []string{"legacy"}},
+		Handle: func(context.Context, *sync.Map, annals.RecordedEvent) error { return nil },
+	}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	runCtx, stop := context.WithCancel(ctx)
+	var wg sync.WaitGroup
+	wg.Go(func() { _ = proj.Run(runCtx) })
+	t.Cleanup(func() { stop(); wg.Wait() })
+	if err := proj.WaitFor(ctx, res.Position); err != nil {
+		t.Fatal(err)
+	}
+	var spans tracetest.SpanStubs
+	testwait.Until(t, "three projection spans", func() bool {
+		spans = exp.GetSpans()
+		return len(spans) >= 3
+	})
+	old, older, bare := spanNamed(t, spans, "projection legacy Old"), spanNamed(t, spans, "projection legacy Older"), spanNamed(t, spans, "projection legacy Bare")
+	want := trace.TraceID(cid)
+	for _, s := range []tracetest.SpanStub{old, older} {
+		if s.SpanContext.TraceID() != want {
+			t.Errorf("%q: trace %s, want the correlation id's %s", s.Name, s.SpanContext.TraceID(), want)
+		}
+	}
+	if got := old.Parent.SpanID(); got != trace.SpanID(cause[:8]) {
+		t.Errorf("%q: parent span %s, want the causation id's first 8 bytes", old.Name, got)
+	}
+	if bare.SpanContext.TraceID() == want || bare.Parent.IsValid() {
+		t.Errorf("%q: trace %s parent %s, want a trace of its own", bare.Name, bare.SpanContext.TraceID(), bare.Parent.SpanID())
+	}
+}
