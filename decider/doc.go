@@ -17,6 +17,17 @@
 // when none is given), its causation id, its idempotency key, and extra fields. A command sent
 // in reaction to an event uses [CausedBy](event).
 //
+// # Tracing
+//
+// With an OpenTelemetry TracerProvider installed (package tracing installs one from the
+// OTEL_* environment), [Handler.Handle] runs in a span "handle <command type>" and records
+// its W3C trace context in the metadata of the events it appends ([codec.Metadata]
+// TraceParent), so that projections, process managers and consumers that handle the events
+// continue the trace. The span's parent is the span of Handle's context; without one, a
+// command given a correlation id that is a UUID continues the trace derived from it. With no
+// provider installed nothing of this is done and nothing is allocated for it. See
+// docs/tracing.md.
+//
 // # Idempotency
 //
 // A command with [CommandOptions].IdempotencyKey records the key in the metadata of the events

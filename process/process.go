@@ -50,6 +50,14 @@
 // whose steps hold the whole event under "input", still load (Evolve gets those steps'
 // events whole, as it did when they were written).
 //
+// # Tracing
+//
+// With an OpenTelemetry TracerProvider installed, each event an instance takes is handled in
+// a consumer span "process <Name> <event type>" whose parent is the trace context the event
+// records, and each deadline in a span "deadline <Name> <deadline>"; the [Sender] gets the
+// span's context, so the commands sent (and the events they write) continue the trace. See
+// docs/tracing.md.
+//
 // # Checkpoints
 //
 // To start, a runner needs the last event of the log its manager handled and the deadlines

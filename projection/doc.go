@@ -43,6 +43,12 @@
 // read model reflects everything up to that position, woken by the runner's progress (no
 // polling), bounded by ctx. The query package builds its consistency option on it.
 //
+// # Tracing
+//
+// With an OpenTelemetry TracerProvider installed, each event is handled in a consumer span
+// "projection <name> <event type>" whose parent is the trace context the event records (see
+// docs/tracing.md); the handler's context carries it. With none installed, nothing is done.
+//
 // # Rebuilds and generations
 //
 // A Store keeps numbered generations of each projection side by side, one of them active (see
