@@ -78,7 +78,7 @@ func checkChild(t *testing.T, child, parent tracetest.SpanStub) {
 func attr(s tracetest.SpanStub, key string) string {
 	for _, kv := range s.Attributes {
 		if string(kv.Key) == key {
-			return kv.Value.Emit()
+			return kv.Value.String()
 		}
 	}
 	return ""
