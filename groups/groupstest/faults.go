@@ -43,7 +43,6 @@ func testNotInFlight(t *testing.T, env *Env) {
 	_ = ids
 }
 
-
 func testAfterClose(t *testing.T, env *Env) {
 	svc := env.Service
 	stream := uniq("closed-")
