@@ -54,4 +54,5 @@ func Run(t *testing.T, open func(t *testing.T) annals.Store) {
 	t.Run("Limits", func(t *testing.T) { testLimits(t, open) })
 	t.Run("Rules", func(t *testing.T) { testRules(t, open) })
 	t.Run("Refusals", func(t *testing.T) { testRefusals(t, open) })
+	t.Run("SystemAppend", func(t *testing.T) { testSystemAppend(t, open) })
 }
