@@ -21,10 +21,10 @@
 // the same results.
 //
 // The suite uses the [annals.Store] interface, and [annals.SystemAppender] when the store
-// implements it (the tests of system appends skip on a store that does not). It expects each store from open to be
-// empty, with the default limits (1 MiB per event, 16 MiB per append), and it waits for
-// conditions (a subscription catching up, goroutines ending) with deadlines, never with fixed
-// sleeps.
+// implements it (the tests of system appends skip on a store that does not). It expects each
+// store from open to be empty, with the default limits (1 MiB per event, 16 MiB per append),
+// and it waits for conditions (a subscription catching up, goroutines ending) with deadlines,
+// never with fixed sleeps.
 package storetest
 
 import (
