@@ -218,7 +218,6 @@ func (c *consumer) Close() error {
 	})
 	for _, e := range back {
 		g.takeBackLocked(e)
-		e.state = stQueued
 		g.retryLocked(e, 0, "consumer left")
 	}
 	g.rebalanceLocked()

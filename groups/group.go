@@ -21,6 +21,7 @@ type group struct {
 	created uint64
 	onAll   bool
 	seed    maphash.Seed
+	loaded  groupState // as loaded when the group started
 
 	ctx    context.Context
 	cancel context.CancelFunc
@@ -74,13 +75,8 @@ func newGroup(m *Manager, def Definition, st groupState) *group {
 	g.mu.def = def
 	g.mu.set = def.Settings.WithDefaults()
 	g.mu.keys = make(map[string]*keyLoad)
-	from := uint64(0)
-	switch {
-	case st.haveCP:
-		from = st.checkpoint
-	case def.Settings.Start.Kind == FromPosition:
-		from = def.Settings.Start.From
-	}
+	g.loaded = st
+	from := st.start(&def)
 	g.mu.log.next = from
 	g.mu.written = from
 	g.mu.replays.next = st.replayed

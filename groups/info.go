@@ -85,6 +85,7 @@ func (g *group) replayParked(ctx context.Context, limit int) (int, error) {
 	g.mu.Lock()
 	from := g.mu.replays.next
 	room := g.mu.set.Buffer - g.mu.replays.unsettled()
+	def := g.mu.def
 	g.mu.Unlock()
 	if limit == 0 || limit > room {
 		limit = room
@@ -102,7 +103,7 @@ func (g *group) replayParked(ctx context.Context, limit int) (int, error) {
 			return 0, fmt.Errorf("groups: read %s: %w", ParkedStream(g.name), err)
 		}
 		ev, created, err := unparked(&p)
-		if err != nil || created != g.created {
+		if err != nil || created != g.created || redundant(&def, &g.loaded, p.Revision, &ev) {
 			if err != nil {
 				g.logger().Error("group: skipping a parked event that does not decode", "err", err)
 			}

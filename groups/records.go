@@ -126,7 +126,32 @@ type groupState struct {
 	haveCP        bool
 	replayed      uint64 // parked revisions below it are settled replays
 	cpExpected    annals.ExpectedRevision
-	parkedPending uint64 // parked at or after replayed, of this creation
+	parkedPending uint64 // parked at or after replayed, of this creation, not redundant
+	parkedEnd     uint64 // the revision after the last of the parked stream
+}
+
+// start returns where the group starts reading the log: the checkpoint, or the start of its
+// definition.
+func (st *groupState) start(def *Definition) uint64 {
+	switch {
+	case st.haveCP:
+		return st.checkpoint
+	case def.Settings.Start.Kind == FromPosition:
+		return def.Settings.Start.From
+	}
+	return 0
+}
+
+// redundant tells a parked event that this run of the group will deliver again from the log:
+// one parked by an earlier run (below parkedEnd) at or after the checkpoint this run starts
+// from, so that its park was never covered by a checkpoint. Replaying it too would deliver it
+// twice.
+func redundant(def *Definition, st *groupState, parkedRev uint64, orig *annals.RecordedEvent) bool {
+	key := orig.Revision
+	if def.Settings.Stream == annals.AllStream {
+		key = orig.Position
+	}
+	return parkedRev < st.parkedEnd && key >= st.start(def)
 }
 
 // loadState reads the checkpoint stream and the parked stream of def.
@@ -179,7 +204,9 @@ func loadState(ctx context.Context, r annals.Reader, def Definition) (groupState
 		if err != nil {
 			return st, fmt.Errorf("read %s: %w", ParkedStream(def.Name), err)
 		}
-		if _, created, err := unparked(&e); err == nil && created == def.Created {
+		st.parkedEnd = e.Revision + 1
+		orig, created, err := unparked(&e)
+		if err == nil && created == def.Created && !redundant(&def, &st, 0, &orig) {
 			st.parkedPending++
 		}
 	}
