@@ -5,6 +5,8 @@ import (
 	"errors"
 	"strings"
 	"time"
+
+	"github.com/annalsdb/annals/internal/traceprop"
 )
 
 // ErrPermanent marks a handler error that no retry can fix (a malformed event, a rule the
@@ -32,6 +34,10 @@ type RunOptions struct {
 // nack fails for another reason than the event's having been taken back ([ErrNotInFlight],
 // after the message timeout: the event is then delivered again, to c or another consumer).
 // It does not close c. handle must be idempotent by event id: delivery is at least once.
+//
+// With an OpenTelemetry TracerProvider installed, each call of handle runs in a consumer span
+// "group <event type>" whose parent is the trace context the event records (see
+// docs/tracing.md).
 func Run(ctx context.Context, c Consumer, handle func(ctx context.Context, m Message) error, opts *RunOptions) error {
 	var o RunOptions
 	if opts != nil {
@@ -53,7 +59,9 @@ func Run(ctx context.Context, c Consumer, handle func(ctx context.Context, m Mes
 			return err
 		}
 		id := m.Event.ID
-		herr := handle(ctx, m)
+		hctx, span := traceprop.StartEvent(ctx, "group", "", &m.Event)
+		herr := handle(hctx, m)
+		traceprop.End(span, herr)
 		switch {
 		case herr == nil:
 			err = c.Ack(ctx, id)

@@ -16,6 +16,7 @@ import (
 	"github.com/annalsdb/annals"
 	"github.com/annalsdb/annals/codec"
 	"github.com/annalsdb/annals/decider"
+	"github.com/annalsdb/annals/groups"
 	"github.com/annalsdb/annals/internal/testwait"
 	"github.com/annalsdb/annals/internal/traceprop"
 	"github.com/annalsdb/annals/memstore"
@@ -85,8 +86,8 @@ func attr(s tracetest.SpanStub, key string) string {
 }
 
 // TestOneTrace: a command, its events, a projection and a process manager that react, the
-// process manager's command and its events form one trace with the right parents, and each
-// event records the span of the command that wrote it.
+// process manager's command, its events and a consumer of a group that handles them form one
+// trace with the right parents, and each event records the span of the command that wrote it.
 func TestOneTrace(t *testing.T) {
 	exp := installExporter(t)
 	ctx := t.Context()
@@ -145,10 +146,31 @@ func TestOneTrace(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	// A consumer of a group on stock-1 (a service that reacts to the reservations).
+	gm, err := groups.Open(ctx, store, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { gm.Close() })
+	if _, err := gm.Create(ctx, "mailer", groups.Settings{Stream: "stock-1"}); err != nil {
+		t.Fatal(err)
+	}
+	consumer, err := gm.Join(ctx, "mailer", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { consumer.Close() })
+	var handledIn sync.Map // event id → the span id of the group consumer's handler context
 	runCtx, stop := context.WithCancel(ctx)
 	var wg sync.WaitGroup
 	wg.Go(func() { _ = pm.Run(runCtx) })
 	wg.Go(func() { _ = proj.Run(runCtx) })
+	wg.Go(func() {
+		_ = groups.Run(runCtx, consumer, func(ctx context.Context, m groups.Message) error {
+			handledIn.Store(m.Event.ID, trace.SpanContextFromContext(ctx).SpanID())
+			return nil
+		}, nil)
+	})
 	t.Cleanup(func() { stop(); wg.Wait() })
 
 	res, err := carts.Handle(ctx, "cart-1", PlaceOrder{SKU: "x"}, nil)
@@ -172,15 +194,15 @@ func TestOneTrace(t *testing.T) {
 		t.Fatal(err)
 	}
 	var spans tracetest.SpanStubs
-	testwait.Until(t, "the projection's span of StockReserved to end", func() bool {
+	testwait.Until(t, "the spans of the projection and the group consumer to end", func() bool {
 		spans = exp.GetSpans()
 		n := 0
 		for _, s := range spans {
-			if strings.HasPrefix(s.Name, "projection orders ") {
+			if strings.HasPrefix(s.Name, "projection orders ") || s.Name == "group StockReserved" {
 				n++
 			}
 		}
-		return n == 2
+		return n == 3
 	})
 
 	place := spanNamed(t, spans, "handle tracing_test.PlaceOrder")
@@ -188,6 +210,7 @@ func TestOneTrace(t *testing.T) {
 	react := spanNamed(t, spans, "process fulfil OrderPlaced")
 	reserve := spanNamed(t, spans, "handle tracing_test.ReserveStock")
 	projReserved := spanNamed(t, spans, "projection orders StockReserved")
+	consumed := spanNamed(t, spans, "group StockReserved")
 
 	if place.Parent.IsValid() {
 		t.Errorf("span %q has parent %s, want a root", place.Name, place.Parent.SpanID())
@@ -196,12 +219,23 @@ func TestOneTrace(t *testing.T) {
 	checkChild(t, react, place)
 	checkChild(t, reserve, react)
 	checkChild(t, projReserved, reserve)
+	checkChild(t, consumed, reserve)
 	if got, want := place.SpanKind, trace.SpanKindProducer; got != want {
 		t.Errorf("%q: kind %v, want %v", place.Name, got, want)
 	}
 	if got, want := react.SpanKind, trace.SpanKindConsumer; got != want {
 		t.Errorf("%q: kind %v, want %v", react.Name, got, want)
 	}
+
+	// The handlers run in their spans' contexts.
+	if got, _ := handledIn.Load(reserved.ID); got != consumed.SpanContext.SpanID() {
+		t.Errorf("the group consumer's handler ran in span %v, want %s", got, consumed.SpanContext.SpanID())
+	}
+	model.Read("orders", func(m *sync.Map, _ uint64) {
+		if got, _ := m.Load(reserved.ID); got != projReserved.SpanContext.SpanID() {
+			t.Errorf("the projection's handler ran in span %v, want %s", got, projReserved.SpanContext.SpanID())
+		}
+	})
 
 	// The events record their command's span; the attributes name the conversation.
 	var first annals.RecordedEvent

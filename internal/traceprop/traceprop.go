@@ -191,8 +191,9 @@ func EndCommand(span trace.Span, written bool, revision, position uint64, err er
 	End(span, err)
 }
 
-// StartEvent starts the consumer span of consumer (a projection's, a process manager's or a
-// group's name; kind says which: "projection", "process", "group") handling ev. Its parent is
+// StartEvent starts the consumer span "<kind> <consumer> <event type>" of consumer (a
+// projection's or a process manager's name, or "" when unknown; kind says which:
+// "projection", "process", "group") handling ev. Its parent is
 // the trace context ev records (see the package doc), or a new trace. End it with [End]. With
 // tracing off it returns ctx and a no-op span.
 func StartEvent(ctx context.Context, kind, consumer string, ev *annals.RecordedEvent) (context.Context, trace.Span) {
@@ -215,7 +216,11 @@ func StartEvent(ctx context.Context, kind, consumer string, ev *annals.RecordedE
 	if !parented {
 		opts = append(opts, trace.WithNewRoot())
 	}
-	return tracer().Start(ctx, kind+" "+consumer+" "+ev.Type, opts...)
+	name := kind + " " + ev.Type
+	if consumer != "" {
+		name = kind + " " + consumer + " " + ev.Type
+	}
+	return tracer().Start(ctx, name, opts...)
 }
 
 // StartDeadline starts the span of the deadline name of the process manager consumer coming
