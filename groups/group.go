@@ -47,6 +47,10 @@ type group struct {
 		keys      map[string]*keyLoad // pinned: in-flight entries per key
 		parking   []*entry
 
+		// replays: the parked stream is read up to replayTarget for replayBudget more events
+		replayTarget uint64
+		replayBudget int
+
 		// checkpoint writing
 		written         uint64 // checkpoint last written (or loaded)
 		writtenReplayed uint64
@@ -212,7 +216,7 @@ func (g *group) admit(ctx context.Context, ev annals.RecordedEvent) bool {
 func (g *group) loop(ctx context.Context) {
 	timer := time.NewTimer(time.Hour)
 	defer timer.Stop()
-	var parkRetry time.Time
+	var parkRetry, feedRetry time.Time
 	for ctx.Err() == nil {
 		now := time.Now()
 		g.mu.Lock()
@@ -233,6 +237,13 @@ func (g *group) loop(ctx context.Context) {
 		if len(g.mu.parking) > 0 && (next.IsZero() || parkRetry.Before(next)) {
 			next = parkRetry
 		}
+		feed := g.feedNeededLocked()
+		if feed && now.Before(feedRetry) {
+			feed = false
+			if next.IsZero() || feedRetry.Before(next) {
+				next = feedRetry
+			}
+		}
 		g.mu.Unlock()
 
 		if len(parks) > 0 {
@@ -242,6 +253,16 @@ func (g *group) loop(ctx context.Context) {
 				}
 				g.logger().Warn("group: parking events failed; retrying", "err", err)
 				parkRetry = time.Now().Add(time.Second)
+			}
+			continue
+		}
+		if feed {
+			if err := g.feed(ctx); err != nil {
+				if ctx.Err() != nil {
+					return
+				}
+				g.logger().Warn("group: reading parked events to replay failed; retrying", "err", err)
+				feedRetry = time.Now().Add(time.Second)
 			}
 			continue
 		}
