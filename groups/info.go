@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-
 )
 
 // update applies new settings to the running group: the new strategy spreads the queued
