@@ -56,6 +56,7 @@ type group struct {
 		writtenReplayed uint64
 		cpExpected      annals.ExpectedRevision
 		dirty           bool // a log entry was settled since the last write
+		cpArmed         bool // the loop knows a checkpoint is to be written
 		lastWrite       time.Time
 
 		parked                                          uint64 // parked and not handed back
@@ -231,6 +232,7 @@ func (g *group) loop(ctx context.Context) {
 			next = g.mu.timers[0].due
 		}
 		cpDue, cpNeeded := g.checkpointDueLocked()
+		g.mu.cpArmed = cpNeeded
 		if cpNeeded && (next.IsZero() || cpDue.Before(next)) {
 			next = cpDue
 		}

@@ -95,7 +95,7 @@ func Open(ctx context.Context, store Store, opts *Options) (*Manager, error) {
 	}
 	m.ctx, m.cancel = context.WithCancel(context.Background())
 	for _, def := range defs {
-		st, err := loadState(ctx, store, def)
+		st, err := loadState(ctx, store, def, true)
 		if err != nil {
 			m.cancel()
 			m.closeGroups()
@@ -196,7 +196,7 @@ func (m *Manager) applyLocked(ctx context.Context, e *annals.RecordedEvent) erro
 		if g != nil && g.created == def.Created {
 			break
 		}
-		st, err := loadState(ctx, m.store, def)
+		st, err := loadState(ctx, m.store, def, true)
 		if err != nil {
 			return fmt.Errorf("load group %q: %w", def.Name, err)
 		}

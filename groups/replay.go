@@ -15,13 +15,33 @@ import (
 
 // eligible tells whether the parked event p is one to replay: of the group's creation, and not
 // one the log delivers again in this run (see [redundant]). It returns the original.
-func (g *group) eligible(def *Definition, p *annals.RecordedEvent) (annals.RecordedEvent, bool) {
-	ev, created, err := unparked(p)
+func (g *group) eligible(def *Definition, p *annals.RecordedEvent) (annals.RecordedEvent, parkedRecord, bool) {
+	ev, rec, err := unparked(p)
 	if err != nil {
 		g.logger().Error("group: skipping a parked event that does not decode", "err", err)
-		return ev, false
+		return ev, rec, false
 	}
-	return ev, created == g.created && !redundant(def, &g.loaded, p.Revision, &ev)
+	return ev, rec, rec.Created == g.created && !redundant(def, &g.loaded, p.Revision, &ev)
+}
+
+// original reads the original of a parked copy whose data was omitted from its place in the
+// log. When it is no longer there (deleted, truncated) the replay delivers the copy without
+// data, and says so in the log.
+func (g *group) original(ctx context.Context, ev annals.RecordedEvent) (annals.RecordedEvent, error) {
+	for e, err := range g.m.store.ReadStream(ctx, ev.Stream, &annals.ReadOptions{From: ev.Revision, Limit: 1}) {
+		if errors.Is(err, annals.ErrStreamNotFound) || errors.Is(err, annals.ErrStreamDeleted) {
+			break
+		}
+		if err != nil {
+			return ev, err
+		}
+		if e.Revision == ev.Revision && e.ID == ev.ID {
+			return e, nil
+		}
+	}
+	g.logger().Warn("group: the original of a parked event is gone; replaying it without its data",
+		"id", ev.ID, "stream", ev.Stream, "revision", ev.Revision)
+	return ev, nil
 }
 
 // replayParked gives back up to limit (0: all) parked events not given back yet, and returns
@@ -42,7 +62,7 @@ func (g *group) replayParked(ctx context.Context, limit int) (int, error) {
 			return 0, fmt.Errorf("groups: read %s: %w", ParkedStream(g.name), err)
 		}
 		end = p.Revision + 1
-		if _, ok := g.eligible(&def, &p); ok {
+		if _, _, ok := g.eligible(&def, &p); ok {
 			if n++; n == limit {
 				break
 			}
@@ -86,7 +106,12 @@ func (g *group) feed(ctx context.Context) error {
 			return fmt.Errorf("read %s: %w", ParkedStream(g.name), err)
 		}
 		next = p.Revision + 1
-		if ev, ok := g.eligible(&def, &p); ok {
+		if ev, rec, ok := g.eligible(&def, &p); ok {
+			if rec.Omitted {
+				if ev, err = g.original(ctx, ev); err != nil {
+					return fmt.Errorf("read the original of parked event %d: %w", p.Revision, err)
+				}
+			}
 			got = append(got, &entry{ev: ev, key: p.Revision, replay: true, heapIdx: -1})
 			if len(got) == want {
 				break

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"sync"
+	"strings"
 	"testing"
 	"time"
 
@@ -197,6 +198,78 @@ func TestUpdateStrategy(t *testing.T) {
 				t.Fatalf("stream %s went to both consumers after the update to pinned", msg.Event.Stream)
 			}
 			owner[msg.Event.Stream] = i
+		}
+	}
+}
+
+// TestParkTooLarge checks that events too large to park with their record are parked one by
+// one, without their data when they must, and replayed whole from the log.
+func TestParkTooLarge(t *testing.T) {
+	ctx := context.Background()
+	store := memstore.New(&memstore.Options{Limits: annals.Limits{MaxEventSize: 600, MaxAppendSize: 1000}})
+	defer store.Close()
+	m := open(t, store)
+	if _, err := m.Create(ctx, "g", groups.Settings{Stream: "s"}); err != nil {
+		t.Fatal(err)
+	}
+	big := fmt.Appendf(nil, `{"pad":%q}`, strings.Repeat("x", 500))
+	small := []byte(`{}`)
+	evs := []annals.Event{{Type: "Big", Data: big}, {Type: "Small", Data: small}, {Type: "Small", Data: small}, {Type: "Small", Data: small}}
+	for _, e := range evs {
+		if _, err := store.Append(ctx, "s", annals.Any, e); err != nil {
+			t.Fatal(err)
+		}
+	}
+	c, err := m.Join(ctx, "g", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	var ids []annals.UUID
+	for range evs {
+		rctx, cancel := context.WithTimeout(ctx, testwait.Timeout(t))
+		msg, err := c.Receive(rctx)
+		cancel()
+		if err != nil {
+			t.Fatal(err)
+		}
+		ids = append(ids, msg.Event.ID)
+	}
+	// All four at once: too large for one append of the parked stream.
+	if err := c.Nack(ctx, groups.Nack{Action: groups.Park, Reason: strings.Repeat("r", 100)}, ids...); err != nil {
+		t.Fatal(err)
+	}
+	testwait.UntilNil(t, "four parked", func() error {
+		i, err := m.Info(ctx, "g")
+		if err == nil && i.Parked != 4 {
+			err = fmt.Errorf("parked %d", i.Parked)
+		}
+		return err
+	})
+	omitted := 0
+	for p, err := range store.ReadStream(ctx, groups.ParkedStream("g"), nil) {
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(p.Data) == 0 {
+			omitted++
+		}
+	}
+	if omitted != 1 {
+		t.Fatalf("%d parked copies without data, want 1 (the big event)", omitted)
+	}
+	if n, err := m.ReplayParked(ctx, "g", 0); err != nil || n != 4 {
+		t.Fatalf("ReplayParked = %d, %v", n, err)
+	}
+	for i := range evs {
+		rctx, cancel := context.WithTimeout(ctx, testwait.Timeout(t))
+		msg, err := c.Receive(rctx)
+		cancel()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if msg.Event.ID != ids[i] || !msg.Parked || string(msg.Event.Data) != string(evs[i].Data) {
+			t.Fatalf("replay %d: %s parked %v data %d bytes, want %s with its %d bytes", i, msg.Event.ID, msg.Parked, len(msg.Event.Data), ids[i], len(evs[i].Data))
 		}
 	}
 }
