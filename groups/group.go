@@ -159,6 +159,10 @@ func (g *group) read(ctx context.Context) {
 		if ctx.Err() != nil {
 			return
 		}
+		if errors.Is(failed, annals.ErrClosed) {
+			g.logger().Warn("group: the store is closed; the group stops reading", "err", failed)
+			return
+		}
 		if failed != nil && !errors.Is(failed, context.Canceled) {
 			g.logger().Warn("group: following the log failed; retrying", "err", failed, "after", backoff)
 		}

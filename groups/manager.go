@@ -170,6 +170,10 @@ func (m *Manager) follow(ctx context.Context) {
 		if ctx.Err() != nil {
 			return
 		}
+		if errors.Is(failed, annals.ErrClosed) {
+			m.log.Warn("groups: the store is closed; the manager stops following the group definitions", "err", failed)
+			return
+		}
 		m.log.Warn("groups: following the group definitions failed; retrying", "err", failed, "after", backoff)
 		select {
 		case <-ctx.Done():

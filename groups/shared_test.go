@@ -30,7 +30,7 @@ func open(t *testing.T, store groups.Store) *groups.Manager {
 func TestTwoManagers(t *testing.T) {
 	ctx := context.Background()
 	store := memstore.New(nil)
-	defer store.Close()
+	t.Cleanup(func() { store.Close() })
 	m1, m2 := open(t, store), open(t, store)
 
 	def, err := m1.Create(ctx, "g", groups.Settings{Stream: "s"})
@@ -104,7 +104,7 @@ func TestTwoManagers(t *testing.T) {
 func TestBufferBound(t *testing.T) {
 	ctx := context.Background()
 	store := memstore.New(nil)
-	defer store.Close()
+	t.Cleanup(func() { store.Close() })
 	m := open(t, store)
 	if _, err := m.Create(ctx, "g", groups.Settings{Stream: "s", Buffer: 10}); err != nil {
 		t.Fatal(err)
@@ -155,7 +155,7 @@ func TestBufferBound(t *testing.T) {
 func TestUpdateStrategy(t *testing.T) {
 	ctx := context.Background()
 	store := memstore.New(nil)
-	defer store.Close()
+	t.Cleanup(func() { store.Close() })
 	m := open(t, store)
 	s := groups.Settings{Stream: annals.AllStream, Filter: &annals.Filter{Categories: []string{"acct"}}, CheckpointInterval: 10 * time.Millisecond}
 	if _, err := m.Create(ctx, "g", s); err != nil {
@@ -207,7 +207,7 @@ func TestUpdateStrategy(t *testing.T) {
 func TestParkTooLarge(t *testing.T) {
 	ctx := context.Background()
 	store := memstore.New(&memstore.Options{Limits: annals.Limits{MaxEventSize: 600, MaxAppendSize: 1000}})
-	defer store.Close()
+	t.Cleanup(func() { store.Close() })
 	m := open(t, store)
 	if _, err := m.Create(ctx, "g", groups.Settings{Stream: "s"}); err != nil {
 		t.Fatal(err)

@@ -155,9 +155,9 @@ func testMessageTimeout(t *testing.T, env *Env) {
 	s.MessageTimeout = 150 * time.Millisecond
 	create(t, svc, name, s)
 	c := join(t, svc, name, nil)
+	delivered := time.Now() // the timeout runs from the delivery, after the append
 	ids := appendN(t, env, stream, "T", 1)
 	m := receive(t, c)
-	delivered := time.Now()
 	// Not acked: it comes back after the timeout, a retry.
 	m = receive(t, c)
 	if m.Event.ID != ids[0] || m.Retries != 1 {
