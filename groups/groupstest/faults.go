@@ -40,6 +40,19 @@ func testNotInFlight(t *testing.T, env *Env) {
 	if i := info(t, svc, name); i.Acked != 2 || i.Retries != 0 {
 		t.Fatalf("Info: acked %d retries %d, want 2 and 0", i.Acked, i.Retries)
 	}
+	// An id named twice in one call counts once.
+	c2.Close()
+	more := appendN(t, env, stream, "N", 1)
+	m = receive(t, c1)
+	if err := c1.Nack(ctx, groups.Nack{Action: groups.Retry}, m.Event.ID, m.Event.ID); err != nil {
+		t.Fatalf("Nack of one id twice: %v", err)
+	}
+	if m = receive(t, c1); m.Event.ID != more[0] || m.Retries != 1 {
+		t.Fatalf("after a nack naming it twice: %s retries %d, want %s retries 1", m.Event.ID, m.Retries, more[0])
+	}
+	if err := c1.Ack(ctx, m.Event.ID, m.Event.ID); err != nil {
+		t.Fatalf("Ack of one id twice: %v", err)
+	}
 	_ = ids
 }
 
