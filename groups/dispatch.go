@@ -226,18 +226,22 @@ func (g *group) settleLocked(e *entry) {
 	}
 	e.state = stSettled
 	e.ev = annals.RecordedEvent{} // the tracker may hold it a while: free the bytes
+	if !g.mu.cpArmed {
+		signal(g.wake) // the loop sleeps without a checkpoint to write: it has one now
+	}
 	if e.replay {
 		g.mu.replays.settle()
-		signal(g.wake)
+		if g.mu.replayBudget > 0 {
+			signal(g.wake) // room to feed more replays
+		}
 		return
 	}
 	g.mu.dirty = true
 	full := g.mu.log.unsettled() >= g.mu.set.Buffer
 	g.mu.log.settle()
-	if full || g.mu.log.unsettled() < g.mu.set.Buffer {
+	if full {
 		signal(g.room)
 	}
-	signal(g.wake)
 }
 
 // rebalanceLocked moves the queued entries of a pinned group to the consumers their keys go

@@ -44,15 +44,22 @@ type parkedRecord struct {
 	Metadata      json.RawMessage `json:"metadata,omitempty"`
 	MetadataBytes []byte          `json:"metadataBytes,omitempty"`
 	Reason        string          `json:"reason,omitempty"`
+	// Omitted tells a copy without the original's data and metadata, which were too large to
+	// park with the record: a replay reads them from the original's place in the log.
+	Omitted bool `json:"omitted,omitempty"`
 }
 
 // parkedEvent returns the event id that parks e for the group's creation created.
-func parkedEvent(id annals.UUID, created uint64, e *annals.RecordedEvent, reason string) (annals.Event, error) {
+// With omit it leaves out the original's data and metadata.
+func parkedEvent(id annals.UUID, created uint64, e *annals.RecordedEvent, reason string, omit bool) (annals.Event, error) {
 	rec := parkedRecord{
 		Created: created, ID: e.ID, Stream: e.Stream, Type: e.Type, Revision: e.Revision,
-		Position: e.Position, Time: e.Time, ContentType: e.ContentType, Reason: reason,
+		Position: e.Position, Time: e.Time, ContentType: e.ContentType, Reason: reason, Omitted: omit,
 	}
-	if len(e.Metadata) > 0 {
+	data := e.Data
+	if omit {
+		data = nil
+	} else if len(e.Metadata) > 0 {
 		if json.Valid(e.Metadata) {
 			rec.Metadata = e.Metadata
 		} else {
@@ -65,15 +72,16 @@ func parkedEvent(id annals.UUID, created uint64, e *annals.RecordedEvent, reason
 	}
 	return annals.Event{
 		ID: id, Type: ParkedEventType, ContentType: e.ContentType,
-		Data: e.Data, Metadata: meta,
+		Data: data, Metadata: meta,
 	}, nil
 }
 
-// unparked returns the original event of a parked one, and the creation it was parked for.
-func unparked(p *annals.RecordedEvent) (annals.RecordedEvent, uint64, error) {
+// unparked returns the original event of a parked one, and the record of its parking (the
+// creation it was parked for, whether its data was omitted).
+func unparked(p *annals.RecordedEvent) (annals.RecordedEvent, parkedRecord, error) {
 	var rec parkedRecord
 	if err := json.Unmarshal(p.Metadata, &rec); err != nil {
-		return annals.RecordedEvent{}, 0, fmt.Errorf("%w: parked event %d of %s: %v", annals.ErrCorrupt, p.Revision, p.Stream, err)
+		return annals.RecordedEvent{}, rec, fmt.Errorf("%w: parked event %d of %s: %v", annals.ErrCorrupt, p.Revision, p.Stream, err)
 	}
 	meta := rec.MetadataBytes
 	if len(rec.Metadata) > 0 {
@@ -82,7 +90,7 @@ func unparked(p *annals.RecordedEvent) (annals.RecordedEvent, uint64, error) {
 	return annals.RecordedEvent{
 		ID: rec.ID, Stream: rec.Stream, Type: rec.Type, ContentType: rec.ContentType,
 		Data: p.Data, Metadata: meta, Revision: rec.Revision, Position: rec.Position, Time: rec.Time,
-	}, rec.Created, nil
+	}, rec, nil
 }
 
 // decodeStrict decodes data into v, refusing unknown fields.
@@ -154,8 +162,8 @@ func redundant(def *Definition, st *groupState, parkedRev uint64, orig *annals.R
 	return parkedRev < st.parkedEnd && key >= st.start(def)
 }
 
-// loadState reads the checkpoint stream and the parked stream of def.
-func loadState(ctx context.Context, r annals.Reader, def Definition) (groupState, error) {
+// loadState reads the checkpoint stream of def, and with parked its parked stream.
+func loadState(ctx context.Context, r annals.Reader, def Definition, parked bool) (groupState, error) {
 	st := groupState{cpExpected: annals.NoStream}
 	first := true
 	haveReplayed := false
@@ -197,6 +205,9 @@ func loadState(ctx context.Context, r annals.Reader, def Definition) (groupState
 			break
 		}
 	}
+	if !parked {
+		return st, nil
+	}
 	for e, err := range r.ReadStream(ctx, ParkedStream(def.Name), &annals.ReadOptions{From: st.replayed}) {
 		if errors.Is(err, annals.ErrStreamNotFound) {
 			break
@@ -205,8 +216,8 @@ func loadState(ctx context.Context, r annals.Reader, def Definition) (groupState
 			return st, fmt.Errorf("read %s: %w", ParkedStream(def.Name), err)
 		}
 		st.parkedEnd = e.Revision + 1
-		orig, created, err := unparked(&e)
-		if err == nil && created == def.Created && !redundant(&def, &st, 0, &orig) {
+		orig, rec, err := unparked(&e)
+		if err == nil && rec.Created == def.Created && !redundant(&def, &st, 0, &orig) {
 			st.parkedPending++
 		}
 	}
