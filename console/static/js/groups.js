@@ -275,7 +275,7 @@ function showConsumers(el, list) {
       "tr",
       { dataset: { id: c.id } },
       h("td", { class: "name" }, c.name),
-      h("td", { class: "muted" }, c.id),
+      h("td", { class: "muted consumer-id" }, c.id),
       num("window", c.window),
       num("in-flight", c.inFlight),
       num("delivered", c.delivered),
