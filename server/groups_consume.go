@@ -293,9 +293,6 @@ func (cs *consumeStream) settle(m *annalsv1.ConsumeRequest) (answer, bool, error
 	if err == nil {
 		return answer{seq: seq}, seq != 0, nil
 	}
-	if ids, ok := err.(interface{ IDs() []string }); ok {
-		raw = ids.IDs()
-	}
 	return answer{seq: seq, ids: raw, err: err}, true, nil
 }
 

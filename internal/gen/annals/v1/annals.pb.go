@@ -4393,7 +4393,8 @@ func (x *GroupMessage) GetParked() bool {
 
 type ConsumeSettleError struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
-	// Ids are the events of the ack or nack that were not settled.
+	// Ids are the ids of the ack or nack it answers; Message names those that were not
+	// settled (the others were).
 	Ids     []string `protobuf:"bytes,1,rep,name=ids,proto3" json:"ids,omitempty"`
 	Message string   `protobuf:"bytes,2,opt,name=message,proto3" json:"message,omitempty"`
 	// Seq is the seq of the ack or nack it answers (0 for one without).
