@@ -3,6 +3,7 @@ package server
 import (
 	"errors"
 	"os"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -69,4 +70,75 @@ func TestServeConsumeSendBound(t *testing.T) {
 	if len(info.Consumers) != 0 {
 		t.Errorf("after the stream ended: %d consumers, want 0", len(info.Consumers))
 	}
+}
+
+// TestGroupsMetrics: a scrape reports the groups' figures, per group and per consumer name.
+func TestGroupsMetrics(t *testing.T) {
+	st := memstore.New(nil)
+	defer st.Close()
+	s := New(st, nil)
+	defer s.Close()
+	m := NewMetrics(nil)
+	m.Watch(s)
+	svc, err := s.Groups(t.Context())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := svc.Create(t.Context(), "g", groups.Settings{Stream: "order-1", MessageTimeout: time.Hour}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := st.Append(t.Context(), "order-1", annals.Any, annals.Event{Type: "E"}, annals.Event{Type: "E"}); err != nil {
+		t.Fatal(err)
+	}
+	var cs []groups.Consumer
+	for range 2 {
+		c, err := svc.Join(t.Context(), "g", &groups.JoinOptions{Name: "billing"})
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.Close()
+		cs = append(cs, c)
+	}
+	msg, err := cs[0].Receive(t.Context())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cs[0].Ack(t.Context(), msg.Event.ID); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := cs[1].Receive(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	body := scrape(t, m)
+	for _, want := range []string{
+		"annals_groups 1",
+		`annals_group_consumers{group="g"} 2`,
+		`annals_group_in_flight{group="g"} 1`,
+		`annals_group_acked_total{group="g"} 1`,
+		`annals_group_delivered_total{group="g"} 2`,
+		`annals_group_lag{group="g"}`,
+		`annals_group_parked{group="g"} 0`,
+		`annals_group_buffered{group="g"} 0`,
+		`annals_group_retries_total{group="g"} 0`,
+		`annals_group_parked_total{group="g"} 0`,
+		`annals_group_consumer_in_flight{consumer="billing",group="g"} 1`,
+		`annals_group_consumer_delivered_total{consumer="billing",group="g"} 2`,
+		`annals_group_consumer_acked_total{consumer="billing",group="g"} 1`,
+		"annals_group_consume_streams 0",
+	} {
+		if !strings.Contains(body, want) {
+			t.Errorf("no %q in the metrics:\n%s", want, grepLines(body, "annals_group"))
+		}
+	}
+}
+
+// grepLines returns the lines of s that contain word.
+func grepLines(s, word string) string {
+	var out []string
+	for _, l := range strings.Split(s, "\n") {
+		if strings.Contains(l, word) && !strings.HasPrefix(l, "#") {
+			out = append(out, l)
+		}
+	}
+	return strings.Join(out, "\n")
 }

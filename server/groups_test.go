@@ -20,6 +20,7 @@ import (
 	annalsv1 "github.com/annalsdb/annals/internal/gen/annals/v1"
 	"github.com/annalsdb/annals/internal/gen/annals/v1/annalsv1connect"
 	"github.com/annalsdb/annals/internal/testwait"
+	"github.com/annalsdb/annals/memstore"
 	"github.com/annalsdb/annals/server"
 	"github.com/google/go-cmp/cmp"
 )
@@ -473,4 +474,30 @@ func (b bearerToken) WrapStreamingClient(next connect.StreamingClientFunc) conne
 
 func (b bearerToken) WrapStreamingHandler(next connect.StreamingHandlerFunc) connect.StreamingHandlerFunc {
 	return next
+}
+
+// TestGroupsRoute: GET /v1/groups lists the groups as JSON; over a store that cannot keep
+// groups it says so, and the GroupService answers Unimplemented.
+func TestGroupsRoute(t *testing.T) {
+	f := newFixture(t, nil, nil)
+	mustCreate(t, f, "g", "order-1")
+	var list server.GroupList
+	if status := f.getJSON(t, "/v1/groups", &list); status != http.StatusOK {
+		t.Fatalf("GET /v1/groups: %d", status)
+	}
+	if !list.Available || len(list.Groups) != 1 || list.Groups[0].Name != "g" || list.Groups[0].Settings.Stream != "order-1" {
+		t.Errorf("GET /v1/groups: got %+v", list)
+	}
+	if status := f.getJSON(t, "/v1/groups?x=1", &list); status != http.StatusBadRequest {
+		t.Errorf("GET /v1/groups?x=1: %d, want 400", status)
+	}
+
+	plain := newFixture(t, struct{ annals.Store }{memstore.New(nil)}, nil)
+	list = server.GroupList{}
+	if status := plain.getJSON(t, "/v1/groups", &list); status != http.StatusOK || list.Available || list.Groups == nil {
+		t.Errorf("GET /v1/groups over a store without groups: %d %+v", status, list)
+	}
+	if status, v := plain.postGroup(t, "ListGroups", `{}`); status != http.StatusNotImplemented {
+		t.Errorf("ListGroups over a store without groups: %d %v", status, v)
+	}
 }
