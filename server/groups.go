@@ -35,8 +35,7 @@ type groupState struct {
 	// lock is held (a token in it) while the manager is opened or closed; a channel, so that
 	// a caller waiting for it can give up with its context.
 	lock chan struct{}
-	// m is the manager once opened; written under lock, read under lock or after it was
-	// seen non-nil through ready.
+	// m is the manager once opened; read and written under lock.
 	m      *groups.Manager
 	closed bool
 }
@@ -73,13 +72,6 @@ func (s *Server) groupManager(ctx context.Context) (*groups.Manager, error) {
 	}
 	s.groups.m = m
 	return m, nil
-}
-
-// openedGroups returns the manager if it is open, else nil, without opening it.
-func (s *Server) openedGroups() *groups.Manager {
-	s.groups.lock <- struct{}{}
-	defer func() { <-s.groups.lock }()
-	return s.groups.m
 }
 
 // closeGroups closes the manager, if open, and refuses to open it again.
