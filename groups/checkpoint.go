@@ -72,7 +72,7 @@ func (g *group) flush(ctx context.Context, final bool) bool {
 			return false
 		}
 		// Another manager wrote it: keep the highest, never move it back.
-		st, lerr := loadState(ctx, g.m.store, Definition{Name: g.name, Created: g.created})
+		st, lerr := loadState(ctx, g.m.store, Definition{Name: g.name, Created: g.created}, false)
 		if lerr != nil {
 			g.logger().Warn("group: reading the checkpoint failed", "err", lerr)
 			return false
@@ -94,17 +94,33 @@ func (g *group) flush(ctx context.Context, final bool) bool {
 	}
 }
 
-// park appends the entries to the group's parked stream in one append and then settles them.
+// park appends the entries to the group's parked stream and then settles them: in one append,
+// or one by one when they are too large together, and an event too large to be parked with
+// its record is parked without its data and metadata (a replay reads them from the log).
 func (g *group) park(ctx context.Context, parks []*entry) error {
-	events := make([]annals.Event, 0, len(parks))
-	for _, e := range parks {
-		pe, err := parkedEvent(e.parkID, g.created, &e.ev, e.reason)
-		if err != nil {
-			return err
+	err := g.appendParked(ctx, parks, false)
+	if errors.Is(err, annals.ErrTooLarge) {
+		err = nil
+		for i, e := range parks {
+			one := parks[i : i+1]
+			perr := g.appendParked(ctx, one, false)
+			if errors.Is(perr, annals.ErrTooLarge) {
+				perr = g.appendParked(ctx, one, true)
+			}
+			if perr != nil {
+				g.mu.Lock()
+				if g.mu.ended == nil {
+					g.mu.parking = append(parks[i:], g.mu.parking...)
+				}
+				g.mu.Unlock()
+				return fmt.Errorf("park event %s in %s: %w", e.ev.ID, ParkedStream(g.name), perr)
+			}
+			g.mu.Lock()
+			g.parkedLocked(one)
+			g.mu.Unlock()
 		}
-		events = append(events, pe)
+		return nil
 	}
-	_, err := g.m.store.AppendSystem(ctx, ParkedStream(g.name), annals.Any, events...)
 	g.mu.Lock()
 	defer g.mu.Unlock()
 	if err != nil {
@@ -113,10 +129,29 @@ func (g *group) park(ctx context.Context, parks []*entry) error {
 		}
 		return fmt.Errorf("park %d events in %s: %w", len(parks), ParkedStream(g.name), err)
 	}
+	g.parkedLocked(parks)
+	return nil
+}
+
+// parkedLocked settles entries whose parked copies were written.
+func (g *group) parkedLocked(parks []*entry) {
 	for _, e := range parks {
 		g.mu.parked++
 		g.mu.parkedTotal++
 		g.settleLocked(e)
 	}
-	return nil
+}
+
+// appendParked appends the parked copies of parks in one append.
+func (g *group) appendParked(ctx context.Context, parks []*entry, omit bool) error {
+	events := make([]annals.Event, 0, len(parks))
+	for _, e := range parks {
+		pe, err := parkedEvent(e.parkID, g.created, &e.ev, e.reason, omit)
+		if err != nil {
+			return err
+		}
+		events = append(events, pe)
+	}
+	_, err := g.m.store.AppendSystem(ctx, ParkedStream(g.name), annals.Any, events...)
+	return err
 }

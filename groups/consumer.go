@@ -139,7 +139,17 @@ func (c *consumer) settle(ctx context.Context, ids []annals.UUID, fn func(e *ent
 		return c.err
 	}
 	var missing []string
+	var seen map[annals.UUID]bool // an id named twice in one call counts once
+	if len(ids) > 1 {
+		seen = make(map[annals.UUID]bool, len(ids))
+	}
 	for _, id := range ids {
+		if seen != nil {
+			if seen[id] {
+				continue
+			}
+			seen[id] = true
+		}
 		e := c.inflight[id]
 		if e == nil {
 			missing = append(missing, id.String())
@@ -218,7 +228,6 @@ func (c *consumer) Close() error {
 	})
 	for _, e := range back {
 		g.takeBackLocked(e)
-		e.state = stQueued
 		g.retryLocked(e, 0, "consumer left")
 	}
 	g.rebalanceLocked()

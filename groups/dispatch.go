@@ -2,6 +2,7 @@ package groups
 
 import (
 	"encoding/json"
+	"fmt"
 	"hash/maphash"
 	"time"
 
@@ -142,6 +143,9 @@ func (g *group) dispatchPinnedLocked(c *consumer) {
 
 // deliverLocked puts e in flight to c.
 func (g *group) deliverLocked(c *consumer, e *entry) {
+	if e.state != stQueued {
+		panic(fmt.Sprintf("groups: delivering an entry in state %d (key %d)", e.state, e.key))
+	}
 	e.state = stInFlight
 	e.cons = c
 	e.seq++
@@ -175,6 +179,7 @@ func (g *group) takeBackLocked(e *entry) {
 	delete(c.inflight, e.ev.ID)
 	g.mu.timers.remove(e)
 	e.cons = nil
+	e.state = stTaken
 	if kl := g.mu.keys[e.pin]; kl != nil && kl.cons == c {
 		if kl.n--; kl.n == 0 {
 			delete(g.mu.keys, e.pin)
@@ -216,20 +221,27 @@ func (g *group) parkLocked(e *entry, reason string) {
 
 // settleLocked settles e, which is in no state (taken back) or parking.
 func (g *group) settleLocked(e *entry) {
+	if e.state != stTaken && e.state != stParking {
+		panic(fmt.Sprintf("groups: settling an entry in state %d (key %d)", e.state, e.key))
+	}
 	e.state = stSettled
 	e.ev = annals.RecordedEvent{} // the tracker may hold it a while: free the bytes
+	if !g.mu.cpArmed {
+		signal(g.wake) // the loop sleeps without a checkpoint to write: it has one now
+	}
 	if e.replay {
 		g.mu.replays.settle()
-		signal(g.wake)
+		if g.mu.replayBudget > 0 {
+			signal(g.wake) // room to feed more replays
+		}
 		return
 	}
 	g.mu.dirty = true
 	full := g.mu.log.unsettled() >= g.mu.set.Buffer
 	g.mu.log.settle()
-	if full || g.mu.log.unsettled() < g.mu.set.Buffer {
+	if full {
 		signal(g.room)
 	}
-	signal(g.wake)
 }
 
 // rebalanceLocked moves the queued entries of a pinned group to the consumers their keys go

@@ -21,6 +21,7 @@ type group struct {
 	created uint64
 	onAll   bool
 	seed    maphash.Seed
+	loaded  groupState // as loaded when the group started
 
 	ctx    context.Context
 	cancel context.CancelFunc
@@ -46,11 +47,16 @@ type group struct {
 		keys      map[string]*keyLoad // pinned: in-flight entries per key
 		parking   []*entry
 
+		// replays: the parked stream is read up to replayTarget for replayBudget more events
+		replayTarget uint64
+		replayBudget int
+
 		// checkpoint writing
 		written         uint64 // checkpoint last written (or loaded)
 		writtenReplayed uint64
 		cpExpected      annals.ExpectedRevision
 		dirty           bool // a log entry was settled since the last write
+		cpArmed         bool // the loop knows a checkpoint is to be written
 		lastWrite       time.Time
 
 		parked                                          uint64 // parked and not handed back
@@ -74,13 +80,8 @@ func newGroup(m *Manager, def Definition, st groupState) *group {
 	g.mu.def = def
 	g.mu.set = def.Settings.WithDefaults()
 	g.mu.keys = make(map[string]*keyLoad)
-	from := uint64(0)
-	switch {
-	case st.haveCP:
-		from = st.checkpoint
-	case def.Settings.Start.Kind == FromPosition:
-		from = def.Settings.Start.From
-	}
+	g.loaded = st
+	from := st.start(&def)
 	g.mu.log.next = from
 	g.mu.written = from
 	g.mu.replays.next = st.replayed
@@ -158,6 +159,10 @@ func (g *group) read(ctx context.Context) {
 		if ctx.Err() != nil {
 			return
 		}
+		if errors.Is(failed, annals.ErrClosed) {
+			g.logger().Warn("group: the store is closed; the group stops reading", "err", failed)
+			return
+		}
 		if failed != nil && !errors.Is(failed, context.Canceled) {
 			g.logger().Warn("group: following the log failed; retrying", "err", failed, "after", backoff)
 		}
@@ -216,7 +221,7 @@ func (g *group) admit(ctx context.Context, ev annals.RecordedEvent) bool {
 func (g *group) loop(ctx context.Context) {
 	timer := time.NewTimer(time.Hour)
 	defer timer.Stop()
-	var parkRetry time.Time
+	var parkRetry, feedRetry time.Time
 	for ctx.Err() == nil {
 		now := time.Now()
 		g.mu.Lock()
@@ -231,11 +236,19 @@ func (g *group) loop(ctx context.Context) {
 			next = g.mu.timers[0].due
 		}
 		cpDue, cpNeeded := g.checkpointDueLocked()
+		g.mu.cpArmed = cpNeeded
 		if cpNeeded && (next.IsZero() || cpDue.Before(next)) {
 			next = cpDue
 		}
 		if len(g.mu.parking) > 0 && (next.IsZero() || parkRetry.Before(next)) {
 			next = parkRetry
+		}
+		feed := g.feedNeededLocked()
+		if feed && now.Before(feedRetry) {
+			feed = false
+			if next.IsZero() || feedRetry.Before(next) {
+				next = feedRetry
+			}
 		}
 		g.mu.Unlock()
 
@@ -246,6 +259,16 @@ func (g *group) loop(ctx context.Context) {
 				}
 				g.logger().Warn("group: parking events failed; retrying", "err", err)
 				parkRetry = time.Now().Add(time.Second)
+			}
+			continue
+		}
+		if feed {
+			if err := g.feed(ctx); err != nil {
+				if ctx.Err() != nil {
+					return
+				}
+				g.logger().Warn("group: reading parked events to replay failed; retrying", "err", err)
+				feedRetry = time.Now().Add(time.Second)
 			}
 			continue
 		}

@@ -4,8 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-
-	"github.com/annalsdb/annals"
 )
 
 // update applies new settings to the running group: the new strategy spreads the queued
@@ -74,62 +72,4 @@ func (g *group) info(ctx context.Context) (Info, error) {
 	}
 	info.Buffered = g.mu.log.unsettled() + g.mu.replays.unsettled() - info.InFlight
 	return info, nil
-}
-
-// replayParked reads up to limit (0: as many as fit) parked events of the group's creation
-// from its parked stream, after those given back already, and queues them for delivery. At
-// most Buffer replayed events are unsettled at once.
-func (g *group) replayParked(ctx context.Context, limit int) (int, error) {
-	g.replayMu.Lock()
-	defer g.replayMu.Unlock()
-	g.mu.Lock()
-	from := g.mu.replays.next
-	room := g.mu.set.Buffer - g.mu.replays.unsettled()
-	g.mu.Unlock()
-	if limit == 0 || limit > room {
-		limit = room
-	}
-	if limit <= 0 {
-		return 0, nil
-	}
-	var got []*entry
-	skippedTo := from
-	for p, err := range g.m.store.ReadStream(ctx, ParkedStream(g.name), &annals.ReadOptions{From: from}) {
-		if errors.Is(err, annals.ErrStreamNotFound) {
-			break
-		}
-		if err != nil {
-			return 0, fmt.Errorf("groups: read %s: %w", ParkedStream(g.name), err)
-		}
-		ev, created, err := unparked(&p)
-		if err != nil || created != g.created {
-			if err != nil {
-				g.logger().Error("group: skipping a parked event that does not decode", "err", err)
-			}
-			skippedTo = p.Revision + 1
-			continue
-		}
-		got = append(got, &entry{ev: ev, key: p.Revision, replay: true, heapIdx: -1})
-		if len(got) == limit {
-			break
-		}
-	}
-	g.mu.Lock()
-	defer g.mu.Unlock()
-	if g.mu.ended != nil {
-		return 0, g.mu.ended
-	}
-	for _, e := range got {
-		e.pin = g.pinOf(&g.mu.set, &e.ev)
-		g.mu.replays.add(e)
-		g.enqueueLocked(e)
-	}
-	if len(got) == 0 && skippedTo > g.mu.replays.next {
-		g.mu.replays.next = skippedTo
-		signal(g.wake)
-	} else if len(got) > 0 {
-		g.mu.replays.next = max(g.mu.replays.next, got[len(got)-1].key+1)
-	}
-	g.mu.parked -= min(g.mu.parked, uint64(len(got)))
-	return len(got), nil
 }

@@ -95,7 +95,7 @@ func Open(ctx context.Context, store Store, opts *Options) (*Manager, error) {
 	}
 	m.ctx, m.cancel = context.WithCancel(context.Background())
 	for _, def := range defs {
-		st, err := loadState(ctx, store, def)
+		st, err := loadState(ctx, store, def, true)
 		if err != nil {
 			m.cancel()
 			m.closeGroups()
@@ -170,6 +170,10 @@ func (m *Manager) follow(ctx context.Context) {
 		if ctx.Err() != nil {
 			return
 		}
+		if errors.Is(failed, annals.ErrClosed) {
+			m.log.Warn("groups: the store is closed; the manager stops following the group definitions", "err", failed)
+			return
+		}
 		m.log.Warn("groups: following the group definitions failed; retrying", "err", failed, "after", backoff)
 		select {
 		case <-ctx.Done():
@@ -196,7 +200,7 @@ func (m *Manager) applyLocked(ctx context.Context, e *annals.RecordedEvent) erro
 		if g != nil && g.created == def.Created {
 			break
 		}
-		st, err := loadState(ctx, m.store, def)
+		st, err := loadState(ctx, m.store, def, true)
 		if err != nil {
 			return fmt.Errorf("load group %q: %w", def.Name, err)
 		}

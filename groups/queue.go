@@ -17,6 +17,7 @@ const (
 	stDelayed                    // nacked with a delay, waiting for its time
 	stParking                    // being appended to the parked stream
 	stSettled                    // acked, skipped or parked
+	stTaken                      // taken back from its consumer, about to get another state
 )
 
 // entry is one event a group read (from the log, or from its parked stream for a replay) and

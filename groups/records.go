@@ -44,15 +44,22 @@ type parkedRecord struct {
 	Metadata      json.RawMessage `json:"metadata,omitempty"`
 	MetadataBytes []byte          `json:"metadataBytes,omitempty"`
 	Reason        string          `json:"reason,omitempty"`
+	// Omitted tells a copy without the original's data and metadata, which were too large to
+	// park with the record: a replay reads them from the original's place in the log.
+	Omitted bool `json:"omitted,omitempty"`
 }
 
 // parkedEvent returns the event id that parks e for the group's creation created.
-func parkedEvent(id annals.UUID, created uint64, e *annals.RecordedEvent, reason string) (annals.Event, error) {
+// With omit it leaves out the original's data and metadata.
+func parkedEvent(id annals.UUID, created uint64, e *annals.RecordedEvent, reason string, omit bool) (annals.Event, error) {
 	rec := parkedRecord{
 		Created: created, ID: e.ID, Stream: e.Stream, Type: e.Type, Revision: e.Revision,
-		Position: e.Position, Time: e.Time, ContentType: e.ContentType, Reason: reason,
+		Position: e.Position, Time: e.Time, ContentType: e.ContentType, Reason: reason, Omitted: omit,
 	}
-	if len(e.Metadata) > 0 {
+	data := e.Data
+	if omit {
+		data = nil
+	} else if len(e.Metadata) > 0 {
 		if json.Valid(e.Metadata) {
 			rec.Metadata = e.Metadata
 		} else {
@@ -65,15 +72,16 @@ func parkedEvent(id annals.UUID, created uint64, e *annals.RecordedEvent, reason
 	}
 	return annals.Event{
 		ID: id, Type: ParkedEventType, ContentType: e.ContentType,
-		Data: e.Data, Metadata: meta,
+		Data: data, Metadata: meta,
 	}, nil
 }
 
-// unparked returns the original event of a parked one, and the creation it was parked for.
-func unparked(p *annals.RecordedEvent) (annals.RecordedEvent, uint64, error) {
+// unparked returns the original event of a parked one, and the record of its parking (the
+// creation it was parked for, whether its data was omitted).
+func unparked(p *annals.RecordedEvent) (annals.RecordedEvent, parkedRecord, error) {
 	var rec parkedRecord
 	if err := json.Unmarshal(p.Metadata, &rec); err != nil {
-		return annals.RecordedEvent{}, 0, fmt.Errorf("%w: parked event %d of %s: %v", annals.ErrCorrupt, p.Revision, p.Stream, err)
+		return annals.RecordedEvent{}, rec, fmt.Errorf("%w: parked event %d of %s: %v", annals.ErrCorrupt, p.Revision, p.Stream, err)
 	}
 	meta := rec.MetadataBytes
 	if len(rec.Metadata) > 0 {
@@ -82,7 +90,7 @@ func unparked(p *annals.RecordedEvent) (annals.RecordedEvent, uint64, error) {
 	return annals.RecordedEvent{
 		ID: rec.ID, Stream: rec.Stream, Type: rec.Type, ContentType: rec.ContentType,
 		Data: p.Data, Metadata: meta, Revision: rec.Revision, Position: rec.Position, Time: rec.Time,
-	}, rec.Created, nil
+	}, rec, nil
 }
 
 // decodeStrict decodes data into v, refusing unknown fields.
@@ -126,11 +134,36 @@ type groupState struct {
 	haveCP        bool
 	replayed      uint64 // parked revisions below it are settled replays
 	cpExpected    annals.ExpectedRevision
-	parkedPending uint64 // parked at or after replayed, of this creation
+	parkedPending uint64 // parked at or after replayed, of this creation, not redundant
+	parkedEnd     uint64 // the revision after the last of the parked stream
 }
 
-// loadState reads the checkpoint stream and the parked stream of def.
-func loadState(ctx context.Context, r annals.Reader, def Definition) (groupState, error) {
+// start returns where the group starts reading the log: the checkpoint, or the start of its
+// definition.
+func (st *groupState) start(def *Definition) uint64 {
+	switch {
+	case st.haveCP:
+		return st.checkpoint
+	case def.Settings.Start.Kind == FromPosition:
+		return def.Settings.Start.From
+	}
+	return 0
+}
+
+// redundant tells a parked event that this run of the group will deliver again from the log:
+// one parked by an earlier run (below parkedEnd) at or after the checkpoint this run starts
+// from, so that its park was never covered by a checkpoint. Replaying it too would deliver it
+// twice.
+func redundant(def *Definition, st *groupState, parkedRev uint64, orig *annals.RecordedEvent) bool {
+	key := orig.Revision
+	if def.Settings.Stream == annals.AllStream {
+		key = orig.Position
+	}
+	return parkedRev < st.parkedEnd && key >= st.start(def)
+}
+
+// loadState reads the checkpoint stream of def, and with parked its parked stream.
+func loadState(ctx context.Context, r annals.Reader, def Definition, parked bool) (groupState, error) {
 	st := groupState{cpExpected: annals.NoStream}
 	first := true
 	haveReplayed := false
@@ -172,6 +205,9 @@ func loadState(ctx context.Context, r annals.Reader, def Definition) (groupState
 			break
 		}
 	}
+	if !parked {
+		return st, nil
+	}
 	for e, err := range r.ReadStream(ctx, ParkedStream(def.Name), &annals.ReadOptions{From: st.replayed}) {
 		if errors.Is(err, annals.ErrStreamNotFound) {
 			break
@@ -179,7 +215,9 @@ func loadState(ctx context.Context, r annals.Reader, def Definition) (groupState
 		if err != nil {
 			return st, fmt.Errorf("read %s: %w", ParkedStream(def.Name), err)
 		}
-		if _, created, err := unparked(&e); err == nil && created == def.Created {
+		st.parkedEnd = e.Revision + 1
+		orig, rec, err := unparked(&e)
+		if err == nil && rec.Created == def.Created && !redundant(&def, &st, 0, &orig) {
 			st.parkedPending++
 		}
 	}

@@ -46,12 +46,6 @@ func (col *collector) run(ctx context.Context, t *testing.T, i int, c groups.Con
 	}()
 }
 
-func (col *collector) count() int {
-	col.mu.Lock()
-	defer col.mu.Unlock()
-	return len(col.got)
-}
-
 // waitAll waits until every id was delivered.
 func (col *collector) waitAll(t *testing.T, ids []annals.UUID) {
 	t.Helper()

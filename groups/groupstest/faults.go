@@ -40,6 +40,19 @@ func testNotInFlight(t *testing.T, env *Env) {
 	if i := info(t, svc, name); i.Acked != 2 || i.Retries != 0 {
 		t.Fatalf("Info: acked %d retries %d, want 2 and 0", i.Acked, i.Retries)
 	}
+	// An id named twice in one call counts once.
+	c2.Close()
+	more := appendN(t, env, stream, "N", 1)
+	m = receive(t, c1)
+	if err := c1.Nack(ctx, groups.Nack{Action: groups.Retry}, m.Event.ID, m.Event.ID); err != nil {
+		t.Fatalf("Nack of one id twice: %v", err)
+	}
+	if m = receive(t, c1); m.Event.ID != more[0] || m.Retries != 1 {
+		t.Fatalf("after a nack naming it twice: %s retries %d, want %s retries 1", m.Event.ID, m.Retries, more[0])
+	}
+	if err := c1.Ack(ctx, m.Event.ID, m.Event.ID); err != nil {
+		t.Fatalf("Ack of one id twice: %v", err)
+	}
 	_ = ids
 }
 
@@ -214,4 +227,49 @@ func testCheckpointStored(t *testing.T, env *Env) {
 		t.Fatalf("Info.Checkpoint = %d, want 3", i.Checkpoint)
 	}
 	ack(t, c, m.Event.ID)
+}
+
+func testReplayRestart(t *testing.T, env *Env) {
+	if env.Restart == nil {
+		t.Skip("no Restart in this environment")
+	}
+	svc := env.Service
+	stream := uniq("rpr-")
+	name := uniq("g")
+	create(t, svc, name, fast(stream))
+	c := join(t, svc, name, nil)
+	ids := appendN(t, env, stream, "P", 3)
+	for range 2 {
+		m := receive(t, c)
+		if err := c.Nack(context.Background(), groups.Nack{Action: groups.Park}, m.Event.ID); err != nil {
+			t.Fatal(err)
+		}
+	}
+	ack(t, c, receive(t, c).Event.ID)
+	testwait.UntilNil(t, "two parked", func() error {
+		if i := info(t, svc, name); i.Parked != 2 {
+			return fmt.Errorf("parked %d", i.Parked)
+		}
+		return nil
+	})
+	if n, err := svc.ReplayParked(context.Background(), name, 1); err != nil || n != 1 {
+		t.Fatalf("ReplayParked(1) = %d, %v", n, err)
+	}
+	if m := receive(t, c); m.Event.ID != ids[0] || !m.Parked {
+		t.Fatalf("replayed %s, want %s", m.Event.ID, ids[0])
+	} else {
+		ack(t, c, m.Event.ID)
+	}
+	waitSettled(t, svc, name, 2)
+	svc = env.Restart()
+	if i := info(t, svc, name); i.Parked != 1 {
+		t.Fatalf("after the restart: parked %d, want 1", i.Parked)
+	}
+	if n, err := svc.ReplayParked(context.Background(), name, 0); err != nil || n != 1 {
+		t.Fatalf("ReplayParked after the restart = %d, %v; want 1", n, err)
+	}
+	c = join(t, svc, name, nil)
+	if m := receive(t, c); m.Event.ID != ids[1] || !m.Parked {
+		t.Fatalf("after the restart replayed %s, want %s", m.Event.ID, ids[1])
+	}
 }

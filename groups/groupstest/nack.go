@@ -155,9 +155,9 @@ func testMessageTimeout(t *testing.T, env *Env) {
 	s.MessageTimeout = 150 * time.Millisecond
 	create(t, svc, name, s)
 	c := join(t, svc, name, nil)
+	delivered := time.Now() // the timeout runs from the delivery, after the append
 	ids := appendN(t, env, stream, "T", 1)
 	m := receive(t, c)
-	delivered := time.Now()
 	// Not acked: it comes back after the timeout, a retry.
 	m = receive(t, c)
 	if m.Event.ID != ids[0] || m.Retries != 1 {
@@ -217,4 +217,48 @@ func testMaxRetries(t *testing.T, env *Env) {
 		}
 		return nil
 	})
+}
+
+func testReplayMany(t *testing.T, env *Env) {
+	svc := env.Service
+	stream := uniq("many-")
+	name := uniq("g")
+	s := fast(stream)
+	s.Buffer = 5
+	create(t, svc, name, s)
+	c := join(t, svc, name, nil)
+	ids := appendN(t, env, stream, "M", 12)
+	for range ids {
+		m := receive(t, c)
+		nack(t, c, groups.Nack{Action: groups.Park}, m.Event.ID)
+	}
+	testwait.UntilNil(t, "12 events parked", func() error {
+		if i := info(t, svc, name); i.Parked != 12 {
+			return fmt.Errorf("parked %d", i.Parked)
+		}
+		return nil
+	})
+	ctx := context.Background()
+	if n, err := svc.ReplayParked(ctx, name, 3); err != nil || n != 3 {
+		t.Fatalf("ReplayParked(3) = %d, %v", n, err)
+	}
+	if n, err := svc.ReplayParked(ctx, name, 0); err != nil || n != 9 {
+		t.Fatalf("ReplayParked(0) after 3 = %d, %v; want the 9 others, though the buffer holds 5", n, err)
+	}
+	for i, id := range ids {
+		m := receive(t, c)
+		if m.Event.ID != id || !m.Parked {
+			t.Fatalf("replay %d: got %s (parked %v), want %s", i, m.Event.ID, m.Parked, id)
+		}
+		ack(t, c, m.Event.ID)
+	}
+	testwait.UntilNil(t, "nothing parked", func() error {
+		if i := info(t, svc, name); i.Parked != 0 || i.InFlight != 0 || i.Buffered != 0 {
+			return fmt.Errorf("parked %d, in flight %d, buffered %d", i.Parked, i.InFlight, i.Buffered)
+		}
+		return nil
+	})
+	if n, err := svc.ReplayParked(ctx, name, 0); err != nil || n != 0 {
+		t.Fatalf("ReplayParked after all = %d, %v; want 0", n, err)
+	}
 }

@@ -25,8 +25,17 @@ type randomRun struct {
 	mu       sync.Mutex
 	appended map[annals.UUID]bool
 	acked    map[annals.UUID]int // the epoch (restarts so far) of the ack
+	ackedAt  map[annals.UUID]uint64
+	clock    uint64 // counts acks; orders them with the start of receives
 	skipped  map[annals.UUID]bool
 	epoch    int
+	history  map[annals.UUID][]string
+}
+
+func (r *randomRun) note(id annals.UUID, format string, args ...any) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.history[id] = append(r.history[id], fmt.Sprintf(format, args...))
 }
 
 // testRandomized appends events while consumers join, leave, ack, nack (retry, delay, park,
@@ -45,7 +54,7 @@ func testRandomized(t *testing.T, env *Env) {
 	}
 	t.Logf("ANNALS_SEED=%d (set it to replay this run)", seed)
 	rng := rand.New(rand.NewPCG(uint64(seed), 1))
-	r := &randomRun{t: t, seed: seed, appended: map[annals.UUID]bool{}, acked: map[annals.UUID]int{}, skipped: map[annals.UUID]bool{}}
+	r := &randomRun{t: t, seed: seed, appended: map[annals.UUID]bool{}, acked: map[annals.UUID]int{}, skipped: map[annals.UUID]bool{}, ackedAt: map[annals.UUID]uint64{}, history: map[annals.UUID][]string{}}
 
 	prefix := uniq("rnd") + "-"
 	name := uniq("g")
@@ -74,8 +83,11 @@ func testRandomized(t *testing.T, env *Env) {
 		}
 		consumers = append(consumers, c)
 		crng := rand.New(rand.NewPCG(rng.Uint64(), 2))
+		r.mu.Lock()
+		epoch := r.epoch
+		r.mu.Unlock()
 		wg.Add(1)
-		go func() { defer wg.Done(); r.consume(ctx, c, crng, false) }()
+		go func() { defer wg.Done(); r.consume(ctx, c, crng, false, epoch) }()
 	}
 	joinOne()
 	restarted := false
@@ -110,6 +122,9 @@ func testRandomized(t *testing.T, env *Env) {
 			r.epoch++
 			r.mu.Unlock()
 			consumers = nil
+			if i, err := svc.Info(ctx, name); err == nil {
+				t.Logf("after the restart: checkpoint %d", i.Checkpoint)
+			}
 			joinOne()
 		default:
 			if _, err := svc.ReplayParked(ctx, name, rng.IntN(3)); err != nil {
@@ -127,7 +142,10 @@ func testRandomized(t *testing.T, env *Env) {
 	}
 	defer drain.Close()
 	wg.Add(1)
-	go func() { defer wg.Done(); r.consume(ctx, drain, nil, true) }()
+	r.mu.Lock()
+	epoch := r.epoch
+	r.mu.Unlock()
+	go func() { defer wg.Done(); r.consume(ctx, drain, nil, true, epoch) }()
 	testwait.UntilNil(t, "every appended event acked or skipped", func() error {
 		if _, err := svc.ReplayParked(ctx, name, 0); err != nil {
 			return err
@@ -150,8 +168,15 @@ func testRandomized(t *testing.T, env *Env) {
 }
 
 // consume receives until the consumer ends, acting at random (rng) or acking all (drain).
-func (r *randomRun) consume(ctx context.Context, c groups.Consumer, rng *rand.Rand, drain bool) {
+// epoch is that of the service c joined.
+func (r *randomRun) consume(ctx context.Context, c groups.Consumer, rng *rand.Rand, drain bool, epoch int) {
 	for {
+		// A message may have been taken from the consumer's mailbox before an ack made
+		// elsewhere after a timeout (the timeout race): only a receive that starts after the
+		// ack may not deliver the event again.
+		r.mu.Lock()
+		started := r.clock
+		r.mu.Unlock()
 		m, err := c.Receive(ctx)
 		if err != nil {
 			return
@@ -161,23 +186,26 @@ func (r *randomRun) consume(ctx context.Context, c groups.Consumer, rng *rand.Ra
 		if !r.appended[id] {
 			r.t.Errorf("delivered %s of %s, which the run did not append", id, m.Event.Stream)
 		}
-		if e, ok := r.acked[id]; ok && e == r.epoch {
-			r.t.Errorf("seed %d: event %s delivered again after it was acked", r.seed, id)
+		if e, ok := r.acked[id]; ok && e == epoch && r.ackedAt[id] <= started {
+			r.t.Errorf("seed %d: event %s delivered again after it was acked (parked %v, retries %d, position %d, epoch %d): %v", r.seed, id, m.Parked, m.Retries, m.Event.Position, epoch, r.history[id])
 		}
 		r.mu.Unlock()
 		action := 0
 		if !drain {
 			action = rng.IntN(100)
 		}
+		r.note(id, "%p got it (retries %d, parked %v), action %d", c, m.Retries, m.Parked, action)
 		switch {
 		case action < 70:
 			err = c.Ack(ctx, id)
 			if err == nil {
 				r.mu.Lock()
-				if e, ok := r.acked[id]; ok && e == r.epoch {
+				if e, ok := r.acked[id]; ok && e == epoch {
 					r.t.Errorf("seed %d: event %s acked twice", r.seed, id)
 				}
-				r.acked[id] = r.epoch
+				r.acked[id] = epoch
+				r.clock++
+				r.ackedAt[id] = r.clock
 				r.mu.Unlock()
 			}
 		case action < 80:
@@ -196,6 +224,7 @@ func (r *randomRun) consume(ctx context.Context, c groups.Consumer, rng *rand.Ra
 		default:
 			continue // let it time out
 		}
+		r.note(id, "%p: %v", c, err)
 		if err != nil && !errors.Is(err, groups.ErrNotInFlight) && !errors.Is(err, groups.ErrConsumerClosed) &&
 			!errors.Is(err, annals.ErrClosed) && ctx.Err() == nil {
 			r.t.Errorf("seed %d: settling %s: %v", r.seed, id, err)
