@@ -24,6 +24,7 @@ import (
 
 	"github.com/annalsdb/annals"
 	"github.com/annalsdb/annals/console"
+	"github.com/annalsdb/annals/groups"
 	"github.com/annalsdb/annals/memstore"
 	"github.com/annalsdb/annals/server"
 )
@@ -555,4 +556,92 @@ func TestConsoleLogin(t *testing.T) {
 		t.Errorf("credentials came as bearer %d times, in the SSE query %d, in another query %d; want the header and the SSE query only",
 			s.mu.bearer, s.mu.sseQuery, s.mu.otherQuery)
 	}
+}
+
+// TestConsoleGroups drives the Groups view over a server's real consumer groups: a group on
+// $all, a consumer that acks some events and parks others; the list shows the group's
+// figures, its page the consumer and the parked events, and Replay parked gives them back,
+// which the parked count shows.
+func TestConsoleGroups(t *testing.T) {
+	ctx := browser(t)
+	dir := artifacts(t)
+	s := newSite(t, nil, nil)
+	gs, err := s.srv.Groups(t.Context())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := gs.Create(t.Context(), "orders", groups.Settings{Stream: annals.AllStream, Filter: &annals.Filter{Categories: []string{"order"}}, MaxRetries: 3}); err != nil {
+		t.Fatal(err)
+	}
+	c, err := gs.Join(t.Context(), "orders", &groups.JoinOptions{Name: "worker", Window: 10})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	for i := range 5 {
+		s.appendJSON(t, "", fmt.Sprintf("order-%d", i), "OrderPlaced", fmt.Sprintf(`{"n":%d}`, i), "")
+	}
+	s.appendJSON(t, "", "cart-1", "ItemAdded", `{}`, "") // not the group's
+	for i := range 5 {
+		m, err := c.Receive(t.Context())
+		if err != nil {
+			t.Fatal(err)
+		}
+		if i < 2 {
+			err = c.Nack(t.Context(), groups.Nack{Action: groups.Park, Reason: "bad order"}, m.Event.ID)
+		} else {
+			err = c.Ack(t.Context(), m.Event.ID)
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+
+	row := `#groups-list tr[data-name="orders"]`
+	run(t, ctx, "open the groups", chromedp.Navigate(s.url+"/#/groups"), chromedp.WaitVisible(chromedp.CSS(row)))
+	waitJS(t, ctx, "the parked events in the list", `document.querySelector('`+row+` .parked')?.textContent === "2"`)
+	wantContains(t, "group row", text(t, ctx, row), "orders", "$all", "category order", "round-robin")
+	if got := text(t, ctx, row+" .consumers"); got != "1" {
+		t.Errorf("consumers: %q, want 1", got)
+	}
+	if got := text(t, ctx, row+" .in-flight"); got != "0" {
+		t.Errorf("in flight: %q, want 0", got)
+	}
+	screenshot(t, ctx, dir, "groups")
+
+	run(t, ctx, "open the group", chromedp.Click(chromedp.CSS(row+" a")), chromedp.WaitVisible(chromedp.CSS(`#group-consumers tbody tr`)))
+	waitJS(t, ctx, "two parked events listed", `document.querySelectorAll('#parked-events tr.parked-row[data-state="parked"]').length === 2`)
+	if got := text(t, ctx, "#group-parked .card-value"); got != "2" {
+		t.Errorf("parked count on the group page: %q, want 2", got)
+	}
+	wantContains(t, "consumer", text(t, ctx, "#group-consumers tbody tr"), "worker")
+	if got := text(t, ctx, "#group-consumers tbody tr .acked"); got != "3" {
+		t.Errorf("consumer acked %q, want 3", got)
+	}
+	if got := text(t, ctx, "#group-consumers tbody tr .delivered"); got != "5" {
+		t.Errorf("consumer delivered %q, want 5", got)
+	}
+	wantContains(t, "parked events", text(t, ctx, "#parked-events"), "order-0", "order-1", "bad order", "OrderPlaced")
+	wantContains(t, "settings", text(t, ctx, "#group-settings"), "category order", "30s", "max retries3")
+	screenshot(t, ctx, dir, "group")
+
+	run(t, ctx, "replay the parked events", chromedp.Click(chromedp.CSS(`#replay-parked`)))
+	waitJS(t, ctx, "the replay's answer", `document.getElementById("replay-result").dataset.replayed === "2"`)
+	wantContains(t, "replay result", text(t, ctx, "#replay-result"), "Gave back 2 parked events")
+	// The consumer gets them again, marked as parked; once acked nothing waits.
+	for range 2 {
+		m, err := c.Receive(t.Context())
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !m.Parked {
+			t.Errorf("event %s after the replay: not marked parked", m.Event.Stream)
+		}
+		if err := c.Ack(t.Context(), m.Event.ID); err != nil {
+			t.Fatal(err)
+		}
+	}
+	waitJS(t, ctx, "the parked count after the replay", `document.querySelector("#group-parked .card-value")?.textContent === "0"`)
+	waitJS(t, ctx, "the consumer's acks after the replay", `document.querySelector("#group-consumers tbody tr .acked")?.textContent === "5"`)
+	screenshot(t, ctx, dir, "replayed")
 }

@@ -1,12 +1,13 @@
 // Package console is the web console of an Annals server: a single-page application, embedded
 // in the binary, that shows the streams and their events, a live tail of the log, stream
 // metadata, the running subscriptions, the application's projections with their lag and the
-// replica that holds each (the runners' leases), and charts of the append and read rates.
+// replica that holds each (the runners' leases), the consumer groups with their consumers, lag
+// and parked events, and charts of the append and read rates.
 //
 // The console is plain HTML, CSS and JavaScript modules (no build step) that talk to the
 // server's API from the browser: the JSON read routes (GET /v1/streams, /v1/streams/{stream},
-// /v1/stats, /v1/projections), Server-Sent Events (/v1/sse/...) and Connect's JSON unary
-// methods (GetMetadata). Mount [Handler] at "/" on the mux that has the server's routes:
+// /v1/stats, /v1/projections, /v1/groups), Server-Sent Events (/v1/sse/...) and Connect's
+// JSON unary methods (GetMetadata, the GroupService's ReplayParked). Mount [Handler] at "/" on the mux that has the server's routes:
 //
 //	mux := http.NewServeMux()
 //	srv.Register(mux)

@@ -105,8 +105,8 @@ func (m *Main) newRootCmd() *cobra.Command {
 ./annals-data, or $ANNALS_DATA). One process at a time may open a data directory; "annals
 tail" reads the log without opening it, so it can follow what other annals commands append.
 "annals serve" serves a data directory over the network; with --server URL (or
-$ANNALS_SERVER) append, read, tail, streams, export and import work against such a server
-instead, with --token (or $ANNALS_TOKEN) when it asks for credentials. With --postgres URL
+$ANNALS_SERVER) append, read, tail, streams, export, import, groups and consume work
+against such a server instead, with --token (or $ANNALS_TOKEN) when it asks for credentials. With --postgres URL
 (or $ANNALS_POSTGRES) every command but bench works on a PostgreSQL store instead of the
 data directory (its tables in --postgres-schema, created on first use), serve included.
 check and serve work on a data directory or PostgreSQL, not through --server; bench on a
@@ -163,6 +163,8 @@ flag, missing or malformed argument). Errors are one line on stderr, starting "a
 		newBenchCmd(m),
 		m.newServeCmd(),
 		m.newPasswdCmd(),
+		m.newGroupsCmd(),
+		m.newConsumeCmd(),
 	)
 	return root
 }

@@ -75,9 +75,10 @@ export async function get(path, params) {
   return decode(res);
 }
 
-// rpc calls a unary method of the EventStoreService with Connect's JSON.
-export async function rpc(method, msg) {
-  const res = await fetch("/annals.v1.EventStoreService/" + method, {
+// rpc calls a unary method of a service of the API (default the EventStoreService) with
+// Connect's JSON.
+export async function rpc(method, msg, service = "annals.v1.EventStoreService") {
+  const res = await fetch("/" + service + "/" + method, {
     method: "POST",
     headers: headers({ "Content-Type": "application/json" }),
     body: JSON.stringify(msg || {}),

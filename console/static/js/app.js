@@ -4,7 +4,12 @@
 //   #/streams?prefix=&after= the list of streams
 //   #/stream/<id>?from=N     a stream's events (newest first) and metadata
 //   #/tail?prefix=&category=&type=  the live tail of $all
+<<<<<<< HEAD
 //   #/correlation?event=&at= | ?correlation=  an event's conversation (correlation chain)
+=======
+//   #/groups                 the consumer groups
+//   #/group/<name>           a group's settings, figures, consumers and parked events
+>>>>>>> h-groupsui
 //
 // Each view's render returns a function that stops what it started (timers, event streams).
 
@@ -12,7 +17,11 @@ import { token, user, forget } from "./api.js";
 import * as overview from "./overview.js";
 import * as streams from "./streams.js";
 import * as tail from "./tail.js";
+<<<<<<< HEAD
 import * as correlation from "./correlation.js";
+=======
+import * as groups from "./groups.js";
+>>>>>>> h-groupsui
 import * as loginView from "./login.js";
 
 const cfg = JSON.parse(document.querySelector('meta[name="annals-config"]').content);
@@ -49,6 +58,12 @@ function route() {
   } else if (path === "/tail") {
     name = "tail";
     stop = tail.render(main, params, cfg) || stop;
+  } else if (path === "/groups") {
+    name = "groups";
+    stop = groups.renderList(main, params, cfg) || stop;
+  } else if (path.startsWith("/group/")) {
+    name = "groups";
+    stop = groups.renderGroup(main, params, cfg, decodeURIComponent(path.slice("/group/".length))) || stop;
   } else {
     stop = overview.render(main, params, cfg) || stop;
   }
