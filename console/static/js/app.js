@@ -4,12 +4,9 @@
 //   #/streams?prefix=&after= the list of streams
 //   #/stream/<id>?from=N     a stream's events (newest first) and metadata
 //   #/tail?prefix=&category=&type=  the live tail of $all
-<<<<<<< HEAD
-//   #/correlation?event=&at= | ?correlation=  an event's conversation (correlation chain)
-=======
 //   #/groups                 the consumer groups
 //   #/group/<name>           a group's settings, figures, consumers and parked events
->>>>>>> h-groupsui
+//   #/correlation?event=&at= | ?correlation=  an event's conversation (correlation chain)
 //
 // Each view's render returns a function that stops what it started (timers, event streams).
 
@@ -17,11 +14,8 @@ import { token, user, forget } from "./api.js";
 import * as overview from "./overview.js";
 import * as streams from "./streams.js";
 import * as tail from "./tail.js";
-<<<<<<< HEAD
-import * as correlation from "./correlation.js";
-=======
 import * as groups from "./groups.js";
->>>>>>> h-groupsui
+import * as correlation from "./correlation.js";
 import * as loginView from "./login.js";
 
 const cfg = JSON.parse(document.querySelector('meta[name="annals-config"]').content);
