@@ -441,18 +441,24 @@ func (rc *remoteConsumer) Receive(ctx context.Context) (groups.Message, error) {
 
 // Ack implements [groups.Consumer.Ack]: one ack message per [wire.MaxSettleIDs] ids, each
 // answered by the server.
+//
+// The messages of ids still queued are dropped, before the ack is sent and again once it
+// succeeded: a copy of an event received before the ack's answer is one the server took back
+// (the ack settled another delivery of it, or none), and an event acked is not delivered
+// again, as in process.
 func (rc *remoteConsumer) Ack(ctx context.Context, ids ...annals.UUID) error {
-	return rc.settle(ctx, ids, func(chunk []string, seq uint64) *annalsv1.ConsumeRequest {
+	return rc.settle(ctx, ids, true, func(chunk []string, seq uint64) *annalsv1.ConsumeRequest {
 		return &annalsv1.ConsumeRequest{Kind: &annalsv1.ConsumeRequest_Ack{Ack: &annalsv1.ConsumeAck{Ids: chunk, Seq: seq}}}
 	})
 }
 
-// Nack implements [groups.Consumer.Nack], as Ack.
+// Nack implements [groups.Consumer.Nack], as Ack; the messages of ids still queued are
+// dropped before the nack is sent (a retry delivers the event again).
 func (rc *remoteConsumer) Nack(ctx context.Context, n groups.Nack, ids ...annals.UUID) error {
 	if err := n.Validate(); err != nil {
 		return err
 	}
-	return rc.settle(ctx, ids, func(chunk []string, seq uint64) *annalsv1.ConsumeRequest {
+	return rc.settle(ctx, ids, false, func(chunk []string, seq uint64) *annalsv1.ConsumeRequest {
 		m := wire.NackToProto(n, nil, seq)
 		m.Ids = chunk
 		return &annalsv1.ConsumeRequest{Kind: &annalsv1.ConsumeRequest_Nack{Nack: m}}
@@ -462,7 +468,7 @@ func (rc *remoteConsumer) Nack(ctx context.Context, n groups.Nack, ids ...annals
 // settle sends the ids in messages of at most wire.MaxSettleIDs made by msg, and waits for
 // their answers; it returns the first error. With no ids it only reports whether the
 // consumer ended.
-func (rc *remoteConsumer) settle(ctx context.Context, ids []annals.UUID, msg func(chunk []string, seq uint64) *annalsv1.ConsumeRequest) error {
+func (rc *remoteConsumer) settle(ctx context.Context, ids []annals.UUID, ack bool, msg func(chunk []string, seq uint64) *annalsv1.ConsumeRequest) error {
 	if err := ctx.Err(); err != nil {
 		return err
 	}
@@ -471,6 +477,7 @@ func (rc *remoteConsumer) settle(ctx context.Context, ids []annals.UUID, msg fun
 		defer rc.mu.Unlock()
 		return rc.mu.err
 	}
+	rc.drop(ids)
 	all := wire.UUIDsToProto(ids)
 	var first error
 	for len(all) > 0 {
@@ -480,7 +487,31 @@ func (rc *remoteConsumer) settle(ctx context.Context, ids []annals.UUID, msg fun
 			first = err
 		}
 	}
+	if ack && first == nil {
+		rc.drop(ids)
+	}
 	return first
+}
+
+// drop removes the messages of ids from the queue.
+func (rc *remoteConsumer) drop(ids []annals.UUID) {
+	rc.mu.Lock()
+	defer rc.mu.Unlock()
+	rc.dropLocked(ids)
+}
+
+func (rc *remoteConsumer) dropLocked(ids []annals.UUID) {
+	if len(rc.mu.queue) == 0 {
+		return
+	}
+	set := make(map[annals.UUID]struct{}, len(ids))
+	for _, id := range ids {
+		set[id] = struct{}{}
+	}
+	rc.mu.queue = slices.DeleteFunc(rc.mu.queue, func(m groups.Message) bool {
+		_, ok := set[m.Event.ID]
+		return ok
+	})
 }
 
 // settleChunk sends one ack or nack of chunk and waits for its answer.

@@ -344,6 +344,15 @@ func (cs *consumeStream) write() error {
 				break drain
 			}
 		}
+		// The events first: one taken from the group before an ack was settled is sent before
+		// the ack's answer, so that the client, which drops its copies of the events an ack
+		// settled once the answer comes, never hands out one of them after it.
+		if len(batch) > 0 {
+			if err := cs.watch.send(cs.send, &annalsv1.ConsumeResponse{Kind: &annalsv1.ConsumeResponse_Events{Events: &annalsv1.ConsumeEvents{Messages: batch}}}); err != nil {
+				return err
+			}
+			batch, size = nil, 0
+		}
 		if len(settled) > 0 {
 			if err := cs.watch.send(cs.send, &annalsv1.ConsumeResponse{Kind: &annalsv1.ConsumeResponse_Settled{Settled: &annalsv1.ConsumeSettled{Seqs: settled}}}); err != nil {
 				return err
@@ -356,12 +365,6 @@ func (cs *consumeStream) write() error {
 			}
 		}
 		errs = errs[:0]
-		if len(batch) > 0 {
-			if err := cs.watch.send(cs.send, &annalsv1.ConsumeResponse{Kind: &annalsv1.ConsumeResponse_Events{Events: &annalsv1.ConsumeEvents{Messages: batch}}}); err != nil {
-				return err
-			}
-			batch, size = nil, 0
-		}
 	}
 }
 
