@@ -48,11 +48,12 @@ func runCustomers(ctx context.Context, args []string, stdout io.Writer) error {
 
 // order is an order a customer placed.
 type order struct {
-	Cart     string
-	Lines    []cart.Line
-	Total    int64
-	Position uint64
-	Placed   time.Time // when PlaceOrder was sent
+	Cart      string
+	Lines     []cart.Line
+	Total     int64
+	Position  uint64
+	Placed    time.Time     // when PlaceOrder was sent
+	PlaceTook time.Duration // how long PlaceOrder took to answer
 }
 
 // driver drives customers through the cart API.
@@ -66,7 +67,8 @@ type driver struct {
 // shop runs n customers, conc at a time; each fills a cart with random products (and puts one
 // back now and then), places the order, and reads its cart back at the order's position
 // (read-your-writes: it must show the order placed). It returns the orders placed (every
-// customer's, unless an error stopped it), and tells placed of each as it is placed.
+// customer's, unless an error stopped it), and tells placed of each as it is placed (one at a
+// time, under a lock).
 func (d *driver) shop(ctx context.Context, n, conc int, placed func(order)) ([]order, error) {
 	var (
 		mu     sync.Mutex
@@ -147,7 +149,7 @@ func (d *driver) customer(ctx context.Context, i int) (order, error) {
 	if err != nil {
 		return order{}, err
 	}
-	o.Position = res.Position
+	o.Position, o.PlaceTook = res.Position, time.Since(o.Placed)
 	// Read-your-writes: the cart read at the order's position shows the order.
 	var v cartview.CartView
 	if err := d.get(ctx, fmt.Sprintf("%s/carts/%s?position=%d", base, id, o.Position), &v); err != nil {

@@ -107,7 +107,9 @@ func (c *fakeConsumer) count() int {
 	return len(c.settled)
 }
 
-func (c *fakeConsumer) Ack(ctx context.Context, ids ...annals.UUID) error { return c.settle("ack", ids) }
+func (c *fakeConsumer) Ack(ctx context.Context, ids ...annals.UUID) error {
+	return c.settle("ack", ids)
+}
 func (c *fakeConsumer) Nack(ctx context.Context, n groups.Nack, ids ...annals.UUID) error {
 	return c.settle(string(n.Action), ids)
 }
