@@ -12,6 +12,7 @@ import (
 	"regexp"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 )
@@ -36,8 +37,10 @@ type shopConfig struct {
 // shop is the shop's processes: the server, then the services, each a child process. Its
 // methods are safe for concurrent use.
 type shop struct {
-	cfg       shopConfig
-	out       *prefixer
+	cfg shopConfig
+	out *prefixer
+	// died receives a child that exited though nobody stopped or killed it.
+	died      chan *child
 	serverURL string
 	cartURLs  []string
 	mu        struct {
@@ -54,7 +57,7 @@ var consumers = []string{"inventory", "fulfillment", "notification"}
 // the cart replicas serve and the consumers joined their groups. On error it stops what it
 // started.
 func startShop(ctx context.Context, cfg shopConfig) (_ *shop, err error) {
-	s := &shop{cfg: cfg, out: &prefixer{w: cfg.Out}}
+	s := &shop{cfg: cfg, out: &prefixer{w: cfg.Out}, died: make(chan *child, 64)}
 	defer func() {
 		if err != nil {
 			s.stop()
@@ -159,6 +162,12 @@ func (s *shop) start(_ context.Context, name, bin string, args []string, ready s
 		<-logged
 		c.err = err
 		close(c.done)
+		if !c.stopped.Load() {
+			select {
+			case s.died <- c:
+			default:
+			}
+		}
 	}()
 	return c, nil
 }
@@ -248,6 +257,8 @@ type child struct {
 	url  chan string   // the url of the line that made it ready ("" when none)
 	done chan struct{} // closed when it exited and its output is written
 	err  error         // how it exited, once done is closed
+	// stopped is set when the child is told to stop or killed: its end is expected.
+	stopped atomic.Bool
 }
 
 // ready waits until the child printed its ready line and returns the url of that line.
@@ -273,8 +284,9 @@ func (c *child) exited() bool {
 	}
 }
 
-// signal sends sig to the child unless it exited.
+// signal sends sig to the child unless it exited; the child's end is then on purpose.
 func (c *child) signal(sig syscall.Signal) {
+	c.stopped.Store(true)
 	if !c.exited() {
 		c.cmd.Process.Signal(sig)
 	}

@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"errors"
 	"flag"
 	"fmt"
 	"io"
@@ -61,9 +62,15 @@ func runUp(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	}
 	fmt.Fprintf(stdout, "\nThe shop is open. The server: %s (console, /metrics). The cart API: %s\n", s.serverURL, strings.Join(s.cartURLs, " "))
 	fmt.Fprintf(stdout, "Try: go run ./examples/shop customers --cart %s\nCtrl-C stops every service, then the server.\n\n", s.cartURLs[0])
-	<-ctx.Done()
+	var died error
+	select {
+	case <-ctx.Done():
+	case c := <-s.died:
+		died = fmt.Errorf("%s exited: %v", c.name, c.err)
+		fmt.Fprintf(stdout, "%v: stopping the shop\n", died)
+	}
 	fmt.Fprintln(stdout, "stopping: the cart API, then the consumers, then the server")
-	return s.stop()
+	return errors.Join(died, s.stop())
 }
 
 // cartAddrs returns n addresses from addr, on consecutive ports (or all on port 0).
