@@ -110,8 +110,8 @@ func TestShopEndToEnd(t *testing.T) {
 			if err != nil {
 				return err
 			}
-			if info.InFlight != 0 || info.Buffered != 0 || info.Lag != 0 {
-				return fmt.Errorf("group %s: in flight %d, buffered %d, lag %d", g, info.InFlight, info.Buffered, info.Lag)
+			if info.InFlight != 0 || info.Buffered != 0 {
+				return fmt.Errorf("group %s: in flight %d, buffered %d", g, info.InFlight, info.Buffered)
 			}
 			if info.Parked != 0 {
 				t.Fatalf("group %s parked %d events", g, info.Parked)
