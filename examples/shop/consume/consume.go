@@ -57,14 +57,17 @@ func Permanent(err error) error { return fmt.Errorf("%w: %w", ErrPermanent, err)
 // Ensure creates group name with settings unless a group of that name exists. Replicas that
 // start together may all call it: one creates the group, the others find it.
 func Ensure(ctx context.Context, svc groups.Service, name string, settings groups.Settings) error {
-	_, err := svc.Create(ctx, name, settings)
-	if errors.Is(err, groups.ErrGroupExists) {
+	if _, err := svc.Info(ctx, name); err == nil {
 		return nil
 	}
-	if err != nil {
-		return fmt.Errorf("create group %s: %w", name, err)
+	_, err := svc.Create(ctx, name, settings)
+	if err == nil || errors.Is(err, groups.ErrGroupExists) {
+		return nil
 	}
-	return nil
+	if _, ierr := svc.Info(ctx, name); ierr == nil {
+		return nil // another replica created it meanwhile
+	}
+	return fmt.Errorf("create group %s: %w", name, err)
 }
 
 // Run creates the group when it is missing, joins it, and handles its events with handle on

@@ -72,6 +72,13 @@ func (s *fakeService) Create(ctx context.Context, name string, settings groups.S
 	return groups.Definition{Name: name, Settings: settings}, nil
 }
 
+func (s *fakeService) Info(ctx context.Context, name string) (groups.Info, error) {
+	if s.created == 0 {
+		return groups.Info{}, groups.ErrGroupNotFound
+	}
+	return groups.Info{}, nil
+}
+
 func (s *fakeService) Join(ctx context.Context, name string, opts *groups.JoinOptions) (groups.Consumer, error) {
 	return s.c, nil
 }
