@@ -33,8 +33,9 @@ func TestShopEndToEnd(t *testing.T) {
 	if testing.Short() {
 		t.Skip("builds the server and the shop and runs them as processes")
 	}
-	ctx := testwait.Context(t)
 	bins := buildBinaries(t)
+	// The processes live as long as the test; each wait below has its own deadline.
+	ctx := t.Context()
 	logs := &lockedBuffer{}
 	const figs = 40 // scarce: some orders run out of stock
 	stock := strings.Replace(stockFlag(catalog), "fig=200", fmt.Sprintf("fig=%d", figs), 1)
@@ -123,6 +124,11 @@ func TestShopEndToEnd(t *testing.T) {
 	sum, err := checkShop(ctx, c, orders, figs)
 	if err != nil {
 		t.Fatal(err)
+	}
+	for _, g := range consumers {
+		if info, err := gs.Info(ctx, g); err == nil {
+			t.Logf("group %s: delivered %d, acked %d, retries %d (since the server loaded it)", g, info.Delivered, info.Acked, info.Retries)
+		}
 	}
 	t.Logf("%d orders: %d shipped, %d out of stock", len(orders), sum.shipped, sum.outOfStock)
 	if sum.shipped == 0 || sum.outOfStock == 0 {
