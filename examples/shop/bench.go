@@ -23,11 +23,12 @@ import (
 
 // benchConfig says what [benchShop] measures.
 type benchConfig struct {
-	Annals, Shop string // binaries
-	Orders       int    // customers, one order each
-	Concurrency  int    // customers shopping at once
-	Carts        int    // cart replicas
-	Replicas     int    // replicas of each consumer
+	Annals, Shop string  // binaries
+	Orders       int     // customers, one order each
+	Concurrency  int     // customers shopping at once
+	Carts        int     // cart replicas
+	Replicas     int     // replicas of each consumer
+	Rate         float64 // orders started per second; 0: as fast as the customers go
 	Out          io.Writer
 }
 
@@ -51,11 +52,12 @@ func runBench(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	conc := fs.Int("concurrency", 32, "customers shopping at once")
 	carts := fs.Int("carts", 1, "replicas of the cart service")
 	replicas := fs.Int("replicas", 2, "replicas of each consumer")
+	rate := fs.Float64("rate", 0, "orders started per second (0: as fast as the customers go): for the latency below saturation")
 	logs := fs.Bool("logs", false, "show the services' logs")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
-	if fs.NArg() > 0 || *orders < 1 || *conc < 1 || *carts < 1 || *replicas < 1 {
+	if fs.NArg() > 0 || *orders < 1 || *conc < 1 || *carts < 1 || *replicas < 1 || *rate < 0 {
 		return errors.New("shop bench: want no arguments and positive counts")
 	}
 	tmp, err := os.MkdirTemp("", "shop-bench-")
@@ -77,12 +79,16 @@ func runBench(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		out = stderr
 	}
 	res, err := benchShop(ctx, benchConfig{Annals: *annalsBin, Shop: self, Orders: *orders, Concurrency: *conc,
-		Carts: *carts, Replicas: *replicas, Out: out}, filepath.Join(tmp, "data"))
+		Carts: *carts, Replicas: *replicas, Rate: *rate, Out: out}, filepath.Join(tmp, "data"))
 	if err != nil {
 		return err
 	}
-	fmt.Fprintf(stdout, "shop bench: %d orders, %d customers at a time, %d cart replica(s), %d replicas of each consumer\n",
-		res.Orders, *conc, *carts, *replicas)
+	paced := "as fast as they go"
+	if *rate > 0 {
+		paced = fmt.Sprintf("started at %g/s", *rate)
+	}
+	fmt.Fprintf(stdout, "shop bench: %d orders (%s), %d customers at a time, %d cart replica(s), %d replicas of each consumer\n",
+		res.Orders, paced, *conc, *carts, *replicas)
 	fmt.Fprintf(stdout, "  %.0f orders/s through every service (%v)\n", res.PerSecond, res.Elapsed.Round(time.Millisecond))
 	fmt.Fprintf(stdout, "  PlaceOrder → notification of the outcome: p50 %v, p99 %v, max %v\n",
 		res.P50.Round(10*time.Microsecond), res.P99.Round(10*time.Microsecond), res.Max.Round(10*time.Microsecond))
@@ -147,7 +153,7 @@ func benchShop(ctx context.Context, cfg benchConfig, data string) (benchResult, 
 		subErr <- nil
 	}()
 
-	d := &driver{urls: s.cartURLs, run: "bench", seed: 1}
+	d := &driver{urls: s.cartURLs, run: "bench", seed: 1, rate: cfg.Rate}
 	var placeTimes []time.Duration
 	start := time.Now()
 	orders, err := d.shop(ctx, cfg.Orders, cfg.Concurrency, nil)

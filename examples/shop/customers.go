@@ -61,6 +61,10 @@ type driver struct {
 	urls []string
 	run  string // part of every cart id, so that runs on one store do not mix
 	seed uint64
+	// rate, when positive, paces the customers: customer i starts no earlier than i/rate
+	// seconds after the first (a schedule, so that a slow start is not made up by a burst
+	// beyond the concurrency).
+	rate float64
 	http http.Client
 }
 
@@ -97,8 +101,17 @@ func (d *driver) shop(ctx context.Context, n, conc int, placed func(order)) ([]o
 			}
 		})
 	}
+	start := time.Now()
 feed:
 	for i := range n {
+		if d.rate > 0 {
+			at := start.Add(time.Duration(float64(i) / d.rate * float64(time.Second)))
+			select {
+			case <-time.After(time.Until(at)):
+			case <-ctx.Done():
+				break feed
+			}
+		}
 		select {
 		case next <- i:
 		case <-ctx.Done():

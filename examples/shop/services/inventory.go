@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"hash/fnv"
 
 	"github.com/annalsdb/annals"
 	"github.com/annalsdb/annals/codec"
@@ -24,10 +25,15 @@ import (
 // (an id derived from OrderPlaced's, expecting no stream). An OrderPlaced whose allocation
 // exists is done and changes nothing, so a late redelivery never reserves again what was
 // shipped since.
+//
+// Concurrency: a few products take every order, so the handler lets one command at a time
+// through per product stream in this replica (a turn per stripe of streams): concurrent
+// commands on one stream would all but one conflict, and read and decide again.
 type Inventory struct {
 	store annals.Store
 	reg   *codec.Registry
 	stock *decider.Handler[inventory.State, inventory.Command, inventory.Event]
+	turns [64]chan struct{} // by hash of the stream; a token in the channel is the turn taken
 }
 
 // NewInventory returns the inventory service over store.
@@ -41,7 +47,27 @@ func NewInventory(store annals.Store) (*Inventory, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &Inventory{store: store, reg: reg, stock: stock}, nil
+	s := &Inventory{store: store, reg: reg, stock: stock}
+	for i := range s.turns {
+		s.turns[i] = make(chan struct{}, 1)
+	}
+	return s, nil
+}
+
+// command handles cmd on the stock of sku, waiting for the turn of its stream.
+func (s *Inventory) command(ctx context.Context, sku string, cmd inventory.Command, opts *decider.CommandOptions) error {
+	stream := inventory.Stream(sku)
+	h := fnv.New32a()
+	h.Write([]byte(stream))
+	turn := s.turns[h.Sum32()%uint32(len(s.turns))]
+	select {
+	case turn <- struct{}{}:
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+	defer func() { <-turn }()
+	_, err := s.stock.Handle(ctx, stream, cmd, opts)
+	return err
 }
 
 // Stock is the handler of the stock's commands (to restock, to read a product's state).
@@ -90,7 +116,7 @@ func (s *Inventory) allocate(ctx context.Context, ev annals.RecordedEvent, order
 	opts := decider.CausedBy(ev)
 	var refused error
 	for _, l := range placed.Lines {
-		_, err := s.stock.Handle(ctx, inventory.Stream(l.SKU), inventory.Reserve{Order: order, Qty: l.Qty}, opts)
+		err := s.command(ctx, l.SKU, inventory.Reserve{Order: order, Qty: l.Qty}, opts)
 		if errors.Is(err, decider.ErrRefused) {
 			refused = err
 			break
@@ -102,7 +128,7 @@ func (s *Inventory) allocate(ctx context.Context, ev annals.RecordedEvent, order
 	var outcome any = inventory.OrderAllocated{Order: order, Lines: placed.Lines}
 	if refused != nil {
 		for _, l := range placed.Lines {
-			if _, err := s.stock.Handle(ctx, inventory.Stream(l.SKU), inventory.Release{Order: order, Reason: "out of stock"}, opts); err != nil {
+			if err := s.command(ctx, l.SKU, inventory.Release{Order: order, Reason: "out of stock"}, opts); err != nil {
 				return fmt.Errorf("release %s for %s: %w", l.SKU, order, err)
 			}
 		}
@@ -127,7 +153,7 @@ func (s *Inventory) ship(ctx context.Context, ev annals.RecordedEvent, order str
 	}
 	opts := decider.CausedBy(ev)
 	for _, l := range alloc.Lines {
-		if _, err := s.stock.Handle(ctx, inventory.Stream(l.SKU), inventory.Ship{Order: order}, opts); err != nil {
+		if err := s.command(ctx, l.SKU, inventory.Ship{Order: order}, opts); err != nil {
 			return fmt.Errorf("ship %s for %s: %w", l.SKU, order, err)
 		}
 	}
