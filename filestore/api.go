@@ -10,8 +10,9 @@ import (
 )
 
 var (
-	_ annals.Store = (*Store)(nil)
-	_ lease.Keeper = (*Store)(nil)
+	_ annals.Store          = (*Store)(nil)
+	_ annals.SystemAppender = (*Store)(nil)
+	_ lease.Keeper          = (*Store)(nil)
 )
 
 type keeper = lease.Memory
@@ -25,6 +26,22 @@ func (s *Store) Append(ctx context.Context, stream string, expected annals.Expec
 	if err != nil {
 		return annals.AppendResult{}, err
 	}
+	return s.append(ctx, stream, expected, events)
+}
+
+// AppendSystem implements [annals.SystemAppender]: [Store.Append] to a system stream, with
+// the same errors, idempotency, durability and group commit.
+func (s *Store) AppendSystem(ctx context.Context, stream string, expected annals.ExpectedRevision, events ...annals.Event) (annals.AppendResult, error) {
+	events, err := rules.ValidateSystemAppend(s.opts.Limits, stream, expected, events)
+	if err != nil {
+		return annals.AppendResult{}, err
+	}
+	return s.append(ctx, stream, expected, events)
+}
+
+// append writes events that were validated: it checks that they fit in a log segment and
+// submits them to the pipeline.
+func (s *Store) append(ctx context.Context, stream string, expected annals.ExpectedRevision, events []annals.Event) (annals.AppendResult, error) {
 	size := 0
 	for i := range events {
 		size += recordSize(stream, &events[i])

@@ -97,6 +97,16 @@ func (s *Store) Append(ctx context.Context, stream string, expected annals.Expec
 	return s.submit(ctx, &request{kind: opAppend, stream: stream, expected: expected, events: events})
 }
 
+// AppendSystem implements [annals.SystemAppender]: [Store.Append] to a system stream, with
+// the same errors, idempotency, durability and batching.
+func (s *Store) AppendSystem(ctx context.Context, stream string, expected annals.ExpectedRevision, events ...annals.Event) (annals.AppendResult, error) {
+	events, err := rules.ValidateSystemAppend(s.opts.Limits, stream, expected, events)
+	if err != nil {
+		return annals.AppendResult{}, err
+	}
+	return s.submit(ctx, &request{kind: opAppend, stream: stream, expected: expected, events: events})
+}
+
 // AppendTx appends events to stream within tx, a transaction of the caller's on the store's
 // database, so that the events commit or roll back with the caller's other writes. The
 // checks and results are those of [Store.Append]; the result is valid once tx commits, and if

@@ -20,7 +20,10 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 )
 
-var _ annals.Store = (*Store)(nil)
+var (
+	_ annals.Store          = (*Store)(nil)
+	_ annals.SystemAppender = (*Store)(nil)
+)
 
 // Errors that [Open] returns, besides those of the annals package. Each comes wrapped in an
 // error that says what to check.

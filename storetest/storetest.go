@@ -20,10 +20,11 @@
 // operations on the store under test and on memstore, the reference implementation, and demands
 // the same results.
 //
-// The suite uses only the [annals.Store] interface. It expects each store from open to be
-// empty, with the default limits (1 MiB per event, 16 MiB per append), and it waits for
-// conditions (a subscription catching up, goroutines ending) with deadlines, never with fixed
-// sleeps.
+// The suite uses the [annals.Store] interface, and [annals.SystemAppender] when the store
+// implements it (the tests of system appends skip on a store that does not). It expects each
+// store from open to be empty, with the default limits (1 MiB per event, 16 MiB per append),
+// and it waits for conditions (a subscription catching up, goroutines ending) with deadlines,
+// never with fixed sleeps.
 package storetest
 
 import (
@@ -54,4 +55,5 @@ func Run(t *testing.T, open func(t *testing.T) annals.Store) {
 	t.Run("Limits", func(t *testing.T) { testLimits(t, open) })
 	t.Run("Rules", func(t *testing.T) { testRules(t, open) })
 	t.Run("Refusals", func(t *testing.T) { testRefusals(t, open) })
+	t.Run("SystemAppend", func(t *testing.T) { testSystemAppend(t, open) })
 }

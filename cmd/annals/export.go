@@ -23,9 +23,12 @@ func (m *Main) newExportCmd() *cobra.Command {
 format below, with ids and revisions) to --out FILE, or to stdout. The export is a snapshot:
 it ends at the last event written when it starts. "annals import" reads it back.
 
-Events of the system streams ($meta-…: stream metadata, soft deletes, tombstones) are left
-out, so an import does not bring back stream metadata or deletions; the events of deleted
-streams that are still in the log are exported and an import re-creates those streams.
+Events of the system streams are left out: $meta-… (stream metadata, soft deletes,
+tombstones), so an import does not bring back stream metadata or deletions; the events of
+deleted streams that are still in the log are exported and an import re-creates those
+streams. $groups and $group-… (consumer groups: settings, checkpoints, parked events) are left
+out too, because they name positions of the log and an import gives events new positions:
+create the groups again after an import.
 
 FILE is written whole or not at all: the export goes to a temporary file beside it, renamed
 to FILE once complete and synced. A progress bar is drawn on stderr when stderr is a terminal

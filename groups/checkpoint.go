@@ -1,0 +1,122 @@
+package groups
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/annalsdb/annals"
+)
+
+// This file writes what a group keeps in the store as it runs: its checkpoint, its replay
+// marker and its parked events. Only the group's loop goroutine (and end, after the loop has
+// stopped) writes them, so writes of one group never race each other in one process.
+
+// checkpointDueLocked tells whether the checkpoint or the replay marker has moved since it was
+// last written, and when it may be written: one interval after the last write.
+func (g *group) checkpointDueLocked() (time.Time, bool) {
+	cpMoved := g.mu.dirty && g.mu.log.first() != g.mu.written
+	replayMoved := g.mu.replays.first() > g.mu.writtenReplayed
+	if !cpMoved && !replayMoved {
+		return time.Time{}, false
+	}
+	return g.mu.lastWrite.Add(g.mu.set.CheckpointInterval), true
+}
+
+// flush writes the checkpoint and the replay marker when they moved (with final, whenever
+// they differ from what was written). It returns false when the write failed (logged).
+func (g *group) flush(ctx context.Context, final bool) bool {
+	g.mu.Lock()
+	cp, rp := g.mu.log.first(), g.mu.replays.first()
+	writeCP := cp != g.mu.written && (g.mu.dirty || final)
+	writeRP := rp > g.mu.writtenReplayed
+	expected := g.mu.cpExpected
+	g.mu.dirty = false
+	g.mu.Unlock()
+	if !writeCP && !writeRP {
+		return true
+	}
+	for attempt := 0; ; attempt++ {
+		var events []annals.Event
+		if writeCP {
+			data, _ := json.Marshal(checkpointRecord{Created: g.created, Checkpoint: cp})
+			events = append(events, annals.Event{ID: annals.NewUUID(), Type: CheckpointEventType, Data: data})
+		}
+		if writeRP {
+			data, _ := json.Marshal(replayedRecord{Created: g.created, Replayed: rp})
+			events = append(events, annals.Event{ID: annals.NewUUID(), Type: ReplayedEventType, Data: data})
+		}
+		res, err := g.m.store.AppendSystem(ctx, CheckpointStream(g.name), expected, events...)
+		if err == nil {
+			g.mu.Lock()
+			g.mu.cpExpected = annals.Exact(res.Revision)
+			if writeCP {
+				g.mu.written = cp
+			}
+			if writeRP {
+				g.mu.writtenReplayed = rp
+			}
+			g.mu.lastWrite = time.Now()
+			g.mu.Unlock()
+			return true
+		}
+		if !errors.Is(err, annals.ErrWrongExpectedVersion) || attempt >= 5 {
+			g.mu.Lock()
+			g.mu.dirty = g.mu.dirty || writeCP
+			g.mu.Unlock()
+			if ctx.Err() == nil {
+				g.logger().Warn("group: writing the checkpoint failed", "err", err)
+			}
+			return false
+		}
+		// Another manager wrote it: keep the highest, never move it back.
+		st, lerr := loadState(ctx, g.m.store, Definition{Name: g.name, Created: g.created})
+		if lerr != nil {
+			g.logger().Warn("group: reading the checkpoint failed", "err", lerr)
+			return false
+		}
+		expected = st.cpExpected
+		if st.haveCP && st.checkpoint >= cp {
+			writeCP = false
+		}
+		if st.replayed >= rp {
+			writeRP = false
+		}
+		if !writeCP && !writeRP {
+			g.mu.Lock()
+			g.mu.cpExpected = expected
+			g.mu.lastWrite = time.Now()
+			g.mu.Unlock()
+			return true
+		}
+	}
+}
+
+// park appends the entries to the group's parked stream in one append and then settles them.
+func (g *group) park(ctx context.Context, parks []*entry) error {
+	events := make([]annals.Event, 0, len(parks))
+	for _, e := range parks {
+		pe, err := parkedEvent(e.parkID, g.created, &e.ev, e.reason)
+		if err != nil {
+			return err
+		}
+		events = append(events, pe)
+	}
+	_, err := g.m.store.AppendSystem(ctx, ParkedStream(g.name), annals.Any, events...)
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	if err != nil {
+		if g.mu.ended == nil {
+			g.mu.parking = append(parks, g.mu.parking...)
+		}
+		return fmt.Errorf("park %d events in %s: %w", len(parks), ParkedStream(g.name), err)
+	}
+	for _, e := range parks {
+		g.mu.parked++
+		g.mu.parkedTotal++
+		g.settleLocked(e)
+	}
+	return nil
+}
