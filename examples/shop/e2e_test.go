@@ -1,12 +1,14 @@
 package main
 
 import (
+	"bufio"
 	"bytes"
 	"context"
 	"errors"
 	"fmt"
 	"io"
 	"math/rand/v2"
+	"os"
 	"os/exec"
 	"path/filepath"
 	"slices"
@@ -304,4 +306,70 @@ func BenchmarkShop(b *testing.B) {
 	}
 	b.ReportMetric(res.PerSecond, "orders/s")
 	b.ReportMetric(float64(res.P99)/1e6, "p99-ms")
+}
+
+// TestShopUp runs "shop up" as a user does, sends customers to the cart API it prints, and
+// stops it with SIGINT: every process stops, in order (the cart API, the consumers, the
+// server), and the command exits with status 0.
+func TestShopUp(t *testing.T) {
+	if testing.Short() {
+		t.Skip("builds the server and the shop and runs them as processes")
+	}
+	bins := buildBinaries(t)
+	cmd := exec.Command(bins.shop, "up", "--annals", bins.annals, "--addr", "127.0.0.1:0", "--data", filepath.Join(t.TempDir(), "data"))
+	out, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var stderr lockedBuffer
+	cmd.Stderr = &stderr
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { cmd.Process.Kill() })
+	open := make(chan string, 1)
+	var lines []string
+	read := make(chan struct{})
+	go func() {
+		defer close(read)
+		sc := bufio.NewScanner(out)
+		for sc.Scan() {
+			line := sc.Text()
+			if _, api, ok := strings.Cut(line, "The cart API: "); ok {
+				open <- api
+			}
+			lines = append(lines, line)
+		}
+	}()
+	api := testwait.Recv(t, "the shop to open", open)
+	d := &driver{urls: []string{api}, run: "up", seed: 1}
+	if orders, err := d.shop(t.Context(), 10, 4, nil); err != nil || len(orders) != 10 {
+		t.Fatalf("customers: %d orders, %v", len(orders), err)
+	}
+	cmd.Process.Signal(os.Interrupt)
+	exited := make(chan error, 1)
+	go func() { <-read; exited <- cmd.Wait() }()
+	if err := testwait.Recv(t, "shop up to exit", exited); err != nil {
+		t.Fatalf("shop up: %v\nstderr: %s\nstdout:\n%s", err, stderr.tail(20), strings.Join(lines, "\n"))
+	}
+	// Each process's lines carry its name; they stop in order.
+	last := map[string]int{}
+	for i, l := range lines {
+		name, _, ok := strings.Cut(l, " | ")
+		if ok {
+			last[strings.TrimSpace(name)] = i
+		}
+	}
+	for _, name := range []string{"annals", "cart-1", "inventory-1", "inventory-2", "fulfillment-1", "fulfillment-2", "notification-1", "notification-2"} {
+		if _, ok := last[name]; !ok {
+			t.Errorf("no line of %s", name)
+		}
+	}
+	for _, name := range consumers {
+		for _, r := range []string{"-1", "-2"} {
+			if !(last["cart-1"] < last[name+r] && last[name+r] < last["annals"]) {
+				t.Errorf("the last line of %s (%d) is not between cart-1's (%d) and the server's (%d)", name+r, last[name+r], last["cart-1"], last["annals"])
+			}
+		}
+	}
 }
