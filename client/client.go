@@ -38,6 +38,11 @@
 //
 // A Client is also a lease.Keeper over the server's LeaseService (lease.go), for replicas of
 // an application that share out its projections and process managers.
+//
+// # Consumer groups
+//
+// [Client.Groups] is the server's consumer groups (its GroupService) as a groups.Service
+// (groups.go): the same consumer code runs over the network and in process.
 package client
 
 import (
@@ -105,6 +110,8 @@ type Client struct {
 	reconnect  time.Duration
 	// batch multiplexes the appends on a BatchAppend stream; nil with Options.UnaryAppends.
 	batch *batcher
+	// groups is the GroupService's groups.Service (groups.go).
+	groups *remoteGroups
 
 	// life ends with Close; every call's context is canceled with it.
 	life  context.Context
@@ -148,6 +155,7 @@ func Open(ctx context.Context, baseURL string, opts *Options) (*Client, error) {
 	c.rpc = annalsv1connect.NewEventStoreServiceClient(hc, base, grpc...)
 	c.unary = annalsv1connect.NewEventStoreServiceClient(hc, base, copts...)
 	c.lease = annalsv1connect.NewLeaseServiceClient(hc, base, copts...)
+	c.groups = newRemoteGroups(c, hc, base, copts)
 	events := append([]connect.ClientOption{connect.WithGRPC(), connect.WithCodec(codec{})}, copts...)
 	c.readStream = connect.NewClient[annalsv1.ReadStreamRequest, readBatch](hc, base+annalsv1connect.EventStoreServiceReadStreamProcedure, events...)
 	c.readAll = connect.NewClient[annalsv1.ReadAllRequest, readBatch](hc, base+annalsv1connect.EventStoreServiceReadAllProcedure, events...)
@@ -212,6 +220,7 @@ func (c *Client) Close() error {
 		if c.batch != nil {
 			c.batch.close()
 		}
+		c.groups.readers.Wait() // the streams of the consumers end with c.life
 		if c.transport != nil {
 			c.transport.CloseIdleConnections()
 		}

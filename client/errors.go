@@ -6,6 +6,7 @@ import (
 
 	"connectrpc.com/connect"
 	"github.com/annalsdb/annals"
+	"github.com/annalsdb/annals/groups"
 	annalsv1 "github.com/annalsdb/annals/internal/gen/annals/v1"
 	"github.com/annalsdb/annals/internal/wire"
 	"github.com/annalsdb/annals/lease"
@@ -20,6 +21,12 @@ var sentinels = map[string]error{
 	wire.ReasonClosed:          annals.ErrClosed,
 	wire.ReasonCorrupt:         annals.ErrCorrupt,
 	wire.ReasonLeaseLost:       lease.ErrLost,
+	// The consumer groups' (TOO_MANY depends on the call: see remoteGroups.fail).
+	wire.ReasonGroupNotFound:  groups.ErrGroupNotFound,
+	wire.ReasonGroupExists:    groups.ErrGroupExists,
+	wire.ReasonGroupDeleted:   groups.ErrGroupDeleted,
+	wire.ReasonNotInFlight:    groups.ErrNotInFlight,
+	wire.ReasonConsumerClosed: groups.ErrConsumerClosed,
 }
 
 // remoteError is a store error the server reported: it matches its sentinel with errors.Is,

@@ -16,6 +16,7 @@ import (
 	"connectrpc.com/connect"
 	annalsv1 "github.com/annalsdb/annals/internal/gen/annals/v1"
 	"golang.org/x/sync/semaphore"
+	"google.golang.org/protobuf/reflect/protoreflect"
 )
 
 // DefaultMaxRequestBytesInFlight is the default of [Options.MaxRequestBytesInFlight]: eight
@@ -169,15 +170,18 @@ var serverStreaming = func() map[string]bool {
 	return m
 }()
 
-// bidiStreaming holds the paths of the service's bidirectional procedures (BatchAppend),
-// whose handlers hold the budget themselves, message by message.
+// bidiStreaming holds the paths of the services' bidirectional procedures (BatchAppend, and
+// the GroupService's Consume), whose handlers hold the budget themselves, message by message
+// (a Consume stream holds one small message at a time, under the GroupService's read limit).
 var bidiStreaming = func() map[string]bool {
 	m := make(map[string]bool)
-	sd := annalsv1.File_annals_v1_annals_proto.Services().ByName("EventStoreService")
-	for i := range sd.Methods().Len() {
-		md := sd.Methods().Get(i)
-		if md.IsStreamingServer() && md.IsStreamingClient() {
-			m["/"+string(sd.FullName())+"/"+string(md.Name())] = true
+	for _, name := range []string{"EventStoreService", "GroupService"} {
+		sd := annalsv1.File_annals_v1_annals_proto.Services().ByName(protoreflect.Name(name))
+		for i := range sd.Methods().Len() {
+			md := sd.Methods().Get(i)
+			if md.IsStreamingServer() && md.IsStreamingClient() {
+				m["/"+string(sd.FullName())+"/"+string(md.Name())] = true
+			}
 		}
 	}
 	return m

@@ -10,6 +10,7 @@ import (
 
 	"connectrpc.com/connect"
 	"github.com/annalsdb/annals"
+	"github.com/annalsdb/annals/groups"
 	annalsv1 "github.com/annalsdb/annals/internal/gen/annals/v1"
 	"github.com/annalsdb/annals/internal/wire"
 	"github.com/annalsdb/annals/lease"
@@ -47,6 +48,13 @@ type errorRow struct {
 // Renew or by a fenced write) is Aborted, as a conflict is: the reasons LEASE_HELD and
 // LEASE_LOST tell them apart from the store's errors.
 //
+// The errors of consumer groups (package groups) have reasons of their own: a group not
+// found is NotFound (GROUP_NOT_FOUND), a name taken AlreadyExists (GROUP_EXISTS), a group
+// deleted under its consumers FailedPrecondition (GROUP_DELETED, HTTP 410 as a tombstoned
+// stream), an ack of an event not in flight FailedPrecondition (NOT_IN_FLIGHT), a consumer
+// closed FailedPrecondition (CONSUMER_CLOSED), and a limit of groups or consumers
+// ResourceExhausted (TOO_MANY).
+//
 // Stream deleted (tombstoned) is FailedPrecondition, as EventStoreDB's gRPC API reports it:
 // the request is well formed, but the stream is in a state that refuses it for good. Its HTTP
 // status on the SSE endpoints is 410 Gone, as EventStoreDB's HTTP API answered.
@@ -60,6 +68,13 @@ var errorTable = []errorRow{
 	{err: lease.ErrInvalid, code: connect.CodeInvalidArgument, reason: wire.ReasonInvalidArgument, status: http.StatusBadRequest},
 	{err: lease.ErrHeld, code: connect.CodeAlreadyExists, reason: wire.ReasonLeaseHeld, status: http.StatusConflict},
 	{err: lease.ErrLost, code: connect.CodeAborted, reason: wire.ReasonLeaseLost, status: http.StatusConflict},
+	{err: groups.ErrGroupNotFound, code: connect.CodeNotFound, reason: wire.ReasonGroupNotFound, status: http.StatusNotFound},
+	{err: groups.ErrGroupExists, code: connect.CodeAlreadyExists, reason: wire.ReasonGroupExists, status: http.StatusConflict},
+	{err: groups.ErrGroupDeleted, code: connect.CodeFailedPrecondition, reason: wire.ReasonGroupDeleted, status: http.StatusGone},
+	{err: groups.ErrNotInFlight, code: connect.CodeFailedPrecondition, reason: wire.ReasonNotInFlight, status: http.StatusConflict},
+	{err: groups.ErrConsumerClosed, code: connect.CodeFailedPrecondition, reason: wire.ReasonConsumerClosed, status: http.StatusGone},
+	{err: groups.ErrTooManyGroups, code: connect.CodeResourceExhausted, reason: wire.ReasonTooMany, status: http.StatusTooManyRequests},
+	{err: groups.ErrTooManyConsumers, code: connect.CodeResourceExhausted, reason: wire.ReasonTooMany, status: http.StatusTooManyRequests},
 	{err: annals.ErrClosed, code: connect.CodeUnavailable, reason: wire.ReasonClosed, status: http.StatusServiceUnavailable},
 	{err: ErrShuttingDown, code: connect.CodeUnavailable, reason: wire.ReasonShuttingDown, status: http.StatusServiceUnavailable},
 	{err: ErrUnauthenticated, code: connect.CodeUnauthenticated, reason: wire.ReasonUnauthenticated, status: http.StatusUnauthorized},

@@ -53,6 +53,13 @@ type MetricsOptions struct {
 //     counters annals_lease_acquisitions_total (new fencing tokens this server handed out)
 //     and annals_lease_takeovers_total (acquisitions of a name whose last holder, as this
 //     server saw it, was another one that did not release it: it ran out);
+//   - with [Metrics.Watch], from the server's consumer groups at each scrape (groups_metrics.go):
+//     annals_groups, annals_group_consume_streams, and by group annals_group_consumers,
+//     annals_group_in_flight, annals_group_lag, annals_group_parked, annals_group_buffered,
+//     annals_group_delivered_total, annals_group_acked_total, annals_group_retries_total,
+//     annals_group_parked_total, annals_group_skipped_total; by group and consumer name
+//     annals_group_consumer_in_flight, annals_group_consumer_delivered_total and
+//     annals_group_consumer_acked_total;
 //   - with [MetricsOptions.DataDir]: annals_storage_bytes.
 //
 // Feed it with [Metrics.Interceptor] (in [Options.Interceptors]) and [Metrics.Middleware]
@@ -131,7 +138,7 @@ func (m *Metrics) Handler() http.Handler {
 // Watch adds the gauges read from s at every scrape: the head of the log, the running
 // subscriptions, their lag, and the request bytes in flight. Call it once.
 func (m *Metrics) Watch(s *Server) {
-	m.reg.MustRegister(&serverCollector{m: m, s: s})
+	m.reg.MustRegister(&serverCollector{m: m, s: s}, &groupsCollector{s: s})
 }
 
 var (
@@ -388,6 +395,12 @@ func routeOf(r *http.Request) string {
 			return "lease_" + name
 		}
 		return "unknown_method"
+	case strings.HasPrefix(p, "/"+annalsv1connect.GroupServiceName+"/"):
+		name := strings.TrimPrefix(p, "/"+annalsv1connect.GroupServiceName+"/")
+		if annalsv1.File_annals_v1_annals_proto.Services().ByName("GroupService").Methods().ByName(protoreflect.Name(name)) != nil {
+			return "group_" + name
+		}
+		return "unknown_method"
 	case strings.HasPrefix(p, "/v1/sse/streams/"):
 		return "sse_stream"
 	case p == "/v1/sse/all":
@@ -400,7 +413,7 @@ func routeOf(r *http.Request) string {
 		return "json_all"
 	case p == "/v1/streams":
 		return "json_list"
-	case p == "/v1/login", p == "/v1/stats", p == "/v1/projections", p == "/v1/leases":
+	case p == "/v1/login", p == "/v1/stats", p == "/v1/projections", p == "/v1/leases", p == "/v1/groups":
 		return strings.TrimPrefix(p, "/v1/")
 	case p == "/metrics", p == "/healthz", p == "/readyz":
 		return strings.TrimPrefix(p, "/")

@@ -64,6 +64,7 @@ import (
 	"math"
 	"net/http"
 	"runtime/debug"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -159,6 +160,11 @@ type Options struct {
 	// filestore and pgstore have one: no other holder can take the lease meanwhile); a keeper
 	// without one refuses fenced appends with Unimplemented.
 	Leases lease.Keeper
+	// ConsumeSendTimeout bounds each send of a Consume stream of the GroupService: a consumer
+	// that reads nothing for this long (its flow-control window full) has its stream broken
+	// and leaves its group, so that it cannot hold the server. 0 means
+	// [DefaultConsumeSendTimeout].
+	ConsumeSendTimeout time.Duration
 }
 
 // Op is a kind of access, as [Options.Authorize] sees it.
@@ -192,6 +198,11 @@ type Access struct {
 	// Renew and Release: [OpWrite]), or the prefix of a listing of leases (ListLeases and
 	// GET /v1/leases: [OpRead]; "" for every lease).
 	Lease string
+	// Group is, for an operation of the GroupService or GET /v1/groups, the consumer group
+	// it is about. Creating, updating, deleting a group and replaying its parked events are
+	// [OpAdmin]; reading a group (GetGroup, ListGroups, GET /v1/groups, Consume) is [OpRead]
+	// of the group's stream (Stream; "" with the group's Filter for a group on $all).
+	Group string
 }
 
 // Server serves one store. Its methods are safe for concurrent use.
@@ -210,8 +221,12 @@ type Server struct {
 	subs sync.WaitGroup
 	// subscriptions is the number of running subscriptions, for ServerInfo.
 	subscriptions atomic.Int64
-	// batchStreams is the number of open BatchAppend streams, for the metrics.
-	batchStreams atomic.Int64
+	// batchStreams is the number of open BatchAppend streams, for the metrics;
+	// consumeStreams that of the Consume streams of the GroupService.
+	batchStreams   atomic.Int64
+	consumeStreams atomic.Int64
+	// groups is the consumer-group manager, opened at the first need (groups.go).
+	groups groupState
 	// hub follows $all once for all the subscriptions of $all.
 	hub *hub
 
@@ -282,6 +297,7 @@ func New(store annals.Store, opts *Options) *Server {
 	default:
 		s.leases = lease.NewMemory(nil)
 	}
+	s.groups.lock = make(chan struct{}, 1)
 	s.budget = newBudget(o.MaxRequestBytesInFlight, o.RequestBudgetWait, o.MaxRequestBytes)
 	s.closing, s.close = context.WithCancel(context.Background())
 	s.hub = newHub(store, s.closing)
@@ -293,8 +309,10 @@ func New(store annals.Store, opts *Options) *Server {
 // GET /v1/sse/all, the plain JSON reads GET /v1/streams/{stream} and GET /v1/all, the plain
 // JSON append POST /v1/streams/{stream} (within the request budget, as the Connect API), the
 // listing GET /v1/streams, the status routes GET /v1/stats ([Stats]; [OpAdmin]) and
-// GET /v1/projections ([Projections]; [OpRead]), and the leases: the Connect service
-// /annals.v1.LeaseService/ and the listing GET /v1/leases ([LeaseList]).
+// GET /v1/projections ([Projections]; [OpRead]), the leases: the Connect service
+// /annals.v1.LeaseService/ and the listing GET /v1/leases ([LeaseList]), and the consumer
+// groups: the Connect service /annals.v1.GroupService/ and the listing GET /v1/groups
+// ([GroupList]).
 func (s *Server) Register(mux *http.ServeMux) {
 	handlerOpts := []connect.HandlerOption{
 		connect.WithReadMaxBytes(s.opts.MaxRequestBytes),
@@ -311,6 +329,9 @@ func (s *Server) Register(mux *http.ServeMux) {
 	mux.Handle(path, s.guard(h))
 	path, h = annalsv1connect.NewLeaseServiceHandler(&leaseService{s: s}, handlerOpts...)
 	mux.Handle(path, s.guard(h))
+	groupOpts := append(slices.Clone(handlerOpts), connect.WithReadMaxBytes(min(s.opts.MaxRequestBytes, maxGroupMessageBytes)))
+	path, h = annalsv1connect.NewGroupServiceHandler(&groupService{s: s}, groupOpts...)
+	mux.Handle(path, s.guard(h))
 	mux.HandleFunc(sseStreamRoute, s.serveSSEStream)
 	mux.HandleFunc(sseAllRoute, s.serveSSEAll)
 	mux.HandleFunc(restStreamRoute, s.serveRESTStream)
@@ -320,6 +341,7 @@ func (s *Server) Register(mux *http.ServeMux) {
 	mux.HandleFunc(statsRoute, s.serveStats)
 	mux.HandleFunc(projectionsRoute, s.serveProjections)
 	mux.HandleFunc(leasesRoute, s.serveLeases)
+	mux.HandleFunc(groupsRoute, s.serveGroups)
 }
 
 // Handler returns an http.Handler that serves only the server's routes (see
@@ -335,14 +357,17 @@ func (s *Server) Handler() http.Handler {
 // response) and every BatchAppend stream (it stops reading it, answers the appends already
 // handed to the store, then ends it the same way), refuses new ones, then waits for them to
 // end. Other requests are not affected: stop the http.Server with Shutdown to let them
-// finish. Close does not close the store and is safe to call more than once.
+// finish. The Consume streams of the GroupService end the same way, their consumers leaving
+// their groups; then Close closes the server's consumer groups (their checkpoints are
+// written) and returns the error of that. Close does not close the store and is safe to call
+// more than once.
 func (s *Server) Close() error {
 	s.mu.Lock()
 	s.mu.closed = true
 	s.mu.Unlock()
 	s.close()
 	s.subs.Wait()
-	return nil
+	return s.closeGroups()
 }
 
 // beginSubscription registers a subscription with the server. It returns a context that ends

@@ -328,7 +328,7 @@ func routes(srv *server.Server, auth *server.Auth, metrics *server.Metrics, read
 	}
 
 	mux := http.NewServeMux()
-	for _, p := range []string{"/", "/" + annalsv1connect.EventStoreServiceName + "/", "/" + annalsv1connect.LeaseServiceName + "/", "/v1/", "/metrics"} {
+	for _, p := range []string{"/", "/" + annalsv1connect.EventStoreServiceName + "/", "/" + annalsv1connect.LeaseServiceName + "/", "/" + annalsv1connect.GroupServiceName + "/", "/v1/", "/metrics"} {
 		mux.Handle(p, protected)
 	}
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) {
@@ -388,15 +388,16 @@ var streamingProcedures = []string{
 // timeout is lifted only once the request's body has been read whole (at once for a GET
 // without a body), so that a client cannot hold a connection open for ever by sending its
 // request slowly, or a body that nobody reads (a request refused by auth). A BatchAppend
-// stream, whose body lasts as long as the stream, has both lifted at once, over HTTP/2 too
-// (Go's HTTP/2 server gives each stream the timeouts): the server bounds each of its sends
-// itself (see [server.BatchSendTimeout]), and HTTP/2 pings find dead connections.
+// stream and a Consume stream of the GroupService, whose bodies last as long as the stream,
+// have both lifted at once, over HTTP/2 too (Go's HTTP/2 server gives each stream the
+// timeouts): the server bounds each of their sends itself (see [server.BatchSendTimeout] and
+// [server.Options.ConsumeSendTimeout]), and HTTP/2 pings find dead connections.
 func deadlines(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		p := r.URL.Path
 		sse := strings.HasPrefix(p, "/v1/sse/")
 		switch {
-		case p == annalsv1connect.EventStoreServiceBatchAppendProcedure:
+		case p == annalsv1connect.EventStoreServiceBatchAppendProcedure, p == annalsv1connect.GroupServiceConsumeProcedure:
 			rc := http.NewResponseController(w)
 			_ = rc.SetWriteDeadline(time.Time{})
 			_ = rc.SetReadDeadline(time.Time{})

@@ -3974,10 +3974,15 @@ func (x *ConsumeJoin) GetWindow() uint32 {
 	return 0
 }
 
+// ConsumeAck settles events. With a seq, the server answers it: settled when every event of
+// ids was settled, else a settle_error with that seq. Without one (0), only an error is
+// answered, with seq 0.
 type ConsumeAck struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
-	// Ids are the UUIDs of the events to ack.
-	Ids           []string `protobuf:"bytes,1,rep,name=ids,proto3" json:"ids,omitempty"`
+	// Ids are the UUIDs of the events to ack: 1 to 10,000 of them.
+	Ids []string `protobuf:"bytes,1,rep,name=ids,proto3" json:"ids,omitempty"`
+	// Seq numbers the ack for its answer; 0 asks for an answer only on error.
+	Seq           uint64 `protobuf:"varint,2,opt,name=seq,proto3" json:"seq,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -4019,14 +4024,26 @@ func (x *ConsumeAck) GetIds() []string {
 	return nil
 }
 
+func (x *ConsumeAck) GetSeq() uint64 {
+	if x != nil {
+		return x.Seq
+	}
+	return 0
+}
+
+// ConsumeNack asks for an action on events; it is answered as a ConsumeAck.
 type ConsumeNack struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
-	Ids   []string               `protobuf:"bytes,1,rep,name=ids,proto3" json:"ids,omitempty"`
+	// Ids are the UUIDs of the events: 1 to 10,000 of them.
+	Ids []string `protobuf:"bytes,1,rep,name=ids,proto3" json:"ids,omitempty"`
 	// Action is "retry", "park" or "skip".
 	Action string `protobuf:"bytes,2,opt,name=action,proto3" json:"action,omitempty"`
-	// Delay postpones a retry.
-	Delay         *durationpb.Duration `protobuf:"bytes,3,opt,name=delay,proto3" json:"delay,omitempty"`
-	Reason        string               `protobuf:"bytes,4,opt,name=reason,proto3" json:"reason,omitempty"`
+	// Delay postpones a retry (at most one hour); only with "retry".
+	Delay *durationpb.Duration `protobuf:"bytes,3,opt,name=delay,proto3" json:"delay,omitempty"`
+	// Reason is kept with a parked event; at most 1,024 bytes.
+	Reason string `protobuf:"bytes,4,opt,name=reason,proto3" json:"reason,omitempty"`
+	// Seq numbers the nack for its answer, as ConsumeAck.seq.
+	Seq           uint64 `protobuf:"varint,5,opt,name=seq,proto3" json:"seq,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -4089,6 +4106,13 @@ func (x *ConsumeNack) GetReason() string {
 	return ""
 }
 
+func (x *ConsumeNack) GetSeq() uint64 {
+	if x != nil {
+		return x.Seq
+	}
+	return 0
+}
+
 type ConsumeResponse struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// Types that are valid to be assigned to Kind:
@@ -4096,6 +4120,7 @@ type ConsumeResponse struct {
 	//	*ConsumeResponse_Joined
 	//	*ConsumeResponse_Events
 	//	*ConsumeResponse_SettleError
+	//	*ConsumeResponse_Settled
 	Kind          isConsumeResponse_Kind `protobuf_oneof:"kind"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -4165,6 +4190,15 @@ func (x *ConsumeResponse) GetSettleError() *ConsumeSettleError {
 	return nil
 }
 
+func (x *ConsumeResponse) GetSettled() *ConsumeSettled {
+	if x != nil {
+		if x, ok := x.Kind.(*ConsumeResponse_Settled); ok {
+			return x.Settled
+		}
+	}
+	return nil
+}
+
 type isConsumeResponse_Kind interface {
 	isConsumeResponse_Kind()
 }
@@ -4183,16 +4217,25 @@ type ConsumeResponse_SettleError struct {
 	SettleError *ConsumeSettleError `protobuf:"bytes,3,opt,name=settle_error,json=settleError,proto3,oneof"`
 }
 
+type ConsumeResponse_Settled struct {
+	// Settled answers the acks and nacks with a seq whose events were all settled.
+	Settled *ConsumeSettled `protobuf:"bytes,4,opt,name=settled,proto3,oneof"`
+}
+
 func (*ConsumeResponse_Joined) isConsumeResponse_Kind() {}
 
 func (*ConsumeResponse_Events) isConsumeResponse_Kind() {}
 
 func (*ConsumeResponse_SettleError) isConsumeResponse_Kind() {}
 
+func (*ConsumeResponse_Settled) isConsumeResponse_Kind() {}
+
 type ConsumeJoined struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// ConsumerId identifies the consumer in the group's figures.
-	ConsumerId    string `protobuf:"bytes,1,opt,name=consumer_id,json=consumerId,proto3" json:"consumer_id,omitempty"`
+	ConsumerId string `protobuf:"bytes,1,opt,name=consumer_id,json=consumerId,proto3" json:"consumer_id,omitempty"`
+	// Window is the consumer's window: the most events it is sent and has not settled.
+	Window        uint32 `protobuf:"varint,2,opt,name=window,proto3" json:"window,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -4232,6 +4275,13 @@ func (x *ConsumeJoined) GetConsumerId() string {
 		return x.ConsumerId
 	}
 	return ""
+}
+
+func (x *ConsumeJoined) GetWindow() uint32 {
+	if x != nil {
+		return x.Window
+	}
+	return 0
 }
 
 type ConsumeEvents struct {
@@ -4342,9 +4392,16 @@ func (x *GroupMessage) GetParked() bool {
 }
 
 type ConsumeSettleError struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Ids           []string               `protobuf:"bytes,1,rep,name=ids,proto3" json:"ids,omitempty"`
-	Message       string                 `protobuf:"bytes,2,opt,name=message,proto3" json:"message,omitempty"`
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Ids are the ids of the ack or nack it answers; Message names those that were not
+	// settled (the others were).
+	Ids     []string `protobuf:"bytes,1,rep,name=ids,proto3" json:"ids,omitempty"`
+	Message string   `protobuf:"bytes,2,opt,name=message,proto3" json:"message,omitempty"`
+	// Seq is the seq of the ack or nack it answers (0 for one without).
+	Seq uint64 `protobuf:"varint,3,opt,name=seq,proto3" json:"seq,omitempty"`
+	// Reason is NOT_IN_FLIGHT, or the reason of the error that ends the stream (GROUP_DELETED,
+	// CLOSED).
+	Reason        string `protobuf:"bytes,4,opt,name=reason,proto3" json:"reason,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -4391,6 +4448,66 @@ func (x *ConsumeSettleError) GetMessage() string {
 		return x.Message
 	}
 	return ""
+}
+
+func (x *ConsumeSettleError) GetSeq() uint64 {
+	if x != nil {
+		return x.Seq
+	}
+	return 0
+}
+
+func (x *ConsumeSettleError) GetReason() string {
+	if x != nil {
+		return x.Reason
+	}
+	return ""
+}
+
+// ConsumeSettled answers acks and nacks whose events were all settled.
+type ConsumeSettled struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Seqs are the seqs of the acks and nacks it answers, in the order they came.
+	Seqs          []uint64 `protobuf:"varint,1,rep,packed,name=seqs,proto3" json:"seqs,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ConsumeSettled) Reset() {
+	*x = ConsumeSettled{}
+	mi := &file_annals_v1_annals_proto_msgTypes[70]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ConsumeSettled) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ConsumeSettled) ProtoMessage() {}
+
+func (x *ConsumeSettled) ProtoReflect() protoreflect.Message {
+	mi := &file_annals_v1_annals_proto_msgTypes[70]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ConsumeSettled.ProtoReflect.Descriptor instead.
+func (*ConsumeSettled) Descriptor() ([]byte, []int) {
+	return file_annals_v1_annals_proto_rawDescGZIP(), []int{70}
+}
+
+func (x *ConsumeSettled) GetSeqs() []uint64 {
+	if x != nil {
+		return x.Seqs
+	}
+	return nil
 }
 
 var File_annals_v1_annals_proto protoreflect.FileDescriptor
@@ -4656,32 +4773,40 @@ const file_annals_v1_annals_proto_rawDesc = "" +
 	"\vConsumeJoin\x12\x14\n" +
 	"\x05group\x18\x01 \x01(\tR\x05group\x12\x12\n" +
 	"\x04name\x18\x02 \x01(\tR\x04name\x12\x16\n" +
-	"\x06window\x18\x03 \x01(\rR\x06window\"\x1e\n" +
+	"\x06window\x18\x03 \x01(\rR\x06window\"0\n" +
 	"\n" +
 	"ConsumeAck\x12\x10\n" +
-	"\x03ids\x18\x01 \x03(\tR\x03ids\"\x80\x01\n" +
+	"\x03ids\x18\x01 \x03(\tR\x03ids\x12\x10\n" +
+	"\x03seq\x18\x02 \x01(\x04R\x03seq\"\x92\x01\n" +
 	"\vConsumeNack\x12\x10\n" +
 	"\x03ids\x18\x01 \x03(\tR\x03ids\x12\x16\n" +
 	"\x06action\x18\x02 \x01(\tR\x06action\x12/\n" +
 	"\x05delay\x18\x03 \x01(\v2\x19.google.protobuf.DurationR\x05delay\x12\x16\n" +
-	"\x06reason\x18\x04 \x01(\tR\x06reason\"\xc5\x01\n" +
+	"\x06reason\x18\x04 \x01(\tR\x06reason\x12\x10\n" +
+	"\x03seq\x18\x05 \x01(\x04R\x03seq\"\xfc\x01\n" +
 	"\x0fConsumeResponse\x122\n" +
 	"\x06joined\x18\x01 \x01(\v2\x18.annals.v1.ConsumeJoinedH\x00R\x06joined\x122\n" +
 	"\x06events\x18\x02 \x01(\v2\x18.annals.v1.ConsumeEventsH\x00R\x06events\x12B\n" +
-	"\fsettle_error\x18\x03 \x01(\v2\x1d.annals.v1.ConsumeSettleErrorH\x00R\vsettleErrorB\x06\n" +
-	"\x04kind\"0\n" +
+	"\fsettle_error\x18\x03 \x01(\v2\x1d.annals.v1.ConsumeSettleErrorH\x00R\vsettleError\x125\n" +
+	"\asettled\x18\x04 \x01(\v2\x19.annals.v1.ConsumeSettledH\x00R\asettledB\x06\n" +
+	"\x04kind\"H\n" +
 	"\rConsumeJoined\x12\x1f\n" +
 	"\vconsumer_id\x18\x01 \x01(\tR\n" +
-	"consumerId\"D\n" +
+	"consumerId\x12\x16\n" +
+	"\x06window\x18\x02 \x01(\rR\x06window\"D\n" +
 	"\rConsumeEvents\x123\n" +
 	"\bmessages\x18\x01 \x03(\v2\x17.annals.v1.GroupMessageR\bmessages\"p\n" +
 	"\fGroupMessage\x12.\n" +
 	"\x05event\x18\x01 \x01(\v2\x18.annals.v1.RecordedEventR\x05event\x12\x18\n" +
 	"\aretries\x18\x02 \x01(\rR\aretries\x12\x16\n" +
-	"\x06parked\x18\x03 \x01(\bR\x06parked\"@\n" +
+	"\x06parked\x18\x03 \x01(\bR\x06parked\"j\n" +
 	"\x12ConsumeSettleError\x12\x10\n" +
 	"\x03ids\x18\x01 \x03(\tR\x03ids\x12\x18\n" +
-	"\amessage\x18\x02 \x01(\tR\amessage2\xbd\x06\n" +
+	"\amessage\x18\x02 \x01(\tR\amessage\x12\x10\n" +
+	"\x03seq\x18\x03 \x01(\x04R\x03seq\x12\x16\n" +
+	"\x06reason\x18\x04 \x01(\tR\x06reason\"$\n" +
+	"\x0eConsumeSettled\x12\x12\n" +
+	"\x04seqs\x18\x01 \x03(\x04R\x04seqs2\xbd\x06\n" +
 	"\x11EventStoreService\x12=\n" +
 	"\x06Append\x12\x18.annals.v1.AppendRequest\x1a\x19.annals.v1.AppendResponse\x12P\n" +
 	"\vBatchAppend\x12\x1d.annals.v1.BatchAppendRequest\x1a\x1e.annals.v1.BatchAppendResponse(\x010\x01\x12K\n" +
@@ -4724,7 +4849,7 @@ func file_annals_v1_annals_proto_rawDescGZIP() []byte {
 	return file_annals_v1_annals_proto_rawDescData
 }
 
-var file_annals_v1_annals_proto_msgTypes = make([]protoimpl.MessageInfo, 70)
+var file_annals_v1_annals_proto_msgTypes = make([]protoimpl.MessageInfo, 71)
 var file_annals_v1_annals_proto_goTypes = []any{
 	(*ExpectedRevision)(nil),      // 0: annals.v1.ExpectedRevision
 	(*Event)(nil),                 // 1: annals.v1.Event
@@ -4796,15 +4921,16 @@ var file_annals_v1_annals_proto_goTypes = []any{
 	(*ConsumeEvents)(nil),         // 67: annals.v1.ConsumeEvents
 	(*GroupMessage)(nil),          // 68: annals.v1.GroupMessage
 	(*ConsumeSettleError)(nil),    // 69: annals.v1.ConsumeSettleError
-	(*emptypb.Empty)(nil),         // 70: google.protobuf.Empty
-	(*timestamppb.Timestamp)(nil), // 71: google.protobuf.Timestamp
-	(*durationpb.Duration)(nil),   // 72: google.protobuf.Duration
+	(*ConsumeSettled)(nil),        // 70: annals.v1.ConsumeSettled
+	(*emptypb.Empty)(nil),         // 71: google.protobuf.Empty
+	(*timestamppb.Timestamp)(nil), // 72: google.protobuf.Timestamp
+	(*durationpb.Duration)(nil),   // 73: google.protobuf.Duration
 }
 var file_annals_v1_annals_proto_depIdxs = []int32{
-	70, // 0: annals.v1.ExpectedRevision.any:type_name -> google.protobuf.Empty
-	70, // 1: annals.v1.ExpectedRevision.no_stream:type_name -> google.protobuf.Empty
-	70, // 2: annals.v1.ExpectedRevision.stream_exists:type_name -> google.protobuf.Empty
-	71, // 3: annals.v1.RecordedEvent.time:type_name -> google.protobuf.Timestamp
+	71, // 0: annals.v1.ExpectedRevision.any:type_name -> google.protobuf.Empty
+	71, // 1: annals.v1.ExpectedRevision.no_stream:type_name -> google.protobuf.Empty
+	71, // 2: annals.v1.ExpectedRevision.stream_exists:type_name -> google.protobuf.Empty
+	72, // 3: annals.v1.RecordedEvent.time:type_name -> google.protobuf.Timestamp
 	0,  // 4: annals.v1.AppendRequest.expected:type_name -> annals.v1.ExpectedRevision
 	1,  // 5: annals.v1.AppendRequest.events:type_name -> annals.v1.Event
 	35, // 6: annals.v1.AppendRequest.lease:type_name -> annals.v1.Lease
@@ -4814,10 +4940,10 @@ var file_annals_v1_annals_proto_depIdxs = []int32{
 	5,  // 10: annals.v1.BatchAppendResult.ok:type_name -> annals.v1.AppendResponse
 	10, // 11: annals.v1.BatchAppendResult.error:type_name -> annals.v1.Status
 	34, // 12: annals.v1.Status.detail:type_name -> annals.v1.ErrorDetail
-	71, // 13: annals.v1.ReadStreamRequest.as_of:type_name -> google.protobuf.Timestamp
+	72, // 13: annals.v1.ReadStreamRequest.as_of:type_name -> google.protobuf.Timestamp
 	3,  // 14: annals.v1.ReadStreamRequest.filter:type_name -> annals.v1.Filter
 	2,  // 15: annals.v1.ReadStreamResponse.events:type_name -> annals.v1.RecordedEvent
-	71, // 16: annals.v1.ReadAllRequest.as_of:type_name -> google.protobuf.Timestamp
+	72, // 16: annals.v1.ReadAllRequest.as_of:type_name -> google.protobuf.Timestamp
 	3,  // 17: annals.v1.ReadAllRequest.filter:type_name -> annals.v1.Filter
 	2,  // 18: annals.v1.ReadAllResponse.events:type_name -> annals.v1.RecordedEvent
 	3,  // 19: annals.v1.SubscribeRequest.filter:type_name -> annals.v1.Filter
@@ -4826,21 +4952,21 @@ var file_annals_v1_annals_proto_depIdxs = []int32{
 	2,  // 22: annals.v1.EventBatch.events:type_name -> annals.v1.RecordedEvent
 	0,  // 23: annals.v1.DeleteRequest.expected:type_name -> annals.v1.ExpectedRevision
 	0,  // 24: annals.v1.TombstoneRequest.expected:type_name -> annals.v1.ExpectedRevision
-	72, // 25: annals.v1.StreamMetadata.max_age:type_name -> google.protobuf.Duration
+	73, // 25: annals.v1.StreamMetadata.max_age:type_name -> google.protobuf.Duration
 	24, // 26: annals.v1.StreamMetadata.acl:type_name -> annals.v1.Acl
 	23, // 27: annals.v1.GetMetadataResponse.metadata:type_name -> annals.v1.StreamMetadata
 	0,  // 28: annals.v1.GetMetadataResponse.expected:type_name -> annals.v1.ExpectedRevision
 	0,  // 29: annals.v1.SetMetadataRequest.expected:type_name -> annals.v1.ExpectedRevision
 	23, // 30: annals.v1.SetMetadataRequest.metadata:type_name -> annals.v1.StreamMetadata
 	30, // 31: annals.v1.ListStreamsResponse.streams:type_name -> annals.v1.StreamInfo
-	71, // 32: annals.v1.ServerInfoResponse.start_time:type_name -> google.protobuf.Timestamp
+	72, // 32: annals.v1.ServerInfoResponse.start_time:type_name -> google.protobuf.Timestamp
 	0,  // 33: annals.v1.ErrorDetail.expected:type_name -> annals.v1.ExpectedRevision
 	0,  // 34: annals.v1.ErrorDetail.actual:type_name -> annals.v1.ExpectedRevision
 	35, // 35: annals.v1.ErrorDetail.lease:type_name -> annals.v1.Lease
-	72, // 36: annals.v1.Lease.ttl:type_name -> google.protobuf.Duration
-	71, // 37: annals.v1.Lease.expires:type_name -> google.protobuf.Timestamp
-	71, // 38: annals.v1.Lease.acquired:type_name -> google.protobuf.Timestamp
-	72, // 39: annals.v1.AcquireRequest.ttl:type_name -> google.protobuf.Duration
+	73, // 36: annals.v1.Lease.ttl:type_name -> google.protobuf.Duration
+	72, // 37: annals.v1.Lease.expires:type_name -> google.protobuf.Timestamp
+	72, // 38: annals.v1.Lease.acquired:type_name -> google.protobuf.Timestamp
+	73, // 39: annals.v1.AcquireRequest.ttl:type_name -> google.protobuf.Duration
 	35, // 40: annals.v1.AcquireResponse.lease:type_name -> annals.v1.Lease
 	35, // 41: annals.v1.RenewRequest.lease:type_name -> annals.v1.Lease
 	35, // 42: annals.v1.RenewResponse.lease:type_name -> annals.v1.Lease
@@ -4848,14 +4974,14 @@ var file_annals_v1_annals_proto_depIdxs = []int32{
 	35, // 44: annals.v1.ListLeasesResponse.leases:type_name -> annals.v1.Lease
 	3,  // 45: annals.v1.GroupSettings.filter:type_name -> annals.v1.Filter
 	45, // 46: annals.v1.GroupSettings.start:type_name -> annals.v1.GroupStart
-	72, // 47: annals.v1.GroupSettings.message_timeout:type_name -> google.protobuf.Duration
-	72, // 48: annals.v1.GroupSettings.checkpoint_interval:type_name -> google.protobuf.Duration
-	70, // 49: annals.v1.GroupStart.beginning:type_name -> google.protobuf.Empty
-	70, // 50: annals.v1.GroupStart.end:type_name -> google.protobuf.Empty
+	73, // 47: annals.v1.GroupSettings.message_timeout:type_name -> google.protobuf.Duration
+	73, // 48: annals.v1.GroupSettings.checkpoint_interval:type_name -> google.protobuf.Duration
+	71, // 49: annals.v1.GroupStart.beginning:type_name -> google.protobuf.Empty
+	71, // 50: annals.v1.GroupStart.end:type_name -> google.protobuf.Empty
 	44, // 51: annals.v1.GroupDefinition.settings:type_name -> annals.v1.GroupSettings
 	46, // 52: annals.v1.GroupInfo.definition:type_name -> annals.v1.GroupDefinition
 	48, // 53: annals.v1.GroupInfo.consumers:type_name -> annals.v1.GroupConsumer
-	71, // 54: annals.v1.GroupConsumer.joined:type_name -> google.protobuf.Timestamp
+	72, // 54: annals.v1.GroupConsumer.joined:type_name -> google.protobuf.Timestamp
 	44, // 55: annals.v1.CreateGroupRequest.settings:type_name -> annals.v1.GroupSettings
 	46, // 56: annals.v1.CreateGroupResponse.definition:type_name -> annals.v1.GroupDefinition
 	44, // 57: annals.v1.UpdateGroupRequest.settings:type_name -> annals.v1.GroupSettings
@@ -4865,61 +4991,62 @@ var file_annals_v1_annals_proto_depIdxs = []int32{
 	62, // 61: annals.v1.ConsumeRequest.join:type_name -> annals.v1.ConsumeJoin
 	63, // 62: annals.v1.ConsumeRequest.ack:type_name -> annals.v1.ConsumeAck
 	64, // 63: annals.v1.ConsumeRequest.nack:type_name -> annals.v1.ConsumeNack
-	72, // 64: annals.v1.ConsumeNack.delay:type_name -> google.protobuf.Duration
+	73, // 64: annals.v1.ConsumeNack.delay:type_name -> google.protobuf.Duration
 	66, // 65: annals.v1.ConsumeResponse.joined:type_name -> annals.v1.ConsumeJoined
 	67, // 66: annals.v1.ConsumeResponse.events:type_name -> annals.v1.ConsumeEvents
 	69, // 67: annals.v1.ConsumeResponse.settle_error:type_name -> annals.v1.ConsumeSettleError
-	68, // 68: annals.v1.ConsumeEvents.messages:type_name -> annals.v1.GroupMessage
-	2,  // 69: annals.v1.GroupMessage.event:type_name -> annals.v1.RecordedEvent
-	4,  // 70: annals.v1.EventStoreService.Append:input_type -> annals.v1.AppendRequest
-	6,  // 71: annals.v1.EventStoreService.BatchAppend:input_type -> annals.v1.BatchAppendRequest
-	11, // 72: annals.v1.EventStoreService.ReadStream:input_type -> annals.v1.ReadStreamRequest
-	13, // 73: annals.v1.EventStoreService.ReadAll:input_type -> annals.v1.ReadAllRequest
-	15, // 74: annals.v1.EventStoreService.Subscribe:input_type -> annals.v1.SubscribeRequest
-	19, // 75: annals.v1.EventStoreService.Delete:input_type -> annals.v1.DeleteRequest
-	21, // 76: annals.v1.EventStoreService.Tombstone:input_type -> annals.v1.TombstoneRequest
-	25, // 77: annals.v1.EventStoreService.GetMetadata:input_type -> annals.v1.GetMetadataRequest
-	27, // 78: annals.v1.EventStoreService.SetMetadata:input_type -> annals.v1.SetMetadataRequest
-	29, // 79: annals.v1.EventStoreService.ListStreams:input_type -> annals.v1.ListStreamsRequest
-	32, // 80: annals.v1.EventStoreService.ServerInfo:input_type -> annals.v1.ServerInfoRequest
-	36, // 81: annals.v1.LeaseService.Acquire:input_type -> annals.v1.AcquireRequest
-	38, // 82: annals.v1.LeaseService.Renew:input_type -> annals.v1.RenewRequest
-	40, // 83: annals.v1.LeaseService.Release:input_type -> annals.v1.ReleaseRequest
-	42, // 84: annals.v1.LeaseService.ListLeases:input_type -> annals.v1.ListLeasesRequest
-	49, // 85: annals.v1.GroupService.CreateGroup:input_type -> annals.v1.CreateGroupRequest
-	51, // 86: annals.v1.GroupService.UpdateGroup:input_type -> annals.v1.UpdateGroupRequest
-	53, // 87: annals.v1.GroupService.DeleteGroup:input_type -> annals.v1.DeleteGroupRequest
-	55, // 88: annals.v1.GroupService.ListGroups:input_type -> annals.v1.ListGroupsRequest
-	57, // 89: annals.v1.GroupService.GetGroup:input_type -> annals.v1.GetGroupRequest
-	59, // 90: annals.v1.GroupService.ReplayParked:input_type -> annals.v1.ReplayParkedRequest
-	61, // 91: annals.v1.GroupService.Consume:input_type -> annals.v1.ConsumeRequest
-	5,  // 92: annals.v1.EventStoreService.Append:output_type -> annals.v1.AppendResponse
-	8,  // 93: annals.v1.EventStoreService.BatchAppend:output_type -> annals.v1.BatchAppendResponse
-	12, // 94: annals.v1.EventStoreService.ReadStream:output_type -> annals.v1.ReadStreamResponse
-	14, // 95: annals.v1.EventStoreService.ReadAll:output_type -> annals.v1.ReadAllResponse
-	16, // 96: annals.v1.EventStoreService.Subscribe:output_type -> annals.v1.SubscribeResponse
-	20, // 97: annals.v1.EventStoreService.Delete:output_type -> annals.v1.DeleteResponse
-	22, // 98: annals.v1.EventStoreService.Tombstone:output_type -> annals.v1.TombstoneResponse
-	26, // 99: annals.v1.EventStoreService.GetMetadata:output_type -> annals.v1.GetMetadataResponse
-	28, // 100: annals.v1.EventStoreService.SetMetadata:output_type -> annals.v1.SetMetadataResponse
-	31, // 101: annals.v1.EventStoreService.ListStreams:output_type -> annals.v1.ListStreamsResponse
-	33, // 102: annals.v1.EventStoreService.ServerInfo:output_type -> annals.v1.ServerInfoResponse
-	37, // 103: annals.v1.LeaseService.Acquire:output_type -> annals.v1.AcquireResponse
-	39, // 104: annals.v1.LeaseService.Renew:output_type -> annals.v1.RenewResponse
-	41, // 105: annals.v1.LeaseService.Release:output_type -> annals.v1.ReleaseResponse
-	43, // 106: annals.v1.LeaseService.ListLeases:output_type -> annals.v1.ListLeasesResponse
-	50, // 107: annals.v1.GroupService.CreateGroup:output_type -> annals.v1.CreateGroupResponse
-	52, // 108: annals.v1.GroupService.UpdateGroup:output_type -> annals.v1.UpdateGroupResponse
-	54, // 109: annals.v1.GroupService.DeleteGroup:output_type -> annals.v1.DeleteGroupResponse
-	56, // 110: annals.v1.GroupService.ListGroups:output_type -> annals.v1.ListGroupsResponse
-	58, // 111: annals.v1.GroupService.GetGroup:output_type -> annals.v1.GetGroupResponse
-	60, // 112: annals.v1.GroupService.ReplayParked:output_type -> annals.v1.ReplayParkedResponse
-	65, // 113: annals.v1.GroupService.Consume:output_type -> annals.v1.ConsumeResponse
-	92, // [92:114] is the sub-list for method output_type
-	70, // [70:92] is the sub-list for method input_type
-	70, // [70:70] is the sub-list for extension type_name
-	70, // [70:70] is the sub-list for extension extendee
-	0,  // [0:70] is the sub-list for field type_name
+	70, // 68: annals.v1.ConsumeResponse.settled:type_name -> annals.v1.ConsumeSettled
+	68, // 69: annals.v1.ConsumeEvents.messages:type_name -> annals.v1.GroupMessage
+	2,  // 70: annals.v1.GroupMessage.event:type_name -> annals.v1.RecordedEvent
+	4,  // 71: annals.v1.EventStoreService.Append:input_type -> annals.v1.AppendRequest
+	6,  // 72: annals.v1.EventStoreService.BatchAppend:input_type -> annals.v1.BatchAppendRequest
+	11, // 73: annals.v1.EventStoreService.ReadStream:input_type -> annals.v1.ReadStreamRequest
+	13, // 74: annals.v1.EventStoreService.ReadAll:input_type -> annals.v1.ReadAllRequest
+	15, // 75: annals.v1.EventStoreService.Subscribe:input_type -> annals.v1.SubscribeRequest
+	19, // 76: annals.v1.EventStoreService.Delete:input_type -> annals.v1.DeleteRequest
+	21, // 77: annals.v1.EventStoreService.Tombstone:input_type -> annals.v1.TombstoneRequest
+	25, // 78: annals.v1.EventStoreService.GetMetadata:input_type -> annals.v1.GetMetadataRequest
+	27, // 79: annals.v1.EventStoreService.SetMetadata:input_type -> annals.v1.SetMetadataRequest
+	29, // 80: annals.v1.EventStoreService.ListStreams:input_type -> annals.v1.ListStreamsRequest
+	32, // 81: annals.v1.EventStoreService.ServerInfo:input_type -> annals.v1.ServerInfoRequest
+	36, // 82: annals.v1.LeaseService.Acquire:input_type -> annals.v1.AcquireRequest
+	38, // 83: annals.v1.LeaseService.Renew:input_type -> annals.v1.RenewRequest
+	40, // 84: annals.v1.LeaseService.Release:input_type -> annals.v1.ReleaseRequest
+	42, // 85: annals.v1.LeaseService.ListLeases:input_type -> annals.v1.ListLeasesRequest
+	49, // 86: annals.v1.GroupService.CreateGroup:input_type -> annals.v1.CreateGroupRequest
+	51, // 87: annals.v1.GroupService.UpdateGroup:input_type -> annals.v1.UpdateGroupRequest
+	53, // 88: annals.v1.GroupService.DeleteGroup:input_type -> annals.v1.DeleteGroupRequest
+	55, // 89: annals.v1.GroupService.ListGroups:input_type -> annals.v1.ListGroupsRequest
+	57, // 90: annals.v1.GroupService.GetGroup:input_type -> annals.v1.GetGroupRequest
+	59, // 91: annals.v1.GroupService.ReplayParked:input_type -> annals.v1.ReplayParkedRequest
+	61, // 92: annals.v1.GroupService.Consume:input_type -> annals.v1.ConsumeRequest
+	5,  // 93: annals.v1.EventStoreService.Append:output_type -> annals.v1.AppendResponse
+	8,  // 94: annals.v1.EventStoreService.BatchAppend:output_type -> annals.v1.BatchAppendResponse
+	12, // 95: annals.v1.EventStoreService.ReadStream:output_type -> annals.v1.ReadStreamResponse
+	14, // 96: annals.v1.EventStoreService.ReadAll:output_type -> annals.v1.ReadAllResponse
+	16, // 97: annals.v1.EventStoreService.Subscribe:output_type -> annals.v1.SubscribeResponse
+	20, // 98: annals.v1.EventStoreService.Delete:output_type -> annals.v1.DeleteResponse
+	22, // 99: annals.v1.EventStoreService.Tombstone:output_type -> annals.v1.TombstoneResponse
+	26, // 100: annals.v1.EventStoreService.GetMetadata:output_type -> annals.v1.GetMetadataResponse
+	28, // 101: annals.v1.EventStoreService.SetMetadata:output_type -> annals.v1.SetMetadataResponse
+	31, // 102: annals.v1.EventStoreService.ListStreams:output_type -> annals.v1.ListStreamsResponse
+	33, // 103: annals.v1.EventStoreService.ServerInfo:output_type -> annals.v1.ServerInfoResponse
+	37, // 104: annals.v1.LeaseService.Acquire:output_type -> annals.v1.AcquireResponse
+	39, // 105: annals.v1.LeaseService.Renew:output_type -> annals.v1.RenewResponse
+	41, // 106: annals.v1.LeaseService.Release:output_type -> annals.v1.ReleaseResponse
+	43, // 107: annals.v1.LeaseService.ListLeases:output_type -> annals.v1.ListLeasesResponse
+	50, // 108: annals.v1.GroupService.CreateGroup:output_type -> annals.v1.CreateGroupResponse
+	52, // 109: annals.v1.GroupService.UpdateGroup:output_type -> annals.v1.UpdateGroupResponse
+	54, // 110: annals.v1.GroupService.DeleteGroup:output_type -> annals.v1.DeleteGroupResponse
+	56, // 111: annals.v1.GroupService.ListGroups:output_type -> annals.v1.ListGroupsResponse
+	58, // 112: annals.v1.GroupService.GetGroup:output_type -> annals.v1.GetGroupResponse
+	60, // 113: annals.v1.GroupService.ReplayParked:output_type -> annals.v1.ReplayParkedResponse
+	65, // 114: annals.v1.GroupService.Consume:output_type -> annals.v1.ConsumeResponse
+	93, // [93:115] is the sub-list for method output_type
+	71, // [71:93] is the sub-list for method input_type
+	71, // [71:71] is the sub-list for extension type_name
+	71, // [71:71] is the sub-list for extension extendee
+	0,  // [0:71] is the sub-list for field type_name
 }
 
 func init() { file_annals_v1_annals_proto_init() }
@@ -4955,6 +5082,7 @@ func file_annals_v1_annals_proto_init() {
 		(*ConsumeResponse_Joined)(nil),
 		(*ConsumeResponse_Events)(nil),
 		(*ConsumeResponse_SettleError)(nil),
+		(*ConsumeResponse_Settled)(nil),
 	}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
@@ -4962,7 +5090,7 @@ func file_annals_v1_annals_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_annals_v1_annals_proto_rawDesc), len(file_annals_v1_annals_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   70,
+			NumMessages:   71,
 			NumExtensions: 0,
 			NumServices:   3,
 		},
