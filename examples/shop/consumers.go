@@ -15,7 +15,6 @@ import (
 	"github.com/annalsdb/annals/examples/shop/consume"
 	"github.com/annalsdb/annals/examples/shop/inventory"
 	"github.com/annalsdb/annals/examples/shop/services"
-	"github.com/annalsdb/annals/groups"
 )
 
 // serverFlags are the flags of every service: the server and the replica's name.
@@ -34,15 +33,6 @@ func addServerFlags(fs *flag.FlagSet, name string) serverFlags {
 // open opens a client of the server.
 func (f serverFlags) open(ctx context.Context) (*client.Client, error) {
 	return client.Open(ctx, *f.server, nil)
-}
-
-// groupsOf returns the consumer groups of the server c talks to.
-func groupsOf(c *client.Client) (groups.Service, error) {
-	g, ok := any(c).(interface{ Groups() groups.Service })
-	if !ok {
-		return nil, errors.New("this build's client has no consumer groups")
-	}
-	return g.Groups(), nil
 }
 
 // runConsumer is "shop inventory|fulfillment|notification": one replica of a consuming
@@ -66,10 +56,6 @@ func runConsumer(ctx context.Context, name string, args []string, log *slog.Logg
 		return err
 	}
 	defer c.Close()
-	gs, err := groupsOf(c)
-	if err != nil {
-		return err
-	}
 	var svc services.Service
 	switch name {
 	case "inventory":
@@ -94,7 +80,7 @@ func runConsumer(ctx context.Context, name string, args []string, log *slog.Logg
 		return err
 	}
 	log.Info("consuming", "group", svc.Group(), "replica", *sf.replica, "server", *sf.server)
-	err = consume.Run(ctx, gs, consume.Options{
+	err = consume.Run(ctx, c.Groups(), consume.Options{
 		Group: svc.Group(), Settings: svc.Settings(), Consumer: *sf.replica, Workers: *workers, Log: log,
 	}, svc.Handle)
 	log.Info("stopped", "group", svc.Group(), "replica", *sf.replica)

@@ -103,10 +103,7 @@ func TestShopEndToEnd(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer c.Close()
-	gs, err := groupsOf(c)
-	if err != nil {
-		t.Fatal(err)
-	}
+	gs := c.Groups()
 	testwait.UntilNil(t, "every group idle and every order's outcome told", func() error {
 		for _, g := range consumers {
 			info, err := gs.Info(ctx, g)
