@@ -296,6 +296,7 @@ func (b *lockedBuffer) tail(n int) string {
 // orders per second and the p99 from PlaceOrder to the notification of the outcome.
 func BenchmarkShop(b *testing.B) {
 	bins := buildBinaries(b)
+	b.ResetTimer()
 	res, err := benchShop(b.Context(), benchConfig{Annals: bins.annals, Shop: bins.shop, Orders: max(b.N, 100),
 		Concurrency: 32, Carts: 1, Replicas: 2, Out: io.Discard}, filepath.Join(b.TempDir(), "data"))
 	if err != nil {
