@@ -1,120 +1,86 @@
-// Command shop runs the online-shop example: a scripted scenario against the embedded store,
-// printing the audit trail, the cart read model, the inventory, the customers' messages and a
-// cart's state at an earlier moment.
+// Command shop is the online-shop example as separate services that talk only through
+// `annals serve`: a cart service (an HTTP API over the cart's command handler and its read
+// model) and three services that consume persistent subscriptions (consumer groups):
+// inventory, fulfillment and notification.
 //
-//	go run ./examples/shop                    # in a temporary directory, removed afterwards
-//	go run ./examples/shop --data shop-data   # keep the store (read it with annals read --data shop-data)
-//	go run ./examples/shop history cart-alice --data shop-data
-//	go run ./examples/shop --postgres postgres://localhost/shop   # events and read models in PostgreSQL
-//	go run ./examples/shop --postgres URL --schema shop           # keep them in schema shop
+//	go run ./examples/shop                       # the whole shop: the server and every service
+//	go run ./examples/shop customers --cart URL  # customers that shop through the cart API
+//	go run ./examples/shop bench                 # orders per second through every service
+//	go run ./examples/shop cart --server URL     # one service (cart, inventory, fulfillment, notification)
+//	go run ./examples/shop scenario              # the scripted scenario in one process
 //
-// docs/tutorial.md walks through it.
+// docs/shop.md walks through the services, docs/tutorial.md through the toolkit they use.
 package main
 
 import (
 	"context"
-	"crypto/rand"
-	"encoding/hex"
 	"errors"
 	"flag"
 	"fmt"
 	"io"
+	"log/slog"
 	"os"
 	"os/signal"
-	"path/filepath"
-	"time"
-
-	"github.com/annalsdb/annals"
-	"github.com/annalsdb/annals/examples/shop/app"
-	"github.com/annalsdb/annals/filestore"
-	"github.com/annalsdb/annals/pgstore"
-	"github.com/annalsdb/annals/tables"
+	"strings"
+	"syscall"
 )
 
 func main() {
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt)
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
-	if err := run(ctx, os.Args[1:], os.Stdout); err != nil {
+	err := run(ctx, os.Args[1:], os.Stdout, os.Stderr)
+	if errors.Is(err, flag.ErrHelp) {
+		os.Exit(2)
+	}
+	if err != nil {
 		fmt.Fprintln(os.Stderr, "shop:", err)
 		os.Exit(1)
 	}
 }
 
-func run(ctx context.Context, args []string, out io.Writer) error {
-	fs := flag.NewFlagSet("shop", flag.ContinueOnError)
-	data := fs.String("data", "", "data directory of the store (default: a temporary directory, removed afterwards)")
-	pgURL := fs.String("postgres", "", "run on PostgreSQL at this URL: the events and the read models in one database")
-	pgSchema := fs.String("schema", "", "with --postgres: the store's schema (default: a new one, dropped afterwards)")
-	window := fs.Duration("payment-window", time.Second, "how long a confirmed order waits for its payment")
-	history := ""
-	if len(args) > 0 && args[0] == "history" {
-		if len(args) < 2 {
-			return errors.New("usage: shop history CART-STREAM [--data DIR | --postgres URL --schema NAME]")
+// run runs the subcommand args name ("up" when the first argument is a flag or missing) until
+// it is done or ctx ends.
+func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	cmd := "up"
+	if len(args) > 0 && !strings.HasPrefix(args[0], "-") {
+		cmd, args = args[0], args[1:]
+	}
+	log := slog.New(slog.NewTextHandler(stderr, nil))
+	switch cmd {
+	case "up":
+		return runUp(ctx, args, stdout, stderr)
+	case "cart":
+		return runCart(ctx, args, log, nil)
+	case "inventory", "fulfillment", "notification":
+		return runConsumer(ctx, cmd, args, log)
+	case "customers":
+		return runCustomers(ctx, args, stdout)
+	case "bench":
+		return runBench(ctx, args, stdout, stderr)
+	case "scenario":
+		return runScenario(ctx, args, stdout)
+	}
+	return fmt.Errorf("unknown command %q: want up, cart, inventory, fulfillment, notification, customers, bench or scenario", cmd)
+}
+
+// product is a line of the shop's catalog.
+type product struct {
+	SKU   string `json:"sku"`
+	Price int64  `json:"price"` // cents
+	Stock int    `json:"stock"` // the inventory's initial stock
+}
+
+// catalog is what the shop sells. Figs are scarce, so that some orders run out of stock.
+var catalog = []product{
+	{"apple", 50, 100_000}, {"pear", 80, 100_000}, {"plum", 20, 100_000}, {"kiwi", 40, 100_000}, {"fig", 120, 200},
+}
+
+// price returns the price of sku, and false when the shop does not sell it.
+func price(sku string) (int64, bool) {
+	for _, p := range catalog {
+		if p.SKU == sku {
+			return p.Price, true
 		}
-		history, args = args[1], args[2:]
 	}
-	if err := fs.Parse(args); err != nil {
-		return err
-	}
-	if *pgURL != "" && *data != "" {
-		return errors.New("--data and --postgres: choose one store")
-	}
-	if *pgURL == "" && *pgSchema != "" {
-		return errors.New("--schema needs --postgres URL")
-	}
-	if history != "" && *data == "" && *pgSchema == "" {
-		return errors.New("history needs --data DIR or --postgres URL --schema NAME: the store of an earlier run")
-	}
-	var store annals.Store
-	var db *tables.DB
-	var pg *pgstore.Store
-	if *pgURL != "" {
-		schema := *pgSchema
-		if schema == "" {
-			b := make([]byte, 4)
-			rand.Read(b)
-			schema = "shop_" + hex.EncodeToString(b)
-			defer func() {
-				if err := pgstore.Drop(context.WithoutCancel(ctx), *pgURL, schema); err != nil {
-					fmt.Fprintln(os.Stderr, "shop:", err)
-				}
-			}()
-		}
-		s, err := pgstore.Open(ctx, *pgURL, &pgstore.Options{Schema: schema})
-		if err != nil {
-			return err
-		}
-		defer s.Close()
-		store, pg = s, s
-	} else {
-		dir := *data
-		if dir == "" {
-			tmp, err := os.MkdirTemp("", "shop-")
-			if err != nil {
-				return err
-			}
-			defer os.RemoveAll(tmp)
-			dir = tmp
-		}
-		s, err := filestore.Open(dir, nil)
-		if err != nil {
-			return err
-		}
-		defer s.Close()
-		if db, err = tables.Open(filepath.Join(dir, "tables"), nil); err != nil {
-			return err
-		}
-		defer db.Close()
-		store = s
-	}
-	a, err := app.New(store, db, &app.Options{PaymentWindow: *window, Postgres: pg})
-	if err != nil {
-		return err
-	}
-	if history != "" {
-		return printHistory(ctx, out, a, history)
-	}
-	a.Start()
-	err = scenario(ctx, out, a)
-	return errors.Join(err, a.Stop())
+	return 0, false
 }

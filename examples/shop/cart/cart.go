@@ -3,9 +3,11 @@
 // handler of package decider runs it against any annals.Store.
 //
 // A cart lives in the stream "cart-<id>" (category "cart"). Items are added and removed while
-// the cart is open; PlaceOrder closes it. The order process (package order) then reserves the
-// stock and answers with ConfirmOrder or RejectOrder, and a confirmed order that is not paid
-// in time is cancelled.
+// the cart is open; PlaceOrder closes it. In the one-process scenario the order process
+// (package order) then reserves the stock and answers with ConfirmOrder or RejectOrder, and a
+// confirmed order that is not paid in time is cancelled; in the shop as services the
+// inventory, fulfillment and notification services react to OrderPlaced instead (see
+// docs/shop.md), and the cart stays placed.
 package cart
 
 import (

@@ -21,7 +21,7 @@ func TestScenario(t *testing.T) {
 	var out bytes.Buffer
 	for _, args := range [][]string{{"history"}, {"history", "cart-bob"}, {"history", "stock-apple", "--data", dir}, {"--nope"},
 		{"--schema", "x"}, {"--data", dir, "--postgres", "postgres://localhost/x"}} {
-		if err := run(context.Background(), args, &out); err == nil {
+		if err := runScenario(context.Background(), args, &out); err == nil {
 			t.Errorf("shop %q: no error", args)
 		}
 	}
@@ -49,7 +49,7 @@ func checkScenario(t *testing.T, args, history []string) {
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
 	var out bytes.Buffer
-	if err := run(ctx, append(args, "--payment-window", "3s"), &out); err != nil {
+	if err := runScenario(ctx, append(args, "--payment-window", "3s"), &out); err != nil {
 		t.Fatalf("shop: %v\n%s", err, out.String())
 	}
 	got := out.String()
@@ -77,7 +77,7 @@ func checkScenario(t *testing.T, args, history []string) {
 
 	// history reads the kept store.
 	out.Reset()
-	if err := run(ctx, append([]string{"history", "cart-bob"}, history...), &out); err != nil {
+	if err := runScenario(ctx, append([]string{"history", "cart-bob"}, history...), &out); err != nil {
 		t.Fatal(err)
 	}
 	if got := out.String(); !regexp.MustCompile(`OrderRejected +→ rejected: 5 pear`).MatchString(got) {

@@ -1,0 +1,6 @@
+package main
+
+import "syscall"
+
+// childAttr is nil on Windows: children share the launcher's console.
+func childAttr() *syscall.SysProcAttr { return nil }
