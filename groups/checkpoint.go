@@ -48,7 +48,7 @@ func (g *group) flush(ctx context.Context, final bool) bool {
 			data, _ := json.Marshal(replayedRecord{Created: g.created, Replayed: rp})
 			events = append(events, annals.Event{ID: annals.NewUUID(), Type: ReplayedEventType, Data: data})
 		}
-		res, err := g.m.store.AppendSystem(ctx, CheckpointStream(g.name), expected, events...)
+		res, err := g.appendSystem(ctx, CheckpointStream(g.name), expected, events...)
 		if err == nil {
 			g.mu.Lock()
 			g.mu.cpExpected = annals.Exact(res.Revision)
@@ -152,6 +152,6 @@ func (g *group) appendParked(ctx context.Context, parks []*entry, omit bool) err
 		}
 		events = append(events, pe)
 	}
-	_, err := g.m.store.AppendSystem(ctx, ParkedStream(g.name), annals.Any, events...)
+	_, err := g.appendSystem(ctx, ParkedStream(g.name), annals.Any, events...)
 	return err
 }
