@@ -48,6 +48,7 @@ type group struct {
 		active      bool
 		activations uint64
 		lose        context.CancelCauseFunc
+		changed     chan struct{} // closed and replaced when active or the lease's state changes
 
 		consumers []*consumer
 		rr        int
@@ -96,13 +97,18 @@ func newGroup(m *Manager, def Definition, st groupState) (*group, error) {
 	}
 	g.mu.def = def
 	g.mu.set = def.Settings.WithDefaults()
+	g.mu.changed = make(chan struct{})
 	if m.leases == nil {
 		g.activateLocked(st)
 		return g, nil
 	}
 	sup, err := supervisor.New(supervisor.Options{
 		Name:   LeasePrefix + def.Name,
-		Policy: supervisor.Policy{Keeper: m.leases, Holder: m.holder, TTL: m.ttl},
+		Policy: supervisor.Policy{Keeper: m.leases, Holder: m.holder, TTL: m.ttl, OnChange: func(supervisor.Status) {
+			g.mu.Lock()
+			g.changedLocked()
+			g.mu.Unlock()
+		}},
 	})
 	if err != nil {
 		return nil, err
@@ -126,13 +132,23 @@ func (g *group) activateLocked(st groupState) {
 	g.mu.parked = st.parkedPending
 	g.mu.active = true
 	g.mu.activations++
+	g.changedLocked()
+}
+
+// changedLocked wakes those waiting for the group to become active.
+func (g *group) changedLocked() {
+	close(g.mu.changed)
+	g.mu.changed = make(chan struct{})
 }
 
 // deactivateLocked stops delivering at once: the consumers' events in flight and not yet
 // received are forgotten (acks of them get ErrNotInFlight). The rest of the activation's state
 // stays until resetLocked, once the reader and the loop have stopped.
 func (g *group) deactivateLocked() {
-	g.mu.active = false
+	if g.mu.active {
+		g.mu.active = false
+		g.changedLocked()
+	}
 	for _, c := range g.mu.consumers {
 		clear(c.inflight)
 		c.mailbox = nil
@@ -181,6 +197,7 @@ func (g *group) end(err error, flush bool) {
 	if g.mu.ended == nil {
 		g.mu.ended = err
 		g.mu.flush = flush
+		g.changedLocked()
 		for _, c := range g.mu.consumers {
 			c.endLocked(err)
 		}

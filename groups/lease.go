@@ -136,20 +136,45 @@ func (g *group) appendSystem(ctx context.Context, stream string, expected annals
 	return res, err
 }
 
-// activeLocked returns nil when the group is active here, its end when it ended, and an error
+// waitActive returns nil when the group is active here, its end when it ended, and an error
 // matching [lease.ErrHeld] (a [*lease.HeldError] when the holder is known) when another
-// manager holds it.
-func (g *group) activeLocked() error {
+// manager holds it or this one cannot take it now. While this manager is about to become
+// active (it has just started, holds the lease and loads the group, or lost the lease and asks
+// again), it waits, until ctx is done.
+func (g *group) waitActive(ctx context.Context) error {
+	for {
+		g.mu.Lock()
+		pending, err := g.activeLocked()
+		ch := g.mu.changed
+		g.mu.Unlock()
+		if !pending {
+			return err
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("groups: group %q: waiting for the group's lease: %w", g.name, ctx.Err())
+		case <-ch:
+		}
+	}
+}
+
+// activeLocked returns whether the group is about to become active here, and what
+// [group.waitActive] returns.
+func (g *group) activeLocked() (pending bool, err error) {
 	switch {
 	case g.mu.ended != nil:
-		return g.mu.ended
-	case g.mu.active:
-		return nil
+		return false, g.mu.ended
+	case g.mu.active || g.sup == nil:
+		return false, nil
 	}
-	if other := g.otherHolder(); other.Holder != "" {
-		return fmt.Errorf("groups: group %q is active in another manager: %w", g.name, &lease.HeldError{Lease: other})
+	st := g.sup.Status()
+	switch {
+	case st.State == supervisor.StandingBy && st.Other.Holder != "":
+		return false, fmt.Errorf("groups: group %q is active in another manager: %w", g.name, &lease.HeldError{Lease: st.Other})
+	case st.State == supervisor.Retrying || st.State == supervisor.Failed:
+		return false, fmt.Errorf("groups: group %q is not active in this manager, which cannot take the group's lease (%v): %w", g.name, st.Err, lease.ErrHeld)
 	}
-	return fmt.Errorf("groups: group %q is not active in this manager (it waits for the group's lease): %w", g.name, lease.ErrHeld)
+	return true, fmt.Errorf("groups: group %q is not active in this manager: %w", g.name, lease.ErrHeld)
 }
 
 // otherHolder returns the lease another manager was last seen to hold on the group (zero when

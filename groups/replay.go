@@ -49,11 +49,10 @@ func (g *group) original(ctx context.Context, ev annals.RecordedEvent) (annals.R
 func (g *group) replayParked(ctx context.Context, limit int) (int, error) {
 	g.replayMu.Lock()
 	defer g.replayMu.Unlock()
-	g.mu.Lock()
-	if err := g.activeLocked(); err != nil {
-		g.mu.Unlock()
+	if err := g.waitActive(ctx); err != nil {
 		return 0, err
 	}
+	g.mu.Lock()
 	from := max(g.mu.replays.next, g.mu.replayTarget)
 	def, loaded, activation := g.mu.def, g.mu.loaded, g.mu.activations
 	g.mu.Unlock()
@@ -74,7 +73,7 @@ func (g *group) replayParked(ctx context.Context, limit int) (int, error) {
 	}
 	g.mu.Lock()
 	defer g.mu.Unlock()
-	if err := g.activeLocked(); err != nil {
+	if _, err := g.activeLocked(); err != nil {
 		return 0, err
 	}
 	if g.mu.activations != activation {
