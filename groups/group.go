@@ -103,7 +103,7 @@ func newGroup(m *Manager, def Definition, st groupState) (*group, error) {
 		return g, nil
 	}
 	sup, err := supervisor.New(supervisor.Options{
-		Name:   LeasePrefix + def.Name,
+		Name: LeasePrefix + def.Name,
 		Policy: supervisor.Policy{Keeper: m.leases, Holder: m.holder, TTL: m.ttl, OnChange: func(supervisor.Status) {
 			g.mu.Lock()
 			g.changedLocked()
