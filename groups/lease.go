@@ -120,12 +120,16 @@ func (g *group) loseLease(err error) {
 
 // appendSystem appends events to one of the group's streams: under the check of the lease
 // ctx carries when the keeper can run a write under it, and with that lease in ctx in any
-// case (a store that checks leases refuses the write of a holder that lost it).
-func (g *group) appendSystem(ctx context.Context, stream string, expected annals.ExpectedRevision, events ...annals.Event) (annals.AppendResult, error) {
+// case (a store that checks leases refuses the write of a holder that lost it). done, when
+// set, is called once the append succeeded, before the check of the lease ends.
+func (g *group) appendSystem(ctx context.Context, done func(annals.AppendResult), stream string, expected annals.ExpectedRevision, events ...annals.Event) (annals.AppendResult, error) {
 	var res annals.AppendResult
 	write := func() error {
 		var err error
 		res, err = g.m.store.AppendSystem(ctx, stream, expected, events...)
+		if err == nil && done != nil {
+			done(res)
+		}
 		return err
 	}
 	if _, fenced := lease.FromContext(ctx); !fenced || g.m.fencer == nil {
