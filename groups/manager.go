@@ -66,7 +66,9 @@ const LeasePrefix = "$group-"
 // the leases, so that another Manager takes over at once. ReplayParked runs on the active
 // Manager only; on a standby it returns an error matching [lease.ErrHeld].
 //
-// Lock order: defMu, then a group's replayMu, then mu, then a group's mu.
+// Lock order: defMu, then a group's replayMu, then mu, then a group's mu, then the locks of
+// its supervisor (which calls back into the group, taking its mu, only from Run's goroutine
+// with no lock of the group held).
 type Manager struct {
 	store  Store
 	log    *slog.Logger
