@@ -223,9 +223,14 @@ func testCheckpointStored(t *testing.T, env *Env) {
 		}
 		return nil
 	})
-	if i := info(t, svc, name); i.Checkpoint != 3 {
-		t.Fatalf("Info.Checkpoint = %d, want 3", i.Checkpoint)
-	}
+	// The manager records the checkpoint once the store's append returns, a moment after
+	// the store shows it.
+	testwait.UntilNil(t, "Info.Checkpoint 3", func() error {
+		if i := info(t, svc, name); i.Checkpoint != 3 {
+			return fmt.Errorf("Info.Checkpoint = %d, want 3", i.Checkpoint)
+		}
+		return nil
+	})
 	ack(t, c, m.Event.ID)
 }
 
