@@ -63,7 +63,9 @@ func (s *Server) groupManager(ctx context.Context) (*groups.Manager, error) {
 	}
 	octx, cancel := context.WithTimeout(s.closing, groupsOpenTimeout)
 	defer cancel()
-	m, err := groups.Open(octx, store, &groups.Options{Logger: s.log})
+	// The groups take their leases from the server's keeper, so that of several servers on one
+	// store (pgstore) each group is active in one at a time.
+	m, err := groups.Open(octx, store, &groups.Options{Logger: s.log, Leases: s.leases})
 	if err != nil {
 		if s.closing.Err() != nil {
 			return nil, ErrShuttingDown
