@@ -94,6 +94,9 @@ func (g *group) join(opts *JoinOptions) (*consumer, error) {
 	return c, nil
 }
 
+// ID returns the consumer's id, as [ConsumerInfo.ID] shows it.
+func (c *consumer) ID() string { return c.id }
+
 // Receive implements [Consumer.Receive].
 func (c *consumer) Receive(ctx context.Context) (Message, error) {
 	g := c.g
@@ -160,10 +163,25 @@ func (c *consumer) settle(ctx context.Context, ids []annals.UUID, fn func(e *ent
 	}
 	g.dispatchConsumerLocked(c)
 	if len(missing) > 0 {
-		return fmt.Errorf("%w: %s", ErrNotInFlight, strings.Join(missing, ", "))
+		return &notInFlightError{ids: missing}
 	}
 	return nil
 }
+
+// notInFlightError is the error of an ack or nack that named events not in flight: it
+// matches [ErrNotInFlight] and names them. The server reads their ids through its
+// NotInFlightIDs method, to tell each caller whose acks a client packed in one message of
+// its own.
+type notInFlightError struct{ ids []string }
+
+func (e *notInFlightError) Error() string {
+	return ErrNotInFlight.Error() + ": " + strings.Join(e.ids, ", ")
+}
+
+func (e *notInFlightError) Is(target error) bool { return target == ErrNotInFlight }
+
+// NotInFlightIDs returns the ids of the events that were not in flight.
+func (e *notInFlightError) NotInFlightIDs() []string { return e.ids }
 
 // Ack implements [Consumer.Ack].
 func (c *consumer) Ack(ctx context.Context, ids ...annals.UUID) error {

@@ -163,6 +163,13 @@ func (s *Server) join(ctx context.Context, proc string, j *annalsv1.ConsumeJoin)
 	return c, joined, nil
 }
 
+// notInFlight is the engine's error for the events of an ack or nack that were not in
+// flight: it names their ids.
+type notInFlight interface {
+	error
+	NotInFlightIDs() []string
+}
+
 // answer is the answer to an ack or nack: settled (err nil) or a settle error.
 type answer struct {
 	seq uint64
@@ -314,6 +321,9 @@ func (cs *consumeStream) write() error {
 		se := &annalsv1.ConsumeSettleError{Ids: a.ids, Message: msg, Seq: a.seq}
 		if detail != nil {
 			se.Reason = detail.Reason
+		}
+		if nif, ok := errors.AsType[notInFlight](a.err); ok {
+			se.NotInFlight = nif.NotInFlightIDs()
 		}
 		errs = append(errs, se)
 	}

@@ -4401,7 +4401,11 @@ type ConsumeSettleError struct {
 	Seq uint64 `protobuf:"varint,3,opt,name=seq,proto3" json:"seq,omitempty"`
 	// Reason is NOT_IN_FLIGHT, or the reason of the error that ends the stream (GROUP_DELETED,
 	// CLOSED).
-	Reason        string `protobuf:"bytes,4,opt,name=reason,proto3" json:"reason,omitempty"`
+	Reason string `protobuf:"bytes,4,opt,name=reason,proto3" json:"reason,omitempty"`
+	// NotInFlight are the ids, of those of ids, that were not in flight to the consumer (with
+	// reason NOT_IN_FLIGHT): a client that packs the acks of several callers in one message
+	// tells each caller of its own.
+	NotInFlight   []string `protobuf:"bytes,5,rep,name=not_in_flight,json=notInFlight,proto3" json:"not_in_flight,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -4462,6 +4466,13 @@ func (x *ConsumeSettleError) GetReason() string {
 		return x.Reason
 	}
 	return ""
+}
+
+func (x *ConsumeSettleError) GetNotInFlight() []string {
+	if x != nil {
+		return x.NotInFlight
+	}
+	return nil
 }
 
 // ConsumeSettled answers acks and nacks whose events were all settled.
@@ -4799,12 +4810,13 @@ const file_annals_v1_annals_proto_rawDesc = "" +
 	"\fGroupMessage\x12.\n" +
 	"\x05event\x18\x01 \x01(\v2\x18.annals.v1.RecordedEventR\x05event\x12\x18\n" +
 	"\aretries\x18\x02 \x01(\rR\aretries\x12\x16\n" +
-	"\x06parked\x18\x03 \x01(\bR\x06parked\"j\n" +
+	"\x06parked\x18\x03 \x01(\bR\x06parked\"\x8e\x01\n" +
 	"\x12ConsumeSettleError\x12\x10\n" +
 	"\x03ids\x18\x01 \x03(\tR\x03ids\x12\x18\n" +
 	"\amessage\x18\x02 \x01(\tR\amessage\x12\x10\n" +
 	"\x03seq\x18\x03 \x01(\x04R\x03seq\x12\x16\n" +
-	"\x06reason\x18\x04 \x01(\tR\x06reason\"$\n" +
+	"\x06reason\x18\x04 \x01(\tR\x06reason\x12\"\n" +
+	"\rnot_in_flight\x18\x05 \x03(\tR\vnotInFlight\"$\n" +
 	"\x0eConsumeSettled\x12\x12\n" +
 	"\x04seqs\x18\x01 \x03(\x04R\x04seqs2\xbd\x06\n" +
 	"\x11EventStoreService\x12=\n" +
