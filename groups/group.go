@@ -100,7 +100,8 @@ func (g *group) start(parent context.Context) {
 }
 
 // end stops the group's goroutines, waits for them, and ends its consumers with err. With
-// flush it then writes the checkpoint (on Close; not when the group is deleted).
+// flush it then writes the parks pending and the checkpoint (on Close; not when the group is
+// deleted).
 func (g *group) end(err error, flush bool) {
 	g.mu.Lock()
 	if g.mu.ended == nil {
@@ -116,6 +117,17 @@ func (g *group) end(err error, flush bool) {
 	if flush {
 		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 		defer cancel()
+		// The parks the loop did not write (or was stopped in) first: the checkpoint may
+		// then pass them. A repeated park is recognised by the ids of its copies.
+		g.mu.Lock()
+		parks := g.mu.parking
+		g.mu.parking = nil
+		g.mu.Unlock()
+		if len(parks) > 0 {
+			if err := g.park(ctx, parks); err != nil {
+				g.logger().Warn("group: parking events at close failed; they are delivered again", "err", err)
+			}
+		}
 		g.flush(ctx, true)
 	}
 }
