@@ -293,6 +293,9 @@ func (cs *consumeStream) settle(m *annalsv1.ConsumeRequest) (answer, bool, error
 	if err == nil {
 		return answer{seq: seq}, seq != 0, nil
 	}
+	if cs.ctx.Err() != nil && errors.Is(err, cs.ctx.Err()) {
+		err = closedError(cs.req) // the server is closing: not the client's context
+	}
 	return answer{seq: seq, ids: raw, err: err}, true, nil
 }
 
