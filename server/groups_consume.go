@@ -328,6 +328,14 @@ func (cs *consumeStream) write() error {
 	for {
 		select {
 		case <-cs.ended:
+			if cs.endErr == nil {
+				// The client ended its side: answer the acks and nacks it sent before, which
+				// the reader queued before it ended the stream.
+				for len(cs.answers) > 0 {
+					take(<-cs.answers)
+				}
+				return cs.sendAnswers(settled, errs)
+			}
 			return cs.endErr
 		case <-cs.ctx.Done():
 			return closedError(cs.req)
@@ -356,19 +364,27 @@ func (cs *consumeStream) write() error {
 			}
 			batch, size = nil, 0
 		}
-		if len(settled) > 0 {
-			if err := cs.watch.send(cs.send, &annalsv1.ConsumeResponse{Kind: &annalsv1.ConsumeResponse_Settled{Settled: &annalsv1.ConsumeSettled{Seqs: settled}}}); err != nil {
-				return err
-			}
-			settled = settled[:0]
+		if err := cs.sendAnswers(settled, errs); err != nil {
+			return err
 		}
-		for _, se := range errs {
-			if err := cs.watch.send(cs.send, &annalsv1.ConsumeResponse{Kind: &annalsv1.ConsumeResponse_SettleError{SettleError: se}}); err != nil {
-				return err
-			}
-		}
-		errs = errs[:0]
+		settled, errs = settled[:0], errs[:0]
 	}
+}
+
+// sendAnswers sends the answers to acks and nacks: the settled ones in one message, then each
+// settle error.
+func (cs *consumeStream) sendAnswers(settled []uint64, errs []*annalsv1.ConsumeSettleError) error {
+	if len(settled) > 0 {
+		if err := cs.watch.send(cs.send, &annalsv1.ConsumeResponse{Kind: &annalsv1.ConsumeResponse_Settled{Settled: &annalsv1.ConsumeSettled{Seqs: settled}}}); err != nil {
+			return err
+		}
+	}
+	for _, se := range errs {
+		if err := cs.watch.send(cs.send, &annalsv1.ConsumeResponse{Kind: &annalsv1.ConsumeResponse_SettleError{SettleError: se}}); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 // sendWatch bounds the sends of one stream: a watchdog looks at the running send every
