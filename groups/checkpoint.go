@@ -48,8 +48,7 @@ func (g *group) flush(ctx context.Context, final bool) bool {
 			data, _ := json.Marshal(replayedRecord{Created: g.created, Replayed: rp})
 			events = append(events, annals.Event{ID: annals.NewUUID(), Type: ReplayedEventType, Data: data})
 		}
-		res, err := g.m.store.AppendSystem(ctx, CheckpointStream(g.name), expected, events...)
-		if err == nil {
+		_, err := g.appendSystem(ctx, func(res annals.AppendResult) {
 			g.mu.Lock()
 			g.mu.cpExpected = annals.Exact(res.Revision)
 			if writeCP {
@@ -60,6 +59,8 @@ func (g *group) flush(ctx context.Context, final bool) bool {
 			}
 			g.mu.lastWrite = time.Now()
 			g.mu.Unlock()
+		}, CheckpointStream(g.name), expected, events...)
+		if err == nil {
 			return true
 		}
 		if !errors.Is(err, annals.ErrWrongExpectedVersion) || attempt >= 5 {
@@ -109,7 +110,7 @@ func (g *group) park(ctx context.Context, parks []*entry) error {
 			}
 			if perr != nil {
 				g.mu.Lock()
-				g.mu.parking = append(parks[i:], g.mu.parking...) // after the loop, end writes them
+				g.mu.parking = append(parks[i:], g.mu.parking...) // once the loop stopped, parkPending writes them
 				g.mu.Unlock()
 				return fmt.Errorf("park event %s in %s: %w", e.ev.ID, ParkedStream(g.name), perr)
 			}
@@ -122,7 +123,7 @@ func (g *group) park(ctx context.Context, parks []*entry) error {
 	g.mu.Lock()
 	defer g.mu.Unlock()
 	if err != nil {
-		g.mu.parking = append(parks, g.mu.parking...) // after the loop, end writes them
+		g.mu.parking = append(parks, g.mu.parking...) // once the loop stopped, parkPending writes them
 		return fmt.Errorf("park %d events in %s: %w", len(parks), ParkedStream(g.name), err)
 	}
 	g.parkedLocked(parks)
@@ -148,6 +149,6 @@ func (g *group) appendParked(ctx context.Context, parks []*entry, omit bool) err
 		}
 		events = append(events, pe)
 	}
-	_, err := g.m.store.AppendSystem(ctx, ParkedStream(g.name), annals.Any, events...)
+	_, err := g.appendSystem(ctx, nil, ParkedStream(g.name), annals.Any, events...)
 	return err
 }

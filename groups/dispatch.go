@@ -88,6 +88,9 @@ func (g *group) dispatchConsumerLocked(c *consumer) {
 // dispatchSharedLocked hands the entries of the shared queue to the consumers in turn, each
 // to the next consumer with room in its window (round robin).
 func (g *group) dispatchSharedLocked() {
+	if !g.mu.active {
+		return
+	}
 	cs := g.mu.consumers
 	for g.mu.shared.len() > 0 && len(cs) > 0 {
 		delivered := false
@@ -120,6 +123,9 @@ func (g *group) dispatchSharedLocked() {
 // key is still in flight to another consumer (after a rebalance) waits, and so do the later
 // entries of its key, while other keys go on.
 func (g *group) dispatchPinnedLocked(c *consumer) {
+	if !g.mu.active {
+		return
+	}
 	var blocked map[string]bool
 	for i := 0; i < c.queue.len() && c.hasRoomLocked(); {
 		e := c.queue.items[i]

@@ -9,19 +9,22 @@ import (
 	"time"
 
 	"github.com/annalsdb/annals"
+	"github.com/annalsdb/annals/supervisor"
 )
 
-// group runs one creation of a consumer group: a reader goroutine that follows the log and
-// feeds the entries, and a loop goroutine that fires the timers (message timeouts, retry
-// delays), parks events and writes the checkpoint. Both are owned by the group: stop ends them
-// and waits for them.
+// group runs one creation of a consumer group: while it is active, a reader goroutine that
+// follows the log and feeds the entries, and a loop goroutine that fires the timers (message
+// timeouts, retry delays), parks events and writes the checkpoint. Without leases it is active
+// from start to end; with leases a supervisor goroutine holds the group's lease and runs them
+// while it holds it (see lease.go). All are owned by the group: end stops them and waits for
+// them.
 type group struct {
 	m       *Manager
 	name    string
 	created uint64
 	onAll   bool
 	seed    maphash.Seed
-	loaded  groupState // as loaded when the group started
+	sup     *supervisor.Supervisor // nil without leases
 
 	ctx    context.Context
 	cancel context.CancelFunc
@@ -37,15 +40,28 @@ type group struct {
 		def   Definition
 		set   Settings // def.Settings with defaults
 		ended error    // why the group stopped; nil while it runs
+		flush bool     // with ended: write the checkpoint as the group stops
+
+		// active: the group reads and delivers here (always without leases; with them, while
+		// this manager holds the group's lease). activations counts the times it became so;
+		// lose, while active under a lease, ends the activation with its cause.
+		active      bool
+		activations uint64
+		lose        context.CancelCauseFunc
+		changed     chan struct{} // closed and replaced when active or the lease's state changes
 
 		consumers []*consumer
 		rr        int
-		shared    queue // round robin: every queued entry; pinned: those with no consumer yet
-		log       tracker
-		replays   tracker
-		timers    timers
-		keys      map[string]*keyLoad // pinned: in-flight entries per key
-		parking   []*entry
+
+		// The state of an activation: reset when the group becomes active, forgotten when it
+		// stops being so.
+		loaded  groupState // as loaded when the group became active
+		shared  queue      // round robin: every queued entry; pinned: those with no consumer yet
+		log     tracker
+		replays tracker
+		timers  timers
+		keys    map[string]*keyLoad // pinned: in-flight entries per key
+		parking []*entry
 
 		// replays: the parked stream is read up to replayTarget for replayBudget more events
 		replayTarget uint64
@@ -70,8 +86,10 @@ type keyLoad struct {
 	n    int
 }
 
-// newGroup returns a group for def with its stored state; start runs it.
-func newGroup(m *Manager, def Definition, st groupState) *group {
+// newGroup returns a group for def; start runs it. Without leases it is active at once, from
+// st, its stored state; with leases it stands by until it holds its lease, and loads its state
+// then. The error is the supervisor's, for a lease name that cannot be.
+func newGroup(m *Manager, def Definition, st groupState) (*group, error) {
 	g := &group{
 		m: m, name: def.Name, created: def.Created, onAll: def.Settings.Stream == annals.AllStream,
 		seed: maphash.MakeSeed(),
@@ -79,8 +97,32 @@ func newGroup(m *Manager, def Definition, st groupState) *group {
 	}
 	g.mu.def = def
 	g.mu.set = def.Settings.WithDefaults()
-	g.mu.keys = make(map[string]*keyLoad)
-	g.loaded = st
+	g.mu.changed = make(chan struct{})
+	if m.leases == nil {
+		g.activateLocked(st)
+		return g, nil
+	}
+	sup, err := supervisor.New(supervisor.Options{
+		Name: LeasePrefix + def.Name,
+		Policy: supervisor.Policy{Keeper: m.leases, Holder: m.holder, TTL: m.ttl, OnChange: func(supervisor.Status) {
+			g.mu.Lock()
+			g.changedLocked()
+			g.mu.Unlock()
+		}},
+	})
+	if err != nil {
+		return nil, err
+	}
+	g.sup = sup
+	g.resetLocked()
+	return g, nil
+}
+
+// activateLocked makes the group active from st, its stored state.
+func (g *group) activateLocked(st groupState) {
+	g.resetLocked()
+	def := g.mu.def
+	g.mu.loaded = st
 	from := st.start(&def)
 	g.mu.log.next = from
 	g.mu.written = from
@@ -88,24 +130,74 @@ func newGroup(m *Manager, def Definition, st groupState) *group {
 	g.mu.writtenReplayed = st.replayed
 	g.mu.cpExpected = st.cpExpected
 	g.mu.parked = st.parkedPending
-	return g
+	g.mu.active = true
+	g.mu.activations++
+	g.changedLocked()
 }
 
-// start runs the group's goroutines under parent.
+// changedLocked wakes those waiting for the group to become active.
+func (g *group) changedLocked() {
+	close(g.mu.changed)
+	g.mu.changed = make(chan struct{})
+}
+
+// deactivateLocked stops delivering at once: the consumers' events in flight and not yet
+// received are forgotten (acks of them get ErrNotInFlight). The rest of the activation's state
+// stays until resetLocked, once the reader and the loop have stopped.
+func (g *group) deactivateLocked() {
+	if g.mu.active {
+		g.mu.active = false
+		g.changedLocked()
+	}
+	for _, c := range g.mu.consumers {
+		clear(c.inflight)
+		c.mailbox = nil
+	}
+}
+
+// resetLocked forgets the state of an activation; the reader and the loop are not running.
+func (g *group) resetLocked() {
+	g.deactivateLocked()
+	for _, c := range g.mu.consumers {
+		c.queue.takeAll()
+	}
+	g.mu.loaded = groupState{}
+	g.mu.shared = queue{}
+	g.mu.log = tracker{}
+	g.mu.replays = tracker{}
+	g.mu.timers = nil
+	g.mu.keys = make(map[string]*keyLoad)
+	g.mu.parking = nil
+	g.mu.replayTarget, g.mu.replayBudget = 0, 0
+	g.mu.written, g.mu.writtenReplayed = 0, 0
+	g.mu.cpExpected = annals.NoStream
+	g.mu.dirty, g.mu.cpArmed = false, false
+	g.mu.lastWrite = time.Time{}
+}
+
+// start runs the group's goroutines under parent; end stops them (its callers end every
+// group they start, so that Close writes the checkpoints before the leases are released).
 func (g *group) start(parent context.Context) {
 	g.ctx, g.cancel = context.WithCancel(parent)
+	if g.sup != nil {
+		g.wg.Add(1)
+		go func() { defer g.wg.Done(); g.supervise(g.ctx) }()
+		return
+	}
 	g.wg.Add(2)
 	go func() { defer g.wg.Done(); g.read(g.ctx) }()
 	go func() { defer g.wg.Done(); g.loop(g.ctx) }()
 }
 
 // end stops the group's goroutines, waits for them, and ends its consumers with err. With
-// flush it then writes the parks pending and the checkpoint (on Close; not when the group is
-// deleted).
+// flush it writes the parks pending and then the checkpoint as it stops (on Close; not when
+// the group is deleted): under a lease, before the lease is released.
 func (g *group) end(err error, flush bool) {
 	g.mu.Lock()
 	if g.mu.ended == nil {
 		g.mu.ended = err
+		g.mu.flush = flush
+		g.changedLocked()
 		for _, c := range g.mu.consumers {
 			c.endLocked(err)
 		}
@@ -114,20 +206,10 @@ func (g *group) end(err error, flush bool) {
 	g.mu.Unlock()
 	g.cancel()
 	g.wg.Wait()
-	if flush {
+	if flush && g.sup == nil {
 		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 		defer cancel()
-		// The parks the loop did not write (or was stopped in) first: the checkpoint may
-		// then pass them. A repeated park is recognised by the ids of its copies.
-		g.mu.Lock()
-		parks := g.mu.parking
-		g.mu.parking = nil
-		g.mu.Unlock()
-		if len(parks) > 0 {
-			if err := g.park(ctx, parks); err != nil {
-				g.logger().Warn("group: parking events at close failed; they are delivered again", "err", err)
-			}
-		}
+		g.parkPending(ctx)
 		g.flush(ctx, true)
 	}
 }
@@ -196,6 +278,10 @@ func (g *group) admit(ctx context.Context, ev annals.RecordedEvent) bool {
 	}
 	for {
 		g.mu.Lock()
+		if !g.mu.active {
+			g.mu.Unlock()
+			return false
+		}
 		if key < g.mu.log.next {
 			g.mu.Unlock() // read again after a resubscription
 			return true
@@ -316,7 +402,7 @@ func (g *group) loop(ctx context.Context) {
 // fireLocked handles the timers due at now: an event in flight past its message timeout goes
 // back (a retry), a delayed one is queued again.
 func (g *group) fireLocked(now time.Time) {
-	for len(g.mu.timers) > 0 && !g.mu.timers[0].due.After(now) {
+	for g.mu.active && len(g.mu.timers) > 0 && !g.mu.timers[0].due.After(now) {
 		e := g.mu.timers[0]
 		g.mu.timers.remove(e)
 		switch e.state {

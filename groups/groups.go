@@ -379,6 +379,13 @@ type Info struct {
 	ParkedTotal uint64         `json:"parkedTotal"`
 	Skipped     uint64         `json:"skipped"`
 	Consumers   []ConsumerInfo `json:"consumers"`
+	// Active tells whether the group reads and delivers in this manager: always without
+	// leases; with them (several managers on one store), only in the manager that holds the
+	// group's lease. On a standby, InFlight and Buffered are 0, and Checkpoint, Lag and Parked
+	// are read from the store. Holder names the holder of the group's lease when known (""
+	// without leases).
+	Active bool   `json:"active"`
+	Holder string `json:"holder,omitempty"`
 }
 
 // Service manages and joins groups: [*Manager] in process, the client package's groups over

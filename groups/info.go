@@ -37,17 +37,31 @@ func (g *group) queuesLocked() []*queue {
 }
 
 // info returns the group's figures. Lag is counted from the checkpoint the group would write
-// now (the first event not settled), to the end of what it follows.
+// now (the first event not settled), to the end of what it follows. On a standby (another
+// manager holds the group's lease) the checkpoint and the parked events are read from the
+// store.
 func (g *group) info(ctx context.Context) (Info, error) {
 	g.mu.Lock()
-	set := g.mu.set
+	set, def, active := g.mu.set, g.mu.def, g.mu.active
 	g.mu.Unlock()
 	end, err := endOf(ctx, g.m.store, &set)
 	if err != nil {
 		return Info{}, fmt.Errorf("groups: find the end of %s: %w", set.Stream, err)
 	}
+	var stored groupState
+	if !active {
+		if stored, err = loadState(ctx, g.m.store, def, true); err != nil {
+			return Info{}, fmt.Errorf("groups: group %q: %w", g.name, err)
+		}
+	}
 	g.mu.Lock()
 	defer g.mu.Unlock()
+	if g.mu.active != active && g.mu.ended == nil {
+		// It became active, or stopped being so, meanwhile: read again.
+		g.mu.Unlock()
+		defer g.mu.Lock()
+		return g.info(ctx)
+	}
 	if g.mu.ended != nil && errors.Is(g.mu.ended, ErrGroupDeleted) {
 		return Info{}, fmt.Errorf("%w: %q", ErrGroupNotFound, g.name)
 	}
@@ -61,8 +75,15 @@ func (g *group) info(ctx context.Context) (Info, error) {
 		ParkedTotal: g.mu.parkedTotal,
 		Skipped:     g.mu.skipped,
 		Consumers:   make([]ConsumerInfo, 0, len(g.mu.consumers)),
+		Active:      g.mu.active,
+		Holder:      g.holderLocked(),
 	}
-	if cp := g.mu.log.first(); end > cp {
+	cp := g.mu.log.first()
+	if !g.mu.active {
+		cp = stored.start(&def)
+		info.Checkpoint, info.Parked = cp, stored.parkedPending
+	}
+	if end > cp {
 		info.Lag = end - cp
 	}
 	for _, c := range g.mu.consumers {
@@ -70,6 +91,8 @@ func (g *group) info(ctx context.Context) (Info, error) {
 		info.InFlight += ci.InFlight
 		info.Consumers = append(info.Consumers, ci)
 	}
-	info.Buffered = g.mu.log.unsettled() + g.mu.replays.unsettled() - info.InFlight
+	if g.mu.active {
+		info.Buffered = g.mu.log.unsettled() + g.mu.replays.unsettled() - info.InFlight
+	}
 	return info, nil
 }

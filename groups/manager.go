@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/annalsdb/annals"
+	"github.com/annalsdb/annals/lease"
 )
 
 // Store is what a [Manager] needs of an event store: read, append, follow, and write its own
@@ -23,21 +24,59 @@ type Store interface {
 type Options struct {
 	// Logger receives the manager's logs; default slog.Default().
 	Logger *slog.Logger
+	// Leases, when set, makes each group active in one Manager at a time among those on the
+	// same store that share the keeper: the one holding the lease [LeasePrefix] + the group's
+	// name. See the Manager's documentation. Nil: every group is active here (one Manager per
+	// store).
+	Leases lease.Keeper
+	// Holder names this Manager as a holder of leases; default [lease.NewHolder]. Only with
+	// Leases.
+	Holder string
+	// LeaseTTL is the time to live of the groups' leases; default [lease.DefaultTTL], between
+	// [lease.MinTTL] and [lease.MaxTTL]. A Manager that dies is replaced about LeaseTTL after
+	// its last renewal. Only with Leases.
+	LeaseTTL time.Duration
 }
+
+// LeasePrefix starts the name of the lease that makes a group active in a Manager with
+// [Options.Leases]: LeasePrefix + the group's name.
+const LeasePrefix = "$group-"
 
 // Manager runs the consumer groups of one store in process. It implements [Service]; its
 // methods are safe for concurrent use.
 //
 // It follows [SettingsStream], so that a group created, updated or deleted by another Manager
 // on the same store (two servers on one PostgreSQL database) is created, updated or deleted
-// here too. Each Manager then delivers the group's events to its own consumers: two managers
-// on one store do not share the work of a group, each delivers every event.
+// here too.
 //
-// Lock order: defMu, then a group's replayMu, then mu, then a group's mu.
+// # Several Managers on one store
+//
+// Without [Options.Leases], every Manager delivers every event of a group to its own
+// consumers: run one Manager per store. With Leases, a group is active in one Manager at a
+// time: the one that holds the group's lease ([LeasePrefix] + name), renewed every third of
+// its time to live. Only the active Manager reads the group's events, delivers them, writes
+// its checkpoint and parks events; its writes carry the lease ([lease.NewContext]) and run
+// under the keeper's check when the keeper has a Fenced method (lease.Memory, memstore,
+// filestore, pgstore), so that a Manager that lost the lease cannot move the checkpoint. The
+// other Managers stand by: consumers may join any Manager, and on a standby they stay joined
+// and wait (Receive blocks) until it becomes active. A Manager that loses the lease (a renewal
+// refused, or none accepted before [lease.Lease.Deadline]) stops delivering at once and forgets
+// the group's events in flight and buffered (acks of them get [ErrNotInFlight]); the next
+// holder delivers them again from the checkpoint. Close writes the checkpoints and releases
+// the leases, so that another Manager takes over at once. ReplayParked runs on the active
+// Manager only; on a standby it returns an error matching [lease.ErrHeld].
+//
+// Lock order: defMu, then a group's replayMu, then mu, then a group's mu, then the locks of
+// its supervisor (which calls back into the group, taking its mu, only from Run's goroutine
+// with no lock of the group held).
 type Manager struct {
 	store  Store
 	log    *slog.Logger
-	ctx    context.Context // the lifetime of the groups and the follower
+	leases lease.Keeper // nil: every group is active
+	fencer fencer       // leases' Fenced method, if it has one
+	holder string
+	ttl    time.Duration
+	ctx    context.Context // the lifetime of the follower (each group is stopped by its end)
 	cancel context.CancelFunc
 	wg     sync.WaitGroup // the follower
 
@@ -64,7 +103,21 @@ func Open(ctx context.Context, store Store, opts *Options) (*Manager, error) {
 	if o.Logger == nil {
 		o.Logger = slog.Default()
 	}
-	m := &Manager{store: store, log: o.Logger}
+	if o.Leases != nil {
+		if o.Holder == "" {
+			o.Holder = lease.NewHolder()
+		}
+		if o.LeaseTTL == 0 {
+			o.LeaseTTL = lease.DefaultTTL
+		}
+		if err := lease.Validate(LeasePrefix+"x", o.Holder, o.LeaseTTL); err != nil {
+			return nil, fmt.Errorf("%w: groups: options: %w", annals.ErrInvalidArgument, err)
+		}
+	} else if o.Holder != "" || o.LeaseTTL != 0 {
+		return nil, fmt.Errorf("%w: groups: options: Holder and LeaseTTL are only for Leases", annals.ErrInvalidArgument)
+	}
+	m := &Manager{store: store, log: o.Logger, leases: o.Leases, holder: o.Holder, ttl: o.LeaseTTL}
+	m.fencer, _ = o.Leases.(fencer)
 	m.mu.groups = make(map[string]*group)
 	defs := make(map[string]Definition)
 	for e, err := range store.ReadStream(ctx, SettingsStream, nil) {
@@ -101,8 +154,13 @@ func Open(ctx context.Context, store Store, opts *Options) (*Manager, error) {
 			m.closeGroups()
 			return nil, fmt.Errorf("groups: load group %q: %w", def.Name, err)
 		}
-		g := newGroup(m, def, st)
-		g.start(m.ctx)
+		g, err := newGroup(m, def, st)
+		if err != nil {
+			m.cancel()
+			m.closeGroups()
+			return nil, fmt.Errorf("groups: load group %q: %w", def.Name, err)
+		}
+		g.start(context.Background())
 		m.mu.groups[def.Name] = g
 	}
 	m.wg.Add(1)
@@ -207,13 +265,16 @@ func (m *Manager) applyLocked(ctx context.Context, e *annals.RecordedEvent) erro
 		if g != nil {
 			m.removeGroup(g)
 		}
-		ng := newGroup(m, def, st)
+		ng, err := newGroup(m, def, st)
+		if err != nil {
+			return fmt.Errorf("load group %q: %w", def.Name, err)
+		}
 		m.mu.Lock()
 		if m.mu.closed {
 			m.mu.Unlock()
 			return errManagerClosed
 		}
-		ng.start(m.ctx)
+		ng.start(context.Background())
 		m.mu.groups[def.Name] = ng
 		m.mu.Unlock()
 	case UpdatedEventType:

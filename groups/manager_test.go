@@ -8,6 +8,7 @@ import (
 	"github.com/annalsdb/annals/groups"
 	"github.com/annalsdb/annals/groups/groupstest"
 	"github.com/annalsdb/annals/internal/teststores"
+	"github.com/annalsdb/annals/lease"
 )
 
 // TestConformance runs the suite on a Manager over each backend.
@@ -26,7 +27,13 @@ func TestConformance(t *testing.T) {
 // newEnv opens a Manager on store, closed when the test ends.
 func newEnv(t *testing.T, store groups.Store) *groupstest.Env {
 	t.Helper()
-	m, err := groups.Open(context.Background(), store, nil)
+	return newEnvOpts(t, store, nil)
+}
+
+// newEnvOpts opens a Manager on store with opts, closed when the test ends.
+func newEnvOpts(t *testing.T, store groups.Store, opts *groups.Options) *groupstest.Env {
+	t.Helper()
+	m, err := groups.Open(context.Background(), store, opts)
 	if err != nil {
 		t.Fatalf("Open: %v", err)
 	}
@@ -40,7 +47,7 @@ func newEnv(t *testing.T, store groups.Store) *groupstest.Env {
 			if err := cur.Close(); err != nil {
 				t.Fatalf("Close: %v", err)
 			}
-			n, err := groups.Open(context.Background(), store, nil)
+			n, err := groups.Open(context.Background(), store, opts)
 			if err != nil {
 				t.Fatalf("Open after Close: %v", err)
 			}
@@ -48,4 +55,23 @@ func newEnv(t *testing.T, store groups.Store) *groupstest.Env {
 			return n
 		},
 	}
+}
+
+// TestConformanceLeased runs the suite on a Manager that holds its groups' leases in the
+// store's keeper, alone: it behaves as one without leases.
+func TestConformanceLeased(t *testing.T) {
+	teststores.Each(t, func(t *testing.T, s annals.Store) {
+		store, ok := s.(groups.Store)
+		if !ok {
+			t.Skipf("%T does not implement annals.SystemAppender", s)
+		}
+		keeper, ok := s.(lease.Keeper)
+		if !ok {
+			t.Skipf("%T is not a lease.Keeper", s)
+		}
+		opts := &groups.Options{Leases: keeper}
+		groupstest.Run(t, func(t *testing.T) *groupstest.Env {
+			return newEnvOpts(t, store, opts)
+		})
+	})
 }

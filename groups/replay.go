@@ -15,13 +15,13 @@ import (
 
 // eligible tells whether the parked event p is one to replay: of the group's creation, and not
 // one the log delivers again in this run (see [redundant]). It returns the original.
-func (g *group) eligible(def *Definition, p *annals.RecordedEvent) (annals.RecordedEvent, parkedRecord, bool) {
+func (g *group) eligible(def *Definition, loaded *groupState, p *annals.RecordedEvent) (annals.RecordedEvent, parkedRecord, bool) {
 	ev, rec, err := unparked(p)
 	if err != nil {
 		g.logger().Error("group: skipping a parked event that does not decode", "err", err)
 		return ev, rec, false
 	}
-	return ev, rec, rec.Created == g.created && !redundant(def, &g.loaded, p.Revision, &ev)
+	return ev, rec, rec.Created == g.created && !redundant(def, loaded, p.Revision, &ev)
 }
 
 // original reads the original of a parked copy whose data was omitted from its place in the
@@ -49,9 +49,12 @@ func (g *group) original(ctx context.Context, ev annals.RecordedEvent) (annals.R
 func (g *group) replayParked(ctx context.Context, limit int) (int, error) {
 	g.replayMu.Lock()
 	defer g.replayMu.Unlock()
+	if err := g.waitActive(ctx); err != nil {
+		return 0, err
+	}
 	g.mu.Lock()
 	from := max(g.mu.replays.next, g.mu.replayTarget)
-	def := g.mu.def
+	def, loaded, activation := g.mu.def, g.mu.loaded, g.mu.activations
 	g.mu.Unlock()
 	n, end := 0, from
 	for p, err := range g.m.store.ReadStream(ctx, ParkedStream(g.name), &annals.ReadOptions{From: from}) {
@@ -62,7 +65,7 @@ func (g *group) replayParked(ctx context.Context, limit int) (int, error) {
 			return 0, fmt.Errorf("groups: read %s: %w", ParkedStream(g.name), err)
 		}
 		end = p.Revision + 1
-		if _, _, ok := g.eligible(&def, &p); ok {
+		if _, _, ok := g.eligible(&def, &loaded, &p); ok {
 			if n++; n == limit {
 				break
 			}
@@ -70,8 +73,11 @@ func (g *group) replayParked(ctx context.Context, limit int) (int, error) {
 	}
 	g.mu.Lock()
 	defer g.mu.Unlock()
-	if g.mu.ended != nil {
-		return 0, g.mu.ended
+	if _, err := g.activeLocked(); err != nil {
+		return 0, err
+	}
+	if g.mu.activations != activation {
+		return 0, fmt.Errorf("groups: group %q: this manager lost the group's lease and took it again during the replay; replay again", g.name)
 	}
 	g.mu.replayTarget = max(g.mu.replayTarget, end)
 	g.mu.replayBudget += n
@@ -93,7 +99,7 @@ func (g *group) feed(ctx context.Context) error {
 	g.mu.Lock()
 	from, target := g.mu.replays.next, g.mu.replayTarget
 	want := min(g.mu.replayBudget, g.mu.set.Buffer-g.mu.replays.unsettled())
-	def := g.mu.def
+	def, loaded := g.mu.def, g.mu.loaded
 	g.mu.Unlock()
 	var got []*entry
 	next := from
@@ -106,7 +112,7 @@ func (g *group) feed(ctx context.Context) error {
 			return fmt.Errorf("read %s: %w", ParkedStream(g.name), err)
 		}
 		next = p.Revision + 1
-		if ev, rec, ok := g.eligible(&def, &p); ok {
+		if ev, rec, ok := g.eligible(&def, &loaded, &p); ok {
 			if rec.Omitted {
 				if ev, err = g.original(ctx, ev); err != nil {
 					return fmt.Errorf("read the original of parked event %d: %w", p.Revision, err)

@@ -92,7 +92,8 @@ func TestGroupsMetrics(t *testing.T) {
 	}
 	var cs []groups.Consumer
 	for range 2 {
-		c, err := svc.Join(t.Context(), "g", &groups.JoinOptions{Name: "billing"})
+		// A window of one event each: the first consumer cannot take both.
+		c, err := svc.Join(t.Context(), "g", &groups.JoinOptions{Name: "billing", Window: 1})
 		if err != nil {
 			t.Fatal(err)
 		}

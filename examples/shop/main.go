@@ -23,6 +23,9 @@ import (
 	"os/signal"
 	"strings"
 	"syscall"
+	"time"
+
+	"github.com/annalsdb/annals/tracing"
 )
 
 func main() {
@@ -46,6 +49,25 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		cmd, args = args[0], args[1:]
 	}
 	log := slog.New(slog.NewTextHandler(stderr, nil))
+	switch cmd {
+	case "cart", "inventory", "fulfillment", "notification":
+		// Tracing is on when the OTEL_* environment asks for it (docs/tracing.md); each
+		// service names itself unless OTEL_SERVICE_NAME does.
+		if os.Getenv("OTEL_SERVICE_NAME") == "" {
+			os.Setenv("OTEL_SERVICE_NAME", "shop-"+cmd)
+		}
+		shutdown, err := tracing.Setup(ctx)
+		if err != nil {
+			return fmt.Errorf("tracing: %w", err)
+		}
+		defer func() {
+			ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+			defer cancel()
+			if err := shutdown(ctx); err != nil {
+				log.Warn("tracing: flushing the spans failed", "err", err)
+			}
+		}()
+	}
 	switch cmd {
 	case "up":
 		return runUp(ctx, args, stdout, stderr)

@@ -153,8 +153,8 @@ func testRestart(t *testing.T, env *Env) {
 		}
 	}
 	svc = env.Restart()
-	// A network client may still hand out what it received before the stream ended.
-	mustIs(t, "Receive after the restart", receiveErr(t, c), annals.ErrClosed)
+	_, err := c.Receive(context.Background())
+	mustIs(t, "Receive after the restart", err, annals.ErrClosed)
 	c = join(t, svc, name, nil)
 	got := map[annals.UUID]bool{}
 	want := append(held, ids[10:]...)
@@ -221,8 +221,11 @@ func testCheckpointStored(t *testing.T, env *Env) {
 		if last == nil || last["checkpoint"] != float64(3) || last["created"] != float64(def.Created) {
 			return fmt.Errorf("last checkpoint %v, want checkpoint 3 of created %d", last, def.Created)
 		}
-		// A store may show the write before its append returns to the group: Info tells
-		// the checkpoint once the group knows it is written.
+		return nil
+	})
+	// The manager records the checkpoint once the store's append returns, a moment after
+	// the store shows it.
+	testwait.UntilNil(t, "Info.Checkpoint 3", func() error {
 		if i := info(t, svc, name); i.Checkpoint != 3 {
 			return fmt.Errorf("Info.Checkpoint = %d, want 3", i.Checkpoint)
 		}
