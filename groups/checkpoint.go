@@ -110,9 +110,7 @@ func (g *group) park(ctx context.Context, parks []*entry) error {
 			}
 			if perr != nil {
 				g.mu.Lock()
-				if g.mu.ended == nil {
-					g.mu.parking = append(parks[i:], g.mu.parking...)
-				}
+				g.mu.parking = append(parks[i:], g.mu.parking...) // once the loop stopped, parkPending writes them
 				g.mu.Unlock()
 				return fmt.Errorf("park event %s in %s: %w", e.ev.ID, ParkedStream(g.name), perr)
 			}
@@ -125,9 +123,7 @@ func (g *group) park(ctx context.Context, parks []*entry) error {
 	g.mu.Lock()
 	defer g.mu.Unlock()
 	if err != nil {
-		if g.mu.ended == nil {
-			g.mu.parking = append(parks, g.mu.parking...)
-		}
+		g.mu.parking = append(parks, g.mu.parking...) // once the loop stopped, parkPending writes them
 		return fmt.Errorf("park %d events in %s: %w", len(parks), ParkedStream(g.name), err)
 	}
 	g.parkedLocked(parks)

@@ -190,8 +190,8 @@ func (g *group) start(parent context.Context) {
 }
 
 // end stops the group's goroutines, waits for them, and ends its consumers with err. With
-// flush it writes the checkpoint as it stops (on Close; not when the group is deleted): under
-// a lease, before the lease is released.
+// flush it writes the parks pending and then the checkpoint as it stops (on Close; not when
+// the group is deleted): under a lease, before the lease is released.
 func (g *group) end(err error, flush bool) {
 	g.mu.Lock()
 	if g.mu.ended == nil {
@@ -209,6 +209,7 @@ func (g *group) end(err error, flush bool) {
 	if flush && g.sup == nil {
 		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 		defer cancel()
+		g.parkPending(ctx)
 		g.flush(ctx, true)
 	}
 }

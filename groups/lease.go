@@ -80,6 +80,7 @@ func (g *group) work(ctx context.Context) error {
 	if !lost && flush {
 		// The manager closes: write the checkpoint under the lease, before it is released.
 		fctx, cancel := context.WithTimeout(context.WithoutCancel(rctx), 10*time.Second)
+		g.parkPending(fctx)
 		g.flush(fctx, true)
 		cancel()
 	}

@@ -300,6 +300,9 @@ func (cs *consumeStream) settle(m *annalsv1.ConsumeRequest) (answer, bool, error
 	if err == nil {
 		return answer{seq: seq}, seq != 0, nil
 	}
+	if cs.ctx.Err() != nil && errors.Is(err, cs.ctx.Err()) {
+		err = closedError(cs.req) // the server is closing: not the client's context
+	}
 	return answer{seq: seq, ids: raw, err: err}, true, nil
 }
 
@@ -335,6 +338,14 @@ func (cs *consumeStream) write() error {
 	for {
 		select {
 		case <-cs.ended:
+			if cs.endErr == nil {
+				// The client ended its side: answer the acks and nacks it sent before, which
+				// the reader queued before it ended the stream.
+				for len(cs.answers) > 0 {
+					take(<-cs.answers)
+				}
+				return cs.sendAnswers(settled, errs)
+			}
 			return cs.endErr
 		case <-cs.ctx.Done():
 			return closedError(cs.req)
@@ -363,19 +374,27 @@ func (cs *consumeStream) write() error {
 			}
 			batch, size = nil, 0
 		}
-		if len(settled) > 0 {
-			if err := cs.watch.send(cs.send, &annalsv1.ConsumeResponse{Kind: &annalsv1.ConsumeResponse_Settled{Settled: &annalsv1.ConsumeSettled{Seqs: settled}}}); err != nil {
-				return err
-			}
-			settled = settled[:0]
+		if err := cs.sendAnswers(settled, errs); err != nil {
+			return err
 		}
-		for _, se := range errs {
-			if err := cs.watch.send(cs.send, &annalsv1.ConsumeResponse{Kind: &annalsv1.ConsumeResponse_SettleError{SettleError: se}}); err != nil {
-				return err
-			}
-		}
-		errs = errs[:0]
+		settled, errs = settled[:0], errs[:0]
 	}
+}
+
+// sendAnswers sends the answers to acks and nacks: the settled ones in one message, then each
+// settle error.
+func (cs *consumeStream) sendAnswers(settled []uint64, errs []*annalsv1.ConsumeSettleError) error {
+	if len(settled) > 0 {
+		if err := cs.watch.send(cs.send, &annalsv1.ConsumeResponse{Kind: &annalsv1.ConsumeResponse_Settled{Settled: &annalsv1.ConsumeSettled{Seqs: settled}}}); err != nil {
+			return err
+		}
+	}
+	for _, se := range errs {
+		if err := cs.watch.send(cs.send, &annalsv1.ConsumeResponse{Kind: &annalsv1.ConsumeResponse_SettleError{SettleError: se}}); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 // sendWatch bounds the sends of one stream: a watchdog looks at the running send every

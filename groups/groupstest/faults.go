@@ -153,8 +153,8 @@ func testRestart(t *testing.T, env *Env) {
 		}
 	}
 	svc = env.Restart()
-	_, err := c.Receive(context.Background())
-	mustIs(t, "Receive after the restart", err, annals.ErrClosed)
+	// A network client may still hand out what it received before the stream ended.
+	mustIs(t, "Receive after the restart", receiveErr(t, c), annals.ErrClosed)
 	c = join(t, svc, name, nil)
 	got := map[annals.UUID]bool{}
 	want := append(held, ids[10:]...)
