@@ -512,6 +512,9 @@ func (m *Manager) List(ctx context.Context) ([]Info, error) {
 	out := make([]Info, 0, len(gs))
 	for _, g := range gs {
 		info, err := g.info(ctx)
+		if errors.Is(err, ErrGroupNotFound) {
+			continue // deleted since it was listed
+		}
 		if err != nil {
 			return nil, err
 		}

@@ -29,6 +29,10 @@ const maxConsumeBatchBytes = 1 << 20
 // stream: at that bound the server stops reading the stream until some are sent.
 const maxConsumeAnswers = 1024
 
+// maxConsumeQueued bounds the events taken from the consumer and waiting for the stream's
+// writer, whatever the consumer's window (the window bounds what is in flight, in the engine).
+const maxConsumeQueued = 256
+
 // Consume serves a Consume stream through [Server.serveConsume].
 func (v *groupService) Consume(ctx context.Context, stream *connect.BidiStream[annalsv1.ConsumeRequest, annalsv1.ConsumeResponse]) error {
 	proc := stream.Spec().Procedure
@@ -82,7 +86,7 @@ func (s *Server) serveConsume(ctx context.Context, proc string, recv func() (*an
 	}
 	cs := &consumeStream{
 		s: s, req: ctx, ctx: closing, proc: proc, c: c, send: send, watch: w,
-		events: make(chan groups.Message, int(joined.Window)), answers: make(chan answer, maxConsumeAnswers),
+		events: make(chan groups.Message, min(int(joined.Window), maxConsumeQueued)), answers: make(chan answer, maxConsumeAnswers),
 		ended: make(chan struct{}),
 	}
 	return cs.run(recv, sc)
