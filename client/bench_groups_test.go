@@ -118,10 +118,8 @@ func runGroupBench(b *testing.B, env *benchEnv, service func() groups.Service, n
 					if i > int64(n) {
 						return
 					}
-					if rate > 0 {
-						// Pacing, not waiting for a condition: event i is due at its place in
-						// the schedule of rate events per second.
-						time.Sleep(time.Until(start.Add(time.Duration(i-1) * time.Second / time.Duration(rate))))
+					if rate > 0 && !pace(ctx, start, i-1, rate) {
+						return
 					}
 					res, err := w.Append(ctx, fmt.Sprintf("%s-%d", category, i%int64(streams)), annals.Any, benchEvents(1)...)
 					if err != nil {

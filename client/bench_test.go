@@ -311,10 +311,8 @@ func runFanout(b *testing.B, env *benchEnv, network bool, writers, rate int) {
 				if i > int64(n) {
 					return
 				}
-				if rate > 0 {
-					// Pacing, not waiting for a condition: event i is due at its place in
-					// the schedule of rate events per second.
-					time.Sleep(time.Until(start.Add(time.Duration(i-2) * time.Second / time.Duration(rate))))
+				if rate > 0 && !pace(ctx, start, i-2, rate) {
+					return
 				}
 				t0 := time.Now().UnixNano()
 				res, err := w.Append(ctx, "fan-1", annals.Any, benchEvents(1)...)
@@ -356,6 +354,20 @@ func runFanout(b *testing.B, env *benchEnv, network bool, writers, rate int) {
 			b.Fatal(err)
 		}
 		b.ReportMetric(float64(st.Hub.Fallbacks-fallbacks0), "fallbacks")
+	}
+}
+
+// pace waits until event n (from 0) of a schedule of rate events per second that began at
+// start is due: the benchmarks' writers keep to a rate with it (a schedule, not a wait for a
+// condition). It returns false when ctx ends first.
+func pace(ctx context.Context, start time.Time, n int64, rate int) bool {
+	t := time.NewTimer(time.Until(start.Add(time.Duration(n) * time.Second / time.Duration(rate))))
+	defer t.Stop()
+	select {
+	case <-t.C:
+		return true
+	case <-ctx.Done():
+		return false
 	}
 }
 
