@@ -2,7 +2,6 @@ package server_test
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -31,9 +30,7 @@ type consumeStream = *connect.BidiStreamForClient[annalsv1.ConsumeRequest, annal
 // a client of default windows.
 func (f *fixture) groupRPC(hc *http.Client) annalsv1connect.GroupServiceClient {
 	if hc == nil {
-		var p http.Protocols
-		p.SetUnencryptedHTTP2(true)
-		hc = &http.Client{Transport: &http.Transport{Protocols: &p}}
+		hc = h2cClient()
 	}
 	return annalsv1connect.NewGroupServiceClient(hc, f.url, connect.WithGRPC())
 }
@@ -41,17 +38,7 @@ func (f *fixture) groupRPC(hc *http.Client) annalsv1connect.GroupServiceClient {
 // postGroup posts a JSON body to a method of the GroupService.
 func (f *fixture) postGroup(t *testing.T, method, body string) (int, map[string]any) {
 	t.Helper()
-	res, err := http.Post(f.url+"/annals.v1.GroupService/"+method, "application/json", strings.NewReader(body))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer res.Body.Close()
-	b, _ := io.ReadAll(res.Body)
-	var v map[string]any
-	if len(b) > 0 && json.Unmarshal(b, &v) != nil {
-		v = map[string]any{"raw": string(b)}
-	}
-	return res.StatusCode, v
+	return f.postRPC(t, "GroupService", method, body)
 }
 
 // mustCreate creates group name on stream through the server's manager.

@@ -26,17 +26,28 @@ import (
 
 // leaseRPC returns a Connect client of the fixture's LeaseService speaking gRPC over h2c.
 func (f *fixture) leaseRPC() annalsv1connect.LeaseServiceClient {
+	return annalsv1connect.NewLeaseServiceClient(h2cClient(), f.url, connect.WithGRPC())
+}
+
+// h2cClient returns an HTTP client that speaks HTTP/2 without TLS, with default windows.
+func h2cClient() *http.Client {
 	var p http.Protocols
 	p.SetUnencryptedHTTP2(true)
-	hc := &http.Client{Transport: &http.Transport{Protocols: &p}}
-	return annalsv1connect.NewLeaseServiceClient(hc, f.url, connect.WithGRPC())
+	return &http.Client{Transport: &http.Transport{Protocols: &p}}
 }
 
 // postLease sends a plain JSON body to a method of the LeaseService and returns the status
 // and the decoded answer.
 func (f *fixture) postLease(t *testing.T, method, body string) (int, map[string]any) {
 	t.Helper()
-	res, err := http.Post(f.url+"/annals.v1.LeaseService/"+method, "application/json", strings.NewReader(body))
+	return f.postRPC(t, "LeaseService", method, body)
+}
+
+// postRPC sends a plain JSON body to a method of a service and returns the status and the
+// decoded answer (or {"raw": body} when it is not JSON).
+func (f *fixture) postRPC(t *testing.T, service, method, body string) (int, map[string]any) {
+	t.Helper()
+	res, err := http.Post(f.url+"/annals.v1."+service+"/"+method, "application/json", strings.NewReader(body))
 	if err != nil {
 		t.Fatal(err)
 	}
