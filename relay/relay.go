@@ -1,0 +1,160 @@
+// Package relay publishes the events of an Annals store to a message bus (Kafka, NATS
+// JetStream) without the dual-write problem: the store is the outbox. A [Relay] follows $all
+// from a checkpoint it keeps in the store, hands each event that passes its filter to a
+// [Publisher] (kafkabus and natsbus provide them), and moves the checkpoint only over events
+// the broker acknowledged.
+//
+// # Delivery
+//
+// In log order per stream, at least once on the wire, exactly once in effect: after a crash
+// or a broker error the relay starts again from its stored checkpoint and publishes the
+// unacknowledged tail again, under the same event ids, which JetStream's duplicate window
+// drops (Nats-Msg-Id) and Kafka consumers drop by id (kafkabus.Dedup). It never skips an
+// event: an event the broker refuses for good (too large, say) stops the relay with an error
+// naming it.
+//
+// # Back-pressure and memory
+//
+// At most [Options].MaxInFlight events and MaxInFlightBytes bytes are published and not yet
+// acknowledged; past either bound the relay waits for acks, so that a slow or absent broker
+// slows the relay instead of growing its memory. Events wait in the store, not in memory.
+//
+// # Replicas
+//
+// [Relay.Run] runs under a supervisor (package supervisor): with a lease keeper (the store's,
+// by default, when it keeps leases) one replica publishes while the others stand by, and the
+// checkpoint's updates are fenced by the lease; transient errors (a broker down) are retried
+// with capped exponential backoff.
+//
+// # What it skips
+//
+// System streams ("$…") and the toolkit's own streams ("annals.…": projections' and ingests'
+// checkpoints, the relay's own) are not published unless the filter names them by a stream
+// prefix starting with "$" or "annals.". Skipped events move the checkpoint, but never cause a
+// checkpoint write by themselves (so the relay's own checkpoint writes do not feed it).
+package relay
+
+import (
+	"context"
+	"log/slog"
+	"time"
+
+	"github.com/annalsdb/annals"
+	"github.com/annalsdb/annals/bridge"
+	"github.com/annalsdb/annals/projection"
+	"github.com/annalsdb/annals/supervisor"
+)
+
+// Publisher sends messages to a broker. kafkabus.Publisher and natsbus.Publisher implement it.
+type Publisher interface {
+	// Publish hands msg to the broker and returns without waiting for its answer (it may block
+	// while the publisher's own buffer is full, until ctx is done, and then returns ctx's
+	// error without calling done). Otherwise done is called exactly once, on any goroutine,
+	// with nil when the broker has acknowledged msg durably, or with the error. Messages
+	// published one after another with the same Key (Kafka) or Subject (NATS) reach the
+	// broker in that order. done must not block.
+	Publish(ctx context.Context, msg *bridge.Message, done func(error)) error
+	// Permanent reports whether an error that done received will not be cured by publishing
+	// again (the broker refuses the message itself: too large, not authorized). The relay
+	// stops on such an error instead of retrying.
+	Permanent(err error) bool
+}
+
+// Defaults of [Options].
+const (
+	DefaultMaxInFlight        = 10_000
+	DefaultMaxInFlightBytes   = 64 << 20
+	DefaultCheckpointInterval = 200 * time.Millisecond
+)
+
+// Store is what a relay uses of an event store: it reads and follows $all, and keeps its
+// checkpoint in streams of the store (projection.Checkpoints). Every annals.Store is one,
+// the network client included.
+type Store interface {
+	annals.ReadSubscriber
+	projection.CheckpointStore
+}
+
+// Options configure a [Relay].
+type Options struct {
+	// Name names the relay: its lease is "relay/"+Name and its checkpoint is the one
+	// projection.Checkpoints keeps for "relay-"+Name (stream
+	// "annals.projection-relay-<name>@0"). Required; the rules of a projection's name apply.
+	Name string
+	// Filter selects the events to publish; nil publishes every user event.
+	Filter *annals.Filter
+	// Encoder turns events into messages; its Subject is required.
+	Encoder bridge.Encoder
+	// MaxInFlight and MaxInFlightBytes bound what is published and not yet acknowledged;
+	// 0 means [DefaultMaxInFlight] and [DefaultMaxInFlightBytes]. A single message larger than
+	// MaxInFlightBytes is still published, alone.
+	MaxInFlight      int
+	MaxInFlightBytes int
+	// CheckpointInterval is the least time between two checkpoint writes; 0 means
+	// [DefaultCheckpointInterval]. A restart publishes again at most what was acknowledged
+	// in the last interval, and what was in flight.
+	CheckpointInterval time.Duration
+	// Policy is how Run is supervised (lease, backoff); see supervisor.Policy. Its Keeper
+	// defaults to the store's when the store keeps leases.
+	Policy supervisor.Policy
+	// Logger receives the relay's warnings (retries, errors); nil means slog.Default().
+	Logger *slog.Logger
+}
+
+// Status describes a relay at one moment. It encodes as JSON for GET /v1/relays.
+type Status struct {
+	Name       string            `json:"name"`
+	Supervisor supervisor.Status `json:"-"`
+	// State is Supervisor.State as text ("running", "standing-by", "retrying", …).
+	State string `json:"state"`
+	// Holder is the replica that publishes (this one while running, the other one while
+	// standing by).
+	Holder string `json:"holder,omitempty"`
+	// Checkpoint is the position of the last event acknowledged and checkpointed; Acked the
+	// last acknowledged (ahead of Checkpoint by at most a checkpoint interval); Head the last
+	// position of the store the relay knows of.
+	Checkpoint uint64 `json:"checkpoint"`
+	Acked      uint64 `json:"acked"`
+	Head       uint64 `json:"head"`
+	// Lag is the number of positions between Acked and Head; LagSeconds how old the oldest
+	// event not yet acknowledged is (0 when none waits).
+	Lag        uint64  `json:"lag"`
+	LagSeconds float64 `json:"lagSeconds"`
+	// Published counts the events acknowledged by the broker since this process started
+	// (again-published ones included), Errors the publish errors, InFlight what waits for
+	// the broker now.
+	Published uint64 `json:"published"`
+	Errors    uint64 `json:"errors"`
+	InFlight  int    `json:"inFlight"`
+	// Rate is the events acknowledged per second over the last few seconds.
+	Rate float64 `json:"rate"`
+	// LastError is the text of the last error, with its time.
+	LastError     string    `json:"lastError,omitempty"`
+	LastErrorTime time.Time `json:"lastErrorTime,omitzero"`
+	// Target names the broker and subject template ("kafka topic events.{category}").
+	Target string `json:"target,omitempty"`
+}
+
+// Relay publishes the events of a store; see the package documentation. Its methods are safe
+// for concurrent use.
+type Relay struct {
+}
+
+// New returns a Relay. It returns an error matching annals.ErrInvalidArgument for an invalid
+// name or filter, or a zero Encoder.Subject.
+func New(store Store, pub Publisher, opts *Options) (*Relay, error) {
+	panic("unimplemented")
+}
+
+// Name returns the relay's name.
+func (r *Relay) Name() string { panic("unimplemented") }
+
+// Run publishes until ctx is done (it then returns nil, after writing the checkpoint of what
+// was acknowledged) or a permanent error stops it (returned). Transient errors (the broker
+// down, the store's subscription cut) are retried with backoff and reported in Status. It
+// returns an error matching projection.ErrBusy when called while another Run of the same
+// Relay runs.
+func (r *Relay) Run(ctx context.Context) error { panic("unimplemented") }
+
+// Status returns the relay's status now.
+func (r *Relay) Status() Status { panic("unimplemented") }
