@@ -27,10 +27,23 @@ type Encoder struct {
 	Subject Template
 	// Source is the CloudEvents "source" attribute; empty means [DefaultSource].
 	Source string
-	// CEPrefix is the prefix of the CloudEvents attribute headers in binary mode: "ce_" for
-	// Kafka, "ce-" for NATS (the brokers' packages set it). Empty means "ce_".
-	CEPrefix string
+	// Bus is the broker the messages are for.
+	Bus Bus
 }
+
+// Bus is the kind of broker a message is for. It decides how the values put into a subject
+// template are made safe, and the prefix of the CloudEvents attribute headers in binary mode
+// (the brokers' CloudEvents protocol bindings).
+type Bus int
+
+const (
+	// Kafka: a topic holds letters, digits, ".", "_" and "-" (up to 249 bytes; others become
+	// "_"); CloudEvents headers start with "ce_".
+	Kafka Bus = iota
+	// NATS: each value put into a subject becomes one token ("." "*" ">" and white space
+	// become "_"); CloudEvents headers start with "ce-".
+	NATS
+)
 
 // Encode returns the message of ev. The headers hold every Header* field that ev has
 // (correlation, causation and trace context are read from JSON metadata in codec.Metadata's

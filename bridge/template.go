@@ -9,9 +9,9 @@ package bridge
 //     header or the CloudEvents subject), {subject} (the topic or NATS subject), {key} (the
 //     Kafka key), {type} (the event type), {category} (of {stream}).
 //
-// Expanded values are made safe for the target: [Template.ExpandSubject] replaces what a topic
-// or subject cannot hold ("." "*" ">" and white space in a NATS subject token; anything but
-// letters, digits, "." "_" "-" in a Kafka topic) with "_".
+// Expanded values are made safe for the target: a subject for a [Bus] loses what a topic or
+// subject cannot hold (see [Kafka] and [NATS]); a stream id is checked as one
+// (annals.ValidateStreamID).
 type Template struct {
 	text string
 	// parts is the parsed template.

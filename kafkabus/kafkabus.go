@@ -15,10 +15,6 @@ import (
 	"github.com/twmb/franz-go/pkg/kgo"
 )
 
-// CEPrefix is the prefix of CloudEvents attribute headers in binary mode on Kafka (the
-// CloudEvents Kafka protocol binding); set it as bridge.Encoder.CEPrefix.
-const CEPrefix = "ce_"
-
 // PublisherOptions configure [OpenPublisher].
 type PublisherOptions struct {
 	// Brokers are the seed brokers, host:port. Required.

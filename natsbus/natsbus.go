@@ -15,10 +15,6 @@ import (
 	"github.com/nats-io/nats.go"
 )
 
-// CEPrefix is the prefix of CloudEvents attribute headers in binary mode on NATS; set it as
-// bridge.Encoder.CEPrefix.
-const CEPrefix = "ce-"
-
 // DefaultSubject is the subject template of a relay to NATS.
 const DefaultSubject = "events.{category}.{stream}"
 

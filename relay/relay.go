@@ -46,6 +46,7 @@ import (
 )
 
 // Publisher sends messages to a broker. kafkabus.Publisher and natsbus.Publisher implement it.
+// A Publisher that is a fmt.Stringer names its target in [Status].Target.
 type Publisher interface {
 	// Publish hands msg to the broker and returns without waiting for its answer (it may block
 	// while the publisher's own buffer is full, until ctx is done, and then returns ctx's
