@@ -4,8 +4,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
-
-	"golang.org/x/sync/errgroup"
+	"sync"
+	"time"
 
 	"github.com/annalsdb/annals"
 	"github.com/annalsdb/annals/bridge"
@@ -13,6 +13,11 @@ import (
 
 // maxConcurrent bounds the appends (and record writes) of one batch under way at once.
 const maxConcurrent = 16
+
+// appendTimeout bounds an append of events. Appends do not end with Run's context: an append
+// abandoned by its caller may still be written by the store, after the next attempt looked
+// for its events, so an attempt waits for its appends' outcome (within this bound).
+const appendTimeout = time.Minute
 
 // maxChunk bounds the bytes of events of one append (at least one event each).
 const maxChunk = 1 << 20
@@ -38,7 +43,7 @@ func (a *attempt) batch(ctx context.Context, msgs []bridge.Incoming) error {
 		m := &msgs[i]
 		stream, ev, err := in.opts.Decoder.Decode(m)
 		if err != nil {
-			return fmt.Errorf("decode message %s offset %d: %w", m.Source, m.Offset, err)
+			return err // it names the message
 		}
 		s, err := a.source(ctx, m.Source)
 		if err != nil {
@@ -127,7 +132,9 @@ func (a *attempt) appended(ctx context.Context, stream string, since uint64, id 
 // appended.
 func (a *attempt) appendAll(ctx context.Context, streams []string, plan map[string][]planned) (uint64, error) {
 	counts := make([]uint64, len(streams))
-	err := parallel(ctx, len(streams), func(ctx context.Context, i int) error {
+	actx, cancel := context.WithTimeout(context.WithoutCancel(ctx), appendTimeout)
+	defer cancel()
+	err := parallel(actx, len(streams), func(actx context.Context, i int) error {
 		stream := streams[i]
 		todo := plan[stream]
 		for len(todo) > 0 {
@@ -140,7 +147,7 @@ func (a *attempt) appendAll(ctx context.Context, streams []string, plan map[stri
 			for j := range events {
 				events[j] = todo[j].ev
 			}
-			if _, err := a.in.append(ctx, stream, annals.Any, events...); err != nil {
+			if _, err := a.in.append(actx, stream, annals.Any, events...); err != nil {
 				first, last := todo[0].m, todo[n-1].m
 				return fmt.Errorf("messages %s offsets %d to %d: %w", first.Source, first.Offset, last.Offset, err)
 			}
@@ -157,14 +164,41 @@ func (a *attempt) appendAll(ctx context.Context, streams []string, plan map[stri
 }
 
 // parallel runs fn for 0..n-1, at most maxConcurrent at once, and returns the first error.
+// After an error it starts no more calls, but waits for those under way; fn gets a context
+// that the others' errors do not cancel, so that no write it hands to the store is left to
+// land after parallel returns (and after the next attempt looked for it).
 func parallel(ctx context.Context, n int, fn func(ctx context.Context, i int) error) error {
 	if n == 1 {
 		return fn(ctx, 0)
 	}
-	g, gctx := errgroup.WithContext(ctx)
-	g.SetLimit(maxConcurrent)
-	for i := range n {
-		g.Go(func() error { return fn(gctx, i) })
+	var (
+		wg    sync.WaitGroup
+		sem   = make(chan struct{}, maxConcurrent)
+		mu    sync.Mutex
+		first error
+	)
+	failed := func() bool {
+		mu.Lock()
+		defer mu.Unlock()
+		return first != nil
 	}
-	return g.Wait()
+	for i := range n {
+		sem <- struct{}{}
+		if failed() {
+			<-sem
+			break
+		}
+		wg.Go(func() {
+			defer func() { <-sem }()
+			if err := fn(ctx, i); err != nil {
+				mu.Lock()
+				if first == nil {
+					first = err
+				}
+				mu.Unlock()
+			}
+		})
+	}
+	wg.Wait()
+	return first
 }

@@ -14,6 +14,7 @@ import (
 	"github.com/annalsdb/annals"
 	"github.com/annalsdb/annals/bridge"
 	"github.com/annalsdb/annals/filestore"
+	"github.com/annalsdb/annals/internal/replicatest"
 	"github.com/annalsdb/annals/internal/testwait"
 	"github.com/annalsdb/annals/memstore"
 	"github.com/annalsdb/annals/supervisor"
@@ -215,12 +216,11 @@ func newIngest(t *testing.T, store Store, src Source, opts Options) *Ingest {
 // appended once, in offset order per stream; then a new ingest reading the whole bus again
 // appends nothing.
 func TestRandomCrashes(t *testing.T) {
-	eachStore(t, func(t *testing.T, store annals.Store) {
-		for _, kafka := range []bool{true, false} {
-			t.Run(fmt.Sprintf("kafka=%v", kafka), func(t *testing.T) {
-				seed := rand.Uint64()
-				t.Logf("seed %d", seed)
-				rng := rand.New(rand.NewPCG(seed, 1))
+	for _, kafka := range []bool{true, false} {
+		t.Run(fmt.Sprintf("kafka=%v", kafka), func(t *testing.T) {
+			eachStore(t, func(t *testing.T, store annals.Store) {
+				rng := replicatest.Seed(t)
+				seed := rng.Uint64()
 				bus := newTestBus()
 				var w workload
 				fill(bus, rng, &w, 3, 600, 0.05)
@@ -265,8 +265,8 @@ func TestRandomCrashes(t *testing.T) {
 					t.Error(err)
 				}
 			})
-		}
-	})
+		})
+	}
 }
 
 // TestCopiesAtOtherOffsets: a message sent again under its id at a later offset is appended
