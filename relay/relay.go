@@ -195,6 +195,9 @@ func New(store Store, pub Publisher, opts *Options) (*Relay, error) {
 	if o.Encoder.Subject.IsZero() {
 		return nil, fmt.Errorf("%w: relay %q: the encoder has no subject template", annals.ErrInvalidArgument, o.Name)
 	}
+	if err := o.Encoder.Validate(); err != nil {
+		return nil, fmt.Errorf("relay %q: encoder: %w", o.Name, err)
+	}
 	for _, v := range []struct {
 		what string
 		n    int64

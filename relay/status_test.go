@@ -11,7 +11,7 @@ import (
 
 func TestRelayStatus(t *testing.T) {
 	s := memstore.New(nil)
-	defer s.Close()
+	t.Cleanup(func() { s.Close() })
 	p := newTestPub(t)
 	r := newRelay(t, s, p, testOptions(t, "orders"))
 	if st := r.Status(); st.Name != "orders" || st.State != "stopped" || st.Target != "test broker" {
