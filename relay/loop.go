@@ -149,7 +149,8 @@ func (r *Relay) publish(ctx context.Context, w *window, from uint64) error {
 	return context.Cause(ctx)
 }
 
-// done is the callback of the publish of e.
+// done is the callback of the publish of e. An answer of context.Canceled is the end of the
+// spell (whose context the publisher was given), not a broker's error: it is not counted.
 func (r *Relay) done(w *window, e *entry, err error) {
 	now := time.Now()
 	if err == nil {
@@ -158,7 +159,9 @@ func (r *Relay) done(w *window, e *entry, err error) {
 		return
 	}
 	perr := r.publishError(e, err)
-	r.stats.failed(perr, true, now)
+	if !errors.Is(err, context.Canceled) {
+		r.stats.failed(perr, true, now)
+	}
 	w.done(e, perr)
 }
 
@@ -187,8 +190,20 @@ func (r *Relay) skips(stream string) bool {
 	return true
 }
 
-// watchHead reads the store's last position when Status asks for it, at most every
-// headEvery, until ctx is done.
+// last returns the position of the last event of the log that passes filter, 0 when there is
+// none or the read fails (Status then shows what the relay saw itself).
+func (r *Relay) last(ctx context.Context, filter *annals.Filter) uint64 {
+	for ev, err := range r.store.ReadAll(ctx, &annals.ReadOptions{Backwards: true, From: annals.End, Limit: 1, Filter: filter}) {
+		if err != nil {
+			return 0
+		}
+		return ev.Position
+	}
+	return 0
+}
+
+// watchHead reads the store's last position, and the last position that passes the filter,
+// when Status asks for them, at most every headEvery, until ctx is done.
 func (r *Relay) watchHead(ctx context.Context) {
 	for {
 		select {
@@ -196,12 +211,12 @@ func (r *Relay) watchHead(ctx context.Context) {
 		case <-ctx.Done():
 			return
 		}
-		for ev, err := range r.store.ReadAll(ctx, &annals.ReadOptions{Backwards: true, From: annals.End, Limit: 1}) {
-			if err == nil {
-				r.stats.saw(ev.Position)
-			}
-			break
+		head := r.last(ctx, nil)
+		match := head
+		if r.opts.Filter != nil {
+			match = r.last(ctx, r.opts.Filter)
 		}
+		r.stats.sawHead(head, match)
 		t := time.NewTimer(headEvery)
 		select {
 		case <-t.C:

@@ -120,8 +120,9 @@ type Status struct {
 	Checkpoint uint64 `json:"checkpoint"`
 	Acked      uint64 `json:"acked"`
 	Head       uint64 `json:"head"`
-	// Lag is the number of positions between Acked and Head; LagSeconds how old the oldest
-	// event not yet acknowledged is (0 when none waits).
+	// Lag is the number of positions between Acked and Head when an event that passes the
+	// filter lies after Acked, else 0; LagSeconds how old the oldest event published and not
+	// yet acknowledged is (0 when none waits).
 	Lag        uint64  `json:"lag"`
 	LagSeconds float64 `json:"lagSeconds"`
 	// Published counts the events acknowledged by the broker since this process started
@@ -227,7 +228,13 @@ func New(store Store, pub Publisher, opts *Options) (*Relay, error) {
 	if permanent == nil {
 		permanent = supervisor.IsPermanent
 	}
-	policy.Permanent = func(err error) bool { return errors.Is(err, ErrRefused) || permanent(err) }
+	// A publish error is permanent when the publisher says so, whatever it wraps.
+	policy.Permanent = func(err error) bool {
+		if pe, ok := errors.AsType[*PublishError](err); ok {
+			return pe.Permanent
+		}
+		return permanent(err)
+	}
 	onChange := policy.OnChange
 	policy.OnChange = func(st supervisor.Status) {
 		r.supervised(st)
@@ -307,8 +314,6 @@ func (r *Relay) Status() Status {
 		}
 	}
 	r.stats.fill(&st, now)
-	st.Head = max(st.Head, st.Acked)
-	st.Lag = st.Head - st.Acked
 	if s, ok := r.pub.(fmt.Stringer); ok {
 		st.Target = s.String()
 	}
