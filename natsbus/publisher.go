@@ -217,6 +217,10 @@ func (p *Publisher) Publish(ctx context.Context, msg *bridge.Message, done func(
 	if err != nil {
 		p.mu.Unlock()
 		<-p.slots
+		if errors.Is(err, nats.ErrReconnectBufExceeded) {
+			// The connection keeps no buffer: this is what a publish meets while it reconnects.
+			err = fmt.Errorf("disconnected from NATS, reconnecting: %w", err)
+		}
 		done(fmt.Errorf("natsbus: publish to %s: %w", msg.Subject, err))
 		return nil
 	}
