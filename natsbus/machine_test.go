@@ -3,6 +3,7 @@ package natsbus_test
 import (
 	"context"
 	"errors"
+	"slices"
 	"strings"
 	"testing"
 
@@ -66,4 +67,43 @@ func TestMachinePublisherSource(t *testing.T) {
 	if all := bustest.NATSMessages(t, url, stream); len(all) != 20 {
 		t.Errorf("stream holds %d messages, want 20 (the duplicate dropped)", len(all))
 	}
+}
+
+// TestMachineSourceFilters: a source with two filter subjects works on a server that has
+// them (2.10 on), and fails with an error that says so on an older one.
+func TestMachineSourceFilters(t *testing.T) {
+	url, stream, prefix := machineStream(t)
+	p := openPublisher(t, url, natsbus.PublisherOptions{Stream: natsbus.StreamOptions{Name: stream, Subjects: []string{prefix + ".>"}}})
+	publishN(t, p, prefix+".a.x", 3)
+	publishN(t, p, prefix+".b.x", 3)
+	publishN(t, p, prefix+".c.x", 3)
+	s, err := natsbus.OpenSource(testwait.Context(t), natsbus.SourceOptions{URL: url, Stream: stream, FilterSubjects: []string{prefix + ".a.>", prefix + ".c.>"}})
+	if err != nil {
+		t.Fatalf("OpenSource: %v", err)
+	}
+	defer s.Close()
+	err = s.Start(testwait.Context(t), func(context.Context, string) (uint64, bool, error) { return 0, false, nil })
+	if err == nil {
+		var got []uint64
+		for len(got) < 6 {
+			batch, ferr := s.Fetch(testwait.Context(t), 10)
+			if ferr != nil {
+				err = ferr
+				break
+			}
+			for _, m := range batch {
+				got = append(got, m.Offset)
+			}
+		}
+		if err == nil {
+			if want := []uint64{1, 2, 3, 7, 8, 9}; !slices.Equal(got, want) {
+				t.Errorf("offsets %v, want %v", got, want)
+			}
+			return
+		}
+	}
+	if !errors.Is(err, jetstream.ErrConsumerMultipleFilterSubjectsNotSupported) {
+		t.Errorf("two filter subjects: %v, want ErrConsumerMultipleFilterSubjectsNotSupported", err)
+	}
+	t.Logf("two filter subjects: %v", err)
 }
