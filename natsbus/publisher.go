@@ -40,6 +40,10 @@ type PublisherOptions struct {
 	// published after a failed message can reach the stream before it.
 	URL string
 	// Conn is a connection to use instead of dialing URL (the Publisher does not close it).
+	// Give it nats.ReconnectBufSize(-1): with a reconnect buffer (nats.go's default), what is
+	// published while it reconnects is sent when it is back, and may be stored before a
+	// message that failed when the connection dropped, out of order once the relay publishes
+	// that one again.
 	Conn *nats.Conn
 	// Stream is the JetStream stream the subjects go to.
 	Stream StreamOptions
