@@ -87,7 +87,7 @@ func BenchmarkRelayNATS(b *testing.B) {
 				b.Fatal(err)
 			}
 			defer nc.Close()
-			var relayTime, rawTime time.Duration
+			var relayTime, rawTime, pubTime time.Duration
 			iter := 0
 			for b.Loop() {
 				iter++
@@ -95,6 +95,7 @@ func BenchmarkRelayNATS(b *testing.B) {
 				benchAppend(b, store, benchEvents)
 				prefix := fmt.Sprintf("r%d", iter)
 				rawTime += benchRaw(b, nc, store, prefix+"raw")
+				pubTime += benchPublisher(b, n.URL(), store, prefix+"pub")
 				relayTime += benchRelay(b, n.URL(), store, prefix, benchEvents)
 				if err := store.Close(); err != nil {
 					b.Fatal(err)
@@ -105,6 +106,7 @@ func BenchmarkRelayNATS(b *testing.B) {
 			b.ReportMetric(relayRate, "relay-events/s")
 			b.ReportMetric(rawRate, "raw-events/s")
 			b.ReportMetric(relayRate/rawRate, "relay/raw")
+			b.ReportMetric(float64(iter*benchEvents)/pubTime.Seconds(), "publisher-events/s")
 		})
 	}
 }
@@ -149,13 +151,11 @@ func benchRelay(b *testing.B, url string, store relay.Store, prefix string, even
 	return d
 }
 
-// benchRaw encodes the events of store as the relay does, then publishes them to a new
-// stream with a plain JetStream async publisher and returns the time from the first publish
-// to the ack of the last.
-func benchRaw(b *testing.B, nc *nats.Conn, store annals.Reader, prefix string) time.Duration {
+// encodeAll returns the messages of the events of store for a relay to prefix.
+func encodeAll(b *testing.B, store annals.Reader, prefix string) []bridge.Message {
 	b.Helper()
 	enc := natsEncoder(b, prefix)
-	var msgs []*nats.Msg
+	var msgs []bridge.Message
 	for ev, err := range store.ReadAll(context.Background(), nil) {
 		if err != nil {
 			b.Fatal(err)
@@ -164,6 +164,56 @@ func benchRaw(b *testing.B, nc *nats.Conn, store annals.Reader, prefix string) t
 		if err != nil {
 			b.Fatal(err)
 		}
+		msgs = append(msgs, m)
+	}
+	return msgs
+}
+
+// benchPublisher publishes the events of store, encoded beforehand, with a natsbus.Publisher
+// and returns the time from the first publish to the last ack: the Publisher's share of a
+// relay's time.
+func benchPublisher(b *testing.B, url string, store annals.Reader, prefix string) time.Duration {
+	b.Helper()
+	msgs := encodeAll(b, store, prefix)
+	p, err := natsbus.OpenPublisher(context.Background(), natsbus.PublisherOptions{
+		URL:    url,
+		Stream: natsbus.StreamOptions{Name: strings.ToUpper(prefix), Subjects: []string{prefix + ".>"}},
+	})
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer p.Close(context.Background())
+	var acked, failed atomic.Int64
+	all := make(chan struct{})
+	done := func(err error) {
+		if err != nil {
+			failed.Add(1)
+		}
+		if acked.Add(1) == int64(len(msgs)) {
+			close(all)
+		}
+	}
+	start := time.Now()
+	for i := range msgs {
+		if err := p.Publish(context.Background(), &msgs[i], done); err != nil {
+			b.Fatal(err)
+		}
+	}
+	<-all
+	d := time.Since(start)
+	if failed.Load() > 0 {
+		b.Fatalf("%d publishes failed", failed.Load())
+	}
+	return d
+}
+
+// benchRaw encodes the events of store as the relay does, then publishes them to a new
+// stream with a plain JetStream async publisher and returns the time from the first publish
+// to the ack of the last.
+func benchRaw(b *testing.B, nc *nats.Conn, store annals.Reader, prefix string) time.Duration {
+	b.Helper()
+	var msgs []*nats.Msg
+	for _, m := range encodeAll(b, store, prefix) {
 		nm := &nats.Msg{Subject: m.Subject, Data: m.Value, Header: nats.Header{}}
 		for _, h := range m.Headers {
 			nm.Header[h.Key] = append(nm.Header[h.Key], string(h.Value))
