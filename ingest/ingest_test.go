@@ -69,35 +69,44 @@ type workload struct {
 	total int               // messages on the bus, copies included
 }
 
-// fill puts n messages on bus over parts partitions, each partition feeding its own streams
-// (as a Kafka key does), and after some of them copies of the last few messages of the
-// partition under their ids (a relay that published its tail again).
-func fill(bus *testBus, rng *rand.Rand, w *workload, parts, n int, copies float64) {
+// sent is a message of a workload, for partition part.
+type sent struct {
+	part int
+	msg  bridge.Message
+}
+
+// generate makes n messages over parts partitions, each partition feeding its own streams (as
+// a Kafka key does), and after some of them copies of the last few messages of the partition
+// under their ids (a relay that published its tail again). It adds them to w.want and
+// w.total; the caller sets w.last when it knows the offsets.
+func generate(rng *rand.Rand, w *workload, parts, n int, copies float64) []sent {
 	if w.want == nil {
 		w.want, w.last = map[string][]annals.UUID{}, map[string]uint64{}
 	}
-	type sent struct {
-		stream string
-		id     annals.UUID
-		n      int
-	}
-	recent := map[string][]sent{}
+	var out []sent
+	recent := map[int][]sent{}
 	for i := range n {
 		p := rng.IntN(parts)
-		source := fmt.Sprintf("test:orders/%d", p)
 		stream := fmt.Sprintf("order-%d.%d", p, rng.IntN(4))
 		id := annals.NewUUID()
-		w.last[source] = bus.add(source, message(stream, id, i))
-		w.total++
+		m := sent{p, message(stream, id, i)}
+		out = append(out, m)
 		w.want[stream] = append(w.want[stream], id)
-		recent[source] = append(recent[source], sent{stream, id, i})
+		recent[p] = append(recent[p], m)
 		if rng.Float64() < copies {
-			r := recent[source]
-			for _, c := range r[max(0, len(r)-1-rng.IntN(3)):] {
-				w.last[source] = bus.add(source, message(c.stream, c.id, c.n))
-				w.total++
-			}
+			r := recent[p]
+			out = append(out, r[max(0, len(r)-1-rng.IntN(3)):]...)
 		}
+	}
+	w.total += len(out)
+	return out
+}
+
+// fill puts the messages of generate on bus, partition p being source "test:orders/<p>".
+func fill(bus *testBus, rng *rand.Rand, w *workload, parts, n int, copies float64) {
+	for _, m := range generate(rng, w, parts, n, copies) {
+		source := fmt.Sprintf("test:orders/%d", m.part)
+		w.last[source] = bus.add(source, m.msg)
 	}
 }
 
