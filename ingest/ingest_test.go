@@ -375,3 +375,71 @@ func TestNew(t *testing.T) {
 		t.Errorf("New: %v, %v", in, err)
 	}
 }
+
+// dyingStore is a store that dies (refuses every call, as a killed process makes none) after
+// a number of appends, the last of which it may write before refusing it.
+type dyingStore struct {
+	annals.Store
+	mu        sync.Mutex
+	left      int
+	writeLast bool
+}
+
+var errDead = errors.New("the process is dead")
+
+func (d *dyingStore) Append(ctx context.Context, stream string, expected annals.ExpectedRevision, events ...annals.Event) (annals.AppendResult, error) {
+	d.mu.Lock()
+	d.left--
+	left := d.left
+	d.mu.Unlock()
+	switch {
+	case left > 0:
+		return d.Store.Append(ctx, stream, expected, events...)
+	case left == 0 && d.writeLast:
+		d.Store.Append(ctx, stream, expected, events...)
+	}
+	return annals.AppendResult{}, errDead
+}
+
+func (d *dyingStore) dead() bool {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return d.left <= 0
+}
+
+// TestKills kills the ingest (a new Ingest, with no memory, takes over a store that the
+// killed one stopped writing to at a random append) again and again while it ingests a bus
+// that redelivers: every message is appended once, in order.
+func TestKills(t *testing.T) {
+	for _, kafka := range []bool{true, false} {
+		t.Run(fmt.Sprintf("kafka=%v", kafka), func(t *testing.T) {
+			eachStore(t, func(t *testing.T, store annals.Store) {
+				rng := replicatest.Seed(t)
+				bus := newTestBus()
+				var w workload
+				fill(bus, rng, &w, 3, 1000, 0)
+				kills := 0
+				for {
+					d := &dyingStore{Store: store, left: 1 + rng.IntN(40), writeLast: rng.IntN(2) == 0}
+					src := &testSource{bus: bus, kafka: kafka, store: store, name: "orders", rng: rand.New(rand.NewPCG(rng.Uint64(), 0)), redeliver: 0.05}
+					in := newIngest(t, d, src, Options{Batch: 1 + rng.IntN(30), Policy: fastRetries})
+					stop := run(t, in)
+					testwait.Until(t, "the ingest dies or appends every message", func() bool { return d.dead() || w.caughtUp(in) })
+					done := !d.dead()
+					if err := stop(); err != nil {
+						t.Fatalf("Run: %v", err)
+					}
+					for _, err := range src.errs() {
+						t.Error(err)
+					}
+					if done {
+						break
+					}
+					kills++
+				}
+				t.Logf("%d kills", kills)
+				w.check(t, store)
+			})
+		})
+	}
+}
