@@ -13,8 +13,8 @@ import (
 
 	"github.com/annalsdb/annals"
 	"github.com/annalsdb/annals/bridge"
-	"github.com/annalsdb/annals/filestore"
 	"github.com/annalsdb/annals/internal/replicatest"
+	"github.com/annalsdb/annals/internal/teststores"
 	"github.com/annalsdb/annals/internal/testwait"
 	"github.com/annalsdb/annals/memstore"
 	"github.com/annalsdb/annals/supervisor"
@@ -22,21 +22,10 @@ import (
 
 func jsonUnmarshal(b []byte, v any) error { return json.Unmarshal(b, v) }
 
-// eachStore runs fn on a memstore and on a filestore.
+// eachStore runs fn on a memstore, a filestore and, when PostgreSQL is reachable, a
+// pgstore (see teststores.Each).
 func eachStore(t *testing.T, fn func(t *testing.T, s annals.Store)) {
-	t.Run("memstore", func(t *testing.T) {
-		s := memstore.New(nil)
-		t.Cleanup(func() { s.Close() })
-		fn(t, s)
-	})
-	t.Run("filestore", func(t *testing.T) {
-		s, err := filestore.Open(t.TempDir(), nil)
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { s.Close() })
-		fn(t, s)
-	})
+	teststores.Each(t, fn)
 }
 
 func decoder(t testing.TB) bridge.Decoder {
