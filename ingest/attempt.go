@@ -2,6 +2,7 @@ package ingest
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"sync"
 	"time"
@@ -21,8 +22,10 @@ type attempt struct {
 		sync.Mutex
 		sources map[string]*source
 	}
-	// prev is the batch appended last, whose commit waits for the next record.
-	prev []bridge.Incoming
+	// running is the batch whose appends are under way, if any.
+	running *pending
+	// durable is the batches appended whose commit waits for a record that says so.
+	durable []bridge.Incoming
 	// found caches the event ids of target streams read for the windows: (stream, since) →
 	// the ids of its events from position since on.
 	found map[foundKey]map[annals.UUID]struct{}
@@ -48,6 +51,9 @@ type source struct {
 	// handled is the last offset taken into a batch by this attempt (when hasHandled).
 	handled    uint64
 	hasHandled bool
+	// running is the last offset of the batch under way (when hasRunning).
+	running    uint64
+	hasRunning bool
 }
 
 func newAttempt(in *Ingest) *attempt {
@@ -96,33 +102,57 @@ func (a *attempt) source(ctx context.Context, name string) (*source, error) {
 	return s, nil
 }
 
-// loop fetches and appends batches until ctx is done (nil, after recording the last batch)
-// or an error.
+// loop fetches and appends batches until ctx is done (nil, after recording what is durable)
+// or an error. It fetches and plans a batch, and writes its records, while the appends of
+// the batch before are under way: a record announces the offsets of both batches (Next), and
+// says done only what was durable before either was appended (Done), with the position of
+// the record before it (written before the appends under way started) as the bound of the
+// lookups (since). Every return waits for the appends under way.
 func (a *attempt) loop(ctx context.Context) error {
 	for {
 		msgs, err := a.fetch(ctx)
 		if ctx.Err() != nil {
+			if err := a.wait(); err != nil {
+				return err
+			}
 			return a.finish(ctx)
 		}
-		if err != nil {
-			return err
+		if err == nil {
+			var p *pending
+			p, err = a.plan(ctx, msgs)
+			if err == nil {
+				err = a.announce(ctx, p)
+			}
+			if werr := a.wait(); err == nil {
+				err = werr
+			}
+			if err == nil {
+				a.start(ctx, p)
+				continue
+			}
 		}
-		if err := a.batch(ctx, msgs); err != nil {
-			return err
+		if werr := a.wait(); werr != nil {
+			return errors.Join(err, werr)
 		}
+		return err
 	}
 }
 
-// fetch returns the next messages. While a batch waits for its commit, it waits at most the
-// idle time, then records that batch as done and commits it, and waits on.
+// fetch returns the next messages. While a batch is under way or waits for its commit, it
+// waits at most the idle time, then lets the batch end, records it as done, commits it, and
+// waits on. (A Fetch is cut short only then: a Source may lose what it was reading when its
+// context ends.)
 func (a *attempt) fetch(ctx context.Context) ([]bridge.Incoming, error) {
-	if len(a.prev) > 0 {
+	if a.running != nil || len(a.durable) > 0 {
 		fctx, cancel := context.WithTimeout(ctx, a.in.idle)
 		msgs, err := a.in.src.Fetch(fctx, a.in.opts.Batch)
 		timedOut := fctx.Err() != nil
 		cancel()
 		if err == nil || !timedOut || ctx.Err() != nil {
 			return msgs, wrapFetch(err)
+		}
+		if err := a.wait(); err != nil {
+			return nil, err
 		}
 		if err := a.flush(ctx); err != nil {
 			return nil, err
@@ -139,9 +169,9 @@ func wrapFetch(err error) error {
 	return nil
 }
 
-// finish records the batch appended last as done and commits it, when Run ends.
+// finish records the batches appended as done and commits them, when Run ends.
 func (a *attempt) finish(ctx context.Context) error {
-	if len(a.prev) == 0 {
+	if len(a.durable) == 0 {
 		return nil
 	}
 	fctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), finalTimeout)
@@ -152,32 +182,46 @@ func (a *attempt) finish(ctx context.Context) error {
 	return nil
 }
 
-// flush records the batch appended last as done and commits it.
+// flush records the durable batches as done and commits them; no batch is under way.
 func (a *attempt) flush(ctx context.Context) error {
-	if err := a.record(ctx, nil); err != nil {
+	covered := a.durable
+	if err := a.record(ctx, covered, nil); err != nil {
 		return err
 	}
-	return a.commit(ctx)
+	return a.commit(ctx, covered)
 }
 
-// commit commits the batch appended last to the source.
-func (a *attempt) commit(ctx context.Context) error {
-	if len(a.prev) == 0 {
+// announce writes the records of the sources of p and of the durable batches, then commits
+// those batches.
+func (a *attempt) announce(ctx context.Context, p *pending) error {
+	covered := a.durable
+	if err := a.record(ctx, covered, p.last); err != nil {
+		return err
+	}
+	return a.commit(ctx, covered)
+}
+
+// commit commits covered, the first of the durable batches, to the source.
+func (a *attempt) commit(ctx context.Context, covered []bridge.Incoming) error {
+	if len(covered) == 0 {
 		return nil
 	}
-	if err := a.in.src.Commit(ctx, a.prev); err != nil {
+	if err := a.in.src.Commit(ctx, covered); err != nil {
 		return fmt.Errorf("commit: %w", err)
 	}
-	a.prev = nil
+	a.durable = a.durable[len(covered):]
+	if len(a.durable) == 0 {
+		a.durable = nil
+	}
 	return nil
 }
 
-// record writes the record of every source of the batch appended last and of every source
-// in next (the last offset of the batch about to be appended, per source): Done is what is
-// durable, Next the end of the coming batch (or of a window not yet passed).
-func (a *attempt) record(ctx context.Context, next map[string]uint64) error {
+// record writes the record of every source of covered (durable batches) and of next (the
+// last offset of the batch about to be appended, per source): Done is what is durable; Next
+// also covers the batch under way and a window not yet passed, down to since.
+func (a *attempt) record(ctx context.Context, covered []bridge.Incoming, next map[string]uint64) error {
 	names := map[string]struct{}{}
-	for _, m := range a.prev {
+	for _, m := range covered {
 		names[m.Source] = struct{}{}
 	}
 	for name := range next {
@@ -195,8 +239,20 @@ func (a *attempt) record(ctx context.Context, next map[string]uint64) error {
 		if n, ok := next[name]; ok {
 			rec.Next = max(rec.Next, n)
 		}
+		if s.hasRunning {
+			rec.Next = max(rec.Next, s.running)
+		}
 		if s.win.open {
-			rec.Next, rec.Since = max(rec.Next, s.win.upTo), s.win.since
+			rec.Next = max(rec.Next, s.win.upTo)
+		}
+		if rec.Next > rec.Done || !rec.HasDone {
+			// The appends under way started after the stored record was durable.
+			if s.stored.exists {
+				rec.Since = s.stored.pos
+			}
+			if s.win.open && (rec.Since == 0 || s.win.since < rec.Since) {
+				rec.Since = s.win.since
+			}
 		}
 		cur := s.stored.rec
 		if s.stored.exists && cur.Done == rec.Done && cur.HasDone == rec.HasDone && cur.Next == rec.Next && cur.Since == rec.Since {

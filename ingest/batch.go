@@ -28,71 +28,104 @@ type planned struct {
 	ev annals.Event
 }
 
-// batch appends the events of msgs: it decodes them, leaves out those already appended,
-// records the progress of their sources, commits the batch before, and appends the rest,
-// each target stream in offset order.
-func (a *attempt) batch(ctx context.Context, msgs []bridge.Incoming) error {
+// pending is a batch planned: what to append, per target stream in offset order.
+type pending struct {
+	msgs       []bridge.Incoming
+	streams    []string // in the order first seen
+	plan       map[string][]planned
+	last       map[string]uint64 // source → last offset handled in this batch
+	duplicates uint64
+	// done is closed when the appends end, with err.
+	done chan struct{}
+	err  error
+}
+
+// plan decodes msgs and leaves out those already appended (at or before Done, delivered
+// again in this attempt, seen at another offset, or found in their stream).
+func (a *attempt) plan(ctx context.Context, msgs []bridge.Incoming) (*pending, error) {
 	in := a.in
-	var (
-		streams    []string // in the order first seen
-		plan       = map[string][]planned{}
-		last       = map[string]uint64{} // source → last offset handled in this batch
-		duplicates uint64
-	)
+	p := &pending{msgs: msgs, plan: map[string][]planned{}, last: map[string]uint64{}}
 	for i := range msgs {
 		m := &msgs[i]
 		stream, ev, err := in.opts.Decoder.Decode(m)
 		if err != nil {
-			return err // it names the message
+			return nil, err // it names the message
 		}
 		s, err := a.source(ctx, m.Source)
 		if err != nil {
-			return err
+			return nil, err
 		}
 		if s.hasDone && m.Offset <= s.done || s.hasHandled && m.Offset <= s.handled {
 			// Appended before (at or before Done), or delivered again within this attempt.
 			in.recent.seenElsewhere(ev.ID, place{m.Source, m.Offset})
-			duplicates++
+			p.duplicates++
 			continue
 		}
 		s.handled, s.hasHandled = m.Offset, true // only the loop reads handled
-		last[m.Source] = m.Offset
+		p.last[m.Source] = m.Offset
 		if in.recent.seenElsewhere(ev.ID, place{m.Source, m.Offset}) {
-			duplicates++
+			p.duplicates++
 			continue
 		}
 		if s.win.holds(m.Offset) {
 			found, err := a.appended(ctx, stream, s.win.since, ev.ID)
 			if err != nil {
-				return fmt.Errorf("look up message %s offset %d (event %s) in %s: %w", m.Source, m.Offset, ev.ID, stream, err)
+				return nil, fmt.Errorf("look up message %s offset %d (event %s) in %s: %w", m.Source, m.Offset, ev.ID, stream, err)
 			}
 			if found {
-				duplicates++
+				p.duplicates++
 				continue
 			}
 		}
-		if _, ok := plan[stream]; !ok {
-			streams = append(streams, stream)
+		if _, ok := p.plan[stream]; !ok {
+			p.streams = append(p.streams, stream)
 		}
-		plan[stream] = append(plan[stream], planned{m, ev})
+		p.plan[stream] = append(p.plan[stream], planned{m, ev})
 	}
-	if err := a.record(ctx, last); err != nil {
-		return err
-	}
-	if err := a.commit(ctx); err != nil {
-		return err
-	}
-	appended, err := a.appendAll(ctx, streams, plan)
-	in.count(appended, duplicates)
-	if err != nil {
-		return err
-	}
+	return p, nil
+}
+
+// start starts the appends of p, once its records are written and no other batch is under
+// way.
+func (a *attempt) start(ctx context.Context, p *pending) {
 	a.mu.Lock()
-	offsets := make(map[string]uint64, len(last))
-	for name, off := range last {
+	for name, off := range p.last {
+		s := a.mu.sources[name]
+		s.running, s.hasRunning = off, true
+	}
+	a.mu.Unlock()
+	p.done = make(chan struct{})
+	a.running = p
+	go func() {
+		defer close(p.done)
+		appended, err := a.appendAll(ctx, p.streams, p.plan)
+		a.in.count(appended, p.duplicates)
+		if err == nil {
+			a.in.setOffsets(p.last)
+		}
+		p.err = err
+	}()
+}
+
+// wait waits for the batch under way, if any, and marks it durable.
+func (a *attempt) wait() error {
+	p := a.running
+	if p == nil {
+		return nil
+	}
+	<-p.done
+	a.running = nil
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	for name := range p.last {
+		a.mu.sources[name].hasRunning = false
+	}
+	if p.err != nil {
+		return p.err
+	}
+	for name, off := range p.last {
 		s := a.mu.sources[name]
 		s.done, s.hasDone = off, true
-		offsets[name] = off
 		if s.win.open && off >= s.win.upTo {
 			for key := range a.found {
 				if key.since == s.win.since {
@@ -102,9 +135,7 @@ func (a *attempt) batch(ctx context.Context, msgs []bridge.Incoming) error {
 			s.win = window{}
 		}
 	}
-	a.mu.Unlock()
-	in.setOffsets(offsets)
-	a.prev = msgs
+	a.durable = append(a.durable, p.msgs...)
 	return nil
 }
 

@@ -5,23 +5,27 @@
 // message into an event (bridge.Decoder: the stream from a template, the event id from the
 // message's id or, without one, from where it was read), appends the events, and only when
 // they are durable records its progress and commits the batch to the broker. So a crash
-// anywhere delivers again only messages from the last batch, and those are appended once.
+// anywhere delivers again only messages from the last two batches, and those are appended
+// once.
 //
 // # Where it resumes, and why nothing is appended twice
 //
 // For every source (a Kafka partition, a JetStream stream) the ingest keeps a progress record
 // in the store, in the stream "annals.ingest-<name>-<source>" (bounded to its last event by
-// maxCount 1): Done, the offset of the last message whose event is durable, and Next, the
-// offset of the last message of the batch being appended. The record is written after a batch
-// is fetched and before its events are appended (so every event of that batch has a higher
-// position in the log than the record), and it says at the same time that the batch before
-// it is done; the broker commit of that earlier batch follows. After a restart, messages at or
-// before Done are only committed again; messages after Done and up to Next may have been
+// maxCount 1): Done, the offset of the last message whose event is durable, Next, the offset
+// of the last message that may be being appended, and Since, a position below which none of
+// the messages after Done was appended. The record is written after a batch is fetched and
+// before its events are appended (so every event of that batch has a higher position in the
+// log than the record). Batches overlap by one: while the events of a batch are appended, the
+// next batch is fetched and its records are written, so a record announces both batches (its
+// Next), says done what was durable before either (its Done: the batches before them, whose
+// broker commit follows), and bounds the lookups by the position of the record before it (its
+// Since), which was durable before the appends under way began. After a restart, messages at
+// or before Done are only committed again; messages after Done and up to Next may have been
 // appended before the crash, and each is looked up by event id in its target stream, read
-// backwards down to the record's position; messages after Next were never appended. Until
-// every message of that window is durable, the records written after it keep its Next and
-// the position to look down to (the record's "since"), so that a second crash in the middle
-// of the window leaves nothing unlooked-for.
+// backwards down to Since; messages after Next were never appended. Until every message of
+// that window is durable, the records written after it keep its Next and its Since, so that a
+// second crash in the middle of the window leaves nothing unlooked-for.
 //
 // An append is never abandoned to the store: a write a store has accepted may land after its
 // caller gave up on it, and then after the lookups of the next attempt. So the appends of a
@@ -150,6 +154,8 @@ type Ingest struct {
 	// as done and commits it.
 	idle time.Duration
 
+	// mu guards the counters; an attempt takes it while holding its own (attempt.mu before
+	// Ingest.mu).
 	mu struct {
 		sync.Mutex
 		appended, duplicates, errors uint64

@@ -17,14 +17,15 @@ const ProgressEventType = "IngestProgress"
 
 // record is the progress of one source (see the package doc): every message at or before Done
 // (when HasDone) has its event durable; those after Done and up to Next may have been
-// appended at positions from Since on (0: from the record's own position); those after Next
+// appended at positions from Since on (0: after the record's own position); those after Next
 // were not appended.
 type record struct {
 	Done    uint64 `json:"done"`
 	HasDone bool   `json:"hasDone"`
 	Next    uint64 `json:"next"`
-	// Since is set when the record carries on the window of an earlier record whose messages
-	// were not all appended yet: the position of that earlier record.
+	// Since, when not 0, bounds the lookups of the messages after Done: the position of the
+	// record before this one (the appends under way began after it was durable), or of an
+	// earlier one whose window is not passed yet.
 	Since uint64 `json:"since,omitempty"`
 	// Holder and Token are the lease the record was written under, if any.
 	Holder string `json:"holder,omitempty"`
