@@ -15,7 +15,9 @@ import (
 const finalTimeout = 10 * time.Second
 
 // attempt is one run of the work under the supervisor: it knows the sources seen since it
-// started and the batch it appended last, not yet committed.
+// started, the batch under way and the batches appended but not yet committed. Only the
+// loop's goroutine uses it, but for the sources, which resume reads from the Source's
+// goroutines.
 type attempt struct {
 	in *Ingest
 	mu struct {
@@ -37,7 +39,8 @@ type foundKey struct {
 }
 
 // source is the progress of one source in an attempt. Its fields are written by the loop
-// only, under attempt.mu (resume reads done from the source's goroutines).
+// only: stored, done and running under attempt.mu (resume and record read them), the others
+// without it.
 type source struct {
 	name   string
 	stream string   // progress stream
