@@ -43,7 +43,9 @@
 // [Ingest.Run] runs under a supervisor with a lease ("ingest/"+Name), like a relay: one
 // replica ingests, the others stand by. When the store keeps the lease (a Fenced method:
 // memstore, filestore, pgstore, the client), the progress records and the events are appended
-// under its check, so a replica that lost the lease appends nothing more; over another store,
+// under its check, so a replica that lost the lease appends nothing more (the lease must then
+// be the store's own, which the default Policy picks: the store refuses a lease it did not
+// give); over another store,
 // a record written under a newer token refuses the older holder's records. The records are
 // compare-and-set (the expected revision is the record read), so two writers of one record
 // never both go on.
