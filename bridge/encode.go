@@ -128,38 +128,44 @@ func (e *Encoder) Encode(ev *annals.RecordedEvent) (Message, error) {
 	if !ev.Time.IsZero() {
 		t = ev.Time.UTC().Format(time.RFC3339Nano)
 	}
-	h := make([]Header, 0, 13)
-	add := func(key, v string) {
+	// The header values share one buffer (a slice made before the buffer grows still holds
+	// its bytes).
+	buf := make([]byte, 0, 160+len(ev.Stream)+len(ev.Type)+len(ct)+ctx.size())
+	h := make([]Header, 0, 14)
+	addString := func(key, v string) {
 		if v != "" {
-			h = append(h, Header{Key: key, Value: []byte(v)})
+			n := len(buf)
+			buf = append(buf, v...)
+			h = append(h, Header{Key: key, Value: buf[n:len(buf):len(buf)]})
 		}
 	}
+	id := ev.ID.String()
 	switch e.Format {
 	case FormatJSON:
-		add(HeaderID, ev.ID.String())
-		add(HeaderType, ev.Type)
-		add(HeaderStream, ev.Stream)
-		add(HeaderRevision, strconv.FormatUint(ev.Revision, 10))
-		add(HeaderPosition, strconv.FormatUint(ev.Position, 10))
-		add(HeaderTime, t)
-		add(HeaderContentType, ct)
-		add(HeaderCorrelationID, ctx.correlationID)
-		add(HeaderCausationID, ctx.causationID)
-		add(HeaderTraceParent, ctx.traceParent)
-		add(HeaderTraceState, ctx.traceState)
+		addString(HeaderID, id)
+		addString(HeaderType, ev.Type)
+		addString(HeaderStream, ev.Stream)
+		addString(HeaderRevision, strconv.FormatUint(ev.Revision, 10))
+		addString(HeaderPosition, strconv.FormatUint(ev.Position, 10))
+		addString(HeaderTime, t)
+		addString(HeaderContentType, ct)
+		addString(HeaderCorrelationID, ctx.correlationID)
+		addString(HeaderCausationID, ctx.causationID)
+		addString(HeaderTraceParent, ctx.traceParent)
+		addString(HeaderTraceState, ctx.traceState)
 		m.Value = ev.Data
 	case FormatCloudEvents:
-		add(HeaderContentType, ContentTypeCloudEvents)
-		add(HeaderID, ev.ID.String())
-		add(HeaderStream, ev.Stream)
-		add(HeaderPosition, strconv.FormatUint(ev.Position, 10))
+		addString(HeaderContentType, ContentTypeCloudEvents)
+		addString(HeaderID, id)
+		addString(HeaderStream, ev.Stream)
+		addString(HeaderPosition, strconv.FormatUint(ev.Position, 10))
 		m.Value = e.structured(ev, ct, t, ctx)
 	case FormatCloudEventsBinary:
-		p := e.Bus.cePrefix()
-		for _, a := range e.attributes(ev, t, ctx) {
-			add(p+a.name, a.v)
+		names := &ceHeaders[e.Bus]
+		for i, v := range e.attributes(ev, t, ctx) {
+			addString(names[i], v)
 		}
-		add(HeaderContentType, ct)
+		addString(HeaderContentType, ct)
 		m.Value = ev.Data
 	}
 	if len(ev.Metadata) > 0 {
@@ -179,27 +185,31 @@ func (b Bus) cePrefix() string {
 
 type attribute struct{ name, v string }
 
-// attributes returns the CloudEvents attributes of ev but datacontenttype and data, in the
-// order they are written; empty values are left out by the writers.
-func (e *Encoder) attributes(ev *annals.RecordedEvent, t string, ctx eventContext) [12]attribute {
+// attributeNames are the CloudEvents attributes of an event but datacontenttype and data, in
+// the order they are written; ceHeaders are their header names in binary mode on each Bus.
+var (
+	attributeNames = [...]string{"specversion", "id", "source", "type", "subject", "time",
+		ExtRevision, ExtPosition, ExtCorrelationID, ExtCausationID, ExtTraceParent, ExtTraceState}
+	ceHeaders = func() (h [2][len(attributeNames)]string) {
+		for _, b := range []Bus{Kafka, NATS} {
+			for i, n := range attributeNames {
+				h[b][i] = b.cePrefix() + n
+			}
+		}
+		return h
+	}()
+)
+
+// attributes returns the values of the attributeNames of ev; empty values are left out by
+// the writers.
+func (e *Encoder) attributes(ev *annals.RecordedEvent, t string, ctx eventContext) [len(attributeNames)]string {
 	source := e.Source
 	if source == "" {
 		source = DefaultSource
 	}
-	return [...]attribute{
-		{"specversion", "1.0"},
-		{"id", ev.ID.String()},
-		{"source", source},
-		{"type", ev.Type},
-		{"subject", ev.Stream},
-		{"time", t},
-		{ExtRevision, strconv.FormatUint(ev.Revision, 10)},
-		{ExtPosition, strconv.FormatUint(ev.Position, 10)},
-		{ExtCorrelationID, ctx.correlationID},
-		{ExtCausationID, ctx.causationID},
-		{ExtTraceParent, ctx.traceParent},
-		{ExtTraceState, ctx.traceState},
-	}
+	return [...]string{"1.0", ev.ID.String(), source, ev.Type, ev.Stream, t,
+		strconv.FormatUint(ev.Revision, 10), strconv.FormatUint(ev.Position, 10),
+		ctx.correlationID, ctx.causationID, ctx.traceParent, ctx.traceState}
 }
 
 // structured returns the CloudEvent of ev in the JSON event format. The data is inline when
@@ -216,10 +226,10 @@ func (e *Encoder) structured(ev *annals.RecordedEvent, ct, t string, ctx eventCo
 		b = append(b, name...)
 		b = append(b, '"', ':')
 	}
-	for _, a := range e.attributes(ev, t, ctx) {
-		if a.v != "" {
-			field(a.name)
-			b = appendJSONString(b, a.v)
+	for i, v := range e.attributes(ev, t, ctx) {
+		if v != "" {
+			field(attributeNames[i])
+			b = appendJSONString(b, v)
 		}
 	}
 	field("datacontenttype")

@@ -1,6 +1,7 @@
 package bridge
 
 import (
+	"encoding/json"
 	"strings"
 	"testing"
 	"unicode/utf8"
@@ -123,6 +124,32 @@ func FuzzParseTemplate(f *testing.F) {
 		}
 		if _, err := tm.subject(NATS, relayValue(ev)); err != nil {
 			t.Errorf("NATS subject of %q: %v", s, err)
+		}
+	})
+}
+
+// FuzzReadContext checks readContext's scanner against encoding/json.
+func FuzzReadContext(f *testing.F) {
+	for _, s := range []string{
+		`{"$correlationId":"c","$causationId":"d","$traceparent":"t","$tracestate":"s","x":{"a":[1,"}",{"b":null}]}}`,
+		`{"$correlationId":"a","$correlationId":7}`, `{"$correlationId":7,"$correlationId":"b"}`, `{"\u0024causationId":"\u00e9\n"}`,
+		` { "$tracestate" : "x" , "y" : -1.5e3 } `, `["$correlationId"]`, `"$x"`, "{\"$correlationId\":\"\xff\"}", `{"$CorrelationId":"x"}`,
+	} {
+		f.Add([]byte(s))
+	}
+	f.Fuzz(func(t *testing.T, b []byte) {
+		got := readContext(b)
+		var want eventContext
+		var fields map[string]json.RawMessage
+		if json.Unmarshal(b, &fields) == nil {
+			for name, v := range map[string]*string{fieldCorrelationID: &want.correlationID, fieldCausationID: &want.causationID, fieldTraceParent: &want.traceParent, fieldTraceState: &want.traceState} {
+				if raw, ok := fields[name]; ok {
+					_ = json.Unmarshal(raw, v)
+				}
+			}
+		}
+		if got != want {
+			t.Errorf("readContext(%q) = %+v, encoding/json reads %+v", b, got, want)
 		}
 	})
 }
