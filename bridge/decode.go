@@ -36,8 +36,10 @@ type Decoder struct {
 
 // Decode returns the stream and the event a message stands for; the event shares m's bytes. The format is recognised
 // from the message: a CloudEvent in structured mode (content type
-// application/cloudevents+json), in binary mode (a ce_specversion or ce-specversion header), or
-// else an event in FormatJSON (the Header* headers, or only Decoder.Type and the value).
+// application/cloudevents+json), in binary mode (a ce_specversion or ce-specversion header),
+// in structured mode with no content-type header (a JSON object with a specversion member, as
+// NATS's CloudEvents binding may send it), or else an event in FormatJSON (the Header*
+// headers, or only Decoder.Type and the value).
 //
 // The event id is, in order: the annals-id header, the CloudEvents id, the Nats-Msg-Id header,
 // when one of them is a UUID; else [DerivedID] of the first of them that is present; else

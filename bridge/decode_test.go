@@ -140,6 +140,22 @@ func TestDecode(t *testing.T) {
 			"content-type", "application/xml", "ce_traceparent", traceParent), Value: []byte("<a/>")},
 		wantStream: "s-1",
 		want:       annals.Event{ID: uid, Type: "T", ContentType: "application/xml", Data: []byte("<a/>"), Metadata: []byte(`{"$traceparent":"` + traceParent + `"}`)},
+	}, {
+		name: "structured CloudEvent with no headers (NATS binding)", tmpl: "{stream}", typ: "Default",
+		m: Message{Value: []byte(
+			` {"data":[1],"specversion":"1.0","id":"` + id + `","source":"/s","type":"T","subject":"s"}`)},
+		wantStream: "s",
+		want:       annals.Event{ID: uid, Type: "T", Data: []byte(`[1]`)},
+	}, {
+		name: "JSON object with no specversion and no headers", tmpl: "x", typ: "Default",
+		m:          Message{Value: []byte(`{"spec":"1.0","id":"` + id + `"}`), Headers: hdrs(HeaderNatsMsgID, id)},
+		wantStream: "x",
+		want:       annals.Event{ID: uid, Type: "Default", Data: []byte(`{"spec":"1.0","id":"` + id + `"}`)},
+	}, {
+		name: "specversion in a value with a content type is data", tmpl: "x", typ: "Default",
+		m:          Message{Value: []byte(`{"specversion":"1.0"}`), Headers: hdrs(HeaderID, id, "content-type", "application/json")},
+		wantStream: "x",
+		want:       annals.Event{ID: uid, Type: "Default", ContentType: "application/json", Data: []byte(`{"specversion":"1.0"}`)},
 	}} {
 		d := Decoder{Stream: mustTemplate(t, tc.tmpl), Type: tc.typ}
 		stream, ev, err := d.Decode(&Incoming{Message: tc.m, Source: "nats:S", Offset: 5})

@@ -45,11 +45,15 @@ type Encoder struct {
 type Bus int
 
 const (
-	// Kafka: a topic holds letters, digits, ".", "_" and "-" (up to 249 bytes; others become
-	// "_"); CloudEvents headers start with "ce_".
+	// Kafka: a topic holds letters, digits, ".", "_" and "-": every other byte of the
+	// expanded topic (its literal text included) becomes "_", a topic of "." or ".." becomes
+	// "_" or "__", and one longer than [MaxKafkaTopicLength] is cut and ends with "_" and 16
+	// hexadecimal digits of its SHA-256, so that distinct long names stay distinct.
+	// CloudEvents headers start with "ce_".
 	Kafka Bus = iota
-	// NATS: each value put into a subject becomes one token ("." "*" ">" and white space
-	// become "_"); CloudEvents headers start with "ce-".
+	// NATS: each value put into a subject becomes one token ("." "*" ">", white space and
+	// control characters become "_", an empty value is "_"); the template's literal text is
+	// kept as written. CloudEvents headers start with "ce-".
 	NATS
 )
 
