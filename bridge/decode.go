@@ -3,8 +3,10 @@ package bridge
 import (
 	"crypto/sha256"
 	"encoding/binary"
+	"encoding/json"
 	"fmt"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/annalsdb/annals"
@@ -191,4 +193,30 @@ func Recorded(m *Message) (annals.RecordedEvent, error) {
 		ev.Time = t.UTC()
 	}
 	return ev, nil
+}
+
+// EventID returns the event id a message of a relay carries, without reading the rest of it:
+// the annals-id header, else the ce_id or ce-id header, else the id of a structured
+// CloudEvent. It reports false when none of them is a non-zero UUID. It is what a consumer
+// gives [Dedup.Seen].
+func EventID(m *Message) (annals.UUID, bool) {
+	for _, k := range [...]string{HeaderID, "ce_id", "ce-id"} {
+		if v, ok := m.getString(k); ok {
+			if u, err := annals.ParseUUID(v); err == nil && !u.IsZero() {
+				return u, true
+			}
+		}
+	}
+	ct, hasCT := m.getString(HeaderContentType)
+	mt, _, _ := strings.Cut(ct, ";")
+	if strings.EqualFold(strings.TrimSpace(mt), ContentTypeCloudEvents) || !hasCT && looksStructured(m.Value) {
+		var fields map[string]json.RawMessage
+		var id string
+		if json.Unmarshal(m.Value, &fields) == nil && json.Unmarshal(fields["id"], &id) == nil {
+			if u, err := annals.ParseUUID(id); err == nil && !u.IsZero() {
+				return u, true
+			}
+		}
+	}
+	return annals.UUID{}, false
 }

@@ -236,3 +236,34 @@ func TestRecordedErrors(t *testing.T) {
 		}
 	}
 }
+
+func TestEventID(t *testing.T) {
+	ev := testEvent()
+	for _, f := range []Format{FormatJSON, FormatCloudEvents, FormatCloudEventsBinary} {
+		for _, bus := range []Bus{Kafka, NATS} {
+			e := Encoder{Format: f, Subject: mustTemplate(t, "e"), Bus: bus}
+			m, err := e.Encode(ev)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if f == FormatCloudEvents {
+				// The structured value alone carries the id too.
+				m.Headers = m.Headers[:1]
+			}
+			if id, ok := EventID(&m); !ok || id != ev.ID {
+				t.Errorf("%v %v: EventID = %v, %v; want %v", f, bus, id, ok, ev.ID)
+			}
+		}
+	}
+	for _, m := range []Message{
+		{},
+		{Headers: hdrs(HeaderID, "not-a-uuid")},
+		{Headers: hdrs(HeaderID, "00000000-0000-0000-0000-000000000000")},
+		{Headers: hdrs("content-type", ContentTypeCloudEvents), Value: []byte(`{"id":7}`)},
+		{Headers: hdrs("content-type", "application/json"), Value: []byte(`{"specversion":"1.0","id":"0190f2b4-5c1e-7a3b-9d2e-4f5a6b7c8d9e"}`)},
+	} {
+		if id, ok := EventID(&m); ok {
+			t.Errorf("EventID(%+v) = %v, want none", m, id)
+		}
+	}
+}
