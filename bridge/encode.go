@@ -1,12 +1,14 @@
 package bridge
 
 import (
+	"bytes"
 	"encoding/base64"
 	"encoding/json"
 	"fmt"
 	"strconv"
 	"strings"
 	"time"
+	"unicode"
 	"unicode/utf8"
 
 	"github.com/annalsdb/annals"
@@ -112,6 +114,9 @@ func (e *Encoder) Validate() error {
 // headers with the bus's prefix ("ce_" or "ce-"), datacontenttype is the content-type
 // header, and the metadata is in annals-metadata.
 //
+// On NATS, metadata that a header cannot hold as it is goes in annals-metadata-base64
+// instead ([HeaderMetadataBase64]).
+//
 // It returns an error matching [annals.ErrInvalidArgument] when the subject template expands
 // to an empty name, or e is not valid (see [Encoder.Validate]).
 func (e *Encoder) Encode(ev *annals.RecordedEvent) (Message, error) {
@@ -172,11 +177,25 @@ func (e *Encoder) Encode(ev *annals.RecordedEvent) (Message, error) {
 		addString(HeaderContentType, ct)
 		m.Value = ev.Data
 	}
-	if len(ev.Metadata) > 0 {
+	switch {
+	case len(ev.Metadata) == 0:
+	case e.Bus == NATS && !natsHeaderSafe(ev.Metadata):
+		h = append(h, Header{Key: HeaderMetadataBase64, Value: base64.StdEncoding.AppendEncode(nil, ev.Metadata)})
+	default:
 		h = append(h, Header{Key: HeaderMetadata, Value: ev.Metadata})
 	}
 	m.Headers = h
 	return m, nil
+}
+
+// natsHeaderSafe reports whether a NATS header carries v as it is: valid UTF-8 with no
+// control characters (NATS headers are lines of text) and no space or tab at either end
+// (which header parsing trims).
+func natsHeaderSafe(v []byte) bool {
+	if !utf8.Valid(v) || bytes.IndexFunc(v, unicode.IsControl) >= 0 {
+		return false
+	}
+	return len(v) == 0 || v[0] != ' ' && v[0] != '\t' && v[len(v)-1] != ' ' && v[len(v)-1] != '\t'
 }
 
 // cePrefix is the prefix of CloudEvents attribute headers in binary mode on b.

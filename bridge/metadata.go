@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/json"
 	"strings"
+	"unicode"
 	"unicode/utf8"
 )
 
@@ -31,7 +32,8 @@ func (c eventContext) size() int {
 
 // readContext reads the context fields of JSON metadata in codec.Metadata's form: a JSON
 // object whose fields are strings. Metadata that is not a JSON object, and fields that are not
-// strings, give nothing; of a field given twice the last counts, as in codec.
+// strings or hold control characters (which headers cannot carry), give nothing; of a field
+// given twice the last counts, as in codec.
 func readContext(metadata []byte) eventContext {
 	var c eventContext
 	if !bytes.Contains(metadata, []byte(`"$`)) && !bytes.Contains(metadata, []byte(`\u0024`)) || !json.Valid(metadata) {
@@ -73,6 +75,11 @@ func readContext(metadata []byte) eventContext {
 		i = skipSpace(b, vEnd)
 		if i < len(b) && b[i] == ',' {
 			i = skipSpace(b, i+1)
+		}
+	}
+	for _, v := range [...]*string{&c.correlationID, &c.causationID, &c.traceParent, &c.traceState} {
+		if strings.IndexFunc(*v, unicode.IsControl) >= 0 {
+			*v = ""
 		}
 	}
 	return c

@@ -55,6 +55,12 @@ func parse(m *Message) (parsed, error) {
 	if len(p.metadata) == 0 {
 		if v, ok := m.Get(HeaderMetadata); ok && len(v) > 0 {
 			p.metadata = v
+		} else if v, ok := m.getString(HeaderMetadataBase64); ok && v != "" {
+			b, err := base64.StdEncoding.DecodeString(v)
+			if err != nil {
+				return p, fmt.Errorf("%w: header %s: %w", annals.ErrInvalidArgument, HeaderMetadataBase64, err)
+			}
+			p.metadata = b
 		} else {
 			p.metadata = p.ctx.metadata()
 		}
