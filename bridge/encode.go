@@ -55,7 +55,8 @@ const (
 	Kafka Bus = iota
 	// NATS: each value put into a subject becomes one token ("." "*" ">", white space and
 	// control characters become "_", an empty value is "_"); the template's literal text is
-	// kept as written. CloudEvents headers start with "ce-".
+	// kept as written, and must make a subject to publish to (see [Encoder.Validate]).
+	// CloudEvents headers start with "ce-".
 	NATS
 )
 
@@ -76,8 +77,9 @@ const ContentTypeCloudEvents = "application/cloudevents+json"
 // relayFields are the placeholders of a subject template.
 var relayFields = []string{fieldStream, fieldCategory, fieldType}
 
-// Validate checks e: its Subject is set and uses only the relay side's placeholders, and its
-// Format and Bus are known. It returns an error matching [annals.ErrInvalidArgument] naming
+// Validate checks e: its Subject is set and uses only the relay side's placeholders (and, for
+// NATS, its literal text makes a subject to publish to: no wildcard, white space or empty
+// token), and its Format and Bus are known. It returns an error matching [annals.ErrInvalidArgument] naming
 // what is wrong. Encode makes the same checks; Validate lets a relay refuse its options early.
 func (e *Encoder) Validate() error {
 	if err := e.Subject.checkFields("subject", relayFields...); err != nil {
@@ -86,7 +88,11 @@ func (e *Encoder) Validate() error {
 	if e.Format < FormatJSON || e.Format > FormatCloudEventsBinary {
 		return fmt.Errorf("%w: unknown format %d", annals.ErrInvalidArgument, int(e.Format))
 	}
-	if e.Bus != Kafka && e.Bus != NATS {
+	switch e.Bus {
+	case Kafka:
+	case NATS:
+		return e.Subject.checkNATS()
+	default:
 		return fmt.Errorf("%w: unknown bus %d", annals.ErrInvalidArgument, int(e.Bus))
 	}
 	return nil
