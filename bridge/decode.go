@@ -36,8 +36,8 @@ type Decoder struct {
 	Type string
 }
 
-// Decode returns the stream and the event a message stands for; the event shares m's bytes. The format is recognised
-// from the message: a CloudEvent in structured mode (content type
+// Decode returns the stream and the event a message stands for; the event shares m's bytes.
+// The format is recognised from the message: a CloudEvent in structured mode (content type
 // application/cloudevents+json), in binary mode (a ce_specversion or ce-specversion header),
 // in structured mode with no content-type header (a JSON object with a specversion member, as
 // NATS's CloudEvents binding may send it), or else an event in FormatJSON (the Header*
