@@ -49,9 +49,7 @@ func (r *Relay) work(ctx context.Context) error {
 	var writeErr error
 	wg.Go(func() { stored, writeErr = r.writeCheckpoints(sctx, ctx, w, from) })
 	wg.Go(func() { r.watchHead(sctx) })
-	if err := r.publish(sctx, w, from); err != nil {
-		w.fail(err)
-	}
+	w.fail(r.publish(sctx, w, from)) // publish returns only with an error
 	cancel(errStopped)
 	wg.Wait()
 
@@ -70,16 +68,12 @@ func (r *Relay) work(ctx context.Context) error {
 		err = ctx.Err()
 	}
 	if !errors.Is(writeErr, projection.ErrCheckpointMoved) && !errors.Is(writeErr, lease.ErrLost) {
+		// The spell's own error is what Run reports; this one only costs publishing again.
 		if ferr := r.writeFinal(ctx, w, stored); ferr != nil {
-			if err == nil || err == ctx.Err() {
-				r.log.Warn("relay: write the last checkpoint", "err", ferr)
-			}
-			if err == nil {
-				err = ferr
-			}
+			r.log.Warn("relay: write the last checkpoint", "err", ferr)
 		}
 	}
-	if err != nil && ctx.Err() == nil {
+	if ctx.Err() == nil {
 		r.stats.failed(err, false, time.Now())
 	}
 	return err
@@ -146,7 +140,10 @@ func (r *Relay) publish(ctx context.Context, w *window, from uint64) error {
 			return perr
 		}
 	}
-	return context.Cause(ctx)
+	if err := context.Cause(ctx); err != nil {
+		return err
+	}
+	return fmt.Errorf("relay %q: the subscription to $all ended", r.opts.Name)
 }
 
 // done is the callback of the publish of e. An answer of context.Canceled is the end of the
