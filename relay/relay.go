@@ -56,7 +56,9 @@ type Publisher interface {
 	// error without calling done). Otherwise done is called exactly once, on any goroutine,
 	// with nil when the broker has acknowledged msg durably, or with the error. Messages
 	// published one after another with the same Key (Kafka) or Subject (NATS) reach the
-	// broker in that order. done must not block.
+	// broker in that order. done must not block. A relay takes an error that Publish returns
+	// as the failure of msg (and ignores a done call for it that may still come); an answer of
+	// context.Canceled after ctx was cancelled is not counted as a broker's error.
 	Publish(ctx context.Context, msg *bridge.Message, done func(error)) error
 	// Permanent reports whether an error that done received will not be cured by publishing
 	// again (the broker refuses the message itself: too large, not authorized). The relay
