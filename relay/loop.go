@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/annalsdb/annals"
+	"github.com/annalsdb/annals/bridge"
 	"github.com/annalsdb/annals/lease"
 	"github.com/annalsdb/annals/projection"
 )
@@ -120,8 +121,12 @@ func (r *Relay) publish(ctx context.Context, w *window, from uint64) error {
 			w.skip(ev.Position)
 			continue
 		}
-		msg, err := r.opts.Encoder.Encode(&ev)
-		e := &entry{stream: ev.Stream, revision: ev.Revision, position: ev.Position, id: ev.ID, time: ev.Time, size: msg.Size()}
+		// One allocation for the message (which the publisher holds) and its entry.
+		f := &flight{entry: entry{stream: ev.Stream, revision: ev.Revision, position: ev.Position, id: ev.ID, time: ev.Time}}
+		msg, e := &f.msg, &f.entry
+		m, err := r.opts.Encoder.Encode(&ev)
+		*msg = m
+		e.size = msg.Size()
 		if err != nil {
 			perr := r.publishError(e, fmt.Errorf("encode: %w", err))
 			perr.Permanent = true
@@ -130,7 +135,7 @@ func (r *Relay) publish(ctx context.Context, w *window, from uint64) error {
 		if err := w.push(ctx, e); err != nil {
 			return err
 		}
-		if err := r.pub.Publish(ctx, &msg, func(err error) { r.done(w, e, err) }); err != nil {
+		if err := r.pub.Publish(ctx, msg, func(err error) { r.done(w, e, err) }); err != nil {
 			w.remove(e)
 			if ctx.Err() != nil {
 				return context.Cause(ctx)
@@ -144,6 +149,12 @@ func (r *Relay) publish(ctx context.Context, w *window, from uint64) error {
 		return err
 	}
 	return fmt.Errorf("relay %q: the subscription to $all ended", r.opts.Name)
+}
+
+// flight is a message being published and its entry in the window.
+type flight struct {
+	entry entry
+	msg   bridge.Message
 }
 
 // done is the callback of the publish of e. An answer of context.Canceled is the end of the
@@ -171,7 +182,7 @@ func (r *Relay) publishError(e *entry, err error) *PublishError {
 // stream (and its metadata), and the system and toolkit streams unless the filter names them
 // by a stream prefix starting with "$" or "annals.".
 func (r *Relay) skips(stream string) bool {
-	if stream == r.cpStream || stream == annals.MetaStream(r.cpStream) {
+	if stream == r.cpStream || stream == r.cpMeta {
 		return true
 	}
 	if !strings.HasPrefix(stream, "$") && !strings.HasPrefix(stream, toolkitPrefix) {

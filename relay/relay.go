@@ -149,11 +149,12 @@ type Relay struct {
 	pub   Publisher
 	opts  Options
 	cps   *projection.Checkpoints[struct{}]
-	// cpName is the checkpoint's name in cps, cpStream the stream that holds it.
-	cpName, cpStream string
-	sup              *supervisor.Supervisor
-	log              *slog.Logger
-	stats            stats
+	// cpName is the checkpoint's name in cps, cpStream the stream that holds it, cpMeta the
+	// stream of cpStream's metadata.
+	cpName, cpStream, cpMeta string
+	sup                      *supervisor.Supervisor
+	log                      *slog.Logger
+	stats                    stats
 	// headWanted asks the running spell to read the store's head (Status sends it).
 	headWanted chan struct{}
 	mu         struct {
@@ -186,6 +187,7 @@ func New(store Store, pub Publisher, opts *Options) (*Relay, error) {
 	}
 	r := &Relay{store: store, pub: pub, cpName: checkpointPrefix + o.Name, headWanted: make(chan struct{}, 1)}
 	r.cpStream = projection.CheckpointStreamPrefix + r.cpName + "@0"
+	r.cpMeta = annals.MetaStream(r.cpStream)
 	if err := annals.ValidateStreamID(r.cpStream); err != nil {
 		return nil, fmt.Errorf("%w: relay %q: its checkpoint stream: %w", annals.ErrInvalidArgument, o.Name, err)
 	}
