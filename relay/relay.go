@@ -30,8 +30,10 @@
 //
 // System streams ("$…") and the toolkit's own streams ("annals.…": projections' and ingests'
 // checkpoints, the relay's own) are not published unless the filter names them by a stream
-// prefix starting with "$" or "annals.". Skipped events move the checkpoint, but never cause a
-// checkpoint write by themselves (so the relay's own checkpoint writes do not feed it).
+// prefix starting with "$" or "annals." (the relay's own checkpoint stream never is). Skipped
+// events move the checkpoint, but cause a checkpoint write by themselves only once thousands
+// of them have passed since the last one (so the relay's own checkpoint writes, an event or
+// two each, do not feed it).
 package relay
 
 import (
@@ -268,8 +270,9 @@ func (r *Relay) supervised(st supervisor.Status) {
 // Name returns the relay's name.
 func (r *Relay) Name() string { return r.opts.Name }
 
-// Run publishes until ctx is done (it then returns nil, after writing the checkpoint of what
-// was acknowledged) or a permanent error stops it (returned; a refused event gives a
+// Run publishes until ctx is done (it then returns nil, after waiting up to a second for the
+// answers to what is in flight and writing the checkpoint of what was acknowledged) or a
+// permanent error stops it (returned; a refused event gives a
 // [*PublishError] matching [ErrRefused]). Transient errors (the broker down, the store's
 // subscription cut) are retried with backoff and reported in Status. It returns an error
 // matching projection.ErrBusy when called while another Run of the same Relay runs.
