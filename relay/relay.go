@@ -11,7 +11,7 @@
 // unacknowledged tail again, under the same event ids, which JetStream's duplicate window
 // drops (Nats-Msg-Id) and Kafka consumers drop by id (kafkabus.Dedup). It never skips an
 // event: an event the broker refuses for good (too large, say) stops the relay with an error
-// naming it.
+// naming it (a [*PublishError] matching [ErrRefused]).
 //
 // # Back-pressure and memory
 //
