@@ -120,7 +120,8 @@ type Status struct {
 	Holder string `json:"holder,omitempty"`
 	// Checkpoint is the position of the last event acknowledged and checkpointed; Acked the
 	// last acknowledged (ahead of Checkpoint by at most a checkpoint interval); Head the last
-	// position of the store the relay knows of.
+	// position of the store the relay knows of (the relay reads the store's while Run runs,
+	// when Status asks, at most once a second).
 	Checkpoint uint64 `json:"checkpoint"`
 	Acked      uint64 `json:"acked"`
 	Head       uint64 `json:"head"`
