@@ -1,0 +1,48 @@
+package relay
+
+import (
+	"encoding/json"
+	"strings"
+	"testing"
+
+	"github.com/annalsdb/annals/internal/testwait"
+	"github.com/annalsdb/annals/memstore"
+)
+
+func TestRelayStatus(t *testing.T) {
+	s := memstore.New(nil)
+	defer s.Close()
+	p := newTestPub(t)
+	r := newRelay(t, s, p, testOptions(t, "orders"))
+	if st := r.Status(); st.Name != "orders" || st.State != "stopped" || st.Target != "test broker" {
+		t.Errorf("before Run: %+v", st)
+	}
+	start(t, r)
+	evs := appendUser(t, s, 300, 3)
+	last := evs[len(evs)-1].Position
+	waitAcked(t, p, evs)
+	testwait.Until(t, "the checkpoint stored", func() bool { return r.Status().Checkpoint >= last })
+	st := r.Status()
+	if st.State != "running" || st.Holder == "" || st.Published != 300 || st.Errors != 0 || st.InFlight != 0 ||
+		st.Acked < last || st.Head < st.Acked || st.Lag != st.Head-st.Acked || st.LagSeconds != 0 || st.Rate <= 0 || st.Target != "test broker" {
+		t.Errorf("after publishing 300 events: %+v", st)
+	}
+	b, err := json.Marshal(st)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, field := range []string{`"name":"orders"`, `"state":"running"`, `"published":300`, `"target":"test broker"`} {
+		if !strings.Contains(string(b), field) {
+			t.Errorf("JSON %s lacks %s", b, field)
+		}
+	}
+	// Head follows the store even when the filter leaves the new events out.
+	p.stall()
+	more := appendUser(t, s, 5, 1)
+	testwait.Until(t, "the stalled events in flight", func() bool { return r.Status().InFlight == 5 })
+	st = r.Status()
+	if st.Lag == 0 || st.LagSeconds <= 0 || st.Head < more[4].Position {
+		t.Errorf("with 5 events unanswered: lag %d, lagSeconds %v, head %d (want ≥ %d)", st.Lag, st.LagSeconds, st.Head, more[4].Position)
+	}
+	p.release()
+}
