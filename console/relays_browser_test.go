@@ -73,9 +73,9 @@ func TestConsoleRelays(t *testing.T) {
 		chromedp.WaitVisible(chromedp.CSS(row)))
 	waitJS(t, ctx, "the relay to show 12 events published and no lag", `(() => {
 		const row = document.querySelector('`+row+`');
-		return row && row.querySelector("td.published").textContent === "12" && row.querySelector("td.lag").textContent === "0";
+		return row && row.querySelector("td.published").textContent === "12" && row.querySelector("td.lag-events").textContent === "0";
 	})()`)
-	wantContains(t, "state", text(t, ctx, row+" td.state"), "running")
+	wantContains(t, "state", text(t, ctx, row+" td.bridge-state"), "running")
 	wantContains(t, "target", text(t, ctx, row+" td.target"), "nats")
 	if got := text(t, ctx, row+" td.errors"); got != "0" {
 		t.Errorf("errors %q, want 0", got)

@@ -23,9 +23,10 @@ function badgeClass(state) {
 }
 
 function stateCell(s) {
-  return h("td", { class: "state" }, h("span", { class: "badge " + badgeClass(s.state) }, s.state || "unknown"));
+  return h("td", { class: "bridge-state" }, h("span", { class: "badge " + badgeClass(s.state) }, s.state || "unknown"));
 }
 
+// num is a number's cell of class cls; with warn, a number above 0 is marked (class "lag").
 function num(cls, n, warn) {
   return h("td", { class: "num " + cls + (warn && n > 0 ? " lag" : "") }, fmtNumber(n || 0));
 }
@@ -60,7 +61,7 @@ function relayRows(relays) {
       h("td", { class: "target" }, r.target || ""),
       num("checkpoint", r.checkpoint),
       num("head", r.head),
-      num("lag", r.lag, true),
+      num("lag-events", r.lag, true),
       h("td", { class: "num lag-seconds" + (r.lagSeconds > 1 ? " lag" : "") }, (r.lagSeconds || 0).toFixed(1)),
       h("td", { class: "num rate" }, (r.rate || 0).toFixed(1)),
       num("published", r.published),
