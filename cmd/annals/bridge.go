@@ -191,10 +191,10 @@ func (w *bridgeWorker) connectLoop(ctx context.Context, retry bool) (bridgeRunne
 }
 
 // current returns the runner once connected, else the last failure to connect and its time.
-func (w *bridgeWorker) current() (bridgeRunner, error, time.Time) {
+func (w *bridgeWorker) current() (bridgeRunner, time.Time, error) {
 	w.mu.Lock()
 	defer w.mu.Unlock()
-	return w.mu.runner, w.mu.err, w.mu.errTime
+	return w.mu.runner, w.mu.errTime, w.mu.err
 }
 
 // statusLogger returns a supervisor.Policy.OnChange that logs the changes of state of the

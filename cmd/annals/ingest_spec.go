@@ -190,7 +190,7 @@ func ingestWorker(p *ingestPlan, store ingest.Store, policy supervisor.Policy, l
 // ingestStatus returns the status of the ingest of w: its own once connected, else
 // "connecting" with the last failure to connect.
 func ingestStatus(w *bridgeWorker, p *ingestPlan) ingest.Status {
-	runner, err, at := w.current()
+	runner, at, err := w.current()
 	if in, ok := runner.(*ingest.Ingest); ok {
 		return in.Status()
 	}

@@ -182,26 +182,21 @@ func natsStreamSubjects(tmpl string) []string {
 // (nil: the store's) and log.
 func (p *relayPlan) connect(ctx context.Context, store relay.Store, policy supervisor.Policy, log *slog.Logger) (*relay.Relay, func(context.Context) error, error) {
 	var (
-		pub       relay.Publisher
-		closePub  func(context.Context) error
-		err       error
-		kafkaPub  *kafkabus.Publisher
-		natsPub   *natsbus.Publisher
-		openError error
+		pub      relay.Publisher
+		closePub func(context.Context) error
 	)
 	if len(p.brokers) > 0 {
-		kafkaPub, openError = kafkabus.OpenPublisher(kafkabus.PublisherOptions{Brokers: p.brokers})
-		if openError == nil {
-			pub, closePub = kafkaPub, kafkaPub.Close
+		kp, err := kafkabus.OpenPublisher(kafkabus.PublisherOptions{Brokers: p.brokers})
+		if err != nil {
+			return nil, nil, fmt.Errorf("connect to %s: %w", p.target, err)
 		}
+		pub, closePub = kp, kp.Close
 	} else {
-		natsPub, openError = natsbus.OpenPublisher(ctx, natsbus.PublisherOptions{URL: p.natsURL, Stream: p.stream})
-		if openError == nil {
-			pub, closePub = natsPub, natsPub.Close
+		np, err := natsbus.OpenPublisher(ctx, natsbus.PublisherOptions{URL: p.natsURL, Stream: p.stream})
+		if err != nil {
+			return nil, nil, fmt.Errorf("connect to %s: %w", p.target, err)
 		}
-	}
-	if openError != nil {
-		return nil, nil, fmt.Errorf("connect to %s: %w", p.target, openError)
+		pub, closePub = np, np.Close
 	}
 	opts := p.opts
 	opts.Logger = log
@@ -231,7 +226,7 @@ func relayWorker(p *relayPlan, store relay.Store, policy supervisor.Policy, log 
 // relayStatus returns the status of the relay of w (built by [relayWorker] from p): the
 // relay's own once connected, else "connecting" with the last failure to connect.
 func relayStatus(w *bridgeWorker, p *relayPlan) relay.Status {
-	runner, err, at := w.current()
+	runner, at, err := w.current()
 	if r, ok := runner.(*relay.Relay); ok {
 		return r.Status()
 	}
