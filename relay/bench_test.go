@@ -30,7 +30,7 @@ func (p *instantPub) Permanent(error) bool { return false }
 // published to a broker that acknowledges at once.
 func BenchmarkRelay(b *testing.B) {
 	s := memstore.New(nil)
-	defer s.Close()
+	b.Cleanup(func() { s.Close() })
 	ctx := context.Background()
 	batch := make([]annals.Event, 0, 100)
 	for i := 0; i < b.N; i += len(batch) {

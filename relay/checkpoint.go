@@ -2,8 +2,11 @@ package relay
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"time"
+
+	"github.com/annalsdb/annals/projection"
 )
 
 // writeCheckpoints writes the acknowledged prefix of w as the checkpoint, at most every
@@ -35,6 +38,11 @@ func (r *Relay) writeCheckpoints(stop, ctx context.Context, w *window, stored ui
 		last = time.Now()
 		if err := r.cps.Update(ctx, r.cpName, 0, stored, acked, noop); err != nil {
 			w.markDirty()
+			if stop.Err() != nil {
+				// The spell ends (the write may have been cut short, and may have landed):
+				// the final write tries again.
+				return stored, nil
+			}
 			err = fmt.Errorf("relay %q: write checkpoint %d: %w", r.opts.Name, acked, err)
 			w.fail(err)
 			return stored, err
@@ -54,7 +62,13 @@ func (r *Relay) writeFinal(ctx context.Context, w *window, stored uint64) error 
 	}
 	fctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), finalWriteTimeout)
 	defer cancel()
-	if err := r.cps.Update(fctx, r.cpName, 0, stored, acked, noop); err != nil {
+	err := r.cps.Update(fctx, r.cpName, 0, stored, acked, noop)
+	if ce, ok := errors.AsType[*projection.CheckpointConflictError](err); ok && ce.Actual > stored && ce.Actual <= acked {
+		// An earlier write of this spell that reported an error (cut short by the end of the
+		// spell) landed: continue from it.
+		err = r.cps.Update(fctx, r.cpName, 0, ce.Actual, acked, noop)
+	}
+	if err != nil {
 		return fmt.Errorf("relay %q: write checkpoint %d: %w", r.opts.Name, acked, err)
 	}
 	r.setStored(acked)

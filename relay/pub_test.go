@@ -26,6 +26,10 @@ type published struct {
 // goroutine it owns (stopped by close). Faults are injected through its fields: stall holds
 // the answers until release; fault decides, on the publishing goroutine, an error for Publish
 // to return or for done to receive.
+//
+// Like a broker that keeps each key's messages in order (Kafka's idempotent producer), it
+// fails every answer after a failed one, until the relay publishes again from the failed
+// message or before it (a restart): a later message never overtakes a failed one.
 type testPub struct {
 	t      testing.TB
 	answer chan func()
@@ -46,6 +50,9 @@ type testPub struct {
 		maxOut   int
 		maxBytes int
 		states   []inFlight // after each Publish
+		// down is the position of the earliest failed answer since the last restart, 0
+		// when none.
+		down uint64
 	}
 }
 
@@ -93,6 +100,9 @@ func (p *testPub) Publish(ctx context.Context, msg *bridge.Message, done func(er
 		syncErr, asyncErr = p.fault(m)
 	}
 	p.mu.Lock()
+	if p.mu.down != 0 && m.position <= p.mu.down {
+		p.mu.down = 0
+	}
 	p.mu.log = append(p.mu.log, m)
 	if syncErr != nil {
 		p.mu.Unlock()
@@ -104,9 +114,16 @@ func (p *testPub) Publish(ctx context.Context, msg *bridge.Message, done func(er
 	p.mu.maxBytes = max(p.mu.maxBytes, p.mu.outBytes)
 	p.mu.states = append(p.mu.states, inFlight{p.mu.out, p.mu.outBytes})
 	answer := func() {
+		asyncErr := asyncErr
 		p.mu.Lock()
 		p.mu.out--
 		p.mu.outBytes -= m.size
+		if asyncErr == nil && p.mu.down != 0 && m.position > p.mu.down {
+			asyncErr = fmt.Errorf("after the failure of %d: %w", p.mu.down, errBrokerDown)
+		}
+		if asyncErr != nil && (p.mu.down == 0 || m.position < p.mu.down) {
+			p.mu.down = m.position
+		}
 		if asyncErr == nil {
 			p.mu.acked = append(p.mu.acked, m)
 		}

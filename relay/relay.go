@@ -56,7 +56,9 @@ type Publisher interface {
 	// error without calling done). Otherwise done is called exactly once, on any goroutine,
 	// with nil when the broker has acknowledged msg durably, or with the error. Messages
 	// published one after another with the same Key (Kafka) or Subject (NATS) reach the
-	// broker in that order. done must not block.
+	// broker in that order. done must not block. A relay takes an error that Publish returns
+	// as the failure of msg (and ignores a done call for it that may still come); an answer of
+	// context.Canceled after ctx was cancelled is not counted as a broker's error.
 	Publish(ctx context.Context, msg *bridge.Message, done func(error)) error
 	// Permanent reports whether an error that done received will not be cured by publishing
 	// again (the broker refuses the message itself: too large, not authorized). The relay
@@ -120,8 +122,9 @@ type Status struct {
 	Checkpoint uint64 `json:"checkpoint"`
 	Acked      uint64 `json:"acked"`
 	Head       uint64 `json:"head"`
-	// Lag is the number of positions between Acked and Head; LagSeconds how old the oldest
-	// event not yet acknowledged is (0 when none waits).
+	// Lag is the number of positions between Acked and Head when an event that passes the
+	// filter lies after Acked, else 0; LagSeconds how old the oldest event published and not
+	// yet acknowledged is (0 when none waits).
 	Lag        uint64  `json:"lag"`
 	LagSeconds float64 `json:"lagSeconds"`
 	// Published counts the events acknowledged by the broker since this process started
@@ -195,6 +198,9 @@ func New(store Store, pub Publisher, opts *Options) (*Relay, error) {
 	if o.Encoder.Subject.IsZero() {
 		return nil, fmt.Errorf("%w: relay %q: the encoder has no subject template", annals.ErrInvalidArgument, o.Name)
 	}
+	if err := o.Encoder.Validate(); err != nil {
+		return nil, fmt.Errorf("relay %q: encoder: %w", o.Name, err)
+	}
 	for _, v := range []struct {
 		what string
 		n    int64
@@ -224,7 +230,13 @@ func New(store Store, pub Publisher, opts *Options) (*Relay, error) {
 	if permanent == nil {
 		permanent = supervisor.IsPermanent
 	}
-	policy.Permanent = func(err error) bool { return errors.Is(err, ErrRefused) || permanent(err) }
+	// A publish error is permanent when the publisher says so, whatever it wraps.
+	policy.Permanent = func(err error) bool {
+		if pe, ok := errors.AsType[*PublishError](err); ok {
+			return pe.Permanent
+		}
+		return permanent(err)
+	}
 	onChange := policy.OnChange
 	policy.OnChange = func(st supervisor.Status) {
 		r.supervised(st)
@@ -304,8 +316,6 @@ func (r *Relay) Status() Status {
 		}
 	}
 	r.stats.fill(&st, now)
-	st.Head = max(st.Head, st.Acked)
-	st.Lag = st.Head - st.Acked
 	if s, ok := r.pub.(fmt.Stringer); ok {
 		st.Target = s.String()
 	}

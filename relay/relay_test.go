@@ -17,7 +17,7 @@ import (
 
 func TestNewValidates(t *testing.T) {
 	s := memstore.New(nil)
-	defer s.Close()
+	t.Cleanup(func() { s.Close() })
 	p := newTestPub(t)
 	enc := testEncoder(t)
 	for _, tc := range []struct {
@@ -126,7 +126,7 @@ func TestRelayCheckpointWaitsForAcks(t *testing.T) {
 
 func TestRelayRunIsBusy(t *testing.T) {
 	s := memstore.New(nil)
-	defer s.Close()
+	t.Cleanup(func() { s.Close() })
 	r := newRelay(t, s, newTestPub(t), testOptions(t, "busy"))
 	start(t, r)
 	testwait.Until(t, "Run running", func() bool { return r.Status().State == "running" })
@@ -179,7 +179,7 @@ func TestRelayStopsOnRefusedEvent(t *testing.T) {
 // too, naming it.
 func TestRelayStopsOnUnencodableEvent(t *testing.T) {
 	s := memstore.New(nil)
-	defer s.Close()
+	t.Cleanup(func() { s.Close() })
 	good := appendUser(t, s, 3, 1)
 	bad := appendTo(t, s, 1, func(int) string { return "-nameless" })[0]
 	tmpl, err := bridge.ParseTemplate("{category}")

@@ -14,7 +14,7 @@ import (
 // them each event is acknowledged, deduplicated by id, once.
 func TestRelayReplicasTakeOver(t *testing.T) {
 	s := memstore.New(nil)
-	defer s.Close()
+	t.Cleanup(func() { s.Close() })
 	policy := func(holder string) supervisor.Policy {
 		return supervisor.Policy{Holder: holder, TTL: 200 * time.Millisecond, MinBackoff: time.Millisecond, MaxBackoff: 10 * time.Millisecond}
 	}

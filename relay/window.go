@@ -196,7 +196,7 @@ func (w *window) fail(err error) {
 }
 
 func (w *window) failLocked(err error) {
-	if w.mu.err == nil {
+	if w.mu.err == nil && err != nil {
 		w.mu.err = err
 		w.cancel(err)
 	}

@@ -13,7 +13,7 @@ import (
 // window holding no more.
 func TestRelayBoundsInFlightCount(t *testing.T) {
 	s := memstore.New(nil)
-	defer s.Close()
+	t.Cleanup(func() { s.Close() })
 	evs := appendUser(t, s, 500, 5)
 	p := newTestPub(t)
 	p.stall()
@@ -49,7 +49,7 @@ func TestRelayBoundsInFlightCount(t *testing.T) {
 // larger than it, which goes alone.
 func TestRelayBoundsInFlightBytes(t *testing.T) {
 	s := memstore.New(nil)
-	defer s.Close()
+	t.Cleanup(func() { s.Close() })
 	ctx := context.Background()
 	var evs []annals.RecordedEvent
 	appendSized := func(stream string, size int) {
