@@ -43,34 +43,23 @@ func Message(r *kgo.Record) bridge.Message {
 			m.Headers[i] = bridge.Header{Key: h.Key, Value: h.Value}
 		}
 	}
-	m.ID = recordID(r, &m)
+	m.ID = recordID(&m)
 	return m
 }
 
-// recordID returns the event id r (as m) carries, or zero.
-func recordID(r *kgo.Record, m *bridge.Message) annals.UUID {
+// recordID returns the event id m carries, or zero.
+func recordID(m *bridge.Message) annals.UUID {
 	for _, key := range []string{bridge.HeaderID, ceID} {
-		if v, ok := header(r, key); ok && len(v) > 0 {
+		if v, ok := m.Get(key); ok && len(v) > 0 {
 			return idOf(string(v))
 		}
 	}
-	if ct, ok := header(r, bridge.HeaderContentType); ok && strings.HasPrefix(strings.ToLower(string(ct)), "application/cloudevents+json") {
+	if ct, ok := m.Get(bridge.HeaderContentType); ok && strings.HasPrefix(strings.ToLower(string(ct)), "application/cloudevents+json") {
 		if ev, err := bridge.Recorded(m); err == nil {
 			return ev.ID
 		}
 	}
 	return annals.UUID{}
-}
-
-// header returns the value of the first header of r named key (case-insensitive, as
-// bridge.Message.Get), and whether there is one.
-func header(r *kgo.Record, key string) ([]byte, bool) {
-	for _, h := range r.Headers {
-		if strings.EqualFold(h.Key, key) {
-			return h.Value, true
-		}
-	}
-	return nil, false
 }
 
 // idOf reads an id: a UUID, or else the UUID bridge.DerivedID makes of it.

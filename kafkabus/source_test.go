@@ -165,3 +165,39 @@ func TestDedup(t *testing.T) {
 		t.Errorf("Message(...).ID = %v, want %v", got, id)
 	}
 }
+
+// record returns m as the record a consumer reads.
+func record(m bridge.Message) *kgo.Record {
+	r := &kgo.Record{Topic: m.Subject, Key: m.Key, Value: m.Value}
+	for _, h := range m.Headers {
+		r.Headers = append(r.Headers, kgo.RecordHeader{Key: h.Key, Value: h.Value})
+	}
+	return r
+}
+
+func TestMessageIDInEveryFormat(t *testing.T) {
+	subject, err := bridge.ParseTemplate("events.{category}")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ev := &annals.RecordedEvent{ID: annals.NewUUID(), Stream: "cart-1", Type: "Added", ContentType: annals.ContentTypeJSON, Data: []byte(`{"n":1}`), Revision: 3, Position: 9}
+	for _, f := range []bridge.Format{bridge.FormatJSON, bridge.FormatCloudEvents, bridge.FormatCloudEventsBinary} {
+		e := bridge.Encoder{Format: f, Subject: subject, Bus: bridge.Kafka}
+		m, err := e.Encode(ev)
+		if err != nil {
+			t.Fatalf("%v: %v", f, err)
+		}
+		r := record(m)
+		if got := kafkabus.Message(r).ID; got != ev.ID {
+			t.Errorf("%v: Message(r).ID = %v, want %v", f, got, ev.ID)
+		}
+		got, err := bridge.Recorded(new(kafkabus.Message(r)))
+		if err != nil || got.ID != ev.ID || got.Stream != ev.Stream || got.Revision != ev.Revision {
+			t.Errorf("%v: Recorded = %+v, %v", f, got, err)
+		}
+		d := kafkabus.NewDedup(10)
+		if d.Duplicate(r) || !d.Duplicate(record(m)) {
+			t.Errorf("%v: Dedup does not recognise the same event twice", f)
+		}
+	}
+}
