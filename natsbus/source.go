@@ -5,6 +5,8 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"maps"
+	"slices"
 	"sync"
 
 	"github.com/annalsdb/annals"
@@ -168,12 +170,13 @@ func (s *Source) incoming(m jetstream.Msg) (bridge.Incoming, error) {
 		Source:  s.source,
 		Offset:  md.Sequence.Stream,
 	}
-	for k, vs := range m.Headers() {
-		for _, v := range vs {
+	h := m.Headers()
+	for _, k := range slices.Sorted(maps.Keys(h)) {
+		for _, v := range h[k] {
 			in.Headers = append(in.Headers, bridge.Header{Key: k, Value: []byte(v)})
 		}
 	}
-	if id, err := annals.ParseUUID(m.Headers().Get(jetstream.MsgIDHeader)); err == nil {
+	if id, err := annals.ParseUUID(h.Get(jetstream.MsgIDHeader)); err == nil {
 		in.ID = id
 	}
 	return in, nil

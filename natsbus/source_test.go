@@ -115,3 +115,39 @@ func header(m *bridge.Message, key string) (string, bool) {
 	}
 	return "", false
 }
+
+// TestSourceOutage: the source goes on after the server is stopped and started again, from
+// where it was.
+func TestSourceOutage(t *testing.T) {
+	n := bustest.StartNATS(t)
+	p := openPublisher(t, n.URL(), natsbus.PublisherOptions{})
+	ids := publishN(t, p, "events.cart.cart-1", 10)
+	s, err := natsbus.OpenSource(testwait.Context(t), natsbus.SourceOptions{URL: n.URL(), Stream: "EVENTS"})
+	if err != nil {
+		t.Fatalf("OpenSource: %v", err)
+	}
+	defer s.Close()
+	if err := s.Start(testwait.Context(t), func(context.Context, string) (uint64, bool, error) { return 0, false, nil }); err != nil {
+		t.Fatalf("Start: %v", err)
+	}
+	got := fetchN(t, s, 10)
+	n.Stop()
+	n.Start()
+	testwait.UntilNil(t, "publishing after the outage", func() error {
+		var r results
+		if err := p.Publish(testwait.Context(t), message("events.cart.cart-1", annals.NewUUID(), "after"), r.done(0)); err != nil {
+			return err
+		}
+		return r.wait(t, 1)[0]
+	})
+	ids = append(ids, annals.UUID{}) // the message after the outage (the failed tries are not stored)
+	got = append(got, fetchN(t, s, 1)...)
+	for i, m := range got {
+		if m.Offset != uint64(i+1) || (i < 10 && m.ID != ids[i]) {
+			t.Errorf("message %d: offset %d id %s, want offset %d", i, m.Offset, m.ID, i+1)
+		}
+	}
+	if string(got[10].Value) != "after" {
+		t.Errorf("message after the outage: %q, want after", got[10].Value)
+	}
+}
