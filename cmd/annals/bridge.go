@@ -115,6 +115,8 @@ type bridgeWorker struct {
 	// hint is what to check when the broker cannot be reached ("is Kafka running at …?").
 	hint    string
 	connect func(ctx context.Context) (bridgeRunner, func(context.Context) error, error)
+	// watch, when set, runs beside the runner until it returns (to log a stalled broker).
+	watch func(ctx context.Context, runner bridgeRunner)
 
 	mu struct {
 		sync.Mutex
@@ -128,8 +130,13 @@ type bridgeWorker struct {
 const (
 	connectMinBackoff = 200 * time.Millisecond
 	connectMaxBackoff = 30 * time.Second
-	// closeTimeout bounds the wait for the broker's answers to what was published, at the end.
-	closeTimeout = 10 * time.Second
+	// closeTimeout bounds the wait for the broker's answers to what was still in flight when
+	// the relay stopped. Its final checkpoint is written by then, so later answers move
+	// nothing: the wait only lets the broker take what it was given.
+	closeTimeout = 2 * time.Second
+	// stallAfter is how long a relay waits for the broker's first acknowledgement, with events
+	// in flight, before it logs that the broker does not answer.
+	stallAfter = 10 * time.Second
 )
 
 // run connects and runs the bridge until ctx ends (nil) or it stops on a permanent error.
@@ -140,7 +147,17 @@ func (w *bridgeWorker) run(ctx context.Context, retry bool) error {
 	if err != nil || runner == nil {
 		return err
 	}
+	wctx, stopWatch := context.WithCancel(ctx)
+	watched := make(chan struct{})
+	go func() {
+		defer close(watched)
+		if w.watch != nil {
+			w.watch(wctx, runner)
+		}
+	}()
 	err = runner.Run(ctx)
+	stopWatch()
+	<-watched
 	cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), closeTimeout)
 	defer cancel()
 	if cerr := closeConn(cctx); cerr != nil {
@@ -256,3 +273,4 @@ func unreachable(err error) bool {
 	}
 	return false
 }
+

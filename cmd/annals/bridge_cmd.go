@@ -94,11 +94,7 @@ func (m *Main) runBridge(ctx context.Context, b *bridgeCommon, kind string, must
 			defer stop()
 		}
 		log.Info(kind+" starting", slog.String(kind, w.name), slog.String("store", m.storeName()))
-		if err := w.run(ctx, false); err != nil {
-			return err
-		}
-		log.Info(kind+" stopped", slog.String(kind, w.name))
-		return nil
+		return w.run(ctx, false)
 	})
 }
 

@@ -220,7 +220,39 @@ func relayWorker(p *relayPlan, store relay.Store, policy supervisor.Policy, log 
 				return nil, nil, err
 			}
 			return r, closePub, nil
+		},
+		watch: func(ctx context.Context, runner bridgeRunner) {
+			watchStall(ctx, runner.(*relay.Relay), log, p.hint, stallAfter)
 		}}
+}
+
+// watchStall checks r every interval until ctx ends: when r published events that the broker
+// acknowledged none of over a whole interval, it logs that the broker does not answer (with
+// hint), once, and logs again when acknowledgements come back. Broker clients retry by
+// themselves, so the relay sees no error meanwhile and would otherwise say nothing.
+func watchStall(ctx context.Context, r *relay.Relay, log *slog.Logger, hint string, interval time.Duration) {
+	t := time.NewTicker(interval)
+	defer t.Stop()
+	last := r.Status().Published
+	stalled := false
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		st := r.Status()
+		waiting := st.State == "running" && st.InFlight > 0 && st.Published == last
+		last = st.Published
+		switch {
+		case waiting && !stalled:
+			stalled = true
+			log.Warn(fmt.Sprintf("relay waits for the broker: %d events in flight and none acknowledged for %v (%s)", st.InFlight, interval, hint), slog.String("relay", r.Name()))
+		case !waiting && stalled:
+			stalled = false
+			log.Info("relay: the broker acknowledges again", slog.String("relay", r.Name()))
+		}
+	}
 }
 
 // relayStatus returns the status of the relay of w (built by [relayWorker] from p): the

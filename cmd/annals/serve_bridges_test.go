@@ -131,3 +131,63 @@ func getJSON(url string, out any) error {
 	}
 	return json.Unmarshal(b, out)
 }
+
+// TestServeRelayBrokerLater: a server whose relay's NATS is down still starts; GET /v1/relays
+// shows the relay connecting with the error and what to check; once NATS is up the relay
+// connects by itself and publishes what was appended meanwhile.
+func TestServeRelayBrokerLater(t *testing.T) {
+	n := bustest.StartNATS(t)
+	n.Stop()
+	dir := t.TempDir()
+	conf := filepath.Join(dir, "annals.yaml")
+	writeFile(t, conf, fmt.Sprintf("listen: 127.0.0.1:0\nlog-format: json\nrelays:\n  - {name: later, nats: %q}\n", n.URL()))
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	var stderr syncBuffer
+	m := &Main{Args: []string{"--data", filepath.Join(dir, "data"), "serve", "--config", conf}, Stderr: &stderr, Getenv: func(string) string { return "" }}
+	errc := make(chan error, 1)
+	go func() { errc <- m.Run(ctx) }()
+	var url string
+	testwait.Until(t, "the server to serve", func() bool {
+		for l := range strings.Lines(stderr.String()) {
+			var rec struct{ Msg, URL string }
+			if json.Unmarshal([]byte(l), &rec) == nil && rec.Msg == servingLogMessage {
+				url = rec.URL
+				return true
+			}
+		}
+		return false
+	})
+	c := dialServer(t, url, "", nil)
+	for i := range 5 {
+		if _, err := c.Append(ctx, "order-1", annals.Any, annals.Event{Type: "OrderNoted", Data: []byte(`{"i":` + strconv.Itoa(i) + `}`)}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	testwait.UntilNil(t, "the relay to show it cannot connect", func() error {
+		var list server.RelayList
+		if err := getJSON(url+"/v1/relays", &list); err != nil {
+			return err
+		}
+		if len(list.Relays) != 1 || list.Relays[0].State != "connecting" || !strings.Contains(list.Relays[0].LastError, "is NATS running at "+n.URL()) {
+			return fmt.Errorf("relays %+v", list.Relays)
+		}
+		return nil
+	})
+	n.Start()
+	testwait.Until(t, "the 5 events in EVENTS", func() bool { return natsCount(n.URL(), "EVENTS") >= 5 })
+	testwait.UntilNil(t, "the relay to run", func() error {
+		var list server.RelayList
+		if err := getJSON(url+"/v1/relays", &list); err != nil {
+			return err
+		}
+		if len(list.Relays) != 1 || list.Relays[0].State != "running" || list.Relays[0].Published < 5 {
+			return fmt.Errorf("relays %+v", list.Relays)
+		}
+		return nil
+	})
+	cancel()
+	if err := <-errc; err != nil {
+		t.Fatalf("serve: %v", err)
+	}
+}
