@@ -10,6 +10,7 @@ import (
 
 	"github.com/annalsdb/annals"
 	"github.com/annalsdb/annals/bridge"
+	"github.com/annalsdb/annals/filestore"
 	"github.com/annalsdb/annals/internal/bustest"
 	"github.com/annalsdb/annals/internal/testwait"
 	"github.com/annalsdb/annals/kafkabus"
@@ -108,10 +109,27 @@ func TestRelayEveryEventArrives(t *testing.T) {
 	checkOnePartitionPerStream(t, recs)
 }
 
-func TestRelayBrokerOutage(t *testing.T) {
+// eachStore runs fn on a memstore and on a filestore.
+func eachStore(t *testing.T, fn func(t *testing.T, store annals.Store)) {
+	t.Run("memstore", func(t *testing.T) {
+		s := memstore.New(nil)
+		t.Cleanup(func() { s.Close() })
+		fn(t, s)
+	})
+	t.Run("filestore", func(t *testing.T) {
+		s, err := filestore.Open(t.TempDir(), nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { s.Close() })
+		fn(t, s)
+	})
+}
+
+func TestRelayBrokerOutage(t *testing.T) { eachStore(t, testRelayBrokerOutage) }
+
+func testRelayBrokerOutage(t *testing.T, store annals.Store) {
 	k := bustest.StartKafka(t, &bustest.KafkaOptions{Partitions: 4})
-	store := memstore.New(nil)
-	t.Cleanup(func() { store.Close() })
 	w := &writer{store: store, streams: 10, perStr: 400, batch: 2}
 	werr := make(chan error, 1)
 	go func() { werr <- w.run(t.Context()) }()
@@ -166,10 +184,10 @@ func (p *crashingPublisher) release() {
 	p.dones = nil
 }
 
-func TestRelayRestartExactlyOnceInEffect(t *testing.T) {
+func TestRelayRestartExactlyOnceInEffect(t *testing.T) { eachStore(t, testRelayRestart) }
+
+func testRelayRestart(t *testing.T, store annals.Store) {
 	k := bustest.StartKafka(t, &bustest.KafkaOptions{Partitions: 4})
-	store := memstore.New(nil)
-	t.Cleanup(func() { store.Close() })
 	w := &writer{store: store, streams: 10, perStr: 400, batch: 5}
 	werr := make(chan error, 1)
 	go func() { werr <- w.run(t.Context()) }()

@@ -59,8 +59,17 @@ type PublisherOptions struct {
 }
 
 // Publisher is a relay.Publisher on JetStream's asynchronous publish: each Publish sends at
-// once, and the ack (or the error) calls its done function on nats.go's goroutine that
-// handles acks. It is safe for concurrent use; [Publisher.Close] ends it.
+// once, and the ack (or the error) calls its done function on one of nats.go's goroutines
+// (the one that reads acks, an ack timer, the one that sees the connection drop), some of
+// them holding nats.go's lock: done must not block nor publish.
+//
+// What a relay needs of the order holds: the messages of one goroutine's successive Publish
+// calls go out on one connection in that order, and none is sent again by nats.go (a publish
+// that found no stream listening fails instead of being retried behind later ones; the
+// connection it opens buffers nothing while it reconnects). A failed message is published
+// again by the relay, from its checkpoint, with the messages after it.
+//
+// It is safe for concurrent use; [Publisher.Close] ends it.
 type Publisher struct {
 	nc       *nats.Conn
 	own      bool // nc was opened by OpenPublisher, and Close closes it

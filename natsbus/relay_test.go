@@ -206,18 +206,20 @@ func TestRelayRestart(t *testing.T) {
 	checkDelivered(t, n.URL(), "EVENTS", w)
 }
 
-// TestRelayOutage stops the NATS server while a writer appends and the relay publishes, and
-// starts it again: nothing is lost, nothing stored twice, order holds.
+// TestRelayOutage stops the NATS server three times while a writer appends and the relay
+// publishes, and starts it again: nothing is lost, nothing stored twice, order holds.
 func TestRelayOutage(t *testing.T) {
 	n := bustest.StartNATS(t)
 	store := memstore.New(nil)
 	p := openPublisher(t, n.URL(), natsbus.PublisherOptions{})
-	w := startWriter(t, store, 3_000, 20, 100*time.Microsecond)
+	w := startWriter(t, store, 4_000, 20, 100*time.Microsecond)
 	run := startRelay(t, store, p, "nats", "events")
-	testwait.Until(t, "some published", func() bool { return streamCount(t, n.URL(), "EVENTS") >= 500 })
-	n.Stop()
-	testwait.Until(t, "the relay to see the outage", func() bool { return run.r.Status().Errors > 0 })
-	n.Start()
+	for i := range uint64(3) {
+		testwait.Until(t, "more published", func() bool { return streamCount(t, n.URL(), "EVENTS") >= 500*(i+1) })
+		n.Stop()
+		testwait.Until(t, "the relay to see the outage", func() bool { return run.r.Status().Errors > i })
+		n.Start()
+	}
 	checkDelivered(t, n.URL(), "EVENTS", w)
 }
 

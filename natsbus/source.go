@@ -215,6 +215,9 @@ func (s *Source) Fetch(ctx context.Context, max int) ([]bridge.Incoming, error) 
 	return out, nil
 }
 
+// Commit implements ingest.Source; JetStream needs nothing (see Source).
+func (s *Source) Commit(ctx context.Context, msgs []bridge.Incoming) error { return nil }
+
 // Stop implements ingest.Source: it stops the consumer started by Start and drops what it
 // read ahead.
 func (s *Source) Stop() error {
