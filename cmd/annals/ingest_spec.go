@@ -162,7 +162,7 @@ func (p *ingestPlan) connect(ctx context.Context, store ingest.Store, policy sup
 		if err != nil {
 			return nil, nil, fmt.Errorf("connect to %s: %w", p.target, err)
 		}
-		src, closeSrc = natsSource{s}, func(context.Context) error { return s.Close() }
+		src, closeSrc = s, func(context.Context) error { return s.Close() }
 	}
 	opts := p.opts
 	opts.Logger = log
@@ -201,8 +201,3 @@ func ingestStatus(w *bridgeWorker, p *ingestPlan) ingest.Status {
 	return st
 }
 
-// natsSource is a natsbus.Source as an ingest.Source: JetStream keeps no offsets for it (the
-// ingest's progress records are its offsets), so Commit has nothing to do.
-type natsSource struct{ *natsbus.Source }
-
-func (natsSource) Commit(context.Context, []bridge.Incoming) error { return nil }
