@@ -273,4 +273,3 @@ func unreachable(err error) bool {
 	}
 	return false
 }
-

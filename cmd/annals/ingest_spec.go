@@ -200,4 +200,3 @@ func ingestStatus(w *bridgeWorker, p *ingestPlan) ingest.Status {
 	}
 	return st
 }
-

@@ -18,11 +18,14 @@ import (
 	"github.com/annalsdb/annals/server"
 )
 
-// TestServeRelays: annals serve runs the relay of its config file over its own store: the
-// events appended through the API reach JetStream, GET /v1/relays lists the relay with its
-// figures, /metrics has them by name, and the server stops cleanly.
+// TestServeRelays: annals serve runs the relay and the ingest of its config file over its own
+// store: the events appended through the API reach JetStream, the records of a Kafka topic
+// become events, GET /v1/relays lists both with their figures, /metrics has them by name, and
+// the server stops cleanly.
 func TestServeRelays(t *testing.T) {
 	n := bustest.StartNATS(t)
+	k := bustest.StartKafka(t, nil)
+	produceKafka(t, k, "payments", 0, 9, 3)
 	dir := t.TempDir()
 	conf := filepath.Join(dir, "annals.yaml")
 	writeFile(t, conf, fmt.Sprintf(`listen: 127.0.0.1:0
@@ -33,7 +36,13 @@ relays:
     subject: "shop.{category}"
     nats-stream: SHOP
     checkpoint-interval: 50ms
-`, n.URL()))
+ingests:
+  - name: pay
+    kafka: %s
+    topic: [payments]
+    stream: "payment-{key}"
+    type: PaymentReceived
+`, n.URL(), k.Addr()))
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	var stderr syncBuffer
@@ -80,6 +89,19 @@ relays:
 		}
 		return nil
 	})
+	testwait.UntilNil(t, "GET /v1/relays to show the ingest", func() error {
+		list = server.RelayList{}
+		if err := getJSON(url+"/v1/relays", &list); err != nil {
+			return err
+		}
+		if len(list.Ingests) != 1 || list.Ingests[0].Name != "pay" || list.Ingests[0].Appended != 9 || list.Ingests[0].State != "running" {
+			return fmt.Errorf("ingests %+v", list.Ingests)
+		}
+		return nil
+	})
+	if n, _ := countEvents(t, c, "payment"); n != 9 {
+		t.Errorf("%d payment events, want 9", n)
+	}
 	if !strings.Contains(list.Relays[0].Target, "nats") {
 		t.Errorf("target %q, want the NATS server named", list.Relays[0].Target)
 	}
@@ -94,6 +116,7 @@ relays:
 		`annals_relay_checkpoint_position\{name="feed"\} (\d+)`,
 		`annals_relay_lag_events\{name="feed"\} 0`,
 		`annals_relay_running\{name="feed"\} 1`,
+		`annals_ingest_appended_total\{name="pay"\} 9`,
 	} {
 		m := regexp.MustCompile(re).FindSubmatch(body)
 		if m == nil {
