@@ -112,7 +112,8 @@ type bridgeRunner interface {
 type bridgeWorker struct {
 	kind, name string
 	log        *slog.Logger
-	// hint is what to check when the broker cannot be reached ("is Kafka running at …?").
+	// hint is what to check when the broker cannot be reached ("is Kafka running at …?"),
+	// added to the errors that look like it.
 	hint    string
 	connect func(ctx context.Context) (bridgeRunner, func(context.Context) error, error)
 	// watch, when set, runs beside the runner until it returns (to log a stalled broker).
@@ -188,7 +189,11 @@ func (w *bridgeWorker) connectLoop(ctx context.Context, retry bool) (bridgeRunne
 		if ctx.Err() != nil {
 			return nil, nil, nil
 		}
-		err = fmt.Errorf("%s %s: %w (%s)", w.kind, w.name, err, w.hint)
+		if unreachable(err) {
+			err = fmt.Errorf("%s %s: %w (%s)", w.kind, w.name, err, w.hint)
+		} else {
+			err = fmt.Errorf("%s %s: %w", w.kind, w.name, err)
+		}
 		if !retry {
 			return nil, nil, err
 		}

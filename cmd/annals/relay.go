@@ -14,8 +14,8 @@ const relayLong = `Publish the events of the store to Kafka or NATS JetStream, u
 relay follows the global log $all from its checkpoint, publishes each event that passes the
 filters (--category, --type, --stream-prefix; system streams never), and moves its checkpoint,
 kept in the store, only over events the broker acknowledged. After a crash it starts again
-from the checkpoint and publishes again at most the unacknowledged tail, under the same event
-ids: JetStream drops those duplicates by Nats-Msg-Id, Kafka consumers by the annals-id header
+from the checkpoint and publishes again at most the tail the checkpoint did not cover yet,
+under the same event ids: JetStream drops those duplicates by Nats-Msg-Id, Kafka consumers by the annals-id header
 (kafkabus.Dedup does it for Go). Events of one stream arrive in order.
 
 Kafka (--kafka BROKERS): the topic of each event is --topic, a template of {stream},

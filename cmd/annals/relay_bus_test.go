@@ -215,3 +215,16 @@ func writeFile(t *testing.T, path, s string) {
 		t.Fatal(err)
 	}
 }
+
+// TestRelayNATSStreamMissing: a subject template that starts with a placeholder creates no
+// JetStream stream; a relay whose stream is missing stops with one line that says to create
+// it, without the hint about a server out of reach.
+func TestRelayNATSStreamMissing(t *testing.T) {
+	n := bustest.StartNATS(t)
+	e := newEnv(t)
+	appendEvents(t, e, 0, 1, 1)
+	r := e.run(context.Background(), "", "relay", "--name", "r", "--nats", n.URL(), "--subject", "{category}.events", "--nats-stream", "MINE")
+	if r.code != 1 || !strings.Contains(r.line, "stream MINE") || !strings.Contains(r.line, "create it") || strings.Contains(r.line, "is NATS running") {
+		t.Errorf("relay to a missing stream: exit %d, %q", r.code, r.line)
+	}
+}
