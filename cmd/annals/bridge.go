@@ -112,9 +112,8 @@ type bridgeRunner interface {
 type bridgeWorker struct {
 	kind, name string
 	log        *slog.Logger
-	// hint is what to check when the broker cannot be reached ("is Kafka running at …?"),
-	// added to the errors that look like it.
-	hint    string
+	// hints say what to check when a peer cannot be reached ("is Kafka running at …?").
+	hints   hints
 	connect func(ctx context.Context) (bridgeRunner, func(context.Context) error, error)
 	// watch, when set, runs beside the runner until it returns (to log a stalled broker).
 	watch func(ctx context.Context, runner bridgeRunner)
@@ -189,8 +188,8 @@ func (w *bridgeWorker) connectLoop(ctx context.Context, retry bool) (bridgeRunne
 		if ctx.Err() != nil {
 			return nil, nil, nil
 		}
-		if unreachable(err) {
-			err = fmt.Errorf("%s %s: %w (%s)", w.kind, w.name, err, w.hint)
+		if hint := w.hints.forError(err); hint != "" {
+			err = fmt.Errorf("%s %s: %w (%s)", w.kind, w.name, err, hint)
 		} else {
 			err = fmt.Errorf("%s %s: %w", w.kind, w.name, err)
 		}
@@ -220,9 +219,10 @@ func (w *bridgeWorker) current() (bridgeRunner, time.Time, error) {
 }
 
 // statusLogger returns a supervisor.Policy.OnChange that logs the changes of state of the
-// relay or ingest what (its state, its error, the other holder), with hint added to errors
-// that look like a broker out of reach.
-func statusLogger(log *slog.Logger, kind, name, hint string) func(supervisor.Status) {
+// relay or ingest (its state, its error, the other holder). An error that looks like a peer
+// out of reach gets what to check: h.store when it names h.storeHost (the annals server of
+// --server), else h.broker.
+func statusLogger(log *slog.Logger, kind, name string, h hints) func(supervisor.Status) {
 	var mu sync.Mutex
 	var last string
 	return func(st supervisor.Status) {
@@ -230,7 +230,10 @@ func statusLogger(log *slog.Logger, kind, name, hint string) func(supervisor.Sta
 		if st.Err != nil {
 			errText = st.Err.Error()
 		}
-		key := fmt.Sprintf("%s|%s|%s", st.State, errText, st.Other.Holder)
+		key := fmt.Sprintf("%s|%s", st.State, st.Other.Holder)
+		if st.State != supervisor.Running {
+			key += "|" + errText
+		}
 		mu.Lock()
 		changed := key != last
 		last = key
@@ -239,23 +242,49 @@ func statusLogger(log *slog.Logger, kind, name, hint string) func(supervisor.Sta
 			return
 		}
 		attrs := []any{slog.String(kind, name), slog.String("holder", st.Holder)}
-		switch st.State {
-		case supervisor.Running:
+		switch {
+		case st.State == supervisor.Running:
 			log.Info(kind+" running", append(attrs, slog.Uint64("token", st.Lease.Token))...)
-		case supervisor.StandingBy:
-			log.Info(kind+" standing by: another replica holds the lease", append(attrs, slog.String("other", st.Other.Holder))...)
-		case supervisor.Retrying:
+		case st.State == supervisor.StandingBy && st.Other.Holder == "" && st.Err != nil:
 			msg := errText
-			if unreachable(st.Err) {
+			if hint := h.forError(st.Err); hint != "" {
+				msg += " (" + hint + ")"
+			}
+			log.Warn(kind+" lost its lease; standing by", append(attrs, slog.String("error", msg))...)
+		case st.State == supervisor.StandingBy:
+			log.Info(kind+" standing by: another replica holds the lease", append(attrs, slog.String("other", st.Other.Holder))...)
+		case st.State == supervisor.Retrying:
+			msg := errText
+			if hint := h.forError(st.Err); hint != "" {
 				msg += " (" + hint + ")"
 			}
 			log.Warn(kind+" failed; retrying", append(attrs, slog.String("error", msg), slog.Int("attempt", st.Attempts), slog.Time("at", st.RetryAt))...)
-		case supervisor.Failed:
+		case st.State == supervisor.Failed:
 			log.Error(kind+" stopped", append(attrs, slog.String("error", errText))...)
-		case supervisor.Stopped:
+		case st.State == supervisor.Stopped:
 			log.Info(kind+" stopped", attrs...)
 		}
 	}
+}
+
+// hints say what to check when a relay or ingest cannot reach a peer.
+type hints struct {
+	// broker is about the broker ("is Kafka running at …?").
+	broker string
+	// storeHost and store are about the annals server of --server: an error that names
+	// storeHost gets store.
+	storeHost, store string
+}
+
+// forError returns what to check for err, "" when err does not look like a peer out of reach.
+func (h hints) forError(err error) string {
+	switch {
+	case !unreachable(err):
+		return ""
+	case h.storeHost != "" && strings.Contains(err.Error(), h.storeHost):
+		return h.store
+	}
+	return h.broker
 }
 
 // unreachable reports whether err looks like a peer out of reach: refused or timed-out

@@ -9,6 +9,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/url"
 	"os"
 	"slices"
 	"time"
@@ -96,6 +97,18 @@ func (m *Main) runBridge(ctx context.Context, b *bridgeCommon, kind string, must
 		log.Info(kind+" starting", slog.String(kind, w.name), slog.String("store", m.storeName()))
 		return w.run(ctx, false)
 	})
+}
+
+// storeHints returns h with what to check when the --server cannot be reached.
+func (m *Main) storeHints(h hints) hints {
+	if m.remote.server == "" {
+		return h
+	}
+	if u, err := url.Parse(m.remote.server); err == nil && u.Host != "" {
+		h.storeHost = u.Host
+		h.store = "is the annals server running at " + m.remote.server + "?"
+	}
+	return h
 }
 
 // storeName describes where the store is, for the log.

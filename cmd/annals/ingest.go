@@ -51,6 +51,7 @@ func (m *Main) newIngestCmd() *cobra.Command {
 			if err != nil {
 				return usageErrorf(cmd, "%s", trimSentinels(err.Error()))
 			}
+			plan.hints = m.storeHints(plan.hints)
 			return m.runBridge(cmd.Context(), &common, "ingest", false, func(store annals.Store, log *slog.Logger) (*bridgeWorker, func() server.BridgeStatuses) {
 				w := ingestWorker(plan, store, supervisor.Policy{}, log)
 				return w, func() server.BridgeStatuses {

@@ -72,7 +72,7 @@ type ingestPlan struct {
 	nats    natsbus.SourceOptions
 	isKafka bool
 	target  string
-	hint    string
+	hints   hints
 }
 
 // build checks the spec; changed reports which settings were given, set names them in the
@@ -138,14 +138,14 @@ func (s *ingestSpec) build(changed func(string) bool, set setter) (*ingestPlan, 
 		p.kafka = kafkabus.SourceOptions{Brokers: s.kafka, Topics: s.topics, Group: group,
 			ClientOptions: []kgo.Opt{kgo.InstanceID(defaultIngestGroupPrefix + s.name)}}
 		p.target = fmt.Sprintf("kafka %s topic %s group %s", strings.Join(s.kafka, ","), strings.Join(s.topics, ","), group)
-		p.hint = fmt.Sprintf("is Kafka running at %s?", strings.Join(s.kafka, ","))
+		p.hints.broker = fmt.Sprintf("is Kafka running at %s?", strings.Join(s.kafka, ","))
 	} else {
 		p.nats = natsbus.SourceOptions{URL: s.nats, Stream: s.natsStream, FilterSubjects: s.filterSubjects}
 		p.target = fmt.Sprintf("nats %s stream %s", s.nats, s.natsStream)
 		if len(s.filterSubjects) > 0 {
 			p.target += " subjects " + strings.Join(s.filterSubjects, ",")
 		}
-		p.hint = fmt.Sprintf("is NATS running at %s, with JetStream enabled and a stream %s?", s.nats, s.natsStream)
+		p.hints.broker = fmt.Sprintf("is NATS running at %s, with JetStream enabled and a stream %s?", s.nats, s.natsStream)
 	}
 	return p, nil
 }
@@ -172,7 +172,7 @@ func (p *ingestPlan) connect(ctx context.Context, store ingest.Store, policy sup
 	opts := p.opts
 	opts.Logger = log
 	opts.Policy.Keeper = policy.Keeper
-	opts.Policy.OnChange = statusLogger(log, "ingest", p.name, p.hint)
+	opts.Policy.OnChange = statusLogger(log, "ingest", p.name, p.hints)
 	in, err := ingest.New(store, src, &opts)
 	if err != nil {
 		return nil, nil, errors.Join(err, closeSrc(ctx))
@@ -182,7 +182,7 @@ func (p *ingestPlan) connect(ctx context.Context, store ingest.Store, policy sup
 
 // ingestWorker returns the worker that connects and runs the ingest of p over store.
 func ingestWorker(p *ingestPlan, store ingest.Store, policy supervisor.Policy, log *slog.Logger) *bridgeWorker {
-	return &bridgeWorker{kind: "ingest", name: p.name, log: log, hint: p.hint,
+	return &bridgeWorker{kind: "ingest", name: p.name, log: log, hints: p.hints,
 		connect: func(ctx context.Context) (bridgeRunner, func(context.Context) error, error) {
 			in, closeSrc, err := p.connect(ctx, store, policy, log)
 			if err != nil {

@@ -61,6 +61,7 @@ func (m *Main) newRelayCmd() *cobra.Command {
 			if err != nil {
 				return usageErrorf(cmd, "%s", trimSentinels(err.Error()))
 			}
+			plan.hints = m.storeHints(plan.hints)
 			return m.runBridge(cmd.Context(), &common, "relay", true, func(store annals.Store, log *slog.Logger) (*bridgeWorker, func() server.BridgeStatuses) {
 				w := relayWorker(plan, store, supervisor.Policy{}, log)
 				return w, func() server.BridgeStatuses {

@@ -77,8 +77,8 @@ type relayPlan struct {
 	stream  natsbus.StreamOptions
 	// target names the broker and the template, as the status shows it.
 	target string
-	// hint says what to check when the broker is out of reach.
-	hint string
+	// hints say what to check when the broker (or the store's server) is out of reach.
+	hints hints
 }
 
 // build checks the spec; changed reports which settings were given, set names them in the
@@ -123,7 +123,7 @@ func (s *relaySpec) build(changed func(string) bool, set setter) (*relayPlan, er
 			tmplText = defaultRelayTopic
 		}
 		p.opts.Encoder.Bus = bridge.Kafka
-		p.hint = fmt.Sprintf("is Kafka running at %s?", strings.Join(s.kafka, ","))
+		p.hints.broker = fmt.Sprintf("is Kafka running at %s?", strings.Join(s.kafka, ","))
 	} else {
 		tmplSetting, tmplText = "subject", s.subject
 		if tmplText == "" {
@@ -136,7 +136,7 @@ func (s *relaySpec) build(changed func(string) bool, set setter) (*relayPlan, er
 		}
 		p.stream.Subjects = natsStreamSubjects(tmplText)
 		p.opts.Encoder.Bus = bridge.NATS
-		p.hint = fmt.Sprintf("is NATS running at %s, with JetStream enabled?", s.nats)
+		p.hints.broker = fmt.Sprintf("is NATS running at %s, with JetStream enabled?", s.nats)
 	}
 	if p.opts.Encoder.Subject, err = bridge.ParseTemplate(tmplText); err != nil {
 		return nil, bad("%s: %s", set(tmplSetting), trimSentinels(err.Error()))
@@ -201,7 +201,7 @@ func (p *relayPlan) connect(ctx context.Context, store relay.Store, policy super
 	opts := p.opts
 	opts.Logger = log
 	opts.Policy.Keeper = policy.Keeper
-	opts.Policy.OnChange = statusLogger(log, "relay", p.name, p.hint)
+	opts.Policy.OnChange = statusLogger(log, "relay", p.name, p.hints)
 	r, err := relay.New(store, pub, &opts)
 	if err != nil {
 		cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), closeTimeout)
@@ -213,7 +213,7 @@ func (p *relayPlan) connect(ctx context.Context, store relay.Store, policy super
 
 // relayWorker returns the worker that connects and runs the relay of p over store.
 func relayWorker(p *relayPlan, store relay.Store, policy supervisor.Policy, log *slog.Logger) *bridgeWorker {
-	return &bridgeWorker{kind: "relay", name: p.name, log: log, hint: p.hint,
+	return &bridgeWorker{kind: "relay", name: p.name, log: log, hints: p.hints,
 		connect: func(ctx context.Context) (bridgeRunner, func(context.Context) error, error) {
 			r, closePub, err := p.connect(ctx, store, policy, log)
 			if err != nil {
@@ -222,7 +222,7 @@ func relayWorker(p *relayPlan, store relay.Store, policy supervisor.Policy, log 
 			return r, closePub, nil
 		},
 		watch: func(ctx context.Context, runner bridgeRunner) {
-			watchStall(ctx, runner.(*relay.Relay), log, p.hint, stallAfter)
+			watchStall(ctx, runner.(*relay.Relay), log, p.hints.broker, stallAfter)
 		}}
 }
 
