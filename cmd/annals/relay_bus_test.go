@@ -3,7 +3,10 @@ package main
 import (
 	"context"
 	"fmt"
+	"io"
+	"net/http"
 	"os"
+	"regexp"
 	"slices"
 	"strconv"
 	"strings"
@@ -123,10 +126,27 @@ func TestRelayCommandNATS(t *testing.T) {
 		}
 	}
 
-	// A second run publishes only the new events.
+	// A second run publishes only the new events, and serves its metrics.
 	appendEvents(t, e, 30, 6, 3)
-	stop = runInBackground(t, e, &stderr, "relay", "--name", "to-nats", "--nats", n.URL())
+	var stderr2 syncBuffer
+	stop = runInBackground(t, e, &stderr2, "relay", "--name", "to-nats", "--nats", n.URL(), "--metrics-listen", "127.0.0.1:0")
 	testwait.Until(t, "36 messages in EVENTS", func() bool { return natsCount(n.URL(), "EVENTS") >= 36 })
+	metricsURL := regexp.MustCompile(`url=(http://\S+/metrics)`).FindStringSubmatch(stderr2.String())
+	if metricsURL == nil {
+		t.Fatalf("no metrics URL in the log:\n%s", stderr2.String())
+	}
+	testwait.UntilNil(t, "the metrics to count 6 events published", func() error {
+		res, err := http.Get(metricsURL[1])
+		if err != nil {
+			return err
+		}
+		defer res.Body.Close()
+		b, _ := io.ReadAll(res.Body)
+		if !strings.Contains(string(b), `annals_relay_published_total{name="to-nats"} 6`+"\n") || !strings.Contains(string(b), "go_goroutines") {
+			return fmt.Errorf("metrics:\n%s", b)
+		}
+		return nil
+	})
 	if r := stop(); r.err != nil {
 		t.Fatalf("relay: %s", r.line)
 	}
