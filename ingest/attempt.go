@@ -90,6 +90,9 @@ func (a *attempt) source(ctx context.Context, name string) (*source, error) {
 		return old, nil
 	}
 	a.mu.sources[name] = s
+	if s.hasDone {
+		a.in.setOffsets(map[string]uint64{name: s.done})
+	}
 	return s, nil
 }
 

@@ -94,6 +94,11 @@ func (a *attempt) batch(ctx context.Context, msgs []bridge.Incoming) error {
 		s.done, s.hasDone = off, true
 		offsets[name] = off
 		if s.win.open && off >= s.win.upTo {
+			for key := range a.found {
+				if key.since == s.win.since {
+					delete(a.found, key)
+				}
+			}
 			s.win = window{}
 		}
 	}

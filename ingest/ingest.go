@@ -18,16 +18,31 @@
 // it is done; the broker commit of that earlier batch follows. After a restart, messages at or
 // before Done are only committed again; messages after Done and up to Next may have been
 // appended before the crash, and each is looked up by event id in its target stream, read
-// backwards down to the record's position; messages after Next were never appended.
+// backwards down to the record's position; messages after Next were never appended. Until
+// every message of that window is durable, the records written after it keep its Next and
+// the position to look down to (the record's "since"), so that a second crash in the middle
+// of the window leaves nothing unlooked-for.
+//
+// An append is never abandoned to the store: a write a store has accepted may land after its
+// caller gave up on it, and then after the lookups of the next attempt. So the appends of a
+// batch are not cancelled by Run's context nor by each other's failure; the attempt waits for
+// each to answer (within a minute) before it ends.
 //
 // A message the bus delivers twice under one id at different offsets (a relay that published
 // its tail again) is dropped while its first copy is among the last ids the ingest saw
-// ([Options].DedupSize, in memory).
+// ([Options].DedupSize, in memory, kept across the restarts of Run's supervisor but not
+// across processes): an id seen again at the offset it was first seen at is the same message
+// delivered again, and the progress records decide for it.
 //
 // # Replicas
 //
 // [Ingest.Run] runs under a supervisor with a lease ("ingest/"+Name), like a relay: one
-// replica ingests, the others stand by; the progress records are fenced by the lease.
+// replica ingests, the others stand by. When the store keeps the lease (a Fenced method:
+// memstore, filestore, pgstore, the client), the progress records and the events are appended
+// under its check, so a replica that lost the lease appends nothing more; over another store,
+// a record written under a newer token refuses the older holder's records. The records are
+// compare-and-set (the expected revision is the record read), so two writers of one record
+// never both go on.
 package ingest
 
 import (
@@ -113,7 +128,8 @@ type Status struct {
 	Rate       float64   `json:"rate"`
 	LastError  string    `json:"lastError,omitempty"`
 	LastTime   time.Time `json:"lastErrorTime,omitzero"`
-	// Offsets is the last appended offset of each source.
+	// Offsets is the last offset of each source whose event is durable (appended, or found
+	// appended before), from the records read when Run started and the batches since.
 	Offsets map[string]uint64 `json:"offsets,omitempty"`
 }
 

@@ -13,8 +13,8 @@ import (
 
 	"github.com/annalsdb/annals"
 	"github.com/annalsdb/annals/bridge"
-	"github.com/annalsdb/annals/filestore"
 	"github.com/annalsdb/annals/internal/replicatest"
+	"github.com/annalsdb/annals/internal/teststores"
 	"github.com/annalsdb/annals/internal/testwait"
 	"github.com/annalsdb/annals/memstore"
 	"github.com/annalsdb/annals/supervisor"
@@ -22,21 +22,10 @@ import (
 
 func jsonUnmarshal(b []byte, v any) error { return json.Unmarshal(b, v) }
 
-// eachStore runs fn on a memstore and on a filestore.
+// eachStore runs fn on a memstore, a filestore and, when PostgreSQL is reachable, a
+// pgstore (see teststores.Each).
 func eachStore(t *testing.T, fn func(t *testing.T, s annals.Store)) {
-	t.Run("memstore", func(t *testing.T) {
-		s := memstore.New(nil)
-		t.Cleanup(func() { s.Close() })
-		fn(t, s)
-	})
-	t.Run("filestore", func(t *testing.T) {
-		s, err := filestore.Open(t.TempDir(), nil)
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { s.Close() })
-		fn(t, s)
-	})
+	teststores.Each(t, fn)
 }
 
 func decoder(t testing.TB) bridge.Decoder {
@@ -69,35 +58,44 @@ type workload struct {
 	total int               // messages on the bus, copies included
 }
 
-// fill puts n messages on bus over parts partitions, each partition feeding its own streams
-// (as a Kafka key does), and after some of them copies of the last few messages of the
-// partition under their ids (a relay that published its tail again).
-func fill(bus *testBus, rng *rand.Rand, w *workload, parts, n int, copies float64) {
+// sent is a message of a workload, for partition part.
+type sent struct {
+	part int
+	msg  bridge.Message
+}
+
+// generate makes n messages over parts partitions, each partition feeding its own streams (as
+// a Kafka key does), and after some of them copies of the last few messages of the partition
+// under their ids (a relay that published its tail again). It adds them to w.want and
+// w.total; the caller sets w.last when it knows the offsets.
+func generate(rng *rand.Rand, w *workload, parts, n int, copies float64) []sent {
 	if w.want == nil {
 		w.want, w.last = map[string][]annals.UUID{}, map[string]uint64{}
 	}
-	type sent struct {
-		stream string
-		id     annals.UUID
-		n      int
-	}
-	recent := map[string][]sent{}
+	var out []sent
+	recent := map[int][]sent{}
 	for i := range n {
 		p := rng.IntN(parts)
-		source := fmt.Sprintf("test:orders/%d", p)
 		stream := fmt.Sprintf("order-%d.%d", p, rng.IntN(4))
 		id := annals.NewUUID()
-		w.last[source] = bus.add(source, message(stream, id, i))
-		w.total++
+		m := sent{p, message(stream, id, i)}
+		out = append(out, m)
 		w.want[stream] = append(w.want[stream], id)
-		recent[source] = append(recent[source], sent{stream, id, i})
+		recent[p] = append(recent[p], m)
 		if rng.Float64() < copies {
-			r := recent[source]
-			for _, c := range r[max(0, len(r)-1-rng.IntN(3)):] {
-				w.last[source] = bus.add(source, message(c.stream, c.id, c.n))
-				w.total++
-			}
+			r := recent[p]
+			out = append(out, r[max(0, len(r)-1-rng.IntN(3)):]...)
 		}
+	}
+	w.total += len(out)
+	return out
+}
+
+// fill puts the messages of generate on bus, partition p being source "test:orders/<p>".
+func fill(bus *testBus, rng *rand.Rand, w *workload, parts, n int, copies float64) {
+	for _, m := range generate(rng, w, parts, n, copies) {
+		source := fmt.Sprintf("test:orders/%d", m.part)
+		w.last[source] = bus.add(source, m.msg)
 	}
 }
 
@@ -364,5 +362,73 @@ func TestNew(t *testing.T) {
 	in, err := New(store, src, &Options{Name: "kafka/orders", Decoder: decoder(t)})
 	if err != nil || in.Name() != "kafka/orders" {
 		t.Errorf("New: %v, %v", in, err)
+	}
+}
+
+// dyingStore is a store that dies (refuses every call, as a killed process makes none) after
+// a number of appends, the last of which it may write before refusing it.
+type dyingStore struct {
+	annals.Store
+	mu        sync.Mutex
+	left      int
+	writeLast bool
+}
+
+var errDead = errors.New("the process is dead")
+
+func (d *dyingStore) Append(ctx context.Context, stream string, expected annals.ExpectedRevision, events ...annals.Event) (annals.AppendResult, error) {
+	d.mu.Lock()
+	d.left--
+	left := d.left
+	d.mu.Unlock()
+	switch {
+	case left > 0:
+		return d.Store.Append(ctx, stream, expected, events...)
+	case left == 0 && d.writeLast:
+		d.Store.Append(ctx, stream, expected, events...)
+	}
+	return annals.AppendResult{}, errDead
+}
+
+func (d *dyingStore) dead() bool {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return d.left <= 0
+}
+
+// TestKills kills the ingest (a new Ingest, with no memory, takes over a store that the
+// killed one stopped writing to at a random append) again and again while it ingests a bus
+// that redelivers: every message is appended once, in order.
+func TestKills(t *testing.T) {
+	for _, kafka := range []bool{true, false} {
+		t.Run(fmt.Sprintf("kafka=%v", kafka), func(t *testing.T) {
+			eachStore(t, func(t *testing.T, store annals.Store) {
+				rng := replicatest.Seed(t)
+				bus := newTestBus()
+				var w workload
+				fill(bus, rng, &w, 3, 1000, 0)
+				kills := 0
+				for {
+					d := &dyingStore{Store: store, left: 1 + rng.IntN(40), writeLast: rng.IntN(2) == 0}
+					src := &testSource{bus: bus, kafka: kafka, store: store, name: "orders", rng: rand.New(rand.NewPCG(rng.Uint64(), 0)), redeliver: 0.05}
+					in := newIngest(t, d, src, Options{Batch: 1 + rng.IntN(30), Policy: fastRetries})
+					stop := run(t, in)
+					testwait.Until(t, "the ingest dies or appends every message", func() bool { return d.dead() || w.caughtUp(in) })
+					done := !d.dead()
+					if err := stop(); err != nil {
+						t.Fatalf("Run: %v", err)
+					}
+					for _, err := range src.errs() {
+						t.Error(err)
+					}
+					if done {
+						break
+					}
+					kills++
+				}
+				t.Logf("%d kills", kills)
+				w.check(t, store)
+			})
+		})
 	}
 }

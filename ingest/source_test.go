@@ -63,6 +63,8 @@ type testSource struct {
 	// Probabilities per call: rewind a partition by a few messages (on Fetch), fail Fetch,
 	// fail Commit.
 	redeliver, failFetch, failCommit float64
+	// full makes Fetch return as many messages as it may, rather than a random part.
+	full bool
 
 	mu struct {
 		sync.Mutex
@@ -148,7 +150,7 @@ func (s *testSource) Fetch(ctx context.Context, max int) ([]bridge.Incoming, err
 				pos -= uint64(min(int(pos), 1+s.intN(5)))
 			}
 			take := min(len(p)-int(min(pos, uint64(len(p)))), max-len(out))
-			if take > 1 {
+			if take > 1 && !s.full {
 				take = 1 + s.intN(take)
 			}
 			for range take {
