@@ -2,9 +2,8 @@ package relay
 
 import (
 	"context"
-	"errors"
 	"fmt"
-	"slices"
+	"log/slog"
 	"testing"
 	"time"
 
@@ -12,7 +11,6 @@ import (
 	"github.com/annalsdb/annals/bridge"
 	"github.com/annalsdb/annals/internal/teststores"
 	"github.com/annalsdb/annals/internal/testwait"
-	"github.com/annalsdb/annals/memstore"
 	"github.com/annalsdb/annals/projection"
 	"github.com/annalsdb/annals/supervisor"
 )
@@ -37,6 +35,7 @@ func testOptions(t testing.TB, name string) *Options {
 		Name:               name,
 		Encoder:            testEncoder(t),
 		CheckpointInterval: time.Millisecond,
+		Logger:             slog.New(slog.DiscardHandler), // retries are expected here
 		Policy:             supervisor.Policy{MinBackoff: time.Millisecond, MaxBackoff: 10 * time.Millisecond},
 	}
 }
@@ -151,16 +150,3 @@ func checkOrderAcked(t testing.TB, acked []published, evs []annals.RecordedEvent
 		last[m.stream] = p
 	}
 }
-
-func positions(ms []published) []uint64 {
-	out := make([]uint64, len(ms))
-	for i, m := range ms {
-		out[i] = m.position
-	}
-	return out
-}
-
-func isSorted(ps []uint64) bool { return slices.IsSorted(ps) }
-
-var _ = errors.Is
-var _ = memstore.New

@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/annalsdb/annals"
+	"github.com/annalsdb/annals/bridge"
 	"github.com/annalsdb/annals/lease"
 	"github.com/annalsdb/annals/projection"
 )
@@ -49,9 +50,7 @@ func (r *Relay) work(ctx context.Context) error {
 	var writeErr error
 	wg.Go(func() { stored, writeErr = r.writeCheckpoints(sctx, ctx, w, from) })
 	wg.Go(func() { r.watchHead(sctx) })
-	if err := r.publish(sctx, w, from); err != nil {
-		w.fail(err)
-	}
+	w.fail(r.publish(sctx, w, from)) // publish returns only with an error
 	cancel(errStopped)
 	wg.Wait()
 
@@ -70,16 +69,12 @@ func (r *Relay) work(ctx context.Context) error {
 		err = ctx.Err()
 	}
 	if !errors.Is(writeErr, projection.ErrCheckpointMoved) && !errors.Is(writeErr, lease.ErrLost) {
+		// The spell's own error is what Run reports; this one only costs publishing again.
 		if ferr := r.writeFinal(ctx, w, stored); ferr != nil {
-			if err == nil || err == ctx.Err() {
-				r.log.Warn("relay: write the last checkpoint", "err", ferr)
-			}
-			if err == nil {
-				err = ferr
-			}
+			r.log.Warn("relay: write the last checkpoint", "err", ferr)
 		}
 	}
-	if err != nil && ctx.Err() == nil {
+	if ctx.Err() == nil {
 		r.stats.failed(err, false, time.Now())
 	}
 	return err
@@ -126,8 +121,12 @@ func (r *Relay) publish(ctx context.Context, w *window, from uint64) error {
 			w.skip(ev.Position)
 			continue
 		}
-		msg, err := r.opts.Encoder.Encode(&ev)
-		e := &entry{stream: ev.Stream, revision: ev.Revision, position: ev.Position, id: ev.ID, time: ev.Time, size: msg.Size()}
+		// One allocation for the message (which the publisher holds) and its entry.
+		f := &flight{entry: entry{stream: ev.Stream, revision: ev.Revision, position: ev.Position, id: ev.ID, time: ev.Time}}
+		msg, e := &f.msg, &f.entry
+		m, err := r.opts.Encoder.Encode(&ev)
+		*msg = m
+		e.size = msg.Size()
 		if err != nil {
 			perr := r.publishError(e, fmt.Errorf("encode: %w", err))
 			perr.Permanent = true
@@ -136,7 +135,7 @@ func (r *Relay) publish(ctx context.Context, w *window, from uint64) error {
 		if err := w.push(ctx, e); err != nil {
 			return err
 		}
-		if err := r.pub.Publish(ctx, &msg, func(err error) { r.done(w, e, err) }); err != nil {
+		if err := r.pub.Publish(ctx, msg, func(err error) { r.done(w, e, err) }); err != nil {
 			w.remove(e)
 			if ctx.Err() != nil {
 				return context.Cause(ctx)
@@ -146,10 +145,20 @@ func (r *Relay) publish(ctx context.Context, w *window, from uint64) error {
 			return perr
 		}
 	}
-	return context.Cause(ctx)
+	if err := context.Cause(ctx); err != nil {
+		return err
+	}
+	return fmt.Errorf("relay %q: the subscription to $all ended", r.opts.Name)
 }
 
-// done is the callback of the publish of e.
+// flight is a message being published and its entry in the window.
+type flight struct {
+	entry entry
+	msg   bridge.Message
+}
+
+// done is the callback of the publish of e. An answer of context.Canceled is the end of the
+// spell (whose context the publisher was given), not a broker's error: it is not counted.
 func (r *Relay) done(w *window, e *entry, err error) {
 	now := time.Now()
 	if err == nil {
@@ -158,7 +167,9 @@ func (r *Relay) done(w *window, e *entry, err error) {
 		return
 	}
 	perr := r.publishError(e, err)
-	r.stats.failed(perr, true, now)
+	if !errors.Is(err, context.Canceled) {
+		r.stats.failed(perr, true, now)
+	}
 	w.done(e, perr)
 }
 
@@ -171,7 +182,7 @@ func (r *Relay) publishError(e *entry, err error) *PublishError {
 // stream (and its metadata), and the system and toolkit streams unless the filter names them
 // by a stream prefix starting with "$" or "annals.".
 func (r *Relay) skips(stream string) bool {
-	if stream == r.cpStream || stream == annals.MetaStream(r.cpStream) {
+	if stream == r.cpStream || stream == r.cpMeta {
 		return true
 	}
 	if !strings.HasPrefix(stream, "$") && !strings.HasPrefix(stream, toolkitPrefix) {
@@ -187,8 +198,20 @@ func (r *Relay) skips(stream string) bool {
 	return true
 }
 
-// watchHead reads the store's last position when Status asks for it, at most every
-// headEvery, until ctx is done.
+// last returns the position of the last event of the log that passes filter, 0 when there is
+// none or the read fails (Status then shows what the relay saw itself).
+func (r *Relay) last(ctx context.Context, filter *annals.Filter) uint64 {
+	for ev, err := range r.store.ReadAll(ctx, &annals.ReadOptions{Backwards: true, From: annals.End, Limit: 1, Filter: filter}) {
+		if err != nil {
+			return 0
+		}
+		return ev.Position
+	}
+	return 0
+}
+
+// watchHead reads the store's last position, and the last position that passes the filter,
+// when Status asks for them, at most every headEvery, until ctx is done.
 func (r *Relay) watchHead(ctx context.Context) {
 	for {
 		select {
@@ -196,12 +219,12 @@ func (r *Relay) watchHead(ctx context.Context) {
 		case <-ctx.Done():
 			return
 		}
-		for ev, err := range r.store.ReadAll(ctx, &annals.ReadOptions{Backwards: true, From: annals.End, Limit: 1}) {
-			if err == nil {
-				r.stats.saw(ev.Position)
-			}
-			break
+		head := r.last(ctx, nil)
+		match := head
+		if r.opts.Filter != nil {
+			match = r.last(ctx, r.opts.Filter)
 		}
+		r.stats.sawHead(head, match)
 		t := time.NewTimer(headEvery)
 		select {
 		case <-t.C:

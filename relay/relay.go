@@ -30,8 +30,10 @@
 //
 // System streams ("$…") and the toolkit's own streams ("annals.…": projections' and ingests'
 // checkpoints, the relay's own) are not published unless the filter names them by a stream
-// prefix starting with "$" or "annals.". Skipped events move the checkpoint, but never cause a
-// checkpoint write by themselves (so the relay's own checkpoint writes do not feed it).
+// prefix starting with "$" or "annals." (the relay's own checkpoint stream never is). Skipped
+// events move the checkpoint, but cause a checkpoint write by themselves only once thousands
+// of them have passed since the last one (so the relay's own checkpoint writes, an event or
+// two each, do not feed it).
 package relay
 
 import (
@@ -56,7 +58,9 @@ type Publisher interface {
 	// error without calling done). Otherwise done is called exactly once, on any goroutine,
 	// with nil when the broker has acknowledged msg durably, or with the error. Messages
 	// published one after another with the same Key (Kafka) or Subject (NATS) reach the
-	// broker in that order. done must not block.
+	// broker in that order. done must not block. A relay takes an error that Publish returns
+	// as the failure of msg (and ignores a done call for it that may still come); an answer of
+	// context.Canceled after ctx was cancelled is not counted as a broker's error.
 	Publish(ctx context.Context, msg *bridge.Message, done func(error)) error
 	// Permanent reports whether an error that done received will not be cured by publishing
 	// again (the broker refuses the message itself: too large, not authorized). The relay
@@ -120,8 +124,9 @@ type Status struct {
 	Checkpoint uint64 `json:"checkpoint"`
 	Acked      uint64 `json:"acked"`
 	Head       uint64 `json:"head"`
-	// Lag is the number of positions between Acked and Head; LagSeconds how old the oldest
-	// event not yet acknowledged is (0 when none waits).
+	// Lag is the number of positions between Acked and Head when an event that passes the
+	// filter lies after Acked, else 0; LagSeconds how old the oldest event published and not
+	// yet acknowledged is (0 when none waits).
 	Lag        uint64  `json:"lag"`
 	LagSeconds float64 `json:"lagSeconds"`
 	// Published counts the events acknowledged by the broker since this process started
@@ -146,11 +151,12 @@ type Relay struct {
 	pub   Publisher
 	opts  Options
 	cps   *projection.Checkpoints[struct{}]
-	// cpName is the checkpoint's name in cps, cpStream the stream that holds it.
-	cpName, cpStream string
-	sup              *supervisor.Supervisor
-	log              *slog.Logger
-	stats            stats
+	// cpName is the checkpoint's name in cps, cpStream the stream that holds it, cpMeta the
+	// stream of cpStream's metadata.
+	cpName, cpStream, cpMeta string
+	sup                      *supervisor.Supervisor
+	log                      *slog.Logger
+	stats                    stats
 	// headWanted asks the running spell to read the store's head (Status sends it).
 	headWanted chan struct{}
 	mu         struct {
@@ -183,6 +189,7 @@ func New(store Store, pub Publisher, opts *Options) (*Relay, error) {
 	}
 	r := &Relay{store: store, pub: pub, cpName: checkpointPrefix + o.Name, headWanted: make(chan struct{}, 1)}
 	r.cpStream = projection.CheckpointStreamPrefix + r.cpName + "@0"
+	r.cpMeta = annals.MetaStream(r.cpStream)
 	if err := annals.ValidateStreamID(r.cpStream); err != nil {
 		return nil, fmt.Errorf("%w: relay %q: its checkpoint stream: %w", annals.ErrInvalidArgument, o.Name, err)
 	}
@@ -227,7 +234,13 @@ func New(store Store, pub Publisher, opts *Options) (*Relay, error) {
 	if permanent == nil {
 		permanent = supervisor.IsPermanent
 	}
-	policy.Permanent = func(err error) bool { return errors.Is(err, ErrRefused) || permanent(err) }
+	// A publish error is permanent when the publisher says so, whatever it wraps.
+	policy.Permanent = func(err error) bool {
+		if pe, ok := errors.AsType[*PublishError](err); ok {
+			return pe.Permanent
+		}
+		return permanent(err)
+	}
 	onChange := policy.OnChange
 	policy.OnChange = func(st supervisor.Status) {
 		r.supervised(st)
@@ -257,8 +270,9 @@ func (r *Relay) supervised(st supervisor.Status) {
 // Name returns the relay's name.
 func (r *Relay) Name() string { return r.opts.Name }
 
-// Run publishes until ctx is done (it then returns nil, after writing the checkpoint of what
-// was acknowledged) or a permanent error stops it (returned; a refused event gives a
+// Run publishes until ctx is done (it then returns nil, after waiting up to a second for the
+// answers to what is in flight and writing the checkpoint of what was acknowledged) or a
+// permanent error stops it (returned; a refused event gives a
 // [*PublishError] matching [ErrRefused]). Transient errors (the broker down, the store's
 // subscription cut) are retried with backoff and reported in Status. It returns an error
 // matching projection.ErrBusy when called while another Run of the same Relay runs.
@@ -307,8 +321,6 @@ func (r *Relay) Status() Status {
 		}
 	}
 	r.stats.fill(&st, now)
-	st.Head = max(st.Head, st.Acked)
-	st.Lag = st.Head - st.Acked
 	if s, ok := r.pub.(fmt.Stringer); ok {
 		st.Target = s.String()
 	}

@@ -25,8 +25,10 @@ type stats struct {
 		published, errors uint64
 		lastErr           string
 		lastErrTime       time.Time
-		head              uint64
-		buckets           [rateBuckets]struct {
+		// head is the last position of the store known, match the last one that passes the
+		// filter.
+		head, match uint64
+		buckets     [rateBuckets]struct {
 			start int64 // bucket number: UnixNano / rateBucket
 			n     uint64
 		}
@@ -60,20 +62,32 @@ func (s *stats) failed(err error, publish bool, now time.Time) {
 	s.mu.lastErr, s.mu.lastErrTime = err.Error(), now
 }
 
-// saw records that the store holds position p.
+// saw records that the subscription delivered the event at p.
 func (s *stats) saw(p uint64) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.mu.head = max(s.mu.head, p)
+	s.mu.match = max(s.mu.match, p)
 }
 
-// fill sets the fields of st that stats keep.
+// sawHead records the store's last position, and its last that passes the filter.
+func (s *stats) sawHead(head, match uint64) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.mu.head = max(s.mu.head, head)
+	s.mu.match = max(s.mu.match, match)
+}
+
+// fill sets the fields of st that stats keep, and Lag from st.Acked.
 func (s *stats) fill(st *Status, now time.Time) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	st.Published, st.Errors = s.mu.published, s.mu.errors
 	st.LastError, st.LastErrorTime = s.mu.lastErr, s.mu.lastErrTime
-	st.Head = s.mu.head
+	st.Head = max(s.mu.head, st.Acked)
+	if s.mu.match > st.Acked {
+		st.Lag = st.Head - st.Acked
+	}
 	if s.mu.firstAck.IsZero() {
 		return
 	}

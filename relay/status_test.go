@@ -5,6 +5,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/annalsdb/annals"
 	"github.com/annalsdb/annals/internal/testwait"
 	"github.com/annalsdb/annals/memstore"
 )
@@ -43,6 +44,32 @@ func TestRelayStatus(t *testing.T) {
 	st = r.Status()
 	if st.Lag == 0 || st.LagSeconds <= 0 || st.Head < more[4].Position {
 		t.Errorf("with 5 events unanswered: lag %d, lagSeconds %v, head %d (want ≥ %d)", st.Lag, st.LagSeconds, st.Head, more[4].Position)
+	}
+	p.release()
+}
+
+// With a filter, events the relay has nothing to do with are no lag: Head moves on while
+// Lag stays 0 once what passes the filter is acknowledged.
+func TestRelayStatusLagWithFilter(t *testing.T) {
+	s := memstore.New(nil)
+	t.Cleanup(func() { s.Close() })
+	opts := testOptions(t, "orders")
+	opts.Filter = &annals.Filter{Categories: []string{"order"}}
+	p := newTestPub(t)
+	r := newRelay(t, s, p, opts)
+	start(t, r)
+	orders := appendTo(t, s, 10, func(i int) string { return "order-1" })
+	carts := appendUser(t, s, 50, 2)
+	waitAcked(t, p, orders)
+	testwait.Until(t, "the head known", func() bool { return r.Status().Head >= carts[len(carts)-1].Position })
+	if st := r.Status(); st.Lag != 0 || st.Acked != orders[9].Position {
+		t.Errorf("caught up on orders, carts after: lag %d (want 0), acked %d (want %d), head %d", st.Lag, st.Acked, orders[9].Position, st.Head)
+	}
+	p.stall()
+	late := appendTo(t, s, 1, func(i int) string { return "order-1" })[0]
+	testwait.Until(t, "the late order in flight", func() bool { return r.Status().InFlight == 1 })
+	if st := r.Status(); st.Lag != late.Position-st.Acked {
+		t.Errorf("one order in flight: lag %d, want %d", st.Lag, late.Position-st.Acked)
 	}
 	p.release()
 }
