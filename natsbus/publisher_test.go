@@ -291,3 +291,27 @@ func TestPublisherAckTimeout(t *testing.T) {
 		t.Errorf("publish without an ack: %v (permanent %v), want a transient ErrAsyncPublishTimeout", err, p.Permanent(err))
 	}
 }
+
+// TestPublisherConn: a publisher on the caller's connection leaves it open.
+func TestPublisherConn(t *testing.T) {
+	n := bustest.StartNATS(t)
+	nc, err := nats.Connect(n.URL(), nats.ReconnectBufSize(-1))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nc.Close()
+	p, err := natsbus.OpenPublisher(testwait.Context(t), natsbus.PublisherOptions{Conn: nc, Stream: natsbus.StreamOptions{Name: "EVENTS", Subjects: []string{"events.>"}}})
+	if err != nil {
+		t.Fatalf("OpenPublisher: %v", err)
+	}
+	publishN(t, p, "events.a.a", 3)
+	if err := p.Close(testwait.Context(t)); err != nil {
+		t.Fatalf("Close: %v", err)
+	}
+	if nc.IsClosed() {
+		t.Error("Close closed the caller's connection")
+	}
+	if got := streamCount(t, n.URL(), "EVENTS"); got != 3 {
+		t.Errorf("stream holds %d messages, want 3", got)
+	}
+}
