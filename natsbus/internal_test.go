@@ -17,18 +17,19 @@ func TestHeader(t *testing.T) {
 		{Key: "annals-stream", Value: []byte("")},
 		{Key: "x", Value: []byte("2")},
 	}}
-	h := header(msg)
+	h := header(msg, []string{"EVENTS"})
 	for key, want := range map[string][]string{
 		"annals-type": {"Added"}, "x": {"1", "2"}, "annals-stream": {""}, jetstream.MsgIDHeader: {id.String()},
+		jetstream.ExpectedStreamHeader: {"EVENTS"},
 	} {
 		if got := h[key]; !slices.Equal(got, want) {
 			t.Errorf("header %s = %q, want %q", key, got, want)
 		}
 	}
-	if len(h) != 4 {
-		t.Errorf("header has %d keys, want 4: %v", len(h), h)
+	if len(h) != 5 {
+		t.Errorf("header has %d keys, want 5: %v", len(h), h)
 	}
-	if h := header(&bridge.Message{}); len(h) != 0 {
+	if h := header(&bridge.Message{}, nil); len(h) != 0 {
 		t.Errorf("header of a message without headers nor id = %v, want empty", h)
 	}
 }

@@ -79,6 +79,9 @@ type Publisher struct {
 	subjects []string // the stream's subjects, that every published subject must match
 	target   string
 	pubOpts  []jetstream.PublishOpt
+	// expectStream is the value of every message's Nats-Expected-Stream header (shared: nats.go
+	// only reads it), so that a message that another stream would store is refused.
+	expectStream []string
 
 	slots   chan struct{} // a token per publish not yet done: at most MaxPending
 	closing chan struct{} // closed when Close starts
@@ -159,7 +162,8 @@ func OpenPublisher(ctx context.Context, opts PublisherOptions) (*Publisher, erro
 	p.target = fmt.Sprintf("nats %s stream %s", p.nc.ConnectedUrlRedacted(), p.stream)
 	// No retry of a publish that found no stream listening: a retry would land after the
 	// messages published since, out of order. The relay retries from its checkpoint instead.
-	p.pubOpts = []jetstream.PublishOpt{jetstream.WithExpectStream(p.stream), jetstream.WithRetryAttempts(0)}
+	p.pubOpts = []jetstream.PublishOpt{jetstream.WithRetryAttempts(0)}
+	p.expectStream = []string{p.stream}
 	p.slots = make(chan struct{}, opts.MaxPending)
 	p.closing = make(chan struct{})
 	p.mu.pending = make(map[*nats.Msg]waiting, opts.MaxPending)
@@ -219,7 +223,7 @@ func (p *Publisher) Publish(ctx context.Context, msg *bridge.Message, done func(
 		done(&UnboundSubjectError{Subject: msg.Subject, Stream: p.stream, Subjects: p.subjects})
 		return nil
 	}
-	m := &nats.Msg{Subject: msg.Subject, Data: msg.Value, Header: header(msg)}
+	m := &nats.Msg{Subject: msg.Subject, Data: msg.Value, Header: header(msg, p.expectStream)}
 	p.mu.Lock()
 	if p.mu.closed {
 		p.mu.Unlock()
@@ -239,10 +243,11 @@ func (p *Publisher) Publish(ctx context.Context, msg *bridge.Message, done func(
 	return nil
 }
 
-// header returns the NATS header of msg: its headers, keys as they are, and Nats-Msg-Id. The
-// values share one string and one slice, to allocate little per message.
-func header(msg *bridge.Message) nats.Header {
-	n, size := len(msg.Headers)+1, len(annals.UUID{}.String())
+// header returns the NATS header of msg: its headers, keys as they are, Nats-Msg-Id, and
+// Nats-Expected-Stream when expectStream is not nil. The values share one string and one
+// slice, to allocate little per message.
+func header(msg *bridge.Message, expectStream []string) nats.Header {
+	n, size := len(msg.Headers)+2, len(annals.UUID{}.String())
 	for _, h := range msg.Headers {
 		size += len(h.Value)
 	}
@@ -273,6 +278,9 @@ func header(msg *bridge.Message) nats.Header {
 		} else {
 			hdr[key] = vals[i : i+1 : i+1]
 		}
+	}
+	if expectStream != nil {
+		hdr[jetstream.ExpectedStreamHeader] = expectStream
 	}
 	return hdr
 }
