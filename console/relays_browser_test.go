@@ -11,6 +11,7 @@ import (
 
 	"github.com/annalsdb/annals"
 	"github.com/annalsdb/annals/bridge"
+	"github.com/annalsdb/annals/ingest"
 	"github.com/annalsdb/annals/internal/bustest"
 	"github.com/annalsdb/annals/natsbus"
 	"github.com/annalsdb/annals/relay"
@@ -19,20 +20,22 @@ import (
 
 // TestConsoleRelays: the Relays view lists the relay the server runs, to an in-process
 // JetStream, with its state, target and figures: the published count rises as events are
-// appended, and the lag comes back to 0.
+// appended, and the lag comes back to 0. The ingests are listed below, with their offsets.
 func TestConsoleRelays(t *testing.T) {
 	ctx := browser(t)
 	dir := artifacts(t)
 	n := bustest.StartNATS(t)
 	var mu sync.Mutex
 	var r *relay.Relay
+	pay := ingest.Status{Name: "pay", State: "retrying", Holder: "host-2", Appended: 40, Duplicates: 2, Errors: 1,
+		LastError: "kafka: broker down", Offsets: map[string]uint64{"kafka:payments/1": 19, "kafka:payments/0": 20}}
 	s := newSite(t, &server.Options{Bridges: func() server.BridgeStatuses {
 		mu.Lock()
 		defer mu.Unlock()
 		if r == nil {
 			return server.BridgeStatuses{}
 		}
-		return server.BridgeStatuses{Relays: []relay.Status{r.Status()}}
+		return server.BridgeStatuses{Relays: []relay.Status{r.Status()}, Ingests: []ingest.Status{pay}}
 	}}, nil)
 
 	pub, err := natsbus.OpenPublisher(t.Context(), natsbus.PublisherOptions{URL: n.URL(), Stream: natsbus.StreamOptions{Name: "EVENTS", Subjects: []string{"events.>"}}})
@@ -83,7 +86,8 @@ func TestConsoleRelays(t *testing.T) {
 	if got := eval[string](t, ctx, `document.querySelector("#nav a.active").dataset.route`); got != "relays" {
 		t.Errorf("active nav entry %q, want relays", got)
 	}
-	wantContains(t, "ingests", text(t, ctx, "#ingests"), "No ingest.")
+	irow := `#ingests-table tr[data-name="pay"]`
+	wantContains(t, "ingest", text(t, ctx, irow), "retrying", "host-2", "kafka:payments/0@20 kafka:payments/1@19", "40", "kafka: broker down")
 	screenshot(t, ctx, dir, "relays")
 
 	// More events: the figures follow without a reload.
