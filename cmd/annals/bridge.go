@@ -134,8 +134,8 @@ const (
 	// the relay stopped. Its final checkpoint is written by then, so later answers move
 	// nothing: the wait only lets the broker take what it was given.
 	closeTimeout = 2 * time.Second
-	// stallAfter is how long a relay waits for the broker's first acknowledgement, with events
-	// in flight, before it logs that the broker does not answer.
+	// stallAfter is how long a relay with events in flight waits without any acknowledgement
+	// of the broker before it logs that the broker does not answer.
 	stallAfter = 10 * time.Second
 )
 
