@@ -297,3 +297,38 @@ func testSeed() uint64 {
 	s, _ := strconv.ParseUint(os.Getenv("ANNALS_TEST_SEED"), 10, 64)
 	return s
 }
+
+// TestRelayReplicas: two "annals relay --server" processes of one name: one publishes, the
+// other stands by naming it; when the first is killed, the second takes over from the
+// checkpoint, and every event is in the JetStream stream once.
+func TestRelayReplicas(t *testing.T) {
+	nt := bustest.StartNATS(t)
+	srv := startServer(t, filepath.Join(t.TempDir(), "data"), nil)
+	c := dialServer(t, srv.url, "", nil)
+	appendN := func(from, n int) {
+		for i := from; i < from+n; i++ {
+			if _, err := c.Append(context.Background(), fmt.Sprintf("order-%d", i%3), annals.Any, annals.Event{Type: "OrderNoted", Data: []byte(`{"i":` + strconv.Itoa(i) + `}`)}); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	appendN(0, 50)
+	args := func(holder string) []string {
+		return []string{"--server", srv.url, "relay", "--name", "pair", "--nats", nt.URL(), "--holder", holder, "--lease-ttl", "500ms"}
+	}
+	a := startBridgeProc(t, args("replica-a")...)
+	testwait.Until(t, "replica a to publish", func() bool { return a.running("relay") })
+	b := startBridgeProc(t, args("replica-b")...)
+	testwait.Until(t, "replica b to stand by for a", func() bool {
+		return strings.Contains(b.logs.String(), "standing by") && strings.Contains(b.logs.String(), "other=replica-a")
+	})
+	testwait.Until(t, "50 messages", func() bool { return natsCount(nt.URL(), "EVENTS") >= 50 })
+	a.kill9(t)
+	appendN(50, 50)
+	testwait.Until(t, "replica b to take over", func() bool { return b.running("relay") })
+	testwait.Until(t, "100 messages", func() bool { return natsCount(nt.URL(), "EVENTS") >= 100 })
+	b.stop(t)
+	if n := natsCount(nt.URL(), "EVENTS"); n != 100 {
+		t.Errorf("%d messages, want 100", n)
+	}
+}
