@@ -11,7 +11,7 @@
 // unacknowledged tail again, under the same event ids, which JetStream's duplicate window
 // drops (Nats-Msg-Id) and Kafka consumers drop by id (kafkabus.Dedup). It never skips an
 // event: an event the broker refuses for good (too large, say) stops the relay with an error
-// naming it.
+// naming it (a [*PublishError] matching [ErrRefused]).
 //
 // # Back-pressure and memory
 //
@@ -120,7 +120,8 @@ type Status struct {
 	Holder string `json:"holder,omitempty"`
 	// Checkpoint is the position of the last event acknowledged and checkpointed; Acked the
 	// last acknowledged (ahead of Checkpoint by at most a checkpoint interval); Head the last
-	// position of the store the relay knows of.
+	// position of the store the relay knows of (the relay reads the store's while Run runs,
+	// when Status asks, at most once a second).
 	Checkpoint uint64 `json:"checkpoint"`
 	Acked      uint64 `json:"acked"`
 	Head       uint64 `json:"head"`
