@@ -54,8 +54,13 @@ func (r *Relay) work(ctx context.Context) error {
 	cancel(errStopped)
 	wg.Wait()
 
-	// Wait for the answers to what was published: the next spell must not publish beside
-	// messages of this one that are still in flight. When ctx is done, a short grace only.
+	// Write what is acknowledged now, while the lease surely holds; then wait for the answers
+	// to what was published (the next spell must not publish beside messages of this one that
+	// are still in flight; when ctx is done, for a short grace only) and write again.
+	final := !errors.Is(writeErr, projection.ErrCheckpointMoved) && !errors.Is(writeErr, lease.ErrLost)
+	if final {
+		stored = r.writeFinal(ctx, w, stored)
+	}
 	dctx := ctx
 	if ctx.Err() != nil {
 		var dcancel context.CancelFunc
@@ -63,16 +68,13 @@ func (r *Relay) work(ctx context.Context) error {
 		defer dcancel()
 	}
 	w.drain(dctx)
+	if final {
+		r.writeFinal(ctx, w, stored)
+	}
 
 	err = w.failure()
 	if ctx.Err() != nil && (err == nil || errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded)) {
 		err = ctx.Err()
-	}
-	if !errors.Is(writeErr, projection.ErrCheckpointMoved) && !errors.Is(writeErr, lease.ErrLost) {
-		// The spell's own error is what Run reports; this one only costs publishing again.
-		if ferr := r.writeFinal(ctx, w, stored); ferr != nil {
-			r.log.Warn("relay: write the last checkpoint", "err", ferr)
-		}
 	}
 	if ctx.Err() == nil {
 		r.stats.failed(err, false, time.Now())

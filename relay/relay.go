@@ -11,7 +11,7 @@
 // unacknowledged tail again, under the same event ids, which JetStream's duplicate window
 // drops (Nats-Msg-Id) and Kafka consumers drop by id (kafkabus.Dedup). It never skips an
 // event: an event the broker refuses for good (too large, say) stops the relay with an error
-// naming it.
+// naming it (a [*PublishError] matching [ErrRefused]).
 //
 // # Back-pressure and memory
 //
@@ -178,7 +178,8 @@ const (
 )
 
 // New returns a Relay. It returns an error matching annals.ErrInvalidArgument for an invalid
-// name or filter, or a zero Encoder.Subject.
+// name, filter or encoder (a zero Encoder.Subject, say), a nil store or publisher, negative
+// bounds, or an invalid Policy.
 func New(store Store, pub Publisher, opts *Options) (*Relay, error) {
 	if opts == nil {
 		return nil, fmt.Errorf("%w: relay: no options (Name and Encoder are required)", annals.ErrInvalidArgument)
@@ -196,21 +197,42 @@ func New(store Store, pub Publisher, opts *Options) (*Relay, error) {
 	if store == nil || pub == nil {
 		return nil, fmt.Errorf("%w: relay %q: nil store or publisher", annals.ErrInvalidArgument, o.Name)
 	}
-	if err := o.Filter.Validate(); err != nil {
+	if err := o.check(); err != nil {
 		return nil, fmt.Errorf("relay %q: %w", o.Name, err)
 	}
+	r.opts = o
+	r.log = o.Logger
+	if r.log == nil {
+		r.log = slog.Default()
+	}
+	r.log = r.log.With("relay", o.Name)
+	r.cps = projection.NewCheckpoints[struct{}](store, nil)
+	sup, err := supervisor.New(supervisor.Options{Name: LeasePrefix + o.Name, Policy: r.policy()})
+	if err != nil {
+		return nil, fmt.Errorf("%w: relay %q: %w", annals.ErrInvalidArgument, o.Name, err)
+	}
+	r.sup = sup
+	r.mu.sup = sup.Status()
+	return r, nil
+}
+
+// check validates o's filter, encoder and bounds, and sets the defaults of the bounds.
+func (o *Options) check() error {
+	if err := o.Filter.Validate(); err != nil {
+		return err
+	}
 	if o.Encoder.Subject.IsZero() {
-		return nil, fmt.Errorf("%w: relay %q: the encoder has no subject template", annals.ErrInvalidArgument, o.Name)
+		return fmt.Errorf("%w: the encoder has no subject template", annals.ErrInvalidArgument)
 	}
 	if err := o.Encoder.Validate(); err != nil {
-		return nil, fmt.Errorf("relay %q: encoder: %w", o.Name, err)
+		return fmt.Errorf("encoder: %w", err)
 	}
 	for _, v := range []struct {
 		what string
 		n    int64
 	}{{"MaxInFlight", int64(o.MaxInFlight)}, {"MaxInFlightBytes", int64(o.MaxInFlightBytes)}, {"CheckpointInterval", int64(o.CheckpointInterval)}} {
 		if v.n < 0 {
-			return nil, fmt.Errorf("%w: relay %q: negative %s %d", annals.ErrInvalidArgument, o.Name, v.what, v.n)
+			return fmt.Errorf("%w: negative %s %d", annals.ErrInvalidArgument, v.what, v.n)
 		}
 	}
 	if o.MaxInFlight == 0 {
@@ -222,19 +244,18 @@ func New(store Store, pub Publisher, opts *Options) (*Relay, error) {
 	if o.CheckpointInterval == 0 {
 		o.CheckpointInterval = DefaultCheckpointInterval
 	}
-	r.log = o.Logger
-	if r.log == nil {
-		r.log = slog.Default()
-	}
-	r.log = r.log.With("relay", o.Name)
-	r.opts = o
-	r.cps = projection.NewCheckpoints[struct{}](store, nil)
-	policy := o.Policy.Resolve(store)
+	return nil
+}
+
+// policy returns the supervision policy of r: the user's, with the store's lease keeper when
+// it keeps leases, publish errors permanent exactly when the publisher says so, and r's
+// status kept up to date.
+func (r *Relay) policy() supervisor.Policy {
+	policy := r.opts.Policy.Resolve(r.store)
 	permanent := policy.Permanent
 	if permanent == nil {
 		permanent = supervisor.IsPermanent
 	}
-	// A publish error is permanent when the publisher says so, whatever it wraps.
 	policy.Permanent = func(err error) bool {
 		if pe, ok := errors.AsType[*PublishError](err); ok {
 			return pe.Permanent
@@ -248,13 +269,7 @@ func New(store Store, pub Publisher, opts *Options) (*Relay, error) {
 			onChange(st)
 		}
 	}
-	sup, err := supervisor.New(supervisor.Options{Name: LeasePrefix + o.Name, Policy: policy})
-	if err != nil {
-		return nil, fmt.Errorf("%w: relay %q: %w", annals.ErrInvalidArgument, o.Name, err)
-	}
-	r.sup = sup
-	r.mu.sup = sup.Status()
-	return r, nil
+	return policy
 }
 
 // supervised records a change of the supervisor's state, and logs retries.

@@ -58,6 +58,9 @@ type window struct {
 		acked uint64
 		// dirty is set when a published event joins the prefix, and cleared by takeDirty.
 		dirty bool
+		// refused is the time of the first event Publish refused (it left the window),
+		// zero when none: it still waits.
+		refused time.Time
 		// taken is the prefix takeDirty last returned as dirty (the start of the window at
 		// first).
 		taken uint64
@@ -193,6 +196,9 @@ func (w *window) remove(e *entry) {
 		return
 	}
 	e.state = removed
+	if w.mu.refused.IsZero() {
+		w.mu.refused = e.time
+	}
 	w.mu.pending--
 	w.mu.bytes -= e.size
 	w.mu.buf[n-1] = nil
@@ -263,15 +269,18 @@ type windowState struct {
 	acked    uint64
 	inFlight int
 	bytes    int
-	oldest   time.Time // of the first event not acknowledged; zero when none
+	oldest   time.Time // of the first event published and not acknowledged; zero when none
 }
 
 func (w *window) snapshot() windowState {
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	s := windowState{acked: w.mu.acked, inFlight: w.mu.pending, bytes: w.mu.bytes}
-	if w.lenLocked() > 0 {
+	switch {
+	case w.lenLocked() > 0:
 		s.oldest = w.mu.buf[w.mu.head].time
+	case !w.mu.refused.IsZero():
+		s.oldest = w.mu.refused
 	}
 	return s
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"testing"
+	"time"
 )
 
 func newTestWindow(from uint64, maxN, maxBytes int) *window {
@@ -67,6 +68,7 @@ func TestWindowRemove(t *testing.T) {
 	w := newTestWindow(0, 100, 1<<20)
 	e1 := pushed(t, w, 1, 5)
 	e2 := pushed(t, w, 2, 7)
+	e2.time = time.Unix(100, 0)
 	w.remove(e2)
 	w.done(e2, nil) // a done after Publish's error is ignored
 	if st := w.snapshot(); st.inFlight != 1 || st.bytes != 5 {
@@ -75,6 +77,9 @@ func TestWindowRemove(t *testing.T) {
 	w.done(e1, nil)
 	if acked, _ := w.takeDirty(); acked != 1 {
 		t.Fatalf("acked %d, want 1 (the removed event is not acknowledged)", acked)
+	}
+	if st := w.snapshot(); !st.oldest.Equal(e2.time) {
+		t.Fatalf("oldest waiting %v, want the refused event's time %v", st.oldest, e2.time)
 	}
 }
 
