@@ -7,6 +7,7 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"testing"
 	"time"
 
@@ -88,15 +89,21 @@ func BenchmarkRelayNATS(b *testing.B) {
 			}
 			defer nc.Close()
 			var relayTime, rawTime, pubTime time.Duration
+			var relayCPU, rawCPU, pubCPU time.Duration
 			iter := 0
 			for b.Loop() {
 				iter++
 				store := bs.open(b)
 				benchAppend(b, store, benchEvents)
 				prefix := fmt.Sprintf("r%d", iter)
+				c0 := processCPU(b)
 				rawTime += benchRaw(b, nc, store, prefix+"raw")
+				c1 := processCPU(b)
 				pubTime += benchPublisher(b, n.URL(), store, prefix+"pub")
+				c2 := processCPU(b)
 				relayTime += benchRelay(b, n.URL(), store, prefix, benchEvents)
+				c3 := processCPU(b)
+				rawCPU, pubCPU, relayCPU = rawCPU+c1-c0, pubCPU+c2-c1, relayCPU+c3-c2
 				if err := store.Close(); err != nil {
 					b.Fatal(err)
 				}
@@ -107,6 +114,12 @@ func BenchmarkRelayNATS(b *testing.B) {
 			b.ReportMetric(rawRate, "raw-events/s")
 			b.ReportMetric(relayRate/rawRate, "relay/raw")
 			b.ReportMetric(float64(iter*benchEvents)/pubTime.Seconds(), "publisher-events/s")
+			// The CPU time of the process (broker included) per event: steadier than the rates
+			// on a shared machine.
+			events := float64(iter * benchEvents)
+			b.ReportMetric(float64(rawCPU.Microseconds())/events, "raw-cpu-µs/event")
+			b.ReportMetric(float64(pubCPU.Microseconds())/events, "publisher-cpu-µs/event")
+			b.ReportMetric(float64(relayCPU.Microseconds())/events, "relay-cpu-µs/event")
 		})
 	}
 }
@@ -149,6 +162,15 @@ func benchRelay(b *testing.B, url string, store relay.Store, prefix string, even
 		b.Fatal(err)
 	}
 	return d
+}
+
+// processCPU returns the user and system CPU time the process has used.
+func processCPU(b *testing.B) time.Duration {
+	var ru syscall.Rusage
+	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
+		b.Fatal(err)
+	}
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
 }
 
 // encodeAll returns the messages of the events of store for a relay to prefix.
