@@ -256,11 +256,14 @@ func watchStall(ctx context.Context, r *relay.Relay, log *slog.Logger, hint stri
 }
 
 // relayStatus returns the status of the relay of w (built by [relayWorker] from p): the
-// relay's own once connected, else "connecting" with the last failure to connect.
+// relay's own once connected, else "connecting" with the last failure to connect. Its target
+// is the plan's, which names the template too.
 func relayStatus(w *bridgeWorker, p *relayPlan) relay.Status {
 	runner, at, err := w.current()
 	if r, ok := runner.(*relay.Relay); ok {
-		return r.Status()
+		st := r.Status()
+		st.Target = p.target
+		return st
 	}
 	st := relay.Status{Name: p.name, State: "connecting", Target: p.target}
 	if err != nil {

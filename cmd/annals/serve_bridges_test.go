@@ -102,6 +102,9 @@ ingests:
 	if n, _ := countEvents(t, c, "payment"); n != 9 {
 		t.Errorf("%d payment events, want 9", n)
 	}
+	if want := "nats " + n.URL() + " stream SHOP subject shop.{category}"; list.Relays[0].Target != want {
+		t.Errorf("target %q, want %q", list.Relays[0].Target, want)
+	}
 	if !strings.Contains(list.Relays[0].Target, "nats") {
 		t.Errorf("target %q, want the NATS server named", list.Relays[0].Target)
 	}
