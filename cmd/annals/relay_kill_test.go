@@ -332,3 +332,55 @@ func TestRelayReplicas(t *testing.T) {
 		t.Errorf("%d messages, want 100", n)
 	}
 }
+
+// TestRelayBrokerOutage: a running "annals relay --server" outlives an outage of its NATS
+// server in the middle of a stream of appends (it retries; only a broker out of reach at
+// start-up stops it), and when NATS is back every event is in the JetStream stream, once, in
+// order per stream.
+func TestRelayBrokerOutage(t *testing.T) {
+	nt := bustest.StartNATS(t)
+	srv := startServer(t, filepath.Join(t.TempDir(), "data"), nil)
+	c := dialServer(t, srv.url, "", nil)
+	p := startBridgeProc(t, "--server", srv.url, "relay", "--name", "outage", "--nats", nt.URL(), "--checkpoint-interval", "20ms")
+	testwait.Until(t, "the relay to run", func() bool { return p.running("relay") })
+
+	const events = 600
+	want := map[string][]annals.UUID{}
+	for i := range events {
+		if i == events/3 {
+			nt.Stop()
+		}
+		if i == 2*events/3 {
+			nt.Start()
+		}
+		stream := fmt.Sprintf("order-%d", i%4)
+		ev := annals.Event{ID: annals.NewUUID(), Type: "OrderNoted", Data: []byte(`{"i":` + strconv.Itoa(i) + `}`)}
+		if _, err := c.Append(context.Background(), stream, annals.Any, ev); err != nil {
+			t.Fatal(err)
+		}
+		want[stream] = append(want[stream], ev.ID)
+		// Paces the appends so that the outage lasts a while.
+		time.Sleep(2 * time.Millisecond)
+	}
+	testwait.UntilNil(t, "every event in the JetStream stream", func() error {
+		select {
+		case <-p.done:
+			return fmt.Errorf("the relay ended: %v\n%s", p.err, p.logs.String())
+		default:
+		}
+		if n := natsCount(nt.URL(), "EVENTS"); n < events {
+			return fmt.Errorf("%d of %d", n, events)
+		}
+		return nil
+	})
+	got := map[string][]annals.UUID{}
+	for _, m := range bustest.NATSMessages(t, nt.URL(), "EVENTS") {
+		id, err := annals.ParseUUID(m.Header.Get("annals-id"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		got[m.Header.Get("annals-stream")] = append(got[m.Header.Get("annals-stream")], id)
+	}
+	checkStreams(t, "nats", got, want)
+	p.stop(t)
+}
