@@ -164,7 +164,10 @@ var permanentErrors = []error{
 }
 
 // Permanent implements relay.Publisher: the record too large, the topic invalid, not
-// authorized, a message with no topic. Everything else (the broker down, a timeout,
+// authorized, a message with no topic. A record larger than the producer's batch bound
+// (kgo.ProducerBatchMaxBytes) is refused alone, before it is sent; a batch the broker refuses
+// as too large fails every record in it, so the error may name a record that fits: keep the
+// batch bound at or below the brokers' message.max.bytes (see PublisherOptions.ClientOptions). Everything else (the broker down, a timeout,
 // franz-go's retry or delivery limits when ClientOptions set them, an unknown topic) is
 // transient.
 func (p *Publisher) Permanent(err error) bool {

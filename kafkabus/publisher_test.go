@@ -171,11 +171,14 @@ func TestPublisherBlocksWhenFullAndReturnsCtxError(t *testing.T) {
 	p := openPublisher(t, k, &kafkabus.PublisherOptions{MaxBufferedRecords: 3})
 	k.Stop() // nothing is answered while the broker is down
 	var a acks
+	// The context of a Publish that returned does not cancel its record.
+	first, cancelFirst := context.WithCancel(t.Context())
 	for i := range 3 {
-		if err := p.Publish(t.Context(), message("events", "s-1", i, nil), a.done); err != nil {
+		if err := p.Publish(first, message("events", "s-1", i, nil), a.done); err != nil {
 			t.Fatal(err)
 		}
 	}
+	cancelFirst()
 	ctx, cancel := context.WithCancel(t.Context())
 	errc := make(chan error, 1)
 	go func() {

@@ -2,6 +2,7 @@ package kafkabus_test
 
 import (
 	"context"
+	"crypto/rand"
 	"errors"
 	"fmt"
 	"sync"
@@ -16,6 +17,7 @@ import (
 	"github.com/annalsdb/annals/kafkabus"
 	"github.com/annalsdb/annals/memstore"
 	"github.com/annalsdb/annals/relay"
+	"github.com/twmb/franz-go/pkg/kerr"
 	"github.com/twmb/franz-go/pkg/kgo"
 )
 
@@ -233,5 +235,38 @@ func checkOnePartitionPerStream(t *testing.T, recs []*kgo.Record) {
 			t.Fatalf("stream %s in partitions %d and %d", s, p, r.Partition)
 		}
 		part[s] = r.Partition
+	}
+}
+
+func TestRelayStopsOnTooLargeEvent(t *testing.T) {
+	k := bustest.StartKafka(t, &bustest.KafkaOptions{BrokerConfigs: map[string]string{"message.max.bytes": "10000"}})
+	store := memstore.New(nil)
+	t.Cleanup(func() { store.Close() })
+	big := make([]byte, 20_000)
+	rand.Read(big) // incompressible: the producer compresses batches
+	data := fmt.Appendf(nil, `{"blob":"%x"}`, big)
+	if _, err := store.Append(t.Context(), "order-1", annals.Any, annals.Event{Type: "Small", Data: []byte(`{}`)}); err != nil {
+		t.Fatal(err)
+	}
+	res, err := store.Append(t.Context(), "order-2", annals.Any, annals.Event{Type: "Big", Data: data})
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := openPublisher(t, k, nil)
+	subject, err := bridge.ParseTemplate("events")
+	if err != nil {
+		t.Fatal(err)
+	}
+	r, err := relay.New(store, p, &relay.Options{Name: "k", Encoder: bridge.Encoder{Subject: subject, Bus: bridge.Kafka}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	err = r.Run(t.Context())
+	var perr *relay.PublishError
+	if !errors.As(err, &perr) || !errors.Is(err, relay.ErrRefused) || !errors.Is(err, kerr.MessageTooLarge) {
+		t.Fatalf("Run = %v, want a refusal of the large event matching kerr.MessageTooLarge", err)
+	}
+	if perr.Position != res.Position || perr.Stream != "order-2" {
+		t.Errorf("refused event %s at %d, want order-2 at %d", perr.Stream, perr.Position, res.Position)
 	}
 }

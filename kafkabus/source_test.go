@@ -155,8 +155,9 @@ func TestDedup(t *testing.T) {
 		{rec(bridge.HeaderID, id.String()), false},
 		{rec(bridge.HeaderID, id.String()), true},
 		{rec("ce_id", id.String()), true},
-		{rec("Annals-Id", "not-a-uuid"), false},
-		{rec("ce_id", "not-a-uuid"), true},
+		{rec("Annals-Id", id.String()), true},
+		{rec("ce_id", "not-a-uuid"), false},
+		{rec("ce_id", "not-a-uuid"), false},
 		{&kgo.Record{Topic: "t"}, false},
 		{&kgo.Record{Topic: "t"}, false},
 	} {

@@ -9,6 +9,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/annalsdb/annals"
 	"github.com/annalsdb/annals/bridge"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
@@ -78,6 +79,9 @@ type Publisher struct {
 	subjects []string // the stream's subjects, that every published subject must match
 	target   string
 	pubOpts  []jetstream.PublishOpt
+	// expectStream is the value of every message's Nats-Expected-Stream header (shared: nats.go
+	// only reads it), so that a message that another stream would store is refused.
+	expectStream []string
 
 	slots   chan struct{} // a token per publish not yet done: at most MaxPending
 	closing chan struct{} // closed when Close starts
@@ -158,7 +162,8 @@ func OpenPublisher(ctx context.Context, opts PublisherOptions) (*Publisher, erro
 	p.target = fmt.Sprintf("nats %s stream %s", p.nc.ConnectedUrlRedacted(), p.stream)
 	// No retry of a publish that found no stream listening: a retry would land after the
 	// messages published since, out of order. The relay retries from its checkpoint instead.
-	p.pubOpts = []jetstream.PublishOpt{jetstream.WithExpectStream(p.stream), jetstream.WithRetryAttempts(0)}
+	p.pubOpts = []jetstream.PublishOpt{jetstream.WithRetryAttempts(0)}
+	p.expectStream = []string{p.stream}
 	p.slots = make(chan struct{}, opts.MaxPending)
 	p.closing = make(chan struct{})
 	p.mu.pending = make(map[*nats.Msg]waiting, opts.MaxPending)
@@ -218,13 +223,7 @@ func (p *Publisher) Publish(ctx context.Context, msg *bridge.Message, done func(
 		done(&UnboundSubjectError{Subject: msg.Subject, Stream: p.stream, Subjects: p.subjects})
 		return nil
 	}
-	m := &nats.Msg{Subject: msg.Subject, Data: msg.Value, Header: make(nats.Header, len(msg.Headers)+2)}
-	for _, h := range msg.Headers {
-		m.Header[h.Key] = append(m.Header[h.Key], string(h.Value))
-	}
-	if !msg.ID.IsZero() {
-		m.Header[jetstream.MsgIDHeader] = []string{msg.ID.String()}
-	}
+	m := &nats.Msg{Subject: msg.Subject, Data: msg.Value, Header: header(msg, p.expectStream)}
 	p.mu.Lock()
 	if p.mu.closed {
 		p.mu.Unlock()
@@ -242,6 +241,48 @@ func (p *Publisher) Publish(ctx context.Context, msg *bridge.Message, done func(
 		p.resolve(m, err)
 	}
 	return nil
+}
+
+// header returns the NATS header of msg: its headers, keys as they are, Nats-Msg-Id, and
+// Nats-Expected-Stream when expectStream is not nil. The values share one string and one
+// slice, to allocate little per message.
+func header(msg *bridge.Message, expectStream []string) nats.Header {
+	n, size := len(msg.Headers)+2, len(annals.UUID{}.String())
+	for _, h := range msg.Headers {
+		size += len(h.Value)
+	}
+	var b strings.Builder
+	b.Grow(size)
+	ends := make([]int, 0, n)
+	for _, h := range msg.Headers {
+		b.Write(h.Value)
+		ends = append(ends, b.Len())
+	}
+	if !msg.ID.IsZero() {
+		b.WriteString(msg.ID.String())
+		ends = append(ends, b.Len())
+	}
+	all := b.String()
+	vals := make([]string, len(ends))
+	hdr := make(nats.Header, n)
+	start := 0
+	for i, end := range ends {
+		vals[i] = all[start:end]
+		start = end
+		key := jetstream.MsgIDHeader
+		if i < len(msg.Headers) {
+			key = msg.Headers[i].Key
+		}
+		if prev, ok := hdr[key]; ok {
+			hdr[key] = append(prev[:len(prev):len(prev)], vals[i])
+		} else {
+			hdr[key] = vals[i : i+1 : i+1]
+		}
+	}
+	if expectStream != nil {
+		hdr[jetstream.ExpectedStreamHeader] = expectStream
+	}
+	return hdr
 }
 
 // resolve calls the done function of the publish of m with err (nil for an ack), unless it

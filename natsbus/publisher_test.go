@@ -291,3 +291,57 @@ func TestPublisherAckTimeout(t *testing.T) {
 		t.Errorf("publish without an ack: %v (permanent %v), want a transient ErrAsyncPublishTimeout", err, p.Permanent(err))
 	}
 }
+
+// TestPublisherConn: a publisher on the caller's connection leaves it open.
+func TestPublisherConn(t *testing.T) {
+	n := bustest.StartNATS(t)
+	nc, err := nats.Connect(n.URL(), nats.ReconnectBufSize(-1))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nc.Close()
+	p, err := natsbus.OpenPublisher(testwait.Context(t), natsbus.PublisherOptions{Conn: nc, Stream: natsbus.StreamOptions{Name: "EVENTS", Subjects: []string{"events.>"}}})
+	if err != nil {
+		t.Fatalf("OpenPublisher: %v", err)
+	}
+	publishN(t, p, "events.a.a", 3)
+	if err := p.Close(testwait.Context(t)); err != nil {
+		t.Fatalf("Close: %v", err)
+	}
+	if nc.IsClosed() {
+		t.Error("Close closed the caller's connection")
+	}
+	if got := streamCount(t, n.URL(), "EVENTS"); got != 3 {
+		t.Errorf("stream holds %d messages, want 3", got)
+	}
+}
+
+// TestPublisherExpectStream: a subject that another stream took over since the publisher
+// opened is refused for good (Nats-Expected-Stream), not stored there.
+func TestPublisherExpectStream(t *testing.T) {
+	n := bustest.StartNATS(t)
+	p := openPublisher(t, n.URL(), natsbus.PublisherOptions{})
+	nc, err := nats.Connect(n.URL())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nc.Close()
+	js, _ := jetstream.New(nc)
+	ctx := testwait.Context(t)
+	if _, err := js.UpdateStream(ctx, jetstream.StreamConfig{Name: "EVENTS", Subjects: []string{"old.>"}}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := js.CreateStream(ctx, jetstream.StreamConfig{Name: "OTHER", Subjects: []string{"events.>"}}); err != nil {
+		t.Fatal(err)
+	}
+	var r results
+	if err := p.Publish(ctx, message("events.a.a", annals.NewUUID(), "{}"), r.done(0)); err != nil {
+		t.Fatal(err)
+	}
+	if err := r.wait(t, 1)[0]; err == nil || !p.Permanent(err) {
+		t.Errorf("publish to a subject of another stream: %v (permanent %v), want a permanent error", err, p.Permanent(err))
+	}
+	if got := streamCount(t, n.URL(), "OTHER"); got != 0 {
+		t.Errorf("the other stream holds %d messages, want 0", got)
+	}
+}

@@ -50,12 +50,15 @@ type Source struct {
 	buffer  int
 
 	// The feed of the current Start: the consumer's callback sends to msgs until stop is
-	// closed; failed is closed when the consumer fails for good, with the error in mu.
-	cc     jetstream.ConsumeContext
-	msgs   chan bridge.Incoming
-	stop   chan struct{}
-	failed chan struct{}
-	mu     struct {
+	// closed; failed is closed when the consumer fails for good, with the error in mu;
+	// deleted receives when the consumer was deleted (nats.go recreates it, forever, unless
+	// the stream is gone, which Fetch then checks).
+	cc      jetstream.ConsumeContext
+	msgs    chan bridge.Incoming
+	stop    chan struct{}
+	failed  chan struct{}
+	deleted chan struct{}
+	mu      struct {
 		sync.Mutex
 		err error
 	}
@@ -118,7 +121,7 @@ func (s *Source) Start(ctx context.Context, resume func(ctx context.Context, sou
 	if err != nil {
 		return fmt.Errorf("natsbus: start %s: %w", s.source, err)
 	}
-	msgs, stop, failed := make(chan bridge.Incoming, s.buffer), make(chan struct{}), make(chan struct{})
+	msgs, stop, failed, deleted := make(chan bridge.Incoming, s.buffer), make(chan struct{}), make(chan struct{}), make(chan struct{}, 1)
 	s.mu.Lock()
 	s.mu.err = nil
 	s.mu.Unlock()
@@ -144,11 +147,17 @@ func (s *Source) Start(ctx context.Context, resume func(ctx context.Context, sou
 		if fatal(err) {
 			fail(err)
 		}
+		if errors.Is(err, jetstream.ErrConsumerDeleted) {
+			select {
+			case deleted <- struct{}{}:
+			default:
+			}
+		}
 	}))
 	if err != nil {
 		return fmt.Errorf("natsbus: start %s: consume: %w", s.source, err)
 	}
-	s.cc, s.msgs, s.stop, s.failed = cc, msgs, stop, failed
+	s.cc, s.msgs, s.stop, s.failed, s.deleted = cc, msgs, stop, failed, deleted
 	return nil
 }
 
@@ -194,15 +203,21 @@ func (s *Source) Fetch(ctx context.Context, max int) ([]bridge.Incoming, error) 
 		return nil, fmt.Errorf("natsbus: fetch %s: max %d: %w", s.source, max, annals.ErrInvalidArgument)
 	}
 	var out []bridge.Incoming
-	select {
-	case in := <-s.msgs:
-		out = append(out, in)
-	case <-s.failed:
-		s.mu.Lock()
-		defer s.mu.Unlock()
-		return nil, s.mu.err
-	case <-ctx.Done():
-		return nil, ctx.Err()
+	for out == nil {
+		select {
+		case in := <-s.msgs:
+			out = append(out, in)
+		case <-s.failed:
+			s.mu.Lock()
+			defer s.mu.Unlock()
+			return nil, s.mu.err
+		case <-s.deleted:
+			if _, err := s.js.Stream(ctx, s.stream); errors.Is(err, jetstream.ErrStreamNotFound) {
+				return nil, fmt.Errorf("natsbus: fetch %s: %w", s.source, err)
+			}
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		}
 	}
 	for len(out) < max {
 		select {
@@ -227,7 +242,7 @@ func (s *Source) Stop() error {
 	close(s.stop)
 	s.cc.Stop()
 	<-s.cc.Closed()
-	s.cc, s.msgs, s.stop, s.failed = nil, nil, nil, nil
+	s.cc, s.msgs, s.stop, s.failed, s.deleted = nil, nil, nil, nil, nil
 	return nil
 }
 

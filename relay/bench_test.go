@@ -29,6 +29,7 @@ func (p *instantPub) Permanent(error) bool { return false }
 // BenchmarkRelay measures the relay's own cost per event: b.N events stored in a memstore,
 // published to a broker that acknowledges at once.
 func BenchmarkRelay(b *testing.B) {
+	b.ReportAllocs()
 	s := memstore.New(nil)
 	b.Cleanup(func() { s.Close() })
 	ctx := context.Background()

@@ -54,11 +54,13 @@ func (r *Relay) writeCheckpoints(stop, ctx context.Context, w *window, stored ui
 
 // writeFinal writes the acknowledged prefix of w as the checkpoint when a published event
 // joined it since the last write, with a context that outlives ctx's cancellation (for a few
-// seconds) but keeps its lease.
-func (r *Relay) writeFinal(ctx context.Context, w *window, stored uint64) error {
+// seconds) but keeps its lease, and returns the checkpoint stored. A failure is logged, not
+// returned: the spell's own error is what Run reports, and this one only costs publishing
+// again after a restart.
+func (r *Relay) writeFinal(ctx context.Context, w *window, stored uint64) uint64 {
 	acked, dirty := w.takeDirty()
 	if !dirty || acked == stored {
-		return nil
+		return stored
 	}
 	fctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), finalWriteTimeout)
 	defer cancel()
@@ -69,10 +71,12 @@ func (r *Relay) writeFinal(ctx context.Context, w *window, stored uint64) error 
 		err = r.cps.Update(fctx, r.cpName, 0, ce.Actual, acked, noop)
 	}
 	if err != nil {
-		return fmt.Errorf("relay %q: write checkpoint %d: %w", r.opts.Name, acked, err)
+		w.markDirty()
+		r.log.Warn("relay: write the last checkpoint", "checkpoint", acked, "err", err)
+		return stored
 	}
 	r.setStored(acked)
-	return nil
+	return acked
 }
 
 func (r *Relay) setStored(cp uint64) {

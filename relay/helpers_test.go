@@ -3,6 +3,7 @@ package relay
 import (
 	"context"
 	"fmt"
+	"log/slog"
 	"testing"
 	"time"
 
@@ -34,6 +35,7 @@ func testOptions(t testing.TB, name string) *Options {
 		Name:               name,
 		Encoder:            testEncoder(t),
 		CheckpointInterval: time.Millisecond,
+		Logger:             slog.New(slog.DiscardHandler), // retries are expected here
 		Policy:             supervisor.Policy{MinBackoff: time.Millisecond, MaxBackoff: 10 * time.Millisecond},
 	}
 }

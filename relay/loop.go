@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/annalsdb/annals"
+	"github.com/annalsdb/annals/bridge"
 	"github.com/annalsdb/annals/lease"
 	"github.com/annalsdb/annals/projection"
 )
@@ -49,14 +50,17 @@ func (r *Relay) work(ctx context.Context) error {
 	var writeErr error
 	wg.Go(func() { stored, writeErr = r.writeCheckpoints(sctx, ctx, w, from) })
 	wg.Go(func() { r.watchHead(sctx) })
-	if err := r.publish(sctx, w, from); err != nil {
-		w.fail(err)
-	}
+	w.fail(r.publish(sctx, w, from)) // publish returns only with an error
 	cancel(errStopped)
 	wg.Wait()
 
-	// Wait for the answers to what was published: the next spell must not publish beside
-	// messages of this one that are still in flight. When ctx is done, a short grace only.
+	// Write what is acknowledged now, while the lease surely holds; then wait for the answers
+	// to what was published (the next spell must not publish beside messages of this one that
+	// are still in flight; when ctx is done, for a short grace only) and write again.
+	final := !errors.Is(writeErr, projection.ErrCheckpointMoved) && !errors.Is(writeErr, lease.ErrLost)
+	if final {
+		stored = r.writeFinal(ctx, w, stored)
+	}
 	dctx := ctx
 	if ctx.Err() != nil {
 		var dcancel context.CancelFunc
@@ -64,22 +68,15 @@ func (r *Relay) work(ctx context.Context) error {
 		defer dcancel()
 	}
 	w.drain(dctx)
+	if final {
+		r.writeFinal(ctx, w, stored)
+	}
 
 	err = w.failure()
 	if ctx.Err() != nil && (err == nil || errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded)) {
 		err = ctx.Err()
 	}
-	if !errors.Is(writeErr, projection.ErrCheckpointMoved) && !errors.Is(writeErr, lease.ErrLost) {
-		if ferr := r.writeFinal(ctx, w, stored); ferr != nil {
-			if err == nil || err == ctx.Err() {
-				r.log.Warn("relay: write the last checkpoint", "err", ferr)
-			}
-			if err == nil {
-				err = ferr
-			}
-		}
-	}
-	if err != nil && ctx.Err() == nil {
+	if ctx.Err() == nil {
 		r.stats.failed(err, false, time.Now())
 	}
 	return err
@@ -126,8 +123,12 @@ func (r *Relay) publish(ctx context.Context, w *window, from uint64) error {
 			w.skip(ev.Position)
 			continue
 		}
-		msg, err := r.opts.Encoder.Encode(&ev)
-		e := &entry{stream: ev.Stream, revision: ev.Revision, position: ev.Position, id: ev.ID, time: ev.Time, size: msg.Size()}
+		// One allocation for the message (which the publisher holds) and its entry.
+		f := &flight{entry: entry{stream: ev.Stream, revision: ev.Revision, position: ev.Position, id: ev.ID, time: ev.Time}}
+		msg, e := &f.msg, &f.entry
+		m, err := r.opts.Encoder.Encode(&ev)
+		*msg = m
+		e.size = msg.Size()
 		if err != nil {
 			perr := r.publishError(e, fmt.Errorf("encode: %w", err))
 			perr.Permanent = true
@@ -136,7 +137,7 @@ func (r *Relay) publish(ctx context.Context, w *window, from uint64) error {
 		if err := w.push(ctx, e); err != nil {
 			return err
 		}
-		if err := r.pub.Publish(ctx, &msg, func(err error) { r.done(w, e, err) }); err != nil {
+		if err := r.pub.Publish(ctx, msg, func(err error) { r.done(w, e, err) }); err != nil {
 			w.remove(e)
 			if ctx.Err() != nil {
 				return context.Cause(ctx)
@@ -146,7 +147,16 @@ func (r *Relay) publish(ctx context.Context, w *window, from uint64) error {
 			return perr
 		}
 	}
-	return context.Cause(ctx)
+	if err := context.Cause(ctx); err != nil {
+		return err
+	}
+	return fmt.Errorf("relay %q: the subscription to $all ended", r.opts.Name)
+}
+
+// flight is a message being published and its entry in the window.
+type flight struct {
+	entry entry
+	msg   bridge.Message
 }
 
 // done is the callback of the publish of e. An answer of context.Canceled is the end of the
@@ -174,7 +184,7 @@ func (r *Relay) publishError(e *entry, err error) *PublishError {
 // stream (and its metadata), and the system and toolkit streams unless the filter names them
 // by a stream prefix starting with "$" or "annals.".
 func (r *Relay) skips(stream string) bool {
-	if stream == r.cpStream || stream == annals.MetaStream(r.cpStream) {
+	if stream == r.cpStream || stream == r.cpMeta {
 		return true
 	}
 	if !strings.HasPrefix(stream, "$") && !strings.HasPrefix(stream, toolkitPrefix) {

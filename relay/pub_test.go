@@ -37,6 +37,9 @@ type testPub struct {
 	wg     sync.WaitGroup
 	// fault, when set, returns the error Publish returns (sync) or done receives (async).
 	fault func(m published) (sync, async error)
+	// block, when set, makes Publish wait until it is closed or ctx is done (a publisher
+	// whose own buffer is full).
+	block chan struct{}
 	// onAck, when set, is called with each message acknowledged, before its done.
 	onAck func(m published)
 	mu    struct {
@@ -93,6 +96,13 @@ func (p *testPub) Publish(ctx context.Context, msg *bridge.Message, done func(er
 	if v, ok := msg.Get(bridge.HeaderPosition); ok {
 		if _, err := fmt.Sscan(string(v), &m.position); err != nil {
 			p.t.Errorf("message %s: header %s %q: %v", msg.ID, bridge.HeaderPosition, v, err)
+		}
+	}
+	if p.block != nil {
+		select {
+		case <-p.block:
+		case <-ctx.Done():
+			return ctx.Err()
 		}
 	}
 	var syncErr, asyncErr error

@@ -11,7 +11,7 @@
 // unacknowledged tail again, under the same event ids, which JetStream's duplicate window
 // drops (Nats-Msg-Id) and Kafka consumers drop by id (kafkabus.Dedup). It never skips an
 // event: an event the broker refuses for good (too large, say) stops the relay with an error
-// naming it.
+// naming it (a [*PublishError] matching [ErrRefused]).
 //
 // # Back-pressure and memory
 //
@@ -30,8 +30,10 @@
 //
 // System streams ("$…") and the toolkit's own streams ("annals.…": projections' and ingests'
 // checkpoints, the relay's own) are not published unless the filter names them by a stream
-// prefix starting with "$" or "annals.". Skipped events move the checkpoint, but never cause a
-// checkpoint write by themselves (so the relay's own checkpoint writes do not feed it).
+// prefix starting with "$" or "annals." (the relay's own checkpoint stream never is). Skipped
+// events move the checkpoint, but cause a checkpoint write by themselves only once thousands
+// of them have passed since the last one (so the relay's own checkpoint writes, an event or
+// two each, do not feed it).
 package relay
 
 import (
@@ -56,7 +58,9 @@ type Publisher interface {
 	// error without calling done). Otherwise done is called exactly once, on any goroutine,
 	// with nil when the broker has acknowledged msg durably, or with the error. Messages
 	// published one after another with the same Key (Kafka) or Subject (NATS) reach the
-	// broker in that order. done must not block.
+	// broker in that order. done must not block. A relay takes an error that Publish returns
+	// as the failure of msg (and ignores a done call for it that may still come); an answer of
+	// context.Canceled after ctx was cancelled is not counted as a broker's error.
 	Publish(ctx context.Context, msg *bridge.Message, done func(error)) error
 	// Permanent reports whether an error that done received will not be cured by publishing
 	// again (the broker refuses the message itself: too large, not authorized). The relay
@@ -116,7 +120,8 @@ type Status struct {
 	Holder string `json:"holder,omitempty"`
 	// Checkpoint is the position of the last event acknowledged and checkpointed; Acked the
 	// last acknowledged (ahead of Checkpoint by at most a checkpoint interval); Head the last
-	// position of the store the relay knows of.
+	// position of the store the relay knows of (the relay reads the store's while Run runs,
+	// when Status asks, at most once a second).
 	Checkpoint uint64 `json:"checkpoint"`
 	Acked      uint64 `json:"acked"`
 	Head       uint64 `json:"head"`
@@ -147,11 +152,12 @@ type Relay struct {
 	pub   Publisher
 	opts  Options
 	cps   *projection.Checkpoints[struct{}]
-	// cpName is the checkpoint's name in cps, cpStream the stream that holds it.
-	cpName, cpStream string
-	sup              *supervisor.Supervisor
-	log              *slog.Logger
-	stats            stats
+	// cpName is the checkpoint's name in cps, cpStream the stream that holds it, cpMeta the
+	// stream of cpStream's metadata.
+	cpName, cpStream, cpMeta string
+	sup                      *supervisor.Supervisor
+	log                      *slog.Logger
+	stats                    stats
 	// headWanted asks the running spell to read the store's head (Status sends it).
 	headWanted chan struct{}
 	mu         struct {
@@ -173,7 +179,8 @@ const (
 )
 
 // New returns a Relay. It returns an error matching annals.ErrInvalidArgument for an invalid
-// name or filter, or a zero Encoder.Subject.
+// name, filter or encoder (a zero Encoder.Subject, say), a nil store or publisher, negative
+// bounds, or an invalid Policy.
 func New(store Store, pub Publisher, opts *Options) (*Relay, error) {
 	if opts == nil {
 		return nil, fmt.Errorf("%w: relay: no options (Name and Encoder are required)", annals.ErrInvalidArgument)
@@ -184,27 +191,49 @@ func New(store Store, pub Publisher, opts *Options) (*Relay, error) {
 	}
 	r := &Relay{store: store, pub: pub, cpName: checkpointPrefix + o.Name, headWanted: make(chan struct{}, 1)}
 	r.cpStream = projection.CheckpointStreamPrefix + r.cpName + "@0"
+	r.cpMeta = annals.MetaStream(r.cpStream)
 	if err := annals.ValidateStreamID(r.cpStream); err != nil {
 		return nil, fmt.Errorf("%w: relay %q: its checkpoint stream: %w", annals.ErrInvalidArgument, o.Name, err)
 	}
 	if store == nil || pub == nil {
 		return nil, fmt.Errorf("%w: relay %q: nil store or publisher", annals.ErrInvalidArgument, o.Name)
 	}
-	if err := o.Filter.Validate(); err != nil {
+	if err := o.check(); err != nil {
 		return nil, fmt.Errorf("relay %q: %w", o.Name, err)
 	}
+	r.opts = o
+	r.log = o.Logger
+	if r.log == nil {
+		r.log = slog.Default()
+	}
+	r.log = r.log.With("relay", o.Name)
+	r.cps = projection.NewCheckpoints[struct{}](store, nil)
+	sup, err := supervisor.New(supervisor.Options{Name: LeasePrefix + o.Name, Policy: r.policy()})
+	if err != nil {
+		return nil, fmt.Errorf("%w: relay %q: %w", annals.ErrInvalidArgument, o.Name, err)
+	}
+	r.sup = sup
+	r.mu.sup = sup.Status()
+	return r, nil
+}
+
+// check validates o's filter, encoder and bounds, and sets the defaults of the bounds.
+func (o *Options) check() error {
+	if err := o.Filter.Validate(); err != nil {
+		return err
+	}
 	if o.Encoder.Subject.IsZero() {
-		return nil, fmt.Errorf("%w: relay %q: the encoder has no subject template", annals.ErrInvalidArgument, o.Name)
+		return fmt.Errorf("%w: the encoder has no subject template", annals.ErrInvalidArgument)
 	}
 	if err := o.Encoder.Validate(); err != nil {
-		return nil, fmt.Errorf("relay %q: encoder: %w", o.Name, err)
+		return fmt.Errorf("encoder: %w", err)
 	}
 	for _, v := range []struct {
 		what string
 		n    int64
 	}{{"MaxInFlight", int64(o.MaxInFlight)}, {"MaxInFlightBytes", int64(o.MaxInFlightBytes)}, {"CheckpointInterval", int64(o.CheckpointInterval)}} {
 		if v.n < 0 {
-			return nil, fmt.Errorf("%w: relay %q: negative %s %d", annals.ErrInvalidArgument, o.Name, v.what, v.n)
+			return fmt.Errorf("%w: negative %s %d", annals.ErrInvalidArgument, v.what, v.n)
 		}
 	}
 	if o.MaxInFlight == 0 {
@@ -216,19 +245,18 @@ func New(store Store, pub Publisher, opts *Options) (*Relay, error) {
 	if o.CheckpointInterval == 0 {
 		o.CheckpointInterval = DefaultCheckpointInterval
 	}
-	r.log = o.Logger
-	if r.log == nil {
-		r.log = slog.Default()
-	}
-	r.log = r.log.With("relay", o.Name)
-	r.opts = o
-	r.cps = projection.NewCheckpoints[struct{}](store, nil)
-	policy := o.Policy.Resolve(store)
+	return nil
+}
+
+// policy returns the supervision policy of r: the user's, with the store's lease keeper when
+// it keeps leases, publish errors permanent exactly when the publisher says so, and r's
+// status kept up to date.
+func (r *Relay) policy() supervisor.Policy {
+	policy := r.opts.Policy.Resolve(r.store)
 	permanent := policy.Permanent
 	if permanent == nil {
 		permanent = supervisor.IsPermanent
 	}
-	// A publish error is permanent when the publisher says so, whatever it wraps.
 	policy.Permanent = func(err error) bool {
 		if pe, ok := errors.AsType[*PublishError](err); ok {
 			return pe.Permanent
@@ -242,13 +270,7 @@ func New(store Store, pub Publisher, opts *Options) (*Relay, error) {
 			onChange(st)
 		}
 	}
-	sup, err := supervisor.New(supervisor.Options{Name: LeasePrefix + o.Name, Policy: policy})
-	if err != nil {
-		return nil, fmt.Errorf("%w: relay %q: %w", annals.ErrInvalidArgument, o.Name, err)
-	}
-	r.sup = sup
-	r.mu.sup = sup.Status()
-	return r, nil
+	return policy
 }
 
 // supervised records a change of the supervisor's state, and logs retries.
@@ -264,8 +286,9 @@ func (r *Relay) supervised(st supervisor.Status) {
 // Name returns the relay's name.
 func (r *Relay) Name() string { return r.opts.Name }
 
-// Run publishes until ctx is done (it then returns nil, after writing the checkpoint of what
-// was acknowledged) or a permanent error stops it (returned; a refused event gives a
+// Run publishes until ctx is done (it then returns nil, after waiting up to a second for the
+// answers to what is in flight and writing the checkpoint of what was acknowledged) or a
+// permanent error stops it (returned; a refused event gives a
 // [*PublishError] matching [ErrRefused]). Transient errors (the broker down, the store's
 // subscription cut) are retried with backoff and reported in Status. It returns an error
 // matching projection.ErrBusy when called while another Run of the same Relay runs.

@@ -199,3 +199,28 @@ func TestRelayStopsOnUnencodableEvent(t *testing.T) {
 		t.Errorf("checkpoint %d, want %d (the last event before the bad one)", cp, good[2].Position)
 	}
 }
+
+// A publisher that blocks (its buffer full, the broker away) holds the relay, which still
+// reports its status and stops when asked; nothing is skipped once it unblocks.
+func TestRelayBlockedPublisher(t *testing.T) {
+	s := memstore.New(nil)
+	t.Cleanup(func() { s.Close() })
+	evs := appendUser(t, s, 20, 2)
+	p := newTestPub(t)
+	p.block = make(chan struct{})
+	r := newRelay(t, s, p, testOptions(t, "orders"))
+	run := start(t, r)
+	testwait.Until(t, "the relay waits in Publish", func() bool {
+		st := r.Status()
+		return st.State == "running" && st.InFlight == 1 && st.Acked < evs[0].Position
+	})
+	if err := run.stop(t); err != nil {
+		t.Fatalf("Run: %v", err)
+	}
+	if cp := storedCheckpoint(t, s, "orders"); cp >= evs[0].Position {
+		t.Fatalf("checkpoint %d passes the event at %d that was never published", cp, evs[0].Position)
+	}
+	close(p.block)
+	start(t, newRelay(t, s, p, testOptions(t, "orders")))
+	waitAcked(t, p, evs)
+}

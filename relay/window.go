@@ -58,14 +58,23 @@ type window struct {
 		acked uint64
 		// dirty is set when a published event joins the prefix, and cleared by takeDirty.
 		dirty bool
+		// refused is the time of the first event Publish refused (it left the window),
+		// zero when none: it still waits.
+		refused time.Time
+		// taken is the prefix takeDirty last returned as dirty (the start of the window at
+		// first).
+		taken uint64
 		err   error
 	}
 }
 
+// skipGap is how far skipped events alone move the prefix before they call for a checkpoint.
+const skipGap = 10_000
+
 func newWindow(from uint64, maxN, maxBytes int, cancel context.CancelCauseFunc) *window {
 	w := &window{maxN: maxN, maxBytes: maxBytes, cancel: cancel,
 		wake: make(chan struct{}, 1), dirtyc: make(chan struct{}, 1)}
-	w.mu.acked = from
+	w.mu.acked, w.mu.taken = from, from
 	return w
 }
 
@@ -124,8 +133,10 @@ func (w *window) appendLocked(e *entry) {
 // lenLocked is the number of entries.
 func (w *window) lenLocked() int { return len(w.mu.buf) - w.mu.head }
 
-// skip records an event that is not published: it is answered at once, without making the
-// window dirty.
+// skip records an event that is not published: it is answered at once. It makes the window
+// dirty only when skipped events alone have moved the prefix skipGap positions past the last
+// checkpoint taken, so that a restart does not read them all again while the relay's own
+// checkpoint writes (an event or two each) cannot make it write again.
 func (w *window) skip(position uint64) {
 	w.mu.Lock()
 	defer w.mu.Unlock()
@@ -134,6 +145,10 @@ func (w *window) skip(position uint64) {
 		return
 	}
 	w.mu.acked = position
+	if position-w.mu.taken >= skipGap && !w.mu.dirty {
+		w.mu.dirty = true
+		signal(w.dirtyc)
+	}
 }
 
 // done records the broker's answer for e. A second answer, or one for a removed entry, is
@@ -181,6 +196,9 @@ func (w *window) remove(e *entry) {
 		return
 	}
 	e.state = removed
+	if w.mu.refused.IsZero() {
+		w.mu.refused = e.time
+	}
 	w.mu.pending--
 	w.mu.bytes -= e.size
 	w.mu.buf[n-1] = nil
@@ -196,7 +214,7 @@ func (w *window) fail(err error) {
 }
 
 func (w *window) failLocked(err error) {
-	if w.mu.err == nil {
+	if w.mu.err == nil && err != nil {
 		w.mu.err = err
 		w.cancel(err)
 	}
@@ -216,6 +234,9 @@ func (w *window) takeDirty() (acked uint64, dirty bool) {
 	defer w.mu.Unlock()
 	acked, dirty = w.mu.acked, w.mu.dirty
 	w.mu.dirty = false
+	if dirty {
+		w.mu.taken = acked
+	}
 	return acked, dirty
 }
 
@@ -248,15 +269,18 @@ type windowState struct {
 	acked    uint64
 	inFlight int
 	bytes    int
-	oldest   time.Time // of the first event not acknowledged; zero when none
+	oldest   time.Time // of the first event published and not acknowledged; zero when none
 }
 
 func (w *window) snapshot() windowState {
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	s := windowState{acked: w.mu.acked, inFlight: w.mu.pending, bytes: w.mu.bytes}
-	if w.lenLocked() > 0 {
+	switch {
+	case w.lenLocked() > 0:
 		s.oldest = w.mu.buf[w.mu.head].time
+	case !w.mu.refused.IsZero():
+		s.oldest = w.mu.refused
 	}
 	return s
 }

@@ -6,8 +6,8 @@ import (
 	"strconv"
 	"sync"
 	"testing"
-	"time"
 
+	"github.com/annalsdb/annals/internal/testwait"
 	"github.com/twmb/franz-go/pkg/kerr"
 	"github.com/twmb/franz-go/pkg/kfake"
 	"github.com/twmb/franz-go/pkg/kgo"
@@ -120,7 +120,8 @@ func (k *Kafka) Stop() {
 
 // Start starts the broker again on the same address with the data it had when stopped. It
 // fails the test when it cannot; starting a running cluster does nothing. The port may be
-// briefly taken by a connection's teardown, so Start retries for a few seconds.
+// briefly held by the teardown of the stopped broker's connections, so Start waits for it
+// (testwait). Call it from the test's goroutine.
 func (k *Kafka) Start() {
 	k.t.Helper()
 	k.mu.Lock()
@@ -128,16 +129,14 @@ func (k *Kafka) Start() {
 	if k.mu.cluster != nil {
 		return
 	}
-	var err error
-	for range 100 {
-		var c *kfake.Cluster
-		if c, err = kfake.NewCluster(k.opts...); err == nil {
-			k.mu.cluster = c
-			return
+	testwait.UntilNil(k.t, "kafka to listen again on "+k.addr, func() error {
+		c, err := kfake.NewCluster(k.opts...)
+		if err != nil {
+			return err
 		}
-		time.Sleep(50 * time.Millisecond) // waiting for the port to be free again
-	}
-	k.t.Fatalf("restart kafka on %s: %v", k.addr, err)
+		k.mu.cluster = c
+		return nil
+	})
 }
 
 // ReadAll returns every record of topic, in offset order per partition (partitions one after
