@@ -7,6 +7,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"time"
 
 	"github.com/annalsdb/annals/bridge"
 	"github.com/twmb/franz-go/pkg/kerr"
@@ -47,6 +48,9 @@ type Source struct {
 	mu   struct {
 		sync.Mutex
 		client *kgo.Client // nil while stopped
+		// cancel ends the client's context: Stop calls it when leaving the group takes
+		// longer than leaveTimeout, so that Close cannot hang on a group that does not answer.
+		cancel context.CancelFunc
 		// next is, per partition, the offset after the last record Fetch returned since
 		// Start; committed the offset last committed.
 		next      map[topicPartition]int64
@@ -140,13 +144,16 @@ func (s *Source) Start(ctx context.Context, resume func(ctx context.Context, sou
 			return offs, nil
 		}),
 	}
+	cctx, cancel := context.WithCancel(context.Background())
+	opts = append(opts, kgo.WithContext(cctx))
 	opts = append(opts, s.opts.ClientOptions...)
 	c, err := kgo.NewClient(opts...)
 	if err != nil {
+		cancel()
 		return invalid("start source: %v", err)
 	}
 	s.mu.Lock()
-	s.mu.client = c
+	s.mu.client, s.mu.cancel = c, cancel
 	s.mu.next = map[topicPartition]int64{}
 	s.mu.committed = map[topicPartition]int64{}
 	s.mu.Unlock()
@@ -177,8 +184,8 @@ func (s *Source) Fetch(ctx context.Context, max int) ([]bridge.Incoming, error) 
 	}
 	for {
 		fs := c.PollRecords(ctx, max)
-		if err := ctx.Err(); err != nil {
-			return nil, err
+		if err := ctx.Err(); err != nil && fs.NumRecords() == 0 {
+			return nil, err // records taken from the client are returned even so: dropped, they would be lost
 		}
 		var ferr error
 		fs.EachError(func(topic string, p int32, err error) {
@@ -283,14 +290,23 @@ func (s *Source) Commit(ctx context.Context, msgs []bridge.Incoming) error {
 // waiting then returns an error). Stopping a stopped Source does nothing.
 func (s *Source) Stop() error {
 	s.mu.Lock()
-	c := s.mu.client
-	s.mu.client = nil
+	c, cancel := s.mu.client, s.mu.cancel
+	s.mu.client, s.mu.cancel = nil, nil
 	s.mu.Unlock()
-	if c != nil {
-		c.Close()
+	if c == nil {
+		return nil
 	}
+	ctx, stop := context.WithTimeout(context.Background(), leaveTimeout)
+	defer stop()
+	c.LeaveGroupContext(ctx) // best effort: the group also drops a member that stops answering
+	cancel()
+	c.Close()
 	return nil
 }
+
+// leaveTimeout bounds how long Stop waits to leave the group (a broker that just came back
+// may not answer at once).
+const leaveTimeout = 5 * time.Second
 
 // Close stops the Source; it may be started again.
 func (s *Source) Close() error { return s.Stop() }

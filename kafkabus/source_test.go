@@ -205,3 +205,54 @@ func TestMessageIDInEveryFormat(t *testing.T) {
 		}
 	}
 }
+
+// TestSourceFetchCancelledKeepsRecords: a Fetch whose context ends while records are buffered
+// returns them rather than dropping them, so every offset is returned exactly once.
+func TestSourceFetchCancelledKeepsRecords(t *testing.T) {
+	const topic = "cancel"
+	k := bustest.StartKafka(t, &bustest.KafkaOptions{Partitions: 1, Topics: []string{topic}})
+	produce(t, k, topic, 1, 0, 500)
+	s := openSource(t, k, topic)
+	if err := s.Start(t.Context(), nil); err != nil {
+		t.Fatal(err)
+	}
+	next := map[string]uint64{}
+	seen := 0
+	take := func(batch []bridge.Incoming) {
+		for _, m := range batch {
+			if m.Offset != next[m.Source] {
+				t.Fatalf("%s: offset %d where %d was next", m.Source, m.Offset, next[m.Source])
+			}
+			next[m.Source]++
+			seen++
+		}
+	}
+	// The context's end is seen only by Err, as when it ends while the records are taken.
+	cancelled := endingContext{t.Context()}
+	for seen < 500 {
+		batch, err := s.Fetch(t.Context(), 7) // fills the client's buffer
+		if err != nil {
+			t.Fatal(err)
+		}
+		take(batch)
+		for seen < 500 { // drain what is buffered through cancelled Fetches
+			batch, err := s.Fetch(cancelled, 7)
+			if err != nil {
+				if !errors.Is(err, context.Canceled) || len(batch) > 0 {
+					t.Fatalf("Fetch with a cancelled context: %d records, %v", len(batch), err)
+				}
+				break
+			}
+			if len(batch) == 0 {
+				break
+			}
+			take(batch)
+		}
+	}
+}
+
+// endingContext is a context that has ended (Err) but whose Done channel is not yet closed:
+// the moment a Fetch's context ends while the client hands it records.
+type endingContext struct{ context.Context }
+
+func (endingContext) Err() error { return context.Canceled }
