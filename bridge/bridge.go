@@ -10,6 +10,9 @@
 package bridge
 
 import (
+	"fmt"
+	"strings"
+
 	"github.com/annalsdb/annals"
 )
 
@@ -58,13 +61,28 @@ type Message struct {
 // Get returns the value of the first header named key (case-insensitive, as HTTP and
 // CloudEvents' bindings compare them), and whether there is one.
 func (m *Message) Get(key string) ([]byte, bool) {
-	panic("unimplemented")
+	for _, h := range m.Headers {
+		if strings.EqualFold(h.Key, key) {
+			return h.Value, true
+		}
+	}
+	return nil, false
+}
+
+// getString is Get as a string, "" when absent.
+func (m *Message) getString(key string) (string, bool) {
+	v, ok := m.Get(key)
+	return string(v), ok
 }
 
 // Size is the bytes of m that count toward a relay's in-flight budget: subject, key, headers
 // and value.
 func (m *Message) Size() int {
-	panic("unimplemented")
+	n := len(m.Subject) + len(m.Key) + len(m.Value)
+	for _, h := range m.Headers {
+		n += len(h.Key) + len(h.Value)
+	}
+	return n
 }
 
 // Format is how an event is put into a message.
@@ -87,10 +105,23 @@ const (
 // ParseFormat reads "json", "cloudevents" or "cloudevents-binary". Other values give an error
 // matching [annals.ErrInvalidArgument] that lists them.
 func ParseFormat(s string) (Format, error) {
-	panic("unimplemented")
+	for f := FormatJSON; f <= FormatCloudEventsBinary; f++ {
+		if s == f.String() {
+			return f, nil
+		}
+	}
+	return 0, fmt.Errorf("%w: unknown format %q (want json, cloudevents or cloudevents-binary)", annals.ErrInvalidArgument, s)
 }
 
-// String returns the form ParseFormat reads.
+// String returns the form ParseFormat reads ("Format(n)" for an unknown one).
 func (f Format) String() string {
-	panic("unimplemented")
+	switch f {
+	case FormatJSON:
+		return "json"
+	case FormatCloudEvents:
+		return "cloudevents"
+	case FormatCloudEventsBinary:
+		return "cloudevents-binary"
+	}
+	return fmt.Sprintf("Format(%d)", int(f))
 }

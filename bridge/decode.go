@@ -1,8 +1,17 @@
 package bridge
 
 import (
+	"crypto/sha256"
+	"encoding/binary"
+	"fmt"
+	"strconv"
+	"time"
+
 	"github.com/annalsdb/annals"
 )
+
+// HeaderNatsMsgID is JetStream's message id header, an id of last resort for Decode.
+const HeaderNatsMsgID = "Nats-Msg-Id"
 
 // Incoming is a message read from a bus, with where it was read.
 type Incoming struct {
@@ -25,7 +34,7 @@ type Decoder struct {
 	Type string
 }
 
-// Decode returns the stream and the event a message stands for. The format is recognised
+// Decode returns the stream and the event a message stands for; the event shares m's bytes. The format is recognised
 // from the message: a CloudEvent in structured mode (content type
 // application/cloudevents+json), in binary mode (a ce_specversion or ce-specversion header), or
 // else an event in FormatJSON (the Header* headers, or only Decoder.Type and the value).
@@ -34,23 +43,150 @@ type Decoder struct {
 // when one of them is a UUID; else [DerivedID] of the first of them that is present; else
 // [DerivedID](Source, Offset). So a message delivered again gets the same id.
 //
+// The content type is the content-type header (the datacontenttype of a structured
+// CloudEvent); the metadata is the annals-metadata header, or else, when the message carries a
+// correlation id, a causation id or trace context (the Header* headers, the CloudEvents
+// extensions), a JSON object of them in codec.Metadata's form.
+//
 // It returns an error matching [annals.ErrInvalidArgument] that names the message (source and
 // offset) and what is wrong when the message cannot be an event: no type, a stream template
-// that expands to an invalid stream id, a malformed CloudEvent.
+// that expands to an invalid stream id or a system ("$") stream, a malformed CloudEvent, an
+// invalid event (annals.Event.Validate).
 func (d *Decoder) Decode(m *Incoming) (stream string, ev annals.Event, err error) {
-	panic("unimplemented")
+	fail := func(err error) (string, annals.Event, error) {
+		return "", annals.Event{}, fmt.Errorf("decode message %s offset %d: %w", m.Source, m.Offset, err)
+	}
+	if d.Stream.IsZero() {
+		return fail(fmt.Errorf("%w: no stream template", annals.ErrInvalidArgument))
+	}
+	p, err := parse(&m.Message)
+	if err != nil {
+		return fail(err)
+	}
+	if p.typ == "" && p.format == FormatJSON {
+		p.typ = d.Type
+	}
+	if p.typ == "" {
+		return fail(fmt.Errorf("%w: no event type (no %s header, and the decoder has no default type)", annals.ErrInvalidArgument, HeaderType))
+	}
+	ev = annals.Event{ID: incomingID(m, p), Type: p.typ, ContentType: p.contentType, Data: p.data, Metadata: p.metadata}
+	stream = d.Stream.expand(func(field string) string {
+		switch field {
+		case fieldStream:
+			return p.stream
+		case fieldCategory:
+			return annals.Category(p.stream)
+		case fieldType:
+			return p.typ
+		case fieldSubject:
+			return m.Subject
+		case fieldKey:
+			return string(m.Key)
+		}
+		return ""
+	}, nil)
+	if err := annals.ValidateUserStreamID(stream); err != nil {
+		return fail(fmt.Errorf("stream template %q: %w", d.Stream.text, err))
+	}
+	if err := ev.Validate(); err != nil {
+		return fail(err)
+	}
+	return stream, ev, nil
+}
+
+// incomingID returns the event id of m (see [Decoder.Decode]).
+func incomingID(m *Incoming, p parsed) annals.UUID {
+	var first string
+	for _, v := range [...]string{headerString(&m.Message, HeaderID), cloudEventID(p), headerString(&m.Message, HeaderNatsMsgID)} {
+		if v == "" {
+			continue
+		}
+		if u, err := annals.ParseUUID(v); err == nil && !u.IsZero() {
+			return u
+		}
+		if first == "" {
+			first = v
+		}
+	}
+	if first != "" {
+		return DerivedID(first)
+	}
+	return DerivedID(m.Source, strconv.FormatUint(m.Offset, 10))
+}
+
+func headerString(m *Message, key string) string {
+	v, _ := m.getString(key)
+	return v
+}
+
+// cloudEventID is the id attribute of a CloudEvent, "" for a message in FormatJSON.
+func cloudEventID(p parsed) string {
+	if p.format == FormatJSON {
+		return ""
+	}
+	return p.id
 }
 
 // DerivedID returns a UUID (version 8, from SHA-256) determined by parts, for messages whose
 // id is not a UUID: the same parts always give the same id.
 func DerivedID(parts ...string) annals.UUID {
-	panic("unimplemented")
+	h := sha256.New()
+	h.Write([]byte("annals bridge id\x00"))
+	var n [binary.MaxVarintLen64]byte
+	for _, p := range parts {
+		h.Write(n[:binary.PutUvarint(n[:], uint64(len(p)))])
+		h.Write([]byte(p))
+	}
+	var u annals.UUID
+	copy(u[:], h.Sum(nil))
+	u[6] = u[6]&0x0f | 0x80 // version 8
+	u[8] = u[8]&0x3f | 0x80 // variant 10
+	return u
 }
 
 // Recorded returns the recorded event a relay made m from, in any of the formats: what a
 // consumer of the bus reads. Fields the message does not carry stay zero. It returns an error
 // matching [annals.ErrInvalidArgument] when m holds no event id, type or stream, or a
-// malformed CloudEvent.
+// malformed CloudEvent or a revision, position or time that does not parse. The metadata is
+// the one Decode gives; the event shares m's bytes. It is safe for concurrent use.
 func Recorded(m *Message) (annals.RecordedEvent, error) {
-	panic("unimplemented")
+	p, err := parse(m)
+	if err != nil {
+		return annals.RecordedEvent{}, fmt.Errorf("read message of %q: %w", m.Subject, err)
+	}
+	fail := func(format string, args ...any) (annals.RecordedEvent, error) {
+		return annals.RecordedEvent{}, fmt.Errorf("read message of %q: %w: %s", m.Subject, annals.ErrInvalidArgument, fmt.Sprintf(format, args...))
+	}
+	switch {
+	case p.id == "":
+		return fail("no event id")
+	case p.typ == "":
+		return fail("no event type")
+	case p.stream == "":
+		return fail("no stream")
+	}
+	id, err := annals.ParseUUID(p.id)
+	if err != nil {
+		return fail("event id %q is not a UUID", p.id)
+	}
+	ev := annals.RecordedEvent{ID: id, Stream: p.stream, Type: p.typ, ContentType: p.contentType, Data: p.data, Metadata: p.metadata}
+	for _, n := range [...]struct {
+		what, v string
+		to      *uint64
+	}{{"revision", p.revision, &ev.Revision}, {"position", p.position, &ev.Position}} {
+		if n.v == "" {
+			continue
+		}
+		if *n.to, err = strconv.ParseUint(n.v, 10, 64); err != nil {
+			return fail("%s %q is not a number", n.what, n.v)
+		}
+	}
+	if p.time != "" {
+		t, err := time.Parse(time.RFC3339Nano, p.time)
+		if err != nil {
+			return fail("time %q is not RFC 3339", p.time)
+		}
+		ev.Time = t.UTC()
+	}
+	return ev, nil
 }

@@ -1,6 +1,14 @@
 package bridge
 
 import (
+	"encoding/base64"
+	"encoding/json"
+	"fmt"
+	"strconv"
+	"strings"
+	"time"
+	"unicode/utf8"
+
 	"github.com/annalsdb/annals"
 )
 
@@ -45,10 +53,228 @@ const (
 	NATS
 )
 
-// Encode returns the message of ev. The headers hold every Header* field that ev has
-// (correlation, causation and trace context are read from JSON metadata in codec.Metadata's
-// form; metadata that is not a JSON object simply has none). It returns an error matching
-// [annals.ErrInvalidArgument] only when the subject template expands to an empty name.
+// String returns "kafka" or "nats" ("Bus(n)" for an unknown one).
+func (b Bus) String() string {
+	switch b {
+	case Kafka:
+		return "kafka"
+	case NATS:
+		return "nats"
+	}
+	return fmt.Sprintf("Bus(%d)", int(b))
+}
+
+// ContentTypeCloudEvents is the content type of a CloudEvent in structured mode.
+const ContentTypeCloudEvents = "application/cloudevents+json"
+
+// relayFields are the placeholders of a subject template.
+var relayFields = []string{fieldStream, fieldCategory, fieldType}
+
+// Validate checks e: its Subject is set and uses only the relay side's placeholders, and its
+// Format and Bus are known. It returns an error matching [annals.ErrInvalidArgument] naming
+// what is wrong. Encode makes the same checks; Validate lets a relay refuse its options early.
+func (e *Encoder) Validate() error {
+	if err := e.Subject.checkFields("subject", relayFields...); err != nil {
+		return err
+	}
+	if e.Format < FormatJSON || e.Format > FormatCloudEventsBinary {
+		return fmt.Errorf("%w: unknown format %d", annals.ErrInvalidArgument, int(e.Format))
+	}
+	if e.Bus != Kafka && e.Bus != NATS {
+		return fmt.Errorf("%w: unknown bus %d", annals.ErrInvalidArgument, int(e.Bus))
+	}
+	return nil
+}
+
+// Encode returns the message of ev. The message's Value (and, in FormatCloudEventsBinary and
+// FormatJSON, its metadata header) shares ev's bytes.
+//
+// In FormatJSON the headers hold every Header* field that ev has: id, type, stream, revision,
+// position, time (when not zero), content type (empty means [annals.ContentTypeJSON]),
+// correlation and causation ids and trace context (read from JSON metadata in
+// codec.Metadata's form; metadata that is not a JSON object simply has none), and the
+// metadata itself when not empty.
+//
+// In FormatCloudEvents the value is the structured CloudEvent (see [Format]) with the
+// attributes specversion, id, source, type, subject (the stream), time, datacontenttype and
+// the extensions [ExtRevision] and [ExtPosition] (decimal strings: a CloudEvents integer has
+// 32 bits) and, when the metadata has them, [ExtCorrelationID], [ExtCausationID],
+// [ExtTraceParent] and [ExtTraceState]. The headers are content-type
+// (application/cloudevents+json), and annals-id, annals-stream and annals-position so that a
+// consumer drops duplicates or routes without parsing the value, and annals-metadata when the
+// event has metadata.
+//
+// In FormatCloudEventsBinary the value is the data, the attributes and extensions above are
+// headers with the bus's prefix ("ce_" or "ce-"), datacontenttype is the content-type
+// header, and the metadata is in annals-metadata.
+//
+// It returns an error matching [annals.ErrInvalidArgument] when the subject template expands
+// to an empty name, or e is not valid (see [Encoder.Validate]).
 func (e *Encoder) Encode(ev *annals.RecordedEvent) (Message, error) {
-	panic("unimplemented")
+	if err := e.Validate(); err != nil {
+		return Message{}, fmt.Errorf("encode event %s: %w", ev.ID, err)
+	}
+	subject, err := e.Subject.subject(e.Bus, relayValue(ev))
+	if err != nil {
+		return Message{}, fmt.Errorf("encode event %s of stream %q: %w", ev.ID, ev.Stream, err)
+	}
+	m := Message{Subject: subject, Key: []byte(ev.Stream), ID: ev.ID}
+	ctx := readContext(ev.Metadata)
+	ct := ev.ContentType
+	if ct == "" {
+		ct = annals.ContentTypeJSON
+	}
+	var t string
+	if !ev.Time.IsZero() {
+		t = ev.Time.UTC().Format(time.RFC3339Nano)
+	}
+	h := make([]Header, 0, 13)
+	add := func(key, v string) {
+		if v != "" {
+			h = append(h, Header{Key: key, Value: []byte(v)})
+		}
+	}
+	switch e.Format {
+	case FormatJSON:
+		add(HeaderID, ev.ID.String())
+		add(HeaderType, ev.Type)
+		add(HeaderStream, ev.Stream)
+		add(HeaderRevision, strconv.FormatUint(ev.Revision, 10))
+		add(HeaderPosition, strconv.FormatUint(ev.Position, 10))
+		add(HeaderTime, t)
+		add(HeaderContentType, ct)
+		add(HeaderCorrelationID, ctx.correlationID)
+		add(HeaderCausationID, ctx.causationID)
+		add(HeaderTraceParent, ctx.traceParent)
+		add(HeaderTraceState, ctx.traceState)
+		m.Value = ev.Data
+	case FormatCloudEvents:
+		add(HeaderContentType, ContentTypeCloudEvents)
+		add(HeaderID, ev.ID.String())
+		add(HeaderStream, ev.Stream)
+		add(HeaderPosition, strconv.FormatUint(ev.Position, 10))
+		m.Value = e.structured(ev, ct, t, ctx)
+	case FormatCloudEventsBinary:
+		p := e.Bus.cePrefix()
+		for _, a := range e.attributes(ev, t, ctx) {
+			add(p+a.name, a.v)
+		}
+		add(HeaderContentType, ct)
+		m.Value = ev.Data
+	}
+	if len(ev.Metadata) > 0 {
+		h = append(h, Header{Key: HeaderMetadata, Value: ev.Metadata})
+	}
+	m.Headers = h
+	return m, nil
+}
+
+// cePrefix is the prefix of CloudEvents attribute headers in binary mode on b.
+func (b Bus) cePrefix() string {
+	if b == NATS {
+		return "ce-"
+	}
+	return "ce_"
+}
+
+type attribute struct{ name, v string }
+
+// attributes returns the CloudEvents attributes of ev but datacontenttype and data, in the
+// order they are written; empty values are left out by the writers.
+func (e *Encoder) attributes(ev *annals.RecordedEvent, t string, ctx eventContext) [12]attribute {
+	source := e.Source
+	if source == "" {
+		source = DefaultSource
+	}
+	return [...]attribute{
+		{"specversion", "1.0"},
+		{"id", ev.ID.String()},
+		{"source", source},
+		{"type", ev.Type},
+		{"subject", ev.Stream},
+		{"time", t},
+		{ExtRevision, strconv.FormatUint(ev.Revision, 10)},
+		{ExtPosition, strconv.FormatUint(ev.Position, 10)},
+		{ExtCorrelationID, ctx.correlationID},
+		{ExtCausationID, ctx.causationID},
+		{ExtTraceParent, ctx.traceParent},
+		{ExtTraceState, ctx.traceState},
+	}
+}
+
+// structured returns the CloudEvent of ev in the JSON event format. The data is inline when
+// the content type is JSON and the data is valid JSON in UTF-8 (written as stored), else in
+// data_base64; empty data is left out.
+func (e *Encoder) structured(ev *annals.RecordedEvent, ct, t string, ctx eventContext) []byte {
+	b := make([]byte, 0, 320+len(ev.Data)*4/3)
+	b = append(b, '{')
+	field := func(name string) {
+		if len(b) > 1 {
+			b = append(b, ',')
+		}
+		b = append(b, '"')
+		b = append(b, name...)
+		b = append(b, '"', ':')
+	}
+	for _, a := range e.attributes(ev, t, ctx) {
+		if a.v != "" {
+			field(a.name)
+			b = appendJSONString(b, a.v)
+		}
+	}
+	field("datacontenttype")
+	b = appendJSONString(b, ct)
+	if len(ev.Data) > 0 {
+		if isJSON(ct) && utf8.Valid(ev.Data) && json.Valid(ev.Data) {
+			field("data")
+			b = append(b, ev.Data...)
+		} else {
+			field("data_base64")
+			b = append(b, '"')
+			b = base64.StdEncoding.AppendEncode(b, ev.Data)
+			b = append(b, '"')
+		}
+	}
+	return append(b, '}')
+}
+
+// isJSON reports whether content type ct (empty: JSON) says JSON: application/json or a
+// +json suffix, in any case, with any parameters.
+func isJSON(ct string) bool {
+	if ct == "" {
+		return true
+	}
+	mt, _, _ := strings.Cut(ct, ";")
+	mt = strings.ToLower(strings.TrimSpace(mt))
+	return mt == "application/json" || strings.HasSuffix(mt, "+json")
+}
+
+// appendJSONString appends s as a JSON string: quotes, backslashes and control characters
+// escaped, invalid UTF-8 as U+FFFD.
+func appendJSONString(b []byte, s string) []byte {
+	const hexDigits = "0123456789abcdef"
+	b = append(b, '"')
+	for i := 0; i < len(s); {
+		c := s[i]
+		if c < utf8.RuneSelf {
+			switch {
+			case c == '"' || c == '\\':
+				b = append(b, '\\', c)
+			case c < 0x20:
+				b = append(b, '\\', 'u', '0', '0', hexDigits[c>>4], hexDigits[c&0xf])
+			default:
+				b = append(b, c)
+			}
+			i++
+			continue
+		}
+		r, n := utf8.DecodeRuneInString(s[i:])
+		if r == utf8.RuneError && n == 1 {
+			b = append(b, `\ufffd`...)
+		} else {
+			b = append(b, s[i:i+n]...)
+		}
+		i += n
+	}
+	return append(b, '"')
 }
