@@ -70,7 +70,9 @@ func (f *Feed) Run(ctx context.Context, opts consume.Options, handle consume.Han
 	if err != nil {
 		return fmt.Errorf("kafka feed: %w", err)
 	}
-	defer cl.Close() // leaves the group, so that the others take the partitions at once
+	// Leaving the group lets the others take the partitions at once; a poll not handled (ctx
+	// ended) is not committed, and the rebalance it blocks is allowed here.
+	defer cl.CloseAllowingRebalance()
 	for {
 		err := cl.Ping(ctx)
 		if err == nil {
