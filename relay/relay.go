@@ -30,13 +30,18 @@
 //
 // System streams ("$…") and the toolkit's own streams ("annals.…": projections' and ingests'
 // checkpoints, the relay's own) are not published unless the filter names them by a stream
-// prefix starting with "$" or "annals.". Skipped events move the checkpoint, but never cause a
-// checkpoint write by themselves (so the relay's own checkpoint writes do not feed it).
+// prefix starting with "$" or "annals." (the relay's own checkpoint stream never is). Skipped
+// events move the checkpoint, but cause a checkpoint write by themselves only once thousands
+// of them have passed since the last one (so the relay's own checkpoint writes, an event or
+// two each, do not feed it).
 package relay
 
 import (
 	"context"
+	"errors"
+	"fmt"
 	"log/slog"
+	"sync"
 	"time"
 
 	"github.com/annalsdb/annals"
@@ -53,7 +58,9 @@ type Publisher interface {
 	// error without calling done). Otherwise done is called exactly once, on any goroutine,
 	// with nil when the broker has acknowledged msg durably, or with the error. Messages
 	// published one after another with the same Key (Kafka) or Subject (NATS) reach the
-	// broker in that order. done must not block.
+	// broker in that order. done must not block. A relay takes an error that Publish returns
+	// as the failure of msg (and ignores a done call for it that may still come); an answer of
+	// context.Canceled after ctx was cancelled is not counted as a broker's error.
 	Publish(ctx context.Context, msg *bridge.Message, done func(error)) error
 	// Permanent reports whether an error that done received will not be cured by publishing
 	// again (the broker refuses the message itself: too large, not authorized). The relay
@@ -117,8 +124,9 @@ type Status struct {
 	Checkpoint uint64 `json:"checkpoint"`
 	Acked      uint64 `json:"acked"`
 	Head       uint64 `json:"head"`
-	// Lag is the number of positions between Acked and Head; LagSeconds how old the oldest
-	// event not yet acknowledged is (0 when none waits).
+	// Lag is the number of positions between Acked and Head when an event that passes the
+	// filter lies after Acked, else 0; LagSeconds how old the oldest event published and not
+	// yet acknowledged is (0 when none waits).
 	Lag        uint64  `json:"lag"`
 	LagSeconds float64 `json:"lagSeconds"`
 	// Published counts the events acknowledged by the broker since this process started
@@ -139,23 +147,183 @@ type Status struct {
 // Relay publishes the events of a store; see the package documentation. Its methods are safe
 // for concurrent use.
 type Relay struct {
+	store Store
+	pub   Publisher
+	opts  Options
+	cps   *projection.Checkpoints[struct{}]
+	// cpName is the checkpoint's name in cps, cpStream the stream that holds it, cpMeta the
+	// stream of cpStream's metadata.
+	cpName, cpStream, cpMeta string
+	sup                      *supervisor.Supervisor
+	log                      *slog.Logger
+	stats                    stats
+	// headWanted asks the running spell to read the store's head (Status sends it).
+	headWanted chan struct{}
+	mu         struct {
+		sync.Mutex
+		running bool
+		// win is the window of the running spell, or of the last one.
+		win *window
+		// stored is the checkpoint as last read or written.
+		stored uint64
+		sup    supervisor.Status
+	}
 }
+
+// checkpointPrefix and LeasePrefix start the names of a relay's checkpoint and lease.
+const (
+	checkpointPrefix = "relay-"
+	// LeasePrefix starts the name of every relay's lease: "relay/"+Name.
+	LeasePrefix = "relay/"
+)
 
 // New returns a Relay. It returns an error matching annals.ErrInvalidArgument for an invalid
 // name or filter, or a zero Encoder.Subject.
 func New(store Store, pub Publisher, opts *Options) (*Relay, error) {
-	panic("unimplemented")
+	if opts == nil {
+		return nil, fmt.Errorf("%w: relay: no options (Name and Encoder are required)", annals.ErrInvalidArgument)
+	}
+	o := *opts
+	if err := projection.ValidateName(o.Name); err != nil {
+		return nil, fmt.Errorf("%w: relay name: %w", annals.ErrInvalidArgument, err)
+	}
+	r := &Relay{store: store, pub: pub, cpName: checkpointPrefix + o.Name, headWanted: make(chan struct{}, 1)}
+	r.cpStream = projection.CheckpointStreamPrefix + r.cpName + "@0"
+	r.cpMeta = annals.MetaStream(r.cpStream)
+	if err := annals.ValidateStreamID(r.cpStream); err != nil {
+		return nil, fmt.Errorf("%w: relay %q: its checkpoint stream: %w", annals.ErrInvalidArgument, o.Name, err)
+	}
+	if store == nil || pub == nil {
+		return nil, fmt.Errorf("%w: relay %q: nil store or publisher", annals.ErrInvalidArgument, o.Name)
+	}
+	if err := o.Filter.Validate(); err != nil {
+		return nil, fmt.Errorf("relay %q: %w", o.Name, err)
+	}
+	if o.Encoder.Subject.IsZero() {
+		return nil, fmt.Errorf("%w: relay %q: the encoder has no subject template", annals.ErrInvalidArgument, o.Name)
+	}
+	if err := o.Encoder.Validate(); err != nil {
+		return nil, fmt.Errorf("relay %q: encoder: %w", o.Name, err)
+	}
+	for _, v := range []struct {
+		what string
+		n    int64
+	}{{"MaxInFlight", int64(o.MaxInFlight)}, {"MaxInFlightBytes", int64(o.MaxInFlightBytes)}, {"CheckpointInterval", int64(o.CheckpointInterval)}} {
+		if v.n < 0 {
+			return nil, fmt.Errorf("%w: relay %q: negative %s %d", annals.ErrInvalidArgument, o.Name, v.what, v.n)
+		}
+	}
+	if o.MaxInFlight == 0 {
+		o.MaxInFlight = DefaultMaxInFlight
+	}
+	if o.MaxInFlightBytes == 0 {
+		o.MaxInFlightBytes = DefaultMaxInFlightBytes
+	}
+	if o.CheckpointInterval == 0 {
+		o.CheckpointInterval = DefaultCheckpointInterval
+	}
+	r.log = o.Logger
+	if r.log == nil {
+		r.log = slog.Default()
+	}
+	r.log = r.log.With("relay", o.Name)
+	r.opts = o
+	r.cps = projection.NewCheckpoints[struct{}](store, nil)
+	policy := o.Policy.Resolve(store)
+	permanent := policy.Permanent
+	if permanent == nil {
+		permanent = supervisor.IsPermanent
+	}
+	// A publish error is permanent when the publisher says so, whatever it wraps.
+	policy.Permanent = func(err error) bool {
+		if pe, ok := errors.AsType[*PublishError](err); ok {
+			return pe.Permanent
+		}
+		return permanent(err)
+	}
+	onChange := policy.OnChange
+	policy.OnChange = func(st supervisor.Status) {
+		r.supervised(st)
+		if onChange != nil {
+			onChange(st)
+		}
+	}
+	sup, err := supervisor.New(supervisor.Options{Name: LeasePrefix + o.Name, Policy: policy})
+	if err != nil {
+		return nil, fmt.Errorf("%w: relay %q: %w", annals.ErrInvalidArgument, o.Name, err)
+	}
+	r.sup = sup
+	r.mu.sup = sup.Status()
+	return r, nil
+}
+
+// supervised records a change of the supervisor's state, and logs retries.
+func (r *Relay) supervised(st supervisor.Status) {
+	r.mu.Lock()
+	r.mu.sup = st
+	r.mu.Unlock()
+	if st.State == supervisor.Retrying {
+		r.log.Warn("relay: retrying", "attempt", st.Attempts, "at", st.RetryAt, "err", st.Err)
+	}
 }
 
 // Name returns the relay's name.
-func (r *Relay) Name() string { panic("unimplemented") }
+func (r *Relay) Name() string { return r.opts.Name }
 
-// Run publishes until ctx is done (it then returns nil, after writing the checkpoint of what
-// was acknowledged) or a permanent error stops it (returned). Transient errors (the broker
-// down, the store's subscription cut) are retried with backoff and reported in Status. It
-// returns an error matching projection.ErrBusy when called while another Run of the same
-// Relay runs.
-func (r *Relay) Run(ctx context.Context) error { panic("unimplemented") }
+// Run publishes until ctx is done (it then returns nil, after waiting up to a second for the
+// answers to what is in flight and writing the checkpoint of what was acknowledged) or a
+// permanent error stops it (returned; a refused event gives a
+// [*PublishError] matching [ErrRefused]). Transient errors (the broker down, the store's
+// subscription cut) are retried with backoff and reported in Status. It returns an error
+// matching projection.ErrBusy when called while another Run of the same Relay runs.
+func (r *Relay) Run(ctx context.Context) error {
+	r.mu.Lock()
+	if r.mu.running {
+		r.mu.Unlock()
+		return fmt.Errorf("%w: relay %q: Run", projection.ErrBusy, r.opts.Name)
+	}
+	r.mu.running = true
+	r.mu.Unlock()
+	defer func() {
+		r.mu.Lock()
+		r.mu.running = false
+		r.mu.Unlock()
+	}()
+	err := r.sup.Run(ctx, r.work)
+	if ctx.Err() != nil {
+		return nil
+	}
+	return err
+}
 
 // Status returns the relay's status now.
-func (r *Relay) Status() Status { panic("unimplemented") }
+func (r *Relay) Status() Status {
+	now := time.Now()
+	st := Status{Name: r.opts.Name}
+	r.mu.Lock()
+	st.Supervisor = r.mu.sup
+	st.Checkpoint = r.mu.stored
+	win := r.mu.win
+	r.mu.Unlock()
+	st.State = st.Supervisor.State.String()
+	switch st.Supervisor.State {
+	case supervisor.Running:
+		st.Holder = st.Supervisor.Holder
+	case supervisor.StandingBy:
+		st.Holder = st.Supervisor.Other.Holder
+	}
+	st.Acked = st.Checkpoint
+	if win != nil {
+		ws := win.snapshot()
+		st.Acked, st.InFlight = ws.acked, ws.inFlight
+		if !ws.oldest.IsZero() {
+			st.LagSeconds = max(now.Sub(ws.oldest).Seconds(), 0)
+		}
+	}
+	r.stats.fill(&st, now)
+	if s, ok := r.pub.(fmt.Stringer); ok {
+		st.Target = s.String()
+	}
+	signal(r.headWanted)
+	return st
+}
