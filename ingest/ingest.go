@@ -32,11 +32,15 @@ package ingest
 
 import (
 	"context"
+	"errors"
+	"fmt"
 	"log/slog"
+	"sync"
 	"time"
 
 	"github.com/annalsdb/annals"
 	"github.com/annalsdb/annals/bridge"
+	"github.com/annalsdb/annals/lease"
 	"github.com/annalsdb/annals/supervisor"
 )
 
@@ -116,21 +120,140 @@ type Status struct {
 // Ingest appends the messages of a Source; see the package documentation. Its methods are
 // safe for concurrent use.
 type Ingest struct {
+	store  Store
+	fencer fencer // store's Fenced, or nil
+	src    Source
+	opts   Options
+	sup    *supervisor.Supervisor
+	// bounded holds the progress streams known to hold maxCount 1 (stream name → struct{}).
+	bounded sync.Map
+	// recent is the ids of the last messages seen, with where they were read; only the Run
+	// under way uses it.
+	recent *recent
+	// idle is how long Run waits for messages before it records the batch it appended last
+	// as done and commits it.
+	idle time.Duration
+
+	mu struct {
+		sync.Mutex
+		appended, duplicates, errors uint64
+		lastErr                      error
+		lastTime                     time.Time
+		offsets                      map[string]uint64
+		rate                         rate
+	}
+}
+
+// fencer is an event store that keeps leases and can run a write under the check of one
+// (lease.Memory.Fenced, which memstore and filestore embed, pgstore.Store.Fenced and
+// client.Client.Fenced).
+type fencer interface {
+	Fenced(ctx context.Context, write func() error) error
 }
 
 // New returns an Ingest. It returns an error matching annals.ErrInvalidArgument for an
-// invalid name or a zero Decoder.Stream.
+// invalid name or a zero Decoder.Stream, and one matching lease.ErrInvalid for an invalid
+// Policy (see supervisor.New).
 func New(store Store, src Source, opts *Options) (*Ingest, error) {
-	panic("unimplemented")
+	if opts == nil {
+		return nil, fmt.Errorf("%w: ingest: no options (Name and Decoder.Stream are required)", annals.ErrInvalidArgument)
+	}
+	o := *opts
+	if o.Name == "" {
+		return nil, fmt.Errorf("%w: ingest: empty name", annals.ErrInvalidArgument)
+	}
+	if err := annals.ValidateStreamID(ProgressStreamPrefix + o.Name + "-x"); err != nil {
+		return nil, fmt.Errorf("ingest name %q: %w", o.Name, err)
+	}
+	if err := lease.ValidateName("ingest/" + o.Name); err != nil {
+		return nil, fmt.Errorf("%w: ingest name %q: %w", annals.ErrInvalidArgument, o.Name, err)
+	}
+	if o.Decoder.Stream.IsZero() {
+		return nil, fmt.Errorf("%w: ingest %q: no Decoder.Stream template", annals.ErrInvalidArgument, o.Name)
+	}
+	if store == nil || src == nil {
+		return nil, fmt.Errorf("%w: ingest %q: nil store or source", annals.ErrInvalidArgument, o.Name)
+	}
+	switch {
+	case o.Batch < 0:
+		return nil, fmt.Errorf("%w: ingest %q: negative Batch %d", annals.ErrInvalidArgument, o.Name, o.Batch)
+	case o.Batch == 0:
+		o.Batch = DefaultBatch
+	}
+	switch {
+	case o.DedupSize < 0:
+		return nil, fmt.Errorf("%w: ingest %q: negative DedupSize %d", annals.ErrInvalidArgument, o.Name, o.DedupSize)
+	case o.DedupSize == 0:
+		o.DedupSize = DefaultDedupSize
+	}
+	if o.Logger == nil {
+		o.Logger = slog.Default()
+	}
+	in := &Ingest{store: store, src: src, opts: o, recent: newRecent(o.DedupSize), idle: time.Second}
+	in.fencer, _ = store.(fencer)
+	in.mu.offsets = map[string]uint64{}
+	policy := o.Policy.Resolve(store)
+	permanent := policy.Permanent
+	if permanent == nil {
+		permanent = supervisor.IsPermanent
+	}
+	// A message that cannot be an event, or whose stream refuses it, stops the ingest
+	// whatever the policy says: trying again would only refuse it again.
+	policy.Permanent = func(err error) bool {
+		return errors.Is(err, annals.ErrInvalidArgument) || errors.Is(err, annals.ErrStreamDeleted) || permanent(err)
+	}
+	sup, err := supervisor.New(supervisor.Options{Name: "ingest/" + o.Name, Policy: policy})
+	if err != nil {
+		return nil, fmt.Errorf("ingest %q: %w", o.Name, err)
+	}
+	in.sup = sup
+	return in, nil
 }
 
 // Name returns the ingest's name.
-func (in *Ingest) Name() string { panic("unimplemented") }
+func (in *Ingest) Name() string { return in.opts.Name }
 
 // Run ingests until ctx is done (nil) or a permanent error stops it: a message that cannot be
 // an event (bridge.Decoder's error, naming the message), a refused append (an invalid or
-// tombstoned stream). Transient errors are retried with backoff.
-func (in *Ingest) Run(ctx context.Context) error { panic("unimplemented") }
+// tombstoned stream). Transient errors are retried with backoff. When ctx is done it records
+// the last batch appended as done and commits it before it returns. It returns an error
+// matching supervisor.ErrBusy when another Run of in is under way.
+func (in *Ingest) Run(ctx context.Context) error {
+	err := in.sup.Run(ctx, in.work)
+	if ctx.Err() != nil && (err == nil || errors.Is(err, ctx.Err())) {
+		return nil
+	}
+	if err != nil {
+		return fmt.Errorf("ingest %q: %w", in.opts.Name, err)
+	}
+	return nil
+}
 
-// Status returns the ingest's status now.
-func (in *Ingest) Status() Status { panic("unimplemented") }
+// work is one run under the supervisor: it starts the source, ingests until ctx is done or
+// an error, and stops the source.
+func (in *Ingest) work(ctx context.Context) (err error) {
+	a := newAttempt(in)
+	defer func() {
+		if err != nil && ctx.Err() == nil {
+			in.failed(err)
+		}
+	}()
+	if err := in.src.Start(ctx, a.resume); err != nil {
+		return fmt.Errorf("start source: %w", err)
+	}
+	defer func() {
+		if serr := in.src.Stop(); serr != nil && err == nil && ctx.Err() == nil {
+			err = fmt.Errorf("stop source: %w", serr)
+		}
+	}()
+	return a.loop(ctx)
+}
+
+// failed counts a failed run and logs it when it is to be retried.
+func (in *Ingest) failed(err error) {
+	in.mu.Lock()
+	in.mu.errors++
+	in.mu.lastErr, in.mu.lastTime = err, time.Now()
+	in.mu.Unlock()
+	in.opts.Logger.Warn("ingest failed", "ingest", in.opts.Name, "err", err)
+}

@@ -2,12 +2,15 @@ package kafkabus_test
 
 import (
 	"context"
+	"errors"
 	"fmt"
+	"sync"
 	"sync/atomic"
 	"testing"
 
 	"github.com/annalsdb/annals"
 	"github.com/annalsdb/annals/bridge"
+	"github.com/annalsdb/annals/filestore"
 	"github.com/annalsdb/annals/internal/bustest"
 	"github.com/annalsdb/annals/internal/testwait"
 	"github.com/annalsdb/annals/kafkabus"
@@ -45,11 +48,13 @@ func (w *writer) run(ctx context.Context) error {
 	return nil
 }
 
-// startRelay runs a relay named name from store to the topic "events" on k until the test
-// ends or the returned stop is called, which returns Run's error.
-func startRelay(t *testing.T, k *bustest.Kafka, store relay.Store, name string) (*relay.Relay, func() error) {
+// startRelay runs a relay named name from store to the topic "events" on k, through p (nil:
+// a new Publisher), until the test ends or the returned stop is called, which returns Run's error.
+func startRelay(t *testing.T, k *bustest.Kafka, store relay.Store, name string, p relay.Publisher) (*relay.Relay, func() error) {
 	t.Helper()
-	p := openPublisher(t, k, nil)
+	if p == nil {
+		p = openPublisher(t, k, nil)
+	}
 	subject, err := bridge.ParseTemplate("events")
 	if err != nil {
 		t.Fatal(err)
@@ -92,7 +97,7 @@ func TestRelayEveryEventArrives(t *testing.T) {
 	if err := w.run(t.Context()); err != nil {
 		t.Fatal(err)
 	}
-	r, stop := startRelay(t, k, store, "k")
+	r, stop := startRelay(t, k, store, "k", nil)
 	waitAcked(t, r, w.last.Load())
 	if err := stop(); err != nil {
 		t.Fatalf("Run: %v", err)
@@ -104,14 +109,31 @@ func TestRelayEveryEventArrives(t *testing.T) {
 	checkOnePartitionPerStream(t, recs)
 }
 
-func TestRelayBrokerOutage(t *testing.T) {
+// eachStore runs fn on a memstore and on a filestore.
+func eachStore(t *testing.T, fn func(t *testing.T, store annals.Store)) {
+	t.Run("memstore", func(t *testing.T) {
+		s := memstore.New(nil)
+		t.Cleanup(func() { s.Close() })
+		fn(t, s)
+	})
+	t.Run("filestore", func(t *testing.T) {
+		s, err := filestore.Open(t.TempDir(), nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { s.Close() })
+		fn(t, s)
+	})
+}
+
+func TestRelayBrokerOutage(t *testing.T) { eachStore(t, testRelayBrokerOutage) }
+
+func testRelayBrokerOutage(t *testing.T, store annals.Store) {
 	k := bustest.StartKafka(t, &bustest.KafkaOptions{Partitions: 4})
-	store := memstore.New(nil)
-	t.Cleanup(func() { store.Close() })
 	w := &writer{store: store, streams: 10, perStr: 400, batch: 2}
 	werr := make(chan error, 1)
 	go func() { werr <- w.run(t.Context()) }()
-	r, stop := startRelay(t, k, store, "k")
+	r, stop := startRelay(t, k, store, "k", nil)
 	testwait.Until(t, "relay publishing", func() bool { return r.Status().Acked > 200 })
 	k.Stop()
 	before := w.appended.Load()
@@ -128,19 +150,54 @@ func TestRelayBrokerOutage(t *testing.T) {
 	t.Logf("%d records published twice across the outage", dups)
 }
 
-func TestRelayRestartExactlyOnceInEffect(t *testing.T) {
+// crashingPublisher publishes through a Publisher; after its first passing messages it still
+// publishes but keeps the broker's answers from the relay, as a relay that dies after the
+// broker took its messages and before it knew did. release then fails the withheld answers.
+type crashingPublisher struct {
+	*kafkabus.Publisher
+	passing  atomic.Int64
+	withheld atomic.Int64
+	mu       sync.Mutex
+	dones    []func(error)
+}
+
+func (p *crashingPublisher) Publish(ctx context.Context, msg *bridge.Message, done func(error)) error {
+	if p.passing.Add(-1) >= 0 {
+		return p.Publisher.Publish(ctx, msg, done)
+	}
+	return p.Publisher.Publish(ctx, msg, func(err error) {
+		if err == nil {
+			p.withheld.Add(1)
+		}
+		p.mu.Lock()
+		defer p.mu.Unlock()
+		p.dones = append(p.dones, done)
+	})
+}
+
+func (p *crashingPublisher) release() {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	for _, done := range p.dones {
+		done(errors.New("crashed"))
+	}
+	p.dones = nil
+}
+
+func TestRelayRestartExactlyOnceInEffect(t *testing.T) { eachStore(t, testRelayRestart) }
+
+func testRelayRestart(t *testing.T, store annals.Store) {
 	k := bustest.StartKafka(t, &bustest.KafkaOptions{Partitions: 4})
-	store := memstore.New(nil)
-	t.Cleanup(func() { store.Close() })
 	w := &writer{store: store, streams: 10, perStr: 400, batch: 5}
 	werr := make(chan error, 1)
 	go func() { werr <- w.run(t.Context()) }()
-	r1, stop1 := startRelay(t, k, store, "k")
-	testwait.Until(t, "first relay publishing", func() bool { return r1.Status().Acked > 1000 })
-	if err := stop1(); err != nil {
-		t.Fatalf("first Run: %v", err)
-	}
-	r2, stop2 := startRelay(t, k, store, "k")
+	crashing := &crashingPublisher{Publisher: openPublisher(t, k, nil)}
+	crashing.passing.Store(1500)
+	_, stop1 := startRelay(t, k, store, "k", crashing)
+	testwait.Until(t, "first relay publishing what it will not checkpoint", func() bool { return crashing.withheld.Load() > 300 })
+	crashing.release()
+	stop1() // its last Run ends in an error or not: what matters is its checkpoint
+	r2, stop2 := startRelay(t, k, store, "k", nil)
 	if err := <-werr; err != nil {
 		t.Fatal(err)
 	}
@@ -150,6 +207,9 @@ func TestRelayRestartExactlyOnceInEffect(t *testing.T) {
 	}
 	recs := k.ReadAll(t.Context(), t, "events")
 	dups := checkStreams(t, recs, w.streams, w.perStr)
+	if dups == 0 {
+		t.Fatal("the second relay published nothing again: the test does not exercise Dedup")
+	}
 	// A consumer with kafkabus.Dedup sees every event once.
 	d := kafkabus.NewDedup(0)
 	fresh := 0

@@ -39,7 +39,10 @@ func connect(url, name string, log *slog.Logger, extra ...nats.Option) (*nats.Co
 		nats.Name(name),
 		nats.MaxReconnects(-1),
 		nats.ReconnectWait(reconnectWait),
-		nats.DisconnectErrHandler(func(_ *nats.Conn, err error) {
+		nats.DisconnectErrHandler(func(nc *nats.Conn, err error) {
+			if nc.IsClosed() {
+				return // closed by its owner
+			}
 			log.Warn("natsbus: disconnected", "name", name, "url", url, "err", err)
 		}),
 		nats.ReconnectHandler(func(nc *nats.Conn) {

@@ -40,6 +40,10 @@ type PublisherOptions struct {
 	// published after a failed message can reach the stream before it.
 	URL string
 	// Conn is a connection to use instead of dialing URL (the Publisher does not close it).
+	// Give it nats.ReconnectBufSize(-1): with a reconnect buffer (nats.go's default), what is
+	// published while it reconnects is sent when it is back, and may be stored before a
+	// message that failed when the connection dropped, out of order once the relay publishes
+	// that one again.
 	Conn *nats.Conn
 	// Stream is the JetStream stream the subjects go to.
 	Stream StreamOptions
@@ -55,8 +59,17 @@ type PublisherOptions struct {
 }
 
 // Publisher is a relay.Publisher on JetStream's asynchronous publish: each Publish sends at
-// once, and one goroutine of the Publisher waits for the acks, in publish order, and calls
-// the done functions. It is safe for concurrent use; [Publisher.Close] stops it.
+// once, and the ack (or the error) calls its done function on one of nats.go's goroutines
+// (the one that reads acks, an ack timer, the one that sees the connection drop), some of
+// them holding nats.go's lock: done must not block nor publish.
+//
+// What a relay needs of the order holds: the messages of one goroutine's successive Publish
+// calls go out on one connection in that order, and none is sent again by nats.go (a publish
+// that found no stream listening fails instead of being retried behind later ones; the
+// connection it opens buffers nothing while it reconnects). A failed message is published
+// again by the relay, from its checkpoint, with the messages after it.
+//
+// It is safe for concurrent use; [Publisher.Close] ends it.
 type Publisher struct {
 	nc       *nats.Conn
 	own      bool // nc was opened by OpenPublisher, and Close closes it
@@ -67,21 +80,23 @@ type Publisher struct {
 	pubOpts  []jetstream.PublishOpt
 
 	slots   chan struct{} // a token per publish not yet done: at most MaxPending
-	queue   chan waiting  // the publishes awaiting their ack, in publish order
 	closing chan struct{} // closed when Close starts
-	abort   chan struct{} // closed when Close stops waiting for acks
-	pending sync.WaitGroup
-	wg      sync.WaitGroup // the ack goroutine
+	drained chan struct{} // closed once Close started and nothing is pending
 
+	// mu is taken inside nats.go's own lock of its publisher (its timeout calls the error
+	// handler with it held), so nothing calls nats.go with mu held.
 	mu struct {
 		sync.Mutex
 		closed bool
+		// pending are the publishes that wait for their ack, by message.
+		pending map[*nats.Msg]waiting
+		// drainedDone says drained is closed.
+		drainedDone bool
 	}
 }
 
 // waiting is a publish that waits for its ack.
 type waiting struct {
-	paf     jetstream.PubAckFuture
 	done    func(error)
 	subject string
 }
@@ -124,7 +139,13 @@ func OpenPublisher(ctx context.Context, opts PublisherOptions) (*Publisher, erro
 	}
 	js, err := jetstream.New(p.nc,
 		jetstream.WithPublishAsyncMaxPending(opts.MaxPending),
-		jetstream.WithPublishAsyncTimeout(opts.AckTimeout))
+		jetstream.WithPublishAsyncTimeout(opts.AckTimeout),
+		jetstream.WithPublishAsyncAckHandler(func(_ jetstream.JetStream, m *nats.Msg, _ *jetstream.PubAck) {
+			p.resolve(m, nil)
+		}),
+		jetstream.WithPublishAsyncErrHandler(func(_ jetstream.JetStream, m *nats.Msg, err error) {
+			p.resolve(m, err)
+		}))
 	if err != nil {
 		return fail(err)
 	}
@@ -139,11 +160,9 @@ func OpenPublisher(ctx context.Context, opts PublisherOptions) (*Publisher, erro
 	// messages published since, out of order. The relay retries from its checkpoint instead.
 	p.pubOpts = []jetstream.PublishOpt{jetstream.WithExpectStream(p.stream), jetstream.WithRetryAttempts(0)}
 	p.slots = make(chan struct{}, opts.MaxPending)
-	p.queue = make(chan waiting, opts.MaxPending)
 	p.closing = make(chan struct{})
-	p.abort = make(chan struct{})
-	p.wg.Add(1)
-	go p.acks()
+	p.mu.pending = make(map[*nats.Msg]waiting, opts.MaxPending)
+	p.drained = make(chan struct{})
 	return p, nil
 }
 
@@ -213,52 +232,44 @@ func (p *Publisher) Publish(ctx context.Context, msg *bridge.Message, done func(
 		done(fmt.Errorf("natsbus: publish to %s: %w", msg.Subject, ErrClosed))
 		return nil
 	}
-	paf, err := p.js.PublishMsgAsync(m, p.pubOpts...)
-	if err != nil {
-		p.mu.Unlock()
-		<-p.slots
-		done(fmt.Errorf("natsbus: publish to %s: %w", msg.Subject, err))
-		return nil
-	}
-	p.pending.Add(1)
-	p.queue <- waiting{paf: paf, done: done, subject: msg.Subject} // never blocks: slots bound it
+	p.mu.pending[m] = waiting{done: done, subject: msg.Subject}
 	p.mu.Unlock()
+	if _, err := p.js.PublishMsgAsync(m, p.pubOpts...); err != nil {
+		if errors.Is(err, nats.ErrReconnectBufExceeded) {
+			// The connection keeps no buffer: this is what a publish meets while it reconnects.
+			err = fmt.Errorf("disconnected from NATS, reconnecting: %w", err)
+		}
+		p.resolve(m, err)
+	}
 	return nil
 }
 
-// acks waits for the acks of the queued publishes, in order, and calls their done functions,
-// until Close aborts it; it then fails what is left with ErrClosed.
-func (p *Publisher) acks() {
-	defer p.wg.Done()
-	for {
-		select {
-		case w := <-p.queue:
-			var err error
-			select {
-			case <-w.paf.Ok():
-			case err = <-w.paf.Err():
-				err = fmt.Errorf("natsbus: publish to %s: %w", w.subject, err)
-			case <-p.abort:
-				err = fmt.Errorf("natsbus: publish to %s: no ack before close: %w", w.subject, ErrClosed)
-			}
-			p.finish(w, err)
-		case <-p.abort:
-			for {
-				select {
-				case w := <-p.queue:
-					p.finish(w, fmt.Errorf("natsbus: publish to %s: no ack before close: %w", w.subject, ErrClosed))
-				default:
-					return
-				}
-			}
-		}
+// resolve calls the done function of the publish of m with err (nil for an ack), unless it
+// was called already (by Close).
+func (p *Publisher) resolve(m *nats.Msg, err error) {
+	p.mu.Lock()
+	w, ok := p.mu.pending[m]
+	if ok {
+		delete(p.mu.pending, m)
+		p.drainedLocked()
 	}
-}
-
-func (p *Publisher) finish(w waiting, err error) {
+	p.mu.Unlock()
+	if !ok {
+		return
+	}
+	if err != nil {
+		err = fmt.Errorf("natsbus: publish to %s: %w", w.subject, err)
+	}
 	w.done(err)
 	<-p.slots
-	p.pending.Done()
+}
+
+// drainedLocked closes drained when the Publisher is closed and nothing is pending.
+func (p *Publisher) drainedLocked() {
+	if p.mu.closed && len(p.mu.pending) == 0 && !p.mu.drainedDone {
+		p.mu.drainedDone = true
+		close(p.drained)
+	}
 }
 
 // UnboundSubjectError is the error of a message whose subject the stream does not bind:
@@ -313,22 +324,24 @@ func (p *Publisher) Close(ctx context.Context) error {
 	}
 	p.mu.closed = true
 	close(p.closing)
+	p.drainedLocked()
 	p.mu.Unlock()
 
-	drained := make(chan struct{})
-	go func() {
-		p.pending.Wait()
-		close(drained)
-	}()
 	var err error
 	select {
-	case <-drained:
+	case <-p.drained:
 	case <-ctx.Done():
 		err = fmt.Errorf("natsbus: close %s: %w", p.target, ctx.Err())
+		p.mu.Lock()
+		left := p.mu.pending
+		p.mu.pending = map[*nats.Msg]waiting{}
+		p.drainedLocked()
+		p.mu.Unlock()
+		for _, w := range left {
+			w.done(fmt.Errorf("natsbus: publish to %s: no ack before close: %w", w.subject, ErrClosed))
+			<-p.slots
+		}
 	}
-	close(p.abort)
-	p.wg.Wait()
-	<-drained
 	if p.own {
 		p.nc.Close()
 	}

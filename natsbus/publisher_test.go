@@ -12,9 +12,11 @@ import (
 
 	"github.com/annalsdb/annals"
 	"github.com/annalsdb/annals/bridge"
+	"github.com/annalsdb/annals/ingest"
 	"github.com/annalsdb/annals/internal/bustest"
 	"github.com/annalsdb/annals/internal/testwait"
 	"github.com/annalsdb/annals/natsbus"
+	"github.com/annalsdb/annals/relay"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 )
@@ -252,5 +254,40 @@ func TestPublisherOutage(t *testing.T) {
 	got := bustest.NATSMessages(t, n.URL(), "EVENTS")
 	if len(got) < 2 || !bytes.Equal(got[0].Data, []byte("before")) || !bytes.Equal(got[len(got)-1].Data, []byte("after")) {
 		t.Errorf("stream after the outage: %+v, want before … after", got)
+	}
+}
+
+// The types implement the interfaces of the relay and the ingest.
+var (
+	_ relay.Publisher = (*natsbus.Publisher)(nil)
+	_ ingest.Source   = (*natsbus.Source)(nil)
+)
+
+// TestPublisherAckTimeout: a publish whose ack does not come within AckTimeout fails with a
+// transient error.
+func TestPublisherAckTimeout(t *testing.T) {
+	n := bustest.StartNATS(t)
+	p := openPublisher(t, n.URL(), natsbus.PublisherOptions{AckTimeout: 50 * time.Millisecond})
+	nc, err := nats.Connect(n.URL())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nc.Close()
+	js, _ := jetstream.New(nc)
+	if err := js.DeleteStream(testwait.Context(t), "EVENTS"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := nc.Subscribe("events.>", func(*nats.Msg) {}); err != nil {
+		t.Fatal(err)
+	}
+	if err := nc.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	var r results
+	if err := p.Publish(testwait.Context(t), message("events.a.a", annals.NewUUID(), "{}"), r.done(0)); err != nil {
+		t.Fatal(err)
+	}
+	if err := r.wait(t, 1)[0]; !errors.Is(err, jetstream.ErrAsyncPublishTimeout) || p.Permanent(err) {
+		t.Errorf("publish without an ack: %v (permanent %v), want a transient ErrAsyncPublishTimeout", err, p.Permanent(err))
 	}
 }

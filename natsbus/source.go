@@ -5,6 +5,8 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"maps"
+	"slices"
 	"sync"
 
 	"github.com/annalsdb/annals"
@@ -48,12 +50,15 @@ type Source struct {
 	buffer  int
 
 	// The feed of the current Start: the consumer's callback sends to msgs until stop is
-	// closed; failed is closed when the consumer fails for good, with the error in mu.
-	cc     jetstream.ConsumeContext
-	msgs   chan bridge.Incoming
-	stop   chan struct{}
-	failed chan struct{}
-	mu     struct {
+	// closed; failed is closed when the consumer fails for good, with the error in mu;
+	// deleted receives when the consumer was deleted (nats.go recreates it, forever, unless
+	// the stream is gone, which Fetch then checks).
+	cc      jetstream.ConsumeContext
+	msgs    chan bridge.Incoming
+	stop    chan struct{}
+	failed  chan struct{}
+	deleted chan struct{}
+	mu      struct {
 		sync.Mutex
 		err error
 	}
@@ -116,7 +121,7 @@ func (s *Source) Start(ctx context.Context, resume func(ctx context.Context, sou
 	if err != nil {
 		return fmt.Errorf("natsbus: start %s: %w", s.source, err)
 	}
-	msgs, stop, failed := make(chan bridge.Incoming, s.buffer), make(chan struct{}), make(chan struct{})
+	msgs, stop, failed, deleted := make(chan bridge.Incoming, s.buffer), make(chan struct{}), make(chan struct{}), make(chan struct{}, 1)
 	s.mu.Lock()
 	s.mu.err = nil
 	s.mu.Unlock()
@@ -142,11 +147,17 @@ func (s *Source) Start(ctx context.Context, resume func(ctx context.Context, sou
 		if fatal(err) {
 			fail(err)
 		}
+		if errors.Is(err, jetstream.ErrConsumerDeleted) {
+			select {
+			case deleted <- struct{}{}:
+			default:
+			}
+		}
 	}))
 	if err != nil {
 		return fmt.Errorf("natsbus: start %s: consume: %w", s.source, err)
 	}
-	s.cc, s.msgs, s.stop, s.failed = cc, msgs, stop, failed
+	s.cc, s.msgs, s.stop, s.failed, s.deleted = cc, msgs, stop, failed, deleted
 	return nil
 }
 
@@ -168,12 +179,13 @@ func (s *Source) incoming(m jetstream.Msg) (bridge.Incoming, error) {
 		Source:  s.source,
 		Offset:  md.Sequence.Stream,
 	}
-	for k, vs := range m.Headers() {
-		for _, v := range vs {
+	h := m.Headers()
+	for _, k := range slices.Sorted(maps.Keys(h)) {
+		for _, v := range h[k] {
 			in.Headers = append(in.Headers, bridge.Header{Key: k, Value: []byte(v)})
 		}
 	}
-	if id, err := annals.ParseUUID(m.Headers().Get(jetstream.MsgIDHeader)); err == nil {
+	if id, err := annals.ParseUUID(h.Get(jetstream.MsgIDHeader)); err == nil {
 		in.ID = id
 	}
 	return in, nil
@@ -191,15 +203,21 @@ func (s *Source) Fetch(ctx context.Context, max int) ([]bridge.Incoming, error) 
 		return nil, fmt.Errorf("natsbus: fetch %s: max %d: %w", s.source, max, annals.ErrInvalidArgument)
 	}
 	var out []bridge.Incoming
-	select {
-	case in := <-s.msgs:
-		out = append(out, in)
-	case <-s.failed:
-		s.mu.Lock()
-		defer s.mu.Unlock()
-		return nil, s.mu.err
-	case <-ctx.Done():
-		return nil, ctx.Err()
+	for out == nil {
+		select {
+		case in := <-s.msgs:
+			out = append(out, in)
+		case <-s.failed:
+			s.mu.Lock()
+			defer s.mu.Unlock()
+			return nil, s.mu.err
+		case <-s.deleted:
+			if _, err := s.js.Stream(ctx, s.stream); errors.Is(err, jetstream.ErrStreamNotFound) {
+				return nil, fmt.Errorf("natsbus: fetch %s: %w", s.source, err)
+			}
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		}
 	}
 	for len(out) < max {
 		select {
@@ -212,6 +230,9 @@ func (s *Source) Fetch(ctx context.Context, max int) ([]bridge.Incoming, error) 
 	return out, nil
 }
 
+// Commit implements ingest.Source; JetStream needs nothing (see Source).
+func (s *Source) Commit(ctx context.Context, msgs []bridge.Incoming) error { return nil }
+
 // Stop implements ingest.Source: it stops the consumer started by Start and drops what it
 // read ahead.
 func (s *Source) Stop() error {
@@ -221,7 +242,7 @@ func (s *Source) Stop() error {
 	close(s.stop)
 	s.cc.Stop()
 	<-s.cc.Closed()
-	s.cc, s.msgs, s.stop, s.failed = nil, nil, nil, nil
+	s.cc, s.msgs, s.stop, s.failed, s.deleted = nil, nil, nil, nil, nil
 	return nil
 }
 

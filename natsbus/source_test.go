@@ -2,6 +2,7 @@ package natsbus_test
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"testing"
 	"time"
@@ -11,6 +12,8 @@ import (
 	"github.com/annalsdb/annals/internal/bustest"
 	"github.com/annalsdb/annals/internal/testwait"
 	"github.com/annalsdb/annals/natsbus"
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
 )
 
 // publishN publishes n messages to subject through p, numbered from 0 in their value, and
@@ -114,4 +117,69 @@ func header(m *bridge.Message, key string) (string, bool) {
 		}
 	}
 	return "", false
+}
+
+// TestSourceOutage: the source goes on after the server is stopped and started again, from
+// where it was.
+func TestSourceOutage(t *testing.T) {
+	n := bustest.StartNATS(t)
+	p := openPublisher(t, n.URL(), natsbus.PublisherOptions{})
+	ids := publishN(t, p, "events.cart.cart-1", 10)
+	s, err := natsbus.OpenSource(testwait.Context(t), natsbus.SourceOptions{URL: n.URL(), Stream: "EVENTS"})
+	if err != nil {
+		t.Fatalf("OpenSource: %v", err)
+	}
+	defer s.Close()
+	if err := s.Start(testwait.Context(t), func(context.Context, string) (uint64, bool, error) { return 0, false, nil }); err != nil {
+		t.Fatalf("Start: %v", err)
+	}
+	got := fetchN(t, s, 10)
+	n.Stop()
+	n.Start()
+	testwait.UntilNil(t, "publishing after the outage", func() error {
+		var r results
+		if err := p.Publish(testwait.Context(t), message("events.cart.cart-1", annals.NewUUID(), "after"), r.done(0)); err != nil {
+			return err
+		}
+		return r.wait(t, 1)[0]
+	})
+	ids = append(ids, annals.UUID{}) // the message after the outage (the failed tries are not stored)
+	got = append(got, fetchN(t, s, 1)...)
+	for i, m := range got {
+		if m.Offset != uint64(i+1) || (i < 10 && m.ID != ids[i]) {
+			t.Errorf("message %d: offset %d id %s, want offset %d", i, m.Offset, m.ID, i+1)
+		}
+	}
+	if string(got[10].Value) != "after" {
+		t.Errorf("message after the outage: %q, want after", got[10].Value)
+	}
+}
+
+// TestSourceStreamDeleted: Fetch returns an error when the stream is deleted under it.
+func TestSourceStreamDeleted(t *testing.T) {
+	n := bustest.StartNATS(t)
+	p := openPublisher(t, n.URL(), natsbus.PublisherOptions{})
+	publishN(t, p, "events.cart.cart-1", 3)
+	s, err := natsbus.OpenSource(testwait.Context(t), natsbus.SourceOptions{URL: n.URL(), Stream: "EVENTS"})
+	if err != nil {
+		t.Fatalf("OpenSource: %v", err)
+	}
+	defer s.Close()
+	if err := s.Start(testwait.Context(t), func(context.Context, string) (uint64, bool, error) { return 0, false, nil }); err != nil {
+		t.Fatalf("Start: %v", err)
+	}
+	fetchN(t, s, 3)
+	nc, err := nats.Connect(n.URL())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nc.Close()
+	js, _ := jetstream.New(nc)
+	if err := js.DeleteStream(testwait.Context(t), "EVENTS"); err != nil {
+		t.Fatal(err)
+	}
+	got, err := s.Fetch(testwait.Context(t), 10)
+	if !errors.Is(err, jetstream.ErrStreamNotFound) {
+		t.Errorf("Fetch after the stream's deletion: %d messages, %v, want ErrStreamNotFound", len(got), err)
+	}
 }

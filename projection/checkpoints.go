@@ -226,22 +226,8 @@ func (c *Checkpoints[Tx]) bound(ctx context.Context, stream string) error {
 	if _, ok := c.bounded.Load(stream); ok {
 		return nil
 	}
-	for {
-		meta, expected, err := c.events.GetMetadata(ctx, stream)
-		if err != nil {
-			return fmt.Errorf("read metadata of %s: %w", stream, err)
-		}
-		if meta.MaxCount == 1 {
-			break
-		}
-		meta.MaxCount = 1
-		_, err = c.events.SetMetadata(ctx, stream, expected, meta)
-		if err == nil {
-			break
-		}
-		if !errors.Is(err, annals.ErrWrongExpectedVersion) { // else changed meanwhile: look again
-			return fmt.Errorf("set maxCount 1 on %s: %w", stream, err)
-		}
+	if err := KeepLast(ctx, c.events, stream); err != nil {
+		return err
 	}
 	c.bounded.Store(stream, struct{}{})
 	return nil

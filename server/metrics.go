@@ -60,6 +60,12 @@ type MetricsOptions struct {
 //     annals_group_parked_total, annals_group_skipped_total; by group and consumer name
 //     annals_group_consumer_in_flight, annals_group_consumer_delivered_total and
 //     annals_group_consumer_acked_total;
+//   - with [Metrics.Watch], from [Options.Bridges] at each scrape ([NewBridgesCollector]), by
+//     relay or ingest name: annals_relay_checkpoint_position, annals_relay_head_position,
+//     annals_relay_lag_events, annals_relay_lag_seconds, annals_relay_published_total,
+//     annals_relay_errors_total, annals_relay_in_flight, annals_relay_running,
+//     annals_ingest_appended_total, annals_ingest_duplicates_total,
+//     annals_ingest_errors_total, annals_ingest_running;
 //   - with [MetricsOptions.DataDir]: annals_storage_bytes.
 //
 // Feed it with [Metrics.Interceptor] (in [Options.Interceptors]) and [Metrics.Middleware]
@@ -138,7 +144,13 @@ func (m *Metrics) Handler() http.Handler {
 // Watch adds the gauges read from s at every scrape: the head of the log, the running
 // subscriptions, their lag, and the request bytes in flight. Call it once.
 func (m *Metrics) Watch(s *Server) {
-	m.reg.MustRegister(&serverCollector{m: m, s: s}, &groupsCollector{s: s})
+	bridges := func() BridgeStatuses {
+		if s.opts.Bridges == nil {
+			return BridgeStatuses{}
+		}
+		return s.opts.Bridges()
+	}
+	m.reg.MustRegister(&serverCollector{m: m, s: s}, &groupsCollector{s: s}, NewBridgesCollector(bridges))
 }
 
 var (
@@ -413,7 +425,7 @@ func routeOf(r *http.Request) string {
 		return "json_all"
 	case p == "/v1/streams":
 		return "json_list"
-	case p == "/v1/login", p == "/v1/stats", p == "/v1/projections", p == "/v1/leases", p == "/v1/groups":
+	case p == "/v1/login", p == "/v1/stats", p == "/v1/projections", p == "/v1/leases", p == "/v1/groups", p == "/v1/relays":
 		return strings.TrimPrefix(p, "/v1/")
 	case p == "/metrics", p == "/healthz", p == "/readyz":
 		return strings.TrimPrefix(p, "/")

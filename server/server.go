@@ -165,6 +165,11 @@ type Options struct {
 	// and leaves its group, so that it cannot hold the server. 0 means
 	// [DefaultConsumeSendTimeout].
 	ConsumeSendTimeout time.Duration
+	// Bridges, when set, reports the relays and ingests that run beside the server (annals
+	// serve's relays: and ingests:) for GET /v1/relays and the metrics; see
+	// [BridgeStatuses]. It is called at each request and scrape, and must be safe for
+	// concurrent use and return quickly.
+	Bridges func() BridgeStatuses
 }
 
 // Op is a kind of access, as [Options.Authorize] sees it.
@@ -312,7 +317,8 @@ func New(store annals.Store, opts *Options) *Server {
 // GET /v1/projections ([Projections]; [OpRead]), the leases: the Connect service
 // /annals.v1.LeaseService/ and the listing GET /v1/leases ([LeaseList]), the consumer
 // groups: the Connect service /annals.v1.GroupService/ and the listing GET /v1/groups
-// ([GroupList]), and the conversation of an event, GET /v1/correlation ([Correlation]).
+// ([GroupList]), the conversation of an event, GET /v1/correlation ([Correlation]), and the
+// relays and ingests of [Options.Bridges], GET /v1/relays ([RelayList]; [OpRead]).
 func (s *Server) Register(mux *http.ServeMux) {
 	handlerOpts := []connect.HandlerOption{
 		connect.WithReadMaxBytes(s.opts.MaxRequestBytes),
@@ -343,6 +349,7 @@ func (s *Server) Register(mux *http.ServeMux) {
 	mux.HandleFunc(leasesRoute, s.serveLeases)
 	mux.HandleFunc(groupsRoute, s.serveGroups)
 	mux.HandleFunc(correlationRoute, s.serveCorrelation)
+	mux.HandleFunc(relaysRoute, s.serveRelays)
 }
 
 // Handler returns an http.Handler that serves only the server's routes (see

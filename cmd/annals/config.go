@@ -39,8 +39,9 @@ func configFlags(cmd *cobra.Command) []*pflag.Flag {
 	return fs
 }
 
-// readConfigFile reads a YAML config file: a mapping of flag names to scalar values.
-func readConfigFile(path string, known []*pflag.Flag) (map[string]string, error) {
+// readConfigFile reads a YAML config file: a mapping of flag names to scalar values, and of
+// the names in blocks (lists of settings: relays, ingests) to any node, which it stores there.
+func readConfigFile(path string, known []*pflag.Flag, blocks map[string]*yaml.Node) (map[string]string, error) {
 	b, err := os.ReadFile(path)
 	if err != nil {
 		return nil, fmt.Errorf("config file: %w", err)
@@ -55,7 +56,14 @@ func readConfigFile(path string, known []*pflag.Flag) (map[string]string, error)
 		names = append(names, f.Name)
 	}
 	out := make(map[string]string, len(raw))
+	for k := range blocks {
+		names = append(names, k)
+	}
 	for k, n := range raw {
+		if _, ok := blocks[k]; ok {
+			blocks[k] = &n
+			continue
+		}
 		if !slices.Contains(names, k) {
 			return nil, fmt.Errorf("config file %s: line %d: unknown setting %q (the settings are the flags of 'annals serve': %s)", path, n.Line, k, strings.Join(names, ", "))
 		}
@@ -69,8 +77,9 @@ func readConfigFile(path string, known []*pflag.Flag) (map[string]string, error)
 
 // applyConfig sets each of cmd's config flags not given on the command line from the
 // environment, else from the config file (--config, or ANNALS_CONFIG). It returns where each
-// value came from ("flag", "env", "file" or "default"), by flag name.
-func (m *Main) applyConfig(cmd *cobra.Command, configPath string) (map[string]string, error) {
+// value came from ("flag", "env", "file" or "default"), by flag name. The file's keys named in
+// blocks are not flags: their nodes are stored there (see readConfigFile).
+func (m *Main) applyConfig(cmd *cobra.Command, configPath string, blocks map[string]*yaml.Node) (map[string]string, error) {
 	flags := configFlags(cmd)
 	file := map[string]string{}
 	if configPath == "" {
@@ -78,7 +87,7 @@ func (m *Main) applyConfig(cmd *cobra.Command, configPath string) (map[string]st
 	}
 	if configPath != "" {
 		var err error
-		if file, err = readConfigFile(configPath, flags); err != nil {
+		if file, err = readConfigFile(configPath, flags, blocks); err != nil {
 			return nil, err
 		}
 	}

@@ -110,7 +110,8 @@ against such a server instead, with --token (or $ANNALS_TOKEN) when it asks for 
 (or $ANNALS_POSTGRES) every command but bench works on a PostgreSQL store instead of the
 data directory (its tables in --postgres-schema, created on first use), serve included.
 check and serve work on a data directory or PostgreSQL, not through --server; bench on a
-data directory, or with --server on the realistic workloads against that server.
+data directory, or with --server on the realistic workloads against that server. relay and
+ingest bridge the store to Kafka and NATS JetStream (docs/bridges.md).
 
 The global log is named $all; quote it in the shell ('$all'). read and tail work on $all
 when no stream is given.
@@ -165,6 +166,8 @@ flag, missing or malformed argument). Errors are one line on stderr, starting "a
 		m.newPasswdCmd(),
 		m.newGroupsCmd(),
 		m.newConsumeCmd(),
+		m.newRelayCmd(),
+		m.newIngestCmd(),
 	)
 	return root
 }

@@ -19,6 +19,7 @@ import (
 	"github.com/annalsdb/annals/internal/gen/annals/v1/annalsv1connect"
 	"github.com/annalsdb/annals/server"
 	"github.com/spf13/cobra"
+	"go.yaml.in/yaml/v3"
 )
 
 // serveCommand is "annals serve", in the steps of its life: parse reads and checks the
@@ -32,6 +33,8 @@ type serveCommand struct {
 
 	// Set by parse.
 	log *slog.Logger
+	// bridges are the relays and ingests of the config file.
+	bridges *serveBridges
 
 	// Set by open.
 	tlsConf *tls.Config
@@ -71,6 +74,11 @@ the streams' ACLs.
 TLS: --tls-cert and --tls-key (PEM files), or --dev for a self-signed certificate of
 localhost kept in DATA/dev-tls (the start-up log says how to trust it). Without TLS, gRPC
 runs over unencrypted HTTP/2 (h2c).
+
+The config file may also list relays (to Kafka or NATS JetStream) and ingests (from them) that
+the server runs over its store with its leases: "relays:" and "ingests:", each item holding the
+settings of one with the keys of the flags of 'annals relay' and 'annals ingest' (see
+docs/bridges.md); GET /v1/relays, the metrics and the console's Relays view show them.
 
 Every setting is a flag, an environment variable (ANNALS_ and the flag's name in capitals,
 - as _: --tls-cert is ANNALS_TLS_CERT) or a key of the YAML config file (--config or
@@ -117,9 +125,17 @@ func (c *serveCommand) parse(cmd *cobra.Command) error {
 		return usageErrorf(cmd, "serve serves the --data directory; --server does not apply")
 	}
 	m.remote.server = "" // $ANNALS_SERVER is for the other commands
-	source, err := m.applyConfig(cmd, c.configPath)
+	blocks := map[string]*yaml.Node{relaysKey: nil, ingestsKey: nil}
+	source, err := m.applyConfig(cmd, c.configPath, blocks)
 	if err != nil {
 		return err
+	}
+	configPath := c.configPath
+	if configPath == "" {
+		configPath = m.getenv("ANNALS_CONFIG")
+	}
+	if c.bridges, err = parseServeBridges(configPath, blocks[relaysKey], blocks[ingestsKey]); err != nil {
+		return usageError{msg: err.Error(), err: err}
 	}
 	if c.log, err = newLogger(m.Stderr, conf.logFormat, conf.logLevel); err != nil {
 		return err
@@ -155,6 +171,12 @@ func (c *serveCommand) parse(cmd *cobra.Command) error {
 		attrs = append(attrs, slog.Group(f.Name, slog.String("value", v), slog.String("from", source[f.Name])))
 	}
 	attrs = append(attrs, slog.String("effective-listen", conf.listen))
+	for _, p := range c.bridges.relays {
+		attrs = append(attrs, slog.String("relay "+p.name, p.target))
+	}
+	for _, p := range c.bridges.ingests {
+		attrs = append(attrs, slog.String("ingest "+p.name, p.target))
+	}
 	c.log.Info("configuration", attrs...)
 	return nil
 }
@@ -202,6 +224,9 @@ func (c *serveCommand) open(ctx context.Context) (err error) {
 	if c.auth != nil {
 		sopts.Authorize = c.auth.Authorize
 	}
+	if !c.bridges.empty() {
+		sopts.Bridges = c.bridges.statuses
+	}
 	c.srv = server.New(c.store, sopts)
 	metrics.Watch(c.srv)
 
@@ -243,6 +268,11 @@ func (c *serveCommand) open(ctx context.Context) (err error) {
 // run serves until ctx ends, then shuts down: /readyz turns 503, the listener closes, the
 // subscriptions end, in-flight requests get the shutdown timeout to finish.
 func (c *serveCommand) run(ctx context.Context) error {
+	if !c.bridges.empty() {
+		// The relays and ingests run over the server's store with the server's leases, so
+		// that of several servers over one store, one runs each.
+		c.bridges.start(ctx, c.store, c.srv.Leases(), c.log)
+	}
 	served := make(chan error, 1)
 	c.serving = true
 	go func() {
@@ -266,8 +296,13 @@ func (c *serveCommand) run(ctx context.Context) error {
 
 	select {
 	case err := <-served:
+		c.bridges.stop()
 		return fmt.Errorf("serve: %w", err)
 	case <-ctx.Done():
+	}
+	if !c.bridges.empty() {
+		c.log.Info("stopping the relays and ingests: checkpointing what the brokers acknowledged")
+		c.bridges.stop()
 	}
 	timeout := c.config.timeouts.shutdown
 	c.log.Info("shutting down: no new connections; ending subscriptions; waiting for in-flight requests", slog.Duration("timeout", timeout))
@@ -301,6 +336,7 @@ func (c *serveCommand) close() error {
 	if c.ln != nil && !c.serving {
 		c.ln.Close()
 	}
+	c.bridges.stop()
 	if c.store == nil {
 		return nil
 	}

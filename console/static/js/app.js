@@ -7,6 +7,7 @@
 //   #/groups                 the consumer groups
 //   #/group/<name>           a group's settings, figures, consumers and parked events
 //   #/correlation?event=&at= | ?correlation=  an event's conversation (correlation chain)
+//   #/relays                 the relays (to Kafka, NATS) and ingests the server runs
 //
 // Each view's render returns a function that stops what it started (timers, event streams).
 
@@ -16,6 +17,7 @@ import * as streams from "./streams.js";
 import * as tail from "./tail.js";
 import * as groups from "./groups.js";
 import * as correlation from "./correlation.js";
+import * as relays from "./relays.js";
 import * as loginView from "./login.js";
 
 const cfg = JSON.parse(document.querySelector('meta[name="annals-config"]').content);
@@ -52,6 +54,9 @@ function route() {
   } else if (path === "/tail") {
     name = "tail";
     stop = tail.render(main, params, cfg) || stop;
+  } else if (path === "/relays") {
+    name = "relays";
+    stop = relays.render(main, params, cfg) || stop;
   } else if (path === "/groups") {
     name = "groups";
     stop = groups.renderList(main, params, cfg) || stop;

@@ -1,0 +1,270 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"strings"
+	"time"
+
+	"github.com/annalsdb/annals"
+	"github.com/annalsdb/annals/bridge"
+	"github.com/annalsdb/annals/groups"
+	"github.com/annalsdb/annals/kafkabus"
+	"github.com/annalsdb/annals/natsbus"
+	"github.com/annalsdb/annals/relay"
+	"github.com/annalsdb/annals/supervisor"
+	"github.com/spf13/pflag"
+)
+
+// relaySpec is the configuration of one relay: the flags of "annals relay", the keys of its
+// --config file and of an item of "annals serve"'s relays: list ([relaySettings]).
+type relaySpec struct {
+	name               string
+	kafka              []string
+	nats               string
+	topic              string
+	subject            string
+	natsStream         string
+	format             string
+	source             string
+	categories         []string
+	types              []string
+	prefixes           []string
+	maxInFlight        int
+	checkpointInterval time.Duration
+	holder             string
+	leaseTTL           time.Duration
+}
+
+// relaySettings are the names of a relay's settings.
+var relaySettings = []string{"name", "kafka", "nats", "topic", "subject", "nats-stream", "format", "source",
+	"category", "type", "stream-prefix", "max-in-flight", "checkpoint-interval", "holder", "lease-ttl"}
+
+// Defaults of a relay's settings.
+const (
+	defaultRelayTopic = "{category}"
+	defaultNATSStream = "EVENTS"
+)
+
+// register defines the flags of the spec on fs.
+func (s *relaySpec) register(fs *pflag.FlagSet) {
+	fs.StringVar(&s.name, "name", "", "the relay's name (required): its checkpoint and its lease (relay/NAME) are kept in the store under it")
+	fs.StringSliceVar(&s.kafka, "kafka", nil, "publish to the Kafka cluster with these seed brokers (host:port, comma-separated)")
+	fs.StringVar(&s.nats, "nats", "", "publish to NATS JetStream at this URL (nats://host:4222; comma-separated for a cluster)")
+	fs.StringVar(&s.topic, "topic", "", "with --kafka: the topic of each event, a template of {stream}, {category}, {type} (default "+defaultRelayTopic+")")
+	fs.StringVar(&s.subject, "subject", "", "with --nats: the subject of each event, a template of {stream}, {category}, {type} (default "+natsbus.DefaultSubject+")")
+	fs.StringVar(&s.natsStream, "nats-stream", "", "with --nats: the JetStream stream the subjects go to; created when missing if the subject template starts with a fixed token (it then binds TOKEN.>), else it must exist (default "+defaultNATSStream+")")
+	fs.StringVar(&s.format, "format", "json", "payload: json (the data as stored, annals-* headers), cloudevents (CloudEvents 1.0 structured JSON) or cloudevents-binary (CloudEvents headers, the data as stored)")
+	fs.StringVar(&s.source, "source", "", "the CloudEvents source attribute (default "+bridge.DefaultSource+")")
+	fs.StringSliceVar(&s.categories, "category", nil, "publish only events of streams in these categories (the part of the stream id before the first -)")
+	fs.StringSliceVar(&s.types, "type", nil, "publish only events of these types")
+	fs.StringSliceVar(&s.prefixes, "stream-prefix", nil, "publish only events of streams whose id starts with one of these")
+	fs.IntVar(&s.maxInFlight, "max-in-flight", 0, fmt.Sprintf("the most events published and not yet acknowledged by the broker (default %d)", relay.DefaultMaxInFlight))
+	fs.DurationVar(&s.checkpointInterval, "checkpoint-interval", 0, fmt.Sprintf("write the checkpoint at most this often (default %v): a restart publishes again at most what was acknowledged in the last interval", relay.DefaultCheckpointInterval))
+	fs.StringVar(&s.holder, "holder", "", "this replica's name in the relay's lease (default: host, process id and a random suffix; give each replica its own)")
+	fs.DurationVar(&s.leaseTTL, "lease-ttl", 0, "the lease's time to live: a replica that dies is replaced about this long after (default 10s)")
+}
+
+// relayPlan is a checked relaySpec: the relay's options (without the store's parts) and how
+// to reach its broker.
+type relayPlan struct {
+	name    string
+	opts    relay.Options
+	brokers []string // Kafka
+	natsURL string
+	stream  natsbus.StreamOptions
+	// target names the broker and the template, as the status shows it.
+	target string
+	// hint says what to check when the broker is out of reach.
+	hint string
+}
+
+// build checks the spec; changed reports which settings were given, set names them in the
+// errors, which match annals.ErrInvalidArgument.
+func (s *relaySpec) build(changed func(string) bool, set setter) (*relayPlan, error) {
+	bad := func(format string, args ...any) error {
+		return fmt.Errorf("%w: %s", annals.ErrInvalidArgument, fmt.Sprintf(format, args...))
+	}
+	if s.name == "" {
+		return nil, bad("%s is required: the relay's name, under which its checkpoint and lease are kept", set("name"))
+	}
+	if err := groups.ValidateName("relay", s.name); err != nil {
+		return nil, bad("%s: %s", set("name"), trimSentinels(err.Error()))
+	}
+	p := &relayPlan{name: s.name}
+	kafka, nats := len(s.kafka) > 0, s.nats != ""
+	switch {
+	case kafka && nats:
+		return nil, bad("%s and %s both name a broker: a relay publishes to one (run two relays for two)", set("kafka"), set("nats"))
+	case !kafka && !nats:
+		return nil, bad("say where to publish: %s BROKERS or %s URL", set("kafka"), set("nats"))
+	case kafka && (changed("subject") || changed("nats-stream")):
+		return nil, bad("%s and %s are for NATS; with %s, %s names the topic", set("subject"), set("nats-stream"), set("kafka"), set("topic"))
+	case nats && changed("topic"):
+		return nil, bad("%s is for Kafka; with %s, %s names the subject", set("topic"), set("nats"), set("subject"))
+	}
+	f, err := bridge.ParseFormat(s.format)
+	if err != nil {
+		return nil, bad("%s: %s", set("format"), trimSentinels(err.Error()))
+	}
+	p.opts.Name = s.name
+	p.opts.Encoder.Format, p.opts.Encoder.Source = f, s.source
+	tmplSetting, tmplText := "topic", s.topic
+	if kafka {
+		for _, b := range s.kafka {
+			if strings.TrimSpace(b) == "" {
+				return nil, bad("%s: an empty broker address in %q", set("kafka"), strings.Join(s.kafka, ","))
+			}
+		}
+		p.brokers = s.kafka
+		if tmplText == "" {
+			tmplText = defaultRelayTopic
+		}
+		p.opts.Encoder.Bus = bridge.Kafka
+		p.hint = fmt.Sprintf("is Kafka running at %s?", strings.Join(s.kafka, ","))
+	} else {
+		tmplSetting, tmplText = "subject", s.subject
+		if tmplText == "" {
+			tmplText = natsbus.DefaultSubject
+		}
+		p.natsURL = s.nats
+		p.stream.Name = s.natsStream
+		if p.stream.Name == "" {
+			p.stream.Name = defaultNATSStream
+		}
+		p.stream.Subjects = natsStreamSubjects(tmplText)
+		p.opts.Encoder.Bus = bridge.NATS
+		p.hint = fmt.Sprintf("is NATS running at %s, with JetStream enabled?", s.nats)
+	}
+	if p.opts.Encoder.Subject, err = bridge.ParseTemplate(tmplText); err != nil {
+		return nil, bad("%s: %s", set(tmplSetting), trimSentinels(err.Error()))
+	}
+	if kafka {
+		p.target = fmt.Sprintf("kafka %s topic %s", strings.Join(s.kafka, ","), tmplText)
+	} else {
+		p.target = fmt.Sprintf("nats %s stream %s subject %s", s.nats, p.stream.Name, tmplText)
+	}
+	if len(s.categories)+len(s.types)+len(s.prefixes) > 0 {
+		p.opts.Filter = &annals.Filter{Categories: s.categories, EventTypes: s.types, StreamPrefixes: s.prefixes}
+		if err := p.opts.Filter.Validate(); err != nil {
+			return nil, bad("%s, %s, %s: %s", set("category"), set("type"), set("stream-prefix"), trimSentinels(err.Error()))
+		}
+	}
+	switch {
+	case s.maxInFlight < 0:
+		return nil, bad("%s %d: want a positive number, or 0 for the default (%d)", set("max-in-flight"), s.maxInFlight, relay.DefaultMaxInFlight)
+	case s.checkpointInterval < 0:
+		return nil, bad("%s %v: want a positive duration, or 0 for the default (%v)", set("checkpoint-interval"), s.checkpointInterval, relay.DefaultCheckpointInterval)
+	case s.leaseTTL < 0:
+		return nil, bad("%s %v: want a positive duration, or 0 for the default", set("lease-ttl"), s.leaseTTL)
+	}
+	p.opts.MaxInFlight, p.opts.CheckpointInterval = s.maxInFlight, s.checkpointInterval
+	p.opts.Policy.Holder, p.opts.Policy.TTL = s.holder, s.leaseTTL
+	return p, nil
+}
+
+// natsStreamSubjects is the rule of --nats-stream's creation: a subject template whose first
+// token is fixed text ("events.{category}.{stream}") makes the relay create the stream,
+// when it is missing, with the subjects "<token>.>" ("events.>"); a template that starts with
+// a placeholder gives none: the stream must exist, made by its owner with the subjects the
+// relay publishes to.
+func natsStreamSubjects(tmpl string) []string {
+	first, rest, ok := strings.Cut(tmpl, ".")
+	if !ok || first == "" || rest == "" || strings.ContainsAny(first, "{}*> \t") {
+		return nil
+	}
+	return []string{first + ".>"}
+}
+
+// connect opens the publisher and builds the relay over store, with policy's lease keeper
+// (nil: the store's) and log.
+func (p *relayPlan) connect(ctx context.Context, store relay.Store, policy supervisor.Policy, log *slog.Logger) (*relay.Relay, func(context.Context) error, error) {
+	var (
+		pub      relay.Publisher
+		closePub func(context.Context) error
+	)
+	if len(p.brokers) > 0 {
+		kp, err := kafkabus.OpenPublisher(kafkabus.PublisherOptions{Brokers: p.brokers})
+		if err != nil {
+			return nil, nil, fmt.Errorf("connect to %s: %w", p.target, err)
+		}
+		pub, closePub = kp, kp.Close
+	} else {
+		np, err := natsbus.OpenPublisher(ctx, natsbus.PublisherOptions{URL: p.natsURL, Stream: p.stream})
+		if err != nil {
+			return nil, nil, fmt.Errorf("connect to %s: %w", p.target, err)
+		}
+		pub, closePub = np, np.Close
+	}
+	opts := p.opts
+	opts.Logger = log
+	opts.Policy.Keeper = policy.Keeper
+	opts.Policy.OnChange = statusLogger(log, "relay", p.name, p.hint)
+	r, err := relay.New(store, pub, &opts)
+	if err != nil {
+		cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), closeTimeout)
+		defer cancel()
+		return nil, nil, errors.Join(err, closePub(cctx))
+	}
+	return r, closePub, nil
+}
+
+// relayWorker returns the worker that connects and runs the relay of p over store.
+func relayWorker(p *relayPlan, store relay.Store, policy supervisor.Policy, log *slog.Logger) *bridgeWorker {
+	return &bridgeWorker{kind: "relay", name: p.name, log: log, hint: p.hint,
+		connect: func(ctx context.Context) (bridgeRunner, func(context.Context) error, error) {
+			r, closePub, err := p.connect(ctx, store, policy, log)
+			if err != nil {
+				return nil, nil, err
+			}
+			return r, closePub, nil
+		},
+		watch: func(ctx context.Context, runner bridgeRunner) {
+			watchStall(ctx, runner.(*relay.Relay), log, p.hint, stallAfter)
+		}}
+}
+
+// watchStall checks r every interval until ctx ends: when r published events that the broker
+// acknowledged none of over a whole interval, it logs that the broker does not answer (with
+// hint), once, and logs again when acknowledgements come back. Broker clients retry by
+// themselves, so the relay sees no error meanwhile and would otherwise say nothing.
+func watchStall(ctx context.Context, r *relay.Relay, log *slog.Logger, hint string, interval time.Duration) {
+	t := time.NewTicker(interval)
+	defer t.Stop()
+	last := r.Status().Published
+	stalled := false
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		st := r.Status()
+		waiting := st.State == "running" && st.InFlight > 0 && st.Published == last
+		last = st.Published
+		switch {
+		case waiting && !stalled:
+			stalled = true
+			log.Warn(fmt.Sprintf("relay waits for the broker: %d events in flight and none acknowledged for %v (%s)", st.InFlight, interval, hint), slog.String("relay", r.Name()))
+		case !waiting && stalled:
+			stalled = false
+			log.Info("relay: the broker acknowledges again", slog.String("relay", r.Name()))
+		}
+	}
+}
+
+// relayStatus returns the status of the relay of w (built by [relayWorker] from p): the
+// relay's own once connected, else "connecting" with the last failure to connect.
+func relayStatus(w *bridgeWorker, p *relayPlan) relay.Status {
+	runner, at, err := w.current()
+	if r, ok := runner.(*relay.Relay); ok {
+		return r.Status()
+	}
+	st := relay.Status{Name: p.name, State: "connecting", Target: p.target}
+	if err != nil {
+		st.LastError, st.LastErrorTime = trimSentinels(err.Error()), at
+	}
+	return st
+}
