@@ -5,11 +5,14 @@
 // Each poll's records are handled partition by partition, in offset order within a
 // partition; a handling that fails for now is retried in place after the retry delay (the
 // partition waits), one that fails for good is logged and dropped. Offsets are committed
-// after the records are handled, and the group does not rebalance while a poll is handled,
-// so that a replica that dies leaves its uncommitted records to the replica that takes its
-// partitions: delivery is at least once. Records a relay published again after a restart
-// (the same event id) are dropped by [kafkabus.Dedup]; the handler's idempotency covers the
-// rest (a record handled by a replica that died before it committed).
+// after the records are handled, so that a replica that dies leaves its uncommitted records
+// to the replica that takes its partitions: delivery is at least once. Records a relay
+// published again after a restart (the same event id) are dropped by [kafkabus.Dedup]; the
+// handler's idempotency covers the rest (a record handled by a replica that died before it
+// committed, or whose partition moved to another replica while it handled it).
+//
+// The group may rebalance while a poll is handled: blocking rebalances until the poll is
+// committed would deadlock, since a commit waits for a rebalance under way to end.
 package kafkafeed
 
 import (
@@ -63,16 +66,14 @@ func (f *Feed) Run(ctx context.Context, opts consume.Options, handle consume.Han
 		kgo.SeedBrokers(f.Brokers...), kgo.ClientID(o.Consumer),
 		kgo.ConsumerGroup(o.Group), kgo.ConsumeTopics(f.Topics...),
 		kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()),
-		kgo.DisableAutoCommit(), kgo.BlockRebalanceOnPoll(),
+		kgo.DisableAutoCommit(),
 		kgo.SessionTimeout(session), kgo.HeartbeatInterval(max(session/6, 100*time.Millisecond)),
 	}
 	cl, err := kgo.NewClient(append(kopts, f.ClientOptions...)...)
 	if err != nil {
 		return fmt.Errorf("kafka feed: %w", err)
 	}
-	// Leaving the group lets the others take the partitions at once; a poll not handled (ctx
-	// ended) is not committed, and the rebalance it blocks is allowed here.
-	defer cl.CloseAllowingRebalance()
+	defer cl.Close() // leaves the group, so that the others take the partitions at once
 	for {
 		err := cl.Ping(ctx)
 		if err == nil {
@@ -110,7 +111,6 @@ func (f *Feed) Run(ctx context.Context, opts consume.Options, handle consume.Han
 			}
 			cancel()
 		}
-		cl.AllowRebalance()
 	}
 }
 
