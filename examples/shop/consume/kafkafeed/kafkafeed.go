@@ -44,6 +44,12 @@ type Feed struct {
 	Topics []string
 	// SessionTimeout; 0 means [DefaultSessionTimeout].
 	SessionTimeout time.Duration
+	// RebalanceTimeout is how long a rebalance waits for the members to join again; 0 means
+	// the session timeout. A member that died is waited for this long (after its session
+	// ended) before the others are given its partitions, and commits wait for a rebalance
+	// under way; a member rejoins in the background, whatever it is handling, so a short
+	// timeout costs nothing.
+	RebalanceTimeout time.Duration
 	// ClientOptions are more franz-go options, applied last.
 	ClientOptions []kgo.Opt
 }
@@ -62,12 +68,17 @@ func (f *Feed) Run(ctx context.Context, opts consume.Options, handle consume.Han
 	if session <= 0 {
 		session = DefaultSessionTimeout
 	}
+	rebalance := f.RebalanceTimeout
+	if rebalance <= 0 {
+		rebalance = session
+	}
 	kopts := []kgo.Opt{
 		kgo.SeedBrokers(f.Brokers...), kgo.ClientID(o.Consumer),
 		kgo.ConsumerGroup(o.Group), kgo.ConsumeTopics(f.Topics...),
 		kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()),
 		kgo.DisableAutoCommit(),
-		kgo.SessionTimeout(session), kgo.HeartbeatInterval(max(session/6, 100*time.Millisecond)),
+		kgo.SessionTimeout(session), kgo.RebalanceTimeout(rebalance),
+		kgo.HeartbeatInterval(max(session/6, 100*time.Millisecond)),
 	}
 	cl, err := kgo.NewClient(append(kopts, f.ClientOptions...)...)
 	if err != nil {
