@@ -20,6 +20,7 @@ import (
 	"errors"
 	"fmt"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/annalsdb/annals/bridge"
@@ -102,6 +103,9 @@ func (f *Feed) Run(ctx context.Context, opts consume.Options, handle consume.Han
 	}
 	o.Log.Info("joined consumer group", "bus", "kafka", "group", o.Group, "consumer", o.Consumer, "topics", f.Topics)
 	c := &consumer{o: o, handle: handle, dedup: kafkabus.NewDedup(0)}
+	defer func() {
+		o.Log.Info("left consumer group", "bus", "kafka", "group", o.Group, "consumer", o.Consumer, "duplicates dropped", c.duplicates.Load())
+	}()
 	for {
 		fetches := cl.PollRecords(ctx, maxPoll*o.Workers)
 		if ctx.Err() != nil || fetches.IsClientClosed() {
@@ -130,6 +134,8 @@ type consumer struct {
 	o      consume.Options
 	handle consume.Handler
 	dedup  *kafkabus.Dedup
+	// duplicates counts the records dropped as duplicates.
+	duplicates atomic.Int64
 }
 
 // handlePoll handles the records of fetches, up to o.Workers partitions at once, and returns
@@ -184,7 +190,11 @@ func (c *consumer) handleRecord(ctx context.Context, r *kgo.Record) bool {
 		o.Log.Error("dropping a record that holds no event", "topic", r.Topic, "partition", r.Partition, "offset", r.Offset, "err", err)
 		return true
 	}
-	if !o.Settings.Filter.Match(ev.Stream, ev.Type) || c.dedup.Duplicate(r) {
+	if !o.Settings.Filter.Match(ev.Stream, ev.Type) {
+		return true
+	}
+	if c.dedup.Duplicate(r) {
+		c.duplicates.Add(1)
 		return true
 	}
 	for retries := 0; ; retries++ {
