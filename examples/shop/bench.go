@@ -29,6 +29,7 @@ type benchConfig struct {
 	Carts        int     // cart replicas
 	Replicas     int     // replicas of each consumer
 	Rate         float64 // orders started per second; 0: as fast as the customers go
+	Bus          string  // the feed of fulfillment and notification (shopConfig.Bus)
 	Out          io.Writer
 }
 
@@ -54,11 +55,15 @@ func runBench(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	replicas := fs.Int("replicas", 2, "replicas of each consumer")
 	rate := fs.Float64("rate", 0, "orders started per second (0: as fast as the customers go): for the latency below saturation")
 	logs := fs.Bool("logs", false, "show the services' logs")
+	bus := fs.String("bus", busGroups, "where fulfillment and notification take their events: groups, kafka or nats (as shop up)")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
 	if fs.NArg() > 0 || *orders < 1 || *conc < 1 || *carts < 1 || *replicas < 1 || *rate < 0 {
 		return errors.New("shop bench: want no arguments and positive counts")
+	}
+	if *bus != busGroups && *bus != busKafka && *bus != busNATS {
+		return fmt.Errorf("shop bench: --bus %q: want %s, %s or %s", *bus, busGroups, busKafka, busNATS)
 	}
 	tmp, err := os.MkdirTemp("", "shop-bench-")
 	if err != nil {
@@ -79,7 +84,7 @@ func runBench(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		out = stderr
 	}
 	res, err := benchShop(ctx, benchConfig{Annals: *annalsBin, Shop: self, Orders: *orders, Concurrency: *conc,
-		Carts: *carts, Replicas: *replicas, Rate: *rate, Out: out}, filepath.Join(tmp, "data"))
+		Carts: *carts, Replicas: *replicas, Rate: *rate, Out: out, Bus: *bus}, filepath.Join(tmp, "data"))
 	if err != nil {
 		return err
 	}
@@ -87,8 +92,8 @@ func runBench(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	if *rate > 0 {
 		paced = fmt.Sprintf("started at %g/s", *rate)
 	}
-	fmt.Fprintf(stdout, "shop bench: %d orders (%s), %d customers at a time, %d cart replica(s), %d replicas of each consumer\n",
-		res.Orders, paced, *conc, *carts, *replicas)
+	fmt.Fprintf(stdout, "shop bench: %d orders (%s), %d customers at a time, %d cart replica(s), %d replicas of each consumer, fulfillment and notification on %s\n",
+		res.Orders, paced, *conc, *carts, *replicas, *bus)
 	fmt.Fprintf(stdout, "  %.0f orders/s through every service (%v)\n", res.PerSecond, res.Elapsed.Round(time.Millisecond))
 	fmt.Fprintf(stdout, "  PlaceOrder → notification of the outcome: p50 %v, p99 %v, max %v\n",
 		res.P50.Round(10*time.Microsecond), res.P99.Round(10*time.Microsecond), res.Max.Round(10*time.Microsecond))
@@ -96,8 +101,8 @@ func runBench(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	return nil
 }
 
-// benchShop starts the shop on data with stock enough for every order, runs the customers,
-// and waits for the notification of every order's outcome.
+// benchShop starts the shop on data (and its broker, if any, beside it) with stock enough for
+// every order, runs the customers, and waits for the notification of every order's outcome.
 func benchShop(ctx context.Context, cfg benchConfig, data string) (benchResult, error) {
 	var stock []string
 	for _, p := range catalog {
@@ -105,7 +110,7 @@ func benchShop(ctx context.Context, cfg benchConfig, data string) (benchResult, 
 	}
 	s, err := startShop(ctx, shopConfig{Annals: cfg.Annals, Shop: cfg.Shop, Data: data,
 		Carts: slices.Repeat([]string{"127.0.0.1:0"}, cfg.Carts), Replicas: cfg.Replicas,
-		Stock: strings.Join(stock, ","), Out: cfg.Out})
+		Stock: strings.Join(stock, ","), Out: cfg.Out, Bus: cfg.Bus, BusDir: filepath.Dir(data)})
 	if err != nil {
 		return benchResult{}, err
 	}

@@ -36,11 +36,13 @@ func (f serverFlags) open(ctx context.Context) (*client.Client, error) {
 }
 
 // runConsumer is "shop inventory|fulfillment|notification": one replica of a consuming
-// service, until ctx ends.
+// service, until ctx ends, on the feed --bus names (its consumer group of the server by
+// default).
 func runConsumer(ctx context.Context, name string, args []string, log *slog.Logger) error {
 	fs := flag.NewFlagSet("shop "+name, flag.ContinueOnError)
 	sf := addServerFlags(fs, name)
 	workers := fs.Int("workers", 8, "events handled at once")
+	bf := addBusFlags(fs)
 	var stock *string
 	if name == "inventory" {
 		stock = fs.String("stock", stockFlag(catalog), "initial stock, SKU=N,…: each product is stocked once, when its stream does not exist")
@@ -79,8 +81,12 @@ func runConsumer(ctx context.Context, name string, args []string, log *slog.Logg
 	if err != nil {
 		return err
 	}
-	log.Info("consuming", "group", svc.Group(), "replica", *sf.replica, "server", *sf.server)
-	err = consume.Run(ctx, c.Groups(), consume.Options{
+	feed, err := bf.feed(c.Groups(), svc.Settings().Filter)
+	if err != nil {
+		return err
+	}
+	log.Info("consuming", "group", svc.Group(), "replica", *sf.replica, "server", *sf.server, "bus", *bf.bus)
+	err = feed.Run(ctx, consume.Options{
 		Group: svc.Group(), Settings: svc.Settings(), Consumer: *sf.replica, Workers: *workers, Log: log,
 	}, svc.Handle)
 	log.Info("stopped", "group", svc.Group(), "replica", *sf.replica)

@@ -23,6 +23,7 @@ import (
 	"github.com/annalsdb/annals/examples/shop/inventory"
 	"github.com/annalsdb/annals/examples/shop/notification"
 	"github.com/annalsdb/annals/examples/shop/services"
+	"github.com/annalsdb/annals/groups"
 	"github.com/annalsdb/annals/internal/testwait"
 )
 
@@ -31,7 +32,21 @@ import (
 // replica of each consumer with SIGKILL while orders flow (and starts two of them again), and
 // then checks, once every group is idle, that the stock, the shipments and the notifications
 // are exactly what the placed orders imply: nothing lost, nothing done twice.
-func TestShopEndToEnd(t *testing.T) {
+func TestShopEndToEnd(t *testing.T) { shopEndToEnd(t, busGroups) }
+
+// TestShopEndToEndKafka is [TestShopEndToEnd] with fulfillment and notification on Kafka: the
+// launcher runs an in-process Kafka (kfake), the server relays the events those services take
+// to it, and their replicas share a Kafka consumer group per service.
+func TestShopEndToEndKafka(t *testing.T) { shopEndToEnd(t, busKafka) }
+
+// TestShopEndToEndNATS is [TestShopEndToEnd] with fulfillment and notification on NATS
+// JetStream: the launcher runs an in-process NATS server, the server relays the events those
+// services take to a JetStream stream, and their replicas share a durable pull consumer per
+// service.
+func TestShopEndToEndNATS(t *testing.T) { shopEndToEnd(t, busNATS) }
+
+// shopEndToEnd is the end-to-end test with fulfillment and notification on bus.
+func shopEndToEnd(t *testing.T, bus string) {
 	if testing.Short() {
 		t.Skip("builds the server and the shop and runs them as processes")
 	}
@@ -42,7 +57,7 @@ func TestShopEndToEnd(t *testing.T) {
 	const figs = 40 // scarce: some orders run out of stock
 	stock := strings.Replace(stockFlag(catalog), "fig=200", fmt.Sprintf("fig=%d", figs), 1)
 	s, err := startShop(ctx, shopConfig{Annals: bins.annals, Shop: bins.shop, Data: filepath.Join(t.TempDir(), "data"),
-		Carts: []string{"127.0.0.1:0", "127.0.0.1:0"}, Replicas: 2, Stock: stock, Out: logs})
+		Carts: []string{"127.0.0.1:0", "127.0.0.1:0"}, Replicas: 2, Stock: stock, Out: logs, Bus: bus, BusDir: t.TempDir()})
 	if err != nil {
 		t.Fatalf("start the shop: %v\n%s", err, logs.tail(100))
 	}
@@ -56,7 +71,7 @@ func TestShopEndToEnd(t *testing.T) {
 	})
 
 	seed := rand.Uint64()
-	t.Logf("seed %d", seed)
+	t.Logf("seed %d, fulfillment and notification on %s", seed, bus)
 	const customers = 300
 	d := &driver{urls: s.cartURLs, run: "e2e", seed: seed}
 	third, n := make(chan struct{}), 0
@@ -104,8 +119,14 @@ func TestShopEndToEnd(t *testing.T) {
 	}
 	defer c.Close()
 	gs := c.Groups()
+	// The groups of the server in use: on a broker, fulfillment's and notification's feed is
+	// done when the log holds what the orders imply.
+	inGroups := consumers
+	if bus != busGroups {
+		inGroups = slices.DeleteFunc(slices.Clone(consumers), func(name string) bool { return slices.Contains(onBus, name) })
+	}
 	testwait.UntilNil(t, "every group idle and every order's outcome told", func() error {
-		for _, g := range consumers {
+		for _, g := range inGroups {
 			info, err := gs.Info(ctx, g)
 			if err != nil {
 				return err
@@ -124,9 +145,16 @@ func TestShopEndToEnd(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	for _, g := range consumers {
+	for _, g := range inGroups {
 		if info, err := gs.Info(ctx, g); err == nil {
 			t.Logf("group %s: delivered %d, acked %d, retries %d (since the server loaded it)", g, info.Delivered, info.Acked, info.Retries)
+		}
+	}
+	if bus != busGroups {
+		for _, g := range onBus { // they took their events from the broker, not from the server
+			if _, err := gs.Info(ctx, g); !errors.Is(err, groups.ErrGroupNotFound) {
+				t.Errorf("group %s on the server: %v, want %v", g, err, groups.ErrGroupNotFound)
+			}
 		}
 	}
 	t.Logf("%d orders: %d shipped, %d out of stock", len(orders), sum.shipped, sum.outOfStock)

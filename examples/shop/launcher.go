@@ -10,6 +10,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -32,6 +33,13 @@ type shopConfig struct {
 	Stock string
 	// Out receives every child's output, each line prefixed with the child's name.
 	Out io.Writer
+	// Bus is where the services of onBus take their events: "groups" (or "") their consumer
+	// groups of the server; "kafka" or "nats" a broker the shop runs in its own process, which
+	// a relay of the server fills.
+	Bus string
+	// BusDir holds the broker's files (NATS's JetStream store, the server's relay
+	// configuration); required with a broker.
+	BusDir string
 }
 
 // shop is the shop's processes: the server, then the services, each a child process. Its
@@ -43,6 +51,7 @@ type shop struct {
 	died      chan *child
 	serverURL string
 	cartURLs  []string
+	broker    *broker // nil on the server's consumer groups
 	mu        struct {
 		sync.Mutex
 		server   *child
@@ -63,7 +72,22 @@ func startShop(ctx context.Context, cfg shopConfig) (_ *shop, err error) {
 			s.stop()
 		}
 	}()
-	srv, err := s.start(ctx, "annals", cfg.Annals, []string{"serve", "--data", cfg.Data, "--listen", "127.0.0.1:0"}, "msg=serving ")
+	serve := []string{"serve", "--data", cfg.Data, "--listen", "127.0.0.1:0"}
+	if cfg.Bus != "" && cfg.Bus != busGroups {
+		if cfg.BusDir == "" {
+			return nil, fmt.Errorf("--bus %s: no directory for the broker", cfg.Bus)
+		}
+		if s.broker, err = startBroker(ctx, cfg.Bus, cfg.BusDir); err != nil {
+			return nil, err
+		}
+		fmt.Fprintf(cfg.Out, "%s runs in this process at %s; the server relays %s to it\n", cfg.Bus, s.broker.addr, strings.Join(relayTypes(), ", "))
+		conf, err := s.broker.writeServeConfig(cfg.BusDir)
+		if err != nil {
+			return nil, err
+		}
+		serve = append(serve, "--config", conf)
+	}
+	srv, err := s.start(ctx, "annals", cfg.Annals, serve, "msg=serving ")
 	if err != nil {
 		return nil, err
 	}
@@ -113,6 +137,9 @@ func (s *shop) startService(ctx context.Context, service, replica string, extra 
 		if s.cfg.Stock != "" {
 			args = append(args, "--stock", s.cfg.Stock)
 		}
+	}
+	if s.broker != nil && slices.Contains(onBus, service) {
+		args = append(args, s.broker.serviceArgs()...)
 	}
 	c, err := s.start(ctx, replica, s.cfg.Shop, args, ready)
 	if err != nil {
@@ -216,7 +243,7 @@ func (s *shop) replicas(prefix string) []*child {
 
 // stop stops the services gracefully, the cart replicas first (no new orders), then the
 // consumers (each finishes and acks what it handles), then the server, each with SIGTERM and
-// SIGKILL after 15 s; it returns how the first that failed ended.
+// SIGKILL after 15 s, and last the broker; it returns how the first that failed ended.
 func (s *shop) stop() error {
 	s.mu.Lock()
 	services, server := s.mu.services, s.mu.server
@@ -244,6 +271,9 @@ func (s *shop) stop() error {
 	stopAll(others)
 	if server != nil {
 		stopAll([]*child{server})
+	}
+	if s.broker != nil {
+		s.broker.close()
 	}
 	return errors.Join(errs...)
 }

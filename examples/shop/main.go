@@ -4,6 +4,7 @@
 // inventory, fulfillment and notification.
 //
 //	go run ./examples/shop                       # the whole shop: the server and every service
+//	go run ./examples/shop --bus kafka           # fulfillment and notification on Kafka (or nats), which a relay of the server fills
 //	go run ./examples/shop customers --cart URL  # customers that shop through the cart API
 //	go run ./examples/shop bench                 # orders per second through every service
 //	go run ./examples/shop cart --server URL     # one service (cart, inventory, fulfillment, notification)

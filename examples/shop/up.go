@@ -28,11 +28,15 @@ func runUp(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	addr := fs.String("addr", "127.0.0.1:8080", "address of the cart API; with --carts N, replica i (from 0) listens on the port + i")
 	carts := fs.Int("carts", 1, "replicas of the cart service")
 	replicas := fs.Int("replicas", 2, "replicas of each consuming service (inventory, fulfillment, notification)")
+	bus := fs.String("bus", busGroups, "where fulfillment and notification take their events: groups (the server's consumer groups), kafka or nats (a broker run in this process, which a relay of the server fills)")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
 	if fs.NArg() > 0 || *carts < 1 || *replicas < 1 {
 		return fmt.Errorf("shop up: want no arguments, --carts and --replicas at least 1")
+	}
+	if *bus != busGroups && *bus != busKafka && *bus != busNATS {
+		return fmt.Errorf("shop up: --bus %q: want %s, %s or %s", *bus, busGroups, busKafka, busNATS)
 	}
 	tmp, err := os.MkdirTemp("", "shop-")
 	if err != nil {
@@ -56,7 +60,8 @@ func runUp(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
-	s, err := startShop(ctx, shopConfig{Annals: *annalsBin, Shop: self, Data: *data, Carts: addrs, Replicas: *replicas, Out: stdout})
+	s, err := startShop(ctx, shopConfig{Annals: *annalsBin, Shop: self, Data: *data, Carts: addrs, Replicas: *replicas, Out: stdout,
+		Bus: *bus, BusDir: tmp})
 	if err != nil {
 		return err
 	}

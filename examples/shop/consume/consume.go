@@ -1,7 +1,9 @@
 // Package consume runs the consumer of a shop service: it creates the service's consumer group
 // when it is missing, joins it, and hands each event the group delivers to the service's
 // handler, acking what the handler did and nacking what failed, so that the group gives it to
-// a consumer again (this one or another replica). Delivery is at least once: the handlers are
+// a consumer again (this one or another replica). A [Feed] is where the events come from: the
+// server's consumer group ([Groups], [Run]) or a broker's topic or stream that a relay of the
+// server fills (packages kafkafeed and natsfeed); the handler is the same on each. Delivery is at least once: the handlers are
 // idempotent by event id, and [ID] derives the ids of the events a handler appends from the
 // id of the event it handles, so that handling an event again appends nothing new.
 package consume
@@ -47,6 +49,26 @@ type Options struct {
 	HandleTimeout time.Duration
 }
 
+// WithDefaults returns o with the defaults in place of its zero fields.
+func (o Options) WithDefaults() Options {
+	if o.Consumer == "" {
+		o.Consumer = o.Group
+	}
+	if o.Workers <= 0 {
+		o.Workers = 8
+	}
+	if o.RetryDelay <= 0 {
+		o.RetryDelay = time.Second
+	}
+	if o.HandleTimeout <= 0 {
+		o.HandleTimeout = 30 * time.Second
+	}
+	if o.Log == nil {
+		o.Log = slog.Default()
+	}
+	return o
+}
+
 // ErrPermanent marks an error of a handler that handling the event again cannot cure (an event
 // that does not decode, say): the event is parked in the group's parked stream.
 var ErrPermanent = errors.New("consume: permanent failure")
@@ -76,22 +98,7 @@ func Ensure(ctx context.Context, svc groups.Service, name string, settings group
 // again after a second. It returns an error when the group cannot be created or joined for a
 // reason retrying does not cure (bad settings, the group deleted).
 func Run(ctx context.Context, svc groups.Service, opts Options, handle Handler) error {
-	o := opts
-	if o.Consumer == "" {
-		o.Consumer = o.Group
-	}
-	if o.Workers <= 0 {
-		o.Workers = 8
-	}
-	if o.RetryDelay <= 0 {
-		o.RetryDelay = time.Second
-	}
-	if o.HandleTimeout <= 0 {
-		o.HandleTimeout = 30 * time.Second
-	}
-	if o.Log == nil {
-		o.Log = slog.Default()
-	}
+	o := opts.WithDefaults()
 	for {
 		err := Ensure(ctx, svc, o.Group, o.Settings)
 		if err == nil {
