@@ -31,6 +31,10 @@ const (
 	HeaderCausationID   = "annals-causation-id"
 	// HeaderMetadata carries the event's metadata bytes as they are stored, when not empty.
 	HeaderMetadata = "annals-metadata"
+	// HeaderMetadataBase64 carries the metadata in standard base64 instead, for a message to
+	// NATS whose metadata a NATS header cannot hold as it is (control characters such as a
+	// line break, invalid UTF-8, a space or tab at either end).
+	HeaderMetadataBase64 = "annals-metadata-base64"
 	// HeaderTraceParent and HeaderTraceState carry the W3C trace context the event records
 	// (codec.Metadata's $traceparent and $tracestate), so that consumers continue its trace.
 	HeaderTraceParent = "traceparent"

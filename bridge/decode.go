@@ -3,8 +3,10 @@ package bridge
 import (
 	"crypto/sha256"
 	"encoding/binary"
+	"encoding/json"
 	"fmt"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/annalsdb/annals"
@@ -34,10 +36,12 @@ type Decoder struct {
 	Type string
 }
 
-// Decode returns the stream and the event a message stands for; the event shares m's bytes. The format is recognised
-// from the message: a CloudEvent in structured mode (content type
-// application/cloudevents+json), in binary mode (a ce_specversion or ce-specversion header), or
-// else an event in FormatJSON (the Header* headers, or only Decoder.Type and the value).
+// Decode returns the stream and the event a message stands for; the event shares m's bytes.
+// The format is recognised from the message: a CloudEvent in structured mode (content type
+// application/cloudevents+json), in binary mode (a ce_specversion or ce-specversion header),
+// in structured mode with no content-type header (a JSON object with a specversion member, as
+// NATS's CloudEvents binding may send it), or else an event in FormatJSON (the Header*
+// headers, or only Decoder.Type and the value).
 //
 // The event id is, in order: the annals-id header, the CloudEvents id, the Nats-Msg-Id header,
 // when one of them is a UUID; else [DerivedID] of the first of them that is present; else
@@ -189,4 +193,30 @@ func Recorded(m *Message) (annals.RecordedEvent, error) {
 		ev.Time = t.UTC()
 	}
 	return ev, nil
+}
+
+// EventID returns the event id a message of a relay carries, without reading the rest of it:
+// the annals-id header, else the ce_id or ce-id header, else the id of a structured
+// CloudEvent. It reports false when none of them is a non-zero UUID. It is what a consumer
+// gives [Dedup.Seen].
+func EventID(m *Message) (annals.UUID, bool) {
+	for _, k := range [...]string{HeaderID, "ce_id", "ce-id"} {
+		if v, ok := m.getString(k); ok {
+			if u, err := annals.ParseUUID(v); err == nil && !u.IsZero() {
+				return u, true
+			}
+		}
+	}
+	ct, hasCT := m.getString(HeaderContentType)
+	mt, _, _ := strings.Cut(ct, ";")
+	if strings.EqualFold(strings.TrimSpace(mt), ContentTypeCloudEvents) || !hasCT && looksStructured(m.Value) {
+		var fields map[string]json.RawMessage
+		var id string
+		if json.Unmarshal(m.Value, &fields) == nil && json.Unmarshal(fields["id"], &id) == nil {
+			if u, err := annals.ParseUUID(id); err == nil && !u.IsZero() {
+				return u, true
+			}
+		}
+	}
+	return annals.UUID{}, false
 }

@@ -1,12 +1,14 @@
 package bridge
 
 import (
+	"bytes"
 	"encoding/base64"
 	"encoding/json"
 	"fmt"
 	"strconv"
 	"strings"
 	"time"
+	"unicode"
 	"unicode/utf8"
 
 	"github.com/annalsdb/annals"
@@ -45,11 +47,16 @@ type Encoder struct {
 type Bus int
 
 const (
-	// Kafka: a topic holds letters, digits, ".", "_" and "-" (up to 249 bytes; others become
-	// "_"); CloudEvents headers start with "ce_".
+	// Kafka: a topic holds letters, digits, ".", "_" and "-": every other byte of the
+	// expanded topic (its literal text included) becomes "_", a topic of "." or ".." becomes
+	// "_" or "__", and one longer than [MaxKafkaTopicLength] is cut and ends with "_" and 16
+	// hexadecimal digits of its SHA-256, so that distinct long names stay distinct.
+	// CloudEvents headers start with "ce_".
 	Kafka Bus = iota
-	// NATS: each value put into a subject becomes one token ("." "*" ">" and white space
-	// become "_"); CloudEvents headers start with "ce-".
+	// NATS: each value put into a subject becomes one token ("." "*" ">", white space and
+	// control characters become "_", an empty value is "_"); the template's literal text is
+	// kept as written, and must make a subject to publish to (see [Encoder.Validate]).
+	// CloudEvents headers start with "ce-".
 	NATS
 )
 
@@ -70,8 +77,9 @@ const ContentTypeCloudEvents = "application/cloudevents+json"
 // relayFields are the placeholders of a subject template.
 var relayFields = []string{fieldStream, fieldCategory, fieldType}
 
-// Validate checks e: its Subject is set and uses only the relay side's placeholders, and its
-// Format and Bus are known. It returns an error matching [annals.ErrInvalidArgument] naming
+// Validate checks e: its Subject is set and uses only the relay side's placeholders (and, for
+// NATS, its literal text makes a subject to publish to: no wildcard, white space or empty
+// token), and its Format and Bus are known. It returns an error matching [annals.ErrInvalidArgument] naming
 // what is wrong. Encode makes the same checks; Validate lets a relay refuse its options early.
 func (e *Encoder) Validate() error {
 	if err := e.Subject.checkFields("subject", relayFields...); err != nil {
@@ -80,7 +88,11 @@ func (e *Encoder) Validate() error {
 	if e.Format < FormatJSON || e.Format > FormatCloudEventsBinary {
 		return fmt.Errorf("%w: unknown format %d", annals.ErrInvalidArgument, int(e.Format))
 	}
-	if e.Bus != Kafka && e.Bus != NATS {
+	switch e.Bus {
+	case Kafka:
+	case NATS:
+		return e.Subject.checkNATS()
+	default:
 		return fmt.Errorf("%w: unknown bus %d", annals.ErrInvalidArgument, int(e.Bus))
 	}
 	return nil
@@ -108,6 +120,9 @@ func (e *Encoder) Validate() error {
 // headers with the bus's prefix ("ce_" or "ce-"), datacontenttype is the content-type
 // header, and the metadata is in annals-metadata.
 //
+// On NATS, metadata that a header cannot hold as it is goes in annals-metadata-base64
+// instead ([HeaderMetadataBase64]).
+//
 // It returns an error matching [annals.ErrInvalidArgument] when the subject template expands
 // to an empty name, or e is not valid (see [Encoder.Validate]).
 func (e *Encoder) Encode(ev *annals.RecordedEvent) (Message, error) {
@@ -128,45 +143,65 @@ func (e *Encoder) Encode(ev *annals.RecordedEvent) (Message, error) {
 	if !ev.Time.IsZero() {
 		t = ev.Time.UTC().Format(time.RFC3339Nano)
 	}
-	h := make([]Header, 0, 13)
-	add := func(key, v string) {
+	// The header values share one buffer (a slice made before the buffer grows still holds
+	// its bytes).
+	buf := make([]byte, 0, 160+len(ev.Stream)+len(ev.Type)+len(ct)+ctx.size())
+	h := make([]Header, 0, 14)
+	addString := func(key, v string) {
 		if v != "" {
-			h = append(h, Header{Key: key, Value: []byte(v)})
+			n := len(buf)
+			buf = append(buf, v...)
+			h = append(h, Header{Key: key, Value: buf[n:len(buf):len(buf)]})
 		}
 	}
+	id := ev.ID.String()
 	switch e.Format {
 	case FormatJSON:
-		add(HeaderID, ev.ID.String())
-		add(HeaderType, ev.Type)
-		add(HeaderStream, ev.Stream)
-		add(HeaderRevision, strconv.FormatUint(ev.Revision, 10))
-		add(HeaderPosition, strconv.FormatUint(ev.Position, 10))
-		add(HeaderTime, t)
-		add(HeaderContentType, ct)
-		add(HeaderCorrelationID, ctx.correlationID)
-		add(HeaderCausationID, ctx.causationID)
-		add(HeaderTraceParent, ctx.traceParent)
-		add(HeaderTraceState, ctx.traceState)
+		addString(HeaderID, id)
+		addString(HeaderType, ev.Type)
+		addString(HeaderStream, ev.Stream)
+		addString(HeaderRevision, strconv.FormatUint(ev.Revision, 10))
+		addString(HeaderPosition, strconv.FormatUint(ev.Position, 10))
+		addString(HeaderTime, t)
+		addString(HeaderContentType, ct)
+		addString(HeaderCorrelationID, ctx.correlationID)
+		addString(HeaderCausationID, ctx.causationID)
+		addString(HeaderTraceParent, ctx.traceParent)
+		addString(HeaderTraceState, ctx.traceState)
 		m.Value = ev.Data
 	case FormatCloudEvents:
-		add(HeaderContentType, ContentTypeCloudEvents)
-		add(HeaderID, ev.ID.String())
-		add(HeaderStream, ev.Stream)
-		add(HeaderPosition, strconv.FormatUint(ev.Position, 10))
+		addString(HeaderContentType, ContentTypeCloudEvents)
+		addString(HeaderID, id)
+		addString(HeaderStream, ev.Stream)
+		addString(HeaderPosition, strconv.FormatUint(ev.Position, 10))
 		m.Value = e.structured(ev, ct, t, ctx)
 	case FormatCloudEventsBinary:
-		p := e.Bus.cePrefix()
-		for _, a := range e.attributes(ev, t, ctx) {
-			add(p+a.name, a.v)
+		names := &ceHeaders[e.Bus]
+		for i, v := range e.attributes(ev, t, ctx) {
+			addString(names[i], v)
 		}
-		add(HeaderContentType, ct)
+		addString(HeaderContentType, ct)
 		m.Value = ev.Data
 	}
-	if len(ev.Metadata) > 0 {
+	switch {
+	case len(ev.Metadata) == 0:
+	case e.Bus == NATS && !natsHeaderSafe(ev.Metadata):
+		h = append(h, Header{Key: HeaderMetadataBase64, Value: base64.StdEncoding.AppendEncode(nil, ev.Metadata)})
+	default:
 		h = append(h, Header{Key: HeaderMetadata, Value: ev.Metadata})
 	}
 	m.Headers = h
 	return m, nil
+}
+
+// natsHeaderSafe reports whether a NATS header carries v as it is: valid UTF-8 with no
+// control characters (NATS headers are lines of text) and no space or tab at either end
+// (which header parsing trims).
+func natsHeaderSafe(v []byte) bool {
+	if !utf8.Valid(v) || bytes.IndexFunc(v, unicode.IsControl) >= 0 {
+		return false
+	}
+	return len(v) == 0 || v[0] != ' ' && v[0] != '\t' && v[len(v)-1] != ' ' && v[len(v)-1] != '\t'
 }
 
 // cePrefix is the prefix of CloudEvents attribute headers in binary mode on b.
@@ -179,27 +214,31 @@ func (b Bus) cePrefix() string {
 
 type attribute struct{ name, v string }
 
-// attributes returns the CloudEvents attributes of ev but datacontenttype and data, in the
-// order they are written; empty values are left out by the writers.
-func (e *Encoder) attributes(ev *annals.RecordedEvent, t string, ctx eventContext) [12]attribute {
+// attributeNames are the CloudEvents attributes of an event but datacontenttype and data, in
+// the order they are written; ceHeaders are their header names in binary mode on each Bus.
+var (
+	attributeNames = [...]string{"specversion", "id", "source", "type", "subject", "time",
+		ExtRevision, ExtPosition, ExtCorrelationID, ExtCausationID, ExtTraceParent, ExtTraceState}
+	ceHeaders = func() (h [2][len(attributeNames)]string) {
+		for _, b := range []Bus{Kafka, NATS} {
+			for i, n := range attributeNames {
+				h[b][i] = b.cePrefix() + n
+			}
+		}
+		return h
+	}()
+)
+
+// attributes returns the values of the attributeNames of ev; empty values are left out by
+// the writers.
+func (e *Encoder) attributes(ev *annals.RecordedEvent, t string, ctx eventContext) [len(attributeNames)]string {
 	source := e.Source
 	if source == "" {
 		source = DefaultSource
 	}
-	return [...]attribute{
-		{"specversion", "1.0"},
-		{"id", ev.ID.String()},
-		{"source", source},
-		{"type", ev.Type},
-		{"subject", ev.Stream},
-		{"time", t},
-		{ExtRevision, strconv.FormatUint(ev.Revision, 10)},
-		{ExtPosition, strconv.FormatUint(ev.Position, 10)},
-		{ExtCorrelationID, ctx.correlationID},
-		{ExtCausationID, ctx.causationID},
-		{ExtTraceParent, ctx.traceParent},
-		{ExtTraceState, ctx.traceState},
-	}
+	return [...]string{"1.0", ev.ID.String(), source, ev.Type, ev.Stream, t,
+		strconv.FormatUint(ev.Revision, 10), strconv.FormatUint(ev.Position, 10),
+		ctx.correlationID, ctx.causationID, ctx.traceParent, ctx.traceState}
 }
 
 // structured returns the CloudEvent of ev in the JSON event format. The data is inline when
@@ -216,10 +255,10 @@ func (e *Encoder) structured(ev *annals.RecordedEvent, ct, t string, ctx eventCo
 		b = append(b, name...)
 		b = append(b, '"', ':')
 	}
-	for _, a := range e.attributes(ev, t, ctx) {
-		if a.v != "" {
-			field(a.name)
-			b = appendJSONString(b, a.v)
+	for i, v := range e.attributes(ev, t, ctx) {
+		if v != "" {
+			field(attributeNames[i])
+			b = appendJSONString(b, v)
 		}
 	}
 	field("datacontenttype")

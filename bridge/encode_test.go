@@ -110,7 +110,7 @@ func TestEncodeJSON(t *testing.T) {
 	}
 
 	// Metadata that is not a JSON object, or whose fields are not strings, has no context.
-	for _, md := range []string{`not json`, `[1]`, `{"$correlationId":7,"$CausationId":"x"}`, `"$correlationId"`} {
+	for _, md := range []string{`not json`, `[1]`, `{"$correlationId":7,"$CausationId":"x"}`, `"$correlationId"`, `{"$correlationId":"a\nb","$causationId":"\u0000"}`} {
 		bare.Metadata = []byte(md)
 		m, err = e.Encode(bare)
 		if err != nil {
@@ -294,6 +294,10 @@ func TestRoundTrip(t *testing.T) {
 	odd.Stream, odd.Type = `weird "stream"\é`, "type with \\ and \u2028"
 	events = append(events, &odd)
 
+	pretty := *testEvent()
+	pretty.Metadata = []byte("{\n  \"$correlationId\": \"c\\n1\",\n  \"x\": 1\n}\n")
+	events = append(events, &pretty)
+
 	dec := Decoder{Stream: mustTemplate(t, "{stream}")}
 	for _, f := range []Format{FormatJSON, FormatCloudEvents, FormatCloudEventsBinary} {
 		for _, bus := range []Bus{Kafka, NATS} {
@@ -302,6 +306,13 @@ func TestRoundTrip(t *testing.T) {
 				m, err := e.Encode(ev)
 				if err != nil {
 					t.Fatal(err)
+				}
+				if bus == NATS {
+					for _, h := range m.Headers {
+						if !natsHeaderSafe(h.Value) {
+							t.Errorf("%v %v: header %s %q cannot be a NATS header", f, bus, h.Key, h.Value)
+						}
+					}
 				}
 				got, err := Recorded(&m)
 				if err != nil {

@@ -1,6 +1,7 @@
 package bridge
 
 import (
+	"bytes"
 	"encoding/base64"
 	"encoding/json"
 	"fmt"
@@ -26,24 +27,27 @@ type parsed struct {
 // parse reads m in the format it is in (see [Decoder.Decode]). It returns an error matching
 // annals.ErrInvalidArgument for a malformed CloudEvent.
 func parse(m *Message) (parsed, error) {
-	ct, _ := m.getString(HeaderContentType)
+	ct, hasCT := m.getString(HeaderContentType)
 	mt, _, _ := strings.Cut(ct, ";")
 	mt = strings.ToLower(strings.TrimSpace(mt))
 	var p parsed
 	var err error
+	_, ceKafka := m.Get("ce_specversion")
+	_, ceNATS := m.Get("ce-specversion")
 	switch {
 	case mt == ContentTypeCloudEvents:
 		p, err = parseStructured(m.Value)
 	case mt == "application/cloudevents-batch+json":
 		return p, fmt.Errorf("%w: CloudEvents batches (%s) are not supported", annals.ErrInvalidArgument, ct)
+	case ceKafka:
+		p, err = parseBinary(m, "ce_")
+	case ceNATS:
+		p, err = parseBinary(m, "ce-")
+	case !hasCT && looksStructured(m.Value):
+		// NATS's CloudEvents binding may send a structured event with no headers at all.
+		p, err = parseStructured(m.Value)
 	default:
-		if _, ok := m.Get("ce_specversion"); ok {
-			p, err = parseBinary(m, "ce_")
-		} else if _, ok := m.Get("ce-specversion"); ok {
-			p, err = parseBinary(m, "ce-")
-		} else {
-			p = parseJSON(m)
-		}
+		p = parseJSON(m)
 	}
 	if err != nil {
 		return p, err
@@ -51,6 +55,12 @@ func parse(m *Message) (parsed, error) {
 	if len(p.metadata) == 0 {
 		if v, ok := m.Get(HeaderMetadata); ok && len(v) > 0 {
 			p.metadata = v
+		} else if v, ok := m.getString(HeaderMetadataBase64); ok && v != "" {
+			b, err := base64.StdEncoding.DecodeString(v)
+			if err != nil {
+				return p, fmt.Errorf("%w: header %s: %w", annals.ErrInvalidArgument, HeaderMetadataBase64, err)
+			}
+			p.metadata = b
 		} else {
 			p.metadata = p.ctx.metadata()
 		}
@@ -210,4 +220,19 @@ func parseStructured(value []byte) (parsed, error) {
 		p.data = data
 	}
 	return p, nil
+}
+
+// looksStructured reports whether value is a JSON object with a top-level "specversion"
+// member: a CloudEvent in structured mode sent with no content type.
+func looksStructured(value []byte) bool {
+	i := skipSpace(value, 0)
+	if i == len(value) || value[i] != '{' || !bytes.Contains(value, []byte(`"specversion"`)) {
+		return false
+	}
+	var fields map[string]json.RawMessage
+	if json.Unmarshal(value, &fields) != nil {
+		return false
+	}
+	_, ok := fields["specversion"]
+	return ok
 }

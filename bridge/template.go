@@ -117,6 +117,30 @@ func (t Template) checkFields(side string, allowed ...string) error {
 	return nil
 }
 
+// checkNATS returns an error matching annals.ErrInvalidArgument when the literal text of t
+// cannot be part of a NATS subject to publish to: a wildcard ("*", ">"), white space or a
+// control character, or an empty token (a "." at either end of the template, or "..").
+func (t Template) checkNATS() error {
+	for i, p := range t.parts {
+		if p.field != "" {
+			continue
+		}
+		bad := ""
+		switch {
+		case strings.ContainsAny(p.literal, "*>"):
+			bad = "a wildcard"
+		case strings.IndexFunc(p.literal, func(r rune) bool { return unicode.IsSpace(r) || unicode.IsControl(r) }) >= 0:
+			bad = "white space or a control character"
+		case strings.Contains(p.literal, ".."), i == 0 && strings.HasPrefix(p.literal, "."), i == len(t.parts)-1 && strings.HasSuffix(p.literal, "."):
+			bad = "an empty token"
+		}
+		if bad != "" {
+			return fmt.Errorf("%w: NATS subject template %q: %q holds %s", annals.ErrInvalidArgument, t.text, p.literal, bad)
+		}
+	}
+	return nil
+}
+
 // expand returns t with each placeholder replaced by value(name) passed through safe (nil
 // keeps values as they are); literals are kept as written.
 func (t Template) expand(value func(field string) string, safe func(string) string) string {

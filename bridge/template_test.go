@@ -145,6 +145,20 @@ func TestEncoderRefusesIngestPlaceholders(t *testing.T) {
 			t.Errorf("Encode with subject %q: %v, want ErrInvalidArgument", s, err)
 		}
 	}
+	for _, s := range []string{"events.>", "events.*.{stream}", "a b.{stream}", ".{stream}", "{stream}.", "a..{stream}", "x.{stream}..y", "."} {
+		e := Encoder{Subject: mustTemplate(t, s), Bus: NATS}
+		if err := e.Validate(); !errors.Is(err, annals.ErrInvalidArgument) || !strings.Contains(err.Error(), "NATS subject template") {
+			t.Errorf("NATS subject %q: Validate = %v, want ErrInvalidArgument", s, err)
+		}
+		if err := (&Encoder{Subject: e.Subject, Bus: Kafka}).Validate(); err != nil {
+			t.Errorf("Kafka topic %q: Validate = %v (Kafka topics are made safe)", s, err)
+		}
+	}
+	for _, s := range []string{"events.{category}.{stream}", "{stream}", "a.b-c_d.{type}x.{stream}", "ünï.{stream}"} {
+		if err := (&Encoder{Subject: mustTemplate(t, s), Bus: NATS}).Validate(); err != nil {
+			t.Errorf("NATS subject %q: Validate = %v", s, err)
+		}
+	}
 	for _, e := range []Encoder{{}, {Subject: mustTemplate(t, "x"), Format: 3}, {Subject: mustTemplate(t, "x"), Bus: 2}} {
 		if err := e.Validate(); !errors.Is(err, annals.ErrInvalidArgument) {
 			t.Errorf("Validate(%+v) = %v, want ErrInvalidArgument", e, err)

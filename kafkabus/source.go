@@ -1,0 +1,296 @@
+package kafkabus
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strconv"
+	"strings"
+	"sync"
+
+	"github.com/annalsdb/annals/bridge"
+	"github.com/twmb/franz-go/pkg/kerr"
+	"github.com/twmb/franz-go/pkg/kgo"
+	"github.com/twmb/franz-go/pkg/kmsg"
+)
+
+// SourceOptions configure [OpenSource].
+type SourceOptions struct {
+	// Brokers are the seed brokers. Required.
+	Brokers []string
+	// Topics to consume. Required.
+	Topics []string
+	// Group is the consumer group whose offsets are committed after each batch. Required.
+	Group string
+	// ClientOptions are more franz-go options, applied last.
+	ClientOptions []kgo.Opt
+}
+
+// Source is an ingest.Source on a franz-go consumer group: sources are
+// "kafka:<topic>/<partition>", offsets Kafka's.
+//
+// Each [Source.Start] joins the group with a new client, which [Source.Stop] closes (leaving
+// the group). A partition is read from the group's committed offset, or from the offset after
+// the one resume reports when that is further (the ingest's own record is durable past the
+// group's commit after a crash between the two), or from the start of the partition when
+// there is neither. Records of aborted transactions are not read (read-committed isolation).
+//
+// Offsets are committed only by [Source.Commit] (no auto-commit). A rebalance may take a
+// partition away while a batch of it is being appended; its commit then fails or is made
+// again later, and the partition's next owner reads again from the committed offset, which
+// the ingest's idempotence absorbs. Within one Start, records of a partition are returned once
+// each, in offset order, even when the client reads some of them again after a rebalance.
+//
+// Its methods are safe for concurrent use, though a Source serves one ingest at a time.
+type Source struct {
+	opts SourceOptions
+	mu   struct {
+		sync.Mutex
+		client *kgo.Client // nil while stopped
+		// next is, per partition, the offset after the last record Fetch returned since
+		// Start; committed the offset last committed.
+		next      map[topicPartition]int64
+		committed map[topicPartition]int64
+	}
+}
+
+type topicPartition struct {
+	topic     string
+	partition int32
+}
+
+// OpenSource returns a Source. It returns an error matching annals.ErrInvalidArgument for
+// missing brokers, topics or group. It does not connect: Start does.
+func OpenSource(opts SourceOptions) (*Source, error) {
+	switch {
+	case len(opts.Brokers) == 0:
+		return nil, invalid("open source: no brokers")
+	case len(opts.Topics) == 0:
+		return nil, invalid("open source: no topics")
+	case opts.Group == "":
+		return nil, invalid("open source: no group")
+	}
+	for _, b := range opts.Brokers {
+		if b == "" {
+			return nil, invalid("open source: empty broker address in %q", opts.Brokers)
+		}
+	}
+	for _, t := range opts.Topics {
+		if t == "" {
+			return nil, invalid("open source: empty topic in %q", opts.Topics)
+		}
+	}
+	opts.Brokers = append([]string(nil), opts.Brokers...)
+	opts.Topics = append([]string(nil), opts.Topics...)
+	return &Source{opts: opts}, nil
+}
+
+// SourceName returns the bridge.Incoming.Source of a partition: "kafka:<topic>/<partition>".
+func SourceName(topic string, partition int32) string {
+	return "kafka:" + topic + "/" + strconv.Itoa(int(partition))
+}
+
+// parseSource reads a name SourceName made.
+func parseSource(s string) (topicPartition, error) {
+	rest, ok := strings.CutPrefix(s, "kafka:")
+	i := strings.LastIndexByte(rest, '/')
+	if !ok || i <= 0 {
+		return topicPartition{}, invalid("source %q is not kafka:<topic>/<partition>", s)
+	}
+	p, err := strconv.ParseInt(rest[i+1:], 10, 32)
+	if err != nil || p < 0 {
+		return topicPartition{}, invalid("source %q is not kafka:<topic>/<partition>", s)
+	}
+	return topicPartition{rest[:i], int32(p)}, nil
+}
+
+// Start implements ingest.Source: it joins the group with a new client (stopping the one a
+// previous Start made). resume is called when partitions are assigned, on franz-go's group
+// goroutine; when it fails the partition starts from the committed offset (the ingest drops
+// what it already appended). It returns an error matching annals.ErrInvalidArgument when
+// franz-go refuses ClientOptions.
+func (s *Source) Start(ctx context.Context, resume func(ctx context.Context, source string) (uint64, bool, error)) error {
+	if err := s.Stop(); err != nil {
+		return err
+	}
+	opts := []kgo.Opt{
+		kgo.SeedBrokers(s.opts.Brokers...),
+		kgo.ConsumerGroup(s.opts.Group),
+		kgo.ConsumeTopics(s.opts.Topics...),
+		kgo.DisableAutoCommit(),
+		kgo.FetchIsolationLevel(kgo.ReadCommitted()),
+		// Never skip: a partition with no commit, or whose committed offset is gone, is
+		// read from its start; the ingest appends a message once however often it is read.
+		kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()),
+		kgo.AdjustFetchOffsetsFn(func(ctx context.Context, offs map[string]map[int32]kgo.Offset) (map[string]map[int32]kgo.Offset, error) {
+			if resume == nil {
+				return offs, nil
+			}
+			for topic, parts := range offs {
+				for p, o := range parts {
+					done, ok, err := resume(ctx, SourceName(topic, p))
+					if err != nil || !ok {
+						continue
+					}
+					if cur := o.EpochOffset().Offset; cur < int64(done)+1 {
+						parts[p] = kgo.NewOffset().At(int64(done) + 1).WithEpoch(-1)
+					}
+				}
+			}
+			return offs, nil
+		}),
+	}
+	opts = append(opts, s.opts.ClientOptions...)
+	c, err := kgo.NewClient(opts...)
+	if err != nil {
+		return invalid("start source: %v", err)
+	}
+	s.mu.Lock()
+	s.mu.client = c
+	s.mu.next = map[topicPartition]int64{}
+	s.mu.committed = map[topicPartition]int64{}
+	s.mu.Unlock()
+	return nil
+}
+
+// errStopped is returned by Fetch and Commit on a Source not started.
+var errStopped = errors.New("kafkabus: source not started")
+
+func (s *Source) client() (*kgo.Client, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.mu.client == nil {
+		return nil, errStopped
+	}
+	return s.mu.client, nil
+}
+
+// Fetch implements ingest.Source: it returns at most max records (all that are buffered when
+// max ≤ 0), waiting for one. It returns ctx's error when ctx ends first, an error when the
+// Source is stopped (or stopped while waiting), and the first fetch error of the client when
+// there are no records (records lost by the broker, a *kgo.ErrDataLoss, are only reported when
+// nothing else comes).
+func (s *Source) Fetch(ctx context.Context, max int) ([]bridge.Incoming, error) {
+	c, err := s.client()
+	if err != nil {
+		return nil, err
+	}
+	for {
+		fs := c.PollRecords(ctx, max)
+		if err := ctx.Err(); err != nil {
+			return nil, err
+		}
+		var ferr error
+		fs.EachError(func(topic string, p int32, err error) {
+			if ferr == nil {
+				ferr = fmt.Errorf("kafkabus: fetch %s: %w", SourceName(topic, p), err)
+			}
+		})
+		if errors.Is(ferr, kgo.ErrClientClosed) {
+			return nil, errStopped
+		}
+		out := make([]bridge.Incoming, 0, fs.NumRecords())
+		s.mu.Lock()
+		if s.mu.client != c {
+			s.mu.Unlock()
+			return nil, errStopped
+		}
+		fs.EachRecord(func(r *kgo.Record) {
+			tp := topicPartition{r.Topic, r.Partition}
+			if next, ok := s.mu.next[tp]; ok && r.Offset < next {
+				return // read again after a rebalance; returned already
+			}
+			s.mu.next[tp] = r.Offset + 1
+			out = append(out, bridge.Incoming{
+				Message: Message(r),
+				Source:  SourceName(r.Topic, r.Partition),
+				Offset:  uint64(r.Offset),
+			})
+		})
+		s.mu.Unlock()
+		if len(out) > 0 {
+			return out, nil
+		}
+		var loss *kgo.ErrDataLoss
+		if ferr != nil && !errors.As(ferr, &loss) {
+			return nil, ferr
+		}
+	}
+}
+
+// Commit implements ingest.Source: it commits to the group, for each partition in msgs, the
+// offset after the highest of msgs (never moving a partition's commit back). It waits for the
+// broker's answer (or ctx) and returns its error: a partition the group took away in a
+// rebalance fails to commit, and is read again by its next owner.
+func (s *Source) Commit(ctx context.Context, msgs []bridge.Incoming) error {
+	c, err := s.client()
+	if err != nil {
+		return err
+	}
+	offsets := map[string]map[int32]kgo.EpochOffset{}
+	s.mu.Lock()
+	for _, m := range msgs {
+		tp, err := parseSource(m.Source)
+		if err != nil {
+			s.mu.Unlock()
+			return fmt.Errorf("kafkabus: commit: %w", err)
+		}
+		next := int64(m.Offset) + 1
+		if done, ok := s.mu.committed[tp]; ok && next <= done {
+			continue
+		}
+		if offsets[tp.topic] == nil {
+			offsets[tp.topic] = map[int32]kgo.EpochOffset{}
+		}
+		if eo, ok := offsets[tp.topic][tp.partition]; !ok || eo.Offset < next {
+			offsets[tp.topic][tp.partition] = kgo.EpochOffset{Epoch: -1, Offset: next}
+		}
+	}
+	s.mu.Unlock()
+	if len(offsets) == 0 {
+		return nil
+	}
+	var cerr error
+	c.CommitOffsetsSync(ctx, offsets, func(_ *kgo.Client, _ *kmsg.OffsetCommitRequest, resp *kmsg.OffsetCommitResponse, err error) {
+		if err != nil {
+			cerr = err
+			return
+		}
+		for _, t := range resp.Topics {
+			for _, p := range t.Partitions {
+				if err := kerr.ErrorForCode(p.ErrorCode); err != nil && cerr == nil {
+					cerr = fmt.Errorf("%s: %w", SourceName(t.Topic, p.Partition), err)
+				}
+			}
+		}
+	})
+	if cerr != nil {
+		return fmt.Errorf("kafkabus: commit: %w", cerr)
+	}
+	s.mu.Lock()
+	if s.mu.client == c {
+		for topic, parts := range offsets {
+			for p, eo := range parts {
+				s.mu.committed[topicPartition{topic, p}] = eo.Offset
+			}
+		}
+	}
+	s.mu.Unlock()
+	return nil
+}
+
+// Stop implements ingest.Source: it closes the client Start made, leaving the group (a Fetch
+// waiting then returns an error). Stopping a stopped Source does nothing.
+func (s *Source) Stop() error {
+	s.mu.Lock()
+	c := s.mu.client
+	s.mu.client = nil
+	s.mu.Unlock()
+	if c != nil {
+		c.Close()
+	}
+	return nil
+}
+
+// Close stops the Source; it may be started again.
+func (s *Source) Close() error { return s.Stop() }
