@@ -5,105 +5,53 @@
 // duplicates a relay's restart publishes within the stream's duplicate window (its
 // Duplicates setting, 2 minutes by default): a relay must come back within it, and it
 // checkpoints often (relay.Options.CheckpointInterval) so that little is published again.
+//
+// Both work with NATS servers from 2.9 on: they use no feature a 2.9 server lacks, except
+// that a [Source] with more than one filter subject needs 2.10.
 package natsbus
 
 import (
-	"context"
+	"errors"
+	"fmt"
+	"log/slog"
 	"time"
 
-	"github.com/annalsdb/annals/bridge"
 	"github.com/nats-io/nats.go"
 )
 
 // DefaultSubject is the subject template of a relay to NATS.
 const DefaultSubject = "events.{category}.{stream}"
 
-// StreamOptions say which JetStream stream to use, and how to create it when it is missing.
-type StreamOptions struct {
-	// Name of the JetStream stream. Required.
-	Name string
-	// Subjects it binds when it is created (e.g. "events.>"); empty means the stream must
-	// exist.
-	Subjects []string
-	// Duplicates is the duplicate window when it is created; 0 means JetStream's default
-	// (2 minutes).
-	Duplicates time.Duration
+// ErrClosed is the error of a publish after [Publisher.Close], and of the publishes Close
+// gave up waiting for.
+var ErrClosed = errors.New("natsbus: closed")
+
+// reconnectWait is the pause between two attempts to reconnect to a server that went away.
+const reconnectWait = 250 * time.Millisecond
+
+// connect dials url with reconnects forever, logging disconnections and reconnections. name
+// is the connection's name, shown in the server's monitoring.
+func connect(url, name string, log *slog.Logger, extra ...nats.Option) (*nats.Conn, error) {
+	if url == "" {
+		return nil, errors.New("no NATS URL (nor connection)")
+	}
+	opts := append([]nats.Option{
+		nats.Name(name),
+		nats.MaxReconnects(-1),
+		nats.ReconnectWait(reconnectWait),
+		nats.DisconnectErrHandler(func(nc *nats.Conn, err error) {
+			if nc.IsClosed() {
+				return // closed by its owner
+			}
+			log.Warn("natsbus: disconnected", "name", name, "url", url, "err", err)
+		}),
+		nats.ReconnectHandler(func(nc *nats.Conn) {
+			log.Info("natsbus: reconnected", "name", name, "url", nc.ConnectedUrl())
+		}),
+	}, extra...)
+	nc, err := nats.Connect(url, opts...)
+	if err != nil {
+		return nil, fmt.Errorf("connect to NATS at %s: %w", url, err)
+	}
+	return nc, nil
 }
-
-// PublisherOptions configure [OpenPublisher].
-type PublisherOptions struct {
-	// URL of the NATS server(s), comma-separated. Required unless Conn is set.
-	URL string
-	// Conn is a connection to use instead of dialing URL (the Publisher does not close it).
-	Conn *nats.Conn
-	// Stream is the JetStream stream the subjects go to.
-	Stream StreamOptions
-	// MaxPending bounds the publishes awaiting an ack before Publish blocks; 0 means 4,000.
-	MaxPending int
-}
-
-// Publisher is a relay.Publisher on JetStream's asynchronous publish. It is safe for
-// concurrent use.
-type Publisher struct {
-}
-
-// OpenPublisher connects (unless opts.Conn is set) and makes sure the stream exists (creating
-// it when Stream.Subjects is set). Errors say whether the server could not be reached or the
-// stream is missing.
-func OpenPublisher(ctx context.Context, opts PublisherOptions) (*Publisher, error) {
-	panic("unimplemented")
-}
-
-// Publish implements relay.Publisher: msg.Subject is the subject, msg.ID the Nats-Msg-Id.
-func (p *Publisher) Publish(ctx context.Context, msg *bridge.Message, done func(error)) error {
-	panic("unimplemented")
-}
-
-// Permanent implements relay.Publisher: the message larger than the server's max payload, no
-// stream bound to the subject.
-func (p *Publisher) Permanent(err error) bool { panic("unimplemented") }
-
-// String names the target: "nats <url> stream <name>".
-func (p *Publisher) String() string { panic("unimplemented") }
-
-// Close waits for pending acks (until ctx is done) and closes the connection it opened.
-func (p *Publisher) Close(ctx context.Context) error { panic("unimplemented") }
-
-// SourceOptions configure [OpenSource].
-type SourceOptions struct {
-	URL  string
-	Conn *nats.Conn
-	// Stream is the JetStream stream to ingest. Required (it must exist).
-	Stream string
-	// FilterSubjects narrows it; empty means all its subjects.
-	FilterSubjects []string
-}
-
-// Source is an ingest.Source on an ordered JetStream consumer that starts after the
-// sequence the ingest recorded: its source is "nats:<stream>", offsets the stream's
-// sequences. JetStream keeps no consumer state for it; the ingest's progress record is its
-// offset, and Commit does nothing.
-type Source struct {
-}
-
-// OpenSource connects (unless opts.Conn is set) and checks that the stream exists.
-func OpenSource(ctx context.Context, opts SourceOptions) (*Source, error) { panic("unimplemented") }
-
-// Start implements ingest.Source.
-func (s *Source) Start(ctx context.Context, resume func(ctx context.Context, source string) (uint64, bool, error)) error {
-	panic("unimplemented")
-}
-
-// Fetch implements ingest.Source.
-func (s *Source) Fetch(ctx context.Context, max int) ([]bridge.Incoming, error) {
-	panic("unimplemented")
-}
-
-// Commit implements ingest.Source; JetStream needs nothing (see Source).
-func (s *Source) Commit(ctx context.Context, msgs []bridge.Incoming) error { return nil }
-
-// Stop implements ingest.Source.
-func (s *Source) Stop() error { panic("unimplemented") }
-
-// Close closes the connection it opened.
-func (s *Source) Close() error { panic("unimplemented") }
