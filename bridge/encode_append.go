@@ -16,7 +16,18 @@ type headerBuf struct {
 	h   []Header
 }
 
+// headerSpace holds the headers and values of most messages in one allocation.
+type headerSpace struct {
+	h [8]Header
+	b [192]byte
+}
+
+// newHeaderBuf returns a headerBuf with room for bytes of values and headers headers.
 func newHeaderBuf(bytes, headers int) headerBuf {
+	if bytes <= len(headerSpace{}.b) && headers <= len(headerSpace{}.h) {
+		s := new(headerSpace)
+		return headerBuf{buf: s.b[:0], h: s.h[:0]}
+	}
 	return headerBuf{buf: make([]byte, 0, bytes), h: make([]Header, 0, headers)}
 }
 
