@@ -141,16 +141,19 @@ func (e *Encoder) Encode(ev *annals.RecordedEvent) (Message, error) {
 		ct = annals.ContentTypeJSON
 	}
 	// The key and the header values share one buffer, the headers one slice.
-	size := 2*len(ev.Stream) + len(ev.Type) + len(ct) + ctx.size() + uuidLen + 2*uintLen + timeLen
-	var nh int // the most headers, the metadata's included
+	size := 2*len(ev.Stream) + len(ev.Type) + len(ct) + ctx.size() + uuidLen + uintLen(ev.Revision) + uintLen(ev.Position) + timeLen
+	nh := 0 // the most headers, the metadata's included
+	if len(ev.Metadata) > 0 {
+		nh = 1
+	}
 	switch e.Format {
 	case FormatJSON:
-		nh = 8 + ctx.count()
+		nh += 7 + ctx.count()
 	case FormatCloudEvents:
-		nh = 5
+		nh += 4
 	case FormatCloudEventsBinary:
 		size += len(e.Source) + len(DefaultSource) + len("1.0")
-		nh = len(attributeNames) + 2
+		nh += len(attributeNames) + 1
 	}
 	hb := newHeaderBuf(size, nh)
 	hb.buf = append(hb.buf, ev.Stream...)

@@ -16,15 +16,26 @@ type headerBuf struct {
 	h   []Header
 }
 
-// headerSpace holds the headers and values of most messages in one allocation.
-type headerSpace struct {
-	h [8]Header
-	b [192]byte
-}
+// headerSpace and smallHeaderSpace hold the headers and values of most messages in one
+// allocation (the small one fills a size class of 416 bytes, the other one of 512).
+type (
+	headerSpace struct {
+		h [8]Header
+		b [192]byte
+	}
+	smallHeaderSpace struct {
+		h [7]Header
+		b [136]byte
+	}
+)
 
 // newHeaderBuf returns a headerBuf with room for bytes of values and headers headers.
 func newHeaderBuf(bytes, headers int) headerBuf {
-	if bytes <= len(headerSpace{}.b) && headers <= len(headerSpace{}.h) {
+	switch {
+	case bytes <= len(smallHeaderSpace{}.b) && headers <= len(smallHeaderSpace{}.h):
+		s := new(smallHeaderSpace)
+		return headerBuf{buf: s.b[:0], h: s.h[:0]}
+	case bytes <= len(headerSpace{}.b) && headers <= len(headerSpace{}.h):
 		s := new(headerSpace)
 		return headerBuf{buf: s.b[:0], h: s.h[:0]}
 	}
@@ -89,13 +100,21 @@ func appendUUID(b []byte, id annals.UUID) []byte {
 	return hex.AppendEncode(b, id[10:])
 }
 
-// Room the fixed-size values take at most: a UUID, a uint64 in decimal, a time in UTC as
-// RFC 3339 with nanoseconds (a four-digit year).
+// Room the fixed-size values take at most: a UUID, a time in UTC as RFC 3339 with
+// nanoseconds (a four-digit year).
 const (
 	uuidLen = 36
-	uintLen = 20
 	timeLen = len("2006-01-02T15:04:05.999999999Z")
 )
+
+// uintLen is the number of decimal digits of v.
+func uintLen(v uint64) int {
+	n := 1
+	for ; v >= 10; v /= 10 {
+		n++
+	}
+	return n
+}
 
 // subject returns the topic or subject of ev. On Kafka, when the expansion is already a legal
 // topic (the common case) it costs one allocation at most, none when the template is one

@@ -227,12 +227,12 @@ type flight struct {
 // done is the callback of the publish of e. An answer of context.Canceled is the end of the
 // spell (whose context the publisher was given), not a broker's error: it is not counted.
 func (r *Relay) done(w *window, e *entry, err error) {
-	now := time.Now()
 	if err == nil {
-		r.stats.acked(now)
+		r.stats.acked()
 		w.done(e, nil)
 		return
 	}
+	now := time.Now()
 	perr := r.publishError(e, err)
 	if !errors.Is(err, context.Canceled) {
 		r.stats.failed(perr, true, now)
