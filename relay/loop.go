@@ -214,8 +214,8 @@ func (r *Relay) read(ctx context.Context, a *ahead, from uint64) {
 }
 
 // flightSlab is how many flights are allocated together. A slab lives while one of its
-// flights is in the window or held by the publisher; since the window is a run of consecutive
-// events, that keeps at most flightSlab messages more than the window's alive.
+// flights is queued, in the window or held by the publisher; since those are a run of
+// consecutive events, that keeps at most flightSlab messages more alive.
 const flightSlab = 64
 
 // flight is a message being published and its entry in the window.
