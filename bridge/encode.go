@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"strconv"
 	"strings"
-	"time"
 	"unicode"
 	"unicode/utf8"
 
@@ -129,68 +128,69 @@ func (e *Encoder) Encode(ev *annals.RecordedEvent) (Message, error) {
 	if err := e.Validate(); err != nil {
 		return Message{}, fmt.Errorf("encode event %s: %w", ev.ID, err)
 	}
-	subject, err := e.Subject.subject(e.Bus, relayValue(ev))
+	subject, err := e.subject(ev)
 	if err != nil {
 		return Message{}, fmt.Errorf("encode event %s of stream %q: %w", ev.ID, ev.Stream, err)
 	}
-	m := Message{Subject: subject, Key: []byte(ev.Stream), ID: ev.ID}
-	ctx := readContext(ev.Metadata)
+	var ctx eventContext
+	if len(ev.Metadata) > 0 {
+		ctx = readContext(ev.Metadata)
+	}
 	ct := ev.ContentType
 	if ct == "" {
 		ct = annals.ContentTypeJSON
 	}
-	var t string
-	if !ev.Time.IsZero() {
-		t = ev.Time.UTC().Format(time.RFC3339Nano)
+	// The key and the header values share one buffer, the headers one slice.
+	size := 2*len(ev.Stream) + len(ev.Type) + len(ct) + ctx.size() + uuidLen + uintLen(ev.Revision) + uintLen(ev.Position) + timeLen
+	nh := 0 // the most headers, the metadata's included
+	if len(ev.Metadata) > 0 {
+		nh = 1
 	}
-	// The header values share one buffer (a slice made before the buffer grows still holds
-	// its bytes).
-	buf := make([]byte, 0, 160+len(ev.Stream)+len(ev.Type)+len(ct)+ctx.size())
-	h := make([]Header, 0, 14)
-	addString := func(key, v string) {
-		if v != "" {
-			n := len(buf)
-			buf = append(buf, v...)
-			h = append(h, Header{Key: key, Value: buf[n:len(buf):len(buf)]})
-		}
-	}
-	id := ev.ID.String()
 	switch e.Format {
 	case FormatJSON:
-		addString(HeaderID, id)
-		addString(HeaderType, ev.Type)
-		addString(HeaderStream, ev.Stream)
-		addString(HeaderRevision, strconv.FormatUint(ev.Revision, 10))
-		addString(HeaderPosition, strconv.FormatUint(ev.Position, 10))
-		addString(HeaderTime, t)
-		addString(HeaderContentType, ct)
-		addString(HeaderCorrelationID, ctx.correlationID)
-		addString(HeaderCausationID, ctx.causationID)
-		addString(HeaderTraceParent, ctx.traceParent)
-		addString(HeaderTraceState, ctx.traceState)
+		nh += 7 + ctx.count()
+	case FormatCloudEvents:
+		nh += 4
+	case FormatCloudEventsBinary:
+		size += len(e.Source) + len(DefaultSource) + len("1.0")
+		nh += len(attributeNames) + 1
+	}
+	hb := newHeaderBuf(size, nh)
+	hb.buf = append(hb.buf, ev.Stream...)
+	m := Message{Subject: subject, Key: hb.buf[:len(ev.Stream):len(ev.Stream)], ID: ev.ID}
+	switch e.Format {
+	case FormatJSON:
+		hb.addID(HeaderID, ev.ID)
+		hb.add(HeaderType, ev.Type)
+		hb.add(HeaderStream, ev.Stream)
+		hb.addUint(HeaderRevision, ev.Revision)
+		hb.addUint(HeaderPosition, ev.Position)
+		hb.addTime(HeaderTime, ev.Time)
+		hb.add(HeaderContentType, ct)
+		hb.add(HeaderCorrelationID, ctx.correlationID)
+		hb.add(HeaderCausationID, ctx.causationID)
+		hb.add(HeaderTraceParent, ctx.traceParent)
+		hb.add(HeaderTraceState, ctx.traceState)
 		m.Value = ev.Data
 	case FormatCloudEvents:
-		addString(HeaderContentType, ContentTypeCloudEvents)
-		addString(HeaderID, id)
-		addString(HeaderStream, ev.Stream)
-		addString(HeaderPosition, strconv.FormatUint(ev.Position, 10))
-		m.Value = e.structured(ev, ct, t, ctx)
+		hb.add(HeaderContentType, ContentTypeCloudEvents)
+		hb.addID(HeaderID, ev.ID)
+		hb.add(HeaderStream, ev.Stream)
+		hb.addUint(HeaderPosition, ev.Position)
+		m.Value = e.structured(ev, ct, ctx)
 	case FormatCloudEventsBinary:
-		names := &ceHeaders[e.Bus]
-		for i, v := range e.attributes(ev, t, ctx) {
-			addString(names[i], v)
-		}
-		addString(HeaderContentType, ct)
+		e.binaryAttributes(&hb, ev, ctx)
+		hb.add(HeaderContentType, ct)
 		m.Value = ev.Data
 	}
 	switch {
 	case len(ev.Metadata) == 0:
 	case e.Bus == NATS && !natsHeaderSafe(ev.Metadata):
-		h = append(h, Header{Key: HeaderMetadataBase64, Value: base64.StdEncoding.AppendEncode(nil, ev.Metadata)})
+		hb.h = append(hb.h, Header{Key: HeaderMetadataBase64, Value: base64.StdEncoding.AppendEncode(nil, ev.Metadata)})
 	default:
-		h = append(h, Header{Key: HeaderMetadata, Value: ev.Metadata})
+		hb.h = append(hb.h, Header{Key: HeaderMetadata, Value: ev.Metadata})
 	}
-	m.Headers = h
+	m.Headers = hb.h
 	return m, nil
 }
 
@@ -229,23 +229,64 @@ var (
 	}()
 )
 
-// attributes returns the values of the attributeNames of ev; empty values are left out by
-// the writers.
-func (e *Encoder) attributes(ev *annals.RecordedEvent, t string, ctx eventContext) [len(attributeNames)]string {
-	source := e.Source
-	if source == "" {
-		source = DefaultSource
+// count is the number of c's values that are not empty.
+func (c eventContext) count() int {
+	n := 0
+	for _, v := range [...]string{c.correlationID, c.causationID, c.traceParent, c.traceState} {
+		if v != "" {
+			n++
+		}
 	}
-	return [...]string{"1.0", ev.ID.String(), source, ev.Type, ev.Stream, t,
-		strconv.FormatUint(ev.Revision, 10), strconv.FormatUint(ev.Position, 10),
-		ctx.correlationID, ctx.causationID, ctx.traceParent, ctx.traceState}
+	return n
 }
 
-// structured returns the CloudEvent of ev in the JSON event format. The data is inline when
-// the content type is JSON and the data is valid JSON in UTF-8 (written as stored), else in
-// data_base64; empty data is left out.
-func (e *Encoder) structured(ev *annals.RecordedEvent, ct, t string, ctx eventContext) []byte {
-	b := make([]byte, 0, 320+len(ev.Data)*4/3)
+// source is the CloudEvents "source" attribute.
+func (e *Encoder) source() string {
+	if e.Source == "" {
+		return DefaultSource
+	}
+	return e.Source
+}
+
+// Indexes in attributeNames.
+const (
+	attrID = iota + 1
+	attrSource
+	attrType
+	attrSubject
+	attrTime
+	attrRevision
+	attrPosition
+	attrCorrelationID
+	attrCausationID
+	attrTraceParent
+	attrTraceState
+)
+
+// binaryAttributes adds the attributes of ev as headers in binary mode, in the order of
+// attributeNames; empty values are left out.
+func (e *Encoder) binaryAttributes(hb *headerBuf, ev *annals.RecordedEvent, ctx eventContext) {
+	names := &ceHeaders[e.Bus]
+	hb.add(names[0], "1.0")
+	hb.addID(names[attrID], ev.ID)
+	hb.add(names[attrSource], e.source())
+	hb.add(names[attrType], ev.Type)
+	hb.add(names[attrSubject], ev.Stream)
+	hb.addTime(names[attrTime], ev.Time)
+	hb.addUint(names[attrRevision], ev.Revision)
+	hb.addUint(names[attrPosition], ev.Position)
+	hb.add(names[attrCorrelationID], ctx.correlationID)
+	hb.add(names[attrCausationID], ctx.causationID)
+	hb.add(names[attrTraceParent], ctx.traceParent)
+	hb.add(names[attrTraceState], ctx.traceState)
+}
+
+// structured returns the CloudEvent of ev in the JSON event format: the attributes of
+// attributeNames in that order (empty ones left out), then datacontenttype and the data. The
+// data is inline when the content type is JSON and the data is valid JSON in UTF-8 (written as
+// stored), else in data_base64; empty data is left out.
+func (e *Encoder) structured(ev *annals.RecordedEvent, ct string, ctx eventContext) []byte {
+	b := make([]byte, 0, 320+len(ev.Data)*4/3+len(ev.Stream)+len(ev.Type)+len(e.Source)+ctx.size())
 	b = append(b, '{')
 	field := func(name string) {
 		if len(b) > 1 {
@@ -255,12 +296,38 @@ func (e *Encoder) structured(ev *annals.RecordedEvent, ct, t string, ctx eventCo
 		b = append(b, name...)
 		b = append(b, '"', ':')
 	}
-	for i, v := range e.attributes(ev, t, ctx) {
+	str := func(i int, v string) {
 		if v != "" {
 			field(attributeNames[i])
 			b = appendJSONString(b, v)
 		}
 	}
+	str(0, "1.0")
+	field(attributeNames[attrID])
+	b = append(b, '"')
+	b = appendUUID(b, ev.ID)
+	b = append(b, '"')
+	str(attrSource, e.source())
+	str(attrType, ev.Type)
+	str(attrSubject, ev.Stream)
+	if !ev.Time.IsZero() {
+		field(attributeNames[attrTime])
+		b = append(b, '"')
+		b = appendTime(b, ev.Time)
+		b = append(b, '"')
+	}
+	num := func(i int, v uint64) {
+		field(attributeNames[i])
+		b = append(b, '"')
+		b = strconv.AppendUint(b, v, 10)
+		b = append(b, '"')
+	}
+	num(attrRevision, ev.Revision)
+	num(attrPosition, ev.Position)
+	str(attrCorrelationID, ctx.correlationID)
+	str(attrCausationID, ctx.causationID)
+	str(attrTraceParent, ctx.traceParent)
+	str(attrTraceState, ctx.traceState)
 	field("datacontenttype")
 	b = appendJSONString(b, ct)
 	if len(ev.Data) > 0 {

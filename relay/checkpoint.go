@@ -32,6 +32,7 @@ func (r *Relay) writeCheckpoints(stop, ctx context.Context, w *window, stored ui
 			}
 		}
 		acked, dirty := w.takeDirty()
+		r.stats.tick(time.Now())
 		if !dirty || acked == stored {
 			continue
 		}

@@ -108,50 +108,115 @@ func (r *Relay) claim(ctx context.Context) (uint64, error) {
 func noop(struct{}) error { return nil }
 
 // publish follows $all from the event after from and publishes what passes, until ctx is done
-// or an error.
+// or an error. A reader goroutine follows the log and encodes ahead (a bounded queue, see
+// ahead); this one publishes in log order and keeps the window.
 func (r *Relay) publish(ctx context.Context, w *window, from uint64) error {
+	rctx, cancel := context.WithCancelCause(ctx)
+	a := newAhead()
+	var wg sync.WaitGroup
+	wg.Go(func() { r.read(rctx, a, from) })
+	defer func() {
+		cancel(errStopped)
+		wg.Wait()
+	}()
+	var items []item
+	for {
+		var err error
+		if items, err = a.take(ctx, items); err != nil {
+			return err
+		}
+		for _, it := range items {
+			select {
+			case <-ctx.Done():
+				return context.Cause(ctx)
+			default:
+			}
+			if err := r.send(ctx, w, it); err != nil {
+				return err
+			}
+		}
+	}
+}
+
+// send publishes, skips or ends with it.
+func (r *Relay) send(ctx context.Context, w *window, it item) error {
+	if it.err != nil {
+		return it.err
+	}
+	f := it.f
+	if f == nil {
+		w.skip(it.position)
+		return nil
+	}
+	e := &f.entry
+	if err := w.push(ctx, e); err != nil {
+		return err
+	}
+	if err := r.pub.Publish(ctx, &f.msg, func(err error) { r.done(w, e, err) }); err != nil {
+		w.remove(e)
+		if ctx.Err() != nil {
+			return context.Cause(ctx)
+		}
+		perr := r.publishError(e, err)
+		r.stats.failed(perr, true, time.Now())
+		return perr
+	}
+	return nil
+}
+
+// read follows $all from the event after from, and puts into a, in log order, each event
+// to skip, each event to publish with its message, and last the error that ends the reading,
+// until ctx is done.
+func (r *Relay) read(ctx context.Context, a *ahead, from uint64) {
 	opts := &annals.SubscribeOptions{From: from + 1, Filter: r.opts.Filter}
+	end := func(err error) { _ = a.put(ctx, item{err: err}, 0) }
+	var slab []flight
 	for ev, err := range r.store.SubscribeAll(ctx, opts) {
 		if err != nil {
 			if ctx.Err() != nil {
-				return context.Cause(ctx)
+				end(context.Cause(ctx))
+				return
 			}
-			return fmt.Errorf("relay %q: subscribe to $all from %d: %w", r.opts.Name, opts.From, err)
+			end(fmt.Errorf("relay %q: subscribe to $all from %d: %w", r.opts.Name, opts.From, err))
+			return
 		}
 		r.stats.saw(ev.Position)
 		if r.skips(ev.Stream) {
-			w.skip(ev.Position)
+			if a.put(ctx, item{position: ev.Position}, 0) != nil {
+				return
+			}
 			continue
 		}
-		// One allocation for the message (which the publisher holds) and its entry.
-		f := &flight{entry: entry{stream: ev.Stream, revision: ev.Revision, position: ev.Position, id: ev.ID, time: ev.Time}}
-		msg, e := &f.msg, &f.entry
+		if len(slab) == 0 {
+			slab = make([]flight, flightSlab)
+		}
+		f := &slab[0]
+		slab = slab[1:]
+		f.entry = entry{stream: ev.Stream, revision: ev.Revision, position: ev.Position, id: ev.ID, time: ev.Time}
 		m, err := r.opts.Encoder.Encode(&ev)
-		*msg = m
-		e.size = msg.Size()
+		f.msg = m
+		f.entry.size = m.Size()
 		if err != nil {
-			perr := r.publishError(e, fmt.Errorf("encode: %w", err))
+			perr := r.publishError(&f.entry, fmt.Errorf("encode: %w", err))
 			perr.Permanent = true
-			return perr
+			end(perr)
+			return
 		}
-		if err := w.push(ctx, e); err != nil {
-			return err
-		}
-		if err := r.pub.Publish(ctx, msg, func(err error) { r.done(w, e, err) }); err != nil {
-			w.remove(e)
-			if ctx.Err() != nil {
-				return context.Cause(ctx)
-			}
-			perr := r.publishError(e, err)
-			r.stats.failed(perr, true, time.Now())
-			return perr
+		if a.put(ctx, item{f: f}, f.entry.size) != nil {
+			return
 		}
 	}
 	if err := context.Cause(ctx); err != nil {
-		return err
+		end(err)
+		return
 	}
-	return fmt.Errorf("relay %q: the subscription to $all ended", r.opts.Name)
+	end(fmt.Errorf("relay %q: the subscription to $all ended", r.opts.Name))
 }
+
+// flightSlab is how many flights are allocated together. A slab lives while one of its
+// flights is queued, in the window or held by the publisher; since those are a run of
+// consecutive events, that keeps at most flightSlab messages more alive.
+const flightSlab = 64
 
 // flight is a message being published and its entry in the window.
 type flight struct {
@@ -162,12 +227,12 @@ type flight struct {
 // done is the callback of the publish of e. An answer of context.Canceled is the end of the
 // spell (whose context the publisher was given), not a broker's error: it is not counted.
 func (r *Relay) done(w *window, e *entry, err error) {
-	now := time.Now()
 	if err == nil {
-		r.stats.acked(now)
+		r.stats.acked()
 		w.done(e, nil)
 		return
 	}
+	now := time.Now()
 	perr := r.publishError(e, err)
 	if !errors.Is(err, context.Canceled) {
 		r.stats.failed(perr, true, now)

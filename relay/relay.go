@@ -17,7 +17,9 @@
 //
 // At most [Options].MaxInFlight events and MaxInFlightBytes bytes are published and not yet
 // acknowledged; past either bound the relay waits for acks, so that a slow or absent broker
-// slows the relay instead of growing its memory. Events wait in the store, not in memory.
+// slows the relay instead of growing its memory. Events wait in the store, not in memory:
+// besides the window, a relay holds at most a few hundred messages (a megabyte) read and
+// encoded ahead of their publishing.
 //
 // # Replicas
 //

@@ -2,6 +2,7 @@ package relay
 
 import (
 	"sync"
+	"sync/atomic"
 	"time"
 )
 
@@ -20,7 +21,10 @@ const headEvery = time.Second
 // stats are the counters a relay keeps across its spells. Its methods are safe for concurrent
 // use.
 type stats struct {
-	mu struct {
+	// unticked counts the acknowledgements not yet put into a rate bucket: tick does, at every
+	// ackTick-th acknowledgement, and when the checkpoint writer wakes or Status asks.
+	unticked atomic.Uint64
+	mu       struct {
 		sync.Mutex
 		published, errors uint64
 		lastErr           string
@@ -36,11 +40,29 @@ type stats struct {
 	}
 }
 
-// acked counts one acknowledged event at now.
-func (s *stats) acked(now time.Time) {
+// ackTick is how many acknowledgements at most wait in stats.unticked for a tick.
+const ackTick = 64
+
+// acked counts one acknowledged event.
+func (s *stats) acked() {
+	if s.unticked.Add(1)%ackTick == 0 {
+		s.tick(time.Now())
+	}
+}
+
+// tick counts the acknowledgements since the last tick as made at now.
+func (s *stats) tick(now time.Time) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	s.mu.published++
+	s.tickLocked(now)
+}
+
+func (s *stats) tickLocked(now time.Time) {
+	n := s.unticked.Swap(0)
+	if n == 0 {
+		return
+	}
+	s.mu.published += n
 	if s.mu.firstAck.IsZero() {
 		s.mu.firstAck = now
 	}
@@ -49,7 +71,7 @@ func (s *stats) acked(now time.Time) {
 	if b.start != k {
 		b.start, b.n = k, 0
 	}
-	b.n++
+	b.n += n
 }
 
 // failed counts a publish error (when publish is true) and records err as the last error.
@@ -82,6 +104,7 @@ func (s *stats) sawHead(head, match uint64) {
 func (s *stats) fill(st *Status, now time.Time) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	s.tickLocked(now)
 	st.Published, st.Errors = s.mu.published, s.mu.errors
 	st.LastError, st.LastErrorTime = s.mu.lastErr, s.mu.lastErrTime
 	st.Head = max(s.mu.head, st.Acked)
