@@ -215,14 +215,18 @@ func run(t *testing.T, ctx context.Context, what string, actions ...chromedp.Act
 	}
 }
 
-// text returns the text content of the first element that matches sel.
+// text returns the text content of the first element that matches sel, waiting for one. It
+// finds the element and reads its text in one evaluation in the page, so a view that renders
+// again meanwhile (the polled ones do) cannot take the node away between the two.
 func text(t *testing.T, ctx context.Context, sel string) string {
 	t.Helper()
-	s, err := chromedp.Run(ctx, chromedp.TextContent(chromedp.CSS(sel)))
+	q, _ := json.Marshal(sel)
+	expr := `(() => { const e = document.querySelector(` + string(q) + `); return e ? [e.textContent] : null; })()` // an array: truthy even for empty text
+	s, err := chromedp.Run(ctx, chromedp.Poll[[]string](expr, chromedp.WithPollingInterval(20*time.Millisecond), chromedp.WithPollingTimeout(0)))
 	if err != nil {
 		t.Fatalf("text of %s: %v", sel, err)
 	}
-	return s
+	return s[0]
 }
 
 // waitJS waits until the JavaScript expression is true.
