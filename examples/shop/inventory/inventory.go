@@ -24,19 +24,21 @@ type (
 	// Restock adds Qty units to the stock on hand.
 	Restock struct{ Qty int }
 	// Reserve sets Qty units aside for Order. Reserving again for the same order changes
-	// nothing.
+	// nothing while the reservation stands; once it is closed (released or shipped) the
+	// order cannot reserve this product again ([ErrOrderClosed]).
 	Reserve struct {
 		Order string
 		Qty   int
 	}
-	// Release gives back what was reserved for Order (an order rejected or cancelled).
-	// Releasing what is not reserved changes nothing.
+	// Release gives back what was reserved for Order (an order rejected or cancelled) and
+	// closes the order's reservation. Releasing what is not reserved changes nothing (and
+	// closes nothing: only a release or a shipment of a reservation does).
 	Release struct {
 		Order  string
 		Reason string
 	}
-	// Ship takes what was reserved for Order out of the stock (an order paid). Shipping what
-	// is not reserved changes nothing.
+	// Ship takes what was reserved for Order out of the stock (an order paid) and closes the
+	// order's reservation. Shipping what is not reserved (or was closed) changes nothing.
 	Ship struct{ Order string }
 )
 
@@ -99,9 +101,18 @@ func Register(r *codec.Registry) error {
 }
 
 // State is a product's stock.
+//
+// Closed holds the orders whose reservation of the product was released or shipped, so that a
+// repeated handling of an order (a redelivery after the first handling released or shipped)
+// cannot reserve again: an order's work on a product happens once per stream. The set grows
+// with the orders that touched the product, as the stream itself does; the example's streams
+// are short-lived and small, and the decider's cache keeps the state, so it is not bounded
+// here. A shop that lives long would close its books: a stream per period, or the set cut
+// to the orders still within their redelivery window.
 type State struct {
-	OnHand   int            `json:"onHand"`
-	Reserved map[string]int `json:"reserved"` // by order
+	OnHand   int             `json:"onHand"`
+	Reserved map[string]int  `json:"reserved"`         // by order
+	Closed   map[string]bool `json:"closed,omitempty"` // orders released or shipped
 }
 
 // Available is what can still be reserved.
@@ -119,6 +130,9 @@ var (
 	ErrInsufficientStock = errors.New("inventory: insufficient stock")
 	// ErrInvalidQuantity: a quantity is not positive, or an order id is empty.
 	ErrInvalidQuantity = errors.New("inventory: invalid quantity or order")
+	// ErrOrderClosed: the order's reservation of the product was released or shipped, so
+	// the order cannot reserve it again.
+	ErrOrderClosed = errors.New("inventory: order's reservation closed")
 )
 
 // Validate checks a command on its own.
@@ -159,6 +173,9 @@ func decide(s State, c Command) ([]Event, error) {
 		if _, ok := s.Reserved[c.Order]; ok {
 			return nil, nil
 		}
+		if s.Closed[c.Order] {
+			return nil, fmt.Errorf("%w: order %q was released or shipped", ErrOrderClosed, c.Order)
+		}
 		if avail := s.Available(); avail < c.Qty {
 			return nil, fmt.Errorf("%w: %d asked for order %q, %d available", ErrInsufficientStock, c.Qty, c.Order, avail)
 		}
@@ -179,18 +196,35 @@ func decide(s State, c Command) ([]Event, error) {
 	return nil, fmt.Errorf("inventory: unknown command %T", c)
 }
 
+// evolve returns the state after e; it copies a map before changing it, since the state
+// given may be kept (the decider's cache, a decision that conflicted).
 func evolve(s State, e Event) State {
-	s.Reserved = maps.Clone(s.Reserved)
 	switch e := e.(type) {
 	case Restocked:
 		s.OnHand += e.Qty
 	case Reserved:
+		s.Reserved = maps.Clone(s.Reserved)
+		if s.Reserved == nil {
+			s.Reserved = map[string]int{}
+		}
 		s.Reserved[e.Order] = e.Qty
 	case Released:
-		delete(s.Reserved, e.Order)
+		s = s.close(e.Order)
 	case Shipped:
-		delete(s.Reserved, e.Order)
+		s = s.close(e.Order)
 		s.OnHand -= e.Qty
 	}
+	return s
+}
+
+// close returns s with the order's reservation removed and the order closed.
+func (s State) close(order string) State {
+	s.Reserved = maps.Clone(s.Reserved)
+	delete(s.Reserved, order)
+	s.Closed = maps.Clone(s.Closed)
+	if s.Closed == nil {
+		s.Closed = map[string]bool{}
+	}
+	s.Closed[order] = true
 	return s
 }

@@ -38,9 +38,29 @@ func TestReleaseAndShip(t *testing.T) {
 	stock.Given(t, given...).When(inventory.Release{Order: "b"}).Then()
 	stock.Given(t, given...).When(inventory.Ship{Order: "a"}).Then(inventory.Shipped{Order: "a", Qty: 4})
 	stock.Given(t, given...).When(inventory.Ship{Order: "a"}).
-		ThenState(inventory.State{OnHand: 6, Reserved: map[string]int{}})
+		ThenState(inventory.State{OnHand: 6, Reserved: map[string]int{}, Closed: map[string]bool{"a": true}})
 	stock.Given(t, given...).When(inventory.Release{Order: "a"}).
-		ThenState(inventory.State{OnHand: 10, Reserved: map[string]int{}})
+		ThenState(inventory.State{OnHand: 10, Reserved: map[string]int{}, Closed: map[string]bool{"a": true}})
+	stock.Given(t, given...).When(inventory.Release{Order: "b"}). // nothing reserved: nothing closed
+		ThenState(inventory.State{OnHand: 10, Reserved: map[string]int{"a": 4}})
+}
+
+// TestClosedOrderReservesNoMore replays what a second handling of an order sees after the
+// first released or shipped the order's reservation: it must not reserve again, and neither a
+// release nor a shipment of the closed order changes anything.
+func TestClosedOrderReservesNoMore(t *testing.T) {
+	ten := inventory.Restocked{Qty: 10}
+	released := []any{ten, inventory.Reserved{Order: "a", Qty: 4}, inventory.Released{Order: "a", Qty: 4, Reason: "out of stock"}}
+	shipped := []any{ten, inventory.Reserved{Order: "a", Qty: 4}, inventory.Shipped{Order: "a", Qty: 4}}
+	for name, given := range map[string][]any{"released": released, "shipped": shipped} {
+		t.Run(name, func(t *testing.T) {
+			stock.Given(t, given...).When(inventory.Reserve{Order: "a", Qty: 4}).ThenError(inventory.ErrOrderClosed)
+			stock.Given(t, given...).When(inventory.Reserve{Order: "a", Qty: 4}).ThenError(decider.ErrRefused)
+			stock.Given(t, given...).When(inventory.Release{Order: "a", Reason: "again"}).Then()
+			stock.Given(t, given...).When(inventory.Ship{Order: "a"}).Then()
+			stock.Given(t, given...).When(inventory.Reserve{Order: "b", Qty: 4}).Then(inventory.Reserved{Order: "b", Qty: 4})
+		})
+	}
 }
 
 func TestValidate(t *testing.T) {
