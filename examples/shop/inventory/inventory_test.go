@@ -42,7 +42,7 @@ func TestReleaseAndShip(t *testing.T) {
 	stock.Given(t, given...).When(inventory.Release{Order: "a"}).
 		ThenState(inventory.State{OnHand: 10, Reserved: map[string]int{}, Closed: map[string]bool{"a": true}})
 	stock.Given(t, given...).When(inventory.Release{Order: "b"}). // nothing reserved: nothing closed
-		ThenState(inventory.State{OnHand: 10, Reserved: map[string]int{"a": 4}})
+									ThenState(inventory.State{OnHand: 10, Reserved: map[string]int{"a": 4}})
 }
 
 // TestClosedOrderReservesNoMore replays what a second handling of an order sees after the
