@@ -21,10 +21,16 @@ import (
 // allocation stream; on OrderShipped the reserved stock leaves the warehouse.
 //
 // Idempotency: the decider's commands change nothing when repeated (a reservation for an
-// order that has one, a shipment of what is not reserved), and the allocation is written once
-// (an id derived from OrderPlaced's, expecting no stream). An OrderPlaced whose allocation
-// exists is done and changes nothing, so a late redelivery never reserves again what was
-// shipped since.
+// order that has one, a shipment of what is not reserved), and an order whose reservation of a
+// product was released or shipped cannot reserve it again (the decider refuses it), so each
+// product's stream records an order's reservation once, whichever handlings of OrderPlaced run,
+// one after another or at once on two replicas. The allocation's outcome is written once (an
+// id derived from OrderPlaced's, expecting no stream) and is the decision: the stock is
+// released after the outcome OrderOutOfStock is recorded, by every handling that finds it
+// recorded, so a handling that dies between the two is completed by the redelivery, and one
+// that loses the race to record its outcome follows the outcome recorded. An order allocated
+// keeps its reservations (a late redelivery never releases nor reserves again what was
+// shipped since).
 //
 // Concurrency: a few products take every order, so the handler lets one command at a time
 // through per product stream in this replica (a turn per stripe of streams): concurrent
@@ -107,39 +113,61 @@ func (s *Inventory) Handle(ctx context.Context, m groups.Message) error {
 	return nil
 }
 
-// allocate reserves every line of the order; when one cannot be, it releases the others. It
-// records the outcome in the order's allocation stream.
+// allocate reserves every line of the order and records the outcome in the order's allocation
+// stream, unless an outcome is recorded already; when the outcome recorded is OrderOutOfStock
+// it releases every line.
 func (s *Inventory) allocate(ctx context.Context, ev annals.RecordedEvent, order string, placed cart.OrderPlaced) error {
-	if _, ok, err := s.allocation(ctx, order); err != nil || ok {
-		return err // done already, or the store failed
+	outcome, _, err := s.recorded(ctx, order)
+	if err != nil {
+		return err
+	}
+	if outcome == "" {
+		if outcome, err = s.reserve(ctx, ev, order, placed); err != nil {
+			return err
+		}
+	}
+	if outcome != inventory.TypeOrderOutOfStock {
+		return nil
 	}
 	opts := decider.CausedBy(ev)
-	var refused error
+	for _, l := range placed.Lines {
+		if err := s.command(ctx, l.SKU, inventory.Release{Order: order, Reason: "out of stock"}, opts); err != nil {
+			return fmt.Errorf("release %s for %s: %w", l.SKU, order, err)
+		}
+	}
+	return nil
+}
+
+// reserve reserves the lines of the order until one is refused, appends the outcome to the
+// order's allocation stream, and returns the type of the outcome recorded: its own, or that of
+// another handling of the order that recorded first. Errors are the store's (retried).
+func (s *Inventory) reserve(ctx context.Context, ev annals.RecordedEvent, order string, placed cart.OrderPlaced) (string, error) {
+	opts := decider.CausedBy(ev)
+	var outcome any = inventory.OrderAllocated{Order: order, Lines: placed.Lines}
 	for _, l := range placed.Lines {
 		err := s.command(ctx, l.SKU, inventory.Reserve{Order: order, Qty: l.Qty}, opts)
 		if errors.Is(err, decider.ErrRefused) {
-			refused = err
+			outcome = inventory.OrderOutOfStock{Order: order, Reason: err.Error()}
 			break
 		}
 		if err != nil {
-			return fmt.Errorf("reserve %d %s for %s: %w", l.Qty, l.SKU, order, err)
+			return "", fmt.Errorf("reserve %d %s for %s: %w", l.Qty, l.SKU, order, err)
 		}
-	}
-	var outcome any = inventory.OrderAllocated{Order: order, Lines: placed.Lines}
-	if refused != nil {
-		for _, l := range placed.Lines {
-			if err := s.command(ctx, l.SKU, inventory.Release{Order: order, Reason: "out of stock"}, opts); err != nil {
-				return fmt.Errorf("release %s for %s: %w", l.SKU, order, err)
-			}
-		}
-		outcome = inventory.OrderOutOfStock{Order: order, Reason: refused.Error()}
 	}
 	id := consume.ID(ev.ID, "inventory", "allocation")
 	err := appendOnce(ctx, s.store, s.reg, ev, inventory.AllocationStream(order), annals.NoStream, []annals.UUID{id}, outcome)
-	if errors.Is(err, annals.ErrWrongExpectedVersion) {
-		return nil // another handling of the same order recorded its outcome first
+	if err != nil && !errors.Is(err, annals.ErrWrongExpectedVersion) {
+		return "", err
 	}
-	return err
+	// The outcome recorded first stands, and it may be another handling's: the store
+	// recognises a repeat by the events' ids alone, and every handling of the order appends
+	// under the same id, so the append succeeds as a repeat even when the outcome recorded
+	// differs from this one (and fails when the id differs). Read back what was recorded.
+	recorded, _, err := s.recorded(ctx, order)
+	if err == nil && recorded == "" {
+		err = fmt.Errorf("allocation of %s: appended, yet no outcome is readable", order)
+	}
+	return recorded, err
 }
 
 // ship takes the stock reserved for the order out of the warehouse.
@@ -163,18 +191,28 @@ func (s *Inventory) ship(ctx context.Context, ev annals.RecordedEvent, order str
 // allocation returns the allocation of the order, and whether it is recorded (either
 // outcome: an order out of stock has no lines).
 func (s *Inventory) allocation(ctx context.Context, order string) (inventory.OrderAllocated, bool, error) {
+	typ, a, err := s.recorded(ctx, order)
+	return a, typ != "", err
+}
+
+// recorded returns the type of the outcome recorded for the order ("" for none yet) and, when
+// it is OrderAllocated, the allocation.
+func (s *Inventory) recorded(ctx context.Context, order string) (string, inventory.OrderAllocated, error) {
 	for rec, err := range s.store.ReadStream(ctx, inventory.AllocationStream(order), &annals.ReadOptions{Limit: 1}) {
 		if errors.Is(err, annals.ErrStreamNotFound) {
-			return inventory.OrderAllocated{}, false, nil
+			return "", inventory.OrderAllocated{}, nil
 		}
 		if err != nil {
-			return inventory.OrderAllocated{}, false, err
+			return "", inventory.OrderAllocated{}, err
 		}
-		if rec.Type != inventory.TypeOrderAllocated {
-			return inventory.OrderAllocated{}, true, nil
+		switch rec.Type {
+		case inventory.TypeOrderAllocated:
+			a, err := decode[inventory.OrderAllocated](s.reg, rec)
+			return rec.Type, a, err
+		case inventory.TypeOrderOutOfStock:
+			return rec.Type, inventory.OrderAllocated{}, nil
 		}
-		a, err := decode[inventory.OrderAllocated](s.reg, rec)
-		return a, true, err
+		return "", inventory.OrderAllocated{}, consume.Permanent(fmt.Errorf("allocation of %s: unknown outcome %s", order, rec.Type))
 	}
-	return inventory.OrderAllocated{}, false, nil
+	return "", inventory.OrderAllocated{}, nil
 }
