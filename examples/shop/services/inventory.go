@@ -161,8 +161,8 @@ func (s *Inventory) reserve(ctx context.Context, ev annals.RecordedEvent, order 
 	}
 	// The outcome recorded first stands, and it may be another handling's: the store
 	// recognises a repeat by the events' ids alone, and every handling of the order appends
-	// under the same id, so the append succeeds as a repeat even when the outcome recorded
-	// differs from this one (and fails when the id differs). Read back what was recorded.
+	// under the same id, so the append may succeed as a repeat even when the outcome recorded
+	// differs from this one. Read back what was recorded.
 	recorded, _, err := s.recorded(ctx, order)
 	if err == nil && recorded == "" {
 		err = fmt.Errorf("allocation of %s: appended, yet no outcome is readable", order)
