@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"slices"
 	"strings"
 	"time"
 	"unicode"
@@ -109,6 +110,14 @@ func (s *ingestSpec) build(changed func(string) bool, set setter) (*ingestPlan, 
 		return nil, bad("%s %d: want a positive number, or 0 for the default (%d)", set("batch"), s.batch, ingest.DefaultBatch)
 	case s.leaseTTL < 0:
 		return nil, bad("%s %v: want a positive duration, or 0 for the default", set("lease-ttl"), s.leaseTTL)
+	}
+	for _, l := range []struct {
+		setting, what string
+		values        []string
+	}{{"topic", "topic", s.topics}, {"filter-subject", "subject", s.filterSubjects}} {
+		if slices.Contains(l.values, "") {
+			return nil, bad("%s: an empty %s in %q", set(l.setting), l.what, strings.Join(l.values, ","))
+		}
 	}
 	tmpl, err := bridge.ParseTemplate(s.stream)
 	if err != nil {

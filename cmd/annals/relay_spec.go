@@ -141,6 +141,12 @@ func (s *relaySpec) build(changed func(string) bool, set setter) (*relayPlan, er
 	if p.opts.Encoder.Subject, err = bridge.ParseTemplate(tmplText); err != nil {
 		return nil, bad("%s: %s", set(tmplSetting), trimSentinels(err.Error()))
 	}
+	// The encoder's own checks (placeholders of the relay side, a NATS subject's tokens), here
+	// rather than when the relay is built after connecting, so that a mistake is a usage error
+	// and not a failure to connect that a server retries.
+	if err := p.opts.Encoder.Validate(); err != nil {
+		return nil, bad("%s: %s", set(tmplSetting), trimSentinels(err.Error()))
+	}
 	if kafka {
 		p.target = fmt.Sprintf("kafka %s topic %s", strings.Join(s.kafka, ","), tmplText)
 	} else {

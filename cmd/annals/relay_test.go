@@ -6,6 +6,7 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 )
 
 // TestBridgeUsage: the settings of annals relay and annals ingest are checked before anything
@@ -41,6 +42,12 @@ func TestBridgeUsage(t *testing.T) {
 		{"ingest group with nats", "", []string{"ingest", "--name", "i", "--nats", "nats://n:4222", "--nats-stream", "S", "--group", "g"}, "--topic and --group are for Kafka"},
 		{"ingest bad stream template", "", []string{"ingest", "--name", "i", "--kafka", "k:9092", "--topic", "t", "--stream", "{"}, "--stream"},
 		{"ingest negative batch", "", []string{"ingest", "--name", "i", "--kafka", "k:9092", "--topic", "t", "--batch", "-5"}, "--batch -5"},
+		{"template with an ingest's placeholder", "", []string{"relay", "--name", "r", "--kafka", "k:9092", "--topic", "ev.{key}"}, "--topic"},
+		{"NATS subject with an empty token", "", []string{"relay", "--name", "r", "--nats", "nats://n:4222", "--subject", "events..{stream}"}, "--subject"},
+		{"NATS subject with a wildcard", "", []string{"relay", "--name", "r", "--nats", "nats://n:4222", "--subject", "events.*.{stream}"}, "--subject"},
+		{"ingest empty topic", "", []string{"ingest", "--name", "i", "--kafka", "k:9092", "--topic", "a,,b"}, "--topic: an empty topic"},
+		{"ingest empty filter subject", "", []string{"ingest", "--name", "i", "--nats", "nats://n:4222", "--nats-stream", "S", "--filter-subject", "a.>,"}, "--filter-subject: an empty subject"},
+		{"a second YAML document", "name: r\nkafka: k:9092\n---\nformat: xml\n", []string{"relay"}, "more than one YAML document"},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
@@ -51,7 +58,10 @@ func TestBridgeUsage(t *testing.T) {
 				}
 				args = append(args, "--config", conf)
 			}
-			r := e.run(context.Background(), "", args...)
+			// A case that is wrongly accepted would run the relay until the context ends.
+			ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+			defer cancel()
+			r := e.run(ctx, "", args...)
 			if r.code != 2 || !strings.Contains(r.line, c.want) {
 				t.Errorf("annals %s: exit %d, %q; want exit 2 and %q", strings.Join(args, " "), r.code, r.line, c.want)
 			}
