@@ -254,7 +254,7 @@ func (s *Source) Fetch(ctx context.Context, max int) ([]bridge.Incoming, error) 
 		}
 		if pctx.Err() != nil && fs.NumRecords() == 0 {
 			if err := d.unreachable(after); err != nil {
-				return nil, fmt.Errorf("kafkabus: fetch: no broker of %s answers (is Kafka running there?): %w", strings.Join(s.opts.Brokers, ","), err)
+				return nil, fmt.Errorf("kafkabus: fetch: no broker of %s answers: %w", strings.Join(s.opts.Brokers, ","), err)
 			}
 			continue
 		}
