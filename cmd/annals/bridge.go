@@ -13,6 +13,8 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/annalsdb/annals"
+	"github.com/annalsdb/annals/groups"
 	"github.com/annalsdb/annals/supervisor"
 	"github.com/spf13/pflag"
 	"go.yaml.in/yaml/v3"
@@ -98,6 +100,44 @@ func applyYAMLSettings(fs *pflag.FlagSet, n *yaml.Node, allowed []string, skip f
 		}
 	}
 	return nil
+}
+
+// badSetting returns an error matching annals.ErrInvalidArgument.
+func badSetting(format string, args ...any) error {
+	return fmt.Errorf("%w: %s", annals.ErrInvalidArgument, fmt.Sprintf(format, args...))
+}
+
+// bridgeBasics are the settings relays and ingests share, checked by [bridgeBasics.check].
+type bridgeBasics struct {
+	kind     string // "relay" or "ingest"
+	name     string
+	kafka    []string
+	nats     string
+	leaseTTL time.Duration
+}
+
+// check checks the name (kept names what the store keeps under it), that exactly one broker
+// is named (missing says how, when none is), with no empty Kafka broker address, and the
+// lease's time to live. It reports whether the broker is Kafka.
+func (b bridgeBasics) check(kept, missing string, set setter) (isKafka bool, err error) {
+	if b.name == "" {
+		return false, badSetting("%s is required: the %s's name, under which its %s and lease are kept", set("name"), b.kind, kept)
+	}
+	if err := groups.ValidateName(b.kind, b.name); err != nil {
+		return false, badSetting("%s: %s", set("name"), trimSentinels(err.Error()))
+	}
+	kafka, nats := len(b.kafka) > 0, b.nats != ""
+	switch {
+	case kafka && nats:
+		return false, badSetting("%s and %s both name a broker: name one (run two %ss for two)", set("kafka"), set("nats"), b.kind)
+	case !kafka && !nats:
+		return false, badSetting("%s", missing)
+	case slices.ContainsFunc(b.kafka, func(a string) bool { return strings.TrimSpace(a) == "" }):
+		return false, badSetting("%s: an empty broker address in %q", set("kafka"), strings.Join(b.kafka, ","))
+	case b.leaseTTL < 0:
+		return false, badSetting("%s %v: want a positive duration, or 0 for the default", set("lease-ttl"), b.leaseTTL)
+	}
+	return kafka, nil
 }
 
 // bridgeRunner is a relay or an ingest connected to its broker.

@@ -10,7 +10,6 @@ import (
 
 	"github.com/annalsdb/annals"
 	"github.com/annalsdb/annals/bridge"
-	"github.com/annalsdb/annals/groups"
 	"github.com/annalsdb/annals/kafkabus"
 	"github.com/annalsdb/annals/natsbus"
 	"github.com/annalsdb/annals/relay"
@@ -84,25 +83,17 @@ type relayPlan struct {
 // build checks the spec; changed reports which settings were given, set names them in the
 // errors, which match annals.ErrInvalidArgument.
 func (s *relaySpec) build(changed func(string) bool, set setter) (*relayPlan, error) {
-	bad := func(format string, args ...any) error {
-		return fmt.Errorf("%w: %s", annals.ErrInvalidArgument, fmt.Sprintf(format, args...))
-	}
-	if s.name == "" {
-		return nil, bad("%s is required: the relay's name, under which its checkpoint and lease are kept", set("name"))
-	}
-	if err := groups.ValidateName("relay", s.name); err != nil {
-		return nil, bad("%s: %s", set("name"), trimSentinels(err.Error()))
+	bad := badSetting
+	base := bridgeBasics{kind: "relay", name: s.name, kafka: s.kafka, nats: s.nats, leaseTTL: s.leaseTTL}
+	kafka, err := base.check("checkpoint", fmt.Sprintf("say where to publish: %s BROKERS or %s URL", set("kafka"), set("nats")), set)
+	if err != nil {
+		return nil, err
 	}
 	p := &relayPlan{name: s.name}
-	kafka, nats := len(s.kafka) > 0, s.nats != ""
 	switch {
-	case kafka && nats:
-		return nil, bad("%s and %s both name a broker: a relay publishes to one (run two relays for two)", set("kafka"), set("nats"))
-	case !kafka && !nats:
-		return nil, bad("say where to publish: %s BROKERS or %s URL", set("kafka"), set("nats"))
 	case kafka && (changed("subject") || changed("nats-stream")):
 		return nil, bad("%s and %s are for NATS; with %s, %s names the topic", set("subject"), set("nats-stream"), set("kafka"), set("topic"))
-	case nats && changed("topic"):
+	case !kafka && changed("topic"):
 		return nil, bad("%s is for Kafka; with %s, %s names the subject", set("topic"), set("nats"), set("subject"))
 	}
 	f, err := bridge.ParseFormat(s.format)
@@ -113,11 +104,6 @@ func (s *relaySpec) build(changed func(string) bool, set setter) (*relayPlan, er
 	p.opts.Encoder.Format, p.opts.Encoder.Source = f, s.source
 	tmplSetting, tmplText := "topic", s.topic
 	if kafka {
-		for _, b := range s.kafka {
-			if strings.TrimSpace(b) == "" {
-				return nil, bad("%s: an empty broker address in %q", set("kafka"), strings.Join(s.kafka, ","))
-			}
-		}
 		p.brokers = s.kafka
 		if tmplText == "" {
 			tmplText = defaultRelayTopic
@@ -163,8 +149,6 @@ func (s *relaySpec) build(changed func(string) bool, set setter) (*relayPlan, er
 		return nil, bad("%s %d: want a positive number, or 0 for the default (%d)", set("max-in-flight"), s.maxInFlight, relay.DefaultMaxInFlight)
 	case s.checkpointInterval < 0:
 		return nil, bad("%s %v: want a positive duration, or 0 for the default (%v)", set("checkpoint-interval"), s.checkpointInterval, relay.DefaultCheckpointInterval)
-	case s.leaseTTL < 0:
-		return nil, bad("%s %v: want a positive duration, or 0 for the default", set("lease-ttl"), s.leaseTTL)
 	}
 	p.opts.MaxInFlight, p.opts.CheckpointInterval = s.maxInFlight, s.checkpointInterval
 	p.opts.Policy.Holder, p.opts.Policy.TTL = s.holder, s.leaseTTL

@@ -47,6 +47,9 @@ func TestBridgeUsage(t *testing.T) {
 		{"NATS subject with a wildcard", "", []string{"relay", "--name", "r", "--nats", "nats://n:4222", "--subject", "events.*.{stream}"}, "--subject"},
 		{"ingest empty topic", "", []string{"ingest", "--name", "i", "--kafka", "k:9092", "--topic", "a,,b"}, "--topic: an empty topic"},
 		{"ingest empty filter subject", "", []string{"ingest", "--name", "i", "--nats", "nats://n:4222", "--nats-stream", "S", "--filter-subject", "a.>,"}, "--filter-subject: an empty subject"},
+		{"ingest empty broker", "", []string{"ingest", "--name", "i", "--kafka", ",k:9092", "--topic", "t"}, "--kafka: an empty broker address"},
+		{"ingest to both", "", []string{"ingest", "--name", "i", "--kafka", "k:9092", "--nats", "nats://n:4222"}, "--kafka and --nats both name a broker"},
+		{"relay negative lease-ttl", "", []string{"relay", "--name", "r", "--nats", "nats://n:4222", "--lease-ttl", "-1s"}, "--lease-ttl -1s"},
 		{"a second YAML document", "name: r\nkafka: k:9092\n---\nformat: xml\n", []string{"relay"}, "more than one YAML document"},
 	}
 	for _, c := range cases {
