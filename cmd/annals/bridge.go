@@ -15,6 +15,7 @@ import (
 
 	"github.com/annalsdb/annals"
 	"github.com/annalsdb/annals/groups"
+	"github.com/annalsdb/annals/lease"
 	"github.com/annalsdb/annals/supervisor"
 	"github.com/spf13/pflag"
 	"go.yaml.in/yaml/v3"
@@ -113,12 +114,13 @@ type bridgeBasics struct {
 	name     string
 	kafka    []string
 	nats     string
+	holder   string
 	leaseTTL time.Duration
 }
 
 // check checks the name (kept names what the store keeps under it), that exactly one broker
 // is named (missing says how, when none is), with no empty Kafka broker address, and the
-// lease's time to live. It reports whether the broker is Kafka.
+// lease's time to live and this replica's holder name. It reports whether the broker is Kafka.
 func (b bridgeBasics) check(kept, missing string, set setter) (isKafka bool, err error) {
 	if b.name == "" {
 		return false, badSetting("%s is required: the %s's name, under which its %s and lease are kept", set("name"), b.kind, kept)
@@ -134,8 +136,13 @@ func (b bridgeBasics) check(kept, missing string, set setter) (isKafka bool, err
 		return false, badSetting("%s", missing)
 	case slices.ContainsFunc(b.kafka, func(a string) bool { return strings.TrimSpace(a) == "" }):
 		return false, badSetting("%s: an empty broker address in %q", set("kafka"), strings.Join(b.kafka, ","))
-	case b.leaseTTL < 0:
-		return false, badSetting("%s %v: want a positive duration, or 0 for the default", set("lease-ttl"), b.leaseTTL)
+	case b.leaseTTL != 0 && (b.leaseTTL < lease.MinTTL || b.leaseTTL > lease.MaxTTL):
+		return false, badSetting("%s %v: want a duration from %v to %v, or 0 for the default (%v)", set("lease-ttl"), b.leaseTTL, lease.MinTTL, lease.MaxTTL, lease.DefaultTTL)
+	}
+	if b.holder != "" {
+		if err := lease.Validate(b.kind+"/"+b.name, b.holder, lease.DefaultTTL); err != nil {
+			return false, badSetting("%s: %s", set("holder"), trimSentinels(err.Error()))
+		}
 	}
 	return kafka, nil
 }

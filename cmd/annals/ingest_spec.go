@@ -79,7 +79,7 @@ type ingestPlan struct {
 // errors, which match annals.ErrInvalidArgument.
 func (s *ingestSpec) build(changed func(string) bool, set setter) (*ingestPlan, error) {
 	bad := badSetting
-	base := bridgeBasics{kind: "ingest", name: s.name, kafka: s.kafka, nats: s.nats, leaseTTL: s.leaseTTL}
+	base := bridgeBasics{kind: "ingest", name: s.name, kafka: s.kafka, nats: s.nats, holder: s.holder, leaseTTL: s.leaseTTL}
 	kafka, err := base.check("progress", fmt.Sprintf("say where to consume: %s BROKERS %s TOPIC, or %s URL %s STREAM", set("kafka"), set("topic"), set("nats"), set("nats-stream")), set)
 	if err != nil {
 		return nil, err

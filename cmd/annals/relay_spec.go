@@ -84,7 +84,7 @@ type relayPlan struct {
 // errors, which match annals.ErrInvalidArgument.
 func (s *relaySpec) build(changed func(string) bool, set setter) (*relayPlan, error) {
 	bad := badSetting
-	base := bridgeBasics{kind: "relay", name: s.name, kafka: s.kafka, nats: s.nats, leaseTTL: s.leaseTTL}
+	base := bridgeBasics{kind: "relay", name: s.name, kafka: s.kafka, nats: s.nats, holder: s.holder, leaseTTL: s.leaseTTL}
 	kafka, err := base.check("checkpoint", fmt.Sprintf("say where to publish: %s BROKERS or %s URL", set("kafka"), set("nats")), set)
 	if err != nil {
 		return nil, err
@@ -99,6 +99,9 @@ func (s *relaySpec) build(changed func(string) bool, set setter) (*relayPlan, er
 	f, err := bridge.ParseFormat(s.format)
 	if err != nil {
 		return nil, bad("%s: %s", set("format"), trimSentinels(err.Error()))
+	}
+	if changed("source") && f == bridge.FormatJSON {
+		return nil, bad("%s is the CloudEvents source: it needs %s cloudevents or cloudevents-binary", set("source"), set("format"))
 	}
 	p.opts.Name = s.name
 	p.opts.Encoder.Format, p.opts.Encoder.Source = f, s.source

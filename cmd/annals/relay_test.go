@@ -50,6 +50,10 @@ func TestBridgeUsage(t *testing.T) {
 		{"ingest empty broker", "", []string{"ingest", "--name", "i", "--kafka", ",k:9092", "--topic", "t"}, "--kafka: an empty broker address"},
 		{"ingest to both", "", []string{"ingest", "--name", "i", "--kafka", "k:9092", "--nats", "nats://n:4222"}, "--kafka and --nats both name a broker"},
 		{"relay negative lease-ttl", "", []string{"relay", "--name", "r", "--nats", "nats://n:4222", "--lease-ttl", "-1s"}, "--lease-ttl -1s"},
+		{"relay lease-ttl below the least", "", []string{"relay", "--name", "r", "--nats", "nats://n:4222", "--lease-ttl", "1ms"}, "--lease-ttl 1ms: want a duration from 10ms to 1h0m0s"},
+		{"ingest lease-ttl above the most", "", []string{"ingest", "--name", "i", "--nats", "nats://n:4222", "--nats-stream", "S", "--lease-ttl", "2h"}, "--lease-ttl 2h0m0s"},
+		{"holder too long", "", []string{"relay", "--name", "r", "--nats", "nats://n:4222", "--holder", strings.Repeat("h", 300)}, "--holder"},
+		{"source without CloudEvents", "", []string{"relay", "--name", "r", "--nats", "nats://n:4222", "--source", "https://shop"}, "--source is the CloudEvents source"},
 		{"a second YAML document", "name: r\nkafka: k:9092\n---\nformat: xml\n", []string{"relay"}, "more than one YAML document"},
 	}
 	for _, c := range cases {
