@@ -76,21 +76,7 @@ func (d *Decoder) Decode(m *Incoming) (stream string, ev annals.Event, err error
 		return fail(fmt.Errorf("%w: no event type (no %s header, and the decoder has no default type)", annals.ErrInvalidArgument, HeaderType))
 	}
 	ev = annals.Event{ID: incomingID(m, p), Type: p.typ, ContentType: p.contentType, Data: p.data, Metadata: p.metadata}
-	stream = d.Stream.expand(func(field string) string {
-		switch field {
-		case fieldStream:
-			return p.stream
-		case fieldCategory:
-			return annals.Category(p.stream)
-		case fieldType:
-			return p.typ
-		case fieldSubject:
-			return m.Subject
-		case fieldKey:
-			return string(m.Key)
-		}
-		return ""
-	}, nil)
+	stream = d.Stream.expand(placeholders{stream: p.stream, typ: p.typ, subject: m.Subject, key: string(m.Key)}.value, nil)
 	if err := annals.ValidateUserStreamID(stream); err != nil {
 		return fail(fmt.Errorf("stream template %q: %w", d.Stream.text, err))
 	}
