@@ -170,6 +170,8 @@ type bridgeWorker struct {
 		runner  bridgeRunner
 		err     error // the last failure to connect, while not connected
 		errTime time.Time
+		// failed is set when the failure to connect is for good: it is not tried again.
+		failed bool
 	}
 }
 
@@ -240,12 +242,14 @@ func (w *bridgeWorker) connectLoop(ctx context.Context, retry bool) (bridgeRunne
 		} else {
 			err = fmt.Errorf("%s %s: %w", w.kind, w.name, err)
 		}
-		if !retry {
+		// Settings the broker's client or the relay refuse do not get better by waiting.
+		permanent := errors.Is(err, annals.ErrInvalidArgument) || errors.Is(err, lease.ErrInvalid)
+		w.mu.Lock()
+		w.mu.err, w.mu.errTime, w.mu.failed = err, time.Now().UTC(), permanent
+		w.mu.Unlock()
+		if !retry || permanent {
 			return nil, nil, err
 		}
-		w.mu.Lock()
-		w.mu.err, w.mu.errTime = err, time.Now().UTC()
-		w.mu.Unlock()
 		w.log.Warn("cannot connect to the broker; trying again", slog.String(w.kind, w.name), slog.Any("error", err), slog.Duration("in", backoff))
 		t := time.NewTimer(backoff/2 + rand.N(backoff/2+1))
 		select {
@@ -263,6 +267,17 @@ func (w *bridgeWorker) current() (bridgeRunner, time.Time, error) {
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	return w.mu.runner, w.mu.errTime, w.mu.err
+}
+
+// notConnectedState is the state a status shows while w has no runner: "failed" when its
+// failure to connect is for good, else "connecting".
+func (w *bridgeWorker) notConnectedState() string {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if w.mu.failed {
+		return "failed"
+	}
+	return "connecting"
 }
 
 // statusLogger returns a supervisor.Policy.OnChange that logs the changes of state of the

@@ -187,13 +187,13 @@ func ingestWorker(p *ingestPlan, store ingest.Store, policy supervisor.Policy, l
 }
 
 // ingestStatus returns the status of the ingest of w: its own once connected, else
-// "connecting" with the last failure to connect.
+// "connecting" (or "failed", for good) with the last failure to connect.
 func ingestStatus(w *bridgeWorker, p *ingestPlan) ingest.Status {
 	runner, at, err := w.current()
 	if in, ok := runner.(*ingest.Ingest); ok {
 		return in.Status()
 	}
-	st := ingest.Status{Name: p.name, State: "connecting"}
+	st := ingest.Status{Name: p.name, State: w.notConnectedState()}
 	if err != nil {
 		st.LastError, st.LastTime = trimSentinels(err.Error()), at
 	}

@@ -249,7 +249,7 @@ func watchStall(ctx context.Context, r *relay.Relay, log *slog.Logger, hint stri
 }
 
 // relayStatus returns the status of the relay of w (built by [relayWorker] from p): the
-// relay's own once connected, else "connecting" with the last failure to connect. Its target
+// relay's own once connected, else "connecting" (or "failed", for good) with the last failure to connect. Its target
 // is the plan's, which names the template too.
 func relayStatus(w *bridgeWorker, p *relayPlan) relay.Status {
 	runner, at, err := w.current()
@@ -258,7 +258,7 @@ func relayStatus(w *bridgeWorker, p *relayPlan) relay.Status {
 		st.Target = p.target
 		return st
 	}
-	st := relay.Status{Name: p.name, State: "connecting", Target: p.target}
+	st := relay.Status{Name: p.name, State: w.notConnectedState(), Target: p.target}
 	if err != nil {
 		st.LastError, st.LastErrorTime = trimSentinels(err.Error()), at
 	}
