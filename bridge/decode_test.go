@@ -287,7 +287,7 @@ func TestDecodeCloudEventsIDsOfTwoSources(t *testing.T) {
 	if a, b := id("shop-a"), id("shop-b"); a == b {
 		t.Errorf("event 1 of shop-a and of shop-b both get id %v: the second would be taken for a duplicate and not appended", a)
 	}
-	if id("shop-a") != id("shop-a") {
+	if first, again := id("shop-a"), id("shop-a"); first != again {
 		t.Error("one source's event gets two ids")
 	}
 }
