@@ -104,7 +104,9 @@ func OpenSource(ctx context.Context, opts SourceOptions) (*Source, error) {
 }
 
 // Start implements ingest.Source: it (re)starts the ordered consumer after the offset resume
-// returns for "nats:<stream>", or at the stream's first message when there is none.
+// returns for "nats:<stream>", or at the stream's first message when there is none. More than
+// one filter subject on a server older than 2.10 is an error matching
+// annals.ErrInvalidArgument (the ingest stops on it).
 func (s *Source) Start(ctx context.Context, resume func(ctx context.Context, source string) (uint64, bool, error)) error {
 	if err := s.Stop(); err != nil {
 		return err
@@ -118,6 +120,11 @@ func (s *Source) Start(ctx context.Context, resume func(ctx context.Context, sou
 		cfg.DeliverPolicy, cfg.OptStartSeq = jetstream.DeliverByStartSequencePolicy, last+1
 	}
 	c, err := s.js.OrderedConsumer(ctx, s.stream, cfg)
+	if errors.Is(err, jetstream.ErrConsumerMultipleFilterSubjectsNotSupported) {
+		// Waiting does not upgrade the server: the ingest stops on it.
+		return fmt.Errorf("%w: natsbus: start %s: filter subjects %q: %w: give one, or upgrade the server to NATS 2.10 or later",
+			annals.ErrInvalidArgument, s.source, s.filters, err)
+	}
 	if err != nil {
 		return fmt.Errorf("natsbus: start %s: %w", s.source, err)
 	}
