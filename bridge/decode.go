@@ -44,8 +44,10 @@ type Decoder struct {
 // headers, or only Decoder.Type and the value).
 //
 // The event id is, in order: the annals-id header, the CloudEvents id, the Nats-Msg-Id header,
-// when one of them is a UUID; else [DerivedID] of the first of them that is present; else
-// [DerivedID](Source, Offset). So a message delivered again gets the same id.
+// when one of them is a UUID; else [DerivedID] of the first of them that is present (of the
+// CloudEvents source and id, which CloudEvents makes unique only together); else
+// [DerivedID](Source, Offset). So a message delivered again gets the same id, and two
+// CloudEvents sources that number their events alike do not take each other's ids.
 //
 // The content type is the content-type header (the datacontenttype of a structured
 // CloudEvent); the metadata is the annals-metadata header, or else, when the message carries a
@@ -74,21 +76,7 @@ func (d *Decoder) Decode(m *Incoming) (stream string, ev annals.Event, err error
 		return fail(fmt.Errorf("%w: no event type (no %s header, and the decoder has no default type)", annals.ErrInvalidArgument, HeaderType))
 	}
 	ev = annals.Event{ID: incomingID(m, p), Type: p.typ, ContentType: p.contentType, Data: p.data, Metadata: p.metadata}
-	stream = d.Stream.expand(func(field string) string {
-		switch field {
-		case fieldStream:
-			return p.stream
-		case fieldCategory:
-			return annals.Category(p.stream)
-		case fieldType:
-			return p.typ
-		case fieldSubject:
-			return m.Subject
-		case fieldKey:
-			return string(m.Key)
-		}
-		return ""
-	}, nil)
+	stream = d.Stream.expand(placeholders{stream: p.stream, typ: p.typ, subject: m.Subject, key: string(m.Key)}.value, nil)
 	if err := annals.ValidateUserStreamID(stream); err != nil {
 		return fail(fmt.Errorf("stream template %q: %w", d.Stream.text, err))
 	}
@@ -100,23 +88,31 @@ func (d *Decoder) Decode(m *Incoming) (stream string, ev annals.Event, err error
 
 // incomingID returns the event id of m (see [Decoder.Decode]).
 func incomingID(m *Incoming, p parsed) annals.UUID {
-	var first string
-	for _, v := range [...]string{headerString(&m.Message, HeaderID), cloudEventID(p), headerString(&m.Message, HeaderNatsMsgID)} {
+	var first []string
+	ce := cloudEventID(p)
+	for _, v := range [...]string{headerString(&m.Message, HeaderID), ce, headerString(&m.Message, HeaderNatsMsgID)} {
 		if v == "" {
 			continue
 		}
 		if u, err := annals.ParseUUID(v); err == nil && !u.IsZero() {
 			return u
 		}
-		if first == "" {
-			first = v
+		if first == nil {
+			first = []string{v}
+			if v == ce {
+				first = []string{cloudEventsIDPart, p.ceSource, v}
+			}
 		}
 	}
-	if first != "" {
-		return DerivedID(first)
+	if first != nil {
+		return DerivedID(first...)
 	}
 	return DerivedID(m.Source, strconv.FormatUint(m.Offset, 10))
 }
+
+// cloudEventsIDPart starts the parts of the id derived from a CloudEvents source and id, to
+// set them apart from an id derived from a header alone.
+const cloudEventsIDPart = "cloudevents"
 
 func headerString(m *Message, key string) string {
 	v, _ := m.getString(key)

@@ -46,7 +46,8 @@ func TestDecodeID(t *testing.T) {
 		{"CloudEvents id, binary", hdrs("ce-specversion", "1.0", "ce-id", u2, "ce-source", "s", "ce-type", "T", "ce-subject", "x", HeaderNatsMsgID, u3), "", uuid(u2)},
 		{"Nats-Msg-Id", hdrs(HeaderType, "T", HeaderNatsMsgID, u3), "", uuid(u3)},
 		{"first UUID wins over a non-UUID before it", hdrs(HeaderID, "order-7", HeaderNatsMsgID, u3), "", uuid(u3)},
-		{"non-UUID CloudEvents id", hdrs("content-type", ceJSON), structured("order-7"), DerivedID("order-7")},
+		{"non-UUID CloudEvents id: with its source", hdrs("content-type", ceJSON), structured("order-7"), DerivedID("cloudevents", "s", "order-7")},
+		{"non-UUID CloudEvents id, binary: with its source", hdrs("ce_specversion", "1.0", "ce_id", "7", "ce_source", "shop-b", "ce_type", "T", "ce_subject", "x"), "", DerivedID("cloudevents", "shop-b", "7")},
 		{"first non-UUID", hdrs(HeaderID, "a", HeaderNatsMsgID, "b"), "", DerivedID("a")},
 		{"zero UUID is no id", hdrs(HeaderNatsMsgID, "00000000-0000-0000-0000-000000000000"), "", DerivedID("00000000-0000-0000-0000-000000000000")},
 		{"no id: source and offset", nil, "", DerivedID("kafka:t/3", "99")},
@@ -265,5 +266,28 @@ func TestEventID(t *testing.T) {
 		if id, ok := EventID(&m); ok {
 			t.Errorf("EventID(%+v) = %v, want none", m, id)
 		}
+	}
+}
+
+// TestDecodeCloudEventsIDsOfTwoSources: CloudEvents ids are unique per source only, so two
+// sources' events numbered alike are two events to the ingest, and one source's redelivered
+// event is the same one.
+func TestDecodeCloudEventsIDsOfTwoSources(t *testing.T) {
+	d := Decoder{Stream: mustTemplate(t, "in-{subject}")}
+	id := func(source string) annals.UUID {
+		t.Helper()
+		v := `{"specversion":"1.0","id":"1","source":"` + source + `","type":"T"}`
+		m := &Incoming{Message: Message{Subject: "t", Headers: []Header{{Key: "content-type", Value: []byte("application/cloudevents+json")}}, Value: []byte(v)}, Source: "kafka:t/0"}
+		_, ev, err := d.Decode(m)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return ev.ID
+	}
+	if a, b := id("shop-a"), id("shop-b"); a == b {
+		t.Errorf("event 1 of shop-a and of shop-b both get id %v: the second would be taken for a duplicate and not appended", a)
+	}
+	if first, again := id("shop-a"), id("shop-a"); first != again {
+		t.Error("one source's event gets two ids")
 	}
 }

@@ -16,6 +16,9 @@ type parsed struct {
 	// id is the annals-id header or the CloudEvents id; stream the annals-stream header or
 	// the CloudEvents subject.
 	id, typ, stream string
+	// ceSource is the CloudEvents source attribute ("" in FormatJSON): a CloudEvent is unique
+	// by source and id together.
+	ceSource string
 	// contentType is the content-type header or the datacontenttype attribute ("" when absent).
 	contentType        string
 	revision, position string
@@ -119,7 +122,8 @@ func parseBinary(m *Message, prefix string) (parsed, error) {
 	if ct, ok := m.getString(HeaderContentType); ok {
 		p.contentType = ct
 	}
-	if err := checkRequired(get("specversion"), p.id, get("source"), p.typ); err != nil {
+	p.ceSource = get("source")
+	if err := checkRequired(get("specversion"), p.id, p.ceSource, p.typ); err != nil {
 		return p, fmt.Errorf("CloudEvent in binary mode (%s headers): %w", prefix, err)
 	}
 	return p, nil
@@ -188,6 +192,7 @@ func parseStructured(value []byte) (parsed, error) {
 	if err := checkRequired(specversion, p.id, source, p.typ); err != nil {
 		return p, wrap(err)
 	}
+	p.ceSource = source
 	data, hasData := fields["data"]
 	b64, hasB64 := fields["data_base64"]
 	if hasData && string(data) == "null" {

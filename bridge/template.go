@@ -159,19 +159,32 @@ func (t Template) expand(value func(field string) string, safe func(string) stri
 	return b.String()
 }
 
+// placeholders are the values a template's placeholders stand for: {category} is always the
+// category of {stream}. The relay side has no subject or key.
+type placeholders struct {
+	stream, typ, subject, key string
+}
+
+// value returns the value of the placeholder field, "" for an unknown one.
+func (p placeholders) value(field string) string {
+	switch field {
+	case fieldStream:
+		return p.stream
+	case fieldCategory:
+		return annals.Category(p.stream)
+	case fieldType:
+		return p.typ
+	case fieldSubject:
+		return p.subject
+	case fieldKey:
+		return p.key
+	}
+	return ""
+}
+
 // relayValue returns the value of a relay-side placeholder for ev.
 func relayValue(ev *annals.RecordedEvent) func(string) string {
-	return func(field string) string {
-		switch field {
-		case fieldStream:
-			return ev.Stream
-		case fieldCategory:
-			return annals.Category(ev.Stream)
-		case fieldType:
-			return ev.Type
-		}
-		return ""
-	}
+	return placeholders{stream: ev.Stream, typ: ev.Type}.value
 }
 
 // MaxKafkaTopicLength is the longest topic name Kafka accepts, in bytes.

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net"
 	"strconv"
 	"strings"
 	"sync"
@@ -25,7 +26,15 @@ type SourceOptions struct {
 	Group string
 	// ClientOptions are more franz-go options, applied last.
 	ClientOptions []kgo.Opt
+	// UnreachableAfter is how long [Source.Fetch] waits with no record while no broker
+	// answers (no connection open, every dial failing) before it returns the dial error, so
+	// that the ingest reports what is wrong and retries instead of waiting in silence; 0 means
+	// [DefaultUnreachableAfter].
+	UnreachableAfter time.Duration
 }
+
+// DefaultUnreachableAfter is SourceOptions.UnreachableAfter when it is 0.
+const DefaultUnreachableAfter = 10 * time.Second
 
 // Source is an ingest.Source on a franz-go consumer group: sources are
 // "kafka:<topic>/<partition>", offsets Kafka's.
@@ -55,7 +64,53 @@ type Source struct {
 		// Start; committed the offset last committed.
 		next      map[topicPartition]int64
 		committed map[topicPartition]int64
+		// dials watches the connections of client.
+		dials *dials
 	}
+}
+
+// dials is a franz-go hook that follows a client's connections to the brokers: how many are
+// open, and since when every dial fails. It is safe for concurrent use.
+type dials struct {
+	mu struct {
+		sync.Mutex
+		open  int
+		err   error     // the last dial's error, nil after a dial that worked
+		since time.Time // when dials started failing
+	}
+}
+
+// OnBrokerConnect implements kgo.HookBrokerConnect.
+func (d *dials) OnBrokerConnect(_ kgo.BrokerMetadata, _ time.Duration, _ net.Conn, err error) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if err == nil {
+		d.mu.open++
+		d.mu.err = nil
+		return
+	}
+	if d.mu.err == nil {
+		d.mu.since = time.Now()
+	}
+	d.mu.err = err
+}
+
+// OnBrokerDisconnect implements kgo.HookBrokerDisconnect.
+func (d *dials) OnBrokerDisconnect(kgo.BrokerMetadata, net.Conn) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	d.mu.open = max(0, d.mu.open-1)
+}
+
+// unreachable returns the last dial error when no connection is open and dials have failed
+// for at least after, else nil.
+func (d *dials) unreachable(after time.Duration) error {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if d.mu.open > 0 || d.mu.err == nil || time.Since(d.mu.since) < after {
+		return nil
+	}
+	return d.mu.err
 }
 
 type topicPartition struct {
@@ -145,7 +200,8 @@ func (s *Source) Start(ctx context.Context, resume func(ctx context.Context, sou
 		}),
 	}
 	cctx, cancel := context.WithCancel(context.Background())
-	opts = append(opts, kgo.WithContext(cctx))
+	d := &dials{}
+	opts = append(opts, kgo.WithContext(cctx), kgo.WithHooks(d))
 	opts = append(opts, s.opts.ClientOptions...)
 	c, err := kgo.NewClient(opts...)
 	if err != nil {
@@ -153,7 +209,7 @@ func (s *Source) Start(ctx context.Context, resume func(ctx context.Context, sou
 		return invalid("start source: %v", err)
 	}
 	s.mu.Lock()
-	s.mu.client, s.mu.cancel = c, cancel
+	s.mu.client, s.mu.cancel, s.mu.dials = c, cancel, d
 	s.mu.next = map[topicPartition]int64{}
 	s.mu.committed = map[topicPartition]int64{}
 	s.mu.Unlock()
@@ -164,28 +220,48 @@ func (s *Source) Start(ctx context.Context, resume func(ctx context.Context, sou
 var errStopped = errors.New("kafkabus: source not started")
 
 func (s *Source) client() (*kgo.Client, error) {
+	c, _, err := s.clientDials()
+	return c, err
+}
+
+func (s *Source) clientDials() (*kgo.Client, *dials, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.mu.client == nil {
-		return nil, errStopped
+		return nil, nil, errStopped
 	}
-	return s.mu.client, nil
+	return s.mu.client, s.mu.dials, nil
 }
 
 // Fetch implements ingest.Source: it returns at most max records (all that are buffered when
 // max ≤ 0), waiting for one. It returns ctx's error when ctx ends first, an error when the
 // Source is stopped (or stopped while waiting), and the first fetch error of the client when
 // there are no records (records lost by the broker, a *kgo.ErrDataLoss, are only reported when
-// nothing else comes).
+// nothing else comes). While no broker answers it returns, after SourceOptions.UnreachableAfter
+// with no record, an error naming the brokers and wrapping the last dial's.
 func (s *Source) Fetch(ctx context.Context, max int) ([]bridge.Incoming, error) {
-	c, err := s.client()
+	c, d, err := s.clientDials()
 	if err != nil {
 		return nil, err
 	}
+	after := s.opts.UnreachableAfter
+	if after <= 0 {
+		after = DefaultUnreachableAfter
+	}
+	// Poll in slices of a fraction of after, to look at the dials between them.
+	slice := after / 4
 	for {
-		fs := c.PollRecords(ctx, max)
+		pctx, cancel := context.WithTimeout(ctx, slice)
+		fs := c.PollRecords(pctx, max)
+		cancel()
 		if err := ctx.Err(); err != nil && fs.NumRecords() == 0 {
 			return nil, err // records taken from the client are returned even so: dropped, they would be lost
+		}
+		if pctx.Err() != nil && fs.NumRecords() == 0 {
+			if err := d.unreachable(after); err != nil {
+				return nil, fmt.Errorf("kafkabus: fetch: no broker of %s answers: %w", strings.Join(s.opts.Brokers, ","), err)
+			}
+			continue
 		}
 		var ferr error
 		fs.EachError(func(topic string, p int32, err error) {

@@ -4,7 +4,10 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net"
+	"strings"
 	"testing"
+	"time"
 
 	"github.com/annalsdb/annals"
 	"github.com/annalsdb/annals/bridge"
@@ -256,3 +259,50 @@ func TestSourceFetchCancelledKeepsRecords(t *testing.T) {
 type endingContext struct{ context.Context }
 
 func (endingContext) Err() error { return context.Canceled }
+
+// TestSourceFetchBrokerDown: with no broker answering, Fetch does not wait in silence: after
+// UnreachableAfter it returns an error that names the brokers and the dial's failure.
+func TestSourceFetchBrokerDown(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := ln.Addr().String()
+	ln.Close() // nothing listens there now
+	src, err := kafkabus.OpenSource(kafkabus.SourceOptions{Brokers: []string{addr}, Topics: []string{"t"}, Group: "g",
+		UnreachableAfter: 200 * time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer src.Close()
+	if err := src.Start(context.Background(), nil); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	msgs, err := src.Fetch(ctx, 10)
+	if err == nil || ctx.Err() != nil || !strings.Contains(err.Error(), addr) || !strings.Contains(err.Error(), "refused") {
+		t.Fatalf("Fetch with the broker down: %d messages, %v; want an error naming %s and the refused dial", len(msgs), err, addr)
+	}
+}
+
+// TestSourceFetchIdleBrokerUp: a broker that answers but has nothing to read is not an error:
+// Fetch waits until its context ends.
+func TestSourceFetchIdleBrokerUp(t *testing.T) {
+	k := bustest.StartKafka(t, nil)
+	src, err := kafkabus.OpenSource(kafkabus.SourceOptions{Brokers: []string{k.Addr()}, Topics: []string{"idle"}, Group: "g",
+		UnreachableAfter: 100 * time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer src.Close()
+	if err := src.Start(context.Background(), nil); err != nil {
+		t.Fatal(err)
+	}
+	// The wait is the condition under test: nothing comes, and no error may come either.
+	ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+	defer cancel()
+	if msgs, err := src.Fetch(ctx, 10); !errors.Is(err, context.DeadlineExceeded) {
+		t.Fatalf("Fetch of an idle topic: %d messages, %v; want the context's deadline", len(msgs), err)
+	}
+}

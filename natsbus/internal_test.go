@@ -1,7 +1,9 @@
 package natsbus
 
 import (
+	"errors"
 	"slices"
+	"strings"
 	"testing"
 
 	"github.com/annalsdb/annals"
@@ -56,5 +58,31 @@ func TestMatch(t *testing.T) {
 		if got := match(tc.pattern, tc.subject); got != tc.want {
 			t.Errorf("match(%q, %q) = %v, want %v", tc.pattern, tc.subject, got, tc.want)
 		}
+	}
+}
+
+// TestDeliverNothingAfterAFailure: once a message of the consumer fails, the messages after it
+// are not handed to Fetch, which would otherwise append them and record progress past the one
+// that failed.
+func TestDeliverNothingAfterAFailure(t *testing.T) {
+	s := &Source{source: "nats:S"}
+	msgs, stop, failed := make(chan bridge.Incoming, 4), make(chan struct{}), make(chan struct{})
+	s.deliver(bridge.Incoming{Offset: 1}, nil, msgs, stop, failed)
+	s.deliver(bridge.Incoming{}, errors.New("message metadata: bad reply subject"), msgs, stop, failed)
+	s.deliver(bridge.Incoming{Offset: 3}, nil, msgs, stop, failed)
+	var got []uint64
+	for len(msgs) > 0 {
+		got = append(got, (<-msgs).Offset)
+	}
+	if !slices.Equal(got, []uint64{1}) {
+		t.Errorf("handed over %v, want [1]: nothing after the message that failed", got)
+	}
+	select {
+	case <-failed:
+	default:
+		t.Error("the failure did not close failed")
+	}
+	if s.mu.err == nil || !strings.Contains(s.mu.err.Error(), "bad reply subject") {
+		t.Errorf("feed error %v, want the message's", s.mu.err)
 	}
 }

@@ -102,8 +102,10 @@ func TestMachineSourceFilters(t *testing.T) {
 			return
 		}
 	}
-	if !errors.Is(err, jetstream.ErrConsumerMultipleFilterSubjectsNotSupported) {
-		t.Errorf("two filter subjects: %v, want ErrConsumerMultipleFilterSubjectsNotSupported", err)
+	// Permanent for the ingest (it stops instead of retrying forever), and says what to do.
+	if !errors.Is(err, jetstream.ErrConsumerMultipleFilterSubjectsNotSupported) || !errors.Is(err, annals.ErrInvalidArgument) ||
+		!strings.Contains(err.Error(), "2.10") {
+		t.Errorf("two filter subjects: %v, want ErrConsumerMultipleFilterSubjectsNotSupported matching annals.ErrInvalidArgument, naming NATS 2.10", err)
 	}
 	t.Logf("two filter subjects: %v", err)
 }

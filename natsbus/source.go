@@ -104,7 +104,9 @@ func OpenSource(ctx context.Context, opts SourceOptions) (*Source, error) {
 }
 
 // Start implements ingest.Source: it (re)starts the ordered consumer after the offset resume
-// returns for "nats:<stream>", or at the stream's first message when there is none.
+// returns for "nats:<stream>", or at the stream's first message when there is none. More than
+// one filter subject on a server older than 2.10 is an error matching
+// annals.ErrInvalidArgument (the ingest stops on it).
 func (s *Source) Start(ctx context.Context, resume func(ctx context.Context, source string) (uint64, bool, error)) error {
 	if err := s.Stop(); err != nil {
 		return err
@@ -118,6 +120,11 @@ func (s *Source) Start(ctx context.Context, resume func(ctx context.Context, sou
 		cfg.DeliverPolicy, cfg.OptStartSeq = jetstream.DeliverByStartSequencePolicy, last+1
 	}
 	c, err := s.js.OrderedConsumer(ctx, s.stream, cfg)
+	if errors.Is(err, jetstream.ErrConsumerMultipleFilterSubjectsNotSupported) {
+		// Waiting does not upgrade the server: the ingest stops on it.
+		return fmt.Errorf("%w: natsbus: start %s: filter subjects %q: %w: give one, or upgrade the server to NATS 2.10 or later",
+			annals.ErrInvalidArgument, s.source, s.filters, err)
+	}
 	if err != nil {
 		return fmt.Errorf("natsbus: start %s: %w", s.source, err)
 	}
@@ -125,27 +132,12 @@ func (s *Source) Start(ctx context.Context, resume func(ctx context.Context, sou
 	s.mu.Lock()
 	s.mu.err = nil
 	s.mu.Unlock()
-	fail := func(err error) {
-		s.mu.Lock()
-		defer s.mu.Unlock()
-		if s.mu.err == nil {
-			s.mu.err = fmt.Errorf("natsbus: %s: %w", s.source, err)
-			close(failed)
-		}
-	}
 	cc, err := c.Consume(func(m jetstream.Msg) {
 		in, err := s.incoming(m)
-		if err != nil {
-			fail(err)
-			return
-		}
-		select {
-		case msgs <- in:
-		case <-stop:
-		}
+		s.deliver(in, err, msgs, stop, failed)
 	}, jetstream.PullMaxMessages(s.buffer), jetstream.ConsumeErrHandler(func(_ jetstream.ConsumeContext, err error) {
 		if fatal(err) {
-			fail(err)
+			s.fail(err, failed)
 		}
 		if errors.Is(err, jetstream.ErrConsumerDeleted) {
 			select {
@@ -159,6 +151,36 @@ func (s *Source) Start(ctx context.Context, resume func(ctx context.Context, sou
 	}
 	s.cc, s.msgs, s.stop, s.failed, s.deleted = cc, msgs, stop, failed, deleted
 	return nil
+}
+
+// deliver hands the message in (or its error) of the consumer's callback to Fetch through
+// msgs, until stop. The first error fails the feed (closing failed), and no message after it
+// is handed over: Fetch must not return a message that follows one it never saw.
+func (s *Source) deliver(in bridge.Incoming, err error, msgs chan<- bridge.Incoming, stop, failed chan struct{}) {
+	if err != nil {
+		s.fail(err, failed)
+		return
+	}
+	select {
+	case <-failed:
+		return
+	default:
+	}
+	select {
+	case msgs <- in:
+	case <-stop:
+	case <-failed:
+	}
+}
+
+// fail records err as the feed's failure, when it has none, and closes failed.
+func (s *Source) fail(err error, failed chan struct{}) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.mu.err == nil {
+		s.mu.err = fmt.Errorf("natsbus: %s: %w", s.source, err)
+		close(failed)
+	}
 }
 
 // fatal reports whether an error of the consumer is one it does not recover from.

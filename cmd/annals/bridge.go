@@ -13,6 +13,9 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/annalsdb/annals"
+	"github.com/annalsdb/annals/groups"
+	"github.com/annalsdb/annals/lease"
 	"github.com/annalsdb/annals/supervisor"
 	"github.com/spf13/pflag"
 	"go.yaml.in/yaml/v3"
@@ -100,6 +103,50 @@ func applyYAMLSettings(fs *pflag.FlagSet, n *yaml.Node, allowed []string, skip f
 	return nil
 }
 
+// badSetting returns an error matching annals.ErrInvalidArgument.
+func badSetting(format string, args ...any) error {
+	return fmt.Errorf("%w: %s", annals.ErrInvalidArgument, fmt.Sprintf(format, args...))
+}
+
+// bridgeBasics are the settings relays and ingests share, checked by [bridgeBasics.check].
+type bridgeBasics struct {
+	kind     string // "relay" or "ingest"
+	name     string
+	kafka    []string
+	nats     string
+	holder   string
+	leaseTTL time.Duration
+}
+
+// check checks the name (kept names what the store keeps under it), that exactly one broker
+// is named (missing says how, when none is), with no empty Kafka broker address, and the
+// lease's time to live and this replica's holder name. It reports whether the broker is Kafka.
+func (b bridgeBasics) check(kept, missing string, set setter) (isKafka bool, err error) {
+	if b.name == "" {
+		return false, badSetting("%s is required: the %s's name, under which its %s and lease are kept", set("name"), b.kind, kept)
+	}
+	if err := groups.ValidateName(b.kind, b.name); err != nil {
+		return false, badSetting("%s: %s", set("name"), trimSentinels(err.Error()))
+	}
+	kafka, nats := len(b.kafka) > 0, b.nats != ""
+	switch {
+	case kafka && nats:
+		return false, badSetting("%s and %s both name a broker: name one (run two %ss for two)", set("kafka"), set("nats"), b.kind)
+	case !kafka && !nats:
+		return false, badSetting("%s", missing)
+	case slices.ContainsFunc(b.kafka, func(a string) bool { return strings.TrimSpace(a) == "" }):
+		return false, badSetting("%s: an empty broker address in %q", set("kafka"), strings.Join(b.kafka, ","))
+	case b.leaseTTL != 0 && (b.leaseTTL < lease.MinTTL || b.leaseTTL > lease.MaxTTL):
+		return false, badSetting("%s %v: want a duration from %v to %v, or 0 for the default (%v)", set("lease-ttl"), b.leaseTTL, lease.MinTTL, lease.MaxTTL, lease.DefaultTTL)
+	}
+	if b.holder != "" {
+		if err := lease.Validate(b.kind+"/"+b.name, b.holder, lease.DefaultTTL); err != nil {
+			return false, badSetting("%s: %s", set("holder"), trimSentinels(err.Error()))
+		}
+	}
+	return kafka, nil
+}
+
 // bridgeRunner is a relay or an ingest connected to its broker.
 type bridgeRunner interface {
 	// Run runs until ctx ends (nil) or a permanent error.
@@ -123,6 +170,8 @@ type bridgeWorker struct {
 		runner  bridgeRunner
 		err     error // the last failure to connect, while not connected
 		errTime time.Time
+		// failed is set when the failure to connect is for good: it is not tried again.
+		failed bool
 	}
 }
 
@@ -193,12 +242,14 @@ func (w *bridgeWorker) connectLoop(ctx context.Context, retry bool) (bridgeRunne
 		} else {
 			err = fmt.Errorf("%s %s: %w", w.kind, w.name, err)
 		}
-		if !retry {
+		// Settings the broker's client or the relay refuse do not get better by waiting.
+		permanent := errors.Is(err, annals.ErrInvalidArgument) || errors.Is(err, lease.ErrInvalid)
+		w.mu.Lock()
+		w.mu.err, w.mu.errTime, w.mu.failed = err, time.Now().UTC(), permanent
+		w.mu.Unlock()
+		if !retry || permanent {
 			return nil, nil, err
 		}
-		w.mu.Lock()
-		w.mu.err, w.mu.errTime = err, time.Now().UTC()
-		w.mu.Unlock()
 		w.log.Warn("cannot connect to the broker; trying again", slog.String(w.kind, w.name), slog.Any("error", err), slog.Duration("in", backoff))
 		t := time.NewTimer(backoff/2 + rand.N(backoff/2+1))
 		select {
@@ -216,6 +267,17 @@ func (w *bridgeWorker) current() (bridgeRunner, time.Time, error) {
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	return w.mu.runner, w.mu.errTime, w.mu.err
+}
+
+// notConnectedState is the state a status shows while w has no runner: "failed" when its
+// failure to connect is for good, else "connecting".
+func (w *bridgeWorker) notConnectedState() string {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if w.mu.failed {
+		return "failed"
+	}
+	return "connecting"
 }
 
 // statusLogger returns a supervisor.Policy.OnChange that logs the changes of state of the

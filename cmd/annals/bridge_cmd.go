@@ -58,11 +58,20 @@ func (m *Main) applyBridgeConfig(cmd *cobra.Command, path string, settings []str
 		return fmt.Errorf("config file: %w", err)
 	}
 	var doc yaml.Node
-	if err := yaml.NewDecoder(bytes.NewReader(b)).Decode(&doc); err != nil {
+	dec := yaml.NewDecoder(bytes.NewReader(b))
+	if err := dec.Decode(&doc); err != nil {
 		if errors.Is(err, io.EOF) {
 			return nil
 		}
 		return usageError{msg: fmt.Sprintf("config file %s: %v", path, err), err: err}
+	}
+	var more yaml.Node
+	if err := dec.Decode(&more); !errors.Is(err, io.EOF) {
+		msg := fmt.Sprintf("config file %s: line %d: more than one YAML document (a --- line): put every setting in one", path, more.Line)
+		if err != nil {
+			msg = fmt.Sprintf("config file %s: %v", path, err)
+		}
+		return usageError{msg: msg, err: errors.New(msg)}
 	}
 	allowed := slices.Concat(settings, commonSettings, storeSettings)
 	fs := cmd.Flags()

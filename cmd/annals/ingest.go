@@ -18,10 +18,10 @@ after the batch's events are durable, and the ingest keeps its own progress in t
 that a message delivered again (after a crash, or a relay's duplicate) is appended once.
 
 The event id is the message's: the annals-id header, the CloudEvents id, or Nats-Msg-Id when
-it is a UUID, else a UUID derived from it, else one derived from where the message was read
-(topic, partition and offset, or the JetStream stream and sequence). The type is the
-annals-type header or the CloudEvents type, else --type; a message with none stops the
-ingest with an error naming it.
+it is a UUID, else a UUID derived from it (a CloudEvents id with its source), else one
+derived from where the message was read (topic, partition and offset, or the JetStream
+stream and sequence). The type is the annals-type header or the CloudEvents type, else
+--type; a message with none stops the ingest with an error naming it.
 
 Kafka: --kafka BROKERS --topic T (repeatable) [--group G, default annals-ingest-NAME].
 NATS: --nats URL --nats-stream S [--filter-subject SUBJECT, repeatable].

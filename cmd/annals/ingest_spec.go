@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"slices"
 	"strings"
 	"time"
 	"unicode"
@@ -12,7 +13,6 @@ import (
 
 	"github.com/annalsdb/annals"
 	"github.com/annalsdb/annals/bridge"
-	"github.com/annalsdb/annals/groups"
 	"github.com/annalsdb/annals/ingest"
 	"github.com/annalsdb/annals/kafkabus"
 	"github.com/annalsdb/annals/natsbus"
@@ -78,25 +78,18 @@ type ingestPlan struct {
 // build checks the spec; changed reports which settings were given, set names them in the
 // errors, which match annals.ErrInvalidArgument.
 func (s *ingestSpec) build(changed func(string) bool, set setter) (*ingestPlan, error) {
-	bad := func(format string, args ...any) error {
-		return fmt.Errorf("%w: %s", annals.ErrInvalidArgument, fmt.Sprintf(format, args...))
-	}
-	if s.name == "" {
-		return nil, bad("%s is required: the ingest's name, under which its progress and lease are kept", set("name"))
-	}
-	if err := groups.ValidateName("ingest", s.name); err != nil {
-		return nil, bad("%s: %s", set("name"), trimSentinels(err.Error()))
+	bad := badSetting
+	base := bridgeBasics{kind: "ingest", name: s.name, kafka: s.kafka, nats: s.nats, holder: s.holder, leaseTTL: s.leaseTTL}
+	kafka, err := base.check("progress", fmt.Sprintf("say where to consume: %s BROKERS %s TOPIC, or %s URL %s STREAM", set("kafka"), set("topic"), set("nats"), set("nats-stream")), set)
+	if err != nil {
+		return nil, err
 	}
 	if err := annals.ValidateStreamID(ingest.ProgressStreamPrefix + s.name); err != nil {
 		return nil, bad("%s: %s", set("name"), trimSentinels(err.Error()))
 	}
 	p := &ingestPlan{name: s.name}
-	kafka, nats := len(s.kafka) > 0, s.nats != ""
+	nats := !kafka
 	switch {
-	case kafka && nats:
-		return nil, bad("%s and %s both name a broker: an ingest consumes from one (run two ingests for two)", set("kafka"), set("nats"))
-	case !kafka && !nats:
-		return nil, bad("say where to consume: %s BROKERS %s TOPIC, or %s URL %s STREAM", set("kafka"), set("topic"), set("nats"), set("nats-stream"))
 	case kafka && (changed("nats-stream") || changed("filter-subject")):
 		return nil, bad("%s and %s are for NATS; with %s, %s names what to consume", set("nats-stream"), set("filter-subject"), set("kafka"), set("topic"))
 	case nats && (changed("topic") || changed("group")):
@@ -107,8 +100,14 @@ func (s *ingestSpec) build(changed func(string) bool, set setter) (*ingestPlan, 
 		return nil, bad("%s needs %s: the JetStream stream to consume", set("nats"), set("nats-stream"))
 	case s.batch < 0:
 		return nil, bad("%s %d: want a positive number, or 0 for the default (%d)", set("batch"), s.batch, ingest.DefaultBatch)
-	case s.leaseTTL < 0:
-		return nil, bad("%s %v: want a positive duration, or 0 for the default", set("lease-ttl"), s.leaseTTL)
+	}
+	for _, l := range []struct {
+		setting, what string
+		values        []string
+	}{{"topic", "topic", s.topics}, {"filter-subject", "subject", s.filterSubjects}} {
+		if slices.Contains(l.values, "") {
+			return nil, bad("%s: an empty %s in %q", set(l.setting), l.what, strings.Join(l.values, ","))
+		}
 	}
 	tmpl, err := bridge.ParseTemplate(s.stream)
 	if err != nil {
@@ -122,11 +121,6 @@ func (s *ingestSpec) build(changed func(string) bool, set setter) (*ingestPlan, 
 	p.opts = ingest.Options{Name: s.name, Decoder: bridge.Decoder{Stream: tmpl, Type: s.eventType}, Batch: s.batch}
 	p.opts.Policy.Holder, p.opts.Policy.TTL = s.holder, s.leaseTTL
 	if kafka {
-		for _, b := range s.kafka {
-			if strings.TrimSpace(b) == "" {
-				return nil, bad("%s: an empty broker address in %q", set("kafka"), strings.Join(s.kafka, ","))
-			}
-		}
 		group := s.group
 		if group == "" {
 			group = defaultIngestGroupPrefix + s.name
@@ -193,13 +187,13 @@ func ingestWorker(p *ingestPlan, store ingest.Store, policy supervisor.Policy, l
 }
 
 // ingestStatus returns the status of the ingest of w: its own once connected, else
-// "connecting" with the last failure to connect.
+// "connecting" (or "failed", for good) with the last failure to connect.
 func ingestStatus(w *bridgeWorker, p *ingestPlan) ingest.Status {
 	runner, at, err := w.current()
 	if in, ok := runner.(*ingest.Ingest); ok {
 		return in.Status()
 	}
-	st := ingest.Status{Name: p.name, State: "connecting"}
+	st := ingest.Status{Name: p.name, State: w.notConnectedState()}
 	if err != nil {
 		st.LastError, st.LastTime = trimSentinels(err.Error()), at
 	}

@@ -10,7 +10,6 @@ import (
 
 	"github.com/annalsdb/annals"
 	"github.com/annalsdb/annals/bridge"
-	"github.com/annalsdb/annals/groups"
 	"github.com/annalsdb/annals/kafkabus"
 	"github.com/annalsdb/annals/natsbus"
 	"github.com/annalsdb/annals/relay"
@@ -84,40 +83,30 @@ type relayPlan struct {
 // build checks the spec; changed reports which settings were given, set names them in the
 // errors, which match annals.ErrInvalidArgument.
 func (s *relaySpec) build(changed func(string) bool, set setter) (*relayPlan, error) {
-	bad := func(format string, args ...any) error {
-		return fmt.Errorf("%w: %s", annals.ErrInvalidArgument, fmt.Sprintf(format, args...))
-	}
-	if s.name == "" {
-		return nil, bad("%s is required: the relay's name, under which its checkpoint and lease are kept", set("name"))
-	}
-	if err := groups.ValidateName("relay", s.name); err != nil {
-		return nil, bad("%s: %s", set("name"), trimSentinels(err.Error()))
+	bad := badSetting
+	base := bridgeBasics{kind: "relay", name: s.name, kafka: s.kafka, nats: s.nats, holder: s.holder, leaseTTL: s.leaseTTL}
+	kafka, err := base.check("checkpoint", fmt.Sprintf("say where to publish: %s BROKERS or %s URL", set("kafka"), set("nats")), set)
+	if err != nil {
+		return nil, err
 	}
 	p := &relayPlan{name: s.name}
-	kafka, nats := len(s.kafka) > 0, s.nats != ""
 	switch {
-	case kafka && nats:
-		return nil, bad("%s and %s both name a broker: a relay publishes to one (run two relays for two)", set("kafka"), set("nats"))
-	case !kafka && !nats:
-		return nil, bad("say where to publish: %s BROKERS or %s URL", set("kafka"), set("nats"))
 	case kafka && (changed("subject") || changed("nats-stream")):
 		return nil, bad("%s and %s are for NATS; with %s, %s names the topic", set("subject"), set("nats-stream"), set("kafka"), set("topic"))
-	case nats && changed("topic"):
+	case !kafka && changed("topic"):
 		return nil, bad("%s is for Kafka; with %s, %s names the subject", set("topic"), set("nats"), set("subject"))
 	}
 	f, err := bridge.ParseFormat(s.format)
 	if err != nil {
 		return nil, bad("%s: %s", set("format"), trimSentinels(err.Error()))
 	}
+	if changed("source") && f == bridge.FormatJSON {
+		return nil, bad("%s is the CloudEvents source: it needs %s cloudevents or cloudevents-binary", set("source"), set("format"))
+	}
 	p.opts.Name = s.name
 	p.opts.Encoder.Format, p.opts.Encoder.Source = f, s.source
 	tmplSetting, tmplText := "topic", s.topic
 	if kafka {
-		for _, b := range s.kafka {
-			if strings.TrimSpace(b) == "" {
-				return nil, bad("%s: an empty broker address in %q", set("kafka"), strings.Join(s.kafka, ","))
-			}
-		}
 		p.brokers = s.kafka
 		if tmplText == "" {
 			tmplText = defaultRelayTopic
@@ -141,6 +130,12 @@ func (s *relaySpec) build(changed func(string) bool, set setter) (*relayPlan, er
 	if p.opts.Encoder.Subject, err = bridge.ParseTemplate(tmplText); err != nil {
 		return nil, bad("%s: %s", set(tmplSetting), trimSentinels(err.Error()))
 	}
+	// The encoder's own checks (placeholders of the relay side, a NATS subject's tokens), here
+	// rather than when the relay is built after connecting, so that a mistake is a usage error
+	// and not a failure to connect that a server retries.
+	if err := p.opts.Encoder.Validate(); err != nil {
+		return nil, bad("%s: %s", set(tmplSetting), trimSentinels(err.Error()))
+	}
 	if kafka {
 		p.target = fmt.Sprintf("kafka %s topic %s", strings.Join(s.kafka, ","), tmplText)
 	} else {
@@ -157,8 +152,6 @@ func (s *relaySpec) build(changed func(string) bool, set setter) (*relayPlan, er
 		return nil, bad("%s %d: want a positive number, or 0 for the default (%d)", set("max-in-flight"), s.maxInFlight, relay.DefaultMaxInFlight)
 	case s.checkpointInterval < 0:
 		return nil, bad("%s %v: want a positive duration, or 0 for the default (%v)", set("checkpoint-interval"), s.checkpointInterval, relay.DefaultCheckpointInterval)
-	case s.leaseTTL < 0:
-		return nil, bad("%s %v: want a positive duration, or 0 for the default", set("lease-ttl"), s.leaseTTL)
 	}
 	p.opts.MaxInFlight, p.opts.CheckpointInterval = s.maxInFlight, s.checkpointInterval
 	p.opts.Policy.Holder, p.opts.Policy.TTL = s.holder, s.leaseTTL
@@ -256,7 +249,7 @@ func watchStall(ctx context.Context, r *relay.Relay, log *slog.Logger, hint stri
 }
 
 // relayStatus returns the status of the relay of w (built by [relayWorker] from p): the
-// relay's own once connected, else "connecting" with the last failure to connect. Its target
+// relay's own once connected, else "connecting" (or "failed", for good) with the last failure to connect. Its target
 // is the plan's, which names the template too.
 func relayStatus(w *bridgeWorker, p *relayPlan) relay.Status {
 	runner, at, err := w.current()
@@ -265,7 +258,7 @@ func relayStatus(w *bridgeWorker, p *relayPlan) relay.Status {
 		st.Target = p.target
 		return st
 	}
-	st := relay.Status{Name: p.name, State: "connecting", Target: p.target}
+	st := relay.Status{Name: p.name, State: w.notConnectedState(), Target: p.target}
 	if err != nil {
 		st.LastError, st.LastErrorTime = trimSentinels(err.Error()), at
 	}

@@ -6,6 +6,7 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 )
 
 // TestBridgeUsage: the settings of annals relay and annals ingest are checked before anything
@@ -41,6 +42,19 @@ func TestBridgeUsage(t *testing.T) {
 		{"ingest group with nats", "", []string{"ingest", "--name", "i", "--nats", "nats://n:4222", "--nats-stream", "S", "--group", "g"}, "--topic and --group are for Kafka"},
 		{"ingest bad stream template", "", []string{"ingest", "--name", "i", "--kafka", "k:9092", "--topic", "t", "--stream", "{"}, "--stream"},
 		{"ingest negative batch", "", []string{"ingest", "--name", "i", "--kafka", "k:9092", "--topic", "t", "--batch", "-5"}, "--batch -5"},
+		{"template with an ingest's placeholder", "", []string{"relay", "--name", "r", "--kafka", "k:9092", "--topic", "ev.{key}"}, "--topic"},
+		{"NATS subject with an empty token", "", []string{"relay", "--name", "r", "--nats", "nats://n:4222", "--subject", "events..{stream}"}, "--subject"},
+		{"NATS subject with a wildcard", "", []string{"relay", "--name", "r", "--nats", "nats://n:4222", "--subject", "events.*.{stream}"}, "--subject"},
+		{"ingest empty topic", "", []string{"ingest", "--name", "i", "--kafka", "k:9092", "--topic", "a,,b"}, "--topic: an empty topic"},
+		{"ingest empty filter subject", "", []string{"ingest", "--name", "i", "--nats", "nats://n:4222", "--nats-stream", "S", "--filter-subject", "a.>,"}, "--filter-subject: an empty subject"},
+		{"ingest empty broker", "", []string{"ingest", "--name", "i", "--kafka", ",k:9092", "--topic", "t"}, "--kafka: an empty broker address"},
+		{"ingest to both", "", []string{"ingest", "--name", "i", "--kafka", "k:9092", "--nats", "nats://n:4222"}, "--kafka and --nats both name a broker"},
+		{"relay negative lease-ttl", "", []string{"relay", "--name", "r", "--nats", "nats://n:4222", "--lease-ttl", "-1s"}, "--lease-ttl -1s"},
+		{"relay lease-ttl below the least", "", []string{"relay", "--name", "r", "--nats", "nats://n:4222", "--lease-ttl", "1ms"}, "--lease-ttl 1ms: want a duration from 10ms to 1h0m0s"},
+		{"ingest lease-ttl above the most", "", []string{"ingest", "--name", "i", "--nats", "nats://n:4222", "--nats-stream", "S", "--lease-ttl", "2h"}, "--lease-ttl 2h0m0s"},
+		{"holder too long", "", []string{"relay", "--name", "r", "--nats", "nats://n:4222", "--holder", strings.Repeat("h", 300)}, "--holder"},
+		{"source without CloudEvents", "", []string{"relay", "--name", "r", "--nats", "nats://n:4222", "--source", "https://shop"}, "--source is the CloudEvents source"},
+		{"a second YAML document", "name: r\nkafka: k:9092\n---\nformat: xml\n", []string{"relay"}, "more than one YAML document"},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
@@ -51,7 +65,10 @@ func TestBridgeUsage(t *testing.T) {
 				}
 				args = append(args, "--config", conf)
 			}
-			r := e.run(context.Background(), "", args...)
+			// A case that is wrongly accepted would run the relay until the context ends.
+			ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+			defer cancel()
+			r := e.run(ctx, "", args...)
 			if r.code != 2 || !strings.Contains(r.line, c.want) {
 				t.Errorf("annals %s: exit %d, %q; want exit 2 and %q", strings.Join(args, " "), r.code, r.line, c.want)
 			}

@@ -45,26 +45,7 @@ ingests:
 `, n.URL(), k.Addr()))
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	var stderr syncBuffer
-	m := &Main{Args: []string{"--data", filepath.Join(dir, "data"), "serve", "--config", conf}, Stderr: &stderr, Getenv: func(string) string { return "" }}
-	errc := make(chan error, 1)
-	go func() { errc <- m.Run(ctx) }()
-	var url string
-	testwait.Until(t, "the server to serve", func() bool {
-		for l := range strings.Lines(stderr.String()) {
-			var rec struct{ Msg, URL string }
-			if json.Unmarshal([]byte(l), &rec) == nil && rec.Msg == servingLogMessage {
-				url = rec.URL
-				return true
-			}
-		}
-		select {
-		case err := <-errc:
-			t.Fatalf("serve ended: %v\n%s", err, stderr.String())
-		default:
-		}
-		return false
-	})
+	url, errc, stderr := serveInProcess(t, ctx, filepath.Join(dir, "data"), conf)
 	c := dialServer(t, url, "", nil)
 	const events = 25
 	for i := range events {
@@ -169,21 +150,7 @@ func TestServeRelayBrokerLater(t *testing.T) {
 	writeFile(t, conf, fmt.Sprintf("listen: 127.0.0.1:0\nlog-format: json\nrelays:\n  - {name: later, nats: %q}\n", n.URL()))
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	var stderr syncBuffer
-	m := &Main{Args: []string{"--data", filepath.Join(dir, "data"), "serve", "--config", conf}, Stderr: &stderr, Getenv: func(string) string { return "" }}
-	errc := make(chan error, 1)
-	go func() { errc <- m.Run(ctx) }()
-	var url string
-	testwait.Until(t, "the server to serve", func() bool {
-		for l := range strings.Lines(stderr.String()) {
-			var rec struct{ Msg, URL string }
-			if json.Unmarshal([]byte(l), &rec) == nil && rec.Msg == servingLogMessage {
-				url = rec.URL
-				return true
-			}
-		}
-		return false
-	})
+	url, errc, _ := serveInProcess(t, ctx, filepath.Join(dir, "data"), conf)
 	c := dialServer(t, url, "", nil)
 	for i := range 5 {
 		if _, err := c.Append(ctx, "order-1", annals.Any, annals.Event{Type: "OrderNoted", Data: []byte(`{"i":` + strconv.Itoa(i) + `}`)}); err != nil {
@@ -216,4 +183,32 @@ func TestServeRelayBrokerLater(t *testing.T) {
 	if err := <-errc; err != nil {
 		t.Fatalf("serve: %v", err)
 	}
+}
+
+// serveInProcess runs "annals serve" on data with the config file conf (which must set
+// log-format: json) in this process until ctx ends, and returns its URL once it serves, where
+// Run's error arrives, and its log. It fails the test when serve ends before it serves.
+func serveInProcess(t *testing.T, ctx context.Context, data, conf string) (string, <-chan error, *syncBuffer) {
+	t.Helper()
+	stderr := &syncBuffer{}
+	m := &Main{Args: []string{"--data", data, "serve", "--config", conf}, Stderr: stderr, Getenv: func(string) string { return "" }}
+	errc := make(chan error, 1)
+	go func() { errc <- m.Run(ctx) }()
+	var url string
+	testwait.Until(t, "the server to serve", func() bool {
+		for l := range strings.Lines(stderr.String()) {
+			var rec struct{ Msg, URL string }
+			if json.Unmarshal([]byte(l), &rec) == nil && rec.Msg == servingLogMessage {
+				url = rec.URL
+				return true
+			}
+		}
+		select {
+		case err := <-errc:
+			t.Fatalf("serve ended: %v\n%s", err, stderr.String())
+		default:
+		}
+		return false
+	})
+	return url, errc, stderr
 }
