@@ -116,7 +116,8 @@ type Options struct {
 	DedupSize int
 	// Policy is how Run is supervised; see supervisor.Policy.
 	Policy supervisor.Policy
-	// Logger receives warnings; nil means slog.Default().
+	// Logger receives warnings (failed runs, unless Policy.OnChange is set: its caller reports
+	// them); nil means slog.Default().
 	Logger *slog.Logger
 }
 
@@ -279,5 +280,7 @@ func (in *Ingest) failed(err error) {
 	in.mu.errors++
 	in.mu.lastErr, in.mu.lastTime = err, time.Now()
 	in.mu.Unlock()
-	in.opts.Logger.Warn("ingest failed", "ingest", in.opts.Name, "err", err)
+	if in.opts.Policy.OnChange == nil { // else the caller reports the retry: not logged twice
+		in.opts.Logger.Warn("ingest failed", "ingest", in.opts.Name, "err", err)
+	}
 }

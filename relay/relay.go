@@ -107,7 +107,8 @@ type Options struct {
 	// Policy is how Run is supervised (lease, backoff); see supervisor.Policy. Its Keeper
 	// defaults to the store's when the store keeps leases.
 	Policy supervisor.Policy
-	// Logger receives the relay's warnings (retries, errors); nil means slog.Default().
+	// Logger receives the relay's warnings (retries, unless Policy.OnChange is set: its caller
+	// reports them; errors); nil means slog.Default().
 	Logger *slog.Logger
 }
 
@@ -269,20 +270,21 @@ func (r *Relay) policy() supervisor.Policy {
 	policy.OnChange = func(st supervisor.Status) {
 		r.supervised(st)
 		if onChange != nil {
-			onChange(st)
+			onChange(st) // the caller reports the changes: the relay does not log them again
+			return
+		}
+		if st.State == supervisor.Retrying {
+			r.log.Warn("relay: retrying", "relay", r.opts.Name, "attempt", st.Attempts, "at", st.RetryAt, "err", st.Err)
 		}
 	}
 	return policy
 }
 
-// supervised records a change of the supervisor's state, and logs retries.
+// supervised records a change of the supervisor's state.
 func (r *Relay) supervised(st supervisor.Status) {
 	r.mu.Lock()
 	r.mu.sup = st
 	r.mu.Unlock()
-	if st.State == supervisor.Retrying {
-		r.log.Warn("relay: retrying", "attempt", st.Attempts, "at", st.RetryAt, "err", st.Err)
-	}
 }
 
 // Name returns the relay's name.
