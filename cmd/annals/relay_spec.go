@@ -220,17 +220,28 @@ func relayWorker(p *relayPlan, store relay.Store, policy supervisor.Policy, log 
 }
 
 // watchStall checks r every interval until ctx ends: when r published events that the broker
-// acknowledged none of over a whole interval, it logs that the broker does not answer (with
-// hint), once, and logs again when acknowledgements come back. Broker clients retry by
-// themselves, so the relay sees no error meanwhile and would otherwise say nothing.
+// has not acknowledged for a whole interval, it logs that the relay waits for the broker
+// (with hint), and when acknowledgements come again, that they do. Every progressEvery
+// intervals in which events were acknowledged, and when ctx ends, it logs the relay's
+// progress (events published, checkpoint, lag), so that a long catch-up shows it moves.
 func watchStall(ctx context.Context, r *relay.Relay, log *slog.Logger, hint string, interval time.Duration) {
+	const progressEvery = 3
 	t := time.NewTicker(interval)
 	defer t.Stop()
 	last := r.Status().Published
+	logged := last
+	progress := func(st relay.Status) {
+		log.Info("relay progress", slog.String("relay", r.Name()), slog.Uint64("published", st.Published),
+			slog.Uint64("checkpoint", st.Checkpoint), slog.Uint64("lag", st.Lag))
+		logged = st.Published
+	}
 	stalled := false
-	for {
+	for tick := 1; ; tick++ {
 		select {
 		case <-ctx.Done():
+			if st := r.Status(); st.Published != logged {
+				progress(st)
+			}
 			return
 		case <-t.C:
 		}
@@ -244,6 +255,9 @@ func watchStall(ctx context.Context, r *relay.Relay, log *slog.Logger, hint stri
 		case !waiting && stalled:
 			stalled = false
 			log.Info("relay: the broker acknowledges again", slog.String("relay", r.Name()))
+		}
+		if tick%progressEvery == 0 && st.Published != logged {
+			progress(st)
 		}
 	}
 }
