@@ -111,6 +111,34 @@ type outMsg struct {
 	subject string
 	vals    []string // the backing array of the values of msg.Header
 	buf     []byte   // the values, before their conversion to one string
+	// shape is what msg.Header was made of, when each of its keys has one value,
+	// vals[i:i+1] (nil otherwise): a message of the same shape only sets vals.
+	shape *headerShape
+}
+
+// headerShape says which keys a header has, in the order of their values.
+type headerShape struct {
+	keys   []string // the keys of the message's headers
+	id     bool     // Nats-Msg-Id follows them
+	expect []string // the value of Nats-Expected-Stream
+}
+
+// is says whether a message with msg's headers and expectStream has shape s.
+func (s *headerShape) is(msg *bridge.Message, expectStream []string) bool {
+	if s == nil || s.id == msg.ID.IsZero() || len(s.keys) != len(msg.Headers) || !sameSlice(s.expect, expectStream) {
+		return false
+	}
+	for i, h := range msg.Headers {
+		if s.keys[i] != h.Key {
+			return false
+		}
+	}
+	return true
+}
+
+// sameSlice says whether a and b are the same slice (not only equal).
+func sameSlice(a, b []string) bool {
+	return len(a) == len(b) && (a == nil) == (b == nil) && (len(a) == 0 || &a[0] == &b[0])
 }
 
 // OpenPublisher connects (unless opts.Conn is set) and makes sure the stream exists (creating
@@ -264,16 +292,17 @@ func (p *Publisher) Publish(ctx context.Context, msg *bridge.Message, done func(
 // fill makes o.msg the NATS message of msg: its subject, value and headers (keys as they are),
 // Nats-Msg-Id, and Nats-Expected-Stream when expectStream is not nil. The header map, the
 // slices of its values and the message are those of o's previous use: only the values,
-// one string, are allocated.
+// one string, are allocated, and the map is only written when the keys differ from the
+// previous use's.
 func (o *outMsg) fill(msg *bridge.Message, expectStream []string) {
-	hdr := o.msg.Header
-	if hdr == nil {
-		hdr = make(nats.Header, len(msg.Headers)+2)
-	} else {
-		clear(hdr)
+	size := uuidTextLen
+	for _, h := range msg.Headers {
+		size += len(h.Value)
 	}
-	o.msg = nats.Msg{Subject: msg.Subject, Data: msg.Value, Header: hdr}
 	b := o.buf[:0]
+	if cap(b) < size {
+		b = make([]byte, 0, size)
+	}
 	for _, h := range msg.Headers {
 		b = append(b, h.Value...)
 	}
@@ -284,26 +313,56 @@ func (o *outMsg) fill(msg *bridge.Message, expectStream []string) {
 	}
 	o.buf = b
 	all := string(b)
+	same := o.shape.is(msg, expectStream)
 	if cap(o.vals) < n {
 		o.vals = make([]string, n)
+		same = false
 	}
 	vals := o.vals[:n]
 	start := 0
 	for i := range vals {
-		key, end := jetstream.MsgIDHeader, len(all)
+		end := len(all)
 		if i < len(msg.Headers) {
-			key, end = msg.Headers[i].Key, start+len(msg.Headers[i].Value)
+			end = start + len(msg.Headers[i].Value)
 		}
 		vals[i] = all[start:end]
 		start = end
+	}
+	hdr := o.msg.Header
+	o.msg = nats.Msg{Subject: msg.Subject, Data: msg.Value, Header: hdr}
+	if same {
+		return
+	}
+	if hdr == nil {
+		hdr = make(nats.Header, len(msg.Headers)+2)
+		o.msg.Header = hdr
+	} else {
+		clear(hdr)
+	}
+	for i := range vals {
+		key := jetstream.MsgIDHeader
+		if i < len(msg.Headers) {
+			key = msg.Headers[i].Key
+		}
 		if prev, ok := hdr[key]; ok {
 			hdr[key] = append(prev[:len(prev):len(prev)], vals[i])
 		} else {
 			hdr[key] = vals[i : i+1 : i+1]
 		}
 	}
+	keys := n
 	if expectStream != nil {
 		hdr[jetstream.ExpectedStreamHeader] = expectStream
+		keys++
+	}
+	o.shape = nil
+	if len(hdr) == keys {
+		// Each key has its own value, vals[i], and Nats-Expected-Stream is none of them.
+		s := &headerShape{id: !msg.ID.IsZero(), expect: expectStream, keys: make([]string, len(msg.Headers))}
+		for i, h := range msg.Headers {
+			s.keys[i] = h.Key
+		}
+		o.shape = s
 	}
 }
 
@@ -313,6 +372,9 @@ func header(msg *bridge.Message, expectStream []string) nats.Header {
 	o.fill(msg, expectStream)
 	return o.msg.Header
 }
+
+// uuidTextLen is the length of the canonical form of a UUID.
+const uuidTextLen = 36
 
 // appendUUID appends the canonical form of u to b, as [annals.UUID.String] writes it.
 func appendUUID(b []byte, u annals.UUID) []byte {
