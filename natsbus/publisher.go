@@ -2,6 +2,7 @@ package natsbus
 
 import (
 	"context"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -93,16 +94,51 @@ type Publisher struct {
 		sync.Mutex
 		closed bool
 		// pending are the publishes that wait for their ack, by message.
-		pending map[*nats.Msg]waiting
+		pending map[*nats.Msg]*outMsg
+		// free are messages whose publish is done, to reuse: nats.go no longer reads a
+		// message once it has called its ack or error handler.
+		free []*outMsg
 		// drainedDone says drained is closed.
 		drainedDone bool
 	}
 }
 
-// waiting is a publish that waits for its ack.
-type waiting struct {
+// outMsg is a message and the publish it is in; it is reused once its done is called by
+// resolve, so that a publish allocates little beyond its header values.
+type outMsg struct {
+	msg     nats.Msg
 	done    func(error)
 	subject string
+	vals    []string // the backing array of the values of msg.Header
+	buf     []byte   // the values, before their conversion to one string
+	// shape is what msg.Header was made of, when each of its keys has one value,
+	// vals[i:i+1] (nil otherwise): a message of the same shape only sets vals.
+	shape *headerShape
+}
+
+// headerShape says which keys a header has, in the order of their values.
+type headerShape struct {
+	keys   []string // the keys of the message's headers
+	id     bool     // Nats-Msg-Id follows them
+	expect []string // the value of Nats-Expected-Stream
+}
+
+// is says whether a message with msg's headers and expectStream has shape s.
+func (s *headerShape) is(msg *bridge.Message, expectStream []string) bool {
+	if s == nil || s.id == msg.ID.IsZero() || len(s.keys) != len(msg.Headers) || !sameSlice(s.expect, expectStream) {
+		return false
+	}
+	for i, h := range msg.Headers {
+		if s.keys[i] != h.Key {
+			return false
+		}
+	}
+	return true
+}
+
+// sameSlice says whether a and b are the same slice (not only equal).
+func sameSlice(a, b []string) bool {
+	return len(a) == len(b) && (a == nil) == (b == nil) && (len(a) == 0 || &a[0] == &b[0])
 }
 
 // OpenPublisher connects (unless opts.Conn is set) and makes sure the stream exists (creating
@@ -166,7 +202,7 @@ func OpenPublisher(ctx context.Context, opts PublisherOptions) (*Publisher, erro
 	p.expectStream = []string{p.stream}
 	p.slots = make(chan struct{}, opts.MaxPending)
 	p.closing = make(chan struct{})
-	p.mu.pending = make(map[*nats.Msg]waiting, opts.MaxPending)
+	p.mu.pending = make(map[*nats.Msg]*outMsg, opts.MaxPending)
 	p.drained = make(chan struct{})
 	return p, nil
 }
@@ -223,7 +259,6 @@ func (p *Publisher) Publish(ctx context.Context, msg *bridge.Message, done func(
 		done(&UnboundSubjectError{Subject: msg.Subject, Stream: p.stream, Subjects: p.subjects})
 		return nil
 	}
-	m := &nats.Msg{Subject: msg.Subject, Data: msg.Value, Header: header(msg, p.expectStream)}
 	p.mu.Lock()
 	if p.mu.closed {
 		p.mu.Unlock()
@@ -231,8 +266,19 @@ func (p *Publisher) Publish(ctx context.Context, msg *bridge.Message, done func(
 		done(fmt.Errorf("natsbus: publish to %s: %w", msg.Subject, ErrClosed))
 		return nil
 	}
-	p.mu.pending[m] = waiting{done: done, subject: msg.Subject}
+	var o *outMsg
+	if n := len(p.mu.free); n > 0 {
+		o = p.mu.free[n-1]
+		p.mu.free[n-1] = nil
+		p.mu.free = p.mu.free[:n-1]
+	} else {
+		o = &outMsg{}
+	}
+	o.done, o.subject = done, msg.Subject
+	m := &o.msg
+	p.mu.pending[m] = o
 	p.mu.Unlock()
+	o.fill(msg, p.expectStream)
 	if _, err := p.js.PublishMsgAsync(m, p.pubOpts...); err != nil {
 		if errors.Is(err, nats.ErrReconnectBufExceeded) {
 			// The connection keeps no buffer: this is what a publish meets while it reconnects.
@@ -243,32 +289,57 @@ func (p *Publisher) Publish(ctx context.Context, msg *bridge.Message, done func(
 	return nil
 }
 
-// header returns the NATS header of msg: its headers, keys as they are, Nats-Msg-Id, and
-// Nats-Expected-Stream when expectStream is not nil. The values share one string and one
-// slice, to allocate little per message.
-func header(msg *bridge.Message, expectStream []string) nats.Header {
-	n, size := len(msg.Headers)+2, len(annals.UUID{}.String())
+// fill makes o.msg the NATS message of msg: its subject, value and headers (keys as they are),
+// Nats-Msg-Id, and Nats-Expected-Stream when expectStream is not nil. The header map, the
+// slices of its values and the message are those of o's previous use: only the values,
+// one string, are allocated, and the map is only written when the keys differ from the
+// previous use's.
+func (o *outMsg) fill(msg *bridge.Message, expectStream []string) {
+	size := uuidTextLen
 	for _, h := range msg.Headers {
 		size += len(h.Value)
 	}
-	var b strings.Builder
-	b.Grow(size)
-	ends := make([]int, 0, n)
+	b := o.buf[:0]
+	if cap(b) < size {
+		b = make([]byte, 0, size)
+	}
 	for _, h := range msg.Headers {
-		b.Write(h.Value)
-		ends = append(ends, b.Len())
+		b = append(b, h.Value...)
 	}
+	n := len(msg.Headers)
 	if !msg.ID.IsZero() {
-		b.WriteString(msg.ID.String())
-		ends = append(ends, b.Len())
+		b = appendUUID(b, msg.ID)
+		n++
 	}
-	all := b.String()
-	vals := make([]string, len(ends))
-	hdr := make(nats.Header, n)
+	o.buf = b
+	all := string(b)
+	same := o.shape.is(msg, expectStream)
+	if cap(o.vals) < n {
+		o.vals = make([]string, n)
+		same = false
+	}
+	vals := o.vals[:n]
 	start := 0
-	for i, end := range ends {
+	for i := range vals {
+		end := len(all)
+		if i < len(msg.Headers) {
+			end = start + len(msg.Headers[i].Value)
+		}
 		vals[i] = all[start:end]
 		start = end
+	}
+	hdr := o.msg.Header
+	o.msg = nats.Msg{Subject: msg.Subject, Data: msg.Value, Header: hdr}
+	if same {
+		return
+	}
+	if hdr == nil {
+		hdr = make(nats.Header, len(msg.Headers)+2)
+		o.msg.Header = hdr
+	} else {
+		clear(hdr)
+	}
+	for i := range vals {
 		key := jetstream.MsgIDHeader
 		if i < len(msg.Headers) {
 			key = msg.Headers[i].Key
@@ -279,29 +350,65 @@ func header(msg *bridge.Message, expectStream []string) nats.Header {
 			hdr[key] = vals[i : i+1 : i+1]
 		}
 	}
+	keys := n
 	if expectStream != nil {
 		hdr[jetstream.ExpectedStreamHeader] = expectStream
+		keys++
 	}
-	return hdr
+	o.shape = nil
+	if len(hdr) == keys {
+		// Each key has its own value, vals[i], and Nats-Expected-Stream is none of them.
+		s := &headerShape{id: !msg.ID.IsZero(), expect: expectStream, keys: make([]string, len(msg.Headers))}
+		for i, h := range msg.Headers {
+			s.keys[i] = h.Key
+		}
+		o.shape = s
+	}
+}
+
+// header returns the NATS header of msg, as fill makes it.
+func header(msg *bridge.Message, expectStream []string) nats.Header {
+	var o outMsg
+	o.fill(msg, expectStream)
+	return o.msg.Header
+}
+
+// uuidTextLen is the length of the canonical form of a UUID.
+const uuidTextLen = 36
+
+// appendUUID appends the canonical form of u to b, as [annals.UUID.String] writes it.
+func appendUUID(b []byte, u annals.UUID) []byte {
+	b = hex.AppendEncode(b, u[0:4])
+	b = append(b, '-')
+	b = hex.AppendEncode(b, u[4:6])
+	b = append(b, '-')
+	b = hex.AppendEncode(b, u[6:8])
+	b = append(b, '-')
+	b = hex.AppendEncode(b, u[8:10])
+	b = append(b, '-')
+	return hex.AppendEncode(b, u[10:])
 }
 
 // resolve calls the done function of the publish of m with err (nil for an ack), unless it
-// was called already (by Close).
+// was called already (by Close), and keeps m for reuse: it is called once nats.go is done
+// with m (from its ack or error handler, or when PublishMsgAsync failed).
 func (p *Publisher) resolve(m *nats.Msg, err error) {
 	p.mu.Lock()
-	w, ok := p.mu.pending[m]
-	if ok {
-		delete(p.mu.pending, m)
-		p.drainedLocked()
-	}
-	p.mu.Unlock()
+	o, ok := p.mu.pending[m]
 	if !ok {
+		p.mu.Unlock()
 		return
 	}
+	delete(p.mu.pending, m)
+	p.drainedLocked()
+	done, subject := o.done, o.subject
+	o.done = nil
+	p.mu.free = append(p.mu.free, o)
+	p.mu.Unlock()
 	if err != nil {
-		err = fmt.Errorf("natsbus: publish to %s: %w", w.subject, err)
+		err = fmt.Errorf("natsbus: publish to %s: %w", subject, err)
 	}
-	w.done(err)
+	done(err)
 	<-p.slots
 }
 
@@ -375,10 +482,11 @@ func (p *Publisher) Close(ctx context.Context) error {
 		err = fmt.Errorf("natsbus: close %s: %w", p.target, ctx.Err())
 		p.mu.Lock()
 		left := p.mu.pending
-		p.mu.pending = map[*nats.Msg]waiting{}
+		p.mu.pending = map[*nats.Msg]*outMsg{}
 		p.drainedLocked()
 		p.mu.Unlock()
 		for _, w := range left {
+			// Not kept for reuse: nats.go may still hold them.
 			w.done(fmt.Errorf("natsbus: publish to %s: no ack before close: %w", w.subject, ErrClosed))
 			<-p.slots
 		}
