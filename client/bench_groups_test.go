@@ -12,6 +12,7 @@ import (
 
 	"github.com/annalsdb/annals"
 	"github.com/annalsdb/annals/groups"
+	"github.com/annalsdb/annals/internal/testwait"
 )
 
 // BenchmarkGroups measures consumer groups: 4 consumers of one group, each with
@@ -118,7 +119,7 @@ func runGroupBench(b *testing.B, env *benchEnv, service func() groups.Service, n
 					if i > int64(n) {
 						return
 					}
-					if rate > 0 && !pace(ctx, start, i-1, rate) {
+					if rate > 0 && !testwait.Pace(ctx, start, i-1, rate) {
 						return
 					}
 					res, err := w.Append(ctx, fmt.Sprintf("%s-%d", category, i%int64(streams)), annals.Any, benchEvents(1)...)

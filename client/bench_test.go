@@ -22,6 +22,7 @@ import (
 	"github.com/annalsdb/annals"
 	"github.com/annalsdb/annals/client"
 	"github.com/annalsdb/annals/filestore"
+	"github.com/annalsdb/annals/internal/testwait"
 	"github.com/annalsdb/annals/memstore"
 	"github.com/annalsdb/annals/server"
 )
@@ -311,7 +312,7 @@ func runFanout(b *testing.B, env *benchEnv, network bool, writers, rate int) {
 				if i > int64(n) {
 					return
 				}
-				if rate > 0 && !pace(ctx, start, i-2, rate) {
+				if rate > 0 && !testwait.Pace(ctx, start, i-2, rate) {
 					return
 				}
 				t0 := time.Now().UnixNano()
@@ -354,20 +355,6 @@ func runFanout(b *testing.B, env *benchEnv, network bool, writers, rate int) {
 			b.Fatal(err)
 		}
 		b.ReportMetric(float64(st.Hub.Fallbacks-fallbacks0), "fallbacks")
-	}
-}
-
-// pace waits until event n (from 0) of a schedule of rate events per second that began at
-// start is due: the benchmarks' writers keep to a rate with it (a schedule, not a wait for a
-// condition). It returns false when ctx ends first.
-func pace(ctx context.Context, start time.Time, n int64, rate int) bool {
-	t := time.NewTimer(time.Until(start.Add(time.Duration(n) * time.Second / time.Duration(rate))))
-	defer t.Stop()
-	select {
-	case <-t.C:
-		return true
-	case <-ctx.Done():
-		return false
 	}
 }
 

@@ -13,6 +13,7 @@ import (
 	"github.com/annalsdb/annals/bridge"
 	"github.com/annalsdb/annals/filestore"
 	"github.com/annalsdb/annals/internal/bustest"
+	"github.com/annalsdb/annals/internal/testwait"
 	"github.com/annalsdb/annals/kafkabus"
 	"github.com/annalsdb/annals/memstore"
 	"github.com/annalsdb/annals/relay"
@@ -256,9 +257,8 @@ func BenchmarkRelayKafkaLatency(b *testing.B) {
 			for j := range writers {
 				wg.Go(func() {
 					for i := j; i < b.N; i += writers {
-						// Pacing: event i is due at start + i/rate; sleep until then when ahead.
-						if d := time.Until(start.Add(time.Duration(i) * time.Second / rate)); d > 0 {
-							time.Sleep(d)
+						if !testwait.Pace(ctx, start, int64(i), rate) {
+							return
 						}
 						id := annals.NewUUID()
 						mu.Lock()

@@ -15,6 +15,7 @@ import (
 	"github.com/annalsdb/annals/bridge"
 	"github.com/annalsdb/annals/filestore"
 	"github.com/annalsdb/annals/internal/bustest"
+	"github.com/annalsdb/annals/internal/testwait"
 	"github.com/annalsdb/annals/memstore"
 	"github.com/annalsdb/annals/natsbus"
 	"github.com/annalsdb/annals/relay"
@@ -345,12 +346,9 @@ func benchLatency(b *testing.B, store benchStore, url, prefix string, rate, even
 			}
 		})
 	}
-	interval := time.Second / time.Duration(rate)
 	start := time.Now()
 	for i := range events {
-		if d := time.Until(start.Add(time.Duration(i) * interval)); d > 0 {
-			time.Sleep(d) // pacing the writer to its rate
-		}
+		testwait.Pace(context.Background(), start, int64(i), rate)
 		work <- i
 	}
 	close(work)

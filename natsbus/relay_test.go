@@ -70,8 +70,8 @@ func (run *running) stop(t *testing.T) error {
 }
 
 // writer appends n events, one or a few per append, to streams cart-0 … cart-(streams-1)
-// chosen at random (seeded), on its own goroutine; wait waits for it and returns the events
-// in append order.
+// chosen at random (seeded), on its own goroutine, at rate appends per second (0: as fast as
+// it can); wait waits for it and returns the events in append order.
 type writer struct {
 	wg     sync.WaitGroup
 	err    error
@@ -79,7 +79,7 @@ type writer struct {
 	stream []string
 }
 
-func startWriter(t *testing.T, store annals.Appender, n, streams int, pace time.Duration) *writer {
+func startWriter(t *testing.T, store annals.Appender, n, streams, rate int) *writer {
 	t.Helper()
 	seed := rand.Uint64()
 	t.Logf("writer seed %d", seed)
@@ -88,7 +88,11 @@ func startWriter(t *testing.T, store annals.Appender, n, streams int, pace time.
 	w.wg.Add(1)
 	go func() {
 		defer w.wg.Done()
-		for len(w.events) < n {
+		start := time.Now()
+		for appends := int64(0); len(w.events) < n; appends++ {
+			if rate > 0 {
+				testwait.Pace(context.Background(), start, appends, rate)
+			}
 			stream := fmt.Sprintf("cart-%d", rng.IntN(streams))
 			var batch []annals.Event
 			for range min(1+rng.IntN(3), n-len(w.events)) {
@@ -101,9 +105,6 @@ func startWriter(t *testing.T, store annals.Appender, n, streams int, pace time.
 			for _, ev := range batch {
 				w.events = append(w.events, ev)
 				w.stream = append(w.stream, stream)
-			}
-			if pace > 0 {
-				time.Sleep(pace) // pacing the workload, not waiting for a condition
 			}
 		}
 	}()
@@ -212,7 +213,7 @@ func TestRelayOutage(t *testing.T) {
 	n := bustest.StartNATS(t)
 	store := memstore.New(nil)
 	p := openPublisher(t, n.URL(), natsbus.PublisherOptions{})
-	w := startWriter(t, store, 4_000, 20, 100*time.Microsecond)
+	w := startWriter(t, store, 4_000, 20, 2_000)
 	run := startRelay(t, store, p, "nats", "events")
 	for i := range uint64(3) {
 		testwait.Until(t, "more published", func() bool { return streamCount(t, n.URL(), "EVENTS") >= 500*(i+1) })

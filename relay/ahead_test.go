@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"testing"
+	"testing/synctest"
 	"time"
 )
 
@@ -52,36 +53,40 @@ func TestAheadOrderAndBound(t *testing.T) {
 }
 
 // TestAheadWakes checks that a taker waiting on an empty queue wakes for an item put later,
-// and a putter waiting on a full queue wakes when the items are taken.
+// and a putter waiting on a full queue wakes when the items are taken. It runs in a synctest
+// bubble, so that each side is known to be blocked (synctest.Wait) before the other acts.
 func TestAheadWakes(t *testing.T) {
-	ctx := t.Context()
-	a := newAhead()
-	got := make(chan []item)
-	go func() {
-		items, _ := a.take(ctx, nil)
-		got <- items
-	}()
-	time.Sleep(10 * time.Millisecond) // pacing: lets the taker wait first (it passes either way)
-	if err := a.put(ctx, item{position: 7}, 1); err != nil {
-		t.Fatal(err)
-	}
-	if items := <-got; len(items) != 1 || items[0].position != 7 {
-		t.Fatalf("took %v", items)
-	}
-	for range aheadMaxN {
-		if err := a.put(ctx, item{}, 1); err != nil {
+	synctest.Test(t, func(t *testing.T) {
+		ctx := t.Context()
+		a := newAhead()
+		got := make(chan []item)
+		go func() {
+			items, _ := a.take(ctx, nil)
+			got <- items
+		}()
+		synctest.Wait() // the taker waits on the empty queue
+		if err := a.put(ctx, item{position: 7}, 1); err != nil {
 			t.Fatal(err)
 		}
-	}
-	put := make(chan error)
-	go func() { put <- a.put(ctx, item{position: 9}, 1) }()
-	if _, err := a.take(ctx, nil); err != nil {
-		t.Fatal(err)
-	}
-	if err := <-put; err != nil {
-		t.Fatalf("put after a take: %v", err)
-	}
-	if items, err := a.take(ctx, nil); err != nil || len(items) != 1 || items[0].position != 9 {
-		t.Fatalf("take = %v, %v", items, err)
-	}
+		if items := <-got; len(items) != 1 || items[0].position != 7 {
+			t.Fatalf("took %v", items)
+		}
+		for range aheadMaxN {
+			if err := a.put(ctx, item{}, 1); err != nil {
+				t.Fatal(err)
+			}
+		}
+		put := make(chan error)
+		go func() { put <- a.put(ctx, item{position: 9}, 1) }()
+		synctest.Wait() // the putter waits on the full queue
+		if _, err := a.take(ctx, nil); err != nil {
+			t.Fatal(err)
+		}
+		if err := <-put; err != nil {
+			t.Fatalf("put after a take: %v", err)
+		}
+		if items, err := a.take(ctx, nil); err != nil || len(items) != 1 || items[0].position != 9 {
+			t.Fatalf("take = %v, %v", items, err)
+		}
+	})
 }

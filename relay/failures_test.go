@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/annalsdb/annals"
+	"github.com/annalsdb/annals/internal/testwait"
 )
 
 var errBrokerDown = errors.New("test broker: unavailable")
@@ -76,6 +77,7 @@ func TestRelayRestartsAfterFailures(t *testing.T) {
 		r := newRelay(t, s, p, testOptions(t, "orders"))
 		start(t, r)
 		ctx := context.Background()
+		began := time.Now()
 		for i := range n {
 			stream := []string{"cart-1", "cart-2", "order-1", "order-2"}[i%4]
 			ev := annals.Event{ID: annals.NewUUID(), Type: "Happened"}
@@ -88,9 +90,8 @@ func TestRelayRestartsAfterFailures(t *testing.T) {
 			evs = append(evs, rec)
 			byPos[res.Position] = rec
 			evMu.Unlock()
-			if i%50 == 0 {
-				time.Sleep(time.Millisecond) // paces the appends so that failures meet live delivery too
-			}
+			// Paced (50 appends a millisecond) so that failures meet live delivery too.
+			testwait.Pace(ctx, began, int64(i), 50_000)
 		}
 		waitAcked(t, p, evs)
 		ids := p.ackedIDs()
