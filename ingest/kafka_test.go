@@ -40,7 +40,8 @@ func produceKafka(t *testing.T, k *bustest.Kafka, topic string, w *workload, msg
 
 func kafkaSource(t *testing.T, k *bustest.Kafka) *kafkabus.Source {
 	t.Helper()
-	s, err := kafkabus.OpenSource(kafkabus.SourceOptions{Brokers: []string{k.Addr()}, Topics: []string{"orders"}, Group: "ingest"})
+	s, err := kafkabus.OpenSource(kafkabus.SourceOptions{Brokers: []string{k.Addr()}, Topics: []string{"orders"}, Group: "ingest",
+		UnreachableAfter: 200 * time.Millisecond})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -96,9 +97,12 @@ func TestKafkaOutage(t *testing.T) {
 		in := newIngest(t, store, kafkaSource(t, k), Options{Batch: 20, Policy: fastRetries})
 		stop := run(t, in)
 		testwait.Until(t, "the ingest appends some", func() bool { return in.Status().Appended >= 200 })
+		errs := in.Status().Errors
 		k.Stop()
 		at := in.Status().Appended
-		time.Sleep(300 * time.Millisecond) // the outage lasts a while
+		// The outage lasts until the ingest has failed on it (its source reports the broker
+		// out of reach after UnreachableAfter) and is retrying.
+		testwait.Until(t, "the ingest to fail on the outage", func() bool { return in.Status().Errors > errs })
 		k.Start()
 		produceKafka(t, k, "orders", &w, generate(rng, &w, 3, 500, 0.05))
 		testwait.Until(t, "the ingest appends every message", func() bool { return w.caughtUp(in) })

@@ -1,6 +1,7 @@
 package ingest
 
 import (
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -97,9 +98,18 @@ func TestNATSOutage(t *testing.T) {
 		in := newIngest(t, store, natsSource(t, n), Options{Batch: 20, Policy: fastRetries})
 		stop := run(t, in)
 		testwait.Until(t, "the ingest appends some", func() bool { return in.Status().Appended >= 200 })
+		// A connection of the test's own sees the outage: it lasts until that connection has
+		// failed to reconnect a few times, as the ingest's does meanwhile.
+		var failedReconnects atomic.Int64
+		watcher, err := nats.Connect(n.URL(), nats.MaxReconnects(-1), nats.ReconnectWait(20*time.Millisecond),
+			nats.ReconnectErrHandler(func(*nats.Conn, error) { failedReconnects.Add(1) }))
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer watcher.Close()
 		n.Stop()
 		at := in.Status().Appended
-		time.Sleep(300 * time.Millisecond) // the outage lasts a while
+		testwait.Until(t, "reconnections to fail during the outage", func() bool { return failedReconnects.Load() >= 3 })
 		n.Start()
 		publishNATS(t, n, &w, generate(rng, &w, 3, 500, 0.05))
 		testwait.Until(t, "the ingest appends every message", func() bool { return w.caughtUp(in) })

@@ -23,6 +23,7 @@ type SourceOptions struct {
 	// Topics to consume. Required.
 	Topics []string
 	// Group is the consumer group whose offsets are committed after each batch. Required.
+	// The Source joins it as a static member whose instance id is Group (see [Source.Start]).
 	Group string
 	// ClientOptions are more franz-go options, applied last.
 	ClientOptions []kgo.Opt
@@ -201,7 +202,11 @@ func (s *Source) Start(ctx context.Context, resume func(ctx context.Context, sou
 	}
 	cctx, cancel := context.WithCancel(context.Background())
 	d := &dials{}
-	opts = append(opts, kgo.WithContext(cctx), kgo.WithHooks(d))
+	// One ingest at a time consumes the group (the one that holds the ingest's lease), so every
+	// Start joins as the same static member: it replaces the member of an earlier Start (a
+	// crashed process, a client closed during a broker outage without leaving) at once,
+	// instead of waiting for that member's session to time out.
+	opts = append(opts, kgo.WithContext(cctx), kgo.WithHooks(d), kgo.InstanceID(s.opts.Group))
 	opts = append(opts, s.opts.ClientOptions...)
 	c, err := kgo.NewClient(opts...)
 	if err != nil {

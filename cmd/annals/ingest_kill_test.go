@@ -8,6 +8,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -66,20 +67,24 @@ func TestIngestKill(t *testing.T) {
 	// {"i":i}; the NATS ones with Nats-Msg-Id, the Kafka ones with no id (the ingest derives
 	// it from the offset).
 	produced := make(chan error, 2)
+	var sent [2]atomic.Int64 // by producer: 0 Kafka, 1 NATS
+	began := time.Now()
 	go func() {
 		for i := range messages {
+			// Paced (500 messages/s) so that the workload lasts across the kills.
+			testwait.Pace(ctx, began, int64(i), 500)
 			r := &kgo.Record{Key: []byte(fmt.Sprintf("k-%d", i%keys)), Value: []byte(`{"i":` + strconv.Itoa(i) + `}`)}
 			if err := kc.ProduceSync(ctx, r).FirstErr(); err != nil {
 				produced <- fmt.Errorf("kafka: %w", err)
 				return
 			}
-			// Paces the workload so that it lasts across the kills.
-			time.Sleep(2 * time.Millisecond)
+			sent[0].Add(1)
 		}
 		produced <- nil
 	}()
 	go func() {
 		for i := range messages {
+			testwait.Pace(ctx, began, int64(i), 500)
 			m := nats.NewMsg(fmt.Sprintf("feed.k-%d", i%keys))
 			m.Header.Set(jetstream.MsgIDHeader, annals.NewUUID().String())
 			m.Data = []byte(`{"i":` + strconv.Itoa(i) + `}`)
@@ -87,8 +92,7 @@ func TestIngestKill(t *testing.T) {
 				produced <- fmt.Errorf("nats: %w", err)
 				return
 			}
-			// Paces the workload so that it lasts across the kills.
-			time.Sleep(2 * time.Millisecond)
+			sent[1].Add(1)
 		}
 		produced <- nil
 	}()
@@ -99,11 +103,12 @@ func TestIngestKill(t *testing.T) {
 		"nats": {"--server", srv.url, "ingest", "--name", "kill-nats", "--nats", nt.URL(), "--nats-stream", "FEED",
 			"--stream", "nfeed-{subject}", "--type", "Fed", "--batch", "50", "--lease-ttl", "300ms"},
 	}
-	delays := map[string][]time.Duration{}
+	// Each ingest is killed kills times, each time at a random point of its producer's work
+	// (when it has sent a number of messages drawn at random), and started again.
+	killAt := map[string][]int{}
+	producer := map[string]*atomic.Int64{"kafka": &sent[0], "nats": &sent[1]}
 	for _, bus := range []string{"kafka", "nats"} {
-		for range kills {
-			delays[bus] = append(delays[bus], time.Duration(rng.IntN(500))*time.Millisecond)
-		}
+		killAt[bus] = randomPoints(rng, kills, messages)
 	}
 	var wg sync.WaitGroup
 	var mu sync.Mutex
@@ -112,14 +117,16 @@ func TestIngestKill(t *testing.T) {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			for i, d := range delays[bus] {
+			for i, at := range killAt[bus] {
 				p := startBridgeProc(t, args[bus]...)
-				if !waitFor(30*time.Second, func() bool { return p.running("ingest") }) {
+				if !testwait.For(t, func() bool { return p.running("ingest") }) {
 					t.Errorf("%s ingest %d did not run:\n%s", bus, i, p.logs.String())
 					return
 				}
-				// Lets the ingest work for a random while before the kill.
-				time.Sleep(d)
+				if !testwait.For(t, func() bool { return producer[bus].Load() >= int64(at) }) {
+					t.Errorf("%s ingest %d: the producer did not reach %d messages", bus, i, at)
+					return
+				}
 				p.kill9(t)
 			}
 			p := startBridgeProc(t, args[bus]...)

@@ -18,7 +18,6 @@ import (
 	"github.com/annalsdb/annals/natsbus"
 	"github.com/annalsdb/annals/supervisor"
 	"github.com/spf13/pflag"
-	"github.com/twmb/franz-go/pkg/kgo"
 )
 
 // ingestSpec is the configuration of one ingest: the flags of "annals ingest", the keys of
@@ -126,11 +125,9 @@ func (s *ingestSpec) build(changed func(string) bool, set setter) (*ingestPlan, 
 			group = defaultIngestGroupPrefix + s.name
 		}
 		p.isKafka = true
-		// One replica consumes at a time (it holds the ingest's lease), so all of them join
-		// the group as one static member: one that takes over replaces a dead one at once,
-		// instead of waiting for its session to time out.
-		p.kafka = kafkabus.SourceOptions{Brokers: s.kafka, Topics: s.topics, Group: group,
-			ClientOptions: []kgo.Opt{kgo.InstanceID(defaultIngestGroupPrefix + s.name)}}
+		// One replica consumes at a time (it holds the ingest's lease); kafkabus.Source joins
+		// the group as one static member, so one that takes over replaces a dead one at once.
+		p.kafka = kafkabus.SourceOptions{Brokers: s.kafka, Topics: s.topics, Group: group}
 		p.target = fmt.Sprintf("kafka %s topic %s group %s", strings.Join(s.kafka, ","), strings.Join(s.topics, ","), group)
 		p.hints.broker = fmt.Sprintf("is Kafka running at %s?", strings.Join(s.kafka, ","))
 	} else {

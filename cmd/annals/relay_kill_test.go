@@ -133,7 +133,10 @@ func TestRelayKill(t *testing.T) {
 	defer cancel()
 	writerDone := make(chan error, 1)
 	go func() {
+		began := time.Now()
 		for i := range events {
+			// Paced (500 events/s) so that the workload lasts across the kills.
+			testwait.Pace(ctx, began, int64(i), 500)
 			stream := fmt.Sprintf("order-%d", i%streams)
 			ev := annals.Event{ID: annals.NewUUID(), Type: "OrderNoted", Data: []byte(`{"i":` + strconv.Itoa(i) + `}`)}
 			if _, err := c.Append(ctx, stream, annals.Any, ev); err != nil {
@@ -144,8 +147,6 @@ func TestRelayKill(t *testing.T) {
 			want[stream] = append(want[stream], ev.ID)
 			written++
 			mu.Unlock()
-			// Paces the workload so that it lasts across the kills.
-			time.Sleep(2 * time.Millisecond)
 		}
 		writerDone <- nil
 	}()
@@ -154,12 +155,17 @@ func TestRelayKill(t *testing.T) {
 		"nats":  {"--server", srv.url, "relay", "--name", "kill-nats", "--nats", nt.URL(), "--lease-ttl", "300ms", "--checkpoint-interval", "20ms"},
 		"kafka": {"--server", srv.url, "relay", "--name", "kill-kafka", "--kafka", kf.Addr(), "--lease-ttl", "300ms", "--checkpoint-interval", "20ms"},
 	}
-	// Each relay is killed kills times, each time at a random moment after it began to
-	// publish, and started again.
-	delays := map[string][]time.Duration{}
+	// Each relay is killed kills times, each time at a random point of the writer's work (when
+	// it has written a number of events drawn at random), and started again.
+	killAt := map[string][]int{}
 	for _, bus := range []string{"nats", "kafka"} {
-		for range kills {
-			delays[bus] = append(delays[bus], time.Duration(rng.IntN(400))*time.Millisecond)
+		killAt[bus] = randomPoints(rng, kills, events)
+	}
+	writtenAtLeast := func(n int) func() bool {
+		return func() bool {
+			mu.Lock()
+			defer mu.Unlock()
+			return written >= n
 		}
 	}
 	var wg sync.WaitGroup
@@ -169,14 +175,16 @@ func TestRelayKill(t *testing.T) {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			for i, d := range delays[bus] {
+			for i, at := range killAt[bus] {
 				p := startBridgeProc(t, relayArgs[bus]...)
-				if !waitFor(30*time.Second, func() bool { return p.running("relay") }) {
+				if !testwait.For(t, func() bool { return p.running("relay") }) {
 					t.Errorf("%s relay %d did not run:\n%s", bus, i, p.logs.String())
 					return
 				}
-				// Lets the relay publish for a random while before the kill.
-				time.Sleep(d)
+				if !testwait.For(t, writtenAtLeast(at)) {
+					t.Errorf("%s relay %d: the writer did not reach %d events", bus, i, at)
+					return
+				}
 				p.kill9(t)
 			}
 			p := startBridgeProc(t, relayArgs[bus]...)
@@ -279,17 +287,14 @@ func kafkaDistinct(ctx context.Context, k *bustest.Kafka, topic string) int {
 	}
 }
 
-// waitFor polls cond until it holds (true) or d passes (false).
-func waitFor(d time.Duration, cond func() bool) bool {
-	deadline := time.Now().Add(d)
-	for time.Now().Before(deadline) {
-		if cond() {
-			return true
-		}
-		// Polls a process's log, which has no signal to wait on.
-		time.Sleep(10 * time.Millisecond)
+// randomPoints returns n points drawn at random in [1, max), in increasing order.
+func randomPoints(rng *rand.Rand, n, max int) []int {
+	points := make([]int, n)
+	for i := range points {
+		points[i] = 1 + rng.IntN(max-1)
 	}
-	return cond()
+	slices.Sort(points)
+	return points
 }
 
 // testSeed returns $ANNALS_TEST_SEED, or 0.
@@ -351,6 +356,8 @@ func TestRelayBrokerOutage(t *testing.T) {
 			nt.Stop()
 		}
 		if i == 2*events/3 {
+			// The outage lasts until the relay has met it with the events appended since.
+			testwait.Until(t, "the relay to retry", func() bool { return strings.Contains(p.logs.String(), "retrying") })
 			nt.Start()
 		}
 		stream := fmt.Sprintf("order-%d", i%4)
@@ -359,8 +366,6 @@ func TestRelayBrokerOutage(t *testing.T) {
 			t.Fatal(err)
 		}
 		want[stream] = append(want[stream], ev.ID)
-		// Paces the appends so that the outage lasts a while.
-		time.Sleep(2 * time.Millisecond)
 	}
 	testwait.UntilNil(t, "every event in the JetStream stream", func() error {
 		select {

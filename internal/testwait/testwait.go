@@ -66,17 +66,35 @@ func Until(t testing.TB, what string, cond func() bool) {
 func UntilNil(t testing.TB, what string, check func() error) {
 	t.Helper()
 	timeout := Timeout(t)
+	if err := poll(timeout, check); err != nil {
+		if err == errNotYet {
+			t.Fatalf("waiting for %s: not done within %v", what, timeout)
+		}
+		t.Fatalf("waiting for %s: not done within %v: %v", what, timeout, err)
+	}
+}
+
+// For calls cond until it returns true, as [Until] does, and reports whether it did within
+// [Timeout]. Unlike Until it does not fail the test, so a goroutine other than the test's may
+// call it (and report the failure with t.Errorf).
+func For(t testing.TB, cond func() bool) bool {
+	t.Helper()
+	return poll(Timeout(t), func() error {
+		if cond() {
+			return nil
+		}
+		return errNotYet
+	}) == nil
+}
+
+// poll calls check until it returns nil (then nil) or timeout has passed (then its last
+// error), pausing between calls: a millisecond at first, more as the wait goes on.
+func poll(timeout time.Duration, check func() error) error {
 	deadline := time.Now().Add(timeout)
 	for pause := time.Millisecond; ; pause = min(2*pause, maxPoll) {
 		err := check()
-		if err == nil {
-			return
-		}
-		if time.Now().After(deadline) {
-			if err == errNotYet {
-				t.Fatalf("waiting for %s: not done within %v", what, timeout)
-			}
-			t.Fatalf("waiting for %s: not done within %v: %v", what, timeout, err)
+		if err == nil || time.Now().After(deadline) {
+			return err
 		}
 		time.Sleep(pause)
 	}

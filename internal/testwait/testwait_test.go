@@ -105,3 +105,21 @@ func TestTimeout(t *testing.T) {
 		}
 	}
 }
+
+func TestForReportsWithoutFailing(t *testing.T) {
+	var calls atomic.Int64
+	if !For(t, func() bool { return calls.Add(1) == 3 }) || calls.Load() != 3 {
+		t.Errorf("For: cond called %d times, want true after 3", calls.Load())
+	}
+	t.Setenv("ANNALS_WAIT_SCALE", "0.001")
+	f := &fakeT{TB: t}
+	start := time.Now()
+	var got bool
+	run(f, func() { got = For(f, func() bool { return false }) })
+	if got || f.failed != "" {
+		t.Errorf("For of a condition that never holds: %v, failure %q; want false and no failure", got, f.failed)
+	}
+	if el := time.Since(start); el < 30*time.Millisecond {
+		t.Errorf("gave up after %v, want at least the scaled deadline of 30ms", el)
+	}
+}
