@@ -171,3 +171,21 @@ func TestStreamMetadataUnmarshalStrict(t *testing.T) {
 		t.Errorf("the error %v does not name the unknown field", err)
 	}
 }
+
+func TestUUIDText(t *testing.T) {
+	u := annals.UUID{0x01, 0x90, 0xf2, 0xb4, 0x5c, 0x1e, 0x7a, 0x3b, 0x9d, 0x2e, 0x4f, 0x5a, 0x6b, 0x7c, 0x8d, 0x9e}
+	const want = "0190f2b4-5c1e-7a3b-9d2e-4f5a6b7c8d9e"
+	if got := u.String(); got != want {
+		t.Errorf("String() = %q, want %q", got, want)
+	}
+	got, err := u.AppendText([]byte("id="))
+	if err != nil || string(got) != "id="+want {
+		t.Errorf("AppendText = %q, %v; want %q", got, err, "id="+want)
+	}
+	for range 100 {
+		u := annals.NewUUID()
+		if back, err := annals.ParseUUID(u.String()); err != nil || back != u {
+			t.Fatalf("ParseUUID(%s) = %v, %v", u, back, err)
+		}
+	}
+}

@@ -120,19 +120,25 @@ func (u UUID) IsZero() bool { return u == UUID{} }
 // String returns the canonical form, e.g. "0190f2b4-5c1e-7a3b-9d2e-4f5a6b7c8d9e".
 func (u UUID) String() string {
 	var b [36]byte
-	hex.Encode(b[0:8], u[0:4])
-	b[8] = '-'
-	hex.Encode(b[9:13], u[4:6])
-	b[13] = '-'
-	hex.Encode(b[14:18], u[6:8])
-	b[18] = '-'
-	hex.Encode(b[19:23], u[8:10])
-	b[23] = '-'
-	hex.Encode(b[24:], u[10:])
-	return string(b[:])
+	return string(u.appendText(b[:0]))
 }
 
-// MarshalText returns the canonical form.
+// AppendText appends the canonical form of u (as [UUID.String] writes it) to b, for callers
+// that build messages in one buffer; it implements encoding.TextAppender and never fails.
+func (u UUID) AppendText(b []byte) ([]byte, error) { return u.appendText(b), nil }
+
+func (u UUID) appendText(b []byte) []byte {
+	b = hex.AppendEncode(b, u[0:4])
+	b = append(b, '-')
+	b = hex.AppendEncode(b, u[4:6])
+	b = append(b, '-')
+	b = hex.AppendEncode(b, u[6:8])
+	b = append(b, '-')
+	b = hex.AppendEncode(b, u[8:10])
+	b = append(b, '-')
+	return hex.AppendEncode(b, u[10:])
+}
+
 func (u UUID) MarshalText() ([]byte, error) { return []byte(u.String()), nil }
 
 // UnmarshalText parses the canonical form.

@@ -305,7 +305,7 @@ func (e *Encoder) structured(ev *annals.RecordedEvent, ct string, ctx eventConte
 	str(0, "1.0")
 	field(attributeNames[attrID])
 	b = append(b, '"')
-	b = appendUUID(b, ev.ID)
+	b, _ = ev.ID.AppendText(b) // never fails
 	b = append(b, '"')
 	str(attrSource, e.source())
 	str(attrType, ev.Type)

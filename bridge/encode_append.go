@@ -1,7 +1,6 @@
 package bridge
 
 import (
-	"encoding/hex"
 	"strconv"
 	"time"
 
@@ -66,7 +65,7 @@ func (b *headerBuf) addUint(key string, v uint64) {
 // addID adds id in its canonical form.
 func (b *headerBuf) addID(key string, id annals.UUID) {
 	n := len(b.buf)
-	b.buf = appendUUID(b.buf, id)
+	b.buf, _ = id.AppendText(b.buf) // never fails
 	b.since(key, n)
 }
 
@@ -85,19 +84,6 @@ func appendTime(b []byte, t time.Time) []byte {
 		return b
 	}
 	return t.UTC().AppendFormat(b, time.RFC3339Nano)
-}
-
-// appendUUID appends id in its canonical form, as annals.UUID.String writes it.
-func appendUUID(b []byte, id annals.UUID) []byte {
-	b = hex.AppendEncode(b, id[0:4])
-	b = append(b, '-')
-	b = hex.AppendEncode(b, id[4:6])
-	b = append(b, '-')
-	b = hex.AppendEncode(b, id[6:8])
-	b = append(b, '-')
-	b = hex.AppendEncode(b, id[8:10])
-	b = append(b, '-')
-	return hex.AppendEncode(b, id[10:])
 }
 
 // Room the fixed-size values take at most: a UUID, a time in UTC as RFC 3339 with

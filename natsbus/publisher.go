@@ -2,7 +2,6 @@ package natsbus
 
 import (
 	"context"
-	"encoding/hex"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -10,7 +9,6 @@ import (
 	"sync"
 	"time"
 
-	"github.com/annalsdb/annals"
 	"github.com/annalsdb/annals/bridge"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
@@ -308,7 +306,7 @@ func (o *outMsg) fill(msg *bridge.Message, expectStream []string) {
 	}
 	n := len(msg.Headers)
 	if !msg.ID.IsZero() {
-		b = appendUUID(b, msg.ID)
+		b, _ = msg.ID.AppendText(b) // never fails
 		n++
 	}
 	o.buf = b
@@ -375,19 +373,6 @@ func header(msg *bridge.Message, expectStream []string) nats.Header {
 
 // uuidTextLen is the length of the canonical form of a UUID.
 const uuidTextLen = 36
-
-// appendUUID appends the canonical form of u to b, as [annals.UUID.String] writes it.
-func appendUUID(b []byte, u annals.UUID) []byte {
-	b = hex.AppendEncode(b, u[0:4])
-	b = append(b, '-')
-	b = hex.AppendEncode(b, u[4:6])
-	b = append(b, '-')
-	b = hex.AppendEncode(b, u[6:8])
-	b = append(b, '-')
-	b = hex.AppendEncode(b, u[8:10])
-	b = append(b, '-')
-	return hex.AppendEncode(b, u[10:])
-}
 
 // resolve calls the done function of the publish of m with err (nil for an ack), unless it
 // was called already (by Close), and keeps m for reuse: it is called once nats.go is done

@@ -33,14 +33,6 @@ func TestFillReuse(t *testing.T) {
 	}
 }
 
-func TestAppendUUID(t *testing.T) {
-	for _, u := range []annals.UUID{{}, annals.NewUUID(), {0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff}} {
-		if got := string(appendUUID([]byte("p"), u)); got != "p"+u.String() {
-			t.Errorf("appendUUID(%s) = %q", u, got)
-		}
-	}
-}
-
 // BenchmarkFill measures filling a reused message with the headers of an event.
 func BenchmarkFill(b *testing.B) {
 	msg := &bridge.Message{Subject: "events.cart.cart-1", Value: []byte(`{"n":1}`), ID: annals.NewUUID()}
